@@ -1,0 +1,116 @@
+# Moirai - build, test, benchmark, install.
+#
+#   make               libmoirai.a, libmoirai.so, moirai.pc, examples, test binaries (in build/)
+#   make demo          build and run examples/demo
+#   make check         unit + stress tests, again under ASan+UBSan and TSan, a valgrind
+#                      leak check, and a clang-19 build (installs what it needs)
+#   make bench         side-by-side benchmarks against OpenMP, oneTBB and rayon
+#   make install PREFIX=/usr/local [DESTDIR=...]
+#
+# Variables: CC (gcc or clang-19), BUILD (output dir), SAN (asan | tsan: a
+# sanitizer build of the library and tests).
+
+CC ?= gcc
+ifeq ($(origin CC),default)
+CC := gcc
+endif
+BUILD ?= build
+PREFIX ?= /usr/local
+SAN ?=
+
+VERSION := 0.1.0
+SOMAJOR := 0
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
+CPPFLAGS := -Iinclude -D_GNU_SOURCE
+OPT := -O2 -g
+SANFLAGS :=
+ifeq ($(SAN),asan)
+OPT := -O1 -g -fno-omit-frame-pointer
+SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+endif
+ifeq ($(SAN),tsan)
+OPT := -O1 -g
+SANFLAGS := -fsanitize=thread
+endif
+CFLAGS := -std=gnu17 $(OPT) $(WARN) -pthread -MMD -MP $(SANFLAGS)
+LIBCFLAGS := $(CFLAGS) -fPIC -fvisibility=hidden -DMOIRAI_BUILD
+LDLIBS := -pthread -lm
+
+LIB_SRCS := $(sort $(wildcard user/*/*.c))
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
+TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/*.c))
+
+STATIC := $(BUILD)/libmoirai.a
+SHARED := $(BUILD)/libmoirai.so.$(VERSION)
+PC := $(BUILD)/moirai.pc
+
+.PHONY: all lib examples tests demo check check-host check-one bench install clean deps
+all: lib examples tests
+
+lib: $(STATIC) $(SHARED) $(PC)
+examples: $(EXAMPLES)
+tests: $(TESTS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(LIBCFLAGS) -c $< -o $@
+
+$(STATIC): $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(SHARED): $(LIB_OBJS) user/moirai.map
+	$(CC) -shared $(SANFLAGS) -Wl,-soname,libmoirai.so.$(SOMAJOR) \
+		-Wl,--version-script=user/moirai.map -o $@ $(LIB_OBJS) $(LDLIBS)
+	ln -sf libmoirai.so.$(VERSION) $(BUILD)/libmoirai.so.$(SOMAJOR)
+	ln -sf libmoirai.so.$(SOMAJOR) $(BUILD)/libmoirai.so
+
+$(PC): moirai.pc.in Makefile
+	@mkdir -p $(BUILD)
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
+
+$(BUILD)/examples/%: examples/%.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(STATIC) $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/harness.h $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(STATIC) $(LDLIBS)
+
+demo: $(BUILD)/examples/demo
+	./tools/deps.sh build
+	$(BUILD)/examples/demo
+
+# One build's tests (BUILD/SAN select which).
+check-one: tests
+	./tests/run.sh $(BUILD)/tests
+
+check:
+	./tools/deps.sh check
+	$(MAKE) check-one
+	$(MAKE) check-one BUILD=build/asan SAN=asan
+	$(MAKE) check-one BUILD=build/tsan SAN=tsan
+	./tests/valgrind.sh $(BUILD)
+	$(MAKE) all BUILD=build/clang CC=clang-19
+	./tests/run.sh build/clang/tests quick
+	@echo "make check: all suites passed"
+
+bench: lib
+	./tools/deps.sh bench
+	./tools/bench/run.sh $(BUILD)
+
+install: lib
+	install -d $(DESTDIR)$(PREFIX)/include/moirai $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 include/moirai/*.h $(DESTDIR)$(PREFIX)/include/moirai/
+	install -m 644 $(STATIC) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libmoirai.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libmoirai.so.$(SOMAJOR)
+	ln -sf libmoirai.so.$(SOMAJOR) $(DESTDIR)$(PREFIX)/lib/libmoirai.so
+	install -m 644 $(PC) $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+
+clean:
+	rm -rf build
+
+-include $(LIB_OBJS:.o=.d) $(EXAMPLES:=.d) $(TESTS:=.d)

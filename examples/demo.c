@@ -1,0 +1,184 @@
+/*
+ * demo.c - what Moirai does so far, timed against plain sequential C:
+ * recursive fork-join (fib), a task group of many small tasks, and parallel
+ * loops (a balanced and an unbalanced one). Run it with `make demo`;
+ * MOIRAI_WORKERS sets the number of workers.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include <moirai/moirai.h>
+
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* ---- fork-join --------------------------------------------------------- */
+
+__attribute__((noinline)) static long fib_seq(int n)
+{
+	if (n < 2)
+		return n;
+	long a = fib_seq(n - 1);
+	__asm__ volatile("" ::: "memory"); /* keep both calls real */
+	return a + fib_seq(n - 2);
+}
+
+struct fib_arg {
+	int n;
+	long r;
+};
+
+static void fib_par(void *p)
+{
+	struct fib_arg *f = p;
+	if (f->n < 2) {
+		f->r = f->n;
+		return;
+	}
+	struct fib_arg a = { f->n - 1, 0 }, b = { f->n - 2, 0 };
+	mr_join(fib_par, &a, fib_par, &b);
+	f->r = a.r + b.r;
+}
+
+/* ---- task group -------------------------------------------------------- */
+
+struct spawner {
+	mr_group_t g;
+	long *counts;
+	long n;
+};
+
+static void bump(void *p)
+{
+	__atomic_fetch_add((long *)p, 1, __ATOMIC_RELAXED);
+}
+
+static void spawn_all(void *p)
+{
+	struct spawner *s = p;
+	for (long i = 0; i < s->n; i++)
+		mr_group_spawn(&s->g, bump, &s->counts[i % 64 * 8]);
+	mr_group_wait(&s->g);
+}
+
+/* ---- loops ------------------------------------------------------------- */
+
+static void sqrt_body(size_t lo, size_t hi, void *acc, void *ctx)
+{
+	double s = 0;
+	(void)ctx;
+	for (size_t i = lo; i < hi; i++)
+		s += sqrt((double)i);
+	*(double *)acc += s;
+}
+
+static void add_double(void *acc, const void *other, void *ctx)
+{
+	(void)ctx;
+	*(double *)acc += *(const double *)other;
+}
+
+static unsigned long work(size_t i)
+{
+	unsigned long x = i;
+	for (size_t k = 0; k < i; k++)
+		x = x * 6364136223846793005ul + 1442695040888963407ul;
+	return x;
+}
+
+static void uneven_body(size_t lo, size_t hi, void *ctx)
+{
+	unsigned long *out = ctx;
+	for (size_t i = lo; i < hi; i++)
+		out[i] = work(i);
+}
+
+struct job {
+	void (*fn)(void *);
+	void *arg;
+};
+
+static void run(void *p)
+{
+	struct job *j = p;
+	j->fn(j->arg);
+}
+
+static void fib_root(void *p)
+{
+	fib_par(p);
+}
+
+int main(void)
+{
+	mr_runtime_t *rt = mr_runtime_default();
+	unsigned nw = mr_runtime_workers(rt);
+	double t0, seq, par;
+
+	printf("Moirai demo: %u workers (set MOIRAI_WORKERS to change)\n\n", nw);
+	printf("%-34s %12s %12s %9s\n", "workload", "sequential", "moirai", "speedup");
+
+	/* fib(32) */
+	int n = 32;
+	t0 = now_ms();
+	long want = fib_seq(n);
+	seq = now_ms() - t0;
+	struct fib_arg f = { n, 0 };
+	struct job jf = { fib_root, &f };
+	t0 = now_ms();
+	mr_runtime_install(rt, run, &jf);
+	par = now_ms() - t0;
+	printf("%-34s %10.1fms %10.1fms %8.2fx %s\n", "fib(32), fork-join, no cutoff", seq, par,
+	       seq / par, f.r == want ? "" : "WRONG");
+
+	/* 1M tasks in a group */
+	static long counts[64 * 8];
+	struct spawner sp = { .counts = counts, .n = 1000000 };
+	mr_group_init(&sp.g);
+	struct job js = { spawn_all, &sp };
+	t0 = now_ms();
+	mr_runtime_install(rt, run, &js);
+	par = now_ms() - t0;
+	long total = 0;
+	for (int i = 0; i < 64; i++)
+		total += counts[i * 8];
+	printf("%-34s %12s %10.1fms %9s %s (%.0f ns/task)\n", "1M empty tasks in a group", "-",
+	       par, "", total == sp.n ? "" : "WRONG", par * 1e6 / (double)sp.n);
+
+	/* balanced reduce */
+	size_t N = 100000000;
+	double s_seq = 0, s_par = 0, zero = 0;
+	t0 = now_ms();
+	sqrt_body(0, N, &s_seq, NULL);
+	seq = now_ms() - t0;
+	t0 = now_ms();
+	mr_parallel_reduce(0, N, 0, &s_par, sizeof(double), &zero, sqrt_body, add_double, NULL);
+	par = now_ms() - t0;
+	printf("%-34s %10.1fms %10.1fms %8.2fx %s\n", "sum sqrt(i), i < 100M (reduce)", seq, par,
+	       seq / par, fabs(s_par - s_seq) <= 1e-9 * s_seq ? "" : "WRONG");
+
+	/* unbalanced for */
+	size_t M = 40000;
+	unsigned long *a = calloc(M, sizeof(*a)), *b = calloc(M, sizeof(*b));
+	t0 = now_ms();
+	uneven_body(0, M, a);
+	seq = now_ms() - t0;
+	t0 = now_ms();
+	mr_parallel_for(0, M, 0, uneven_body, b);
+	par = now_ms() - t0;
+	int same = 1;
+	for (size_t i = 0; i < M; i++)
+		same &= a[i] == b[i];
+	printf("%-34s %10.1fms %10.1fms %8.2fx %s\n", "uneven loop (cost of i ~ i)", seq, par,
+	       seq / par, same ? "" : "WRONG");
+	free(a);
+	free(b);
+	printf("\nfull side-by-side benchmarks against OpenMP, oneTBB and rayon: make bench\n");
+	return 0;
+}

@@ -1,0 +1,76 @@
+/*
+ * base.h - small things every module of the library uses: branch hints,
+ * cache-line alignment, the CPU relax hint, futex calls, and the abort path
+ * for misuse ("moirai: <call>: <what>").
+ *
+ * Futex calls here are process-private (FUTEX_PRIVATE_FLAG). A wake on an
+ * address that has since been freed is harmless (the kernel looks the address
+ * up and finds no waiter); callers rely on that, never on writes after a
+ * waiter may have returned.
+ */
+#ifndef MR_BASE_H
+#define MR_BASE_H
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+#define MR_CACHELINE 64
+#define mr__cacheline_aligned alignas(MR_CACHELINE)
+
+static inline void mr__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield" ::: "memory");
+#else
+	__asm__ __volatile__("" ::: "memory");
+#endif
+}
+
+/* Sleep while *addr == val (or until woken / a signal). Returns 0 or -errno. */
+static inline int mr__futex_wait(_Atomic uint32_t *addr, uint32_t val)
+{
+	long r = syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+	return r < 0 ? -errno : 0;
+}
+
+/* Wake up to n sleepers on addr. */
+static inline void mr__futex_wake(_Atomic uint32_t *addr, int n)
+{
+	syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+static inline uint64_t mr__now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* xorshift64*: per-worker victim selection. */
+static inline uint64_t mr__rand(uint64_t *s)
+{
+	uint64_t x = *s;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*s = x;
+	return x * 0x2545F4914F6CDD1Dull;
+}
+
+/* Print "moirai: <call>: <fmt...>" to stderr and abort. */
+__attribute__((noreturn, format(printf, 2, 3), cold)) void mr__die(const char *call,
+								  const char *fmt, ...);
+
+#endif /* MR_BASE_H */

@@ -1,0 +1,170 @@
+/*
+ * loop.c - mr_parallel_for and mr_parallel_reduce: recursive halving with
+ * mr_join.
+ *
+ * With a grain, ranges split until they are at most grain long. Without one
+ * (grain 0) the splitting adapts, as rayon's does: a range starts with a
+ * split budget equal to the number of workers and halves it at each split,
+ * so a balanced loop becomes about two ranges per worker and pays almost no
+ * scheduling; a range that was stolen (it runs on a worker other than the
+ * one that split it) gets a fresh budget, so the work of an uneven loop keeps
+ * being divided where the thieves are. Reduction keeps the left-to-right
+ * order of the combine: the left half folds into the parent's accumulator,
+ * the right half into a temporary that is combined after the join.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <moirai/par.h>
+
+#include "../sched/sched.h"
+
+#define STACK_ACC 256 /* reduce accumulators up to this size live on the stack */
+
+struct loop {
+	mr_range_fn body;
+	mr_reduce_body_fn rbody;
+	mr_combine_fn combine;
+	void *ctx;
+	const void *identity;
+	size_t elem_size;
+	size_t grain;
+	unsigned nworkers;
+};
+
+struct part {
+	const struct loop *l;
+	size_t lo, hi;
+	unsigned splits;
+	struct mr__worker *origin; /* worker that created this range */
+	void *acc;		   /* reduce only */
+};
+
+static bool should_split(const struct loop *l, size_t len, unsigned *splits, bool stolen)
+{
+	if (len < 2)
+		return false;
+	if (l->grain)
+		return len > l->grain;
+	if (stolen) {
+		unsigned half = *splits / 2;
+		*splits = half > l->nworkers ? half : l->nworkers;
+		return true;
+	}
+	if (*splits == 0)
+		return false;
+	*splits /= 2;
+	return true;
+}
+
+static void for_run(void *arg)
+{
+	struct part *p = arg;
+	const struct loop *l = p->l;
+	struct mr__worker *w = mr__self();
+	unsigned splits = p->splits;
+
+	if (should_split(l, p->hi - p->lo, &splits, w != p->origin)) {
+		size_t mid = p->lo + (p->hi - p->lo) / 2;
+		struct part left = { l, p->lo, mid, splits, w, NULL };
+		struct part right = { l, mid, p->hi, splits, w, NULL };
+		mr_join(for_run, &left, for_run, &right);
+		return;
+	}
+	l->body(p->lo, p->hi, l->ctx);
+}
+
+static void reduce_run(void *arg)
+{
+	struct part *p = arg;
+	const struct loop *l = p->l;
+	struct mr__worker *w = mr__self();
+	unsigned splits = p->splits;
+
+	if (should_split(l, p->hi - p->lo, &splits, w != p->origin)) {
+		_Alignas(max_align_t) unsigned char stack_acc[STACK_ACC];
+		void *racc = l->elem_size <= STACK_ACC ? stack_acc : malloc(l->elem_size);
+		if (racc) {
+			size_t mid = p->lo + (p->hi - p->lo) / 2;
+			struct part left = { l, p->lo, mid, splits, w, p->acc };
+			struct part right = { l, mid, p->hi, splits, w, racc };
+			mr_join(reduce_run, &left, reduce_run, &right);
+			l->combine(p->acc, racc, l->ctx);
+			if (racc != stack_acc)
+				free(racc);
+			return;
+		}
+		/* No memory for a temporary: fold this range sequentially. */
+	}
+	memcpy(p->acc, l->identity, l->elem_size);
+	l->rbody(p->lo, p->hi, p->acc, l->ctx);
+}
+
+/* Entry: from a worker run the root directly, else on the default runtime. */
+static void run_root(struct loop *l, size_t begin, size_t end, void *acc, void (*run)(void *),
+		     const char *call)
+{
+	struct mr__worker *w = mr__self();
+	struct mr_runtime *rt = w ? w->rt : mr__default_runtime(call);
+	struct part root = { l, begin, end, rt->nworkers, w, acc };
+
+	l->nworkers = rt->nworkers;
+	if (w)
+		run(&root);
+	else
+		mr__run_outside(rt, run, &root);
+}
+
+static void root_fixup(void *arg);
+
+int mr_parallel_for(size_t begin, size_t end, size_t grain, mr_range_fn body, void *ctx)
+{
+	if (!body || begin > end)
+		return -EINVAL;
+	if (begin == end)
+		return 0;
+	struct loop l = { .body = body, .ctx = ctx, .grain = grain };
+	run_root(&l, begin, end, NULL, root_fixup, "mr_parallel_for");
+	return 0;
+}
+
+/* The root part runs on whichever worker took it: that is not a theft. */
+static void root_fixup(void *arg)
+{
+	struct part *p = arg;
+	p->origin = mr__self();
+	if (p->l->rbody)
+		reduce_run(p);
+	else
+		for_run(p);
+}
+
+int mr_parallel_reduce(size_t begin, size_t end, size_t grain, void *result, size_t elem_size,
+		       const void *identity, mr_reduce_body_fn body, mr_combine_fn combine,
+		       void *ctx)
+{
+	_Alignas(max_align_t) unsigned char id_copy[STACK_ACC];
+	void *id_heap = NULL;
+
+	if (!result || !identity || !body || !combine || begin > end || elem_size == 0 ||
+	    elem_size > MR_REDUCE_MAX_ELEM)
+		return -EINVAL;
+	if (begin == end) {
+		memmove(result, identity, elem_size);
+		return 0;
+	}
+	/* The fold overwrites *result: keep a copy of an identity that overlaps it. */
+	if ((const char *)identity < (char *)result + elem_size &&
+	    (char *)result < (const char *)identity + elem_size) {
+		void *copy = elem_size <= STACK_ACC ? id_copy : (id_heap = malloc(elem_size));
+		if (!copy)
+			return -ENOMEM;
+		memcpy(copy, identity, elem_size);
+		identity = copy;
+	}
+	struct loop l = { .rbody = body, .combine = combine, .ctx = ctx, .identity = identity,
+			  .elem_size = elem_size, .grain = grain };
+	run_root(&l, begin, end, result, root_fixup, "mr_parallel_reduce");
+	free(id_heap);
+	return 0;
+}

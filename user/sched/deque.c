@@ -1,0 +1,167 @@
+/*
+ * deque.c - slow paths of the split work-stealing deque (see deque.h for the
+ * design): publishing private jobs, taking shared jobs back, stealing, and a
+ * push that meets a non-clear slot.
+ */
+#include <sched.h>
+#include <string.h>
+
+#include "deque.h"
+
+int mr__deque_init(struct mr__deque *dq, unsigned capacity_log2, uint32_t start)
+{
+	size_t cap;
+
+	if (capacity_log2 < 1 || capacity_log2 > 30)
+		return -EINVAL;
+	memset(dq, 0, sizeof(*dq));
+	cap = (size_t)1 << capacity_log2;
+	dq->slots = calloc(cap, sizeof(*dq->slots));
+	if (!dq->slots)
+		return -ENOMEM;
+	dq->mask = (uint32_t)(cap - 1);
+	dq->head = start;
+	dq->o_split = start;
+	dq->o_allstolen = true;
+	atomic_init(&dq->ts, MR__TS(start, start));
+	atomic_init(&dq->movesplit, 0);
+	return 0;
+}
+
+void mr__deque_fini(struct mr__deque *dq)
+{
+	free(dq->slots);
+	dq->slots = NULL;
+}
+
+/*
+ * Make private jobs stealable. After a push onto an all-stolen deque, the new
+ * job (index head-1) becomes the whole shared part; otherwise split moves up
+ * to the middle of the private part. Owner only.
+ */
+int mr__deque_publish(struct mr__deque *dq)
+{
+	uint32_t h = dq->head;
+
+	atomic_store_explicit(&dq->movesplit, 0, memory_order_relaxed);
+	if (dq->o_allstolen) {
+		/*
+		 * ts is {h-1, h-1}: thieves do not CAS an empty shared part, so a
+		 * plain store cannot lose a tail update. release: publishes the
+		 * slot written by the push; pairs with the acquiring CAS in
+		 * mr__deque_steal().
+		 */
+		atomic_store_explicit(&dq->ts, MR__TS(h - 1, h), memory_order_release);
+		dq->o_split = h;
+		dq->o_allstolen = false;
+		return MR__PUSH_PUBLIC;
+	}
+	uint32_t grow = (h - dq->o_split + 1) / 2;
+	if (grow == 0)
+		return MR__PUSH_PRIVATE;
+	/*
+	 * fetch_add on the split half only: a concurrent thief CAS on tail
+	 * either precedes it (and we keep its tail) or fails and retries.
+	 * release: pairs with the acquiring CAS in mr__deque_steal(), making the
+	 * slots below the new split visible.
+	 */
+	atomic_fetch_add_explicit(&dq->ts, (uint64_t)grow << 32, memory_order_release);
+	dq->o_split += grow;
+	return MR__PUSH_PUBLIC;
+}
+
+/*
+ * Pop with an empty private part (head == split): take back the upper half of
+ * the shared part with a CAS on split, or find that everything was stolen.
+ */
+struct mr__job *mr__deque_pop_shared(struct mr__deque *dq)
+{
+	uint64_t old, new;
+	uint32_t t, s, ns;
+
+	if (dq->o_allstolen)
+		return NULL;
+	old = atomic_load_explicit(&dq->ts, memory_order_relaxed);
+	for (;;) {
+		t = MR__TS_TAIL(old);
+		s = MR__TS_SPLIT(old);
+		if (t == s) {
+			dq->o_allstolen = true;
+			return NULL;
+		}
+		ns = t + (s - t) / 2; /* thieves keep [t, ns), we take [ns, s) */
+		new = MR__TS(t, ns);
+		/* The CAS orders us against every thief's CAS on the same word:
+		 * after it, no thief can take an index >= ns. */
+		if (atomic_compare_exchange_weak_explicit(&dq->ts, &old, new, memory_order_acq_rel,
+							  memory_order_relaxed))
+			break;
+	}
+	dq->o_split = ns;
+	uint32_t h = dq->head - 1;
+	_Atomic(struct mr__job *) *slot = &dq->slots[h & dq->mask];
+	struct mr__job *job = atomic_load_explicit(slot, memory_order_relaxed);
+	atomic_store_explicit(slot, NULL, memory_order_relaxed);
+	dq->head = h;
+	return job;
+}
+
+/*
+ * The slot for head is not clear: either the ring is full, or a thief won
+ * the CAS for this slot one lap ago and has not read it yet (it is between
+ * two instructions; wait for it).
+ */
+int mr__deque_push_slow(struct mr__deque *dq, struct mr__job *job)
+{
+	uint32_t h = dq->head;
+	_Atomic(struct mr__job *) *slot = &dq->slots[h & dq->mask];
+	unsigned spins = 0;
+
+	for (;;) {
+		uint64_t ts = atomic_load_explicit(&dq->ts, memory_order_acquire);
+		if (!dq->o_allstolen && h - MR__TS_TAIL(ts) > dq->mask)
+			return MR__PUSH_FULL;
+		/* acquire: pairs with the thief's release clear. */
+		if (atomic_load_explicit(slot, memory_order_acquire) == NULL)
+			break;
+		if (++spins < 64)
+			mr__cpu_relax();
+		else
+			sched_yield(); /* the thief was preempted mid-steal */
+	}
+	atomic_store_explicit(slot, job, memory_order_relaxed);
+	dq->head = h + 1;
+	if (dq->o_allstolen || atomic_load_explicit(&dq->movesplit, memory_order_relaxed))
+		return mr__deque_publish(dq);
+	return MR__PUSH_PRIVATE;
+}
+
+struct mr__job *mr__deque_steal(struct mr__deque *dq)
+{
+	/* acquire: pairs with the release in mr__deque_publish(). */
+	uint64_t old = atomic_load_explicit(&dq->ts, memory_order_acquire);
+
+	for (;;) {
+		uint32_t t = MR__TS_TAIL(old), s = MR__TS_SPLIT(old);
+
+		if ((int32_t)(s - t) <= 0) {
+			/* Nothing shared: ask the owner to share more. Read first so
+			 * that idle thieves do not keep writing the line. */
+			if (!atomic_load_explicit(&dq->movesplit, memory_order_relaxed))
+				atomic_store_explicit(&dq->movesplit, 1, memory_order_relaxed);
+			return NULL;
+		}
+		/* acquire on success: pairs with the owner's release of split, so
+		 * the slot's content is visible below. On failure `old` is
+		 * reloaded and we retry: someone else made progress. */
+		if (atomic_compare_exchange_weak_explicit(&dq->ts, &old, MR__TS(t + 1, s),
+							  memory_order_acquire, memory_order_acquire)) {
+			_Atomic(struct mr__job *) *slot = &dq->slots[t & dq->mask];
+			struct mr__job *job = atomic_load_explicit(slot, memory_order_relaxed);
+			/* release: pairs with the owner's acquire check before it
+			 * reuses the slot (mr__deque_push). */
+			atomic_store_explicit(slot, NULL, memory_order_release);
+			return job;
+		}
+	}
+}

@@ -1,0 +1,151 @@
+/*
+ * deque.h - the per-worker work-stealing deque: a split deque in the manner
+ * of Lace (van Dijk and van de Pol, 2014), whose owner path has no fence.
+ *
+ * Slots hold pointers to job headers. Indices are 32-bit counters that only
+ * ever grow (modulo 2^32) and are masked into a power-of-two ring. The deque
+ * is cut in two at `split`:
+ *
+ *	tail ........ split ........ head
+ *	| shared: thieves | private: owner |
+ *
+ * Thieves take from tail (FIFO, oldest and usually biggest job first) with a
+ * CAS on the 64-bit word ts = split << 32 | tail. The owner pushes and pops at
+ * head (LIFO) and never synchronises while head is above split: a push is a
+ * store and an increment, a pop a decrement and a load. Only two events cost
+ * the owner an atomic read-modify-write:
+ *  - pop with an empty private part (head == split): the owner CASes split
+ *    down to the middle of the shared part, taking half of it back; when the
+ *    shared part is empty too, everything was stolen ("all stolen");
+ *  - growth: a thief that finds the shared part empty raises `movesplit`, and
+ *    the owner's next push or pop moves split up to the middle of its private
+ *    part (fetch_add on the split half, so it never loses a thief's CAS).
+ *
+ * The cost of the scheme: private jobs cannot be stolen until the owner next
+ * touches its deque. Fork-join touches it constantly; a job that runs long
+ * without pushing keeps its private jobs to itself until it returns.
+ *
+ * A thief reads the slot after its CAS succeeds, then clears it (release).
+ * The owner checks (acquire) that a slot is clear before reusing it, so a
+ * thief that stalls between its CAS and its read can never see a slot
+ * overwritten under it. A non-clear slot at push time means either that
+ * thief or a full ring: push then reports full and the caller runs the job
+ * inline.
+ *
+ * ABA on ts is harmless: equal ts values describe equal deque states, and the
+ * slot is read after the CAS, so a stale thief that wins takes whatever job
+ * is legitimately at tail now.
+ */
+#ifndef MR_DEQUE_H
+#define MR_DEQUE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "../base/base.h"
+
+struct mr__worker;
+struct mr__job;
+
+/* Runs a job on worker w. The job header is the first member of every job. */
+typedef void (*mr__exec_fn)(struct mr__job *job, struct mr__worker *w);
+
+struct mr__job {
+	mr__exec_fn exec;
+	struct mr__job *next; /* injector / free-list link */
+};
+
+enum mr__push_result {
+	MR__PUSH_PRIVATE = 0, /* pushed; no thief can see it yet */
+	MR__PUSH_PUBLIC = 1,  /* pushed and made stealable: consider waking a worker */
+	MR__PUSH_FULL = -1,   /* not pushed: run it inline */
+};
+
+struct mr__deque {
+	/* Owner-only line: nobody else reads or writes these. */
+	uint32_t head;	   /* next slot to push */
+	uint32_t o_split;  /* the owner's copy of split (equal: only the owner writes split) */
+	uint32_t mask;	   /* capacity - 1 */
+	bool o_allstolen;  /* shared part empty and private part empty at last look */
+	_Atomic(struct mr__job *) *slots;
+
+	/* split << 32 | tail. CAS by thieves (tail) and owner (split). */
+	mr__cacheline_aligned _Atomic uint64_t ts;
+
+	/* Raised by a thief that found nothing shared; read by the owner each push/pop. */
+	mr__cacheline_aligned _Atomic uint32_t movesplit;
+	char pad_[MR_CACHELINE - sizeof(uint32_t)];
+};
+
+#define MR__TS(tail, split) (((uint64_t)(uint32_t)(split) << 32) | (uint32_t)(tail))
+#define MR__TS_TAIL(ts) ((uint32_t)(ts))
+#define MR__TS_SPLIT(ts) ((uint32_t)((ts) >> 32))
+
+/* capacity_log2 in 1..30; start is the first index (tests use it to cross 2^32). */
+int mr__deque_init(struct mr__deque *dq, unsigned capacity_log2, uint32_t start);
+void mr__deque_fini(struct mr__deque *dq);
+
+/* Slow paths, out of line. */
+int mr__deque_push_slow(struct mr__deque *dq, struct mr__job *job);
+int mr__deque_publish(struct mr__deque *dq);
+struct mr__job *mr__deque_pop_shared(struct mr__deque *dq);
+
+/* Thief side: take the oldest shared job, or NULL. Any thread. */
+struct mr__job *mr__deque_steal(struct mr__deque *dq);
+
+/* Is there anything a thief could take right now? (a hint; any thread) */
+static inline bool mr__deque_stealable(struct mr__deque *dq)
+{
+	uint64_t ts = atomic_load_explicit(&dq->ts, memory_order_acquire);
+	return (int32_t)(MR__TS_SPLIT(ts) - MR__TS_TAIL(ts)) > 0;
+}
+
+/* Owner only. Number of jobs the owner still holds (private part), a hint. */
+static inline uint32_t mr__deque_private_len(const struct mr__deque *dq)
+{
+	return dq->o_allstolen ? 0 : dq->head - dq->o_split;
+}
+
+/* Owner only. Returns an mr__push_result. */
+static inline int mr__deque_push(struct mr__deque *dq, struct mr__job *job)
+{
+	uint32_t h = dq->head;
+	_Atomic(struct mr__job *) *slot = &dq->slots[h & dq->mask];
+
+	/* acquire: pairs with the release clear in mr__deque_steal(); the thief's
+	 * read of this slot happened before we overwrite it. */
+	if (unlikely(atomic_load_explicit(slot, memory_order_acquire) != NULL))
+		return mr__deque_push_slow(dq, job);
+	/* relaxed: thieves see the slot through the release that publishes it
+	 * (mr__deque_publish) and their acquiring CAS on ts. */
+	atomic_store_explicit(slot, job, memory_order_relaxed);
+	dq->head = h + 1;
+	if (unlikely(dq->o_allstolen) ||
+	    unlikely(atomic_load_explicit(&dq->movesplit, memory_order_relaxed)))
+		return mr__deque_publish(dq);
+	return MR__PUSH_PRIVATE;
+}
+
+/* Owner only. The newest job, or NULL when every job has been stolen. */
+static inline struct mr__job *mr__deque_pop(struct mr__deque *dq)
+{
+	uint32_t h = dq->head;
+
+	/* All stolen implies head == split, so this also excludes that state. */
+	if (likely((int32_t)(h - dq->o_split) > 0)) {
+		/* Private part: no thief may touch index h-1 (they stop below split). */
+		if (unlikely(atomic_load_explicit(&dq->movesplit, memory_order_relaxed)) &&
+		    h - dq->o_split > 1)
+			mr__deque_publish(dq);
+		h--;
+		_Atomic(struct mr__job *) *slot = &dq->slots[h & dq->mask];
+		struct mr__job *job = atomic_load_explicit(slot, memory_order_relaxed);
+		atomic_store_explicit(slot, NULL, memory_order_relaxed);
+		dq->head = h;
+		return job;
+	}
+	return mr__deque_pop_shared(dq);
+}
+
+#endif /* MR_DEQUE_H */

@@ -1,0 +1,643 @@
+/*
+ * runtime.c - runtimes and their workers: creation and destruction, the
+ * registry of live runtimes, the default runtime, the worker loop (pop,
+ * steal, park), the injector, and entering a runtime from outside.
+ *
+ * The parking protocol is described in sched.h. Destruction waits for
+ * quiescence: every worker asleep (nactive == 0) and nothing queued anywhere.
+ * Because a worker only sleeps with an empty deque, and a worker waiting on a
+ * latch waits for a job that someone awake is running, that state means all
+ * submitted work, and all work it spawned, has finished.
+ *
+ * Behaves badly when: work is submitted to a runtime while it is being
+ * destroyed (misuse; the work may never run), or a job blocks its worker on
+ * something other than this API (the worker is lost to the runtime meanwhile).
+ */
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sched.h"
+
+__thread struct mr__worker *mr__tls_worker __attribute__((tls_model("initial-exec")));
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mr_runtime *registry;
+static pthread_mutex_t default_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic(struct mr_runtime *) default_rt;
+
+/* ---- registry ---------------------------------------------------------- */
+
+static bool is_live(const struct mr_runtime *rt)
+{
+	bool live = false;
+
+	pthread_mutex_lock(&registry_lock);
+	for (struct mr_runtime *r = registry; r; r = r->next_live)
+		if (r == rt) {
+			live = true;
+			break;
+		}
+	pthread_mutex_unlock(&registry_lock);
+	return live;
+}
+
+void mr__check_live(const struct mr_runtime *rt, const char *call)
+{
+	if (!rt)
+		mr__die(call, "NULL runtime");
+	if (!is_live(rt))
+		mr__die(call, "runtime %p is not alive (destroyed, or never created)", (void *)rt);
+}
+
+static void registry_add(struct mr_runtime *rt)
+{
+	pthread_mutex_lock(&registry_lock);
+	rt->next_live = registry;
+	registry = rt;
+	pthread_mutex_unlock(&registry_lock);
+}
+
+static bool registry_remove(struct mr_runtime *rt)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&registry_lock);
+	for (struct mr_runtime **p = &registry; *p; p = &(*p)->next_live)
+		if (*p == rt) {
+			*p = rt->next_live;
+			found = true;
+			break;
+		}
+	pthread_mutex_unlock(&registry_lock);
+	return found;
+}
+
+/* ---- idle set ---------------------------------------------------------- */
+
+static inline _Atomic uint64_t *idle_word(struct mr_runtime *rt, unsigned idx)
+{
+	return &rt->idle_mask[idx / 64];
+}
+
+static void maybe_quiesced(struct mr_runtime *rt);
+
+/* Worker idx is asleep (bit set); clear its bit. True if we cleared it. */
+static bool claim(struct mr_runtime *rt, unsigned idx)
+{
+	uint64_t bit = 1ull << (idx % 64);
+
+	/* Count the worker active before its bit can be seen clear, so that
+	 * nactive never undercounts (see sched.h). */
+	atomic_fetch_add_explicit(&rt->nactive, 1, memory_order_seq_cst);
+	uint64_t old = atomic_fetch_and_explicit(idle_word(rt, idx), ~bit, memory_order_seq_cst);
+	if (old & bit) {
+		atomic_fetch_sub_explicit(&rt->nidle, 1, memory_order_seq_cst);
+		return true;
+	}
+	if (atomic_fetch_sub_explicit(&rt->nactive, 1, memory_order_seq_cst) == 1)
+		maybe_quiesced(rt);
+	return false;
+}
+
+static void give_token(struct mr__worker *w, uint32_t tok)
+{
+	/* release: the sleeper's acquire load sees what we did before waking it. */
+	atomic_store_explicit(&w->park, tok, memory_order_release);
+	mr__futex_wake(&w->park, 1);
+}
+
+/* Wake any one sleeping worker with tok. */
+static bool wake_any(struct mr_runtime *rt, uint32_t tok, unsigned start)
+{
+	unsigned nw = rt->idle_words;
+
+	for (unsigned k = 0; k < nw; k++) {
+		unsigned i = (start + k) % nw;
+		uint64_t m = atomic_load_explicit(&rt->idle_mask[i], memory_order_seq_cst);
+		while (m) {
+			unsigned idx = i * 64 + (unsigned)__builtin_ctzll(m);
+			if (claim(rt, idx)) {
+				give_token(rt->workers[idx], tok);
+				return true;
+			}
+			m = atomic_load_explicit(&rt->idle_mask[i], memory_order_seq_cst);
+		}
+	}
+	return false;
+}
+
+void mr__wake_worker(struct mr__worker *w, uint32_t tok)
+{
+	struct mr_runtime *rt = w->rt;
+	uint64_t bit = 1ull << (w->idx % 64);
+
+	/* seq_cst: after the caller's seq_cst store of the latch; pairs with
+	 * the sleeper's fetch_or of its bit followed by its look at the latch. */
+	if (!(atomic_load_explicit(idle_word(rt, w->idx), memory_order_seq_cst) & bit))
+		return;
+	if (claim(rt, w->idx))
+		give_token(w, tok);
+}
+
+/* ---- work visibility and notification ---------------------------------- */
+
+static bool work_visible(struct mr_runtime *rt)
+{
+	if (atomic_load_explicit(&rt->inj_len, memory_order_seq_cst))
+		return true;
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		if (mr__deque_stealable(&rt->workers[i]->dq))
+			return true;
+	return false;
+}
+
+void mr__notify(struct mr_runtime *rt)
+{
+	for (;;) {
+		/* Pairs with the sleeper's RMWs on the idle set / nsearching and
+		 * its fence before it looks for work (see sched.h). */
+		atomic_thread_fence(memory_order_seq_cst);
+		if (atomic_load_explicit(&rt->nsearching, memory_order_seq_cst) != 0)
+			return;
+		if (atomic_load_explicit(&rt->nidle, memory_order_seq_cst) == 0)
+			return;
+		uint32_t zero = 0;
+		if (!atomic_compare_exchange_strong_explicit(&rt->nsearching, &zero, 1,
+							     memory_order_seq_cst,
+							     memory_order_seq_cst))
+			return; /* somebody started searching */
+		struct mr__worker *self = mr__self();
+		if (wake_any(rt, MR__TOK_WORK, self ? (unsigned)(self->rng % rt->idle_words) : 0))
+			return;
+		/* Nobody to wake after all. While we counted as searching a pusher
+		 * may have relied on us; look again before giving up. */
+		atomic_fetch_sub_explicit(&rt->nsearching, 1, memory_order_seq_cst);
+		atomic_thread_fence(memory_order_seq_cst);
+		if (!(atomic_load_explicit(&rt->nidle, memory_order_seq_cst) && work_visible(rt)))
+			return;
+	}
+}
+
+static void maybe_quiesced(struct mr_runtime *rt)
+{
+	if (!atomic_load_explicit(&rt->draining, memory_order_seq_cst))
+		return;
+	if (atomic_load_explicit(&rt->nactive, memory_order_seq_cst) != 0 || work_visible(rt))
+		return;
+	atomic_store_explicit(&rt->quiesced, 1, memory_order_seq_cst);
+	mr__futex_wake(&rt->quiesced, INT_MAX);
+}
+
+/* ---- injector ---------------------------------------------------------- */
+
+void mr__inject(struct mr_runtime *rt, struct mr__job *job)
+{
+	job->next = NULL;
+	pthread_mutex_lock(&rt->inj_lock);
+	if (rt->inj_tail)
+		rt->inj_tail->next = job;
+	else
+		rt->inj_head = job;
+	rt->inj_tail = job;
+	atomic_fetch_add_explicit(&rt->inj_len, 1, memory_order_seq_cst);
+	pthread_mutex_unlock(&rt->inj_lock);
+	mr__notify(rt);
+}
+
+static struct mr__job *inj_pop(struct mr_runtime *rt)
+{
+	struct mr__job *job;
+
+	if (!atomic_load_explicit(&rt->inj_len, memory_order_relaxed))
+		return NULL;
+	pthread_mutex_lock(&rt->inj_lock);
+	job = rt->inj_head;
+	if (job) {
+		rt->inj_head = job->next;
+		if (!rt->inj_head)
+			rt->inj_tail = NULL;
+		atomic_fetch_sub_explicit(&rt->inj_len, 1, memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&rt->inj_lock);
+	return job;
+}
+
+/* ---- the worker loop --------------------------------------------------- */
+
+/* One pass over the injector and every other worker's deque, random start. */
+static struct mr__job *steal_pass(struct mr__worker *w)
+{
+	struct mr_runtime *rt = w->rt;
+	unsigned n = rt->nworkers;
+	struct mr__job *job = inj_pop(rt);
+
+	if (job || n == 1)
+		return job;
+	unsigned start = (unsigned)(mr__rand(&w->rng) % n);
+	for (unsigned k = 0; k < n; k++) {
+		unsigned v = start + k;
+		if (v >= n)
+			v -= n;
+		if (v == w->idx)
+			continue;
+		job = mr__deque_steal(&rt->workers[v]->dq);
+		if (job)
+			return job;
+	}
+	return NULL;
+}
+
+static void stop_searching(struct mr__worker *w, bool found)
+{
+	if (!w->searching)
+		return;
+	w->searching = false;
+	/* The last searcher to find work wakes the next one: there may be more. */
+	if (atomic_fetch_sub_explicit(&w->rt->nsearching, 1, memory_order_seq_cst) == 1 && found)
+		mr__notify(w->rt);
+}
+
+static struct mr__job *search(struct mr__worker *w, bool (*done)(void *), void *arg)
+{
+	struct mr_runtime *rt = w->rt;
+
+	if (!w->searching) {
+		/* Limit searchers to half the busy workers (as Go does): beyond
+		 * that, spinning burns CPU that running workers could use. */
+		uint32_t s = atomic_load_explicit(&rt->nsearching, memory_order_relaxed);
+		uint32_t idle = atomic_load_explicit(&rt->nidle, memory_order_relaxed);
+		uint32_t busy = rt->nworkers > idle ? rt->nworkers - idle : 0;
+		if (s > 0 && 2 * s >= busy) {
+			struct mr__job *job = steal_pass(w);
+			return job;
+		}
+		w->searching = true;
+		atomic_fetch_add_explicit(&rt->nsearching, 1, memory_order_seq_cst);
+	}
+	for (unsigned round = 0; round < rt->spin_rounds; round++) {
+		struct mr__job *job = steal_pass(w);
+		if (job) {
+			stop_searching(w, true);
+			return job;
+		}
+		if (done(arg))
+			return NULL;
+		for (unsigned i = 0; i < (round < 8 ? 1u << round : 256u); i++)
+			mr__cpu_relax();
+	}
+	return NULL;
+}
+
+static uint32_t wait_token(struct mr__worker *w)
+{
+	uint32_t tok;
+
+	/* acquire: pairs with the release in give_token(). */
+	while ((tok = atomic_load_explicit(&w->park, memory_order_acquire)) == MR__TOK_NONE)
+		mr__futex_wait(&w->park, MR__TOK_NONE);
+	atomic_store_explicit(&w->park, MR__TOK_NONE, memory_order_relaxed);
+	return tok;
+}
+
+static void park(struct mr__worker *w, bool (*done)(void *), void *arg)
+{
+	struct mr_runtime *rt = w->rt;
+	uint64_t bit = 1ull << (w->idx % 64);
+
+	atomic_fetch_or_explicit(idle_word(rt, w->idx), bit, memory_order_seq_cst);
+	atomic_fetch_add_explicit(&rt->nidle, 1, memory_order_seq_cst);
+	stop_searching(w, false);
+	if (atomic_fetch_sub_explicit(&rt->nactive, 1, memory_order_seq_cst) == 1)
+		maybe_quiesced(rt);
+	/* Pairs with the fence in mr__notify() and the seq_cst latch stores. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (done(arg) || work_visible(rt) ||
+	    atomic_load_explicit(&rt->exiting, memory_order_seq_cst)) {
+		/* Take our bit back, unless a waker claimed it first. */
+		atomic_fetch_add_explicit(&rt->nactive, 1, memory_order_seq_cst);
+		uint64_t old = atomic_fetch_and_explicit(idle_word(rt, w->idx), ~bit,
+							 memory_order_seq_cst);
+		if (old & bit) {
+			atomic_fetch_sub_explicit(&rt->nidle, 1, memory_order_seq_cst);
+			return;
+		}
+		/* The waker counted us active already: undo ours, take its token. */
+		if (atomic_fetch_sub_explicit(&rt->nactive, 1, memory_order_seq_cst) == 1)
+			maybe_quiesced(rt);
+	}
+	if (wait_token(w) == MR__TOK_WORK)
+		w->searching = true; /* the waker counted us in nsearching */
+}
+
+void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
+{
+	for (;;) {
+		if (done(arg))
+			return;
+		struct mr__job *job = mr__deque_pop(&w->dq);
+		if (!job)
+			job = search(w, done, arg);
+		if (job) {
+			job->exec(job, w);
+			continue;
+		}
+		if (done(arg))
+			return;
+		park(w, done, arg);
+	}
+}
+
+static bool rt_exiting(void *arg)
+{
+	struct mr_runtime *rt = arg;
+	return atomic_load_explicit(&rt->exiting, memory_order_acquire);
+}
+
+static void *worker_main(void *arg)
+{
+	struct mr__worker *w = arg;
+	char name[16];
+
+	snprintf(name, sizeof(name), "moirai-w%u", w->idx);
+	pthread_setname_np(pthread_self(), name);
+	w->tid = (pid_t)syscall(SYS_gettid);
+	mr__tls_worker = w;
+	mr__work_until(w, rt_exiting, w->rt);
+	stop_searching(w, false);
+	mr__tls_worker = NULL;
+	return NULL;
+}
+
+/* ---- running from outside ---------------------------------------------- */
+
+struct outside_job {
+	struct mr__job hdr;
+	void (*fn)(void *);
+	void *arg;
+	_Atomic uint32_t state; /* 0 running, 1 done, 2 done-waiter sleeps */
+};
+
+static void outside_exec(struct mr__job *job, struct mr__worker *w)
+{
+	struct outside_job *j = (struct outside_job *)job;
+
+	(void)w;
+	j->fn(j->arg);
+	/* release: the waiter sees fn's effects. After this store j may be
+	 * gone; the wake below uses only its address. */
+	if (atomic_exchange_explicit(&j->state, 1, memory_order_acq_rel) == 2)
+		mr__futex_wake(&j->state, 1);
+}
+
+void mr__run_outside(struct mr_runtime *rt, void (*fn)(void *), void *arg)
+{
+	struct outside_job j = { .hdr.exec = outside_exec, .fn = fn, .arg = arg };
+	uint32_t s;
+
+	atomic_init(&j.state, 0);
+	mr__inject(rt, &j.hdr);
+	for (unsigned i = 0; i < 256; i++) {
+		if (atomic_load_explicit(&j.state, memory_order_acquire) == 1)
+			return;
+		mr__cpu_relax();
+	}
+	s = 0;
+	if (!atomic_compare_exchange_strong_explicit(&j.state, &s, 2, memory_order_acq_rel,
+						     memory_order_acquire))
+		return; /* done meanwhile */
+	while (atomic_load_explicit(&j.state, memory_order_acquire) != 1)
+		mr__futex_wait(&j.state, 2);
+}
+
+/* ---- creation and destruction ------------------------------------------ */
+
+static unsigned cpus_in_affinity(void)
+{
+	for (size_t ncpu = 1024; ncpu <= (1u << 20); ncpu *= 2) {
+		cpu_set_t *set = CPU_ALLOC(ncpu);
+		size_t sz = CPU_ALLOC_SIZE(ncpu);
+		if (!set)
+			break;
+		CPU_ZERO_S(sz, set);
+		if (sched_getaffinity(0, sz, set) == 0) {
+			int n = CPU_COUNT_S(sz, set);
+			CPU_FREE(set);
+			return n > 0 ? (unsigned)n : 1;
+		}
+		CPU_FREE(set);
+		if (errno != EINVAL)
+			break;
+	}
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (unsigned)n : 1;
+}
+
+static void free_runtime(struct mr_runtime *rt)
+{
+	if (rt->workers) {
+		for (unsigned i = 0; i < rt->nworkers; i++)
+			if (rt->workers[i]) {
+				mr__deque_fini(&rt->workers[i]->dq);
+				free(rt->workers[i]);
+			}
+		free(rt->workers);
+	}
+	mr__pool_fini(rt);
+	free(rt->idle_mask);
+	pthread_mutex_destroy(&rt->inj_lock);
+	pthread_mutex_destroy(&rt->pool_lock);
+	rt->magic = 0;
+	free(rt);
+}
+
+static void stop_workers(struct mr_runtime *rt, unsigned started)
+{
+	atomic_store_explicit(&rt->exiting, 1, memory_order_seq_cst);
+	/* Wake every sleeper; a worker that is awake sees `exiting` before it
+	 * sleeps again (park() looks at it after setting its bit). */
+	while (wake_any(rt, MR__TOK_EXIT, 0))
+		;
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(rt->workers[i]->thread, NULL);
+}
+
+mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
+{
+	unsigned nworkers = 0, dlog2 = MR__DEFAULT_DEQUE_LOG2, spin = MR__DEFAULT_SPIN_ROUNDS;
+	struct mr_runtime *rt;
+	int err = ENOMEM;
+
+	if (cfg) {
+		if (cfg->sz < offsetof(struct mr_config, workers) + sizeof(cfg->workers)) {
+			errno = EINVAL;
+			return NULL;
+		}
+		nworkers = cfg->workers;
+#define MR_HAS(f) (cfg->sz >= offsetof(struct mr_config, f) + sizeof(cfg->f))
+		if (MR_HAS(deque_log2) && cfg->deque_log2)
+			dlog2 = cfg->deque_log2;
+		if (MR_HAS(spin_rounds) && cfg->spin_rounds)
+			spin = cfg->spin_rounds;
+#undef MR_HAS
+	}
+	if (nworkers > MR_MAX_WORKERS || dlog2 < 6 || dlog2 > 24) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (nworkers == 0)
+		nworkers = cpus_in_affinity();
+	if (nworkers > MR_MAX_WORKERS)
+		nworkers = MR_MAX_WORKERS;
+
+	rt = aligned_alloc(MR_CACHELINE, sizeof(*rt));
+	if (!rt)
+		goto fail;
+	memset(rt, 0, sizeof(*rt));
+	rt->magic = MR__RT_MAGIC;
+	rt->nworkers = nworkers;
+	rt->spin_rounds = spin;
+	rt->deque_log2 = dlog2;
+	pthread_mutex_init(&rt->inj_lock, NULL);
+	pthread_mutex_init(&rt->pool_lock, NULL);
+	atomic_init(&rt->nactive, nworkers);
+	rt->idle_words = (nworkers + 63) / 64;
+	rt->idle_mask = calloc(rt->idle_words, sizeof(*rt->idle_mask));
+	rt->workers = calloc(nworkers, sizeof(*rt->workers));
+	if (!rt->idle_mask || !rt->workers)
+		goto fail_free;
+	for (unsigned i = 0; i < nworkers; i++) {
+		struct mr__worker *w = aligned_alloc(MR_CACHELINE, sizeof(*w));
+		if (!w)
+			goto fail_free;
+		memset(w, 0, sizeof(*w));
+		rt->workers[i] = w;
+		if (mr__deque_init(&w->dq, dlog2, 0) < 0)
+			goto fail_free;
+		w->rt = rt;
+		w->idx = i;
+		w->rng = 0x9E3779B97F4A7C15ull * (i + 1) ^ (uint64_t)(uintptr_t)rt;
+		if (!w->rng)
+			w->rng = 1;
+	}
+	for (unsigned i = 0; i < nworkers; i++) {
+		int r = pthread_create(&rt->workers[i]->thread, NULL, worker_main, rt->workers[i]);
+		if (r) {
+			stop_workers(rt, i);
+			err = r == EAGAIN ? EAGAIN : r;
+			goto fail_free;
+		}
+	}
+	registry_add(rt);
+	return rt;
+
+fail_free:
+	free_runtime(rt);
+fail:
+	errno = err;
+	return NULL;
+}
+
+static bool is_quiesced(struct mr_runtime *rt)
+{
+	return atomic_load_explicit(&rt->nactive, memory_order_seq_cst) == 0 && !work_visible(rt);
+}
+
+int mr_runtime_destroy(mr_runtime_t *rt)
+{
+	struct mr__worker *self = mr__self();
+
+	mr__check_live(rt, "mr_runtime_destroy");
+	if (self && self->rt == rt)
+		return -EDEADLK;
+	if (!registry_remove(rt))
+		mr__die("mr_runtime_destroy", "runtime %p is not alive", (void *)rt);
+	pthread_mutex_lock(&default_lock);
+	if (atomic_load(&default_rt) == rt)
+		atomic_store(&default_rt, NULL);
+	pthread_mutex_unlock(&default_lock);
+
+	/* Wait for quiescence. seq_cst: pairs with the worker's RMW of nactive
+	 * and its load of `draining` in maybe_quiesced(). */
+	atomic_store_explicit(&rt->draining, 1, memory_order_seq_cst);
+	while (!is_quiesced(rt) && !atomic_load_explicit(&rt->quiesced, memory_order_seq_cst))
+		mr__futex_wait(&rt->quiesced, 0);
+
+	stop_workers(rt, rt->nworkers);
+	free_runtime(rt);
+	return 0;
+}
+
+int mr_runtime_install(mr_runtime_t *rt, void (*fn)(void *), void *arg)
+{
+	struct mr__worker *self = mr__self();
+
+	mr__check_live(rt, "mr_runtime_install");
+	if (!fn)
+		return -EINVAL;
+	if (self && self->rt == rt) {
+		fn(arg);
+		return 0;
+	}
+	mr__run_outside(rt, fn, arg);
+	return 0;
+}
+
+static unsigned env_workers(void)
+{
+	const char *s = getenv("MOIRAI_WORKERS");
+	char *end;
+	unsigned long v;
+
+	if (!s || !*s)
+		return 0;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || *end || v > MR_MAX_WORKERS)
+		mr__die("default runtime", "MOIRAI_WORKERS=\"%s\" is not a worker count (0..%u)", s,
+			MR_MAX_WORKERS);
+	return (unsigned)v;
+}
+
+struct mr_runtime *mr__default_runtime(const char *call)
+{
+	struct mr_runtime *rt = atomic_load_explicit(&default_rt, memory_order_acquire);
+
+	if (likely(rt))
+		return rt;
+	pthread_mutex_lock(&default_lock);
+	rt = atomic_load_explicit(&default_rt, memory_order_relaxed);
+	if (!rt) {
+		MR_OPTS(mr_config, cfg, .workers = env_workers());
+		rt = mr_runtime_create(&cfg);
+		if (!rt)
+			mr__die(call, "cannot create the default runtime: %s", strerror(errno));
+		atomic_store_explicit(&default_rt, rt, memory_order_release);
+	}
+	pthread_mutex_unlock(&default_lock);
+	return rt;
+}
+
+mr_runtime_t *mr_runtime_default(void)
+{
+	return mr__default_runtime("mr_runtime_default");
+}
+
+mr_runtime_t *mr_runtime_current(void)
+{
+	struct mr__worker *w = mr__self();
+	return w ? w->rt : NULL;
+}
+
+unsigned mr_runtime_workers(const mr_runtime_t *rt)
+{
+	mr__check_live(rt, "mr_runtime_workers");
+	return rt->nworkers;
+}
+
+int mr_worker_index(void)
+{
+	struct mr__worker *w = mr__self();
+	return w ? (int)w->idx : -1;
+}

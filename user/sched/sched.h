@@ -1,0 +1,174 @@
+/*
+ * sched.h - the scheduler's private interface: runtimes, workers, the
+ * injector, parking, and the job pool. Used by user/sched and user/par.
+ *
+ * Parking protocol (no lost wakeup, no thundering herd), after Go's:
+ *  - A worker that runs out of local work becomes "searching" (counted in
+ *    rt->nsearching) and steals for a bounded number of rounds.
+ *  - Whoever makes work visible to others (a publishing push, an injector
+ *    push) calls mr__notify(): after a seq_cst fence it wakes one sleeping
+ *    worker only if nobody is searching. A searcher that finds work and was
+ *    the last searcher calls mr__notify() too, so wake-ups ripple one worker
+ *    at a time while there is work for them.
+ *  - To sleep, a worker sets its bit in the idle set (seq_cst RMW), stops
+ *    searching, fences, and looks everywhere once more; only then does it
+ *    futex-wait on its own park word. A waker claims the bit (CAS) before
+ *    writing the park word, so each sleeper is woken by exactly one waker,
+ *    and a sleeper whose last look found work takes its bit back or, if a
+ *    waker got there first, consumes that waker's token.
+ * The Dekker pairs: (work store; fence; load nsearching / idle set) against
+ * (RMW on idle set / nsearching; fence; load of the queues).
+ *
+ * Latches (a stolen join half, a group) name the worker waiting on them; the
+ * job that completes the latch stores it (seq_cst) and then wakes that worker
+ * through the same idle-set claim, so a waiting worker also stays available
+ * for new work while it sleeps.
+ */
+#ifndef MR_SCHED_H
+#define MR_SCHED_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <moirai/runtime.h>
+
+#include "../base/base.h"
+#include "deque.h"
+
+#define MR__RT_MAGIC 0x6d72727475ull /* "mrrtu" */
+#define MR__DEFAULT_DEQUE_LOG2 13
+#define MR__DEFAULT_SPIN_ROUNDS 64
+
+/* Park tokens: what a waker wrote into a sleeper's park word. */
+enum {
+	MR__TOK_NONE = 0,
+	MR__TOK_WORK = 1,  /* woken to search; the waker counted us in nsearching */
+	MR__TOK_LATCH = 2, /* a latch we wait on was set */
+	MR__TOK_EXIT = 3,  /* runtime exiting */
+};
+
+/* Pooled job blocks: at most this big, this aligned. */
+#define MR__JOB_BLOCK 64
+#define MR__POOL_BATCH 256	   /* blocks moved between a worker and the runtime at once */
+#define MR__POOL_SLAB_BLOCKS 1024 /* blocks per slab allocation */
+
+struct mr__pool_batch {
+	struct mr__pool_batch *next; /* list of batches */
+	struct mr__job *jobs;	     /* MR__POOL_BATCH blocks linked through ->next */
+};
+
+struct mr__worker {
+	struct mr__deque dq; /* first: the owner's hot line */
+
+	/* Owner-only state. */
+	struct mr_runtime *rt;
+	unsigned idx;
+	bool searching;
+	uint64_t rng;
+	struct mr__job *free_jobs; /* job block free list */
+	unsigned nfree;
+	pid_t tid;
+	pthread_t thread;
+
+	/* Written by wakers: the futex this worker sleeps on. */
+	mr__cacheline_aligned _Atomic uint32_t park;
+	char pad_[MR_CACHELINE - sizeof(uint32_t)];
+};
+
+struct mr_runtime {
+	uint64_t magic;
+	unsigned nworkers;
+	unsigned spin_rounds;
+	unsigned deque_log2;
+	struct mr__worker **workers;
+	struct mr_runtime *next_live; /* registry of live runtimes */
+
+	/* Searching workers. */
+	mr__cacheline_aligned _Atomic uint32_t nsearching;
+
+	/*
+	 * Sleeping workers: one bit per worker and two counts. nidle never
+	 * undercounts the bits (wakers use it to skip the scan); nactive never
+	 * undercounts the workers whose bit is clear (0 means every worker is
+	 * asleep: quiescence, used by destroy).
+	 */
+	mr__cacheline_aligned _Atomic uint32_t nidle;
+	_Atomic uint32_t nactive;
+	_Atomic uint64_t *idle_mask;
+	unsigned idle_words;
+
+	/* Injector: jobs from threads outside the runtime. */
+	mr__cacheline_aligned pthread_mutex_t inj_lock;
+	struct mr__job *inj_head, *inj_tail;
+	_Atomic size_t inj_len;
+
+	/* Lifecycle. */
+	mr__cacheline_aligned _Atomic uint32_t draining; /* destroy waits for quiescence */
+	_Atomic uint32_t quiesced;			  /* futex: all workers idle, nothing queued */
+	_Atomic uint32_t exiting;
+
+	/* Job blocks shared between workers, and every slab for freeing. */
+	pthread_mutex_t pool_lock;
+	struct mr__pool_batch *pool_batches;	/* full batches */
+	struct mr__pool_batch *pool_spare;	/* empty batch descriptors */
+	void **slabs;
+	size_t nslabs, slabs_cap;
+};
+
+/* The calling thread's worker, or NULL outside any runtime. */
+extern __thread struct mr__worker *mr__tls_worker __attribute__((tls_model("initial-exec")));
+
+static inline struct mr__worker *mr__self(void)
+{
+	return mr__tls_worker;
+}
+
+/* The default runtime, created on first use; aborts naming `call` if it cannot be. */
+struct mr_runtime *mr__default_runtime(const char *call);
+
+/* Abort naming `call` unless rt is a live runtime. */
+void mr__check_live(const struct mr_runtime *rt, const char *call);
+
+/* Push a job that a thief may take, waking a worker if it became visible. */
+static inline bool mr__push(struct mr__worker *w, struct mr__job *job);
+
+/* Make work visible to others has happened: wake one sleeper if nobody searches. */
+void mr__notify(struct mr_runtime *rt);
+
+/* Submit a job from outside the runtime (or from another runtime). */
+void mr__inject(struct mr_runtime *rt, struct mr__job *job);
+
+/*
+ * Run other work on w until done(arg) returns true. Sleeps (staying
+ * available for new work) when there is none; whoever makes done() true must
+ * then call mr__wake_worker(w, MR__TOK_LATCH).
+ */
+void mr__work_until(struct mr__worker *w, bool (*done)(void *arg), void *arg);
+
+/* Wake w if it sleeps (after a latch it waits on was set, seq_cst). */
+void mr__wake_worker(struct mr__worker *w, uint32_t tok);
+
+/* Run fn(arg) on a worker of rt from an outside thread; block until it returns. */
+void mr__run_outside(struct mr_runtime *rt, void (*fn)(void *), void *arg);
+
+/* Job blocks of MR__JOB_BLOCK bytes from w's pool (never fails: aborts on ENOMEM). */
+void *mr__job_alloc(struct mr__worker *w);
+void mr__job_free(struct mr__worker *w, void *job);
+void mr__pool_fini(struct mr_runtime *rt);
+
+static inline bool mr__push(struct mr__worker *w, struct mr__job *job)
+{
+	int r = mr__deque_push(&w->dq, job);
+
+	if (likely(r == MR__PUSH_PRIVATE))
+		return true;
+	if (r == MR__PUSH_PUBLIC) {
+		mr__notify(w->rt);
+		return true;
+	}
+	return false;
+}
+
+#endif /* MR_SCHED_H */
