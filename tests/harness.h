@@ -151,7 +151,8 @@ static inline unsigned long mr_test_scale(void)
 
 #define MR_BOOL(c, want, fatal)                                                                    \
 	do {                                                                                       \
-		if (!!(c) != (want)) {                                                             \
+		bool _c = (c);                                                                     \
+		if (_c != (bool)(want)) {                                                             \
 			fprintf(stdout, "# %s:%d: expected %s to be %s\n", __FILE__, __LINE__, #c, \
 				(want) ? "true" : "false");                                        \
 			fflush(stdout);                                                            \

@@ -38,6 +38,17 @@ static inline void mr__cpu_relax(void)
 #endif
 }
 
+/*
+ * A seq_cst fence. TSan does not model fences; under it, a seq_cst RMW on one
+ * shared word gives the same (stronger) ordering in a form it understands.
+ */
+#if defined(__SANITIZE_THREAD__)
+extern _Atomic unsigned long mr__tsan_fence_word;
+#define mr__fence_seq_cst() atomic_fetch_add_explicit(&mr__tsan_fence_word, 0, memory_order_seq_cst)
+#else
+#define mr__fence_seq_cst() atomic_thread_fence(memory_order_seq_cst)
+#endif
+
 /* Sleep while *addr == val (or until woken / a signal). Returns 0 or -errno. */
 static inline int mr__futex_wait(_Atomic uint32_t *addr, uint32_t val)
 {

@@ -24,3 +24,7 @@ void mr__die(const char *call, const char *fmt, ...)
 	fflush(stderr);
 	abort();
 }
+
+#if defined(__SANITIZE_THREAD__)
+_Atomic unsigned long mr__tsan_fence_word;
+#endif

@@ -158,7 +158,7 @@ void mr__notify(struct mr_runtime *rt)
 	for (;;) {
 		/* Pairs with the sleeper's RMWs on the idle set / nsearching and
 		 * its fence before it looks for work (see sched.h). */
-		atomic_thread_fence(memory_order_seq_cst);
+		mr__fence_seq_cst();
 		if (atomic_load_explicit(&rt->nsearching, memory_order_seq_cst) != 0)
 			return;
 		if (atomic_load_explicit(&rt->nidle, memory_order_seq_cst) == 0)
@@ -174,7 +174,7 @@ void mr__notify(struct mr_runtime *rt)
 		/* Nobody to wake after all. While we counted as searching a pusher
 		 * may have relied on us; look again before giving up. */
 		atomic_fetch_sub_explicit(&rt->nsearching, 1, memory_order_seq_cst);
-		atomic_thread_fence(memory_order_seq_cst);
+		mr__fence_seq_cst();
 		if (!(atomic_load_explicit(&rt->nidle, memory_order_seq_cst) && work_visible(rt)))
 			return;
 	}
@@ -312,7 +312,7 @@ static void park(struct mr__worker *w, bool (*done)(void *), void *arg)
 	if (atomic_fetch_sub_explicit(&rt->nactive, 1, memory_order_seq_cst) == 1)
 		maybe_quiesced(rt);
 	/* Pairs with the fence in mr__notify() and the seq_cst latch stores. */
-	atomic_thread_fence(memory_order_seq_cst);
+	mr__fence_seq_cst();
 	if (done(arg) || work_visible(rt) ||
 	    atomic_load_explicit(&rt->exiting, memory_order_seq_cst)) {
 		/* Take our bit back, unless a waker claimed it first. */
