@@ -14,12 +14,18 @@
 
 #include "../sched/sched.h"
 
+/*
+ * state: 0 while b runs, JOIN_DONE once it returned, or the address of the
+ * owner once the owner waits for it (it then needs a wake-up).
+ */
+#define JOIN_DONE ((uintptr_t)1)
+
 struct join_job {
 	struct mr__job hdr;
 	void (*fn)(void *);
 	void *arg;
-	struct mr__worker *owner;
-	_Atomic uint32_t done;
+	_Atomic uintptr_t state;
+	uint32_t idx; /* deque index it was pushed at */
 };
 
 _Static_assert(sizeof(struct join_job) <= MR__JOB_BLOCK, "join job fits a block");
@@ -27,22 +33,34 @@ _Static_assert(sizeof(struct join_job) <= MR__JOB_BLOCK, "join job fits a block"
 static void join_exec(struct mr__job *job, struct mr__worker *w)
 {
 	struct join_job *j = (struct join_job *)job;
-	struct mr__worker *owner = j->owner;
 
 	(void)w;
 	j->fn(j->arg);
-	/* seq_cst: pairs with the owner's idle-bit RMW + fence + load of done
-	 * in park(). After this store j may be gone (it lives in the owner's
-	 * frame): touch only `owner`. */
-	atomic_store_explicit(&j->done, 1, memory_order_seq_cst);
-	mr__wake_worker(owner, MR__TOK_LATCH);
+	/* seq_cst: pairs with the owner's CAS in join_wait() and its idle-bit
+	 * RMW + fence + load of state in park(). After this j may be gone (it
+	 * lives in the owner's frame); `old` names whom to wake. */
+	uintptr_t old = atomic_exchange_explicit(&j->state, JOIN_DONE, memory_order_seq_cst);
+	if (old != 0)
+		mr__wake_worker((struct mr__worker *)old, MR__TOK_LATCH);
 }
 
 static bool join_done(void *arg)
 {
 	struct join_job *j = arg;
-	/* acquire: b's effects are visible once we see done. */
-	return atomic_load_explicit(&j->done, memory_order_acquire) != 0;
+	/* acquire: b's effects are visible once we see it done. */
+	return atomic_load_explicit(&j->state, memory_order_acquire) == JOIN_DONE;
+}
+
+/* b was stolen: run other work until the thief has finished it. */
+__attribute__((noinline)) static void join_wait(struct mr__worker *w, struct join_job *j)
+{
+	uintptr_t expect = 0;
+
+	/* Tell the thief whom to wake; if it finished already, we are done. */
+	if (!atomic_compare_exchange_strong_explicit(&j->state, &expect, (uintptr_t)w,
+						     memory_order_seq_cst, memory_order_acquire))
+		return;
+	mr__work_until(w, join_done, j);
 }
 
 struct outside_join {
@@ -55,35 +73,66 @@ static void outside_join_run(void *arg)
 	mr_join(oj->a, oj->a_arg, oj->b, oj->b_arg);
 }
 
-void mr_join(void (*a)(void *), void *a_arg, void (*b)(void *), void *b_arg)
+/* The rare paths of mr_join, out of line to keep its frame small. */
+__attribute__((noinline, cold)) static void join_slow(void (*a)(void *), void *a_arg,
+						    void (*b)(void *), void *b_arg)
 {
-	struct mr__worker *w = mr__self();
-
-	if (unlikely(!a || !b))
+	if (!a || !b)
 		mr__die("mr_join", "NULL function (a=%p, b=%p)", (void *)a, (void *)b);
-	if (unlikely(!w)) {
-		struct outside_join oj = { a, a_arg, b, b_arg };
-		mr__run_outside(mr__default_runtime("mr_join"), outside_join_run, &oj);
-		return;
-	}
+	struct outside_join oj = { a, a_arg, b, b_arg };
+	mr__run_outside(mr__default_runtime("mr_join"), outside_join_run, &oj);
+}
 
-	struct join_job jb = { .hdr = { .exec = join_exec }, .fn = b, .arg = b_arg, .owner = w };
-	atomic_init(&jb.done, 0);
-	if (unlikely(!mr__push(w, &jb.hdr))) {
-		a(a_arg); /* deque full: run both here */
-		b(b_arg);
-		return;
-	}
-	a(a_arg);
+/*
+ * b is not on top of the deque: a() left jobs above it (run them), or b was
+ * stolen (wait for it).
+ */
+__attribute__((noinline)) static void join_pop_slow(struct mr__worker *w, struct join_job *j)
+{
 	for (;;) {
 		struct mr__job *job = mr__deque_pop(&w->dq);
-		if (likely(job == &jb.hdr)) {
-			b(b_arg);
+		if (job == &j->hdr) {
+			j->fn(j->arg);
 			return;
 		}
 		if (!job)
 			break; /* everything below head was stolen, b included */
 		job->exec(job, w);
 	}
-	mr__work_until(w, join_done, &jb);
+	join_wait(w, j);
+}
+
+/* Deque full: run both halves here. */
+__attribute__((noinline)) static void join_full(void (*a)(void *), void *a_arg, struct join_job *j)
+{
+	a(a_arg);
+	j->fn(j->arg);
+}
+
+void mr_join(void (*a)(void *), void *a_arg, void (*b)(void *), void *b_arg)
+{
+	struct mr__worker *w = mr__self();
+
+	if (unlikely(!w || !a || !b)) {
+		join_slow(a, a_arg, b, b_arg);
+		return;
+	}
+	struct join_job jb;
+	jb.hdr.exec = join_exec;
+	jb.fn = b;
+	jb.arg = b_arg;
+	atomic_init(&jb.state, 0);
+	jb.idx = w->dq.head;
+	if (unlikely(!mr__push(w, &jb.hdr))) {
+		join_full(a, a_arg, &jb);
+		return;
+	}
+	a(a_arg);
+	/* Reload b from jb rather than keep it live across a(): fewer saved
+	 * registers in this frame. a() ran on this thread, so w is still ours. */
+	if (likely(mr__deque_pop_at(&w->dq, jb.idx))) {
+		jb.fn(jb.arg);
+		return;
+	}
+	join_pop_slow(w, &jb);
 }

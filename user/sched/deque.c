@@ -23,7 +23,9 @@ int mr__deque_init(struct mr__deque *dq, unsigned capacity_log2, uint32_t start)
 	dq->head = start;
 	dq->o_split = start;
 	dq->o_allstolen = true;
+	dq->o_safe = start; /* first push takes the slow path */
 	atomic_init(&dq->ts, MR__TS(start, start));
+	atomic_init(&dq->pending, 0);
 	atomic_init(&dq->movesplit, 0);
 	return 0;
 }
@@ -87,6 +89,7 @@ struct mr__job *mr__deque_pop_shared(struct mr__deque *dq)
 		s = MR__TS_SPLIT(old);
 		if (t == s) {
 			dq->o_allstolen = true;
+			dq->o_safe = dq->head; /* next push: slow path, publishes */
 			return NULL;
 		}
 		ns = t + (s - t) / 2; /* thieves keep [t, ns), we take [ns, s) */
@@ -99,37 +102,38 @@ struct mr__job *mr__deque_pop_shared(struct mr__deque *dq)
 	}
 	dq->o_split = ns;
 	uint32_t h = dq->head - 1;
-	_Atomic(struct mr__job *) *slot = &dq->slots[h & dq->mask];
-	struct mr__job *job = atomic_load_explicit(slot, memory_order_relaxed);
-	atomic_store_explicit(slot, NULL, memory_order_relaxed);
 	dq->head = h;
-	return job;
+	return atomic_load_explicit(&dq->slots[h & dq->mask], memory_order_relaxed);
 }
 
 /*
- * The slot for head is not clear: either the ring is full, or a thief won
- * the CAS for this slot one lap ago and has not read it yet (it is between
- * two instructions; wait for it).
+ * head reached o_safe: find how far slots are free now (see deque.h), or
+ * report a full ring. Also the path of the first push after all was stolen.
  */
 int mr__deque_push_slow(struct mr__deque *dq, struct mr__job *job)
 {
 	uint32_t h = dq->head;
-	_Atomic(struct mr__job *) *slot = &dq->slots[h & dq->mask];
 	unsigned spins = 0;
 
 	for (;;) {
-		uint64_t ts = atomic_load_explicit(&dq->ts, memory_order_acquire);
-		if (!dq->o_allstolen && h - MR__TS_TAIL(ts) > dq->mask)
+		/* acquire: pairs with the thieves' acq_rel CAS; a thief counted
+		 * itself in pending before that CAS, so reading pending after
+		 * tail sees every thief that took an index below tail and has
+		 * not finished reading its slot. */
+		uint32_t t = MR__TS_TAIL(atomic_load_explicit(&dq->ts, memory_order_acquire));
+		if (h - t > dq->mask)
 			return MR__PUSH_FULL;
-		/* acquire: pairs with the thief's release clear. */
-		if (atomic_load_explicit(slot, memory_order_acquire) == NULL)
+		/* acquire: pairs with the release decrement after a thief's read. */
+		if (atomic_load_explicit(&dq->pending, memory_order_acquire) == 0) {
+			dq->o_safe = t + dq->mask + 1;
 			break;
+		}
 		if (++spins < 64)
 			mr__cpu_relax();
 		else
-			sched_yield(); /* the thief was preempted mid-steal */
+			sched_yield(); /* a thief was preempted mid-steal */
 	}
-	atomic_store_explicit(slot, job, memory_order_relaxed);
+	atomic_store_explicit(&dq->slots[h & dq->mask], job, memory_order_relaxed);
 	dq->head = h + 1;
 	if (dq->o_allstolen || atomic_load_explicit(&dq->movesplit, memory_order_relaxed))
 		return mr__deque_publish(dq);
@@ -151,17 +155,21 @@ struct mr__job *mr__deque_steal(struct mr__deque *dq)
 				atomic_store_explicit(&dq->movesplit, 1, memory_order_relaxed);
 			return NULL;
 		}
+		/* Count ourselves before the CAS: see mr__deque_push_slow(). */
+		atomic_fetch_add_explicit(&dq->pending, 1, memory_order_relaxed);
 		/* acquire on success: pairs with the owner's release of split, so
-		 * the slot's content is visible below. On failure `old` is
-		 * reloaded and we retry: someone else made progress. */
+		 * the slot's content is visible below; release: makes our pending
+		 * increment visible to an owner that reads this tail. On failure
+		 * `old` is reloaded and we retry: someone else made progress. */
 		if (atomic_compare_exchange_weak_explicit(&dq->ts, &old, MR__TS(t + 1, s),
-							  memory_order_acquire, memory_order_acquire)) {
-			_Atomic(struct mr__job *) *slot = &dq->slots[t & dq->mask];
-			struct mr__job *job = atomic_load_explicit(slot, memory_order_relaxed);
-			/* release: pairs with the owner's acquire check before it
-			 * reuses the slot (mr__deque_push). */
-			atomic_store_explicit(slot, NULL, memory_order_release);
+							  memory_order_acq_rel, memory_order_acquire)) {
+			struct mr__job *job =
+				atomic_load_explicit(&dq->slots[t & dq->mask], memory_order_relaxed);
+			/* release: our read of the slot happens before the owner,
+			 * seeing pending drop, reuses it. */
+			atomic_fetch_sub_explicit(&dq->pending, 1, memory_order_release);
 			return job;
 		}
+		atomic_fetch_sub_explicit(&dq->pending, 1, memory_order_relaxed);
 	}
 }

@@ -25,12 +25,14 @@
  * touches its deque. Fork-join touches it constantly; a job that runs long
  * without pushing keeps its private jobs to itself until it returns.
  *
- * A thief reads the slot after its CAS succeeds, then clears it (release).
- * The owner checks (acquire) that a slot is clear before reusing it, so a
- * thief that stalls between its CAS and its read can never see a slot
- * overwritten under it. A non-clear slot at push time means either that
- * thief or a full ring: push then reports full and the caller runs the job
- * inline.
+ * A thief reads the slot after its CAS succeeds. To know when a slot may be
+ * reused, thieves count themselves in `pending` from just before the CAS
+ * until after the read. The owner keeps a private bound `o_safe`: indices
+ * below it map to slots nobody can still be reading. Pushing at o_safe is
+ * the slow path: it reads tail, then pending; pending == 0 means every job
+ * below tail has been read, so the bound moves to tail + capacity (or the
+ * ring is full: push reports it and the caller runs the job inline). A
+ * steady stream of steals reaches the bound once per lap of the ring.
  *
  * ABA on ts is harmless: equal ts values describe equal deque states, and the
  * slot is read after the CAS, so a stale thief that wins takes whatever job
@@ -67,11 +69,13 @@ struct mr__deque {
 	uint32_t head;	   /* next slot to push */
 	uint32_t o_split;  /* the owner's copy of split (equal: only the owner writes split) */
 	uint32_t mask;	   /* capacity - 1 */
+	uint32_t o_safe;   /* pushes below this index need no check (see above) */
 	bool o_allstolen;  /* shared part empty and private part empty at last look */
 	_Atomic(struct mr__job *) *slots;
 
 	/* split << 32 | tail. CAS by thieves (tail) and owner (split). */
 	mr__cacheline_aligned _Atomic uint64_t ts;
+	_Atomic uint32_t pending; /* thieves between their CAS and their read */
 
 	/* Raised by a thief that found nothing shared; read by the owner each push/pop. */
 	mr__cacheline_aligned _Atomic uint32_t movesplit;
@@ -111,23 +115,24 @@ static inline uint32_t mr__deque_private_len(const struct mr__deque *dq)
 static inline int mr__deque_push(struct mr__deque *dq, struct mr__job *job)
 {
 	uint32_t h = dq->head;
-	_Atomic(struct mr__job *) *slot = &dq->slots[h & dq->mask];
 
-	/* acquire: pairs with the release clear in mr__deque_steal(); the thief's
-	 * read of this slot happened before we overwrite it. */
-	if (unlikely(atomic_load_explicit(slot, memory_order_acquire) != NULL))
+	/* Also taken when all is stolen: o_safe is then set to head. */
+	if (unlikely((int32_t)(h - dq->o_safe) >= 0))
 		return mr__deque_push_slow(dq, job);
 	/* relaxed: thieves see the slot through the release that publishes it
 	 * (mr__deque_publish) and their acquiring CAS on ts. */
-	atomic_store_explicit(slot, job, memory_order_relaxed);
+	atomic_store_explicit(&dq->slots[h & dq->mask], job, memory_order_relaxed);
 	dq->head = h + 1;
-	if (unlikely(dq->o_allstolen) ||
-	    unlikely(atomic_load_explicit(&dq->movesplit, memory_order_relaxed)))
+	if (unlikely(atomic_load_explicit(&dq->movesplit, memory_order_relaxed)))
 		return mr__deque_publish(dq);
 	return MR__PUSH_PRIVATE;
 }
 
-/* Owner only. The newest job, or NULL when every job has been stolen. */
+/*
+ * Owner only. The newest job, or NULL when every job has been stolen. This
+ * is mr_join's pop: it does not look at a thief's request to share (the
+ * pushes that fork-join makes all the time do); see mr__deque_pop_sharing().
+ */
 static inline struct mr__job *mr__deque_pop(struct mr__deque *dq)
 {
 	uint32_t h = dq->head;
@@ -135,17 +140,37 @@ static inline struct mr__job *mr__deque_pop(struct mr__deque *dq)
 	/* All stolen implies head == split, so this also excludes that state. */
 	if (likely((int32_t)(h - dq->o_split) > 0)) {
 		/* Private part: no thief may touch index h-1 (they stop below split). */
-		if (unlikely(atomic_load_explicit(&dq->movesplit, memory_order_relaxed)) &&
-		    h - dq->o_split > 1)
-			mr__deque_publish(dq);
 		h--;
-		_Atomic(struct mr__job *) *slot = &dq->slots[h & dq->mask];
-		struct mr__job *job = atomic_load_explicit(slot, memory_order_relaxed);
-		atomic_store_explicit(slot, NULL, memory_order_relaxed);
 		dq->head = h;
-		return job;
+		return atomic_load_explicit(&dq->slots[h & dq->mask], memory_order_relaxed);
 	}
 	return mr__deque_pop_shared(dq);
+}
+
+/*
+ * Owner only. Pop the job pushed at index idx if it is still on top and
+ * private (mr_join's fast path: no load of the slot). False otherwise.
+ */
+static inline bool mr__deque_pop_at(struct mr__deque *dq, uint32_t idx)
+{
+	if (likely(dq->head == idx + 1) && likely((int32_t)(idx - dq->o_split) >= 0)) {
+		dq->head = idx;
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Owner only. Like mr__deque_pop(), but first honours a thief's request to
+ * share: for loops that pop many jobs without pushing (a group's wait, the
+ * worker loop).
+ */
+static inline struct mr__job *mr__deque_pop_sharing(struct mr__deque *dq)
+{
+	if (unlikely(atomic_load_explicit(&dq->movesplit, memory_order_relaxed)) &&
+	    (int32_t)(dq->head - dq->o_split) > 1)
+		mr__deque_publish(dq);
+	return mr__deque_pop(dq);
 }
 
 #endif /* MR_DEQUE_H */
