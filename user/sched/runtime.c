@@ -411,6 +411,28 @@ void mr__run_outside(struct mr_runtime *rt, void (*fn)(void *), void *arg)
 		mr__futex_wait(&j.state, 2);
 }
 
+/*
+ * A forked child has none of its parent's worker threads: every runtime it
+ * inherited is dead. Forget them (their memory is the parent's business) so
+ * that the child gets a fresh default runtime and naming an inherited one
+ * aborts with a clear message instead of hanging.
+ */
+static void atfork_child(void)
+{
+	pthread_mutex_init(&registry_lock, NULL);
+	pthread_mutex_init(&default_lock, NULL);
+	registry = NULL;
+	atomic_store_explicit(&default_rt, NULL, memory_order_relaxed);
+	mr__tls_worker = NULL;
+}
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void atfork_install(void)
+{
+	pthread_atfork(NULL, NULL, atfork_child);
+}
+
 /* ---- creation and destruction ------------------------------------------ */
 
 static unsigned cpus_in_affinity(void)
@@ -529,6 +551,7 @@ mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 			goto fail_free;
 		}
 	}
+	pthread_once(&atfork_once, atfork_install);
 	registry_add(rt);
 	return rt;
 
