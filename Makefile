@@ -53,31 +53,43 @@ lib: $(STATIC) $(SHARED) $(PC)
 examples: $(EXAMPLES)
 tests: $(TESTS)
 
+# V=1 shows the commands.
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(LIBCFLAGS) -c $< -o $@
+	@[ "$(Q)" ] && echo "  CC      $@" || true
+	$(Q)$(CC) $(CPPFLAGS) $(LIBCFLAGS) -c $< -o $@
 
 $(STATIC): $(LIB_OBJS)
 	@rm -f $@
-	ar rcs $@ $^
+	@[ "$(Q)" ] && echo "  AR      $@" || true
+	$(Q)ar rcs $@ $^
 
 $(SHARED): $(LIB_OBJS) user/moirai.map
-	$(CC) -shared $(SANFLAGS) -Wl,-soname,libmoirai.so.$(SOMAJOR) \
+	@[ "$(Q)" ] && echo "  LD      $@" || true
+	$(Q)$(CC) -shared $(SANFLAGS) -Wl,-soname,libmoirai.so.$(SOMAJOR) \
 		-Wl,--version-script=user/moirai.map -o $@ $(LIB_OBJS) $(LDLIBS)
-	ln -sf libmoirai.so.$(VERSION) $(BUILD)/libmoirai.so.$(SOMAJOR)
-	ln -sf libmoirai.so.$(SOMAJOR) $(BUILD)/libmoirai.so
+	$(Q)ln -sf libmoirai.so.$(VERSION) $(BUILD)/libmoirai.so.$(SOMAJOR)
+	$(Q)ln -sf libmoirai.so.$(SOMAJOR) $(BUILD)/libmoirai.so
 
 $(PC): moirai.pc.in Makefile
 	@mkdir -p $(BUILD)
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
 
 $(BUILD)/examples/%: examples/%.c $(STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(STATIC) $(LDLIBS)
+	@[ "$(Q)" ] && echo "  CC      $@" || true
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(STATIC) $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c tests/harness.h $(STATIC)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-sign-compare -Wno-type-limits $< -o $@ $(STATIC) $(LDLIBS)
+	@[ "$(Q)" ] && echo "  CC      $@" || true
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-sign-compare -Wno-type-limits $< -o $@ $(STATIC) $(LDLIBS)
 
 demo: $(BUILD)/examples/demo
 	./tools/deps.sh build

@@ -215,7 +215,7 @@ int mr_group_wait(mr_group_t *gp)
 		/* Run the group's own tasks (top of our deque) before queuing:
 		 * most waits end here without touching the lock. */
 		while (atomic_load_explicit(&g->state, memory_order_acquire) & COUNT_MASK) {
-			struct mr__job *job = mr__deque_pop_sharing(&w->dq);
+			struct mr__job *job = mr__pop_sharing(w);
 			if (!job)
 				break;
 			job->exec(job, w);

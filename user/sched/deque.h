@@ -131,7 +131,7 @@ static inline int mr__deque_push(struct mr__deque *dq, struct mr__job *job)
 /*
  * Owner only. The newest job, or NULL when every job has been stolen. This
  * is mr_join's pop: it does not look at a thief's request to share (the
- * pushes that fork-join makes all the time do); see mr__deque_pop_sharing().
+ * pushes that fork-join makes all the time do); see mr__pop_sharing().
  */
 static inline struct mr__job *mr__deque_pop(struct mr__deque *dq)
 {
@@ -158,19 +158,6 @@ static inline bool mr__deque_pop_at(struct mr__deque *dq, uint32_t idx)
 		return true;
 	}
 	return false;
-}
-
-/*
- * Owner only. Like mr__deque_pop(), but first honours a thief's request to
- * share: for loops that pop many jobs without pushing (a group's wait, the
- * worker loop).
- */
-static inline struct mr__job *mr__deque_pop_sharing(struct mr__deque *dq)
-{
-	if (unlikely(atomic_load_explicit(&dq->movesplit, memory_order_relaxed)) &&
-	    (int32_t)(dq->head - dq->o_split) > 1)
-		mr__deque_publish(dq);
-	return mr__deque_pop(dq);
 }
 
 #endif /* MR_DEQUE_H */

@@ -336,7 +336,7 @@ void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 	for (;;) {
 		if (done(arg))
 			return;
-		struct mr__job *job = mr__deque_pop_sharing(&w->dq);
+		struct mr__job *job = mr__pop_sharing(w);
 		if (!job)
 			job = search(w, done, arg);
 		if (job) {

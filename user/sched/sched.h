@@ -171,4 +171,19 @@ static inline bool mr__push(struct mr__worker *w, struct mr__job *job)
 	return false;
 }
 
+/*
+ * Owner only. Pop, but first honour a thief's request to share (and wake a
+ * sleeper for what becomes stealable): for loops that pop many jobs without
+ * pushing, such as a group's wait and the worker loop.
+ */
+static inline struct mr__job *mr__pop_sharing(struct mr__worker *w)
+{
+	struct mr__deque *dq = &w->dq;
+
+	if (unlikely(atomic_load_explicit(&dq->movesplit, memory_order_relaxed)) &&
+	    (int32_t)(dq->head - dq->o_split) > 1 && mr__deque_publish(dq) == MR__PUSH_PUBLIC)
+		mr__notify(w->rt);
+	return mr__deque_pop(dq);
+}
+
 #endif /* MR_SCHED_H */
