@@ -22,7 +22,12 @@ static double now_ms(void)
 
 /* An honest sequential fib: both recursive calls stay calls (gcc would
  * otherwise turn one into a loop, flattering the baseline ~1.8x). */
-__attribute__((noinline, optimize("no-optimize-sibling-calls"))) static long fib_seq(int n)
+#if defined(__clang__)
+#define KEEP_CALLS __attribute__((noinline, disable_tail_calls))
+#else
+#define KEEP_CALLS __attribute__((noinline, optimize("no-optimize-sibling-calls")))
+#endif
+KEEP_CALLS static long fib_seq(int n)
 {
 	if (n < 2)
 		return n;
