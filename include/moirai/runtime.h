@@ -29,7 +29,7 @@ struct mr_config {
 	size_t sz;		/* sizeof(struct mr_config); MR_OPTS sets it */
 	unsigned workers;	/* 0: one per CPU in the affinity mask; at most MR_MAX_WORKERS */
 	unsigned deque_log2;	/* log2 of each worker's deque capacity; 0: 13 (8192 jobs), 6..24 */
-	unsigned spin_rounds;	/* steal rounds an idle worker makes before sleeping; 0: default */
+	unsigned spin_us;	/* microseconds an idle worker searches before it sleeps; 0: 50 */
 };
 
 /*

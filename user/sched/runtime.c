@@ -276,18 +276,23 @@ static struct mr__job *search(struct mr__worker *w, bool (*done)(void *), void *
 		w->searching = true;
 		atomic_fetch_add_explicit(&rt->nsearching, 1, memory_order_seq_cst);
 	}
-	for (unsigned round = 0; round < rt->spin_rounds; round++) {
+	/* Search for spin_ns: a futex wake-up costs more than a short spin. */
+	uint64_t deadline = 0;
+	for (unsigned round = 0;; round++) {
 		struct mr__job *job = steal_pass(w);
 		if (job) {
 			stop_searching(w, true);
 			return job;
 		}
-		if (done(arg))
+		if (done(arg) || atomic_load_explicit(&rt->exiting, memory_order_relaxed))
 			return NULL;
-		for (unsigned i = 0; i < (round < 8 ? 1u << round : 256u); i++)
+		if (round == 0)
+			deadline = mr__now_ns() + rt->spin_ns;
+		else if (mr__now_ns() > deadline)
+			return NULL;
+		for (unsigned i = 0; i < (round < 5 ? 1u << round : 32u); i++)
 			mr__cpu_relax();
 	}
-	return NULL;
 }
 
 static uint32_t wait_token(struct mr__worker *w)
@@ -487,7 +492,7 @@ static void stop_workers(struct mr_runtime *rt, unsigned started)
 
 mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 {
-	unsigned nworkers = 0, dlog2 = MR__DEFAULT_DEQUE_LOG2, spin = MR__DEFAULT_SPIN_ROUNDS;
+	unsigned nworkers = 0, dlog2 = MR__DEFAULT_DEQUE_LOG2, spin = MR__DEFAULT_SPIN_US;
 	struct mr_runtime *rt;
 	int err = ENOMEM;
 
@@ -500,8 +505,8 @@ mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 #define MR_HAS(f) (cfg->sz >= offsetof(struct mr_config, f) + sizeof(cfg->f))
 		if (MR_HAS(deque_log2) && cfg->deque_log2)
 			dlog2 = cfg->deque_log2;
-		if (MR_HAS(spin_rounds) && cfg->spin_rounds)
-			spin = cfg->spin_rounds;
+		if (MR_HAS(spin_us) && cfg->spin_us)
+			spin = cfg->spin_us;
 #undef MR_HAS
 	}
 	if (nworkers > MR_MAX_WORKERS || dlog2 < 6 || dlog2 > 24) {
@@ -519,7 +524,7 @@ mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 	memset(rt, 0, sizeof(*rt));
 	rt->magic = MR__RT_MAGIC;
 	rt->nworkers = nworkers;
-	rt->spin_rounds = spin;
+	rt->spin_ns = (uint64_t)spin * 1000;
 	rt->deque_log2 = dlog2;
 	pthread_mutex_init(&rt->inj_lock, NULL);
 	pthread_mutex_init(&rt->pool_lock, NULL);

@@ -39,7 +39,7 @@
 
 #define MR__RT_MAGIC 0x6d72727475ull /* "mrrtu" */
 #define MR__DEFAULT_DEQUE_LOG2 13
-#define MR__DEFAULT_SPIN_ROUNDS 64
+#define MR__DEFAULT_SPIN_US 50 /* ~3 futex wake-ups here (KERNEL-LAB.md) */
 
 /* Park tokens: what a waker wrote into a sleeper's park word. */
 enum {
@@ -80,7 +80,7 @@ struct mr__worker {
 struct mr_runtime {
 	uint64_t magic;
 	unsigned nworkers;
-	unsigned spin_rounds;
+	uint64_t spin_ns;
 	unsigned deque_log2;
 	struct mr__worker **workers;
 	struct mr_runtime *next_live; /* registry of live runtimes */
