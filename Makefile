@@ -120,7 +120,8 @@ install: lib
 	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libmoirai.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libmoirai.so.$(SOMAJOR)
 	ln -sf libmoirai.so.$(SOMAJOR) $(DESTDIR)$(PREFIX)/lib/libmoirai.so
-	install -m 644 $(PC) $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' moirai.pc.in \
+		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/moirai.pc
 
 clean:
 	rm -rf build
