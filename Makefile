@@ -105,6 +105,7 @@ check:
 	$(MAKE) check-one BUILD=build/asan SAN=asan
 	$(MAKE) check-one BUILD=build/tsan SAN=tsan
 	./tests/valgrind.sh $(BUILD)
+	./tests/install.sh
 	$(MAKE) all BUILD=build/clang CC=clang-19
 	./tests/run.sh build/clang/tests quick
 	@echo "make check: all suites passed"
