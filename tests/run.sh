@@ -7,7 +7,7 @@ set -u
 dir=${1:?usage: run.sh DIR [quick]}
 case "$dir" in
 *tsan*) export MR_TEST_SCALE=${MR_TEST_SCALE:-10} MR_TEST_TIMEOUT_SCALE=5
-	export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}" ;;
+	export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 atexit_sleep_ms=0 ${TSAN_OPTIONS:-}" ;;
 *asan*) export MR_TEST_SCALE=${MR_TEST_SCALE:-4} MR_TEST_TIMEOUT_SCALE=3
 	export ASAN_OPTIONS="detect_leaks=1 abort_on_error=0 ${ASAN_OPTIONS:-}"
 	export UBSAN_OPTIONS="print_stacktrace=1 halt_on_error=1 ${UBSAN_OPTIONS:-}" ;;

@@ -84,12 +84,15 @@ __attribute__((noinline, cold)) static void join_slow(void (*a)(void *), void *a
 }
 
 /*
- * b is not on top of the deque: a() left jobs above it (run them), or b was
- * stolen (wait for it).
+ * b is not on top of the deque: a() left jobs above it (run them), b was
+ * stolen (wait for it), or a nested wait on this worker already popped and
+ * ran it (then jobs older than b may lie below: leave them to their owners).
  */
 __attribute__((noinline)) static void join_pop_slow(struct mr__worker *w, struct join_job *j)
 {
 	for (;;) {
+		if (join_done(j))
+			return;
 		struct mr__job *job = mr__deque_pop(&w->dq);
 		if (job == &j->hdr) {
 			j->fn(j->arg);
@@ -130,7 +133,7 @@ void mr_join(void (*a)(void *), void *a_arg, void (*b)(void *), void *b_arg)
 	a(a_arg);
 	/* Reload b from jb rather than keep it live across a(): fewer saved
 	 * registers in this frame. a() ran on this thread, so w is still ours. */
-	if (likely(mr__deque_pop_at(&w->dq, jb.idx))) {
+	if (likely(mr__deque_pop_at(&w->dq, jb.idx, &jb.hdr))) {
 		jb.fn(jb.arg);
 		return;
 	}

@@ -148,12 +148,15 @@ static inline struct mr__job *mr__deque_pop(struct mr__deque *dq)
 }
 
 /*
- * Owner only. Pop the job pushed at index idx if it is still on top and
- * private (mr_join's fast path: no load of the slot). False otherwise.
+ * Owner only. Pop `job`, pushed at index idx, if it is still on top and
+ * private (mr_join's fast path). False otherwise. The slot is compared too:
+ * the job may have been popped and run by a nested wait, and a later push
+ * may have reused its index.
  */
-static inline bool mr__deque_pop_at(struct mr__deque *dq, uint32_t idx)
+static inline bool mr__deque_pop_at(struct mr__deque *dq, uint32_t idx, const struct mr__job *job)
 {
-	if (likely(dq->head == idx + 1) && likely((int32_t)(idx - dq->o_split) >= 0)) {
+	if (likely(dq->head == idx + 1) && likely((int32_t)(idx - dq->o_split) >= 0) &&
+	    likely(atomic_load_explicit(&dq->slots[idx & dq->mask], memory_order_relaxed) == job)) {
 		dq->head = idx;
 		return true;
 	}

@@ -1,0 +1,1345 @@
+/*
+ * runtime.c - runtimes: creation with default and explicit configurations,
+ * bad configurations, worker thread names, several runtimes at once, the
+ * default runtime (and MOIRAI_WORKERS), mr_runtime_install and the worker
+ * identity calls, destroy (waits for submitted work, -EDEADLK from its own
+ * worker, abort on a dead runtime), idle workers using no CPU, and no lost
+ * wake-ups when single tasks are posted to a runtime that keeps going idle.
+ */
+#include <dirent.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+
+#include <moirai/moirai.h>
+
+#include "harness.h"
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static unsigned affinity_cpus(void)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+		return (unsigned)CPU_COUNT(&set);
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (unsigned)n : 1;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+	uint64_t x = *s;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*s = x;
+	return x * 0x2545F4914F6CDD1Dull;
+}
+
+static uint64_t mix64(uint64_t x)
+{
+	x += 0x9E3779B97F4A7C15ull;
+	x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+	x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+	return x ^ (x >> 31);
+}
+
+/* Busy-wait about ns nanoseconds (nanosleep cannot sleep this briefly). */
+static void spin_ns(uint64_t ns)
+{
+	uint64_t end = now_ns() + ns;
+	while (now_ns() < end)
+		;
+}
+
+/* A random short pause: none, a yield, or 0-50 us of spinning. */
+static void random_pause(uint64_t *rng)
+{
+	switch (rnd(rng) % 4) {
+	case 0:
+		break;
+	case 1:
+		sched_yield();
+		break;
+	default:
+		spin_ns(rnd(rng) % 50001);
+		break;
+	}
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+struct task_info {
+	pid_t tid;
+	char comm[32];
+};
+
+/* The threads of this process whose name starts with prefix. */
+static int list_threads(const char *prefix, struct task_info *out, int cap)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d))) {
+		char path[300], comm[32] = "";
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue; /* exited meanwhile */
+		if (!fgets(comm, sizeof(comm), f))
+			comm[0] = 0;
+		fclose(f);
+		comm[strcspn(comm, "\n")] = 0;
+		if (strncmp(comm, prefix, strlen(prefix)) != 0)
+			continue;
+		if (n < cap) {
+			out[n].tid = (pid_t)atoi(e->d_name);
+			snprintf(out[n].comm, sizeof(out[n].comm), "%s", comm);
+		}
+		n++;
+	}
+	closedir(d);
+	return n;
+}
+
+/* Wait until exactly `want` threads named moirai-w* exist (0: none). */
+static int wait_worker_threads(int want, struct task_info *out, int cap)
+{
+	for (;;) {
+		int n = list_threads("moirai-w", out, cap);
+		if (n == want || n < 0)
+			return n;
+		sleep_ms(1);
+	}
+}
+
+/* CPU time of one thread in ns (schedstat's first field, or utime+stime). */
+static int64_t thread_cpu_ns(pid_t tid)
+{
+	char path[128], buf[1024];
+	unsigned long long run;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/schedstat", (int)tid);
+	f = fopen(path, "r");
+	if (f) {
+		int ok = fscanf(f, "%llu", &run) == 1;
+		fclose(f);
+		if (ok)
+			return (int64_t)run;
+	}
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[len] = 0;
+	/* Fields after the parenthesised comm: state is field 3, utime 14, stime 15. */
+	char *p = strrchr(buf, ')');
+	unsigned long long ut, st;
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+			 &st) != 2)
+		return -1;
+	return (int64_t)((ut + st) * (1000000000ull / (unsigned long long)sysconf(_SC_CLK_TCK)));
+}
+
+/* An atomic counter's value, under a short name for the failure messages. */
+static long ld(_Atomic long *p)
+{
+	return atomic_load(p);
+}
+
+static void inc(void *arg)
+{
+	atomic_fetch_add_explicit((_Atomic long *)arg, 1, memory_order_relaxed);
+}
+
+struct fib {
+	int n;
+	long r;
+};
+
+static void fib(void *p)
+{
+	struct fib *f = p;
+	if (f->n < 2) {
+		f->r = f->n;
+		return;
+	}
+	struct fib a = { f->n - 1, 0 }, b = { f->n - 2, 0 };
+	mr_join(fib, &a, fib, &b);
+	f->r = a.r + b.r;
+}
+
+static long fib_seq(int n)
+{
+	return n < 2 ? n : fib_seq(n - 1) + fib_seq(n - 2);
+}
+
+/* Identity seen by a function run on a worker. */
+struct where {
+	int index;
+	mr_runtime_t *current;
+	pthread_t thread;
+	int ran;
+};
+
+static void record_where(void *arg)
+{
+	struct where *w = arg;
+	w->index = mr_worker_index();
+	w->current = mr_runtime_current();
+	w->thread = pthread_self();
+	w->ran++;
+}
+
+/* ---- creation ---------------------------------------------------------- */
+
+TEST(create_destroy_null_config)
+{
+	mr_runtime_t *rt = mr_runtime_create(NULL);
+	struct where w = { 0 };
+
+	ASSERT_NONNULL(rt);
+	EXPECT_EQ(mr_runtime_workers(rt), affinity_cpus());
+	ASSERT_EQ(mr_runtime_install(rt, record_where, &w), 0);
+	EXPECT_EQ(w.ran, 1);
+	EXPECT_TRUE(w.current == rt);
+	EXPECT_GE(w.index, 0);
+	EXPECT_LT(w.index, (int)mr_runtime_workers(rt));
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+TEST(create_destroy_explicit_workers)
+{
+	static const unsigned counts[] = { 1, 2, 3, 5, 8 };
+
+	for (size_t k = 0; k < sizeof(counts) / sizeof(counts[0]); k++) {
+		MR_OPTS(mr_config, cfg, .workers = counts[k]);
+		mr_runtime_t *rt = mr_runtime_create(&cfg);
+		struct fib f = { 18, 0 };
+		struct where w = { 0 };
+
+		ASSERT_NONNULL(rt);
+		ASSERT_EQ(mr_runtime_workers(rt), counts[k]);
+		ASSERT_EQ(mr_runtime_install(rt, record_where, &w), 0);
+		EXPECT_EQ(w.ran, 1);
+		EXPECT_TRUE(w.current == rt);
+		EXPECT_GE(w.index, 0);
+		EXPECT_LT(w.index, (int)counts[k]);
+		ASSERT_EQ(mr_runtime_install(rt, fib, &f), 0);
+		EXPECT_EQ(f.r, 2584);
+		ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	}
+}
+
+TEST(create_destroy_without_work)
+{
+	for (unsigned k = 1; k <= 4; k++) {
+		MR_OPTS(mr_config, cfg, .workers = k);
+		mr_runtime_t *rt = mr_runtime_create(&cfg);
+		ASSERT_NONNULL(rt);
+		ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	}
+}
+
+TEST(zero_workers_means_one_per_cpu)
+{
+	MR_OPTS(mr_config, cfg, .workers = 0);
+	mr_runtime_t *rt = mr_runtime_create(&cfg);
+
+	ASSERT_NONNULL(rt);
+	EXPECT_EQ(mr_runtime_workers(rt), affinity_cpus());
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+TEST(bad_config_einval)
+{
+	mr_runtime_t *rt;
+
+	{
+		MR_OPTS(mr_config, cfg, .workers = MR_MAX_WORKERS + 1);
+		errno = 0;
+		rt = mr_runtime_create(&cfg);
+		EXPECT_TRUE(rt == NULL);
+		EXPECT_EQ(errno, EINVAL);
+	}
+	{
+		MR_OPTS(mr_config, cfg, .workers = 100000);
+		errno = 0;
+		rt = mr_runtime_create(&cfg);
+		EXPECT_TRUE(rt == NULL);
+		EXPECT_EQ(errno, EINVAL);
+	}
+	/* sz too small to hold even `workers`. */
+	static const size_t small[] = { 0, 1, sizeof(size_t) };
+	for (size_t k = 0; k < sizeof(small) / sizeof(small[0]); k++) {
+		MR_OPTS(mr_config, cfg, .workers = 2);
+		cfg.sz = small[k];
+		errno = 0;
+		rt = mr_runtime_create(&cfg);
+		EXPECT_TRUE(rt == NULL);
+		EXPECT_EQ(errno, EINVAL);
+	}
+	static const unsigned bad_log2[] = { 1, 5, 25, 31, 32, 1000 };
+	for (size_t k = 0; k < sizeof(bad_log2) / sizeof(bad_log2[0]); k++) {
+		MR_OPTS(mr_config, cfg, .workers = 1, .deque_log2 = bad_log2[k]);
+		errno = 0;
+		rt = mr_runtime_create(&cfg);
+		EXPECT_TRUE(rt == NULL);
+		EXPECT_EQ(errno, EINVAL);
+	}
+}
+
+TEST(config_edges_accepted)
+{
+	/* The smallest and a large deque, the most spin rounds and the fewest. */
+	static const struct {
+		unsigned workers, log2, spin;
+	} ok[] = { { 1, 6, 0 }, { 2, 6, 1 }, { 1, 20, 0 }, { 2, 0, 1 }, { 2, 13, 2000 } };
+
+	for (size_t k = 0; k < sizeof(ok) / sizeof(ok[0]); k++) {
+		MR_OPTS(mr_config, cfg, .workers = ok[k].workers, .deque_log2 = ok[k].log2,
+			.spin_us = ok[k].spin);
+		mr_runtime_t *rt = mr_runtime_create(&cfg);
+		struct fib f = { 20, 0 };
+
+		ASSERT_NONNULL(rt);
+		ASSERT_EQ(mr_runtime_install(rt, fib, &f), 0);
+		EXPECT_EQ(f.r, 6765);
+		ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	}
+}
+
+TEST(old_caller_short_sz_ignores_later_fields)
+{
+	/* An old caller's struct ends after `workers`: what lies beyond sz is
+	 * not part of its config and must not be read as one. */
+	MR_OPTS(mr_config, cfg, .workers = 2, .deque_log2 = 1000, .spin_us = 7);
+	cfg.sz = offsetof(struct mr_config, workers) + sizeof(cfg.workers);
+	mr_runtime_t *rt = mr_runtime_create(&cfg);
+	struct fib f = { 20, 0 };
+
+	ASSERT_NONNULL(rt);
+	EXPECT_EQ(mr_runtime_workers(rt), 2);
+	ASSERT_EQ(mr_runtime_install(rt, fib, &f), 0);
+	EXPECT_EQ(f.r, 6765);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/* ---- worker threads ---------------------------------------------------- */
+
+static int cmp_comm(const void *a, const void *b)
+{
+	return strcmp(((const struct task_info *)a)->comm, ((const struct task_info *)b)->comm);
+}
+
+TEST(workers_are_named_threads)
+{
+	MR_OPTS(mr_config, cfg, .workers = 3);
+	struct task_info ti[16];
+	mr_runtime_t *rt;
+	int n;
+
+	ASSERT_EQ(list_threads("moirai-w", ti, 16), 0);
+	rt = mr_runtime_create(&cfg);
+	ASSERT_NONNULL(rt);
+	/* Workers name themselves as they start: wait for all three. */
+	n = wait_worker_threads(3, ti, 16);
+	ASSERT_EQ(n, 3);
+	qsort(ti, 3, sizeof(ti[0]), cmp_comm);
+	ASSERT_STR_CONTAINS(ti[0].comm, "moirai-w0");
+	ASSERT_STR_CONTAINS(ti[1].comm, "moirai-w1");
+	ASSERT_STR_CONTAINS(ti[2].comm, "moirai-w2");
+	EXPECT_EQ(strlen(ti[0].comm), strlen("moirai-w0"));
+	/* None of them is the calling thread. */
+	for (int i = 0; i < 3; i++)
+		EXPECT_NE((long)ti[i].tid, (long)gettid());
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	/* destroy joined them: they go away. */
+	ASSERT_EQ(wait_worker_threads(0, ti, 16), 0);
+}
+
+/* ---- several runtimes at once ------------------------------------------ */
+
+struct multi {
+	mr_runtime_t *rt;
+	unsigned nworkers;
+	_Atomic long bad;     /* work that ran on the wrong runtime / worker */
+	_Atomic long covered; /* parallel_for indices */
+	_Atomic long grouped;
+	long fib;
+	int rounds;
+};
+
+static void multi_body(size_t lo, size_t hi, void *ctx)
+{
+	struct multi *m = ctx;
+	int idx = mr_worker_index();
+
+	if (mr_runtime_current() != m->rt || idx < 0 || (unsigned)idx >= m->nworkers)
+		atomic_fetch_add(&m->bad, 1);
+	atomic_fetch_add(&m->covered, (long)(hi - lo));
+}
+
+static void multi_task(void *arg)
+{
+	struct multi *m = arg;
+	multi_body(0, 1, m);
+	atomic_fetch_add(&m->grouped, 1);
+}
+
+static void multi_work(void *arg)
+{
+	struct multi *m = arg;
+	struct fib f = { 20, 0 };
+	mr_group_t g;
+
+	if (mr_runtime_current() != m->rt)
+		atomic_fetch_add(&m->bad, 1);
+	fib(&f);
+	m->fib = f.r;
+	mr_group_init(&g);
+	for (int i = 0; i < 200; i++)
+		mr_group_spawn(&g, multi_task, m);
+	mr_parallel_for(0, 10000, 16, multi_body, m);
+	mr_group_wait(&g);
+}
+
+static void *multi_thread(void *arg)
+{
+	struct multi *m = arg;
+	for (int r = 0; r < m->rounds; r++) {
+		m->fib = 0;
+		if (mr_runtime_install(m->rt, multi_work, m) != 0 || m->fib != 6765)
+			atomic_fetch_add(&m->bad, 1);
+	}
+	return NULL;
+}
+
+TEST(several_runtimes_at_once)
+{
+	enum { NRT = 3 };
+	struct multi m[NRT];
+	pthread_t th[NRT];
+	int rounds = (int)(50 / mr_test_scale()) + 1;
+
+	memset(m, 0, sizeof(m));
+	for (int i = 0; i < NRT; i++) {
+		MR_OPTS(mr_config, cfg, .workers = (unsigned)i + 1);
+		m[i].rt = mr_runtime_create(&cfg);
+		ASSERT_NONNULL(m[i].rt);
+		m[i].nworkers = (unsigned)i + 1;
+		m[i].rounds = rounds;
+	}
+	for (int i = 0; i < NRT; i++)
+		ASSERT_EQ(pthread_create(&th[i], NULL, multi_thread, &m[i]), 0);
+	for (int i = 0; i < NRT; i++)
+		pthread_join(th[i], NULL);
+	for (int i = 0; i < NRT; i++) {
+		EXPECT_EQ(ld(&m[i].bad), 0);
+		EXPECT_EQ(ld(&m[i].covered), (long)rounds * (10000 + 200));
+		EXPECT_EQ(ld(&m[i].grouped), (long)rounds * 200);
+	}
+	for (int i = 0; i < NRT; i++)
+		ASSERT_EQ(mr_runtime_destroy(m[i].rt), 0);
+}
+
+/* ---- the default runtime ----------------------------------------------- */
+
+struct def_loop {
+	mr_runtime_t *rt;
+	_Atomic long bad, covered;
+};
+
+static void def_body(size_t lo, size_t hi, void *ctx)
+{
+	struct def_loop *d = ctx;
+	if (mr_runtime_current() != d->rt || mr_worker_index() < 0)
+		atomic_fetch_add(&d->bad, 1);
+	atomic_fetch_add(&d->covered, (long)(hi - lo));
+}
+
+TEST(default_runtime_from_plain_thread)
+{
+	struct where a = { 0 }, b = { 0 };
+	struct def_loop d = { 0 };
+	struct fib f = { 22, 0 };
+
+	EXPECT_EQ(mr_worker_index(), -1);
+	EXPECT_TRUE(mr_runtime_current() == NULL);
+
+	/* First use through mr_join, with no runtime anywhere. */
+	mr_join(record_where, &a, record_where, &b);
+	mr_runtime_t *def = mr_runtime_default();
+	ASSERT_NONNULL(def);
+	EXPECT_EQ(mr_runtime_workers(def), affinity_cpus());
+	EXPECT_EQ(a.ran, 1);
+	EXPECT_EQ(b.ran, 1);
+	EXPECT_TRUE(a.current == def);
+	EXPECT_TRUE(b.current == def);
+	EXPECT_GE(a.index, 0);
+	EXPECT_GE(b.index, 0);
+	EXPECT_FALSE(pthread_equal(a.thread, pthread_self()));
+
+	/* The same runtime every time. */
+	EXPECT_TRUE(mr_runtime_default() == def);
+
+	d.rt = def;
+	ASSERT_EQ(mr_parallel_for(0, 100000, 0, def_body, &d), 0);
+	EXPECT_EQ(ld(&d.bad), 0);
+	EXPECT_EQ(ld(&d.covered), 100000);
+
+	mr_join(fib, &f, record_where, &a);
+	EXPECT_EQ(f.r, fib_seq(22));
+
+	/* The caller is still outside any runtime. */
+	EXPECT_EQ(mr_worker_index(), -1);
+	EXPECT_TRUE(mr_runtime_current() == NULL);
+}
+
+static void *default_from_thread(void *arg)
+{
+	mr_runtime_t **out = arg;
+	*out = mr_runtime_default();
+	return NULL;
+}
+
+TEST(default_runtime_created_once_under_race)
+{
+	enum { N = 8 };
+	pthread_t th[N];
+	mr_runtime_t *got[N];
+
+	for (int i = 0; i < N; i++)
+		ASSERT_EQ(pthread_create(&th[i], NULL, default_from_thread, &got[i]), 0);
+	for (int i = 0; i < N; i++)
+		pthread_join(th[i], NULL);
+	ASSERT_NONNULL(got[0]);
+	for (int i = 1; i < N; i++)
+		EXPECT_TRUE(got[i] == got[0]);
+}
+
+static void env_workers_child(void *arg)
+{
+	const char *val = arg;
+	unsigned want = (unsigned)strtoul(val, NULL, 10);
+	struct fib f = { 15, 0 };
+
+	setenv("MOIRAI_WORKERS", val, 1);
+	if (!want)
+		want = affinity_cpus();
+	mr_runtime_t *def = mr_runtime_default();
+	if (!def || mr_runtime_workers(def) != want) {
+		fprintf(stderr, "MOIRAI_WORKERS=%s: %u workers\n", val,
+			def ? mr_runtime_workers(def) : 0);
+		_exit(1);
+	}
+	mr_join(fib, &f, fib, &f);
+	if (f.r != 610)
+		_exit(2);
+	_exit(0);
+}
+
+TEST(moirai_workers_respected)
+{
+	/* The variable is read once, at first use: a fresh process for each. */
+	static const char *vals[] = { "3", "1", "5", "0" };
+	char buf[512];
+
+	for (size_t k = 0; k < sizeof(vals) / sizeof(vals[0]); k++) {
+		int st = mr_test_run_child(env_workers_child, (void *)vals[k], buf, sizeof(buf));
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			TH_LOG("MOIRAI_WORKERS=%s: status %#x, stderr: %s", vals[k], st, buf);
+		EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	/* And in this process too. */
+	setenv("MOIRAI_WORKERS", "3", 1);
+	ASSERT_EQ(mr_runtime_workers(mr_runtime_default()), 3);
+}
+
+static void env_garbage_default(void *arg)
+{
+	setenv("MOIRAI_WORKERS", (const char *)arg, 1);
+	mr_runtime_default();
+}
+
+static void nop(void *arg)
+{
+	(void)arg;
+}
+
+static void env_garbage_join(void *arg)
+{
+	setenv("MOIRAI_WORKERS", (const char *)arg, 1);
+	mr_join(nop, NULL, nop, NULL);
+}
+
+TEST(moirai_workers_garbage_aborts)
+{
+	static const char *vals[] = { "garbage", "12abc", "4097", "-1", " " };
+	char buf[1024];
+
+	for (size_t k = 0; k < sizeof(vals) / sizeof(vals[0]); k++) {
+		int st = mr_test_run_child(env_garbage_default, (void *)vals[k], buf, sizeof(buf));
+		if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT))
+			TH_LOG("MOIRAI_WORKERS=\"%s\": status %#x", vals[k], st);
+		ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+		ASSERT_STR_CONTAINS(buf, "MOIRAI_WORKERS");
+	}
+	/* First use through the parallel API aborts the same way. */
+	int st = mr_test_run_child(env_garbage_join, "garbage", buf, sizeof(buf));
+	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	ASSERT_STR_CONTAINS(buf, "MOIRAI_WORKERS");
+}
+
+/*
+ * A forked child has none of its parent's workers: it gets a fresh default
+ * runtime, and a runtime created by the parent is not alive in it.
+ */
+struct fork_arg {
+	mr_runtime_t *parents;
+};
+
+static void forked_child_work(void *arg)
+{
+	(void)arg;
+	struct fib f = { 20, 0 };
+	struct def_loop d = { 0 };
+
+	mr_join(fib, &f, nop, NULL);
+	d.rt = mr_runtime_default();
+	if (f.r != 6765 || !d.rt)
+		_exit(1);
+	if (mr_parallel_for(0, 1000, 0, def_body, &d) != 0 || ld(&d.covered) != 1000 ||
+	    ld(&d.bad) != 0)
+		_exit(2);
+	_exit(0);
+}
+
+static void forked_child_install(void *arg)
+{
+	struct fork_arg *fa = arg;
+	long n = 0;
+	mr_runtime_install(fa->parents, inc, &n);
+	_exit(0);
+}
+
+TEST(forked_child_gets_fresh_runtimes)
+{
+#if defined(__SANITIZE_THREAD__)
+	SKIP("TSan does not support threads in the child of a multi-threaded fork");
+#endif
+	MR_OPTS(mr_config, cfg, .workers = 2);
+	struct fork_arg fa = { mr_runtime_create(&cfg) };
+	struct fib f = { 15, 0 };
+	char buf[1024];
+	int st;
+
+	ASSERT_NONNULL(fa.parents);
+	mr_join(fib, &f, nop, NULL); /* the parent's default runtime exists */
+	ASSERT_EQ(f.r, 610);
+	st = mr_test_run_child(forked_child_work, NULL, buf, sizeof(buf));
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		TH_LOG("status %#x, stderr: %s", st, buf);
+	EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	st = mr_test_run_child(forked_child_install, &fa, buf, sizeof(buf));
+	EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	ASSERT_STR_CONTAINS(buf, "mr_runtime_install");
+	/* The parent's runtimes are unaffected. */
+	f.r = 0;
+	ASSERT_EQ(mr_runtime_install(fa.parents, fib, &f), 0);
+	EXPECT_EQ(f.r, 610);
+	ASSERT_EQ(mr_runtime_destroy(fa.parents), 0);
+}
+
+/* ---- install, worker identity ------------------------------------------ */
+
+struct nested_install {
+	mr_runtime_t *rt;
+	struct where outer, inner;
+	int ret;
+};
+
+static void install_nested(void *arg)
+{
+	struct nested_install *ni = arg;
+	record_where(&ni->outer);
+	/* From a worker of rt: simply calls fn, synchronously. */
+	ni->ret = mr_runtime_install(ni->rt, record_where, &ni->inner);
+}
+
+TEST(install_runs_on_a_worker)
+{
+	MR_OPTS(mr_config, cfg, .workers = 2);
+	mr_runtime_t *rt = mr_runtime_create(&cfg);
+	struct nested_install ni = { 0 };
+
+	ASSERT_NONNULL(rt);
+	EXPECT_EQ(mr_worker_index(), -1);
+	EXPECT_TRUE(mr_runtime_current() == NULL);
+	ni.rt = rt;
+	ni.ret = -1;
+	ASSERT_EQ(mr_runtime_install(rt, install_nested, &ni), 0);
+	EXPECT_EQ(ni.outer.ran, 1);
+	EXPECT_TRUE(ni.outer.current == rt);
+	EXPECT_GE(ni.outer.index, 0);
+	EXPECT_LT(ni.outer.index, 2);
+	EXPECT_FALSE(pthread_equal(ni.outer.thread, pthread_self()));
+	EXPECT_EQ(ni.ret, 0);
+	EXPECT_EQ(ni.inner.ran, 1);
+	EXPECT_TRUE(ni.inner.current == rt);
+	EXPECT_EQ(ni.inner.index, ni.outer.index);
+	EXPECT_TRUE(pthread_equal(ni.inner.thread, ni.outer.thread));
+	/* Still outside afterwards. */
+	EXPECT_EQ(mr_worker_index(), -1);
+	EXPECT_TRUE(mr_runtime_current() == NULL);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+struct cross {
+	mr_runtime_t *a, *b;
+	struct where in_a, in_b, back_in_a;
+	int ret;
+};
+
+static void cross_inner(void *arg)
+{
+	struct cross *c = arg;
+	record_where(&c->in_b);
+}
+
+static void cross_outer(void *arg)
+{
+	struct cross *c = arg;
+	record_where(&c->in_a);
+	/* From a worker of another runtime: runs on b, then we are back on a. */
+	c->ret = mr_runtime_install(c->b, cross_inner, c);
+	record_where(&c->back_in_a);
+}
+
+TEST(install_from_a_worker_of_another_runtime)
+{
+	MR_OPTS(mr_config, cfg, .workers = 2);
+	struct cross c = { 0 };
+
+	c.a = mr_runtime_create(&cfg);
+	c.b = mr_runtime_create(&cfg);
+	ASSERT_NONNULL(c.a);
+	ASSERT_NONNULL(c.b);
+	c.ret = -1;
+	ASSERT_EQ(mr_runtime_install(c.a, cross_outer, &c), 0);
+	EXPECT_EQ(c.ret, 0);
+	EXPECT_TRUE(c.in_a.current == c.a);
+	EXPECT_TRUE(c.in_b.current == c.b);
+	EXPECT_TRUE(c.back_in_a.current == c.a);
+	EXPECT_FALSE(pthread_equal(c.in_a.thread, c.in_b.thread));
+	EXPECT_TRUE(pthread_equal(c.in_a.thread, c.back_in_a.thread));
+	EXPECT_EQ(c.in_a.index, c.back_in_a.index);
+	ASSERT_EQ(mr_runtime_destroy(c.a), 0);
+	ASSERT_EQ(mr_runtime_destroy(c.b), 0);
+}
+
+TEST(install_null_fn_einval)
+{
+	MR_OPTS(mr_config, cfg, .workers = 1);
+	mr_runtime_t *rt = mr_runtime_create(&cfg);
+	long n = 0;
+
+	ASSERT_NONNULL(rt);
+	EXPECT_EQ(mr_runtime_install(rt, NULL, NULL), -EINVAL);
+	EXPECT_EQ(mr_runtime_install(rt, NULL, &n), -EINVAL);
+	/* The runtime is unharmed. */
+	ASSERT_EQ(mr_runtime_install(rt, inc, &n), 0);
+	EXPECT_EQ(n, 1);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/* ---- destroy ----------------------------------------------------------- */
+
+struct self_destroy {
+	mr_runtime_t *rt;
+	int ret;
+	_Atomic long n;
+};
+
+static void destroy_self(void *arg)
+{
+	struct self_destroy *s = arg;
+	s->ret = mr_runtime_destroy(s->rt);
+}
+
+static void destroy_self_in_task(void *arg)
+{
+	struct self_destroy *s = arg;
+	if (mr_runtime_destroy(s->rt) == -EDEADLK)
+		atomic_fetch_add(&s->n, 1);
+}
+
+static void destroy_self_group(void *arg)
+{
+	struct self_destroy *s = arg;
+	mr_group_t g;
+
+	mr_group_init(&g);
+	for (int i = 0; i < 16; i++)
+		mr_group_spawn(&g, destroy_self_in_task, s);
+	mr_group_wait(&g);
+}
+
+TEST(destroy_from_own_worker_edeadlk)
+{
+	MR_OPTS(mr_config, cfg, .workers = 2);
+	struct self_destroy s = { 0 };
+	struct fib f = { 20, 0 };
+
+	s.rt = mr_runtime_create(&cfg);
+	ASSERT_NONNULL(s.rt);
+	s.ret = 12345;
+	ASSERT_EQ(mr_runtime_install(s.rt, destroy_self, &s), 0);
+	EXPECT_EQ(s.ret, -EDEADLK);
+	/* Nothing changed: it still runs work, from any of its workers. */
+	ASSERT_EQ(mr_runtime_install(s.rt, fib, &f), 0);
+	EXPECT_EQ(f.r, 6765);
+	ASSERT_EQ(mr_runtime_install(s.rt, destroy_self_group, &s), 0);
+	EXPECT_EQ(ld(&s.n), 16);
+	EXPECT_EQ(mr_runtime_workers(s.rt), 2);
+	ASSERT_EQ(mr_runtime_destroy(s.rt), 0);
+}
+
+struct other_destroy {
+	mr_runtime_t *victim;
+	int ret;
+};
+
+static void destroy_other(void *arg)
+{
+	struct other_destroy *o = arg;
+	o->ret = mr_runtime_destroy(o->victim);
+}
+
+TEST(destroy_from_worker_of_another_runtime)
+{
+	MR_OPTS(mr_config, cfg, .workers = 2);
+	mr_runtime_t *a = mr_runtime_create(&cfg);
+	struct other_destroy o = { 0 };
+	struct fib f = { 18, 0 };
+
+	ASSERT_NONNULL(a);
+	o.victim = mr_runtime_create(&cfg);
+	ASSERT_NONNULL(o.victim);
+	ASSERT_EQ(mr_runtime_install(o.victim, fib, &f), 0);
+	o.ret = 12345;
+	ASSERT_EQ(mr_runtime_install(a, destroy_other, &o), 0);
+	EXPECT_EQ(o.ret, 0);
+	ASSERT_EQ(mr_runtime_destroy(a), 0);
+}
+
+static void use_after_destroy_install(void *arg)
+{
+	(void)arg;
+	MR_OPTS(mr_config, cfg, .workers = 2);
+	mr_runtime_t *rt = mr_runtime_create(&cfg);
+	long n = 0;
+
+	if (!rt || mr_runtime_install(rt, inc, &n) != 0 || mr_runtime_destroy(rt) != 0)
+		_exit(3);
+	mr_runtime_install(rt, inc, &n);
+	_exit(0); /* should not get here */
+}
+
+static void use_after_destroy_destroy(void *arg)
+{
+	(void)arg;
+	MR_OPTS(mr_config, cfg, .workers = 1);
+	mr_runtime_t *rt = mr_runtime_create(&cfg);
+
+	if (!rt || mr_runtime_destroy(rt) != 0)
+		_exit(3);
+	mr_runtime_destroy(rt);
+	_exit(0);
+}
+
+static void install_never_created(void *arg)
+{
+	static char fake[4096] __attribute__((aligned(64)));
+	(void)arg;
+	mr_runtime_install((mr_runtime_t *)fake, nop, NULL);
+	_exit(0);
+}
+
+static void install_null_runtime(void *arg)
+{
+	(void)arg;
+	mr_runtime_install(NULL, nop, NULL);
+	_exit(0);
+}
+
+TEST(use_of_destroyed_runtime_aborts)
+{
+	char buf[1024];
+	int st;
+
+	st = mr_test_run_child(use_after_destroy_install, NULL, buf, sizeof(buf));
+	if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT))
+		TH_LOG("status %#x, stderr: %s", st, buf);
+	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	ASSERT_STR_CONTAINS(buf, "mr_runtime_install");
+
+	st = mr_test_run_child(use_after_destroy_destroy, NULL, buf, sizeof(buf));
+	if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT))
+		TH_LOG("status %#x, stderr: %s", st, buf);
+	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	ASSERT_STR_CONTAINS(buf, "mr_runtime_destroy");
+
+	st = mr_test_run_child(install_never_created, NULL, buf, sizeof(buf));
+	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	ASSERT_STR_CONTAINS(buf, "mr_runtime_install");
+
+	st = mr_test_run_child(install_null_runtime, NULL, buf, sizeof(buf));
+	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	ASSERT_STR_CONTAINS(buf, "mr_runtime_install");
+}
+
+/* Detached work: tasks of a group nobody waits for. */
+struct detached {
+	mr_group_t *g;
+	_Atomic long done;
+	int ntasks, depth;
+};
+
+static void detached_task(void *arg)
+{
+	struct detached *d = arg;
+	usleep(200);
+	atomic_fetch_add(&d->done, 1);
+}
+
+static void detached_spawner(void *arg)
+{
+	struct detached *d = arg;
+	for (int i = 0; i < d->ntasks; i++)
+		mr_group_spawn(d->g, detached_task, d);
+}
+
+TEST(destroy_waits_for_submitted_work)
+{
+	for (unsigned nw = 1; nw <= 3; nw++) {
+		MR_OPTS(mr_config, cfg, .workers = nw);
+		mr_runtime_t *rt = mr_runtime_create(&cfg);
+		struct detached d = { 0 };
+
+		ASSERT_NONNULL(rt);
+		d.g = malloc(sizeof(*d.g));
+		ASSERT_NONNULL(d.g);
+		mr_group_init(d.g);
+		d.ntasks = 500;
+		/* fn returns with its tasks still queued or running. */
+		ASSERT_EQ(mr_runtime_install(rt, detached_spawner, &d), 0);
+		ASSERT_EQ(mr_runtime_destroy(rt), 0);
+		EXPECT_EQ(ld(&d.done), 500);
+		free(d.g);
+	}
+}
+
+/* A tree of detached tasks: each spawns two more until depth 0. */
+struct dtree {
+	struct detached *d;
+	int depth;
+};
+
+static void dtree_task(void *arg)
+{
+	struct dtree *t = arg;
+	if (t->depth > 0) {
+		for (int i = 0; i < 2; i++) {
+			struct dtree *c = malloc(sizeof(*c));
+			if (!c)
+				abort();
+			c->d = t->d;
+			c->depth = t->depth - 1;
+			mr_group_spawn(t->d->g, dtree_task, c);
+		}
+	}
+	if (t->depth % 4 == 0)
+		usleep(50);
+	atomic_fetch_add(&t->d->done, 1);
+	free(t);
+}
+
+static void dtree_root(void *arg)
+{
+	struct detached *d = arg;
+	struct dtree *t = malloc(sizeof(*t));
+	if (!t)
+		abort();
+	t->d = d;
+	t->depth = d->depth;
+	mr_group_spawn(d->g, dtree_task, t);
+}
+
+TEST(destroy_waits_for_transitively_spawned_work)
+{
+	for (int round = 0; round < 5; round++) {
+		MR_OPTS(mr_config, cfg, .workers = (unsigned)round % 3 + 1);
+		mr_runtime_t *rt = mr_runtime_create(&cfg);
+		struct detached d = { 0 };
+		mr_group_t g;
+
+		ASSERT_NONNULL(rt);
+		mr_group_init(&g);
+		d.g = &g;
+		d.depth = 10;
+		ASSERT_EQ(mr_runtime_install(rt, dtree_root, &d), 0);
+		ASSERT_EQ(mr_runtime_destroy(rt), 0);
+		long done = atomic_load(&d.done);
+		EXPECT_EQ(done, (1L << 11) - 1);
+	}
+}
+
+/* ---- idle workers use no CPU ------------------------------------------- */
+
+static void idle_body(size_t lo, size_t hi, void *ctx)
+{
+	(void)ctx;
+	volatile unsigned long x = 0;
+	for (size_t i = lo; i < hi; i++)
+		x += i;
+}
+
+static void idle_warmup(void *arg)
+{
+	(void)arg;
+	mr_parallel_for(0, 1 << 20, 1024, idle_body, NULL);
+}
+
+TEST_TIMEOUT(idle_workers_use_no_cpu, 30)
+{
+	MR_OPTS(mr_config, cfg, .workers = 2);
+	struct task_info ti[8];
+	int64_t before[2], after[2], used = 0;
+	mr_runtime_t *rt = mr_runtime_create(&cfg);
+
+	ASSERT_NONNULL(rt);
+	ASSERT_EQ(mr_runtime_install(rt, idle_warmup, NULL), 0);
+	/* Both workers started (and named themselves). */
+	ASSERT_EQ(wait_worker_threads(2, ti, 8), 2);
+
+	sleep_ms(200); /* let them settle into sleep */
+	for (int i = 0; i < 2; i++) {
+		before[i] = thread_cpu_ns(ti[i].tid);
+		ASSERT_GE(before[i], 0);
+	}
+	sleep_ms(1000);
+	for (int i = 0; i < 2; i++) {
+		after[i] = thread_cpu_ns(ti[i].tid);
+		ASSERT_GE(after[i], 0);
+		used += after[i] - before[i];
+	}
+	TH_LOG("idle workers used %.3f ms of CPU in 1 s (%.3f ms in total)", (double)used / 1e6,
+	       (double)(after[0] + after[1]) / 1e6);
+	EXPECT_LT(used, 10 * 1000 * 1000);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/* ---- no lost wake-ups -------------------------------------------------- */
+
+/*
+ * One task at a time, from outside, into a runtime that goes idle between
+ * them, with random pauses that land in every phase of a worker's trip from
+ * spinning to sleeping. A lost wake-up hangs (the test times out).
+ */
+TEST_TIMEOUT(no_lost_wakeup_single_group_tasks, 120)
+{
+	long iters = (long)(100000 / mr_test_scale());
+	uint64_t rng = 0x1234567887654321ull;
+	_Atomic long count = 0;
+	mr_group_t g;
+
+	mr_group_init(&g);
+	for (long i = 0; i < iters; i++) {
+		if (rnd(&rng) % 2)
+			random_pause(&rng);
+		ASSERT_EQ(mr_group_spawn(&g, inc, &count), 0);
+		if (rnd(&rng) % 2)
+			random_pause(&rng);
+		ASSERT_EQ(mr_group_wait(&g), 0);
+		ASSERT_EQ(ld(&count), i + 1);
+	}
+}
+
+static void no_lost_wakeup_install_run(unsigned workers, unsigned spin, long iters,
+				       uint64_t seed)
+{
+	MR_OPTS(mr_config, cfg, .workers = workers, .spin_us = spin);
+	mr_runtime_t *rt = mr_runtime_create(&cfg);
+	_Atomic long count = 0;
+
+	ASSERT_NONNULL(rt);
+	for (long i = 0; i < iters; i++) {
+		random_pause(&seed);
+		ASSERT_EQ(mr_runtime_install(rt, inc, &count), 0);
+		ASSERT_EQ(ld(&count), i + 1);
+	}
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+TEST_TIMEOUT(no_lost_wakeup_install, 120)
+{
+	long iters = (long)(100000 / mr_test_scale());
+
+	/* spin_us 1: workers park almost at once, so most posts must wake one. */
+	no_lost_wakeup_install_run(2, 1, iters / 2, 0xfeedfacecafebeefull);
+	no_lost_wakeup_install_run(1, 1, iters / 4, 0x0123456789abcdefull);
+	no_lost_wakeup_install_run(2, 0, iters / 4, 0x5555aaaa5555aaaaull);
+}
+
+/* A join from outside: the second half is offered to thieves of an idle runtime. */
+static void join_pair(void *arg)
+{
+	_Atomic long *c = arg;
+	mr_join(inc, c, inc, c);
+}
+
+TEST_TIMEOUT(no_lost_wakeup_join_in_idle_runtime, 120)
+{
+	MR_OPTS(mr_config, cfg, .workers = 2, .spin_us = 1);
+	mr_runtime_t *rt = mr_runtime_create(&cfg);
+	long iters = (long)(20000 / mr_test_scale());
+	uint64_t rng = 42;
+	_Atomic long count = 0;
+
+	ASSERT_NONNULL(rt);
+	for (long i = 0; i < iters; i++) {
+		random_pause(&rng);
+		ASSERT_EQ(mr_runtime_install(rt, join_pair, &count), 0);
+		ASSERT_EQ(ld(&count), 2 * (i + 1));
+	}
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/*
+ * Latches: a worker that waits for a stolen join half or for a group whose
+ * tasks were stolen parks almost at once (spin_us 1); the thief that
+ * finishes must wake it by name. A lost latch wake-up hangs.
+ */
+struct latch_ctx {
+	uint64_t seed;
+	long iters;
+	_Atomic long a, b, g;
+};
+
+static void latch_pause_a(void *arg)
+{
+	struct latch_ctx *c = arg;
+	uint64_t r = mix64((uint64_t)ld(&c->a) * 3 + c->seed);
+	if (r % 3)
+		spin_ns((r >> 8) % 30001);
+	atomic_fetch_add(&c->a, 1);
+}
+
+static void latch_pause_b(void *arg)
+{
+	struct latch_ctx *c = arg;
+	spin_ns(mix64((uint64_t)ld(&c->b)) % 30001);
+	atomic_fetch_add(&c->b, 1);
+}
+
+static void latch_group_task(void *arg)
+{
+	struct latch_ctx *c = arg;
+	spin_ns(mix64((uint64_t)ld(&c->g) + 99) % 20001);
+	atomic_fetch_add(&c->g, 1);
+}
+
+static void latch_run(void *arg)
+{
+	struct latch_ctx *c = arg;
+	mr_group_t g;
+
+	mr_group_init(&g);
+	for (long i = 0; i < c->iters; i++) {
+		mr_join(latch_pause_a, c, latch_pause_b, c);
+		if (i % 2) {
+			for (int k = 0; k < 1 + (int)(i % 3); k++)
+				mr_group_spawn(&g, latch_group_task, c);
+			mr_group_wait(&g);
+		}
+	}
+}
+
+TEST_TIMEOUT(no_lost_wakeup_latches, 120)
+{
+	for (unsigned nw = 2; nw <= 4; nw += 2) {
+		MR_OPTS(mr_config, cfg, .workers = nw, .spin_us = 1);
+		mr_runtime_t *rt = mr_runtime_create(&cfg);
+		struct latch_ctx c = { 0 };
+		long g = 0;
+
+		ASSERT_NONNULL(rt);
+		c.seed = nw;
+		c.iters = (long)(10000 / mr_test_scale());
+		ASSERT_EQ(mr_runtime_install(rt, latch_run, &c), 0);
+		EXPECT_EQ(ld(&c.a), c.iters);
+		EXPECT_EQ(ld(&c.b), c.iters);
+		for (long i = 1; i < c.iters; i += 2)
+			g += 1 + i % 3;
+		EXPECT_EQ(ld(&c.g), g);
+		ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	}
+}
+
+/* Outside tasks that spawn children, on more workers than CPUs. */
+struct fan {
+	mr_group_t *g;
+	_Atomic long *count;
+	uint64_t seed;
+	int depth;
+};
+
+static void fan_task(void *arg)
+{
+	struct fan *f = arg;
+	uint64_t h = mix64(f->seed);
+	if (f->depth > 0) {
+		for (unsigned k = 0; k < h % 4; k++) {
+			struct fan *c = malloc(sizeof(*c));
+			if (!c)
+				abort();
+			*c = (struct fan){ f->g, f->count, h + k, f->depth - 1 };
+			mr_group_spawn(f->g, fan_task, c);
+		}
+	}
+	if (h % 5 == 0)
+		spin_ns((h >> 8) % 20001);
+	atomic_fetch_add(f->count, 1);
+	free(f);
+}
+
+static long fan_size(uint64_t seed, int depth)
+{
+	uint64_t h = mix64(seed);
+	long n = 1;
+	if (depth > 0)
+		for (unsigned k = 0; k < h % 4; k++)
+			n += fan_size(h + k, depth - 1);
+	return n;
+}
+
+TEST_TIMEOUT(no_lost_wakeup_oversubscribed, 120)
+{
+	long iters = (long)(30000 / mr_test_scale());
+	uint64_t rng = 777;
+	_Atomic long count = 0;
+	long want = 0;
+	mr_group_t g;
+
+	setenv("MOIRAI_WORKERS", "6", 1); /* before first use */
+	ASSERT_EQ(mr_runtime_workers(mr_runtime_default()), 6);
+	mr_group_init(&g);
+	for (long i = 0; i < iters; i++) {
+		struct fan *f = malloc(sizeof(*f));
+		ASSERT_NONNULL(f);
+		*f = (struct fan){ &g, &count, (uint64_t)i, 2 };
+		want += fan_size((uint64_t)i, 2);
+		random_pause(&rng);
+		ASSERT_EQ(mr_group_spawn(&g, fan_task, f), 0);
+		if (rnd(&rng) % 2)
+			random_pause(&rng);
+		ASSERT_EQ(mr_group_wait(&g), 0);
+		ASSERT_EQ(ld(&count), want);
+	}
+}
+
+/*
+ * Producers post bursts of tasks without waiting for each; between bursts
+ * the runtime goes idle (sometimes long enough for every worker to sleep).
+ * Every few bursts a producer waits for all it posted.
+ */
+struct producer {
+	uint64_t seed;
+	long tasks;
+	_Atomic long done;
+	long posted;
+	int bad;
+};
+
+static void *producer_main(void *arg)
+{
+	struct producer *p = arg;
+	mr_group_t g;
+
+	mr_group_init(&g);
+	while (p->posted < p->tasks) {
+		long burst = (long)(rnd(&p->seed) % 32) + 1;
+		for (long k = 0; k < burst; k++, p->posted++) {
+			if (mr_group_spawn(&g, inc, &p->done) != 0)
+				p->bad++;
+			if (rnd(&p->seed) % 8 == 0)
+				random_pause(&p->seed);
+		}
+		switch (rnd(&p->seed) % 16) {
+		case 0:
+			usleep(500 + rnd(&p->seed) % 1500); /* let everyone sleep */
+			break;
+		case 1:
+		case 2:
+		case 3:
+			if (mr_group_wait(&g) != 0 || atomic_load(&p->done) != p->posted)
+				p->bad++;
+			break;
+		default:
+			random_pause(&p->seed);
+			break;
+		}
+	}
+	if (mr_group_wait(&g) != 0 || atomic_load(&p->done) != p->posted)
+		p->bad++;
+	return NULL;
+}
+
+TEST_TIMEOUT(no_lost_wakeup_producer_bursts, 120)
+{
+	enum { NP = 2 };
+	struct producer p[NP];
+	pthread_t th[NP];
+
+	memset(p, 0, sizeof(p));
+	for (int i = 0; i < NP; i++) {
+		p[i].seed = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1);
+		p[i].tasks = (long)(100000 / mr_test_scale());
+		ASSERT_EQ(pthread_create(&th[i], NULL, producer_main, &p[i]), 0);
+	}
+	for (int i = 0; i < NP; i++)
+		pthread_join(th[i], NULL);
+	for (int i = 0; i < NP; i++) {
+		long done = atomic_load(&p[i].done);
+		EXPECT_EQ(p[i].bad, 0);
+		EXPECT_GE(p[i].posted, p[i].tasks);
+		EXPECT_EQ(done, p[i].posted);
+	}
+}
+
+TEST_HARNESS_MAIN
