@@ -105,11 +105,38 @@ __attribute__((noinline)) static void join_pop_slow(struct mr__worker *w, struct
 	join_wait(w, j);
 }
 
-/* Deque full: run both halves here. */
-__attribute__((noinline)) static void join_full(void (*a)(void *), void *a_arg, struct join_job *j)
+/* After a() returned: run b here if nobody took it, else finish the slow way. */
+static inline __attribute__((always_inline)) void join_finish(struct join_job *j)
 {
+	/* Reloaded rather than kept across a(): no callee-saved register in
+	 * mr_join's frame. a() ran on this thread, so it is the same worker. */
+	struct mr__worker *w = mr__self();
+
+	/*
+	 * b is ours to run if it is still on top. A nested wait inside a() may
+	 * have popped and run b already (state is then DONE, written by this
+	 * thread: relaxed) and a later push may have reused its index.
+	 */
+	if (likely(atomic_load_explicit(&j->state, memory_order_relaxed) == 0) &&
+	    likely(mr__deque_pop_at(&w->dq, j->idx))) {
+		j->fn(j->arg);
+		return;
+	}
+	join_pop_slow(w, j);
+}
+
+/* The push needs more than a store: a full deque, or a thief asked to share. */
+__attribute__((noinline)) static void join_push_slow(struct mr__worker *w, void (*a)(void *),
+						     void *a_arg, struct join_job *j)
+{
+	if (unlikely(!mr__push(w, &j->hdr))) {
+		/* Deque full: run both halves here. */
+		a(a_arg);
+		j->fn(j->arg);
+		return;
+	}
 	a(a_arg);
-	j->fn(j->arg);
+	join_finish(j);
 }
 
 void mr_join(void (*a)(void *), void *a_arg, void (*b)(void *), void *b_arg)
@@ -126,16 +153,10 @@ void mr_join(void (*a)(void *), void *a_arg, void (*b)(void *), void *b_arg)
 	jb.arg = b_arg;
 	atomic_init(&jb.state, 0);
 	jb.idx = w->dq.head;
-	if (unlikely(!mr__push(w, &jb.hdr))) {
-		join_full(a, a_arg, &jb);
+	if (unlikely(!mr__deque_push_quiet(&w->dq, &jb.hdr))) {
+		join_push_slow(w, a, a_arg, &jb);
 		return;
 	}
 	a(a_arg);
-	/* Reload b from jb rather than keep it live across a(): fewer saved
-	 * registers in this frame. a() ran on this thread, so w is still ours. */
-	if (likely(mr__deque_pop_at(&w->dq, jb.idx, &jb.hdr))) {
-		jb.fn(jb.arg);
-		return;
-	}
-	join_pop_slow(w, &jb);
+	join_finish(&jb);
 }

@@ -129,6 +129,25 @@ static inline int mr__deque_push(struct mr__deque *dq, struct mr__job *job)
 }
 
 /*
+ * Owner only. mr_join's push: only when it is a plain store (below o_safe,
+ * no thief asking to share). False: nothing was pushed, use
+ * mr__deque_push(). Having no call on this path lets mr_join keep its
+ * arguments in scratch registers.
+ */
+static inline bool mr__deque_push_quiet(struct mr__deque *dq, struct mr__job *job)
+{
+	uint32_t h = dq->head;
+
+	if (unlikely((int32_t)(h - dq->o_safe) >= 0) ||
+	    unlikely(atomic_load_explicit(&dq->movesplit, memory_order_relaxed)))
+		return false;
+	/* relaxed: as in mr__deque_push(). */
+	atomic_store_explicit(&dq->slots[h & dq->mask], job, memory_order_relaxed);
+	dq->head = h + 1;
+	return true;
+}
+
+/*
  * Owner only. The newest job, or NULL when every job has been stolen. This
  * is mr_join's pop: it does not look at a thief's request to share (the
  * pushes that fork-join makes all the time do); see mr__pop_sharing().
@@ -148,15 +167,14 @@ static inline struct mr__job *mr__deque_pop(struct mr__deque *dq)
 }
 
 /*
- * Owner only. Pop `job`, pushed at index idx, if it is still on top and
- * private (mr_join's fast path). False otherwise. The slot is compared too:
- * the job may have been popped and run by a nested wait, and a later push
- * may have reused its index.
+ * Owner only. Pop the job pushed at index idx if it is still on top and
+ * private (mr_join's fast path: no load of the slot). False otherwise. The
+ * caller must know that the job was not popped and run by a nested wait
+ * since (a later push may have reused the index): mr_join checks its state.
  */
-static inline bool mr__deque_pop_at(struct mr__deque *dq, uint32_t idx, const struct mr__job *job)
+static inline bool mr__deque_pop_at(struct mr__deque *dq, uint32_t idx)
 {
-	if (likely(dq->head == idx + 1) && likely((int32_t)(idx - dq->o_split) >= 0) &&
-	    likely(atomic_load_explicit(&dq->slots[idx & dq->mask], memory_order_relaxed) == job)) {
+	if (likely(dq->head == idx + 1) && likely((int32_t)(idx - dq->o_split) >= 0)) {
 		dq->head = idx;
 		return true;
 	}
