@@ -57,6 +57,20 @@ static bool should_split(const struct loop *l, size_t len, unsigned *splits, boo
 	return true;
 }
 
+/*
+ * An adaptive leaf may run long. The right halves pushed on the way down are
+ * private (the split deque shares only when its owner pushes or pops), so a
+ * worker that runs dry during the leaf would wait for it to end: make them
+ * stealable now, one fetch_add per leaf. Leaves of a loop with a grain are
+ * as small as the caller chose and keep the plain protocol.
+ */
+static inline void share_before_leaf(const struct loop *l, struct mr__worker *w)
+{
+	if (l->grain == 0 && w && (int32_t)(w->dq.head - w->dq.o_split) > 0 &&
+	    mr__deque_publish(&w->dq) == MR__PUSH_PUBLIC)
+		mr__notify(w->rt);
+}
+
 static void for_run(void *arg)
 {
 	struct part *p = arg;
@@ -71,6 +85,7 @@ static void for_run(void *arg)
 		mr_join(for_run, &left, for_run, &right);
 		return;
 	}
+	share_before_leaf(l, w);
 	l->body(p->lo, p->hi, l->ctx);
 }
 
@@ -97,6 +112,7 @@ static void reduce_run(void *arg)
 		/* No memory for a temporary: fold this range sequentially. */
 	}
 	memcpy(p->acc, l->identity, l->elem_size);
+	share_before_leaf(l, w);
 	l->rbody(p->lo, p->hi, p->acc, l->ctx);
 }
 
