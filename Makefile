@@ -38,7 +38,8 @@ LIBCFLAGS := $(CFLAGS) -fPIC -fvisibility=hidden -DMOIRAI_BUILD
 LDLIBS := -pthread -lm
 
 LIB_SRCS := $(sort $(wildcard user/*/*.c))
-LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+LIB_ASMS := $(sort $(wildcard user/*/*.S))
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(LIB_ASMS:%.S=$(BUILD)/obj/%.o)
 EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,$(wildcard examples/*.c))
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/*.c))
 
@@ -64,6 +65,12 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	@[ "$(Q)" ] && echo "  CC      $@" || true
 	$(Q)$(CC) $(CPPFLAGS) $(LIBCFLAGS) -c $< -o $@
+
+# Assembly: every arch's file is assembled; each holds code only for its own arch.
+$(BUILD)/obj/%.o: %.S
+	@mkdir -p $(dir $@)
+	@[ "$(Q)" ] && echo "  AS      $@" || true
+	$(Q)$(CC) $(CPPFLAGS) -g -MMD -MP -c $< -o $@
 
 $(STATIC): $(LIB_OBJS)
 	@rm -f $@

@@ -1,0 +1,90 @@
+/*
+ * switch_x86_64.S - mr__ctx_switch and mr__ctx_make for x86-64 (System V).
+ * See switch.h for the contract.
+ *
+ * A suspended context's stack, from its saved stack pointer up:
+ *	[sp+0]  MXCSR (4 bytes), x87 control word (2 bytes), 2 bytes unused
+ *	[sp+8]  r15, r14, r13, r12, rbx, rbp
+ *	[sp+56] return address
+ */
+#if defined(__x86_64__)
+	.text
+
+	.globl	mr__ctx_switch
+	.hidden	mr__ctx_switch
+	.type	mr__ctx_switch, @function
+	.p2align 4
+/* void *mr__ctx_switch(void **save_sp [rdi], void *to_sp [rsi], void *arg [rdx]) */
+mr__ctx_switch:
+	.cfi_startproc
+	pushq	%rbp
+	pushq	%rbx
+	pushq	%r12
+	pushq	%r13
+	pushq	%r14
+	pushq	%r15
+	subq	$8, %rsp
+	stmxcsr	(%rsp)
+	fnstcw	4(%rsp)
+	movq	%rsp, (%rdi)
+	movq	%rsi, %rsp
+	ldmxcsr	(%rsp)
+	fldcw	4(%rsp)
+	addq	$8, %rsp
+	popq	%r15
+	popq	%r14
+	popq	%r13
+	popq	%r12
+	popq	%rbx
+	popq	%rbp
+	movq	%rdx, %rax	/* the resumed switch call returns arg */
+	movq	%rdx, %rdi	/* a fresh context's entry receives it */
+	ret
+	.cfi_endproc
+	.size	mr__ctx_switch, .-mr__ctx_switch
+
+/*
+ * First code of a fresh context: entered by mr__ctx_switch's ret with
+ * rdi = arg and rbx = entry (popped from the frame mr__ctx_make built).
+ * rsp is 16-byte aligned here, so the call leaves the callee the usual
+ * rsp % 16 == 8. entry never returns.
+ */
+	.type	ctx_start, @function
+	.p2align 4
+ctx_start:
+	.cfi_startproc
+	.cfi_undefined rip	/* end of the call chain for unwinders and debuggers */
+	xorl	%ebp, %ebp
+	callq	*%rbx
+	ud2
+	.cfi_endproc
+	.size	ctx_start, .-ctx_start
+
+	.globl	mr__ctx_make
+	.hidden	mr__ctx_make
+	.type	mr__ctx_make, @function
+	.p2align 4
+/* void *mr__ctx_make(void *stack_top [rdi], mr__ctx_entry entry [rsi]) */
+mr__ctx_make:
+	.cfi_startproc
+	andq	$-16, %rdi
+	/* 64-byte frame below the top: after the switch pops 56 bytes and
+	 * returns (8 more), rsp = top - 0: 16-byte aligned in ctx_start. */
+	leaq	-64(%rdi), %rax
+	movl	$0x1f80, (%rax)		/* MXCSR: all exceptions masked, round to nearest */
+	movw	$0x037f, 4(%rax)	/* x87 CW: all masked, extended precision, nearest */
+	movw	$0, 6(%rax)
+	movq	$0, 8(%rax)		/* r15 */
+	movq	$0, 16(%rax)		/* r14 */
+	movq	$0, 24(%rax)		/* r13 */
+	movq	$0, 32(%rax)		/* r12 */
+	movq	%rsi, 40(%rax)		/* rbx = entry */
+	movq	$0, 48(%rax)		/* rbp */
+	leaq	ctx_start(%rip), %rcx
+	movq	%rcx, 56(%rax)		/* return address */
+	ret
+	.cfi_endproc
+	.size	mr__ctx_make, .-mr__ctx_make
+
+#endif
+	.section .note.GNU-stack, "", @progbits
