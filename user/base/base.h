@@ -56,6 +56,14 @@ static inline int mr__futex_wait(_Atomic uint32_t *addr, uint32_t val)
 	return r < 0 ? -errno : 0;
 }
 
+/* mr__futex_wait for at most ns nanoseconds. 0 or -errno (-ETIMEDOUT). */
+static inline int mr__futex_wait_ns(_Atomic uint32_t *addr, uint32_t val, uint64_t ns)
+{
+	struct timespec ts = { (time_t)(ns / 1000000000u), (long)(ns % 1000000000u) };
+	long r = syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val, &ts, NULL, 0);
+	return r < 0 ? -errno : 0;
+}
+
 /* Wake up to n sleepers on addr. */
 static inline void mr__futex_wake(_Atomic uint32_t *addr, int n)
 {

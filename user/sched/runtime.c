@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "sched.h"
+#include "../fiber/fiber.h"
 
 __thread struct mr__worker *mr__tls_worker __attribute__((tls_model("initial-exec")));
 
@@ -184,7 +185,8 @@ static void maybe_quiesced(struct mr_runtime *rt)
 {
 	if (!atomic_load_explicit(&rt->draining, memory_order_seq_cst))
 		return;
-	if (atomic_load_explicit(&rt->nactive, memory_order_seq_cst) != 0 || work_visible(rt))
+	if (atomic_load_explicit(&rt->nactive, memory_order_seq_cst) != 0 || work_visible(rt) ||
+	    atomic_load_explicit(&rt->nfibers, memory_order_seq_cst) != 0)
 		return;
 	atomic_store_explicit(&rt->quiesced, 1, memory_order_seq_cst);
 	mr__futex_wake(&rt->quiesced, INT_MAX);
@@ -259,6 +261,8 @@ static void stop_searching(struct mr__worker *w, bool found)
 		mr__notify(w->rt);
 }
 
+static bool local_pending(struct mr__worker *w);
+
 static struct mr__job *search(struct mr__worker *w, bool (*done)(void *), void *arg)
 {
 	struct mr_runtime *rt = w->rt;
@@ -284,26 +288,63 @@ static struct mr__job *search(struct mr__worker *w, bool (*done)(void *), void *
 			stop_searching(w, true);
 			return job;
 		}
-		if (done(arg) || atomic_load_explicit(&rt->exiting, memory_order_relaxed))
+		if (done(arg) || atomic_load_explicit(&rt->exiting, memory_order_relaxed) ||
+		    w->yield_head)
 			return NULL;
 		if (round == 0)
 			deadline = mr__now_ns() + rt->spin_ns;
-		else if (mr__now_ns() > deadline)
+		else if (mr__now_ns() > deadline || local_pending(w))
 			return NULL;
 		for (unsigned i = 0; i < (round < 5 ? 1u << round : 32u); i++)
 			mr__cpu_relax();
 	}
 }
 
-static uint32_t wait_token(struct mr__worker *w)
+/* Wait for a waker's token; until `deadline` (-1: none). MR__TOK_NONE on timeout. */
+static uint32_t wait_token(struct mr__worker *w, int64_t deadline)
 {
 	uint32_t tok;
 
 	/* acquire: pairs with the release in give_token(). */
-	while ((tok = atomic_load_explicit(&w->park, memory_order_acquire)) == MR__TOK_NONE)
-		mr__futex_wait(&w->park, MR__TOK_NONE);
+	while ((tok = atomic_load_explicit(&w->park, memory_order_acquire)) == MR__TOK_NONE) {
+		if (deadline < 0) {
+			mr__futex_wait(&w->park, MR__TOK_NONE);
+			continue;
+		}
+		int64_t now = (int64_t)mr__now_ns();
+		if (now >= deadline)
+			return MR__TOK_NONE;
+		mr__futex_wait_ns(&w->park, MR__TOK_NONE, (uint64_t)(deadline - now));
+	}
 	atomic_store_explicit(&w->park, MR__TOK_NONE, memory_order_relaxed);
 	return tok;
+}
+
+/*
+ * Leave the idle set early: take our bit back. False when a waker claimed it
+ * first: it counted us active and its token is on its way (wait for it).
+ */
+static bool unidle(struct mr__worker *w, uint64_t bit)
+{
+	struct mr_runtime *rt = w->rt;
+
+	atomic_fetch_add_explicit(&rt->nactive, 1, memory_order_seq_cst);
+	uint64_t old = atomic_fetch_and_explicit(idle_word(rt, w->idx), ~bit, memory_order_seq_cst);
+	if (old & bit) {
+		atomic_fetch_sub_explicit(&rt->nidle, 1, memory_order_seq_cst);
+		return true;
+	}
+	/* The waker counted us active already: undo ours. */
+	if (atomic_fetch_sub_explicit(&rt->nactive, 1, memory_order_seq_cst) == 1)
+		maybe_quiesced(rt);
+	return false;
+}
+
+/* Has this worker a fiber to run that is not in its deque? (owner only) */
+static bool local_pending(struct mr__worker *w)
+{
+	int64_t next = atomic_load_explicit(&w->tnext, memory_order_relaxed);
+	return w->yield_head || (next >= 0 && next <= (int64_t)mr__now_ns());
 }
 
 static void park(struct mr__worker *w, bool (*done)(void *), void *arg)
@@ -318,22 +359,38 @@ static void park(struct mr__worker *w, bool (*done)(void *), void *arg)
 		maybe_quiesced(rt);
 	/* Pairs with the fence in mr__notify() and the seq_cst latch stores. */
 	mr__fence_seq_cst();
-	if (done(arg) || work_visible(rt) ||
+	if (done(arg) || work_visible(rt) || local_pending(w) ||
 	    atomic_load_explicit(&rt->exiting, memory_order_seq_cst)) {
-		/* Take our bit back, unless a waker claimed it first. */
-		atomic_fetch_add_explicit(&rt->nactive, 1, memory_order_seq_cst);
-		uint64_t old = atomic_fetch_and_explicit(idle_word(rt, w->idx), ~bit,
-							 memory_order_seq_cst);
-		if (old & bit) {
-			atomic_fetch_sub_explicit(&rt->nidle, 1, memory_order_seq_cst);
+		if (unidle(w, bit))
+			return;
+	} else {
+		/* Sleep no longer than the nearest timer of this worker. */
+		int64_t next = atomic_load_explicit(&w->tnext, memory_order_relaxed);
+		uint32_t tok = wait_token(w, next);
+		if (tok == MR__TOK_NONE) {
+			if (unidle(w, bit))
+				return; /* timed out: fire the timers */
+		} else {
+			if (tok == MR__TOK_WORK)
+				w->searching = true; /* the waker counted us in nsearching */
 			return;
 		}
-		/* The waker counted us active already: undo ours, take its token. */
-		if (atomic_fetch_sub_explicit(&rt->nactive, 1, memory_order_seq_cst) == 1)
-			maybe_quiesced(rt);
 	}
-	if (wait_token(w) == MR__TOK_WORK)
-		w->searching = true; /* the waker counted us in nsearching */
+	if (wait_token(w, -1) == MR__TOK_WORK)
+		w->searching = true;
+}
+
+/* Local work outside the deque: due timers (they ready fibers onto the
+ * deque), then fibers that yielded. */
+static struct mr__job *local_more(struct mr__worker *w)
+{
+	if (atomic_load_explicit(&w->tnext, memory_order_relaxed) >= 0) {
+		mr__timers_run(w);
+		struct mr__job *job = mr__deque_pop(&w->dq);
+		if (job)
+			return job;
+	}
+	return mr__yield_pop(w);
 }
 
 void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
@@ -343,6 +400,8 @@ void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 			return;
 		struct mr__job *job = mr__pop_sharing(w);
 		if (!job)
+			job = local_more(w);
+		if (!job)
 			job = search(w, done, arg);
 		if (job) {
 			job->exec(job, w);
@@ -350,6 +409,10 @@ void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 		}
 		if (done(arg))
 			return;
+		if (local_pending(w)) {
+			stop_searching(w, false);
+			continue;
+		}
 		park(w, done, arg);
 	}
 }
@@ -371,6 +434,7 @@ static void *worker_main(void *arg)
 	mr__tls_worker = w;
 	mr__work_until(w, rt_exiting, w->rt);
 	stop_searching(w, false);
+	mr__fiber_thread_exit(w);
 	mr__tls_worker = NULL;
 	return NULL;
 }
@@ -467,6 +531,7 @@ static void free_runtime(struct mr_runtime *rt)
 		for (unsigned i = 0; i < rt->nworkers; i++)
 			if (rt->workers[i]) {
 				mr__deque_fini(&rt->workers[i]->dq);
+				mr__timers_fini(rt->workers[i]);
 				free(rt->workers[i]);
 			}
 		free(rt->workers);
@@ -544,6 +609,7 @@ mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 			goto fail_free;
 		w->rt = rt;
 		w->idx = i;
+		atomic_init(&w->tnext, -1);
 		w->rng = 0x9E3779B97F4A7C15ull * (i + 1) ^ (uint64_t)(uintptr_t)rt;
 		if (!w->rng)
 			w->rng = 1;
@@ -569,7 +635,8 @@ fail:
 
 static bool is_quiesced(struct mr_runtime *rt)
 {
-	return atomic_load_explicit(&rt->nactive, memory_order_seq_cst) == 0 && !work_visible(rt);
+	return atomic_load_explicit(&rt->nactive, memory_order_seq_cst) == 0 && !work_visible(rt) &&
+	       atomic_load_explicit(&rt->nfibers, memory_order_seq_cst) == 0;
 }
 
 int mr_runtime_destroy(mr_runtime_t *rt)

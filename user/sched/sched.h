@@ -59,6 +59,11 @@ struct mr__pool_batch {
 	struct mr__job *jobs;	     /* MR__POOL_BATCH blocks linked through ->next */
 };
 
+#define MR__STACK_CACHE 32
+
+struct mr_fiber;
+struct mr__timer;
+
 struct mr__worker {
 	struct mr__deque dq; /* first: the owner's hot line */
 
@@ -71,6 +76,18 @@ struct mr__worker {
 	unsigned nfree;
 	pid_t tid;
 	pthread_t thread;
+
+	/* Fibers (user/fiber): yielded fibers run after the deque empties. */
+	struct mr_fiber *yield_head, *yield_tail;
+	void *stack_cache[MR__STACK_CACHE]; /* default-size fiber stacks */
+	unsigned nstack_cache;
+	void *altstack; /* sigaltstack for the stack-overflow handler */
+
+	/* Timers: a min-heap, locked so that other threads can cancel. */
+	mr__cacheline_aligned _Atomic uint32_t tlock;
+	struct mr__timer **theap;
+	uint32_t tn, tcap;
+	_Atomic int64_t tnext; /* nearest deadline, or -1 (a hint for the owner) */
 
 	/* Written by wakers: the futex this worker sleeps on. */
 	mr__cacheline_aligned _Atomic uint32_t park;
@@ -103,6 +120,9 @@ struct mr_runtime {
 	mr__cacheline_aligned pthread_mutex_t inj_lock;
 	struct mr__job *inj_head, *inj_tail;
 	_Atomic size_t inj_len;
+
+	/* Fibers alive (not yet returned): destroy waits for them. */
+	_Atomic uint64_t nfibers;
 
 	/* Lifecycle. */
 	mr__cacheline_aligned _Atomic uint32_t draining; /* destroy waits for quiescence */

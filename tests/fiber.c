@@ -1,0 +1,431 @@
+/*
+ * fiber.c - fibers: lifecycle, yield, sleep and timers, the parallel API
+ * from a fiber, memory per parked fiber, stack overflow, misuse.
+ */
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <moirai/moirai.h>
+
+#include "harness.h"
+
+static mr_runtime_t *make_rt(unsigned workers)
+{
+	MR_OPTS(mr_config, cfg, .workers = workers);
+	return mr_runtime_create(&cfg);
+}
+
+static long ld(_Atomic long *p)
+{
+	return atomic_load(p);
+}
+
+/* ---- lifecycle --------------------------------------------------------- */
+
+static void inc(void *arg)
+{
+	atomic_fetch_add((_Atomic long *)arg, 1);
+}
+
+struct spawn_many {
+	int n;
+	_Atomic long count;
+	int join_errors;
+};
+
+static void spawn_many_main(void *arg)
+{
+	struct spawn_many *s = arg;
+	mr_fiber_t **fs = calloc((size_t)s->n, sizeof(*fs));
+	for (int i = 0; i < s->n; i++)
+		fs[i] = mr_go(inc, &s->count);
+	for (int i = 0; i < s->n; i++)
+		if (!fs[i] || mr_fiber_join(fs[i]) != 0)
+			s->join_errors++;
+	free(fs);
+}
+
+TEST(go_and_join_from_a_fiber)
+{
+	for (unsigned nw = 1; nw <= 3; nw++) {
+		mr_runtime_t *rt = make_rt(nw);
+		struct spawn_many s = { .n = 10000 };
+		ASSERT_NONNULL(rt);
+		ASSERT_EQ(mr_run(rt, spawn_many_main, &s), 0);
+		EXPECT_EQ(ld(&s.count), 10000);
+		EXPECT_EQ(s.join_errors, 0);
+		ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	}
+}
+
+TEST(go_and_join_from_a_thread)
+{
+	_Atomic long count = 0;
+	mr_fiber_t *fs[100];
+
+	for (int i = 0; i < 100; i++)
+		ASSERT_NONNULL(fs[i] = mr_go(inc, &count));
+	for (int i = 0; i < 100; i++)
+		ASSERT_EQ(mr_fiber_join(fs[i]), 0);
+	EXPECT_EQ(ld(&count), 100);
+}
+
+static void detached_main(void *arg)
+{
+	mr_wg_t *wg = arg;
+	for (int i = 0; i < 1000; i++) {
+		mr_fiber_t *f = mr_go((void (*)(void *))mr_wg_done, wg);
+		if (f)
+			mr_fiber_detach(f);
+	}
+}
+
+TEST(detached_fibers_free_themselves)
+{
+	mr_runtime_t *rt = make_rt(2);
+	mr_wg_t wg = MR_WG_INIT;
+
+	ASSERT_NONNULL(rt);
+	mr_wg_add(&wg, 1000);
+	ASSERT_EQ(mr_run(rt, detached_main, &wg), 0);
+	mr_wg_wait(&wg);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+struct self_info {
+	mr_fiber_t *seen;
+	char name[32];
+	int join_self;
+};
+
+static void self_fn(void *arg)
+{
+	struct self_info *si = arg;
+	si->seen = mr_fiber_self();
+	snprintf(si->name, sizeof(si->name), "%s", mr_fiber_name(si->seen));
+	si->join_self = mr_fiber_join(si->seen);
+}
+
+TEST(self_name_and_join_self)
+{
+	struct self_info si = { 0 };
+	MR_OPTS(mr_fiber_opts, o, .name = "worker-fiber-7", .stack_size = 128 * 1024);
+	mr_fiber_t *f = mr_go_opts(self_fn, &si, &o);
+
+	ASSERT_NONNULL(f);
+	ASSERT_EQ(mr_fiber_join(f), 0);
+	EXPECT_TRUE(si.seen == f);
+	EXPECT_EQ(strcmp(si.name, "worker-fiber-7"), 0);
+	EXPECT_EQ(si.join_self, -EDEADLK);
+	EXPECT_TRUE(mr_fiber_self() == NULL);
+}
+
+TEST(bad_input)
+{
+	MR_OPTS(mr_fiber_opts, small, .stack_size = 1024);
+	MR_OPTS(mr_fiber_opts, huge, .stack_size = (size_t)1 << 40);
+	_Atomic long c = 0;
+
+	errno = 0;
+	EXPECT_TRUE(NULL == mr_go(NULL, NULL));
+	EXPECT_EQ(errno, EINVAL);
+	errno = 0;
+	EXPECT_TRUE(NULL == mr_go_opts(inc, &c, &small));
+	EXPECT_EQ(errno, EINVAL);
+	errno = 0;
+	EXPECT_TRUE(NULL == mr_go_opts(inc, &c, &huge));
+	EXPECT_EQ(errno, EINVAL);
+	EXPECT_EQ(mr_fiber_join(NULL), -EINVAL);
+	EXPECT_EQ(mr_fiber_detach(NULL), -EINVAL);
+	EXPECT_EQ(mr_run(NULL, NULL, NULL), -EINVAL);
+	EXPECT_EQ(ld(&c), 0);
+}
+
+static void run_inside(void *arg)
+{
+	int *r = arg;
+	*r = mr_run(mr_runtime_current(), (void (*)(void *))inc, NULL);
+}
+
+TEST(mr_run_from_own_worker_edeadlk)
+{
+	mr_runtime_t *rt = make_rt(1);
+	int r = 0;
+
+	ASSERT_NONNULL(rt);
+	ASSERT_EQ(mr_runtime_install(rt, run_inside, &r), 0);
+	EXPECT_EQ(r, -EDEADLK);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/* ---- yield --------------------------------------------------------------- */
+
+struct yielder {
+	int id, rounds;
+	int *log;
+	_Atomic int *pos;
+};
+
+static void yield_fn(void *arg)
+{
+	struct yielder *y = arg;
+	for (int i = 0; i < y->rounds; i++) {
+		y->log[atomic_fetch_add(y->pos, 1)] = y->id;
+		mr_yield();
+	}
+}
+
+static void yield_main(void *arg)
+{
+	struct yielder *ys = arg;
+	mr_fiber_t *a = mr_go(yield_fn, &ys[0]);
+	mr_fiber_t *b = mr_go(yield_fn, &ys[1]);
+	mr_fiber_join(a);
+	mr_fiber_join(b);
+}
+
+TEST(yield_alternates_on_one_worker)
+{
+	mr_runtime_t *rt = make_rt(1);
+	int rounds = 1000;
+	int *log = calloc(2 * (size_t)rounds, sizeof(int));
+	_Atomic int pos = 0;
+	struct yielder ys[2] = { { 0, rounds, log, &pos }, { 1, rounds, log, &pos } };
+
+	ASSERT_NONNULL(rt);
+	ASSERT_EQ(mr_run(rt, yield_main, ys), 0);
+	ASSERT_EQ(atomic_load(&pos), 2 * rounds);
+	int switches = 0;
+	for (int i = 1; i < 2 * rounds; i++)
+		switches += log[i] != log[i - 1];
+	TH_LOG("%d alternations in %d entries", switches, 2 * rounds);
+	EXPECT_GE(switches, 2 * rounds - 3);
+	free(log);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+TEST(yield_from_a_thread_returns)
+{
+	mr_yield();
+	mr_yield();
+}
+
+/* ---- ping-pong with semaphores ------------------------------------------------ */
+
+struct pingpong {
+	mr_sem_t a, b;
+	long n, pings, pongs;
+};
+
+static void ping(void *arg)
+{
+	struct pingpong *p = arg;
+	for (long i = 0; i < p->n; i++) {
+		mr_sem_post(&p->b);
+		mr_sem_wait(&p->a);
+		p->pings++;
+	}
+}
+
+static void pong(void *arg)
+{
+	struct pingpong *p = arg;
+	for (long i = 0; i < p->n; i++) {
+		mr_sem_wait(&p->b);
+		p->pongs++;
+		mr_sem_post(&p->a);
+	}
+}
+
+static void pingpong_main(void *arg)
+{
+	mr_fiber_t *a = mr_go(ping, arg), *b = mr_go(pong, arg);
+	mr_fiber_join(a);
+	mr_fiber_join(b);
+}
+
+TEST_TIMEOUT(ping_pong_million, 120)
+{
+	for (unsigned nw = 1; nw <= 2; nw++) {
+		mr_runtime_t *rt = make_rt(nw);
+		struct pingpong p = { .n = (long)(1000000 / mr_test_scale()) };
+		ASSERT_NONNULL(rt);
+		mr_sem_init(&p.a, 0);
+		mr_sem_init(&p.b, 0);
+		ASSERT_EQ(mr_run(rt, pingpong_main, &p), 0);
+		EXPECT_EQ(p.pings, p.n);
+		EXPECT_EQ(p.pongs, p.n);
+		ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	}
+}
+
+/* ---- the parallel API on a fiber's stack ------------------------------------------ */
+
+struct fibn {
+	int n;
+	long r;
+};
+
+static void fib(void *p)
+{
+	struct fibn *f = p;
+	if (f->n < 2) {
+		f->r = f->n;
+		return;
+	}
+	struct fibn a = { f->n - 1, 0 }, b = { f->n - 2, 0 };
+	mr_join(fib, &a, fib, &b);
+	f->r = a.r + b.r;
+}
+
+static void sum_body(size_t lo, size_t hi, void *ctx)
+{
+	atomic_fetch_add((_Atomic long *)ctx, (long)(hi - lo));
+}
+
+struct par_in_fiber {
+	struct fibn f;
+	_Atomic long covered;
+	mr_group_t g;
+	_Atomic long tasks;
+};
+
+static void par_fiber(void *arg)
+{
+	struct par_in_fiber *p = arg;
+	fib(&p->f);
+	mr_parallel_for(0, 100000, 0, sum_body, &p->covered);
+	mr_group_init(&p->g);
+	for (int i = 0; i < 1000; i++)
+		mr_group_spawn(&p->g, inc, &p->tasks);
+	mr_group_wait(&p->g);
+}
+
+static void par_main(void *arg)
+{
+	struct par_in_fiber *ps = arg;
+	mr_fiber_t *fs[8];
+	for (int i = 0; i < 8; i++)
+		fs[i] = mr_go(par_fiber, &ps[i]);
+	for (int i = 0; i < 8; i++)
+		mr_fiber_join(fs[i]);
+}
+
+TEST(parallel_api_from_fibers)
+{
+	mr_runtime_t *rt = make_rt(2);
+	struct par_in_fiber ps[8];
+
+	ASSERT_NONNULL(rt);
+	memset(ps, 0, sizeof(ps));
+	for (int i = 0; i < 8; i++)
+		ps[i].f.n = 20;
+	ASSERT_EQ(mr_run(rt, par_main, ps), 0);
+	for (int i = 0; i < 8; i++) {
+		EXPECT_EQ(ps[i].f.r, 6765);
+		EXPECT_EQ(ld(&ps[i].covered), 100000);
+		EXPECT_EQ(ld(&ps[i].tasks), 1000);
+	}
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/* ---- stack overflow ------------------------------------------------------------------ */
+
+static int recurse(int n)
+{
+	volatile char buf[512];
+	buf[0] = (char)n;
+	return n <= 0 ? buf[0] : recurse(n - 1) + buf[0];
+}
+
+static void overflow_fn(void *arg)
+{
+	(void)arg;
+	recurse(1 << 20);
+}
+
+static void overflow_child(void *arg)
+{
+	MR_OPTS(mr_fiber_opts, o, .name = "deep-recursion", .stack_size = 64 * 1024);
+	mr_fiber_t *f = mr_go_opts(overflow_fn, NULL, &o);
+	(void)arg;
+	mr_fiber_join(f);
+	_exit(0);
+}
+
+TEST(stack_overflow_is_reported)
+{
+	char buf[4096];
+	int st = mr_test_run_child(overflow_child, NULL, buf, sizeof(buf));
+
+	if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT))
+		TH_LOG("status %#x, stderr: %s", st, buf);
+	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	ASSERT_STR_CONTAINS(buf, "moirai: fiber stack overflow");
+	ASSERT_STR_CONTAINS(buf, "deep-recursion");
+	ASSERT_STR_CONTAINS(buf, "65536");
+}
+
+/* ---- misuse ------------------------------------------------------------------------------ */
+
+static void nop(void *arg)
+{
+	(void)arg;
+}
+
+static void join_twice_child(void *arg)
+{
+	mr_fiber_t *f = mr_go(nop, NULL);
+	(void)arg;
+	mr_fiber_join(f);
+	mr_fiber_join(f);
+	_exit(0);
+}
+
+static void join_detached_child(void *arg)
+{
+	mr_event_t *ev = malloc(sizeof(*ev));
+	mr_event_init(ev);
+	mr_fiber_t *f = mr_go((void (*)(void *))mr_event_wait, ev);
+	(void)arg;
+	mr_fiber_detach(f);
+	mr_fiber_join(f);
+	_exit(0);
+}
+
+static void destroy_held_child(void *arg)
+{
+	mr_mutex_t m = MR_MUTEX_INIT;
+	(void)arg;
+	mr_mutex_lock(&m);
+	mr_mutex_destroy(&m);
+	_exit(0);
+}
+
+TEST(misuse_aborts_naming_the_call)
+{
+	struct {
+		void (*fn)(void *);
+		const char *want;
+	} cases[] = {
+		{ join_twice_child, "mr_fiber_join" },
+		{ join_detached_child, "detached" },
+		{ destroy_held_child, "mr_mutex_destroy" },
+	};
+	char buf[4096];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int st = mr_test_run_child(cases[i].fn, NULL, buf, sizeof(buf));
+		if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT))
+			TH_LOG("case %zu: status %#x, stderr: %s", i, st, buf);
+		EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+		ASSERT_STR_CONTAINS(buf, cases[i].want);
+	}
+}
+
+TEST_HARNESS_MAIN

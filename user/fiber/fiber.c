@@ -1,0 +1,495 @@
+/*
+ * fiber.c - fiber lifecycle: create, resume, park, yield, exit, join,
+ * detach; mr_run; the stack-overflow handler.
+ *
+ * A fiber's control block sits at the top of its own stack; the stack and
+ * the block are one allocation from stack.c. A runnable fiber is a job in a
+ * deque (fiber_exec() resumes it). While it runs, `resumer_sp` holds the
+ * context that resumed it; park, yield and exit switch back there, and
+ * after_switch() runs in that context what the fiber could not do while its
+ * registers were live on its stack: requeue it (yield), let a waker have it
+ * (park's commit), or tear it down (exit). See fiber.h for why.
+ *
+ * The join state word: 0 while running with no joiner; DONE once returned;
+ * DETACHED once detached (the fiber frees itself when it returns); RELEASED
+ * after the stack went back to the pool (a stale handle then reads RELEASED
+ * until the stack is reused, which catches the common double join); or the
+ * address of the joiner's waiter.
+ *
+ * Sanitizers: TSan learns about every context (__tsan_create_fiber /
+ * __tsan_switch_to_fiber) and ASan about every stack change
+ * (__sanitizer_start/finish_switch_fiber), so both keep working on fibers.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fiber.h"
+#include "switch.h"
+
+#if defined(__SANITIZE_THREAD__)
+#define MR_TSAN 1
+void *__tsan_get_current_fiber(void);
+void *__tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void *fiber);
+void __tsan_switch_to_fiber(void *fiber, unsigned flags);
+void __tsan_set_fiber_name(void *fiber, const char *name);
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define MR_ASAN 1
+void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom, size_t size);
+void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old,
+				     size_t *size_old);
+#endif
+
+#define FIBER_MAGIC 0x6d726669u /* "mrfi" */
+
+enum { ACT_NONE, ACT_PARK, ACT_YIELD, ACT_EXIT };
+
+#define ST_DONE ((uintptr_t)1)
+#define ST_DETACHED ((uintptr_t)2)
+#define ST_RELEASED ((uintptr_t)3)
+
+__thread struct mr_fiber *mr__tls_fiber __attribute__((tls_model("initial-exec")));
+
+static void install_overflow_handler(void);
+
+/* ---- switching ---------------------------------------------------------- */
+
+/* From the running fiber f back to the context that resumed it. */
+static void switch_out(struct mr_fiber *f)
+{
+#ifdef MR_TSAN
+	__tsan_switch_to_fiber(f->tsan_resumer, 0);
+#endif
+#ifdef MR_ASAN
+	__sanitizer_start_switch_fiber(f->action == ACT_EXIT ? NULL : &f->asan_fake,
+				       f->asan_resumer_bottom, f->asan_resumer_size);
+#endif
+	mr__ctx_switch(&f->sp, f->resumer_sp, NULL);
+#ifdef MR_ASAN
+	__sanitizer_finish_switch_fiber(f->asan_fake, &f->asan_resumer_bottom,
+					&f->asan_resumer_size);
+#endif
+}
+
+static void release(struct mr__worker *w, struct mr_fiber *f)
+{
+	struct mr__stack st = f->stack;
+
+#ifdef MR_TSAN
+	__tsan_destroy_fiber(f->tsan_fiber);
+#endif
+	f->magic = 0;
+	atomic_store_explicit(&f->state, ST_RELEASED, memory_order_relaxed);
+	mr__stack_free(w, &st);
+}
+
+/* In the resumer's context, once f is off its stack: what f asked for. */
+static void after_switch(struct mr__worker *w, struct mr_fiber *f)
+{
+	switch (f->action) {
+	case ACT_YIELD:
+		f->yield_next = NULL;
+		if (w->yield_tail)
+			w->yield_tail->yield_next = f;
+		else
+			w->yield_head = f;
+		w->yield_tail = f;
+		break;
+	case ACT_PARK:
+		if (!f->commit(f->commit_arg))
+			mr__fiber_ready(f);
+		break;
+	case ACT_EXIT: {
+		struct mr_runtime *rt = f->rt;
+		/* Before the joiner can return (and maybe destroy rt). seq_cst:
+		 * pairs with the quiescence checks of mr_runtime_destroy(). */
+		atomic_fetch_sub_explicit(&rt->nfibers, 1, memory_order_seq_cst);
+		/* acq_rel: the joiner sees everything f did. */
+		uintptr_t old = atomic_exchange_explicit(&f->state, ST_DONE, memory_order_acq_rel);
+		if (old == ST_DETACHED)
+			release(w, f);
+		else if (old > ST_RELEASED)
+			mr__waiter_wake((struct mr__waiter *)old);
+		break;
+	}
+	default:
+		mr__die("moirai", "fiber %p switched out without a reason", (void *)f);
+	}
+}
+
+static void ensure_altstack(struct mr__worker *w)
+{
+	stack_t ss;
+	size_t sz = 64 * 1024;
+
+	install_overflow_handler();
+	ss.ss_sp = malloc(sz);
+	if (!ss.ss_sp)
+		mr__die("mr_go", "out of memory for the signal stack");
+	ss.ss_size = sz;
+	ss.ss_flags = 0;
+	if (sigaltstack(&ss, NULL) != 0)
+		mr__die("mr_go", "sigaltstack: %s", strerror(errno));
+	w->altstack = ss.ss_sp;
+}
+
+/* Resume f on worker w (the calling thread); returns when f switches out. */
+static void resume(struct mr__worker *w, struct mr_fiber *f)
+{
+	struct mr_fiber *prev = mr__tls_fiber;
+
+	if (unlikely(!w->altstack))
+		ensure_altstack(w);
+	mr__tls_fiber = f;
+#ifdef MR_TSAN
+	f->tsan_resumer = __tsan_get_current_fiber();
+	__tsan_switch_to_fiber(f->tsan_fiber, 0);
+#endif
+#ifdef MR_ASAN
+	void *fake = NULL;
+	__sanitizer_start_switch_fiber(&fake, f->stack.base, f->stack.size);
+#endif
+	mr__ctx_switch(&f->resumer_sp, f->sp, f);
+#ifdef MR_ASAN
+	__sanitizer_finish_switch_fiber(fake, NULL, NULL);
+#endif
+	mr__tls_fiber = prev;
+	after_switch(w, f);
+}
+
+static void fiber_exec(struct mr__job *job, struct mr__worker *w)
+{
+	resume(w, (struct mr_fiber *)job);
+}
+
+__attribute__((noreturn)) static void fiber_entry(void *arg)
+{
+	struct mr_fiber *f = arg;
+
+#ifdef MR_ASAN
+	__sanitizer_finish_switch_fiber(NULL, &f->asan_resumer_bottom, &f->asan_resumer_size);
+#endif
+	f->fn(f->arg);
+	f->action = ACT_EXIT;
+	switch_out(f);
+	mr__die("moirai", "a finished fiber was resumed");
+}
+
+/* ---- readying, parking, yielding ----------------------------------------- */
+
+void mr__fiber_ready(struct mr_fiber *f)
+{
+	struct mr__worker *w = mr__self();
+
+	if (w && w->rt == f->rt && mr__push(w, &f->hdr))
+		return;
+	mr__inject(f->rt, &f->hdr);
+}
+
+void mr__fiber_park(bool (*commit)(void *arg), void *arg)
+{
+	struct mr_fiber *f = mr__tls_fiber;
+
+	f->action = ACT_PARK;
+	f->commit = commit;
+	f->commit_arg = arg;
+	switch_out(f);
+}
+
+struct mr__job *mr__yield_pop(struct mr__worker *w)
+{
+	struct mr_fiber *f = w->yield_head;
+
+	if (!f)
+		return NULL;
+	w->yield_head = f->yield_next;
+	if (!w->yield_head)
+		w->yield_tail = NULL;
+	return &f->hdr;
+}
+
+void mr_yield(void)
+{
+	struct mr_fiber *f = mr__tls_fiber;
+
+	if (!f) {
+		sched_yield();
+		return;
+	}
+	f->action = ACT_YIELD;
+	switch_out(f);
+}
+
+void mr__fiber_thread_exit(struct mr__worker *w)
+{
+	if (w->altstack) {
+		stack_t ss = { .ss_flags = SS_DISABLE };
+		sigaltstack(&ss, NULL);
+		free(w->altstack);
+		w->altstack = NULL;
+	}
+	mr__stack_cache_flush(w);
+}
+
+/* ---- creation ------------------------------------------------------------ */
+
+static struct mr_fiber *check_fiber(const mr_fiber_t *f, const char *call)
+{
+	if (f->magic != FIBER_MAGIC)
+		mr__die(call, "%p is not a fiber handle (or its fiber was released)", (void *)f);
+	return (struct mr_fiber *)f;
+}
+
+mr_fiber_t *mr_go_opts(void (*fn)(void *), void *arg, const struct mr_fiber_opts *opts)
+{
+	size_t size = MR_FIBER_STACK_DEFAULT;
+	const char *name = NULL;
+	struct mr_runtime *rt = NULL;
+	struct mr__worker *w = mr__self();
+	struct mr__stack st;
+
+	if (!fn || (opts && opts->sz < sizeof(size_t))) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (opts) {
+#define MR_HAS(f) (opts->sz >= offsetof(struct mr_fiber_opts, f) + sizeof(opts->f))
+		if (MR_HAS(stack_size) && opts->stack_size)
+			size = opts->stack_size;
+		if (MR_HAS(name))
+			name = opts->name;
+		if (MR_HAS(runtime))
+			rt = opts->runtime;
+#undef MR_HAS
+	}
+	if (size < MR_FIBER_STACK_MIN || size > MR_FIBER_STACK_MAX) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (rt)
+		mr__check_live(rt, "mr_go");
+	else
+		rt = w ? w->rt : mr__default_runtime("mr_go");
+	if (mr__stack_alloc(w, size, &st) < 0) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	/* The control block at the top of the stack, on its own cache line. */
+	uintptr_t top = (uintptr_t)st.base + st.size;
+	struct mr_fiber *f = (struct mr_fiber *)((top - sizeof(*f)) & ~(uintptr_t)63);
+
+	memset(f, 0, sizeof(*f));
+	f->hdr.exec = fiber_exec;
+	f->rt = rt;
+	f->fn = fn;
+	f->arg = arg;
+	f->stack = st;
+	f->magic = FIBER_MAGIC;
+	atomic_init(&f->state, 0);
+	if (name)
+		snprintf(f->name, sizeof(f->name), "%s", name);
+	f->sp = mr__ctx_make(f, fiber_entry);
+#ifdef MR_TSAN
+	f->tsan_fiber = __tsan_create_fiber(0);
+	if (name)
+		__tsan_set_fiber_name(f->tsan_fiber, f->name);
+#endif
+	/* seq_cst: counted before it can run (and before destroy can look). */
+	atomic_fetch_add_explicit(&rt->nfibers, 1, memory_order_seq_cst);
+	mr__fiber_ready(f);
+	return f;
+}
+
+mr_fiber_t *mr_go(void (*fn)(void *), void *arg)
+{
+	return mr_go_opts(fn, arg, NULL);
+}
+
+mr_fiber_t *mr_fiber_self(void)
+{
+	return mr__tls_fiber;
+}
+
+const char *mr_fiber_name(const mr_fiber_t *f)
+{
+	return f ? check_fiber(f, "mr_fiber_name")->name : "";
+}
+
+/* ---- join and detach ------------------------------------------------------- */
+
+struct join_commit {
+	struct mr_fiber *target;
+	struct mr__waiter *wt;
+};
+
+/* After the joiner parked: register it, unless the target finished meanwhile. */
+static bool join_commit(void *arg)
+{
+	struct join_commit *jc = arg;
+	uintptr_t expect = 0;
+
+	/* acq_rel: pairs with the exchange in after_switch(ACT_EXIT). */
+	return atomic_compare_exchange_strong_explicit(&jc->target->state, &expect,
+						       (uintptr_t)jc->wt, memory_order_acq_rel,
+						       memory_order_acquire);
+}
+
+int mr_fiber_join(mr_fiber_t *handle)
+{
+	if (!handle)
+		return -EINVAL;
+	struct mr_fiber *f = check_fiber(handle, "mr_fiber_join");
+	struct mr_fiber *self = mr__tls_fiber;
+
+	if (f == self)
+		return -EDEADLK;
+	uintptr_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+	if (s == ST_DETACHED)
+		mr__die("mr_fiber_join", "fiber %p (\"%s\") is detached", (void *)f, f->name);
+	if (s == ST_RELEASED)
+		mr__die("mr_fiber_join", "fiber %p was already joined or released", (void *)f);
+	if (s > ST_RELEASED)
+		mr__die("mr_fiber_join", "fiber %p (\"%s\") is already being joined", (void *)f,
+			f->name);
+	if (s == 0) {
+		struct mr__waiter wt;
+
+		memset(&wt, 0, sizeof(wt));
+		wt.fiber = self;
+		atomic_init(&wt.state, MR__W_WAITING);
+		if (self) {
+			struct join_commit jc = { f, &wt };
+			mr__fiber_park(join_commit, &jc);
+		} else {
+			uintptr_t expect = 0;
+			if (atomic_compare_exchange_strong_explicit(&f->state, &expect,
+								    (uintptr_t)&wt,
+								    memory_order_acq_rel,
+								    memory_order_acquire)) {
+				/* acquire: pairs with the store in mr__waiter_wake(). */
+				while (atomic_load_explicit(&wt.state, memory_order_acquire) ==
+				       MR__W_WAITING)
+					mr__futex_wait(&wt.state, MR__W_WAITING);
+			}
+		}
+		s = atomic_load_explicit(&f->state, memory_order_acquire);
+		if (s != ST_DONE)
+			mr__die("mr_fiber_join", "fiber %p: joined concurrently or detached",
+				(void *)f);
+	}
+	release(mr__self(), f);
+	return 0;
+}
+
+int mr_fiber_detach(mr_fiber_t *handle)
+{
+	if (!handle)
+		return -EINVAL;
+	struct mr_fiber *f = check_fiber(handle, "mr_fiber_detach");
+	uintptr_t s = 0;
+
+	if (atomic_compare_exchange_strong_explicit(&f->state, &s, ST_DETACHED,
+						    memory_order_acq_rel, memory_order_acquire))
+		return 0;
+	if (s == ST_DONE) {
+		release(mr__self(), f);
+		return 0;
+	}
+	mr__die("mr_fiber_detach", "fiber %p is already detached, joined or being joined",
+		(void *)f);
+}
+
+/* ---- mr_run ------------------------------------------------------------------ */
+
+int mr_run(mr_runtime_t *rt, void (*fn)(void *), void *arg)
+{
+	struct mr__worker *w = mr__self();
+
+	if (!fn)
+		return -EINVAL;
+	if (!rt)
+		rt = mr__default_runtime("mr_run");
+	mr__check_live(rt, "mr_run");
+	if (w && w->rt == rt)
+		return -EDEADLK;
+	MR_OPTS(mr_fiber_opts, o, .name = "main", .runtime = rt);
+	mr_fiber_t *f = mr_go_opts(fn, arg, &o);
+	if (!f)
+		return -errno;
+	return mr_fiber_join(f);
+}
+
+/* ---- stack overflow ---------------------------------------------------------- */
+
+static struct sigaction old_segv, old_bus;
+static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
+
+static void put(char *buf, size_t *n, size_t cap, const char *s)
+{
+	while (*s && *n + 1 < cap)
+		buf[(*n)++] = *s++;
+}
+
+static void on_fault(int sig, siginfo_t *si, void *uc)
+{
+	struct mr_fiber *f = mr__tls_fiber;
+	struct sigaction *old = sig == SIGSEGV ? &old_segv : &old_bus;
+	long ps = sysconf(_SC_PAGESIZE);
+
+	if (f && (char *)si->si_addr >= (char *)f->stack.base - ps &&
+	    (char *)si->si_addr < (char *)f->stack.base) {
+		/* Async-signal-safe formatting: no stdio. */
+		char buf[192], num[24];
+		size_t n = 0, k = 0;
+		size_t v = f->stack.size;
+		do
+			num[k++] = (char)('0' + v % 10);
+		while ((v /= 10) && k < sizeof(num));
+		char dec[24];
+		for (size_t i = 0; i < k; i++)
+			dec[i] = num[k - 1 - i];
+		dec[k] = 0;
+		put(buf, &n, sizeof(buf), "moirai: fiber stack overflow in fiber \"");
+		put(buf, &n, sizeof(buf), f->name[0] ? f->name : "(unnamed)");
+		put(buf, &n, sizeof(buf), "\" (stack size ");
+		put(buf, &n, sizeof(buf), dec);
+		put(buf, &n, sizeof(buf), " bytes)\n");
+		ssize_t r = write(2, buf, n);
+		(void)r;
+		signal(SIGABRT, SIG_DFL);
+		abort();
+	}
+	/* Not ours: hand it to whoever had the signal before us. */
+	if (old->sa_flags & SA_SIGINFO) {
+		old->sa_sigaction(sig, si, uc);
+	} else if (old->sa_handler == SIG_DFL || old->sa_handler == SIG_IGN) {
+		/* Return with the default action: the fault happens again. */
+		signal(sig, SIG_DFL);
+	} else {
+		old->sa_handler(sig);
+	}
+}
+
+static void install_once(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_fault;
+	sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGSEGV, &sa, &old_segv);
+	sigaction(SIGBUS, &sa, &old_bus);
+}
+
+static void install_overflow_handler(void)
+{
+	pthread_once(&handler_once, install_once);
+}

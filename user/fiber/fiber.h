@@ -1,0 +1,129 @@
+/*
+ * fiber.h - fibers' private interface: the control block, parking and
+ * readying, per-worker timers, and the waiter that sync objects queue.
+ *
+ * Switching is asymmetric. A worker that pops a runnable fiber's job header
+ * resumes it: it switches from its current context (its thread stack, or
+ * the stack of a fiber that is helping while it waits in mr_join) into the
+ * fiber, and the fiber, when it parks, yields or returns, switches back to
+ * exactly that context. A running fiber therefore never changes threads;
+ * a parked one resumes wherever a worker pops it.
+ *
+ * Parking without a race: a fiber must not become runnable (and be resumed
+ * by another worker) before its registers are saved. So a fiber that parks
+ * does not publish itself; it hands a commit function to the context that
+ * resumed it, which calls it after the switch (typically: release the lock
+ * that protects the wait list the fiber just joined). If commit returns
+ * false, the wait is already over and the fiber is made runnable again.
+ */
+#ifndef MR_FIBER_FIBER_H
+#define MR_FIBER_FIBER_H
+
+#include <moirai/fiber.h>
+
+#include "../sched/sched.h"
+
+struct mr__stack {
+	void *base;   /* lowest usable address (the guard is just below) */
+	size_t size;  /* usable bytes */
+	bool pooled;  /* a default-size stack from a shared chunk */
+};
+
+struct mr_fiber {
+	struct mr__job hdr; /* first: runnable fibers sit in deques as jobs */
+	void *sp;	    /* saved context while not running */
+	void *resumer_sp;   /* context to return to while running */
+	struct mr_runtime *rt;
+	void (*fn)(void *);
+	void *arg;
+	struct mr__stack stack;
+	/* 0, DONE, DETACHED, RELEASED, or the address of the joiner's waiter. */
+	_Atomic uintptr_t state;
+	/* Set by the fiber just before it switches out; run by the resumer. */
+	int action;
+	bool (*commit)(void *arg);
+	void *commit_arg;
+	struct mr_fiber *yield_next; /* the worker's yield queue */
+	void *tsan_fiber, *tsan_resumer;
+	void *asan_fake, *asan_resumer_fake;
+	const void *asan_resumer_bottom;
+	size_t asan_resumer_size;
+	uint32_t magic;
+	char name[32];
+};
+
+/* The running fiber of this thread, or NULL. */
+extern __thread struct mr_fiber *mr__tls_fiber __attribute__((tls_model("initial-exec")));
+
+static inline struct mr_fiber *mr__fiber_current(void)
+{
+	return mr__tls_fiber;
+}
+
+/*
+ * Park the calling fiber. After the switch the resumer calls commit(arg):
+ * true means parked (someone will call mr__fiber_ready() later), false
+ * means resume at once. Returns once the fiber runs again.
+ */
+void mr__fiber_park(bool (*commit)(void *arg), void *arg);
+
+/* Make a parked fiber runnable: on the calling worker's deque when it is a
+ * worker of the fiber's runtime, else through that runtime's injector. */
+void mr__fiber_ready(struct mr_fiber *f);
+
+/* Worker side: the next yielded fiber's job, and clean-up at thread exit. */
+struct mr__job *mr__yield_pop(struct mr__worker *w);
+void mr__fiber_thread_exit(struct mr__worker *w);
+
+/* ---- stacks (stack.c) ---- */
+int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st);
+void mr__stack_free(struct mr__worker *w, struct mr__stack *st);
+void mr__stack_cache_flush(struct mr__worker *w);
+
+/* ---- timers (timer.c): a min-heap per worker, under a spinlock ---- */
+struct mr__timer {
+	int64_t deadline;
+	int32_t idx; /* position in the heap, -1 when not in one */
+	struct mr__worker *w;
+	void (*fire)(struct mr__timer *t); /* called with w's heap lock held */
+};
+
+/* Add t (deadline, fire set) to the calling worker's heap. */
+void mr__timer_add(struct mr__worker *w, struct mr__timer *t);
+/* Remove t if still pending; waits out a fire in progress (the heap lock).
+ * True if it was removed before firing. */
+bool mr__timer_cancel(struct mr__timer *t);
+/* Fire every due timer of w; returns the nearest remaining deadline or -1. */
+int64_t mr__timers_run(struct mr__worker *w);
+void mr__timers_fini(struct mr__worker *w);
+
+/* ---- waiters (../sync/waitq.c) ---- */
+enum { MR__W_WAITING = 0, MR__W_WOKEN = 1, MR__W_TIMEDOUT = 2 };
+
+struct mr__waitq {
+	_Atomic uint32_t lock; /* spinlock */
+	struct mr__waiter *head, *tail;
+};
+
+struct mr__waiter {
+	struct mr__waiter *next, *prev;
+	struct mr__waitq *q;
+	struct mr_fiber *fiber;	    /* the parked fiber, or NULL: a thread (or job) on a futex */
+	_Atomic uint32_t state;	    /* MR__W_*; the futex word of a thread */
+	uintptr_t data;		    /* for the object's use (e.g. semaphore units) */
+	struct mr__timer timer;
+};
+
+void mr__waitq_lock(struct mr__waitq *q);
+void mr__waitq_unlock(struct mr__waitq *q);
+/*
+ * With q locked: append wt (for the calling context) and wait until woken or
+ * the deadline (-1: none). Unlocks q. Returns MR__W_WOKEN or MR__W_TIMEDOUT.
+ */
+int mr__waitq_wait(struct mr__waitq *q, struct mr__waiter *wt, int64_t deadline);
+/* With q locked: take the oldest waiter off q (NULL if none). */
+struct mr__waiter *mr__waitq_take(struct mr__waitq *q);
+/* After mr__waitq_take, with or without q locked: wake it. */
+void mr__waiter_wake(struct mr__waiter *wt);
+
+#endif /* MR_FIBER_FIBER_H */

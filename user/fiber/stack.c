@@ -1,0 +1,191 @@
+/*
+ * stack.c - fiber stacks: guarded below, carved from large mappings, pooled.
+ *
+ * A guard made with mprotect splits its mapping: two VMAs per stack, and
+ * vm.max_map_count (65530 by default) caps a process at ~32k guarded stacks.
+ * So default-size stacks are slots of big MAP_NORESERVE chunks and their
+ * guards are installed with madvise(MADV_GUARD_INSTALL) (Linux 6.13+), which
+ * marks pages inside one mapping without splitting it. On older kernels the
+ * guards fall back to mprotect, and when the mappings run out the error
+ * names the limit (errno ENOMEM; the message is kept for mr__stack_error()).
+ *
+ * Slot layout, low to high: [guard page][usable stack ... top]. The fiber's
+ * control block lives at the top of its stack, so a parked fiber costs the
+ * stack pages it touched and nothing else.
+ *
+ * Free default-size stacks go to the freeing worker's cache (a plain array,
+ * no lock), overflowing into a process-wide list under a mutex. Stacks are
+ * never unmapped: their pages stay resident and warm for the next fiber
+ * (pages a deep call touched once stay too - the price of no syscall per
+ * spawn). Other sizes get a mapping of their own, unmapped when freed.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "fiber.h"
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+
+#define CHUNK_SLOTS 64
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static void **pool;	/* free default-size stack bases */
+static size_t npool, pool_cap;
+static size_t nslots; /* every default-size stack ever mapped: pool_cap >= nslots */
+static _Atomic int guard_mode; /* 0 unknown, 1 madvise guards, 2 mprotect */
+
+static size_t page_size(void)
+{
+	static size_t ps;
+	if (!ps)
+		ps = (size_t)sysconf(_SC_PAGESIZE);
+	return ps;
+}
+
+/* Make [addr, addr+len) a guard. 0 or -errno. */
+static int guard(void *addr, size_t len)
+{
+	int mode = atomic_load_explicit(&guard_mode, memory_order_relaxed);
+
+	if (mode != 2) {
+		if (madvise(addr, len, MADV_GUARD_INSTALL) == 0) {
+			atomic_store_explicit(&guard_mode, 1, memory_order_relaxed);
+			return 0;
+		}
+		if (errno != EINVAL)
+			return -errno;
+		atomic_store_explicit(&guard_mode, 2, memory_order_relaxed);
+	}
+	if (mprotect(addr, len, PROT_NONE) == 0)
+		return 0;
+	return -errno;
+}
+
+/* Not printed (the library prints nothing unless it aborts): kept for
+ * whoever debugs a NULL from mr_go, e.g. in gdb: p mr__stack_error. */
+char mr__stack_error[160];
+
+static void say_limit(const char *what, int err)
+{
+	snprintf(mr__stack_error, sizeof(mr__stack_error),
+		 "%s failed (%s): the process may have reached vm.max_map_count "
+		 "(see /proc/sys/vm/max_map_count) or its memory limit",
+		 what, strerror(err));
+}
+
+/* Map a chunk of CHUNK_SLOTS default-size slots into the pool (pool_lock held). */
+static int grow_pool(void)
+{
+	size_t ps = page_size(), slot = MR_FIBER_STACK_DEFAULT + ps;
+	size_t len = slot * CHUNK_SLOTS;
+	char *c = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+
+	if (c == MAP_FAILED) {
+		say_limit("mmap of a stack chunk", errno);
+		return -ENOMEM;
+	}
+	if (nslots + CHUNK_SLOTS > pool_cap) {
+		size_t cap = pool_cap ? pool_cap * 2 : 1024;
+		while (cap < nslots + CHUNK_SLOTS)
+			cap *= 2;
+		void **p = realloc(pool, cap * sizeof(*p));
+		if (!p) {
+			munmap(c, len);
+			return -ENOMEM;
+		}
+		pool = p;
+		pool_cap = cap;
+	}
+	for (size_t i = 0; i < CHUNK_SLOTS; i++) {
+		int r = guard(c + i * slot, ps);
+		if (r < 0) {
+			say_limit("installing a stack guard page", -r);
+			/* Slots already guarded stay usable; drop the rest. */
+			if (i == 0) {
+				munmap(c, len);
+				return -ENOMEM;
+			}
+			break;
+		}
+		pool[npool++] = c + i * slot + ps;
+		nslots++;
+	}
+	return 0;
+}
+
+int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st)
+{
+	size_t ps = page_size();
+
+	size = (size + ps - 1) & ~(ps - 1);
+	if (size == MR_FIBER_STACK_DEFAULT) {
+		if (w && w->nstack_cache) {
+			st->base = w->stack_cache[--w->nstack_cache];
+		} else {
+			pthread_mutex_lock(&pool_lock);
+			if (!npool && grow_pool() < 0) {
+				pthread_mutex_unlock(&pool_lock);
+				return -ENOMEM;
+			}
+			/* Refill the worker's cache by half while we hold the lock. */
+			st->base = pool[--npool];
+			if (w)
+				while (npool && w->nstack_cache < MR__STACK_CACHE / 2)
+					w->stack_cache[w->nstack_cache++] = pool[--npool];
+			pthread_mutex_unlock(&pool_lock);
+		}
+		st->size = size;
+		st->pooled = true;
+		return 0;
+	}
+	char *m = mmap(NULL, size + ps, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+	if (m == MAP_FAILED) {
+		say_limit("mmap of a fiber stack", errno);
+		return -ENOMEM;
+	}
+	int r = guard(m, ps);
+	if (r < 0) {
+		say_limit("installing a stack guard page", -r);
+		munmap(m, size + ps);
+		return -ENOMEM;
+	}
+	st->base = m + ps;
+	st->size = size;
+	st->pooled = false;
+	return 0;
+}
+
+void mr__stack_free(struct mr__worker *w, struct mr__stack *st)
+{
+	if (!st->pooled) {
+		munmap((char *)st->base - page_size(), st->size + page_size());
+		return;
+	}
+	if (w && w->nstack_cache < MR__STACK_CACHE) {
+		w->stack_cache[w->nstack_cache++] = st->base;
+		return;
+	}
+	pthread_mutex_lock(&pool_lock);
+	/* The pool has room for every default-size stack there is (nslots). */
+	pool[npool++] = st->base;
+	if (w)
+		while (w->nstack_cache > MR__STACK_CACHE / 2)
+			pool[npool++] = w->stack_cache[--w->nstack_cache];
+	pthread_mutex_unlock(&pool_lock);
+}
+
+void mr__stack_cache_flush(struct mr__worker *w)
+{
+	pthread_mutex_lock(&pool_lock);
+	while (w->nstack_cache)
+		pool[npool++] = w->stack_cache[--w->nstack_cache];
+	pthread_mutex_unlock(&pool_lock);
+}

@@ -1,0 +1,84 @@
+/*
+ * sem.c - mr_sem_t, a counting semaphore. A post with waiters hands its unit
+ * to the oldest one (FIFO, no overtaking); without waiters it counts.
+ * wait takes a unit with a CAS when there is one, else queues.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "sync.h"
+
+static struct mr__sem *S(mr_sem_t *s)
+{
+	return (struct mr__sem *)s;
+}
+
+int mr_sem_init(mr_sem_t *s, uint32_t count)
+{
+	if (!s || count > INT32_MAX)
+		return -EINVAL;
+	memset(s, 0, sizeof(*s));
+	atomic_init(&S(s)->count, count);
+	return 0;
+}
+
+static bool take_unit(struct mr__sem *sm)
+{
+	uint32_t c = atomic_load_explicit(&sm->count, memory_order_relaxed);
+	/* acquire: pairs with the release in mr_sem_post(). */
+	while (c > 0)
+		if (atomic_compare_exchange_weak_explicit(&sm->count, &c, c - 1,
+							  memory_order_acquire,
+							  memory_order_relaxed))
+			return true;
+	return false;
+}
+
+int mr_sem_trywait(mr_sem_t *s)
+{
+	return take_unit(S(s)) ? 0 : -EAGAIN;
+}
+
+int mr_sem_wait_until(mr_sem_t *s, int64_t deadline_ns)
+{
+	struct mr__sem *sm = S(s);
+	struct mr__waiter wt;
+
+	if (take_unit(sm))
+		return 0;
+	mr__waitq_lock(&sm->q);
+	/* post() counts only with the queue empty, under this lock. */
+	if (take_unit(sm)) {
+		mr__waitq_unlock(&sm->q);
+		return 0;
+	}
+	if (deadline_ns >= 0 && mr_now_ns() >= deadline_ns) {
+		mr__waitq_unlock(&sm->q);
+		return -ETIMEDOUT;
+	}
+	if (mr__waitq_wait(&sm->q, &wt, deadline_ns) == MR__W_WOKEN) {
+		atomic_thread_fence(memory_order_acquire);
+		return 0;
+	}
+	return -ETIMEDOUT;
+}
+
+void mr_sem_wait(mr_sem_t *s)
+{
+	mr_sem_wait_until(s, -1);
+}
+
+void mr_sem_post(mr_sem_t *s)
+{
+	struct mr__sem *sm = S(s);
+
+	mr__waitq_lock(&sm->q);
+	struct mr__waiter *wt = mr__waitq_take(&sm->q);
+	if (!wt)
+		atomic_fetch_add_explicit(&sm->count, 1, memory_order_release);
+	else
+		atomic_thread_fence(memory_order_release);
+	mr__waitq_unlock(&sm->q);
+	if (wt)
+		mr__waiter_wake(wt);
+}

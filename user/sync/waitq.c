@@ -1,0 +1,218 @@
+/*
+ * waitq.c - the wait queue under every primitive of sync.h, and sleeping.
+ *
+ * A waitq is a spinlock and a FIFO of waiters. A waiter is a fiber (it
+ * parks; its worker runs other work) or a thread, including a job on a
+ * worker (it sleeps on the futex word `state`: a job must not run other work
+ * while it waits for an object another job may hold, or it could bury the
+ * holder under itself).
+ *
+ * Wake-up: the waker takes the waiter off the queue with the lock held, then
+ * mr__waiter_wake() reads what it needs and stores WOKEN (seq_cst) before
+ * readying the fiber or waking the futex. A fiber that queues itself parks
+ * with the lock still held and its resumer releases it after the switch
+ * (fiber.h), so nobody can ready it before its registers are saved.
+ *
+ * Deadlines: a fiber puts a timer on its worker; a fire takes the queue lock
+ * and, if the waiter is still queued, unqueues it as TIMEDOUT and readies it.
+ * Whoever unqueues the waiter decides the outcome, so a waiter that was
+ * woken (e.g. handed a mutex) in the same instant as its deadline passed
+ * reports WOKEN and keeps what it was given. A thread uses a timed futex
+ * wait and settles the same race under the lock.
+ */
+#include <errno.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <moirai/sync.h>
+
+#include "../fiber/fiber.h"
+
+void mr__waitq_lock(struct mr__waitq *q)
+{
+	/* acquire: pairs with the release in mr__waitq_unlock(). */
+	while (atomic_exchange_explicit(&q->lock, 1, memory_order_acquire))
+		while (atomic_load_explicit(&q->lock, memory_order_relaxed))
+			mr__cpu_relax();
+}
+
+void mr__waitq_unlock(struct mr__waitq *q)
+{
+	atomic_store_explicit(&q->lock, 0, memory_order_release);
+}
+
+static void unlink_waiter(struct mr__waitq *q, struct mr__waiter *wt)
+{
+	if (wt->prev)
+		wt->prev->next = wt->next;
+	else
+		q->head = wt->next;
+	if (wt->next)
+		wt->next->prev = wt->prev;
+	else
+		q->tail = wt->prev;
+	wt->next = wt->prev = NULL;
+}
+
+/* With q locked: is wt still on q? (a waker unlinks before it stores WOKEN) */
+static bool is_queued(const struct mr__waitq *q, const struct mr__waiter *wt)
+{
+	return wt->prev || q->head == wt;
+}
+
+struct mr__waiter *mr__waitq_take(struct mr__waitq *q)
+{
+	struct mr__waiter *wt = q->head;
+
+	if (wt)
+		unlink_waiter(q, wt);
+	return wt;
+}
+
+void mr__waiter_wake(struct mr__waiter *wt)
+{
+	struct mr_fiber *f = wt->fiber;
+
+	/* seq_cst store: pairs with the waiting thread's load (it may return
+	 * and free wt right after; only its address is used below). */
+	atomic_store_explicit(&wt->state, MR__W_WOKEN, memory_order_seq_cst);
+	if (f)
+		mr__fiber_ready(f);
+	else
+		mr__futex_wake(&wt->state, 1);
+}
+
+static bool commit_unlock(void *arg)
+{
+	mr__waitq_unlock(arg);
+	return true;
+}
+
+/* A fiber's deadline passed (w's heap lock held). */
+static void waiter_timeout(struct mr__timer *t)
+{
+	struct mr__waiter *wt = (struct mr__waiter *)((char *)t - offsetof(struct mr__waiter, timer));
+	struct mr__waitq *q = wt->q;
+	bool mine = false;
+
+	mr__waitq_lock(q);
+	if (atomic_load_explicit(&wt->state, memory_order_relaxed) == MR__W_WAITING &&
+	    is_queued(q, wt)) {
+		unlink_waiter(q, wt);
+		atomic_store_explicit(&wt->state, MR__W_TIMEDOUT, memory_order_relaxed);
+		mine = true;
+	}
+	mr__waitq_unlock(q);
+	if (mine)
+		mr__fiber_ready(wt->fiber);
+}
+
+static int futex_wait_until(_Atomic uint32_t *addr, uint32_t val, int64_t deadline)
+{
+	struct timespec ts = { deadline / 1000000000, deadline % 1000000000 };
+
+	if (syscall(SYS_futex, addr, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, val,
+		    deadline >= 0 ? &ts : NULL, NULL, FUTEX_BITSET_MATCH_ANY) == 0)
+		return 0;
+	return -errno;
+}
+
+int mr__waitq_wait(struct mr__waitq *q, struct mr__waiter *wt, int64_t deadline)
+{
+	struct mr_fiber *self = mr__fiber_current();
+
+	wt->q = q;
+	wt->fiber = self;
+	wt->next = NULL;
+	wt->prev = q->tail;
+	atomic_store_explicit(&wt->state, MR__W_WAITING, memory_order_relaxed);
+	if (q->tail)
+		q->tail->next = wt;
+	else
+		q->head = wt;
+	q->tail = wt;
+
+	if (self) {
+		struct mr__worker *w = mr__self();
+		if (deadline >= 0) {
+			wt->timer.deadline = deadline;
+			wt->timer.fire = waiter_timeout;
+			mr__timer_add(w, &wt->timer);
+		}
+		mr__fiber_park(commit_unlock, q);
+		int st = (int)atomic_load_explicit(&wt->state, memory_order_acquire);
+		if (deadline >= 0 && st == MR__W_WOKEN)
+			mr__timer_cancel(&wt->timer);
+		return st;
+	}
+
+	mr__waitq_unlock(q);
+	for (;;) {
+		/* acquire: pairs with the seq_cst store in mr__waiter_wake(). */
+		uint32_t st = atomic_load_explicit(&wt->state, memory_order_acquire);
+		if (st != MR__W_WAITING)
+			return (int)st;
+		if (futex_wait_until(&wt->state, MR__W_WAITING, deadline) == -ETIMEDOUT ||
+		    (deadline >= 0 && (int64_t)mr__now_ns() >= deadline)) {
+			mr__waitq_lock(q);
+			/* Still queued: the timeout wins. Unqueued but not yet
+			 * WOKEN: a waker is on its way; wait for its store. */
+			if (atomic_load_explicit(&wt->state, memory_order_relaxed) ==
+				    MR__W_WAITING &&
+			    is_queued(q, wt)) {
+				unlink_waiter(q, wt);
+				atomic_store_explicit(&wt->state, MR__W_TIMEDOUT,
+						      memory_order_relaxed);
+			}
+			mr__waitq_unlock(q);
+		}
+	}
+}
+
+/* ---- sleeping ---------------------------------------------------------------- */
+
+int64_t mr_now_ns(void)
+{
+	return (int64_t)mr__now_ns();
+}
+
+static void sleep_fire(struct mr__timer *t)
+{
+	struct mr__waiter *wt = (struct mr__waiter *)((char *)t - offsetof(struct mr__waiter, timer));
+	mr__fiber_ready(wt->fiber);
+}
+
+static bool commit_true(void *arg)
+{
+	(void)arg;
+	return true;
+}
+
+int mr_sleep_until(int64_t deadline)
+{
+	struct mr_fiber *self = mr__fiber_current();
+
+	if (deadline <= mr_now_ns())
+		return 0;
+	if (self) {
+		struct mr__waiter wt = { .fiber = self };
+		wt.timer.deadline = deadline;
+		wt.timer.fire = sleep_fire;
+		mr__timer_add(mr__self(), &wt.timer);
+		mr__fiber_park(commit_true, NULL);
+		return 0;
+	}
+	struct timespec ts = { deadline / 1000000000, deadline % 1000000000 };
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+		;
+	return 0;
+}
+
+int mr_sleep_ns(uint64_t ns)
+{
+	if (ns > (uint64_t)INT64_MAX / 2)
+		ns = (uint64_t)INT64_MAX / 2;
+	return mr_sleep_until(mr_now_ns() + (int64_t)ns);
+}
