@@ -1,0 +1,547 @@
+/*
+ * sync.c - mutex, condvar, semaphore, wait group and event from fibers and
+ * threads (mixed on one object), deadlines, timers and idle CPU with
+ * sleeping fibers, memory per parked fiber.
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <pthread.h>
+
+#include <moirai/moirai.h>
+
+#include "harness.h"
+
+static mr_runtime_t *make_rt(unsigned workers)
+{
+	MR_OPTS(mr_config, cfg, .workers = workers);
+	return mr_runtime_create(&cfg);
+}
+
+static int live_fibers(int n)
+{
+	n = (int)(n / (long)mr_test_scale());
+#if defined(__SANITIZE_THREAD__)
+	if (n > 4000)
+		n = 4000;
+#endif
+	return n > 0 ? n : 1;
+}
+
+/* ---- mutex: 10,000 fibers and 2 threads on one counter ----------------------- */
+
+struct counter {
+	mr_mutex_t m;
+	long value; /* protected by m */
+	int iters;
+};
+
+static void add_locked(void *arg)
+{
+	struct counter *c = arg;
+	for (int i = 0; i < c->iters; i++) {
+		mr_mutex_lock(&c->m);
+		long v = c->value;
+		if (i % 7 == 0)
+			mr_yield(); /* hold it across a switch now and then */
+		c->value = v + 1;
+		mr_mutex_unlock(&c->m);
+	}
+}
+
+static void *add_thread(void *arg)
+{
+	add_locked(arg);
+	return NULL;
+}
+
+struct many {
+	int n;
+	void (*fn)(void *);
+	void *arg;
+};
+
+static void go_many(void *arg)
+{
+	struct many *m = arg;
+	mr_fiber_t **fs = calloc((size_t)m->n, sizeof(*fs));
+	for (int i = 0; i < m->n; i++)
+		fs[i] = mr_go(m->fn, m->arg);
+	for (int i = 0; i < m->n; i++)
+		mr_fiber_join(fs[i]);
+	free(fs);
+}
+
+TEST_TIMEOUT(mutex_fibers_and_threads_exact_count, 120)
+{
+	mr_runtime_t *rt = make_rt(2);
+	struct counter c = { .m = MR_MUTEX_INIT, .iters = 20 };
+	struct many m = { live_fibers(10000), add_locked, &c };
+	pthread_t th[2];
+
+	ASSERT_NONNULL(rt);
+	for (int i = 0; i < 2; i++)
+		ASSERT_EQ(pthread_create(&th[i], NULL, add_thread, &c), 0);
+	ASSERT_EQ(mr_run(rt, go_many, &m), 0);
+	for (int i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	EXPECT_EQ(c.value, (long)(m.n + 2) * c.iters);
+	EXPECT_EQ(mr_mutex_trylock(&c.m), 0);
+	EXPECT_EQ(mr_mutex_trylock(&c.m), -EBUSY);
+	mr_mutex_unlock(&c.m);
+	mr_mutex_destroy(&c.m);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/* ---- condvar: producers and consumers, fibers and threads mixed ---------------- */
+
+#define QCAP 16
+
+struct queue {
+	mr_mutex_t m;
+	mr_cond_t not_empty, not_full;
+	long buf[QCAP];
+	int head, len;
+	long per_producer;
+	_Atomic long consumed_sum, consumed_n;
+	long stop_after;
+};
+
+static void produce(struct queue *q, long base)
+{
+	for (long i = 1; i <= q->per_producer; i++) {
+		mr_mutex_lock(&q->m);
+		while (q->len == QCAP)
+			mr_cond_wait(&q->not_full, &q->m);
+		q->buf[(q->head + q->len++) % QCAP] = base + i;
+		mr_cond_signal(&q->not_empty);
+		mr_mutex_unlock(&q->m);
+	}
+}
+
+static bool consume_one(struct queue *q)
+{
+	mr_mutex_lock(&q->m);
+	while (q->len == 0) {
+		if (atomic_load(&q->consumed_n) >= q->stop_after) {
+			mr_mutex_unlock(&q->m);
+			return false;
+		}
+		mr_cond_wait(&q->not_empty, &q->m);
+	}
+	long v = q->buf[q->head];
+	q->head = (q->head + 1) % QCAP;
+	q->len--;
+	mr_cond_signal(&q->not_full);
+	long n = atomic_fetch_add(&q->consumed_n, 1) + 1;
+	atomic_fetch_add(&q->consumed_sum, v);
+	if (n == q->stop_after)
+		mr_cond_broadcast(&q->not_empty); /* release the other consumers */
+	mr_mutex_unlock(&q->m);
+	return true;
+}
+
+struct role {
+	struct queue *q;
+	long base;
+};
+
+static void producer_fn(void *arg)
+{
+	struct role *r = arg;
+	produce(r->q, r->base);
+}
+
+static void consumer_fn(void *arg)
+{
+	struct role *r = arg;
+	while (consume_one(r->q))
+		;
+}
+
+static void *producer_thread(void *arg)
+{
+	producer_fn(arg);
+	return NULL;
+}
+
+static void *consumer_thread(void *arg)
+{
+	consumer_fn(arg);
+	return NULL;
+}
+
+static void pc_main(void *arg)
+{
+	struct role *roles = arg;
+	mr_fiber_t *fs[4];
+	/* fibers: producers 0,1 and consumers 0,1 */
+	fs[0] = mr_go(producer_fn, &roles[0]);
+	fs[1] = mr_go(producer_fn, &roles[1]);
+	fs[2] = mr_go(consumer_fn, &roles[4]);
+	fs[3] = mr_go(consumer_fn, &roles[5]);
+	for (int i = 0; i < 4; i++)
+		mr_fiber_join(fs[i]);
+}
+
+TEST_TIMEOUT(condvar_producers_consumers_mixed, 120)
+{
+	mr_runtime_t *rt = make_rt(2);
+	struct queue q;
+	struct role roles[8];
+	pthread_t th[4];
+
+	ASSERT_NONNULL(rt);
+	memset(&q, 0, sizeof(q));
+	mr_mutex_init(&q.m);
+	mr_cond_init(&q.not_empty);
+	mr_cond_init(&q.not_full);
+	q.per_producer = (long)(50000 / mr_test_scale());
+	q.stop_after = 4 * q.per_producer;
+	for (int i = 0; i < 8; i++)
+		roles[i] = (struct role){ &q, (long)i * 1000000000L };
+	/* threads: producers 2,3 and consumers 2,3 */
+	ASSERT_EQ(pthread_create(&th[0], NULL, producer_thread, &roles[2]), 0);
+	ASSERT_EQ(pthread_create(&th[1], NULL, producer_thread, &roles[3]), 0);
+	ASSERT_EQ(pthread_create(&th[2], NULL, consumer_thread, &roles[6]), 0);
+	ASSERT_EQ(pthread_create(&th[3], NULL, consumer_thread, &roles[7]), 0);
+	ASSERT_EQ(mr_run(rt, pc_main, roles), 0);
+	for (int i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+	long want = 0;
+	for (int p = 0; p < 4; p++)
+		want += p * 1000000000L * q.per_producer + q.per_producer * (q.per_producer + 1) / 2;
+	EXPECT_EQ(atomic_load(&q.consumed_n), q.stop_after);
+	EXPECT_EQ(atomic_load(&q.consumed_sum), want);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/* ---- wait group with many parked fibers; memory per parked fiber ---------------- */
+
+struct parked {
+	mr_wg_t started, release;
+	_Atomic long after;
+};
+
+static void park_fn(void *arg)
+{
+	struct parked *p = arg;
+	mr_wg_done(&p->started);
+	mr_wg_wait(&p->release);
+	atomic_fetch_add(&p->after, 1);
+}
+
+static long rss_kib(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long v = -1;
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %ld kB", &v) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return v;
+}
+
+struct park_run {
+	struct parked *p;
+	int n;
+	long rss_before, rss_parked;
+};
+
+static void park_main(void *arg)
+{
+	struct park_run *r = arg;
+	mr_fiber_t **fs = calloc((size_t)r->n, sizeof(*fs));
+	r->rss_before = rss_kib();
+	mr_wg_add(&r->p->started, r->n);
+	mr_wg_add(&r->p->release, 1);
+	for (int i = 0; i < r->n; i++)
+		fs[i] = mr_go(park_fn, r->p);
+	mr_wg_wait(&r->p->started);
+	r->rss_parked = rss_kib();
+	mr_wg_done(&r->p->release);
+	for (int i = 0; i < r->n; i++)
+		mr_fiber_join(fs[i]);
+	free(fs);
+}
+
+TEST_TIMEOUT(wait_group_100k_parked_fibers, 120)
+{
+	mr_runtime_t *rt = make_rt(2);
+	struct parked p;
+	struct park_run r = { &p, live_fibers(100000), 0, 0 };
+
+	ASSERT_NONNULL(rt);
+	memset(&p, 0, sizeof(p));
+	mr_wg_init(&p.started);
+	mr_wg_init(&p.release);
+	ASSERT_EQ(mr_run(rt, park_main, &r), 0);
+	EXPECT_EQ(atomic_load(&p.after), r.n);
+	double per = (double)(r.rss_parked - r.rss_before) * 1024.0 / r.n;
+	TH_LOG("%d parked fibers: RSS %ld -> %ld KiB, %.0f bytes per fiber", r.n, r.rss_before,
+	       r.rss_parked, per);
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+	EXPECT_LE(per, 12.0 * 1024);
+#endif
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/* ---- timers ------------------------------------------------------------------------ */
+
+struct sleeper {
+	int64_t deadline, woke;
+	int order;
+	_Atomic int *seq;
+};
+
+static void sleep_fn(void *arg)
+{
+	struct sleeper *s = arg;
+	mr_sleep_until(s->deadline);
+	s->woke = mr_now_ns();
+	s->order = atomic_fetch_add(s->seq, 1);
+}
+
+struct sleepers {
+	struct sleeper *s;
+	int n;
+};
+
+static void sleepers_main(void *arg)
+{
+	struct sleepers *ss = arg;
+	mr_fiber_t **fs = calloc((size_t)ss->n, sizeof(*fs));
+	for (int i = 0; i < ss->n; i++)
+		fs[i] = mr_go(sleep_fn, &ss->s[i]);
+	for (int i = 0; i < ss->n; i++)
+		mr_fiber_join(fs[i]);
+	free(fs);
+}
+
+TEST(timers_fire_in_deadline_order_never_early)
+{
+	mr_runtime_t *rt = make_rt(1);
+	int n = 200;
+	struct sleeper *s = calloc((size_t)n, sizeof(*s));
+	_Atomic int seq = 0;
+	struct sleepers ss = { s, n };
+	int64_t t0 = mr_now_ns() + 20 * 1000 * 1000;
+	uint64_t rng = 12345;
+
+	ASSERT_NONNULL(rt);
+	for (int i = 0; i < n; i++) {
+		rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+		/* distinct deadlines 0.5 ms apart, in a shuffled order of creation */
+		s[i].deadline = t0 + (int64_t)((rng >> 33) % 1000) * 500000 + i;
+		s[i].seq = &seq;
+	}
+	ASSERT_EQ(mr_run(rt, sleepers_main, &ss), 0);
+	for (int i = 0; i < n; i++) {
+		EXPECT_GE(s[i].woke, s[i].deadline);
+		for (int j = 0; j < n; j++)
+			if (s[i].deadline + 500000 <= s[j].deadline && s[i].order > s[j].order)
+				ASSERT_TRUE(!"a later deadline fired first");
+	}
+	free(s);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+TEST(sleep_from_a_thread_never_early)
+{
+	int64_t t = mr_now_ns();
+	EXPECT_EQ(mr_sleep_ns(2000000), 0);
+	EXPECT_GE(mr_now_ns() - t, 2000000);
+	EXPECT_EQ(mr_sleep_until(0), 0);
+}
+
+static long cpu_ms(void)
+{
+	FILE *f = fopen("/proc/self/stat", "r");
+	unsigned long ut = 0, st = 0;
+	if (f) {
+		int r = fscanf(f, "%*d %*s %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+			       &st);
+		(void)r;
+		fclose(f);
+	}
+	return (long)((ut + st) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
+}
+
+struct idle_run {
+	int n;
+	long cpu_used;
+	int64_t deadline;
+	mr_wg_t started;
+};
+
+static void nap(void *arg)
+{
+	struct idle_run *r = arg;
+	mr_wg_done(&r->started);
+	mr_sleep_until(r->deadline);
+}
+
+static void idle_main(void *arg)
+{
+	struct idle_run *r = arg;
+	mr_fiber_t **fs = calloc((size_t)r->n, sizeof(*fs));
+	/* Starting them costs page faults (~11 us each here): measure after. */
+	r->deadline = mr_now_ns() + 3000000000LL;
+	mr_wg_add(&r->started, r->n);
+	for (int i = 0; i < r->n; i++)
+		fs[i] = mr_go(nap, r);
+	mr_wg_wait(&r->started);
+	mr_sleep_ns(50000000ull);
+	long c0 = cpu_ms();
+	mr_sleep_ns(1000000000ull);
+	r->cpu_used = cpu_ms() - c0;
+	for (int i = 0; i < r->n; i++)
+		mr_fiber_join(fs[i]);
+	free(fs);
+}
+
+TEST_TIMEOUT(sleeping_fibers_leave_workers_idle, 60)
+{
+	mr_runtime_t *rt = make_rt(2);
+	struct idle_run r = { .n = live_fibers(10000) };
+
+	ASSERT_NONNULL(rt);
+	ASSERT_EQ(mr_run(rt, idle_main, &r), 0);
+	TH_LOG("%d sleeping fibers: the process used %ld ms of CPU in 1 s", r.n, r.cpu_used);
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+	EXPECT_LE(r.cpu_used, 10 + 10); /* 1% of 1 s, plus a clock tick each way */
+#endif
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/* ---- deadlines ----------------------------------------------------------------------- */
+
+struct timeouts {
+	mr_mutex_t m;
+	mr_sem_t sem;
+	mr_wg_t wg;
+	mr_event_t ev;
+	mr_cond_t cv;
+	int r_mutex, r_sem, r_wg, r_ev, r_cv, r_cv_held;
+};
+
+static void try_timeouts(void *arg)
+{
+	struct timeouts *t = arg;
+	int64_t soon = mr_now_ns() + 5 * 1000 * 1000;
+
+	t->r_mutex = mr_mutex_lock_until(&t->m, soon);
+	t->r_sem = mr_sem_wait_until(&t->sem, mr_now_ns() + 5000000);
+	t->r_wg = mr_wg_wait_until(&t->wg, mr_now_ns() + 5000000);
+	t->r_ev = mr_event_wait_until(&t->ev, mr_now_ns() + 5000000);
+	mr_mutex_t m2 = MR_MUTEX_INIT;
+	mr_mutex_lock(&m2);
+	t->r_cv = mr_cond_wait_until(&t->cv, &m2, mr_now_ns() + 5000000);
+	t->r_cv_held = mr_mutex_trylock(&m2); /* -EBUSY: wait_until re-took it */
+	mr_mutex_unlock(&m2);
+}
+
+static void timeouts_fiber(void *arg)
+{
+	mr_fiber_t *f = mr_go(try_timeouts, arg);
+	mr_fiber_join(f);
+}
+
+TEST(deadlines_time_out_from_fibers_and_threads)
+{
+	for (int from_fiber = 0; from_fiber <= 1; from_fiber++) {
+		struct timeouts t;
+		memset(&t, 0, sizeof(t));
+		mr_mutex_init(&t.m);
+		mr_sem_init(&t.sem, 0);
+		mr_wg_init(&t.wg);
+		mr_wg_add(&t.wg, 1);
+		mr_event_init(&t.ev);
+		mr_cond_init(&t.cv);
+		mr_mutex_lock(&t.m); /* held by this thread */
+		if (from_fiber)
+			ASSERT_EQ(mr_run(NULL, timeouts_fiber, &t), 0);
+		else
+			try_timeouts(&t);
+		EXPECT_EQ(t.r_mutex, -ETIMEDOUT);
+		EXPECT_EQ(t.r_sem, -ETIMEDOUT);
+		EXPECT_EQ(t.r_wg, -ETIMEDOUT);
+		EXPECT_EQ(t.r_ev, -ETIMEDOUT);
+		EXPECT_EQ(t.r_cv, -ETIMEDOUT);
+		EXPECT_EQ(t.r_cv_held, -EBUSY);
+		mr_mutex_unlock(&t.m);
+		/* Nothing was left queued: the objects still work. */
+		EXPECT_EQ(mr_mutex_trylock(&t.m), 0);
+		mr_mutex_unlock(&t.m);
+		mr_sem_post(&t.sem);
+		EXPECT_EQ(mr_sem_trywait(&t.sem), 0);
+		EXPECT_EQ(mr_sem_trywait(&t.sem), -EAGAIN);
+		mr_wg_done(&t.wg);
+		EXPECT_EQ(mr_wg_wait_until(&t.wg, 0), 0);
+		mr_event_set(&t.ev);
+		EXPECT_TRUE(mr_event_is_set(&t.ev));
+		EXPECT_EQ(mr_event_wait_until(&t.ev, 0), 0);
+	}
+	EXPECT_EQ(mr_sem_init(NULL, 0), -EINVAL);
+}
+
+/* Many waiters on one event, fibers and threads, all released by one set. */
+static void ev_wait(void *arg)
+{
+	mr_event_wait(arg);
+}
+
+static void *ev_wait_thread(void *arg)
+{
+	mr_event_wait(arg);
+	return NULL;
+}
+
+static void ev_main(void *arg)
+{
+	mr_event_t *ev = arg;
+	int n = live_fibers(1000);
+	mr_fiber_t **fs = calloc((size_t)n, sizeof(*fs));
+	for (int i = 0; i < n; i++)
+		fs[i] = mr_go(ev_wait, ev);
+	mr_sleep_ns(1000000);
+	mr_event_set(ev);
+	for (int i = 0; i < n; i++)
+		mr_fiber_join(fs[i]);
+	free(fs);
+}
+
+TEST(event_releases_every_waiter)
+{
+	mr_event_t ev = MR_EVENT_INIT;
+	pthread_t th[3];
+
+	for (int i = 0; i < 3; i++)
+		ASSERT_EQ(pthread_create(&th[i], NULL, ev_wait_thread, &ev), 0);
+	ASSERT_EQ(mr_run(NULL, ev_main, &ev), 0);
+	for (int i = 0; i < 3; i++)
+		pthread_join(th[i], NULL);
+	EXPECT_TRUE(mr_event_is_set(&ev));
+}
+
+static void wg_negative_child(void *arg)
+{
+	mr_wg_t wg = MR_WG_INIT;
+	(void)arg;
+	mr_wg_done(&wg);
+	_exit(0);
+}
+
+TEST(wait_group_negative_aborts)
+{
+	char buf[2048];
+	int st = mr_test_run_child(wg_negative_child, NULL, buf, sizeof(buf));
+	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	ASSERT_STR_CONTAINS(buf, "mr_wg_add");
+}
+
+TEST_HARNESS_MAIN
