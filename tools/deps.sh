@@ -13,7 +13,7 @@ want=""
 case "${1:-build}" in
 build) want="gcc make pkg-config" ;;
 check) want="gcc make pkg-config valgrind clang-19" ;;
-bench) want="gcc g++ make pkg-config libtbb-dev cargo librust-rayon-dev" ;;
+bench) want="gcc g++ make pkg-config libtbb-dev cargo librust-rayon-dev libboost-context-dev golang-go" ;;
 *) echo "usage: $0 build|check|bench" >&2; exit 2 ;;
 esac
 

@@ -276,3 +276,4 @@ echo >&2
 cat "$OUT/results.md"
 echo >&2
 echo "run.sh: saved $1/bench/results.md" >&2
+"$HERE/fiber/run.sh" "$1" # the fiber benchmarks: BUILD_DIR/bench/fiber.md
