@@ -4,6 +4,7 @@
 #   tools/deps.sh build   compiler and make (gcc's sanitizer runtimes come with gcc)
 #   tools/deps.sh check   build + what `make check` needs (valgrind, clang-19 for the clang build)
 #   tools/deps.sh bench   build + the peers the benchmarks compare against
+#   tools/deps.sh aarch64 build + an aarch64 cross compiler and qemu-user (make check-aarch64)
 #
 # Idempotent: a package already installed is not touched, and apt-get runs
 # only when something is missing. Needs root (or sudo) only in that case.
@@ -14,7 +15,9 @@ case "${1:-build}" in
 build) want="gcc make pkg-config" ;;
 check) want="gcc make pkg-config valgrind clang-19" ;;
 bench) want="gcc g++ make pkg-config libtbb-dev cargo librust-rayon-dev libboost-context-dev golang-go" ;;
-*) echo "usage: $0 build|check|bench" >&2; exit 2 ;;
+aarch64) want="gcc make pkg-config gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
+	want="$want qemu-user-static" ;;
+*) echo "usage: $0 build|check|bench|aarch64" >&2; exit 2 ;;
 esac
 
 missing=""
