@@ -85,6 +85,7 @@ struct mr__timer {
 	int64_t deadline;
 	int32_t idx; /* position in the heap, -1 when not in one */
 	struct mr__worker *w;
+	struct mr__timer *next; /* batch of due timers in mr__timers_run() */
 	void (*fire)(struct mr__timer *t); /* called with w's heap lock held */
 };
 

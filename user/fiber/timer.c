@@ -133,9 +133,21 @@ int64_t mr__timers_run(struct mr__worker *w)
 	if (next > now)
 		return next;
 	tlock(w);
+	/*
+	 * Fire the due timers latest first: they ready fibers onto this
+	 * worker's LIFO deque, which then runs them earliest first (and
+	 * thieves, who take the oldest, take the earliest too).
+	 */
+	struct mr__timer *due = NULL;
 	while (w->tn && w->theap[0]->deadline <= now) {
 		struct mr__timer *t = w->theap[0];
 		remove_at(w, 0);
+		t->next = due;
+		due = t;
+	}
+	while (due) {
+		struct mr__timer *t = due;
+		due = t->next; /* read first: fire may let t's owner free it */
 		t->fire(t);
 	}
 	publish_next(w);
