@@ -418,6 +418,60 @@ static void destroy_held_child(void *arg)
 	_exit(0);
 }
 
+static mr_mutex_t other_m = MR_MUTEX_INIT;
+
+static mr_event_t other_locked = MR_EVENT_INIT, other_done = MR_EVENT_INIT;
+
+/* Stays alive (so the next fiber cannot reuse its stack and address). */
+static void lock_it(void *arg)
+{
+	(void)arg;
+	mr_mutex_lock(&other_m);
+	mr_event_set(&other_locked);
+	mr_event_wait(&other_done);
+}
+
+static void unlock_it(void *arg)
+{
+	(void)arg;
+	mr_mutex_unlock(&other_m);
+}
+
+static void unlock_other_fiber_child(void *arg)
+{
+	(void)arg;
+	mr_fiber_t *a = mr_go(lock_it, NULL);
+	mr_event_wait(&other_locked);
+	mr_fiber_join(mr_go(unlock_it, NULL));
+	mr_event_set(&other_done);
+	mr_fiber_join(a);
+	_exit(0);
+}
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	mr_yield(); /* a fiber-only call from a signal handler */
+}
+
+static void raise_in_fiber(void *arg)
+{
+	struct sigaction sa;
+	(void)arg;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_usr1;
+	sa.sa_flags = SA_ONSTACK;
+	sigaction(SIGUSR1, &sa, NULL);
+	raise(SIGUSR1);
+}
+
+static void signal_handler_child(void *arg)
+{
+	(void)arg;
+	mr_fiber_join(mr_go(raise_in_fiber, NULL));
+	_exit(0);
+}
+
 TEST(misuse_aborts_naming_the_call)
 {
 	struct {
@@ -427,6 +481,8 @@ TEST(misuse_aborts_naming_the_call)
 		{ join_twice_child, "mr_fiber_join" },
 		{ join_detached_child, "detached" },
 		{ destroy_held_child, "mr_mutex_destroy" },
+		{ unlock_other_fiber_child, "mr_mutex_unlock" },
+		{ signal_handler_child, "mr_yield" },
 	};
 	char buf[4096];
 

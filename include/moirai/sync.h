@@ -16,9 +16,10 @@
 MR_EXTERN_C_BEGIN
 
 /* Mutex: a bounded spin, then the waiter parks; unlock hands the lock over
- * to the oldest waiter, so nobody starves. Not recursive. */
+ * to the oldest waiter, so nobody starves. Not recursive. Unlocking a mutex
+ * that the calling fiber (or thread) does not hold aborts naming the call. */
 typedef struct mr_mutex {
-	uint64_t mr__opaque[4];
+	uint64_t mr__opaque[5];
 } mr_mutex_t;
 #define MR_MUTEX_INIT { { 0 } }
 MR_API void mr_mutex_init(mr_mutex_t *m);

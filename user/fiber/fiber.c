@@ -51,6 +51,10 @@ void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_
 
 enum { ACT_NONE, ACT_PARK, ACT_YIELD, ACT_EXIT };
 
+/* What mr_yield's direct transfer passes to the fiber it switches to: the
+ * arriving fiber then keeps its resumer's stack bounds (ASan) as set. */
+#define TRANSFER ((void *)1)
+
 #define ST_DONE ((uintptr_t)1)
 #define ST_DETACHED ((uintptr_t)2)
 #define ST_RELEASED ((uintptr_t)3)
@@ -71,10 +75,17 @@ static void switch_out(struct mr_fiber *f)
 	__sanitizer_start_switch_fiber(f->action == ACT_EXIT ? NULL : &f->asan_fake,
 				       f->asan_resumer_bottom, f->asan_resumer_size);
 #endif
-	mr__ctx_switch(&f->sp, f->resumer_sp, NULL);
+	/* The resumer learns which fiber came back: after a direct transfer
+	 * (mr_yield) it is not the one it resumed. */
+	void *how = mr__ctx_switch(&f->sp, f->resumer_sp, f);
 #ifdef MR_ASAN
-	__sanitizer_finish_switch_fiber(f->asan_fake, &f->asan_resumer_bottom,
-					&f->asan_resumer_size);
+	if (how == TRANSFER)
+		__sanitizer_finish_switch_fiber(f->asan_fake, NULL, NULL);
+	else
+		__sanitizer_finish_switch_fiber(f->asan_fake, &f->asan_resumer_bottom,
+						&f->asan_resumer_size);
+#else
+	(void)how;
 #endif
 }
 
@@ -156,12 +167,12 @@ static void resume(struct mr__worker *w, struct mr_fiber *f)
 	void *fake = NULL;
 	__sanitizer_start_switch_fiber(&fake, f->stack.base, f->stack.size);
 #endif
-	mr__ctx_switch(&f->resumer_sp, f->sp, f);
+	struct mr_fiber *out = mr__ctx_switch(&f->resumer_sp, f->sp, f);
 #ifdef MR_ASAN
 	__sanitizer_finish_switch_fiber(fake, NULL, NULL);
 #endif
 	mr__tls_fiber = prev;
-	after_switch(w, f);
+	after_switch(w, out);
 }
 
 static void fiber_exec(struct mr__job *job, struct mr__worker *w)
@@ -193,10 +204,25 @@ void mr__fiber_ready(struct mr_fiber *f)
 	mr__inject(f->rt, &f->hdr);
 }
 
-void mr__fiber_park(bool (*commit)(void *arg), void *arg)
+/*
+ * A fiber may only switch on its own stack. A signal handler that calls a
+ * blocking function runs on the alternate signal stack (our workers have
+ * one) and would save the handler's frame as the fiber's context.
+ */
+static void check_on_own_stack(struct mr_fiber *f, const char *call)
+{
+	uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
+	uintptr_t lo = (uintptr_t)f->stack.base;
+
+	if (unlikely(fp < lo || fp >= lo + f->stack.size))
+		mr__die(call, "called off the fiber's stack (from a signal handler?)");
+}
+
+void mr__fiber_park(bool (*commit)(void *arg), void *arg, const char *call)
 {
 	struct mr_fiber *f = mr__tls_fiber;
 
+	check_on_own_stack(f, call);
 	f->action = ACT_PARK;
 	f->commit = commit;
 	f->commit_arg = arg;
@@ -221,6 +247,47 @@ void mr_yield(void)
 
 	if (!f) {
 		sched_yield();
+		return;
+	}
+	check_on_own_stack(f, "mr_yield");
+	struct mr__worker *w = mr__self();
+	struct mr_fiber *next = w->yield_head;
+	if (next && mr__deque_private_len(&w->dq) == 0) {
+		/*
+		 * Nothing else to run here but yielded fibers: switch straight to
+		 * the first of them instead of through the worker's context.
+		 * next takes over our resumer; we join the yield queue at once,
+		 * which is safe because only this worker pops that queue and it
+		 * is busy running next until our registers are saved.
+		 */
+		w->yield_head = next->yield_next;
+		f->yield_next = NULL;
+		if (w->yield_head)
+			w->yield_tail->yield_next = f;
+		else
+			w->yield_head = f;
+		w->yield_tail = f;
+		next->resumer_sp = f->resumer_sp;
+		mr__tls_fiber = next;
+#ifdef MR_TSAN
+		next->tsan_resumer = f->tsan_resumer;
+		__tsan_switch_to_fiber(next->tsan_fiber, 0);
+#endif
+#ifdef MR_ASAN
+		next->asan_resumer_bottom = f->asan_resumer_bottom;
+		next->asan_resumer_size = f->asan_resumer_size;
+		__sanitizer_start_switch_fiber(&f->asan_fake, next->stack.base, next->stack.size);
+#endif
+		void *how = mr__ctx_switch(&f->sp, next->sp, TRANSFER);
+#ifdef MR_ASAN
+		if (how == TRANSFER)
+			__sanitizer_finish_switch_fiber(f->asan_fake, NULL, NULL);
+		else
+			__sanitizer_finish_switch_fiber(f->asan_fake, &f->asan_resumer_bottom,
+							&f->asan_resumer_size);
+#else
+		(void)how;
+#endif
 		return;
 	}
 	f->action = ACT_YIELD;
@@ -366,7 +433,7 @@ int mr_fiber_join(mr_fiber_t *handle)
 		atomic_init(&wt.state, MR__W_WAITING);
 		if (self) {
 			struct join_commit jc = { f, &wt };
-			mr__fiber_park(join_commit, &jc);
+			mr__fiber_park(join_commit, &jc, "mr_fiber_join");
 		} else {
 			uintptr_t expect = 0;
 			if (atomic_compare_exchange_strong_explicit(&f->state, &expect,

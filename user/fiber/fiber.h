@@ -65,7 +65,7 @@ static inline struct mr_fiber *mr__fiber_current(void)
  * true means parked (someone will call mr__fiber_ready() later), false
  * means resume at once. Returns once the fiber runs again.
  */
-void mr__fiber_park(bool (*commit)(void *arg), void *arg);
+void mr__fiber_park(bool (*commit)(void *arg), void *arg, const char *call);
 
 /* Make a parked fiber runnable: on the calling worker's deque when it is a
  * worker of the fiber's runtime, else through that runtime's injector. */
@@ -121,7 +121,8 @@ void mr__waitq_unlock(struct mr__waitq *q);
  * With q locked: append wt (for the calling context) and wait until woken or
  * the deadline (-1: none). Unlocks q. Returns MR__W_WOKEN or MR__W_TIMEDOUT.
  */
-int mr__waitq_wait(struct mr__waitq *q, struct mr__waiter *wt, int64_t deadline);
+int mr__waitq_wait(struct mr__waitq *q, struct mr__waiter *wt, int64_t deadline,
+		   const char *call);
 /* With q locked: take the oldest waiter off q (NULL if none). */
 struct mr__waiter *mr__waitq_take(struct mr__waitq *q);
 /* After mr__waitq_take, with or without q locked: wake it. */

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "fiber.h"
@@ -48,6 +49,19 @@ static size_t page_size(void)
 	return ps;
 }
 
+/*
+ * Is the page at addr unreadable? process_vm_readv on ourselves reports
+ * EFAULT instead of faulting. (qemu-user, for one, answers madvise with
+ * success and installs nothing.)
+ */
+static bool page_is_guarded(void *addr)
+{
+	char byte;
+	struct iovec local = { &byte, 1 }, remote = { addr, 1 };
+
+	return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) < 0 && errno == EFAULT;
+}
+
 /* Make [addr, addr+len) a guard. 0 or -errno. */
 static int guard(void *addr, size_t len)
 {
@@ -55,8 +69,14 @@ static int guard(void *addr, size_t len)
 
 	if (mode != 2) {
 		if (madvise(addr, len, MADV_GUARD_INSTALL) == 0) {
-			atomic_store_explicit(&guard_mode, 1, memory_order_relaxed);
-			return 0;
+			if (mode == 1)
+				return 0;
+			/* First guard: check that it guards. */
+			if (page_is_guarded(addr)) {
+				atomic_store_explicit(&guard_mode, 1, memory_order_relaxed);
+				return 0;
+			}
+			errno = EINVAL; /* accepted but not honoured: fall back */
 		}
 		if (errno != EINVAL)
 			return -errno;

@@ -17,13 +17,23 @@
 /* void *mr__ctx_switch(void **save_sp [rdi], void *to_sp [rsi], void *arg [rdx]) */
 mr__ctx_switch:
 	.cfi_startproc
+	/* CFI tracks the pushes so that unwinders see the right return
+	 * address on either side of the stack switch (the frames on both
+	 * stacks have the same layout). */
 	pushq	%rbp
+	.cfi_adjust_cfa_offset 8
 	pushq	%rbx
+	.cfi_adjust_cfa_offset 8
 	pushq	%r12
+	.cfi_adjust_cfa_offset 8
 	pushq	%r13
+	.cfi_adjust_cfa_offset 8
 	pushq	%r14
+	.cfi_adjust_cfa_offset 8
 	pushq	%r15
+	.cfi_adjust_cfa_offset 8
 	subq	$8, %rsp
+	.cfi_adjust_cfa_offset 8
 	stmxcsr	(%rsp)
 	fnstcw	4(%rsp)
 	movq	%rsp, (%rdi)
@@ -31,12 +41,19 @@ mr__ctx_switch:
 	ldmxcsr	(%rsp)
 	fldcw	4(%rsp)
 	addq	$8, %rsp
+	.cfi_adjust_cfa_offset -8
 	popq	%r15
+	.cfi_adjust_cfa_offset -8
 	popq	%r14
+	.cfi_adjust_cfa_offset -8
 	popq	%r13
+	.cfi_adjust_cfa_offset -8
 	popq	%r12
+	.cfi_adjust_cfa_offset -8
 	popq	%rbx
+	.cfi_adjust_cfa_offset -8
 	popq	%rbp
+	.cfi_adjust_cfa_offset -8
 	movq	%rdx, %rax	/* the resumed switch call returns arg */
 	movq	%rdx, %rdi	/* a fresh context's entry receives it */
 	ret

@@ -11,6 +11,7 @@
  * leave the queue; an unlock that finds the queue empty frees the word.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "sync.h"
@@ -25,6 +26,13 @@ static struct mr__mutex *M(mr_mutex_t *m)
 void mr_mutex_init(mr_mutex_t *m)
 {
 	memset(m, 0, sizeof(*m));
+}
+
+/* Who is calling: the running fiber, else the thread. */
+static uintptr_t me(void)
+{
+	struct mr_fiber *f = mr__fiber_current();
+	return f ? (uintptr_t)f : (uintptr_t)pthread_self();
 }
 
 static bool try_lock(struct mr__mutex *mx)
@@ -68,7 +76,7 @@ static int lock_slow(struct mr__mutex *mx, int64_t deadline)
 			return -ETIMEDOUT;
 		}
 		struct mr__waiter wt;
-		int r = mr__waitq_wait(&mx->q, &wt, deadline);
+		int r = mr__waitq_wait(&mx->q, &wt, deadline, "mr_mutex_lock");
 		if (r == MR__W_WOKEN) {
 			/* Handed over: we own it. acquire: pairs with the
 			 * unlocker's release fence below. */
@@ -81,21 +89,28 @@ static int lock_slow(struct mr__mutex *mx, int64_t deadline)
 
 void mr_mutex_lock(mr_mutex_t *m)
 {
-	if (likely(try_lock(M(m))))
-		return;
-	lock_slow(M(m), -1);
+	if (unlikely(!try_lock(M(m))))
+		lock_slow(M(m), -1);
+	M(m)->owner = me();
 }
 
 int mr_mutex_trylock(mr_mutex_t *m)
 {
-	return try_lock(M(m)) ? 0 : -EBUSY;
+	if (!try_lock(M(m)))
+		return -EBUSY;
+	M(m)->owner = me();
+	return 0;
 }
 
 int mr_mutex_lock_until(mr_mutex_t *m, int64_t deadline_ns)
 {
-	if (likely(try_lock(M(m))))
-		return 0;
-	return lock_slow(M(m), deadline_ns < 0 ? 0 : deadline_ns);
+	if (unlikely(!try_lock(M(m)))) {
+		int r = lock_slow(M(m), deadline_ns < 0 ? 0 : deadline_ns);
+		if (r < 0)
+			return r;
+	}
+	M(m)->owner = me();
+	return 0;
 }
 
 void mr_mutex_unlock(mr_mutex_t *m)
@@ -103,6 +118,10 @@ void mr_mutex_unlock(mr_mutex_t *m)
 	struct mr__mutex *mx = M(m);
 	uint32_t one = 1;
 
+	if (unlikely(mx->owner != me()))
+		mr__die("mr_mutex_unlock", "mutex %p is not held by the caller (%s %p)", (void *)m,
+			mr__fiber_current() ? "fiber" : "thread", (void *)me());
+	mx->owner = 0;
 	/* release: pairs with the acquire of the next locker. */
 	if (likely(atomic_compare_exchange_strong_explicit(&mx->state, &one, 0,
 							   memory_order_release,
@@ -153,7 +172,7 @@ int mr_cond_wait_until(mr_cond_t *c, mr_mutex_t *m, int64_t deadline_ns)
 	 * unlock finds us queued. Lock order: cond queue, then mutex queue. */
 	mr__waitq_lock(&cv->q);
 	mr_mutex_unlock(m);
-	int r = mr__waitq_wait(&cv->q, &wt, deadline_ns);
+	int r = mr__waitq_wait(&cv->q, &wt, deadline_ns, "mr_cond_wait");
 	mr_mutex_lock(m);
 	return r == MR__W_WOKEN ? 0 : -ETIMEDOUT;
 }

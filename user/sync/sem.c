@@ -56,7 +56,7 @@ int mr_sem_wait_until(mr_sem_t *s, int64_t deadline_ns)
 		mr__waitq_unlock(&sm->q);
 		return -ETIMEDOUT;
 	}
-	if (mr__waitq_wait(&sm->q, &wt, deadline_ns) == MR__W_WOKEN) {
+	if (mr__waitq_wait(&sm->q, &wt, deadline_ns, "mr_sem_wait") == MR__W_WOKEN) {
 		atomic_thread_fence(memory_order_acquire);
 		return 0;
 	}

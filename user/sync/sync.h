@@ -12,6 +12,7 @@
 struct mr__mutex {
 	_Atomic uint32_t state; /* 0 free, 1 locked, 2 locked and maybe waiters */
 	struct mr__waitq q;
+	uintptr_t owner; /* the holding fiber or thread (under the mutex) */
 };
 
 struct mr__cond {

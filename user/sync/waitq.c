@@ -119,7 +119,8 @@ static int futex_wait_until(_Atomic uint32_t *addr, uint32_t val, int64_t deadli
 	return -errno;
 }
 
-int mr__waitq_wait(struct mr__waitq *q, struct mr__waiter *wt, int64_t deadline)
+int mr__waitq_wait(struct mr__waitq *q, struct mr__waiter *wt, int64_t deadline,
+		   const char *call)
 {
 	struct mr_fiber *self = mr__fiber_current();
 
@@ -141,7 +142,7 @@ int mr__waitq_wait(struct mr__waitq *q, struct mr__waiter *wt, int64_t deadline)
 			wt->timer.fire = waiter_timeout;
 			mr__timer_add(w, &wt->timer);
 		}
-		mr__fiber_park(commit_unlock, q);
+		mr__fiber_park(commit_unlock, q, call);
 		int st = (int)atomic_load_explicit(&wt->state, memory_order_acquire);
 		if (deadline >= 0 && st == MR__W_WOKEN)
 			mr__timer_cancel(&wt->timer);
@@ -201,7 +202,7 @@ int mr_sleep_until(int64_t deadline)
 		wt.timer.deadline = deadline;
 		wt.timer.fire = sleep_fire;
 		mr__timer_add(mr__self(), &wt.timer);
-		mr__fiber_park(commit_true, NULL);
+		mr__fiber_park(commit_true, NULL, "mr_sleep_until");
 		return 0;
 	}
 	struct timespec ts = { deadline / 1000000000, deadline % 1000000000 };

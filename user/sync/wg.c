@@ -28,7 +28,8 @@ void mr__waitq_wake_all(struct mr__waitq *q)
 }
 
 /* Wait on q until cond(obj) holds (checked under q's lock). */
-static int wait_cond(struct mr__waitq *q, bool (*cond)(void *), void *obj, int64_t deadline)
+static int wait_cond(struct mr__waitq *q, bool (*cond)(void *), void *obj, int64_t deadline,
+		     const char *call)
 {
 	struct mr__waiter wt;
 
@@ -43,7 +44,7 @@ static int wait_cond(struct mr__waitq *q, bool (*cond)(void *), void *obj, int64
 		mr__waitq_unlock(q);
 		return -ETIMEDOUT;
 	}
-	return mr__waitq_wait(q, &wt, deadline) == MR__W_WOKEN ? 0 : -ETIMEDOUT;
+	return mr__waitq_wait(q, &wt, deadline, call) == MR__W_WOKEN ? 0 : -ETIMEDOUT;
 }
 
 /* ---- wait group -------------------------------------------------------------- */
@@ -83,7 +84,7 @@ static bool wg_zero(void *obj)
 
 int mr_wg_wait_until(mr_wg_t *wg, int64_t deadline_ns)
 {
-	return wait_cond(&G(wg)->q, wg_zero, G(wg), deadline_ns);
+	return wait_cond(&G(wg)->q, wg_zero, G(wg), deadline_ns, "mr_wg_wait");
 }
 
 void mr_wg_wait(mr_wg_t *wg)
@@ -122,7 +123,7 @@ static bool ev_set(void *obj)
 
 int mr_event_wait_until(mr_event_t *e, int64_t deadline_ns)
 {
-	return wait_cond(&E(e)->q, ev_set, E(e), deadline_ns);
+	return wait_cond(&E(e)->q, ev_set, E(e), deadline_ns, "mr_event_wait");
 }
 
 void mr_event_wait(mr_event_t *e)
