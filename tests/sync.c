@@ -512,6 +512,38 @@ TEST(deadlines_time_out_from_fibers_and_threads)
 	EXPECT_EQ(mr_sem_init(NULL, 0), -EINVAL);
 }
 
+TEST(null_arguments_einval)
+{
+	mr_mutex_t m = MR_MUTEX_INIT;
+	int64_t later = mr_now_ns() + 1000000;
+
+	EXPECT_EQ(mr_mutex_trylock(NULL), -EINVAL);
+	EXPECT_EQ(mr_mutex_lock_until(NULL, later), -EINVAL);
+	EXPECT_EQ(mr_cond_wait_until(NULL, &m, later), -EINVAL);
+	EXPECT_EQ(mr_sem_trywait(NULL), -EINVAL);
+	EXPECT_EQ(mr_sem_wait_until(NULL, later), -EINVAL);
+	EXPECT_EQ(mr_wg_wait_until(NULL, later), -EINVAL);
+	EXPECT_EQ(mr_event_wait_until(NULL, later), -EINVAL);
+	/* The mutex was not touched. */
+	EXPECT_EQ(mr_mutex_trylock(&m), 0);
+	mr_mutex_unlock(&m);
+}
+
+static void null_mutex_child(void *arg)
+{
+	(void)arg;
+	mr_mutex_lock(NULL);
+	_exit(0);
+}
+
+TEST(null_object_in_void_call_aborts)
+{
+	char buf[2048];
+	int st = mr_test_run_child(null_mutex_child, NULL, buf, sizeof(buf));
+	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	ASSERT_STR_CONTAINS(buf, "mr_mutex_lock");
+}
+
 /* Many waiters on one event, fibers and threads, all released by one set. */
 static void ev_wait(void *arg)
 {

@@ -6,7 +6,8 @@
  * Objects are plain structs (initialise with *_init or the static
  * initialiser); they must not be moved or copied while in use. Deadlines are
  * CLOCK_MONOTONIC nanoseconds (mr_now_ns() + timeout); the _until variants
- * return -ETIMEDOUT when the deadline passes first.
+ * return -ETIMEDOUT when the deadline passes first. Functions returning int
+ * give -EINVAL for a NULL object; the void ones abort naming the call.
  */
 #ifndef MOIRAI_SYNC_H
 #define MOIRAI_SYNC_H

@@ -89,6 +89,8 @@ static int lock_slow(struct mr__mutex *mx, int64_t deadline)
 
 void mr_mutex_lock(mr_mutex_t *m)
 {
+	if (unlikely(!m))
+		mr__die("mr_mutex_lock", "NULL mutex");
 	if (unlikely(!try_lock(M(m))))
 		lock_slow(M(m), -1);
 	M(m)->owner = me();
@@ -96,6 +98,8 @@ void mr_mutex_lock(mr_mutex_t *m)
 
 int mr_mutex_trylock(mr_mutex_t *m)
 {
+	if (!m)
+		return -EINVAL;
 	if (!try_lock(M(m)))
 		return -EBUSY;
 	M(m)->owner = me();
@@ -104,6 +108,8 @@ int mr_mutex_trylock(mr_mutex_t *m)
 
 int mr_mutex_lock_until(mr_mutex_t *m, int64_t deadline_ns)
 {
+	if (!m)
+		return -EINVAL;
 	if (unlikely(!try_lock(M(m)))) {
 		int r = lock_slow(M(m), deadline_ns < 0 ? 0 : deadline_ns);
 		if (r < 0)
@@ -118,6 +124,8 @@ void mr_mutex_unlock(mr_mutex_t *m)
 	struct mr__mutex *mx = M(m);
 	uint32_t one = 1;
 
+	if (unlikely(!m))
+		mr__die("mr_mutex_unlock", "NULL mutex");
 	if (unlikely(mx->owner != me()))
 		mr__die("mr_mutex_unlock", "mutex %p is not held by the caller (%s %p)", (void *)m,
 			mr__fiber_current() ? "fiber" : "thread", (void *)me());
@@ -168,6 +176,8 @@ int mr_cond_wait_until(mr_cond_t *c, mr_mutex_t *m, int64_t deadline_ns)
 	struct mr__cond *cv = C(c);
 	struct mr__waiter wt;
 
+	if (!c || !m)
+		return -EINVAL;
 	/* Queue first, then release the mutex: a signal sent after our
 	 * unlock finds us queued. Lock order: cond queue, then mutex queue. */
 	mr__waitq_lock(&cv->q);
@@ -179,7 +189,8 @@ int mr_cond_wait_until(mr_cond_t *c, mr_mutex_t *m, int64_t deadline_ns)
 
 void mr_cond_wait(mr_cond_t *c, mr_mutex_t *m)
 {
-	mr_cond_wait_until(c, m, -1);
+	if (mr_cond_wait_until(c, m, -1) == -EINVAL)
+		mr__die("mr_cond_wait", "NULL condition variable or mutex");
 }
 
 void mr_cond_signal(mr_cond_t *c)

@@ -36,6 +36,8 @@ static bool take_unit(struct mr__sem *sm)
 
 int mr_sem_trywait(mr_sem_t *s)
 {
+	if (!s)
+		return -EINVAL;
 	return take_unit(S(s)) ? 0 : -EAGAIN;
 }
 
@@ -44,6 +46,8 @@ int mr_sem_wait_until(mr_sem_t *s, int64_t deadline_ns)
 	struct mr__sem *sm = S(s);
 	struct mr__waiter wt;
 
+	if (!s)
+		return -EINVAL;
 	if (take_unit(sm))
 		return 0;
 	mr__waitq_lock(&sm->q);
@@ -65,7 +69,8 @@ int mr_sem_wait_until(mr_sem_t *s, int64_t deadline_ns)
 
 void mr_sem_wait(mr_sem_t *s)
 {
-	mr_sem_wait_until(s, -1);
+	if (mr_sem_wait_until(s, -1) == -EINVAL)
+		mr__die("mr_sem_wait", "NULL semaphore");
 }
 
 void mr_sem_post(mr_sem_t *s)

@@ -84,12 +84,15 @@ static bool wg_zero(void *obj)
 
 int mr_wg_wait_until(mr_wg_t *wg, int64_t deadline_ns)
 {
+	if (!wg)
+		return -EINVAL;
 	return wait_cond(&G(wg)->q, wg_zero, G(wg), deadline_ns, "mr_wg_wait");
 }
 
 void mr_wg_wait(mr_wg_t *wg)
 {
-	mr_wg_wait_until(wg, -1);
+	if (mr_wg_wait_until(wg, -1) == -EINVAL)
+		mr__die("mr_wg_wait", "NULL wait group");
 }
 
 /* ---- event --------------------------------------------------------------------- */
@@ -123,10 +126,13 @@ static bool ev_set(void *obj)
 
 int mr_event_wait_until(mr_event_t *e, int64_t deadline_ns)
 {
+	if (!e)
+		return -EINVAL;
 	return wait_cond(&E(e)->q, ev_set, E(e), deadline_ns, "mr_event_wait");
 }
 
 void mr_event_wait(mr_event_t *e)
 {
-	mr_event_wait_until(e, -1);
+	if (mr_event_wait_until(e, -1) == -EINVAL)
+		mr__die("mr_event_wait", "NULL event");
 }
