@@ -20,7 +20,7 @@
 #                in batches of 1000, at 1 and 2 workers; Go: go f() + wg.Wait()
 #   parked       1,000,000 fibers parked on one wait group: resident bytes
 #                per fiber (one process per repetition: the median of REPS)
-#   mutex        4 and 8 fibers on 2 workers incrementing a counter under
+#   mutex        2, 4 and 8 fibers on 2 workers incrementing a counter under
 #                mr_mutex_t; pthread_mutex_t threads; sync.Mutex goroutines
 # Each program runs its benchmark once to warm up and REPS timed times and
 # reports the median. The targets are printed, not asserted.
@@ -54,6 +54,16 @@ LIB=$BUILD/libmoirai.a
 [ -f "$LIB" ] || die "'$1/libmoirai.a' is missing: build the library first (make lib)"
 OUT=$BUILD/bench/fiber
 mkdir -p "$OUT"
+
+# Two runs in one build directory would mix their result files (and skew
+# each other's timings): the second waits for the first.
+if command -v flock >/dev/null 2>&1; then
+	exec 9>"$OUT/.lock"
+	if ! flock -n 9; then
+		echo "fiber/run.sh: another run is using $1/bench/fiber: waiting for it" >&2
+		flock 9
+	fi
+fi
 
 CC=${BENCH_CC:-gcc}
 CXX=${BENCH_CXX:-g++}
@@ -180,7 +190,7 @@ for r in $(seq "$REPS"); do
 	bench bench_fiber_go parked 2 1 "$PARKED_N" "$PARKED_N"
 done
 # mutex: WORKERS contenders share one lock; SIZE increments in all
-for n in 4 8; do
+for n in 2 4 8; do
 	mbench mutex "$n" "$REPS" "$MUTEX_N" "$MUTEX_N"
 	bench bench_fiber_threads mutex "$n" "$REPS" "$MUTEX_N" "$MUTEX_N"
 	bench bench_fiber_go mutex "$n" "$REPS" "$MUTEX_N" "$MUTEX_N"
@@ -231,7 +241,7 @@ END {
 	if (!have) o = o "\n**libmoirai.a had no fiber API (mr_go) when this ran: the Moirai fiber rows read n/a.**\n"
 
 	o = o "\n## Context switch ping-pong\n\n"
-	o = o "Two contexts hand control to each other; ns per one-way switch. Raw switches run on one thread with a 64 KiB stack. "
+	o = o "Two contexts hand control to each other; ns per one-way switch. Raw switches run on one thread with a 64 KiB stack, and each returns to the call site of the other side (as a worker and its fibers do). "
 	o = o "Boost.Context is `boost::context::detail::jump_fcontext`/`make_fcontext` (the layer under callcc and Boost.Fiber). "
 	o = o "Futex hand-offs are raw FUTEX_WAIT/FUTEX_WAKE without spinning. The yield rows go through the scheduler: two fibers on one worker each call `mr_yield()` (Go: `runtime.Gosched()`, GOMAXPROCS=1).\n\n"
 	o = o "| implementation | ns per switch | vs Moirai raw |\n|---|---:|---:|\n"
@@ -283,11 +293,14 @@ END {
 	o = o "\n## Mutex hand-off\n\n"
 	o = o "N contenders each add 1 to a shared counter under one lock, " mutexn " increments in all (checked exact); ns per lock/unlock pair, from starting the contenders to joining them. "
 	o = o "Moirai: N fibers on a 2-worker runtime with `mr_mutex_t`; pthreads: N threads with a default `pthread_mutex_t`; Go: N goroutines with `sync.Mutex`, GOMAXPROCS=2.\n\n"
-	o = o "| implementation | 4 contenders | 8 contenders |\n|---|---:|---:|\n"
+	o = o "| implementation | 2 contenders | 4 contenders | 8 contenders |\n|---|---:|---:|---:|\n"
 	split("moirai threads go", im, " ")
 	for (j = 1; j <= 3; j++)
-		o = o "| " (im[j] == "moirai" ? "**Moirai** `mr_mutex_t` (fibers)" : im[j] == "threads" ? "`pthread_mutex_t` (threads)" : "Go `sync.Mutex` (goroutines)") " | " fmt(ns("mutex", im[j], 4)) " | " fmt(ns("mutex", im[j], 8)) " |\n"
-	o = o "| Moirai / pthread (time) | " ratio(ns("mutex", "moirai", 4), ns("mutex", "threads", 4)) " | " ratio(ns("mutex", "moirai", 8), ns("mutex", "threads", 8)) " |\n"
+		o = o "| " (im[j] == "moirai" ? "**Moirai** `mr_mutex_t` (fibers)" : im[j] == "threads" ? "`pthread_mutex_t` (threads)" : "Go `sync.Mutex` (goroutines)") " | " fmt(ns("mutex", im[j], 2)) " | " fmt(ns("mutex", im[j], 4)) " | " fmt(ns("mutex", im[j], 8)) " |\n"
+	o = o "| Moirai / pthread (time) |"
+	for (j = 2; j <= 8; j *= 2)
+		o = o " " ratio(ns("mutex", "moirai", j), ns("mutex", "threads", j)) " |"
+	o = o "\n"
 	o = o "\nRatios are time over time: below 1.00 the first is faster.\n"
 	printf "%s", o > out
 	close(out)
