@@ -111,7 +111,8 @@ struct mr__waiter {
 	struct mr__waitq *q;
 	struct mr_fiber *fiber;	    /* the parked fiber, or NULL: a thread (or job) on a futex */
 	_Atomic uint32_t state;	    /* MR__W_*; the futex word of a thread */
-	uintptr_t data;		    /* for the object's use (e.g. semaphore units) */
+	uintptr_t data;		    /* for the object's use (e.g. mutex handoff) */
+	bool front;		    /* queue at the head (a waiter that waited before) */
 	struct mr__timer timer;
 };
 

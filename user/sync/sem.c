@@ -44,7 +44,7 @@ int mr_sem_trywait(mr_sem_t *s)
 int mr_sem_wait_until(mr_sem_t *s, int64_t deadline_ns)
 {
 	struct mr__sem *sm = S(s);
-	struct mr__waiter wt;
+	struct mr__waiter wt = { .front = false };
 
 	if (!s)
 		return -EINVAL;

@@ -126,14 +126,24 @@ int mr__waitq_wait(struct mr__waitq *q, struct mr__waiter *wt, int64_t deadline,
 
 	wt->q = q;
 	wt->fiber = self;
-	wt->next = NULL;
-	wt->prev = q->tail;
 	atomic_store_explicit(&wt->state, MR__W_WAITING, memory_order_relaxed);
-	if (q->tail)
-		q->tail->next = wt;
-	else
+	if (wt->front) {
+		wt->prev = NULL;
+		wt->next = q->head;
+		if (q->head)
+			q->head->prev = wt;
+		else
+			q->tail = wt;
 		q->head = wt;
-	q->tail = wt;
+	} else {
+		wt->next = NULL;
+		wt->prev = q->tail;
+		if (q->tail)
+			q->tail->next = wt;
+		else
+			q->head = wt;
+		q->tail = wt;
+	}
 
 	if (self) {
 		struct mr__worker *w = mr__self();

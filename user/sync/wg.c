@@ -31,7 +31,7 @@ void mr__waitq_wake_all(struct mr__waitq *q)
 static int wait_cond(struct mr__waitq *q, bool (*cond)(void *), void *obj, int64_t deadline,
 		     const char *call)
 {
-	struct mr__waiter wt;
+	struct mr__waiter wt = { .front = false };
 
 	if (cond(obj))
 		return 0;
