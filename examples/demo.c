@@ -1,10 +1,14 @@
 /*
  * demo.c - what Moirai does so far, timed against plain sequential C:
- * recursive fork-join (fib), a task group of many small tasks, and parallel
- * loops (a balanced and an unbalanced one). Run it with `make demo`;
- * MOIRAI_WORKERS sets the number of workers.
+ * recursive fork-join (fib), a task group of many small tasks, parallel
+ * loops (a balanced and an unbalanced one); then fibers: many sleeping at
+ * once, and a ping-pong through semaphores against two POSIX threads doing
+ * the same. Run it with `make demo`; MOIRAI_WORKERS sets the number of
+ * workers.
  */
 #include <math.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -120,6 +124,71 @@ static void fib_root(void *p)
 	fib_par(p);
 }
 
+/* ---- fibers ------------------------------------------------------------ */
+
+struct nap {
+	int n;
+	int64_t ms;
+	mr_wg_t done;
+};
+
+static void nap_one(void *p)
+{
+	struct nap *np = p;
+	mr_sleep_ns((uint64_t)np->ms * 1000000);
+	mr_wg_done(&np->done);
+}
+
+static void naps(void *p)
+{
+	struct nap *np = p;
+	mr_wg_add(&np->done, np->n);
+	for (int i = 0; i < np->n; i++)
+		mr_fiber_detach(mr_go(nap_one, np));
+	mr_wg_wait(&np->done);
+}
+
+struct pp {
+	long n;
+	mr_sem_t a, b;
+	sem_t pa, pb;
+};
+
+static void pp_ping(void *p)
+{
+	struct pp *q = p;
+	for (long i = 0; i < q->n; i++) {
+		mr_sem_post(&q->b);
+		mr_sem_wait(&q->a);
+	}
+}
+
+static void pp_pong(void *p)
+{
+	struct pp *q = p;
+	for (long i = 0; i < q->n; i++) {
+		mr_sem_wait(&q->b);
+		mr_sem_post(&q->a);
+	}
+}
+
+static void pp_fibers(void *p)
+{
+	mr_fiber_t *a = mr_go(pp_ping, p), *b = mr_go(pp_pong, p);
+	mr_fiber_join(a);
+	mr_fiber_join(b);
+}
+
+static void *pp_thread_pong(void *p)
+{
+	struct pp *q = p;
+	for (long i = 0; i < q->n; i++) {
+		sem_wait(&q->pb);
+		sem_post(&q->pa);
+	}
+	return NULL;
+}
+
 int main(void)
 {
 	mr_runtime_t *rt = mr_runtime_default();
@@ -188,6 +257,37 @@ int main(void)
 	       seq / par, same ? "" : "WRONG");
 	free(a);
 	free(b);
-	printf("\nfull side-by-side benchmarks against OpenMP, oneTBB and rayon: make bench\n");
+
+	/* fibers: 100,000 sleep 100 ms at once */
+	struct nap np = { .n = 100000, .ms = 100 };
+	mr_wg_init(&np.done);
+	t0 = now_ms();
+	mr_run(rt, naps, &np);
+	par = now_ms() - t0;
+	printf("%-34s %8.0f s %10.1fms %8.0fx\n", "100k fibers each sleep 100 ms",
+	       np.n * np.ms / 1e3, par, np.n * np.ms / par);
+
+	/* fibers: ping-pong through semaphores vs two threads */
+	struct pp q = { .n = 200000 };
+	mr_sem_init(&q.a, 0);
+	mr_sem_init(&q.b, 0);
+	sem_init(&q.pa, 0, 0);
+	sem_init(&q.pb, 0, 0);
+	pthread_t th;
+	t0 = now_ms();
+	pthread_create(&th, NULL, pp_thread_pong, &q);
+	for (long i = 0; i < q.n; i++) {
+		sem_post(&q.pb);
+		sem_wait(&q.pa);
+	}
+	pthread_join(th, NULL);
+	seq = now_ms() - t0;
+	t0 = now_ms();
+	mr_run(rt, pp_fibers, &q);
+	par = now_ms() - t0;
+	printf("%-34s %8.0fns %10.0fns %8.1fx   (per round trip; threads: POSIX sem_t)\n",
+	       "ping-pong: 2 threads vs 2 fibers", seq * 1e6 / q.n, par * 1e6 / q.n, seq / par);
+
+	printf("\nfull side-by-side benchmarks (OpenMP, oneTBB, rayon, Boost.Context, Go): make bench\n");
 	return 0;
 }
