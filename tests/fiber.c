@@ -174,6 +174,26 @@ TEST(mr_run_from_own_worker_edeadlk)
 	ASSERT_EQ(mr_runtime_destroy(rt), 0);
 }
 
+/* A job (not a fiber) on the only worker starts fibers and joins them. */
+static void job_joins(void *arg)
+{
+	struct spawn_many *s = arg;
+	s->n = 100;
+	spawn_many_main(s);
+}
+
+TEST(join_from_a_job_on_a_one_worker_runtime)
+{
+	mr_runtime_t *rt = make_rt(1);
+	struct spawn_many s = { 0 };
+
+	ASSERT_NONNULL(rt);
+	ASSERT_EQ(mr_runtime_install(rt, job_joins, &s), 0);
+	EXPECT_EQ(ld(&s.count), 100);
+	EXPECT_EQ(s.join_errors, 0);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
 /* ---- yield --------------------------------------------------------------- */
 
 struct yielder {

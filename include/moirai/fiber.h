@@ -48,7 +48,8 @@ MR_API mr_fiber_t *mr_go(void (*fn)(void *), void *arg);
 MR_API mr_fiber_t *mr_go_opts(void (*fn)(void *), void *arg, const struct mr_fiber_opts *opts);
 
 /*
- * Wait until f has returned, then release it. Fiber or thread. Returns 0, or
+ * Wait until f has returned, then release it. Fiber or thread; a job on a
+ * worker runs other work while it waits (as mr_join does). Returns 0, or
  * -EINVAL for NULL or f == the calling fiber (-EDEADLK). Joining a fiber
  * twice or joining a detached fiber aborts with a message.
  */

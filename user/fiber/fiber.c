@@ -408,6 +408,13 @@ static bool join_commit(void *arg)
 						       memory_order_acquire);
 }
 
+static bool waiter_done(void *arg)
+{
+	struct mr__waiter *wt = arg;
+	/* acquire: pairs with the seq_cst store in mr__waiter_wake(). */
+	return atomic_load_explicit(&wt->state, memory_order_acquire) != MR__W_WAITING;
+}
+
 int mr_fiber_join(mr_fiber_t *handle)
 {
 	if (!handle)
@@ -431,9 +438,20 @@ int mr_fiber_join(mr_fiber_t *handle)
 		memset(&wt, 0, sizeof(wt));
 		wt.fiber = self;
 		atomic_init(&wt.state, MR__W_WAITING);
+		struct mr__worker *w = mr__self();
 		if (self) {
 			struct join_commit jc = { f, &wt };
 			mr__fiber_park(join_commit, &jc, "mr_fiber_join");
+		} else if (w) {
+			/* A job on a worker: run other work (the fiber itself, on a
+			 * one-worker runtime) until it is done, as mr_join does. */
+			uintptr_t expect = 0;
+			wt.helper = w;
+			if (atomic_compare_exchange_strong_explicit(&f->state, &expect,
+								    (uintptr_t)&wt,
+								    memory_order_acq_rel,
+								    memory_order_acquire))
+				mr__work_until(w, waiter_done, &wt);
 		} else {
 			uintptr_t expect = 0;
 			if (atomic_compare_exchange_strong_explicit(&f->state, &expect,

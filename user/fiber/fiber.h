@@ -110,6 +110,7 @@ struct mr__waiter {
 	struct mr__waiter *next, *prev;
 	struct mr__waitq *q;
 	struct mr_fiber *fiber;	    /* the parked fiber, or NULL: a thread (or job) on a futex */
+	struct mr__worker *helper;  /* mr_fiber_join from a job: its worker runs other work */
 	_Atomic uint32_t state;	    /* MR__W_*; the futex word of a thread */
 	uintptr_t data;		    /* for the object's use (e.g. mutex handoff) */
 	bool front;		    /* queue at the head (a waiter that waited before) */

@@ -74,12 +74,16 @@ struct mr__waiter *mr__waitq_take(struct mr__waitq *q)
 void mr__waiter_wake(struct mr__waiter *wt)
 {
 	struct mr_fiber *f = wt->fiber;
+	struct mr__worker *helper = wt->helper;
 
 	/* seq_cst store: pairs with the waiting thread's load (it may return
-	 * and free wt right after; only its address is used below). */
+	 * and free wt right after; only its address is used below), and with
+	 * a helping worker's fence before it sleeps (mr__work_until). */
 	atomic_store_explicit(&wt->state, MR__W_WOKEN, memory_order_seq_cst);
 	if (f)
 		mr__fiber_ready(f);
+	else if (helper)
+		mr__wake_worker(helper, MR__TOK_LATCH);
 	else
 		mr__futex_wake(&wt->state, 1);
 }
