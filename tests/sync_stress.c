@@ -1106,7 +1106,6 @@ TEST_TIMEOUT(join_and_detach_race_exit, 60)
 	struct jr s;
 	int nf = 16, nt = 2;
 
-	SKIP_IF_JOIN_TLS_BUG();
 	mr_runtime_t *rt = make_rt(3);
 
 	ASSERT_NONNULL(rt);
@@ -1480,7 +1479,6 @@ TEST_TIMEOUT(runtimes_join_each_others_fibers, 60)
 	mr_fiber_t *fs[2 * XR_RT];
 	pthread_t th[2];
 
-	SKIP_IF_JOIN_TLS_BUG();
 	memset(&x, 0, sizeof(x));
 	mr_mutex_init(&x.m);
 	x.depth = 4;

@@ -89,6 +89,22 @@ static void switch_out(struct mr_fiber *f)
 #endif
 }
 
+/*
+ * The calling thread's worker, read afresh. After a park the fiber may run on
+ * another thread, but the compiler takes the thread pointer for a constant
+ * within a function: aarch64 keeps tpidr_el0 read before the switch in a
+ * callee-saved register and reads the TLS of the thread the fiber left.
+ * Out of line, and opaque (the asm) so that it is never merged with an
+ * earlier read.
+ */
+static __attribute__((noinline)) struct mr__worker *self_after_switch(void)
+{
+	struct mr__worker *w = mr__self();
+
+	__asm__ volatile("" : "+r"(w));
+	return w;
+}
+
 static void release(struct mr__worker *w, struct mr_fiber *f)
 {
 	struct mr__stack st = f->stack;
@@ -155,10 +171,12 @@ static void ensure_altstack(struct mr__worker *w)
 static void resume(struct mr__worker *w, struct mr_fiber *f)
 {
 	struct mr_fiber *prev = mr__tls_fiber;
+	unsigned pinned = w->pinned;
 
 	if (unlikely(!w->altstack))
 		ensure_altstack(w);
 	mr__tls_fiber = f;
+	w->pinned = 0; /* the fiber's own count (see sched.h) */
 #ifdef MR_TSAN
 	f->tsan_resumer = __tsan_get_current_fiber();
 	__tsan_switch_to_fiber(f->tsan_fiber, 0);
@@ -172,6 +190,7 @@ static void resume(struct mr__worker *w, struct mr_fiber *f)
 	__sanitizer_finish_switch_fiber(fake, NULL, NULL);
 #endif
 	mr__tls_fiber = prev;
+	w->pinned = pinned;
 	after_switch(w, out);
 }
 
@@ -243,7 +262,7 @@ struct mr__job *mr__yield_pop(struct mr__worker *w)
 
 void mr_yield(void)
 {
-	struct mr_fiber *f = mr__tls_fiber;
+	struct mr_fiber *f = mr__fiber_parkable();
 
 	if (!f) {
 		sched_yield();
@@ -252,7 +271,15 @@ void mr_yield(void)
 	check_on_own_stack(f, "mr_yield");
 	struct mr__worker *w = mr__self();
 	struct mr_fiber *next = w->yield_head;
-	if (next && mr__deque_private_len(&w->dq) == 0) {
+	/*
+	 * Only when the worker loop would find nothing else: no job in the
+	 * deque (private or shared: with one worker nobody steals), no pending
+	 * timer (due ones fire in the loop) and nothing injected. Fibers that
+	 * yield to each other here would starve all of those.
+	 */
+	if (next && mr__deque_private_len(&w->dq) == 0 && !mr__deque_stealable(&w->dq) &&
+	    atomic_load_explicit(&w->tnext, memory_order_relaxed) < 0 &&
+	    atomic_load_explicit(&w->rt->inj_len, memory_order_relaxed) == 0) {
 		/*
 		 * Nothing else to run here but yielded fibers: switch straight to
 		 * the first of them instead of through the worker's context.
@@ -420,9 +447,9 @@ int mr_fiber_join(mr_fiber_t *handle)
 	if (!handle)
 		return -EINVAL;
 	struct mr_fiber *f = check_fiber(handle, "mr_fiber_join");
-	struct mr_fiber *self = mr__tls_fiber;
+	struct mr_fiber *self = mr__fiber_parkable();
 
-	if (f == self)
+	if (f == mr__tls_fiber)
 		return -EDEADLK;
 	uintptr_t s = atomic_load_explicit(&f->state, memory_order_acquire);
 	if (s == ST_DETACHED)
@@ -469,7 +496,7 @@ int mr_fiber_join(mr_fiber_t *handle)
 			mr__die("mr_fiber_join", "fiber %p: joined concurrently or detached",
 				(void *)f);
 	}
-	release(mr__self(), f);
+	release(self_after_switch(), f);
 	return 0;
 }
 

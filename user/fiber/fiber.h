@@ -60,6 +60,15 @@ static inline struct mr_fiber *mr__fiber_current(void)
 	return mr__tls_fiber;
 }
 
+/* The running fiber if it may park now; NULL for a thread, a job, or a
+ * fiber inside the parallel API (mr__worker.pinned): block the thread. */
+static inline struct mr_fiber *mr__fiber_parkable(void)
+{
+	struct mr_fiber *f = mr__tls_fiber;
+
+	return f && !mr__self()->pinned ? f : NULL;
+}
+
 /*
  * Park the calling fiber. After the switch the resumer calls commit(arg):
  * true means parked (someone will call mr__fiber_ready() later), false
@@ -119,6 +128,8 @@ struct mr__waiter {
 
 void mr__waitq_lock(struct mr__waitq *q);
 void mr__waitq_unlock(struct mr__waitq *q);
+/* Wait until q is not locked (an unlock in progress has finished). */
+void mr__waitq_wait_unlocked(struct mr__waitq *q);
 /*
  * With q locked: append wt (for the calling context) and wait until woken or
  * the deadline (-1: none). Unlocks q. Returns MR__W_WOKEN or MR__W_TIMEDOUT.

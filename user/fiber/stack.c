@@ -43,10 +43,15 @@ static _Atomic int guard_mode; /* 0 unknown, 1 madvise guards, 2 mprotect */
 
 static size_t page_size(void)
 {
-	static size_t ps;
-	if (!ps)
-		ps = (size_t)sysconf(_SC_PAGESIZE);
-	return ps;
+	/* relaxed: every thread that races to fill it stores the same value. */
+	static _Atomic size_t ps;
+	size_t v = atomic_load_explicit(&ps, memory_order_relaxed);
+
+	if (!v) {
+		v = (size_t)sysconf(_SC_PAGESIZE);
+		atomic_store_explicit(&ps, v, memory_order_relaxed);
+	}
+	return v;
 }
 
 /*

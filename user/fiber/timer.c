@@ -10,6 +10,11 @@
  * that is what lets a cancel wait out a fire in progress before the timer's
  * memory (in the waiter's frame) goes away.
  *
+ * Other workers fire the timers of a worker whose thread is blocked (a job
+ * waiting on a sync object, mr__worker_block). So a timer is added only once
+ * its fiber may be readied: after the switch (sleep adds it in its commit),
+ * or under the wait queue lock that its fire must take (waitq.c).
+ *
  * The owner looks at its heap whenever it runs out of local work, and sleeps
  * no longer than its nearest deadline (see park() in runtime.c). A timer
  * fires late when its worker is busy in a long job; never early.

@@ -214,12 +214,14 @@ int mr_group_wait(mr_group_t *gp)
 	if (w) {
 		/* Run the group's own tasks (top of our deque) before queuing:
 		 * most waits end here without touching the lock. */
+		w->pinned++; /* the tasks we run must not park a fiber we run on */
 		while (atomic_load_explicit(&g->state, memory_order_acquire) & COUNT_MASK) {
 			struct mr__job *job = mr__pop_sharing(w);
 			if (!job)
 				break;
 			job->exec(job, w);
 		}
+		w->pinned--;
 	}
 	if (!enqueue_waiter(g, &node))
 		return 0;

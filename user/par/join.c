@@ -100,7 +100,9 @@ __attribute__((noinline)) static void join_pop_slow(struct mr__worker *w, struct
 		}
 		if (!job)
 			break; /* everything below head was stolen, b included */
+		w->pinned++; /* b is still out */
 		job->exec(job, w);
+		w->pinned--;
 	}
 	join_wait(w, j);
 }
@@ -135,7 +137,9 @@ __attribute__((noinline)) static void join_push_slow(struct mr__worker *w, void 
 		j->fn(j->arg);
 		return;
 	}
+	w->pinned++; /* while b is in the deque: see sched.h */
 	a(a_arg);
+	mr__self()->pinned--;
 	join_finish(j);
 }
 
@@ -157,6 +161,9 @@ void mr_join(void (*a)(void *), void *a_arg, void (*b)(void *), void *b_arg)
 		join_push_slow(w, a, a_arg, &jb);
 		return;
 	}
+	w->pinned++; /* while b is in the deque: see sched.h */
 	a(a_arg);
+	/* Same worker: a pinned fiber does not move. */
+	mr__self()->pinned--;
 	join_finish(&jb);
 }

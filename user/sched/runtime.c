@@ -226,6 +226,56 @@ static struct mr__job *inj_pop(struct mr_runtime *rt)
 	return job;
 }
 
+/* ---- blocked workers ---------------------------------------------------- */
+
+void mr__worker_block(struct mr__worker *w)
+{
+	struct mr_runtime *rt = w->rt;
+	struct mr__job *job;
+	bool shared = false;
+
+	while ((job = mr__yield_pop(w)))
+		mr__inject(rt, job);
+	/* Each publish shares half of the private part. */
+	while (mr__deque_private_len(&w->dq) > 0 && mr__deque_publish(&w->dq) == MR__PUSH_PUBLIC)
+		shared = true;
+	/* seq_cst: pairs with park()'s fence before it reads nblocked to set
+	 * its timeout (or our notify below sees it idle and wakes it). */
+	atomic_store_explicit(&w->blocked, 1, memory_order_seq_cst);
+	atomic_fetch_add_explicit(&rt->nblocked, 1, memory_order_seq_cst);
+	if (shared || atomic_load_explicit(&w->tnext, memory_order_relaxed) >= 0)
+		mr__notify(rt);
+}
+
+void mr__worker_unblock(struct mr__worker *w)
+{
+	atomic_fetch_sub_explicit(&w->rt->nblocked, 1, memory_order_relaxed);
+	atomic_store_explicit(&w->blocked, 0, memory_order_relaxed);
+}
+
+/*
+ * Fire the due timers of blocked workers (their fibers become ready on w);
+ * returns the nearest deadline among them, or -1. Safe from any thread:
+ * timers are added only once their fiber may be readied (see timer.c).
+ */
+static int64_t blocked_timers(struct mr__worker *w)
+{
+	struct mr_runtime *rt = w->rt;
+	int64_t next = -1;
+
+	if (!atomic_load_explicit(&rt->nblocked, memory_order_seq_cst))
+		return -1;
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		struct mr__worker *v = rt->workers[i];
+		if (v == w || !atomic_load_explicit(&v->blocked, memory_order_relaxed))
+			continue;
+		int64_t t = mr__timers_run(v);
+		if (t >= 0 && (next < 0 || t < next))
+			next = t;
+	}
+	return next;
+}
+
 /* ---- the worker loop --------------------------------------------------- */
 
 /* One pass over the injector and every other worker's deque, random start. */
@@ -235,8 +285,13 @@ static struct mr__job *steal_pass(struct mr__worker *w)
 	unsigned n = rt->nworkers;
 	struct mr__job *job = inj_pop(rt);
 
-	if (job || n == 1)
+	if (job)
 		return job;
+	blocked_timers(w);
+	if ((job = mr__deque_pop(&w->dq)))
+		return job;
+	if (n == 1)
+		return NULL;
 	unsigned start = (unsigned)(mr__rand(&w->rng) % n);
 	for (unsigned k = 0; k < n; k++) {
 		unsigned v = start + k;
@@ -364,8 +419,12 @@ static void park(struct mr__worker *w, bool (*done)(void *), void *arg)
 		if (unidle(w, bit))
 			return;
 	} else {
-		/* Sleep no longer than the nearest timer of this worker. */
+		/* Sleep no longer than the nearest timer of this worker, or of a
+		 * blocked one (we fire those). */
 		int64_t next = atomic_load_explicit(&w->tnext, memory_order_relaxed);
+		int64_t other = blocked_timers(w);
+		if (other >= 0 && (next < 0 || other < next))
+			next = other;
 		uint32_t tok = wait_token(w, next);
 		if (tok == MR__TOK_NONE) {
 			if (unidle(w, bit))
@@ -381,7 +440,8 @@ static void park(struct mr__worker *w, bool (*done)(void *), void *arg)
 }
 
 /* Local work outside the deque: due timers (they ready fibers onto the
- * deque), then fibers that yielded. */
+ * deque), then fibers that yielded - after the injector: fibers that yield
+ * in a loop must not keep work from outside waiting for ever. */
 static struct mr__job *local_more(struct mr__worker *w)
 {
 	if (atomic_load_explicit(&w->tnext, memory_order_relaxed) >= 0) {
@@ -390,14 +450,22 @@ static struct mr__job *local_more(struct mr__worker *w)
 		if (job)
 			return job;
 	}
+	if (w->yield_head) {
+		struct mr__job *job = inj_pop(w->rt);
+		if (job)
+			return job;
+	}
 	return mr__yield_pop(w);
 }
 
 void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 {
+	w->pinned++; /* the jobs we run here must not park a fiber we run on */
 	for (;;) {
-		if (done(arg))
+		if (done(arg)) {
+			w->pinned--;
 			return;
+		}
 		struct mr__job *job = mr__pop_sharing(w);
 		if (!job)
 			job = local_more(w);
@@ -407,8 +475,10 @@ void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 			job->exec(job, w);
 			continue;
 		}
-		if (done(arg))
+		if (done(arg)) {
+			w->pinned--;
 			return;
+		}
 		if (local_pending(w)) {
 			stop_searching(w, false);
 			continue;

@@ -77,14 +77,27 @@ struct mr__worker {
 	pid_t tid;
 	pthread_t thread;
 
+	/*
+	 * > 0 while the running context is inside the parallel API with work
+	 * outstanding: in a() of mr_join (b is in the deque), or running other
+	 * jobs while it waits (mr__work_until, join and group waits). A fiber
+	 * must not park then - it would resume on another worker, its frames
+	 * still holding this worker's deque entries and pointer - so it blocks
+	 * like a thread (and so do the jobs it runs). resume() gives each fiber
+	 * its own count, starting at 0.
+	 */
+	unsigned pinned;
+
 	/* Fibers (user/fiber): yielded fibers run after the deque empties. */
 	struct mr_fiber *yield_head, *yield_tail;
 	void *stack_cache[MR__STACK_CACHE]; /* default-size fiber stacks */
 	unsigned nstack_cache;
 	void *altstack; /* sigaltstack for the stack-overflow handler */
 
-	/* Timers: a min-heap, locked so that other threads can cancel. */
+	/* Timers: a min-heap, locked so that other threads can cancel (and
+	 * fire, while this worker's thread is blocked: see mr__worker_block). */
 	mr__cacheline_aligned _Atomic uint32_t tlock;
+	_Atomic uint32_t blocked; /* the thread sleeps in a job's wait */
 	struct mr__timer **theap;
 	uint32_t tn, tcap;
 	_Atomic int64_t tnext; /* nearest deadline, or -1 (a hint for the owner) */
@@ -123,6 +136,8 @@ struct mr_runtime {
 
 	/* Fibers alive (not yet returned): destroy waits for them. */
 	_Atomic uint64_t nfibers;
+	/* Workers whose thread is blocked (mr__worker_block): others fire their timers. */
+	_Atomic uint32_t nblocked;
 
 	/* Lifecycle. */
 	mr__cacheline_aligned _Atomic uint32_t draining; /* destroy waits for quiescence */
@@ -139,6 +154,16 @@ struct mr_runtime {
 
 /* The calling thread's worker, or NULL outside any runtime. */
 extern __thread struct mr__worker *mr__tls_worker __attribute__((tls_model("initial-exec")));
+
+/*
+ * The calling worker's thread is about to sleep on a futex (a job or a
+ * pinned fiber waiting on a sync object): hand over what only this worker
+ * runs - the whole deque becomes stealable, yielded fibers go to the
+ * injector, other workers fire our timers - so that the holder of what we
+ * wait for can run elsewhere. mr__worker_unblock() when it wakes.
+ */
+void mr__worker_block(struct mr__worker *w);
+void mr__worker_unblock(struct mr__worker *w);
 
 static inline struct mr__worker *mr__self(void)
 {

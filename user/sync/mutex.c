@@ -173,27 +173,32 @@ void mr_mutex_unlock(mr_mutex_t *m)
 							   memory_order_release,
 							   memory_order_relaxed)))
 		return;
-	if (!(one & STARVING)) {
-		uint32_t s = atomic_fetch_and_explicit(&mx->state, ~(uint32_t)LOCKED,
-						       memory_order_release) &
-			     ~(uint32_t)LOCKED;
-		if (!(s & WAITERS) || (s & WOKEN))
-			return; /* nobody waits, or one is already on its way */
-		mr__waitq_lock(&mx->q);
-		s = atomic_load_explicit(&mx->state, memory_order_relaxed);
-		/* Woken by someone else meanwhile, or taken again (its unlock
-		 * will wake). (A waiter may have set STARVING just before our
-		 * unlock: the lock is free, so it is woken to compete as usual.) */
-		if (s & (WOKEN | LOCKED)) {
-			mr__waitq_unlock(&mx->q);
+	/*
+	 * Nobody waits, or a woken waiter is on its way: clearing LOCKED is
+	 * our last access (a locker may take it and free the mutex at once).
+	 * release: pairs with the acquire of the next locker.
+	 */
+	uint32_t s = one;
+	while (!(s & STARVING) && (!(s & WAITERS) || (s & WOKEN)))
+		if (atomic_compare_exchange_weak_explicit(&mx->state, &s, s & ~(uint32_t)LOCKED,
+							  memory_order_release,
+							  memory_order_relaxed))
 			return;
-		}
+	/*
+	 * Waiters: decide under the queue lock, still holding the mutex (no
+	 * locker can take it meanwhile, nobody else can wake), and let it go
+	 * in that critical section, so that our unlock of the queue is our
+	 * last access to the mutex (mr_mutex_destroy() waits for it).
+	 */
+	mr__waitq_lock(&mx->q);
+	s = atomic_load_explicit(&mx->state, memory_order_relaxed);
+	if (!(s & STARVING)) {
+		/* Wake the oldest waiter to compete for the lock we free. */
 		struct mr__waiter *wt = mr__waitq_take(&mx->q);
-		uint32_t clear = (!wt || !mx->q.head) ? WAITERS : 0;
+		uint32_t clear = LOCKED | ((!wt || !mx->q.head) ? WAITERS : 0);
 		uint32_t set = wt ? WOKEN : 0;
-		s = atomic_load_explicit(&mx->state, memory_order_relaxed);
 		while (!atomic_compare_exchange_weak_explicit(&mx->state, &s, (s & ~clear) | set,
-							      memory_order_relaxed,
+							      memory_order_release,
 							      memory_order_relaxed))
 			;
 		mr__waitq_unlock(&mx->q);
@@ -202,7 +207,6 @@ void mr_mutex_unlock(mr_mutex_t *m)
 		return;
 	}
 	/* Starving: hand the lock to the oldest waiter; LOCKED stays set. */
-	mr__waitq_lock(&mx->q);
 	struct mr__waiter *wt = mr__waitq_take(&mx->q);
 	if (!wt) {
 		/* Every waiter timed out. */
@@ -223,6 +227,9 @@ void mr_mutex_unlock(mr_mutex_t *m)
 
 void mr_mutex_destroy(mr_mutex_t *m)
 {
+	/* An unlock may still be finishing: its last access is the release of
+	 * the queue lock. acquire: pairs with that release. */
+	mr__waitq_wait_unlocked(&M(m)->q);
 	if (atomic_load_explicit(&M(m)->state, memory_order_relaxed) != 0)
 		mr__die("mr_mutex_destroy", "mutex %p is held", (void *)m);
 }

@@ -34,11 +34,25 @@ static bool take_unit(struct mr__sem *sm)
 	return false;
 }
 
+/*
+ * A unit taken without the queue lock may have been counted by a post that
+ * still holds the lock (its unlock is its last access to the semaphore).
+ * Wait for that unlock, so that the caller may free the semaphore as soon as
+ * it returns. acquire: pairs with the release in mr__waitq_unlock().
+ */
+static bool take_unit_unlocked(struct mr__sem *sm)
+{
+	if (!take_unit(sm))
+		return false;
+	mr__waitq_wait_unlocked(&sm->q);
+	return true;
+}
+
 int mr_sem_trywait(mr_sem_t *s)
 {
 	if (!s)
 		return -EINVAL;
-	return take_unit(S(s)) ? 0 : -EAGAIN;
+	return take_unit_unlocked(S(s)) ? 0 : -EAGAIN;
 }
 
 int mr_sem_wait_until(mr_sem_t *s, int64_t deadline_ns)
@@ -48,7 +62,7 @@ int mr_sem_wait_until(mr_sem_t *s, int64_t deadline_ns)
 
 	if (!s)
 		return -EINVAL;
-	if (take_unit(sm))
+	if (take_unit_unlocked(sm))
 		return 0;
 	mr__waitq_lock(&sm->q);
 	/* post() counts only with the queue empty, under this lock. */

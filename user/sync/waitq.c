@@ -21,6 +21,7 @@
  * wait and settles the same race under the lock.
  */
 #include <errno.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -30,12 +31,36 @@
 
 #include "../fiber/fiber.h"
 
+/*
+ * Spin a little, then give the CPU away: the holder may be a thread that
+ * was preempted inside its few instructions (threads may outnumber CPUs),
+ * and spinning through its time slice would only keep it off the CPU.
+ */
+static void lock_backoff(unsigned *spins)
+{
+	if (++*spins < 128)
+		mr__cpu_relax();
+	else
+		sched_yield();
+}
+
 void mr__waitq_lock(struct mr__waitq *q)
 {
+	unsigned spins = 0;
+
 	/* acquire: pairs with the release in mr__waitq_unlock(). */
 	while (atomic_exchange_explicit(&q->lock, 1, memory_order_acquire))
 		while (atomic_load_explicit(&q->lock, memory_order_relaxed))
-			mr__cpu_relax();
+			lock_backoff(&spins);
+}
+
+void mr__waitq_wait_unlocked(struct mr__waitq *q)
+{
+	unsigned spins = 0;
+
+	/* acquire: pairs with the release in mr__waitq_unlock(). */
+	while (atomic_load_explicit(&q->lock, memory_order_acquire))
+		lock_backoff(&spins);
 }
 
 void mr__waitq_unlock(struct mr__waitq *q)
@@ -126,7 +151,7 @@ static int futex_wait_until(_Atomic uint32_t *addr, uint32_t val, int64_t deadli
 int mr__waitq_wait(struct mr__waitq *q, struct mr__waiter *wt, int64_t deadline,
 		   const char *call)
 {
-	struct mr_fiber *self = mr__fiber_current();
+	struct mr_fiber *self = mr__fiber_parkable();
 
 	wt->q = q;
 	wt->fiber = self;
@@ -164,11 +189,17 @@ int mr__waitq_wait(struct mr__waitq *q, struct mr__waiter *wt, int64_t deadline,
 	}
 
 	mr__waitq_unlock(q);
+	struct mr__worker *w = mr__self();
+	if (w)
+		mr__worker_block(w);
 	for (;;) {
 		/* acquire: pairs with the seq_cst store in mr__waiter_wake(). */
 		uint32_t st = atomic_load_explicit(&wt->state, memory_order_acquire);
-		if (st != MR__W_WAITING)
+		if (st != MR__W_WAITING) {
+			if (w)
+				mr__worker_unblock(w);
 			return (int)st;
+		}
 		if (futex_wait_until(&wt->state, MR__W_WAITING, deadline) == -ETIMEDOUT ||
 		    (deadline >= 0 && (int64_t)mr__now_ns() >= deadline)) {
 			mr__waitq_lock(q);
@@ -199,15 +230,19 @@ static void sleep_fire(struct mr__timer *t)
 	mr__fiber_ready(wt->fiber);
 }
 
-static bool commit_true(void *arg)
+/* After the sleeper switched out: a timer may fire from any thread of the
+ * runtime (timer.c), so it is added only now. Same thread, same worker. */
+static bool commit_sleep(void *arg)
 {
-	(void)arg;
+	struct mr__waiter *wt = arg;
+
+	mr__timer_add(mr__self(), &wt->timer);
 	return true;
 }
 
 int mr_sleep_until(int64_t deadline)
 {
-	struct mr_fiber *self = mr__fiber_current();
+	struct mr_fiber *self = mr__fiber_parkable();
 
 	if (deadline <= mr_now_ns())
 		return 0;
@@ -215,13 +250,17 @@ int mr_sleep_until(int64_t deadline)
 		struct mr__waiter wt = { .fiber = self };
 		wt.timer.deadline = deadline;
 		wt.timer.fire = sleep_fire;
-		mr__timer_add(mr__self(), &wt.timer);
-		mr__fiber_park(commit_true, NULL, "mr_sleep_until");
+		mr__fiber_park(commit_sleep, &wt, "mr_sleep_until");
 		return 0;
 	}
 	struct timespec ts = { deadline / 1000000000, deadline % 1000000000 };
+	struct mr__worker *w = mr__self();
+	if (w)
+		mr__worker_block(w);
 	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
 		;
+	if (w)
+		mr__worker_unblock(w);
 	return 0;
 }
 

@@ -4,27 +4,49 @@
  * the event is set). The condition is checked again under the queue lock
  * before a waiter queues, and the setter wakes under that lock after making
  * it true, so no waiter is missed.
+ *
+ * The condition becomes true only under the queue lock, in the critical
+ * section that takes the waiters off the queue, and a waiter that finds it
+ * true without locking returns only once the lock is free. So (1) the unlock
+ * is the setter's last access to the object: a waiter may free it as soon
+ * as its wait returns; (2) a wait group reused at once (add after the wait
+ * returned) cannot have its new waiters taken by the previous round's wake.
  */
 #include <errno.h>
 #include <string.h>
 
 #include "sync.h"
 
-void mr__waitq_wake_all(struct mr__waitq *q)
+/* With q locked: take every waiter off q, for wake_list(). */
+static struct mr__waiter *take_all(struct mr__waitq *q)
 {
 	struct mr__waiter *list = NULL, *wt;
 
-	mr__waitq_lock(q);
 	while ((wt = mr__waitq_take(q))) {
 		wt->next = list;
 		list = wt;
 	}
-	mr__waitq_unlock(q);
+	return list;
+}
+
+/* After take_all(), q unlocked: wake them (q is not touched). */
+static void wake_list(struct mr__waiter *list)
+{
+	struct mr__waiter *wt;
+
 	while (list) {
 		wt = list;
 		list = wt->next; /* read before the wake: wt may vanish after it */
 		mr__waiter_wake(wt);
 	}
+}
+
+void mr__waitq_wake_all(struct mr__waitq *q)
+{
+	mr__waitq_lock(q);
+	struct mr__waiter *list = take_all(q);
+	mr__waitq_unlock(q);
+	wake_list(list);
 }
 
 /* Wait on q until cond(obj) holds (checked under q's lock). */
@@ -33,7 +55,9 @@ static int wait_cond(struct mr__waitq *q, bool (*cond)(void *), void *obj, int64
 {
 	struct mr__waiter wt = { .front = false };
 
-	if (cond(obj))
+	/* acquire: a setter that made cond true (under the lock) still holds
+	 * the lock, or has released it: its last access to obj. */
+	if (cond(obj) && !atomic_load_explicit(&q->lock, memory_order_acquire))
 		return 0;
 	mr__waitq_lock(q);
 	if (cond(obj)) {
@@ -59,17 +83,37 @@ void mr_wg_init(mr_wg_t *wg)
 	memset(wg, 0, sizeof(*wg));
 }
 
+static void negative(mr_wg_t *wg, int64_t v)
+{
+	mr__die("mr_wg_add", "wait group %p count went negative (%lld)", (void *)wg,
+		(long long)v);
+}
+
 void mr_wg_add(mr_wg_t *wg, int64_t n)
 {
-	/* acq_rel: the last done() releases what every worker did; waiters
-	 * acquire it (load in wg_zero()). */
-	int64_t v = atomic_fetch_add_explicit(&G(wg)->count, n, memory_order_acq_rel) + n;
+	struct mr__wg *g = G(wg);
+	int64_t c = atomic_load_explicit(&g->count, memory_order_relaxed);
 
+	/* A change that does not reach zero takes no lock. acq_rel: the last
+	 * done() releases what every worker did; waiters acquire it (load in
+	 * wg_zero()). */
+	while (c + n != 0) {
+		if (c + n < 0)
+			negative(wg, c + n);
+		if (atomic_compare_exchange_weak_explicit(&g->count, &c, c + n,
+							  memory_order_acq_rel,
+							  memory_order_relaxed))
+			return;
+	}
+	/* Reaching zero: under the queue lock, the waiters taken in the same
+	 * critical section (see the top of the file). */
+	mr__waitq_lock(&g->q);
+	int64_t v = atomic_fetch_add_explicit(&g->count, n, memory_order_acq_rel) + n;
+	struct mr__waiter *list = v == 0 ? take_all(&g->q) : NULL;
+	mr__waitq_unlock(&g->q);
 	if (v < 0)
-		mr__die("mr_wg_add", "wait group %p count went negative (%lld)", (void *)wg,
-			(long long)v);
-	if (v == 0)
-		mr__waitq_wake_all(&G(wg)->q);
+		negative(wg, v);
+	wake_list(list);
 }
 
 void mr_wg_done(mr_wg_t *wg)
@@ -109,9 +153,17 @@ void mr_event_init(mr_event_t *e)
 
 void mr_event_set(mr_event_t *e)
 {
-	/* release: waiters that see it set see what came before. */
-	if (atomic_exchange_explicit(&E(e)->set, 1, memory_order_acq_rel) == 0)
-		mr__waitq_wake_all(&E(e)->q);
+	struct mr__event *ev = E(e);
+
+	if (atomic_load_explicit(&ev->set, memory_order_acquire))
+		return; /* set before: nothing more to do */
+	/* Set under the queue lock (see the top of the file). release: waiters
+	 * that see it set see what came before. */
+	mr__waitq_lock(&ev->q);
+	uint32_t was = atomic_exchange_explicit(&ev->set, 1, memory_order_acq_rel);
+	struct mr__waiter *list = was ? NULL : take_all(&ev->q);
+	mr__waitq_unlock(&ev->q);
+	wake_list(list);
 }
 
 bool mr_event_is_set(const mr_event_t *e)
