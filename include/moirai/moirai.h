@@ -13,5 +13,6 @@
 #include <moirai/par.h>
 #include <moirai/fiber.h>
 #include <moirai/sync.h>
+#include <moirai/chan.h>
 
 #endif /* MOIRAI_H */

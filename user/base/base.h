@@ -64,6 +64,16 @@ static inline int mr__futex_wait_ns(_Atomic uint32_t *addr, uint32_t val, uint64
 	return r < 0 ? -errno : 0;
 }
 
+/* mr__futex_wait until an absolute CLOCK_MONOTONIC deadline in ns (-1: none).
+ * 0 or -errno (-ETIMEDOUT). */
+static inline int mr__futex_wait_until(_Atomic uint32_t *addr, uint32_t val, int64_t deadline)
+{
+	struct timespec ts = { (time_t)(deadline / 1000000000), (long)(deadline % 1000000000) };
+	long r = syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, val,
+			 deadline >= 0 ? &ts : NULL, NULL, FUTEX_BITSET_MATCH_ANY);
+	return r < 0 ? -errno : 0;
+}
+
 /* Wake up to n sleepers on addr. */
 static inline void mr__futex_wake(_Atomic uint32_t *addr, int n)
 {

@@ -138,16 +138,6 @@ static void waiter_timeout(struct mr__timer *t)
 		mr__fiber_ready(wt->fiber);
 }
 
-static int futex_wait_until(_Atomic uint32_t *addr, uint32_t val, int64_t deadline)
-{
-	struct timespec ts = { deadline / 1000000000, deadline % 1000000000 };
-
-	if (syscall(SYS_futex, addr, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, val,
-		    deadline >= 0 ? &ts : NULL, NULL, FUTEX_BITSET_MATCH_ANY) == 0)
-		return 0;
-	return -errno;
-}
-
 int mr__waitq_wait(struct mr__waitq *q, struct mr__waiter *wt, int64_t deadline,
 		   const char *call)
 {
@@ -200,7 +190,7 @@ int mr__waitq_wait(struct mr__waitq *q, struct mr__waiter *wt, int64_t deadline,
 				mr__worker_unblock(w);
 			return (int)st;
 		}
-		if (futex_wait_until(&wt->state, MR__W_WAITING, deadline) == -ETIMEDOUT ||
+		if (mr__futex_wait_until(&wt->state, MR__W_WAITING, deadline) == -ETIMEDOUT ||
 		    (deadline >= 0 && (int64_t)mr__now_ns() >= deadline)) {
 			mr__waitq_lock(q);
 			/* Still queued: the timeout wins. Unqueued but not yet

@@ -1,0 +1,124 @@
+/*
+ * moirai/chan.h - channels: typed-by-size MPMC queues between fibers and
+ * threads in one process, and select over several of them.
+ *
+ * A channel carries elements of one fixed size (1 byte to 64 KiB; send a
+ * pointer for bigger things), copied in and out by value. Three flavours:
+ *
+ *	capacity > 0         bounded ring: a send waits while `capacity`
+ *	                     elements are queued
+ *	MR_CHAN_UNBOUNDED    grows in segments; a send never waits
+ *	capacity 0           rendezvous: a send completes only when a receiver
+ *	                     takes the element (and vice versa)
+ *
+ * Every element sent is received exactly once, and the elements of one
+ * sender arrive in the order it sent them. A blocked fiber parks (its
+ * worker runs other fibers); a blocked thread, or a job, sleeps on a futex
+ * after a short spin.
+ *
+ * Closing: after mr_chan_close() sends fail with -EPIPE at once; receivers
+ * still get every element sent before the close, then -EPIPE. Waiting
+ * senders and receivers wake (a sender that was waiting gets -EPIPE and its
+ * element was not sent).
+ *
+ * Deadlines are CLOCK_MONOTONIC nanoseconds (mr_now_ns() + timeout). An
+ * operation that returns -ETIMEDOUT or -EAGAIN did nothing: a send that
+ * timed out has not queued its element.
+ */
+#ifndef MOIRAI_CHAN_H
+#define MOIRAI_CHAN_H
+
+#include <moirai/common.h>
+
+MR_EXTERN_C_BEGIN
+
+typedef struct mr_chan mr_chan_t;
+
+/* capacity for a channel without a bound */
+#define MR_CHAN_UNBOUNDED ((size_t)-1)
+/* largest element */
+#define MR_CHAN_ELEM_MAX ((size_t)64 * 1024)
+/* largest bounded capacity */
+#define MR_CHAN_CAPACITY_MAX ((size_t)1 << 32)
+
+/*
+ * Create a channel for elements of elem_size bytes. flags must be 0.
+ * Returns NULL with errno EINVAL (elem_size 0 or > MR_CHAN_ELEM_MAX,
+ * capacity > MR_CHAN_CAPACITY_MAX and not MR_CHAN_UNBOUNDED, unknown flags)
+ * or ENOMEM.
+ */
+MR_API mr_chan_t *mr_chan_create(size_t elem_size, size_t capacity, unsigned flags);
+
+/*
+ * Free the channel and any elements still queued. Destroying a channel that
+ * a fiber or thread is waiting on (send, recv or select) aborts naming the
+ * call. NULL is ignored.
+ */
+MR_API void mr_chan_destroy(mr_chan_t *ch);
+
+/* Block until the element is queued (0) or the channel is closed (-EPIPE). */
+MR_API int mr_chan_send(mr_chan_t *ch, const void *elem);
+/* Block until an element is copied into *elem (0) or the channel is closed
+ * and empty (-EPIPE). */
+MR_API int mr_chan_recv(mr_chan_t *ch, void *elem);
+
+/* Never block: -EAGAIN when the operation cannot complete now. A rendezvous
+ * try_send succeeds only if a receiver is waiting, try_recv only if a
+ * sender is. */
+MR_API int mr_chan_try_send(mr_chan_t *ch, const void *elem);
+MR_API int mr_chan_try_recv(mr_chan_t *ch, void *elem);
+
+/* Block until done or the deadline passes (-ETIMEDOUT); a negative
+ * deadline waits forever. */
+MR_API int mr_chan_send_until(mr_chan_t *ch, const void *elem, int64_t deadline_ns);
+MR_API int mr_chan_recv_until(mr_chan_t *ch, void *elem, int64_t deadline_ns);
+
+/* Close: 0, or -EPIPE when it was already closed. */
+MR_API int mr_chan_close(mr_chan_t *ch);
+
+/* Monitoring. len: elements queued (0 for rendezvous), a snapshot.
+ * capacity: as created (MR_CHAN_UNBOUNDED, or 0 for rendezvous). */
+MR_API size_t mr_chan_len(const mr_chan_t *ch);
+MR_API size_t mr_chan_capacity(const mr_chan_t *ch);
+MR_API size_t mr_chan_elem_size(const mr_chan_t *ch);
+MR_API bool mr_chan_is_closed(const mr_chan_t *ch);
+
+/* ---- select ------------------------------------------------------------------ */
+
+enum mr_select_op {
+	MR_SELECT_SKIP = 0, /* an unused case (also: chan == NULL) */
+	MR_SELECT_SEND = 1, /* send *elem */
+	MR_SELECT_RECV = 2, /* receive into *elem */
+};
+
+struct mr_select_case {
+	mr_chan_t *chan;
+	int op;		  /* enum mr_select_op */
+	void *elem;	  /* send: the element; recv: where it goes */
+	int result;	  /* out, for the chosen case: 0 or -EPIPE (closed) */
+};
+
+/* deadline_ns for mr_select() that waits forever / never waits */
+#define MR_SELECT_FOREVER ((int64_t)-1)
+#define MR_SELECT_POLL ((int64_t)0)
+
+/*
+ * Wait until one of the cases can complete, complete exactly that one, and
+ * return its index; its `result` is 0, or -EPIPE when its channel is closed
+ * (a receive on a closed, drained channel, or any send on a closed channel:
+ * both count as ready). When several cases are ready one is picked at
+ * random, so none starves.
+ *
+ * deadline_ns: MR_SELECT_FOREVER, a CLOCK_MONOTONIC deadline (-ETIMEDOUT
+ * when it passes), or MR_SELECT_POLL, the "default" case: -EAGAIN at once
+ * when no case is ready. -EINVAL: cases NULL with n > 0, n > 64, an unknown
+ * op, or NULL elem. n == 0 (or all cases skipped) waits until the deadline
+ * (-ETIMEDOUT; forever is -EINVAL: it could never return).
+ */
+MR_API int mr_select(struct mr_select_case *cases, size_t n, int64_t deadline_ns);
+
+#define MR_SELECT_MAX 64
+
+MR_EXTERN_C_END
+
+#endif /* MOIRAI_CHAN_H */

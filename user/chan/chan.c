@@ -1,0 +1,719 @@
+/*
+ * chan.c - channels: the API, rendezvous channels, close and destroy, and
+ * the waiting engine shared by blocking sends, receives and mr_select().
+ *
+ * Every blocking call is a select: a send is a select of one case. The
+ * engine first tries each case without blocking (in random order, for
+ * fairness), spins briefly when the other side is probably running on
+ * another CPU, and then sleeps:
+ *
+ *  1. Lock the channels of all cases in address order (one spinlock per
+ *     channel guards its two sleeper queues).
+ *  2. For each case: queue an entry for this sleeper; for a ring or list,
+ *     set the sleep flag in the other side's position word (chan.h), then
+ *     try the case once more. A rendezvous case looks for a partner on the
+ *     opposite queue instead. If anything completes, unqueue and return.
+ *  3. Sleep: a fiber parks, and its resumer unlocks the channels after the
+ *     switch (fiber.h), so no waker can ready it before its registers are
+ *     saved; a thread unlocks and waits on the futex `state`.
+ *  4. A waker claims the sleeper with a CAS (several channels may try at
+ *     once; one wins, the others move on to their next sleeper), and either
+ *     completes the operation for it (rendezvous) or tells it to retry the
+ *     case that woke it first (ring and list). A deadline is another
+ *     claimant (a timer for a fiber, the futex timeout for a thread).
+ *  5. Unqueue the other entries and return, or go round again.
+ *
+ * Lifetime: a sleeper and its entries live on the sleeper's stack, and
+ * wakers touch entries only under the channel lock. A queue operation that
+ * wakes someone after publishing an element holds `busy` until it has let
+ * go of the channel, and mr_chan_destroy() waits for busy == 0, so the
+ * receiver of the last element may destroy the channel at once.
+ */
+#include <sched.h>
+#include <stdlib.h>
+
+#include "chan.h"
+
+#define CHAN_MAGIC 0x4348414eu /* "CHAN" */
+#define CHAN_DEAD 0x44454144u  /* "DEAD" */
+
+/* Bounded spin before sleeping, in tries of the whole select. A futex
+ * wake-up round trip costs far more (~17 us on the VMs we measured). */
+#define SPIN_TRIES_THREAD 200
+#define SPIN_TRIES_FIBER 50
+
+static __thread uint64_t chan_rng;
+
+static unsigned rand_below(size_t n)
+{
+	if (unlikely(!chan_rng))
+		chan_rng = (uintptr_t)&chan_rng ^ mr__now_ns() ^ 0x9e3779b97f4a7c15ull;
+	return (unsigned)(mr__rand(&chan_rng) % n);
+}
+
+static struct mr_chan *check_chan(const mr_chan_t *ch, const char *call)
+{
+	if (unlikely(ch->magic != CHAN_MAGIC))
+		mr__die(call, "%p is not a channel (destroyed, or never created)", (void *)ch);
+	return (struct mr_chan *)ch;
+}
+
+/* ---- locks, queues and wake-ups ---------------------------------------------- */
+
+void mr__chan_lock(struct mr_chan *ch)
+{
+	unsigned k = 0;
+
+	/* acquire: pairs with the release in mr__chan_unlock(). */
+	while (atomic_exchange_explicit(&ch->lock, 1, memory_order_acquire))
+		while (atomic_load_explicit(&ch->lock, memory_order_relaxed))
+			chan_backoff(&k);
+}
+
+void mr__chan_unlock(struct mr_chan *ch)
+{
+	atomic_store_explicit(&ch->lock, 0, memory_order_release);
+}
+
+static void q_append(struct mr__cwq *q, struct mr__centry *e)
+{
+	e->next = NULL;
+	e->prev = q->tail;
+	if (q->tail)
+		q->tail->next = e;
+	else
+		q->head = e;
+	q->tail = e;
+	e->queued = true;
+}
+
+static void q_unlink(struct mr__cwq *q, struct mr__centry *e)
+{
+	if (e->prev)
+		e->prev->next = e->next;
+	else
+		q->head = e->next;
+	if (e->next)
+		e->next->prev = e->prev;
+	else
+		q->tail = e->prev;
+	e->next = e->prev = NULL;
+	e->queued = false;
+}
+
+static bool sleeper_claim(struct mr__sleeper *s)
+{
+	uint32_t expect = SL_WAITING;
+
+	/* acquire: pairs with the release in the sleeper's setup (its entry
+	 * and element pointer); relaxed on failure, we just move on. */
+	return atomic_compare_exchange_strong_explicit(&s->state, &expect, SL_CLAIMED,
+						       memory_order_acquire, memory_order_relaxed);
+}
+
+/* With the lock held: unqueue entries from the front of q until one whose
+ * sleeper we claim (skipping the caller's own), and return it, or NULL. */
+static struct mr__centry *claim_first(struct mr__cwq *q, const struct mr__sleeper *self)
+{
+	struct mr__centry *e = q->head, *next;
+
+	for (; e; e = next) {
+		next = e->next;
+		if (e->s == self)
+			continue;
+		q_unlink(q, e);
+		if (sleeper_claim(e->s))
+			return e;
+		/* Already claimed through another channel, or timed out:
+		 * its owner no longer waits here. */
+	}
+	return NULL;
+}
+
+struct mr__sleeper *mr__chan_claim_one(struct mr_chan *ch, struct mr__cwq *q,
+				       _Atomic uint64_t *word, uint64_t bit,
+				       const struct mr__sleeper *self)
+{
+	struct mr__centry *e = claim_first(q, self);
+	struct mr__sleeper *s = NULL;
+
+	(void)ch;
+	if (e) {
+		s = e->s;
+		s->which = e->idx;
+		s->result = SL_RETRY;
+	}
+	/* Nobody left: stop making operations take this path. Only lock
+	 * holders set or clear the flag. */
+	if (!q->head)
+		atomic_fetch_and_explicit(word, ~bit, memory_order_relaxed);
+	return s;
+}
+
+void mr__sleeper_wake(struct mr__sleeper *s)
+{
+	struct mr_fiber *f = s->fiber;
+
+	/* release: pairs with the acquire load of state by the sleeper, which
+	 * then reads which/result and the element. A thread may return and
+	 * reuse its stack right after: only the address is used below. */
+	atomic_store_explicit(&s->state, SL_WOKEN, memory_order_release);
+	if (f)
+		mr__fiber_ready(f);
+	else
+		mr__futex_wake(&s->state, 1);
+}
+
+/* ---- rendezvous -------------------------------------------------------------- */
+
+static int rv_try(struct mr_chan *ch, int op, void *elem, bool held,
+		  const struct mr__sleeper *self)
+{
+	struct mr__centry *e;
+	int ret = -EAGAIN;
+
+	if (!held)
+		mr__chan_lock(ch);
+	if (atomic_load_explicit(&ch->tail, memory_order_relaxed) & POS_CLOSED) {
+		ret = -EPIPE;
+	} else if ((e = claim_first(op == MR_SELECT_SEND ? &ch->rxq : &ch->txq, self))) {
+		if (op == MR_SELECT_SEND)
+			elem_copy(e->elem, elem, ch->elem_size);
+		else
+			elem_copy(elem, e->elem, ch->elem_size);
+		e->s->which = e->idx;
+		e->s->result = 0;
+		ret = 0;
+	}
+	if (!held)
+		mr__chan_unlock(ch);
+	if (ret == 0)
+		mr__sleeper_wake(e->s);
+	return ret;
+}
+
+/* ---- one case ---------------------------------------------------------------- */
+
+static int case_try(struct mr_select_case *c, bool held, const struct mr__sleeper *self)
+{
+	struct mr_chan *ch = (struct mr_chan *)c->chan;
+
+	switch (ch->kind) {
+	case CH_RING:
+		return c->op == MR_SELECT_SEND ? mr__ring_try_send(ch, c->elem, held, self)
+					       : mr__ring_try_recv(ch, c->elem, held, self);
+	case CH_LIST:
+		return c->op == MR_SELECT_SEND ? mr__list_try_send(ch, c->elem, held, self)
+					       : mr__list_try_recv(ch, c->elem, held, self);
+	default:
+		return rv_try(ch, c->op, c->elem, held, self);
+	}
+}
+
+static inline bool case_live(const struct mr_select_case *c)
+{
+	return c->chan && c->op != MR_SELECT_SKIP;
+}
+
+/* Try every live case once, starting at a random one. */
+static int poll_cases(struct mr_select_case *cases, size_t n, int *res)
+{
+	size_t start = n > 1 ? rand_below(n) : 0;
+
+	for (size_t k = 0; k < n; k++) {
+		size_t i = start + k < n ? start + k : start + k - n;
+		if (!case_live(&cases[i]))
+			continue;
+		int r = case_try(&cases[i], false, NULL);
+		if (r != -EAGAIN) {
+			*res = r;
+			return (int)i;
+		}
+	}
+	return -1;
+}
+
+/* ---- sleeping ---------------------------------------------------------------- */
+
+struct sel {
+	struct mr__sleeper sl;
+	struct mr_chan *locks[MR_SELECT_MAX]; /* distinct channels, by address */
+	size_t nlocks;
+	int64_t deadline;
+};
+
+static void lock_all(struct sel *S)
+{
+	for (size_t i = 0; i < S->nlocks; i++)
+		mr__chan_lock(S->locks[i]);
+}
+
+static void unlock_all(struct sel *S)
+{
+	for (size_t i = 0; i < S->nlocks; i++)
+		mr__chan_unlock(S->locks[i]);
+}
+
+static void unqueue_all(struct mr_select_case *cases, size_t n, struct mr__centry *ent)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (!case_live(&cases[i]) || !ent[i].queued)
+			continue;
+		struct mr_chan *ch = (struct mr_chan *)cases[i].chan;
+		q_unlink(cases[i].op == MR_SELECT_SEND ? &ch->txq : &ch->rxq, &ent[i]);
+	}
+}
+
+/* A fiber's deadline passed (its worker's timer lock held). */
+static void sel_timeout(struct mr__timer *t)
+{
+	struct mr__sleeper *s =
+		(struct mr__sleeper *)((char *)t - offsetof(struct mr__sleeper, timer));
+	struct mr_fiber *f = s->fiber;
+	uint32_t expect = SL_WAITING;
+
+	if (atomic_compare_exchange_strong_explicit(&s->state, &expect, SL_TIMEDOUT,
+						    memory_order_acq_rel, memory_order_relaxed))
+		mr__fiber_ready(f);
+}
+
+/*
+ * Runs in the parked fiber's resumer, after the switch. Once the first lock
+ * is released a waker may ready the fiber, which may run and return on
+ * another worker: copy what we need out of its frame first.
+ */
+static bool sel_commit(void *arg)
+{
+	struct sel *S = arg;
+	struct mr_chan *locks[MR_SELECT_MAX];
+	size_t n = S->nlocks;
+
+	for (size_t i = 0; i < n; i++)
+		locks[i] = S->locks[i];
+	if (S->deadline >= 0)
+		mr__timer_add(mr__self(), &S->sl.timer);
+	for (size_t i = 0; i < n; i++)
+		mr__chan_unlock(locks[i]);
+	return true;
+}
+
+/* A thread (or a job, or a pinned fiber): unlock and wait on the futex. */
+static uint32_t thread_sleep(struct sel *S)
+{
+	struct mr__worker *w = mr__self();
+	uint32_t st;
+
+	unlock_all(S);
+	if (w)
+		mr__worker_block(w);
+	for (;;) {
+		/* acquire: pairs with the release store in mr__sleeper_wake(). */
+		st = atomic_load_explicit(&S->sl.state, memory_order_acquire);
+		if (st == SL_WOKEN || st == SL_TIMEDOUT)
+			break;
+		if (st == SL_WAITING && S->deadline >= 0 && mr_now_ns() >= S->deadline) {
+			uint32_t expect = SL_WAITING;
+			if (atomic_compare_exchange_strong_explicit(&S->sl.state, &expect,
+								    SL_TIMEDOUT,
+								    memory_order_acquire,
+								    memory_order_acquire)) {
+				st = SL_TIMEDOUT;
+				break;
+			}
+			continue;
+		}
+		/* A claimed sleeper's waker is storing WOKEN: no deadline. */
+		mr__futex_wait_until(&S->sl.state, st, st == SL_WAITING ? S->deadline : -1);
+	}
+	if (w)
+		mr__worker_unblock(w);
+	return st;
+}
+
+/* Should a fiber spin before parking? Only if its worker has nothing else
+ * to run (the other side then runs elsewhere, or nowhere). */
+static bool fiber_may_spin(void)
+{
+	struct mr__worker *w = mr__self();
+
+	return w->rt->nworkers > 1 && mr__deque_private_len(&w->dq) == 0 &&
+	       !mr__deque_stealable(&w->dq) && !w->yield_head;
+}
+
+static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *res,
+		 const char *call)
+{
+	struct mr__centry ent[n];
+	struct sel S;
+	struct mr_fiber *self = mr__fiber_parkable();
+	int i;
+
+	/* Spin: retry while the other side is probably running. */
+	unsigned spins = self ? (fiber_may_spin() ? SPIN_TRIES_FIBER : 0) : SPIN_TRIES_THREAD;
+	for (unsigned k = 0; k < spins; k++) {
+		mr__cpu_relax();
+		if ((i = poll_cases(cases, n, res)) >= 0)
+			return i;
+	}
+
+	/* The distinct channels, sorted by address: the lock order. */
+	S.nlocks = 0;
+	for (size_t j = 0; j < n; j++) {
+		if (!case_live(&cases[j]))
+			continue;
+		struct mr_chan *ch = (struct mr_chan *)cases[j].chan;
+		size_t at = S.nlocks;
+		bool dup = false;
+		while (at > 0 && S.locks[at - 1] >= ch) {
+			if (S.locks[at - 1] == ch) {
+				dup = true;
+				break;
+			}
+			at--;
+		}
+		if (dup)
+			continue;
+		for (size_t m = S.nlocks; m > at; m--)
+			S.locks[m] = S.locks[m - 1];
+		S.locks[at] = ch;
+		S.nlocks++;
+	}
+	S.deadline = deadline;
+	S.sl.fiber = self;
+	S.sl.timer.fire = sel_timeout;
+	S.sl.timer.deadline = deadline;
+	for (size_t j = 0; j < n; j++)
+		ent[j].queued = false;
+
+	for (;;) {
+		if (deadline >= 0 && mr_now_ns() >= deadline)
+			return -ETIMEDOUT;
+		lock_all(&S);
+		atomic_store_explicit(&S.sl.state, SL_WAITING, memory_order_relaxed);
+		S.sl.which = -1;
+		S.sl.result = SL_RETRY;
+
+		/* Queue on every case, re-checking each after its flag is set. */
+		size_t start = n > 1 ? rand_below(n) : 0;
+		int got = -1, r = 0;
+		for (size_t k = 0; k < n && got < 0; k++) {
+			size_t j = start + k < n ? start + k : start + k - n;
+			struct mr_select_case *c = &cases[j];
+			if (!case_live(c))
+				continue;
+			struct mr_chan *ch = (struct mr_chan *)c->chan;
+			bool send = c->op == MR_SELECT_SEND;
+			ent[j].s = &S.sl;
+			ent[j].elem = c->elem;
+			ent[j].idx = (int)j;
+			q_append(send ? &ch->txq : &ch->rxq, &ent[j]);
+			if (ch->kind != CH_RENDEZVOUS) {
+				/* seq_cst: the flag before the re-check; see chan.h. */
+				if (send)
+					atomic_fetch_or_explicit(&ch->head, POS_TXW,
+								 memory_order_seq_cst);
+				else
+					atomic_fetch_or_explicit(&ch->tail, POS_RXW,
+								 memory_order_seq_cst);
+			}
+			r = case_try(c, true, &S.sl);
+			if (r != -EAGAIN)
+				got = (int)j;
+		}
+		if (got >= 0) {
+			unqueue_all(cases, n, ent);
+			unlock_all(&S);
+			*res = r;
+			return got;
+		}
+
+		uint32_t st;
+		if (self) {
+			mr__fiber_park(sel_commit, &S, call);
+			/* acquire: pairs with the release in mr__sleeper_wake() or
+			 * the CAS in sel_timeout(). */
+			st = atomic_load_explicit(&S.sl.state, memory_order_acquire);
+			if (deadline >= 0 && st == SL_WOKEN)
+				mr__timer_cancel(&S.sl.timer);
+		} else {
+			st = thread_sleep(&S);
+		}
+
+		/* Unqueue what is left: the waker took the entry it woke us
+		 * through; a single case that was woken has nothing left. */
+		if (n > 1 || st != SL_WOKEN) {
+			lock_all(&S);
+			unqueue_all(cases, n, ent);
+			unlock_all(&S);
+		}
+		if (st == SL_TIMEDOUT)
+			return -ETIMEDOUT;
+		i = S.sl.which;
+		if (S.sl.result != SL_RETRY) {
+			*res = S.sl.result;
+			return i;
+		}
+		/* Retry the case that woke us first: it has (or had) what we
+		 * waited for. If it was taken, someone else got it. */
+		r = case_try(&cases[i], false, NULL);
+		if (r != -EAGAIN) {
+			*res = r;
+			return i;
+		}
+		if ((i = poll_cases(cases, n, res)) >= 0)
+			return i;
+	}
+}
+
+/* ---- API --------------------------------------------------------------------- */
+
+mr_chan_t *mr_chan_create(size_t elem_size, size_t capacity, unsigned flags)
+{
+	struct mr_chan *ch;
+	int err;
+
+	if (elem_size == 0 || elem_size > MR_CHAN_ELEM_MAX || flags != 0 ||
+	    (capacity > MR_CHAN_CAPACITY_MAX && capacity != MR_CHAN_UNBOUNDED)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	ch = aligned_alloc(MR_CACHELINE, sizeof(*ch));
+	if (!ch) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	memset(ch, 0, sizeof(*ch));
+	ch->elem_size = elem_size;
+	ch->cap = capacity;
+	if (capacity == MR_CHAN_UNBOUNDED) {
+		ch->kind = CH_LIST;
+		err = mr__list_init(ch);
+	} else if (capacity == 0) {
+		ch->kind = CH_RENDEZVOUS;
+		err = 0;
+	} else {
+		ch->kind = CH_RING;
+		err = mr__ring_init(ch);
+	}
+	if (err) {
+		free(ch);
+		errno = -err;
+		return NULL;
+	}
+	ch->magic = CHAN_MAGIC;
+	return (mr_chan_t *)ch;
+}
+
+void mr_chan_destroy(mr_chan_t *handle)
+{
+	if (!handle)
+		return;
+	struct mr_chan *ch = check_chan(handle, "mr_chan_destroy");
+	unsigned k = 0;
+
+	mr__chan_lock(ch);
+	if (ch->rxq.head || ch->txq.head)
+		mr__die("mr_chan_destroy", "channel %p has %s waiting on it", (void *)ch,
+			ch->rxq.head ? "a receiver" : "a sender");
+	/* acquire: pairs with the release in wake_other() (ring.c). */
+	while (atomic_load_explicit(&ch->busy, memory_order_acquire))
+		chan_backoff(&k);
+	ch->magic = CHAN_DEAD;
+	if (ch->kind == CH_LIST)
+		mr__list_fini(ch);
+	else
+		free(ch->slots);
+	free(ch);
+}
+
+static int send_until(mr_chan_t *handle, const void *elem, int64_t deadline, const char *call)
+{
+	if (!handle || !elem)
+		return -EINVAL;
+	struct mr_chan *ch = check_chan(handle, call);
+	struct mr_select_case c = { handle, MR_SELECT_SEND, (void *)elem, 0 };
+	int r;
+
+	if (likely(ch->kind == CH_RING)) {
+		r = mr__ring_try_send(ch, elem, false, NULL);
+		if (likely(r != -EAGAIN))
+			return r;
+	} else if ((r = case_try(&c, false, NULL)) != -EAGAIN) {
+		return r;
+	}
+	if (deadline == MR_SELECT_POLL)
+		return -EAGAIN;
+	if (block(&c, 1, deadline, &r, call) < 0)
+		return -ETIMEDOUT;
+	return r;
+}
+
+static int recv_until(mr_chan_t *handle, void *elem, int64_t deadline, const char *call)
+{
+	if (!handle || !elem)
+		return -EINVAL;
+	struct mr_chan *ch = check_chan(handle, call);
+	struct mr_select_case c = { handle, MR_SELECT_RECV, elem, 0 };
+	int r;
+
+	if (likely(ch->kind == CH_RING)) {
+		r = mr__ring_try_recv(ch, elem, false, NULL);
+		if (likely(r != -EAGAIN))
+			return r;
+	} else if ((r = case_try(&c, false, NULL)) != -EAGAIN) {
+		return r;
+	}
+	if (deadline == MR_SELECT_POLL)
+		return -EAGAIN;
+	if (block(&c, 1, deadline, &r, call) < 0)
+		return -ETIMEDOUT;
+	return r;
+}
+
+int mr_chan_send(mr_chan_t *ch, const void *elem)
+{
+	return send_until(ch, elem, MR_SELECT_FOREVER, "mr_chan_send");
+}
+
+int mr_chan_recv(mr_chan_t *ch, void *elem)
+{
+	return recv_until(ch, elem, MR_SELECT_FOREVER, "mr_chan_recv");
+}
+
+int mr_chan_try_send(mr_chan_t *ch, const void *elem)
+{
+	return send_until(ch, elem, MR_SELECT_POLL, "mr_chan_try_send");
+}
+
+int mr_chan_try_recv(mr_chan_t *ch, void *elem)
+{
+	return recv_until(ch, elem, MR_SELECT_POLL, "mr_chan_try_recv");
+}
+
+/* A deadline of exactly 0 is in the past, like any other: it must still
+ * say -ETIMEDOUT, not the select "default" -EAGAIN. Negative: forever. */
+static int64_t until(int64_t deadline)
+{
+	if (deadline < 0)
+		return MR_SELECT_FOREVER;
+	return deadline == MR_SELECT_POLL ? 1 : deadline;
+}
+
+int mr_chan_send_until(mr_chan_t *ch, const void *elem, int64_t deadline_ns)
+{
+	return send_until(ch, elem, until(deadline_ns), "mr_chan_send_until");
+}
+
+int mr_chan_recv_until(mr_chan_t *ch, void *elem, int64_t deadline_ns)
+{
+	return recv_until(ch, elem, until(deadline_ns), "mr_chan_recv_until");
+}
+
+int mr_chan_close(mr_chan_t *handle)
+{
+	if (!handle)
+		return -EINVAL;
+	struct mr_chan *ch = check_chan(handle, "mr_chan_close");
+	struct mr__centry *e;
+	bool rv = ch->kind == CH_RENDEZVOUS;
+
+	/* Under the lock, so that a receiver that sees CLOSED and destroys
+	 * the channel at once waits for us (mr_chan_destroy locks). */
+	mr__chan_lock(ch);
+	if (atomic_fetch_or_explicit(&ch->tail, POS_CLOSED, memory_order_acq_rel) & POS_CLOSED) {
+		mr__chan_unlock(ch);
+		return -EPIPE;
+	}
+	/* Wake everyone: ring and list sleepers retry (a receiver may still
+	 * find elements sent before the close); rendezvous ones fail. Woken
+	 * under the lock: a sleeper that runs at once spins on it briefly to
+	 * unqueue its other cases, and nothing here outlives the unlock. */
+	for (int side = 0; side < 2; side++) {
+		struct mr__cwq *q = side ? &ch->txq : &ch->rxq;
+		while ((e = claim_first(q, NULL))) {
+			struct mr__sleeper *s = e->s;
+			s->which = e->idx;
+			s->result = rv ? -EPIPE : SL_RETRY;
+			mr__sleeper_wake(s);
+		}
+	}
+	if (!rv) {
+		atomic_fetch_and_explicit(&ch->tail, ~POS_RXW, memory_order_relaxed);
+		atomic_fetch_and_explicit(&ch->head, ~POS_TXW, memory_order_relaxed);
+	}
+	mr__chan_unlock(ch);
+	return 0;
+}
+
+size_t mr_chan_len(const mr_chan_t *handle)
+{
+	if (!handle)
+		return 0;
+	const struct mr_chan *ch = check_chan(handle, "mr_chan_len");
+
+	switch (ch->kind) {
+	case CH_RING:
+		return mr__ring_len(ch);
+	case CH_LIST:
+		return mr__list_len(ch);
+	default:
+		return 0;
+	}
+}
+
+size_t mr_chan_capacity(const mr_chan_t *handle)
+{
+	return handle ? check_chan(handle, "mr_chan_capacity")->cap : 0;
+}
+
+size_t mr_chan_elem_size(const mr_chan_t *handle)
+{
+	return handle ? check_chan(handle, "mr_chan_elem_size")->elem_size : 0;
+}
+
+bool mr_chan_is_closed(const mr_chan_t *handle)
+{
+	if (!handle)
+		return false;
+	const struct mr_chan *ch = check_chan(handle, "mr_chan_is_closed");
+
+	return atomic_load_explicit(&ch->tail, memory_order_acquire) & POS_CLOSED;
+}
+
+int mr_select(struct mr_select_case *cases, size_t n, int64_t deadline_ns)
+{
+	size_t live = 0;
+	int res = 0, i;
+
+	if ((!cases && n > 0) || n > MR_SELECT_MAX)
+		return -EINVAL;
+	for (size_t j = 0; j < n; j++) {
+		struct mr_select_case *c = &cases[j];
+		if (!c->chan || c->op == MR_SELECT_SKIP)
+			continue;
+		if ((c->op != MR_SELECT_SEND && c->op != MR_SELECT_RECV) || !c->elem)
+			return -EINVAL;
+		check_chan(c->chan, "mr_select");
+		live++;
+	}
+	if (live == 0) {
+		if (deadline_ns == MR_SELECT_POLL)
+			return -EAGAIN;
+		if (deadline_ns < 0)
+			return -EINVAL;
+		mr_sleep_until(deadline_ns);
+		return -ETIMEDOUT;
+	}
+	if ((i = poll_cases(cases, n, &res)) >= 0)
+		goto done;
+	if (deadline_ns == MR_SELECT_POLL)
+		return -EAGAIN;
+	i = block(cases, n, deadline_ns, &res, "mr_select");
+	if (i < 0)
+		return i;
+done:
+	if (res < 0 && res != -EPIPE)
+		return res; /* -ENOMEM from an unbounded send */
+	cases[i].result = res;
+	return i;
+}
