@@ -105,6 +105,12 @@ static bool sleeper_claim(struct mr__sleeper *s)
 {
 	uint32_t expect = SL_WAITING;
 
+	if (s->solo) {
+		/* We hold the lock of its only channel and just unqueued it. */
+		atomic_store_explicit(&s->state, SL_CLAIMED, memory_order_relaxed);
+		return true;
+	}
+
 	/* acquire: pairs with the release in the sleeper's setup (its entry
 	 * and element pointer); relaxed on failure, we just move on. */
 	return atomic_compare_exchange_strong_explicit(&s->state, &expect, SL_CLAIMED,
@@ -380,6 +386,7 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 	}
 	S.deadline = deadline;
 	S.sl.fiber = self;
+	S.sl.solo = n == 1 && deadline < 0;
 	S.sl.timer.fire = sel_timeout;
 	S.sl.timer.deadline = deadline;
 	for (size_t j = 0; j < n; j++)
@@ -538,7 +545,10 @@ static int send_until(mr_chan_t *handle, const void *elem, int64_t deadline, con
 		r = mr__ring_try_send(ch, elem, false, NULL);
 		if (likely(r != -EAGAIN))
 			return r;
-	} else if ((r = case_try(&c, false, NULL)) != -EAGAIN) {
+	} else if ((ch->kind != CH_RENDEZVOUS || deadline == MR_SELECT_POLL) &&
+		   (r = case_try(&c, false, NULL)) != -EAGAIN) {
+		/* A blocking rendezvous skips this: block() looks for a
+		 * partner under the lock it needs anyway to queue. */
 		return r;
 	}
 	if (deadline == MR_SELECT_POLL)
@@ -560,7 +570,8 @@ static int recv_until(mr_chan_t *handle, void *elem, int64_t deadline, const cha
 		r = mr__ring_try_recv(ch, elem, false, NULL);
 		if (likely(r != -EAGAIN))
 			return r;
-	} else if ((r = case_try(&c, false, NULL)) != -EAGAIN) {
+	} else if ((ch->kind != CH_RENDEZVOUS || deadline == MR_SELECT_POLL) &&
+		   (r = case_try(&c, false, NULL)) != -EAGAIN) {
 		return r;
 	}
 	if (deadline == MR_SELECT_POLL)

@@ -67,6 +67,9 @@ struct mr__sleeper {
 	int which;  /* index of the case that woke it */
 	int result; /* 0 / -EPIPE (completed by the waker) or SL_RETRY */
 	struct mr_fiber *fiber; /* NULL: a thread (or job) on the futex `state` */
+	/* One case and no deadline: only a holder of that one channel's lock
+	 * can claim it, so claiming needs no CAS. */
+	bool solo;
 	struct mr__timer timer;
 };
 

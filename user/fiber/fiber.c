@@ -65,6 +65,28 @@ static void install_overflow_handler(void);
 
 /* ---- switching ---------------------------------------------------------- */
 
+static void after_switch(struct mr__worker *w, struct mr_fiber *f);
+static struct mr__worker *self_after_switch(void);
+
+/*
+ * Fiber f runs again; `how` is what the switch into it passed: f itself
+ * when a worker resumed it, TRANSFER from a fiber that yielded to it, or a
+ * fiber that parked and handed its worker over to f (mr__fiber_park), whose
+ * commit now runs here, after that fiber's registers were saved.
+ */
+static void arrived(struct mr_fiber *f, void *how)
+{
+#ifdef MR_ASAN
+	if (how != f)
+		__sanitizer_finish_switch_fiber(f->asan_fake, NULL, NULL);
+	else
+		__sanitizer_finish_switch_fiber(f->asan_fake, &f->asan_resumer_bottom,
+						&f->asan_resumer_size);
+#endif
+	if (how != f && how != TRANSFER)
+		after_switch(self_after_switch(), how);
+}
+
 /* From the running fiber f back to the context that resumed it. */
 static void switch_out(struct mr_fiber *f)
 {
@@ -78,15 +100,7 @@ static void switch_out(struct mr_fiber *f)
 	/* The resumer learns which fiber came back: after a direct transfer
 	 * (mr_yield) it is not the one it resumed. */
 	void *how = mr__ctx_switch(&f->sp, f->resumer_sp, f);
-#ifdef MR_ASAN
-	if (how == TRANSFER)
-		__sanitizer_finish_switch_fiber(f->asan_fake, NULL, NULL);
-	else
-		__sanitizer_finish_switch_fiber(f->asan_fake, &f->asan_resumer_bottom,
-						&f->asan_resumer_size);
-#else
-	(void)how;
-#endif
+	arrived(f, how);
 }
 
 /*
@@ -206,6 +220,7 @@ __attribute__((noreturn)) static void fiber_entry(void *arg)
 #ifdef MR_ASAN
 	__sanitizer_finish_switch_fiber(NULL, &f->asan_resumer_bottom, &f->asan_resumer_size);
 #endif
+	f->ran = true;
 	f->fn(f->arg);
 	f->action = ACT_EXIT;
 	switch_out(f);
@@ -245,6 +260,33 @@ void mr__fiber_park(bool (*commit)(void *arg), void *arg, const char *call)
 	f->action = ACT_PARK;
 	f->commit = commit;
 	f->commit_arg = arg;
+
+	/*
+	 * Hand the worker straight to the newest job of its deque when that is
+	 * a fiber parked in a switch (typically the one this fiber just readied:
+	 * a channel or semaphore ping-pong). The worker loop would pop and
+	 * resume exactly that job next; this saves the trip through it. The
+	 * fiber we switch to runs our commit on arrival (arrived()).
+	 */
+	struct mr__worker *w = mr__self();
+	struct mr__job *top = mr__deque_peek(&w->dq);
+	if (top && top->exec == fiber_exec && ((struct mr_fiber *)top)->ran) {
+		struct mr_fiber *next = (struct mr_fiber *)top;
+		mr__deque_pop(&w->dq);
+		next->resumer_sp = f->resumer_sp;
+		mr__tls_fiber = next;
+#ifdef MR_TSAN
+		next->tsan_resumer = f->tsan_resumer;
+		__tsan_switch_to_fiber(next->tsan_fiber, 0);
+#endif
+#ifdef MR_ASAN
+		next->asan_resumer_bottom = f->asan_resumer_bottom;
+		next->asan_resumer_size = f->asan_resumer_size;
+		__sanitizer_start_switch_fiber(&f->asan_fake, next->stack.base, next->stack.size);
+#endif
+		arrived(f, mr__ctx_switch(&f->sp, next->sp, f));
+		return;
+	}
 	switch_out(f);
 }
 
@@ -305,16 +347,7 @@ void mr_yield(void)
 		next->asan_resumer_size = f->asan_resumer_size;
 		__sanitizer_start_switch_fiber(&f->asan_fake, next->stack.base, next->stack.size);
 #endif
-		void *how = mr__ctx_switch(&f->sp, next->sp, TRANSFER);
-#ifdef MR_ASAN
-		if (how == TRANSFER)
-			__sanitizer_finish_switch_fiber(f->asan_fake, NULL, NULL);
-		else
-			__sanitizer_finish_switch_fiber(f->asan_fake, &f->asan_resumer_bottom,
-							&f->asan_resumer_size);
-#else
-		(void)how;
-#endif
+		arrived(f, mr__ctx_switch(&f->sp, next->sp, TRANSFER));
 		return;
 	}
 	f->action = ACT_YIELD;

@@ -49,6 +49,7 @@ struct mr_fiber {
 	const void *asan_resumer_bottom;
 	size_t asan_resumer_size;
 	uint32_t magic;
+	bool ran; /* has started: suspended in a switch, not at its entry */
 	char name[32];
 };
 

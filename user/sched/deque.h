@@ -166,6 +166,17 @@ static inline struct mr__job *mr__deque_pop(struct mr__deque *dq)
 	return mr__deque_pop_shared(dq);
 }
 
+/* Owner only. The job mr__deque_pop() would return from the private part,
+ * without taking it; NULL when the private part is empty or a thief asked
+ * the owner to share (the worker loop must see that request). */
+static inline struct mr__job *mr__deque_peek(const struct mr__deque *dq)
+{
+	if ((int32_t)(dq->head - dq->o_split) <= 0 ||
+	    atomic_load_explicit(&dq->movesplit, memory_order_relaxed))
+		return NULL;
+	return atomic_load_explicit(&dq->slots[(dq->head - 1) & dq->mask], memory_order_relaxed);
+}
+
 /*
  * Owner only. Pop the job pushed at index idx if it is still on top and
  * private (mr_join's fast path: no load of the slot). False otherwise. The
