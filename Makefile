@@ -134,6 +134,7 @@ check-aarch64:
 bench: lib
 	./tools/deps.sh bench
 	./tools/bench/run.sh $(BUILD)
+	./tools/bench/chan/run.sh $(BUILD)
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/include/moirai $(DESTDIR)$(PREFIX)/lib/pkgconfig

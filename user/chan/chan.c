@@ -37,10 +37,24 @@
 #define CHAN_MAGIC 0x4348414eu /* "CHAN" */
 #define CHAN_DEAD 0x44454144u  /* "DEAD" */
 
-/* Bounded spin before sleeping, in tries of the whole select. A futex
- * wake-up round trip costs far more (~17 us on the VMs we measured). */
-#define SPIN_TRIES_THREAD 200
-#define SPIN_TRIES_FIBER 50
+/* Bounded spin before queueing, in tries of the whole select, with 1, 2,
+ * 4, then 8 pauses between tries (a pause is ~28 ns here: ~6 us for a
+ * thread). A futex wake-up round trip costs far more (~17 us on the VMs we
+ * measured); polling a line the other side writes slows it down, so the
+ * pauses grow. */
+#ifndef SPIN_TRIES_THREAD
+#define SPIN_TRIES_THREAD 30
+#endif
+#ifndef SPIN_TRIES_FIBER
+#define SPIN_TRIES_FIBER 20
+#endif
+#ifndef SPIN_GROW
+#define SPIN_GROW 3
+#endif
+/* A queued thread spins on its own state this long before the futex. */
+#ifndef THREAD_SPIN_NS
+#define THREAD_SPIN_NS 20000
+#endif
 
 static __thread uint64_t chan_rng;
 
@@ -105,16 +119,28 @@ static bool sleeper_claim(struct mr__sleeper *s)
 {
 	uint32_t expect = SL_WAITING;
 
-	if (s->solo) {
-		/* We hold the lock of its only channel and just unqueued it. */
+	if (s->solo && s->fiber) {
+		/* We hold the lock of its only channel and just unqueued it; a
+		 * parked fiber never writes its own state. */
 		atomic_store_explicit(&s->state, SL_CLAIMED, memory_order_relaxed);
+		s->futex = false;
 		return true;
 	}
-
-	/* acquire: pairs with the release in the sleeper's setup (its entry
-	 * and element pointer); relaxed on failure, we just move on. */
-	return atomic_compare_exchange_strong_explicit(&s->state, &expect, SL_CLAIMED,
-						       memory_order_acquire, memory_order_relaxed);
+	for (;;) {
+		uint32_t was = expect;
+		/* acquire: pairs with the release in the sleeper's setup (its
+		 * entry and element pointer); relaxed on failure. */
+		if (atomic_compare_exchange_strong_explicit(&s->state, &expect, SL_CLAIMED,
+							    memory_order_acquire,
+							    memory_order_relaxed)) {
+			s->futex = was == SL_SLEEPING;
+			return true;
+		}
+		/* A thread that went to the futex meanwhile: claim it there.
+		 * Anything else: claimed elsewhere, or timed out. */
+		if (expect != SL_SLEEPING)
+			return false;
+	}
 }
 
 /* With the lock held: unqueue entries from the front of q until one whose
@@ -159,6 +185,7 @@ struct mr__sleeper *mr__chan_claim_one(struct mr_chan *ch, struct mr__cwq *q,
 void mr__sleeper_wake(struct mr__sleeper *s)
 {
 	struct mr_fiber *f = s->fiber;
+	bool futex = s->futex;
 
 	/* release: pairs with the acquire load of state by the sleeper, which
 	 * then reads which/result and the element. A thread may return and
@@ -166,7 +193,7 @@ void mr__sleeper_wake(struct mr__sleeper *s)
 	atomic_store_explicit(&s->state, SL_WOKEN, memory_order_release);
 	if (f)
 		mr__fiber_ready(f);
-	else
+	else if (futex)
 		mr__futex_wake(&s->state, 1);
 }
 
@@ -221,15 +248,21 @@ static inline bool case_live(const struct mr_select_case *c)
 	return c->chan && c->op != MR_SELECT_SKIP;
 }
 
-/* Try every live case once, starting at a random one. */
+/* Try every live case once, in a random order (drawn as we go, like Go's
+ * shuffled poll order: every ready case has the same odds, wherever the
+ * skipped or unready ones are). */
 static int poll_cases(struct mr_select_case *cases, size_t n, int *res)
 {
-	size_t start = n > 1 ? rand_below(n) : 0;
+	unsigned char live[MR_SELECT_MAX];
+	size_t nlive = 0;
 
-	for (size_t k = 0; k < n; k++) {
-		size_t i = start + k < n ? start + k : start + k - n;
-		if (!case_live(&cases[i]))
-			continue;
+	for (size_t i = 0; i < n; i++)
+		if (case_live(&cases[i]))
+			live[nlive++] = (unsigned char)i;
+	while (nlive > 0) {
+		size_t pick = nlive > 1 ? rand_below(nlive) : 0;
+		size_t i = live[pick];
+		live[pick] = live[--nlive];
 		int r = case_try(&cases[i], false, NULL);
 		if (r != -EAGAIN) {
 			*res = r;
@@ -303,10 +336,16 @@ static bool sel_commit(void *arg)
 	return true;
 }
 
-/* A thread (or a job, or a pinned fiber): unlock and wait on the futex. */
+/*
+ * A thread (or a job, or a pinned fiber): unlock, spin on our own state for
+ * a while (the other side is often running: a wake-up through the futex
+ * costs both sides a system call), then sleep in the futex.
+ */
 static uint32_t thread_sleep(struct sel *S)
 {
 	struct mr__worker *w = mr__self();
+	int64_t spin_until = -1;
+	unsigned k = 0, n = 0;
 	uint32_t st;
 
 	unlock_all(S);
@@ -317,19 +356,36 @@ static uint32_t thread_sleep(struct sel *S)
 		st = atomic_load_explicit(&S->sl.state, memory_order_acquire);
 		if (st == SL_WOKEN || st == SL_TIMEDOUT)
 			break;
-		if (st == SL_WAITING && S->deadline >= 0 && mr_now_ns() >= S->deadline) {
-			uint32_t expect = SL_WAITING;
-			if (atomic_compare_exchange_strong_explicit(&S->sl.state, &expect,
-								    SL_TIMEDOUT,
-								    memory_order_acquire,
-								    memory_order_acquire)) {
-				st = SL_TIMEDOUT;
-				break;
-			}
+		if (st == SL_CLAIMED) {
+			/* The claimer stores WOKEN next, without a futex wake. */
+			chan_backoff(&k);
 			continue;
 		}
-		/* A claimed sleeper's waker is storing WOKEN: no deadline. */
-		mr__futex_wait_until(&S->sl.state, st, st == SL_WAITING ? S->deadline : -1);
+		if ((++n & 31) == 0 || spin_until < 0) {
+			int64_t now = mr_now_ns();
+			if (spin_until < 0)
+				spin_until = now + THREAD_SPIN_NS;
+			if (S->deadline >= 0 && now >= S->deadline) {
+				if (atomic_compare_exchange_strong_explicit(
+					    &S->sl.state, &st, SL_TIMEDOUT, memory_order_acquire,
+					    memory_order_relaxed)) {
+					st = SL_TIMEDOUT;
+					break;
+				}
+				continue;
+			}
+			if (now >= spin_until && st == SL_WAITING) {
+				atomic_compare_exchange_strong_explicit(&S->sl.state, &st,
+									SL_SLEEPING,
+									memory_order_relaxed,
+									memory_order_relaxed);
+				continue;
+			}
+		}
+		if (st == SL_SLEEPING)
+			mr__futex_wait_until(&S->sl.state, SL_SLEEPING, S->deadline);
+		else
+			mr__cpu_relax();
 	}
 	if (w)
 		mr__worker_unblock(w);
@@ -356,8 +412,14 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 
 	/* Spin: retry while the other side is probably running. */
 	unsigned spins = self ? (fiber_may_spin() ? SPIN_TRIES_FIBER : 0) : SPIN_TRIES_THREAD;
+	/* A lone rendezvous case cannot complete until its partner queues:
+	 * if both sides polled, neither would. Queue at once (a thread then
+	 * spins on its own state, thread_sleep()). */
+	if (n == 1 && ((struct mr_chan *)cases[0].chan)->kind == CH_RENDEZVOUS)
+		spins = 0;
 	for (unsigned k = 0; k < spins; k++) {
-		mr__cpu_relax();
+		for (unsigned p = 1u << (k < SPIN_GROW ? k : SPIN_GROW); p; p--)
+			mr__cpu_relax();
 		if ((i = poll_cases(cases, n, res)) >= 0)
 			return i;
 	}
@@ -393,8 +455,6 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 		ent[j].queued = false;
 
 	for (;;) {
-		if (deadline >= 0 && mr_now_ns() >= deadline)
-			return -ETIMEDOUT;
 		lock_all(&S);
 		atomic_store_explicit(&S.sl.state, SL_WAITING, memory_order_relaxed);
 		S.sl.which = -1;
@@ -432,6 +492,13 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 			unlock_all(&S);
 			*res = r;
 			return got;
+		}
+		/* Checked only now: a past deadline still completes (or sees
+		 * the close of) a case that is ready. */
+		if (deadline >= 0 && mr_now_ns() >= deadline) {
+			unqueue_all(cases, n, ent);
+			unlock_all(&S);
+			return -ETIMEDOUT;
 		}
 
 		uint32_t st;

@@ -50,7 +50,9 @@ enum { CH_RING = 1, CH_LIST = 2, CH_RENDEZVOUS = 3 };
 
 /* ---- sleepers and their queue entries --------------------------------------- */
 
-enum { SL_WAITING = 0, SL_CLAIMED = 1, SL_WOKEN = 2, SL_TIMEDOUT = 3 };
+/* SLEEPING: a thread that stopped spinning and waits in the futex; only
+ * then does its waker make the futex_wake call. */
+enum { SL_WAITING = 0, SL_CLAIMED = 1, SL_WOKEN = 2, SL_TIMEDOUT = 3, SL_SLEEPING = 4 };
 
 /* sleeper.result: the waker completed the operation (0 or -EPIPE), or the
  * sleeper must try again (RETRY). */
@@ -58,9 +60,10 @@ enum { SL_WAITING = 0, SL_CLAIMED = 1, SL_WOKEN = 2, SL_TIMEDOUT = 3 };
 
 /*
  * One blocked call (send, recv or select). A waker claims it with a CAS of
- * state from WAITING to CLAIMED, fills which/result, then stores WOKEN and
- * readies the fiber or wakes the futex; a deadline moves WAITING to
- * TIMEDOUT. Exactly one of them wins.
+ * state from WAITING (or SLEEPING) to CLAIMED, fills which/result, then
+ * stores WOKEN and readies the fiber or wakes the futex; a deadline moves
+ * WAITING to TIMEDOUT. Exactly one of them wins. A thread first spins on
+ * its own state (a local line) and moves it to SLEEPING before the futex.
  */
 struct mr__sleeper {
 	_Atomic uint32_t state;
@@ -70,6 +73,7 @@ struct mr__sleeper {
 	/* One case and no deadline: only a holder of that one channel's lock
 	 * can claim it, so claiming needs no CAS. */
 	bool solo;
+	bool futex; /* set by the claimer: the thread sleeps in the futex */
 	struct mr__timer timer;
 };
 
