@@ -585,13 +585,15 @@ void mr_chan_destroy(mr_chan_t *handle)
 	struct mr_chan *ch = check_chan(handle, "mr_chan_destroy");
 	unsigned k = 0;
 
+	/* First let a queue operation that is still waking someone finish:
+	 * it needs the lock to do so. acquire: pairs with the release in
+	 * wake_other() (ring.c). Then the lock waits out a close. */
+	while (atomic_load_explicit(&ch->busy, memory_order_acquire))
+		chan_backoff(&k);
 	mr__chan_lock(ch);
 	if (ch->rxq.head || ch->txq.head)
 		mr__die("mr_chan_destroy", "channel %p has %s waiting on it", (void *)ch,
 			ch->rxq.head ? "a receiver" : "a sender");
-	/* acquire: pairs with the release in wake_other() (ring.c). */
-	while (atomic_load_explicit(&ch->busy, memory_order_acquire))
-		chan_backoff(&k);
 	ch->magic = CHAN_DEAD;
 	if (ch->kind == CH_LIST)
 		mr__list_fini(ch);
