@@ -252,6 +252,26 @@ static void check_on_own_stack(struct mr_fiber *f, const char *call)
 		mr__die(call, "called off the fiber's stack (from a signal handler?)");
 }
 
+/*
+ * Switch from the running fiber f straight into the suspended fiber next,
+ * which takes over f's resumer; `how` tells next what happened (arrived()).
+ */
+static void transfer(struct mr_fiber *f, struct mr_fiber *next, void *how)
+{
+	next->resumer_sp = f->resumer_sp;
+	mr__tls_fiber = next;
+#ifdef MR_TSAN
+	next->tsan_resumer = f->tsan_resumer;
+	__tsan_switch_to_fiber(next->tsan_fiber, 0);
+#endif
+#ifdef MR_ASAN
+	next->asan_resumer_bottom = f->asan_resumer_bottom;
+	next->asan_resumer_size = f->asan_resumer_size;
+	__sanitizer_start_switch_fiber(&f->asan_fake, next->stack.base, next->stack.size);
+#endif
+	arrived(f, mr__ctx_switch(&f->sp, next->sp, how));
+}
+
 void mr__fiber_park(bool (*commit)(void *arg), void *arg, const char *call)
 {
 	struct mr_fiber *f = mr__tls_fiber;
@@ -273,18 +293,7 @@ void mr__fiber_park(bool (*commit)(void *arg), void *arg, const char *call)
 	if (top && top->exec == fiber_exec && ((struct mr_fiber *)top)->ran) {
 		struct mr_fiber *next = (struct mr_fiber *)top;
 		mr__deque_pop(&w->dq);
-		next->resumer_sp = f->resumer_sp;
-		mr__tls_fiber = next;
-#ifdef MR_TSAN
-		next->tsan_resumer = f->tsan_resumer;
-		__tsan_switch_to_fiber(next->tsan_fiber, 0);
-#endif
-#ifdef MR_ASAN
-		next->asan_resumer_bottom = f->asan_resumer_bottom;
-		next->asan_resumer_size = f->asan_resumer_size;
-		__sanitizer_start_switch_fiber(&f->asan_fake, next->stack.base, next->stack.size);
-#endif
-		arrived(f, mr__ctx_switch(&f->sp, next->sp, f));
+		transfer(f, next, f);
 		return;
 	}
 	switch_out(f);
@@ -336,18 +345,7 @@ void mr_yield(void)
 		else
 			w->yield_head = f;
 		w->yield_tail = f;
-		next->resumer_sp = f->resumer_sp;
-		mr__tls_fiber = next;
-#ifdef MR_TSAN
-		next->tsan_resumer = f->tsan_resumer;
-		__tsan_switch_to_fiber(next->tsan_fiber, 0);
-#endif
-#ifdef MR_ASAN
-		next->asan_resumer_bottom = f->asan_resumer_bottom;
-		next->asan_resumer_size = f->asan_resumer_size;
-		__sanitizer_start_switch_fiber(&f->asan_fake, next->stack.base, next->stack.size);
-#endif
-		arrived(f, mr__ctx_switch(&f->sp, next->sp, TRANSFER));
+		transfer(f, next, TRANSFER);
 		return;
 	}
 	f->action = ACT_YIELD;
