@@ -1319,7 +1319,7 @@ static void destroy_waited_child(void *arg)
 	actor_start(&a, rt, d.kind == 1, dw_wait, &d);
 	while (!atomic_load(&d.started))
 		sleep_ms(1);
-	sleep_ms(100);
+	sleep_ms(250); /* time to block, even on a loaded machine */
 	mr_chan_destroy(d.ch);
 	_exit(0); /* not reached: the destroy must abort */
 }

@@ -20,6 +20,11 @@
  *    on 8 channels of all flavours, mixing sends and receives, with poll,
  *    short and long deadlines; tokens are conserved (none lost, none
  *    duplicated - which also catches a select pairing with itself).
+ *  - elements of 4099 bytes between fibers and threads: never torn.
+ *  - the waiter destroys the channel as soon as its call returns, while the
+ *    call that woke it (send, try_send, close, a receive that made room) may
+ *    still be returning: that call must not touch the channel any more.
+ *  - closes racing each other: exactly one returns 0.
  *  - ping-pong between a thread and a fiber through capacity-1 and
  *    rendezvous channels: a lost wake-up hangs (the harness's timeout).
  *
@@ -172,9 +177,12 @@ static bool elem_ok(const struct elem *e)
 }
 
 /*
- * Send e on ch in one of four ways picked by r, retrying -EAGAIN and
- * -ETIMEDOUT (each counted in *again / *timedout) until the call completes;
- * returns 0 or -EPIPE (or anything else the library returns wrongly).
+ * Send e on ch in one of four ways picked by r: blocking; try, retried a few
+ * times on -EAGAIN; a deadline around one wake-up, retried a few times on
+ * -ETIMEDOUT; a select with a case that is never ready. The retries end in
+ * the blocking form, so that the test's running time does not depend on
+ * how often short waits meet (each retry is counted in *again / *timedout).
+ * Returns 0 or -EPIPE (or anything else the library returns wrongly).
  * `never` is a channel on which a select case never becomes ready.
  */
 static int send_any(mr_chan_t *ch, mr_chan_t *never, const struct elem *e, uint64_t *rng,
@@ -208,7 +216,7 @@ static int send_any(mr_chan_t *ch, mr_chan_t *never, const struct elem *e, uint6
 			if (rc != -ETIMEDOUT)
 				return rc;
 			(*timedout)++;
-			if (k == 16)
+			if (k == 4)
 				return mr_chan_send(ch, e);
 		}
 	default:
@@ -217,9 +225,10 @@ static int send_any(mr_chan_t *ch, mr_chan_t *never, const struct elem *e, uint6
 				{ never, MR_SELECT_RECV, &junk, 1 },
 				{ ch, MR_SELECT_SEND, (void *)e, 1 },
 			};
-			int64_t dl = k == 0 ? ((r >> 8) % 4 == 0 ? MR_SELECT_FOREVER
-								  : racy_deadline(r >> 10))
-					    : retry_deadline(rng);
+			int64_t dl = k == 0   ? ((r >> 8) % 4 == 0 ? MR_SELECT_FOREVER
+								    : racy_deadline(r >> 10))
+				     : k < 4 ? retry_deadline(rng)
+					     : MR_SELECT_FOREVER;
 			rc = mr_select(c, 2, dl);
 			if (rc == 1)
 				return c[1].result;
@@ -262,7 +271,7 @@ static int recv_any(mr_chan_t *ch, mr_chan_t *never, struct elem *e, uint64_t *r
 			if (rc != -ETIMEDOUT)
 				return rc;
 			(*timedout)++;
-			if (k == 16)
+			if (k == 4)
 				return mr_chan_recv(ch, e);
 		}
 	default:
@@ -273,9 +282,10 @@ static int recv_any(mr_chan_t *ch, mr_chan_t *never, struct elem *e, uint64_t *r
 				{ ch, MR_SELECT_RECV, e, 1 },
 				{ never, MR_SELECT_RECV, &junk, 1 },
 			};
-			int64_t dl = k == 0 ? ((r >> 8) % 4 == 0 ? MR_SELECT_FOREVER
-								  : racy_deadline(r >> 10))
-					    : retry_deadline(rng);
+			int64_t dl = k == 0   ? ((r >> 8) % 4 == 0 ? MR_SELECT_FOREVER
+								    : racy_deadline(r >> 10))
+				     : k < 4 ? retry_deadline(rng)
+					     : MR_SELECT_FOREVER;
 			rc = mr_select(c, 2, dl);
 			if (rc == 0)
 				return c[0].result;
@@ -289,13 +299,14 @@ static int recv_any(mr_chan_t *ch, mr_chan_t *never, struct elem *e, uint64_t *r
 /* ---- MPMC: exactly once, per-producer FIFO, every flavour, fibers and threads --------- */
 
 enum { MODE_FIBERS, MODE_THREADS, MODE_MIXED };
-enum { N_SENT, N_RECV, N_AGAIN, N_TIMEDOUT, N_BAD, N_DUP, N_ORDER, N_CORRUPT, N_K };
+enum { N_SENT, N_RECV, N_AGAIN, N_TIMEDOUT, N_BAD, N_DUP, N_ORDER, N_CORRUPT, N_LEN, N_K };
 
 #define NPROD 4
 #define NCONS 4
 
 struct mpmc {
 	mr_chan_t *ch, *never;
+	size_t cap;
 	long per; /* elements per producer */
 	_Atomic int producers_left;
 	_Atomic uint8_t *seen; /* [producer * per + seq] */
@@ -363,6 +374,13 @@ static void mp_consumer(void *arg)
 				       p->id, who, seq);
 		}
 		p->n[N_RECV]++;
+		/* A snapshot of len is never more than the channel can hold. */
+		if (p->n[N_RECV] % 64 == 0) {
+			size_t len = mr_chan_len(m->ch);
+			size_t most = m->cap == MR_CHAN_UNBOUNDED ? (size_t)(NPROD * m->per) : m->cap;
+			if (len > most && p->n[N_LEN]++ < 3)
+				printf("# consumer %d: len %zu, capacity %zu\n", p->id, len, m->cap);
+		}
 	}
 	if (rc != -EPIPE && p->n[N_BAD]++ < 3)
 		printf("# consumer %d: %d\n", p->id, rc);
@@ -386,6 +404,7 @@ static void mpmc_run(size_t cap, int mode, long total)
 	ASSERT_NONNULL(rt);
 	memset(&m, 0, sizeof(m));
 	m.per = scaled(total / NPROD);
+	m.cap = cap;
 	m.ch = mr_chan_create(sizeof(struct elem), cap, 0);
 	m.never = mr_chan_create(sizeof(struct elem), 1, 0);
 	m.seen = calloc((size_t)(NPROD * m.per), 1);
@@ -419,6 +438,7 @@ static void mpmc_run(size_t cap, int mode, long total)
 	EXPECT_EQ(sum[N_CORRUPT], 0);
 	EXPECT_EQ(sum[N_DUP], 0);
 	EXPECT_EQ(sum[N_ORDER], 0);
+	EXPECT_EQ(sum[N_LEN], 0);
 	EXPECT_EQ(sum[N_SENT], NPROD * m.per);
 	EXPECT_EQ(sum[N_RECV], NPROD * m.per);
 	long missing = 0;
@@ -791,11 +811,15 @@ static void sel_part_fn(void *arg)
 
 	for (int it = 0; it < s->iters; it++) {
 		uint64_t r = rnd(&p->rng);
-		int n = 1 + (int)(r % SEL_CHANS), nsend = 0;
-		r >>= 3;
+		/* A quarter of the selects cover all 8 channels once each; the
+		 * others 1 to 8 cases on channels drawn at random (so a channel
+		 * may have several cases, a send and a receive among them). */
+		bool all = r % 4 == 0;
+		int n = all ? SEL_CHANS : 1 + (int)((r >> 2) % SEL_CHANS), nsend = 0;
+		r >>= 5;
 		for (int i = 0; i < n; i++) {
 			uint64_t q = rnd(&p->rng);
-			mr_chan_t *ch = s->ch[q % SEL_CHANS];
+			mr_chan_t *ch = s->ch[all ? (uint64_t)i : q % SEL_CHANS];
 			if ((q >> 3) % 2 && nsend < p->nw) {
 				src[i] = p->nw - 1 - nsend++;
 				buf[i] = mk(0, p->wallet[src[i]]);
@@ -947,6 +971,310 @@ TEST_TIMEOUT(select_many_selectors_conserve_tokens, 120)
 	free(a);
 	for (int i = 0; i < SEL_CHANS; i++)
 		mr_chan_destroy(s.ch[i]);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/* ---- large elements: copies are never torn -------------------------------------- */
+
+#define BIG 4099 /* odd, over a page */
+
+struct big {
+	mr_chan_t *ch;
+	long per;
+	_Atomic int producers_left;
+	_Atomic uint8_t *seen;
+	_Atomic long bad, got;
+};
+
+struct big_part {
+	struct big *b;
+	int id;
+	bool fiber;
+	uint64_t rng;
+};
+
+static uint8_t big_pat(uint64_t tag, size_t i)
+{
+	return (uint8_t)((tag * 0x9E3779B1u) >> (i % 24) ^ i * 31);
+}
+
+static void big_producer(void *arg)
+{
+	struct big_part *p = arg;
+	struct big *b = p->b;
+	uint8_t *e = malloc(BIG);
+
+	if (!e)
+		abort();
+	for (long s = 0; s < b->per; s++) {
+		uint64_t tag = (uint64_t)p->id << 32 | (uint64_t)s, r = rnd(&p->rng);
+		int rc;
+		memcpy(e, &tag, 8);
+		for (size_t i = 8; i < BIG; i++)
+			e[i] = big_pat(tag, i);
+		if (r % 3 == 0) {
+			while ((rc = mr_chan_send_until(b->ch, e, racy_deadline(r >> 2))) == -ETIMEDOUT)
+				r = rnd(&p->rng);
+		} else if (r % 3 == 1) {
+			rc = mr_chan_try_send(b->ch, e);
+			if (rc == -EAGAIN)
+				rc = mr_chan_send(b->ch, e);
+		} else {
+			rc = mr_chan_send(b->ch, e);
+		}
+		memset(e, 0xAB, BIG); /* the channel must have copied it */
+		if (rc != 0)
+			atomic_fetch_add(&b->bad, 1);
+	}
+	free(e);
+	if (atomic_fetch_sub(&b->producers_left, 1) == 1)
+		mr_chan_close(b->ch);
+}
+
+static void big_consumer(void *arg)
+{
+	struct big_part *p = arg;
+	struct big *b = p->b;
+	uint8_t *e = malloc(BIG + 16);
+	int rc;
+
+	if (!e)
+		abort();
+	memset(e + BIG, 0x5C, 16);
+	for (;;) {
+		uint64_t r = rnd(&p->rng), tag;
+		memset(e, 0, BIG);
+		if (r % 2)
+			rc = mr_chan_recv(b->ch, e);
+		else if ((rc = mr_chan_recv_until(b->ch, e, racy_deadline(r >> 2))) == -ETIMEDOUT)
+			continue;
+		if (rc != 0)
+			break;
+		memcpy(&tag, e, 8);
+		uint64_t who = tag >> 32, seq = tag & 0xffffffff;
+		bool ok = who < 2 && seq < (uint64_t)b->per;
+		for (size_t i = 8; ok && i < BIG; i++)
+			ok = e[i] == big_pat(tag, i);
+		for (size_t i = 0; ok && i < 16; i++)
+			ok = e[BIG + i] == 0x5C;
+		if (!ok || atomic_exchange(&b->seen[who * (uint64_t)b->per + seq], 1))
+			atomic_fetch_add(&b->bad, 1);
+		else
+			atomic_fetch_add(&b->got, 1);
+	}
+	if (rc != -EPIPE)
+		atomic_fetch_add(&b->bad, 1);
+	free(e);
+}
+
+TEST_TIMEOUT(large_elements_never_torn, 120)
+{
+	static const size_t caps[] = { 1, 3, MR_CHAN_UNBOUNDED, 0 };
+	mr_runtime_t *rt = make_rt(2);
+
+	ASSERT_NONNULL(rt);
+	for (size_t j = 0; j < sizeof(caps) / sizeof(caps[0]); j++) {
+		struct big b = { .per = scaled(20000) };
+		struct big_part ps[4];
+		struct actor a[4];
+
+		b.ch = mr_chan_create(BIG, caps[j], 0);
+		b.seen = calloc((size_t)(2 * b.per), 1);
+		ASSERT_NONNULL(b.ch);
+		ASSERT_NONNULL(b.seen);
+		atomic_store(&b.producers_left, 2);
+		/* parts 0, 2 produce and 1, 3 consume; 0 and 1 are fibers */
+		for (int i = 0; i < 4; i++) {
+			ps[i] = (struct big_part){ &b, i / 2, i < 2, seed_of(900 + (uint64_t)i) };
+			actor_start(&a[i], rt, ps[i].fiber, i % 2 ? big_consumer : big_producer, &ps[i]);
+		}
+		for (int i = 0; i < 4; i++)
+			actor_join(&a[i]);
+		EXPECT_EQ(atomic_load(&b.bad), 0);
+		EXPECT_EQ(atomic_load(&b.got), 2 * b.per);
+		free((void *)b.seen);
+		mr_chan_destroy(b.ch);
+	}
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/* ---- destroy as soon as the waiter's call returns ---------------------------------- */
+
+/*
+ * The shape of every consumer: wait for the element (or for -EPIPE), then
+ * destroy the channel. The call that ended the wait - a send, a try_send, a
+ * close, a receive that made room - may still be returning in another
+ * thread; it must not touch the channel once the waiter can return, as the
+ * sync objects guarantee (ASan reports it if it does; a destroy that still
+ * sees it as a waiter aborts).
+ */
+enum { DA_RV_SEND, DA_CAP1_TRY_SEND, DA_CLOSE, DA_FULL_RECV, DA_RV_RECV, DA_SELECT_SEND,
+       DA_SELECT_CLOSE, DA_KINDS };
+
+struct da {
+	mr_chan_t *ch, *other;
+	int kind;
+	int rc_waiter, rc_waker;
+	uint64_t v;
+};
+
+static void da_waiter(void *arg)
+{
+	struct da *d = arg;
+	uint64_t v = 5;
+
+	switch (d->kind) {
+	case DA_FULL_RECV:
+	case DA_RV_RECV:
+		d->rc_waiter = mr_chan_send(d->ch, &v);
+		break;
+	case DA_SELECT_SEND:
+	case DA_SELECT_CLOSE: {
+		struct mr_select_case c[2] = {
+			{ d->other, MR_SELECT_RECV, &v, 1 },
+			{ d->ch, MR_SELECT_RECV, &d->v, 1 },
+		};
+		int idx = mr_select(c, 2, MR_SELECT_FOREVER);
+		d->rc_waiter = idx == 1 ? c[1].result : 1000 + idx;
+		break;
+	}
+	default:
+		d->rc_waiter = mr_chan_recv(d->ch, &d->v);
+		break;
+	}
+	mr_chan_destroy(d->ch);
+	mr_chan_destroy(d->other);
+}
+
+static void da_waker(void *arg)
+{
+	struct da *d = arg;
+	uint64_t v = 7;
+
+	switch (d->kind) {
+	case DA_RV_SEND:
+	case DA_SELECT_SEND:
+		d->rc_waker = mr_chan_send(d->ch, &v);
+		break;
+	case DA_CAP1_TRY_SEND:
+		d->rc_waker = mr_chan_try_send(d->ch, &v);
+		break;
+	case DA_CLOSE:
+	case DA_SELECT_CLOSE:
+		d->rc_waker = mr_chan_close(d->ch);
+		break;
+	default: /* DA_FULL_RECV, DA_RV_RECV */
+		d->rc_waker = mr_chan_recv(d->ch, &v);
+		break;
+	}
+}
+
+TEST_TIMEOUT(destroy_as_soon_as_the_wait_returns, 60)
+{
+	mr_runtime_t *rt = make_rt(2);
+	long rounds = fiber_rounds(10000);
+	uint64_t r = 31337;
+
+	ASSERT_NONNULL(rt);
+	for (long round = 0; round < rounds; round++) {
+		uint64_t x = rnd(&r);
+		struct da d = { .kind = (int)(x % DA_KINDS), .rc_waiter = 99, .rc_waker = 99 };
+		struct actor a[2];
+		size_t cap = 0;
+		uint64_t v = 1;
+
+		switch (d.kind) {
+		case DA_CAP1_TRY_SEND:
+		case DA_FULL_RECV:
+			cap = 1;
+			break;
+		case DA_CLOSE:
+			cap = (x >> 4) % 2 ? MR_CHAN_UNBOUNDED : 4;
+			break;
+		case DA_SELECT_SEND:
+			cap = (x >> 4) % 2 ? 0 : 2;
+			break;
+		default:
+			cap = 0;
+			break;
+		}
+		d.ch = mr_chan_create(8, cap, 0);
+		d.other = mr_chan_create(8, 1, 0);
+		ASSERT_NONNULL(d.ch);
+		ASSERT_NONNULL(d.other);
+		if (d.kind == DA_FULL_RECV)
+			ASSERT_EQ(mr_chan_send(d.ch, &v), 0);
+		actor_start(&a[0], rt, (x >> 8) & 1, da_waiter, &d);
+		/* Usually the waiter is asleep by the time the waker comes. */
+		if ((x >> 10) % 4)
+			spin_ns((int64_t)((x >> 12) % 40000));
+		if (d.kind == DA_CAP1_TRY_SEND) {
+			/* try_send succeeds at once: run it here, after the waiter
+			 * has had time to block; this thread is the waker. */
+			da_waker(&d);
+		} else {
+			actor_start(&a[1], rt, (x >> 9) & 1, da_waker, &d);
+			actor_join(&a[1]);
+		}
+		actor_join(&a[0]);
+		bool closes = d.kind == DA_CLOSE || d.kind == DA_SELECT_CLOSE;
+		if (d.rc_waiter != (closes ? -EPIPE : 0) || d.rc_waker != 0)
+			TH_LOG("round %ld kind %d: waiter %d, waker %d", round, d.kind, d.rc_waiter,
+			       d.rc_waker);
+		ASSERT_EQ(d.rc_waiter, closes ? -EPIPE : 0);
+		ASSERT_EQ(d.rc_waker, 0);
+	}
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/* ---- closes racing each other -------------------------------------------------- */
+
+struct cc {
+	mr_chan_t *ch;
+	_Atomic int zero, epipe, other;
+	int rc_recv;
+};
+
+static void cc_close(void *arg)
+{
+	struct cc *c = arg;
+	int rc = mr_chan_close(c->ch);
+
+	atomic_fetch_add(rc == 0 ? &c->zero : rc == -EPIPE ? &c->epipe : &c->other, 1);
+}
+
+static void cc_recv(void *arg)
+{
+	struct cc *c = arg;
+	uint64_t v;
+
+	c->rc_recv = mr_chan_recv(c->ch, &v);
+}
+
+TEST_TIMEOUT(closes_race_exactly_one_wins, 60)
+{
+	mr_runtime_t *rt = make_rt(2);
+	long rounds = fiber_rounds(1000);
+
+	ASSERT_NONNULL(rt);
+	for (long round = 0; round < rounds; round++) {
+		struct cc c = { .rc_recv = 99 };
+		struct actor a[5];
+
+		c.ch = mr_chan_create(8, (size_t)(round % 3), 0); /* rendezvous, 1, 2 */
+		ASSERT_NONNULL(c.ch);
+		actor_start(&a[0], rt, round % 2, cc_recv, &c);
+		for (int i = 1; i < 5; i++)
+			actor_start(&a[i], rt, i % 2, cc_close, &c);
+		for (int i = 0; i < 5; i++)
+			actor_join(&a[i]);
+		ASSERT_EQ(atomic_load(&c.zero), 1);
+		ASSERT_EQ(atomic_load(&c.epipe), 3);
+		ASSERT_EQ(atomic_load(&c.other), 0);
+		ASSERT_EQ(c.rc_recv, -EPIPE);
+		ASSERT_TRUE(mr_chan_is_closed(c.ch));
+		mr_chan_destroy(c.ch);
+	}
 	ASSERT_EQ(mr_runtime_destroy(rt), 0);
 }
 
