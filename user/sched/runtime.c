@@ -278,6 +278,23 @@ static int64_t blocked_timers(struct mr__worker *w)
 
 /* ---- the worker loop --------------------------------------------------- */
 
+/* ---- load published for the BPF scheduler (scx.h) ---------------------- */
+
+static inline uint32_t local_depth(struct mr__worker *w)
+{
+	/* relaxed: a hint; thieves move tail concurrently. */
+	uint64_t ts = atomic_load_explicit(&w->dq.ts, memory_order_relaxed);
+	return w->dq.head - MR__TS_TAIL(ts);
+}
+
+static inline void scx_state(struct mr__worker *w, uint32_t state)
+{
+	if (unlikely(w->scx) && w->scx_state != state) {
+		w->scx_state = state;
+		mr__scx_publish(w->scx, state, local_depth(w));
+	}
+}
+
 /* One pass over the injector and every other worker's deque, random start. */
 static struct mr__job *steal_pass(struct mr__worker *w)
 {
@@ -335,6 +352,7 @@ static struct mr__job *search(struct mr__worker *w, bool (*done)(void *), void *
 		w->searching = true;
 		atomic_fetch_add_explicit(&rt->nsearching, 1, memory_order_seq_cst);
 	}
+	scx_state(w, MR__SCX_SEARCHING);
 	/* Search for spin_ns: a futex wake-up costs more than a short spin. */
 	uint64_t deadline = 0;
 	for (unsigned round = 0;; round++) {
@@ -425,6 +443,7 @@ static void park(struct mr__worker *w, bool (*done)(void *), void *arg)
 		int64_t other = blocked_timers(w);
 		if (other >= 0 && (next < 0 || other < next))
 			next = other;
+		scx_state(w, MR__SCX_PARKED);
 		uint32_t tok = wait_token(w, next);
 		if (tok == MR__TOK_NONE) {
 			if (unidle(w, bit))
@@ -472,6 +491,7 @@ void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 		if (!job)
 			job = search(w, done, arg);
 		if (job) {
+			scx_state(w, MR__SCX_RUNNING);
 			job->exec(job, w);
 			continue;
 		}
@@ -502,8 +522,10 @@ static void *worker_main(void *arg)
 	pthread_setname_np(pthread_self(), name);
 	w->tid = (pid_t)syscall(SYS_gettid);
 	mr__tls_worker = w;
+	mr__scx_worker_start(w);
 	mr__work_until(w, rt_exiting, w->rt);
 	stop_searching(w, false);
+	mr__scx_worker_exit(w);
 	mr__fiber_thread_exit(w);
 	mr__tls_worker = NULL;
 	return NULL;
@@ -684,6 +706,7 @@ mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 		if (!w->rng)
 			w->rng = 1;
 	}
+	mr__scx_runtime_init(rt);
 	for (unsigned i = 0; i < nworkers; i++) {
 		int r = pthread_create(&rt->workers[i]->thread, NULL, worker_main, rt->workers[i]);
 		if (r) {

@@ -36,6 +36,7 @@
 
 #include "../base/base.h"
 #include "deque.h"
+#include "scx.h"
 
 #define MR__RT_MAGIC 0x6d72727475ull /* "mrrtu" */
 #define MR__DEFAULT_DEQUE_LOG2 13
@@ -76,6 +77,9 @@ struct mr__worker {
 	unsigned nfree;
 	pid_t tid;
 	pthread_t thread;
+	struct mr__scx_line *scx; /* published load line, or NULL (see scx.h) */
+	uint32_t scx_state;	  /* last state published there */
+	int home_node;		  /* NUMA node of the home CPU (with the scheduler) */
 
 	/*
 	 * > 0 while the running context is inside the parallel API with work
@@ -112,6 +116,7 @@ struct mr_runtime {
 	unsigned nworkers;
 	uint64_t spin_ns;
 	unsigned deque_log2;
+	uint32_t scx_id; /* runtime number for the BPF scheduler; 0: not registered */
 	struct mr__worker **workers;
 	struct mr_runtime *next_live; /* registry of live runtimes */
 

@@ -1,0 +1,726 @@
+/*
+ * moirai.bpf.c - the Moirai sched_ext scheduler.
+ *
+ * What it does. Every task gets a sound weighted-vtime policy (as in the
+ * kernel's scx_simple, with actual run time charged at 100/weight), and
+ * Moirai's worker threads - registered by the runtime in the pinned
+ * `workers` hash, their state and queue depth published in the mmapped
+ * `worker_load` array - are steered on top of it:
+ *
+ *  - Queues. Two vtime-ordered dispatch queues per NUMA node: WORKER_DSQ(n)
+ *    holds workers whose home node is n, OTHER_DSQ(n) everything else that
+ *    last ran on n. A CPU of node n runs the lower-vtime head of its own two
+ *    queues, so workers and other tasks share the node fairly by weight;
+ *    nothing can starve, because every task's vtime only grows by what it
+ *    ran and a waking task gets at most one slice of credit.
+ *  - Locality. A waking worker goes straight to an idle CPU of its home node
+ *    (its previous CPU first). An idle CPU with empty node queues pulls other
+ *    tasks from any node, but pulls a worker from another node only when
+ *    that node has more runnable workers than CPUs: kernel-level stealing
+ *    that mirrors the runtime's own, so worker run time stays on the home
+ *    node (NUMA-local memory) unless the node is overloaded.
+ *  - Priority. A worker that is searching (spinning over the others' deques
+ *    for work) is queued half a slice behind its fair place and gets a
+ *    quarter slice, so a worker that holds queued work, or any waiting task,
+ *    runs first. The penalty moves it in the queue only; it is taken off its
+ *    vtime when it runs, so it does not accumulate. A worker woken for work
+ *    with no idle CPU on its node preempts (kick) a CPU of its node that runs
+ *    a searching worker or a non-worker; the vtime order then decides.
+ *  - Per-CPU kthreads go to their CPU's local queue (they must not wait
+ *    behind the node queues, and cannot run anywhere else).
+ *
+ * Statistics (cpu_stats, node_stats, latency) are plain counters in array
+ * maps, updated with atomic adds; exit_info receives the kernel's exit
+ * reason and message when the scheduler stops (moiraictl prints them).
+ *
+ * Kernel compatibility: the dispatch kfuncs were renamed (scx_bpf_dispatch*
+ * -> scx_bpf_dsq_insert*, scx_bpf_consume -> scx_bpf_dsq_move_to_local) and
+ * writes to p->scx.{slice,dsq_vtime} gained kfuncs; every such call goes
+ * through a wrapper below that uses whichever name the kernel has (weak
+ * ksyms, resolved at load).
+ *
+ * When it behaves badly. Node queues are scanned linearly over all CPUs
+ * when a worker wakes with no idle CPU (fine for tens of CPUs, not tuned
+ * for hundreds). Tasks restricted to CPUs of one node may sit in another
+ * node's OTHER_DSQ until a CPU there or an idle CPU anywhere takes them.
+ * Sparse node numbers are treated as nodes without CPUs.
+ */
+#include "vmlinux.h"
+
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "moirai_shared.h"
+
+char _license[] SEC("license") = "GPL";
+
+#define READ_ONCE(x) (*(const volatile typeof(x) *)&(x))
+#define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
+
+#define PF_EXITING 0x00000004
+#define PF_KTHREAD 0x00200000
+
+#define BPF_STRUCT_OPS(name, args...) SEC("struct_ops/" #name) BPF_PROG(name, ##args)
+#define BPF_STRUCT_OPS_SLEEPABLE(name, args...) SEC("struct_ops.s/" #name) BPF_PROG(name, ##args)
+
+/* scx_bpf_error("fmt", args...): stop the scheduler with a formatted message. */
+#define scx_error(fmt, args...)                                                          \
+	({                                                                               \
+		static char ___fmt[] = fmt;                                              \
+		unsigned long long ___param[___bpf_narg(args)];                          \
+		_Pragma("GCC diagnostic push")                                           \
+		_Pragma("GCC diagnostic ignored \"-Wint-conversion\"")                   \
+		___bpf_fill(___param, args);                                             \
+		_Pragma("GCC diagnostic pop")                                            \
+		scx_bpf_error_bstr(___fmt, ___param, sizeof(___param));                  \
+	})
+
+/* Names older kernels have (newer vmlinux.h no longer declares them). */
+void scx_bpf_dispatch(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags) __ksym __weak;
+void scx_bpf_dispatch_vtime(struct task_struct *p, u64 dsq_id, u64 slice, u64 vtime,
+			    u64 enq_flags) __ksym __weak;
+bool scx_bpf_consume(u64 dsq_id) __ksym __weak;
+
+/* ---- configuration (set by the loader before load) ---------------------- */
+
+const volatile u64 slice_ns = 5000000;
+const volatile u32 nr_cpus = 1;
+const volatile u32 nr_nodes = 1;
+const volatile s32 cpu_to_node[MOIRAI_MAX_CPUS];
+
+#define WORKER_DSQ(n) (0x100ull + (n))
+#define OTHER_DSQ(n) (0x200ull + (n))
+
+/* ---- maps ---------------------------------------------------------------- */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MOIRAI_MAX_WORKERS);
+	__type(key, u32);
+	__type(value, struct moirai_worker);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} workers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MOIRAI_LOAD_SLOTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, u32);
+	__type(value, struct moirai_load);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} worker_load SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MOIRAI_MAX_CPUS);
+	__type(key, u32);
+	__type(value, struct moirai_cpu_stats);
+} cpu_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MOIRAI_MAX_NODES);
+	__type(key, u32);
+	__type(value, struct moirai_node_stats);
+} node_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct moirai_latency);
+} latency SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct moirai_exit_info);
+} exit_info SEC(".maps");
+
+/* Per-task scheduler state. */
+struct task_ctx {
+	u64 runnable_at;  /* when a worker became runnable (latency), 0 = none */
+	u64 started_at;	  /* when it last started running */
+	u64 penalty;	  /* vtime added for queue position only (searching worker) */
+	s32 counted_node; /* node whose runnable_workers counts us, or -1 */
+	s32 last_node;	  /* node a worker last ran on, or -1 */
+	s32 home;	  /* home node of the worker while it runs, or -1 */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct task_ctx);
+} task_ctxs SEC(".maps");
+
+/* What each CPU runs now: lets a woken worker choose whom to preempt. */
+enum { KIND_IDLE = 0, KIND_WORKER = 1, KIND_SEARCHING = 2, KIND_OTHER = 3 };
+u8 cpu_kind[MOIRAI_MAX_CPUS];
+
+/* Largest vtime that has started running: the fair "now". */
+u64 vtime_now;
+
+/* Rotating start for scans, so that scans do not always hit CPU 0 first. */
+u32 scan_rr;
+
+/* ---- kfunc wrappers ------------------------------------------------------ */
+
+static __always_inline void insert(struct task_struct *p, u64 dsq, u64 slice, u64 flags)
+{
+	if (bpf_ksym_exists(scx_bpf_dsq_insert))
+		scx_bpf_dsq_insert(p, dsq, slice, flags);
+	else
+		scx_bpf_dispatch(p, dsq, slice, flags);
+}
+
+static __always_inline void insert_vtime(struct task_struct *p, u64 dsq, u64 slice, u64 vtime,
+					 u64 flags)
+{
+	if (bpf_ksym_exists(scx_bpf_dsq_insert_vtime))
+		scx_bpf_dsq_insert_vtime(p, dsq, slice, vtime, flags);
+	else
+		scx_bpf_dispatch_vtime(p, dsq, slice, vtime, flags);
+}
+
+static __always_inline bool move_to_local(u64 dsq)
+{
+	if (bpf_ksym_exists(scx_bpf_dsq_move_to_local))
+		return scx_bpf_dsq_move_to_local(dsq);
+	return scx_bpf_consume(dsq);
+}
+
+static __always_inline void set_vtime(struct task_struct *p, u64 vtime)
+{
+	if (bpf_ksym_exists(scx_bpf_task_set_dsq_vtime))
+		scx_bpf_task_set_dsq_vtime(p, vtime);
+	else
+		p->scx.dsq_vtime = vtime;
+}
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static __always_inline s32 node_of(s32 cpu)
+{
+	if (cpu < 0 || cpu >= MOIRAI_MAX_CPUS)
+		return 0;
+	s32 n = cpu_to_node[cpu];
+	return n >= 0 && n < (s32)nr_nodes && n < MOIRAI_MAX_NODES ? n : 0;
+}
+
+static __always_inline struct moirai_worker *worker_of(struct task_struct *p)
+{
+	u32 tid = p->pid;
+	struct moirai_worker *w = bpf_map_lookup_elem(&workers, &tid);
+
+	/* A stale entry of a thread id that was reused by another process. */
+	if (w && w->pid != (u32)p->tgid)
+		return NULL;
+	return w;
+}
+
+static __always_inline u32 worker_state(struct moirai_worker *w, u32 *depth)
+{
+	u32 slot = w->slot;
+	struct moirai_load *l = bpf_map_lookup_elem(&worker_load, &slot);
+
+	if (!l)
+		return MOIRAI_W_NONE;
+	if (depth)
+		*depth = READ_ONCE(l->depth);
+	return READ_ONCE(l->state);
+}
+
+static __always_inline s32 home_node(struct moirai_worker *w)
+{
+	s32 n = w->node;
+	return n >= 0 && n < (s32)nr_nodes && n < MOIRAI_MAX_NODES ? n : 0;
+}
+
+static __always_inline struct moirai_cpu_stats *cstats(s32 cpu)
+{
+	u32 k = cpu;
+	return bpf_map_lookup_elem(&cpu_stats, &k);
+}
+
+static __always_inline struct moirai_node_stats *nstats(s32 node)
+{
+	u32 k = node;
+	return bpf_map_lookup_elem(&node_stats, &k);
+}
+
+#define STAT_ADD(ptr, field, v)                                                         \
+	do {                                                                             \
+		if (ptr)                                                                 \
+			__sync_fetch_and_add(&(ptr)->field, (v));                        \
+	} while (0)
+
+static __always_inline struct task_ctx *tctx_of(struct task_struct *p)
+{
+	return bpf_task_storage_get(&task_ctxs, p, 0, 0);
+}
+
+/* Runnable workers of node n, compared with its CPUs: overloaded? */
+static __always_inline bool node_is_overloaded(s32 n)
+{
+	struct moirai_node_stats *ns = nstats(n);
+
+	return ns && READ_ONCE(ns->runnable_workers) > (s64)READ_ONCE(ns->cpus);
+}
+
+static __always_inline void kick(s32 cpu, u64 flags)
+{
+	struct moirai_cpu_stats *cs = cstats(cpu);
+
+	STAT_ADD(cs, kicks, 1);
+	if (flags & SCX_KICK_PREEMPT)
+		STAT_ADD(cs, preempt_kicks, 1);
+	scx_bpf_kick_cpu(cpu, flags);
+}
+
+/* An idle CPU of node n that p may run on, claimed (its idle bit cleared); or -1. */
+static s32 claim_idle_in_node(struct task_struct *p, s32 n, s32 first)
+{
+	const struct cpumask *idle;
+	s32 found = -1;
+	u32 ncpu = nr_cpus < MOIRAI_MAX_CPUS ? nr_cpus : MOIRAI_MAX_CPUS;
+
+	if (first >= 0 && node_of(first) == n && bpf_cpumask_test_cpu(first, p->cpus_ptr) &&
+	    scx_bpf_test_and_clear_cpu_idle(first))
+		return first;
+
+	idle = scx_bpf_get_idle_cpumask();
+	u32 start = scan_rr++;
+	u32 i;
+	bpf_for(i, 0, ncpu)
+	{
+		s32 cpu = (s32)((start + i) % ncpu);
+		if (node_of(cpu) != n || !bpf_cpumask_test_cpu(cpu, idle) ||
+		    !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+			continue;
+		if (scx_bpf_test_and_clear_cpu_idle(cpu)) {
+			found = cpu;
+			break;
+		}
+	}
+	scx_bpf_put_idle_cpumask(idle);
+	return found;
+}
+
+/* A CPU of node n to preempt for a woken worker: a searching worker, else a non-worker. */
+static s32 victim_in_node(struct task_struct *p, s32 n)
+{
+	s32 other = -1;
+	u32 ncpu = nr_cpus < MOIRAI_MAX_CPUS ? nr_cpus : MOIRAI_MAX_CPUS;
+	u32 i;
+
+	bpf_for(i, 0, ncpu)
+	{
+		s32 cpu = (s32)i;
+		if (node_of(cpu) != n || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+			continue;
+		u8 k = cpu_kind[i & (MOIRAI_MAX_CPUS - 1)];
+		if (k == KIND_SEARCHING || k == KIND_IDLE)
+			return cpu;
+		if (k == KIND_OTHER && other < 0)
+			other = cpu;
+	}
+	return other;
+}
+
+static __always_inline u32 log2_u64(u64 v)
+{
+	u32 r = 0;
+
+	if (v >> 32) { v >>= 32; r += 32; }
+	if (v >> 16) { v >>= 16; r += 16; }
+	if (v >> 8) { v >>= 8; r += 8; }
+	if (v >> 4) { v >>= 4; r += 4; }
+	if (v >> 2) { v >>= 2; r += 2; }
+	if (v >> 1) r += 1;
+	return r;
+}
+
+static __always_inline void record_latency(u64 ns)
+{
+	u32 zero = 0, b = log2_u64(ns);
+	struct moirai_latency *l = bpf_map_lookup_elem(&latency, &zero);
+
+	if (!l)
+		return;
+	if (b >= MOIRAI_LAT_BUCKETS)
+		b = MOIRAI_LAT_BUCKETS - 1;
+	__sync_fetch_and_add(&l->count, 1);
+	__sync_fetch_and_add(&l->sum_ns, ns);
+	__sync_fetch_and_add(&l->log2_ns[b], 1);
+	if (ns > READ_ONCE(l->max_ns))
+		WRITE_ONCE(l->max_ns, ns); /* racy maximum: good enough for monitoring */
+}
+
+/* The fair place of p in a queue: its vtime, with at most one slice of credit. */
+static __always_inline u64 fair_vtime(struct task_struct *p)
+{
+	u64 v = p->scx.dsq_vtime, now = READ_ONCE(vtime_now);
+
+	if ((s64)(v - (now - slice_ns)) < 0)
+		v = now - slice_ns;
+	return v;
+}
+
+/* ---- callbacks ------------------------------------------------------------ */
+
+s32 BPF_STRUCT_OPS(moirai_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wake_flags)
+{
+	struct moirai_worker *w = worker_of(p);
+	bool is_idle = false;
+	s32 cpu;
+
+	if (w) {
+		s32 home = home_node(w);
+		cpu = claim_idle_in_node(p, home, prev_cpu);
+		if (cpu < 0 && node_is_overloaded(home)) {
+			cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+		}
+		if (cpu >= 0) {
+			u32 st = worker_state(w, NULL);
+			insert(p, SCX_DSQ_LOCAL, st == MOIRAI_W_SEARCHING ? slice_ns / 4 : slice_ns, 0);
+			STAT_ADD(cstats(cpu), direct, 1);
+			return cpu;
+		}
+		/* No idle CPU where it belongs: stay put; enqueue() queues it on its
+		 * home node and preempts someone there. */
+		return prev_cpu;
+	}
+
+	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
+	if (is_idle) {
+		insert(p, SCX_DSQ_LOCAL, slice_ns, 0);
+		STAT_ADD(cstats(cpu), direct, 1);
+	}
+	return cpu;
+}
+
+void BPF_STRUCT_OPS(moirai_enqueue, struct task_struct *p, u64 enq_flags)
+{
+	struct moirai_worker *w;
+	s32 cpu = scx_bpf_task_cpu(p);
+
+	/* Per-CPU kthreads (ksoftirqd, kworkers): their CPU, now. */
+	if ((p->flags & PF_KTHREAD) && p->nr_cpus_allowed == 1) {
+		insert(p, SCX_DSQ_LOCAL, slice_ns, enq_flags);
+		return;
+	}
+
+	w = worker_of(p);
+	if (!w) {
+		s32 n = node_of(cpu);
+		insert_vtime(p, OTHER_DSQ(n), slice_ns, fair_vtime(p), enq_flags);
+		/* Work conservation: wake an idle CPU to take it. */
+		s32 idle = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+		if (idle >= 0)
+			kick(idle, SCX_KICK_IDLE);
+		return;
+	}
+
+	s32 home = home_node(w);
+	/* A worker kept off its home node by its affinity queues where it is. */
+	if (p->nr_cpus_allowed < (s32)nr_cpus && !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+		home = node_of(cpu);
+
+	u32 state = worker_state(w, NULL);
+	u64 vtime = fair_vtime(p), slice = slice_ns;
+	struct task_ctx *tc = tctx_of(p);
+
+	if (state == MOIRAI_W_SEARCHING) {
+		u64 pen = slice_ns / 2;
+		u64 now = READ_ONCE(vtime_now);
+		if ((s64)(vtime - now) < 0)
+			vtime = now;
+		vtime += pen;
+		if (tc)
+			tc->penalty = pen;
+		slice = slice_ns / 4;
+	} else if (tc) {
+		tc->penalty = 0;
+	}
+	insert_vtime(p, WORKER_DSQ(home), slice, vtime, enq_flags);
+
+	if (!(enq_flags & SCX_ENQ_WAKEUP))
+		return;
+	/* Woken for work and select_cpu found no idle CPU on its node:
+	 * preempt a searching worker or a non-worker there. */
+	s32 victim = victim_in_node(p, home);
+	if (victim >= 0) {
+		kick(victim, cpu_kind[victim & (MOIRAI_MAX_CPUS - 1)] == KIND_IDLE ? SCX_KICK_IDLE
+									: SCX_KICK_PREEMPT);
+		return;
+	}
+	if (node_is_overloaded(home)) {
+		s32 idle = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
+		if (idle >= 0)
+			kick(idle, SCX_KICK_IDLE);
+	}
+}
+
+/* vtime of the first task of dsq, or ~0 when empty. */
+static __always_inline u64 head_vtime(u64 dsq)
+{
+	struct task_struct *p;
+	u64 v = ~0ull;
+
+	bpf_for_each(scx_dsq, p, dsq, 0) {
+		v = p->scx.dsq_vtime;
+		break;
+	}
+	return v;
+}
+
+/* Move the better of node n's heads to this CPU; workers only if allowed. */
+static __always_inline bool take_from_node(s32 n, bool workers_too)
+{
+	u64 vw = workers_too ? head_vtime(WORKER_DSQ(n)) : ~0ull;
+	u64 vo = head_vtime(OTHER_DSQ(n));
+
+	if (vw == ~0ull && vo == ~0ull)
+		return false;
+	if (vw != ~0ull && (vo == ~0ull || (s64)(vw - vo) <= 0)) {
+		if (move_to_local(WORKER_DSQ(n)))
+			return true;
+		return move_to_local(OTHER_DSQ(n));
+	}
+	if (move_to_local(OTHER_DSQ(n)))
+		return true;
+	return workers_too && move_to_local(WORKER_DSQ(n));
+}
+
+void BPF_STRUCT_OPS(moirai_dispatch, s32 cpu, struct task_struct *prev)
+{
+	s32 node = node_of(cpu);
+	struct moirai_cpu_stats *cs = cstats(cpu);
+	u32 nn = nr_nodes < MOIRAI_MAX_NODES ? nr_nodes : MOIRAI_MAX_NODES;
+	u32 i;
+
+	if (take_from_node(node, true)) {
+		STAT_ADD(cs, dispatch_local, 1);
+		STAT_ADD(nstats(node), dispatches, 1);
+		return;
+	}
+	/* Own node empty: help the others. Workers only from overloaded nodes. */
+	bpf_for(i, 1, nn)
+	{
+		s32 m = (s32)((node + i) % nn);
+		bool overloaded = node_is_overloaded(m);
+		if (take_from_node(m, overloaded)) {
+			STAT_ADD(cs, dispatch_remote, 1);
+			STAT_ADD(nstats(m), dispatches, 1);
+			return;
+		}
+	}
+}
+
+void BPF_STRUCT_OPS(moirai_runnable, struct task_struct *p, u64 enq_flags)
+{
+	struct moirai_worker *w = worker_of(p);
+	struct task_ctx *tc;
+
+	if (!w || !(tc = tctx_of(p)))
+		return;
+	tc->runnable_at = bpf_ktime_get_ns();
+	if (tc->counted_node < 0) {
+		s32 n = home_node(w);
+		tc->counted_node = n;
+		STAT_ADD(nstats(n), runnable_workers, 1);
+	}
+}
+
+void BPF_STRUCT_OPS(moirai_running, struct task_struct *p)
+{
+	s32 cpu = scx_bpf_task_cpu(p);
+	struct task_ctx *tc = tctx_of(p);
+	struct moirai_worker *w = worker_of(p);
+	struct moirai_cpu_stats *cs = cstats(cpu);
+	u64 now = bpf_ktime_get_ns();
+	u8 kind = KIND_OTHER;
+
+	if (tc) {
+		tc->started_at = now;
+		if (tc->penalty) {
+			set_vtime(p, p->scx.dsq_vtime - tc->penalty);
+			tc->penalty = 0;
+		}
+	}
+	if ((s64)(p->scx.dsq_vtime - READ_ONCE(vtime_now)) > 0)
+		WRITE_ONCE(vtime_now, p->scx.dsq_vtime);
+
+	if (w) {
+		s32 home = home_node(w), here = node_of(cpu);
+		kind = worker_state(w, NULL) == MOIRAI_W_SEARCHING ? KIND_SEARCHING : KIND_WORKER;
+		STAT_ADD(cs, worker_runs, 1);
+		struct moirai_node_stats *ns = nstats(home);
+		if (here == home)
+			STAT_ADD(ns, worker_home_runs, 1);
+		else
+			STAT_ADD(ns, worker_remote_runs, 1);
+		if (tc) {
+			if (tc->last_node >= 0 && tc->last_node != here)
+				STAT_ADD(ns, migrations, 1);
+			tc->last_node = here;
+			tc->home = home;
+			if (tc->runnable_at) {
+				record_latency(now - tc->runnable_at);
+				tc->runnable_at = 0;
+			}
+			/* Registered while already runnable: count it from now. */
+			if (tc->counted_node < 0) {
+				tc->counted_node = home;
+				STAT_ADD(ns, runnable_workers, 1);
+			}
+		}
+	} else {
+		STAT_ADD(cs, other_runs, 1);
+		if (tc)
+			tc->home = -1;
+	}
+	if (cpu >= 0 && cpu < MOIRAI_MAX_CPUS)
+		cpu_kind[cpu] = kind;
+}
+
+void BPF_STRUCT_OPS(moirai_stopping, struct task_struct *p, bool runnable)
+{
+	s32 cpu = scx_bpf_task_cpu(p);
+	struct task_ctx *tc = tctx_of(p);
+	u64 now = bpf_ktime_get_ns(), ran;
+	u32 weight = p->scx.weight ? p->scx.weight : 100;
+
+	if (cpu >= 0 && cpu < MOIRAI_MAX_CPUS)
+		cpu_kind[cpu] = KIND_IDLE;
+	if (!tc || !tc->started_at)
+		return;
+	ran = now - tc->started_at;
+	tc->started_at = 0;
+	/* Charge what it ran, scaled by its weight (nice). */
+	set_vtime(p, p->scx.dsq_vtime + ran * 100 / weight);
+	if (tc->home >= 0) {
+		struct moirai_node_stats *ns = nstats(tc->home);
+		if (node_of(cpu) == tc->home)
+			STAT_ADD(ns, worker_home_ns, ran);
+		else
+			STAT_ADD(ns, worker_remote_ns, ran);
+	}
+}
+
+void BPF_STRUCT_OPS(moirai_quiescent, struct task_struct *p, u64 deq_flags)
+{
+	struct task_ctx *tc = tctx_of(p);
+
+	if (tc && tc->counted_node >= 0) {
+		STAT_ADD(nstats(tc->counted_node), runnable_workers, -1);
+		tc->counted_node = -1;
+	}
+}
+
+void BPF_STRUCT_OPS(moirai_enable, struct task_struct *p)
+{
+	set_vtime(p, READ_ONCE(vtime_now));
+}
+
+s32 BPF_STRUCT_OPS(moirai_init_task, struct task_struct *p, struct scx_init_task_args *args)
+{
+	struct task_ctx *tc =
+		bpf_task_storage_get(&task_ctxs, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+
+	if (!tc)
+		return -12 /* ENOMEM */;
+	tc->counted_node = -1;
+	tc->last_node = -1;
+	tc->home = -1;
+	return 0;
+}
+
+void BPF_STRUCT_OPS(moirai_exit_task, struct task_struct *p, struct scx_exit_task_args *args)
+{
+	struct task_ctx *tc = tctx_of(p);
+
+	if (tc && tc->counted_node >= 0) {
+		STAT_ADD(nstats(tc->counted_node), runnable_workers, -1);
+		tc->counted_node = -1;
+	}
+	/* A worker thread that exits without unregistering (its process
+	 * crashed): forget it. Not on unload (the task lives on). */
+	if (!(p->flags & PF_EXITING))
+		return;
+	u32 tid = p->pid;
+	struct moirai_worker *w = bpf_map_lookup_elem(&workers, &tid);
+	if (!w || w->pid != (u32)p->tgid)
+		return;
+	u32 slot = w->slot;
+	struct moirai_load *l = bpf_map_lookup_elem(&worker_load, &slot);
+	if (l && l->tid == tid) {
+		WRITE_ONCE(l->state, MOIRAI_W_NONE);
+		__sync_val_compare_and_swap(&l->tid, tid, 0);
+	}
+	bpf_map_delete_elem(&workers, &tid);
+}
+
+s32 BPF_STRUCT_OPS_SLEEPABLE(moirai_init)
+{
+	u32 nn = nr_nodes, ncpu = nr_cpus < MOIRAI_MAX_CPUS ? nr_cpus : MOIRAI_MAX_CPUS;
+	u32 i;
+	s32 err;
+
+	if (nn == 0 || nn > MOIRAI_MAX_NODES) {
+		scx_error("moirai: bad node count %u", nn);
+		return -22; /* EINVAL */
+	}
+	bpf_for(i, 0, nn)
+	{
+		err = scx_bpf_create_dsq(WORKER_DSQ(i), -1);
+		if (!err)
+			err = scx_bpf_create_dsq(OTHER_DSQ(i), -1);
+		if (err) {
+			scx_error("moirai: cannot create the queues of node %u: %d", i, err);
+			return err;
+		}
+	}
+	bpf_for(i, 0, ncpu)
+	{
+		STAT_ADD(nstats(node_of(i)), cpus, 1);
+	}
+	return 0;
+}
+
+void BPF_STRUCT_OPS(moirai_exit, struct scx_exit_info *ei)
+{
+	u32 zero = 0;
+	struct moirai_exit_info *x = bpf_map_lookup_elem(&exit_info, &zero);
+
+	if (!x)
+		return;
+	x->exit_code = ei->exit_code;
+	bpf_probe_read_kernel_str(x->reason, sizeof(x->reason), ei->reason);
+	bpf_probe_read_kernel_str(x->msg, sizeof(x->msg), ei->msg);
+	/* kind last: the loader polls it and then reads the text. */
+	__sync_lock_test_and_set(&x->kind, (s64)ei->kind);
+}
+
+#define MOIRAI_OPS(var, ops_flags)                                                   \
+	SEC(".struct_ops.link") struct sched_ext_ops var = {                         \
+		.select_cpu = (void *)moirai_select_cpu,                             \
+		.enqueue = (void *)moirai_enqueue,                                   \
+		.dispatch = (void *)moirai_dispatch,                                 \
+		.runnable = (void *)moirai_runnable,                                 \
+		.running = (void *)moirai_running,                                   \
+		.stopping = (void *)moirai_stopping,                                 \
+		.quiescent = (void *)moirai_quiescent,                               \
+		.enable = (void *)moirai_enable,                                     \
+		.init_task = (void *)moirai_init_task,                               \
+		.exit_task = (void *)moirai_exit_task,                               \
+		.init = (void *)moirai_init,                                         \
+		.exit = (void *)moirai_exit,                                         \
+		.flags = (ops_flags),                                                \
+		.name = MOIRAI_OPS_NAME,                                             \
+	}
+
+MOIRAI_OPS(moirai_ops, 0);
+MOIRAI_OPS(moirai_ops_partial, SCX_OPS_SWITCH_PARTIAL);

@@ -1,0 +1,106 @@
+/*
+ * moirai_shared.h - what the sched_ext scheduler (bpf/moirai.bpf.c), the
+ * runtime (user/sched/scx.c) and moiraictl (tools/moiraictl) agree on: the
+ * pinned map names, the layouts of their values, and the worker states.
+ *
+ * Included by BPF code (after vmlinux.h) and by user space (after
+ * <linux/types.h>); it uses only __u32-style types and no libc.
+ *
+ * The maps live under MOIRAI_PIN_DIR while a scheduler has ever been loaded
+ * on this boot:
+ *  - workers (hash, tid -> struct moirai_worker): written by the runtime with
+ *    bpf(BPF_MAP_UPDATE_ELEM) when a worker thread starts and deleted when it
+ *    exits; the scheduler deletes entries of threads that exit without doing
+ *    so (a crashed process). Kept across loads (pinned by name, reused).
+ *  - worker_load (array, BPF_F_MMAPABLE, MOIRAI_LOAD_SLOTS x struct
+ *    moirai_load): each worker claims a slot (CAS of tid from 0) in the
+ *    runtime's mmap of this map and publishes its state and queue depth in it
+ *    with plain stores. Kept across loads.
+ *  - cpu_stats, node_stats, latency, exit_info: the scheduler's statistics,
+ *    fresh for each load, left pinned after unload so that they can be read.
+ * Every value type has BTF in the object, so `bpftool map dump pinned
+ * /sys/fs/bpf/moirai/<map>` prints the fields by name.
+ */
+#ifndef MOIRAI_SHARED_H
+#define MOIRAI_SHARED_H
+
+#define MOIRAI_PIN_DIR "/sys/fs/bpf/moirai"
+#define MOIRAI_OPS_NAME "moirai"
+
+#define MOIRAI_MAX_WORKERS 4096 /* entries of the workers hash */
+#define MOIRAI_LOAD_SLOTS 1024	/* entries of worker_load */
+#define MOIRAI_MAX_CPUS 1024	/* cpu_stats entries; CPUs above are not tracked */
+#define MOIRAI_MAX_NODES 64	/* node_stats entries */
+#define MOIRAI_LAT_BUCKETS 40	/* bucket i counts latencies in [2^i, 2^(i+1)) ns */
+
+/* A worker's state as the runtime publishes it (struct moirai_load.state). */
+enum moirai_worker_state {
+	MOIRAI_W_NONE = 0,	/* slot free, or not yet published */
+	MOIRAI_W_RUNNING = 1,	/* running a job or fiber */
+	MOIRAI_W_SEARCHING = 2, /* out of local work, spinning over the others' deques */
+	MOIRAI_W_PARKED = 3,	/* about to sleep, or asleep, on its futex */
+};
+
+/* workers: key __u32 tid. */
+struct moirai_worker {
+	__u32 pid;    /* process (thread group) id */
+	__u32 rt_id;  /* runtime number within the process, from 1 */
+	__u32 index;  /* worker index within the runtime */
+	__s32 node;   /* NUMA node of the worker's home CPUs */
+	__u32 slot;   /* index in worker_load */
+	__u32 flags;  /* 0 */
+};
+
+/* worker_load: one 64-byte line per slot, written only by its worker. */
+struct moirai_load {
+	__u32 tid;	/* owner; 0 = free (claimed by CAS) */
+	__u32 state;	/* enum moirai_worker_state */
+	__u32 depth;	/* jobs queued in the worker's deque at the last update */
+	__u32 pid;
+	__u32 rt_id;
+	__u32 index;
+	__u64 updates;	/* number of state changes published (monitoring) */
+	__u64 pad[4];
+};
+
+/* cpu_stats: key = CPU number. */
+struct moirai_cpu_stats {
+	__u64 dispatch_local;	/* tasks this CPU took from its own node's queues */
+	__u64 dispatch_remote;	/* tasks it pulled from another node's queues */
+	__u64 direct;		/* tasks placed straight onto this idle CPU on wake-up */
+	__u64 worker_runs;	/* times a Moirai worker started running here */
+	__u64 other_runs;	/* times any other task started running here */
+	__u64 kicks;		/* kicks sent to this CPU (idle wake-ups and preemptions) */
+	__u64 preempt_kicks;	/* of which preemptions on behalf of a woken worker */
+};
+
+/* node_stats: key = NUMA node. Worker counts are by the worker's home node. */
+struct moirai_node_stats {
+	__u64 dispatches;	   /* tasks moved from this node's queues to a CPU */
+	__u64 worker_home_runs;	   /* a worker started running on a CPU of its home node */
+	__u64 worker_remote_runs;  /* ... on a CPU of another node */
+	__u64 worker_home_ns;	   /* worker run time on its home node */
+	__u64 worker_remote_ns;	   /* worker run time elsewhere */
+	__u64 migrations;	   /* a worker ran on a different node than the time before */
+	__u64 remote_pulls;	   /* workers taken by another node's idle CPU (overload) */
+	__s64 runnable_workers;	   /* workers of this home node now runnable (gauge) */
+	__u64 cpus;		   /* CPUs of this node (as the loader configured) */
+};
+
+/* latency: one entry; wake-up to run of workers. */
+struct moirai_latency {
+	__u64 count;
+	__u64 sum_ns;
+	__u64 max_ns;
+	__u64 log2_ns[MOIRAI_LAT_BUCKETS];
+};
+
+/* exit_info: one entry, written by ops.exit. kind 0 = still running. */
+struct moirai_exit_info {
+	__s64 kind;		/* enum scx_exit_kind: 1 done, 64+ unregistered, 1024+ error */
+	__s64 exit_code;
+	char reason[128];
+	char msg[1024];
+};
+
+#endif /* MOIRAI_SHARED_H */

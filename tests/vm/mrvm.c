@@ -1,0 +1,511 @@
+/*
+ * mrvm.c - the Moirai side of the VM tests and benchmarks (tools/vm runs
+ * them inside a qemu guest whose kernel has sched_ext; the shell tests in
+ * tests/vm/ drive it together with moiraictl).
+ *
+ *   mrvm workers            4-worker runtime: every worker is SCHED_EXT and
+ *                           registered (tid, pid, runtime, index, home node,
+ *                           load line); after destroy none is left.
+ *   mrvm busy SECS [N]      N workers (default 4) run verified parallel
+ *                           reductions for SECS seconds; exit 1 on a wrong sum.
+ *   mrvm numa SECS          4 workers saturate the machine; worker run time on
+ *                           the home node from the scheduler's node_stats and
+ *                           from sampling /proc/<tid>/stat must be >= 99%.
+ *   mrvm hog SECS MIN_PCT   one busy thread; fails if it got less than MIN_PCT
+ *                           percent of one CPU.
+ *   mrvm wake N             benchmark: latency from posting a fiber to it running,
+ *                           on an idle 4-worker runtime; prints p50/p99 (ns).
+ *   mrvm pfor SECS          benchmark: parallel_for rounds per second (median
+ *                           of 1-second windows).
+ *
+ * Diagnostics go to stdout prefixed with "# "; the exit status is the verdict
+ * (0 pass, 1 fail, 4 skip). The pinned maps are read with raw bpf() calls.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/bpf.h>
+#include <linux/types.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <moirai/moirai.h>
+
+#include "../../bpf/moirai_shared.h"
+
+#define SCHED_EXT 7
+#define MAXW 64
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static long sys_bpf(int cmd, union bpf_attr *a)
+{
+	return syscall(SYS_bpf, cmd, a, sizeof(*a));
+}
+
+static int map_open(const char *name)
+{
+	char path[128];
+	union bpf_attr a;
+
+	snprintf(path, sizeof(path), "%s/%s", MOIRAI_PIN_DIR, name);
+	memset(&a, 0, sizeof(a));
+	a.pathname = (uint64_t)(uintptr_t)path;
+	return (int)sys_bpf(BPF_OBJ_GET, &a);
+}
+
+static int map_lookup(int fd, const void *key, void *val)
+{
+	union bpf_attr a;
+
+	memset(&a, 0, sizeof(a));
+	a.map_fd = (uint32_t)fd;
+	a.key = (uint64_t)(uintptr_t)key;
+	a.value = (uint64_t)(uintptr_t)val;
+	return sys_bpf(BPF_MAP_LOOKUP_ELEM, &a) < 0 ? -errno : 0;
+}
+
+static mr_runtime_t *make_rt(unsigned n)
+{
+	MR_OPTS(mr_config, cfg, .workers = n);
+	mr_runtime_t *rt = mr_runtime_create(&cfg);
+	if (!rt) {
+		printf("# mr_runtime_create: %s\n", strerror(errno));
+		exit(1);
+	}
+	return rt;
+}
+
+/* Worker threads of this process (comm "moirai-wN"): tid and N. */
+static int find_workers(pid_t *tids, unsigned *idx, int max)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int n = 0;
+
+	if (!d)
+		return 0;
+	while ((e = readdir(d)) && n < max) {
+		char path[300], comm[32] = "";
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fgets(comm, sizeof(comm), f) && strncmp(comm, "moirai-w", 8) == 0) {
+			tids[n] = atoi(e->d_name);
+			idx[n] = (unsigned)atoi(comm + 8);
+			n++;
+		}
+		fclose(f);
+	}
+	closedir(d);
+	return n;
+}
+
+/* Field 39 of /proc/<tid>/stat: the CPU the thread last ran on. */
+static int last_cpu(pid_t tid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t r = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (r <= 0)
+		return -1;
+	buf[r] = 0;
+	char *p = strrchr(buf, ')'); /* comm may hold spaces */
+	if (!p)
+		return -1;
+	int field = 2;
+	for (; *p && field < 39; p++)
+		if (*p == ' ')
+			field++;
+	return atoi(p);
+}
+
+static int node_of_cpu(int cpu)
+{
+	for (int node = 0; node < MOIRAI_MAX_NODES; node++) {
+		char path[80], buf[256];
+		snprintf(path, sizeof(path), "/sys/devices/system/node/node%d/cpulist", node);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		char *ok = fgets(buf, sizeof(buf), f);
+		fclose(f);
+		if (!ok)
+			continue;
+		for (char *s = buf; *s && *s != '\n';) {
+			char *end;
+			long a = strtol(s, &end, 10), b = a;
+			if (*end == '-')
+				b = strtol(end + 1, &end, 10);
+			if (cpu >= a && cpu <= b)
+				return node;
+			s = *end == ',' ? end + 1 : end;
+			if (end == s && *s != ',')
+				break;
+		}
+	}
+	return 0;
+}
+
+/* ---- busy work: verified parallel reductions ------------------------------ */
+
+static void sum_body(size_t lo, size_t hi, void *acc, void *ctx)
+{
+	uint64_t s = 0;
+	(void)ctx;
+	for (size_t i = lo; i < hi; i++)
+		s += (uint64_t)i * i % 7919;
+	*(uint64_t *)acc += s;
+}
+
+static void sum_combine(void *acc, const void *other, void *ctx)
+{
+	(void)ctx;
+	*(uint64_t *)acc += *(const uint64_t *)other;
+}
+
+struct busy {
+	int64_t until;
+	size_t n;
+	uint64_t expect;
+	long rounds;
+	int bad;
+};
+
+static void busy_main(void *arg)
+{
+	struct busy *b = arg;
+	uint64_t zero = 0;
+
+	while (now_ns() < b->until) {
+		uint64_t r = 0;
+		mr_parallel_reduce(0, b->n, 0, &r, sizeof(r), &zero, sum_body, sum_combine, NULL);
+		if (r != b->expect)
+			b->bad++;
+		b->rounds++;
+	}
+}
+
+static uint64_t expected_sum(size_t n)
+{
+	uint64_t s = 0, zero = 0;
+	sum_body(0, n, &s, &zero);
+	return s;
+}
+
+static int cmd_busy(double secs, unsigned n)
+{
+	struct busy b = { .n = 1 << 20 };
+	b.expect = expected_sum(b.n);
+	b.until = now_ns() + (int64_t)(secs * 1e9);
+	mr_runtime_t *rt = make_rt(n);
+	mr_runtime_install(rt, busy_main, &b);
+	mr_runtime_destroy(rt);
+	printf("# busy: %ld rounds, %d wrong\n", b.rounds, b.bad);
+	return b.bad || b.rounds == 0 ? 1 : 0;
+}
+
+/* ---- registration --------------------------------------------------------- */
+
+static int cmd_workers(void)
+{
+	int wfd = map_open("workers"), lfd = map_open("worker_load");
+	pid_t tids[MAXW];
+	unsigned idx[MAXW];
+	int fails = 0, per_node[MOIRAI_MAX_NODES] = { 0 };
+
+	if (wfd < 0 || lfd < 0) {
+		printf("# no pinned maps under %s: %s\nSKIP: scheduler never loaded\n", MOIRAI_PIN_DIR,
+		       strerror(errno));
+		return 4;
+	}
+	mr_runtime_t *rt = make_rt(4);
+	int n = find_workers(tids, idx, MAXW);
+	if (n != 4) {
+		printf("# found %d worker threads, want 4\n", n);
+		fails++;
+	}
+	for (int i = 0; i < n; i++) {
+		struct moirai_worker w;
+		struct moirai_load l;
+		int pol = sched_getscheduler(tids[i]);
+		int r = map_lookup(wfd, &tids[i], &w);
+		printf("# worker %u tid %d policy %d registered %s", idx[i], tids[i], pol,
+		       r ? "no" : "yes");
+		if (!r)
+			printf(" pid %u rt %u index %u node %d slot %u", w.pid, w.rt_id, w.index, w.node,
+			       w.slot);
+		printf("\n");
+		if (pol != SCHED_EXT || r || w.pid != (uint32_t)getpid() || w.index != idx[i] ||
+		    w.rt_id == 0) {
+			fails++;
+			continue;
+		}
+		if (w.node >= 0 && w.node < MOIRAI_MAX_NODES)
+			per_node[w.node]++;
+		if (map_lookup(lfd, &w.slot, &l) || l.tid != (uint32_t)tids[i] ||
+		    l.state < MOIRAI_W_RUNNING || l.state > MOIRAI_W_PARKED) {
+			printf("# load line %u: tid %u state %u\n", w.slot, l.tid, l.state);
+			fails++;
+		}
+	}
+	/* Homes follow the CPUs: with 2 nodes of 2 CPUs, 2 workers per node. */
+	int node0 = node_of_cpu(0), node_last = node_of_cpu((int)sysconf(_SC_NPROCESSORS_ONLN) - 1);
+	if (node0 != node_last && (per_node[node0] != 2 || per_node[node_last] != 2)) {
+		printf("# homes: %d on node %d, %d on node %d (want 2 and 2)\n", per_node[node0], node0,
+		       per_node[node_last], node_last);
+		fails++;
+	}
+	mr_runtime_destroy(rt);
+	for (int i = 0; i < n; i++) {
+		struct moirai_worker w;
+		if (map_lookup(wfd, &tids[i], &w) != -ENOENT) {
+			printf("# tid %d still registered after destroy\n", tids[i]);
+			fails++;
+		}
+	}
+	printf("# %d problems\n", fails);
+	return fails ? 1 : 0;
+}
+
+/* ---- NUMA locality -------------------------------------------------------- */
+
+struct numa_sum {
+	uint64_t home_ns, remote_ns, migrations;
+};
+
+static struct numa_sum node_sum(int fd)
+{
+	struct numa_sum s = { 0 };
+	for (uint32_t k = 0; k < MOIRAI_MAX_NODES; k++) {
+		struct moirai_node_stats ns;
+		if (map_lookup(fd, &k, &ns))
+			break;
+		s.home_ns += ns.worker_home_ns;
+		s.remote_ns += ns.worker_remote_ns;
+		s.migrations += ns.migrations;
+	}
+	return s;
+}
+
+static int cmd_numa(double secs)
+{
+	int wfd = map_open("workers"), nfd = map_open("node_stats");
+	pid_t tids[MAXW];
+	unsigned idx[MAXW];
+	int home[MAXW];
+	long on_home = 0, samples = 0;
+
+	if (wfd < 0 || nfd < 0) {
+		printf("SKIP: no pinned maps (scheduler not loaded)\n");
+		return 4;
+	}
+	struct busy b = { .n = 1 << 20 };
+	b.expect = expected_sum(b.n);
+	b.until = now_ns() + (int64_t)(secs * 1e9);
+	mr_runtime_t *rt = make_rt(4);
+	int n = find_workers(tids, idx, MAXW);
+	for (int i = 0; i < n; i++) {
+		struct moirai_worker w;
+		if (map_lookup(wfd, &tids[i], &w)) {
+			printf("# worker tid %d not registered\n", tids[i]);
+			return 1;
+		}
+		home[i] = w.node;
+	}
+	struct numa_sum before = node_sum(nfd);
+	/* The reductions run on an outside thread's behalf (install blocks):
+	 * sample from a second thread. */
+	mr_fiber_t *f = mr_go_opts(busy_main, &b, &(struct mr_fiber_opts){
+		.sz = sizeof(struct mr_fiber_opts), .runtime = rt });
+	while (now_ns() < b.until) {
+		for (int i = 0; i < n; i++) {
+			int cpu = last_cpu(tids[i]);
+			if (cpu < 0)
+				continue;
+			samples++;
+			on_home += node_of_cpu(cpu) == home[i];
+		}
+		usleep(10000);
+	}
+	mr_fiber_join(f);
+	struct numa_sum after = node_sum(nfd);
+	mr_runtime_destroy(rt);
+
+	uint64_t h = after.home_ns - before.home_ns, r = after.remote_ns - before.remote_ns;
+	double pct_stats = h + r ? 100.0 * (double)h / (double)(h + r) : 0;
+	double pct_samples = samples ? 100.0 * (double)on_home / (double)samples : 0;
+	printf("# node_stats: worker run time home %.3f s remote %.3f s = %.2f%% home, "
+	       "%llu migrations\n",
+	       h / 1e9, r / 1e9, pct_stats,
+	       (unsigned long long)(after.migrations - before.migrations));
+	printf("# /proc sampling: %ld of %ld samples on the home node = %.2f%%\n", on_home, samples,
+	       pct_samples);
+	printf("# reductions: %ld rounds, %d wrong\n", b.rounds, b.bad);
+	return pct_stats >= 99.0 && pct_samples >= 99.0 && h > 0 && !b.bad ? 0 : 1;
+}
+
+/* ---- a non-Moirai CPU hog ------------------------------------------------- */
+
+static int cmd_hog(double secs, double min_pct)
+{
+	int64_t t0 = now_ns(), until = t0 + (int64_t)(secs * 1e9);
+	volatile uint64_t x = 0;
+	while (now_ns() < until)
+		for (int i = 0; i < 100000; i++)
+			x += (uint64_t)i;
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	double cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
+		     ru.ru_stime.tv_usec / 1e6;
+	double pct = 100.0 * cpu / ((now_ns() - t0) / 1e9);
+	printf("# hog: %.1f%% of one CPU (want >= %.1f%%)\n", pct, min_pct);
+	return pct >= min_pct ? 0 : 1;
+}
+
+/* ---- benchmarks ----------------------------------------------------------- */
+
+struct wake {
+	int64_t posted;
+	int64_t lat;
+	_Atomic int done;
+};
+
+static void wake_fn(void *arg)
+{
+	struct wake *w = arg;
+	w->lat = now_ns() - w->posted;
+	atomic_store_explicit(&w->done, 1, memory_order_release);
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static int cmd_wake(int n)
+{
+	mr_runtime_t *rt = make_rt(4);
+	int64_t *lat = calloc((size_t)n, sizeof(*lat));
+	unsigned seed = 1;
+
+	for (int i = 0; i < n; i++) {
+		/* Let the workers finish spinning and park (spin is 50 us). */
+		usleep(2000 + rand_r(&seed) % 2000);
+		struct wake w = { .posted = now_ns() };
+		mr_fiber_t *f = mr_go_opts(wake_fn, &w, &(struct mr_fiber_opts){
+			.sz = sizeof(struct mr_fiber_opts), .runtime = rt });
+		mr_fiber_join(f);
+		lat[i] = w.lat;
+	}
+	mr_runtime_destroy(rt);
+	qsort(lat, (size_t)n, sizeof(*lat), cmp_i64);
+	printf("RESULT wake n=%d p50_ns=%lld p99_ns=%lld max_ns=%lld\n", n,
+	       (long long)lat[n / 2], (long long)lat[(n * 99) / 100], (long long)lat[n - 1]);
+	free(lat);
+	return 0;
+}
+
+static void pfor_body(size_t lo, size_t hi, void *ctx)
+{
+	double *out = ctx;
+	for (size_t i = lo; i < hi; i++) {
+		double x = (double)i;
+		for (int k = 0; k < 20; k++)
+			x = x * 0.999 + 1.0;
+		out[i] = x;
+	}
+}
+
+struct pfor {
+	double secs;
+	double *buf;
+	size_t n;
+	int windows;
+	double per_sec[64];
+};
+
+static void pfor_main(void *arg)
+{
+	struct pfor *p = arg;
+	for (int w = 0; w < p->windows; w++) {
+		int64_t t0 = now_ns(), end = t0 + 1000000000;
+		long rounds = 0;
+		while (now_ns() < end) {
+			mr_parallel_for(0, p->n, 0, pfor_body, p->buf);
+			rounds++;
+		}
+		p->per_sec[w] = rounds / ((now_ns() - t0) / 1e9);
+	}
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static int cmd_pfor(double secs)
+{
+	struct pfor p = { .n = 1 << 16 };
+	p.windows = secs < 1 ? 1 : secs > 64 ? 64 : (int)secs;
+	p.buf = calloc(p.n, sizeof(double));
+	mr_runtime_t *rt = make_rt(4);
+	mr_runtime_install(rt, pfor_main, &p);
+	mr_runtime_destroy(rt);
+	qsort(p.per_sec, (size_t)p.windows, sizeof(double), cmp_d);
+	printf("RESULT pfor windows=%d median_rounds_per_s=%.1f\n", p.windows,
+	       p.per_sec[p.windows / 2]);
+	free(p.buf);
+	return 0;
+}
+
+static int usage(void)
+{
+	fprintf(stderr, "usage: mrvm workers | busy SECS [N] | numa SECS | hog SECS MIN_PCT | "
+			"wake N | pfor SECS\n");
+	return 2;
+}
+
+int main(int argc, char **argv)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc < 2)
+		return usage();
+	const char *c = argv[1];
+	if (!strcmp(c, "workers"))
+		return cmd_workers();
+	if (!strcmp(c, "busy") && argc >= 3)
+		return cmd_busy(atof(argv[2]), argc >= 4 ? (unsigned)atoi(argv[3]) : 4);
+	if (!strcmp(c, "numa") && argc >= 3)
+		return cmd_numa(atof(argv[2]));
+	if (!strcmp(c, "hog") && argc >= 4)
+		return cmd_hog(atof(argv[2]), atof(argv[3]));
+	if (!strcmp(c, "wake") && argc >= 3)
+		return cmd_wake(atoi(argv[2]));
+	if (!strcmp(c, "pfor") && argc >= 3)
+		return cmd_pfor(atof(argv[2]));
+	return usage();
+}

@@ -1,0 +1,282 @@
+/*
+ * scx.c - registration of worker threads with the Moirai sched_ext
+ * scheduler (see scx.h and bpf/moirai_shared.h for the contract).
+ *
+ * The maps are found by path (BPF_OBJ_GET on MOIRAI_PIN_DIR/workers and
+ * /worker_load) with raw bpf() calls: the library does not link libbpf.
+ * They are opened once per process, on the first runtime creation that
+ * finds them; a process that started before any scheduler was loaded
+ * retries at each later runtime creation. A worker claims a line of the
+ * mmapped worker_load array by CAS on its tid field (the scheduler frees
+ * the line of a thread that exits without unregistering; a line whose
+ * thread is gone is reclaimed here too), inserts tid -> {pid, runtime,
+ * index, home node, line} into the workers hash, and switches itself to
+ * SCHED_EXT, so that it is scheduled by moirai in partial mode too (with no
+ * scheduler loaded, SCHED_EXT tasks run in the fair class).
+ *
+ * Home nodes: worker i of n gets the CPU at position i*ncpu/n of the sorted
+ * affinity mask as its home CPU, and that CPU's node as its home node, so
+ * workers spread over the nodes in proportion to their CPUs.
+ *
+ * Failures are silent by design (a library never prints): a worker that
+ * cannot register simply runs unsteered.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/bpf.h>
+#include <linux/types.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "../../bpf/moirai_shared.h"
+#include "scx.h"
+#include "sched.h"
+
+_Static_assert(sizeof(struct mr__scx_line) == sizeof(struct moirai_load),
+	       "mr__scx_line must mirror struct moirai_load");
+_Static_assert(sizeof(struct mr__scx_line) == 64, "one cache line per worker");
+
+#define SCHED_EXT_POLICY 7
+
+static struct {
+	pthread_mutex_t lock;
+	bool open;		   /* maps found and mapped */
+	int workers_fd;
+	struct mr__scx_line *lines; /* MOIRAI_LOAD_SLOTS */
+	int *cpu_node;		   /* node of each CPU, -1 unknown */
+	int ncpus;
+	_Atomic uint32_t next_rt_id;
+} scx = { .lock = PTHREAD_MUTEX_INITIALIZER, .workers_fd = -1 };
+
+static long sys_bpf(int cmd, union bpf_attr *attr)
+{
+	return syscall(SYS_bpf, cmd, attr, sizeof(*attr));
+}
+
+static int obj_get(const char *path)
+{
+	union bpf_attr a;
+
+	memset(&a, 0, sizeof(a));
+	a.pathname = (uint64_t)(uintptr_t)path;
+	return (int)sys_bpf(BPF_OBJ_GET, &a);
+}
+
+static bool disabled_by_env(void)
+{
+	const char *e = getenv("MOIRAI_SCX");
+	return e && strcmp(e, "0") == 0;
+}
+
+/* "0-3,8,10-11" -> mark each CPU with node. */
+static void parse_cpulist(const char *s, int node)
+{
+	while (*s && *s != '\n') {
+		char *end;
+		long a = strtol(s, &end, 10), b = a;
+		if (end == s)
+			return;
+		if (*end == '-')
+			b = strtol(end + 1, &end, 10);
+		for (long c = a; c <= b && c < scx.ncpus; c++)
+			if (c >= 0)
+				scx.cpu_node[c] = node;
+		s = *end == ',' ? end + 1 : end;
+	}
+}
+
+static void read_nodes(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_CONF);
+
+	scx.ncpus = n > 0 && n < MOIRAI_MAX_CPUS ? (int)n : MOIRAI_MAX_CPUS;
+	scx.cpu_node = malloc(sizeof(int) * (size_t)scx.ncpus);
+	if (!scx.cpu_node) {
+		scx.ncpus = 0;
+		return;
+	}
+	for (int c = 0; c < scx.ncpus; c++)
+		scx.cpu_node[c] = -1;
+	for (int node = 0; node < MOIRAI_MAX_NODES; node++) {
+		char path[64], buf[512];
+		snprintf(path, sizeof(path), "/sys/devices/system/node/node%d/cpulist", node);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		ssize_t r = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (r > 0) {
+			buf[r] = 0;
+			parse_cpulist(buf, node);
+		}
+	}
+}
+
+/* Caller holds scx.lock. */
+static void try_open(void)
+{
+	size_t len = ((sizeof(struct mr__scx_line) * MOIRAI_LOAD_SLOTS) + 4095) & ~(size_t)4095;
+	int wfd, lfd;
+	void *m;
+
+	wfd = obj_get(MOIRAI_PIN_DIR "/workers");
+	if (wfd < 0)
+		return;
+	lfd = obj_get(MOIRAI_PIN_DIR "/worker_load");
+	if (lfd < 0) {
+		close(wfd);
+		return;
+	}
+	m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, lfd, 0);
+	close(lfd); /* the mapping keeps the map alive */
+	if (m == MAP_FAILED) {
+		close(wfd);
+		return;
+	}
+	if (!scx.cpu_node)
+		read_nodes();
+	scx.workers_fd = wfd;
+	scx.lines = m;
+	scx.open = true;
+}
+
+static int cpu_node_of(int cpu)
+{
+	return cpu >= 0 && cpu < scx.ncpus && scx.cpu_node[cpu] >= 0 ? scx.cpu_node[cpu] : 0;
+}
+
+void mr__scx_runtime_init(struct mr_runtime *rt)
+{
+	if (disabled_by_env())
+		return;
+	pthread_mutex_lock(&scx.lock);
+	if (!scx.open)
+		try_open();
+	bool open = scx.open;
+	pthread_mutex_unlock(&scx.lock);
+	if (!open)
+		return;
+	rt->scx_id = atomic_fetch_add_explicit(&scx.next_rt_id, 1, memory_order_relaxed) + 1;
+
+	/* Home CPUs: spread the workers over the sorted affinity mask (no
+	 * array: this may run on a fiber's small stack). */
+	cpu_set_t set;
+	int n = 0;
+	CPU_ZERO(&set);
+	if (sched_getaffinity(0, sizeof(set), &set) == 0)
+		n = CPU_COUNT(&set);
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		size_t k = n ? (size_t)i * (size_t)n / rt->nworkers : 0;
+		int cpu = 0;
+		for (int c = 0; c < CPU_SETSIZE && n; c++)
+			if (CPU_ISSET(c, &set) && k-- == 0) {
+				cpu = c;
+				break;
+			}
+		rt->workers[i]->home_node = cpu_node_of(cpu);
+	}
+}
+
+/* Is the thread that owns a line gone? */
+static bool line_stale(struct mr__scx_line *l, uint32_t tid)
+{
+	return syscall(SYS_tgkill, (pid_t)l->pid, (pid_t)tid, 0) < 0 && errno == ESRCH;
+}
+
+static struct mr__scx_line *claim_line(uint32_t tid, uint32_t *slot)
+{
+	for (int pass = 0; pass < 2; pass++) {
+		for (uint32_t i = 0; i < MOIRAI_LOAD_SLOTS; i++) {
+			struct mr__scx_line *l = &scx.lines[i];
+			uint32_t cur = atomic_load_explicit(&l->tid, memory_order_relaxed);
+			if (cur != 0 && (pass == 0 || !line_stale(l, cur)))
+				continue;
+			/* Claim: pairs with the CAS that frees a line in the
+			 * scheduler's exit_task and in mr__scx_worker_exit(). */
+			if (atomic_compare_exchange_strong_explicit(&l->tid, &cur, tid,
+								    memory_order_acq_rel,
+								    memory_order_relaxed)) {
+				*slot = i;
+				return l;
+			}
+		}
+	}
+	return NULL;
+}
+
+/* struct sched_attr of sched_setattr(2), version 0 (48 bytes). */
+struct mr__sched_attr {
+	uint32_t size, sched_policy;
+	uint64_t sched_flags;
+	int32_t sched_nice;
+	uint32_t sched_priority;
+	uint64_t sched_runtime, sched_deadline, sched_period;
+};
+
+void mr__scx_worker_start(struct mr__worker *w)
+{
+	struct mr_runtime *rt = w->rt;
+	uint32_t slot, tid = (uint32_t)w->tid;
+	struct mr__scx_line *l;
+
+	if (!rt->scx_id)
+		return;
+	l = claim_line(tid, &slot);
+	if (!l)
+		return;
+	l->pid = (uint32_t)getpid();
+	l->rt_id = rt->scx_id;
+	l->index = w->idx;
+	mr__scx_publish(l, MR__SCX_RUNNING, 0);
+
+	struct moirai_worker val = {
+		.pid = (uint32_t)getpid(),
+		.rt_id = rt->scx_id,
+		.index = w->idx,
+		.node = w->home_node,
+		.slot = slot,
+	};
+	union bpf_attr a;
+	memset(&a, 0, sizeof(a));
+	a.map_fd = (uint32_t)scx.workers_fd;
+	a.key = (uint64_t)(uintptr_t)&tid;
+	a.value = (uint64_t)(uintptr_t)&val;
+	a.flags = BPF_ANY;
+	if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a) < 0) {
+		atomic_store_explicit(&l->state, 0, memory_order_relaxed);
+		atomic_store_explicit(&l->tid, 0, memory_order_release);
+		return;
+	}
+	w->scx = l;
+	w->scx_state = MR__SCX_RUNNING;
+
+	struct mr__sched_attr attr = { .size = sizeof(attr), .sched_policy = SCHED_EXT_POLICY };
+	syscall(SYS_sched_setattr, 0, &attr, 0); /* EINVAL without sched_ext: harmless */
+}
+
+void mr__scx_worker_exit(struct mr__worker *w)
+{
+	struct mr__scx_line *l = w->scx;
+	uint32_t tid = (uint32_t)w->tid;
+	union bpf_attr a;
+
+	if (!l)
+		return;
+	w->scx = NULL;
+	memset(&a, 0, sizeof(a));
+	a.map_fd = (uint32_t)scx.workers_fd;
+	a.key = (uint64_t)(uintptr_t)&tid;
+	sys_bpf(BPF_MAP_DELETE_ELEM, &a);
+	atomic_store_explicit(&l->state, 0, memory_order_relaxed);
+	atomic_store_explicit(&l->depth, 0, memory_order_relaxed);
+	/* release: frees the line for the next claim. */
+	atomic_compare_exchange_strong_explicit(&l->tid, &tid, 0, memory_order_release,
+						memory_order_relaxed);
+}

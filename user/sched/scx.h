@@ -1,0 +1,61 @@
+/*
+ * scx.h - the runtime's side of the Moirai sched_ext scheduler (bpf/).
+ *
+ * When the scheduler's maps are pinned (moiraictl has loaded it at least
+ * once since boot), every worker registers itself in the `workers` map and
+ * claims a line of the mmapped `worker_load` array, in which it publishes
+ * its state (running / searching / parked) and deque depth with plain
+ * stores: no syscall on any hot path. Registration costs three syscalls per
+ * worker start and two per exit. Without the maps (no sched_ext, no
+ * scheduler ever loaded, MOIRAI_SCX=0, or no CAP_BPF) nothing is published
+ * and the runtime behaves exactly as before; mr__scx_runtime_init() then
+ * costs one failed bpf() call per runtime.
+ */
+#ifndef MR_SCX_H
+#define MR_SCX_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "../base/base.h"
+
+struct mr_runtime;
+struct mr__worker;
+
+/* The published line of a worker (struct moirai_load in bpf/moirai_shared.h). */
+struct mr__scx_line {
+	_Atomic uint32_t tid;
+	_Atomic uint32_t state;
+	_Atomic uint32_t depth;
+	uint32_t pid, rt_id, index;
+	_Atomic uint64_t updates;
+	uint64_t pad[4];
+};
+
+enum {
+	MR__SCX_RUNNING = 1,
+	MR__SCX_SEARCHING = 2,
+	MR__SCX_PARKED = 3,
+};
+
+/* At runtime creation: open the pinned maps if not yet open, and choose the
+ * home node of each worker (spread over the CPUs of the affinity mask). */
+void mr__scx_runtime_init(struct mr_runtime *rt);
+
+/* In the worker thread: register / unregister it (no-op when disabled). */
+void mr__scx_worker_start(struct mr__worker *w);
+void mr__scx_worker_exit(struct mr__worker *w);
+
+/* Publish a state change with plain (relaxed) stores; owner only. */
+static inline void mr__scx_publish(struct mr__scx_line *l, uint32_t state, uint32_t depth)
+{
+	/* relaxed: a monitoring hint read by the BPF scheduler whenever it
+	 * looks; no ordering with anything else is needed. */
+	atomic_store_explicit(&l->state, state, memory_order_relaxed);
+	atomic_store_explicit(&l->depth, depth, memory_order_relaxed);
+	atomic_store_explicit(&l->updates,
+			      atomic_load_explicit(&l->updates, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+}
+
+#endif /* MR_SCX_H */
