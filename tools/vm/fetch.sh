@@ -33,6 +33,7 @@
 # kernel config without sched_ext: the message names the option).
 set -eu
 here=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
+# shellcheck source=tools/vm/lib.sh
 . "$here/lib.sh"
 
 usage() { sed -n '2,/^set -eu/{/^#/s/^# \{0,1\}//p}' "$0"; }

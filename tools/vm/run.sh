@@ -1,0 +1,122 @@
+#!/bin/bash
+# tools/vm/run.sh - boot the VM lab's kernel on an initramfs under qemu and judge the run.
+#
+# Usage: tools/vm/run.sh [--timeout SECS] [--append "kernel args"] INITRAMFS [LOG]
+#
+# Boots $CACHE/kernel/vmlinuz (tools/vm/fetch.sh kernel; CACHE is
+# ${MOIRAI_VM_CACHE:-$HOME/.cache/moirai-vm}) with qemu-system-x86_64 under TCG:
+# q35, -cpu max, 4 vCPUs, 2G in two NUMA nodes (cpus 0-1 on node 0, 2-3 on node 1, 1G
+# each), -nographic -no-reboot, "console=ttyS0 panic=-1 quiet" plus --append (e.g.
+# 'moirai.args="-t 300 sched"' for run-all, or loglevel=7 to see the boot).
+# The serial console goes to stdout and to LOG (default: INITRAMFS with .log for
+# .cpio.gz), carriage returns removed. qemu-system-x86 is installed when missing.
+#
+#   --timeout SECS   wall-clock limit for the whole VM (default $MOIRAI_VM_TIMEOUT or 600);
+#                    past it qemu is killed and the run fails
+#   --append ARGS    more kernel command-line words
+#   MOIRAI_VM_QEMU_ARGS   more qemu arguments (split at spaces), e.g. "-s" for gdb
+#
+# The run passes when the log has "MOIRAI-VM-EXIT 0" (printed by the image's /init after
+# /moirai/run-all) and run-all's KTAP has no "not ok" line and as many results as its
+# plan. Kernel panics, oopses, BUGs, WARNINGs, stalls and "sched_ext: BPF scheduler ...
+# disabled" lines are repeated as "vm: kernel: ..." lines (panic, oops and BUG fail the
+# run). The last line is the summary, e.g. "vm: 12 passed, 0 failed, 1 skipped".
+#
+# Exit codes: 0 passed; 1 failed (or timed out); 3 qemu or the kernel cannot be had
+# ("SKIP:" on stderr).
+set -euo pipefail
+here=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
+# shellcheck source=tools/vm/lib.sh
+. "$here/lib.sh"
+
+usage() { sed -n '2,/^set -eu/{/^#/s/^# \{0,1\}//p}' "$0"; }
+
+timeout=${MOIRAI_VM_TIMEOUT:-600}
+append=""
+while [ $# -gt 0 ]; do
+	case $1 in
+	--timeout) [ $# -ge 2 ] || { usage >&2; exit 1; }; timeout=$2; shift 2 ;;
+	--timeout=*) timeout=${1#*=}; shift ;;
+	--append) [ $# -ge 2 ] || { usage >&2; exit 1; }; append="$append $2"; shift 2 ;;
+	--append=*) append="$append ${1#*=}"; shift ;;
+	-h | --help) usage; exit 0 ;;
+	--) shift; break ;;
+	-*) usage >&2; exit 1 ;;
+	*) break ;;
+	esac
+done
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then
+	usage >&2
+	exit 1
+fi
+initramfs=$1
+log=${2:-${initramfs%.cpio.gz}.log}
+[ -r "$initramfs" ] || vm_die "cannot read $initramfs"
+case $timeout in '' | *[!0-9]*) vm_die "--timeout wants whole seconds, not '$timeout'" ;; esac
+
+command -v qemu-system-x86_64 >/dev/null 2>&1 || vm_need qemu-system-x86
+"$here/fetch.sh" kernel
+kernel=$VM_CACHE/kernel/vmlinuz
+
+# shellcheck disable=SC2206,SC2054 # extra qemu words split at spaces; commas are qemu's
+qemu=(qemu-system-x86_64 -machine q35 -accel tcg -cpu max -smp 4 -m 2G
+	-object memory-backend-ram,id=m0,size=1G -object memory-backend-ram,id=m1,size=1G
+	-numa node,nodeid=0,cpus=0-1,memdev=m0 -numa node,nodeid=1,cpus=2-3,memdev=m1
+	-kernel "$kernel" -initrd "$initramfs"
+	-append "console=ttyS0 panic=-1 quiet$append"
+	-nographic -no-reboot ${MOIRAI_VM_QEMU_ARGS:-})
+
+mkdir -p "$(dirname -- "$log")"
+vm_say "booting $(cat "$VM_CACHE/kernel/version") on $initramfs (timeout ${timeout} s, log $log)"
+start=$(date +%s%N)
+set +e
+timeout -k 5 "$timeout" "${qemu[@]}" </dev/null 2>&1 | sed -u 's/\r$//' | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+elapsed=$((($(date +%s%N) - start) / 1000000))
+secs=$((elapsed / 1000)).$((elapsed % 1000 / 100))
+
+# ---------------------------------------------------------------- judging
+problems=()
+passed=$(grep -aEc '^ok [0-9]+( |$)' "$log" || true)
+skipped=$(grep -aEc '^ok [0-9]+ .*# *SKIP' "$log" || true)
+passed=$((passed - skipped))
+failed=$(grep -aEc '^not ok [0-9]+( |$)' "$log" || true)
+plan=$(grep -aEo '^1\.\.[0-9]+' "$log" | head -n 1 | cut -c4- || true)
+exitline=$(grep -aEo 'MOIRAI-VM-EXIT -?[0-9]+' "$log" | tail -n 1 || true)
+
+if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+	problems+=("timed out after ${timeout} s: qemu killed")
+elif [ "$rc" -ne 0 ]; then
+	problems+=("qemu exited with status $rc")
+fi
+if [ -z "$exitline" ]; then
+	problems+=("no MOIRAI-VM-EXIT line: /init did not finish")
+elif [ "${exitline#MOIRAI-VM-EXIT }" != 0 ]; then
+	problems+=("run-all exited with status ${exitline#MOIRAI-VM-EXIT }")
+fi
+[ "$failed" -gt 0 ] && problems+=("$failed test(s) not ok:$(grep -aE '^not ok [0-9]+' "$log" |
+	sed 's/^not ok [0-9]* / /' | head -n 10 | tr '\n' ',' | sed 's/,$//')")
+if [ -z "$plan" ]; then
+	[ -n "$exitline" ] && problems+=("no KTAP plan (1..N) from run-all")
+elif [ $((passed + failed + skipped)) -ne "$plan" ]; then
+	problems+=("KTAP plan 1..$plan but $((passed + failed + skipped)) results")
+fi
+
+# What the kernel said that a test result may not show.
+kpat='Kernel panic|Oops:|BUG:|WARNING: CPU|rcu: INFO: .* stall|soft lockup|hung_task|blocked for more than'
+kpat="$kpat|sched_ext: BPF scheduler .* disabled|sched_ext: .*(error|stall|watchdog)"
+grep -aE "$kpat" "$log" | grep -av '^# ' | head -n 8 | sed 's/^/vm: kernel: /' || true
+if grep -aE 'Kernel panic|Oops:|BUG:' "$log" | grep -qav '^# '; then
+	problems+=("the kernel panicked or oopsed (vm: kernel: lines above)")
+fi
+if n=$(grep -aEc 'sched_ext: BPF scheduler .* disabled' "$log") && [ "$n" -gt 0 ]; then
+	vm_say "note: a sched_ext scheduler was disabled $n time(s)"
+fi
+
+echo "vm: qemu ran ${secs} s; log in $log"
+for p in "${problems[@]}"; do
+	echo "vm: FAIL: $p"
+done
+echo "vm: $passed passed, $failed failed, $skipped skipped"
+[ ${#problems[@]} -eq 0 ]
