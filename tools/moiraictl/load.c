@@ -1,0 +1,694 @@
+/*
+ * load.c - load, hold and unload the scheduler: `moiraictl load`, `run`,
+ * `unload`.
+ *
+ * Loading goes: refuse early with a message a person can act on (not
+ * privileged; a kernel without sched_ext; another scheduler already
+ * loaded), make sure bpffs is mounted and MOIRAI_PIN_DIR exists, read the
+ * topology, open the BPF object embedded by bpfobj.S from memory (no
+ * skeleton: bpftool 7.5's need libbpf 1.5, and we build against 1.4), write
+ * the read-only globals into the .rodata map's initial value (found by name
+ * in the object's BTF DATASEC, so the layout is the compiler's, not ours),
+ * keep exactly one of the two struct_ops maps (moirai_ops, full switch;
+ * moirai_ops_partial, SCX_OPS_SWITCH_PARTIAL), load, pin the statistics maps
+ * afresh, attach the struct_ops map as a link and wait until the kernel
+ * says "enabled".
+ *
+ * workers and worker_load are declared LIBBPF_PIN_BY_NAME and the object is
+ * opened with pin_root_path = MOIRAI_PIN_DIR, so libbpf reuses the pinned
+ * maps and running Moirai runtimes keep their registrations across reloads.
+ * A pinned map of another layout (a scheduler from another version) would
+ * make libbpf fail with a terse message; we compare first and say which
+ * pin to remove.
+ *
+ * The scheduler lives as long as its link fd: the loader stays in the
+ * foreground. Signals (SIGINT, SIGTERM, SIGHUP) are blocked from the start
+ * and read from a signalfd, so a signal that arrives while loading is acted
+ * on as soon as the scheduler is up, and no handler runs in the middle of
+ * libbpf. Every 100 ms the loader reads exit_info (ops.exit fills it; kind
+ * != 0 means the scheduler is gone) and the kernel's state.
+ *
+ * A subtle case: when ops.init fails, the kernel records the error through
+ * ops.exit and still lets the attach succeed (so that the details reach user
+ * space through ops.exit rather than a bare errno). So a successful attach
+ * is checked against exit_info before reporting success.
+ *
+ * The pid file (/run/moiraictl.pid; bpffs holds no regular files) names the
+ * loader for `unload` and `status`; it is written after the attach succeeded
+ * and removed on the way out. SIGKILL leaves it behind: readers check that
+ * the pid is a live moiraictl.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/capability.h>
+#include <linux/magic.h>
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+
+#include "moiraictl.h"
+
+#ifndef CAP_BPF
+#define CAP_BPF 39
+#endif
+#ifndef BPF_FS_MAGIC
+#define BPF_FS_MAGIC 0xcafe4a11
+#endif
+
+/* bpfobj.S: the scheduler's BPF object file, as built. */
+extern const char moirai_bpf_obj_start[];
+extern const char moirai_bpf_obj_end[];
+
+static const char *const stat_maps[] = { "cpu_stats", "node_stats", "latency", "exit_info" };
+static const char *const kept_maps[] = { "workers", "worker_load" };
+
+struct sched {
+	struct bpf_object *obj;
+	struct bpf_link *link;
+	int exit_fd;		/* exit_info, -1 if the object has none */
+	bool partial;
+};
+
+static int print_libbpf(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	if (level != LIBBPF_WARN && !mc_verbose)
+		return 0;
+	return vfprintf(stderr, fmt, ap);
+}
+
+static const char *errstr(int err)
+{
+	static char buf[128];
+
+	libbpf_strerror(err, buf, sizeof(buf));
+	return buf;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* Waits until the kernel's state is want (or sched_ext vanished); true if it is. */
+static bool wait_state(const char *want, long timeout_ms)
+{
+	struct mc_scx scx;
+	long waited = 0;
+
+	for (;;) {
+		mc_scx_read(&scx);
+		if (!scx.supported || !strcmp(scx.state, want))
+			return true;
+		if (waited >= timeout_ms)
+			return false;
+		sleep_ms(20);
+		waited += 20;
+	}
+}
+
+/* -EPERM naming what is missing, if the effective set lacks CAP_SYS_ADMIN or CAP_BPF. */
+static int check_privileges(void)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
+	bool admin, bpf;
+
+	if (syscall(SYS_capget, &hdr, data) < 0)
+		return -errno;
+	admin = data[CAP_SYS_ADMIN / 32].effective & (1U << (CAP_SYS_ADMIN % 32));
+	bpf = data[CAP_BPF / 32].effective & (1U << (CAP_BPF % 32));
+	if (admin && bpf)
+		return 0;
+	fprintf(stderr,
+		"moirai: loading a sched_ext scheduler needs root (effective CAP_SYS_ADMIN and "
+		"CAP_BPF; missing:%s%s): run moiraictl as root\n",
+		admin ? "" : " CAP_SYS_ADMIN", bpf ? "" : " CAP_BPF");
+	return -EPERM;
+}
+
+/* Refusals that need no BPF: privileges, no sched_ext, a scheduler already loaded. */
+static int check_can_load(void)
+{
+	struct mc_loader ld;
+	struct mc_scx scx;
+
+	if (check_privileges() < 0)
+		return -EPERM;
+	mc_scx_read(&scx);
+	if (!scx.supported) {
+		fprintf(stderr, "moirai: this kernel has no sched_ext (CONFIG_SCHED_CLASS_EXT); "
+				"the Moirai library works without it, on the default scheduler\n");
+		return -EOPNOTSUPP;
+	}
+	if (strcmp(scx.state, "disabled")) {
+		if (mc_scx_is_moirai(&scx)) {
+			if (mc_loader_read(&ld) == 0)
+				fprintf(stderr, "moirai: already loaded (moiraictl pid %d)\n",
+					(int)ld.pid);
+			else
+				fprintf(stderr, "moirai: already loaded (by a process other than "
+						"moiraictl)\n");
+		} else if (scx.ops[0]) {
+			fprintf(stderr,
+				"moirai: another sched_ext scheduler is loaded: %s (state %s); "
+				"unload it first\n",
+				scx.ops, scx.state);
+		} else {
+			fprintf(stderr, "moirai: sched_ext is busy (state %s); try again\n",
+				scx.state);
+		}
+		return -EBUSY;
+	}
+	return 0;
+}
+
+static int ensure_pin_dir(void)
+{
+	struct statfs sfs;
+
+	if (statfs(MC_BPFFS, &sfs) < 0) {
+		fprintf(stderr, "moirai: %s: %s\n", MC_BPFFS, strerror(errno));
+		return -errno;
+	}
+	if (sfs.f_type != BPF_FS_MAGIC && mount("bpf", MC_BPFFS, "bpf", 0, NULL) < 0) {
+		fprintf(stderr, "moirai: cannot mount bpffs on %s: %s\n", MC_BPFFS,
+			strerror(errno));
+		return -errno;
+	}
+	if (mkdir(MOIRAI_PIN_DIR, 0755) < 0 && errno != EEXIST) {
+		fprintf(stderr, "moirai: cannot create %s: %s\n", MOIRAI_PIN_DIR, strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+/*
+ * Writes size bytes at the .rodata variable name (a const volatile global
+ * of the BPF program) before load. The variable's offset comes from the
+ * object's BTF: the DATASEC ".rodata" lists every variable with its offset
+ * and size.
+ */
+static int set_rodata(struct bpf_object *obj, const char *name, const void *val, size_t size)
+{
+	const struct btf_var_secinfo *vs;
+	const struct btf_type *sec;
+	struct bpf_map *map;
+	struct btf *btf = bpf_object__btf(obj);
+	size_t map_size;
+	char *data;
+	__s32 id;
+	int i;
+
+	map = bpf_object__find_map_by_name(obj, ".rodata");
+	if (!btf || !map) {
+		fprintf(stderr, "moirai: the BPF object has no %s\n", btf ? ".rodata map" : "BTF");
+		return -ENOENT;
+	}
+	data = bpf_map__initial_value(map, &map_size);
+	id = btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC);
+	if (!data || id < 0) {
+		fprintf(stderr, "moirai: the BPF object's .rodata has no %s\n",
+			data ? "BTF DATASEC" : "initial value");
+		return -ENOENT;
+	}
+	sec = btf__type_by_id(btf, id);
+	vs = btf_var_secinfos(sec);
+	for (i = 0; i < btf_vlen(sec); i++, vs++) {
+		const struct btf_type *var = btf__type_by_id(btf, vs->type);
+
+		if (!var || strcmp(btf__name_by_offset(btf, var->name_off), name))
+			continue;
+		if (vs->size != size || (size_t)vs->offset + size > map_size) {
+			fprintf(stderr,
+				"moirai: the BPF object's %s is %u bytes, moiraictl writes %zu: "
+				"they were built from different sources\n",
+				name, vs->size, size);
+			return -EPROTO;
+		}
+		memcpy(data + vs->offset, val, size);
+		return 0;
+	}
+	fprintf(stderr, "moirai: the BPF object has no read-only global %s\n", name);
+	return -ENOENT;
+}
+
+static int configure(struct bpf_object *obj, const struct mc_load_opts *opts,
+		     const struct mc_topo *topo)
+{
+	static __s32 cpu_to_node[MOIRAI_MAX_CPUS];
+	__u64 slice_ns = (__u64)opts->slice_us * 1000;
+	__u32 nr_cpus = topo->nr_cpus, nr_nodes = topo->nr_nodes;
+	unsigned int c;
+	int err;
+
+	for (c = 0; c < MOIRAI_MAX_CPUS; c++)
+		cpu_to_node[c] = c < topo->nr_cpus ? topo->cpu_to_node[c] : 0;
+	err = set_rodata(obj, "slice_ns", &slice_ns, sizeof(slice_ns));
+	if (!err)
+		err = set_rodata(obj, "nr_cpus", &nr_cpus, sizeof(nr_cpus));
+	if (!err)
+		err = set_rodata(obj, "nr_nodes", &nr_nodes, sizeof(nr_nodes));
+	if (!err)
+		err = set_rodata(obj, "cpu_to_node", cpu_to_node, sizeof(cpu_to_node));
+	return err;
+}
+
+/* Keeps the struct_ops map of the chosen mode; the other is not created. */
+static struct bpf_map *choose_ops(struct bpf_object *obj, bool partial)
+{
+	struct bpf_map *full = bpf_object__find_map_by_name(obj, "moirai_ops");
+	struct bpf_map *part = bpf_object__find_map_by_name(obj, "moirai_ops_partial");
+	struct bpf_map *use = partial ? part : full, *other = partial ? full : part;
+
+	if (!use) {
+		fprintf(stderr, "moirai: the BPF object has no struct_ops map %s\n",
+			partial ? "moirai_ops_partial" : "moirai_ops");
+		return NULL;
+	}
+	if (other)
+		bpf_map__set_autocreate(other, false);
+	return use;
+}
+
+/*
+ * A pinned workers or worker_load map that the object cannot reuse: libbpf
+ * would fail with "couldn't reuse pinned map"; say which pin and what to do.
+ */
+static int check_kept_maps(struct bpf_object *obj)
+{
+	unsigned int i;
+
+	for (i = 0; i < sizeof(kept_maps) / sizeof(kept_maps[0]); i++) {
+		struct bpf_map *map = bpf_object__find_map_by_name(obj, kept_maps[i]);
+		struct bpf_map_info info = {};
+		__u32 len = sizeof(info);
+		char path[128];
+		int fd;
+
+		if (!map)
+			continue;
+		snprintf(path, sizeof(path), MOIRAI_PIN_DIR "/%s", kept_maps[i]);
+		fd = bpf_obj_get(path);
+		if (fd < 0)
+			continue;	/* not pinned yet: libbpf creates and pins it */
+		if (bpf_map_get_info_by_fd(fd, &info, &len) == 0 &&
+		    info.type == bpf_map__type(map) && info.key_size == bpf_map__key_size(map) &&
+		    info.value_size == bpf_map__value_size(map) &&
+		    info.max_entries == bpf_map__max_entries(map) &&
+		    info.map_flags == bpf_map__map_flags(map)) {
+			close(fd);
+			continue;
+		}
+		close(fd);
+		fprintf(stderr,
+			"moirai: the pinned map %s was made by another version of the scheduler "
+			"(its type, sizes or flags differ); stop the Moirai programs that use it, "
+			"then remove it: rm %s\n",
+			path, path);
+		return -EEXIST;
+	}
+	return 0;
+}
+
+/* Pins the statistics maps of this load in place of the last load's. */
+static void pin_stats(struct bpf_object *obj)
+{
+	unsigned int i;
+
+	for (i = 0; i < sizeof(stat_maps) / sizeof(stat_maps[0]); i++) {
+		struct bpf_map *map = bpf_object__find_map_by_name(obj, stat_maps[i]);
+		char path[128];
+		int err;
+
+		if (!map) {
+			fprintf(stderr, "moirai: warning: the BPF object has no map %s\n",
+				stat_maps[i]);
+			continue;
+		}
+		snprintf(path, sizeof(path), MOIRAI_PIN_DIR "/%s", stat_maps[i]);
+		if (unlink(path) < 0 && errno != ENOENT)
+			fprintf(stderr, "moirai: warning: cannot remove %s: %s\n", path,
+				strerror(errno));
+		err = bpf_map__pin(map, path);
+		if (err)
+			fprintf(stderr, "moirai: warning: cannot pin %s: %s\n", path, errstr(err));
+	}
+}
+
+/* exit_info's kind, 0 while the scheduler runs (or if it cannot be read). */
+static long long read_exit(const struct sched *s, struct moirai_exit_info *ei)
+{
+	__u32 key = 0;
+
+	memset(ei, 0, sizeof(*ei));
+	if (s->exit_fd < 0 || bpf_map_lookup_elem(s->exit_fd, &key, ei) < 0)
+		return 0;
+	ei->reason[sizeof(ei->reason) - 1] = '\0';
+	ei->msg[sizeof(ei->msg) - 1] = '\0';
+	return ei->kind;
+}
+
+static void sched_close(struct sched *s)
+{
+	if (s->link) {
+		/* Detaching is synchronous; the state settles right after. */
+		bpf_link__destroy(s->link);
+		s->link = NULL;
+		if (!wait_state("disabled", 5000))
+			fprintf(stderr, "moirai: warning: sched_ext still not disabled after 5 s\n");
+	}
+	bpf_object__close(s->obj);
+	s->obj = NULL;
+}
+
+/*
+ * Loads and attaches the scheduler. Returns 0 with s holding it, or an exit
+ * status (having said why).
+ */
+static int sched_open(const struct mc_load_opts *opts, struct sched *s)
+{
+	LIBBPF_OPTS(bpf_object_open_opts, oo, .object_name = "moirai",
+		    .pin_root_path = MOIRAI_PIN_DIR);
+	struct moirai_exit_info ei;
+	struct bpf_map *ops, *exit_map;
+	struct mc_topo topo;
+	struct mc_scx scx;
+	int err;
+
+	memset(s, 0, sizeof(*s));
+	s->exit_fd = -1;
+	s->partial = opts->partial;
+	if (check_can_load() < 0)
+		return MC_EXIT_FAIL;
+	if (ensure_pin_dir() < 0)
+		return MC_EXIT_FAIL;
+
+	err = mc_topo_read(&topo);
+	if (err == -ENOMEM)
+		return MC_EXIT_FAIL;
+	if (err)
+		fprintf(stderr, "moirai: warning: cannot read every NUMA node's cpulist; CPUs not "
+				"listed count as node 0\n");
+	if (topo.nr_cpus > MOIRAI_MAX_CPUS || topo.nr_nodes > MOIRAI_MAX_NODES) {
+		fprintf(stderr,
+			"moirai: this machine has %u possible CPUs and %u NUMA nodes; the scheduler "
+			"supports at most %d CPUs and %d nodes\n",
+			topo.nr_cpus, topo.nr_nodes, MOIRAI_MAX_CPUS, MOIRAI_MAX_NODES);
+		mc_topo_free(&topo);
+		return MC_EXIT_FAIL;
+	}
+
+	libbpf_set_print(print_libbpf);
+	s->obj = bpf_object__open_mem(moirai_bpf_obj_start,
+				      moirai_bpf_obj_end - moirai_bpf_obj_start, &oo);
+	if (!s->obj) {
+		err = -errno;
+		fprintf(stderr, "moirai: cannot open the embedded BPF object: %s\n", errstr(err));
+		mc_topo_free(&topo);
+		return MC_EXIT_FAIL;
+	}
+	err = configure(s->obj, opts, &topo);
+	mc_topo_free(&topo);
+	if (err)
+		goto fail;
+	ops = choose_ops(s->obj, opts->partial);
+	if (!ops || check_kept_maps(s->obj) < 0)
+		goto fail;
+
+	err = bpf_object__load(s->obj);
+	if (err) {
+		fprintf(stderr, "moirai: loading the BPF scheduler failed: %s (libbpf's messages "
+				"above say where)\n",
+			errstr(err));
+		goto fail;
+	}
+	exit_map = bpf_object__find_map_by_name(s->obj, "exit_info");
+	if (exit_map)
+		s->exit_fd = bpf_map__fd(exit_map);
+	pin_stats(s->obj);
+
+	s->link = bpf_map__attach_struct_ops(ops);
+	if (!s->link) {
+		err = -errno;
+		fprintf(stderr, "moirai: attaching the scheduler failed: %s%s\n", errstr(err),
+			err == -EBUSY ? " (another sched_ext scheduler was loaded meanwhile)" : "");
+		if (read_exit(s, &ei))
+			mc_exit_print(stderr, "moirai", &ei);
+		goto fail;
+	}
+	/* ops.init failing still "succeeds" the attach: look at exit_info first. */
+	for (int waited = 0;; waited += 20) {
+		if (read_exit(s, &ei)) {
+			fprintf(stderr, "moirai: the scheduler failed to start\n");
+			mc_exit_print(stderr, "moirai", &ei);
+			goto fail;
+		}
+		mc_scx_read(&scx);
+		if (!strcmp(scx.state, "enabled"))
+			break;
+		if (waited >= 5000) {
+			fprintf(stderr, "moirai: attached, but sched_ext is %s after 5 s\n",
+				scx.state);
+			goto fail;
+		}
+		sleep_ms(20);
+	}
+	if (!mc_scx_is_moirai(&scx))
+		fprintf(stderr, "moirai: warning: the kernel names the scheduler '%s', not '%s' "
+				"(status will not recognize it)\n",
+			scx.ops, MOIRAI_OPS_NAME);
+	err = mc_pidfile_write(getpid(), opts->partial, opts->slice_us);
+	if (err)
+		fprintf(stderr, "moirai: warning: cannot write %s: %s (unload will not find this "
+				"process)\n",
+			MC_PIDFILE, strerror(-err));
+	return 0;
+fail:
+	sched_close(s);
+	return MC_EXIT_FAIL;
+}
+
+static void print_loaded(const struct mc_load_opts *opts)
+{
+	struct mc_topo topo;
+
+	if (opts->partial)
+		printf("moirai: scheduler loaded (partial switch: only Moirai workers are scheduled "
+		       "by moirai; in this mode SCHED_EXT tasks rank below normal tasks, so any "
+		       "busy process can starve the workers (use it on dedicated hosts))\n");
+	else
+		printf("moirai: scheduler loaded (full switch: every task is scheduled by moirai)\n");
+	if (mc_topo_read(&topo) != -ENOMEM)
+		printf("moirai: slice %lu us, %u CPUs, %u NUMA node%s; maps in %s; pid %d\n",
+		       opts->slice_us, topo.nr_cpus, topo.nr_nodes, topo.nr_nodes == 1 ? "" : "s",
+		       MOIRAI_PIN_DIR, (int)getpid());
+	mc_topo_free(&topo);
+	fflush(stdout);
+}
+
+static int block_signals(sigset_t *old, bool with_chld)
+{
+	sigset_t set;
+	int fd;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	if (with_chld)
+		sigaddset(&set, SIGCHLD);
+	if (sigprocmask(SIG_BLOCK, &set, old) < 0)
+		return -errno;
+	fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (fd < 0) {
+		fprintf(stderr, "moirai: signalfd: %s\n", strerror(errno));
+		return -errno;
+	}
+	return fd;
+}
+
+/* The next pending signal (its siginfo in *si), 0 if none. */
+static int next_signal(int sfd, struct signalfd_siginfo *si)
+{
+	if (read(sfd, si, sizeof(*si)) != sizeof(*si))
+		return 0;
+	return (int)si->ssi_signo;
+}
+
+/*
+ * Checks whether the scheduler is still up. Returns 0 if so; otherwise
+ * reports why it went and returns 1 for an error exit, 2 for any other.
+ */
+static int check_alive(const struct sched *s)
+{
+	struct moirai_exit_info ei;
+	struct mc_scx scx;
+
+	if (read_exit(s, &ei)) {
+		mc_exit_print(stdout, "moirai", &ei);
+		return ei.kind >= 1024 ? 1 : 2;
+	}
+	mc_scx_read(&scx);
+	if (scx.supported && strcmp(scx.state, "disabled"))
+		return 0;
+	/* ops.exit runs before the state reads disabled: look once more. */
+	if (read_exit(s, &ei)) {
+		mc_exit_print(stdout, "moirai", &ei);
+		return ei.kind >= 1024 ? 1 : 2;
+	}
+	printf("moirai: the kernel disabled the scheduler (it left no exit info)\n");
+	return 1;
+}
+
+int cmd_load(const struct mc_load_opts *opts)
+{
+	struct signalfd_siginfo si;
+	struct sched s;
+	sigset_t old;
+	int sfd, err, gone = 0, sig = 0;
+
+	sfd = block_signals(&old, false);
+	if (sfd < 0)
+		return MC_EXIT_FAIL;
+	err = sched_open(opts, &s);
+	if (err)
+		return err;
+	print_loaded(opts);
+
+	while (!sig && !gone) {
+		struct pollfd pfd = { .fd = sfd, .events = POLLIN };
+
+		if (poll(&pfd, 1, 100) > 0)
+			sig = next_signal(sfd, &si);
+		if (!sig)
+			gone = check_alive(&s);
+	}
+	sched_close(&s);
+	mc_pidfile_remove(getpid());
+	if (sig) {
+		printf("moirai: scheduler unloaded (%s)\n", strsignal(sig));
+		return MC_EXIT_OK;
+	}
+	return gone == 1 ? MC_EXIT_FAIL : MC_EXIT_OK;
+}
+
+int cmd_run(const struct mc_load_opts *opts, char **argv)
+{
+	struct signalfd_siginfo si;
+	struct sched s;
+	sigset_t old;
+	pid_t child;
+	int sfd, err, status = 0, gone = 0;
+	bool reaped = false;
+
+	sfd = block_signals(&old, true);
+	if (sfd < 0)
+		return MC_EXIT_FAIL;
+	err = sched_open(opts, &s);
+	if (err)
+		return err;
+	print_loaded(opts);
+	fflush(stderr);
+
+	child = fork();
+	if (child < 0) {
+		fprintf(stderr, "moirai: fork: %s\n", strerror(errno));
+		sched_close(&s);
+		mc_pidfile_remove(getpid());
+		return MC_EXIT_FAIL;
+	}
+	if (child == 0) {
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		execvp(argv[0], argv);
+		fprintf(stderr, "moirai: cannot run %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+
+	while (!reaped) {
+		struct pollfd pfd = { .fd = sfd, .events = POLLIN };
+		int sig;
+
+		if (poll(&pfd, 1, 100) > 0) {
+			while ((sig = next_signal(sfd, &si))) {
+				/*
+				 * A signal from the terminal (SI_KERNEL) reached the
+				 * command too, being in our process group; pass on
+				 * only those sent to us alone, by kill().
+				 */
+				if (sig != SIGCHLD && si.ssi_code != SI_KERNEL)
+					kill(child, sig);
+			}
+		}
+		if (waitpid(child, &status, WNOHANG) == child)
+			reaped = true;
+		else if (!gone && (gone = check_alive(&s)))
+			printf("moirai: %s keeps running, on the default scheduler\n", argv[0]);
+	}
+	sched_close(&s);
+	mc_pidfile_remove(getpid());
+	if (!gone)
+		printf("moirai: scheduler unloaded\n");
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return WEXITSTATUS(status);
+}
+
+int cmd_unload(void)
+{
+	struct mc_loader ld;
+	struct mc_scx scx;
+	int waited;
+
+	if (mc_loader_read(&ld) == 0) {
+		if (kill(ld.pid, SIGTERM) < 0) {
+			fprintf(stderr, "moirai: cannot signal the loader (pid %d): %s\n",
+				(int)ld.pid, strerror(errno));
+			return MC_EXIT_FAIL;
+		}
+		for (waited = 0; waited < 10000; waited += 50) {
+			mc_scx_read(&scx);
+			if (!mc_pid_alive(ld.pid) &&
+			    (!scx.supported || !strcmp(scx.state, "disabled")))
+				break;
+			sleep_ms(50);
+		}
+		if (waited >= 10000) {
+			fprintf(stderr, "moirai: the loader (pid %d) %s after 10 s (sched_ext %s)\n",
+				(int)ld.pid, mc_pid_alive(ld.pid) ? "is still running" : "exited",
+				scx.state);
+			return MC_EXIT_FAIL;
+		}
+		printf("moirai: unloaded (loader pid %d exited)\n", (int)ld.pid);
+		return MC_EXIT_OK;
+	}
+	mc_scx_read(&scx);
+	if (mc_scx_is_moirai(&scx)) {
+		fprintf(stderr,
+			"moirai: the scheduler is %s but no moiraictl holds it (%s missing or "
+			"stale); it ends when the process holding its link exits\n",
+			scx.state, MC_PIDFILE);
+		return MC_EXIT_FAIL;
+	}
+	if (scx.supported && scx.ops[0])
+		printf("moirai: not loaded (the loaded sched_ext scheduler is %s)\n", scx.ops);
+	else
+		printf("moirai: not loaded\n");
+	return MC_EXIT_OK;
+}
