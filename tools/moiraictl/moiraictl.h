@@ -98,6 +98,7 @@ struct mc_snap {
 	struct mc_scx scx;
 	struct mc_loader loader;
 	bool pinned;		/* the workers map is pinned */
+	bool workers_ok;	/* ... and could be read */
 	int map_err;		/* first error opening a pinned map, 0 if none */
 	const char *map_err_name;
 	struct mc_worker *workers;

@@ -138,6 +138,8 @@ static void print_workers(FILE *f, const struct mc_snap *s, const struct mc_snap
 	}
 	if (s->map_err)
 		fprintf(f, "%s\n", map_err_str(s));
+	if (!s->workers_ok)
+		return;
 	for (i = 0; i < s->nr_workers; i++)
 		if (!i || s->workers[i].w.pid != s->workers[i - 1].w.pid ||
 		    s->workers[i].w.rt_id != s->workers[i - 1].w.rt_id)

@@ -145,6 +145,7 @@ static int read_workers(struct mc_snap *snap)
 
 	if (open_pinned(snap, "workers", sizeof(__u32), sizeof(struct moirai_worker), &wm) < 0)
 		return 0;
+	snap->workers_ok = true;
 	cap = wm.info.max_entries ? wm.info.max_entries : 1;
 	snap->workers = calloc(cap, sizeof(*snap->workers));
 	if (!snap->workers) {
