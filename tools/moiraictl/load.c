@@ -327,6 +327,59 @@ static int check_kept_maps(struct bpf_object *obj)
 	return 0;
 }
 
+/*
+ * After a failed load: the kfuncs the object refers to that the running
+ * kernel's BTF does not have. libbpf names a missing strong kfunc itself; a
+ * weak one resolves to nothing and the verifier then rejects the call with
+ * a message that does not name it, so list them all.
+ */
+static void note_missing_kfuncs(struct bpf_object *obj)
+{
+	struct btf *btf = bpf_object__btf(obj), *kernel;
+	char list[1024];
+	size_t len = 0;
+	__u32 id;
+	int n = 0;
+
+	if (!btf)
+		return;
+	kernel = btf__load_vmlinux_btf();
+	if (!kernel)
+		return;
+	list[0] = '\0';
+	/*
+	 * libbpf turns the extern FUNCs of .ksyms into global ones at open; the
+	 * global FUNCs that are not programs of the object are the kfuncs.
+	 */
+	for (id = 1; id < btf__type_cnt(btf); id++) {
+		const struct btf_type *t = btf__type_by_id(btf, id);
+		const char *name;
+		int w;
+
+		if (!btf_is_func(t) || btf_vlen(t) == BTF_FUNC_STATIC)
+			continue;
+		name = btf__name_by_offset(btf, t->name_off);
+		if (!name || bpf_object__find_program_by_name(obj, name) ||
+		    btf__find_by_name_kind(kernel, name, BTF_KIND_FUNC) >= 0)
+			continue;
+		w = snprintf(list + len, sizeof(list) - len, "%s%s", n ? ", " : "", name);
+		if (w < 0 || (size_t)w >= sizeof(list) - len) {
+			snprintf(list + len, sizeof(list) - len, ", ...");
+			n++;
+			break;
+		}
+		len += w;
+		n++;
+	}
+	btf__free(kernel);
+	if (n)
+		fprintf(stderr,
+			"moirai: this kernel lacks kfuncs the scheduler refers to: %s (fine for those "
+			"the scheduler guards with bpf_ksym_exists(); a call to another fails "
+			"verification)\n",
+			list);
+}
+
 /* Pins the statistics maps of this load in place of the last load's. */
 static void pin_stats(struct bpf_object *obj)
 {
@@ -437,6 +490,7 @@ static int sched_open(const struct mc_load_opts *opts, struct sched *s)
 		fprintf(stderr, "moirai: loading the BPF scheduler failed: %s (libbpf's messages "
 				"above say where)\n",
 			errstr(err));
+		note_missing_kfuncs(s->obj);
 		goto fail;
 	}
 	exit_map = bpf_object__find_map_by_name(s->obj, "exit_info");
