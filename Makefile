@@ -4,7 +4,11 @@
 #   make demo          build and run examples/demo
 #   make check         unit + stress tests, again under ASan+UBSan and TSan, a valgrind
 #                      leak check, and a clang-19 build (installs what it needs)
-#   make bench         side-by-side benchmarks against OpenMP, oneTBB and rayon
+#   make bench         side-by-side benchmarks: OpenMP, oneTBB, rayon (fork-join, loops),
+#                      Boost.Context and Go (fibers), Go, ck_ring, Boost.Lockfree,
+#                      ZeroMQ and a mutex ring (channels); the sched_ext benchmark in the VM
+#   make moiraictl     the sched_ext scheduler (bpf/) and its loader tools/moiraictl
+#   make check-vm      the VM suite alone: boots a sched_ext kernel under qemu (tools/vm)
 #   make install PREFIX=/usr/local [DESTDIR=...]
 #
 # Variables: CC (gcc or clang-19), BUILD (output dir), SAN (asan | tsan: a
@@ -116,6 +120,7 @@ check:
 	$(MAKE) all BUILD=build/clang CC=clang-19
 	./tests/run.sh build/clang/tests quick
 	$(MAKE) check-aarch64
+	$(MAKE) check-vm
 	@echo "make check: all suites passed"
 
 # The tests cross-built for aarch64 and run under qemu-user at the quick
@@ -135,6 +140,75 @@ bench: lib
 	./tools/deps.sh bench
 	./tools/bench/run.sh $(BUILD)
 	./tools/bench/chan/run.sh $(BUILD)
+	$(MAKE) bench-vm
+
+# ---- the sched_ext scheduler, moiraictl and the VM lab (tools/vm) ----------
+#
+# libbpf >= 1.4, bpftool and a kernel with sched_ext come from Debian's
+# backports through tools/vm/fetch.sh, cached outside the repository
+# (MOIRAI_VM_CACHE, default ~/.cache/moirai-vm). Offline, check-vm reports
+# SKIP unless MOIRAI_VM_REQUIRED=1 (.ci/run sets it).
+VM_CACHE ?= $(or $(MOIRAI_VM_CACHE),$(HOME)/.cache/moirai-vm)
+-include $(VM_CACHE)/bpf/env.mk
+BPF_OBJ := $(BUILD)/bpf/moirai.bpf.o
+MOIRAICTL := $(BUILD)/tools/moiraictl
+MRVM := $(BUILD)/vm/mrvm
+VM_STAGE := $(BUILD)/vm/stage
+BPF_CFLAGS := -target bpf -D__TARGET_ARCH_x86 -O2 -g -mcpu=v3 -Wall -Werror \
+	-Wno-missing-declarations -I$(BUILD)/bpf -Ibpf $(LIBBPF_CFLAGS)
+
+.PHONY: moiraictl vm-fetch vm-stage check-vm bench-vm
+vm-fetch:
+	./tools/vm/fetch.sh all
+
+$(BUILD)/bpf/vmlinux.h: tools/vm/vmlinux-h.sh
+	@mkdir -p $(dir $@)
+	./tools/vm/vmlinux-h.sh $@
+
+$(BPF_OBJ): bpf/moirai.bpf.c bpf/moirai_shared.h $(BUILD)/bpf/vmlinux.h
+	@[ "$(Q)" ] && echo "  BPF     $@" || true
+	$(Q)clang-19 $(BPF_CFLAGS) -c $< -o $@
+
+$(MOIRAICTL): $(wildcard tools/moiraictl/*.c tools/moiraictl/*.h tools/moiraictl/*.S) \
+		bpf/moirai_shared.h $(BPF_OBJ)
+	@mkdir -p $(dir $@)
+	@[ "$(Q)" ] && echo "  CC      $@" || true
+	$(Q)$(CC) $(CPPFLAGS) -std=gnu17 -O2 -g $(WARN) -Ibpf $(LIBBPF_CFLAGS) \
+		-DMOIRAI_BPF_OBJ='"$(BPF_OBJ)"' $(filter %.c %.S,$^) -o $@ $(LIBBPF_LIBS)
+
+$(MRVM): tests/vm/mrvm.c bpf/moirai_shared.h $(STATIC)
+	@mkdir -p $(dir $@)
+	@[ "$(Q)" ] && echo "  CC      $@" || true
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(STATIC) $(LDLIBS)
+
+moiraictl: vm-fetch
+	$(MAKE) $(MOIRAICTL)
+
+# Everything the guest runs, in one directory (tools/vm/mkinitramfs.sh packs it).
+vm-stage: $(MOIRAICTL) $(MRVM)
+	rm -rf $(VM_STAGE) && mkdir -p $(VM_STAGE)/bin $(VM_STAGE)/tests
+	cp $(MOIRAICTL) $(MRVM) $(VM_STAGE)/bin/
+	cp tests/vm/*.sh tests/vm/lib.inc $(VM_STAGE)/tests/
+	cp tests/vm/run-all $(VM_STAGE)/run-all
+	cp tools/bench/vm/*.sh $(VM_STAGE)/bin/
+
+check-vm:
+	@./tools/vm/fetch.sh all; rc=$$?; \
+	if [ $$rc -eq 3 ]; then \
+		if [ "$(MOIRAI_VM_REQUIRED)" = 1 ]; then echo "vm: FAIL: cannot fetch the VM kernel or libbpf (MOIRAI_VM_REQUIRED=1)"; exit 1; fi; \
+		echo "vm: SKIP: no sched_ext kernel or libbpf can be fetched (offline?)"; exit 0; \
+	elif [ $$rc -ne 0 ]; then exit $$rc; fi; \
+	$(MAKE) vm-stage && ./tools/vm/check.sh $(BUILD) $(VM_STAGE)
+
+# The benchmark runs as the guest's only "test"; its table ends up in
+# $(BUILD)/bench/sched.md.
+bench-vm:
+	@./tools/vm/fetch.sh all || { echo "bench-vm: skipped (cannot fetch the VM kernel)"; exit 0; }; \
+	$(MAKE) vm-stage && cp tools/bench/vm/sched.sh $(VM_STAGE)/tests/bench-sched.sh && \
+	MOIRAI_VM_ARGS="-t 1200 bench-sched" MOIRAI_VM_TIMEOUT=1500 \
+		./tools/vm/check.sh $(BUILD) $(VM_STAGE); rc=$$?; mkdir -p $(BUILD)/bench; \
+	sed -n 's/^# \(|.*|\)$$/\1/p' $(BUILD)/vm/console.log > $(BUILD)/bench/sched.md; \
+	cat $(BUILD)/bench/sched.md; exit $$rc
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/include/moirai $(DESTDIR)$(PREFIX)/lib/pkgconfig

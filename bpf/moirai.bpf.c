@@ -201,11 +201,22 @@ static __always_inline void set_vtime(struct task_struct *p, u64 vtime)
 
 /* ---- helpers ------------------------------------------------------------- */
 
+/* An index into a MOIRAI_MAX_CPUS array that the verifier can see is in
+ * bounds: the empty asm stops the compiler from dropping the mask after an
+ * earlier range check that the verifier tracked on another register. */
+static __always_inline u32 cpu_idx(u32 c)
+{
+	asm volatile("" : "+r"(c));
+	return c & (MOIRAI_MAX_CPUS - 1);
+}
+
 static __always_inline s32 node_of(s32 cpu)
 {
-	if (cpu < 0 || cpu >= MOIRAI_MAX_CPUS)
+	u32 c = (u32)cpu;
+
+	if (c >= MOIRAI_MAX_CPUS)
 		return 0;
-	s32 n = cpu_to_node[cpu];
+	s32 n = cpu_to_node[cpu_idx(c)];
 	return n >= 0 && n < (s32)nr_nodes && n < MOIRAI_MAX_NODES ? n : 0;
 }
 
@@ -252,8 +263,9 @@ static __always_inline struct moirai_node_stats *nstats(s32 node)
 
 #define STAT_ADD(ptr, field, v)                                                         \
 	do {                                                                             \
-		if (ptr)                                                                 \
-			__sync_fetch_and_add(&(ptr)->field, (v));                        \
+		typeof(ptr) ___s = (ptr);                                                \
+		if (___s)                                                                \
+			__sync_fetch_and_add(&___s->field, (v));                         \
 	} while (0)
 
 static __always_inline struct task_ctx *tctx_of(struct task_struct *p)
@@ -320,7 +332,7 @@ static s32 victim_in_node(struct task_struct *p, s32 n)
 		s32 cpu = (s32)i;
 		if (node_of(cpu) != n || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
 			continue;
-		u8 k = cpu_kind[i & (MOIRAI_MAX_CPUS - 1)];
+		u8 k = cpu_kind[cpu_idx(i)];
 		if (k == KIND_SEARCHING || k == KIND_IDLE)
 			return cpu;
 		if (k == KIND_OTHER && other < 0)
@@ -452,7 +464,7 @@ void BPF_STRUCT_OPS(moirai_enqueue, struct task_struct *p, u64 enq_flags)
 	 * preempt a searching worker or a non-worker there. */
 	s32 victim = victim_in_node(p, home);
 	if (victim >= 0) {
-		kick(victim, cpu_kind[victim & (MOIRAI_MAX_CPUS - 1)] == KIND_IDLE ? SCX_KICK_IDLE
+		kick(victim, cpu_kind[cpu_idx(victim)] == KIND_IDLE ? SCX_KICK_IDLE
 									: SCX_KICK_PREEMPT);
 		return;
 	}
@@ -582,8 +594,8 @@ void BPF_STRUCT_OPS(moirai_running, struct task_struct *p)
 		if (tc)
 			tc->home = -1;
 	}
-	if (cpu >= 0 && cpu < MOIRAI_MAX_CPUS)
-		cpu_kind[cpu] = kind;
+	if ((u32)cpu < MOIRAI_MAX_CPUS)
+		cpu_kind[cpu_idx(cpu)] = kind;
 }
 
 void BPF_STRUCT_OPS(moirai_stopping, struct task_struct *p, bool runnable)
@@ -593,8 +605,8 @@ void BPF_STRUCT_OPS(moirai_stopping, struct task_struct *p, bool runnable)
 	u64 now = bpf_ktime_get_ns(), ran;
 	u32 weight = p->scx.weight ? p->scx.weight : 100;
 
-	if (cpu >= 0 && cpu < MOIRAI_MAX_CPUS)
-		cpu_kind[cpu] = KIND_IDLE;
+	if ((u32)cpu < MOIRAI_MAX_CPUS)
+		cpu_kind[cpu_idx(cpu)] = KIND_IDLE;
 	if (!tc || !tc->started_at)
 		return;
 	ran = now - tc->started_at;

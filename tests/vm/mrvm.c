@@ -118,6 +118,25 @@ static int find_workers(pid_t *tids, unsigned *idx, int max)
 	return n;
 }
 
+/* The worker threads name themselves and register as they start: wait for
+ * all n of them (5 s at most). */
+static int wait_workers(pid_t *tids, unsigned *idx, int n, int wfd)
+{
+	int found = 0;
+	for (int tries = 0; tries < 500; tries++) {
+		found = find_workers(tids, idx, MAXW);
+		int reg = 0;
+		for (int i = 0; i < found && wfd >= 0; i++) {
+			struct moirai_worker w;
+			reg += map_lookup(wfd, &tids[i], &w) == 0;
+		}
+		if (found == n && (wfd < 0 || reg == n))
+			break;
+		usleep(10000);
+	}
+	return found;
+}
+
 /* Field 39 of /proc/<tid>/stat: the CPU the thread last ran on. */
 static int last_cpu(pid_t tid)
 {
@@ -220,9 +239,15 @@ static int cmd_busy(double secs, unsigned n)
 	b.expect = expected_sum(b.n);
 	b.until = now_ns() + (int64_t)(secs * 1e9);
 	mr_runtime_t *rt = make_rt(n);
+	int64_t t0 = now_ns();
 	mr_runtime_install(rt, busy_main, &b);
 	mr_runtime_destroy(rt);
-	printf("# busy: %ld rounds, %d wrong\n", b.rounds, b.bad);
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	double cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
+		     ru.ru_stime.tv_usec / 1e6;
+	printf("# busy: %ld rounds, %d wrong, %.2f CPUs busy on average\n", b.rounds, b.bad,
+	       cpu / ((now_ns() - t0) / 1e9));
 	return b.bad || b.rounds == 0 ? 1 : 0;
 }
 
@@ -241,7 +266,7 @@ static int cmd_workers(void)
 		return 4;
 	}
 	mr_runtime_t *rt = make_rt(4);
-	int n = find_workers(tids, idx, MAXW);
+	int n = wait_workers(tids, idx, 4, wfd);
 	if (n != 4) {
 		printf("# found %d worker threads, want 4\n", n);
 		fails++;
@@ -325,7 +350,7 @@ static int cmd_numa(double secs)
 	b.expect = expected_sum(b.n);
 	b.until = now_ns() + (int64_t)(secs * 1e9);
 	mr_runtime_t *rt = make_rt(4);
-	int n = find_workers(tids, idx, MAXW);
+	int n = wait_workers(tids, idx, 4, wfd);
 	for (int i = 0; i < n; i++) {
 		struct moirai_worker w;
 		if (map_lookup(wfd, &tids[i], &w)) {
