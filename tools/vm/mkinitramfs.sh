@@ -61,12 +61,12 @@ for d in bin sbin usr/bin usr/sbin etc proc sys dev tmp run root moirai \
 done
 
 put /bin/busybox /bin/busybox
-# Applet links, e.g. "usr/bin/timeout": relative to / in the image.
-"$root/bin/busybox" --list-full | while read -r applet; do
-	[ -e "$root/$applet" ] && continue
-	mkdir -p "$root/$(dirname -- "$applet")"
-	ln -s /bin/busybox "$root/$applet"
-done
+# Applet links, e.g. "usr/bin/timeout" (relative to / in the image), made in one perl
+# process (perl-base is essential in Debian): ~400 ln forks took seconds.
+"$root/bin/busybox" --list-full | (cd "$root" && perl -nle '
+	my $d = $_; $d =~ s{/[^/]*$}{};
+	mkdir $d unless $d eq $_ || -d $d;
+	symlink("/bin/busybox", $_) unless -e $_ || -l $_;')
 put "$here/init" /init
 chmod 755 "$root/init"
 
