@@ -46,7 +46,7 @@ step() {
 		rc=0
 		"$@" 2>&1 1>&3 3>&- || rc=$?
 		echo "$rc" >"$errs.rc"
-	} 3>&1 | tee "$errs" >&2
+	} 3>&1 | tee "$errs" | sed -u '/^SKIP: /d' >&2
 	rc=$(cat "$errs.rc")
 	[ "$rc" -eq 0 ] && return 0
 	if [ "$rc" -eq 3 ]; then
