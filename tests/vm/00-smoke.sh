@@ -12,10 +12,11 @@ fail=0
 check() {
 	what=$1
 	shift
+	t0=$(date +%s)
 	if out=$("$@" 2>&1); then
-		echo "pass: $what"
+		echo "pass: $what ($(($(date +%s) - t0)) s)"
 	else
-		echo "FAIL: $what"
+		echo "FAIL: $what ($(($(date +%s) - t0)) s)"
 		[ -n "$out" ] && echo "$out" | tail -n 5 | sed 's/^/    /'
 		fail=1
 	fi
@@ -38,8 +39,9 @@ check "tracefs on /sys/kernel/tracing" grep -q ' /sys/kernel/tracing tracefs ' /
 check "kernel BTF" test -s /sys/kernel/btf/vmlinux
 check "bpftool version" bpftool version
 check "bpftool prog list (bpf() works)" bpftool prog list
-check "bpftool sees struct sched_ext_ops" sh -c \
-	"bpftool btf dump file /sys/kernel/btf/vmlinux format raw | grep -q \"STRUCT 'sched_ext_ops'\""
+check "bpftool btf list" bpftool btf list
+# A whole-BTF dump takes seconds under TCG; the name in its string table is enough here.
+check "kernel BTF names sched_ext_ops" grep -q sched_ext_ops /sys/kernel/btf/vmlinux
 check "hackbench -g 2 -l 100" hackbench -g 2 -l 100
 check "stress-ng --cpu 1 --timeout 1s" stress-ng --cpu 1 --timeout 1s
 exit $fail
