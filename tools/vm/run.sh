@@ -6,7 +6,7 @@
 # Boots $CACHE/kernel/vmlinuz (tools/vm/fetch.sh kernel; CACHE is
 # ${MOIRAI_VM_CACHE:-$HOME/.cache/moirai-vm}) with qemu-system-x86_64 under TCG:
 # q35, -cpu max, 4 vCPUs as 2 sockets of 2 cores, 2G in two NUMA nodes (socket 0 = cpus
-# 0-1 = node 0, socket 1 = cpus 2-3 = node 1, 1G each), -nographic -no-reboot,
+# 0-1 = node 0, socket 1 = cpus 2-3 = node 1, 1G each), no NIC, -nographic -no-reboot,
 # "console=ttyS0 panic=-1 quiet" plus --append (e.g. 'moirai.args="-t 300 sched"' for
 # run-all, or loglevel=7 to see the boot).
 # One socket per node: with the plain "-smp 4" the LLC spans both nodes and the kernel
@@ -74,7 +74,7 @@ qemu=(qemu-system-x86_64 -machine q35 -accel "tcg,thread=${MOIRAI_VM_TCG:-single
 	-numa node,nodeid=0,cpus=0-1,memdev=m0 -numa node,nodeid=1,cpus=2-3,memdev=m1
 	-kernel "$kernel" -initrd "$initramfs"
 	-append "console=ttyS0 panic=-1 quiet$append"
-	-nographic -no-reboot ${MOIRAI_VM_QEMU_ARGS:-})
+	-nic none -nographic -no-reboot ${MOIRAI_VM_QEMU_ARGS:-})
 
 mkdir -p "$(dirname -- "$log")"
 vm_say "booting $(cat "$VM_CACHE/kernel/version") on $initramfs (timeout ${timeout} s, log $log)"
