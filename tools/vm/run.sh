@@ -20,6 +20,8 @@
 #   --timeout SECS   wall-clock limit for the whole VM (default $MOIRAI_VM_TIMEOUT or 600);
 #                    past it qemu is killed and the run fails
 #   --append ARGS    more kernel command-line words
+#   --shell          interactive: a busybox shell on the console instead of run-all, the
+#                    terminal as qemu's stdin (Ctrl-A x quits), no timeout, no judging
 #   MOIRAI_VM_QEMU_ARGS   more qemu arguments (split at spaces), e.g. "-s" for gdb
 #   MOIRAI_VM_TCG         single (default) or multi: TCG's thread mode
 #
@@ -42,12 +44,14 @@ usage() { sed -n '2,/^set -eu/{/^#/s/^# \{0,1\}//p}' "$0"; }
 
 timeout=${MOIRAI_VM_TIMEOUT:-600}
 append=""
+shell=0
 while [ $# -gt 0 ]; do
 	case $1 in
 	--timeout) [ $# -ge 2 ] || { usage >&2; exit 1; }; timeout=$2; shift 2 ;;
 	--timeout=*) timeout=${1#*=}; shift ;;
 	--append) [ $# -ge 2 ] || { usage >&2; exit 1; }; append="$append $2"; shift 2 ;;
 	--append=*) append="$append ${1#*=}"; shift ;;
+	--shell) shell=1; shift ;;
 	-h | --help) usage; exit 0 ;;
 	--) shift; break ;;
 	-*) usage >&2; exit 1 ;;
@@ -75,6 +79,11 @@ qemu=(qemu-system-x86_64 -machine q35 -accel "tcg,thread=${MOIRAI_VM_TCG:-single
 	-kernel "$kernel" -initrd "$initramfs"
 	-append "console=ttyS0 panic=-1 quiet$append"
 	-nic none -nographic -no-reboot ${MOIRAI_VM_QEMU_ARGS:-})
+
+if [ "$shell" = 1 ]; then
+	qemu+=(-append "console=ttyS0 panic=-1 quiet$append moirai.shell=1")
+	exec "${qemu[@]}"
+fi
 
 mkdir -p "$(dirname -- "$log")"
 vm_say "booting $(cat "$VM_CACHE/kernel/version") on $initramfs (timeout ${timeout} s, log $log)"
