@@ -219,7 +219,7 @@ static void busy_main(void *arg)
 
 	while (now_ns() < b->until) {
 		uint64_t r = 0;
-		mr_parallel_reduce(0, b->n, 0, &r, sizeof(r), &zero, sum_body, sum_combine, NULL);
+		mr_parallel_reduce(0, b->n, b->n / 16, &r, sizeof(r), &zero, sum_body, sum_combine, NULL);
 		if (r != b->expect)
 			b->bad++;
 		b->rounds++;
@@ -235,7 +235,7 @@ static uint64_t expected_sum(size_t n)
 
 static int cmd_busy(double secs, unsigned n)
 {
-	struct busy b = { .n = 1 << 20 };
+	struct busy b = { .n = 1 << 22 };
 	b.expect = expected_sum(b.n);
 	b.until = now_ns() + (int64_t)(secs * 1e9);
 	mr_runtime_t *rt = make_rt(n);
@@ -346,7 +346,7 @@ static int cmd_numa(double secs)
 		printf("SKIP: no pinned maps (scheduler not loaded)\n");
 		return 4;
 	}
-	struct busy b = { .n = 1 << 20 };
+	struct busy b = { .n = 1 << 22 };
 	b.expect = expected_sum(b.n);
 	b.until = now_ns() + (int64_t)(secs * 1e9);
 	mr_runtime_t *rt = make_rt(4);
