@@ -19,6 +19,8 @@
 # as far as libbpf runs only on a kernel without sched_ext, where the load
 # cannot succeed.
 set -u
+# The hex byte lists built by le32/le64/zeros/bytes are meant to split into words.
+# shellcheck disable=SC2046,SC2086
 
 if [ $# -ne 1 ] || [ ! -x "$1" ]; then
 	echo "usage: $0 path/to/moiraictl" >&2
