@@ -18,9 +18,10 @@
 # lab's cache) are skipped when they are missing. The test that lets load go
 # as far as libbpf runs only on a kernel without sched_ext, where the load
 # cannot succeed.
-set -u
+
 # The hex byte lists built by le32/le64/zeros/bytes are meant to split into words.
 # shellcheck disable=SC2046,SC2086
+set -u
 
 if [ $# -ne 1 ] || [ ! -x "$1" ]; then
 	echo "usage: $0 path/to/moiraictl" >&2
