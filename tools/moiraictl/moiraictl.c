@@ -12,8 +12,8 @@
  * load attaches the scheduler (bpf/moirai.bpf.c, embedded in this binary by
  * bpfobj.S) and stays in the foreground holding it: the kernel keeps a
  * struct_ops scheduler only as long as its link is open, so the scheduler
- * lives exactly as long as this process. SIGINT or SIGTERM unloads it and
- * exits 0; if the scheduler exits by itself (an error it raised, a stall the
+ * lives exactly as long as this process. SIGINT, SIGTERM or SIGHUP unloads
+ * it and exits 0; if the scheduler exits by itself (an error it raised, a stall the
  * kernel's watchdog caught, SysRq-S) moiraictl prints the kernel's exit
  * reason and exits 1 for errors, 0 otherwise. If moiraictl is killed with
  * SIGKILL the kernel unloads the scheduler when the link's last fd closes.
@@ -293,6 +293,10 @@ static int parse_load_opts(int argc, char **argv, struct mc_load_opts *opts, boo
 
 		if (!strcmp(a, "--partial")) {
 			opts->partial = true;
+			continue;
+		}
+		if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
+			mc_verbose = 1;
 			continue;
 		}
 		if (!strcmp(a, "--slice-us")) {
