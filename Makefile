@@ -198,7 +198,9 @@ check-vm:
 		if [ "$(MOIRAI_VM_REQUIRED)" = 1 ]; then echo "vm: FAIL: cannot fetch the VM kernel or libbpf (MOIRAI_VM_REQUIRED=1)"; exit 1; fi; \
 		echo "vm: SKIP: no sched_ext kernel or libbpf can be fetched (offline?)"; exit 0; \
 	elif [ $$rc -ne 0 ]; then exit $$rc; fi; \
-	$(MAKE) vm-stage && ./tools/vm/check.sh $(BUILD) $(VM_STAGE)
+	$(MAKE) vm-stage && \
+	BPFTOOL=$(BPFTOOL) ./tests/moiraictl_host.sh $(MOIRAICTL) && \
+	./tools/vm/check.sh $(BUILD) $(VM_STAGE)
 
 # The benchmark runs as the guest's only "test"; its table ends up in
 # $(BUILD)/bench/sched.md.
