@@ -199,7 +199,7 @@ check-vm:
 		echo "vm: SKIP: no sched_ext kernel or libbpf can be fetched (offline?)"; exit 0; \
 	elif [ $$rc -ne 0 ]; then exit $$rc; fi; \
 	$(MAKE) vm-stage && \
-	BPFTOOL=$(BPFTOOL) ./tests/moiraictl_host.sh $(MOIRAICTL) && \
+	. "$(VM_CACHE)/bpf/env" && BPFTOOL="$$BPFTOOL" ./tests/moiraictl_host.sh $(MOIRAICTL) && \
 	./tools/vm/check.sh $(BUILD) $(VM_STAGE)
 
 # The benchmark runs as the guest's only "test"; its table ends up in
