@@ -5,7 +5,8 @@
  * reduction equals the sequential fold for a sum, for non-commutative
  * combines (matrix product, adjacency of ranges), for an element bigger than
  * the stack accumulator, with the result aliasing the identity, and the
- * empty range.
+ * empty range; repeated loops from inside a runtime keep waking parked
+ * workers.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -797,6 +798,74 @@ TEST(for_runs_on_the_callers_runtime)
 	EXPECT_EQ(ld(&w.bad), 0);
 	EXPECT_EQ(ld(&w.n), 100000);
 	EXPECT_EQ(mr_worker_index(), -1);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/*
+ * A loop called over and over from inside a runtime must keep waking the
+ * other workers: each round's leaves wait (bounded) until both workers of a
+ * 2-worker runtime have run one. A worker whose join latch completed while
+ * it searched once stayed counted as a searcher, and from then on no push
+ * woke a parked worker: one CPU ran every loop.
+ */
+struct both {
+	_Atomic int seen[2];
+	_Atomic int stuck; /* rounds where one worker ran alone until the deadline */
+	int rounds;
+};
+
+static void both_body(size_t lo, size_t hi, void *arg)
+{
+	struct both *b = arg;
+	int me = mr_worker_index();
+	(void)lo, (void)hi;
+
+	if (me < 0 || me > 1 || atomic_load(&b->stuck))
+		return;
+	atomic_store(&b->seen[me], 1);
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	time_t deadline = ts.tv_sec + 20;
+	while (!atomic_load(&b->seen[1 - me])) {
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		if (ts.tv_sec > deadline) {
+			atomic_store(&b->stuck, 1);
+			return;
+		}
+		sched_yield();
+	}
+	/* Worker 1 ends a little later, so that worker 0's join often finds
+	 * its stolen half still running and searches while it completes. */
+	if (me == 1) {
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		do
+			clock_gettime(CLOCK_MONOTONIC, &t1);
+		while ((t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec) < 20000);
+	}
+}
+
+static void both_rounds(void *arg)
+{
+	struct both *b = arg;
+	for (int r = 0; r < b->rounds && !atomic_load(&b->stuck); r++) {
+		atomic_store(&b->seen[0], 0);
+		atomic_store(&b->seen[1], 0);
+		mr_parallel_for(0, 4096, 0, both_body, b);
+		/* Let the other worker run out of search time and sleep. */
+		usleep(300);
+	}
+}
+
+TEST(for_keeps_waking_parked_workers)
+{
+	struct both b = { .rounds = 200 };
+	mr_runtime_t *rt = make_rt(2);
+
+	ASSERT_NONNULL(rt);
+	ASSERT_EQ(mr_runtime_install(rt, both_rounds, &b), 0);
+	int stuck = atomic_load(&b.stuck);
+	EXPECT_EQ(stuck, 0);
 	ASSERT_EQ(mr_runtime_destroy(rt), 0);
 }
 

@@ -333,6 +333,25 @@ static void stop_searching(struct mr__worker *w, bool found)
 		mr__notify(w->rt);
 }
 
+/*
+ * Leaving mr__work_until() because what we waited for is done: we go back to
+ * running our caller, so we must not stay counted as a searcher (every
+ * notify would then count on us and wake nobody). If we were the last one,
+ * work that a waker meant for us may still be visible: pass it on.
+ */
+static void stop_searching_done(struct mr__worker *w)
+{
+	if (!w->searching)
+		return;
+	w->searching = false;
+	if (atomic_fetch_sub_explicit(&w->rt->nsearching, 1, memory_order_seq_cst) != 1)
+		return;
+	/* Pairs with a pusher's fence before it reads nsearching (mr__notify). */
+	mr__fence_seq_cst();
+	if (work_visible(w->rt))
+		mr__notify(w->rt);
+}
+
 static bool local_pending(struct mr__worker *w);
 
 static struct mr__job *search(struct mr__worker *w, bool (*done)(void *), void *arg)
@@ -482,6 +501,7 @@ void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 	w->pinned++; /* the jobs we run here must not park a fiber we run on */
 	for (;;) {
 		if (done(arg)) {
+			stop_searching_done(w);
 			w->pinned--;
 			return;
 		}
@@ -496,6 +516,7 @@ void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 			continue;
 		}
 		if (done(arg)) {
+			stop_searching_done(w);
 			w->pinned--;
 			return;
 		}
