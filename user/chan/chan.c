@@ -402,6 +402,13 @@ static bool fiber_may_spin(void)
 	       !mr__deque_stealable(&w->dq) && !w->yield_head;
 }
 
+static bool ring_ready(const struct mr_select_case *c)
+{
+	const struct mr_chan *ch = (const struct mr_chan *)c->chan;
+
+	return c->op == MR_SELECT_SEND ? mr__ring_send_ready(ch) : mr__ring_recv_ready(ch);
+}
+
 static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *res,
 		 const char *call)
 {
@@ -417,9 +424,17 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 	 * spins on its own state, thread_sleep()). */
 	if (n == 1 && ((struct mr_chan *)cases[0].chan)->kind == CH_RENDEZVOUS)
 		spins = 0;
+	/* One ring case: watch the one slot we wait for (a line the other side
+	 * writes once), not its position word, which every one of its
+	 * operations updates; try for real when the slot looks ready and once
+	 * at the end. */
+	bool ring1 = n == 1 && case_live(&cases[0]) &&
+		     ((struct mr_chan *)cases[0].chan)->kind == CH_RING;
 	for (unsigned k = 0; k < spins; k++) {
 		for (unsigned p = 1u << (k < SPIN_GROW ? k : SPIN_GROW); p; p--)
 			mr__cpu_relax();
+		if (ring1 && k + 1 < spins && !ring_ready(&cases[0]))
+			continue;
 		if ((i = poll_cases(cases, n, res)) >= 0)
 			return i;
 	}

@@ -191,6 +191,15 @@ int mr__ring_try_send(struct mr_chan *ch, const void *elem, bool held,
 int mr__ring_try_recv(struct mr_chan *ch, void *elem, bool held,
 		      const struct mr__sleeper *self);
 size_t mr__ring_len(const struct mr_chan *ch);
+/*
+ * Would a send (recv) probably complete now? Reads only the position word of
+ * its own side and one slot's stamp, never the other side's word: for the
+ * spin before sleeping, where polling the other side's line would slow the
+ * very peer we wait for. A hint: true does not promise success, and false
+ * is not the definitive full (empty) check, which only try_* makes.
+ */
+bool mr__ring_send_ready(const struct mr_chan *ch);
+bool mr__ring_recv_ready(const struct mr_chan *ch);
 
 int mr__list_init(struct mr_chan *ch);
 void mr__list_fini(struct mr_chan *ch);

@@ -204,6 +204,25 @@ int mr__ring_try_recv(struct mr_chan *ch, void *elem, bool held,
 	}
 }
 
+bool mr__ring_send_ready(const struct mr_chan *ch)
+{
+	/* relaxed: a hint; try_send does the ordered loads. */
+	uint64_t t = atomic_load_explicit(&ch->tail, memory_order_relaxed);
+	uint64_t pos = pos_of(t);
+	const struct rslot *s = rslot_at(ch, pos & (ch->one_lap - 1));
+
+	return (t & POS_CLOSED) || atomic_load_explicit(&s->stamp, memory_order_relaxed) == pos;
+}
+
+bool mr__ring_recv_ready(const struct mr_chan *ch)
+{
+	/* relaxed: a hint, as above. A close is noticed after the spin. */
+	uint64_t pos = pos_of(atomic_load_explicit(&ch->head, memory_order_relaxed));
+	const struct rslot *s = rslot_at(ch, pos & (ch->one_lap - 1));
+
+	return atomic_load_explicit(&s->stamp, memory_order_relaxed) == pos + 1;
+}
+
 size_t mr__ring_len(const struct mr_chan *ch)
 {
 	for (;;) {
