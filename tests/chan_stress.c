@@ -25,6 +25,8 @@
  *    call that woke it (send, try_send, close, a receive that made room) may
  *    still be returning: that call must not touch the channel any more.
  *  - closes racing each other: exactly one returns 0.
+ *  - the rendezvous word (a lone waiter pairs without the lock): joined by
+ *    a second waiter, selects, deadlines and a close at a random moment.
  *  - ping-pong between a thread and a fiber through capacity-1 and
  *    rendezvous channels: a lost wake-up hangs (the harness's timeout).
  *
@@ -1274,6 +1276,176 @@ TEST_TIMEOUT(closes_race_exactly_one_wins, 60)
 		ASSERT_EQ(c.rc_recv, -EPIPE);
 		ASSERT_TRUE(mr_chan_is_closed(c.ch));
 		mr_chan_destroy(c.ch);
+	}
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/* ---- the rendezvous word: a lone waiter, joined by others ------------------------ */
+
+/*
+ * A lone blocking waiter of a rendezvous channel waits in the channel's
+ * word, without the lock; a second waiter, a select, a deadline or a close
+ * moves it to the locked queues. Per round: two senders (one with blocking
+ * sends only, so that it mostly sits in the word; one mixing blocking,
+ * racy deadlines and selects), two receivers (one blocking, one mixing try,
+ * deadlines and selects with a channel that never has anything), fibers and
+ * threads in turn, and a close at a random moment. Every send that returned
+ * 0 is received exactly once, no failed send ever is, each receiver sees
+ * each sender's values in order, and every receiver ends with -EPIPE.
+ */
+#define RW_SENDERS 2
+#define RW_PER 300
+
+struct rw {
+	mr_chan_t *ch, *never;
+	_Atomic unsigned char got[RW_SENDERS][RW_PER];
+	unsigned char ok[RW_SENDERS][RW_PER];
+	_Atomic long bad;
+	int64_t close_after_ns;
+	uint64_t seed;
+};
+
+struct rw_actor {
+	struct rw *w;
+	int id;
+};
+
+static void rw_send(void *arg)
+{
+	struct rw_actor *a = arg;
+	struct rw *w = a->w;
+	uint64_t r = seed_of(w->seed + (uint64_t)a->id);
+
+	for (int i = 0; i < RW_PER; i++) {
+		uint64_t v = (uint64_t)a->id << 32 | (uint64_t)i;
+		int rc;
+		switch (a->id == 0 ? 0 : rnd(&r) % 3) {
+		case 0:
+			rc = mr_chan_send(w->ch, &v);
+			break;
+		case 1:
+			rc = mr_chan_send_until(w->ch, &v, racy_deadline(rnd(&r)));
+			break;
+		default: {
+			uint64_t sink;
+			struct mr_select_case c[2] = {
+				{ w->never, MR_SELECT_RECV, &sink, 0 },
+				{ w->ch, MR_SELECT_SEND, &v, 0 },
+			};
+			rc = mr_select(c, 2, rnd(&r) % 2 ? MR_SELECT_FOREVER : racy_deadline(rnd(&r)));
+			if (rc == 1)
+				rc = c[1].result;
+			else if (rc != -ETIMEDOUT)
+				atomic_fetch_add(&w->bad, 1);
+		}
+		}
+		if (rc == 0)
+			w->ok[a->id][i] = 1;
+		else if (rc == -EPIPE)
+			return;
+		else if (rc != -ETIMEDOUT)
+			atomic_fetch_add(&w->bad, 1);
+	}
+}
+
+static void rw_recv(void *arg)
+{
+	struct rw_actor *a = arg;
+	struct rw *w = a->w;
+	uint64_t r = seed_of(w->seed * 7 + (uint64_t)a->id);
+	long last[RW_SENDERS] = { -1, -1 };
+
+	for (;;) {
+		uint64_t v = 0;
+		int rc;
+		switch (a->id == 0 ? 0 : rnd(&r) % 4) {
+		case 0:
+			rc = mr_chan_recv(w->ch, &v);
+			break;
+		case 1:
+			rc = mr_chan_try_recv(w->ch, &v);
+			break;
+		case 2:
+			rc = mr_chan_recv_until(w->ch, &v, racy_deadline(rnd(&r)));
+			break;
+		default: {
+			uint64_t sink;
+			struct mr_select_case c[2] = {
+				{ w->ch, MR_SELECT_RECV, &v, 0 },
+				{ w->never, MR_SELECT_RECV, &sink, 0 },
+			};
+			rc = mr_select(c, 2, rnd(&r) % 2 ? MR_SELECT_FOREVER : racy_deadline(rnd(&r)));
+			if (rc == 0)
+				rc = c[0].result;
+			else if (rc != -ETIMEDOUT)
+				atomic_fetch_add(&w->bad, 1);
+		}
+		}
+		if (rc == -EPIPE)
+			return;
+		if (rc == -EAGAIN || rc == -ETIMEDOUT)
+			continue;
+		if (rc != 0) {
+			atomic_fetch_add(&w->bad, 1);
+			return;
+		}
+		unsigned s = (unsigned)(v >> 32), i = (unsigned)v;
+		if (s >= RW_SENDERS || i >= RW_PER || (long)i <= last[s]) {
+			atomic_fetch_add(&w->bad, 1);
+			continue;
+		}
+		last[s] = i;
+		atomic_fetch_add(&w->got[s][i], 1);
+	}
+}
+
+static void rw_close(void *arg)
+{
+	struct rw *w = arg;
+
+	spin_ns(w->close_after_ns);
+	if (mr_chan_close(w->ch) != 0)
+		atomic_fetch_add(&w->bad, 1);
+}
+
+TEST_TIMEOUT(rendezvous_word_second_waiter_select_close, 120)
+{
+	mr_runtime_t *rt = make_rt(2);
+	long rounds = fiber_rounds(600);
+
+	ASSERT_NONNULL(rt);
+	for (long round = 0; round < rounds; round++) {
+		struct rw *w = calloc(1, sizeof(*w));
+		struct rw_actor sa[RW_SENDERS], ra[2];
+		struct actor a[5];
+		uint64_t r = seed_of((uint64_t)round);
+
+		ASSERT_NONNULL(w);
+		w->seed = (uint64_t)round;
+		w->ch = mr_chan_create(8, 0, 0);
+		w->never = mr_chan_create(8, 0, 0);
+		ASSERT_NONNULL(w->ch);
+		ASSERT_NONNULL(w->never);
+		/* Mostly mid-traffic; sometimes before anything, sometimes late. */
+		w->close_after_ns = (int64_t)(rnd(&r) % 400000);
+		for (int i = 0; i < 2; i++) {
+			ra[i] = (struct rw_actor){ w, i };
+			actor_start(&a[i], rt, (round + i) % 2, rw_recv, &ra[i]);
+		}
+		for (int i = 0; i < RW_SENDERS; i++) {
+			sa[i] = (struct rw_actor){ w, i };
+			actor_start(&a[2 + i], rt, (round / 2 + i) % 2, rw_send, &sa[i]);
+		}
+		actor_start(&a[4], rt, round % 3 == 0, rw_close, w);
+		for (int i = 0; i < 5; i++)
+			actor_join(&a[i]);
+		ASSERT_EQ(atomic_load(&w->bad), 0);
+		for (int s = 0; s < RW_SENDERS; s++)
+			for (int i = 0; i < RW_PER; i++)
+				ASSERT_EQ(atomic_load(&w->got[s][i]), w->ok[s][i]);
+		mr_chan_destroy(w->ch);
+		mr_chan_destroy(w->never);
+		free(w);
 	}
 	ASSERT_EQ(mr_runtime_destroy(rt), 0);
 }

@@ -86,6 +86,13 @@ void mr__chan_lock(struct mr_chan *ch)
 
 void mr__chan_unlock(struct mr_chan *ch)
 {
+	/* A rendezvous channel whose queues emptied goes back to pairing in
+	 * its tail word (see rendezvous below). Only lock holders change a
+	 * word that says RV_SLOW, so a plain store does. relaxed: the queues
+	 * are ordered by the lock; the word carries nothing else. */
+	if (ch->kind == CH_RENDEZVOUS && !ch->rxq.head && !ch->txq.head &&
+	    atomic_load_explicit(&ch->tail, memory_order_relaxed) == POS_RXW)
+		atomic_store_explicit(&ch->tail, 0, memory_order_relaxed);
 	atomic_store_explicit(&ch->lock, 0, memory_order_release);
 }
 
@@ -197,32 +204,234 @@ void mr__sleeper_wake(struct mr__sleeper *s)
 		mr__futex_wake(&s->state, 1);
 }
 
-/* ---- rendezvous -------------------------------------------------------------- */
+/* ---- rendezvous ----------------------------------------------------------------
+ *
+ * A rendezvous channel's tail word says who waits. Mostly one side waits
+ * at a time, and then alone: the word holds that waiter's entry (RV_SEND
+ * telling its side), and a partner pairs with it by one CAS of the word
+ * back to 0, with no lock at all. A waiter that finds the word 0 puts
+ * itself there with a CAS (a fiber does that in its park's commit, so that
+ * no partner can ready it before its registers are saved).
+ *
+ * Everything else (a second waiter, a select, a deadline) sets RV_SLOW
+ * under the lock: a waiter found in the word moves into the sleeper queue
+ * of its side, and from then on every operation takes the lock and uses the
+ * queues (rv_locked). The last unlock that leaves both queues empty stores
+ * 0 again. Only lock holders change a word that has RV_SLOW or CLOSED set;
+ * the lock-free paths change it only from 0 or from a waiter's entry, so a
+ * waiter is always in exactly one place: the word or a queue.
+ */
+#define RV_SLOW ((uint64_t)2) /* the queues decide (POS_RXW's bit) */
+#define RV_SEND ((uint64_t)4) /* the waiter in the word sends */
+#define RV_PTR (~(uint64_t)7) /* its struct mr__centry */
+
+static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *res,
+		 const char *call);
+static uint32_t thread_wait(struct mr__sleeper *sl, int64_t deadline);
+
+/* We took e out of the word (or own it under the lock): finish its
+ * operation with `result` and wake it. */
+static void rv_complete(struct mr__centry *e, int result)
+{
+	struct mr__sleeper *s = e->s;
+	struct mr_fiber *f = s->fiber;
+
+	s->which = e->idx;
+	s->result = result;
+	if (f) {
+		/* release: pairs with the acquire load of state after the park.
+		 * A parked fiber never writes its own state. */
+		atomic_store_explicit(&s->state, SL_WOKEN, memory_order_release);
+		mr__fiber_ready(f);
+		return;
+	}
+	/* release: pairs with the acquire load in thread_wait(); the thread
+	 * may return at once, so only the futex address is used after. */
+	if (atomic_exchange_explicit(&s->state, SL_WOKEN, memory_order_release) == SL_SLEEPING)
+		mr__futex_wake(&s->state, 1);
+}
+
+/*
+ * Without the lock: pair with the waiter of the other side in the word.
+ * 0 or -EPIPE: done; -EAGAIN: nobody to pair with there, *seen says what
+ * the word held (0, a waiter of our own side, or RV_SLOW).
+ */
+static int rv_fast(struct mr_chan *ch, int op, void *elem, uint64_t *seen)
+{
+	size_t size = ch->elem_size; /* read before the claim: see destroy */
+	uint64_t other = op == MR_SELECT_SEND ? 0 : RV_SEND;
+	/* acquire: pairs with the release CAS that put a waiter in the word
+	 * (rv_publish): its entry, and a sender's element. */
+	uint64_t w = atomic_load_explicit(&ch->tail, memory_order_acquire);
+
+	for (;;) {
+		if (w & POS_CLOSED)
+			return -EPIPE;
+		if (!(w & RV_PTR) || (w & RV_SEND) != other) {
+			*seen = w;
+			return -EAGAIN;
+		}
+		/* acquire: as above, for the value the CAS returns. */
+		if (atomic_compare_exchange_weak_explicit(&ch->tail, &w, 0, memory_order_acquire,
+							  memory_order_acquire))
+			break;
+	}
+	struct mr__centry *e = (struct mr__centry *)(uintptr_t)(w & RV_PTR);
+	if (op == MR_SELECT_SEND)
+		elem_copy(e->elem, elem, size);
+	else
+		elem_copy(elem, e->elem, size);
+	rv_complete(e, 0);
+	return 0;
+}
+
+/* Put our entry (with its side's bit) in an empty word. release: pairs
+ * with the acquire CAS of rv_fast() or rv_to_queues(). */
+static bool rv_publish(struct mr_chan *ch, uint64_t me)
+{
+	uint64_t zero = 0;
+
+	return atomic_compare_exchange_strong_explicit(&ch->tail, &zero, me, memory_order_release,
+						       memory_order_relaxed);
+}
+
+/* With ch locked: make the queues decide, moving a waiter from the word
+ * into its queue. */
+static void rv_to_queues(struct mr_chan *ch)
+{
+	uint64_t w = atomic_load_explicit(&ch->tail, memory_order_relaxed);
+
+	for (;;) {
+		if (w & (RV_SLOW | POS_CLOSED))
+			return;
+		/* acquire: the waiter's entry (rv_publish). */
+		if (atomic_compare_exchange_weak_explicit(&ch->tail, &w, RV_SLOW,
+							  memory_order_acquire,
+							  memory_order_relaxed))
+			break;
+	}
+	if (w & RV_PTR) {
+		struct mr__centry *e = (struct mr__centry *)(uintptr_t)(w & RV_PTR);
+		q_append(w & RV_SEND ? &ch->txq : &ch->rxq, e);
+	}
+}
+
+/* With ch locked and RV_SLOW or CLOSED set: pair with a queued sleeper. */
+static int rv_locked(struct mr_chan *ch, int op, void *elem, const struct mr__sleeper *self,
+		     struct mr__centry **wake)
+{
+	struct mr__centry *e;
+
+	if (atomic_load_explicit(&ch->tail, memory_order_relaxed) & POS_CLOSED)
+		return -EPIPE;
+	if (!(e = claim_first(op == MR_SELECT_SEND ? &ch->rxq : &ch->txq, self)))
+		return -EAGAIN;
+	if (op == MR_SELECT_SEND)
+		elem_copy(e->elem, elem, ch->elem_size);
+	else
+		elem_copy(elem, e->elem, ch->elem_size);
+	e->s->which = e->idx;
+	e->s->result = 0;
+	*wake = e;
+	return 0;
+}
 
 static int rv_try(struct mr_chan *ch, int op, void *elem, bool held,
 		  const struct mr__sleeper *self)
 {
-	struct mr__centry *e;
-	int ret = -EAGAIN;
+	struct mr__centry *e = NULL;
+	uint64_t seen;
+	int ret;
 
-	if (!held)
-		mr__chan_lock(ch);
-	if (atomic_load_explicit(&ch->tail, memory_order_relaxed) & POS_CLOSED) {
-		ret = -EPIPE;
-	} else if ((e = claim_first(op == MR_SELECT_SEND ? &ch->rxq : &ch->txq, self))) {
-		if (op == MR_SELECT_SEND)
-			elem_copy(e->elem, elem, ch->elem_size);
-		else
-			elem_copy(elem, e->elem, ch->elem_size);
-		e->s->which = e->idx;
-		e->s->result = 0;
-		ret = 0;
+	if (held) {
+		/* block() moved the word's waiter into the queues already. */
+		ret = rv_locked(ch, op, elem, self, &e);
+		if (ret == 0)
+			mr__sleeper_wake(e->s);
+		return ret;
 	}
-	if (!held)
+	for (;;) {
+		ret = rv_fast(ch, op, elem, &seen);
+		if (ret != -EAGAIN || !(seen & RV_SLOW))
+			return ret;
+		mr__chan_lock(ch);
+		if (!(atomic_load_explicit(&ch->tail, memory_order_relaxed) &
+		      (RV_SLOW | POS_CLOSED))) {
+			/* Back to the word meanwhile. */
+			mr__chan_unlock(ch);
+			continue;
+		}
+		ret = rv_locked(ch, op, elem, self, &e);
 		mr__chan_unlock(ch);
-	if (ret == 0)
-		mr__sleeper_wake(e->s);
-	return ret;
+		if (ret == 0)
+			mr__sleeper_wake(e->s);
+		return ret;
+	}
+}
+
+struct rv_pub {
+	struct mr_chan *ch;
+	uint64_t me; /* our entry and side, as the word holds it */
+};
+
+/* A fiber's park commit: wait in the word, or (false) run again at once. */
+static bool rv_commit(void *arg)
+{
+	struct rv_pub *p = arg;
+
+	return rv_publish(p->ch, p->me);
+}
+
+/*
+ * A blocking send or receive with no deadline: pair with a waiter in the
+ * word, or wait in the word when it is empty, or else block() (the queues).
+ */
+static int rv_wait(struct mr_chan *ch, int op, void *elem, const char *call)
+{
+	struct mr__sleeper sl;
+	struct mr__centry e;
+	struct rv_pub pub;
+	uint64_t seen;
+	int r;
+
+	sl.fiber = mr__fiber_parkable();
+	sl.solo = true;
+	sl.futex = false;
+	e.s = &sl;
+	e.elem = elem;
+	e.idx = 0;
+	e.queued = false;
+	pub.ch = ch;
+	pub.me = (uintptr_t)&e | (op == MR_SELECT_SEND ? RV_SEND : 0);
+	for (;;) {
+		if ((r = rv_fast(ch, op, elem, &seen)) != -EAGAIN)
+			return r;
+		if (seen != 0) {
+			/* Someone of our side waits already, or the queues
+			 * decide: queue behind them. */
+			struct mr_select_case c = { (mr_chan_t *)ch, op, elem, 0 };
+			block(&c, 1, MR_SELECT_FOREVER, &r, call);
+			return r;
+		}
+		atomic_store_explicit(&sl.state, SL_WAITING, memory_order_relaxed);
+		sl.which = -1;
+		sl.result = SL_RETRY;
+		if (sl.fiber) {
+			mr__fiber_park(rv_commit, &pub, call);
+			/* acquire: pairs with the release in rv_complete() or
+			 * mr__sleeper_wake(). WAITING: the commit found the word
+			 * taken; look again. */
+			if (atomic_load_explicit(&sl.state, memory_order_acquire) != SL_WOKEN)
+				continue;
+		} else {
+			if (!rv_publish(ch, pub.me))
+				continue;
+			thread_wait(&sl, -1);
+		}
+		/* Woken from the word, or from the queue it was moved to:
+		 * either way the operation is done (rendezvous never retries). */
+		return sl.result;
+	}
 }
 
 /* ---- one case ---------------------------------------------------------------- */
@@ -337,23 +546,24 @@ static bool sel_commit(void *arg)
 }
 
 /*
- * A thread (or a job, or a pinned fiber): unlock, spin on our own state for
- * a while (the other side is often running: a wake-up through the futex
- * costs both sides a system call), then sleep in the futex.
+ * A thread (or a job, or a pinned fiber) whose sleeper is queued (and the
+ * locks let go): spin on our own state for a while (the other side is often
+ * running: a wake-up through the futex costs both sides a system call),
+ * then sleep in the futex. Returns the final state: WOKEN or TIMEDOUT.
  */
-static uint32_t thread_sleep(struct sel *S)
+static uint32_t thread_wait(struct mr__sleeper *sl, int64_t deadline)
 {
 	struct mr__worker *w = mr__self();
 	int64_t spin_until = -1;
 	unsigned k = 0, n = 0;
 	uint32_t st;
 
-	unlock_all(S);
 	if (w)
 		mr__worker_block(w);
 	for (;;) {
-		/* acquire: pairs with the release store in mr__sleeper_wake(). */
-		st = atomic_load_explicit(&S->sl.state, memory_order_acquire);
+		/* acquire: pairs with the release store in mr__sleeper_wake() or
+		 * the release exchange in rv_complete(). */
+		st = atomic_load_explicit(&sl->state, memory_order_acquire);
 		if (st == SL_WOKEN || st == SL_TIMEDOUT)
 			break;
 		if (st == SL_CLAIMED) {
@@ -365,9 +575,9 @@ static uint32_t thread_sleep(struct sel *S)
 			int64_t now = mr_now_ns();
 			if (spin_until < 0)
 				spin_until = now + THREAD_SPIN_NS;
-			if (S->deadline >= 0 && now >= S->deadline) {
+			if (deadline >= 0 && now >= deadline) {
 				if (atomic_compare_exchange_strong_explicit(
-					    &S->sl.state, &st, SL_TIMEDOUT, memory_order_acquire,
+					    &sl->state, &st, SL_TIMEDOUT, memory_order_acquire,
 					    memory_order_relaxed)) {
 					st = SL_TIMEDOUT;
 					break;
@@ -375,15 +585,14 @@ static uint32_t thread_sleep(struct sel *S)
 				continue;
 			}
 			if (now >= spin_until && st == SL_WAITING) {
-				atomic_compare_exchange_strong_explicit(&S->sl.state, &st,
-									SL_SLEEPING,
+				atomic_compare_exchange_strong_explicit(&sl->state, &st, SL_SLEEPING,
 									memory_order_relaxed,
 									memory_order_relaxed);
 				continue;
 			}
 		}
 		if (st == SL_SLEEPING)
-			mr__futex_wait_until(&S->sl.state, SL_SLEEPING, S->deadline);
+			mr__futex_wait_until(&sl->state, SL_SLEEPING, deadline);
 		else
 			mr__cpu_relax();
 	}
@@ -421,7 +630,7 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 	unsigned spins = self ? (fiber_may_spin() ? SPIN_TRIES_FIBER : 0) : SPIN_TRIES_THREAD;
 	/* A lone rendezvous case cannot complete until its partner queues:
 	 * if both sides polled, neither would. Queue at once (a thread then
-	 * spins on its own state, thread_sleep()). */
+	 * spins on its own state, thread_wait()). */
 	if (n == 1 && ((struct mr_chan *)cases[0].chan)->kind == CH_RENDEZVOUS)
 		spins = 0;
 	/* One ring case: watch the one slot we wait for (a line the other side
@@ -488,6 +697,8 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 			ent[j].s = &S.sl;
 			ent[j].elem = c->elem;
 			ent[j].idx = (int)j;
+			if (ch->kind == CH_RENDEZVOUS)
+				rv_to_queues(ch);
 			q_append(send ? &ch->txq : &ch->rxq, &ent[j]);
 			if (ch->kind != CH_RENDEZVOUS) {
 				/* seq_cst: the flag before the re-check; see chan.h. */
@@ -525,7 +736,8 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 			if (deadline >= 0 && st == SL_WOKEN)
 				mr__timer_cancel(&S.sl.timer);
 		} else {
-			st = thread_sleep(&S);
+			unlock_all(&S);
+			st = thread_wait(&S.sl, deadline);
 		}
 
 		/* Unqueue what is left: the waker took the entry it woke us
@@ -606,6 +818,10 @@ void mr_chan_destroy(mr_chan_t *handle)
 	while (atomic_load_explicit(&ch->busy, memory_order_acquire))
 		chan_backoff(&k);
 	mr__chan_lock(ch);
+	uint64_t w = atomic_load_explicit(&ch->tail, memory_order_relaxed);
+	if (ch->kind == CH_RENDEZVOUS && (w & RV_PTR))
+		mr__die("mr_chan_destroy", "channel %p has %s waiting on it", (void *)ch,
+			(w & RV_SEND) ? "a sender" : "a receiver");
 	if (ch->rxq.head || ch->txq.head)
 		mr__die("mr_chan_destroy", "channel %p has %s waiting on it", (void *)ch,
 			ch->rxq.head ? "a receiver" : "a sender");
@@ -629,10 +845,15 @@ static int send_until(mr_chan_t *handle, const void *elem, int64_t deadline, con
 		r = mr__ring_try_send(ch, elem, false, NULL);
 		if (likely(r != -EAGAIN))
 			return r;
-	} else if ((ch->kind != CH_RENDEZVOUS || deadline == MR_SELECT_POLL) &&
-		   (r = case_try(&c, false, NULL)) != -EAGAIN) {
-		/* A blocking rendezvous skips this: block() looks for a
-		 * partner under the lock it needs anyway to queue. */
+	} else if (ch->kind == CH_RENDEZVOUS && deadline != MR_SELECT_POLL) {
+		if (deadline == MR_SELECT_FOREVER)
+			return rv_wait(ch, MR_SELECT_SEND, (void *)elem, call);
+		/* With a deadline: the queues (block() looks for a partner
+		 * there under the lock it needs anyway to queue). */
+		uint64_t seen;
+		if ((r = rv_fast(ch, MR_SELECT_SEND, (void *)elem, &seen)) != -EAGAIN)
+			return r;
+	} else if ((r = case_try(&c, false, NULL)) != -EAGAIN) {
 		return r;
 	}
 	if (deadline == MR_SELECT_POLL)
@@ -654,8 +875,13 @@ static int recv_until(mr_chan_t *handle, void *elem, int64_t deadline, const cha
 		r = mr__ring_try_recv(ch, elem, false, NULL);
 		if (likely(r != -EAGAIN))
 			return r;
-	} else if ((ch->kind != CH_RENDEZVOUS || deadline == MR_SELECT_POLL) &&
-		   (r = case_try(&c, false, NULL)) != -EAGAIN) {
+	} else if (ch->kind == CH_RENDEZVOUS && deadline != MR_SELECT_POLL) {
+		if (deadline == MR_SELECT_FOREVER)
+			return rv_wait(ch, MR_SELECT_RECV, elem, call);
+		uint64_t seen;
+		if ((r = rv_fast(ch, MR_SELECT_RECV, elem, &seen)) != -EAGAIN)
+			return r;
+	} else if ((r = case_try(&c, false, NULL)) != -EAGAIN) {
 		return r;
 	}
 	if (deadline == MR_SELECT_POLL)
@@ -715,10 +941,20 @@ int mr_chan_close(mr_chan_t *handle)
 	/* Under the lock, so that a receiver that sees CLOSED and destroys
 	 * the channel at once waits for us (mr_chan_destroy locks). */
 	mr__chan_lock(ch);
-	if (atomic_fetch_or_explicit(&ch->tail, POS_CLOSED, memory_order_acq_rel) & POS_CLOSED) {
+	/* A rendezvous word loses its waiter (failed below) and keeps RV_SLOW
+	 * for good. acq_rel: acquire pairs with rv_publish() (the waiter's
+	 * entry); release orders the close before what follows. */
+	uint64_t was = rv ? atomic_exchange_explicit(&ch->tail, POS_CLOSED | RV_SLOW,
+						     memory_order_acq_rel)
+			  : atomic_fetch_or_explicit(&ch->tail, POS_CLOSED, memory_order_acq_rel);
+	if (was & POS_CLOSED) {
+		if (rv)
+			atomic_store_explicit(&ch->tail, was, memory_order_relaxed);
 		mr__chan_unlock(ch);
 		return -EPIPE;
 	}
+	if (rv && (was & RV_PTR))
+		rv_complete((struct mr__centry *)(uintptr_t)(was & RV_PTR), -EPIPE);
 	/* Wake everyone: ring and list sleepers retry (a receiver may still
 	 * find elements sent before the close); rendezvous ones fail. Woken
 	 * under the lock: a sleeper that runs at once spins on it briefly to
