@@ -2,7 +2,9 @@
  * chan.c - channels: the API, rendezvous channels, close and destroy, and
  * the waiting engine shared by blocking sends, receives and mr_select().
  *
- * Every blocking call is a select: a send is a select of one case. The
+ * Every blocking call is a select: a send is a select of one case (except
+ * a rendezvous send or receive without a deadline whose channel has nobody
+ * else waiting: it waits in the channel's word, see rendezvous below). The
  * engine first tries each case without blocking (in random order, for
  * fairness), spins briefly when the other side is probably running on
  * another CPU, and then sleeps:
