@@ -323,17 +323,26 @@ static s32 claim_idle_in_node(struct task_struct *p, s32 n, s32 first)
 	return found;
 }
 
-/* A CPU of node n to preempt for a woken worker: a searching worker, else a non-worker. */
-static s32 victim_in_node(struct task_struct *p, s32 n)
+/*
+ * A CPU of node n to preempt for a woken worker: one that runs a searching
+ * worker (or went idle), else one that runs a non-worker - the waker's own
+ * CPU `here` first among those, since preempting it needs no IPI. The
+ * waker's CPU is never taken for a searching worker: that is the waker
+ * itself, which just found the work it is waking us for.
+ */
+static s32 victim_in_node(struct task_struct *p, s32 n, s32 here)
 {
 	s32 other = -1;
 	u32 ncpu = nr_cpus < MOIRAI_MAX_CPUS ? nr_cpus : MOIRAI_MAX_CPUS;
 	u32 i;
 
+	if (here >= 0 && node_of(here) == n && bpf_cpumask_test_cpu(here, p->cpus_ptr) &&
+	    cpu_kind[cpu_idx(here)] == KIND_OTHER)
+		other = here;
 	bpf_for(i, 0, ncpu)
 	{
 		s32 cpu = (s32)i;
-		if (node_of(cpu) != n || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+		if (cpu == here || node_of(cpu) != n || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
 			continue;
 		u8 k = cpu_kind[cpu_idx(i)];
 		if (k == KIND_SEARCHING || k == KIND_IDLE)
@@ -403,9 +412,21 @@ s32 BPF_STRUCT_OPS(moirai_select_cpu, struct task_struct *p, s32 prev_cpu, u64 w
 			STAT_ADD(cstats(cpu), direct, 1);
 			return cpu;
 		}
-		/* No idle CPU where it belongs: stay put; enqueue() queues it on its
-		 * home node and preempts someone there. */
-		return prev_cpu;
+		/* No idle CPU where it belongs: enqueue() queues it on its home
+		 * node and preempts someone there. Waking it on this CPU when
+		 * that is in its node keeps the enqueue here (a remote CPU would
+		 * get an IPI to do it) and lets it preempt the waker locally. */
+		s32 here = bpf_get_smp_processor_id();
+		if (node_of(here) != home || !bpf_cpumask_test_cpu(here, p->cpus_ptr))
+			return prev_cpu;
+		/* Woken by a thread outside the runtimes (it posted work and
+		 * usually waits for it): take its CPU now, as a synchronous
+		 * wake-up would. A local preemption needs no IPI. */
+		if (cpu_kind[cpu_idx(here)] == KIND_OTHER) {
+			insert(p, SCX_DSQ_LOCAL, slice_ns, SCX_ENQ_PREEMPT);
+			STAT_ADD(cstats(here), wake_preempts, 1);
+		}
+		return here;
 	}
 
 	cpu = scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, &is_idle);
@@ -468,7 +489,7 @@ void BPF_STRUCT_OPS(moirai_enqueue, struct task_struct *p, u64 enq_flags)
 	 * then decides who runs). Inserting straight into the victim's local
 	 * queue with SCX_ENQ_PREEMPT instead was tried: no better wake-up
 	 * latency and parallel_for throughput down to 0.61x in the VM. */
-	s32 victim = victim_in_node(p, home);
+	s32 victim = victim_in_node(p, home, bpf_get_smp_processor_id());
 	if (victim >= 0) {
 		kick(victim, cpu_kind[cpu_idx(victim)] == KIND_IDLE ? SCX_KICK_IDLE
 								     : SCX_KICK_PREEMPT);

@@ -72,6 +72,7 @@ struct moirai_cpu_stats {
 	__u64 other_runs;	/* times any other task started running here */
 	__u64 kicks;		/* kicks sent to this CPU (idle wake-ups and preemptions) */
 	__u64 preempt_kicks;	/* of which preemptions on behalf of a woken worker */
+	__u64 wake_preempts;	/* a worker woken by a non-worker here took this CPU at once */
 };
 
 /* node_stats: key = NUMA node. Worker counts are by the worker's home node. */

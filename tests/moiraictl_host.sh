@@ -224,7 +224,7 @@ if [ $NS -eq 1 ] && [ -n "$BPFTOOL" ]; then
 	$B map create $P/workers type hash key 4 value 24 entries 4096 name workers &&
 		$B map create $P/worker_load type array key 4 value 64 entries 1024 \
 			name worker_load flags 1024 &&
-		$B map create $P/cpu_stats type array key 4 value 56 entries 1024 name cpu_stats &&
+		$B map create $P/cpu_stats type array key 4 value 64 entries 1024 name cpu_stats &&
 		$B map create $P/node_stats type array key 4 value 72 entries 64 name node_stats &&
 		$B map create $P/latency type array key 4 value 344 entries 1 name latency &&
 		$B map create $P/exit_info type array key 4 value 1168 entries 1 name exit_info ||
@@ -239,7 +239,7 @@ if [ $NS -eq 1 ] && [ -n "$BPFTOOL" ]; then
 	$B map update pinned $P/worker_load key hex $(le32 5) value hex $(le32 $LIVE) $(le32 3) \
 		$(le32 9) $(le32 $LIVE) $(le32 7) $(le32 2) $(le64 42) $(zeros 32)
 	$B map update pinned $P/cpu_stats key hex $(le32 0) value hex $(le64 11) $(le64 2) \
-		$(le64 3) $(le64 4) $(le64 5) $(le64 6) $(le64 1)
+		$(le64 3) $(le64 4) $(le64 5) $(le64 6) $(le64 1) $(le64 8)
 	$B map update pinned $P/node_stats key hex $(le32 0) value hex $(le64 100) $(le64 50) \
 		$(le64 10) $(le64 3000) $(le64 1000) $(le64 7) $(le64 2) $(le64 1) $(le64 2)
 	# 90 wake-ups in [1024, 2048) ns, 10 in [16384, 32768).
@@ -281,7 +281,7 @@ c = d["cpu_stats"][0]
 n = d["node_stats"][0]
 l = d["latency"]
 e = d["exit_info"]
-assert c["cpu"] == 0 and c["dispatch_local"] == 11 and c["preempt_kicks"] == 1, c
+assert c["cpu"] == 0 and c["dispatch_local"] == 11 and c["preempt_kicks"] == 1 and c["wake_preempts"] == 8, c
 assert n["worker_home_ns"] == 3000 and n["runnable_workers"] == 1 and n["cpus"] == 2, n
 assert l["count"] == 100 and l["max_ns"] == 20000 and l["log2_ns"][10] == 90, l
 assert 1024 <= l["p50_ns"] < 2048 and l["p99_ns"] == 20000, l

@@ -14,7 +14,10 @@
  *   mrvm hog SECS MIN_PCT   one busy thread; fails if it got less than MIN_PCT
  *                           percent of one CPU.
  *   mrvm wake N             benchmark: latency from posting a fiber to it running,
- *                           on an idle 4-worker runtime; prints p50/p99 (ns).
+ *                           on an idle 4-worker runtime; prints p50/p99 (ns)
+ *                           and how long the post itself took. With
+ *                           MRVM_WAKE_TRACE=NS, each wake-up slower than NS
+ *                           ns is listed (poster's CPU, worker and CPU).
  *   mrvm pfor SECS          benchmark: parallel_for rounds per second (median
  *                           of 1-second windows).
  *
@@ -414,6 +417,7 @@ static int cmd_hog(double secs, double min_pct)
 struct wake {
 	int64_t posted;
 	int64_t lat;
+	int cpu, worker;
 	_Atomic int done;
 };
 
@@ -421,6 +425,8 @@ static void wake_fn(void *arg)
 {
 	struct wake *w = arg;
 	w->lat = now_ns() - w->posted;
+	w->cpu = sched_getcpu();
+	w->worker = mr_worker_index();
 	atomic_store_explicit(&w->done, 1, memory_order_release);
 }
 
@@ -434,7 +440,14 @@ static int cmd_wake(int n)
 {
 	mr_runtime_t *rt = make_rt(4);
 	int64_t *lat = calloc((size_t)n, sizeof(*lat));
+	int64_t *post = calloc((size_t)n, sizeof(*post));
+	const char *trace = getenv("MRVM_WAKE_TRACE");
 	unsigned seed = 1;
+
+	if (!lat || !post) {
+		fprintf(stderr, "mrvm wake: out of memory\n");
+		return 1;
+	}
 
 	for (int i = 0; i < n; i++) {
 		/* Let the workers finish spinning and park (spin is 50 us). */
@@ -442,9 +455,18 @@ static int cmd_wake(int n)
 		struct wake w = { .posted = now_ns() };
 		mr_fiber_t *f = mr_go_opts(wake_fn, &w, &(struct mr_fiber_opts){
 			.sz = sizeof(struct mr_fiber_opts), .runtime = rt });
+		post[i] = now_ns() - w.posted;
+		int pc = sched_getcpu();
 		mr_fiber_join(f);
 		lat[i] = w.lat;
+		if (trace && w.lat >= atoll(trace))
+			printf("# wake %d: poster cpu %d, fiber on worker %d cpu %d, %lld us\n", i, pc,
+			       w.worker, w.cpu, (long long)(w.lat / 1000));
 	}
+	qsort(post, (size_t)n, sizeof(*post), cmp_i64);
+	printf("# wake: the post itself (mr_go_opts) p50 %lld ns, p99 %lld ns\n",
+	       (long long)post[n / 2], (long long)post[(n * 99) / 100]);
+	free(post);
 	mr_runtime_destroy(rt);
 	qsort(lat, (size_t)n, sizeof(*lat), cmp_i64);
 	printf("RESULT wake n=%d p50_ns=%lld p99_ns=%lld max_ns=%lld\n", n,

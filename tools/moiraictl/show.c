@@ -225,20 +225,20 @@ static void print_stats(FILE *f, const struct mc_snap *s, const struct mc_snap *
 	if (s->cpu) {
 		static const struct moirai_cpu_stats zero_cpu;
 
-		fprintf(f, "%5s %10s%s %10s%s %10s%s %10s%s %10s%s %10s%s %10s%s\n", "CPU", "LOCAL",
-			unit, "REMOTE", unit, "DIRECT", unit, "WRUNS", unit, "ORUNS", unit, "KICKS",
-			unit, "PKICKS", unit);
+		fprintf(f, "%5s %10s%s %10s%s %10s%s %10s%s %10s%s %10s%s %10s%s %10s%s\n", "CPU",
+			"LOCAL", unit, "REMOTE", unit, "DIRECT", unit, "WRUNS", unit, "ORUNS", unit,
+			"KICKS", unit, "PKICKS", unit, "WAKEPRE", unit);
 		for (i = 0; i < s->nr_cpu; i++) {
 			const struct moirai_cpu_stats *c = &s->cpu[i];
 			const struct moirai_cpu_stats *o =
 				prev && prev->cpu && i < prev->nr_cpu ? &prev->cpu[i] : &zero_cpu;
 			int w = prev ? 12 : 10;
 
-			fprintf(f, "%5u %*.0f %*.0f %*.0f %*.0f %*.0f %*.0f %*.0f\n", i, w,
+			fprintf(f, "%5u %*.0f %*.0f %*.0f %*.0f %*.0f %*.0f %*.0f %*.0f\n", i, w,
 				RATE(dispatch_local, *c, *o), w, RATE(dispatch_remote, *c, *o), w,
 				RATE(direct, *c, *o), w, RATE(worker_runs, *c, *o), w,
 				RATE(other_runs, *c, *o), w, RATE(kicks, *c, *o), w,
-				RATE(preempt_kicks, *c, *o));
+				RATE(preempt_kicks, *c, *o), w, RATE(wake_preempts, *c, *o));
 		}
 	}
 	if (s->node) {
@@ -436,6 +436,7 @@ int cmd_dump(bool json)
 			mc_json_u64(&j, "other_runs", c->other_runs);
 			mc_json_u64(&j, "kicks", c->kicks);
 			mc_json_u64(&j, "preempt_kicks", c->preempt_kicks);
+			mc_json_u64(&j, "wake_preempts", c->wake_preempts);
 			mc_json_end_obj(&j);
 		}
 		mc_json_end_arr(&j);

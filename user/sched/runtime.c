@@ -109,24 +109,52 @@ static void give_token(struct mr__worker *w, uint32_t tok)
 	mr__futex_wake(&w->park, 1);
 }
 
-/* Wake any one sleeping worker with tok. */
-static bool wake_any(struct mr_runtime *rt, uint32_t tok, unsigned start)
+/* Claim and wake one sleeper among the bits of `want` in idle word i. */
+static bool wake_in_word(struct mr_runtime *rt, uint32_t tok, unsigned i, uint64_t want)
+{
+	uint64_t m = atomic_load_explicit(&rt->idle_mask[i], memory_order_seq_cst) & want;
+
+	while (m) {
+		unsigned idx = i * 64 + (unsigned)__builtin_ctzll(m);
+		if (claim(rt, idx)) {
+			give_token(rt->workers[idx], tok);
+			return true;
+		}
+		m = atomic_load_explicit(&rt->idle_mask[i], memory_order_seq_cst) & want;
+	}
+	return false;
+}
+
+/*
+ * Wake any one sleeping worker with tok, scanning the idle words from
+ * `start`; one of the workers in `prefer` (node_workers of a node) first
+ * when it is not NULL.
+ */
+static bool wake_any(struct mr_runtime *rt, uint32_t tok, unsigned start, const uint64_t *prefer)
 {
 	unsigned nw = rt->idle_words;
 
-	for (unsigned k = 0; k < nw; k++) {
-		unsigned i = (start + k) % nw;
-		uint64_t m = atomic_load_explicit(&rt->idle_mask[i], memory_order_seq_cst);
-		while (m) {
-			unsigned idx = i * 64 + (unsigned)__builtin_ctzll(m);
-			if (claim(rt, idx)) {
-				give_token(rt->workers[idx], tok);
+	if (prefer)
+		for (unsigned k = 0; k < nw; k++) {
+			unsigned i = (start + k) % nw;
+			if (prefer[i] && wake_in_word(rt, tok, i, prefer[i]))
 				return true;
-			}
-			m = atomic_load_explicit(&rt->idle_mask[i], memory_order_seq_cst);
 		}
-	}
+	for (unsigned k = 0; k < nw; k++)
+		if (wake_in_word(rt, tok, (start + k) % nw, ~0ull))
+			return true;
 	return false;
+}
+
+/* The workers to wake first for the calling thread: those of its node. */
+static const uint64_t *near_workers(struct mr_runtime *rt, struct mr__worker *self)
+{
+	if (!rt->node_workers)
+		return NULL;
+	int node = self && self->rt == rt ? self->home_node : mr__scx_cpu_node(sched_getcpu());
+	if (node < 0 || (unsigned)node >= rt->nnodes)
+		return NULL;
+	return &rt->node_workers[(size_t)node * rt->idle_words];
 }
 
 void mr__wake_worker(struct mr__worker *w, uint32_t tok)
@@ -170,7 +198,8 @@ void mr__notify(struct mr_runtime *rt)
 							     memory_order_seq_cst))
 			return; /* somebody started searching */
 		struct mr__worker *self = mr__self();
-		if (wake_any(rt, MR__TOK_WORK, self ? (unsigned)(self->rng % rt->idle_words) : 0))
+		if (wake_any(rt, MR__TOK_WORK, self ? (unsigned)(self->rng % rt->idle_words) : 0,
+			     near_workers(rt, self)))
 			return;
 		/* Nobody to wake after all. While we counted as searching a pusher
 		 * may have relied on us; look again before giving up. */
@@ -323,30 +352,24 @@ static struct mr__job *steal_pass(struct mr__worker *w)
 	return NULL;
 }
 
-static void stop_searching(struct mr__worker *w, bool found)
-{
-	if (!w->searching)
-		return;
-	w->searching = false;
-	/* The last searcher to find work wakes the next one: there may be more. */
-	if (atomic_fetch_sub_explicit(&w->rt->nsearching, 1, memory_order_seq_cst) == 1 && found)
-		mr__notify(w->rt);
-}
-
 /*
- * Leaving mr__work_until() because what we waited for is done: we go back to
- * running our caller, so we must not stay counted as a searcher (every
- * notify would then count on us and wake nobody). If we were the last one,
- * work that a waker meant for us may still be visible: pass it on.
+ * Stop counting as a searcher. With pass_on (we found work, or what we
+ * waited for is done and we go back to running our caller), the last
+ * searcher passes the search on if more work is visible: a pusher that saw
+ * us searching relied on us (the Dekker pair: our RMW on nsearching, fence,
+ * look at the queues against its publish, fence, load of nsearching). Work
+ * that is not visible wakes nobody: on a machine whose CPUs are all busy,
+ * such a wake-up only takes a CPU from someone to search in vain, and the
+ * woken worker counts as a searcher until it runs, so later pushes rely on
+ * it meanwhile.
  */
-static void stop_searching_done(struct mr__worker *w)
+static void stop_searching(struct mr__worker *w, bool pass_on)
 {
 	if (!w->searching)
 		return;
 	w->searching = false;
-	if (atomic_fetch_sub_explicit(&w->rt->nsearching, 1, memory_order_seq_cst) != 1)
+	if (atomic_fetch_sub_explicit(&w->rt->nsearching, 1, memory_order_seq_cst) != 1 || !pass_on)
 		return;
-	/* Pairs with a pusher's fence before it reads nsearching (mr__notify). */
 	mr__fence_seq_cst();
 	if (work_visible(w->rt))
 		mr__notify(w->rt);
@@ -501,7 +524,7 @@ void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 	w->pinned++; /* the jobs we run here must not park a fiber we run on */
 	for (;;) {
 		if (done(arg)) {
-			stop_searching_done(w);
+			stop_searching(w, true);
 			w->pinned--;
 			return;
 		}
@@ -516,7 +539,7 @@ void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 			continue;
 		}
 		if (done(arg)) {
-			stop_searching_done(w);
+			stop_searching(w, true);
 			w->pinned--;
 			return;
 		}
@@ -651,6 +674,7 @@ static void free_runtime(struct mr_runtime *rt)
 	}
 	mr__pool_fini(rt);
 	free(rt->idle_mask);
+	free(rt->node_workers);
 	pthread_mutex_destroy(&rt->inj_lock);
 	pthread_mutex_destroy(&rt->pool_lock);
 	rt->magic = 0;
@@ -662,7 +686,7 @@ static void stop_workers(struct mr_runtime *rt, unsigned started)
 	atomic_store_explicit(&rt->exiting, 1, memory_order_seq_cst);
 	/* Wake every sleeper; a worker that is awake sees `exiting` before it
 	 * sleeps again (park() looks at it after setting its bit). */
-	while (wake_any(rt, MR__TOK_EXIT, 0))
+	while (wake_any(rt, MR__TOK_EXIT, 0, NULL))
 		;
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(rt->workers[i]->thread, NULL);

@@ -8,8 +8,10 @@
  *  - Whoever makes work visible to others (a publishing push, an injector
  *    push) calls mr__notify(): after a seq_cst fence it wakes one sleeping
  *    worker only if nobody is searching. A searcher that finds work and was
- *    the last searcher calls mr__notify() too, so wake-ups ripple one worker
- *    at a time while there is work for them.
+ *    the last searcher calls mr__notify() too if more work is visible, so
+ *    wake-ups ripple one worker at a time while there is work for them.
+ *    With the BPF scheduler on a NUMA machine, a waker wakes a sleeper of
+ *    its own node first.
  *  - To sleep, a worker sets its bit in the idle set (seq_cst RMW), stops
  *    searching, fences, and looks everywhere once more; only then does it
  *    futex-wait on its own park word. A waker claims the bit (CAS) before
@@ -133,6 +135,13 @@ struct mr_runtime {
 	_Atomic uint32_t nactive;
 	_Atomic uint64_t *idle_mask;
 	unsigned idle_words;
+	/* With the BPF scheduler on a machine of several NUMA nodes: for node
+	 * n, idle_words words at node_workers[n * idle_words] with the bits
+	 * of the workers homed there, so that a waker wakes a worker of its
+	 * own node first (see scx.c). NULL otherwise. Read-only after
+	 * creation. */
+	uint64_t *node_workers;
+	unsigned nnodes;
 
 	/* Injector: jobs from threads outside the runtime. */
 	mr__cacheline_aligned pthread_mutex_t inj_lock;

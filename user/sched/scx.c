@@ -152,6 +152,32 @@ static int cpu_node_of(int cpu)
 	return cpu >= 0 && cpu < scx.ncpus && scx.cpu_node[cpu] >= 0 ? scx.cpu_node[cpu] : 0;
 }
 
+int mr__scx_cpu_node(int cpu)
+{
+	/* cpu_node is written once, before `open` is set under the lock, and
+	 * node_workers exists only after that: callers that have it see it. */
+	return scx.cpu_node ? cpu_node_of(cpu) : 0;
+}
+
+/* The bits of each node's workers (a preference only: on failure, none). */
+static void node_masks(struct mr_runtime *rt)
+{
+	unsigned nnodes = 0;
+
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		if ((unsigned)rt->workers[i]->home_node + 1 > nnodes)
+			nnodes = (unsigned)rt->workers[i]->home_node + 1;
+	if (nnodes < 2)
+		return;
+	rt->node_workers = calloc((size_t)nnodes * rt->idle_words, sizeof(uint64_t));
+	if (!rt->node_workers)
+		return;
+	rt->nnodes = nnodes;
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		rt->node_workers[(size_t)rt->workers[i]->home_node * rt->idle_words + i / 64] |=
+			1ull << (i % 64);
+}
+
 void mr__scx_runtime_init(struct mr_runtime *rt)
 {
 	if (disabled_by_env())
@@ -182,6 +208,7 @@ void mr__scx_runtime_init(struct mr_runtime *rt)
 			}
 		rt->workers[i]->home_node = cpu_node_of(cpu);
 	}
+	node_masks(rt);
 }
 
 /* Is the thread that owns a line gone? */

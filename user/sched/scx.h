@@ -38,9 +38,13 @@ enum {
 	MR__SCX_PARKED = 3,
 };
 
-/* At runtime creation: open the pinned maps if not yet open, and choose the
- * home node of each worker (spread over the CPUs of the affinity mask). */
+/* At runtime creation: open the pinned maps if not yet open, choose the
+ * home node of each worker (spread over the CPUs of the affinity mask) and,
+ * with more than one node, fill rt->node_workers. */
 void mr__scx_runtime_init(struct mr_runtime *rt);
+
+/* NUMA node of a CPU as the scheduler sees it (0 when unknown). */
+int mr__scx_cpu_node(int cpu);
 
 /* In the worker thread: register / unregister it (no-op when disabled). */
 void mr__scx_worker_start(struct mr__worker *w);

@@ -66,7 +66,7 @@ moiraictl dump --json >/tmp/bench-dump.json 2>/dev/null
 moiraictl unload >/dev/null
 # What the scheduler saw (its own wake-up-to-run histogram of the workers, kicks).
 tr -d ' \n' </tmp/bench-dump.json | grep -o '"latency":{[^}]*}' | sed 's/"log2_ns":\[[^]]*\],//; s/^/# scheduler: /'
-tr -d ' \n' </tmp/bench-dump.json | grep -o '"\(preempt_kicks\|kicks\|direct\|dispatch_remote\)":[0-9]*' |
+tr -d ' \n' </tmp/bench-dump.json | grep -o '"\(preempt_kicks\|kicks\|direct\|dispatch_remote\|wake_preempts\)":[0-9]*' |
 	awk -F: '{s[$1]+=$2} END {for (k in s) printf "# scheduler total %s %d\n", k, s[k]}'
 
 awk -v dp50="$default_p50" -v dp99="$default_p99" -v dpf="$default_pfor" \
