@@ -202,15 +202,11 @@ check-vm:
 	. "$(VM_CACHE)/bpf/env" && BPFTOOL="$$BPFTOOL" ./tests/moiraictl_host.sh $(MOIRAICTL) && \
 	./tools/vm/check.sh $(BUILD) $(VM_STAGE)
 
-# The benchmark runs as the guest's only "test"; its table ends up in
-# $(BUILD)/bench/sched.md.
+# The benchmark runs as the guest's only "test", in both TCG thread modes;
+# its tables end up in $(BUILD)/bench/sched.md.
 bench-vm:
 	@./tools/vm/fetch.sh all || { echo "bench-vm: skipped (cannot fetch the VM kernel)"; exit 0; }; \
-	$(MAKE) vm-stage && cp tools/bench/vm/sched.sh $(VM_STAGE)/tests/bench-sched.sh && \
-	MOIRAI_VM_ARGS="-t 1200 bench-sched" MOIRAI_VM_TIMEOUT=1500 \
-		./tools/vm/check.sh $(BUILD) $(VM_STAGE); rc=$$?; mkdir -p $(BUILD)/bench; \
-	sed -n 's/^# \(|.*|\)$$/\1/p' $(BUILD)/vm/console.log > $(BUILD)/bench/sched.md; \
-	cat $(BUILD)/bench/sched.md; exit $$rc
+	$(MAKE) vm-stage && ./tools/bench/vm/run.sh $(BUILD) $(VM_STAGE)
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/include/moirai $(DESTDIR)$(PREFIX)/lib/pkgconfig
