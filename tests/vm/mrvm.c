@@ -8,6 +8,9 @@
  *                           load line); after destroy none is left.
  *   mrvm busy SECS [N]      N workers (default 4) run verified parallel
  *                           reductions for SECS seconds; exit 1 on a wrong sum.
+ *   mrvm spin SECS N MIN    N workers each run a fiber that computes for SECS
+ *                           seconds; fails if they used less than MIN CPUs
+ *                           on average.
  *   mrvm numa SECS          4 workers saturate the machine; worker run time on
  *                           the home node from the scheduler's node_stats and
  *                           from sampling /proc/<tid>/stat must be >= 99%.
@@ -252,6 +255,48 @@ static int cmd_busy(double secs, unsigned n)
 	printf("# busy: %ld rounds, %d wrong, %.2f CPUs busy on average\n", b.rounds, b.bad,
 	       cpu / ((now_ns() - t0) / 1e9));
 	return b.bad || b.rounds == 0 ? 1 : 0;
+}
+
+static int usage(void)
+{
+	fprintf(stderr, "usage: mrvm workers | busy SECS [N] | spin SECS N MIN_CPUS | numa SECS | "
+			"hog SECS MIN_PCT | wake N | pfor SECS\n");
+	return 2;
+}
+
+/* N fibers that compute until the deadline: N workers that never sleep. */
+static void spin_fiber(void *arg)
+{
+	struct busy *b = arg;
+	volatile uint64_t x = 0;
+
+	while (now_ns() < b->until)
+		for (unsigned i = 0; i < 100000; i++)
+			x += i;
+}
+
+static int cmd_spin(double secs, unsigned n, double min_cpus)
+{
+	struct busy b = { .until = now_ns() + (int64_t)(secs * 1e9) };
+	mr_fiber_t *f[MAXW];
+
+	if (n == 0 || n > MAXW)
+		return usage();
+	mr_runtime_t *rt = make_rt(n);
+	int64_t t0 = now_ns();
+	for (unsigned i = 0; i < n; i++)
+		f[i] = mr_go_opts(spin_fiber, &b, &(struct mr_fiber_opts){
+			.sz = sizeof(struct mr_fiber_opts), .runtime = rt });
+	for (unsigned i = 0; i < n; i++)
+		mr_fiber_join(f[i]);
+	mr_runtime_destroy(rt);
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	double cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
+		     ru.ru_stime.tv_usec / 1e6;
+	double busy = cpu / ((now_ns() - t0) / 1e9);
+	printf("# spin: %u workers, %.2f CPUs busy on average (want >= %.2f)\n", n, busy, min_cpus);
+	return busy >= min_cpus ? 0 : 1;
 }
 
 /* ---- registration --------------------------------------------------------- */
@@ -529,12 +574,6 @@ static int cmd_pfor(double secs)
 	return 0;
 }
 
-static int usage(void)
-{
-	fprintf(stderr, "usage: mrvm workers | busy SECS [N] | numa SECS | hog SECS MIN_PCT | "
-			"wake N | pfor SECS\n");
-	return 2;
-}
 
 int main(int argc, char **argv)
 {
@@ -546,6 +585,8 @@ int main(int argc, char **argv)
 		return cmd_workers();
 	if (!strcmp(c, "busy") && argc >= 3)
 		return cmd_busy(atof(argv[2]), argc >= 4 ? (unsigned)atoi(argv[3]) : 4);
+	if (!strcmp(c, "spin") && argc >= 5)
+		return cmd_spin(atof(argv[2]), (unsigned)atoi(argv[3]), atof(argv[4]));
 	if (!strcmp(c, "numa") && argc >= 3)
 		return cmd_numa(atof(argv[2]));
 	if (!strcmp(c, "hog") && argc >= 4)
