@@ -4,7 +4,8 @@
  * default runtime (and MOIRAI_WORKERS), mr_runtime_install and the worker
  * identity calls, destroy (waits for submitted work, -EDEADLK from its own
  * worker, abort on a dead runtime), idle workers using no CPU, and no lost
- * wake-ups when single tasks are posted to a runtime that keeps going idle.
+ * wake-ups when single tasks are posted to a runtime that keeps going idle,
+ * nor for the timers of a worker blocked in a job.
  */
 #include <dirent.h>
 #include <pthread.h>
@@ -13,6 +14,7 @@
 
 #include <moirai/moirai.h>
 
+#include "../user/sched/sched.h"
 #include "harness.h"
 
 /* ---- helpers ----------------------------------------------------------- */
@@ -1346,6 +1348,118 @@ TEST_TIMEOUT(no_lost_wakeup_producer_bursts, 120)
 		EXPECT_GE(p[i].posted, p[i].tasks);
 		EXPECT_EQ(done, p[i].posted);
 	}
+}
+
+/*
+ * The timers of a worker blocked in a job are fired by other workers only;
+ * the blocking worker's notify may rely on a searcher, which must pass the
+ * duty on even when it found other work. The interleaving (found by review):
+ * W0 runs fiber R, which spawns J and sleeps (a timer on W0); W0 runs J,
+ * which blocks on c1 (mr__worker_block notifies: a searcher W1 is woken for
+ * K, so it relies on W1); W1 takes K and blocks on c2; W2 had parked with no
+ * timeout. Only R's timer, then R's sends, unblock J and K.
+ */
+struct btimer {
+	mr_runtime_t *rt;
+	mr_chan_t *c1, *c2;
+	_Atomic int j_started, k_done, stop;
+	_Atomic long rounds;
+	long want;
+};
+
+static struct btimer *bt;
+
+static void bt_j(void *arg)
+{
+	int v;
+	(void)arg;
+	atomic_store(&bt->j_started, 1);
+	mr_chan_recv(bt->c1, &v);
+}
+
+static void bt_k(struct mr__job *job, struct mr__worker *w)
+{
+	int v;
+	(void)job, (void)w;
+	mr_chan_recv(bt->c2, &v);
+	atomic_fetch_add(&bt->k_done, 1);
+}
+
+static void bt_root(void *arg)
+{
+	(void)arg;
+	for (long r = 0; r < bt->want; r++) {
+		mr_group_t g = MR_GROUP_INIT;
+		int v = 1;
+		mr_group_spawn(&g, bt_j, NULL);
+		mr_sleep_ns(1000000);
+		mr_chan_send(bt->c1, &v);
+		mr_chan_send(bt->c2, &v);
+		mr_group_wait(&g);
+		while (atomic_load(&bt->k_done) != r + 1)
+			mr_yield();
+		atomic_store(&bt->rounds, r + 1);
+	}
+}
+
+static void *bt_injector(void *arg)
+{
+	static struct mr__job k;
+	(void)arg;
+	while (!atomic_load(&bt->stop)) {
+		if (!atomic_exchange(&bt->j_started, 0)) {
+			sched_yield();
+			continue;
+		}
+		k.exec = bt_k;
+		mr__inject((struct mr_runtime *)bt->rt, &k);
+	}
+	return NULL;
+}
+
+static void *bt_runner(void *arg)
+{
+	(void)arg;
+	mr_run(bt->rt, bt_root, NULL);
+	return NULL;
+}
+
+TEST_TIMEOUT(no_lost_wakeup_blocked_worker_timers, 120)
+{
+	struct btimer b = { .want = 300 / (long)mr_test_scale() + 20 };
+	MR_OPTS(mr_config, cfg, .workers = 3);
+	pthread_t inj, run;
+
+	bt = &b;
+	b.rt = mr_runtime_create(&cfg);
+	ASSERT_NONNULL(b.rt);
+	b.c1 = mr_chan_create(sizeof(int), 1, 0);
+	b.c2 = mr_chan_create(sizeof(int), 1, 0);
+	ASSERT_NONNULL(b.c1);
+	ASSERT_NONNULL(b.c2);
+	ASSERT_EQ(pthread_create(&inj, NULL, bt_injector, NULL), 0);
+	ASSERT_EQ(pthread_create(&run, NULL, bt_runner, NULL), 0);
+	/* A round takes a millisecond or so: no progress for 10 s is the hang
+	 * (then the runtime cannot be torn down; the child process exits). */
+	long last = -1;
+	for (int still = 0; atomic_load(&b.rounds) < b.want; usleep(100000)) {
+		long now = atomic_load(&b.rounds);
+		still = now == last ? still + 1 : 0;
+		last = now;
+		if (still >= 100) {
+			printf("# no progress for 10 s after %ld of %ld rounds\n", now, b.want);
+			fflush(stdout);
+			_exit(1);
+		}
+	}
+	pthread_join(run, NULL);
+	atomic_store(&b.stop, 1);
+	pthread_join(inj, NULL);
+	long rounds = atomic_load(&b.rounds);
+	EXPECT_EQ(rounds, b.want);
+	mr_chan_destroy(b.c1);
+	mr_chan_destroy(b.c2);
+	ASSERT_EQ(mr_runtime_destroy(b.rt), 0);
 }
 
 TEST_HARNESS_MAIN

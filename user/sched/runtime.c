@@ -182,6 +182,31 @@ static bool work_visible(struct mr_runtime *rt)
 	return false;
 }
 
+/*
+ * Must somebody be awake, or asleep with a timeout? Visible work, or a
+ * blocked worker with timers: only other workers fire those (a sleeper sets
+ * its timeout from them in park()). mr__worker_block() notifies for its
+ * timers, and a notify that saw a searcher relies on that searcher to pass
+ * the duty on: so what a searcher passes on must count them too.
+ */
+static bool wake_needed(struct mr_runtime *rt)
+{
+	if (work_visible(rt))
+		return true;
+	/* seq_cst: pairs with the seq_cst stores of blocked / nblocked in
+	 * mr__worker_block() (before its notify's fence); reading blocked = 1
+	 * also makes the timers added before it visible. */
+	if (!atomic_load_explicit(&rt->nblocked, memory_order_seq_cst))
+		return false;
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		struct mr__worker *v = rt->workers[i];
+		if (atomic_load_explicit(&v->blocked, memory_order_seq_cst) &&
+		    atomic_load_explicit(&v->tnext, memory_order_relaxed) >= 0)
+			return true;
+	}
+	return false;
+}
+
 void mr__notify(struct mr_runtime *rt)
 {
 	for (;;) {
@@ -205,7 +230,7 @@ void mr__notify(struct mr_runtime *rt)
 		 * may have relied on us; look again before giving up. */
 		atomic_fetch_sub_explicit(&rt->nsearching, 1, memory_order_seq_cst);
 		mr__fence_seq_cst();
-		if (!(atomic_load_explicit(&rt->nidle, memory_order_seq_cst) && work_visible(rt)))
+		if (!(atomic_load_explicit(&rt->nidle, memory_order_seq_cst) && wake_needed(rt)))
 			return;
 	}
 }
@@ -355,10 +380,11 @@ static struct mr__job *steal_pass(struct mr__worker *w)
 /*
  * Stop counting as a searcher. With pass_on (we found work, or what we
  * waited for is done and we go back to running our caller), the last
- * searcher passes the search on if more work is visible: a pusher that saw
- * us searching relied on us (the Dekker pair: our RMW on nsearching, fence,
- * look at the queues against its publish, fence, load of nsearching). Work
- * that is not visible wakes nobody: on a machine whose CPUs are all busy,
+ * searcher passes the search on if more work is visible or a blocked
+ * worker has timers (wake_needed()): a pusher that saw us searching relied
+ * on us (the Dekker pair: our RMW on nsearching, fence, look at the queues
+ * against its publish, fence, load of nsearching). Otherwise we wake
+ * nobody: on a machine whose CPUs are all busy,
  * such a wake-up only takes a CPU from someone to search in vain, and the
  * woken worker counts as a searcher until it runs, so later pushes rely on
  * it meanwhile.
@@ -371,7 +397,7 @@ static void stop_searching(struct mr__worker *w, bool pass_on)
 	if (atomic_fetch_sub_explicit(&w->rt->nsearching, 1, memory_order_seq_cst) != 1 || !pass_on)
 		return;
 	mr__fence_seq_cst();
-	if (work_visible(w->rt))
+	if (wake_needed(w->rt))
 		mr__notify(w->rt);
 }
 
