@@ -97,7 +97,7 @@ $(BUILD)/examples/%: examples/%.c $(STATIC)
 	@[ "$(Q)" ] && echo "  CC      $@" || true
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ $(STATIC) $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/harness.h $(STATIC)
+$(BUILD)/tests/%: tests/%.c tests/harness.h tests/util.h $(STATIC)
 	@mkdir -p $(dir $@)
 	@[ "$(Q)" ] && echo "  CC      $@" || true
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-sign-compare -Wno-type-limits $< -o $@ $(STATIC) $(LDLIBS)

@@ -45,20 +45,9 @@
 #include <moirai/moirai.h>
 
 #include "harness.h"
+#include "util.h"
 
 /* ---- helpers ------------------------------------------------------------------ */
-
-static mr_runtime_t *make_rt(unsigned workers)
-{
-	MR_OPTS(mr_config, cfg, .workers = workers);
-	return mr_runtime_create(&cfg);
-}
-
-static long scaled(long n)
-{
-	n /= (long)mr_test_scale();
-	return n > 0 ? n : 1;
-}
 
 static int live_fibers(int n)
 {
@@ -78,16 +67,6 @@ static long fiber_rounds(long n)
 	n /= 3;
 #endif
 	return n > 0 ? n : 1;
-}
-
-static uint64_t rnd(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
 }
 
 static uint64_t seed_of(uint64_t i)
@@ -114,45 +93,6 @@ static int64_t retry_deadline(uint64_t *r)
 static int64_t racy_deadline(uint64_t r)
 {
 	return mr_now_ns() - 2000 + (int64_t)(r % 42000);
-}
-
-struct actor {
-	void (*fn)(void *);
-	void *arg;
-	bool fiber;
-	mr_fiber_t *f;
-	pthread_t th;
-};
-
-static void *actor_thread(void *p)
-{
-	struct actor *a = p;
-
-	a->fn(a->arg);
-	return NULL;
-}
-
-static void actor_start(struct actor *a, mr_runtime_t *rt, bool fiber, void (*fn)(void *),
-			void *arg)
-{
-	a->fn = fn;
-	a->arg = arg;
-	a->fiber = fiber;
-	if (fiber) {
-		MR_OPTS(mr_fiber_opts, o, .runtime = rt);
-		a->f = mr_go_opts(fn, arg, &o);
-		ASSERT_NONNULL(a->f);
-	} else {
-		ASSERT_EQ(pthread_create(&a->th, NULL, actor_thread, a), 0);
-	}
-}
-
-static void actor_join(struct actor *a)
-{
-	if (a->fiber)
-		ASSERT_EQ(mr_fiber_join(a->f), 0);
-	else
-		ASSERT_EQ(pthread_join(a->th, NULL), 0);
 }
 
 /* The element: who sent it and its number, and a checksum of both. */

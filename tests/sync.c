@@ -14,12 +14,7 @@
 #include <moirai/moirai.h>
 
 #include "harness.h"
-
-static mr_runtime_t *make_rt(unsigned workers)
-{
-	MR_OPTS(mr_config, cfg, .workers = workers);
-	return mr_runtime_create(&cfg);
-}
+#include "util.h"
 
 static int live_fibers(int n)
 {

@@ -40,21 +40,9 @@
 #include <moirai/moirai.h>
 
 #include "harness.h"
+#include "util.h"
 
 /* ---- helpers ------------------------------------------------------------------ */
-
-static mr_runtime_t *make_rt(unsigned workers)
-{
-	MR_OPTS(mr_config, cfg, .workers = workers);
-	return mr_runtime_create(&cfg);
-}
-
-/* n divided by the scale, at least 1. */
-static long scaled(long n)
-{
-	n /= (long)mr_test_scale();
-	return n > 0 ? n : 1;
-}
 
 /* How many fibers may be alive at once: TSan counts each as a thread. */
 static int live_fibers(int n)
@@ -114,17 +102,6 @@ static void first_fiber(mr_runtime_t *rt)
 	do {                   \
 	} while (0)
 #endif
-
-/* xorshift64: each participant draws from its own stream. */
-static uint64_t rnd(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
-}
 
 static uint64_t seed_of(uint64_t i)
 {
