@@ -500,15 +500,17 @@ static void park(struct mr__worker *w, bool (*done)(void *), void *arg)
 		maybe_quiesced(rt);
 	/* Pairs with the fence in mr__notify() and the seq_cst latch stores. */
 	mr__fence_seq_cst();
-	if (done(arg) || work_visible(rt) || local_pending(w) ||
+	/* Fire the due timers of blocked workers (we are their only hope) before
+	 * the last look: the fibers they ready land in our own deque. */
+	int64_t other = blocked_timers(w);
+	if (done(arg) || work_visible(rt) || local_pending(w) || mr__deque_private_len(&w->dq) > 0 ||
 	    atomic_load_explicit(&rt->exiting, memory_order_seq_cst)) {
 		if (unidle(w, bit))
 			return;
 	} else {
 		/* Sleep no longer than the nearest timer of this worker, or of a
-		 * blocked one (we fire those). */
+		 * blocked one. */
 		int64_t next = atomic_load_explicit(&w->tnext, memory_order_relaxed);
-		int64_t other = blocked_timers(w);
 		if (other >= 0 && (next < 0 || other < next))
 			next = other;
 		scx_state(w, MR__SCX_PARKED);
