@@ -562,6 +562,11 @@ void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 		if (!job)
 			job = search(w, done, arg);
 		if (job) {
+			/* Woken to search (TOK_WORK) and found work in our own deque
+			 * or local queues: stop counting as a searcher before running
+			 * it, or a job that blocks this thread (or runs for long)
+			 * would keep every notify relying on us. */
+			stop_searching(w, true);
 			scx_state(w, MR__SCX_RUNNING);
 			job->exec(job, w);
 			continue;
