@@ -425,10 +425,8 @@ static struct mr__job *search(struct mr__worker *w, bool (*done)(void *), void *
 	uint64_t deadline = 0;
 	for (unsigned round = 0;; round++) {
 		struct mr__job *job = steal_pass(w);
-		if (job) {
-			stop_searching(w, true);
-			return job;
-		}
+		if (job)
+			return job; /* the caller stops searching before it runs it */
 		if (done(arg) || atomic_load_explicit(&rt->exiting, memory_order_relaxed) ||
 		    w->yield_head)
 			return NULL;
@@ -562,10 +560,10 @@ void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 		if (!job)
 			job = search(w, done, arg);
 		if (job) {
-			/* Woken to search (TOK_WORK) and found work in our own deque
-			 * or local queues: stop counting as a searcher before running
-			 * it, or a job that blocks this thread (or runs for long)
-			 * would keep every notify relying on us. */
+			/* Stop counting as a searcher before running it, wherever it
+			 * came from (a worker woken to search may find work in its
+			 * own deque or local queues): a job that blocks this thread
+			 * or runs long would keep every notify relying on us. */
 			stop_searching(w, true);
 			scx_state(w, MR__SCX_RUNNING);
 			job->exec(job, w);
