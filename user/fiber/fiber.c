@@ -255,6 +255,8 @@ static void check_on_own_stack(struct mr_fiber *f, const char *call)
 /*
  * Switch from the running fiber f straight into the suspended fiber next,
  * which takes over f's resumer; `how` tells next what happened (arrived()).
+ * next was usually suspended here too (it parked or yielded the same way):
+ * mr__ctx_transfer's return then predicts well (switch.h).
  */
 static void transfer(struct mr_fiber *f, struct mr_fiber *next, void *how)
 {
@@ -269,7 +271,7 @@ static void transfer(struct mr_fiber *f, struct mr_fiber *next, void *how)
 	next->asan_resumer_size = f->asan_resumer_size;
 	__sanitizer_start_switch_fiber(&f->asan_fake, next->stack.base, next->stack.size);
 #endif
-	arrived(f, mr__ctx_switch(&f->sp, next->sp, how));
+	arrived(f, mr__ctx_transfer(&f->sp, next->sp, how));
 }
 
 void mr__fiber_park(bool (*commit)(void *arg), void *arg, const char *call)

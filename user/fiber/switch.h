@@ -23,6 +23,18 @@
 typedef void (*mr__ctx_entry)(void *arg) __attribute__((noreturn));
 
 void *mr__ctx_switch(void **save_sp, void *to_sp, void *arg);
+
+/*
+ * mr__ctx_transfer() is mr__ctx_switch() for a context that was suspended by
+ * a call at the same place as this one (a fiber handing its worker straight
+ * to another fiber parked the same way): it resumes with a return, which the
+ * return-stack predictor then gets right, along with the returns after it up
+ * to where the two contexts' call chains part. mr__ctx_switch() resumes with
+ * whatever the architecture predicts best between unrelated call sites (an
+ * indirect jump on x86-64). Either may resume a context the other suspended.
+ */
+void *mr__ctx_transfer(void **save_sp, void *to_sp, void *arg);
+
 void *mr__ctx_make(void *stack_top, mr__ctx_entry entry);
 
 #endif /* MR_FIBER_SWITCH_H */

@@ -1,5 +1,6 @@
 /*
- * switch_aarch64.S - mr__ctx_switch and mr__ctx_make for aarch64 (AAPCS64).
+ * switch_aarch64.S - mr__ctx_switch (alias mr__ctx_transfer) and mr__ctx_make
+ * for aarch64 (AAPCS64).
  * See switch.h for the contract.
  *
  * A suspended context's stack, from its saved stack pointer up (176 bytes,
@@ -127,6 +128,13 @@ mr__ctx_switch:
 	ret
 	.cfi_endproc
 	.size	mr__ctx_switch, .-mr__ctx_switch
+
+/* Here the switch resumes with `ret` already, which is what
+ * mr__ctx_transfer asks for: the same code under a second name. */
+	.globl	mr__ctx_transfer
+	.hidden	mr__ctx_transfer
+	.type	mr__ctx_transfer, %function
+	.set	mr__ctx_transfer, mr__ctx_switch
 
 /*
  * First code of a fresh context: entered by mr__ctx_switch's ret with
