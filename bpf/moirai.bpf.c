@@ -24,10 +24,12 @@
  *    recently, so it runs before searching workers and most other tasks; the
  *    credit is bounded, so it cannot run more than a slice ahead of its fair
  *    share. A worker preempted while searching (spinning over the others'
- *    deques) keeps its fair place but gets a quarter slice: it must run soon,
- *    because the runtime counts it as a searcher and wakes nobody else for
- *    new work until it has looked or parked (pushing it back made wake-up
- *    latency 2x worse in the VM benchmark). A worker woken for work with no
+ *    deques) keeps its fair place but gets a quarter slice. The runtime
+ *    counts it as a searcher and would wake nobody else for new work until
+ *    it has looked or parked, so a worker's line in worker_load says when it
+ *    waits for a CPU (`preempted`, set in stopping(), cleared in running()):
+ *    a waker that finds only preempted searchers wakes a parked worker,
+ *    which a CPU takes at once (below). A worker woken for work with no
  *    idle CPU on its node preempts (kick) a CPU of its node that runs a
  *    searching worker or a non-worker; the vtime order then decides.
  *  - Per-CPU kthreads go to their CPU's local queue (they must not wait
@@ -234,10 +236,15 @@ static __always_inline struct moirai_worker *worker_of(struct task_struct *p)
 	return w;
 }
 
-static __always_inline u32 worker_state(struct moirai_worker *w, u32 *depth)
+static __always_inline struct moirai_load *load_of(struct moirai_worker *w)
 {
 	u32 slot = w->slot;
-	struct moirai_load *l = bpf_map_lookup_elem(&worker_load, &slot);
+	return bpf_map_lookup_elem(&worker_load, &slot);
+}
+
+static __always_inline u32 worker_state(struct moirai_worker *w, u32 *depth)
+{
+	struct moirai_load *l = load_of(w);
 
 	if (!l)
 		return MOIRAI_W_NONE;
@@ -468,10 +475,10 @@ void BPF_STRUCT_OPS(moirai_enqueue, struct task_struct *p, u64 enq_flags)
 	u64 vtime = fair_vtime(p), slice = slice_ns;
 
 	if (state == MOIRAI_W_SEARCHING) {
-		/* Preempted while searching: it still counts as a searcher in
-		 * the runtime, so nobody wakes a parked worker for new work
-		 * until it runs again (to find that work or to park). Keep its
-		 * fair place, but only for a short slice. */
+		/* Preempted while searching: stopping() marked its line, so
+		 * the runtime wakes a parked worker for new work rather than
+		 * wait for this one. Keep its fair place, but only for a short
+		 * slice. */
 		slice = slice_ns / 4;
 	} else if (state == MOIRAI_W_RUNNING && depth > 0) {
 		/* Holds queued work that its siblings wait to steal: the full
@@ -596,6 +603,10 @@ void BPF_STRUCT_OPS(moirai_running, struct task_struct *p)
 			STAT_ADD(ns, worker_home_runs, 1);
 		else
 			STAT_ADD(ns, worker_remote_runs, 1);
+		/* Running: no longer preempted (see moirai_shared.h). */
+		struct moirai_load *l = load_of(w);
+		if (l && READ_ONCE(l->preempted))
+			WRITE_ONCE(l->preempted, 0);
 		if (tc) {
 			if (tc->last_node >= 0 && tc->last_node != here)
 				STAT_ADD(ns, migrations, 1);
@@ -636,6 +647,13 @@ void BPF_STRUCT_OPS(moirai_stopping, struct task_struct *p, bool runnable)
 	/* Charge what it ran, scaled by its weight (nice). */
 	set_vtime(p, p->scx.dsq_vtime + ran * 100 / weight);
 	if (tc->home >= 0) {
+		/* A worker that stops while still runnable waits for a CPU:
+		 * tell its runtime, which would otherwise rely on it if it
+		 * was searching (searchers_stalled() in user/sched/runtime.c). */
+		struct moirai_worker *w = runnable ? worker_of(p) : NULL;
+		struct moirai_load *l = w ? load_of(w) : NULL;
+		if (l)
+			WRITE_ONCE(l->preempted, 1);
 		struct moirai_node_stats *ns = nstats(tc->home);
 		if (node_of(cpu) == tc->home)
 			STAT_ADD(ns, worker_home_ns, ran);

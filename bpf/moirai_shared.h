@@ -51,7 +51,15 @@ struct moirai_worker {
 	__u32 flags;  /* 0 */
 };
 
-/* worker_load: one 64-byte line per slot, written only by its worker. */
+/*
+ * worker_load: one 64-byte line per slot, written by its worker, except
+ * `preempted`, which the scheduler sets while the worker is runnable but not
+ * running (stopping() with runnable) and clears when it runs again; the
+ * worker clears it too whenever it publishes (it is running then), so a
+ * scheduler unloaded meanwhile leaves nothing stale behind. The runtime
+ * reads it to tell a searcher that is preempted (it finds no work until it
+ * runs again) from one that is searching.
+ */
 struct moirai_load {
 	__u32 tid;	/* owner; 0 = free (claimed by CAS) */
 	__u32 state;	/* enum moirai_worker_state */
@@ -60,7 +68,9 @@ struct moirai_load {
 	__u32 rt_id;
 	__u32 index;
 	__u64 updates;	/* number of state changes published (monitoring) */
-	__u64 pad[4];
+	__u32 preempted; /* 1: runnable and waiting for a CPU (the scheduler's) */
+	__u32 pad0;
+	__u64 pad[3];
 };
 
 /* cpu_stats: key = CPU number. */

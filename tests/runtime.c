@@ -1462,4 +1462,69 @@ TEST_TIMEOUT(no_lost_wakeup_blocked_worker_timers, 120)
 	ASSERT_EQ(mr_runtime_destroy(b.rt), 0);
 }
 
+/*
+ * With the BPF scheduler, a searcher that the scheduler has preempted (for a
+ * CPU hog, say) must not keep new work waiting until it runs again: a notify
+ * that finds only preempted searchers wakes a parked worker. The scheduler
+ * is faked here: worker 1 sleeps, but its load line says SEARCHING and
+ * preempted, and nsearching counts it. A job injected from outside must
+ * still run (before the fix, nobody was woken for it: a hang).
+ */
+static _Atomic int ps_ran;
+
+static void ps_job(struct mr__job *job, struct mr__worker *w)
+{
+	(void)job, (void)w;
+	atomic_store(&ps_ran, 1);
+}
+
+/* Wait (at most 10 s) until n workers of rt sleep. */
+static bool wait_idle(struct mr_runtime *rt, uint32_t n)
+{
+	for (int i = 0; i < 10000; i++) {
+		if (atomic_load(&rt->nidle) == n)
+			return true;
+		usleep(1000);
+	}
+	return false;
+}
+
+TEST(preempted_searchers_do_not_hold_work)
+{
+	static _Alignas(64) struct mr__scx_line line;
+	static struct mr__job job;
+	MR_OPTS(mr_config, cfg, .workers = 2);
+	mr_runtime_t *h = mr_runtime_create(&cfg);
+	ASSERT_NONNULL(h);
+	struct mr_runtime *rt = (struct mr_runtime *)h;
+
+	ASSERT_TRUE(wait_idle(rt, 2));
+	atomic_store(&line.state, MR__SCX_SEARCHING);
+	atomic_store(&line.preempted, 1);
+	/* Both workers sleep: they read these only after the wake-up below. */
+	uint32_t scx_id = rt->scx_id;
+	struct mr__scx_line *own = atomic_load(&rt->workers[1]->scx);
+	rt->scx_id = 1;
+	atomic_store(&rt->workers[1]->scx, &line);
+	atomic_fetch_add(&rt->nsearching, 1);
+
+	job.exec = ps_job;
+	mr__inject(rt, &job);
+	for (int i = 0; i < 10000 && !atomic_load(&ps_ran); i++)
+		usleep(1000);
+	if (!atomic_load(&ps_ran)) {
+		/* Nobody was woken for it: the runtime cannot be torn down. */
+		printf("# the injected job did not run within 10 s\n");
+		fflush(stdout);
+		_exit(1);
+	}
+
+	/* Undo the fake once both sleep again, then tear down. */
+	ASSERT_TRUE(wait_idle(rt, 2));
+	atomic_fetch_sub(&rt->nsearching, 1);
+	atomic_store(&rt->workers[1]->scx, own);
+	rt->scx_id = scx_id;
+	ASSERT_EQ(mr_runtime_destroy(h), 0);
+}
+
 TEST_HARNESS_MAIN

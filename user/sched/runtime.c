@@ -207,21 +207,58 @@ static bool wake_needed(struct mr_runtime *rt)
 	return false;
 }
 
+/*
+ * With the BPF scheduler: are all `searchers` searchers preempted? The
+ * scheduler marks a worker's line while the worker is runnable but not
+ * running. A searcher it preempted (for a CPU hog, say) finds nothing until
+ * it runs again, a whole slice of the hog later, while every notify relies
+ * on it. Counted searchers publish SEARCHING (stop_searching() publishes
+ * RUNNING); a worker woken to search publishes nothing until it runs, so it
+ * is never counted here as preempted and is relied on, as it should be:
+ * the scheduler places a woken worker at once. A hint: a wrong answer costs
+ * a wake-up too many or a late one, never a lost one.
+ */
+static bool searchers_stalled(struct mr_runtime *rt, uint32_t searchers)
+{
+	uint32_t stalled = 0;
+
+	if (!rt->scx_id)
+		return false;
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		/* acquire: pairs with the release in mr__scx_worker_start(). */
+		struct mr__scx_line *l =
+			atomic_load_explicit(&rt->workers[i]->scx, memory_order_acquire);
+		/* relaxed: hints written with plain stores (scx.h). */
+		if (l && atomic_load_explicit(&l->preempted, memory_order_relaxed) &&
+		    atomic_load_explicit(&l->state, memory_order_relaxed) == MR__SCX_SEARCHING &&
+		    ++stalled >= searchers)
+			return true;
+	}
+	return false;
+}
+
 void mr__notify(struct mr_runtime *rt)
 {
 	for (;;) {
 		/* Pairs with the sleeper's RMWs on the idle set / nsearching and
 		 * its fence before it looks for work (see sched.h). */
 		mr__fence_seq_cst();
-		if (atomic_load_explicit(&rt->nsearching, memory_order_seq_cst) != 0)
+		uint32_t searchers = atomic_load_explicit(&rt->nsearching, memory_order_seq_cst);
+		if (searchers != 0 && !searchers_stalled(rt, searchers))
 			return;
 		if (atomic_load_explicit(&rt->nidle, memory_order_seq_cst) == 0)
 			return;
-		uint32_t zero = 0;
-		if (!atomic_compare_exchange_strong_explicit(&rt->nsearching, &zero, 1,
-							     memory_order_seq_cst,
-							     memory_order_seq_cst))
-			return; /* somebody started searching */
+		if (searchers != 0) {
+			/* They are all preempted: wake one more, counted as a
+			 * searcher like any worker woken for work. */
+			atomic_fetch_add_explicit(&rt->nsearching, 1, memory_order_seq_cst);
+		} else {
+			uint32_t zero = 0;
+			if (!atomic_compare_exchange_strong_explicit(&rt->nsearching, &zero, 1,
+								     memory_order_seq_cst,
+								     memory_order_seq_cst))
+				return; /* somebody started searching */
+		}
 		struct mr__worker *self = mr__self();
 		if (wake_any(rt, MR__TOK_WORK, self ? (unsigned)(self->rng % rt->idle_words) : 0,
 			     near_workers(rt, self)))
@@ -343,9 +380,12 @@ static inline uint32_t local_depth(struct mr__worker *w)
 
 static inline void scx_state(struct mr__worker *w, uint32_t state)
 {
-	if (unlikely(w->scx) && w->scx_state != state) {
+	/* relaxed: we are the only writer. */
+	struct mr__scx_line *l = atomic_load_explicit(&w->scx, memory_order_relaxed);
+
+	if (unlikely(l) && w->scx_state != state) {
 		w->scx_state = state;
-		mr__scx_publish(w->scx, state, local_depth(w));
+		mr__scx_publish(l, state, local_depth(w));
 	}
 }
 
@@ -383,18 +423,23 @@ static struct mr__job *steal_pass(struct mr__worker *w)
  * searcher passes the search on if more work is visible or a blocked
  * worker has timers (wake_needed()): a pusher that saw us searching relied
  * on us (the Dekker pair: our RMW on nsearching, fence, look at the queues
- * against its publish, fence, load of nsearching). Otherwise we wake
- * nobody: on a machine whose CPUs are all busy,
- * such a wake-up only takes a CPU from someone to search in vain, and the
- * woken worker counts as a searcher until it runs, so later pushes rely on
- * it meanwhile.
+ * against its publish, fence, load of nsearching). So does a searcher that
+ * leaves only preempted ones behind (searchers_stalled()). Otherwise we
+ * wake nobody: on a machine whose CPUs are all busy, such a wake-up only
+ * takes a CPU from someone to search in vain, and the woken worker counts
+ * as a searcher until it runs, so later pushes rely on it meanwhile.
+ * We publish RUNNING at once: a line that says SEARCHING is a counted
+ * searcher (searchers_stalled() counts on it).
  */
 static void stop_searching(struct mr__worker *w, bool pass_on)
 {
 	if (!w->searching)
 		return;
 	w->searching = false;
-	if (atomic_fetch_sub_explicit(&w->rt->nsearching, 1, memory_order_seq_cst) != 1 || !pass_on)
+	scx_state(w, MR__SCX_RUNNING);
+	uint32_t left = atomic_fetch_sub_explicit(&w->rt->nsearching, 1, memory_order_seq_cst) - 1;
+	/* The others search on, unless the BPF scheduler has preempted them all. */
+	if (!pass_on || (left != 0 && !searchers_stalled(w->rt, left)))
 		return;
 	mr__fence_seq_cst();
 	if (wake_needed(w->rt))

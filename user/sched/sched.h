@@ -79,7 +79,9 @@ struct mr__worker {
 	unsigned nfree;
 	pid_t tid;
 	pthread_t thread;
-	struct mr__scx_line *scx; /* published load line, or NULL (see scx.h) */
+	/* Published load line, or NULL (see scx.h). Set and cleared by the
+	 * worker; other workers and wakers read it (searchers_stalled()). */
+	struct mr__scx_line *_Atomic scx;
 	uint32_t scx_state;	  /* last state published there */
 	int home_node;		  /* NUMA node of the home CPU (with the scheduler) */
 

@@ -28,6 +28,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,8 @@
 _Static_assert(sizeof(struct mr__scx_line) == sizeof(struct moirai_load),
 	       "mr__scx_line must mirror struct moirai_load");
 _Static_assert(sizeof(struct mr__scx_line) == 64, "one cache line per worker");
+_Static_assert(offsetof(struct mr__scx_line, preempted) == offsetof(struct moirai_load, preempted),
+	       "mr__scx_line.preempted must be where the scheduler writes it");
 
 #define SCHED_EXT_POLICY 7
 
@@ -281,7 +284,8 @@ void mr__scx_worker_start(struct mr__worker *w)
 		atomic_store_explicit(&l->tid, 0, memory_order_release);
 		return;
 	}
-	w->scx = l;
+	/* release: the line's fields above, for searchers_stalled(). */
+	atomic_store_explicit(&w->scx, l, memory_order_release);
 	w->scx_state = MR__SCX_RUNNING;
 
 	struct mr__sched_attr attr = { .size = sizeof(attr), .sched_policy = SCHED_EXT_POLICY };
@@ -290,13 +294,13 @@ void mr__scx_worker_start(struct mr__worker *w)
 
 void mr__scx_worker_exit(struct mr__worker *w)
 {
-	struct mr__scx_line *l = w->scx;
+	struct mr__scx_line *l = atomic_load_explicit(&w->scx, memory_order_relaxed);
 	uint32_t tid = (uint32_t)w->tid;
 	union bpf_attr a;
 
 	if (!l)
 		return;
-	w->scx = NULL;
+	atomic_store_explicit(&w->scx, NULL, memory_order_relaxed);
 	memset(&a, 0, sizeof(a));
 	a.map_fd = (uint32_t)scx.workers_fd;
 	a.key = (uint64_t)(uintptr_t)&tid;

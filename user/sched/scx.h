@@ -29,7 +29,9 @@ struct mr__scx_line {
 	_Atomic uint32_t depth;
 	uint32_t pid, rt_id, index;
 	_Atomic uint64_t updates;
-	uint64_t pad[4];
+	_Atomic uint32_t preempted; /* set and cleared by the scheduler, see scx.c */
+	uint32_t pad0;
+	uint64_t pad[3];
 };
 
 enum {
@@ -57,6 +59,9 @@ static inline void mr__scx_publish(struct mr__scx_line *l, uint32_t state, uint3
 	 * looks; no ordering with anything else is needed. */
 	atomic_store_explicit(&l->state, state, memory_order_relaxed);
 	atomic_store_explicit(&l->depth, depth, memory_order_relaxed);
+	/* Running, so not preempted: a flag an unloaded scheduler left set
+	 * must not stay. */
+	atomic_store_explicit(&l->preempted, 0, memory_order_relaxed);
 	atomic_store_explicit(&l->updates,
 			      atomic_load_explicit(&l->updates, memory_order_relaxed) + 1,
 			      memory_order_relaxed);
