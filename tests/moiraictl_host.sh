@@ -237,7 +237,7 @@ if [ $NS -eq 1 ] && [ -n "$BPFTOOL" ]; then
 	$B map update pinned $P/workers key hex $(le32 4000001) value hex $(le32 4000000) \
 		$(le32 1) $(le32 0) $(le32 1) $(le32 6) $(le32 0)
 	$B map update pinned $P/worker_load key hex $(le32 5) value hex $(le32 $LIVE) $(le32 3) \
-		$(le32 9) $(le32 $LIVE) $(le32 7) $(le32 2) $(le64 42) $(zeros 32)
+		$(le32 9) $(le32 $LIVE) $(le32 7) $(le32 2) $(le64 42) $(le32 1) $(zeros 28)
 	$B map update pinned $P/cpu_stats key hex $(le32 0) value hex $(le64 11) $(le64 2) \
 		$(le64 3) $(le64 4) $(le64 5) $(le64 6) $(le64 1) $(le64 8)
 	$B map update pinned $P/node_stats key hex $(le32 0) value hex $(le64 100) $(le64 50) \
@@ -254,7 +254,7 @@ if [ $NS -eq 1 ] && [ -n "$BPFTOOL" ]; then
 	if [ $RC -ne 0 ]; then
 		notok "status_workers" "exit status $RC"
 	elif ! grep -Eq "^runtime pid $LIVE rt 7: 1 worker \(sleep\)" "$OUT" ||
-		! grep -Eq "^ +$LIVE +2 +0 +parked +9 +[0-9]+$" "$OUT" ||
+		! grep -Eq "^ +$LIVE +2 +0 +parked +9 +[0-9]+ +preempted$" "$OUT" ||
 		! grep -Eq "^runtime pid 4000000 rt 1: 1 worker \(process gone\), 1 stale" "$OUT" ||
 		! grep -Eq "^ +4000001 +0 +1 +unpublished +- +- +stale$" "$OUT" ||
 		! grep -q "^last load: scheduler exited: error (runnable task stall): task \"a.b\" failed to run" "$OUT"; then
@@ -264,7 +264,8 @@ if [ $NS -eq 1 ] && [ -n "$BPFTOOL" ]; then
 	fi
 
 	run "$M" status --json
-	if json_ok "$OUT" && grep -q '"state": "parked"' "$OUT" && grep -q '"stale": true' "$OUT"; then
+	if json_ok "$OUT" && grep -q '"state": "parked"' "$OUT" && grep -q '"stale": true' "$OUT" &&
+		grep -q '"preempted": true' "$OUT"; then
 		ok "status_json_workers"
 	else
 		notok "status_json_workers" "invalid JSON or missing workers"

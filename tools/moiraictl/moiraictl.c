@@ -36,7 +36,8 @@
  * status prints the kernel's sched_ext state, which scheduler is loaded, the
  * loader's pid and mode, and the workers that Moirai runtimes registered in
  * the pinned maps under /sys/fs/bpf/moirai, grouped by runtime, with each
- * worker's published state, queue depth and the CPU it last ran on. top shows
+ * worker's published state, queue depth, the CPU it last ran on and
+ * "preempted" while it waits for a CPU (the scheduler marks it). top shows
  * the same with per-CPU, per-node and latency statistics, refreshed every
  * second (q or Ctrl-C quits; one plain snapshot a second when stdout is not a
  * terminal). dump prints everything once, as JSON with --json; the

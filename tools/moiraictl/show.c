@@ -197,6 +197,8 @@ static void print_workers(FILE *f, const struct mc_snap *s, const struct mc_snap
 				else
 					fprintf(f, " %8s", "-");
 			}
+			if (w->have_load && w->load.preempted)
+				fprintf(f, "  preempted");
 			if (w->stale)
 				fprintf(f, "  stale");
 			fputc('\n', f);
@@ -358,10 +360,12 @@ static void json_common(struct mc_json *j, const struct mc_snap *s)
 			mc_json_str(j, "state", mc_worker_state_name(w->load.state));
 			mc_json_u64(j, "depth", w->load.depth);
 			mc_json_u64(j, "updates", w->load.updates);
+			mc_json_bool(j, "preempted", w->load.preempted != 0);
 		} else {
 			mc_json_str(j, "state", "unpublished");
 			mc_json_null(j, "depth");
 			mc_json_null(j, "updates");
+			mc_json_null(j, "preempted");
 		}
 		if (w->cpu >= 0)
 			mc_json_s64(j, "cpu", w->cpu);

@@ -307,6 +307,7 @@ void mr__scx_worker_exit(struct mr__worker *w)
 	sys_bpf(BPF_MAP_DELETE_ELEM, &a);
 	atomic_store_explicit(&l->state, 0, memory_order_relaxed);
 	atomic_store_explicit(&l->depth, 0, memory_order_relaxed);
+	atomic_store_explicit(&l->preempted, 0, memory_order_relaxed);
 	/* release: frees the line for the next claim. */
 	atomic_compare_exchange_strong_explicit(&l->tid, &tid, 0, memory_order_release,
 						memory_order_relaxed);
