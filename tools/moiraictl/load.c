@@ -572,10 +572,37 @@ static int block_signals(sigset_t *old, bool with_chld)
 		return -errno;
 	fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (fd < 0) {
-		fprintf(stderr, "moirai: signalfd: %s\n", strerror(errno));
-		return -errno;
+		int err = -errno;
+		fprintf(stderr, "moirai: signalfd: %s\n", strerror(-err));
+		sigprocmask(SIG_SETMASK, old, NULL);
+		return err;
 	}
 	return fd;
+}
+
+/*
+ * What load and run start with: block the signals we read from a signalfd
+ * (SIGCHLD too for run), load the scheduler, say so. Returns the signalfd,
+ * or -1 with the exit status in *ret and nothing left blocked or open.
+ */
+static int start(const struct mc_load_opts *opts, struct sched *s, sigset_t *old,
+		 bool with_chld, int *ret)
+{
+	int sfd = block_signals(old, with_chld), err;
+
+	if (sfd < 0) {
+		*ret = MC_EXIT_FAIL;
+		return -1;
+	}
+	err = sched_open(opts, s);
+	if (err) {
+		close(sfd);
+		sigprocmask(SIG_SETMASK, old, NULL);
+		*ret = err;
+		return -1;
+	}
+	print_loaded(opts);
+	return sfd;
 }
 
 /* The next pending signal (its siginfo in *si), 0 if none. */
@@ -616,16 +643,11 @@ int cmd_load(const struct mc_load_opts *opts)
 	struct signalfd_siginfo si;
 	struct sched s;
 	sigset_t old;
-	int sfd, err, gone = 0, sig = 0;
+	int sfd, ret, gone = 0, sig = 0;
 
-	sfd = block_signals(&old, false);
+	sfd = start(opts, &s, &old, false, &ret);
 	if (sfd < 0)
-		return MC_EXIT_FAIL;
-	err = sched_open(opts, &s);
-	if (err)
-		return err;
-	print_loaded(opts);
-
+		return ret;
 	while (!sig && !gone) {
 		struct pollfd pfd = { .fd = sfd, .events = POLLIN };
 
@@ -636,6 +658,7 @@ int cmd_load(const struct mc_load_opts *opts)
 	}
 	sched_close(&s);
 	mc_pidfile_remove(getpid());
+	close(sfd);
 	if (sig) {
 		printf("moirai: scheduler unloaded (%s)\n", strsignal(sig));
 		return MC_EXIT_OK;
@@ -649,16 +672,12 @@ int cmd_run(const struct mc_load_opts *opts, char **argv)
 	struct sched s;
 	sigset_t old;
 	pid_t child;
-	int sfd, err, status = 0, gone = 0;
+	int sfd, ret, status = 0, gone = 0;
 	bool reaped = false;
 
-	sfd = block_signals(&old, true);
+	sfd = start(opts, &s, &old, true, &ret);
 	if (sfd < 0)
-		return MC_EXIT_FAIL;
-	err = sched_open(opts, &s);
-	if (err)
-		return err;
-	print_loaded(opts);
+		return ret;
 	fflush(stderr);
 
 	child = fork();
@@ -666,6 +685,7 @@ int cmd_run(const struct mc_load_opts *opts, char **argv)
 		fprintf(stderr, "moirai: fork: %s\n", strerror(errno));
 		sched_close(&s);
 		mc_pidfile_remove(getpid());
+		close(sfd);
 		return MC_EXIT_FAIL;
 	}
 	if (child == 0) {
@@ -697,6 +717,7 @@ int cmd_run(const struct mc_load_opts *opts, char **argv)
 	}
 	sched_close(&s);
 	mc_pidfile_remove(getpid());
+	close(sfd);
 	if (!gone)
 		printf("moirai: scheduler unloaded\n");
 	if (WIFSIGNALED(status))
