@@ -263,7 +263,8 @@ static int rv_fast(struct mr_chan *ch, int op, void *elem, uint64_t *seen)
 	size_t size = ch->elem_size; /* read before the claim: see destroy */
 	uint64_t other = op == MR_SELECT_SEND ? 0 : RV_SEND;
 	/* acquire: pairs with the release CAS that put a waiter in the word
-	 * (rv_publish): its entry, and a sender's element. */
+	 * (rv_publish(), or a fiber's park commit: mr__fiber_park_in()): its
+	 * entry, and a sender's element. */
 	uint64_t w = atomic_load_explicit(&ch->tail, memory_order_acquire);
 
 	for (;;) {
@@ -287,8 +288,9 @@ static int rv_fast(struct mr_chan *ch, int op, void *elem, uint64_t *seen)
 	return 0;
 }
 
-/* Put our entry (with its side's bit) in an empty word. release: pairs
- * with the acquire CAS of rv_fast() or rv_to_queues(). */
+/* A thread puts its entry (with its side's bit) in an empty word (a fiber
+ * has its park commit do the same). release: pairs with the acquire CAS of
+ * rv_fast() or rv_to_queues(), or the exchange of mr_chan_close(). */
 static bool rv_publish(struct mr_chan *ch, uint64_t me)
 {
 	uint64_t zero = 0;
@@ -306,7 +308,8 @@ static void rv_to_queues(struct mr_chan *ch)
 	for (;;) {
 		if (w & (RV_SLOW | POS_CLOSED))
 			return;
-		/* acquire: the waiter's entry (rv_publish). */
+		/* acquire: the waiter's entry (rv_publish() or
+		 * mr__fiber_park_in()). */
 		if (atomic_compare_exchange_weak_explicit(&ch->tail, &w, RV_SLOW,
 							  memory_order_acquire,
 							  memory_order_relaxed))
@@ -371,31 +374,21 @@ static int rv_try(struct mr_chan *ch, int op, void *elem, bool held,
 	}
 }
 
-struct rv_pub {
-	struct mr_chan *ch;
-	uint64_t me; /* our entry and side, as the word holds it */
-};
-
-/* A fiber's park commit: wait in the word, or (false) run again at once. */
-static bool rv_commit(void *arg)
-{
-	struct rv_pub *p = arg;
-
-	return rv_publish(p->ch, p->me);
-}
-
 /*
- * A blocking send or receive with no deadline: pair with a waiter in the
- * word, or wait in the word when it is empty, or else block() (the queues).
+ * rv_wait() found nobody to pair with (the word held `seen`): wait in the
+ * word when it is empty, or else block() (the queues). Out of line, so that
+ * a call that pairs at once does not pay for this frame.
  */
-static int rv_wait(struct mr_chan *ch, int op, void *elem, const char *call)
+static __attribute__((noinline)) int rv_sleep(struct mr_chan *ch, int op, void *elem,
+					      uint64_t seen, const char *call)
 {
 	struct mr__sleeper sl;
 	struct mr__centry e;
-	struct rv_pub pub;
-	uint64_t seen;
+	/* Our entry and side, as the word holds them. */
+	uint64_t me = (uintptr_t)&e | (op == MR_SELECT_SEND ? RV_SEND : 0);
 	int r;
 
+	/* Every waker sets which and result before it stores WOKEN. */
 	sl.fiber = mr__fiber_parkable();
 	sl.solo = true;
 	sl.futex = false;
@@ -403,11 +396,7 @@ static int rv_wait(struct mr_chan *ch, int op, void *elem, const char *call)
 	e.elem = elem;
 	e.idx = 0;
 	e.queued = false;
-	pub.ch = ch;
-	pub.me = (uintptr_t)&e | (op == MR_SELECT_SEND ? RV_SEND : 0);
 	for (;;) {
-		if ((r = rv_fast(ch, op, elem, &seen)) != -EAGAIN)
-			return r;
 		if (seen != 0) {
 			/* Someone of our side waits already, or the queues
 			 * decide: queue behind them. */
@@ -416,24 +405,38 @@ static int rv_wait(struct mr_chan *ch, int op, void *elem, const char *call)
 			return r;
 		}
 		atomic_store_explicit(&sl.state, SL_WAITING, memory_order_relaxed);
-		sl.which = -1;
-		sl.result = SL_RETRY;
 		if (sl.fiber) {
-			mr__fiber_park(rv_commit, &pub, call);
+			/* Its commit puts `me` in the word like rv_publish(). */
+			mr__fiber_park_in(sl.fiber, &ch->tail, me, call);
 			/* acquire: pairs with the release in rv_complete() or
 			 * mr__sleeper_wake(). WAITING: the commit found the word
 			 * taken; look again. */
-			if (atomic_load_explicit(&sl.state, memory_order_acquire) != SL_WOKEN)
-				continue;
-		} else {
-			if (!rv_publish(ch, pub.me))
-				continue;
+			if (atomic_load_explicit(&sl.state, memory_order_acquire) == SL_WOKEN)
+				break;
+		} else if (rv_publish(ch, me)) {
 			thread_wait(&sl, -1);
+			break;
 		}
-		/* Woken from the word, or from the queue it was moved to:
-		 * either way the operation is done (rendezvous never retries). */
-		return sl.result;
+		if ((r = rv_fast(ch, op, elem, &seen)) != -EAGAIN)
+			return r;
 	}
+	/* Woken from the word, or from the queue it was moved to: either
+	 * way the operation is done (rendezvous never retries). */
+	return sl.result;
+}
+
+/*
+ * A blocking send or receive with no deadline: pair with a waiter in the
+ * word, or else wait (rv_sleep()).
+ */
+static inline int rv_wait(struct mr_chan *ch, int op, void *elem, const char *call)
+{
+	uint64_t seen;
+	int r = rv_fast(ch, op, elem, &seen);
+
+	if (r != -EAGAIN)
+		return r;
+	return rv_sleep(ch, op, elem, seen, call);
 }
 
 /* ---- one case ---------------------------------------------------------------- */
@@ -944,8 +947,9 @@ int mr_chan_close(mr_chan_t *handle)
 	 * the channel at once waits for us (mr_chan_destroy locks). */
 	mr__chan_lock(ch);
 	/* A rendezvous word loses its waiter (failed below) and keeps RV_SLOW
-	 * for good. acq_rel: acquire pairs with rv_publish() (the waiter's
-	 * entry); release orders the close before what follows. */
+	 * for good. acq_rel: acquire pairs with rv_publish() or
+	 * mr__fiber_park_in() (the waiter's entry); release orders the close
+	 * before what follows. */
 	uint64_t was = rv ? atomic_exchange_explicit(&ch->tail, POS_CLOSED | RV_SLOW,
 						     memory_order_acq_rel)
 			  : atomic_fetch_or_explicit(&ch->tail, POS_CLOSED, memory_order_acq_rel);

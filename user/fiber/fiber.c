@@ -49,7 +49,7 @@ void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_
 
 #define FIBER_MAGIC 0x6d726669u /* "mrfi" */
 
-enum { ACT_NONE, ACT_PARK, ACT_YIELD, ACT_EXIT };
+enum { ACT_NONE, ACT_PARK, ACT_PARK_IN, ACT_YIELD, ACT_EXIT };
 
 /* What mr_yield's direct transfer passes to the fiber it switches to: the
  * arriving fiber then keeps its resumer's stack bounds (ASan) as set. */
@@ -66,7 +66,31 @@ static void install_overflow_handler(void);
 /* ---- switching ---------------------------------------------------------- */
 
 static void after_switch(struct mr__worker *w, struct mr_fiber *f);
-static struct mr__worker *self_after_switch(void);
+
+/*
+ * In the context that took over from a parked fiber f, once f's registers
+ * are saved: run f's commit, which says whether f now waits (a waker will
+ * ready it) or must run again at once.
+ */
+static inline void commit_park(struct mr_fiber *f)
+{
+	bool waits;
+
+	if (f->action == ACT_PARK_IN) {
+		uint64_t zero = 0;
+		/* release: pairs with the acquire RMW that takes pub_val out of
+		 * the word (fiber.h; for a rendezvous channel rv_fast(),
+		 * rv_to_queues() or mr_chan_close()): f's writes before it
+		 * parked, and its saved context, go with it. */
+		waits = atomic_compare_exchange_strong_explicit(f->pub_word, &zero, f->pub_val,
+								memory_order_release,
+								memory_order_relaxed);
+	} else {
+		waits = f->commit(f->commit_arg);
+	}
+	if (!waits)
+		mr__fiber_ready(f);
+}
 
 /*
  * Fiber f runs again; `how` is what the switch into it passed: f itself
@@ -84,7 +108,7 @@ static void arrived(struct mr_fiber *f, void *how)
 						&f->asan_resumer_size);
 #endif
 	if (how != f && how != TRANSFER)
-		after_switch(self_after_switch(), how);
+		commit_park(how);
 }
 
 /* From the running fiber f back to the context that resumed it. */
@@ -144,8 +168,8 @@ static void after_switch(struct mr__worker *w, struct mr_fiber *f)
 		w->yield_tail = f;
 		break;
 	case ACT_PARK:
-		if (!f->commit(f->commit_arg))
-			mr__fiber_ready(f);
+	case ACT_PARK_IN:
+		commit_park(f);
 		break;
 	case ACT_EXIT: {
 		struct mr_runtime *rt = f->rt;
@@ -274,15 +298,9 @@ static void transfer(struct mr_fiber *f, struct mr_fiber *next, void *how)
 	arrived(f, mr__ctx_transfer(&f->sp, next->sp, how));
 }
 
-void mr__fiber_park(bool (*commit)(void *arg), void *arg, const char *call)
+/* The running fiber f, its action and commit set, switches out. */
+static inline void park(struct mr_fiber *f)
 {
-	struct mr_fiber *f = mr__tls_fiber;
-
-	check_on_own_stack(f, call);
-	f->action = ACT_PARK;
-	f->commit = commit;
-	f->commit_arg = arg;
-
 	/*
 	 * Hand the worker straight to the newest job of its deque when that is
 	 * a fiber parked in a switch (typically the one this fiber just readied:
@@ -299,6 +317,27 @@ void mr__fiber_park(bool (*commit)(void *arg), void *arg, const char *call)
 		return;
 	}
 	switch_out(f);
+}
+
+void mr__fiber_park(bool (*commit)(void *arg), void *arg, const char *call)
+{
+	struct mr_fiber *f = mr__tls_fiber;
+
+	check_on_own_stack(f, call);
+	f->action = ACT_PARK;
+	f->commit = commit;
+	f->commit_arg = arg;
+	park(f);
+}
+
+void mr__fiber_park_in(struct mr_fiber *f, _Atomic uint64_t *word, uint64_t val,
+		       const char *call)
+{
+	check_on_own_stack(f, call);
+	f->action = ACT_PARK_IN;
+	f->pub_word = word;
+	f->pub_val = val;
+	park(f);
 }
 
 struct mr__job *mr__yield_pop(struct mr__worker *w)

@@ -15,6 +15,9 @@
  * resumed it, which calls it after the switch (typically: release the lock
  * that protects the wait list the fiber just joined). If commit returns
  * false, the wait is already over and the fiber is made runnable again.
+ * One commit, "put me in this word if it is empty" (a rendezvous
+ * channel's waiter), is built in: mr__fiber_park_in() runs it without a
+ * call through a pointer.
  */
 #ifndef MR_FIBER_FIBER_H
 #define MR_FIBER_FIBER_H
@@ -43,6 +46,8 @@ struct mr_fiber {
 	int action;
 	bool (*commit)(void *arg);
 	void *commit_arg;
+	_Atomic uint64_t *pub_word; /* mr__fiber_park_in(): where to wait, */
+	uint64_t pub_val;	    /* and the value that stands for us there */
 	struct mr_fiber *yield_next; /* the worker's yield queue */
 	void *tsan_fiber, *tsan_resumer;
 	void *asan_fake, *asan_resumer_fake;
@@ -76,6 +81,18 @@ static inline struct mr_fiber *mr__fiber_parkable(void)
  * means resume at once. Returns once the fiber runs again.
  */
 void mr__fiber_park(bool (*commit)(void *arg), void *arg, const char *call);
+
+/*
+ * mr__fiber_park() whose commit puts `val` into *word with a CAS from 0,
+ * done by the resumer itself (no call through a pointer): the running
+ * fiber f (from mr__fiber_parkable()) then waits in the word until whoever
+ * takes `val` out of it readies it. If *word is not 0, f runs again at
+ * once. The CAS is a release: it pairs with the acquire of the RMW that
+ * takes val out of the word, which so sees everything f wrote before it
+ * parked.
+ */
+void mr__fiber_park_in(struct mr_fiber *f, _Atomic uint64_t *word, uint64_t val,
+		       const char *call);
 
 /* Make a parked fiber runnable: on the calling worker's deque when it is a
  * worker of the fiber's runtime, else through that runtime's injector. */
