@@ -233,7 +233,7 @@ static uint32_t thread_wait(struct mr__sleeper *sl, int64_t deadline);
 
 /* We took e out of the word (or own it under the lock): finish its
  * operation with `result` and wake it. */
-static void rv_complete(struct mr__centry *e, int result)
+static inline void rv_complete(struct mr__centry *e, int result)
 {
 	struct mr__sleeper *s = e->s;
 	struct mr_fiber *f = s->fiber;
@@ -258,7 +258,7 @@ static void rv_complete(struct mr__centry *e, int result)
  * 0 or -EPIPE: done; -EAGAIN: nobody to pair with there, *seen says what
  * the word held (0, a waiter of our own side, or RV_SLOW).
  */
-static int rv_fast(struct mr_chan *ch, int op, void *elem, uint64_t *seen)
+static inline int rv_fast(struct mr_chan *ch, int op, void *elem, uint64_t *seen)
 {
 	size_t size = ch->elem_size; /* read before the claim: see destroy */
 	uint64_t other = op == MR_SELECT_SEND ? 0 : RV_SEND;
@@ -838,28 +838,29 @@ void mr_chan_destroy(mr_chan_t *handle)
 	free(ch);
 }
 
-static int send_until(mr_chan_t *handle, const void *elem, int64_t deadline, const char *call)
+/*
+ * What chan_op() does not finish inline: one try (unless the ring already
+ * tried: `tried`), then, unless this is a poll, block(). Out of line: its
+ * frame would cost every call that completes at once.
+ */
+static __attribute__((noinline)) int chan_op_slow(mr_chan_t *handle, int op, void *elem,
+						  int64_t deadline, const char *call, bool tried)
 {
-	if (!handle || !elem)
-		return -EINVAL;
-	struct mr_chan *ch = check_chan(handle, call);
-	struct mr_select_case c = { handle, MR_SELECT_SEND, (void *)elem, 0 };
+	struct mr_chan *ch = (struct mr_chan *)handle;
+	struct mr_select_case c = { handle, op, elem, 0 };
+	uint64_t seen;
 	int r;
 
-	if (likely(ch->kind == CH_RING)) {
-		r = mr__ring_try_send(ch, elem, false, NULL);
-		if (likely(r != -EAGAIN))
+	if (!tried) {
+		/* A rendezvous with a deadline looks in the word only: block()
+		 * looks for a partner in the queues, under the lock it needs
+		 * anyway to queue. */
+		if (ch->kind == CH_RENDEZVOUS && deadline != MR_SELECT_POLL)
+			r = rv_fast(ch, op, elem, &seen);
+		else
+			r = case_try(&c, false, NULL);
+		if (r != -EAGAIN)
 			return r;
-	} else if (ch->kind == CH_RENDEZVOUS && deadline != MR_SELECT_POLL) {
-		if (deadline == MR_SELECT_FOREVER)
-			return rv_wait(ch, MR_SELECT_SEND, (void *)elem, call);
-		/* With a deadline: the queues (block() looks for a partner
-		 * there under the lock it needs anyway to queue). */
-		uint64_t seen;
-		if ((r = rv_fast(ch, MR_SELECT_SEND, (void *)elem, &seen)) != -EAGAIN)
-			return r;
-	} else if ((r = case_try(&c, false, NULL)) != -EAGAIN) {
-		return r;
 	}
 	if (deadline == MR_SELECT_POLL)
 		return -EAGAIN;
@@ -868,52 +869,46 @@ static int send_until(mr_chan_t *handle, const void *elem, int64_t deadline, con
 	return r;
 }
 
-static int recv_until(mr_chan_t *handle, void *elem, int64_t deadline, const char *call)
+/* A send or a receive (op), until the deadline (MR_SELECT_POLL: a try,
+ * MR_SELECT_FOREVER: none). Inlined into each API function, so op and
+ * the deadline's kind are constants there. */
+static inline int chan_op(mr_chan_t *handle, int op, void *elem, int64_t deadline,
+			  const char *call)
 {
 	if (!handle || !elem)
 		return -EINVAL;
 	struct mr_chan *ch = check_chan(handle, call);
-	struct mr_select_case c = { handle, MR_SELECT_RECV, elem, 0 };
-	int r;
 
 	if (likely(ch->kind == CH_RING)) {
-		r = mr__ring_try_recv(ch, elem, false, NULL);
+		int r = op == MR_SELECT_SEND ? mr__ring_try_send(ch, elem, false, NULL)
+					     : mr__ring_try_recv(ch, elem, false, NULL);
 		if (likely(r != -EAGAIN))
 			return r;
-	} else if (ch->kind == CH_RENDEZVOUS && deadline != MR_SELECT_POLL) {
-		if (deadline == MR_SELECT_FOREVER)
-			return rv_wait(ch, MR_SELECT_RECV, elem, call);
-		uint64_t seen;
-		if ((r = rv_fast(ch, MR_SELECT_RECV, elem, &seen)) != -EAGAIN)
-			return r;
-	} else if ((r = case_try(&c, false, NULL)) != -EAGAIN) {
-		return r;
+		return chan_op_slow(handle, op, elem, deadline, call, true);
 	}
-	if (deadline == MR_SELECT_POLL)
-		return -EAGAIN;
-	if (block(&c, 1, deadline, &r, call) < 0)
-		return -ETIMEDOUT;
-	return r;
+	if (ch->kind == CH_RENDEZVOUS && deadline == MR_SELECT_FOREVER)
+		return rv_wait(ch, op, elem, call);
+	return chan_op_slow(handle, op, elem, deadline, call, false);
 }
 
 int mr_chan_send(mr_chan_t *ch, const void *elem)
 {
-	return send_until(ch, elem, MR_SELECT_FOREVER, "mr_chan_send");
+	return chan_op(ch, MR_SELECT_SEND, (void *)elem, MR_SELECT_FOREVER, "mr_chan_send");
 }
 
 int mr_chan_recv(mr_chan_t *ch, void *elem)
 {
-	return recv_until(ch, elem, MR_SELECT_FOREVER, "mr_chan_recv");
+	return chan_op(ch, MR_SELECT_RECV, elem, MR_SELECT_FOREVER, "mr_chan_recv");
 }
 
 int mr_chan_try_send(mr_chan_t *ch, const void *elem)
 {
-	return send_until(ch, elem, MR_SELECT_POLL, "mr_chan_try_send");
+	return chan_op(ch, MR_SELECT_SEND, (void *)elem, MR_SELECT_POLL, "mr_chan_try_send");
 }
 
 int mr_chan_try_recv(mr_chan_t *ch, void *elem)
 {
-	return recv_until(ch, elem, MR_SELECT_POLL, "mr_chan_try_recv");
+	return chan_op(ch, MR_SELECT_RECV, elem, MR_SELECT_POLL, "mr_chan_try_recv");
 }
 
 /* A deadline of exactly 0 is in the past, like any other: it must still
@@ -927,12 +922,13 @@ static int64_t until(int64_t deadline)
 
 int mr_chan_send_until(mr_chan_t *ch, const void *elem, int64_t deadline_ns)
 {
-	return send_until(ch, elem, until(deadline_ns), "mr_chan_send_until");
+	return chan_op(ch, MR_SELECT_SEND, (void *)elem, until(deadline_ns),
+		       "mr_chan_send_until");
 }
 
 int mr_chan_recv_until(mr_chan_t *ch, void *elem, int64_t deadline_ns)
 {
-	return recv_until(ch, elem, until(deadline_ns), "mr_chan_recv_until");
+	return chan_op(ch, MR_SELECT_RECV, elem, until(deadline_ns), "mr_chan_recv_until");
 }
 
 int mr_chan_close(mr_chan_t *handle)
