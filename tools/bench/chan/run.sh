@@ -29,6 +29,11 @@
 #                  ring (capacity 1 only) with threads.
 #   uncontended    one fiber / goroutine / thread sends then receives on a
 #                  capacity-1024 queue: ns per send+receive pair.
+#   cas            one thread's uncontended compare-and-swap (cas.c; on
+#                  x86-64 `lock cmpxchg`): with the raw fiber switch it
+#                  gives the floor under a rendezvous hand-off (two such
+#                  atomic read-modify-writes and one switch), printed
+#                  beside that target.
 # Each program runs its benchmark once to warm up and REPS timed times and
 # reports the median. The targets are printed, not asserted. The fiber
 # ping-pong target compares with the raw context switch measured by
@@ -87,9 +92,10 @@ REPS=${BENCH_REPS:-5}
 # worker or goroutine scheduler a few hundred ns.
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
 	REPS=1
-	TPUT_N=20000 SLOW_N=20000 PP_N=2000 PP2_N=2000 PPT_N=500 UC_N=20000
+	TPUT_N=20000 SLOW_N=20000 PP_N=2000 PP2_N=2000 PPT_N=500 UC_N=20000 CAS_N=20000
 else
 	TPUT_N=10000000 SLOW_N=1000000 PP_N=1000000 PP2_N=500000 PPT_N=20000 UC_N=10000000
+	CAS_N=50000000
 fi
 NCPU=$(nproc 2>/dev/null || echo 1)
 
@@ -117,6 +123,8 @@ command -v "$GO" >/dev/null 2>&1 || die "no Go compiler '$GO' (tools/deps.sh ben
 echo "chan/run.sh: building into $1/bench/chan" >&2
 build mutex "the C compiler" \
 	"$CC" $CFLAGS "$HERE/mutex.c" -o "$OUT/bench_chan_mutex" -pthread
+build cas "the C compiler" \
+	"$CC" $CFLAGS "$HERE/cas.c" -o "$OUT/bench_chan_cas" -pthread
 build ck "needs libck-dev: tools/deps.sh bench" \
 	"$CC" $CFLAGS "$HERE/ck.c" -o "$OUT/bench_chan_ck" -pthread -lck
 build zmq "needs libzmq3-dev: tools/deps.sh bench" \
@@ -203,6 +211,7 @@ mbench uncontended 1 "$UC_N"
 mbench uncontended 0 "$UC_N"
 bench bench_chan_go uncontended 1 "$UC_N"
 bench bench_chan_mutex uncontended 0 "$UC_N"
+bench bench_chan_cas cas 0 "$CAS_N"
 
 # ---- tabulate ---------------------------------------------------------------
 
@@ -304,6 +313,25 @@ END {
 	o = o (rs <= 0 ? "n/a: no raw switch time (run tools/bench/fiber/run.sh first)" : target(rr <= 3, rr)) " |\n"
 	o = o "\nA round trip is two hand-offs (A to B, B to A), each a channel operation that wakes the other fiber plus a switch; "
 	o = o "the raw switch is `mr__ctx_switch` as measured by tools/bench/fiber" (rs > 0 ? sprintf(" (%s ns, read from its results.txt)", fmt(rs)) : " (not found)") ".\n"
+	# The floor under a hand-off: two atomic read-modify-writes and a switch.
+	c = ns("cas", "c11", 0)
+	fl = (c > 0 && rs > 0) ? 2 * c + rs : -1
+	o = o "\nfloor: 2 locked RMW + 1 raw switch = "
+	o = o (fl < 0 ? "n/a" : sprintf("%s ns = %.2f x the switch", fmt(fl), fl / rs))
+	o = o (c < 0 ? " (no CAS time)" : sprintf(" (one uncontended `lock cmpxchg`: %s ns, cas.c, median of %d runs)", fmt(c), reps))
+	if (fl > 0 && h > 0)
+		o = o sprintf("; the measured hand-off is %s ns above it", fmt(h - fl))
+	o = o ".\n\n"
+	o = o "Why no hand-off can cost less: when any number of fibers or threads may send and receive on a channel at once, "
+	o = o "(1) the sender must claim the waiting receiver (or the receiver the waiting sender) with one atomic read-modify-write, "
+	o = o "or two of them could pair with the same waiter; "
+	o = o "(2) a fiber that finds no partner must put itself where partners look with another one, "
+	o = o "or two waiters arriving at once could overwrite each other (a plain store would need a full fence after it, which costs about as much); "
+	o = o "(3) the waiting fiber must switch out. "
+	o = o "On x86-64 each such RMW is a `lock cmpxchg` (or `xchg`) that also waits until the earlier stores of its CPU have drained, so in a real hand-off it costs at least what cas.c measures alone."
+	if (fl > 0 && fl / rs > 3)
+		o = o sprintf(" Here the floor is %.2fx the switch: the 3x target lies below it.", fl / rs)
+	o = o "\n"
 	printf "%s", o > out
 	close(out)
 }' "$RES" || die "tabulating the results failed"
