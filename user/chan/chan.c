@@ -388,7 +388,8 @@ static __attribute__((noinline)) int rv_sleep(struct mr_chan *ch, int op, void *
 	uint64_t me = (uintptr_t)&e | (op == MR_SELECT_SEND ? RV_SEND : 0);
 	int r;
 
-	/* Every waker sets which and result before it stores WOKEN. */
+	/* which and result stay unset: every waker sets them before it
+	 * stores WOKEN, and nothing reads them before. */
 	sl.fiber = mr__fiber_parkable();
 	sl.solo = true;
 	sl.futex = false;
