@@ -13,7 +13,7 @@ case "$build" in
 *) build=$(pwd)/$build ;;
 esac
 lib=$build/libmoirai.a
-out=$build/tests/leak
+out=$build/valgrind/leak # not in tests/: run.sh runs everything there
 CC=${CC:-gcc}
 
 echo "KTAP version 1"
@@ -32,7 +32,7 @@ if ! command -v valgrind >/dev/null 2>&1; then
 	echo "0 passed, 0 failed, 1 skipped"
 	exit 0
 fi
-mkdir -p "$build/tests"
+mkdir -p "$(dirname "$out")"
 # Valgrind cannot run sanitizer builds.
 case "$build" in
 *asan*) fail "valgrind cannot run an ASan build ($build); use the release build" ;;
