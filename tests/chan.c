@@ -9,7 +9,9 @@
  * abort naming the call); select: bad arguments, poll, deadlines, skipped
  * cases, mixed send and receive, fairness, closed channels, rendezvous
  * pairing with plain calls and with another select but never with itself;
- * jobs using the try calls and blocking on a channel.
+ * jobs using the try calls and blocking on a channel; a fiber woken by a
+ * fiber that keeps going (more channel operations, no blocking) runs on
+ * another worker meanwhile.
  *
  * Blocking is checked without timing: a call that must stay blocked is
  * given a while to return wrongly, and the test asserts that it has not;
@@ -2235,6 +2237,82 @@ TEST(fibers_and_threads_share_a_channel)
 		EXPECT_TRUE(mr_chan_is_closed(m.ch));
 		free((void *)m.seen);
 		mr_chan_destroy(m.ch);
+	}
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/*
+ * A fiber readied by a fiber that then keeps going must not wait for it to
+ * block. The woken fiber first goes to the waker's worker, private (so a
+ * ping-pong stays on one worker); the waker's next operation that completes
+ * without blocking shares it with the other worker. The waker here wakes
+ * the sleeper, then only spins with try calls on another channel (never
+ * blocks) until the sleeper's call has returned, for 2 s at most. Every
+ * flavour: a receiver woken by a send (ring, unbounded, rendezvous) and a
+ * sender woken by a receive (full ring).
+ */
+enum { KG_RING_RECV, KG_RING_SEND, KG_LIST_RECV, KG_RV_RECV, KG_KINDS };
+
+struct keep_going {
+	mr_runtime_t *rt;
+	mr_chan_t *ch, *side;
+	int kind;
+	atomic_int started, done;
+	bool seen; /* the sleeper's call returned while the waker kept going */
+};
+
+static void keep_going_sleeper(void *p)
+{
+	struct keep_going *k = p;
+	uint64_t v = 7;
+
+	atomic_store(&k->started, 1);
+	if ((k->kind == KG_RING_SEND ? mr_chan_send(k->ch, &v) : mr_chan_recv(k->ch, &v)) == 0)
+		atomic_store(&k->done, 1);
+}
+
+static void keep_going_waker(void *p)
+{
+	struct keep_going *k = p;
+	struct actor a;
+	uint64_t v = 1;
+
+	if (k->kind == KG_RING_SEND)
+		while (mr_chan_try_send(k->ch, &v) == 0)
+			;
+	actor_start(&a, k->rt, true, keep_going_sleeper, k);
+	while (!atomic_load(&k->started))
+		sleep_ms(1);
+	sleep_ms(20); /* time to block in its call */
+	ASSERT_EQ(k->kind == KG_RING_SEND ? mr_chan_recv(k->ch, &v) : mr_chan_send(k->ch, &v), 0);
+	int64_t until = mr_now_ns() + 2000000000;
+	while (!atomic_load(&k->done) && mr_now_ns() < until) {
+		ASSERT_EQ(mr_chan_try_send(k->side, &v), 0);
+		ASSERT_EQ(mr_chan_try_recv(k->side, &v), 0);
+	}
+	k->seen = atomic_load(&k->done);
+	actor_join(&a);
+}
+
+TEST(woken_fiber_runs_while_its_waker_keeps_going)
+{
+	mr_runtime_t *rt = make_rt(2);
+
+	ASSERT_NONNULL(rt);
+	for (int kind = 0; kind < KG_KINDS; kind++) {
+		static const size_t caps[KG_KINDS] = { 4, 4, MR_CHAN_UNBOUNDED, 0 };
+		struct keep_going k = { .rt = rt, .kind = kind };
+
+		k.ch = mr_chan_create(8, caps[kind], 0);
+		k.side = mr_chan_create(8, 16, 0);
+		ASSERT_NONNULL(k.ch);
+		ASSERT_NONNULL(k.side);
+		ASSERT_EQ(mr_run(rt, keep_going_waker, &k), 0);
+		if (!k.seen)
+			fprintf(stderr, "# kind %d: the woken fiber waited for its waker\n", kind);
+		EXPECT_TRUE(k.seen);
+		mr_chan_destroy(k.ch);
+		mr_chan_destroy(k.side);
 	}
 	ASSERT_EQ(mr_runtime_destroy(rt), 0);
 }

@@ -57,6 +57,33 @@ TEST(first_push_is_public_rest_private)
 	free(j);
 }
 
+/* publish_to: everything private below the index becomes stealable (a
+ * fiber readied by a caller that kept going), nothing above it. Indices
+ * start near 2^32 to cross the wrap. */
+TEST(publish_to_shares_up_to_an_index)
+{
+	struct mr__deque dq;
+	struct mr__job *j = jobs_new(5);
+	const uint32_t start = UINT32_MAX - 2;
+
+	ASSERT_EQ(mr__deque_init(&dq, 6, start), 0);
+	ASSERT_EQ(mr__deque_push(&dq, &j[0]), MR__PUSH_PUBLIC);
+	ASSERT_TRUE(mr__deque_steal(&dq) == &j[0]);
+	for (int i = 1; i < 5; i++)
+		ASSERT_NE(mr__deque_push(&dq, &j[i]), MR__PUSH_FULL);
+	ASSERT_NULL(mr__deque_steal(&dq)); /* j[1..4] private */
+	/* j[3] was pushed at start + 3: share j[1..3]. */
+	ASSERT_EQ(mr__deque_publish_to(&dq, start + 4), MR__PUSH_PUBLIC);
+	ASSERT_TRUE(mr__deque_steal(&dq) == &j[1]);
+	ASSERT_TRUE(mr__deque_steal(&dq) == &j[2]);
+	ASSERT_TRUE(mr__deque_pop(&dq) == &j[4]); /* still private */
+	ASSERT_TRUE(mr__deque_pop(&dq) == &j[3]); /* taken back from the shared part */
+	ASSERT_NULL(mr__deque_steal(&dq));
+	ASSERT_NULL(mr__deque_pop(&dq));
+	mr__deque_fini(&dq);
+	free(j);
+}
+
 TEST(pop_takes_back_shared_half)
 {
 	struct mr__deque dq;

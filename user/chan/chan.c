@@ -432,11 +432,13 @@ static __attribute__((noinline)) int rv_sleep(struct mr_chan *ch, int op, void *
  */
 static inline int rv_wait(struct mr_chan *ch, int op, void *elem, const char *call)
 {
-	uint64_t seen;
+	uint64_t seen, held = mr__fiber_held();
 	int r = rv_fast(ch, op, elem, &seen);
 
-	if (r != -EAGAIN)
+	if (r != -EAGAIN) {
+		mr__fiber_going_on(held);
 		return r;
+	}
 	return rv_sleep(ch, op, elem, seen, call);
 }
 
@@ -845,7 +847,8 @@ void mr_chan_destroy(mr_chan_t *handle)
  * frame would cost every call that completes at once.
  */
 static __attribute__((noinline)) int chan_op_slow(mr_chan_t *handle, int op, void *elem,
-						  int64_t deadline, const char *call, bool tried)
+						  int64_t deadline, const char *call, bool tried,
+						  uint64_t held)
 {
 	struct mr_chan *ch = (struct mr_chan *)handle;
 	struct mr_select_case c = { handle, op, elem, 0 };
@@ -860,8 +863,10 @@ static __attribute__((noinline)) int chan_op_slow(mr_chan_t *handle, int op, voi
 			r = rv_fast(ch, op, elem, &seen);
 		else
 			r = case_try(&c, false, NULL);
-		if (r != -EAGAIN)
+		if (r != -EAGAIN) {
+			mr__fiber_going_on(held);
 			return r;
+		}
 	}
 	if (deadline == MR_SELECT_POLL)
 		return -EAGAIN;
@@ -879,17 +884,20 @@ static inline int chan_op(mr_chan_t *handle, int op, void *elem, int64_t deadlin
 	if (!handle || !elem)
 		return -EINVAL;
 	struct mr_chan *ch = check_chan(handle, call);
+	uint64_t held = mr__fiber_held(); /* see fiber.h */
 
 	if (likely(ch->kind == CH_RING)) {
 		int r = op == MR_SELECT_SEND ? mr__ring_try_send(ch, elem, false, NULL)
 					     : mr__ring_try_recv(ch, elem, false, NULL);
-		if (likely(r != -EAGAIN))
+		if (likely(r != -EAGAIN)) {
+			mr__fiber_going_on(held);
 			return r;
-		return chan_op_slow(handle, op, elem, deadline, call, true);
+		}
+		return chan_op_slow(handle, op, elem, deadline, call, true, held);
 	}
 	if (ch->kind == CH_RENDEZVOUS && deadline == MR_SELECT_FOREVER)
 		return rv_wait(ch, op, elem, call);
-	return chan_op_slow(handle, op, elem, deadline, call, false);
+	return chan_op_slow(handle, op, elem, deadline, call, false, held);
 }
 
 int mr_chan_send(mr_chan_t *ch, const void *elem)
@@ -1018,6 +1026,7 @@ int mr_select(struct mr_select_case *cases, size_t n, int64_t deadline_ns)
 {
 	size_t live = 0;
 	int res = 0, i;
+	uint64_t held = mr__fiber_held(); /* see fiber.h */
 
 	if ((!cases && n > 0) || n > MR_SELECT_MAX)
 		return -EINVAL;
@@ -1038,8 +1047,10 @@ int mr_select(struct mr_select_case *cases, size_t n, int64_t deadline_ns)
 		mr_sleep_until(deadline_ns);
 		return -ETIMEDOUT;
 	}
-	if ((i = poll_cases(cases, n, &res)) >= 0)
+	if ((i = poll_cases(cases, n, &res)) >= 0) {
+		mr__fiber_going_on(held);
 		goto done;
+	}
 	if (deadline_ns == MR_SELECT_POLL)
 		return -EAGAIN;
 	i = block(cases, n, deadline_ns, &res, "mr_select");

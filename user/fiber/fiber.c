@@ -60,6 +60,7 @@ enum { ACT_NONE, ACT_PARK, ACT_PARK_IN, ACT_YIELD, ACT_EXIT };
 #define ST_RELEASED ((uintptr_t)3)
 
 __thread struct mr_fiber *mr__tls_fiber __attribute__((tls_model("initial-exec")));
+__thread uint64_t mr__tls_held __attribute__((tls_model("initial-exec")));
 
 static void install_overflow_handler(void);
 
@@ -214,6 +215,7 @@ static void resume(struct mr__worker *w, struct mr_fiber *f)
 	if (unlikely(!w->altstack))
 		ensure_altstack(w);
 	mr__tls_fiber = f;
+	mr__tls_held = 0;
 	w->pinned = 0; /* the fiber's own count (see sched.h) */
 #ifdef MR_TSAN
 	f->tsan_resumer = __tsan_get_current_fiber();
@@ -257,9 +259,35 @@ void mr__fiber_ready(struct mr_fiber *f)
 {
 	struct mr__worker *w = mr__self();
 
-	if (w && w->rt == f->rt && mr__push(w, &f->hdr))
-		return;
+	if (w && w->rt == f->rt) {
+		int r = mr__deque_push(&w->dq, &f->hdr);
+
+		if (likely(r == MR__PUSH_PRIVATE)) {
+			mr__tls_held = (uint64_t)1 << 32 | w->dq.head;
+			return;
+		}
+		if (r == MR__PUSH_PUBLIC) {
+			mr__notify(w->rt);
+			return;
+		}
+	}
 	mr__inject(f->rt, &f->hdr);
+}
+
+void mr__fiber_share_held(uint64_t held)
+{
+	struct mr__worker *w = mr__self();
+	struct mr__deque *dq = &w->dq;
+	uint32_t to = (uint32_t)held;
+
+	/* A fiber readied since stays noted (it is above this one). */
+	if (mr__tls_held == held)
+		mr__tls_held = 0;
+	/* Is it still private (pushed at to - 1, not popped, not shared)? */
+	if (!dq->o_allstolen && (int32_t)(dq->head - to) >= 0 &&
+	    (int32_t)(to - 1 - dq->o_split) >= 0 &&
+	    mr__deque_publish_to(dq, to) == MR__PUSH_PUBLIC)
+		mr__notify(w->rt);
 }
 
 /*
@@ -286,6 +314,7 @@ static void transfer(struct mr_fiber *f, struct mr_fiber *next, void *how)
 {
 	next->resumer_sp = f->resumer_sp;
 	mr__tls_fiber = next;
+	mr__tls_held = 0;
 #ifdef MR_TSAN
 	next->tsan_resumer = f->tsan_resumer;
 	__tsan_switch_to_fiber(next->tsan_fiber, 0);

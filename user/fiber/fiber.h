@@ -98,6 +98,35 @@ void mr__fiber_park_in(struct mr_fiber *f, _Atomic uint64_t *word, uint64_t val,
  * worker of the fiber's runtime, else through that runtime's injector. */
 void mr__fiber_ready(struct mr_fiber *f);
 
+/*
+ * A fiber readied onto this worker's deque stays in its private part: the
+ * worker runs it when the caller blocks, so a ping-pong stays on one worker
+ * (the LIFO slot of Go and Tokio). But a caller that keeps going would keep
+ * it from the other workers. mr__fiber_ready() notes such a push in
+ * mr__tls_held ((1 << 32) | the deque's head after it), and a switch of
+ * fibers forgets it. An operation reads the note when it starts
+ * (mr__fiber_held()) and, if it completes without blocking, passes it to
+ * mr__fiber_going_on(): the caller readied someone in an earlier call and
+ * did not block since, so that fiber is shared with the other workers and
+ * a sleeping one is woken to take it. (The call that readies the fiber
+ * does not count: a ping-pong's send is followed by a receive that blocks.)
+ * A caller that computes without calling into the runtime still holds it,
+ * as any private job of the deque (see deque.h).
+ */
+extern __thread uint64_t mr__tls_held __attribute__((tls_model("initial-exec")));
+void mr__fiber_share_held(uint64_t held);
+
+static inline uint64_t mr__fiber_held(void)
+{
+	return mr__tls_held;
+}
+
+static inline void mr__fiber_going_on(uint64_t held)
+{
+	if (unlikely(held))
+		mr__fiber_share_held(held);
+}
+
 /* Worker side: the next yielded fiber's job, and clean-up at thread exit. */
 struct mr__job *mr__yield_pop(struct mr__worker *w);
 void mr__fiber_thread_exit(struct mr__worker *w);

@@ -37,6 +37,20 @@ void mr__deque_fini(struct mr__deque *dq)
 }
 
 /*
+ * Owner only. Make every private job below index `to` stealable (split
+ * moves up to `to`; o_split < to <= head, and not all stolen).
+ */
+int mr__deque_publish_to(struct mr__deque *dq, uint32_t to)
+{
+	atomic_store_explicit(&dq->movesplit, 0, memory_order_relaxed);
+	/* fetch_add on the split half, release: as in mr__deque_publish(). */
+	atomic_fetch_add_explicit(&dq->ts, (uint64_t)(to - dq->o_split) << 32,
+				  memory_order_release);
+	dq->o_split = to;
+	return MR__PUSH_PUBLIC;
+}
+
+/*
  * Make private jobs stealable. After a push onto an all-stolen deque, the new
  * job (index head-1) becomes the whole shared part; otherwise split moves up
  * to the middle of the private part. Owner only.

@@ -93,6 +93,7 @@ void mr__deque_fini(struct mr__deque *dq);
 /* Slow paths, out of line. */
 int mr__deque_push_slow(struct mr__deque *dq, struct mr__job *job);
 int mr__deque_publish(struct mr__deque *dq);
+int mr__deque_publish_to(struct mr__deque *dq, uint32_t to);
 struct mr__job *mr__deque_pop_shared(struct mr__deque *dq);
 
 /* Thief side: take the oldest shared job, or NULL. Any thread. */
