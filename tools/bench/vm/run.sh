@@ -29,6 +29,11 @@ boot() { # mode -> 0 when the guest's benchmark passed
 	return $rc
 }
 table() { sed -n 's/^# \(|.*|\)$/\1/p' "$OUT/sched-$1.log"; }
+# How the numbers were taken, under each table.
+how() {
+	echo
+	sed -n 's/^# # sched_ext benchmark: .*, \([0-9]*\) pairs$/Default and moirai alternate in \1 pairs in one boot (default first); each column is the median over the pairs, the ratio the median of the paired ratios./p' "$OUT/sched-$1.log"
+}
 
 boot single
 rc=$?
@@ -36,6 +41,7 @@ rc=$?
 	echo "## Single-threaded TCG (vCPUs take turns on one host thread)"
 	echo
 	table single
+	how single
 } >"$OUT/sched.md"
 if [ $rc -ne 0 ]; then
 	cat "$OUT/sched.md"
@@ -47,7 +53,12 @@ mrc=$?
 	echo
 	echo "## Multi-threaded TCG (vCPUs in parallel on the host's CPUs)"
 	echo
-	if [ $mrc -eq 0 ]; then table multi; else echo "(the guest failed twice: see sched-multi.log)"; fi
+	if [ $mrc -eq 0 ]; then
+		table multi
+		how multi
+	else
+		echo "(the guest failed twice: see sched-multi.log)"
+	fi
 } >>"$OUT/sched.md"
 cat "$OUT/sched.md"
 exit 0
