@@ -25,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <moirai/moirai.h>
 
@@ -2247,9 +2249,11 @@ TEST(fibers_and_threads_share_a_channel)
  * ping-pong stays on one worker); the waker's next operation that completes
  * without blocking shares it with the other worker. The waker here wakes
  * the sleeper, then only spins with try calls on another channel (never
- * blocks) until the sleeper's call has returned, for 2 s at most. Every
- * flavour: a receiver woken by a send (ring, unbounded, rendezvous) and a
- * sender woken by a receive (full ring).
+ * blocks) until the sleeper's call has returned, for 2 s at most: calls
+ * that succeed, or a poll that finds nothing (as a fiber polling for the
+ * answer of the one it woke). Every flavour: a receiver woken by a send
+ * (ring, unbounded, rendezvous) and a sender woken by a receive (full
+ * ring). A fresh runtime for each case.
  */
 enum { KG_RING_RECV, KG_RING_SEND, KG_LIST_RECV, KG_RV_RECV, KG_KINDS };
 
@@ -2257,6 +2261,7 @@ struct keep_going {
 	mr_runtime_t *rt;
 	mr_chan_t *ch, *side;
 	int kind;
+	bool poll; /* the waker's try calls find nothing (-EAGAIN) */
 	atomic_int started, done;
 	bool seen; /* the sleeper's call returned while the waker kept going */
 };
@@ -2287,8 +2292,12 @@ static void keep_going_waker(void *p)
 	ASSERT_EQ(k->kind == KG_RING_SEND ? mr_chan_recv(k->ch, &v) : mr_chan_send(k->ch, &v), 0);
 	int64_t until = mr_now_ns() + 2000000000;
 	while (!atomic_load(&k->done) && mr_now_ns() < until) {
-		ASSERT_EQ(mr_chan_try_send(k->side, &v), 0);
-		ASSERT_EQ(mr_chan_try_recv(k->side, &v), 0);
+		if (k->poll) {
+			ASSERT_EQ(mr_chan_try_recv(k->side, &v), -EAGAIN);
+		} else {
+			ASSERT_EQ(mr_chan_try_send(k->side, &v), 0);
+			ASSERT_EQ(mr_chan_try_recv(k->side, &v), 0);
+		}
 	}
 	k->seen = atomic_load(&k->done);
 	actor_join(&a);
@@ -2296,24 +2305,84 @@ static void keep_going_waker(void *p)
 
 TEST(woken_fiber_runs_while_its_waker_keeps_going)
 {
-	mr_runtime_t *rt = make_rt(2);
-
-	ASSERT_NONNULL(rt);
-	for (int kind = 0; kind < KG_KINDS; kind++) {
+	for (int c = 0; c < 2 * KG_KINDS; c++) {
 		static const size_t caps[KG_KINDS] = { 4, 4, MR_CHAN_UNBOUNDED, 0 };
-		struct keep_going k = { .rt = rt, .kind = kind };
+		struct keep_going k = { .kind = c % KG_KINDS, .poll = c >= KG_KINDS };
 
-		k.ch = mr_chan_create(8, caps[kind], 0);
+		k.rt = make_rt(2);
+		ASSERT_NONNULL(k.rt);
+		k.ch = mr_chan_create(8, caps[k.kind], 0);
 		k.side = mr_chan_create(8, 16, 0);
 		ASSERT_NONNULL(k.ch);
 		ASSERT_NONNULL(k.side);
-		ASSERT_EQ(mr_run(rt, keep_going_waker, &k), 0);
+		ASSERT_EQ(mr_run(k.rt, keep_going_waker, &k), 0);
 		if (!k.seen)
-			fprintf(stderr, "# kind %d: the woken fiber waited for its waker\n", kind);
+			fprintf(stderr, "# kind %d%s: the woken fiber waited for its waker\n", k.kind,
+				k.poll ? " (polling)" : "");
 		EXPECT_TRUE(k.seen);
 		mr_chan_destroy(k.ch);
 		mr_chan_destroy(k.side);
+		ASSERT_EQ(mr_runtime_destroy(k.rt), 0);
 	}
+}
+
+/*
+ * A fiber that has just woken another (the woken one sits private in its
+ * worker's deque, noted for sharing) forks; the child, no longer a worker,
+ * uses a channel as a plain thread: it must work (the note is dropped, not
+ * followed to a worker that the child does not have).
+ */
+struct fork_after_wake {
+	mr_chan_t *ch;
+	atomic_int started;
+	int status;
+};
+
+static void faw_sleeper(void *p)
+{
+	struct fork_after_wake *f = p;
+	uint64_t v;
+
+	atomic_store(&f->started, 1);
+	ASSERT_EQ(mr_chan_recv(f->ch, &v), 0);
+}
+
+static void faw_waker(void *p)
+{
+	struct fork_after_wake *f = p;
+	MR_OPTS(mr_fiber_opts, o, .runtime = mr_runtime_current());
+	mr_fiber_t *s = mr_go_opts(faw_sleeper, f, &o);
+	uint64_t v = 1;
+
+	ASSERT_NONNULL(s);
+	while (!atomic_load(&f->started))
+		sleep_ms(1);
+	sleep_ms(20); /* time to block in its receive */
+	ASSERT_EQ(mr_chan_send(f->ch, &v), 0);
+	pid_t pid = fork();
+	ASSERT_TRUE(pid >= 0);
+	if (pid == 0) {
+		mr_chan_t *c = mr_chan_create(8, 4, 0);
+		int ok = c && mr_chan_try_send(c, &v) == 0 && mr_chan_try_recv(c, &v) == 0 &&
+			 mr_chan_try_recv(c, &v) == -EAGAIN;
+		_exit(ok ? 0 : 1);
+	}
+	ASSERT_EQ(waitpid(pid, &f->status, 0), pid);
+	ASSERT_EQ(mr_fiber_join(s), 0);
+}
+
+TEST(channel_in_a_child_forked_right_after_a_wake_up)
+{
+	mr_runtime_t *rt = make_rt(2);
+	struct fork_after_wake f = { 0 };
+
+	ASSERT_NONNULL(rt);
+	f.ch = mr_chan_create(8, 4, 0);
+	ASSERT_NONNULL(f.ch);
+	ASSERT_EQ(mr_run(rt, faw_waker, &f), 0);
+	EXPECT_TRUE(WIFEXITED(f.status));
+	EXPECT_EQ(WIFEXITED(f.status) ? WEXITSTATUS(f.status) : -1, 0);
+	mr_chan_destroy(f.ch);
 	ASSERT_EQ(mr_runtime_destroy(rt), 0);
 }
 

@@ -72,13 +72,14 @@ TEST(publish_to_shares_up_to_an_index)
 	for (int i = 1; i < 5; i++)
 		ASSERT_NE(mr__deque_push(&dq, &j[i]), MR__PUSH_FULL);
 	ASSERT_NULL(mr__deque_steal(&dq)); /* j[1..4] private */
-	/* j[3] was pushed at start + 3: share j[1..3]. */
+	/* j[3] was pushed at start + 3: share j[1..3], exactly. */
 	ASSERT_EQ(mr__deque_publish_to(&dq, start + 4), MR__PUSH_PUBLIC);
+	ASSERT_EQ(MR__TS_SPLIT(atomic_load(&dq.ts)), start + 4);
 	ASSERT_TRUE(mr__deque_steal(&dq) == &j[1]);
 	ASSERT_TRUE(mr__deque_steal(&dq) == &j[2]);
-	ASSERT_TRUE(mr__deque_pop(&dq) == &j[4]); /* still private */
-	ASSERT_TRUE(mr__deque_pop(&dq) == &j[3]); /* taken back from the shared part */
-	ASSERT_NULL(mr__deque_steal(&dq));
+	ASSERT_TRUE(mr__deque_steal(&dq) == &j[3]);
+	ASSERT_NULL(mr__deque_steal(&dq)); /* j[4] is still private */
+	ASSERT_TRUE(mr__deque_pop(&dq) == &j[4]);
 	ASSERT_NULL(mr__deque_pop(&dq));
 	mr__deque_fini(&dq);
 	free(j);

@@ -868,8 +868,12 @@ static __attribute__((noinline)) int chan_op_slow(mr_chan_t *handle, int op, voi
 			return r;
 		}
 	}
-	if (deadline == MR_SELECT_POLL)
+	if (deadline == MR_SELECT_POLL) {
+		/* Not blocking either: a caller that polls for the answer of
+		 * the fiber it just woke would otherwise never let it run. */
+		mr__fiber_going_on(held);
 		return -EAGAIN;
+	}
 	if (block(&c, 1, deadline, &r, call) < 0)
 		return -ETIMEDOUT;
 	return r;
@@ -1051,8 +1055,10 @@ int mr_select(struct mr_select_case *cases, size_t n, int64_t deadline_ns)
 		mr__fiber_going_on(held);
 		goto done;
 	}
-	if (deadline_ns == MR_SELECT_POLL)
+	if (deadline_ns == MR_SELECT_POLL) {
+		mr__fiber_going_on(held); /* see chan_op_slow() */
 		return -EAGAIN;
+	}
 	i = block(cases, n, deadline_ns, &res, "mr_select");
 	if (i < 0)
 		return i;

@@ -277,12 +277,18 @@ void mr__fiber_ready(struct mr_fiber *f)
 void mr__fiber_share_held(uint64_t held)
 {
 	struct mr__worker *w = mr__self();
-	struct mr__deque *dq = &w->dq;
 	uint32_t to = (uint32_t)held;
 
 	/* A fiber readied since stays noted (it is above this one). */
 	if (mr__tls_held == held)
 		mr__tls_held = 0;
+	/* No longer a worker: a forked child (atfork_child() forgets the
+	 * worker), or a thread-exit destructor of a worker thread. */
+	if (unlikely(!w)) {
+		mr__tls_held = 0;
+		return;
+	}
+	struct mr__deque *dq = &w->dq;
 	/* Is it still private (pushed at to - 1, not popped, not shared)? */
 	if (!dq->o_allstolen && (int32_t)(dq->head - to) >= 0 &&
 	    (int32_t)(to - 1 - dq->o_split) >= 0 &&
