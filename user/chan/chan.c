@@ -430,9 +430,10 @@ static __attribute__((noinline)) int rv_sleep(struct mr_chan *ch, int op, void *
  * A blocking send or receive with no deadline: pair with a waiter in the
  * word, or else wait (rv_sleep()).
  */
-static inline int rv_wait(struct mr_chan *ch, int op, void *elem, const char *call)
+static inline int rv_wait(struct mr_chan *ch, int op, void *elem, const char *call,
+			  uint64_t held)
 {
-	uint64_t seen, held = mr__fiber_held();
+	uint64_t seen;
 	int r = rv_fast(ch, op, elem, &seen);
 
 	if (r != -EAGAIN) {
@@ -900,7 +901,7 @@ static inline int chan_op(mr_chan_t *handle, int op, void *elem, int64_t deadlin
 		return chan_op_slow(handle, op, elem, deadline, call, true, held);
 	}
 	if (ch->kind == CH_RENDEZVOUS && deadline == MR_SELECT_FOREVER)
-		return rv_wait(ch, op, elem, call);
+		return rv_wait(ch, op, elem, call, held);
 	return chan_op_slow(handle, op, elem, deadline, call, false, held);
 }
 

@@ -259,17 +259,11 @@ void mr__fiber_ready(struct mr_fiber *f)
 {
 	struct mr__worker *w = mr__self();
 
-	if (w && w->rt == f->rt) {
-		int r = mr__deque_push(&w->dq, &f->hdr);
-
-		if (likely(r == MR__PUSH_PRIVATE)) {
-			mr__tls_held = (uint64_t)1 << 32 | w->dq.head;
-			return;
-		}
-		if (r == MR__PUSH_PUBLIC) {
-			mr__notify(w->rt);
-			return;
-		}
+	if (w && w->rt == f->rt && mr__push(w, &f->hdr)) {
+		/* Noted even if the push made it public at once:
+		 * mr__fiber_share_held() then finds it shared and does nothing. */
+		mr__tls_held = (uint64_t)1 << 32 | w->dq.head;
+		return;
 	}
 	mr__inject(f->rt, &f->hdr);
 }
