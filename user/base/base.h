@@ -14,8 +14,10 @@
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <sched.h>
 #include <stdalign.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -36,6 +38,58 @@ static inline void mr__cpu_relax(void)
 #else
 	__asm__ __volatile__("" ::: "memory");
 #endif
+}
+
+/*
+ * The one backoff of every spin-wait in the library: pause for the first 64
+ * rounds (the other side is running and a few instructions from done), then
+ * give the CPU away with sched_yield() each round: the holder may be a
+ * thread preempted inside its critical section (threads may outnumber
+ * CPUs), and spinning through its time slice would only keep it off.
+ */
+static inline void mr__backoff(unsigned *spins)
+{
+	if (++*spins < 64)
+		mr__cpu_relax();
+	else
+		sched_yield();
+}
+
+/*
+ * The library's spinlock: one word, 0 free, 1 held; test-and-test-and-set
+ * with mr__backoff(). For short critical sections that never block or take
+ * a lock out of order (user/README.md lists them all and their order).
+ */
+static inline bool mr__spin_trylock(_Atomic uint32_t *l)
+{
+	/* acquire: pairs with the release in mr__spin_unlock(). */
+	return !atomic_exchange_explicit(l, 1, memory_order_acquire);
+}
+
+static inline void mr__spin_lock(_Atomic uint32_t *l)
+{
+	unsigned spins = 0;
+
+	while (!mr__spin_trylock(l))
+		while (atomic_load_explicit(l, memory_order_relaxed))
+			mr__backoff(&spins);
+}
+
+static inline void mr__spin_unlock(_Atomic uint32_t *l)
+{
+	/* release: pairs with the acquire in mr__spin_trylock() and
+	 * mr__spin_wait_unlocked(). */
+	atomic_store_explicit(l, 0, memory_order_release);
+}
+
+/* Wait until *l is free (a holder's critical section has ended). */
+static inline void mr__spin_wait_unlocked(_Atomic uint32_t *l)
+{
+	unsigned spins = 0;
+
+	/* acquire: pairs with the release in mr__spin_unlock(). */
+	while (atomic_load_explicit(l, memory_order_acquire))
+		mr__backoff(&spins);
 }
 
 /*

@@ -31,41 +31,19 @@
 
 #include "../fiber/fiber.h"
 
-/*
- * Spin a little, then give the CPU away: the holder may be a thread that
- * was preempted inside its few instructions (threads may outnumber CPUs),
- * and spinning through its time slice would only keep it off the CPU.
- */
-static void lock_backoff(unsigned *spins)
-{
-	if (++*spins < 128)
-		mr__cpu_relax();
-	else
-		sched_yield();
-}
-
 void mr__waitq_lock(struct mr__waitq *q)
 {
-	unsigned spins = 0;
-
-	/* acquire: pairs with the release in mr__waitq_unlock(). */
-	while (atomic_exchange_explicit(&q->lock, 1, memory_order_acquire))
-		while (atomic_load_explicit(&q->lock, memory_order_relaxed))
-			lock_backoff(&spins);
+	mr__spin_lock(&q->lock);
 }
 
 void mr__waitq_wait_unlocked(struct mr__waitq *q)
 {
-	unsigned spins = 0;
-
-	/* acquire: pairs with the release in mr__waitq_unlock(). */
-	while (atomic_load_explicit(&q->lock, memory_order_acquire))
-		lock_backoff(&spins);
+	mr__spin_wait_unlocked(&q->lock);
 }
 
 void mr__waitq_unlock(struct mr__waitq *q)
 {
-	atomic_store_explicit(&q->lock, 0, memory_order_release);
+	mr__spin_unlock(&q->lock);
 }
 
 static void unlink_waiter(struct mr__waitq *q, struct mr__waiter *wt)
@@ -119,7 +97,7 @@ static bool commit_unlock(void *arg)
 	return true;
 }
 
-/* A fiber's deadline passed (w's heap lock held). */
+/* A fiber's deadline passed (no lock held: see timer.c). */
 static void waiter_timeout(struct mr__timer *t)
 {
 	struct mr__waiter *wt = (struct mr__waiter *)((char *)t - offsetof(struct mr__waiter, timer));
