@@ -521,7 +521,7 @@ static void unqueue_all(struct mr_select_case *cases, size_t n, struct mr__centr
 	}
 }
 
-/* A fiber's deadline passed (its worker's timer lock held). */
+/* A fiber's deadline passed (no lock held: see timer.c). */
 static void sel_timeout(struct mr__timer *t)
 {
 	struct mr__sleeper *s =

@@ -108,6 +108,9 @@ struct mr__worker {
 	_Atomic uint32_t blocked; /* the thread sleeps in a job's wait */
 	struct mr__timer **theap;
 	uint32_t tn, tcap;
+	struct mr__timer *tdue;	/* due, being fired one by one (timer.c) */
+	struct mr__timer *_Atomic tfiring; /* the one whose fire runs now */
+	_Atomic uint32_t tfirer; /* a thread fires this heap's timers */
 	_Atomic int64_t tnext; /* nearest deadline, or -1 (a hint for the owner) */
 
 	/* Written by wakers: the futex this worker sleeps on. */
