@@ -78,12 +78,7 @@ static struct mr_chan *check_chan(const mr_chan_t *ch, const char *call)
 
 void mr__chan_lock(struct mr_chan *ch)
 {
-	unsigned k = 0;
-
-	/* acquire: pairs with the release in mr__chan_unlock(). */
-	while (atomic_exchange_explicit(&ch->lock, 1, memory_order_acquire))
-		while (atomic_load_explicit(&ch->lock, memory_order_relaxed))
-			chan_backoff(&k);
+	mr__spin_lock(&ch->lock);
 }
 
 void mr__chan_unlock(struct mr_chan *ch)
@@ -95,7 +90,7 @@ void mr__chan_unlock(struct mr_chan *ch)
 	if (ch->kind == CH_RENDEZVOUS && !ch->rxq.head && !ch->txq.head &&
 	    atomic_load_explicit(&ch->tail, memory_order_relaxed) == POS_RXW)
 		atomic_store_explicit(&ch->tail, 0, memory_order_relaxed);
-	atomic_store_explicit(&ch->lock, 0, memory_order_release);
+	mr__spin_unlock(&ch->lock);
 }
 
 static void q_append(struct mr__cwq *q, struct mr__centry *e)

@@ -157,10 +157,7 @@ static inline void elem_copy(void *dst, const void *src, size_t n)
  * running. */
 static inline void chan_backoff(unsigned *k)
 {
-	if (++*k < 64)
-		mr__cpu_relax();
-	else
-		sched_yield();
+	mr__backoff(k);
 }
 
 /* ---- chan.c: locks and wake-ups, called by the queues ---- */
