@@ -516,7 +516,7 @@ static void unqueue_all(struct mr_select_case *cases, size_t n, struct mr__centr
 	}
 }
 
-/* A fiber's deadline passed (no lock held: see timer.c). */
+/* A fiber's deadline passed (no lock held: see sched/timer.c). */
 static void sel_timeout(struct mr__timer *t)
 {
 	struct mr__sleeper *s =

@@ -145,38 +145,7 @@ int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st);
 void mr__stack_free(struct mr__worker *w, struct mr__stack *st);
 void mr__stack_cache_flush(struct mr__worker *w);
 
-/* ---- timers (timer.c): a min-heap per worker, under a spinlock ---- */
-enum { MR__TIMER_IDLE = -1, MR__TIMER_DUE = -2 };
-
-struct mr__timer {
-	int64_t deadline;
-	int32_t idx; /* position in the heap, or MR__TIMER_IDLE / _DUE (in the batch to fire) */
-	struct mr__worker *w;
-	struct mr__timer *next, *prev; /* the batch of due timers in mr__timers_run() */
-	/*
-	 * Called WITHOUT any lock held (the heap lock is innermost: see
-	 * user/README.md), from any thread of the runtime. It may take a wait
-	 * queue's or a channel's lock. Once it has readied its fiber, t may be
-	 * gone: it must not touch t after that.
-	 */
-	void (*fire)(struct mr__timer *t);
-};
-
-/* Add t (deadline, fire set) to the calling worker's heap. */
-void mr__timer_add(struct mr__worker *w, struct mr__timer *t);
-/*
- * Remove t if still pending; if it is being fired, wait until the fire has
- * returned. True if it was removed before firing. Must not be called with
- * a lock that a fire may take (a wait queue's, a channel's).
- */
-bool mr__timer_cancel(struct mr__timer *t);
-/* Fire every due timer of w; returns the nearest remaining deadline or -1. */
-int64_t mr__timers_run(struct mr__worker *w);
-void mr__timers_fini(struct mr__worker *w);
-/* Test hook: called before each fire, without the heap lock. */
-extern void (*mr__test_timer_fire_hook)(struct mr__timer *t);
-
-/* ---- waiters (../sync/waitq.c) ---- */
+/* ---- waiters (waitq.c) ---- */
 enum { MR__W_WAITING = 0, MR__W_WOKEN = 1, MR__W_TIMEDOUT = 2 };
 
 struct mr__waitq {

@@ -1,6 +1,6 @@
 /*
  * sync.h - the layouts behind the opaque types of <moirai/sync.h>. Each is
- * a wait queue (waitq.c) plus one word, 32 bytes in all.
+ * a wait queue (../fiber/waitq.c) plus one word, 32 bytes in all.
  */
 #ifndef MR_SYNC_SYNC_H
 #define MR_SYNC_SYNC_H

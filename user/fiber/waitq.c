@@ -27,9 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <moirai/sync.h>
-
-#include "../fiber/fiber.h"
+#include "fiber.h"
 
 void mr__waitq_lock(struct mr__waitq *q)
 {
@@ -97,7 +95,7 @@ static bool commit_unlock(void *arg)
 	return true;
 }
 
-/* A fiber's deadline passed (no lock held: see timer.c). */
+/* A fiber's deadline passed (no lock held: see sched/timer.c). */
 static void waiter_timeout(struct mr__timer *t)
 {
 	struct mr__waiter *wt = (struct mr__waiter *)((char *)t - offsetof(struct mr__waiter, timer));

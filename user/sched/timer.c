@@ -35,7 +35,7 @@
  */
 #include <stdlib.h>
 
-#include "fiber.h"
+#include "sched.h"
 
 static void tlock(struct mr__worker *w)
 {
