@@ -248,6 +248,10 @@ __attribute__((noreturn)) static void fiber_entry(void *arg)
 #endif
 	f->ran = true;
 	f->fn(f->arg);
+	/* The child of a fork from this fiber returned from it: no worker to
+	 * return to, as a thread that was the last one (see <moirai/fiber.h>). */
+	if (unlikely(!self_after_switch()))
+		exit(0);
 	f->action = ACT_EXIT;
 	switch_out(f);
 	mr__die("moirai", "a finished fiber was resumed");

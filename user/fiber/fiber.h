@@ -66,13 +66,18 @@ static inline struct mr_fiber *mr__fiber_current(void)
 	return mr__tls_fiber;
 }
 
-/* The running fiber if it may park now; NULL for a thread, a job, or a
- * fiber inside the parallel API (mr__worker.pinned): block the thread. */
+/*
+ * The running fiber if it may park now; NULL for a thread, a job, a fiber
+ * inside the parallel API (mr__worker.pinned), or the child of a fork from
+ * a fiber (it continues that fiber on no worker: atfork_child() in
+ * runtime.c): block the thread.
+ */
 static inline struct mr_fiber *mr__fiber_parkable(void)
 {
 	struct mr_fiber *f = mr__tls_fiber;
+	struct mr__worker *w = mr__self();
 
-	return f && !mr__self()->pinned ? f : NULL;
+	return f && likely(w) && !w->pinned ? f : NULL;
 }
 
 /*

@@ -697,6 +697,13 @@ void mr__run_outside(struct mr_runtime *rt, void (*fn)(void *), void *arg)
  * inherited is dead. Forget them (their memory is the parent's business) so
  * that the child gets a fresh default runtime and naming an inherited one
  * aborts with a clear message instead of hanging.
+ *
+ * The calling thread is no worker in the child. When it forked from a
+ * fiber, the child goes on as that fiber (mr_fiber_self(), a mutex it
+ * holds, its stack and the overflow message) but on no worker:
+ * mr__fiber_parkable() says NULL without a worker, so every blocking call
+ * blocks the thread; the note of a fiber readied onto the dead worker's
+ * deque (mr__tls_held) is dropped; `pinned` lived in the worker.
  */
 static void atfork_child(void)
 {
@@ -705,6 +712,7 @@ static void atfork_child(void)
 	registry = NULL;
 	atomic_store_explicit(&default_rt, NULL, memory_order_relaxed);
 	mr__tls_worker = NULL;
+	mr__tls_held = 0;
 }
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;

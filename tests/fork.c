@@ -1,0 +1,274 @@
+/*
+ * fork.c - fork() and the library: a child forked from a fiber is a plain
+ * thread that can block (sleep, yield, channel receive with a deadline,
+ * semaphore wait), run fibers on a new runtime and on a fresh default
+ * runtime, and end by returning from the fiber's function.
+ *
+ * Every child arms an alarm, so a hang in the child is a failure (killed by
+ * SIGALRM) that the parent reports, not a harness timeout.
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+
+#include <moirai/moirai.h>
+
+#include "../user/fiber/fiber.h"
+#include "harness.h"
+#include "util.h"
+
+/*
+ * TSan (gcc 12's) cannot start threads in the child of a multi-threaded
+ * fork: glibc gives a new thread the stack of a parent thread, whose id
+ * TSan still has ("dup thread with used id"). Children that need threads
+ * (a runtime) skip under TSan; the rest of each test still runs there.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define THREADS_IN_CHILD 0
+#else
+#define THREADS_IN_CHILD 1
+#endif
+
+#define CHILD_ALARM_S 5
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static bool exited_ok(int status)
+{
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+static void log_status(const char *what, int status)
+{
+	if (exited_ok(status))
+		return;
+	if (WIFEXITED(status))
+		TH_LOG("%s: child exited with %d", what, WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		TH_LOG("%s: child killed by signal %d (%s)", what, WTERMSIG(status),
+		       strsignal(WTERMSIG(status)));
+}
+
+/* ---- a child forked from a fiber ------------------------------------------ */
+
+struct from_fiber {
+	int (*child)(struct from_fiber *ff); /* the child's checks: 0 when all hold */
+	mr_fiber_t *self;		     /* the fiber that forks */
+	bool child_returns;		     /* the child returns from the fiber instead */
+	int status;
+};
+
+static void forking_fiber(void *p)
+{
+	struct from_fiber *ff = p;
+
+	ff->self = mr_fiber_self();
+	pid_t pid = fork();
+	if (pid == 0) {
+		alarm(CHILD_ALARM_S);
+		if (ff->child_returns)
+			return; /* ends the child as exit(0) */
+		_exit(ff->child(ff));
+	}
+	ASSERT_TRUE(pid > 0);
+	ASSERT_EQ(waitpid(pid, &ff->status, 0), pid);
+}
+
+/*
+ * Fork from a fiber of a one-worker runtime run by mr_run (a program's main
+ * under mr_run), with the default runtime alive in the parent too.
+ */
+static void fork_from_fiber(struct from_fiber *ff)
+{
+	mr_runtime_t *rt = make_rt(1);
+
+	ASSERT_NONNULL(rt);
+	ASSERT_NONNULL(mr_runtime_default());
+	ASSERT_EQ(mr_run(rt, forking_fiber, ff), 0);
+	log_status("fork from a fiber", ff->status);
+	EXPECT_TRUE(exited_ok(ff->status));
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+static int child_sleeps(struct from_fiber *ff)
+{
+	int64_t t0 = mr_now_ns();
+
+	/* The child continues the fiber as a plain thread. */
+	if (mr_fiber_self() != ff->self || mr_runtime_current() || mr_worker_index() != -1)
+		return 2;
+	if (mr_sleep_ns(2000000) != 0 || mr_now_ns() - t0 < 2000000)
+		return 3;
+	if (mr_sleep_until(mr_now_ns() + 1000000) != 0)
+		return 4;
+	return 0;
+}
+
+TEST(child_of_a_fiber_sleeps)
+{
+	struct from_fiber ff = { .child = child_sleeps };
+	fork_from_fiber(&ff);
+}
+
+static int child_yields(struct from_fiber *ff)
+{
+	(void)ff;
+	for (int i = 0; i < 10; i++)
+		mr_yield();
+	return 0;
+}
+
+TEST(child_of_a_fiber_yields)
+{
+	struct from_fiber ff = { .child = child_yields };
+	fork_from_fiber(&ff);
+}
+
+static int child_receives(struct from_fiber *ff)
+{
+	static const size_t caps[] = { 4, MR_CHAN_UNBOUNDED, 0 };
+	uint64_t v = 7;
+
+	(void)ff;
+	for (size_t k = 0; k < sizeof(caps) / sizeof(caps[0]); k++) {
+		mr_chan_t *ch = mr_chan_create(sizeof(v), caps[k], 0);
+		if (!ch)
+			return 2;
+		if (mr_chan_recv_until(ch, &v, mr_now_ns() + 2000000) != -ETIMEDOUT)
+			return 3;
+		if (caps[k] != 0 &&
+		    (mr_chan_send(ch, &v) != 0 || mr_chan_recv(ch, &v) != 0 || v != 7))
+			return 4;
+		mr_chan_destroy(ch);
+	}
+	return 0;
+}
+
+TEST(child_of_a_fiber_receives_with_a_deadline)
+{
+	struct from_fiber ff = { .child = child_receives };
+	fork_from_fiber(&ff);
+}
+
+static void *post_later(void *p)
+{
+	sleep_ms(5);
+	mr_sem_post(p);
+	return NULL;
+}
+
+static int child_waits_on_a_semaphore(struct from_fiber *ff)
+{
+	mr_sem_t s;
+	pthread_t th;
+
+	(void)ff;
+	mr_sem_init(&s, 0);
+	if (mr_sem_wait_until(&s, mr_now_ns() + 2000000) != -ETIMEDOUT)
+		return 2;
+	mr_sem_post(&s);
+	mr_sem_wait(&s);
+	if (!THREADS_IN_CHILD)
+		return 0;
+	if (pthread_create(&th, NULL, post_later, &s) != 0)
+		return 3;
+	mr_sem_wait(&s); /* blocks until the thread posts */
+	pthread_join(th, NULL);
+	return 0;
+}
+
+TEST(child_of_a_fiber_waits_on_a_semaphore)
+{
+	struct from_fiber ff = { .child = child_waits_on_a_semaphore };
+	fork_from_fiber(&ff);
+}
+
+/* Fibers in the child: one sleeps, then sends to the other. */
+struct pair {
+	mr_chan_t *ch;
+	uint64_t got;
+};
+
+static void pair_sender(void *p)
+{
+	struct pair *pr = p;
+	uint64_t v = 42;
+
+	mr_sleep_ns(1000000);
+	mr_chan_send(pr->ch, &v);
+}
+
+static void pair_main(void *p)
+{
+	struct pair *pr = p;
+	mr_fiber_t *s = mr_go(pair_sender, pr);
+
+	if (s && mr_chan_recv(pr->ch, &pr->got) == 0)
+		mr_fiber_join(s);
+}
+
+static int run_pair(mr_runtime_t *rt)
+{
+	struct pair pr = { mr_chan_create(8, 0, 0), 0 };
+
+	if (!pr.ch)
+		return 10;
+	/* From the child's thread: mr_go + join, and mr_run. */
+	MR_OPTS(mr_fiber_opts, o, .runtime = rt);
+	mr_fiber_t *f = mr_go_opts(pair_main, &pr, &o);
+	if (!f || mr_fiber_join(f) != 0 || pr.got != 42)
+		return 11;
+	pr.got = 0;
+	if (mr_run(rt, pair_main, &pr) != 0 || pr.got != 42)
+		return 12;
+	mr_chan_destroy(pr.ch);
+	return 0;
+}
+
+static int child_uses_a_new_runtime(struct from_fiber *ff)
+{
+	(void)ff;
+	mr_runtime_t *rt = make_rt(2);
+	if (!rt)
+		return 2;
+	int r = run_pair(rt);
+	if (r)
+		return r;
+	return mr_runtime_destroy(rt) == 0 ? 0 : 3;
+}
+
+TEST(child_of_a_fiber_uses_a_new_runtime)
+{
+	if (!THREADS_IN_CHILD)
+		SKIP("TSan cannot start threads in the child of a multi-threaded fork");
+	struct from_fiber ff = { .child = child_uses_a_new_runtime };
+	fork_from_fiber(&ff);
+}
+
+static int child_uses_the_default_runtime(struct from_fiber *ff)
+{
+	(void)ff;
+	/* NULL options: the default runtime, created afresh in the child. */
+	return run_pair(NULL);
+}
+
+TEST(child_of_a_fiber_uses_the_default_runtime)
+{
+	if (!THREADS_IN_CHILD)
+		SKIP("TSan cannot start threads in the child of a multi-threaded fork");
+	struct from_fiber ff = { .child = child_uses_the_default_runtime };
+	fork_from_fiber(&ff);
+}
+
+TEST(child_of_a_fiber_returns_from_it)
+{
+	struct from_fiber ff = { .child_returns = true };
+	fork_from_fiber(&ff);
+}
+
+TEST_HARNESS_MAIN
