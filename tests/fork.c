@@ -2,7 +2,9 @@
  * fork.c - fork() and the library: a child forked from a fiber is a plain
  * thread that can block (sleep, yield, channel receive with a deadline,
  * semaphore wait), run fibers on a new runtime and on a fresh default
- * runtime, and end by returning from the fiber's function.
+ * runtime, and end by returning from the fiber's function; a fork while
+ * another thread holds a library lock (the stack pool's, the scheduler
+ * registration's) leaves the child a usable library.
  *
  * Every child arms an alarm, so a hang in the child is a failure (killed by
  * SIGALRM) that the parent reports, not a harness timeout.
@@ -269,6 +271,112 @@ TEST(child_of_a_fiber_returns_from_it)
 {
 	struct from_fiber ff = { .child_returns = true };
 	fork_from_fiber(&ff);
+}
+
+/* ---- fork while another thread holds a library lock ------------------------ */
+
+/* The test hooks mr__test_stack_pool_locked and mr__test_scx_locked (see
+ * the private headers) are called with their lock held. */
+static atomic_int held, release;
+
+/* Hold the lock long enough for the other thread to fork meanwhile. */
+static void hold_a_while(void)
+{
+	atomic_store(&held, 1);
+	sleep_ms(200);
+}
+
+static void *hold_stack_pool(void *p)
+{
+	struct mr__stack st;
+
+	(void)p;
+	if (mr__stack_alloc(NULL, MR_FIBER_STACK_DEFAULT, &st) < 0)
+		atomic_store(&held, -1);
+	/* Stay still (no allocation) until the fork is done. */
+	while (!atomic_load(&release))
+		sleep_ms(1);
+	mr__stack_free(NULL, &st);
+	return NULL;
+}
+
+static void *hold_scx(void *p)
+{
+	static struct mr_runtime rt; /* no workers: registration only */
+
+	(void)p;
+	mr__scx_runtime_init(&rt);
+	while (!atomic_load(&release))
+		sleep_ms(1);
+	return NULL;
+}
+
+static void nop(void *p)
+{
+	(void)p;
+}
+
+/* In the child: take the stack pool's lock as mr_go does. */
+static void use_stack_pool(void)
+{
+	struct mr__stack st;
+
+	if (mr__stack_alloc(NULL, MR_FIBER_STACK_DEFAULT, &st) < 0)
+		_exit(3);
+	mr__stack_free(NULL, &st);
+}
+
+/* In the child: take the registration lock as mr_runtime_create does. */
+static void use_scx(void)
+{
+	static struct mr_runtime rt;
+
+	mr__scx_runtime_init(&rt);
+}
+
+/*
+ * Fork while holder() holds a lock through its hook. In the child, use()
+ * takes that lock directly, then mr_go (which creates the child's default
+ * runtime, taking it again) must complete.
+ */
+static void fork_while_held(void *(*holder)(void *), void (**hook)(void), void (*use)(void))
+{
+	pthread_t th;
+	int status;
+
+	unsetenv("MOIRAI_SCX"); /* registration takes the lock only when enabled */
+	*hook = hold_a_while;
+	ASSERT_EQ(pthread_create(&th, NULL, holder, NULL), 0);
+	while (!atomic_load(&held))
+		sleep_ms(1);
+	ASSERT_EQ(atomic_load(&held), 1);
+	pid_t pid = fork();
+	if (pid == 0) {
+		alarm(CHILD_ALARM_S);
+		*hook = NULL;
+		use();
+		if (!THREADS_IN_CHILD)
+			_exit(0);
+		mr_fiber_t *f = mr_go(nop, NULL);
+		_exit(f && mr_fiber_join(f) == 0 ? 0 : 2);
+	}
+	ASSERT_TRUE(pid > 0);
+	atomic_store(&release, 1);
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	log_status("fork while a lock is held", status);
+	EXPECT_TRUE(exited_ok(status));
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+	*hook = NULL;
+}
+
+TEST(fork_while_the_stack_pool_is_locked)
+{
+	fork_while_held(hold_stack_pool, &mr__test_stack_pool_locked, use_stack_pool);
+}
+
+TEST(fork_while_the_scheduler_registration_is_locked)
+{
+	fork_while_held(hold_scx, &mr__test_scx_locked, use_scx);
 }
 
 TEST_HARNESS_MAIN

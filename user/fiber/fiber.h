@@ -149,6 +149,11 @@ void mr__fiber_thread_exit(struct mr__worker *w);
 int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st);
 void mr__stack_free(struct mr__worker *w, struct mr__stack *st);
 void mr__stack_cache_flush(struct mr__worker *w);
+/* Fork: take the pool's lock before, release it after (parent and child). */
+void mr__stack_atfork_prepare(void);
+void mr__stack_atfork_release(void);
+/* Test hook: called with the stack pool's lock held (mr__stack_alloc from a thread). */
+extern void (*mr__test_stack_pool_locked)(void) __attribute__((visibility("hidden")));
 
 /* ---- timers (timer.c): a min-heap per worker, under a spinlock ---- */
 struct mr__timer {

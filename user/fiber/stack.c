@@ -41,6 +41,8 @@ static size_t npool, pool_cap;
 static size_t nslots; /* every default-size stack ever mapped: pool_cap >= nslots */
 static _Atomic int guard_mode; /* 0 unknown, 1 madvise guards, 2 mprotect */
 
+void (*mr__test_stack_pool_locked)(void); /* test hook: called with pool_lock held */
+
 static size_t page_size(void)
 {
 	/* relaxed: every thread that races to fill it stores the same value. */
@@ -155,6 +157,8 @@ int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st)
 			st->base = w->stack_cache[--w->nstack_cache];
 		} else {
 			pthread_mutex_lock(&pool_lock);
+			if (unlikely(mr__test_stack_pool_locked))
+				mr__test_stack_pool_locked();
 			if (!npool && grow_pool() < 0) {
 				pthread_mutex_unlock(&pool_lock);
 				return -ENOMEM;
@@ -204,6 +208,18 @@ void mr__stack_free(struct mr__worker *w, struct mr__stack *st)
 	if (w)
 		while (w->nstack_cache > MR__STACK_CACHE / 2)
 			pool[npool++] = w->stack_cache[--w->nstack_cache];
+	pthread_mutex_unlock(&pool_lock);
+}
+
+/* Fork (runtime.c's handlers): the pool is taken across it, so that the
+ * child's copy is whole; released in the parent and in the child. */
+void mr__stack_atfork_prepare(void)
+{
+	pthread_mutex_lock(&pool_lock);
+}
+
+void mr__stack_atfork_release(void)
+{
 	pthread_mutex_unlock(&pool_lock);
 }
 

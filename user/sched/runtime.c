@@ -693,6 +693,34 @@ void mr__run_outside(struct mr_runtime *rt, void (*fn)(void *), void *arg)
 }
 
 /*
+ * Fork. Only the calling thread goes on in the child, so a lock that
+ * another thread held at the fork stays held there for ever. Every
+ * library lock a child can reach is one of:
+ *  - taken across the fork (prepare, then released in the parent and in
+ *    the child, which holds it as the forking thread did): the scheduler
+ *    registration lock (scx.c), registry_lock and the stack pool's lock
+ *    (stack.c). They guard state the child keeps using (the opened BPF
+ *    maps, the list of runtimes it walks below, the free stacks), so it
+ *    must be consistent, not half-updated by a thread that is gone. None
+ *    is taken while another library lock is held, so the prepare handler
+ *    cannot deadlock against a thread of the library; each is held for a
+ *    few system calls at most (the pool's while it maps and guards a
+ *    chunk), which is what a fork may wait.
+ *  - re-initialised in the child: default_lock (held across a whole
+ *    runtime creation, thread starts included; the child forgets the
+ *    default runtime anyway), and the locks of every inherited runtime:
+ *    its injector and job pool mutexes and its workers' timer locks. The
+ *    child cannot use those runtimes (none of their workers exists), but
+ *    it reaches their locks when it wakes, through an object it shares
+ *    with the parent's fibers, a fiber that waited there: the wake-up then
+ *    goes nowhere instead of spinning or sleeping for ever.
+ * The per-object spinlocks (a channel's, a sync object's wait queue, a
+ * group's) cannot be reached from here: an object that another thread
+ * used at the fork may stay locked in the child (<moirai/fiber.h> says so).
+ * The handlers are registered by a constructor, before any library lock
+ * can be taken: a fork that raced with the first registration could leave
+ * a lock held.
+ *
  * A forked child has none of its parent's worker threads: every runtime it
  * inherited is dead. Forget them (their memory is the parent's business) so
  * that the child gets a fresh default runtime and naming an inherited one
@@ -705,21 +733,42 @@ void mr__run_outside(struct mr_runtime *rt, void (*fn)(void *), void *arg)
  * blocks the thread; the note of a fiber readied onto the dead worker's
  * deque (mr__tls_held) is dropped; `pinned` lived in the worker.
  */
+static void atfork_prepare(void)
+{
+	mr__scx_atfork_prepare();
+	pthread_mutex_lock(&registry_lock);
+	mr__stack_atfork_prepare();
+}
+
+static void atfork_parent(void)
+{
+	mr__stack_atfork_release();
+	pthread_mutex_unlock(&registry_lock);
+	mr__scx_atfork_release();
+}
+
 static void atfork_child(void)
 {
-	pthread_mutex_init(&registry_lock, NULL);
-	pthread_mutex_init(&default_lock, NULL);
+	mr__stack_atfork_release();
+	mr__scx_atfork_release();
+	for (struct mr_runtime *rt = registry; rt; rt = rt->next_live) {
+		pthread_mutex_init(&rt->inj_lock, NULL);
+		pthread_mutex_init(&rt->pool_lock, NULL);
+		for (unsigned i = 0; i < rt->nworkers; i++)
+			/* relaxed: the child is the only thread. */
+			atomic_store_explicit(&rt->workers[i]->tlock, 0, memory_order_relaxed);
+	}
 	registry = NULL;
+	pthread_mutex_unlock(&registry_lock);
+	pthread_mutex_init(&default_lock, NULL);
 	atomic_store_explicit(&default_rt, NULL, memory_order_relaxed);
 	mr__tls_worker = NULL;
 	mr__tls_held = 0;
 }
 
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-
-static void atfork_install(void)
+__attribute__((constructor)) static void atfork_install(void)
 {
-	pthread_atfork(NULL, NULL, atfork_child);
+	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
 /* ---- creation and destruction ------------------------------------------ */
@@ -844,7 +893,6 @@ mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 			goto fail_free;
 		}
 	}
-	pthread_once(&atfork_once, atfork_install);
 	registry_add(rt);
 	return rt;
 
