@@ -4,7 +4,8 @@
  * semaphore wait), run fibers on a new runtime and on a fresh default
  * runtime, and end by returning from the fiber's function; a fork while
  * another thread holds a library lock (the stack pool's, the scheduler
- * registration's) leaves the child a usable library.
+ * registration's) leaves the child a usable library; mr_go from a signal
+ * handler that interrupted the library aborts naming the call.
  *
  * Every child arms an alarm, so a hang in the child is a failure (killed by
  * SIGALRM) that the parent reports, not a harness timeout.
@@ -377,6 +378,99 @@ TEST(fork_while_the_stack_pool_is_locked)
 TEST(fork_while_the_scheduler_registration_is_locked)
 {
 	fork_while_held(hold_scx, &mr__test_scx_locked, use_scx);
+}
+
+/* ---- mr_go from a signal handler ------------------------------------------ */
+
+static pthread_t worker_thread;
+
+static void record_worker(void *p)
+{
+	(void)p;
+	worker_thread = pthread_self();
+}
+
+static void go_in_handler(int sig)
+{
+	(void)sig;
+	mr_go(nop, NULL);
+}
+
+/*
+ * mr_go is not async-signal-safe; where a handler interrupted the library
+ * it must abort naming the call rather than hang.
+ *
+ * A signal caught by a sleeping worker, whose handler calls mr_go: the
+ * fiber would sit in the private part of that worker's deque while it goes
+ * back to sleep (a hang). It must abort naming mr_go.
+ */
+static void go_from_handler_child(void *p)
+{
+	(void)p;
+	mr_runtime_t *rt = make_rt(1);
+	struct sigaction sa;
+
+	alarm(CHILD_ALARM_S);
+	if (!rt || mr_run(rt, record_worker, NULL) != 0)
+		_exit(2);
+	/* Wait until the worker sleeps (parked, counted idle). */
+	while (atomic_load(&((struct mr_runtime *)rt)->nidle) != 1)
+		sleep_ms(1);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = go_in_handler;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGUSR1, &sa, NULL);
+	pthread_kill(worker_thread, SIGUSR1);
+	sleep_ms(500);
+	_exit(3); /* mr_go returned in the handler */
+}
+
+TEST(mr_go_from_a_signal_handler_aborts)
+{
+	char buf[1024];
+	int st = mr_test_run_child(go_from_handler_child, NULL, buf, sizeof(buf));
+
+	if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT))
+		log_status("mr_go in a handler", st);
+	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	ASSERT_STR_CONTAINS(buf, "mr_go");
+	ASSERT_STR_CONTAINS(buf, "signal handler");
+}
+
+/* The handler interrupts a thread that holds the stack pool's lock, which
+ * mr_go takes too: a deadlock on itself without the check. */
+static void raise_usr1(void)
+{
+	raise(SIGUSR1);
+}
+
+static void go_from_handler_in_lock_child(void *p)
+{
+	struct sigaction sa;
+	struct mr__stack st;
+
+	(void)p;
+	alarm(CHILD_ALARM_S);
+	mr_runtime_default(); /* mr_go's runtime exists: only the pool is in the way */
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = go_in_handler;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGUSR1, &sa, NULL);
+	mr__test_stack_pool_locked = raise_usr1;
+	mr__stack_alloc(NULL, MR_FIBER_STACK_DEFAULT, &st);
+	_exit(3);
+}
+
+TEST(mr_go_from_a_signal_handler_inside_a_library_lock_aborts)
+{
+	char buf[1024];
+	int st = mr_test_run_child(go_from_handler_in_lock_child, NULL, buf, sizeof(buf));
+
+	if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT))
+		log_status("mr_go in a handler, lock held", st);
+	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	ASSERT_STR_CONTAINS(buf, "mr_go");
+	ASSERT_STR_CONTAINS(buf, "signal handler");
 }
 
 TEST_HARNESS_MAIN

@@ -156,11 +156,11 @@ int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st)
 		if (w && w->nstack_cache) {
 			st->base = w->stack_cache[--w->nstack_cache];
 		} else {
-			pthread_mutex_lock(&pool_lock);
+			mr__lock(&pool_lock);
 			if (unlikely(mr__test_stack_pool_locked))
 				mr__test_stack_pool_locked();
 			if (!npool && grow_pool() < 0) {
-				pthread_mutex_unlock(&pool_lock);
+				mr__unlock(&pool_lock);
 				return -ENOMEM;
 			}
 			/* Refill the worker's cache by half while we hold the lock. */
@@ -168,7 +168,7 @@ int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st)
 			if (w)
 				while (npool && w->nstack_cache < MR__STACK_CACHE / 2)
 					w->stack_cache[w->nstack_cache++] = pool[--npool];
-			pthread_mutex_unlock(&pool_lock);
+			mr__unlock(&pool_lock);
 		}
 		st->size = size;
 		st->pooled = true;
@@ -202,13 +202,13 @@ void mr__stack_free(struct mr__worker *w, struct mr__stack *st)
 		w->stack_cache[w->nstack_cache++] = st->base;
 		return;
 	}
-	pthread_mutex_lock(&pool_lock);
+	mr__lock(&pool_lock);
 	/* The pool has room for every default-size stack there is (nslots). */
 	pool[npool++] = st->base;
 	if (w)
 		while (w->nstack_cache > MR__STACK_CACHE / 2)
 			pool[npool++] = w->stack_cache[--w->nstack_cache];
-	pthread_mutex_unlock(&pool_lock);
+	mr__unlock(&pool_lock);
 }
 
 /* Fork (runtime.c's handlers): the pool is taken across it, so that the
@@ -225,8 +225,8 @@ void mr__stack_atfork_release(void)
 
 void mr__stack_cache_flush(struct mr__worker *w)
 {
-	pthread_mutex_lock(&pool_lock);
+	mr__lock(&pool_lock);
 	while (w->nstack_cache)
 		pool[npool++] = w->stack_cache[--w->nstack_cache];
-	pthread_mutex_unlock(&pool_lock);
+	mr__unlock(&pool_lock);
 }

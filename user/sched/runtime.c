@@ -22,6 +22,7 @@
 #include "../fiber/fiber.h"
 
 __thread struct mr__worker *mr__tls_worker __attribute__((tls_model("initial-exec")));
+__thread unsigned mr__tls_inside __attribute__((tls_model("initial-exec")));
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct mr_runtime *registry;
@@ -34,13 +35,13 @@ static bool is_live(const struct mr_runtime *rt)
 {
 	bool live = false;
 
-	pthread_mutex_lock(&registry_lock);
+	mr__lock(&registry_lock);
 	for (struct mr_runtime *r = registry; r; r = r->next_live)
 		if (r == rt) {
 			live = true;
 			break;
 		}
-	pthread_mutex_unlock(&registry_lock);
+	mr__unlock(&registry_lock);
 	return live;
 }
 
@@ -54,24 +55,24 @@ void mr__check_live(const struct mr_runtime *rt, const char *call)
 
 static void registry_add(struct mr_runtime *rt)
 {
-	pthread_mutex_lock(&registry_lock);
+	mr__lock(&registry_lock);
 	rt->next_live = registry;
 	registry = rt;
-	pthread_mutex_unlock(&registry_lock);
+	mr__unlock(&registry_lock);
 }
 
 static bool registry_remove(struct mr_runtime *rt)
 {
 	bool found = false;
 
-	pthread_mutex_lock(&registry_lock);
+	mr__lock(&registry_lock);
 	for (struct mr_runtime **p = &registry; *p; p = &(*p)->next_live)
 		if (*p == rt) {
 			*p = rt->next_live;
 			found = true;
 			break;
 		}
-	pthread_mutex_unlock(&registry_lock);
+	mr__unlock(&registry_lock);
 	return found;
 }
 
@@ -288,14 +289,14 @@ static void maybe_quiesced(struct mr_runtime *rt)
 void mr__inject(struct mr_runtime *rt, struct mr__job *job)
 {
 	job->next = NULL;
-	pthread_mutex_lock(&rt->inj_lock);
+	mr__lock(&rt->inj_lock);
 	if (rt->inj_tail)
 		rt->inj_tail->next = job;
 	else
 		rt->inj_head = job;
 	rt->inj_tail = job;
 	atomic_fetch_add_explicit(&rt->inj_len, 1, memory_order_seq_cst);
-	pthread_mutex_unlock(&rt->inj_lock);
+	mr__unlock(&rt->inj_lock);
 	mr__notify(rt);
 }
 
@@ -305,7 +306,7 @@ static struct mr__job *inj_pop(struct mr_runtime *rt)
 
 	if (!atomic_load_explicit(&rt->inj_len, memory_order_relaxed))
 		return NULL;
-	pthread_mutex_lock(&rt->inj_lock);
+	mr__lock(&rt->inj_lock);
 	job = rt->inj_head;
 	if (job) {
 		rt->inj_head = job->next;
@@ -313,7 +314,7 @@ static struct mr__job *inj_pop(struct mr_runtime *rt)
 			rt->inj_tail = NULL;
 		atomic_fetch_sub_explicit(&rt->inj_len, 1, memory_order_relaxed);
 	}
-	pthread_mutex_unlock(&rt->inj_lock);
+	mr__unlock(&rt->inj_lock);
 	return job;
 }
 
@@ -623,7 +624,9 @@ void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 			stop_searching(w, false);
 			continue;
 		}
+		mr__tls_inside++;
 		park(w, done, arg);
+		mr__tls_inside--;
 	}
 }
 
@@ -918,10 +921,10 @@ int mr_runtime_destroy(mr_runtime_t *rt)
 		return -EDEADLK;
 	if (!registry_remove(rt))
 		mr__die("mr_runtime_destroy", "runtime %p is not alive", (void *)rt);
-	pthread_mutex_lock(&default_lock);
+	mr__lock(&default_lock);
 	if (atomic_load(&default_rt) == rt)
 		atomic_store(&default_rt, NULL);
-	pthread_mutex_unlock(&default_lock);
+	mr__unlock(&default_lock);
 
 	/* Wait for quiescence. seq_cst: pairs with the worker's RMW of nactive
 	 * and its load of `draining` in maybe_quiesced(). */
@@ -971,7 +974,7 @@ struct mr_runtime *mr__default_runtime(const char *call)
 
 	if (likely(rt))
 		return rt;
-	pthread_mutex_lock(&default_lock);
+	mr__lock(&default_lock);
 	rt = atomic_load_explicit(&default_rt, memory_order_relaxed);
 	if (!rt) {
 		MR_OPTS(mr_config, cfg, .workers = env_workers());
@@ -980,7 +983,7 @@ struct mr_runtime *mr__default_runtime(const char *call)
 			mr__die(call, "cannot create the default runtime: %s", strerror(errno));
 		atomic_store_explicit(&default_rt, rt, memory_order_release);
 	}
-	pthread_mutex_unlock(&default_lock);
+	mr__unlock(&default_lock);
 	return rt;
 }
 

@@ -187,13 +187,13 @@ void mr__scx_runtime_init(struct mr_runtime *rt)
 {
 	if (disabled_by_env())
 		return;
-	pthread_mutex_lock(&scx.lock);
+	mr__lock(&scx.lock);
 	if (unlikely(mr__test_scx_locked))
 		mr__test_scx_locked();
 	if (!scx.open)
 		try_open();
 	bool open = scx.open;
-	pthread_mutex_unlock(&scx.lock);
+	mr__unlock(&scx.lock);
 	if (!open)
 		return;
 	rt->scx_id = atomic_fetch_add_explicit(&scx.next_rt_id, 1, memory_order_relaxed) + 1;
