@@ -63,6 +63,7 @@ struct from_fiber {
 	int (*child)(struct from_fiber *ff); /* the child's checks: 0 when all hold */
 	mr_fiber_t *self;		     /* the fiber that forks */
 	bool child_returns;		     /* the child returns from the fiber instead */
+	mr_mutex_t *lock;		     /* held by the fiber across the fork */
 	int status;
 };
 
@@ -71,6 +72,8 @@ static void forking_fiber(void *p)
 	struct from_fiber *ff = p;
 
 	ff->self = mr_fiber_self();
+	if (ff->lock)
+		mr_mutex_lock(ff->lock);
 	pid_t pid = fork();
 	if (pid == 0) {
 		alarm(CHILD_ALARM_S);
@@ -80,6 +83,8 @@ static void forking_fiber(void *p)
 	}
 	ASSERT_TRUE(pid > 0);
 	ASSERT_EQ(waitpid(pid, &ff->status, 0), pid);
+	if (ff->lock)
+		mr_mutex_unlock(ff->lock);
 }
 
 /*
@@ -266,6 +271,96 @@ TEST(child_of_a_fiber_uses_the_default_runtime)
 		SKIP("TSan cannot start threads in the child of a multi-threaded fork");
 	struct from_fiber ff = { .child = child_uses_the_default_runtime };
 	fork_from_fiber(&ff);
+}
+
+/* A mutex the fiber held at the fork is held by the child's caller. */
+static mr_mutex_t held_mutex = MR_MUTEX_INIT;
+
+static int child_unlocks_a_mutex(struct from_fiber *ff)
+{
+	(void)ff;
+	mr_mutex_unlock(&held_mutex); /* aborts if not held by the caller */
+	mr_mutex_lock(&held_mutex);
+	mr_mutex_unlock(&held_mutex);
+	return 0;
+}
+
+TEST(child_of_a_fiber_unlocks_the_mutex_it_held)
+{
+	struct from_fiber ff = { .child = child_unlocks_a_mutex };
+
+	ff.lock = &held_mutex;
+	fork_from_fiber(&ff);
+}
+
+/*
+ * Fibers of the parent that wait on objects the child shares: the child
+ * wakes them (a post, a send to a waiting receiver) and goes on; the
+ * wake-up goes nowhere (the fibers are not in the child).
+ */
+static struct {
+	mr_sem_t sem;
+	mr_chan_t *ch;
+	atomic_int waiting;
+} shared;
+
+static void parent_sem_waiter(void *p)
+{
+	(void)p;
+	atomic_fetch_add(&shared.waiting, 1);
+	mr_sem_wait_until(&shared.sem, mr_now_ns() + 10000000000);
+}
+
+static void parent_chan_waiter(void *p)
+{
+	uint64_t v;
+
+	(void)p;
+	atomic_fetch_add(&shared.waiting, 1);
+	mr_chan_recv_until(shared.ch, &v, mr_now_ns() + 10000000000);
+}
+
+static int child_wakes_the_parents_fibers(struct from_fiber *ff)
+{
+	uint64_t v = 1;
+
+	(void)ff;
+	mr_sem_post(&shared.sem);
+	return mr_chan_send(shared.ch, &v) == 0 ? 0 : 2;
+}
+
+static void waiters_then_fork(void *p)
+{
+	struct from_fiber *ff = p;
+	mr_fiber_t *a = mr_go(parent_sem_waiter, NULL), *b = mr_go(parent_chan_waiter, NULL);
+
+	ASSERT_NONNULL(a);
+	ASSERT_NONNULL(b);
+	while (atomic_load(&shared.waiting) < 2)
+		mr_sleep_ns(1000000);
+	mr_sleep_ns(5000000); /* time to park */
+	forking_fiber(ff);
+	uint64_t v = 2;
+	mr_sem_post(&shared.sem);
+	ASSERT_EQ(mr_chan_send(shared.ch, &v), 0);
+	ASSERT_EQ(mr_fiber_join(a), 0);
+	ASSERT_EQ(mr_fiber_join(b), 0);
+}
+
+TEST(child_of_a_fiber_wakes_the_parents_fibers)
+{
+	struct from_fiber ff = { .child = child_wakes_the_parents_fibers };
+	mr_runtime_t *rt = make_rt(2);
+
+	ASSERT_NONNULL(rt);
+	mr_sem_init(&shared.sem, 0);
+	shared.ch = mr_chan_create(8, 0, 0);
+	ASSERT_NONNULL(shared.ch);
+	ASSERT_EQ(mr_run(rt, waiters_then_fork, &ff), 0);
+	log_status("child wakes the parent's fibers", ff.status);
+	EXPECT_TRUE(exited_ok(ff.status));
+	mr_chan_destroy(shared.ch);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
 }
 
 TEST(child_of_a_fiber_returns_from_it)
