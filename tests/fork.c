@@ -88,6 +88,17 @@ static void forking_fiber(void *p)
 }
 
 /*
+ * Until every worker of rt sleeps. ASan's (gcc 12) allocator is not
+ * fork-safe: a child may hang in malloc, or in the leak check at exit, if
+ * a parent thread was inside it at the fork (a worker just starting, say).
+ */
+static void wait_idle(mr_runtime_t *rt)
+{
+	while (atomic_load(&((struct mr_runtime *)rt)->nidle) != mr_runtime_workers(rt))
+		sleep_ms(1);
+}
+
+/*
  * Fork from a fiber of a one-worker runtime run by mr_run (a program's main
  * under mr_run), with the default runtime alive in the parent too.
  */
@@ -97,6 +108,7 @@ static void fork_from_fiber(struct from_fiber *ff)
 
 	ASSERT_NONNULL(rt);
 	ASSERT_NONNULL(mr_runtime_default());
+	wait_idle(mr_runtime_default());
 	ASSERT_EQ(mr_run(rt, forking_fiber, ff), 0);
 	log_status("fork from a fiber", ff->status);
 	EXPECT_TRUE(exited_ok(ff->status));
@@ -508,9 +520,7 @@ static void go_from_handler_child(void *p)
 	alarm(CHILD_ALARM_S);
 	if (!rt || mr_run(rt, record_worker, NULL) != 0)
 		_exit(2);
-	/* Wait until the worker sleeps (parked, counted idle). */
-	while (atomic_load(&((struct mr_runtime *)rt)->nidle) != 1)
-		sleep_ms(1);
+	wait_idle(rt); /* the worker sleeps (parked, counted idle) */
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = go_in_handler;
 	sigemptyset(&sa.sa_mask);
