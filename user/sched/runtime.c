@@ -624,9 +624,9 @@ void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 			stop_searching(w, false);
 			continue;
 		}
-		mr__tls_inside++;
+		mr__inside_enter(); /* a handler's mr_go would strand its fiber here */
 		park(w, done, arg);
-		mr__tls_inside--;
+		mr__inside_leave();
 	}
 }
 

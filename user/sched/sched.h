@@ -183,16 +183,32 @@ extern __thread struct mr__worker *mr__tls_worker __attribute__((tls_model("init
  */
 extern __thread unsigned mr__tls_inside __attribute__((tls_model("initial-exec")));
 
-static inline void mr__lock(pthread_mutex_t *m)
+static inline void mr__inside_enter(void)
 {
 	mr__tls_inside++;
+	/* Compiler-only: the count is up before what follows, for the read in
+	 * mr_go_opts() by a signal handler on this thread. */
+	atomic_signal_fence(memory_order_seq_cst);
+}
+
+static inline void mr__inside_leave(void)
+{
+	/* Compiler-only: what came before is over before the count drops
+	 * (pairs as in mr__inside_enter()). */
+	atomic_signal_fence(memory_order_seq_cst);
+	mr__tls_inside--;
+}
+
+static inline void mr__lock(pthread_mutex_t *m)
+{
+	mr__inside_enter();
 	pthread_mutex_lock(m);
 }
 
 static inline void mr__unlock(pthread_mutex_t *m)
 {
 	pthread_mutex_unlock(m);
-	mr__tls_inside--;
+	mr__inside_leave();
 }
 
 /*
