@@ -14,6 +14,46 @@
  *
  * Functions marked "fiber or thread" block the calling fiber by parking it
  * and a plain thread (or a job) by sleeping on a futex.
+ *
+ * Fork. fork() may be called from a fiber, a job or any thread. The child
+ * has only the calling thread: none of the parent's workers exists there,
+ * so every runtime of the parent is dead in it (<moirai/runtime.h>). In
+ * the child:
+ *  - The calling thread is a plain thread, on no worker. Forked from a
+ *    fiber, it goes on as that fiber: on its stack (of the fiber's size,
+ *    not a main thread's), with its identity (mr_fiber_self() returns it,
+ *    a mutex it held is held by the caller, an overflow is reported for
+ *    it). Every blocking call (mr_sleep_*, mr_fiber_join, sync.h,
+ *    channels) blocks the thread, as from any thread; mr_yield() is
+ *    sched_yield(). Returning from that fiber's function ends the child
+ *    as exit(0), as when a process's last thread returns. A child forked
+ *    from a job (a function run by mr_join, a group or a loop) must end
+ *    with exit(), _exit() or an exec before the job returns: there is no
+ *    worker to return to.
+ *  - mr_go, mr_run and the parallel API work: they use a default runtime
+ *    created afresh in the child on first use. mr_runtime_create works.
+ *    Naming a runtime of the parent aborts (it is not alive there).
+ *  - Objects made before the fork (channels, sync objects, groups) are the
+ *    child's own copies. They work when no other thread was inside one at
+ *    the fork: one that another thread had locked at that moment may stay
+ *    locked in the child. A parent's fiber waiting on one is not in the
+ *    child: waking it does nothing (an element a channel hands straight
+ *    to it is lost). A parent's fiber never finishes in the child: do not
+ *    join its handle there.
+ *  - The library's own locks (runtimes, the stack pool, the scheduler
+ *    registration) are taken across the fork and free in the child; so a
+ *    fork waits for a thread that holds one (a few system calls at most).
+ *
+ * Signals. Only mr_now_ns(), mr_fiber_self(), mr_runtime_current() and
+ * mr_worker_index() (plain reads) are async-signal-safe. Call nothing else
+ * of the library from a signal handler; let a thread or fiber take the
+ * signal instead (signalfd(2), sigwait(2) in a plain thread, or a pipe the
+ * handler write(2)s to) and call from there. mr_go from a handler that
+ * interrupted the library on its thread (holding or waiting for a library
+ * lock, or a worker going to sleep, the usual state of an idle runtime's
+ * workers) aborts with "mr_go: called from a signal handler ..."; from
+ * any other handler it may still corrupt the runtime. fork() from a
+ * handler that interrupted the library may deadlock.
  */
 #ifndef MOIRAI_FIBER_H
 #define MOIRAI_FIBER_H
@@ -42,7 +82,9 @@ struct mr_fiber_opts {
  * goes on. Returns a handle to pass to mr_fiber_join() or
  * mr_fiber_detach() exactly once, or NULL and errno: EINVAL (NULL fn, bad
  * stack size), ENOMEM (no memory or no mappings left: the message of the
- * abort-free path is in errno only). Fiber or thread; never blocks.
+ * abort-free path is in errno only). Fiber or thread; never blocks. Not
+ * async-signal-safe: from a signal handler that interrupted the library
+ * it aborts naming mr_go (see Signals above).
  */
 MR_API mr_fiber_t *mr_go(void (*fn)(void *), void *arg);
 MR_API mr_fiber_t *mr_go_opts(void (*fn)(void *), void *arg, const struct mr_fiber_opts *opts);
@@ -65,7 +107,9 @@ MR_API int mr_fiber_detach(mr_fiber_t *f);
  */
 MR_API void mr_yield(void);
 
-/* The calling fiber, or NULL when not called from a fiber. */
+/* The calling fiber, or NULL when not called from a fiber. In the child of
+ * a fork from a fiber: that fiber (the child goes on as it, on no worker).
+ * Async-signal-safe. */
 MR_API mr_fiber_t *mr_fiber_self(void);
 
 /* The name given at creation ("" when none). */
@@ -79,7 +123,8 @@ MR_API const char *mr_fiber_name(const mr_fiber_t *f);
  */
 MR_API int mr_run(mr_runtime_t *rt, void (*fn)(void *), void *arg);
 
-/* CLOCK_MONOTONIC in nanoseconds: the clock of every deadline in Moirai. */
+/* CLOCK_MONOTONIC in nanoseconds: the clock of every deadline in Moirai.
+ * Async-signal-safe. */
 MR_API int64_t mr_now_ns(void);
 
 /*

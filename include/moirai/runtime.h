@@ -12,6 +12,14 @@
  * workers if that environment variable is set, else one per CPU of the
  * process's affinity mask. To run code on a runtime you created, enter it
  * with mr_runtime_install().
+ *
+ * Fork: the child of fork() has only the thread that called it, so none of
+ * the parent's runtimes works there (none of their workers exists): passing
+ * one to any call aborts, as for a destroyed runtime (its memory stays the
+ * parent's business, never freed in the child). The child gets a new
+ * default runtime on first use, and mr_runtime_create works in it. There
+ * mr_runtime_current() is NULL and mr_worker_index() -1, even in a child
+ * forked on a worker. What else a child keeps: <moirai/fiber.h>.
  */
 #ifndef MOIRAI_RUNTIME_H
 #define MOIRAI_RUNTIME_H
@@ -59,13 +67,15 @@ MR_API int mr_runtime_install(mr_runtime_t *rt, void (*fn)(void *), void *arg);
 /* The process-wide default runtime (created on first use), or NULL and errno. */
 MR_API mr_runtime_t *mr_runtime_default(void);
 
-/* The runtime whose worker is calling, or NULL from any other thread. */
+/* The runtime whose worker is calling, or NULL from any other thread.
+ * Async-signal-safe. */
 MR_API mr_runtime_t *mr_runtime_current(void);
 
 /* Number of workers of rt. */
 MR_API unsigned mr_runtime_workers(const mr_runtime_t *rt);
 
-/* Index of the calling worker in its runtime, or -1 outside any runtime. */
+/* Index of the calling worker in its runtime, or -1 outside any runtime.
+ * Async-signal-safe. */
 MR_API int mr_worker_index(void);
 
 MR_EXTERN_C_END

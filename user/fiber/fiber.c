@@ -248,6 +248,10 @@ __attribute__((noreturn)) static void fiber_entry(void *arg)
 #endif
 	f->ran = true;
 	f->fn(f->arg);
+	/* The child of a fork from this fiber returned from it: no worker to
+	 * return to, as a thread that was the last one (see <moirai/fiber.h>). */
+	if (unlikely(!self_after_switch()))
+		exit(0);
 	f->action = ACT_EXIT;
 	switch_out(f);
 	mr__die("moirai", "a finished fiber was resumed");
@@ -450,6 +454,12 @@ mr_fiber_t *mr_go_opts(void (*fn)(void *), void *arg, const struct mr_fiber_opts
 	struct mr__worker *w = mr__self();
 	struct mr__stack st;
 
+	/* A signal handler that interrupted this thread inside the library
+	 * (sched.h): going on would deadlock on a lock we hold or strand the
+	 * fiber on a worker that is going to sleep. */
+	if (unlikely(mr__tls_inside))
+		mr__die("mr_go", "called from a signal handler that interrupted moirai on this "
+				 "thread: mr_go is not async-signal-safe (see <moirai/fiber.h>)");
 	if (!fn || (opts && opts->sz < sizeof(size_t))) {
 		errno = EINVAL;
 		return NULL;

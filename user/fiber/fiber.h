@@ -66,13 +66,18 @@ static inline struct mr_fiber *mr__fiber_current(void)
 	return mr__tls_fiber;
 }
 
-/* The running fiber if it may park now; NULL for a thread, a job, or a
- * fiber inside the parallel API (mr__worker.pinned): block the thread. */
+/*
+ * The running fiber if it may park now; NULL for a thread, a job, a fiber
+ * inside the parallel API (mr__worker.pinned), or the child of a fork from
+ * a fiber (it continues that fiber on no worker: atfork_child() in
+ * runtime.c): block the thread.
+ */
 static inline struct mr_fiber *mr__fiber_parkable(void)
 {
 	struct mr_fiber *f = mr__tls_fiber;
+	struct mr__worker *w = mr__self();
 
-	return f && !mr__self()->pinned ? f : NULL;
+	return f && likely(w) && !w->pinned ? f : NULL;
 }
 
 /*
@@ -144,6 +149,11 @@ void mr__fiber_thread_exit(struct mr__worker *w);
 int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st);
 void mr__stack_free(struct mr__worker *w, struct mr__stack *st);
 void mr__stack_cache_flush(struct mr__worker *w);
+/* Fork: take the pool's lock before, release it after (parent and child). */
+void mr__stack_atfork_prepare(void);
+void mr__stack_atfork_release(void);
+/* Test hook: called with the stack pool's lock held (mr__stack_alloc from a thread). */
+extern void (*mr__test_stack_pool_locked)(void) __attribute__((visibility("hidden")));
 
 /* ---- waiters (waitq.c) ---- */
 enum { MR__W_WAITING = 0, MR__W_WOKEN = 1, MR__W_TIMEDOUT = 2 };

@@ -41,6 +41,8 @@ static size_t npool, pool_cap;
 static size_t nslots; /* every default-size stack ever mapped: pool_cap >= nslots */
 static _Atomic int guard_mode; /* 0 unknown, 1 madvise guards, 2 mprotect */
 
+void (*mr__test_stack_pool_locked)(void); /* test hook: called with pool_lock held */
+
 static size_t page_size(void)
 {
 	/* relaxed: every thread that races to fill it stores the same value. */
@@ -154,9 +156,11 @@ int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st)
 		if (w && w->nstack_cache) {
 			st->base = w->stack_cache[--w->nstack_cache];
 		} else {
-			pthread_mutex_lock(&pool_lock);
+			mr__lock(&pool_lock);
+			if (unlikely(mr__test_stack_pool_locked))
+				mr__test_stack_pool_locked();
 			if (!npool && grow_pool() < 0) {
-				pthread_mutex_unlock(&pool_lock);
+				mr__unlock(&pool_lock);
 				return -ENOMEM;
 			}
 			/* Refill the worker's cache by half while we hold the lock. */
@@ -164,7 +168,7 @@ int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st)
 			if (w)
 				while (npool && w->nstack_cache < MR__STACK_CACHE / 2)
 					w->stack_cache[w->nstack_cache++] = pool[--npool];
-			pthread_mutex_unlock(&pool_lock);
+			mr__unlock(&pool_lock);
 		}
 		st->size = size;
 		st->pooled = true;
@@ -198,19 +202,31 @@ void mr__stack_free(struct mr__worker *w, struct mr__stack *st)
 		w->stack_cache[w->nstack_cache++] = st->base;
 		return;
 	}
-	pthread_mutex_lock(&pool_lock);
+	mr__lock(&pool_lock);
 	/* The pool has room for every default-size stack there is (nslots). */
 	pool[npool++] = st->base;
 	if (w)
 		while (w->nstack_cache > MR__STACK_CACHE / 2)
 			pool[npool++] = w->stack_cache[--w->nstack_cache];
+	mr__unlock(&pool_lock);
+}
+
+/* Fork (runtime.c's handlers): the pool is taken across it, so that the
+ * child's copy is whole; released in the parent and in the child. */
+void mr__stack_atfork_prepare(void)
+{
+	pthread_mutex_lock(&pool_lock);
+}
+
+void mr__stack_atfork_release(void)
+{
 	pthread_mutex_unlock(&pool_lock);
 }
 
 void mr__stack_cache_flush(struct mr__worker *w)
 {
-	pthread_mutex_lock(&pool_lock);
+	mr__lock(&pool_lock);
 	while (w->nstack_cache)
 		pool[npool++] = w->stack_cache[--w->nstack_cache];
-	pthread_mutex_unlock(&pool_lock);
+	mr__unlock(&pool_lock);
 }

@@ -22,6 +22,7 @@
 #include "../fiber/fiber.h"
 
 __thread struct mr__worker *mr__tls_worker __attribute__((tls_model("initial-exec")));
+__thread unsigned mr__tls_inside __attribute__((tls_model("initial-exec")));
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct mr_runtime *registry;
@@ -34,13 +35,13 @@ static bool is_live(const struct mr_runtime *rt)
 {
 	bool live = false;
 
-	pthread_mutex_lock(&registry_lock);
+	mr__lock(&registry_lock);
 	for (struct mr_runtime *r = registry; r; r = r->next_live)
 		if (r == rt) {
 			live = true;
 			break;
 		}
-	pthread_mutex_unlock(&registry_lock);
+	mr__unlock(&registry_lock);
 	return live;
 }
 
@@ -54,24 +55,24 @@ void mr__check_live(const struct mr_runtime *rt, const char *call)
 
 static void registry_add(struct mr_runtime *rt)
 {
-	pthread_mutex_lock(&registry_lock);
+	mr__lock(&registry_lock);
 	rt->next_live = registry;
 	registry = rt;
-	pthread_mutex_unlock(&registry_lock);
+	mr__unlock(&registry_lock);
 }
 
 static bool registry_remove(struct mr_runtime *rt)
 {
 	bool found = false;
 
-	pthread_mutex_lock(&registry_lock);
+	mr__lock(&registry_lock);
 	for (struct mr_runtime **p = &registry; *p; p = &(*p)->next_live)
 		if (*p == rt) {
 			*p = rt->next_live;
 			found = true;
 			break;
 		}
-	pthread_mutex_unlock(&registry_lock);
+	mr__unlock(&registry_lock);
 	return found;
 }
 
@@ -288,14 +289,14 @@ static void maybe_quiesced(struct mr_runtime *rt)
 void mr__inject(struct mr_runtime *rt, struct mr__job *job)
 {
 	job->next = NULL;
-	pthread_mutex_lock(&rt->inj_lock);
+	mr__lock(&rt->inj_lock);
 	if (rt->inj_tail)
 		rt->inj_tail->next = job;
 	else
 		rt->inj_head = job;
 	rt->inj_tail = job;
 	atomic_fetch_add_explicit(&rt->inj_len, 1, memory_order_seq_cst);
-	pthread_mutex_unlock(&rt->inj_lock);
+	mr__unlock(&rt->inj_lock);
 	mr__notify(rt);
 }
 
@@ -305,7 +306,7 @@ static struct mr__job *inj_pop(struct mr_runtime *rt)
 
 	if (!atomic_load_explicit(&rt->inj_len, memory_order_relaxed))
 		return NULL;
-	pthread_mutex_lock(&rt->inj_lock);
+	mr__lock(&rt->inj_lock);
 	job = rt->inj_head;
 	if (job) {
 		rt->inj_head = job->next;
@@ -313,7 +314,7 @@ static struct mr__job *inj_pop(struct mr_runtime *rt)
 			rt->inj_tail = NULL;
 		atomic_fetch_sub_explicit(&rt->inj_len, 1, memory_order_relaxed);
 	}
-	pthread_mutex_unlock(&rt->inj_lock);
+	mr__unlock(&rt->inj_lock);
 	return job;
 }
 
@@ -623,7 +624,9 @@ void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 			stop_searching(w, false);
 			continue;
 		}
+		mr__inside_enter(); /* a handler's mr_go would strand its fiber here */
 		park(w, done, arg);
+		mr__inside_leave();
 	}
 }
 
@@ -693,25 +696,82 @@ void mr__run_outside(struct mr_runtime *rt, void (*fn)(void *), void *arg)
 }
 
 /*
+ * Fork. Only the calling thread goes on in the child, so a lock that
+ * another thread held at the fork stays held there for ever. Every
+ * library lock a child can reach is one of:
+ *  - taken across the fork (prepare, then released in the parent and in
+ *    the child, which holds it as the forking thread did): the scheduler
+ *    registration lock (scx.c), registry_lock and the stack pool's lock
+ *    (stack.c). They guard state the child keeps using (the opened BPF
+ *    maps, the list of runtimes it walks below, the free stacks), so it
+ *    must be consistent, not half-updated by a thread that is gone. None
+ *    is taken while another library lock is held, so the prepare handler
+ *    cannot deadlock against a thread of the library; each is held for a
+ *    few system calls at most (the pool's while it maps and guards a
+ *    chunk), which is what a fork may wait.
+ *  - re-initialised in the child: default_lock (held across a whole
+ *    runtime creation, thread starts included; the child forgets the
+ *    default runtime anyway), and the locks of every inherited runtime:
+ *    its injector and job pool mutexes and its workers' timer locks. The
+ *    child cannot use those runtimes (none of their workers exists), but
+ *    it reaches their locks when it wakes, through an object it shares
+ *    with the parent's fibers, a fiber that waited there: the wake-up then
+ *    goes nowhere instead of spinning or sleeping for ever.
+ * The per-object spinlocks (a channel's, a sync object's wait queue, a
+ * group's) cannot be reached from here: an object that another thread
+ * used at the fork may stay locked in the child (<moirai/fiber.h> says so).
+ * The handlers are registered by a constructor, before any library lock
+ * can be taken: a fork that raced with the first registration could leave
+ * a lock held.
+ *
  * A forked child has none of its parent's worker threads: every runtime it
  * inherited is dead. Forget them (their memory is the parent's business) so
  * that the child gets a fresh default runtime and naming an inherited one
  * aborts with a clear message instead of hanging.
+ *
+ * The calling thread is no worker in the child. When it forked from a
+ * fiber, the child goes on as that fiber (mr_fiber_self(), a mutex it
+ * holds, its stack and the overflow message) but on no worker:
+ * mr__fiber_parkable() says NULL without a worker, so every blocking call
+ * blocks the thread; the note of a fiber readied onto the dead worker's
+ * deque (mr__tls_held) is dropped; `pinned` lived in the worker.
  */
-static void atfork_child(void)
+static void atfork_prepare(void)
 {
-	pthread_mutex_init(&registry_lock, NULL);
-	pthread_mutex_init(&default_lock, NULL);
-	registry = NULL;
-	atomic_store_explicit(&default_rt, NULL, memory_order_relaxed);
-	mr__tls_worker = NULL;
+	mr__scx_atfork_prepare();
+	pthread_mutex_lock(&registry_lock);
+	mr__stack_atfork_prepare();
 }
 
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-
-static void atfork_install(void)
+static void atfork_parent(void)
 {
-	pthread_atfork(NULL, NULL, atfork_child);
+	mr__stack_atfork_release();
+	pthread_mutex_unlock(&registry_lock);
+	mr__scx_atfork_release();
+}
+
+static void atfork_child(void)
+{
+	mr__stack_atfork_release();
+	mr__scx_atfork_release();
+	for (struct mr_runtime *rt = registry; rt; rt = rt->next_live) {
+		pthread_mutex_init(&rt->inj_lock, NULL);
+		pthread_mutex_init(&rt->pool_lock, NULL);
+		for (unsigned i = 0; i < rt->nworkers; i++)
+			/* relaxed: the child is the only thread. */
+			atomic_store_explicit(&rt->workers[i]->tlock, 0, memory_order_relaxed);
+	}
+	registry = NULL;
+	pthread_mutex_unlock(&registry_lock);
+	pthread_mutex_init(&default_lock, NULL);
+	atomic_store_explicit(&default_rt, NULL, memory_order_relaxed);
+	mr__tls_worker = NULL;
+	mr__tls_held = 0;
+}
+
+__attribute__((constructor)) static void atfork_install(void)
+{
+	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
 /* ---- creation and destruction ------------------------------------------ */
@@ -836,7 +896,6 @@ mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 			goto fail_free;
 		}
 	}
-	pthread_once(&atfork_once, atfork_install);
 	registry_add(rt);
 	return rt;
 
@@ -862,10 +921,10 @@ int mr_runtime_destroy(mr_runtime_t *rt)
 		return -EDEADLK;
 	if (!registry_remove(rt))
 		mr__die("mr_runtime_destroy", "runtime %p is not alive", (void *)rt);
-	pthread_mutex_lock(&default_lock);
+	mr__lock(&default_lock);
 	if (atomic_load(&default_rt) == rt)
 		atomic_store(&default_rt, NULL);
-	pthread_mutex_unlock(&default_lock);
+	mr__unlock(&default_lock);
 
 	/* Wait for quiescence. seq_cst: pairs with the worker's RMW of nactive
 	 * and its load of `draining` in maybe_quiesced(). */
@@ -915,7 +974,7 @@ struct mr_runtime *mr__default_runtime(const char *call)
 
 	if (likely(rt))
 		return rt;
-	pthread_mutex_lock(&default_lock);
+	mr__lock(&default_lock);
 	rt = atomic_load_explicit(&default_rt, memory_order_relaxed);
 	if (!rt) {
 		MR_OPTS(mr_config, cfg, .workers = env_workers());
@@ -924,7 +983,7 @@ struct mr_runtime *mr__default_runtime(const char *call)
 			mr__die(call, "cannot create the default runtime: %s", strerror(errno));
 		atomic_store_explicit(&default_rt, rt, memory_order_release);
 	}
-	pthread_mutex_unlock(&default_lock);
+	mr__unlock(&default_lock);
 	return rt;
 }
 

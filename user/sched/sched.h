@@ -175,6 +175,46 @@ struct mr_runtime {
 extern __thread struct mr__worker *mr__tls_worker __attribute__((tls_model("initial-exec")));
 
 /*
+ * > 0 while the calling thread is where a call into the library from a
+ * signal handler would deadlock or lose work: waiting for or holding a
+ * library mutex (registry, default runtime, injector, stack pool,
+ * scheduler registration: mr__lock()), or a worker going to sleep in
+ * mr__work_until() (a fiber readied onto its deque meanwhile would wait
+ * until something else woke it). mr_go aborts when it finds it set
+ * (<moirai/fiber.h>: nothing in the library is async-signal-safe). Only
+ * this thread touches it: a plain thread-local.
+ */
+extern __thread unsigned mr__tls_inside __attribute__((tls_model("initial-exec")));
+
+static inline void mr__inside_enter(void)
+{
+	mr__tls_inside++;
+	/* Compiler-only: the count is up before what follows, for the read in
+	 * mr_go_opts() by a signal handler on this thread. */
+	atomic_signal_fence(memory_order_seq_cst);
+}
+
+static inline void mr__inside_leave(void)
+{
+	/* Compiler-only: what came before is over before the count drops
+	 * (pairs as in mr__inside_enter()). */
+	atomic_signal_fence(memory_order_seq_cst);
+	mr__tls_inside--;
+}
+
+static inline void mr__lock(pthread_mutex_t *m)
+{
+	mr__inside_enter();
+	pthread_mutex_lock(m);
+}
+
+static inline void mr__unlock(pthread_mutex_t *m)
+{
+	pthread_mutex_unlock(m);
+	mr__inside_leave();
+}
+
+/*
  * The calling worker's thread is about to sleep on a futex (a job or a
  * pinned fiber waiting on a sync object): hand over what only this worker
  * runs - the whole deque becomes stealable, yielded fibers go to the

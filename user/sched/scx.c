@@ -58,6 +58,8 @@ static struct {
 	_Atomic uint32_t next_rt_id;
 } scx = { .lock = PTHREAD_MUTEX_INITIALIZER, .workers_fd = -1 };
 
+void (*mr__test_scx_locked)(void); /* test hook: called with scx.lock held */
+
 static long sys_bpf(int cmd, union bpf_attr *attr)
 {
 	return syscall(SYS_bpf, cmd, attr, sizeof(*attr));
@@ -185,11 +187,13 @@ void mr__scx_runtime_init(struct mr_runtime *rt)
 {
 	if (disabled_by_env())
 		return;
-	pthread_mutex_lock(&scx.lock);
+	mr__lock(&scx.lock);
+	if (unlikely(mr__test_scx_locked))
+		mr__test_scx_locked();
 	if (!scx.open)
 		try_open();
 	bool open = scx.open;
-	pthread_mutex_unlock(&scx.lock);
+	mr__unlock(&scx.lock);
 	if (!open)
 		return;
 	rt->scx_id = atomic_fetch_add_explicit(&scx.next_rt_id, 1, memory_order_relaxed) + 1;
@@ -212,6 +216,18 @@ void mr__scx_runtime_init(struct mr_runtime *rt)
 		rt->workers[i]->home_node = cpu_node_of(cpu);
 	}
 	node_masks(rt);
+}
+
+/* Fork (runtime.c's handlers): the lock is taken across it, so that the
+ * child's copy of what it guards (the opened maps) is whole. */
+void mr__scx_atfork_prepare(void)
+{
+	pthread_mutex_lock(&scx.lock);
+}
+
+void mr__scx_atfork_release(void)
+{
+	pthread_mutex_unlock(&scx.lock);
 }
 
 /* Is the thread that owns a line gone? */

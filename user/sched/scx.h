@@ -44,6 +44,11 @@ enum {
  * home node of each worker (spread over the CPUs of the affinity mask) and,
  * with more than one node, fill rt->node_workers. */
 void mr__scx_runtime_init(struct mr_runtime *rt);
+/* Fork: take the registration lock before, release it after (parent and child). */
+void mr__scx_atfork_prepare(void);
+void mr__scx_atfork_release(void);
+/* Test hook: called with the registration lock held in mr__scx_runtime_init(). */
+extern void (*mr__test_scx_locked)(void) __attribute__((visibility("hidden")));
 
 /* NUMA node of a CPU as the scheduler sees it (0 when unknown). */
 int mr__scx_cpu_node(int cpu);
