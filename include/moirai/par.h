@@ -26,9 +26,25 @@ MR_API void mr_join(void (*a)(void *), void *a_arg, void (*b)(void *), void *b_a
 /*
  * A task group: structured concurrency for a dynamic number of tasks.
  * mr_group_wait() returns once every task spawned into the group - including
- * tasks spawned into it by its own tasks - has finished. A group needs no
- * destruction; it may be reused after wait returns. Tasks spawned from a
- * worker go to that worker's deque; from outside, to the default runtime.
+ * tasks spawned into it by its own tasks - has finished. Tasks spawned from
+ * a worker go to that worker's deque; from outside, to the default runtime.
+ *
+ * Rounds: a group's round starts when a task is spawned into it with none
+ * unfinished and ends when its unfinished count drops to 0 again. A wait
+ * returns when the round that is running when it is called ends (at once
+ * when none is); every task spawned before the call - by anyone - belongs to
+ * that round or an earlier one, so it has finished, and its effects are
+ * visible to the caller. A task spawned concurrently with the wait by
+ * another thread may or may not be waited for.
+ *
+ * Reuse and several waiters: a group needs no destruction and may be reused
+ * at once: spawn again after a wait returned, from any thread, even while
+ * other waiters of the round that just ended have not returned yet; a later
+ * wait waits for the new round. Any number of waiters (workers and threads,
+ * of any runtime) may wait on one group at the same time; each is released
+ * by the end of its own round. Once a wait returned and nobody else spawns
+ * into or waits on the group, the caller may free or reuse its memory: the
+ * library no longer touches it.
  */
 typedef struct mr_group {
 	uint64_t mr__opaque[4];
