@@ -824,6 +824,59 @@ TEST(bad_input_einval)
 	ASSERT_EQ(mr_runtime_destroy(rt), 0);
 }
 
+/*
+ * A group holding the most unfinished tasks refuses one more with
+ * -EOVERFLOW and is left as it was. The count is set through the group's
+ * layout (user/par/group.c: the state word at byte 8, count in its low 30
+ * bits): spawning 2^29 real tasks would take 32 GiB.
+ */
+static void set_group_count(mr_group_t *g, uint32_t n)
+{
+	memcpy((char *)g + 8, &n, sizeof(n));
+}
+
+static void overflow_inside(void *arg)
+{
+	int *r = arg;
+	mr_group_t g;
+	long n = 0;
+
+	mr_group_init(&g);
+	set_group_count(&g, (1u << 29) - 1);
+	/* One below the limit: accepted (the task waits in our deque). */
+	r[0] = mr_group_spawn(&g, inc, &n);
+	r[1] = mr_group_spawn(&g, inc, &n);
+	set_group_count(&g, 1); /* just the real task */
+	r[2] = mr_group_wait(&g);
+	r[3] = (int)n;
+}
+
+TEST(spawn_into_a_full_group_eoverflow)
+{
+	mr_group_t g;
+	long n = 0;
+	int r[4];
+	mr_runtime_t *rt;
+
+	/* From outside ... */
+	mr_group_init(&g);
+	set_group_count(&g, 1u << 29);
+	EXPECT_EQ(mr_group_spawn(&g, inc, &n), -EOVERFLOW);
+	set_group_count(&g, 0);
+	EXPECT_EQ(mr_group_wait(&g), 0);
+	EXPECT_EQ(n, 0);
+	/* ... and from a worker. */
+	rt = make_rt(1);
+	ASSERT_NONNULL(rt);
+	memset(r, 0x55, sizeof(r));
+	ASSERT_EQ(mr_runtime_install(rt, overflow_inside, r), 0);
+	EXPECT_EQ(r[0], 0);
+	EXPECT_EQ(r[1], -EOVERFLOW);
+	EXPECT_EQ(r[2], 0);
+	EXPECT_EQ(r[3], 1);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
 static mr_group_t static_group = MR_GROUP_INIT;
 
 static void static_init_inside(void *arg)
