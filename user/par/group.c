@@ -192,45 +192,71 @@ static void group_task_exec(struct mr__job *job, struct mr__worker *w)
 	group_finish_one(g);
 }
 
-int mr_group_spawn(mr_group_t *gp, void (*fn)(void *), void *arg)
+/* From outside any runtime: a malloc'd task for the default runtime. */
+__attribute__((noinline, cold)) static int spawn_outside(struct group *g, void (*fn)(void *),
+							 void *arg)
 {
-	struct group *g = to_group(gp);
-	struct mr__worker *w = mr__self();
-	struct group_task *t;
+	struct group_task *t = malloc(sizeof(*t));
 
-	if (!gp || !fn || g->magic != GROUP_MAGIC)
-		return -EINVAL;
-	if (likely(w)) {
-		t = mr__job_alloc(w);
-		t->heap = 0;
-	} else {
-		t = malloc(sizeof(*t));
-		if (!t)
-			return -ENOMEM;
-		t->heap = 1;
-	}
-	/* relaxed: the task is published by the deque or the injector; its
-	 * finish is ordered by the release CAS in group_finish_one(). */
+	if (!t)
+		return -ENOMEM;
+	/* relaxed: as in mr_group_spawn(). */
 	uint32_t old = atomic_fetch_add_explicit(&g->state, 1, memory_order_relaxed);
 	if (unlikely((old & COUNT_MASK) >= GROUP_MAX_TASKS)) {
-		/* Cannot end the round: the count stays far above 1. */
 		atomic_fetch_sub_explicit(&g->state, 1, memory_order_relaxed);
-		if (t->heap)
-			free(t);
-		else
-			mr__job_free(w, t);
+		free(t);
 		return -EOVERFLOW;
 	}
 	t->hdr.exec = group_task_exec;
 	t->fn = fn;
 	t->arg = arg;
 	t->g = g;
-	if (likely(w)) {
-		if (unlikely(!mr__push(w, &t->hdr)))
-			group_task_exec(&t->hdr, w); /* deque full: run it now */
-		return 0;
-	}
+	t->heap = 1;
 	mr__inject(mr__default_runtime("mr_group_spawn"), &t->hdr);
+	return 0;
+}
+
+/* Too many unfinished tasks: undo the count (it cannot end the round:
+ * it stays far above 1). */
+__attribute__((noinline, cold)) static int spawn_refused(struct group *g)
+{
+	atomic_fetch_sub_explicit(&g->state, 1, memory_order_relaxed);
+	return -EOVERFLOW;
+}
+
+/* The deque needs its slow path (a thief asked to share, or a lap check). */
+__attribute__((noinline)) static void spawn_push(struct mr__worker *w, struct group_task *t)
+{
+	if (unlikely(!mr__push(w, &t->hdr)))
+		group_task_exec(&t->hdr, w); /* deque full: run it now */
+}
+
+/*
+ * The fast path, from a worker: no call but the pool's refill. It counts
+ * the task before it allocates (the pool cannot fail: it aborts).
+ */
+int mr_group_spawn(mr_group_t *gp, void (*fn)(void *), void *arg)
+{
+	struct group *g = to_group(gp);
+	struct mr__worker *w = mr__self();
+
+	if (unlikely(!gp || !fn || g->magic != GROUP_MAGIC))
+		return -EINVAL;
+	if (unlikely(!w))
+		return spawn_outside(g, fn, arg);
+	/* relaxed: the task is published by the deque (or run here); its
+	 * finish is ordered by the release CAS in group_finish_one(). */
+	uint32_t old = atomic_fetch_add_explicit(&g->state, 1, memory_order_relaxed);
+	if (unlikely((old & COUNT_MASK) >= GROUP_MAX_TASKS))
+		return spawn_refused(g);
+	struct group_task *t = mr__job_alloc(w);
+	t->hdr.exec = group_task_exec;
+	t->fn = fn;
+	t->arg = arg;
+	t->g = g;
+	t->heap = 0;
+	if (unlikely(!mr__deque_push_quiet(&w->dq, &t->hdr)))
+		spawn_push(w, t);
 	return 0;
 }
 
@@ -292,6 +318,9 @@ int mr_group_wait(mr_group_t *gp)
 		}
 		w->pinned--;
 	}
+	/* acquire: as in enqueue_waiter(). */
+	if (atomic_load_explicit(&g->state, memory_order_acquire) == 0)
+		return 0;
 	struct gwaiter node = { .worker = w };
 	atomic_init(&node.flag, 0);
 	if (!enqueue_waiter(g, &node))
