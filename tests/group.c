@@ -712,6 +712,62 @@ TEST(several_waiters_reuse_one_group_stress)
 	EXPECT_EQ(mr_group_wait(&s.g), 0);
 }
 
+/*
+ * A wait runs whatever is on top of its deque, not only its group's tasks:
+ * here, between two tasks of g, a task of h that itself waits on g. That
+ * inner wait must see g's true count (the outer wait's tasks that already
+ * ran included), or it waits for the outer wait below it on the stack.
+ */
+struct inner_wait {
+	mr_group_t g, h;
+	_Atomic long ran;
+	int inner_ret;
+	long inner_saw;
+};
+
+static void iw_inc(void *arg)
+{
+	struct inner_wait *iw = arg;
+	atomic_fetch_add(&iw->ran, 1);
+}
+
+static void iw_waits_on_g(void *arg)
+{
+	struct inner_wait *iw = arg;
+	iw->inner_ret = mr_group_wait(&iw->g);
+	iw->inner_saw = ld(&iw->ran);
+}
+
+static void iw_root(void *arg)
+{
+	struct inner_wait *iw = arg;
+
+	mr_group_init(&iw->g);
+	mr_group_init(&iw->h);
+	/* Deque, bottom to top: g's first task, h's task, g's second task. */
+	mr_group_spawn(&iw->g, iw_inc, iw);
+	mr_group_spawn(&iw->h, iw_waits_on_g, iw);
+	mr_group_spawn(&iw->g, iw_inc, iw);
+	mr_group_wait(&iw->g);
+	mr_group_wait(&iw->h);
+}
+
+TEST_TIMEOUT(a_task_run_by_a_wait_may_wait_on_the_same_group, 10)
+{
+	mr_runtime_t *rt = make_rt(1);
+	struct inner_wait iw;
+
+	ASSERT_NONNULL(rt);
+	for (int rep = 0; rep < 10; rep++) {
+		memset(&iw, 0, sizeof(iw));
+		ASSERT_EQ(mr_runtime_install(rt, iw_root, &iw), 0);
+		EXPECT_EQ(iw.inner_ret, 0);
+		EXPECT_EQ(iw.inner_saw, 2);
+		EXPECT_EQ(ld(&iw.ran), 2);
+	}
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
 /* ---- reuse, empty, bad input, static init ------------------------------ */
 
 static void reuse_run(void *arg)

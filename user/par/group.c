@@ -127,8 +127,8 @@ static uint32_t take_lock(struct group *g, uint32_t s)
 	}
 }
 
-/* The finishing task would end the round with waiters or a waiter at the lock. */
-__attribute__((noinline)) static void finish_last(struct group *g, uint32_t s)
+/* n finished tasks would end the round with waiters or a waiter at the lock. */
+__attribute__((noinline)) static void finish_last(struct group *g, uint32_t s, uint32_t n)
 {
 	struct gwaiter *list;
 
@@ -137,7 +137,7 @@ __attribute__((noinline)) static void finish_last(struct group *g, uint32_t s)
 		mr__test_group_last_hook();
 	list = g->waiters; /* stable while we hold LOCK; NULL without WAITERS */
 	for (;;) {
-		if ((s & COUNT_MASK) == 1) {
+		if ((s & COUNT_MASK) == n) {
 			g->waiters = NULL;
 			/* acq_rel: releases this task's effects and the unlinking,
 			 * acquires every other task's release decrement, so the
@@ -150,8 +150,8 @@ __attribute__((noinline)) static void finish_last(struct group *g, uint32_t s)
 			g->waiters = list;
 		} else {
 			/* Spawned into meanwhile: the round goes on; its new last
-			 * task ends it. release: as in group_finish_one(). */
-			if (atomic_compare_exchange_weak_explicit(&g->state, &s, (s - 1) & ~LOCK,
+			 * task ends it. release: as in group_finish(). */
+			if (atomic_compare_exchange_weak_explicit(&g->state, &s, (s - n) & ~LOCK,
 								  memory_order_release,
 								  memory_order_relaxed))
 				return;
@@ -159,20 +159,21 @@ __attribute__((noinline)) static void finish_last(struct group *g, uint32_t s)
 	}
 }
 
-static void group_finish_one(struct group *g)
+/* n tasks of g finished (n <= their count: each is still counted). */
+static inline void group_finish(struct group *g, uint32_t n)
 {
 	uint32_t s = atomic_load_explicit(&g->state, memory_order_relaxed);
 
 	for (;;) {
-		if (unlikely((s & COUNT_MASK) == 1 && (s & (WAITERS | LOCK)))) {
-			finish_last(g, s);
+		if (unlikely((s & COUNT_MASK) == n && (s & (WAITERS | LOCK)))) {
+			finish_last(g, s, n);
 			return;
 		}
-		/* release: the task's effects happen before the acquire of whoever
+		/* release: the tasks' effects happen before the acquire of whoever
 		 * sees the count lower (a waiter's load of state 0, or the
 		 * acq_rel CAS that ends the round). */
 		if (atomic_compare_exchange_weak_explicit(
-			&g->state, &s, s - 1, memory_order_release, memory_order_relaxed))
+			&g->state, &s, s - n, memory_order_release, memory_order_relaxed))
 			return;
 	}
 }
@@ -189,7 +190,7 @@ static void group_task_exec(struct mr__job *job, struct mr__worker *w)
 	else
 		mr__job_free(w, t);
 	fn(arg);
-	group_finish_one(g);
+	group_finish(g, 1);
 }
 
 /* From outside any runtime: a malloc'd task for the default runtime. */
@@ -235,6 +236,19 @@ __attribute__((noinline)) static void spawn_push(struct mr__worker *w, struct gr
  * The fast path, from a worker: no call but the pool's refill. It counts
  * the task before it allocates (the pool cannot fail: it aborts).
  */
+/* A task of g popped by a waiter of g: run it; its count is the waiter's to drop. */
+static inline void run_own(struct group_task *t, struct mr__worker *w)
+{
+	void (*fn)(void *) = t->fn;
+	void *arg = t->arg;
+
+	if (t->heap)
+		free(t);
+	else
+		mr__job_free(w, t);
+	fn(arg);
+}
+
 int mr_group_spawn(mr_group_t *gp, void (*fn)(void *), void *arg)
 {
 	struct group *g = to_group(gp);
@@ -245,7 +259,7 @@ int mr_group_spawn(mr_group_t *gp, void (*fn)(void *), void *arg)
 	if (unlikely(!w))
 		return spawn_outside(g, fn, arg);
 	/* relaxed: the task is published by the deque (or run here); its
-	 * finish is ordered by the release CAS in group_finish_one(). */
+	 * finish is ordered by the release CAS in group_finish(). */
 	uint32_t old = atomic_fetch_add_explicit(&g->state, 1, memory_order_relaxed);
 	if (unlikely((old & COUNT_MASK) >= GROUP_MAX_TASKS))
 		return spawn_refused(g);
@@ -306,17 +320,37 @@ int mr_group_wait(mr_group_t *gp)
 	if (!gp || g->magic != GROUP_MAGIC)
 		return -EINVAL;
 	if (w) {
-		/* Run the group's own tasks (top of our deque) before queuing:
-		 * most waits end here without touching the lock. */
+		/*
+		 * Run the group's own tasks (top of our deque) before queuing:
+		 * most waits end here without touching the lock. The tasks of g
+		 * we run here do not drop the count one by one: `mine` counts
+		 * them and one group_finish() drops them all when the rest of
+		 * the count is gone, or our deque has nothing left, or before
+		 * we run any other job (that job may wait on g itself: it must
+		 * see a true count). Meanwhile the count is too high, never too
+		 * low: another waiter can only wait a little longer.
+		 */
+		uint32_t mine = 0;
 		w->pinned++; /* the tasks we run must not park a fiber we run on */
 		/* acquire: as in enqueue_waiter(). */
-		while (atomic_load_explicit(&g->state, memory_order_acquire) != 0) {
+		while ((atomic_load_explicit(&g->state, memory_order_acquire) & COUNT_MASK) !=
+		       mine) {
 			struct mr__job *job = mr__pop_sharing(w);
 			if (!job)
 				break;
-			job->exec(job, w);
+			if (job->exec == group_task_exec && ((struct group_task *)job)->g == g) {
+				run_own((struct group_task *)job, w);
+				mine++;
+			} else {
+				if (mine)
+					group_finish(g, mine);
+				mine = 0;
+				job->exec(job, w);
+			}
 		}
 		w->pinned--;
+		if (mine)
+			group_finish(g, mine);
 	}
 	/* acquire: as in enqueue_waiter(). */
 	if (atomic_load_explicit(&g->state, memory_order_acquire) == 0)
