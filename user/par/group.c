@@ -25,6 +25,12 @@
  * waiting thread sleeps on a futex in its waiter node. A waiter that finds
  * LOCK held spins: the holder only links a node or unlinks the list.
  *
+ * Cost of a task spawned and waited for on one worker: the spawn's
+ * fetch_add, a pooled block, a private deque push and pop; the waiter that
+ * pops its group's own tasks drops their count in one step for all of them
+ * (see mr_group_wait()), so only a task that someone else runs pays a CAS
+ * of its own.
+ *
  * Behaves badly: a group shared by waiters on many threads serialises them
  * on LOCK; more than GROUP_MAX_TASKS unfinished tasks are refused.
  */
