@@ -21,8 +21,9 @@
 #
 # Needs gcc with OpenMP (libgomp): tools/deps.sh bench. Environment:
 # BENCH_CC (gcc), BENCH_REPS (rounds, default 7), TREE_NODES (default
-# 1000000), TREE_WORK (default 16 rounds, about 15 ns here), BENCH_TIMEOUT
-# (seconds one program may take, 150), BENCH_QUICK=1 (tiny trees, 1 round).
+# 2000000: 270k to 1.4M tasks, depending on k), TREE_WORK (rounds of work
+# per node, default 16), BENCH_TIMEOUT (seconds one program may take, 150),
+# BENCH_QUICK=1 (tiny trees, 1 round).
 set -eu
 
 die() {
@@ -46,7 +47,7 @@ mkdir -p "$OUT"
 
 CC=${BENCH_CC:-gcc}
 REPS=${BENCH_REPS:-7}
-NODES=${TREE_NODES:-1000000}
+NODES=${TREE_NODES:-2000000}
 WORK=${TREE_WORK:-16}
 KS="2 3 4 6 8 12 16"
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
@@ -96,7 +97,9 @@ awk -v reps="$REPS" -v nodes="$NODES" -v work="$WORK" -v cpu="$cpu" -v ccv="$ccv
 	-v commit="$commit" -v ncpu="$(nproc 2>/dev/null || echo '?')" -v load="$load" \
 	-v date="$(date -u '+%Y-%m-%d %H:%M UTC')" -v out="$BUILD/bench/tree.md" '
 function f(x) { return sprintf(x < 10 ? "%.2f" : "%.1f", x) }
-$1 == "RESULT" { k = substr($2, 7); ms[k, $3, $4] = $5; tasks[k] = $7; seen[k] = 1 }
+# A program prints seq, then moirai and omp: seq belongs to that run.
+$1 == "RESULT" && $3 == "seq" { lastseq = $5; next }
+$1 == "RESULT" { k = substr($2, 7); ms[k, $3, $4] = $5; tasks[k] = $7; if ($3 == "moirai") ms[k, "seq", $4] = lastseq }
 $1 == "PAIR" { k = substr($2, 7); r[k, $3] = $4; ro[k, $3] = $5 }
 END {
 	o = "# Task trees: Moirai groups vs OpenMP tasks\n\n"
@@ -105,13 +108,13 @@ END {
 	o = o "ns/task = (time - sequential time) / tasks. Ratios: medians of the per-round ratios Moirai / OpenMP (time; ns/task).\n\n"
 	for (w = 1; w <= 2; w++) {
 		o = o sprintf("## %d worker%s\n\n", w, w > 1 ? "s" : "")
-		o = o "| k | tasks | sequential (ms) | Moirai (ms) | OpenMP (ms) | Moirai ns/task | OpenMP ns/task | time ratio | ns/task ratio |\n"
+		o = o "| k | tasks | sequential (ms, same run) | Moirai (ms) | OpenMP (ms) | Moirai ns/task | OpenMP ns/task | time ratio | ns/task ratio |\n"
 		o = o "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
 		n = split("2 3 4 6 8 12 16", ks, " ")
 		for (j = 1; j <= n; j++) {
 			k = ks[j]
 			if (!((k, "moirai", w) in ms)) continue
-			s = ms[k, "seq", 1]; m = ms[k, "moirai", w]; p = ms[k, "omp", w]
+			s = ms[k, "seq", w]; m = ms[k, "moirai", w]; p = ms[k, "omp", w]
 			o = o sprintf("| %d | %d | %s | %s | %s | %.1f | %.1f | **%.2f** | %.2f |\n", k, tasks[k], f(s), f(m), f(p), (m - s) * 1e6 / tasks[k], (p - s) * 1e6 / tasks[k], r[k, w], ro[k, w])
 		}
 		o = o "\n"
