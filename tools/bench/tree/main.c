@@ -11,14 +11,17 @@
  * warm-up of each, REPS rounds run the three in a rotating order. Prints
  *
  *	RESULT tree-k<K> <impl> <workers> <median_ms> <check> <tasks>
- *	PAIR tree-k<K> <workers> <ratio> <overhead_ratio>
+ *	PAIR tree-k<K> <workers> <ratio> <overhead_ratio> <ratio_u> <overhead_ratio_u>
  *
- * for impl seq, moirai and omp (check: the sum every side must agree on;
- * tasks: nodes below the root, one task each), where ratio is the median
- * over the rounds of Moirai's time / OpenMP's time in the same round, and
- * overhead_ratio the median of (Moirai - seq) / (OpenMP - seq).
+ * for impl seq, moirai, omp and omp-undeferred (the OpenMP code outside a
+ * parallel region, where libgomp runs each task at once: see omp.c; it
+ * always runs on the calling thread) - check: the sum every side must
+ * agree on; tasks: nodes below the root, one task each - where ratio is
+ * the median over the rounds of Moirai's time / OpenMP's time in the same
+ * round, overhead_ratio the median of (Moirai - seq) / (OpenMP - seq), and
+ * the _u ones the same against omp-undeferred.
  *
- * BENCH_TREE_ONLY=seq|moirai|omp runs that side alone, once, untimed, and
+ * BENCH_TREE_ONLY=seq|moirai|omp|omp-undeferred runs that side alone, once, untimed, and
  * prints its sum: for profilers (valgrind --tool=callgrind, perf record).
  */
 #include <stdio.h>
@@ -61,11 +64,28 @@ static unsigned long parse(const char *s, const char *what, unsigned long min, u
 	return v;
 }
 
+enum { SEQ, MOIRAI, OMP, OMPU };
+
+static uint64_t run(int impl, const struct tree_shape *s, uint64_t h)
+{
+	switch (impl) {
+	case SEQ:
+		return tree_seq(s, h);
+	case MOIRAI:
+		return tree_moirai(s, h);
+	case OMP:
+		return tree_omp(s, h);
+	default:
+		return tree_omp_undeferred(s, h);
+	}
+}
+
 int main(int argc, char **argv)
 {
-	enum { SEQ, MOIRAI, OMP, NIMPL };
-	static const char *const name[NIMPL] = { "seq", "moirai", "omp" };
-	double t[NIMPL][MAX_REPS], ratio[MAX_REPS], oratio[MAX_REPS];
+	enum { NIMPL = 4 };
+	static const char *const name[NIMPL] = { "seq", "moirai", "omp", "omp-undeferred" };
+	double t[NIMPL][MAX_REPS], ratio[MAX_REPS], oratio[MAX_REPS], uratio[MAX_REPS],
+		uoratio[MAX_REPS];
 	uint64_t check[NIMPL];
 	struct tree_shape s;
 
@@ -100,8 +120,11 @@ int main(int argc, char **argv)
 			v = tree_moirai(&s, h0);
 		else if (!strcmp(only, "omp"))
 			v = tree_omp(&s, h0);
+		else if (!strcmp(only, "omp-undeferred"))
+			v = tree_omp_undeferred(&s, h0);
 		else {
-			fprintf(stderr, "bench_tree: BENCH_TREE_ONLY is seq, moirai or omp\n");
+			fprintf(stderr, "bench_tree: BENCH_TREE_ONLY is seq, moirai, omp or "
+					"omp-undeferred\n");
 			return 2;
 		}
 		printf("ONLY tree-k%u %s %llu %lu\n", s.k, only, (unsigned long long)v, nodes - 1);
@@ -109,8 +132,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	for (int i = 0; i < NIMPL; i++) {
-		check[i] = i == SEQ ? tree_seq(&s, h0) : i == MOIRAI ? tree_moirai(&s, h0) :
-								       tree_omp(&s, h0);
+		check[i] = run(i, &s, h0);
 		if (check[i] != check[SEQ]) {
 			fprintf(stderr, "FAIL tree-k%u %s: sum %llu, sequential %llu\n", s.k, name[i],
 				(unsigned long long)check[i], (unsigned long long)check[SEQ]);
@@ -121,8 +143,7 @@ int main(int argc, char **argv)
 		for (int j = 0; j < NIMPL; j++) {
 			int i = (r + j) % NIMPL; /* rotate the order */
 			double t0 = now_ms();
-			uint64_t v = i == SEQ ? tree_seq(&s, h0) : i == MOIRAI ? tree_moirai(&s, h0) :
-										 tree_omp(&s, h0);
+			uint64_t v = run(i, &s, h0);
 			t[i][r] = now_ms() - t0;
 			if (v != check[SEQ]) {
 				fprintf(stderr, "FAIL tree-k%u %s: results differ between runs\n", s.k,
@@ -134,13 +155,15 @@ int main(int argc, char **argv)
 		}
 		ratio[r] = t[MOIRAI][r] / t[OMP][r];
 		oratio[r] = (t[MOIRAI][r] - t[SEQ][r]) / (t[OMP][r] - t[SEQ][r]);
+		uratio[r] = t[MOIRAI][r] / t[OMPU][r];
+		uoratio[r] = (t[MOIRAI][r] - t[SEQ][r]) / (t[OMPU][r] - t[SEQ][r]);
 	}
 	for (int i = 0; i < NIMPL; i++)
 		printf("RESULT tree-k%u %s %u %.3f %llu %lu\n", s.k, name[i],
-		       i == SEQ ? 1 : s.workers, median(t[i], reps), (unsigned long long)check[i],
-		       nodes - 1);
-	printf("PAIR tree-k%u %u %.3f %.3f\n", s.k, s.workers, median(ratio, reps),
-	       median(oratio, reps));
+		       i == SEQ || i == OMPU ? 1 : s.workers, median(t[i], reps),
+		       (unsigned long long)check[i], nodes - 1);
+	printf("PAIR tree-k%u %u %.3f %.3f %.3f %.3f\n", s.k, s.workers, median(ratio, reps),
+	       median(oratio, reps), median(uratio, reps), median(uoratio, reps));
 	tree_moirai_fini();
 	return 0;
 }

@@ -2,6 +2,12 @@
  * omp.c - the OpenMP (libgomp) side of the tree benchmark: each inner node
  * creates one `omp task` per child and waits with `omp taskwait`; a run is
  * one parallel region whose single thread searches from the root.
+ *
+ * tree_omp_undeferred() runs the same code outside any parallel region:
+ * libgomp then has no team and runs every task at once, inside `omp task`,
+ * as a plain call (it does the same inside a region when a team has more
+ * than 64 tasks per thread queued, or for `if(0)` tasks). Nothing can be
+ * stolen then: it is the floor a 1-worker run could reach by not deferring.
  */
 #include <omp.h>
 
@@ -37,4 +43,9 @@ uint64_t tree_omp(const struct tree_shape *s, uint64_t h)
 #pragma omp single
 	r = node_omp(s, h, s->depth);
 	return r;
+}
+
+uint64_t tree_omp_undeferred(const struct tree_shape *s, uint64_t h)
+{
+	return node_omp(s, h, s->depth);
 }

@@ -33,6 +33,7 @@ static inline uint64_t tree_child(uint64_t h, unsigned i)
 uint64_t tree_seq(const struct tree_shape *s, uint64_t h);
 uint64_t tree_moirai(const struct tree_shape *s, uint64_t h); /* in its runtime */
 uint64_t tree_omp(const struct tree_shape *s, uint64_t h);    /* in a parallel region */
+uint64_t tree_omp_undeferred(const struct tree_shape *s, uint64_t h); /* outside any */
 
 /* Set up (or tear down: fini) each side's workers outside the timing. */
 void tree_moirai_init(unsigned workers);
