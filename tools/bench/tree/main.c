@@ -1,6 +1,6 @@
 /*
- * main.c - the tree benchmark's driver: one program holds all three sides
- * (sequential, Moirai, OpenMP) so that they run in turn on the same inputs
+ * main.c - the tree benchmark's driver: one program holds every side
+ * (sequential, Moirai, OpenMP, OpenMP undeferred) so that they run in turn on the same inputs
  * in the same process, and a neighbour's load hits them alike.
  *
  *	bench_tree K WORKERS REPS NODES WORK
@@ -8,7 +8,7 @@
  * searches the deepest complete K-ary tree of at most NODES nodes, WORK
  * rounds of work per node, with WORKERS workers (Moirai) or threads
  * (OpenMP); the sequential side runs on the calling thread. After one
- * warm-up of each, REPS rounds run the three in a rotating order. Prints
+ * warm-up of each, REPS rounds run them all in a rotating order. Prints
  *
  *	RESULT tree-k<K> <impl> <workers> <median_ms> <check> <tasks>
  *	PAIR tree-k<K> <workers> <ratio> <overhead_ratio> <ratio_u> <overhead_ratio_u>

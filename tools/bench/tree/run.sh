@@ -14,7 +14,7 @@
 # mr_group_wait per node (group on the node's stack), OpenMP `omp task` +
 # `omp taskwait` inside `parallel` + `single`, and the same OpenMP code
 # outside any parallel region ("undeferred": libgomp runs each task at once). The sequential recursion runs
-# in the same program, and the three sides take turns in every round, so a
+# in the same program, and all sides take turns in every round, so a
 # neighbour's load hits them alike. "ns/task" is (time - sequential time) /
 # tasks: what a task costs to spawn, run and wait for, beyond its work. The
 # ratios are medians over the rounds of the per-round ratios. The target
@@ -107,7 +107,7 @@ $1 == "PAIR" { k = substr($2, 7); r[k, $3] = $4; ro[k, $3] = $5; ru[k, $3] = $6;
 END {
 	o = "# Task trees: Moirai groups vs OpenMP tasks\n\n"
 	o = o sprintf("%s, commit %s. %s CPUs (%s), load average %s at the start. %s.\n", date, commit, ncpu, cpu, load, ccv)
-	o = o sprintf("Complete k-ary trees of at most %d nodes, %d rounds of work per node, one task per node below the root; medians of %d rounds, the three sides in turn in each round.\n", nodes, work, reps)
+	o = o sprintf("Complete k-ary trees of at most %d nodes, %d rounds of work per node, one task per node below the root; medians of %d rounds, all sides in turn in each round.\n", nodes, work, reps)
 	o = o "ns/task = (time - sequential time) / tasks. Ratios: medians of the per-round ratios Moirai / OpenMP (time; ns/task). "
 	o = o "\"OpenMP undeferred\" is the same OpenMP code run outside any parallel region: libgomp has no team then and runs each task at once as a call (as it does inside a region for `if(0)` tasks or once more than 64 tasks per thread are queued); nothing can be stolen, so it is a floor for 1 worker, not a parallel run.\n\n"
 	for (w = 1; w <= 2; w++) {
