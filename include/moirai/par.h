@@ -104,7 +104,8 @@ typedef void (*mr_range_fn)(size_t lo, size_t hi, void *ctx);
  * are split until at most grain long. grain 0: adaptive - a few ranges per
  * worker, split further only where work is stolen, so balanced loops pay
  * almost nothing and uneven ones balance. An empty range returns 0 at once
- * without calling body. Allocates nothing.
+ * without calling body. Allocates no memory of its own (from outside a
+ * runtime the first call creates the default runtime).
  * ERRORS:
  *   -EINVAL     body is NULL, or begin > end (body was not called).
  */
