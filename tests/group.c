@@ -6,6 +6,7 @@
  */
 #include <pthread.h>
 #include <sched.h>
+#include <unistd.h>
 #include <stdatomic.h>
 
 #include <moirai/moirai.h>
@@ -461,6 +462,312 @@ TEST(many_task_waiters_on_one_group)
 	}
 }
 
+/* ---- a round ends while another waiter reuses the group ---------------- */
+
+/*
+ * Test hook in user/par/group.c: called by the task that ends a round that
+ * has waiters, before that round's waiters are released (NULL otherwise).
+ */
+extern void (*mr__test_group_last_hook)(void);
+
+static void wait_flag(_Atomic int *f, int ms)
+{
+	for (int i = 0; i < ms && !atomic_load(f); i++)
+		usleep(1000);
+}
+
+/*
+ * One round: gate task T holds g open until waiter A (a thread) sleeps in
+ * mr_group_wait. T's end calls the hook; while the hook holds T there, a
+ * second waiter B (a thread) waits on g (sees the round end), spawns U and
+ * waits again. U only finishes well after the hook returns, so a second
+ * wait that was released with the old round returns before U ran. With
+ * `free_it`, B instead frees g as soon as its first wait returns: a round
+ * whose end still touched g after that would use freed memory (ASan), or
+ * hang on what free left there.
+ */
+struct reuse_race {
+	mr_group_t *g;
+	int free_it;
+	_Atomic int a_arrived, window, b_in_wait, hook_done, u_done;
+	int a_ret, b_ret1, b_ret2, b_saw_u;
+};
+
+static struct reuse_race *_Atomic race_now;
+static _Atomic int race_hooked;
+
+static void race_hook(void)
+{
+	struct reuse_race *r = atomic_load(&race_now);
+
+	if (!r || atomic_exchange(&r->window, 1))
+		return; /* not armed, or not the round's first end */
+	atomic_fetch_add(&race_hooked, 1);
+	/* Let B reach its first wait, then give it time to return (it must
+	 * not), spawn U and wait again. */
+	wait_flag(&r->b_in_wait, 2000);
+	usleep(20000);
+	atomic_store(&r->hook_done, 1);
+}
+
+static void race_gate(void *arg)
+{
+	struct reuse_race *r = arg;
+	wait_flag(&r->a_arrived, 2000);
+	usleep(20000); /* A goes to sleep in mr_group_wait meanwhile */
+}
+
+static void race_u(void *arg)
+{
+	struct reuse_race *r = arg;
+	wait_flag(&r->hook_done, 2000);
+	usleep(10000);
+	atomic_store(&r->u_done, 1);
+}
+
+static void *race_a(void *arg)
+{
+	struct reuse_race *r = arg;
+	atomic_store(&r->a_arrived, 1);
+	r->a_ret = mr_group_wait(r->g);
+	return NULL;
+}
+
+static void *race_b(void *arg)
+{
+	struct reuse_race *r = arg;
+	wait_flag(&r->window, 2000);
+	atomic_store(&r->b_in_wait, 1);
+	r->b_ret1 = mr_group_wait(r->g);
+	if (r->free_it) {
+		/* The round is over for us: the memory is ours again. */
+		free(r->g);
+		r->g = NULL;
+		return NULL;
+	}
+	r->b_ret2 = mr_group_spawn(r->g, race_u, r);
+	if (r->b_ret2 == 0)
+		r->b_ret2 = mr_group_wait(r->g);
+	r->b_saw_u = atomic_load(&r->u_done);
+	return NULL;
+}
+
+static void reuse_race_rounds(int free_it)
+{
+	int rounds = 4;
+
+	atomic_store(&race_hooked, 0);
+	mr__test_group_last_hook = race_hook;
+	for (int round = 0; round < rounds; round++) {
+		struct reuse_race r;
+		pthread_t a, b;
+
+		memset(&r, 0, sizeof(r));
+		r.free_it = free_it;
+		r.g = malloc(sizeof(*r.g));
+		ASSERT_NONNULL(r.g);
+		mr_group_init(r.g);
+		atomic_store(&race_now, &r);
+		ASSERT_EQ(mr_group_spawn(r.g, race_gate, &r), 0);
+		ASSERT_EQ(pthread_create(&a, NULL, race_a, &r), 0);
+		ASSERT_EQ(pthread_create(&b, NULL, race_b, &r), 0);
+		pthread_join(b, NULL);
+		pthread_join(a, NULL);
+		atomic_store(&race_now, NULL);
+		EXPECT_EQ(r.a_ret, 0);
+		EXPECT_EQ(r.b_ret1, 0);
+		if (!free_it) {
+			EXPECT_EQ(r.b_ret2, 0);
+			/* B's second wait covered U: U had finished. */
+			EXPECT_EQ(r.b_saw_u, 1);
+			/* Nothing is left in g: a third wait returns at once. */
+			EXPECT_EQ(mr_group_wait(r.g), 0);
+			free(r.g);
+		}
+	}
+	mr__test_group_last_hook = NULL;
+	/* The scenario happened (A was asleep in the wait when T ended). */
+	EXPECT_GT(atomic_load(&race_hooked), 0);
+}
+
+TEST(waiter_reusing_the_group_as_a_round_ends_waits_for_its_own_tasks)
+{
+	reuse_race_rounds(0);
+}
+
+TEST(waiter_freeing_the_group_as_a_round_ends)
+{
+	reuse_race_rounds(1);
+}
+
+/*
+ * Stress: several waiters (tasks on 3 workers and 2 plain threads) share
+ * one group and reuse it round after round: each spawns a few tasks of its
+ * own, waits, and checks that every one of them had finished.
+ */
+struct share {
+	mr_group_t g, runners;
+	int rounds;
+	_Atomic long early, done;
+};
+
+struct sharer {
+	struct share *s;
+	_Atomic long mine;
+	unsigned seed;
+};
+
+static void share_task(void *arg)
+{
+	struct sharer *me = arg;
+	if (me->seed % 4 == 0) {
+		volatile unsigned x = 0;
+		for (unsigned i = 0; i < (me->seed & 0x3ff); i++)
+			x += i;
+	}
+	atomic_fetch_add_explicit(&me->mine, 1, memory_order_relaxed);
+}
+
+static void share_loop(struct sharer *me)
+{
+	struct share *s = me->s;
+	long spawned = 0;
+
+	for (int round = 0; round < s->rounds; round++) {
+		me->seed = me->seed * 1103515245u + 12345u;
+		int n = (int)(me->seed >> 16) % 4; /* 0 .. 3 tasks: often empty rounds */
+		for (int i = 0; i < n; i++)
+			if (mr_group_spawn(&s->g, share_task, me) == 0)
+				spawned++;
+		if (mr_group_wait(&s->g) != 0 ||
+		    atomic_load_explicit(&me->mine, memory_order_relaxed) != spawned)
+			atomic_fetch_add(&s->early, 1);
+		atomic_fetch_add(&s->done, 1);
+	}
+}
+
+static void share_runner(void *arg)
+{
+	share_loop(arg);
+}
+
+static void *share_thread(void *arg)
+{
+	share_loop(arg);
+	return NULL;
+}
+
+struct share_run {
+	struct share *s;
+	struct sharer *tasks;
+	int ntasks;
+};
+
+static void share_inside(void *arg)
+{
+	struct share_run *sr = arg;
+	for (int i = 0; i < sr->ntasks; i++)
+		mr_group_spawn(&sr->s->runners, share_runner, &sr->tasks[i]);
+	mr_group_wait(&sr->s->runners);
+}
+
+static void *share_install(void *arg)
+{
+	struct share_run *sr = arg;
+	mr_runtime_t *rt = make_rt(3);
+	if (!rt || mr_runtime_install(rt, share_inside, sr) != 0)
+		abort();
+	mr_runtime_destroy(rt);
+	return NULL;
+}
+
+TEST(several_waiters_reuse_one_group_stress)
+{
+	enum { NTASK = 3, NTHREAD = 2 };
+	struct share s;
+	struct sharer tasks[NTASK], threads[NTHREAD];
+	struct share_run sr = { &s, tasks, NTASK };
+	pthread_t inst, th[NTHREAD];
+
+	memset(&s, 0, sizeof(s));
+	memset(tasks, 0, sizeof(tasks));
+	memset(threads, 0, sizeof(threads));
+	mr_group_init(&s.g);
+	mr_group_init(&s.runners);
+	s.rounds = (int)(5000 / mr_test_scale());
+	for (int i = 0; i < NTASK; i++)
+		tasks[i] = (struct sharer){ .s = &s, .seed = 7u + (unsigned)i };
+	for (int i = 0; i < NTHREAD; i++)
+		threads[i] = (struct sharer){ .s = &s, .seed = 100u + (unsigned)i };
+	/* Tasks spawned from the threads run on the default runtime; those of
+	 * the waiter tasks on the 3-worker one: one group, two runtimes. */
+	ASSERT_EQ(pthread_create(&inst, NULL, share_install, &sr), 0);
+	for (int i = 0; i < NTHREAD; i++)
+		ASSERT_EQ(pthread_create(&th[i], NULL, share_thread, &threads[i]), 0);
+	for (int i = 0; i < NTHREAD; i++)
+		pthread_join(th[i], NULL);
+	pthread_join(inst, NULL);
+	EXPECT_EQ(atomic_load(&s.early), 0);
+	EXPECT_EQ(atomic_load(&s.done), (long)(NTASK + NTHREAD) * s.rounds);
+	EXPECT_EQ(mr_group_wait(&s.g), 0);
+}
+
+/*
+ * A wait runs whatever is on top of its deque, not only its group's tasks:
+ * here, between two tasks of g, a task of h that itself waits on g. That
+ * inner wait must see g's true count (the outer wait's tasks that already
+ * ran included), or it waits for the outer wait below it on the stack.
+ */
+struct inner_wait {
+	mr_group_t g, h;
+	_Atomic long ran;
+	int inner_ret;
+	long inner_saw;
+};
+
+static void iw_inc(void *arg)
+{
+	struct inner_wait *iw = arg;
+	atomic_fetch_add(&iw->ran, 1);
+}
+
+static void iw_waits_on_g(void *arg)
+{
+	struct inner_wait *iw = arg;
+	iw->inner_ret = mr_group_wait(&iw->g);
+	iw->inner_saw = ld(&iw->ran);
+}
+
+static void iw_root(void *arg)
+{
+	struct inner_wait *iw = arg;
+
+	mr_group_init(&iw->g);
+	mr_group_init(&iw->h);
+	/* Deque, bottom to top: g's first task, h's task, g's second task. */
+	mr_group_spawn(&iw->g, iw_inc, iw);
+	mr_group_spawn(&iw->h, iw_waits_on_g, iw);
+	mr_group_spawn(&iw->g, iw_inc, iw);
+	mr_group_wait(&iw->g);
+	mr_group_wait(&iw->h);
+}
+
+TEST_TIMEOUT(a_task_run_by_a_wait_may_wait_on_the_same_group, 10)
+{
+	mr_runtime_t *rt = make_rt(1);
+	struct inner_wait iw;
+
+	ASSERT_NONNULL(rt);
+	for (int rep = 0; rep < 10; rep++) {
+		memset(&iw, 0, sizeof(iw));
+		ASSERT_EQ(mr_runtime_install(rt, iw_root, &iw), 0);
+		EXPECT_EQ(iw.inner_ret, 0);
+		EXPECT_EQ(iw.inner_saw, 2);
+		EXPECT_EQ(ld(&iw.ran), 2);
+	}
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
 /* ---- reuse, empty, bad input, static init ------------------------------ */
 
 static void reuse_run(void *arg)
@@ -570,6 +877,59 @@ TEST(bad_input_einval)
 	EXPECT_EQ(r[4], -EINVAL);
 	EXPECT_EQ(r[5], 0);
 	EXPECT_EQ(r[6], 0);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/*
+ * A group holding the most unfinished tasks refuses one more with
+ * -EOVERFLOW and is left as it was. The count is set through the group's
+ * layout (user/par/group.c: the state word at byte 8, count in its low 30
+ * bits): spawning 2^29 real tasks would take 32 GiB.
+ */
+static void set_group_count(mr_group_t *g, uint32_t n)
+{
+	memcpy((char *)g + 8, &n, sizeof(n));
+}
+
+static void overflow_inside(void *arg)
+{
+	int *r = arg;
+	mr_group_t g;
+	long n = 0;
+
+	mr_group_init(&g);
+	set_group_count(&g, (1u << 29) - 1);
+	/* One below the limit: accepted (the task waits in our deque). */
+	r[0] = mr_group_spawn(&g, inc, &n);
+	r[1] = mr_group_spawn(&g, inc, &n);
+	set_group_count(&g, 1); /* just the real task */
+	r[2] = mr_group_wait(&g);
+	r[3] = (int)n;
+}
+
+TEST(spawn_into_a_full_group_eoverflow)
+{
+	mr_group_t g;
+	long n = 0;
+	int r[4];
+	mr_runtime_t *rt;
+
+	/* From outside ... */
+	mr_group_init(&g);
+	set_group_count(&g, 1u << 29);
+	EXPECT_EQ(mr_group_spawn(&g, inc, &n), -EOVERFLOW);
+	set_group_count(&g, 0);
+	EXPECT_EQ(mr_group_wait(&g), 0);
+	EXPECT_EQ(n, 0);
+	/* ... and from a worker. */
+	rt = make_rt(1);
+	ASSERT_NONNULL(rt);
+	memset(r, 0x55, sizeof(r));
+	ASSERT_EQ(mr_runtime_install(rt, overflow_inside, r), 0);
+	EXPECT_EQ(r[0], 0);
+	EXPECT_EQ(r[1], -EOVERFLOW);
+	EXPECT_EQ(r[2], 0);
+	EXPECT_EQ(r[3], 1);
 	ASSERT_EQ(mr_runtime_destroy(rt), 0);
 }
 

@@ -1,11 +1,21 @@
 /*
  * moirai/par.h - CPU-parallel work: fork-join, task groups, parallel loops.
  *
- * All of these may be called from inside a task (nested parallelism) and
- * from threads outside any runtime (they then run on the default runtime and
- * block the calling thread until done). Jobs run to completion on a worker's
- * stack; they should not block on anything but the API below, which keeps
- * the worker busy with other work while it waits.
+ * All of these may be called from inside a task or a fiber (nested
+ * parallelism) and from threads outside any runtime (they then run on the
+ * default runtime, created on first use, and block the calling thread until
+ * done). Jobs run to completion on a worker's stack; they should not block
+ * on anything but the API below, which keeps the worker busy with other
+ * work while it waits. A fiber that waits here does not park: its worker
+ * runs other jobs on the fiber's stack until the wait ends, so the fiber
+ * stays on that worker.
+ *
+ * Errors are negative errno values; the ERRORS line of each function lists
+ * every one it returns. Misuse that cannot be reported (a NULL function
+ * where nothing is returned) aborts with a message naming the call. Called
+ * from outside any runtime when the default runtime cannot be created
+ * (thread creation failed), mr_join, mr_group_spawn, mr_parallel_for and
+ * mr_parallel_reduce abort naming the call (mr_group_wait needs no runtime).
  */
 #ifndef MOIRAI_PAR_H
 #define MOIRAI_PAR_H
@@ -18,17 +28,34 @@ MR_EXTERN_C_BEGIN
  * Run a(a_arg) and b(b_arg), possibly in parallel, and return when both are
  * done. b is offered to thieves while a runs on the calling worker; when
  * nobody took it, it runs inline afterwards (no allocation, no lock). While
- * a stolen b is still running the caller executes other work.
- * A NULL function aborts (there is no error to return).
+ * a stolen b is still running the caller executes other work. Blocks until
+ * both returned; any context.
+ * ERRORS: none (void). A NULL a or b aborts: "mr_join: NULL function".
  */
 MR_API void mr_join(void (*a)(void *), void *a_arg, void (*b)(void *), void *b_arg);
 
 /*
  * A task group: structured concurrency for a dynamic number of tasks.
  * mr_group_wait() returns once every task spawned into the group - including
- * tasks spawned into it by its own tasks - has finished. A group needs no
- * destruction; it may be reused after wait returns. Tasks spawned from a
- * worker go to that worker's deque; from outside, to the default runtime.
+ * tasks spawned into it by its own tasks - has finished. Tasks spawned from
+ * a worker go to that worker's deque; from outside, to the default runtime.
+ *
+ * Rounds: a group's round starts when a task is spawned into it with none
+ * unfinished and ends when its unfinished count drops to 0 again. A wait
+ * returns when the round that is running when it is called ends (at once
+ * when none is); every task spawned before the call - by anyone - belongs to
+ * that round or an earlier one, so it has finished, and its effects are
+ * visible to the caller. A task spawned concurrently with the wait by
+ * another thread may or may not be waited for.
+ *
+ * Reuse and several waiters: a group needs no destruction and may be reused
+ * at once: spawn again after a wait returned, from any thread, even while
+ * other waiters of the round that just ended have not returned yet; a later
+ * wait waits for the new round. Any number of waiters (workers and threads,
+ * of any runtime) may wait on one group at the same time; each is released
+ * by the end of its own round. Once a wait returned and nobody else spawns
+ * into or waits on the group, the caller may free or reuse its memory: the
+ * library no longer touches it.
  */
 typedef struct mr_group {
 	uint64_t mr__opaque[4];
@@ -36,14 +63,35 @@ typedef struct mr_group {
 
 #define MR_GROUP_INIT { { 0x6d72677270000000ull, 0, 0, 0 } }
 
+/*
+ * Initialise g as an empty group (or use MR_GROUP_INIT). Does not block;
+ * any context. Re-initialising a group with unfinished tasks or waiters
+ * corrupts it.
+ * ERRORS: none (void). A NULL g aborts: "mr_group_init: NULL group".
+ */
 MR_API void mr_group_init(mr_group_t *g);
 
-/* Start fn(arg) in g. Does not block. 0, or -EINVAL (NULL g or fn, g not initialised). */
+/*
+ * Start fn(arg) in g. Does not block; any context. From a worker (a task or
+ * a fiber) the task goes to that worker's deque in a block of the worker's
+ * pool (a pool that cannot grow aborts, naming mr_group_spawn); from
+ * outside any runtime, to the default runtime in a malloc'd block. Returns
+ * 0 once the task is counted in g.
+ * ERRORS:
+ *   -EINVAL     g or fn is NULL, or g was not initialised.
+ *   -EOVERFLOW  g already has 2^29 unfinished tasks (nothing spawned).
+ *   -ENOMEM     called from outside any runtime and the task's block could
+ *               not be allocated (nothing spawned).
+ */
 MR_API int mr_group_spawn(mr_group_t *g, void (*fn)(void *), void *arg);
 
 /*
- * Wait for every task of g. A worker runs other work meanwhile; another
- * thread sleeps on a futex. 0, or -EINVAL (NULL or uninitialised g).
+ * Wait for every task of g's current round (see above). Blocks: a worker
+ * (task or fiber) runs other work meanwhile, the group's own tasks first,
+ * and sleeps in the scheduler when there is none; another thread sleeps on
+ * a futex. Returns 0 at once when g has no unfinished task. Any context.
+ * ERRORS:
+ *   -EINVAL     g is NULL or was not initialised.
  */
 MR_API int mr_group_wait(mr_group_t *g);
 
@@ -52,10 +100,14 @@ typedef void (*mr_range_fn)(size_t lo, size_t hi, void *ctx);
 
 /*
  * Call body over [begin, end) split into sub-ranges run in parallel; return
- * when all are done. grain > 0: ranges are split until at most grain long.
- * grain 0: adaptive - a few ranges per worker, split further only where work
- * is stolen, so balanced loops pay almost nothing and uneven ones balance.
- * Returns 0, or -EINVAL for a NULL body or begin > end.
+ * when all are done (blocks like mr_join; any context). grain > 0: ranges
+ * are split until at most grain long. grain 0: adaptive - a few ranges per
+ * worker, split further only where work is stolen, so balanced loops pay
+ * almost nothing and uneven ones balance. An empty range returns 0 at once
+ * without calling body. Allocates no memory of its own (from outside a
+ * runtime the first call creates the default runtime).
+ * ERRORS:
+ *   -EINVAL     body is NULL, or begin > end (body was not called).
  */
 MR_API int mr_parallel_for(size_t begin, size_t end, size_t grain, mr_range_fn body, void *ctx);
 
@@ -64,8 +116,16 @@ MR_API int mr_parallel_for(size_t begin, size_t end, size_t grain, mr_range_fn b
  * (1 .. MR_REDUCE_MAX_ELEM). Each sub-range starts from a copy of *identity,
  * body(lo, hi, acc, ctx) folds the range into acc, and combine(acc, other,
  * ctx) sets acc to acc (+) other, where acc covers the indices just left of
- * other's. combine must be associative; it need not be commutative.
- * Returns 0, or -EINVAL (NULL pointer, begin > end, bad elem_size).
+ * other's. combine must be associative; it need not be commutative. An
+ * empty range sets *result to *identity. Blocks like mr_join; any context.
+ * Accumulators up to 256 bytes live on the stack; a bigger one is malloc'd
+ * per split, and a split that cannot get one folds its range sequentially
+ * instead (same result, no error).
+ * ERRORS (nothing was called, *result is unchanged):
+ *   -EINVAL     result, identity, body or combine is NULL, begin > end, or
+ *               elem_size is 0 or above MR_REDUCE_MAX_ELEM.
+ *   -ENOMEM     identity overlaps *result, elem_size is above 256 and the
+ *               copy of the identity could not be allocated.
  */
 #define MR_REDUCE_MAX_ELEM 65536
 typedef void (*mr_reduce_body_fn)(size_t lo, size_t hi, void *acc, void *ctx);

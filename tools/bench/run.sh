@@ -277,3 +277,4 @@ cat "$OUT/results.md"
 echo >&2
 echo "run.sh: saved $1/bench/results.md" >&2
 "$HERE/fiber/run.sh" "$1" # the fiber benchmarks: BUILD_DIR/bench/fiber.md
+"$HERE/tree/run.sh" "$1"  # task trees, groups vs OpenMP tasks: BUILD_DIR/bench/tree.md

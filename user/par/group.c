@@ -1,18 +1,38 @@
 /*
  * group.c - task groups: spawn any number of tasks, wait for all of them.
  *
- * The group is a 31-bit count of unfinished tasks plus a WAITERS bit, in one
- * 32-bit word, and a list of waiters under a tiny spinlock that only waiters
- * and the last finishing task touch. A waiter adds itself to the list and
- * sets WAITERS (only while the count is non-zero, under the lock); the task
- * whose decrement leaves 0 with WAITERS set takes the list, clears the bit,
- * unlocks, and only then flags each waiter. A waiter returns only once it is
- * flagged (or found the count 0 under the lock), so the group's memory is
- * never touched after its waiter may have returned and freed it.
+ * The group is one 32-bit state word - a 30-bit count of unfinished tasks,
+ * a LOCK bit and a WAITERS bit - and a list of waiters. A round of the group
+ * runs from the count leaving 0 to the count reaching 0 again; the waiters
+ * of a round are exactly the nodes on the list when it ends.
+ *
+ *  - Spawn adds 1 to the count. A task that finishes subtracts 1 with a CAS,
+ *    unless it would end the round (count 1) while WAITERS or LOCK is set:
+ *    then it takes LOCK first, and one CAS both ends the round and drops
+ *    LOCK and WAITERS (state 0), after it unlinked the list.
+ *  - A waiter takes LOCK (only while the count is non-zero), pushes its node
+ *    and sets WAITERS as it drops LOCK; it is released by its node's flag,
+ *    or returns at once when it sees state 0.
+ * So the count reaching 0 and the hand-over of the round's waiters are one
+ * atomic step: a waiter that comes later - even one that saw the round end
+ * and spawned again - is on the next round's list, never released with the
+ * old one. And state 0 means that nobody touches the group any more (the
+ * round's last access to it is the CAS that writes 0), so a waiter that saw
+ * 0 may free or reuse the group at once. Invariant: count 0 <=> state 0.
  *
  * A waiting worker keeps running work (its own group's tasks first: they are
  * on top of its deque) and sleeps in the scheduler when there is none; a
- * waiting thread sleeps on a futex in its waiter node.
+ * waiting thread sleeps on a futex in its waiter node. A waiter that finds
+ * LOCK held spins: the holder only links a node or unlinks the list.
+ *
+ * Cost of a task spawned and waited for on one worker: the spawn's
+ * fetch_add, a pooled block, a private deque push and pop; the waiter that
+ * pops its group's own tasks drops their count in one step for all of them
+ * (see mr_group_wait()), so only a task that someone else runs pays a CAS
+ * of its own.
+ *
+ * Behaves badly: a group shared by waiters on many threads serialises them
+ * on LOCK; more than GROUP_MAX_TASKS unfinished tasks are refused.
  */
 #include <stdlib.h>
 
@@ -22,7 +42,11 @@
 
 #define GROUP_MAGIC 0x6d72677270000000ull
 #define WAITERS 0x80000000u
-#define COUNT_MASK 0x7fffffffu
+#define LOCK 0x40000000u
+#define COUNT_MASK 0x3fffffffu
+/* Spawn refuses beyond this: concurrent spawners that overshoot before
+ * they undo can never carry the count into LOCK. */
+#define GROUP_MAX_TASKS 0x20000000u
 
 struct gwaiter {
 	struct gwaiter *next;
@@ -32,10 +56,10 @@ struct gwaiter {
 
 struct group {
 	uint64_t magic;
-	_Atomic uint32_t state; /* count | WAITERS */
-	_Atomic uint32_t lock;
-	struct gwaiter *waiters;
-	uint64_t spare;
+	_Atomic uint32_t state; /* count | LOCK | WAITERS */
+	uint32_t spare0;
+	struct gwaiter *waiters; /* under LOCK */
+	uint64_t spare1;
 };
 
 _Static_assert(sizeof(struct group) == sizeof(mr_group_t), "group layout");
@@ -50,23 +74,11 @@ struct group_task {
 
 _Static_assert(sizeof(struct group_task) <= MR__JOB_BLOCK, "group task fits a block");
 
-static void spin_lock(_Atomic uint32_t *l)
-{
-	uint32_t z;
-	for (;;) {
-		z = 0;
-		if (atomic_compare_exchange_weak_explicit(l, &z, 1, memory_order_acquire,
-							  memory_order_relaxed))
-			return;
-		while (atomic_load_explicit(l, memory_order_relaxed))
-			mr__cpu_relax();
-	}
-}
-
-static void spin_unlock(_Atomic uint32_t *l)
-{
-	atomic_store_explicit(l, 0, memory_order_release);
-}
+/*
+ * Test hook (tests/group.c): called by the task that ends a round with
+ * waiters, holding LOCK, before the round ends. NULL outside tests.
+ */
+__attribute__((visibility("hidden"))) void (*mr__test_group_last_hook)(void);
 
 static struct group *to_group(mr_group_t *g)
 {
@@ -81,26 +93,21 @@ void mr_group_init(mr_group_t *gp)
 		mr__die("mr_group_init", "NULL group");
 	g->magic = GROUP_MAGIC;
 	atomic_init(&g->state, 0);
-	atomic_init(&g->lock, 0);
+	g->spare0 = 0;
 	g->waiters = NULL;
-	g->spare = 0;
+	g->spare1 = 0;
 }
 
-static void wake_waiters(struct group *g)
+/* Release the waiters of an ended round. g may be gone: only the nodes
+ * (alive until flagged) are touched. */
+static void wake_list(struct gwaiter *list)
 {
-	struct gwaiter *list;
-
-	spin_lock(&g->lock);
-	list = g->waiters;
-	g->waiters = NULL;
-	atomic_fetch_and_explicit(&g->state, ~WAITERS, memory_order_relaxed);
-	spin_unlock(&g->lock);
-	/* From here on g may be gone; only the nodes (alive until flagged) remain. */
 	while (list) {
 		struct gwaiter *next = list->next;
 		struct mr__worker *w = list->worker;
 		/* seq_cst: pairs with the sleeping worker's idle-bit RMW + fence +
-		 * load of flag (park()); for threads, with the futex wait. */
+		 * load of flag (park()); for threads, with the futex wait. After
+		 * it the node may be gone: next and w were read before. */
 		atomic_store_explicit(&list->flag, 1, memory_order_seq_cst);
 		if (w)
 			mr__wake_worker(w, MR__TOK_LATCH);
@@ -110,13 +117,71 @@ static void wake_waiters(struct group *g)
 	}
 }
 
-static void group_finish_one(struct group *g)
+/* Take LOCK; the caller holds a count or saw one. Returns the state with LOCK. */
+static uint32_t take_lock(struct group *g, uint32_t s)
 {
-	/* release: the task's effects happen before the waiter's acquire load
-	 * that sees the count reach 0; acquire: for wake_waiters(). */
-	uint32_t old = atomic_fetch_sub_explicit(&g->state, 1, memory_order_acq_rel);
-	if ((old & COUNT_MASK) == 1 && (old & WAITERS))
-		wake_waiters(g);
+	for (;;) {
+		if (s & LOCK) {
+			mr__cpu_relax();
+			s = atomic_load_explicit(&g->state, memory_order_relaxed);
+			continue;
+		}
+		/* acquire: pairs with the release that dropped LOCK (the list). */
+		if (atomic_compare_exchange_weak_explicit(
+			&g->state, &s, s | LOCK, memory_order_acquire, memory_order_relaxed))
+			return s | LOCK;
+	}
+}
+
+/* n finished tasks would end the round with waiters or a waiter at the lock. */
+__attribute__((noinline)) static void finish_last(struct group *g, uint32_t s, uint32_t n)
+{
+	struct gwaiter *list;
+
+	s = take_lock(g, s);
+	if (unlikely(mr__test_group_last_hook))
+		mr__test_group_last_hook();
+	list = g->waiters; /* stable while we hold LOCK; NULL without WAITERS */
+	for (;;) {
+		if ((s & COUNT_MASK) == n) {
+			g->waiters = NULL;
+			/* acq_rel: releases this task's effects and the unlinking,
+			 * acquires every other task's release decrement, so the
+			 * waiters flagged below see them all. The last access to g. */
+			if (atomic_compare_exchange_weak_explicit(
+				&g->state, &s, 0, memory_order_acq_rel, memory_order_relaxed)) {
+				wake_list(list);
+				return;
+			}
+			g->waiters = list;
+		} else {
+			/* Spawned into meanwhile: the round goes on; its new last
+			 * task ends it. release: as in group_finish(). */
+			if (atomic_compare_exchange_weak_explicit(&g->state, &s, (s - n) & ~LOCK,
+								  memory_order_release,
+								  memory_order_relaxed))
+				return;
+		}
+	}
+}
+
+/* n tasks of g finished (n <= their count: each is still counted). */
+static inline void group_finish(struct group *g, uint32_t n)
+{
+	uint32_t s = atomic_load_explicit(&g->state, memory_order_relaxed);
+
+	for (;;) {
+		if (unlikely((s & COUNT_MASK) == n && (s & (WAITERS | LOCK)))) {
+			finish_last(g, s, n);
+			return;
+		}
+		/* release: the tasks' effects happen before the acquire of whoever
+		 * sees the count lower (a waiter's load of state 0, or the
+		 * acq_rel CAS that ends the round). */
+		if (atomic_compare_exchange_weak_explicit(
+			&g->state, &s, s - n, memory_order_release, memory_order_relaxed))
+			return;
+	}
 }
 
 static void group_task_exec(struct mr__job *job, struct mr__worker *w)
@@ -131,37 +196,23 @@ static void group_task_exec(struct mr__job *job, struct mr__worker *w)
 	else
 		mr__job_free(w, t);
 	fn(arg);
-	group_finish_one(g);
+	group_finish(g, 1);
 }
 
-int mr_group_spawn(mr_group_t *gp, void (*fn)(void *), void *arg)
+/* From outside any runtime: a malloc'd task for the default runtime. */
+__attribute__((noinline, cold)) static int spawn_outside(struct group *g, void (*fn)(void *),
+							 void *arg)
 {
-	struct group *g = to_group(gp);
-	struct mr__worker *w = mr__self();
-	struct group_task *t;
+	struct group_task *t = malloc(sizeof(*t));
 
-	if (!gp || !fn || g->magic != GROUP_MAGIC)
-		return -EINVAL;
-	uint32_t old = atomic_fetch_add_explicit(&g->state, 1, memory_order_relaxed);
-	if (unlikely((old & COUNT_MASK) == COUNT_MASK)) {
-		atomic_fetch_sub_explicit(&g->state, 1, memory_order_relaxed);
-		return -EOVERFLOW;
-	}
-	if (likely(w)) {
-		t = mr__job_alloc(w);
-		t->hdr.exec = group_task_exec;
-		t->fn = fn;
-		t->arg = arg;
-		t->g = g;
-		t->heap = 0;
-		if (unlikely(!mr__push(w, &t->hdr)))
-			group_task_exec(&t->hdr, w); /* deque full: run it now */
-		return 0;
-	}
-	t = malloc(sizeof(*t));
-	if (!t) {
-		group_finish_one(g);
+	if (!t)
 		return -ENOMEM;
+	/* relaxed: as in mr_group_spawn(). */
+	uint32_t old = atomic_fetch_add_explicit(&g->state, 1, memory_order_relaxed);
+	if (unlikely((old & COUNT_MASK) >= GROUP_MAX_TASKS)) {
+		atomic_fetch_sub_explicit(&g->state, 1, memory_order_relaxed);
+		free(t);
+		return -EOVERFLOW;
 	}
 	t->hdr.exec = group_task_exec;
 	t->fn = fn;
@@ -172,33 +223,98 @@ int mr_group_spawn(mr_group_t *gp, void (*fn)(void *), void *arg)
 	return 0;
 }
 
-/* Add n to g's waiters unless the count is already 0. */
+/* Too many unfinished tasks: undo the count (it cannot end the round:
+ * it stays far above 1). */
+__attribute__((noinline, cold)) static int spawn_refused(struct group *g)
+{
+	atomic_fetch_sub_explicit(&g->state, 1, memory_order_relaxed);
+	return -EOVERFLOW;
+}
+
+/* The deque needs its slow path (a thief asked to share, or a lap check). */
+__attribute__((noinline)) static void spawn_push(struct mr__worker *w, struct group_task *t)
+{
+	if (unlikely(!mr__push(w, &t->hdr)))
+		group_task_exec(&t->hdr, w); /* deque full: run it now */
+}
+
+/*
+ * The fast path, from a worker: no call but the pool's refill. It counts
+ * the task before it allocates (the pool cannot fail: it aborts).
+ */
+/* A task of g popped by a waiter of g: run it; its count is the waiter's to drop. */
+static inline void run_own(struct group_task *t, struct mr__worker *w)
+{
+	void (*fn)(void *) = t->fn;
+	void *arg = t->arg;
+
+	if (t->heap)
+		free(t);
+	else
+		mr__job_free(w, t);
+	fn(arg);
+}
+
+int mr_group_spawn(mr_group_t *gp, void (*fn)(void *), void *arg)
+{
+	struct group *g = to_group(gp);
+	struct mr__worker *w = mr__self();
+
+	if (unlikely(!gp || !fn || g->magic != GROUP_MAGIC))
+		return -EINVAL;
+	if (unlikely(!w))
+		return spawn_outside(g, fn, arg);
+	/* relaxed: the task is published by the deque (or run here); its
+	 * finish is ordered by the release CAS in group_finish(). */
+	uint32_t old = atomic_fetch_add_explicit(&g->state, 1, memory_order_relaxed);
+	if (unlikely((old & COUNT_MASK) >= GROUP_MAX_TASKS))
+		return spawn_refused(g);
+	struct group_task *t = mr__job_alloc(w);
+	t->hdr.exec = group_task_exec;
+	t->fn = fn;
+	t->arg = arg;
+	t->g = g;
+	t->heap = 0;
+	if (unlikely(!mr__deque_push_quiet(&w->dq, &t->hdr)))
+		spawn_push(w, t);
+	return 0;
+}
+
+/* Add n to g's waiters, unless the round is over (state 0). */
 static bool enqueue_waiter(struct group *g, struct gwaiter *n)
 {
-	bool queued = false;
-
-	spin_lock(&g->lock);
+	/* acquire: seeing 0 is seeing the round end (the tasks' effects). */
 	uint32_t s = atomic_load_explicit(&g->state, memory_order_acquire);
-	while (s & COUNT_MASK) {
-		/* Set WAITERS only while tasks remain, atomically with that check,
-		 * so the last task's fetch_sub sees it (no lost wakeup). */
-		if (atomic_compare_exchange_weak_explicit(&g->state, &s, s | WAITERS,
-							  memory_order_acq_rel,
-							  memory_order_acquire)) {
-			n->next = g->waiters;
-			g->waiters = n;
-			queued = true;
-			break;
+
+	for (;;) {
+		if (s == 0)
+			return false;
+		if (s & LOCK) {
+			mr__cpu_relax();
+			s = atomic_load_explicit(&g->state, memory_order_acquire);
+			continue;
 		}
+		/* acquire: pairs with the release that dropped LOCK. A task's
+		 * finish that would take the count to 0 now waits for LOCK. */
+		if (atomic_compare_exchange_weak_explicit(
+			&g->state, &s, s | LOCK, memory_order_acquire, memory_order_acquire))
+			break;
 	}
-	spin_unlock(&g->lock);
-	return queued;
+	n->next = g->waiters;
+	g->waiters = n;
+	/* Drop LOCK and set WAITERS in one add: only LOCK's holder changes
+	 * either bit, so s (read before we took it) tells whether WAITERS is
+	 * set; the count moves under us and the add keeps it. release: pairs
+	 * with take_lock()'s acquire (the link of n). */
+	atomic_fetch_add_explicit(&g->state, (s & WAITERS ? 0u : WAITERS) - LOCK,
+				  memory_order_release);
+	return true;
 }
 
 static bool waiter_flagged(void *arg)
 {
 	struct gwaiter *n = arg;
-	/* acquire: pairs with the seq_cst store in wake_waiters(). */
+	/* acquire: pairs with the seq_cst store in wake_list(). */
 	return atomic_load_explicit(&n->flag, memory_order_acquire) != 0;
 }
 
@@ -206,23 +322,47 @@ int mr_group_wait(mr_group_t *gp)
 {
 	struct group *g = to_group(gp);
 	struct mr__worker *w = mr__self();
-	struct gwaiter node = { .worker = w };
 
 	if (!gp || g->magic != GROUP_MAGIC)
 		return -EINVAL;
-	atomic_init(&node.flag, 0);
 	if (w) {
-		/* Run the group's own tasks (top of our deque) before queuing:
-		 * most waits end here without touching the lock. */
+		/*
+		 * Run the group's own tasks (top of our deque) before queuing:
+		 * most waits end here without touching the lock. The tasks of g
+		 * we run here do not drop the count one by one: `mine` counts
+		 * them and one group_finish() drops them all when the rest of
+		 * the count is gone, or our deque has nothing left, or before
+		 * we run any other job (that job may wait on g itself: it must
+		 * see a true count). Meanwhile the count is too high, never too
+		 * low: another waiter can only wait a little longer.
+		 */
+		uint32_t mine = 0;
 		w->pinned++; /* the tasks we run must not park a fiber we run on */
-		while (atomic_load_explicit(&g->state, memory_order_acquire) & COUNT_MASK) {
+		/* acquire: as in enqueue_waiter(). */
+		while ((atomic_load_explicit(&g->state, memory_order_acquire) & COUNT_MASK) !=
+		       mine) {
 			struct mr__job *job = mr__pop_sharing(w);
 			if (!job)
 				break;
-			job->exec(job, w);
+			if (job->exec == group_task_exec && ((struct group_task *)job)->g == g) {
+				run_own((struct group_task *)job, w);
+				mine++;
+			} else {
+				if (mine)
+					group_finish(g, mine);
+				mine = 0;
+				job->exec(job, w);
+			}
 		}
 		w->pinned--;
+		if (mine)
+			group_finish(g, mine);
 	}
+	/* acquire: as in enqueue_waiter(). */
+	if (atomic_load_explicit(&g->state, memory_order_acquire) == 0)
+		return 0;
+	struct gwaiter node = { .worker = w };
+	atomic_init(&node.flag, 0);
 	if (!enqueue_waiter(g, &node))
 		return 0;
 	if (w) {

@@ -28,7 +28,7 @@ static void link_blocks(struct mr__worker *w, char *mem, size_t n)
 	w->nfree += (unsigned)n;
 }
 
-static void *refill(struct mr__worker *w)
+void *mr__job_refill(struct mr__worker *w)
 {
 	struct mr_runtime *rt = w->rt;
 	struct mr__pool_batch *b;
@@ -66,19 +66,7 @@ static void *refill(struct mr__worker *w)
 	return j;
 }
 
-void *mr__job_alloc(struct mr__worker *w)
-{
-	struct mr__job *j = w->free_jobs;
-
-	if (likely(j)) {
-		w->free_jobs = j->next;
-		w->nfree--;
-		return j;
-	}
-	return refill(w);
-}
-
-static void spill(struct mr__worker *w)
+void mr__job_spill(struct mr__worker *w)
 {
 	struct mr_runtime *rt = w->rt;
 	struct mr__job *first = w->free_jobs, *last = first;
@@ -107,16 +95,6 @@ static void spill(struct mr__worker *w)
 		w->free_jobs = first;
 		w->nfree += MR__POOL_BATCH;
 	}
-}
-
-void mr__job_free(struct mr__worker *w, void *job)
-{
-	struct mr__job *j = job;
-
-	j->next = w->free_jobs;
-	w->free_jobs = j;
-	if (unlikely(++w->nfree > 2 * MR__POOL_BATCH))
-		spill(w);
 }
 
 void mr__pool_fini(struct mr_runtime *rt)

@@ -258,9 +258,36 @@ void mr__wake_worker(struct mr__worker *w, uint32_t tok);
 void mr__run_outside(struct mr_runtime *rt, void (*fn)(void *), void *arg);
 
 /* Job blocks of MR__JOB_BLOCK bytes from w's pool (never fails: aborts on ENOMEM). */
-void *mr__job_alloc(struct mr__worker *w);
-void mr__job_free(struct mr__worker *w, void *job);
+static inline void *mr__job_alloc(struct mr__worker *w);
+static inline void mr__job_free(struct mr__worker *w, void *job);
 void mr__pool_fini(struct mr_runtime *rt);
+/* The pool's slow paths (pool.c): refill an empty list, spill a long one. */
+void *mr__job_refill(struct mr__worker *w);
+void mr__job_spill(struct mr__worker *w);
+
+/* Inline: a group spawn's allocation and its task's free are a list pop
+ * and push, and a call each would cost as much again. */
+static inline void *mr__job_alloc(struct mr__worker *w)
+{
+	struct mr__job *j = w->free_jobs;
+
+	if (likely(j)) {
+		w->free_jobs = j->next;
+		w->nfree--;
+		return j;
+	}
+	return mr__job_refill(w);
+}
+
+static inline void mr__job_free(struct mr__worker *w, void *job)
+{
+	struct mr__job *j = job;
+
+	j->next = w->free_jobs;
+	w->free_jobs = j;
+	if (unlikely(++w->nfree > 2 * MR__POOL_BATCH))
+		mr__job_spill(w);
+}
 
 static inline bool mr__push(struct mr__worker *w, struct mr__job *job)
 {
