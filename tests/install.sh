@@ -5,7 +5,9 @@
 #    run path taken from pkg-config (-Wl,-rpath,$(pkg-config --variable=libdir
 #    moirai)), and run it with no LD_LIBRARY_PATH: it must find the staged
 #    libmoirai.so.0 by itself;
-#  - the same program without the run path, with LD_LIBRARY_PATH.
+#  - the same program without the run path, with LD_LIBRARY_PATH;
+#  - a C++ file that fills options structs with MR_OPTS, compiled with
+#    -Wall -Wextra -Werror (skipped when there is no C++ compiler).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 stage="$root/build/stage"
@@ -48,3 +50,34 @@ echo "ok - install + pkg-config + shared library found through the run path"
 cc "$root/examples/hello.c" $(pkg-config --cflags --libs moirai) -o "$stage/hello-norpath"
 check_hello "$stage/hello-norpath" LD_LIBRARY_PATH="$libdir"
 echo "ok - install + pkg-config + shared library found through LD_LIBRARY_PATH"
+
+cxx=${CXX:-c++}
+if ! command -v "$cxx" >/dev/null 2>&1; then
+	echo "ok - C++ and MR_OPTS # SKIP no C++ compiler ($cxx)"
+	exit 0
+fi
+cat >"$stage/opts.cpp" <<'EOF'
+#include <moirai/moirai.h>
+#include <cstdio>
+
+MR_OPTS(mr_fiber_opts, at_namespace_scope, .stack_size = 1 << 20);
+
+int main()
+{
+	MR_OPTS(mr_config, cfg, .workers = 2);
+	MR_OPTS(mr_config, plain);
+	MR_OPTS(mr_fiber_opts, fo, .stack_size = 1 << 20);
+	bool ok = cfg.sz == sizeof(cfg) && cfg.workers == 2 && cfg.spin_us == 0 &&
+		  plain.sz == sizeof(plain) && plain.workers == 0 && fo.sz == sizeof(fo) &&
+		  fo.stack_size == 1 << 20 && at_namespace_scope.sz == sizeof(fo);
+	std::puts(ok ? "MR_OPTS ok" : "MR_OPTS wrong");
+	return ok ? 0 : 1;
+}
+EOF
+for std in "" -std=c++20; do
+	# shellcheck disable=SC2046,SC2086 # $std: empty or one flag
+	"$cxx" $std -Wall -Wextra -Werror "$stage/opts.cpp" $(pkg-config --cflags --libs moirai) \
+		-Wl,-rpath,"$libdir" -o "$stage/opts" || fail "C++ ${std:-(default standard)}: MR_OPTS does not compile cleanly with -Wall -Wextra -Werror"
+	out=$("$stage/opts") || fail "C++ ${std:-(default standard)}: $out"
+done
+echo "ok - C++ with -Wall -Wextra -Werror fills options with MR_OPTS"
