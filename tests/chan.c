@@ -2386,4 +2386,224 @@ TEST(channel_in_a_child_forked_right_after_a_wake_up)
 	ASSERT_EQ(mr_runtime_destroy(rt), 0);
 }
 
+/* ---- big rings: memory follows use --------------------------------------------- */
+
+/* Resident pages of this process (/proc/self/statm, second field), -1 if
+ * unreadable. */
+static long resident_pages(void)
+{
+	FILE *f = fopen("/proc/self/statm", "r");
+	long size, res = -1;
+
+	if (f) {
+		if (fscanf(f, "%ld %ld", &size, &res) != 2)
+			res = -1;
+		fclose(f);
+	}
+	return res;
+}
+
+/* The memory bound of the big-ring test: far above what a few sends touch
+ * (and what the sanitizers add), far below the gigabytes of a ring whose
+ * every slot is written at create. */
+#define BIG_RING_RSS_MAX ((long)64 << 20)
+
+struct rss_watch {
+	long base, limit; /* pages */
+	_Atomic int stop;
+};
+
+/* Ends the test as soon as resident memory passes the bound, so that a ring
+ * that does write every slot fails in milliseconds instead of filling the
+ * machine's memory. */
+static void *rss_watchdog(void *arg)
+{
+	struct rss_watch *w = arg;
+
+	while (!atomic_load(&w->stop)) {
+		long r = resident_pages();
+		if (r > w->base + w->limit) {
+			fprintf(stderr, "# RSS grew by %ld KiB (bound %ld KiB)\n",
+				(r - w->base) * (sysconf(_SC_PAGESIZE) / 1024),
+				w->limit * (sysconf(_SC_PAGESIZE) / 1024));
+			fflush(stderr);
+			_exit(1);
+		}
+		usleep(1000);
+	}
+	return NULL;
+}
+
+/* Can this process reserve 16 GiB of address space it does not commit? Not
+ * under an address-space limit, nor with strict overcommit (mode 2), which
+ * commits every private writable mapping. */
+static bool big_mappings_allowed(void)
+{
+	struct rlimit rl;
+	FILE *f = fopen("/proc/sys/vm/overcommit_memory", "r");
+	int mode = 0;
+
+	if (f) {
+		if (fscanf(f, "%d", &mode) != 1)
+			mode = 0;
+		fclose(f);
+	}
+	if (mode == 2)
+		return false;
+	return getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+	       rl.rlim_cur > ((rlim_t)32 << 30);
+}
+
+/* mr_chan_create(8, 1 << 30, 0): 16 GiB of slots that creating must not
+ * touch. It was 68 s and 16 GiB resident when every stamp was written at
+ * create. Resident memory stays within a few pages of use, through create,
+ * a thousand sends and receives, and destroy. */
+TEST(big_ring_costs_memory_only_where_used)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	struct rss_watch w = { 0 };
+	pthread_t wd;
+	uint64_t v;
+
+	w.base = resident_pages();
+	w.limit = BIG_RING_RSS_MAX / page;
+	ASSERT_TRUE(w.base > 0);
+	ASSERT_EQ(pthread_create(&wd, NULL, rss_watchdog, &w), 0);
+
+	errno = 0;
+	mr_chan_t *ch = mr_chan_create(8, (size_t)1 << 30, 0);
+	if (!ch && errno == ENOMEM && !big_mappings_allowed())
+		SKIP("16 GiB of address space cannot be reserved here (ulimit -v, or "
+		     "vm.overcommit_memory=2)");
+	if (!ch)
+		TH_LOG("create: errno %d", errno);
+	ASSERT_NONNULL(ch);
+	long after_create = resident_pages();
+	EXPECT_EQ(mr_chan_capacity(ch), (size_t)1 << 30);
+	EXPECT_EQ(mr_chan_len(ch), 0);
+	EXPECT_EQ(mr_chan_try_recv(ch, &v), -EAGAIN);
+	for (uint64_t i = 0; i < 1000; i++) {
+		v = i * 3 + 1;
+		ASSERT_EQ(mr_chan_try_send(ch, &v), 0);
+	}
+	EXPECT_EQ(mr_chan_len(ch), 1000);
+	for (uint64_t i = 0; i < 1000; i++) {
+		ASSERT_EQ(mr_chan_try_recv(ch, &v), 0);
+		ASSERT_EQ(v, i * 3 + 1);
+	}
+	EXPECT_EQ(mr_chan_try_recv(ch, &v), -EAGAIN);
+	long after_use = resident_pages();
+	TH_LOG("RSS growth: %ld KiB after create, %ld KiB after 1000 elements",
+	       (after_create - w.base) * page / 1024, (after_use - w.base) * page / 1024);
+	EXPECT_TRUE((after_use - w.base) * page < BIG_RING_RSS_MAX);
+	mr_chan_destroy(ch);
+	atomic_store(&w.stop, 1);
+	pthread_join(wd, NULL);
+}
+
+/* A ring big enough to be mapped (not malloc'd) starts empty in every slot
+ * and wraps around correctly: several laps through a 10000-slot ring, FIFO
+ * and exact capacity on each lap, then the same between threads. */
+TEST(mapped_ring_wraps_around)
+{
+	enum { CAP = 10000 };
+	mr_chan_t *ch = mr_chan_create(16, CAP, 0);
+	uint64_t e[2], sent = 0, got = 0;
+
+	ASSERT_NONNULL(ch);
+	for (size_t lap = 0; lap < 4; lap++) {
+		/* Move the start on by a third of a lap (and one) so that the
+		 * wrap falls inside the burst that fills the ring. */
+		for (size_t i = 0; i < CAP / 3 + 1; i++, sent++, got++) {
+			e[0] = sent;
+			e[1] = ~sent;
+			ASSERT_EQ(mr_chan_try_send(ch, e), 0);
+			ASSERT_EQ(mr_chan_try_recv(ch, e), 0);
+			ASSERT_EQ(e[0], got);
+		}
+		for (size_t i = 0; i < CAP; i++, sent++) {
+			e[0] = sent;
+			e[1] = ~sent;
+			ASSERT_EQ(mr_chan_try_send(ch, e), 0);
+		}
+		ASSERT_EQ(mr_chan_try_send(ch, e), -EAGAIN);
+		ASSERT_EQ(mr_chan_len(ch), CAP);
+		for (size_t i = 0; i < CAP / 2 + lap; i++, got++) {
+			ASSERT_EQ(mr_chan_try_recv(ch, e), 0);
+			ASSERT_EQ(e[0], got);
+			ASSERT_EQ(e[1], ~got);
+		}
+		ASSERT_EQ(mr_chan_len(ch), (size_t)(sent - got));
+		while (got < sent) {
+			ASSERT_EQ(mr_chan_try_recv(ch, e), 0);
+			ASSERT_EQ(e[0], got);
+			got++;
+		}
+		ASSERT_EQ(mr_chan_try_recv(ch, e), -EAGAIN);
+	}
+	mr_chan_destroy(ch);
+}
+
+struct mapped_mpmc {
+	mr_chan_t *ch;
+	long n;		      /* per producer */
+	_Atomic uint64_t sum; /* of everything received */
+	_Atomic long got;
+	_Atomic int bad;
+};
+
+static void *mapped_producer(void *arg)
+{
+	struct mapped_mpmc *m = arg;
+
+	for (long i = 1; i <= m->n; i++) {
+		uint64_t e[2] = { (uint64_t)i, ~(uint64_t)i };
+		if (mr_chan_send(m->ch, e) != 0)
+			atomic_store(&m->bad, 1);
+	}
+	return NULL;
+}
+
+static void *mapped_consumer(void *arg)
+{
+	struct mapped_mpmc *m = arg;
+	uint64_t e[2], sum = 0;
+	long got = 0;
+
+	while (mr_chan_recv(m->ch, e) == 0) {
+		if (e[1] != ~e[0])
+			atomic_store(&m->bad, 2);
+		sum += e[0];
+		got++;
+	}
+	atomic_fetch_add(&m->sum, sum);
+	atomic_fetch_add(&m->got, got);
+	return NULL;
+}
+
+/* Two producers and two consumers (threads) through a mapped ring that is
+ * small against what goes through it: every element arrives once, intact. */
+TEST(mapped_ring_between_threads)
+{
+	struct mapped_mpmc m = { 0 };
+	pthread_t p[2], c[2];
+
+	m.ch = mr_chan_create(16, 8192, 0);
+	m.n = scaled(200000);
+	ASSERT_NONNULL(m.ch);
+	for (int i = 0; i < 2; i++) {
+		ASSERT_EQ(pthread_create(&c[i], NULL, mapped_consumer, &m), 0);
+		ASSERT_EQ(pthread_create(&p[i], NULL, mapped_producer, &m), 0);
+	}
+	for (int i = 0; i < 2; i++)
+		pthread_join(p[i], NULL);
+	EXPECT_EQ(mr_chan_close(m.ch), 0);
+	for (int i = 0; i < 2; i++)
+		pthread_join(c[i], NULL);
+	EXPECT_EQ(atomic_load(&m.bad), 0);
+	EXPECT_EQ(atomic_load(&m.got), 2 * m.n);
+	EXPECT_EQ(atomic_load(&m.sum), (uint64_t)m.n * (uint64_t)(m.n + 1));
+	mr_chan_destroy(m.ch);
+}
+
 TEST_HARNESS_MAIN

@@ -11,6 +11,26 @@
  *	capacity 0           rendezvous: a send completes only when a receiver
  *	                     takes the element (and vice versa)
  *
+ * Memory. Every channel has an object of a few cache lines (256 bytes on
+ * x86-64). A bounded ring adds `capacity` slots of elem_size + 8 bytes
+ * rounded up to a multiple of 8 (16 bytes for 8-byte elements). Rings of
+ * 128 KiB or more are mapped (mmap, MAP_NORESERVE): creating one costs one
+ * system call and reserves address space only, whatever the capacity; a
+ * page of it (4 KiB, or 2 MiB where transparent huge pages are set to
+ * "always") becomes resident when the ring first reaches it. Slots are
+ * used in turn, so what is resident follows the number of elements ever
+ * sent, not the number queued, and stays until destroy: min(sent,
+ * capacity) slots, in whole pages. Capacity 1 << 30 with 8-byte elements
+ * is 16 GiB of address space and, after a thousand sends, 16 KiB resident.
+ * Memory is committed as it is touched: a ring that grows past what the
+ * machine has meets the kernel's out-of-memory handling then, not ENOMEM
+ * at create (under vm.overcommit_memory=2 the whole ring is committed at
+ * create, and a ring that does not fit is ENOMEM). Smaller rings are
+ * allocated and cleared at create. An unbounded channel allocates segments
+ * of 31 slots (elem_size + 8 bytes, rounded up to 8) as they fill and
+ * frees them as they drain, keeping one spare. A rendezvous channel holds
+ * no elements.
+ *
  * Every element sent is received exactly once, and the elements of one
  * sender arrive in the order it sent them. A blocked fiber parks (its
  * worker runs other fibers); a blocked thread, or a job, sleeps on a futex

@@ -33,9 +33,24 @@
 #define MR_API
 #endif
 
-/* Declare and zero-fill an options struct whose first member is `size_t sz`. */
+/*
+ * Declare and zero-fill an options struct whose first member is `size_t sz`.
+ * C++ (designated initializers, C++20 or GNU) warns under -Wextra about
+ * every member the list leaves out, which is the point of MR_OPTS: the
+ * warning is turned off for this declaration only, and the static_assert
+ * takes the caller's semicolon.
+ */
+#if defined(__cplusplus) && defined(__GNUC__)
+#define MR_OPTS(TYPE, NAME, ...)                                                                   \
+	_Pragma("GCC diagnostic push")                                                             \
+	_Pragma("GCC diagnostic ignored \"-Wmissing-field-initializers\"")                         \
+	struct TYPE NAME = { .sz = sizeof(struct TYPE), __VA_ARGS__ };                             \
+	_Pragma("GCC diagnostic pop")                                                              \
+	static_assert(true, "MR_OPTS")
+#else
 #define MR_OPTS(TYPE, NAME, ...)                                                                   \
 	struct TYPE NAME = { .sz = sizeof(struct TYPE), __VA_ARGS__ }
+#endif
 
 #define MOIRAI_VERSION_MAJOR 0
 #define MOIRAI_VERSION_MINOR 1

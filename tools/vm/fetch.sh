@@ -1,15 +1,27 @@
 #!/bin/sh
 # tools/vm/fetch.sh - fill the VM lab's cache: a kernel with sched_ext, libbpf and bpftool.
 #
-# Usage: tools/vm/fetch.sh [kernel|bpf|all]        (default: all)
+# Usage: tools/vm/fetch.sh [kernel|bpf|all|mirror]        (default: all)
 #
 # The cache is ${MOIRAI_VM_CACHE:-$HOME/.cache/moirai-vm}, outside the repository.
 # Packages come from Debian's backports through a private apt setup kept in the cache
-# ($CACHE/apt: its own sources.list, package lists and apt cache); the system's apt
-# configuration is never read for sources nor changed. When the cache is complete the
-# script touches no network and returns at once; MOIRAI_VM_REFRESH=1 makes it look for
-# a newer kernel/libbpf/bpftool in the archive and replace what changed.
+# ($CACHE/apt: its own sources.list, package lists and apt cache). Its mirror is the
+# one the machine's own apt sources use for Debian (/etc/apt/sources.list and
+# /etc/apt/sources.list.d/, one-line or deb822 format, as apt reads them: see
+# `mirror`), or MOIRAI_VM_MIRROR (a URI such as the one after "deb" in sources.list);
+# when neither names one the script fails and says so. The system's apt configuration
+# is never changed. When the cache is complete the script touches no network and
+# returns at once; MOIRAI_VM_REFRESH=1 makes it look for a newer kernel/libbpf/bpftool
+# in the archive and replace what changed.
 #
+#   mirror  print the mirror the private apt setup would use, and why, and exit.
+#           The machine's sources give the first URI (in apt's order) whose component
+#           main is Debian's: Origin and Label "Debian" in its Release file when apt
+#           has downloaded that, otherwise a Debian suite name (the host's codename,
+#           stable, testing, unstable, sid, with -updates or -backports; never
+#           -security, which is not a full mirror). APT_CONFIG is honoured, so
+#           APT_CONFIG=FILE with Dir::Etc::SourceList/SourceParts shows what other
+#           sources would give.
 #   kernel  the newest linux-binary-<ver>+deb13-cloud-amd64 from trixie-backports and the
 #           config from its companion linux-base-<ver>+deb13-cloud-amd64. The config must
 #           have CONFIG_SCHED_CLASS_EXT, DEBUG_INFO_BTF, NUMA and BPF_SYSCALL =y. Gives
@@ -40,7 +52,7 @@ usage() { sed -n '2,/^set -eu/{/^#/s/^# \{0,1\}//p}' "$0"; }
 
 what=${1:-all}
 case $what in
-kernel | bpf | all) ;;
+kernel | bpf | all | mirror) ;;
 -h | --help) usage; exit 0 ;;
 *) usage >&2; exit 1 ;;
 esac
@@ -74,16 +86,65 @@ papt() {
 		-o Debug::NoLocking=1 "$@"
 }
 
+# system_mirror: print the URI of the machine's Debian archive and, on a second line,
+# how it was chosen; nothing when its apt sources name none. apt parses the sources
+# (both formats, Enabled: no, options) and lists their index targets in its order;
+# with Release information only those whose Release file it has downloaded.
+system_mirror() {
+	command -v apt-get >/dev/null 2>&1 || return 0
+	# shellcheck disable=SC2016 # $(...) are apt's fields, not the shell's
+	_fmt='$(TARGET_OF)|$(IDENTIFIER)|$(COMPONENT)|$(RELEASE)|$(ORIGIN)|$(LABEL)|$(REPO_URI)'
+	_codename=$( (. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}") || true)
+	{
+		apt-get indextargets --format "$_fmt" 2>/dev/null
+		apt-get indextargets --no-release-info --format "$_fmt" 2>/dev/null
+	} | awk -F'|' -v cn="$_codename" '
+		$1 != "deb" || $2 != "Packages" || $3 != "main" { next }
+		$5 == "Debian" && $6 == "Debian" {
+			print $7
+			print "its Release file says Origin: Debian, Label: Debian (suite " $4 ")"
+			found = 1
+			exit
+		}
+		guess == "" && $4 !~ /-security$/ &&
+		($4 ~ /^(stable|oldstable|testing|unstable|sid)(-updates|-backports)?$/ ||
+		 (cn != "" && ($4 == cn || $4 == cn "-updates" || $4 == cn "-backports"))) {
+			guess = $7
+			why = "its suite " $4 " is a Debian suite (apt has not downloaded its Release file)"
+		}
+		END { if (!found && guess != "") { print guess; print why } }'
+}
+
+# mirror: the mirror for the private sources (MOIRAI_VM_MIRROR, else the system's).
+mirror() {
+	if [ -n "${MOIRAI_VM_MIRROR:-}" ]; then
+		echo "$MOIRAI_VM_MIRROR"
+		return 0
+	fi
+	_m=$(system_mirror | head -n 1)
+	if [ -z "$_m" ]; then
+		eval "$(apt-config shell _list Dir::Etc::SourceList/f _parts Dir::Etc::SourceParts/d \
+			2>/dev/null)"
+		vm_die "the machine's apt sources (${_list:-?}, ${_parts:-?}) name no Debian" \
+			"archive (a deb entry with component main and a Debian suite): add one," \
+			"or set MOIRAI_VM_MIRROR to a Debian mirror's URI"
+	fi
+	echo "$_m"
+}
+
 apt_ready=0
 # apt_update: refresh the private package lists, once per run.
 apt_update() {
 	[ "$apt_ready" = 1 ] && return 0
+	_mirror=$(mirror) || exit
 	mkdir -p "$APT_DIR/lists/partial" "$APT_DIR/cache/archives/partial"
 	cat >"$APT_DIR/sources.list" <<-EOF
-		# written by tools/vm/fetch.sh: the only sources its private apt setup reads
-		deb http://deb.debian.org/debian trixie-backports main
-		deb http://deb.debian.org/debian bookworm-backports main
+		# written by tools/vm/fetch.sh: the only sources its private apt setup reads;
+		# the mirror is the one the machine's apt sources use (or MOIRAI_VM_MIRROR)
+		deb $_mirror trixie-backports main
+		deb $_mirror bookworm-backports main
 	EOF
+	vm_say "private apt sources use the mirror $_mirror"
 	vm_say "updating the private package lists in $APT_DIR"
 	if ! papt apt-get -q update >"$APT_DIR/update.log" 2>&1 ||
 		grep -Eq '^(W|E): (Failed to fetch|Some index files failed)' "$APT_DIR/update.log"; then
@@ -282,6 +343,14 @@ fetch_bpf() {
 }
 
 case $what in
+mirror)
+	mirror
+	if [ -n "${MOIRAI_VM_MIRROR:-}" ]; then
+		vm_say "from MOIRAI_VM_MIRROR"
+	else
+		vm_say "from the machine's apt sources: $(system_mirror | sed -n 2p)"
+	fi
+	;;
 kernel) fetch_kernel ;;
 bpf) fetch_bpf ;;
 all)

@@ -832,8 +832,8 @@ void mr_chan_destroy(mr_chan_t *handle)
 	ch->magic = CHAN_DEAD;
 	if (ch->kind == CH_LIST)
 		mr__list_fini(ch);
-	else
-		free(ch->slots);
+	else if (ch->kind == CH_RING)
+		mr__ring_fini(ch);
 	free(ch);
 }
 

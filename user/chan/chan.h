@@ -183,6 +183,7 @@ void mr__sleeper_wake(struct mr__sleeper *s);
  * (a select in its enqueue phase), `self` its sleeper.
  */
 int mr__ring_init(struct mr_chan *ch);
+void mr__ring_fini(struct mr_chan *ch);
 int mr__ring_try_send(struct mr_chan *ch, const void *elem, bool held,
 		      const struct mr__sleeper *self);
 int mr__ring_try_recv(struct mr_chan *ch, void *elem, bool held,

@@ -7,13 +7,20 @@
  * The bounded ring (Vyukov's design). Every slot has a sequence number
  * (stamp). A position is lap + index: the index runs 0..cap-1 and the lap
  * is a multiple of one_lap, the power of two above cap, so that capacity
- * is exact without a division. A sender at position p may write the slot
- * when its stamp is p; it claims p with a CAS on the tail word, copies the
- * element in and stores stamp p + 1. A receiver at p waits for stamp p + 1,
- * claims p with a CAS on the head word, copies the element out and stores
- * p + one_lap: the slot is free for the sender of the next lap. Uncontended,
- * a send touches the tail line and one slot, a receive the head line and
- * one slot.
+ * is exact without a division. A sender at position p = lap + index may
+ * write the slot when its stamp is lap; it claims p with a CAS on the tail
+ * word, copies the element in and stores stamp lap + 1. A receiver at p
+ * waits for stamp lap + 1, claims p with a CAS on the head word, copies the
+ * element out and stores lap + one_lap: the slot is free for the sender of
+ * the next lap. Uncontended, a send touches the tail line and one slot, a
+ * receive the head line and one slot.
+ *
+ * Stamps count laps, not positions (Vyukov's stamp minus the index), so
+ * that 0 is every slot's initial stamp: "free for lap 0". Creating a ring
+ * then writes nothing: a big ring is mapped from zero pages (mmap) that
+ * the kernel only backs with memory when a position first reaches them,
+ * and creating a ring of 2^30 slots costs an mmap call instead of 16 GiB
+ * of stores. Small rings come from malloc and are cleared.
  *
  * The unbounded list. Segments of SEG_CAP slots, each slot with a state
  * word (WRITTEN, READ, DESTROY). Positions run SEG_LAP per segment; the
@@ -32,8 +39,11 @@
  * and its publish holds up the receivers behind it (they spin, then
  * sched_yield). Positions are 61 bits: they wrap after 2^60 elements.
  */
+#include <errno.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 
 #include "chan.h"
 
@@ -81,6 +91,16 @@ static inline uint64_t ring_next(const struct mr_chan *ch, uint64_t pos)
 	return idx + 1 < ch->cap ? pos + 1 : pos - idx + ch->one_lap;
 }
 
+/* Rings of at least this many bytes are mapped (see the top). Below it,
+ * malloc's memory and one memset are cheaper than a mapping's syscalls and
+ * page faults, and many small channels share pages. */
+#define RING_MMAP_MIN ((size_t)128 * 1024)
+
+static size_t ring_bytes(const struct mr_chan *ch)
+{
+	return (ch->cap * ch->slot_size + MR_CACHELINE - 1) & ~(size_t)(MR_CACHELINE - 1);
+}
+
 int mr__ring_init(struct mr_chan *ch)
 {
 	uint64_t lap = 1;
@@ -89,17 +109,41 @@ int mr__ring_init(struct mr_chan *ch)
 		lap <<= 1;
 	ch->one_lap = lap;
 	ch->slot_size = (sizeof(struct rslot) + ch->elem_size + 7) & ~(size_t)7;
-	if (ch->cap > SIZE_MAX / ch->slot_size)
+	if (ch->cap > (SIZE_MAX - MR_CACHELINE) / ch->slot_size)
 		return -ENOMEM;
-	ch->slots = aligned_alloc(MR_CACHELINE,
-				  (ch->cap * ch->slot_size + MR_CACHELINE - 1) & ~(size_t)(MR_CACHELINE - 1));
-	if (!ch->slots)
-		return -ENOMEM;
-	for (uint64_t i = 0; i < ch->cap; i++)
-		atomic_init(&rslot_at(ch, i)->stamp, i);
+	size_t bytes = ring_bytes(ch);
+	if (bytes >= RING_MMAP_MIN) {
+		/* NORESERVE: the address space is reserved, not the memory
+		 * (chan.h says what that means for the caller). */
+		void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (p == MAP_FAILED)
+			return -ENOMEM;
+		ch->slots = p;
+	} else {
+		ch->slots = aligned_alloc(MR_CACHELINE, bytes);
+		if (!ch->slots)
+			return -ENOMEM;
+		memset(ch->slots, 0, bytes);
+	}
+	/* Every stamp is 0: free for lap 0. The channel reaches other
+	 * threads through a release (or the thread's creation) after this. */
 	atomic_init(&ch->tail, 0);
 	atomic_init(&ch->head, 0);
 	return 0;
+}
+
+void mr__ring_fini(struct mr_chan *ch)
+{
+	size_t bytes = ring_bytes(ch);
+
+	if (bytes < RING_MMAP_MIN)
+		free(ch->slots);
+	else if (munmap(ch->slots, bytes))
+		/* Unmapping exactly the mapping init made cannot fail. */
+		mr__die("mr_chan_destroy", "munmap of the ring of channel %p failed: %s",
+			(void *)ch, strerror(errno));
+	ch->slots = NULL;
 }
 
 int mr__ring_try_send(struct mr_chan *ch, const void *elem, bool held,
@@ -112,12 +156,13 @@ int mr__ring_try_send(struct mr_chan *ch, const void *elem, bool held,
 		if (unlikely(t & POS_CLOSED))
 			return -EPIPE;
 		uint64_t pos = pos_of(t);
-		struct rslot *s = rslot_at(ch, pos & (ch->one_lap - 1));
+		uint64_t idx = pos & (ch->one_lap - 1), lap = pos - idx;
+		struct rslot *s = rslot_at(ch, idx);
 		/* acquire: pairs with the release store of stamp in
 		 * mr__ring_try_recv(): the previous lap's element was copied out. */
 		uint64_t stamp = atomic_load_explicit(&s->stamp, memory_order_acquire);
 
-		if (stamp == pos) {
+		if (stamp == lap) {
 			uint64_t nt = (ring_next(ch, pos) << POS_SHIFT) | (t & POS_FLAGS);
 			/* relaxed: the slot is ordered by its stamp; the flags by
 			 * this word's modification order (see chan.h). */
@@ -128,17 +173,17 @@ int mr__ring_try_send(struct mr_chan *ch, const void *elem, bool held,
 			if (likely(!(t & POS_RXW))) {
 				elem_copy(s->data, elem, ch->elem_size);
 				/* release: pairs with the acquire load in try_recv. */
-				atomic_store_explicit(&s->stamp, pos + 1, memory_order_release);
+				atomic_store_explicit(&s->stamp, lap + 1, memory_order_release);
 				return 0;
 			}
 			atomic_fetch_add_explicit(&ch->busy, 1, memory_order_relaxed);
 			elem_copy(s->data, elem, ch->elem_size);
 			/* release: as above; also publishes busy. */
-			atomic_store_explicit(&s->stamp, pos + 1, memory_order_release);
+			atomic_store_explicit(&s->stamp, lap + 1, memory_order_release);
 			wake_other(ch, &ch->rxq, &ch->tail, POS_RXW, held, self);
 			return 0;
 		}
-		if ((int64_t)(stamp - pos) < 0) {
+		if ((int64_t)(stamp - lap) < 0) {
 			/* The slot still holds (or is giving up) the previous
 			 * lap's element. acquire: orders this after the stamp
 			 * load; a sender about to sleep loads head after setting
@@ -163,12 +208,13 @@ int mr__ring_try_recv(struct mr_chan *ch, void *elem, bool held,
 
 	for (;;) {
 		uint64_t pos = pos_of(h);
-		struct rslot *s = rslot_at(ch, pos & (ch->one_lap - 1));
+		uint64_t idx = pos & (ch->one_lap - 1), lap = pos - idx;
+		struct rslot *s = rslot_at(ch, idx);
 		/* acquire: pairs with the release store of stamp in
 		 * mr__ring_try_send(): the element is written. */
 		uint64_t stamp = atomic_load_explicit(&s->stamp, memory_order_acquire);
 
-		if (stamp == pos + 1) {
+		if (stamp == lap + 1) {
 			uint64_t nh = (ring_next(ch, pos) << POS_SHIFT) | (h & POS_FLAGS);
 			/* acquire on failure: the reloaded head, as above (and
 			 * C11 wants success at least as strong). */
@@ -179,17 +225,17 @@ int mr__ring_try_recv(struct mr_chan *ch, void *elem, bool held,
 			if (likely(!(h & POS_TXW))) {
 				elem_copy(elem, s->data, ch->elem_size);
 				/* release: pairs with the acquire load in try_send. */
-				atomic_store_explicit(&s->stamp, pos + ch->one_lap,
+				atomic_store_explicit(&s->stamp, lap + ch->one_lap,
 						      memory_order_release);
 				return 0;
 			}
 			atomic_fetch_add_explicit(&ch->busy, 1, memory_order_relaxed);
 			elem_copy(elem, s->data, ch->elem_size);
-			atomic_store_explicit(&s->stamp, pos + ch->one_lap, memory_order_release);
+			atomic_store_explicit(&s->stamp, lap + ch->one_lap, memory_order_release);
 			wake_other(ch, &ch->txq, &ch->head, POS_TXW, held, self);
 			return 0;
 		}
-		if (stamp == pos) {
+		if (stamp == lap) {
 			/* Nothing published here yet: empty, or a sender claimed
 			 * the slot and has yet to write it. A receiver about to
 			 * sleep set RXW in tail before calling us, so this load
@@ -208,19 +254,21 @@ bool mr__ring_send_ready(const struct mr_chan *ch)
 {
 	/* relaxed: a hint; try_send does the ordered loads. */
 	uint64_t t = atomic_load_explicit(&ch->tail, memory_order_relaxed);
-	uint64_t pos = pos_of(t);
-	const struct rslot *s = rslot_at(ch, pos & (ch->one_lap - 1));
+	uint64_t pos = pos_of(t), idx = pos & (ch->one_lap - 1);
+	const struct rslot *s = rslot_at(ch, idx);
 
-	return (t & POS_CLOSED) || atomic_load_explicit(&s->stamp, memory_order_relaxed) == pos;
+	return (t & POS_CLOSED) ||
+	       atomic_load_explicit(&s->stamp, memory_order_relaxed) == pos - idx;
 }
 
 bool mr__ring_recv_ready(const struct mr_chan *ch)
 {
 	/* relaxed: a hint, as above. A close is noticed after the spin. */
 	uint64_t pos = pos_of(atomic_load_explicit(&ch->head, memory_order_relaxed));
-	const struct rslot *s = rslot_at(ch, pos & (ch->one_lap - 1));
+	uint64_t idx = pos & (ch->one_lap - 1);
+	const struct rslot *s = rslot_at(ch, idx);
 
-	return atomic_load_explicit(&s->stamp, memory_order_relaxed) == pos + 1;
+	return atomic_load_explicit(&s->stamp, memory_order_relaxed) == pos - idx + 1;
 }
 
 size_t mr__ring_len(const struct mr_chan *ch)
