@@ -120,9 +120,11 @@ static void wake_list(struct gwaiter *list)
 /* Take LOCK; the caller holds a count or saw one. Returns the state with LOCK. */
 static uint32_t take_lock(struct group *g, uint32_t s)
 {
+	unsigned spins = 0;
+
 	for (;;) {
 		if (s & LOCK) {
-			mr__cpu_relax();
+			mr__backoff(&spins);
 			s = atomic_load_explicit(&g->state, memory_order_relaxed);
 			continue;
 		}
@@ -285,12 +287,13 @@ static bool enqueue_waiter(struct group *g, struct gwaiter *n)
 {
 	/* acquire: seeing 0 is seeing the round end (the tasks' effects). */
 	uint32_t s = atomic_load_explicit(&g->state, memory_order_acquire);
+	unsigned spins = 0;
 
 	for (;;) {
 		if (s == 0)
 			return false;
 		if (s & LOCK) {
-			mr__cpu_relax();
+			mr__backoff(&spins);
 			s = atomic_load_explicit(&g->state, memory_order_acquire);
 			continue;
 		}

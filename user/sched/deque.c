@@ -3,7 +3,6 @@
  * design): publishing private jobs, taking shared jobs back, stealing, and a
  * push that meets a non-clear slot.
  */
-#include <sched.h>
 #include <string.h>
 
 #include "deque.h"
@@ -142,10 +141,7 @@ int mr__deque_push_slow(struct mr__deque *dq, struct mr__job *job)
 			dq->o_safe = t + dq->mask + 1;
 			break;
 		}
-		if (++spins < 64)
-			mr__cpu_relax();
-		else
-			sched_yield(); /* a thief was preempted mid-steal */
+		mr__backoff(&spins); /* a thief may be preempted mid-steal */
 	}
 	atomic_store_explicit(&dq->slots[h & dq->mask], job, memory_order_relaxed);
 	dq->head = h + 1;
