@@ -149,7 +149,10 @@ bool mr__timer_cancel(struct mr__timer *t)
 		unlink_due(w, t);
 	} else {
 		removed = false;
-		firing = atomic_load_explicit(&w->tfiring, memory_order_relaxed) == t;
+		/* acquire, although under the lock: a fire that is over
+		 * stored NULL here without the lock; seeing that store must
+		 * order its reads of t before the caller reuses t. */
+		firing = atomic_load_explicit(&w->tfiring, memory_order_acquire) == t;
 	}
 	tunlock(w);
 	if (firing) {
