@@ -69,7 +69,7 @@ static unsigned rand_below(size_t n)
 
 static struct mr_chan *check_chan(const mr_chan_t *ch, const char *call)
 {
-	if (unlikely(ch->magic != CHAN_MAGIC))
+	if (unlikely(ch->q.magic != CHAN_MAGIC))
 		mr__die(call, "%p is not a channel (destroyed, or never created)", (void *)ch);
 	return (struct mr_chan *)ch;
 }
@@ -87,9 +87,9 @@ void mr__chan_unlock(struct mr_chan *ch)
 	 * its tail word (see rendezvous below). Only lock holders change a
 	 * word that says RV_SLOW, so a plain store does. relaxed: the queues
 	 * are ordered by the lock; the word carries nothing else. */
-	if (ch->kind == CH_RENDEZVOUS && !ch->rxq.head && !ch->txq.head &&
-	    atomic_load_explicit(&ch->tail, memory_order_relaxed) == POS_RXW)
-		atomic_store_explicit(&ch->tail, 0, memory_order_relaxed);
+	if (ch->q.kind == CH_RENDEZVOUS && !ch->rxq.head && !ch->txq.head &&
+	    atomic_load_explicit(&ch->q.tail, memory_order_relaxed) == POS_RXW)
+		atomic_store_explicit(&ch->q.tail, 0, memory_order_relaxed);
 	mr__spin_unlock(&ch->lock);
 }
 
@@ -255,12 +255,12 @@ static inline void rv_complete(struct mr__centry *e, int result)
  */
 static inline int rv_fast(struct mr_chan *ch, int op, void *elem, uint64_t *seen)
 {
-	size_t size = ch->elem_size; /* read before the claim: see destroy */
+	size_t size = ch->q.elem_size; /* read before the claim: see destroy */
 	uint64_t other = op == MR_SELECT_SEND ? 0 : RV_SEND;
 	/* acquire: pairs with the release CAS that put a waiter in the word
 	 * (rv_publish(), or a fiber's park commit: mr__fiber_park_in()): its
 	 * entry, and a sender's element. */
-	uint64_t w = atomic_load_explicit(&ch->tail, memory_order_acquire);
+	uint64_t w = atomic_load_explicit(&ch->q.tail, memory_order_acquire);
 
 	for (;;) {
 		if (w & POS_CLOSED)
@@ -270,7 +270,7 @@ static inline int rv_fast(struct mr_chan *ch, int op, void *elem, uint64_t *seen
 			return -EAGAIN;
 		}
 		/* acquire: as above, for the value the CAS returns. */
-		if (atomic_compare_exchange_weak_explicit(&ch->tail, &w, 0, memory_order_acquire,
+		if (atomic_compare_exchange_weak_explicit(&ch->q.tail, &w, 0, memory_order_acquire,
 							  memory_order_acquire))
 			break;
 	}
@@ -290,7 +290,7 @@ static bool rv_publish(struct mr_chan *ch, uint64_t me)
 {
 	uint64_t zero = 0;
 
-	return atomic_compare_exchange_strong_explicit(&ch->tail, &zero, me, memory_order_release,
+	return atomic_compare_exchange_strong_explicit(&ch->q.tail, &zero, me, memory_order_release,
 						       memory_order_relaxed);
 }
 
@@ -298,14 +298,14 @@ static bool rv_publish(struct mr_chan *ch, uint64_t me)
  * into its queue. */
 static void rv_to_queues(struct mr_chan *ch)
 {
-	uint64_t w = atomic_load_explicit(&ch->tail, memory_order_relaxed);
+	uint64_t w = atomic_load_explicit(&ch->q.tail, memory_order_relaxed);
 
 	for (;;) {
 		if (w & (RV_SLOW | POS_CLOSED))
 			return;
 		/* acquire: the waiter's entry (rv_publish() or
 		 * mr__fiber_park_in()). */
-		if (atomic_compare_exchange_weak_explicit(&ch->tail, &w, RV_SLOW,
+		if (atomic_compare_exchange_weak_explicit(&ch->q.tail, &w, RV_SLOW,
 							  memory_order_acquire,
 							  memory_order_relaxed))
 			break;
@@ -322,14 +322,14 @@ static int rv_locked(struct mr_chan *ch, int op, void *elem, const struct mr__sl
 {
 	struct mr__centry *e;
 
-	if (atomic_load_explicit(&ch->tail, memory_order_relaxed) & POS_CLOSED)
+	if (atomic_load_explicit(&ch->q.tail, memory_order_relaxed) & POS_CLOSED)
 		return -EPIPE;
 	if (!(e = claim_first(op == MR_SELECT_SEND ? &ch->rxq : &ch->txq, self)))
 		return -EAGAIN;
 	if (op == MR_SELECT_SEND)
-		elem_copy(e->elem, elem, ch->elem_size);
+		elem_copy(e->elem, elem, ch->q.elem_size);
 	else
-		elem_copy(elem, e->elem, ch->elem_size);
+		elem_copy(elem, e->elem, ch->q.elem_size);
 	e->s->which = e->idx;
 	e->s->result = 0;
 	*wake = e;
@@ -355,7 +355,7 @@ static int rv_try(struct mr_chan *ch, int op, void *elem, bool held,
 		if (ret != -EAGAIN || !(seen & RV_SLOW))
 			return ret;
 		mr__chan_lock(ch);
-		if (!(atomic_load_explicit(&ch->tail, memory_order_relaxed) &
+		if (!(atomic_load_explicit(&ch->q.tail, memory_order_relaxed) &
 		      (RV_SLOW | POS_CLOSED))) {
 			/* Back to the word meanwhile. */
 			mr__chan_unlock(ch);
@@ -403,7 +403,7 @@ static __attribute__((noinline)) int rv_sleep(struct mr_chan *ch, int op, void *
 		atomic_store_explicit(&sl.state, SL_WAITING, memory_order_relaxed);
 		if (sl.fiber) {
 			/* Its commit puts `me` in the word like rv_publish(). */
-			mr__fiber_park_in(sl.fiber, &ch->tail, me, call);
+			mr__fiber_park_in(sl.fiber, &ch->q.tail, me, call);
 			/* acquire: pairs with the release in rv_complete() or
 			 * mr__sleeper_wake(). WAITING: the commit found the word
 			 * taken; look again. */
@@ -438,22 +438,65 @@ static inline int rv_wait(struct mr_chan *ch, int op, void *elem, const char *ca
 	return rv_sleep(ch, op, elem, seen, call);
 }
 
+/* ---- waking the other side after a queue operation ------------------------- */
+
+/*
+ * A ring or list operation completed in a word where the other side's
+ * sleep flag was set (MR__Q_WAKE): wake one sleeper of the other side, then
+ * drop the busy count the queue raised, which kept the channel alive until
+ * now: whoever takes the element may destroy the channel at once, and
+ * mr_chan_destroy() waits for busy to drop to 0. `held`: the caller's
+ * select holds ch's lock; `self`: its sleeper, not to be woken.
+ */
+static __attribute__((noinline)) void wake_other(struct mr_chan *ch, bool send, bool held,
+						 const struct mr__sleeper *self)
+{
+	struct mr__sleeper *s;
+
+	if (!held)
+		mr__chan_lock(ch);
+	if (send)
+		s = mr__chan_claim_one(ch, &ch->rxq, &ch->q.tail, POS_RXW, self);
+	else
+		s = mr__chan_claim_one(ch, &ch->txq, &ch->q.head, POS_TXW, self);
+	if (!held)
+		mr__chan_unlock(ch);
+	/* release: pairs with the acquire load of busy in mr_chan_destroy(). */
+	atomic_fetch_sub_explicit(&ch->q.busy, 1, memory_order_release);
+	if (s)
+		mr__sleeper_wake(s);
+}
+
+/* The result of a queue operation for the caller: MR__Q_WAKE wakes first. */
+static inline int queue_done(struct mr_chan *ch, int r, bool send, bool held,
+			     const struct mr__sleeper *self)
+{
+	if (unlikely(r == MR__Q_WAKE)) {
+		wake_other(ch, send, held, self);
+		return 0;
+	}
+	return r;
+}
+
 /* ---- one case ---------------------------------------------------------------- */
 
 static int case_try(struct mr_select_case *c, bool held, const struct mr__sleeper *self)
 {
 	struct mr_chan *ch = (struct mr_chan *)c->chan;
+	bool send = c->op == MR_SELECT_SEND;
+	int r;
 
-	switch (ch->kind) {
+	switch (ch->q.kind) {
 	case CH_RING:
-		return c->op == MR_SELECT_SEND ? mr__ring_try_send(ch, c->elem, held, self)
-					       : mr__ring_try_recv(ch, c->elem, held, self);
+		r = send ? mr__ring_try_send(&ch->q, c->elem) : mr__ring_try_recv(&ch->q, c->elem);
+		break;
 	case CH_LIST:
-		return c->op == MR_SELECT_SEND ? mr__list_try_send(ch, c->elem, held, self)
-					       : mr__list_try_recv(ch, c->elem, held, self);
+		r = send ? mr__list_try_send(&ch->q, c->elem) : mr__list_try_recv(&ch->q, c->elem);
+		break;
 	default:
 		return rv_try(ch, c->op, c->elem, held, self);
 	}
+	return queue_done(ch, r, send, held, self);
 }
 
 static inline bool case_live(const struct mr_select_case *c)
@@ -572,7 +615,7 @@ static uint32_t thread_wait(struct mr__sleeper *sl, int64_t deadline)
 			break;
 		if (st == SL_CLAIMED) {
 			/* The claimer stores WOKEN next, without a futex wake. */
-			chan_backoff(&k);
+			mr__backoff(&k);
 			continue;
 		}
 		if ((++n & 31) == 0 || spin_until < 0) {
@@ -619,7 +662,7 @@ static bool ring_ready(const struct mr_select_case *c)
 {
 	const struct mr_chan *ch = (const struct mr_chan *)c->chan;
 
-	return c->op == MR_SELECT_SEND ? mr__ring_send_ready(ch) : mr__ring_recv_ready(ch);
+	return c->op == MR_SELECT_SEND ? mr__ring_send_ready(&ch->q) : mr__ring_recv_ready(&ch->q);
 }
 
 static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *res,
@@ -635,14 +678,14 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 	/* A lone rendezvous case cannot complete until its partner queues:
 	 * if both sides polled, neither would. Queue at once (a thread then
 	 * spins on its own state, thread_wait()). */
-	if (n == 1 && ((struct mr_chan *)cases[0].chan)->kind == CH_RENDEZVOUS)
+	if (n == 1 && ((struct mr_chan *)cases[0].chan)->q.kind == CH_RENDEZVOUS)
 		spins = 0;
 	/* One ring case: watch the one slot we wait for (a line the other side
 	 * writes once), not its position word, which every one of its
 	 * operations updates; try for real when the slot looks ready and once
 	 * at the end. */
 	bool ring1 = n == 1 && case_live(&cases[0]) &&
-		     ((struct mr_chan *)cases[0].chan)->kind == CH_RING;
+		     ((struct mr_chan *)cases[0].chan)->q.kind == CH_RING;
 	for (unsigned k = 0; k < spins; k++) {
 		for (unsigned p = 1u << (k < SPIN_GROW ? k : SPIN_GROW); p; p--)
 			mr__cpu_relax();
@@ -701,16 +744,16 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 			ent[j].s = &S.sl;
 			ent[j].elem = c->elem;
 			ent[j].idx = (int)j;
-			if (ch->kind == CH_RENDEZVOUS)
+			if (ch->q.kind == CH_RENDEZVOUS)
 				rv_to_queues(ch);
 			q_append(send ? &ch->txq : &ch->rxq, &ent[j]);
-			if (ch->kind != CH_RENDEZVOUS) {
+			if (ch->q.kind != CH_RENDEZVOUS) {
 				/* seq_cst: the flag before the re-check; see chan.h. */
 				if (send)
-					atomic_fetch_or_explicit(&ch->head, POS_TXW,
+					atomic_fetch_or_explicit(&ch->q.head, POS_TXW,
 								 memory_order_seq_cst);
 				else
-					atomic_fetch_or_explicit(&ch->tail, POS_RXW,
+					atomic_fetch_or_explicit(&ch->q.tail, POS_RXW,
 								 memory_order_seq_cst);
 			}
 			r = case_try(c, true, &S.sl);
@@ -788,24 +831,24 @@ mr_chan_t *mr_chan_create(size_t elem_size, size_t capacity, unsigned flags)
 		return NULL;
 	}
 	memset(ch, 0, sizeof(*ch));
-	ch->elem_size = elem_size;
-	ch->cap = capacity;
+	ch->q.elem_size = elem_size;
+	ch->q.cap = capacity;
 	if (capacity == MR_CHAN_UNBOUNDED) {
-		ch->kind = CH_LIST;
-		err = mr__list_init(ch);
+		ch->q.kind = CH_LIST;
+		err = mr__list_init(&ch->q);
 	} else if (capacity == 0) {
-		ch->kind = CH_RENDEZVOUS;
+		ch->q.kind = CH_RENDEZVOUS;
 		err = 0;
 	} else {
-		ch->kind = CH_RING;
-		err = mr__ring_init(ch);
+		ch->q.kind = CH_RING;
+		err = mr__ring_init(&ch->q);
 	}
 	if (err) {
 		free(ch);
 		errno = -err;
 		return NULL;
 	}
-	ch->magic = CHAN_MAGIC;
+	ch->q.magic = CHAN_MAGIC;
 	return (mr_chan_t *)ch;
 }
 
@@ -819,21 +862,21 @@ void mr_chan_destroy(mr_chan_t *handle)
 	/* First let a queue operation that is still waking someone finish:
 	 * it needs the lock to do so. acquire: pairs with the release in
 	 * wake_other() (ring.c). Then the lock waits out a close. */
-	while (atomic_load_explicit(&ch->busy, memory_order_acquire))
-		chan_backoff(&k);
+	while (atomic_load_explicit(&ch->q.busy, memory_order_acquire))
+		mr__backoff(&k);
 	mr__chan_lock(ch);
-	uint64_t w = atomic_load_explicit(&ch->tail, memory_order_relaxed);
-	if (ch->kind == CH_RENDEZVOUS && (w & RV_PTR))
+	uint64_t w = atomic_load_explicit(&ch->q.tail, memory_order_relaxed);
+	if (ch->q.kind == CH_RENDEZVOUS && (w & RV_PTR))
 		mr__die("mr_chan_destroy", "channel %p has %s waiting on it", (void *)ch,
 			(w & RV_SEND) ? "a sender" : "a receiver");
 	if (ch->rxq.head || ch->txq.head)
 		mr__die("mr_chan_destroy", "channel %p has %s waiting on it", (void *)ch,
 			ch->rxq.head ? "a receiver" : "a sender");
-	ch->magic = CHAN_DEAD;
-	if (ch->kind == CH_LIST)
-		mr__list_fini(ch);
-	else if (ch->kind == CH_RING)
-		mr__ring_fini(ch);
+	ch->q.magic = CHAN_DEAD;
+	if (ch->q.kind == CH_LIST)
+		mr__list_fini(&ch->q);
+	else if (ch->q.kind == CH_RING)
+		mr__ring_fini(&ch->q);
 	free(ch);
 }
 
@@ -855,7 +898,7 @@ static __attribute__((noinline)) int chan_op_slow(mr_chan_t *handle, int op, voi
 		/* A rendezvous with a deadline looks in the word only: block()
 		 * looks for a partner in the queues, under the lock it needs
 		 * anyway to queue. */
-		if (ch->kind == CH_RENDEZVOUS && deadline != MR_SELECT_POLL)
+		if (ch->q.kind == CH_RENDEZVOUS && deadline != MR_SELECT_POLL)
 			r = rv_fast(ch, op, elem, &seen);
 		else
 			r = case_try(&c, false, NULL);
@@ -886,16 +929,17 @@ static inline int chan_op(mr_chan_t *handle, int op, void *elem, int64_t deadlin
 	struct mr_chan *ch = check_chan(handle, call);
 	uint64_t held = mr__fiber_held(); /* see fiber.h */
 
-	if (likely(ch->kind == CH_RING)) {
-		int r = op == MR_SELECT_SEND ? mr__ring_try_send(ch, elem, false, NULL)
-					     : mr__ring_try_recv(ch, elem, false, NULL);
+	if (likely(ch->q.kind == CH_RING)) {
+		int r = op == MR_SELECT_SEND ? mr__ring_try_send(&ch->q, elem)
+					     : mr__ring_try_recv(&ch->q, elem);
+		r = queue_done(ch, r, op == MR_SELECT_SEND, false, NULL);
 		if (likely(r != -EAGAIN)) {
 			mr__fiber_going_on(held);
 			return r;
 		}
 		return chan_op_slow(handle, op, elem, deadline, call, true, held);
 	}
-	if (ch->kind == CH_RENDEZVOUS && deadline == MR_SELECT_FOREVER)
+	if (ch->q.kind == CH_RENDEZVOUS && deadline == MR_SELECT_FOREVER)
 		return rv_wait(ch, op, elem, call, held);
 	return chan_op_slow(handle, op, elem, deadline, call, false, held);
 }
@@ -946,7 +990,7 @@ int mr_chan_close(mr_chan_t *handle)
 		return -EINVAL;
 	struct mr_chan *ch = check_chan(handle, "mr_chan_close");
 	struct mr__centry *e;
-	bool rv = ch->kind == CH_RENDEZVOUS;
+	bool rv = ch->q.kind == CH_RENDEZVOUS;
 
 	/* Under the lock, so that a receiver that sees CLOSED and destroys
 	 * the channel at once waits for us (mr_chan_destroy locks). */
@@ -955,12 +999,12 @@ int mr_chan_close(mr_chan_t *handle)
 	 * for good. acq_rel: acquire pairs with rv_publish() or
 	 * mr__fiber_park_in() (the waiter's entry); release orders the close
 	 * before what follows. */
-	uint64_t was = rv ? atomic_exchange_explicit(&ch->tail, POS_CLOSED | RV_SLOW,
+	uint64_t was = rv ? atomic_exchange_explicit(&ch->q.tail, POS_CLOSED | RV_SLOW,
 						     memory_order_acq_rel)
-			  : atomic_fetch_or_explicit(&ch->tail, POS_CLOSED, memory_order_acq_rel);
+			  : atomic_fetch_or_explicit(&ch->q.tail, POS_CLOSED, memory_order_acq_rel);
 	if (was & POS_CLOSED) {
 		if (rv)
-			atomic_store_explicit(&ch->tail, was, memory_order_relaxed);
+			atomic_store_explicit(&ch->q.tail, was, memory_order_relaxed);
 		mr__chan_unlock(ch);
 		return -EPIPE;
 	}
@@ -980,8 +1024,8 @@ int mr_chan_close(mr_chan_t *handle)
 		}
 	}
 	if (!rv) {
-		atomic_fetch_and_explicit(&ch->tail, ~POS_RXW, memory_order_relaxed);
-		atomic_fetch_and_explicit(&ch->head, ~POS_TXW, memory_order_relaxed);
+		atomic_fetch_and_explicit(&ch->q.tail, ~POS_RXW, memory_order_relaxed);
+		atomic_fetch_and_explicit(&ch->q.head, ~POS_TXW, memory_order_relaxed);
 	}
 	mr__chan_unlock(ch);
 	return 0;
@@ -993,11 +1037,11 @@ size_t mr_chan_len(const mr_chan_t *handle)
 		return 0;
 	const struct mr_chan *ch = check_chan(handle, "mr_chan_len");
 
-	switch (ch->kind) {
+	switch (ch->q.kind) {
 	case CH_RING:
-		return mr__ring_len(ch);
+		return mr__ring_len(&ch->q);
 	case CH_LIST:
-		return mr__list_len(ch);
+		return mr__list_len(&ch->q);
 	default:
 		return 0;
 	}
@@ -1005,12 +1049,12 @@ size_t mr_chan_len(const mr_chan_t *handle)
 
 size_t mr_chan_capacity(const mr_chan_t *handle)
 {
-	return handle ? check_chan(handle, "mr_chan_capacity")->cap : 0;
+	return handle ? check_chan(handle, "mr_chan_capacity")->q.cap : 0;
 }
 
 size_t mr_chan_elem_size(const mr_chan_t *handle)
 {
-	return handle ? check_chan(handle, "mr_chan_elem_size")->elem_size : 0;
+	return handle ? check_chan(handle, "mr_chan_elem_size")->q.elem_size : 0;
 }
 
 bool mr_chan_is_closed(const mr_chan_t *handle)
@@ -1019,7 +1063,7 @@ bool mr_chan_is_closed(const mr_chan_t *handle)
 		return false;
 	const struct mr_chan *ch = check_chan(handle, "mr_chan_is_closed");
 
-	return atomic_load_explicit(&ch->tail, memory_order_acquire) & POS_CLOSED;
+	return atomic_load_explicit(&ch->q.tail, memory_order_acquire) & POS_CLOSED;
 }
 
 int mr_select(struct mr_select_case *cases, size_t n, int64_t deadline_ns)

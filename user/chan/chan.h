@@ -1,16 +1,16 @@
 /*
- * chan.h - the private side of channels: the channel object, the lock-free
- * queues (ring.c: the bounded ring and the unbounded segment list) and the
- * waiting machinery they share with select (chan.c).
+ * chan.h - the private side of channels: the channel object, and the
+ * waiting machinery that chan.c builds, for send, receive and select, on
+ * the lock-free queues of queue.h (ring.c: the bounded ring, list.c: the
+ * unbounded segment list) and on the rendezvous word.
  *
  * Layering. The queues know nothing about fibers or threads: each exposes
  * a non-blocking send and receive that either complete or say -EAGAIN, and
  * two "someone sleeps" flags that live inside their position words. The
  * waiting side (chan.c) queues sleepers, sets a flag and re-checks; a queue
  * operation that finds the other side's flag set in the word it just
- * updated calls back into chan.c to wake one sleeper. Nothing in the queue
- * code depends on where its memory lives, which is what the shared-memory
- * transport will reuse.
+ * updated reports it (MR__Q_WAKE) and chan.c wakes one sleeper. The queues
+ * import nothing from here, so the shared-memory transport can reuse them.
  *
  * Why the flags live in the position words. A sender reserves a slot with
  * a CAS on the tail word; a receiver that is about to sleep sets RXW in
@@ -34,19 +34,7 @@
 #include <moirai/chan.h>
 
 #include "../fiber/fiber.h"
-
-enum { CH_RING = 1, CH_LIST = 2, CH_RENDEZVOUS = 3 };
-
-/* Low bits of the position words (tail and head); positions count in units
- * of POS_ONE. CLOSED and RXW live in the tail word, TXW in the head word,
- * MARK in the list's head word (see ring.c). */
-#define POS_SHIFT 3
-#define POS_ONE ((uint64_t)1 << POS_SHIFT)
-#define POS_CLOSED ((uint64_t)1)
-#define POS_RXW ((uint64_t)2) /* receivers sleep on the channel */
-#define POS_TXW ((uint64_t)2) /* senders sleep on the channel */
-#define POS_MARK ((uint64_t)4) /* list: head's segment is not tail's */
-#define POS_FLAGS (POS_ONE - 1)
+#include "queue.h"
 
 /* ---- sleepers and their queue entries --------------------------------------- */
 
@@ -90,75 +78,13 @@ struct mr__cwq {
 	struct mr__centry *head, *tail;
 };
 
-/* ---- queue layouts -------------------------------------------------------- */
-
-/* List segments: SEG_LAP positions per segment, the last one (SEG_CAP)
- * never holds an element: it marks "the next segment is being installed". */
-#define SEG_LAP 32
-#define SEG_CAP (SEG_LAP - 1)
-
-enum { SLOT_WRITTEN = 1, SLOT_READ = 2, SLOT_DESTROY = 4 };
-
-struct mr__seg {
-	_Atomic(struct mr__seg *) next;
-	size_t slot_size;
-	/* SEG_CAP slots of slot_size bytes: a 32-bit state, then the element */
-	alignas(16) unsigned char slots[];
-};
-
 struct mr_chan {
-	/* Read by every operation, written only when someone sleeps or closes. */
-	uint32_t magic;
-	uint32_t kind;
-	size_t elem_size;
-	size_t slot_size; /* ring and list: stride of a slot */
-	size_t cap;	  /* as created */
-	uint64_t one_lap; /* ring: power of two > cap; position = lap + index */
-	unsigned char *slots;
+	/* First: the queue (its first line is what every operation reads). */
+	struct mr__queue q;
+	/* Written only when someone sleeps or closes. */
 	_Atomic uint32_t lock; /* the sleeper queues (and all of a rendezvous) */
-	_Atomic uint32_t busy; /* queue operations still waking someone */
 	struct mr__cwq rxq, txq;
-	_Atomic(struct mr__seg *) spare; /* list: one recycled segment */
-
-	/* Senders' word. */
-	mr__cacheline_aligned _Atomic uint64_t tail;
-	_Atomic(struct mr__seg *) tail_seg;
-
-	/* Receivers' word. */
-	mr__cacheline_aligned _Atomic uint64_t head;
-	_Atomic(struct mr__seg *) head_seg;
 };
-
-static inline uint64_t pos_of(uint64_t word)
-{
-	return word >> POS_SHIFT;
-}
-
-/* Copy one element; the common sizes inline. */
-static inline void elem_copy(void *dst, const void *src, size_t n)
-{
-	switch (n) {
-	case 4:
-		memcpy(dst, src, 4);
-		break;
-	case 8:
-		memcpy(dst, src, 8);
-		break;
-	case 16:
-		memcpy(dst, src, 16);
-		break;
-	default:
-		memcpy(dst, src, n);
-	}
-}
-
-/* Spin for a peer that is a few instructions from finishing (a slot it
- * reserved but has not yet published); give the CPU away if it is not
- * running. */
-static inline void chan_backoff(unsigned *k)
-{
-	mr__backoff(k);
-}
 
 /* ---- chan.c: locks and wake-ups, called by the queues ---- */
 void mr__chan_lock(struct mr_chan *ch);
@@ -175,36 +101,5 @@ struct mr__sleeper *mr__chan_claim_one(struct mr_chan *ch, struct mr__cwq *q,
 				       const struct mr__sleeper *self);
 /* Finish a claim: store WOKEN and ready the fiber or wake the thread. */
 void mr__sleeper_wake(struct mr__sleeper *s);
-
-/*
- * ---- ring.c: the lock-free queues ----
- * try_send / try_recv: 0, -EAGAIN (full / empty) or -EPIPE (closed; for
- * recv: closed and empty). `held`: the caller already holds ch's lock
- * (a select in its enqueue phase), `self` its sleeper.
- */
-int mr__ring_init(struct mr_chan *ch);
-void mr__ring_fini(struct mr_chan *ch);
-int mr__ring_try_send(struct mr_chan *ch, const void *elem, bool held,
-		      const struct mr__sleeper *self);
-int mr__ring_try_recv(struct mr_chan *ch, void *elem, bool held,
-		      const struct mr__sleeper *self);
-size_t mr__ring_len(const struct mr_chan *ch);
-/*
- * Would a send (recv) probably complete now? Reads only the position word of
- * its own side and one slot's stamp, never the other side's word: for the
- * spin before sleeping, where polling the other side's line would slow the
- * very peer we wait for. A hint: true does not promise success, and false
- * is not the definitive full (empty) check, which only try_* makes.
- */
-bool mr__ring_send_ready(const struct mr_chan *ch);
-bool mr__ring_recv_ready(const struct mr_chan *ch);
-
-int mr__list_init(struct mr_chan *ch);
-void mr__list_fini(struct mr_chan *ch);
-int mr__list_try_send(struct mr_chan *ch, const void *elem, bool held,
-		      const struct mr__sleeper *self);
-int mr__list_try_recv(struct mr_chan *ch, void *elem, bool held,
-		      const struct mr__sleeper *self);
-size_t mr__list_len(const struct mr_chan *ch);
 
 #endif /* MR_CHAN_CHAN_H */
