@@ -2386,4 +2386,141 @@ TEST(channel_in_a_child_forked_right_after_a_wake_up)
 	ASSERT_EQ(mr_runtime_destroy(rt), 0);
 }
 
+/* ---- negative deadlines ------------------------------------------------------------ */
+
+/*
+ * A negative deadline is no deadline (common.h): mr_chan_send_until,
+ * mr_chan_recv_until and mr_select with any negative deadline wait on a
+ * full / empty channel until the other side acts, from a fiber and from a
+ * thread, on every flavour where the call can wait.
+ */
+struct negdl {
+	mr_chan_t *ch;
+	uint64_t v;
+	int64_t dl;
+	bool send, sel;
+	int rc;
+	_Atomic int started, returned;
+};
+
+static void negdl_run(void *arg)
+{
+	struct negdl *n = arg;
+
+	atomic_store(&n->started, 1);
+	if (n->sel) {
+		struct mr_select_case c = { n->ch, n->send ? MR_SELECT_SEND : MR_SELECT_RECV,
+					    &n->v, 99 };
+		int idx = mr_select(&c, 1, n->dl);
+		n->rc = idx == 0 ? c.result : 1000 + idx;
+	} else {
+		n->rc = n->send ? mr_chan_send_until(n->ch, &n->v, n->dl)
+				: mr_chan_recv_until(n->ch, &n->v, n->dl);
+	}
+	atomic_store(&n->returned, 1);
+}
+
+TEST(negative_deadline_waits_for_the_other_side)
+{
+	static const int64_t dls[] = { MR_DEADLINE_NONE, -12345, INT64_MIN };
+	static const size_t caps[] = { 1, 0, MR_CHAN_UNBOUNDED };
+	mr_runtime_t *rt = make_rt(2);
+
+	ASSERT_NONNULL(rt);
+	for (size_t ci = 0; ci < 3; ci++)
+		for (int send = 0; send <= 1; send++) {
+			if (send && caps[ci] == MR_CHAN_UNBOUNDED)
+				continue; /* never waits */
+			for (int sel = 0; sel <= 1; sel++)
+				for (int fiber = 0; fiber <= 1; fiber++)
+					for (size_t d = 0; d < 3; d++) {
+						mr_chan_t *ch = mr_chan_create(8, caps[ci], 0);
+						struct negdl n = { .ch = ch, .v = 7, .dl = dls[d],
+								   .send = send, .sel = sel };
+						struct actor a;
+						uint64_t v = 5;
+
+						ASSERT_NONNULL(ch);
+						if (send && caps[ci])
+							ASSERT_EQ(mr_chan_send(ch, &v), 0); /* full */
+						actor_start(&a, rt, fiber, negdl_run, &n);
+						while (!atomic_load(&n.started))
+							sleep_ms(1);
+						sleep_ms(2); /* time to return wrongly */
+						if (atomic_load(&n.returned))
+							TH_LOG("cap %zu %s%s from a %s, deadline %" PRId64
+							       ": returned %d without waiting",
+							       caps[ci], sel ? "select " : "",
+							       send ? "send" : "recv",
+							       fiber ? "fiber" : "thread", dls[d], n.rc);
+						EXPECT_EQ(atomic_load(&n.returned), 0);
+						if (send) {
+							if (caps[ci])
+								ASSERT_EQ(mr_chan_recv(ch, &v), 0);
+							ASSERT_EQ(mr_chan_recv(ch, &v), 0);
+							EXPECT_EQ(v, 7);
+						} else {
+							v = 9;
+							ASSERT_EQ(mr_chan_send(ch, &v), 0);
+						}
+						actor_join(&a);
+						EXPECT_EQ(n.rc, 0);
+						if (!send)
+							EXPECT_EQ(n.v, 9);
+						mr_chan_destroy(ch);
+					}
+		}
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/* A deadline that has passed does not wait: 0 is as past as any other for
+ * the _until calls (-ETIMEDOUT); mr_select reads 0 as MR_SELECT_POLL
+ * (-EAGAIN) and any other past deadline as -ETIMEDOUT. */
+static void past_deadlines_chan(void *arg)
+{
+	static const size_t caps[] = { 1, 0, MR_CHAN_UNBOUNDED };
+	int *bad = arg;
+
+	for (size_t ci = 0; ci < 3; ci++) {
+		mr_chan_t *ch = mr_chan_create(8, caps[ci], 0);
+		uint64_t v = 1;
+		int64_t dls[] = { 0, 1, mr_now_ns() - 1 };
+
+		if (!ch) {
+			(*bad)++;
+			continue;
+		}
+		for (int d = 0; d < 3; d++) {
+			*bad += mr_chan_recv_until(ch, &v, dls[d]) != -ETIMEDOUT;
+			struct mr_select_case c = { ch, MR_SELECT_RECV, &v, 99 };
+			*bad += mr_select(&c, 1, dls[d]) != (dls[d] == 0 ? -EAGAIN : -ETIMEDOUT);
+		}
+		if (caps[ci] == 1) {
+			ASSERT_EQ(mr_chan_send(ch, &v), 0);
+			for (int d = 0; d < 3; d++) {
+				*bad += mr_chan_send_until(ch, &v, dls[d]) != -ETIMEDOUT;
+				struct mr_select_case c = { ch, MR_SELECT_SEND, &v, 99 };
+				*bad += mr_select(&c, 1, dls[d]) !=
+					(dls[d] == 0 ? -EAGAIN : -ETIMEDOUT);
+			}
+			ASSERT_EQ(mr_chan_recv(ch, &v), 0);
+		}
+		if (caps[ci] == 0)
+			for (int d = 0; d < 3; d++)
+				*bad += mr_chan_send_until(ch, &v, dls[d]) != -ETIMEDOUT;
+		mr_chan_destroy(ch);
+	}
+}
+
+TEST(past_deadline_does_not_wait)
+{
+	int bad = 0;
+
+	past_deadlines_chan(&bad);
+	EXPECT_EQ(bad, 0);
+	bad = 0;
+	ASSERT_EQ(mr_run(NULL, past_deadlines_chan, &bad), 0);
+	EXPECT_EQ(bad, 0);
+}
+
 TEST_HARNESS_MAIN

@@ -507,6 +507,247 @@ TEST(deadlines_time_out_from_fibers_and_threads)
 	EXPECT_EQ(mr_sem_init(NULL, 0), -EINVAL);
 }
 
+/*
+ * A negative deadline is no deadline (common.h), for every _until call: a
+ * waiter on an object that is not available waits until another party
+ * releases it, for deadline -1, another negative value and INT64_MIN; the
+ * releaser marks `released` before it releases, so a waiter that returns 0
+ * having seen it waited (no timing is asserted). mr_mutex_lock_until used
+ * to treat a negative deadline as passed.
+ */
+enum { K_MUTEX, K_SEM, K_COND, K_WG, K_EVENT, K_NKINDS };
+static const char *const kind_name[] = { "mutex", "sem", "cond", "wg", "event" };
+
+struct nodl {
+	int kind;
+	int64_t deadline;
+	mr_mutex_t m;
+	mr_sem_t sem;
+	mr_cond_t cv;
+	mr_wg_t wg;
+	mr_event_t ev;
+	bool ready;		 /* cond's predicate, under m */
+	_Atomic int waiting;	 /* the waiter is about to wait */
+	_Atomic int released;	 /* set before the release */
+	int r, seen_released;
+};
+
+static void nodl_wait(void *arg)
+{
+	struct nodl *t = arg;
+
+	if (t->kind == K_COND)
+		mr_mutex_lock(&t->m);
+	atomic_store(&t->waiting, 1);
+	switch (t->kind) {
+	case K_MUTEX:
+		t->r = mr_mutex_lock_until(&t->m, t->deadline);
+		break;
+	case K_SEM:
+		t->r = mr_sem_wait_until(&t->sem, t->deadline);
+		break;
+	case K_COND:
+		t->r = 0;
+		while (!t->ready && t->r == 0)
+			t->r = mr_cond_wait_until(&t->cv, &t->m, t->deadline);
+		break;
+	case K_WG:
+		t->r = mr_wg_wait_until(&t->wg, t->deadline);
+		break;
+	case K_EVENT:
+		t->r = mr_event_wait_until(&t->ev, t->deadline);
+		break;
+	}
+	t->seen_released = atomic_load(&t->released);
+	if ((t->kind == K_MUTEX && t->r == 0) || t->kind == K_COND)
+		mr_mutex_unlock(&t->m);
+}
+
+static void nodl_release(struct nodl *t)
+{
+	while (!atomic_load(&t->waiting))
+		mr_sleep_ns(100000);
+	mr_sleep_ns(2000000); /* let it wait; it must not matter how long */
+	switch (t->kind) {
+	case K_MUTEX:
+		atomic_store(&t->released, 1);
+		mr_mutex_unlock(&t->m);
+		break;
+	case K_SEM:
+		atomic_store(&t->released, 1);
+		mr_sem_post(&t->sem);
+		break;
+	case K_COND:
+		mr_mutex_lock(&t->m);
+		t->ready = true;
+		atomic_store(&t->released, 1);
+		mr_cond_signal(&t->cv);
+		mr_mutex_unlock(&t->m);
+		break;
+	case K_WG:
+		atomic_store(&t->released, 1);
+		mr_wg_done(&t->wg);
+		break;
+	case K_EVENT:
+		atomic_store(&t->released, 1);
+		mr_event_set(&t->ev);
+		break;
+	}
+}
+
+static void nodl_setup(struct nodl *t, int kind, int64_t deadline)
+{
+	memset(t, 0, sizeof(*t));
+	t->kind = kind;
+	t->deadline = deadline;
+	mr_mutex_init(&t->m);
+	mr_sem_init(&t->sem, 0);
+	mr_cond_init(&t->cv);
+	mr_wg_init(&t->wg);
+	mr_wg_add(&t->wg, 1);
+	mr_event_init(&t->ev);
+	if (kind == K_MUTEX)
+		mr_mutex_lock(&t->m); /* held by the releaser, this thread */
+}
+
+TEST(negative_deadline_waits_for_the_release)
+{
+	static const int64_t dls[] = { MR_DEADLINE_NONE, -1000000, INT64_MIN };
+	mr_runtime_t *rt = make_rt(2);
+
+	ASSERT_NONNULL(rt);
+	for (int kind = 0; kind < K_NKINDS; kind++)
+		for (int fiber = 0; fiber <= 1; fiber++)
+			for (size_t d = 0; d < sizeof(dls) / sizeof(dls[0]); d++) {
+				struct nodl t;
+				struct actor a;
+				nodl_setup(&t, kind, dls[d]);
+				actor_start(&a, rt, fiber, nodl_wait, &t);
+				nodl_release(&t);
+				actor_join(&a);
+				if (t.r != 0 || !t.seen_released)
+					TH_LOG("%s from a %s, deadline %" PRId64 ": %d, released %d",
+					       kind_name[kind], fiber ? "fiber" : "thread", dls[d],
+					       t.r, t.seen_released);
+				EXPECT_EQ(t.r, 0);
+				EXPECT_EQ(t.seen_released, 1);
+			}
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/* A deadline that has passed (0, or a moment ago) does not wait: -ETIMEDOUT
+ * on an object that is not available, success on one that is. */
+static void past_deadlines(void *arg)
+{
+	int64_t past[] = { 0, mr_now_ns() - 1 };
+	int *bad = arg;
+
+	for (int i = 0; i < 2; i++) {
+		struct nodl t;
+		/* The mutex: past_deadline_mutex() (another thread holds it). */
+		for (int kind = K_SEM; kind < K_NKINDS; kind++) {
+			nodl_setup(&t, kind, past[i]);
+			nodl_wait(&t);
+			if (t.r != -ETIMEDOUT) {
+				(*bad)++;
+				TH_LOG("%s, deadline %" PRId64 ": %d", kind_name[kind], past[i], t.r);
+			}
+		}
+		/* Available: the call completes without waiting. */
+		nodl_setup(&t, K_SEM, past[i]);
+		mr_sem_post(&t.sem);
+		*bad += mr_sem_wait_until(&t.sem, past[i]) != 0;
+		mr_wg_done(&t.wg);
+		*bad += mr_wg_wait_until(&t.wg, past[i]) != 0;
+		mr_event_set(&t.ev);
+		*bad += mr_event_wait_until(&t.ev, past[i]) != 0;
+		*bad += mr_mutex_lock_until(&t.m, past[i]) != 0;
+		mr_mutex_unlock(&t.m);
+	}
+}
+
+struct held_mutex {
+	mr_mutex_t m;
+	_Atomic int state; /* 1 locked by the holder thread, 2 let go */
+};
+
+static void *hold_mutex(void *arg)
+{
+	struct held_mutex *h = arg;
+
+	mr_mutex_lock(&h->m);
+	atomic_store(&h->state, 1);
+	while (atomic_load(&h->state) != 2)
+		mr_sleep_ns(100000);
+	mr_mutex_unlock(&h->m);
+	return NULL;
+}
+
+static void past_deadline_mutex(void *arg)
+{
+	struct held_mutex *h = arg;
+
+	h->m = (mr_mutex_t)MR_MUTEX_INIT;
+	EXPECT_EQ(mr_mutex_lock_until(&h->m, 0), 0);
+	mr_mutex_unlock(&h->m);
+	pthread_t th;
+	ASSERT_EQ(pthread_create(&th, NULL, hold_mutex, h), 0);
+	while (atomic_load(&h->state) != 1)
+		mr_sleep_ns(100000);
+	EXPECT_EQ(mr_mutex_lock_until(&h->m, 0), -ETIMEDOUT);
+	EXPECT_EQ(mr_mutex_lock_until(&h->m, mr_now_ns() - 1), -ETIMEDOUT);
+	atomic_store(&h->state, 2);
+	pthread_join(th, NULL);
+	/* Nothing left queued. */
+	EXPECT_EQ(mr_mutex_trylock(&h->m), 0);
+	mr_mutex_unlock(&h->m);
+}
+
+static void past_deadlines_fiber(void *arg)
+{
+	past_deadlines(arg);
+}
+
+static void past_deadline_mutex_fiber(void *arg)
+{
+	past_deadline_mutex(arg);
+}
+
+TEST(past_deadline_times_out_at_once)
+{
+	int bad = 0;
+	struct held_mutex h = { .state = 0 };
+
+	past_deadlines(&bad);
+	EXPECT_EQ(bad, 0);
+	past_deadline_mutex(&h);
+	bad = 0;
+	atomic_store(&h.state, 0);
+	ASSERT_EQ(mr_run(NULL, past_deadlines_fiber, &bad), 0);
+	EXPECT_EQ(bad, 0);
+	ASSERT_EQ(mr_run(NULL, past_deadline_mutex_fiber, &h), 0);
+}
+
+/* mr_sleep_until waits for its deadline only: a passed one, negative
+ * included, returns 0 at once (common.h). */
+static void sleep_past(void *arg)
+{
+	int *bad = arg;
+	int64_t dls[] = { MR_DEADLINE_NONE, INT64_MIN, 0, mr_now_ns() - 1 };
+
+	for (int i = 0; i < 4; i++)
+		*bad += mr_sleep_until(dls[i]) != 0;
+}
+
+TEST(sleep_until_a_passed_or_negative_deadline_returns)
+{
+	int bad = 0;
+
+	sleep_past(&bad);
+	ASSERT_EQ(mr_run(NULL, sleep_past, &bad), 0);
+	EXPECT_EQ(bad, 0);
+}
+
 TEST(null_arguments_einval)
 {
 	mr_mutex_t m = MR_MUTEX_INIT;

@@ -70,7 +70,7 @@ static bool grab(struct mr__mutex *mx, uint32_t *s)
 	return false;
 }
 
-static int lock_slow(struct mr__mutex *mx, int64_t deadline)
+static int lock_slow(struct mr__mutex *mx, int64_t deadline, const char *call)
 {
 	struct mr__waiter wt = { .front = false };
 	int64_t start = 0;
@@ -107,7 +107,7 @@ static int lock_slow(struct mr__mutex *mx, int64_t deadline)
 		if (!start)
 			start = mr_now_ns();
 		wt.data = 0;
-		int r = mr__waitq_wait(&mx->q, &wt, deadline, "mr_mutex_lock");
+		int r = mr__waitq_wait(&mx->q, &wt, deadline, call);
 		if (r != MR__W_WOKEN)
 			return -ETIMEDOUT;
 		if (wt.data == HANDOFF) {
@@ -130,7 +130,7 @@ void mr_mutex_lock(mr_mutex_t *m)
 	if (unlikely(!m))
 		mr__die("mr_mutex_lock", "NULL mutex");
 	if (unlikely(!try_lock(M(m))))
-		lock_slow(M(m), -1);
+		lock_slow(M(m), -1, "mr_mutex_lock");
 	M(m)->owner = me();
 }
 
@@ -149,7 +149,8 @@ int mr_mutex_lock_until(mr_mutex_t *m, int64_t deadline_ns)
 	if (!m)
 		return -EINVAL;
 	if (unlikely(!try_lock(M(m)))) {
-		int r = lock_slow(M(m), deadline_ns < 0 ? 0 : deadline_ns);
+		/* A negative deadline is none (common.h): -1 for lock_slow(). */
+		int r = lock_slow(M(m), deadline_ns < 0 ? -1 : deadline_ns, "mr_mutex_lock_until");
 		if (r < 0)
 			return r;
 	}
