@@ -765,19 +765,53 @@ TEST(null_arguments_einval)
 	mr_mutex_unlock(&m);
 }
 
-static void null_mutex_child(void *arg)
+/* Each void call (and mr_event_is_set) given NULL, by number. */
+static const char *const null_calls[] = {
+	"mr_mutex_init", "mr_mutex_lock", "mr_mutex_unlock", "mr_mutex_destroy",
+	"mr_cond_init", "mr_cond_wait", "mr_cond_signal", "mr_cond_broadcast",
+	"mr_sem_wait", "mr_wg_init", "mr_wg_add", "mr_wg_done",
+	"mr_wg_wait", "mr_event_init", "mr_event_set", "mr_event_is_set",
+	"mr_event_wait",
+};
+
+static void null_call_child(void *arg)
 {
-	(void)arg;
-	mr_mutex_lock(NULL);
+	mr_mutex_t m = MR_MUTEX_INIT;
+
+	switch (*(int *)arg) {
+	case 0: mr_mutex_init(NULL); break;
+	case 1: mr_mutex_lock(NULL); break;
+	case 2: mr_mutex_unlock(NULL); break;
+	case 3: mr_mutex_destroy(NULL); break;
+	case 4: mr_cond_init(NULL); break;
+	case 5: mr_mutex_lock(&m); mr_cond_wait(NULL, &m); break;
+	case 6: mr_cond_signal(NULL); break;
+	case 7: mr_cond_broadcast(NULL); break;
+	case 8: mr_sem_wait(NULL); break;
+	case 9: mr_wg_init(NULL); break;
+	case 10: mr_wg_add(NULL, 1); break;
+	case 11: mr_wg_done(NULL); break;
+	case 12: mr_wg_wait(NULL); break;
+	case 13: mr_event_init(NULL); break;
+	case 14: mr_event_set(NULL); break;
+	case 15: (void)mr_event_is_set(NULL); break;
+	case 16: mr_event_wait(NULL); break;
+	}
 	_exit(0);
 }
 
 TEST(null_object_in_void_call_aborts)
 {
-	char buf[2048];
-	int st = mr_test_run_child(null_mutex_child, NULL, buf, sizeof(buf));
-	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
-	ASSERT_STR_CONTAINS(buf, "mr_mutex_lock");
+	char buf[2048], want[64];
+
+	for (int i = 0; i < (int)(sizeof(null_calls) / sizeof(null_calls[0])); i++) {
+		int st = mr_test_run_child(null_call_child, &i, buf, sizeof(buf));
+		if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT))
+			TH_LOG("%s(NULL): status %#x", null_calls[i], st);
+		ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+		snprintf(want, sizeof(want), "moirai: %s: NULL", null_calls[i]);
+		ASSERT_STR_CONTAINS(buf, want);
+	}
 }
 
 /* Many waiters on one event, fibers and threads, all released by one set. */
@@ -827,12 +861,93 @@ static void wg_negative_child(void *arg)
 	_exit(0);
 }
 
+static void wg_add_negative_child(void *arg)
+{
+	mr_wg_t wg = MR_WG_INIT;
+	(void)arg;
+	mr_wg_add(&wg, 1);
+	mr_wg_add(&wg, -2);
+	_exit(0);
+}
+
 TEST(wait_group_negative_aborts)
 {
 	char buf[2048];
 	int st = mr_test_run_child(wg_negative_child, NULL, buf, sizeof(buf));
 	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
-	ASSERT_STR_CONTAINS(buf, "mr_wg_add");
+	ASSERT_STR_CONTAINS(buf, "moirai: mr_wg_done: ");
+	ASSERT_STR_CONTAINS(buf, "negative");
+	st = mr_test_run_child(wg_add_negative_child, NULL, buf, sizeof(buf));
+	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	ASSERT_STR_CONTAINS(buf, "moirai: mr_wg_add: ");
+}
+
+/*
+ * Every abort names the call the user made. A condition wait without the
+ * mutex used to abort as "mr_mutex_unlock" (the unlock inside the wait);
+ * from a thread, from a fiber, mutex free or held by someone else.
+ */
+struct cond_misuse {
+	bool until, fiber, held_elsewhere;
+};
+
+static mr_mutex_t misuse_m = MR_MUTEX_INIT;
+static mr_cond_t misuse_cv = MR_COND_INIT;
+static _Atomic int misuse_locked;
+
+static void cond_misuse_body(void *arg)
+{
+	struct cond_misuse *cm = arg;
+
+	if (cm->until)
+		mr_cond_wait_until(&misuse_cv, &misuse_m, mr_now_ns() + 1000000000);
+	else
+		mr_cond_wait(&misuse_cv, &misuse_m);
+}
+
+/* Holds the mutex until the process ends. */
+static void *cond_misuse_holder(void *arg)
+{
+	(void)arg;
+	mr_mutex_lock(&misuse_m);
+	atomic_store(&misuse_locked, 1);
+	for (;;)
+		pause();
+	return NULL;
+}
+
+static void cond_misuse_child(void *arg)
+{
+	struct cond_misuse *cm = arg;
+	pthread_t th;
+
+	if (cm->held_elsewhere) {
+		if (pthread_create(&th, NULL, cond_misuse_holder, NULL) != 0)
+			_exit(3);
+		while (!atomic_load(&misuse_locked))
+			usleep(100);
+	}
+	if (cm->fiber)
+		mr_run(NULL, cond_misuse_body, cm);
+	else
+		cond_misuse_body(cm);
+	_exit(0);
+}
+
+TEST(misuse_aborts_name_the_call)
+{
+	char buf[2048];
+
+	for (int until = 0; until <= 1; until++)
+		for (int fiber = 0; fiber <= 1; fiber++)
+			for (int held = 0; held <= 1; held++) {
+				struct cond_misuse cm = { until, fiber, held };
+				int st = mr_test_run_child(cond_misuse_child, &cm, buf, sizeof(buf));
+				ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+				ASSERT_STR_CONTAINS(buf, until ? "moirai: mr_cond_wait_until: "
+							       : "moirai: mr_cond_wait: ");
+				ASSERT_STR_CONTAINS(buf, "not held");
+			}
 }
 
 TEST_HARNESS_MAIN

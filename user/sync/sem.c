@@ -55,13 +55,11 @@ int mr_sem_trywait(mr_sem_t *s)
 	return take_unit_unlocked(S(s)) ? 0 : -EAGAIN;
 }
 
-int mr_sem_wait_until(mr_sem_t *s, int64_t deadline_ns)
+static int sem_wait(mr_sem_t *s, int64_t deadline_ns, const char *call)
 {
 	struct mr__sem *sm = S(s);
 	struct mr__waiter wt = { .front = false };
 
-	if (!s)
-		return -EINVAL;
 	if (take_unit_unlocked(sm))
 		return 0;
 	mr__waitq_lock(&sm->q);
@@ -74,17 +72,26 @@ int mr_sem_wait_until(mr_sem_t *s, int64_t deadline_ns)
 		mr__waitq_unlock(&sm->q);
 		return -ETIMEDOUT;
 	}
-	if (mr__waitq_wait(&sm->q, &wt, deadline_ns, "mr_sem_wait") == MR__W_WOKEN) {
+	if (mr__waitq_wait(&sm->q, &wt, deadline_ns, call) == MR__W_WOKEN) {
+		/* acquire: pairs with the release fence in mr_sem_post(). */
 		atomic_thread_fence(memory_order_acquire);
 		return 0;
 	}
 	return -ETIMEDOUT;
 }
 
+int mr_sem_wait_until(mr_sem_t *s, int64_t deadline_ns)
+{
+	if (!s)
+		return -EINVAL;
+	return sem_wait(s, mr__deadline(deadline_ns), "mr_sem_wait_until");
+}
+
 void mr_sem_wait(mr_sem_t *s)
 {
-	if (mr_sem_wait_until(s, -1) == -EINVAL)
+	if (unlikely(!s))
 		mr__die("mr_sem_wait", "NULL semaphore");
+	sem_wait(s, -1, "mr_sem_wait");
 }
 
 void mr_sem_post(mr_sem_t *s)

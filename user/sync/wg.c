@@ -80,16 +80,18 @@ static struct mr__wg *G(mr_wg_t *wg)
 
 void mr_wg_init(mr_wg_t *wg)
 {
+	if (unlikely(!wg))
+		mr__die("mr_wg_init", "NULL wait group");
 	memset(wg, 0, sizeof(*wg));
 }
 
-static void negative(mr_wg_t *wg, int64_t v)
+static void __attribute__((noreturn, cold)) negative(mr_wg_t *wg, int64_t v, const char *call)
 {
-	mr__die("mr_wg_add", "wait group %p count went negative (%lld)", (void *)wg,
-		(long long)v);
+	mr__die(call, "wait group %p count went negative (%lld)", (void *)wg, (long long)v);
 }
 
-void mr_wg_add(mr_wg_t *wg, int64_t n)
+/* mr_wg_add(wg, n), named `call` in an abort. */
+static void wg_add(mr_wg_t *wg, int64_t n, const char *call)
 {
 	struct mr__wg *g = G(wg);
 	int64_t c = atomic_load_explicit(&g->count, memory_order_relaxed);
@@ -99,7 +101,7 @@ void mr_wg_add(mr_wg_t *wg, int64_t n)
 	 * wg_zero()). */
 	while (c + n != 0) {
 		if (c + n < 0)
-			negative(wg, c + n);
+			negative(wg, c + n, call);
 		if (atomic_compare_exchange_weak_explicit(&g->count, &c, c + n,
 							  memory_order_acq_rel,
 							  memory_order_relaxed))
@@ -112,13 +114,22 @@ void mr_wg_add(mr_wg_t *wg, int64_t n)
 	struct mr__waiter *list = v == 0 ? take_all(&g->q) : NULL;
 	mr__waitq_unlock(&g->q);
 	if (v < 0)
-		negative(wg, v);
+		negative(wg, v, call);
 	wake_list(list);
+}
+
+void mr_wg_add(mr_wg_t *wg, int64_t n)
+{
+	if (unlikely(!wg))
+		mr__die("mr_wg_add", "NULL wait group");
+	wg_add(wg, n, "mr_wg_add");
 }
 
 void mr_wg_done(mr_wg_t *wg)
 {
-	mr_wg_add(wg, -1);
+	if (unlikely(!wg))
+		mr__die("mr_wg_done", "NULL wait group");
+	wg_add(wg, -1, "mr_wg_done");
 }
 
 static bool wg_zero(void *obj)
@@ -130,13 +141,15 @@ int mr_wg_wait_until(mr_wg_t *wg, int64_t deadline_ns)
 {
 	if (!wg)
 		return -EINVAL;
-	return wait_cond(&G(wg)->q, wg_zero, G(wg), deadline_ns, "mr_wg_wait");
+	return wait_cond(&G(wg)->q, wg_zero, G(wg), mr__deadline(deadline_ns),
+			 "mr_wg_wait_until");
 }
 
 void mr_wg_wait(mr_wg_t *wg)
 {
-	if (mr_wg_wait_until(wg, -1) == -EINVAL)
+	if (unlikely(!wg))
 		mr__die("mr_wg_wait", "NULL wait group");
+	wait_cond(&G(wg)->q, wg_zero, G(wg), -1, "mr_wg_wait");
 }
 
 /* ---- event --------------------------------------------------------------------- */
@@ -148,6 +161,8 @@ static struct mr__event *E(mr_event_t *e)
 
 void mr_event_init(mr_event_t *e)
 {
+	if (unlikely(!e))
+		mr__die("mr_event_init", "NULL event");
 	memset(e, 0, sizeof(*e));
 }
 
@@ -155,6 +170,8 @@ void mr_event_set(mr_event_t *e)
 {
 	struct mr__event *ev = E(e);
 
+	if (unlikely(!e))
+		mr__die("mr_event_set", "NULL event");
 	if (atomic_load_explicit(&ev->set, memory_order_acquire))
 		return; /* set before: nothing more to do */
 	/* Set under the queue lock (see the top of the file). release: waiters
@@ -168,6 +185,8 @@ void mr_event_set(mr_event_t *e)
 
 bool mr_event_is_set(const mr_event_t *e)
 {
+	if (unlikely(!e))
+		mr__die("mr_event_is_set", "NULL event");
 	return atomic_load_explicit(&((const struct mr__event *)e)->set, memory_order_acquire);
 }
 
@@ -180,11 +199,13 @@ int mr_event_wait_until(mr_event_t *e, int64_t deadline_ns)
 {
 	if (!e)
 		return -EINVAL;
-	return wait_cond(&E(e)->q, ev_set, E(e), deadline_ns, "mr_event_wait");
+	return wait_cond(&E(e)->q, ev_set, E(e), mr__deadline(deadline_ns),
+			 "mr_event_wait_until");
 }
 
 void mr_event_wait(mr_event_t *e)
 {
-	if (mr_event_wait_until(e, -1) == -EINVAL)
+	if (unlikely(!e))
 		mr__die("mr_event_wait", "NULL event");
+	wait_cond(&E(e)->q, ev_set, E(e), -1, "mr_event_wait");
 }
