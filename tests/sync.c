@@ -485,7 +485,9 @@ TEST(deadlines_time_out_from_fibers_and_threads)
 			ASSERT_EQ(mr_run(NULL, timeouts_fiber, &t), 0);
 		else
 			try_timeouts(&t);
-		EXPECT_EQ(t.r_mutex, -ETIMEDOUT);
+		/* Held by this thread: a fiber times out, the thread itself
+		 * would wait for itself (-EDEADLK, mutex_locked_twice_...). */
+		EXPECT_EQ(t.r_mutex, from_fiber ? -ETIMEDOUT : -EDEADLK);
 		EXPECT_EQ(t.r_sem, -ETIMEDOUT);
 		EXPECT_EQ(t.r_wg, -ETIMEDOUT);
 		EXPECT_EQ(t.r_ev, -ETIMEDOUT);
@@ -696,6 +698,7 @@ static void past_deadline_mutex(void *arg)
 		mr_sleep_ns(100000);
 	EXPECT_EQ(mr_mutex_lock_until(&h->m, 0), -ETIMEDOUT);
 	EXPECT_EQ(mr_mutex_lock_until(&h->m, mr_now_ns() - 1), -ETIMEDOUT);
+	EXPECT_EQ(mr_mutex_lock_until(&h->m, mr_now_ns() + 2000000), -ETIMEDOUT); /* not passed */
 	atomic_store(&h->state, 2);
 	pthread_join(th, NULL);
 	/* Nothing left queued. */
@@ -812,6 +815,73 @@ TEST(null_object_in_void_call_aborts)
 		snprintf(want, sizeof(want), "moirai: %s: NULL", null_calls[i]);
 		ASSERT_STR_CONTAINS(buf, want);
 	}
+}
+
+/*
+ * Locking a mutex the caller already holds used to hang for good, silently.
+ * mr_mutex_lock aborts naming the call; mr_mutex_lock_until reports
+ * -EDEADLK whatever its deadline (as an error-checking pthread mutex);
+ * mr_mutex_trylock says -EBUSY as for any held mutex. Fiber and thread.
+ */
+static void relock_until(void *arg)
+{
+	int *bad = arg;
+	mr_mutex_t m = MR_MUTEX_INIT;
+	int64_t dls[] = { MR_DEADLINE_NONE, INT64_MIN, 0, mr_now_ns() - 1, mr_now_ns() + 1000000 };
+
+	mr_mutex_lock(&m);
+	for (int i = 0; i < 5; i++) {
+		int r = mr_mutex_lock_until(&m, dls[i]);
+		if (r != -EDEADLK) {
+			TH_LOG("lock_until(held by me, %" PRId64 "): %d", dls[i], r);
+			(*bad)++;
+		}
+	}
+	*bad += mr_mutex_trylock(&m) != -EBUSY;
+	mr_mutex_unlock(&m);
+	/* Still a working mutex. */
+	*bad += mr_mutex_lock_until(&m, MR_DEADLINE_NONE) != 0;
+	mr_mutex_unlock(&m);
+	mr_mutex_destroy(&m);
+}
+
+static void relock(void *arg)
+{
+	mr_mutex_t *m = arg;
+
+	mr_mutex_lock(m);
+	mr_mutex_lock(m);
+}
+
+static void relock_child(void *arg)
+{
+	static mr_mutex_t m = MR_MUTEX_INIT;
+
+	if (*(int *)arg)
+		mr_run(NULL, relock, &m);
+	else
+		relock(&m);
+	_exit(0);
+}
+
+TEST_TIMEOUT(mutex_locked_twice_by_its_holder, 10) /* a hang before the fix */
+{
+	char buf[2048];
+	int bad = 0;
+
+	/* The forks first, while this process has one thread (TSan refuses
+	 * to start threads in a child forked from a threaded process). */
+	for (int fiber = 0; fiber <= 1; fiber++) {
+		int st = mr_test_run_child(relock_child, &fiber, buf, sizeof(buf));
+		if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT))
+			TH_LOG("from a %s: status %#x, stderr: %s", fiber ? "fiber" : "thread", st, buf);
+		ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+		ASSERT_STR_CONTAINS(buf, "moirai: mr_mutex_lock: ");
+		ASSERT_STR_CONTAINS(buf, "already held by the caller");
+	}
+	relock_until(&bad);
+	ASSERT_EQ(mr_run(NULL, relock_until, &bad), 0);
+	EXPECT_EQ(bad, 0);
 }
 
 /* Many waiters on one event, fibers and threads, all released by one set. */

@@ -25,8 +25,10 @@ typedef struct mr_mutex {
 #define MR_MUTEX_INIT { { 0 } }
 MR_API void mr_mutex_init(mr_mutex_t *m);
 MR_API void mr_mutex_lock(mr_mutex_t *m);
-MR_API int mr_mutex_trylock(mr_mutex_t *m); /* 0 or -EBUSY */
-MR_API int mr_mutex_lock_until(mr_mutex_t *m, int64_t deadline_ns); /* 0 or -ETIMEDOUT */
+MR_API int mr_mutex_trylock(mr_mutex_t *m); /* 0 or -EBUSY (held, by anyone) */
+/* 0, -ETIMEDOUT, or -EDEADLK when the caller already holds m (mr_mutex_lock
+ * aborts naming the call there). */
+MR_API int mr_mutex_lock_until(mr_mutex_t *m, int64_t deadline_ns);
 MR_API void mr_mutex_unlock(mr_mutex_t *m);
 /* Destroying a held mutex aborts. */
 MR_API void mr_mutex_destroy(mr_mutex_t *m);

@@ -152,8 +152,13 @@ static int lock_slow(struct mr__mutex *mx, int64_t deadline, const char *call)
 /* Lock without a deadline; `call` names the user's call in a park. */
 static void lock(struct mr__mutex *mx, const char *call)
 {
-	if (unlikely(!try_lock(mx)))
+	if (unlikely(!try_lock(mx))) {
+		/* Waiting for ourselves would hang for good, silently. */
+		if (unlikely(owner(mx) == me()))
+			mr__die(call, "mutex %p is already held by the caller (%s %p): not recursive",
+				(void *)mx, mr__fiber_current() ? "fiber" : "thread", (void *)me());
 		lock_slow(mx, -1, call);
+	}
 	set_owner(mx, me());
 }
 
@@ -179,6 +184,8 @@ int mr_mutex_lock_until(mr_mutex_t *m, int64_t deadline_ns)
 	if (!m)
 		return -EINVAL;
 	if (unlikely(!try_lock(M(m)))) {
+		if (unlikely(owner(M(m)) == me()))
+			return -EDEADLK; /* as an error-checking pthread mutex */
 		int r = lock_slow(M(m), mr__deadline(deadline_ns), "mr_mutex_lock_until");
 		if (r < 0)
 			return r;
