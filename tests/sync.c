@@ -884,6 +884,42 @@ TEST_TIMEOUT(mutex_locked_twice_by_its_holder, 10) /* a hang before the fix */
 	EXPECT_EQ(bad, 0);
 }
 
+/*
+ * The count stops at MR_SEM_VALUE_MAX: a post there fails with -EOVERFLOW
+ * and counts nothing (it used to count on and wrap to 0 past UINT32_MAX,
+ * losing every unit), one that a waiter takes never overflows.
+ */
+static void sem_max(void *arg)
+{
+	int *bad = arg;
+	mr_sem_t s;
+
+	*bad += mr_sem_init(&s, MR_SEM_VALUE_MAX + 1u) != -EINVAL;
+	*bad += mr_sem_init(&s, MR_SEM_VALUE_MAX) != 0;
+	for (int i = 0; i < 3; i++)
+		*bad += mr_sem_post(&s) != -EOVERFLOW;
+	*bad += mr_sem_trywait(&s) != 0;
+	*bad += mr_sem_post(&s) != 0; /* back at the maximum */
+	*bad += mr_sem_post(&s) != -EOVERFLOW;
+	*bad += mr_sem_trywait(&s) != 0;
+	*bad += mr_sem_trywait(&s) != 0;
+	*bad += mr_sem_post(&s) != 0;
+	*bad += mr_sem_post(&s) != 0;
+	*bad += mr_sem_post(&s) != -EOVERFLOW;
+	*bad += mr_sem_post(NULL) != -EINVAL;
+}
+
+TEST(sem_post_at_the_maximum_overflows)
+{
+	int bad = 0;
+
+	sem_max(&bad);
+	EXPECT_EQ(bad, 0);
+	bad = 0;
+	ASSERT_EQ(mr_run(NULL, sem_max, &bad), 0);
+	EXPECT_EQ(bad, 0);
+}
+
 /* Many waiters on one event, fibers and threads, all released by one set. */
 static void ev_wait(void *arg)
 {

@@ -44,15 +44,18 @@ MR_API int mr_cond_wait_until(mr_cond_t *c, mr_mutex_t *m, int64_t deadline_ns);
 MR_API void mr_cond_signal(mr_cond_t *c);
 MR_API void mr_cond_broadcast(mr_cond_t *c);
 
-/* Counting semaphore. */
+/* Counting semaphore; the count never exceeds MR_SEM_VALUE_MAX. */
 typedef struct mr_sem {
 	uint64_t mr__opaque[4];
 } mr_sem_t;
-MR_API int mr_sem_init(mr_sem_t *s, uint32_t count); /* 0 or -EINVAL */
+#define MR_SEM_VALUE_MAX ((uint32_t)INT32_MAX)
+MR_API int mr_sem_init(mr_sem_t *s, uint32_t count); /* 0 or -EINVAL (> MR_SEM_VALUE_MAX) */
 MR_API void mr_sem_wait(mr_sem_t *s);
 MR_API int mr_sem_trywait(mr_sem_t *s); /* 0 or -EAGAIN */
 MR_API int mr_sem_wait_until(mr_sem_t *s, int64_t deadline_ns);
-MR_API void mr_sem_post(mr_sem_t *s);
+/* 0, or -EOVERFLOW (count unchanged) when the count is MR_SEM_VALUE_MAX
+ * and nobody waits. */
+MR_API int mr_sem_post(mr_sem_t *s);
 
 /* Wait group: add before starting work, done when it finishes, wait for zero. */
 typedef struct mr_wg {
