@@ -976,6 +976,28 @@ static void wg_add_negative_child(void *arg)
 	_exit(0);
 }
 
+static void wg_overflow_child(void *arg)
+{
+	mr_wg_t wg = MR_WG_INIT;
+	(void)arg;
+	mr_wg_add(&wg, INT64_MAX);
+	mr_wg_done(&wg);
+	mr_wg_add(&wg, 1); /* INT64_MAX again: fine */
+	mr_wg_add(&wg, 1);
+	_exit(0);
+}
+
+/* A count past INT64_MAX was a signed overflow (undefined; in practice it
+ * wrapped and aborted as "went negative"): it aborts naming the call. */
+TEST(wait_group_overflow_aborts)
+{
+	char buf[2048];
+	int st = mr_test_run_child(wg_overflow_child, NULL, buf, sizeof(buf));
+	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	ASSERT_STR_CONTAINS(buf, "moirai: mr_wg_add: ");
+	ASSERT_STR_CONTAINS(buf, "would overflow");
+}
+
 TEST(wait_group_negative_aborts)
 {
 	char buf[2048];

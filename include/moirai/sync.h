@@ -63,7 +63,7 @@ typedef struct mr_wg {
 } mr_wg_t;
 #define MR_WG_INIT { { 0 } }
 MR_API void mr_wg_init(mr_wg_t *wg);
-MR_API void mr_wg_add(mr_wg_t *wg, int64_t n); /* the count going below zero aborts */
+MR_API void mr_wg_add(mr_wg_t *wg, int64_t n); /* the count going below zero or past INT64_MAX aborts */
 MR_API void mr_wg_done(mr_wg_t *wg);
 MR_API void mr_wg_wait(mr_wg_t *wg);
 MR_API int mr_wg_wait_until(mr_wg_t *wg, int64_t deadline_ns);

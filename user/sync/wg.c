@@ -90,27 +90,43 @@ static void __attribute__((noreturn, cold)) negative(mr_wg_t *wg, int64_t v, con
 	mr__die(call, "wait group %p count went negative (%lld)", (void *)wg, (long long)v);
 }
 
+static void __attribute__((noreturn, cold)) overflow(mr_wg_t *wg, int64_t c, int64_t n,
+						     const char *call)
+{
+	mr__die(call, "wait group %p count would overflow (%lld + %lld)", (void *)wg,
+		(long long)c, (long long)n);
+}
+
 /* mr_wg_add(wg, n), named `call` in an abort. */
 static void wg_add(mr_wg_t *wg, int64_t n, const char *call)
 {
 	struct mr__wg *g = G(wg);
-	int64_t c = atomic_load_explicit(&g->count, memory_order_relaxed);
+	int64_t c = atomic_load_explicit(&g->count, memory_order_relaxed), v;
 
 	/* A change that does not reach zero takes no lock. acq_rel: the last
 	 * done() releases what every worker did; waiters acquire it (load in
-	 * wg_zero()). */
-	while (c + n != 0) {
-		if (c + n < 0)
-			negative(wg, c + n, call);
-		if (atomic_compare_exchange_weak_explicit(&g->count, &c, c + n,
-							  memory_order_acq_rel,
+	 * wg_zero()). The sum is checked: a signed overflow is undefined. */
+	for (;;) {
+		if (__builtin_add_overflow(c, n, &v))
+			overflow(wg, c, n, call);
+		if (v == 0)
+			break;
+		if (v < 0)
+			negative(wg, v, call);
+		if (atomic_compare_exchange_weak_explicit(&g->count, &c, v, memory_order_acq_rel,
 							  memory_order_relaxed))
 			return;
 	}
 	/* Reaching zero: under the queue lock, the waiters taken in the same
-	 * critical section (see the top of the file). */
+	 * critical section (see the top of the file). The count may still
+	 * change meanwhile (changes that do not reach zero take no lock). */
 	mr__waitq_lock(&g->q);
-	int64_t v = atomic_fetch_add_explicit(&g->count, n, memory_order_acq_rel) + n;
+	c = atomic_load_explicit(&g->count, memory_order_relaxed);
+	do {
+		if (__builtin_add_overflow(c, n, &v))
+			overflow(wg, c, n, call);
+	} while (!atomic_compare_exchange_weak_explicit(&g->count, &c, v, memory_order_acq_rel,
+							memory_order_relaxed));
 	struct mr__waiter *list = v == 0 ? take_all(&g->q) : NULL;
 	mr__waitq_unlock(&g->q);
 	if (v < 0)
