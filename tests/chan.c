@@ -2523,4 +2523,77 @@ TEST(past_deadline_does_not_wait)
 	EXPECT_EQ(bad, 0);
 }
 
+/* ---- an unbounded send out of memory ----------------------------------------------- */
+
+/*
+ * An unbounded send allocates a segment every so many elements: out of
+ * memory it returns -ENOMEM (chan.h) and sends nothing, from every call
+ * that sends; what was sent before is received intact.
+ */
+static void enomem_child(void *arg)
+{
+	size_t size = MR_CHAN_ELEM_MAX;
+	long pages = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+	uint8_t *e = malloc(size);
+	uint64_t n = 0;
+	int r, code = 0;
+
+	(void)arg;
+	if (!f || fscanf(f, "%ld", &pages) != 1 || !e)
+		_exit(10);
+	fclose(f);
+	mr_chan_t *ch = mr_chan_create(size, MR_CHAN_UNBOUNDED, 0);
+	if (!ch)
+		_exit(11);
+	struct rlimit rl;
+	rl.rlim_cur = rl.rlim_max = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (64 << 20);
+	if (setrlimit(RLIMIT_AS, &rl) != 0)
+		_exit(12);
+	for (;;) {
+		fill(e, size, n);
+		if ((r = mr_chan_send(ch, e)) != 0)
+			break;
+		if (++n > 100000)
+			_exit(13); /* the limit did not bite */
+	}
+	if (r != -ENOMEM) {
+		fprintf(stderr, "send: %d after %llu\n", r, (unsigned long long)n);
+		code = 14;
+	}
+	struct mr_select_case c = { ch, MR_SELECT_SEND, e, 99 };
+	if ((r = mr_chan_try_send(ch, e)) != -ENOMEM ||
+	    (r = mr_chan_send_until(ch, e, mr_now_ns() + 1000000)) != -ENOMEM ||
+	    (r = mr_select(&c, 1, MR_SELECT_FOREVER)) != -ENOMEM) {
+		fprintf(stderr, "another send: %d\n", r);
+		code = 15;
+	}
+	if (mr_chan_len(ch) != n)
+		code = 16;
+	for (uint64_t i = 0; i < n; i++)
+		if (mr_chan_recv(ch, e) != 0 || !intact(e, size, i))
+			code = 17;
+	if (mr_chan_try_recv(ch, e) != -EAGAIN)
+		code = 18;
+	_exit(code);
+}
+
+TEST(unbounded_send_out_of_memory_is_enomem)
+{
+	char buf[1024];
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	(void)enomem_child;
+	(void)buf;
+	SKIP("needs RLIMIT_AS, which the sanitizers' shadow memory cannot run under");
+#else
+	int st = mr_test_run_child(enomem_child, NULL, buf, sizeof(buf));
+
+	if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+		TH_LOG("child status %#x, stderr: %s", st, buf);
+	ASSERT_TRUE(WIFEXITED(st));
+	ASSERT_EQ(WEXITSTATUS(st), 0);
+#endif
+}
+
 TEST_HARNESS_MAIN
