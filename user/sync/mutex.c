@@ -22,6 +22,13 @@
  * therefore sees WAITERS and takes the queue lock, which the waiter releases
  * only after it has parked. A woken waiter that fails to take the lock has
  * lost to a locker that will unlock, and wake, later.
+ *
+ * The owner word names the holding fiber (or thread) for the checks that
+ * make misuse loud instead of silent: unlock and condition waits by a
+ * caller that does not hold the mutex abort, and a lock by the holder
+ * itself (a wait for ever) aborts or returns -EDEADLK. Only the holder
+ * writes it, so a caller that reads its own id holds the mutex; the fast
+ * paths pay one relaxed store for it.
  */
 #include <errno.h>
 #include <pthread.h>
