@@ -2606,4 +2606,214 @@ TEST(mapped_ring_between_threads)
 	mr_chan_destroy(m.ch);
 }
 
+/* ---- negative deadlines ------------------------------------------------------------ */
+
+/*
+ * A negative deadline is no deadline (common.h): mr_chan_send_until,
+ * mr_chan_recv_until and mr_select with any negative deadline wait on a
+ * full / empty channel until the other side acts, from a fiber and from a
+ * thread, on every flavour where the call can wait.
+ */
+struct negdl {
+	mr_chan_t *ch;
+	uint64_t v;
+	int64_t dl;
+	bool send, sel;
+	int rc;
+	_Atomic int started, returned;
+};
+
+static void negdl_run(void *arg)
+{
+	struct negdl *n = arg;
+
+	atomic_store(&n->started, 1);
+	if (n->sel) {
+		struct mr_select_case c = { n->ch, n->send ? MR_SELECT_SEND : MR_SELECT_RECV,
+					    &n->v, 99 };
+		int idx = mr_select(&c, 1, n->dl);
+		n->rc = idx == 0 ? c.result : 1000 + idx;
+	} else {
+		n->rc = n->send ? mr_chan_send_until(n->ch, &n->v, n->dl)
+				: mr_chan_recv_until(n->ch, &n->v, n->dl);
+	}
+	atomic_store(&n->returned, 1);
+}
+
+TEST(negative_deadline_waits_for_the_other_side)
+{
+	static const int64_t dls[] = { MR_DEADLINE_NONE, -12345, INT64_MIN };
+	static const size_t caps[] = { 1, 0, MR_CHAN_UNBOUNDED };
+	mr_runtime_t *rt = make_rt(2);
+
+	ASSERT_NONNULL(rt);
+	for (size_t ci = 0; ci < 3; ci++)
+		for (int send = 0; send <= 1; send++) {
+			if (send && caps[ci] == MR_CHAN_UNBOUNDED)
+				continue; /* never waits */
+			for (int sel = 0; sel <= 1; sel++)
+				for (int fiber = 0; fiber <= 1; fiber++)
+					for (size_t d = 0; d < 3; d++) {
+						mr_chan_t *ch = mr_chan_create(8, caps[ci], 0);
+						struct negdl n = { .ch = ch, .v = 7, .dl = dls[d],
+								   .send = send, .sel = sel };
+						struct actor a;
+						uint64_t v = 5;
+
+						ASSERT_NONNULL(ch);
+						if (send && caps[ci])
+							ASSERT_EQ(mr_chan_send(ch, &v), 0); /* full */
+						actor_start(&a, rt, fiber, negdl_run, &n);
+						while (!atomic_load(&n.started))
+							sleep_ms(1);
+						sleep_ms(2); /* time to return wrongly */
+						if (atomic_load(&n.returned))
+							TH_LOG("cap %zu %s%s from a %s, deadline %" PRId64
+							       ": returned %d without waiting",
+							       caps[ci], sel ? "select " : "",
+							       send ? "send" : "recv",
+							       fiber ? "fiber" : "thread", dls[d], n.rc);
+						EXPECT_EQ(atomic_load(&n.returned), 0);
+						if (send) {
+							if (caps[ci])
+								ASSERT_EQ(mr_chan_recv(ch, &v), 0);
+							ASSERT_EQ(mr_chan_recv(ch, &v), 0);
+							EXPECT_EQ(v, 7);
+						} else {
+							v = 9;
+							ASSERT_EQ(mr_chan_send(ch, &v), 0);
+						}
+						actor_join(&a);
+						EXPECT_EQ(n.rc, 0);
+						if (!send)
+							EXPECT_EQ(n.v, 9);
+						mr_chan_destroy(ch);
+					}
+		}
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/* A deadline that has passed does not wait: 0 is as past as any other for
+ * the _until calls (-ETIMEDOUT); mr_select reads 0 as MR_SELECT_POLL
+ * (-EAGAIN) and any other past deadline as -ETIMEDOUT. */
+static void past_deadlines_chan(void *arg)
+{
+	static const size_t caps[] = { 1, 0, MR_CHAN_UNBOUNDED };
+	int *bad = arg;
+
+	for (size_t ci = 0; ci < 3; ci++) {
+		mr_chan_t *ch = mr_chan_create(8, caps[ci], 0);
+		uint64_t v = 1;
+		int64_t dls[] = { 0, 1, mr_now_ns() - 1 };
+
+		if (!ch) {
+			(*bad)++;
+			continue;
+		}
+		for (int d = 0; d < 3; d++) {
+			*bad += mr_chan_recv_until(ch, &v, dls[d]) != -ETIMEDOUT;
+			struct mr_select_case c = { ch, MR_SELECT_RECV, &v, 99 };
+			*bad += mr_select(&c, 1, dls[d]) != (dls[d] == 0 ? -EAGAIN : -ETIMEDOUT);
+		}
+		if (caps[ci] == 1) {
+			ASSERT_EQ(mr_chan_send(ch, &v), 0);
+			for (int d = 0; d < 3; d++) {
+				*bad += mr_chan_send_until(ch, &v, dls[d]) != -ETIMEDOUT;
+				struct mr_select_case c = { ch, MR_SELECT_SEND, &v, 99 };
+				*bad += mr_select(&c, 1, dls[d]) !=
+					(dls[d] == 0 ? -EAGAIN : -ETIMEDOUT);
+			}
+			ASSERT_EQ(mr_chan_recv(ch, &v), 0);
+		}
+		if (caps[ci] == 0)
+			for (int d = 0; d < 3; d++)
+				*bad += mr_chan_send_until(ch, &v, dls[d]) != -ETIMEDOUT;
+		mr_chan_destroy(ch);
+	}
+}
+
+TEST(past_deadline_does_not_wait)
+{
+	int bad = 0;
+
+	past_deadlines_chan(&bad);
+	EXPECT_EQ(bad, 0);
+	bad = 0;
+	ASSERT_EQ(mr_run(NULL, past_deadlines_chan, &bad), 0);
+	EXPECT_EQ(bad, 0);
+}
+
+/* ---- an unbounded send out of memory ----------------------------------------------- */
+
+/*
+ * An unbounded send allocates a segment every so many elements: out of
+ * memory it returns -ENOMEM (chan.h) and sends nothing, from every call
+ * that sends; what was sent before is received intact.
+ */
+static void enomem_child(void *arg)
+{
+	size_t size = MR_CHAN_ELEM_MAX;
+	long pages = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+	uint8_t *e = malloc(size);
+	uint64_t n = 0;
+	int r, code = 0;
+
+	(void)arg;
+	if (!f || fscanf(f, "%ld", &pages) != 1 || !e)
+		_exit(10);
+	fclose(f);
+	mr_chan_t *ch = mr_chan_create(size, MR_CHAN_UNBOUNDED, 0);
+	if (!ch)
+		_exit(11);
+	struct rlimit rl;
+	rl.rlim_cur = rl.rlim_max = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (64 << 20);
+	if (setrlimit(RLIMIT_AS, &rl) != 0)
+		_exit(12);
+	for (;;) {
+		fill(e, size, n);
+		if ((r = mr_chan_send(ch, e)) != 0)
+			break;
+		if (++n > 100000)
+			_exit(13); /* the limit did not bite */
+	}
+	if (r != -ENOMEM) {
+		fprintf(stderr, "send: %d after %llu\n", r, (unsigned long long)n);
+		code = 14;
+	}
+	struct mr_select_case c = { ch, MR_SELECT_SEND, e, 99 };
+	if ((r = mr_chan_try_send(ch, e)) != -ENOMEM ||
+	    (r = mr_chan_send_until(ch, e, mr_now_ns() + 1000000)) != -ENOMEM ||
+	    (r = mr_select(&c, 1, MR_SELECT_FOREVER)) != -ENOMEM) {
+		fprintf(stderr, "another send: %d\n", r);
+		code = 15;
+	}
+	if (mr_chan_len(ch) != n)
+		code = 16;
+	for (uint64_t i = 0; i < n; i++)
+		if (mr_chan_recv(ch, e) != 0 || !intact(e, size, i))
+			code = 17;
+	if (mr_chan_try_recv(ch, e) != -EAGAIN)
+		code = 18;
+	_exit(code);
+}
+
+TEST(unbounded_send_out_of_memory_is_enomem)
+{
+	char buf[1024];
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	(void)enomem_child;
+	(void)buf;
+	SKIP("needs RLIMIT_AS, which the sanitizers' shadow memory cannot run under");
+#else
+	int st = mr_test_run_child(enomem_child, NULL, buf, sizeof(buf));
+
+	if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+		TH_LOG("child status %#x, stderr: %s", st, buf);
+	ASSERT_TRUE(WIFEXITED(st));
+	ASSERT_EQ(WEXITSTATUS(st), 0);
+#endif
+}
+
 TEST_HARNESS_MAIN

@@ -182,7 +182,9 @@ static inline unsigned long mr_test_scale(void)
 /*
  * Run fn(arg) in a forked child with stderr captured; return its wait status
  * and put up to cap-1 bytes of what it wrote to stderr in buf. For tests of
- * misuse that must abort with a message.
+ * misuse that must abort with a message. An EXPECT_* that fails inside fn
+ * makes the child exit 1 (as an ASSERT_* does at once), so the caller sees
+ * it in the status; the child starts with no failure of the parent's.
  */
 static inline int mr_test_run_child(void (*fn)(void *), void *arg, char *buf, size_t cap)
 {
@@ -197,8 +199,10 @@ static inline int mr_test_run_child(void (*fn)(void *), void *arg, char *buf, si
 	if (pid == 0) {
 		close(pfd[0]);
 		dup2(pfd[1], 2);
+		mr_test_failed = 0;
 		fn(arg);
-		_exit(0);
+		fflush(stdout);
+		_exit(mr_test_failed ? 1 : 0);
 	}
 	close(pfd[1]);
 	for (;;) {

@@ -485,7 +485,9 @@ TEST(deadlines_time_out_from_fibers_and_threads)
 			ASSERT_EQ(mr_run(NULL, timeouts_fiber, &t), 0);
 		else
 			try_timeouts(&t);
-		EXPECT_EQ(t.r_mutex, -ETIMEDOUT);
+		/* Held by this thread: a fiber times out, the thread itself
+		 * would wait for itself (-EDEADLK, mutex_locked_twice_...). */
+		EXPECT_EQ(t.r_mutex, from_fiber ? -ETIMEDOUT : -EDEADLK);
 		EXPECT_EQ(t.r_sem, -ETIMEDOUT);
 		EXPECT_EQ(t.r_wg, -ETIMEDOUT);
 		EXPECT_EQ(t.r_ev, -ETIMEDOUT);
@@ -507,6 +509,248 @@ TEST(deadlines_time_out_from_fibers_and_threads)
 	EXPECT_EQ(mr_sem_init(NULL, 0), -EINVAL);
 }
 
+/*
+ * A negative deadline is no deadline (common.h), for every _until call: a
+ * waiter on an object that is not available waits until another party
+ * releases it, for deadline -1, another negative value and INT64_MIN; the
+ * releaser marks `released` before it releases, so a waiter that returns 0
+ * having seen it waited (no timing is asserted). mr_mutex_lock_until used
+ * to treat a negative deadline as passed.
+ */
+enum { K_MUTEX, K_SEM, K_COND, K_WG, K_EVENT, K_NKINDS };
+static const char *const kind_name[] = { "mutex", "sem", "cond", "wg", "event" };
+
+struct nodl {
+	int kind;
+	int64_t deadline;
+	mr_mutex_t m;
+	mr_sem_t sem;
+	mr_cond_t cv;
+	mr_wg_t wg;
+	mr_event_t ev;
+	bool ready;		 /* cond's predicate, under m */
+	_Atomic int waiting;	 /* the waiter is about to wait */
+	_Atomic int released;	 /* set before the release */
+	int r, seen_released;
+};
+
+static void nodl_wait(void *arg)
+{
+	struct nodl *t = arg;
+
+	if (t->kind == K_COND)
+		mr_mutex_lock(&t->m);
+	atomic_store(&t->waiting, 1);
+	switch (t->kind) {
+	case K_MUTEX:
+		t->r = mr_mutex_lock_until(&t->m, t->deadline);
+		break;
+	case K_SEM:
+		t->r = mr_sem_wait_until(&t->sem, t->deadline);
+		break;
+	case K_COND:
+		t->r = 0;
+		while (!t->ready && t->r == 0)
+			t->r = mr_cond_wait_until(&t->cv, &t->m, t->deadline);
+		break;
+	case K_WG:
+		t->r = mr_wg_wait_until(&t->wg, t->deadline);
+		break;
+	case K_EVENT:
+		t->r = mr_event_wait_until(&t->ev, t->deadline);
+		break;
+	}
+	t->seen_released = atomic_load(&t->released);
+	if ((t->kind == K_MUTEX && t->r == 0) || t->kind == K_COND)
+		mr_mutex_unlock(&t->m);
+}
+
+static void nodl_release(struct nodl *t)
+{
+	while (!atomic_load(&t->waiting))
+		mr_sleep_ns(100000);
+	mr_sleep_ns(2000000); /* let it wait; it must not matter how long */
+	switch (t->kind) {
+	case K_MUTEX:
+		atomic_store(&t->released, 1);
+		mr_mutex_unlock(&t->m);
+		break;
+	case K_SEM:
+		atomic_store(&t->released, 1);
+		mr_sem_post(&t->sem);
+		break;
+	case K_COND:
+		mr_mutex_lock(&t->m);
+		t->ready = true;
+		atomic_store(&t->released, 1);
+		mr_cond_signal(&t->cv);
+		mr_mutex_unlock(&t->m);
+		break;
+	case K_WG:
+		atomic_store(&t->released, 1);
+		mr_wg_done(&t->wg);
+		break;
+	case K_EVENT:
+		atomic_store(&t->released, 1);
+		mr_event_set(&t->ev);
+		break;
+	}
+}
+
+static void nodl_setup(struct nodl *t, int kind, int64_t deadline)
+{
+	memset(t, 0, sizeof(*t));
+	t->kind = kind;
+	t->deadline = deadline;
+	mr_mutex_init(&t->m);
+	mr_sem_init(&t->sem, 0);
+	mr_cond_init(&t->cv);
+	mr_wg_init(&t->wg);
+	mr_wg_add(&t->wg, 1);
+	mr_event_init(&t->ev);
+	if (kind == K_MUTEX)
+		mr_mutex_lock(&t->m); /* held by the releaser, this thread */
+}
+
+TEST(negative_deadline_waits_for_the_release)
+{
+	static const int64_t dls[] = { MR_DEADLINE_NONE, -1000000, INT64_MIN };
+	mr_runtime_t *rt = make_rt(2);
+
+	ASSERT_NONNULL(rt);
+	for (int kind = 0; kind < K_NKINDS; kind++)
+		for (int fiber = 0; fiber <= 1; fiber++)
+			for (size_t d = 0; d < sizeof(dls) / sizeof(dls[0]); d++) {
+				struct nodl t;
+				struct actor a;
+				nodl_setup(&t, kind, dls[d]);
+				actor_start(&a, rt, fiber, nodl_wait, &t);
+				nodl_release(&t);
+				actor_join(&a);
+				if (t.r != 0 || !t.seen_released)
+					TH_LOG("%s from a %s, deadline %" PRId64 ": %d, released %d",
+					       kind_name[kind], fiber ? "fiber" : "thread", dls[d],
+					       t.r, t.seen_released);
+				EXPECT_EQ(t.r, 0);
+				EXPECT_EQ(t.seen_released, 1);
+			}
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/* A deadline that has passed (0, or a moment ago) does not wait: -ETIMEDOUT
+ * on an object that is not available, success on one that is. */
+static void past_deadlines(void *arg)
+{
+	int64_t past[] = { 0, mr_now_ns() - 1 };
+	int *bad = arg;
+
+	for (int i = 0; i < 2; i++) {
+		struct nodl t;
+		/* The mutex: past_deadline_mutex() (another thread holds it). */
+		for (int kind = K_SEM; kind < K_NKINDS; kind++) {
+			nodl_setup(&t, kind, past[i]);
+			nodl_wait(&t);
+			if (t.r != -ETIMEDOUT) {
+				(*bad)++;
+				TH_LOG("%s, deadline %" PRId64 ": %d", kind_name[kind], past[i], t.r);
+			}
+		}
+		/* Available: the call completes without waiting. */
+		nodl_setup(&t, K_SEM, past[i]);
+		mr_sem_post(&t.sem);
+		*bad += mr_sem_wait_until(&t.sem, past[i]) != 0;
+		mr_wg_done(&t.wg);
+		*bad += mr_wg_wait_until(&t.wg, past[i]) != 0;
+		mr_event_set(&t.ev);
+		*bad += mr_event_wait_until(&t.ev, past[i]) != 0;
+		*bad += mr_mutex_lock_until(&t.m, past[i]) != 0;
+		mr_mutex_unlock(&t.m);
+	}
+}
+
+struct held_mutex {
+	mr_mutex_t m;
+	_Atomic int state; /* 1 locked by the holder thread, 2 let go */
+};
+
+static void *hold_mutex(void *arg)
+{
+	struct held_mutex *h = arg;
+
+	mr_mutex_lock(&h->m);
+	atomic_store(&h->state, 1);
+	while (atomic_load(&h->state) != 2)
+		mr_sleep_ns(100000);
+	mr_mutex_unlock(&h->m);
+	return NULL;
+}
+
+static void past_deadline_mutex(void *arg)
+{
+	struct held_mutex *h = arg;
+
+	h->m = (mr_mutex_t)MR_MUTEX_INIT;
+	EXPECT_EQ(mr_mutex_lock_until(&h->m, 0), 0);
+	mr_mutex_unlock(&h->m);
+	pthread_t th;
+	ASSERT_EQ(pthread_create(&th, NULL, hold_mutex, h), 0);
+	while (atomic_load(&h->state) != 1)
+		mr_sleep_ns(100000);
+	EXPECT_EQ(mr_mutex_lock_until(&h->m, 0), -ETIMEDOUT);
+	EXPECT_EQ(mr_mutex_lock_until(&h->m, mr_now_ns() - 1), -ETIMEDOUT);
+	EXPECT_EQ(mr_mutex_lock_until(&h->m, mr_now_ns() + 2000000), -ETIMEDOUT); /* not passed */
+	atomic_store(&h->state, 2);
+	pthread_join(th, NULL);
+	/* Nothing left queued. */
+	EXPECT_EQ(mr_mutex_trylock(&h->m), 0);
+	mr_mutex_unlock(&h->m);
+}
+
+static void past_deadlines_fiber(void *arg)
+{
+	past_deadlines(arg);
+}
+
+static void past_deadline_mutex_fiber(void *arg)
+{
+	past_deadline_mutex(arg);
+}
+
+TEST(past_deadline_times_out_at_once)
+{
+	int bad = 0;
+	struct held_mutex h = { .state = 0 };
+
+	past_deadlines(&bad);
+	EXPECT_EQ(bad, 0);
+	past_deadline_mutex(&h);
+	bad = 0;
+	atomic_store(&h.state, 0);
+	ASSERT_EQ(mr_run(NULL, past_deadlines_fiber, &bad), 0);
+	EXPECT_EQ(bad, 0);
+	ASSERT_EQ(mr_run(NULL, past_deadline_mutex_fiber, &h), 0);
+}
+
+/* mr_sleep_until waits for its deadline only: a passed one, negative
+ * included, returns 0 at once (common.h). */
+static void sleep_past(void *arg)
+{
+	int *bad = arg;
+	int64_t dls[] = { MR_DEADLINE_NONE, INT64_MIN, 0, mr_now_ns() - 1 };
+
+	for (int i = 0; i < 4; i++)
+		*bad += mr_sleep_until(dls[i]) != 0;
+}
+
+TEST(sleep_until_a_passed_or_negative_deadline_returns)
+{
+	int bad = 0;
+
+	sleep_past(&bad);
+	ASSERT_EQ(mr_run(NULL, sleep_past, &bad), 0);
+	EXPECT_EQ(bad, 0);
+}
+
 TEST(null_arguments_einval)
 {
 	mr_mutex_t m = MR_MUTEX_INIT;
@@ -524,19 +768,156 @@ TEST(null_arguments_einval)
 	mr_mutex_unlock(&m);
 }
 
-static void null_mutex_child(void *arg)
+/* Each void call (and mr_event_is_set) given NULL, by number. */
+static const char *const null_calls[] = {
+	"mr_mutex_init", "mr_mutex_lock", "mr_mutex_unlock", "mr_mutex_destroy",
+	"mr_cond_init", "mr_cond_wait", "mr_cond_signal", "mr_cond_broadcast",
+	"mr_sem_wait", "mr_wg_init", "mr_wg_add", "mr_wg_done",
+	"mr_wg_wait", "mr_event_init", "mr_event_set", "mr_event_is_set",
+	"mr_event_wait",
+};
+
+static void null_call_child(void *arg)
 {
-	(void)arg;
-	mr_mutex_lock(NULL);
+	mr_mutex_t m = MR_MUTEX_INIT;
+
+	switch (*(int *)arg) {
+	case 0: mr_mutex_init(NULL); break;
+	case 1: mr_mutex_lock(NULL); break;
+	case 2: mr_mutex_unlock(NULL); break;
+	case 3: mr_mutex_destroy(NULL); break;
+	case 4: mr_cond_init(NULL); break;
+	case 5: mr_mutex_lock(&m); mr_cond_wait(NULL, &m); break;
+	case 6: mr_cond_signal(NULL); break;
+	case 7: mr_cond_broadcast(NULL); break;
+	case 8: mr_sem_wait(NULL); break;
+	case 9: mr_wg_init(NULL); break;
+	case 10: mr_wg_add(NULL, 1); break;
+	case 11: mr_wg_done(NULL); break;
+	case 12: mr_wg_wait(NULL); break;
+	case 13: mr_event_init(NULL); break;
+	case 14: mr_event_set(NULL); break;
+	case 15: (void)mr_event_is_set(NULL); break;
+	case 16: mr_event_wait(NULL); break;
+	}
 	_exit(0);
 }
 
 TEST(null_object_in_void_call_aborts)
 {
+	char buf[2048], want[64];
+
+	for (int i = 0; i < (int)(sizeof(null_calls) / sizeof(null_calls[0])); i++) {
+		int st = mr_test_run_child(null_call_child, &i, buf, sizeof(buf));
+		if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT))
+			TH_LOG("%s(NULL): status %#x", null_calls[i], st);
+		ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+		snprintf(want, sizeof(want), "moirai: %s: NULL", null_calls[i]);
+		ASSERT_STR_CONTAINS(buf, want);
+	}
+}
+
+/*
+ * Locking a mutex the caller already holds used to hang for good, silently.
+ * mr_mutex_lock aborts naming the call; mr_mutex_lock_until reports
+ * -EDEADLK whatever its deadline (as an error-checking pthread mutex);
+ * mr_mutex_trylock says -EBUSY as for any held mutex. Fiber and thread.
+ */
+static void relock_until(void *arg)
+{
+	int *bad = arg;
+	mr_mutex_t m = MR_MUTEX_INIT;
+	int64_t dls[] = { MR_DEADLINE_NONE, INT64_MIN, 0, mr_now_ns() - 1, mr_now_ns() + 1000000 };
+
+	mr_mutex_lock(&m);
+	for (int i = 0; i < 5; i++) {
+		int r = mr_mutex_lock_until(&m, dls[i]);
+		if (r != -EDEADLK) {
+			TH_LOG("lock_until(held by me, %" PRId64 "): %d", dls[i], r);
+			(*bad)++;
+		}
+	}
+	*bad += mr_mutex_trylock(&m) != -EBUSY;
+	mr_mutex_unlock(&m);
+	/* Still a working mutex. */
+	*bad += mr_mutex_lock_until(&m, MR_DEADLINE_NONE) != 0;
+	mr_mutex_unlock(&m);
+	mr_mutex_destroy(&m);
+}
+
+static void relock(void *arg)
+{
+	mr_mutex_t *m = arg;
+
+	mr_mutex_lock(m);
+	mr_mutex_lock(m);
+}
+
+static void relock_child(void *arg)
+{
+	static mr_mutex_t m = MR_MUTEX_INIT;
+
+	if (*(int *)arg)
+		mr_run(NULL, relock, &m);
+	else
+		relock(&m);
+	_exit(0);
+}
+
+TEST_TIMEOUT(mutex_locked_twice_by_its_holder, 10) /* a hang before the fix */
+{
 	char buf[2048];
-	int st = mr_test_run_child(null_mutex_child, NULL, buf, sizeof(buf));
-	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
-	ASSERT_STR_CONTAINS(buf, "mr_mutex_lock");
+	int bad = 0;
+
+	/* The forks first, while this process has one thread (TSan refuses
+	 * to start threads in a child forked from a threaded process). */
+	for (int fiber = 0; fiber <= 1; fiber++) {
+		int st = mr_test_run_child(relock_child, &fiber, buf, sizeof(buf));
+		if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT))
+			TH_LOG("from a %s: status %#x, stderr: %s", fiber ? "fiber" : "thread", st, buf);
+		ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+		ASSERT_STR_CONTAINS(buf, "moirai: mr_mutex_lock: ");
+		ASSERT_STR_CONTAINS(buf, "already held by the caller");
+	}
+	relock_until(&bad);
+	ASSERT_EQ(mr_run(NULL, relock_until, &bad), 0);
+	EXPECT_EQ(bad, 0);
+}
+
+/*
+ * The count stops at MR_SEM_VALUE_MAX: a post there fails with -EOVERFLOW
+ * and counts nothing (it used to count on and wrap to 0 past UINT32_MAX,
+ * losing every unit), one that a waiter takes never overflows.
+ */
+static void sem_max(void *arg)
+{
+	int *bad = arg;
+	mr_sem_t s;
+
+	*bad += mr_sem_init(&s, MR_SEM_VALUE_MAX + 1u) != -EINVAL;
+	*bad += mr_sem_init(&s, MR_SEM_VALUE_MAX) != 0;
+	for (int i = 0; i < 3; i++)
+		*bad += mr_sem_post(&s) != -EOVERFLOW;
+	*bad += mr_sem_trywait(&s) != 0;
+	*bad += mr_sem_post(&s) != 0; /* back at the maximum */
+	*bad += mr_sem_post(&s) != -EOVERFLOW;
+	*bad += mr_sem_trywait(&s) != 0;
+	*bad += mr_sem_trywait(&s) != 0;
+	*bad += mr_sem_post(&s) != 0;
+	*bad += mr_sem_post(&s) != 0;
+	*bad += mr_sem_post(&s) != -EOVERFLOW;
+	*bad += mr_sem_post(NULL) != -EINVAL;
+}
+
+TEST(sem_post_at_the_maximum_overflows)
+{
+	int bad = 0;
+
+	sem_max(&bad);
+	EXPECT_EQ(bad, 0);
+	bad = 0;
+	ASSERT_EQ(mr_run(NULL, sem_max, &bad), 0);
+	EXPECT_EQ(bad, 0);
 }
 
 /* Many waiters on one event, fibers and threads, all released by one set. */
@@ -586,12 +967,115 @@ static void wg_negative_child(void *arg)
 	_exit(0);
 }
 
+static void wg_add_negative_child(void *arg)
+{
+	mr_wg_t wg = MR_WG_INIT;
+	(void)arg;
+	mr_wg_add(&wg, 1);
+	mr_wg_add(&wg, -2);
+	_exit(0);
+}
+
+static void wg_overflow_child(void *arg)
+{
+	mr_wg_t wg = MR_WG_INIT;
+	(void)arg;
+	mr_wg_add(&wg, INT64_MAX);
+	mr_wg_done(&wg);
+	mr_wg_add(&wg, 1); /* INT64_MAX again: fine */
+	mr_wg_add(&wg, 1);
+	_exit(0);
+}
+
+/* A count past INT64_MAX was a signed overflow (undefined; in practice it
+ * wrapped and aborted as "went negative"): it aborts naming the call. */
+TEST(wait_group_overflow_aborts)
+{
+	char buf[2048];
+	int st = mr_test_run_child(wg_overflow_child, NULL, buf, sizeof(buf));
+	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	ASSERT_STR_CONTAINS(buf, "moirai: mr_wg_add: ");
+	ASSERT_STR_CONTAINS(buf, "would overflow");
+}
+
 TEST(wait_group_negative_aborts)
 {
 	char buf[2048];
 	int st = mr_test_run_child(wg_negative_child, NULL, buf, sizeof(buf));
 	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
-	ASSERT_STR_CONTAINS(buf, "mr_wg_add");
+	ASSERT_STR_CONTAINS(buf, "moirai: mr_wg_done: ");
+	ASSERT_STR_CONTAINS(buf, "negative");
+	st = mr_test_run_child(wg_add_negative_child, NULL, buf, sizeof(buf));
+	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	ASSERT_STR_CONTAINS(buf, "moirai: mr_wg_add: ");
+}
+
+/*
+ * Every abort names the call the user made. A condition wait without the
+ * mutex used to abort as "mr_mutex_unlock" (the unlock inside the wait);
+ * from a thread, from a fiber, mutex free or held by someone else.
+ */
+struct cond_misuse {
+	bool until, fiber, held_elsewhere;
+};
+
+static mr_mutex_t misuse_m = MR_MUTEX_INIT;
+static mr_cond_t misuse_cv = MR_COND_INIT;
+static _Atomic int misuse_locked;
+
+static void cond_misuse_body(void *arg)
+{
+	struct cond_misuse *cm = arg;
+
+	if (cm->until)
+		mr_cond_wait_until(&misuse_cv, &misuse_m, mr_now_ns() + 1000000000);
+	else
+		mr_cond_wait(&misuse_cv, &misuse_m);
+}
+
+/* Holds the mutex until the process ends. */
+static void *cond_misuse_holder(void *arg)
+{
+	(void)arg;
+	mr_mutex_lock(&misuse_m);
+	atomic_store(&misuse_locked, 1);
+	for (;;)
+		pause();
+	return NULL;
+}
+
+static void cond_misuse_child(void *arg)
+{
+	struct cond_misuse *cm = arg;
+	pthread_t th;
+
+	if (cm->held_elsewhere) {
+		if (pthread_create(&th, NULL, cond_misuse_holder, NULL) != 0)
+			_exit(3);
+		while (!atomic_load(&misuse_locked))
+			usleep(100);
+	}
+	if (cm->fiber)
+		mr_run(NULL, cond_misuse_body, cm);
+	else
+		cond_misuse_body(cm);
+	_exit(0);
+}
+
+TEST(misuse_aborts_name_the_call)
+{
+	char buf[2048];
+
+	for (int until = 0; until <= 1; until++)
+		for (int fiber = 0; fiber <= 1; fiber++)
+			for (int held = 0; held <= 1; held++) {
+				struct cond_misuse cm = { until, fiber, held };
+				int st = mr_test_run_child(cond_misuse_child, &cm, buf, sizeof(buf));
+				ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+				ASSERT_STR_CONTAINS(buf, until ? "moirai: mr_cond_wait_until: "
+							       : "moirai: mr_cond_wait: ");
+				ASSERT_STR_CONTAINS(buf, "not held");
+			}
 }
 
 TEST_HARNESS_MAIN

@@ -41,9 +41,16 @@
  * senders and receivers wake (a sender that was waiting gets -EPIPE and its
  * element was not sent).
  *
- * Deadlines are CLOCK_MONOTONIC nanoseconds (mr_now_ns() + timeout). An
- * operation that returns -ETIMEDOUT or -EAGAIN did nothing: a send that
+ * Deadlines are CLOCK_MONOTONIC nanoseconds (mr_now_ns() + timeout), read
+ * as common.h says: negative is none (wait as the call without a deadline
+ * would), 0 or any passed time does not wait (complete at once if ready,
+ * else -ETIMEDOUT; only mr_select reads 0 as MR_SELECT_POLL). An operation
+ * that returns -ETIMEDOUT, -EAGAIN or -ENOMEM did nothing: a send that
  * timed out has not queued its element.
+ *
+ * Every call here may be made from fibers and threads. A handle that is not
+ * a live channel (destroyed, or never created) aborts naming the call; a
+ * NULL channel gives -EINVAL (the monitoring calls: 0 or false).
  */
 #ifndef MOIRAI_CHAN_H
 #define MOIRAI_CHAN_H
@@ -76,28 +83,52 @@ MR_API mr_chan_t *mr_chan_create(size_t elem_size, size_t capacity, unsigned fla
  */
 MR_API void mr_chan_destroy(mr_chan_t *ch);
 
-/* Block until the element is queued (0) or the channel is closed (-EPIPE). */
+/*
+ * Block until the element is queued (0) or the channel is closed (-EPIPE).
+ * An unbounded channel never blocks, but must allocate a segment every so
+ * many elements.
+ * ERRORS: -EPIPE closed (the element was not sent); -EINVAL NULL ch or
+ * elem; -ENOMEM (unbounded only) no memory for a new segment, nothing sent.
+ */
 MR_API int mr_chan_send(mr_chan_t *ch, const void *elem);
-/* Block until an element is copied into *elem (0) or the channel is closed
- * and empty (-EPIPE). */
+/*
+ * Block until an element is copied into *elem (0) or the channel is closed
+ * and empty (-EPIPE).
+ * ERRORS: -EPIPE closed and drained; -EINVAL NULL ch or elem.
+ */
 MR_API int mr_chan_recv(mr_chan_t *ch, void *elem);
 
-/* Never block: -EAGAIN when the operation cannot complete now. A rendezvous
+/*
+ * Never block: -EAGAIN when the operation cannot complete now. A rendezvous
  * try_send succeeds only if a receiver is waiting, try_recv only if a
- * sender is. */
+ * sender is.
+ * ERRORS: -EAGAIN would block; -EPIPE closed (try_recv: closed and
+ * drained); -EINVAL NULL ch or elem; -ENOMEM try_send on an unbounded
+ * channel without memory for a new segment.
+ */
 MR_API int mr_chan_try_send(mr_chan_t *ch, const void *elem);
 MR_API int mr_chan_try_recv(mr_chan_t *ch, void *elem);
 
-/* Block until done or the deadline passes (-ETIMEDOUT); a negative
- * deadline waits forever. */
+/*
+ * Block until done or the deadline passes (-ETIMEDOUT): mr_chan_send and
+ * mr_chan_recv with a deadline (common.h: a negative one is none, a passed
+ * one does not wait). A ready operation completes even when the deadline
+ * has passed.
+ * ERRORS: -ETIMEDOUT the deadline passed first, nothing done; -EPIPE,
+ * -EINVAL and (send on an unbounded channel) -ENOMEM as for send / recv.
+ */
 MR_API int mr_chan_send_until(mr_chan_t *ch, const void *elem, int64_t deadline_ns);
 MR_API int mr_chan_recv_until(mr_chan_t *ch, void *elem, int64_t deadline_ns);
 
-/* Close: 0, or -EPIPE when it was already closed. */
+/*
+ * Close: wakes every waiter (see above). Never blocks.
+ * ERRORS: -EPIPE already closed; -EINVAL NULL ch.
+ */
 MR_API int mr_chan_close(mr_chan_t *ch);
 
-/* Monitoring. len: elements queued (0 for rendezvous), a snapshot.
- * capacity: as created (MR_CHAN_UNBOUNDED, or 0 for rendezvous). */
+/* Monitoring; never blocks, NULL gives 0 (false). len: elements queued (0
+ * for rendezvous), a snapshot. capacity: as created (MR_CHAN_UNBOUNDED, or
+ * 0 for rendezvous). */
 MR_API size_t mr_chan_len(const mr_chan_t *ch);
 MR_API size_t mr_chan_capacity(const mr_chan_t *ch);
 MR_API size_t mr_chan_elem_size(const mr_chan_t *ch);
@@ -129,11 +160,20 @@ struct mr_select_case {
  * both count as ready). When several cases are ready one is picked at
  * random, so none starves.
  *
- * deadline_ns: MR_SELECT_FOREVER, a CLOCK_MONOTONIC deadline (-ETIMEDOUT
- * when it passes), or MR_SELECT_POLL, the "default" case: -EAGAIN at once
- * when no case is ready. -EINVAL: cases NULL with n > 0, n > 64, an unknown
- * op, or NULL elem. n == 0 (or all cases skipped) waits until the deadline
- * (-ETIMEDOUT; forever is -EINVAL: it could never return).
+ * deadline_ns: MR_SELECT_FOREVER (or any negative value: no deadline), a
+ * CLOCK_MONOTONIC deadline (-ETIMEDOUT when it passes; one already passed
+ * does not wait, but a ready case still completes), or MR_SELECT_POLL (0),
+ * the "default" case: -EAGAIN at once when no case is ready. n == 0 (or
+ * all cases skipped) waits until the deadline (-ETIMEDOUT; without a
+ * deadline it could never return: -EINVAL). Blocks (fiber or thread)
+ * unless polling.
+ * ERRORS: -EAGAIN MR_SELECT_POLL and nothing ready; -ETIMEDOUT the
+ * deadline passed, nothing done; -EINVAL cases NULL with n > 0, n >
+ * MR_SELECT_MAX, an unknown op, a NULL elem, or nothing to wait for
+ * without a deadline; -ENOMEM the chosen case was a send on an unbounded
+ * channel without memory for a new segment (nothing sent). A closed
+ * channel is not an error of the call: its case is chosen with result
+ * -EPIPE.
  */
 MR_API int mr_select(struct mr_select_case *cases, size_t n, int64_t deadline_ns);
 

@@ -6,6 +6,24 @@
  * Misuse that would corrupt memory aborts with a message naming the call.
  * The library never prints unless it is about to abort.
  *
+ * Deadlines, one rule for every call that takes one (the _until functions
+ * of sync.h and chan.h, mr_select, mr_sleep_until): an absolute
+ * CLOCK_MONOTONIC time in nanoseconds, mr_now_ns() + timeout.
+ *   - Negative (MR_DEADLINE_NONE, or any other negative value): no
+ *     deadline; the call waits as long as its form without a deadline
+ *     would (mr_mutex_lock_until(m, -1) is mr_mutex_lock(m) with a result).
+ *     A timeout added to mr_now_ns() that overflows therefore waits
+ *     forever, which is what a huge timeout means.
+ *   - 0 or any time already passed: do not wait. The call still completes
+ *     if it can at once (a free mutex is taken, a ready channel operation
+ *     done), else returns -ETIMEDOUT at once.
+ *   - Otherwise: wait until the call completes or the deadline passes
+ *     (-ETIMEDOUT); never -ETIMEDOUT before the deadline.
+ * Two calls read a deadline for something other than waiting on an
+ * object: mr_select() takes MR_SELECT_POLL (0) to mean "poll", answered
+ * by -EAGAIN (chan.h); mr_sleep_until() waits for the deadline itself, so
+ * a passed one, negative included, returns 0 at once (fiber.h).
+ *
  * Options structs start with `size_t sz` so that they can grow without
  * breaking old callers; fill them with MR_OPTS:
  *
@@ -51,6 +69,9 @@
 #define MR_OPTS(TYPE, NAME, ...)                                                                   \
 	struct TYPE NAME = { .sz = sizeof(struct TYPE), __VA_ARGS__ }
 #endif
+
+/* A deadline that is none: wait as long as it takes (see above). */
+#define MR_DEADLINE_NONE ((int64_t)-1)
 
 #define MOIRAI_VERSION_MAJOR 0
 #define MOIRAI_VERSION_MINOR 1

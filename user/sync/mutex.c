@@ -22,6 +22,13 @@
  * therefore sees WAITERS and takes the queue lock, which the waiter releases
  * only after it has parked. A woken waiter that fails to take the lock has
  * lost to a locker that will unlock, and wake, later.
+ *
+ * The owner word names the holding fiber (or thread) for the checks that
+ * make misuse loud instead of silent: unlock and condition waits by a
+ * caller that does not hold the mutex abort, and a lock by the holder
+ * itself (a wait for ever) aborts or returns -EDEADLK. Only the holder
+ * writes it, so a caller that reads its own id holds the mutex; the fast
+ * paths pay one relaxed store for it.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -42,6 +49,8 @@ static struct mr__mutex *M(mr_mutex_t *m)
 
 void mr_mutex_init(mr_mutex_t *m)
 {
+	if (unlikely(!m))
+		mr__die("mr_mutex_init", "NULL mutex");
 	memset(m, 0, sizeof(*m));
 }
 
@@ -50,6 +59,28 @@ static uintptr_t me(void)
 {
 	struct mr_fiber *f = mr__fiber_current();
 	return f ? (uintptr_t)f : (uintptr_t)pthread_self();
+}
+
+/*
+ * The holder, 0 when free. Written only by the holder (lock, unlock), read
+ * by anyone: a caller that reads its own id wrote it and still holds the
+ * mutex; any other value means "not mine" whatever its age. Relaxed: the
+ * word is checked only against the caller's own id.
+ */
+static uintptr_t owner(struct mr__mutex *mx)
+{
+	return atomic_load_explicit(&mx->owner, memory_order_relaxed);
+}
+
+static void set_owner(struct mr__mutex *mx, uintptr_t who)
+{
+	atomic_store_explicit(&mx->owner, who, memory_order_relaxed);
+}
+
+static void __attribute__((noreturn, cold)) not_held(mr_mutex_t *m, const char *call)
+{
+	mr__die(call, "mutex %p is not held by the caller (%s %p)", (void *)m,
+		mr__fiber_current() ? "fiber" : "thread", (void *)me());
 }
 
 static bool try_lock(struct mr__mutex *mx)
@@ -70,7 +101,7 @@ static bool grab(struct mr__mutex *mx, uint32_t *s)
 	return false;
 }
 
-static int lock_slow(struct mr__mutex *mx, int64_t deadline)
+static int lock_slow(struct mr__mutex *mx, int64_t deadline, const char *call)
 {
 	struct mr__waiter wt = { .front = false };
 	int64_t start = 0;
@@ -107,7 +138,7 @@ static int lock_slow(struct mr__mutex *mx, int64_t deadline)
 		if (!start)
 			start = mr_now_ns();
 		wt.data = 0;
-		int r = mr__waitq_wait(&mx->q, &wt, deadline, "mr_mutex_lock");
+		int r = mr__waitq_wait(&mx->q, &wt, deadline, call);
 		if (r != MR__W_WOKEN)
 			return -ETIMEDOUT;
 		if (wt.data == HANDOFF) {
@@ -125,13 +156,24 @@ static int lock_slow(struct mr__mutex *mx, int64_t deadline)
 	}
 }
 
+/* Lock without a deadline; `call` names the user's call in a park. */
+static void lock(struct mr__mutex *mx, const char *call)
+{
+	if (unlikely(!try_lock(mx))) {
+		/* Waiting for ourselves would hang for good, silently. */
+		if (unlikely(owner(mx) == me()))
+			mr__die(call, "mutex %p is already held by the caller (%s %p): not recursive",
+				(void *)mx, mr__fiber_current() ? "fiber" : "thread", (void *)me());
+		lock_slow(mx, -1, call);
+	}
+	set_owner(mx, me());
+}
+
 void mr_mutex_lock(mr_mutex_t *m)
 {
 	if (unlikely(!m))
 		mr__die("mr_mutex_lock", "NULL mutex");
-	if (unlikely(!try_lock(M(m))))
-		lock_slow(M(m), -1);
-	M(m)->owner = me();
+	lock(M(m), "mr_mutex_lock");
 }
 
 int mr_mutex_trylock(mr_mutex_t *m)
@@ -140,7 +182,7 @@ int mr_mutex_trylock(mr_mutex_t *m)
 		return -EINVAL;
 	if (!try_lock(M(m)))
 		return -EBUSY;
-	M(m)->owner = me();
+	set_owner(M(m), me());
 	return 0;
 }
 
@@ -149,11 +191,13 @@ int mr_mutex_lock_until(mr_mutex_t *m, int64_t deadline_ns)
 	if (!m)
 		return -EINVAL;
 	if (unlikely(!try_lock(M(m)))) {
-		int r = lock_slow(M(m), deadline_ns < 0 ? 0 : deadline_ns);
+		if (unlikely(owner(M(m)) == me()))
+			return -EDEADLK; /* as an error-checking pthread mutex */
+		int r = lock_slow(M(m), mr__deadline(deadline_ns), "mr_mutex_lock_until");
 		if (r < 0)
 			return r;
 	}
-	M(m)->owner = me();
+	set_owner(M(m), me());
 	return 0;
 }
 
@@ -164,10 +208,9 @@ void mr_mutex_unlock(mr_mutex_t *m)
 
 	if (unlikely(!m))
 		mr__die("mr_mutex_unlock", "NULL mutex");
-	if (unlikely(mx->owner != me()))
-		mr__die("mr_mutex_unlock", "mutex %p is not held by the caller (%s %p)", (void *)m,
-			mr__fiber_current() ? "fiber" : "thread", (void *)me());
-	mx->owner = 0;
+	if (unlikely(owner(mx) != me()))
+		not_held(m, "mr_mutex_unlock");
+	set_owner(mx, 0);
 	/* release: pairs with the acquire of the next locker. */
 	if (likely(atomic_compare_exchange_strong_explicit(&mx->state, &one, 0,
 							   memory_order_release,
@@ -227,6 +270,8 @@ void mr_mutex_unlock(mr_mutex_t *m)
 
 void mr_mutex_destroy(mr_mutex_t *m)
 {
+	if (unlikely(!m))
+		mr__die("mr_mutex_destroy", "NULL mutex");
 	/* An unlock may still be finishing: its last access is the release of
 	 * the queue lock. acquire: pairs with that release. */
 	mr__waitq_wait_unlocked(&M(m)->q);
@@ -243,35 +288,50 @@ static struct mr__cond *C(mr_cond_t *c)
 
 void mr_cond_init(mr_cond_t *c)
 {
+	if (unlikely(!c))
+		mr__die("mr_cond_init", "NULL condition variable");
 	memset(c, 0, sizeof(*c));
 }
 
-int mr_cond_wait_until(mr_cond_t *c, mr_mutex_t *m, int64_t deadline_ns)
+/* mr_cond_wait(_until), named `call` in an abort. */
+static int cond_wait(mr_cond_t *c, mr_mutex_t *m, int64_t deadline, const char *call)
 {
 	struct mr__cond *cv = C(c);
 	struct mr__waiter wt = { .front = false };
 
-	if (!c || !m)
-		return -EINVAL;
+	/* Checked here, not by the unlock below, so that the abort names the
+	 * call the user made. */
+	if (unlikely(owner(M(m)) != me()))
+		not_held(m, call);
 	/* Queue first, then release the mutex: a signal sent after our
 	 * unlock finds us queued. Lock order: cond queue, then mutex queue. */
 	mr__waitq_lock(&cv->q);
 	mr_mutex_unlock(m);
-	int r = mr__waitq_wait(&cv->q, &wt, deadline_ns, "mr_cond_wait");
-	mr_mutex_lock(m);
+	int r = mr__waitq_wait(&cv->q, &wt, deadline, call);
+	lock(M(m), call);
 	return r == MR__W_WOKEN ? 0 : -ETIMEDOUT;
+}
+
+int mr_cond_wait_until(mr_cond_t *c, mr_mutex_t *m, int64_t deadline_ns)
+{
+	if (!c || !m)
+		return -EINVAL;
+	return cond_wait(c, m, mr__deadline(deadline_ns), "mr_cond_wait_until");
 }
 
 void mr_cond_wait(mr_cond_t *c, mr_mutex_t *m)
 {
-	if (mr_cond_wait_until(c, m, -1) == -EINVAL)
+	if (unlikely(!c || !m))
 		mr__die("mr_cond_wait", "NULL condition variable or mutex");
+	cond_wait(c, m, -1, "mr_cond_wait");
 }
 
 void mr_cond_signal(mr_cond_t *c)
 {
 	struct mr__cond *cv = C(c);
 
+	if (unlikely(!c))
+		mr__die("mr_cond_signal", "NULL condition variable");
 	mr__waitq_lock(&cv->q);
 	struct mr__waiter *wt = mr__waitq_take(&cv->q);
 	mr__waitq_unlock(&cv->q);
@@ -281,5 +341,7 @@ void mr_cond_signal(mr_cond_t *c)
 
 void mr_cond_broadcast(mr_cond_t *c)
 {
+	if (unlikely(!c))
+		mr__die("mr_cond_broadcast", "NULL condition variable");
 	mr__waitq_wake_all(&C(c)->q);
 }

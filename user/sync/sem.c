@@ -1,7 +1,10 @@
 /*
  * sem.c - mr_sem_t, a counting semaphore. A post with waiters hands its unit
  * to the oldest one (FIFO, no overtaking); without waiters it counts.
- * wait takes a unit with a CAS when there is one, else queues.
+ * wait takes a unit with a CAS when there is one, else queues. The count
+ * stops at MR_SEM_VALUE_MAX: a post that would pass it fails (-EOVERFLOW)
+ * and counts nothing, as POSIX's sem_post; it used to wrap to 0 past
+ * UINT32_MAX, losing every unit.
  */
 #include <errno.h>
 #include <string.h>
@@ -15,7 +18,7 @@ static struct mr__sem *S(mr_sem_t *s)
 
 int mr_sem_init(mr_sem_t *s, uint32_t count)
 {
-	if (!s || count > INT32_MAX)
+	if (!s || count > MR_SEM_VALUE_MAX)
 		return -EINVAL;
 	memset(s, 0, sizeof(*s));
 	atomic_init(&S(s)->count, count);
@@ -55,13 +58,11 @@ int mr_sem_trywait(mr_sem_t *s)
 	return take_unit_unlocked(S(s)) ? 0 : -EAGAIN;
 }
 
-int mr_sem_wait_until(mr_sem_t *s, int64_t deadline_ns)
+static int sem_wait(mr_sem_t *s, int64_t deadline_ns, const char *call)
 {
 	struct mr__sem *sm = S(s);
 	struct mr__waiter wt = { .front = false };
 
-	if (!s)
-		return -EINVAL;
 	if (take_unit_unlocked(sm))
 		return 0;
 	mr__waitq_lock(&sm->q);
@@ -74,30 +75,51 @@ int mr_sem_wait_until(mr_sem_t *s, int64_t deadline_ns)
 		mr__waitq_unlock(&sm->q);
 		return -ETIMEDOUT;
 	}
-	if (mr__waitq_wait(&sm->q, &wt, deadline_ns, "mr_sem_wait") == MR__W_WOKEN) {
+	if (mr__waitq_wait(&sm->q, &wt, deadline_ns, call) == MR__W_WOKEN) {
+		/* acquire: pairs with the release fence in mr_sem_post(). */
 		atomic_thread_fence(memory_order_acquire);
 		return 0;
 	}
 	return -ETIMEDOUT;
 }
 
-void mr_sem_wait(mr_sem_t *s)
+int mr_sem_wait_until(mr_sem_t *s, int64_t deadline_ns)
 {
-	if (mr_sem_wait_until(s, -1) == -EINVAL)
-		mr__die("mr_sem_wait", "NULL semaphore");
+	if (!s)
+		return -EINVAL;
+	return sem_wait(s, mr__deadline(deadline_ns), "mr_sem_wait_until");
 }
 
-void mr_sem_post(mr_sem_t *s)
+void mr_sem_wait(mr_sem_t *s)
+{
+	if (unlikely(!s))
+		mr__die("mr_sem_wait", "NULL semaphore");
+	sem_wait(s, -1, "mr_sem_wait");
+}
+
+int mr_sem_post(mr_sem_t *s)
 {
 	struct mr__sem *sm = S(s);
 
+	if (!s)
+		return -EINVAL;
 	mr__waitq_lock(&sm->q);
 	struct mr__waiter *wt = mr__waitq_take(&sm->q);
-	if (!wt)
+	if (!wt) {
+		/* Only a post raises the count, and only under this lock: a
+		 * wait may lower it meanwhile, never raise it past the check. */
+		if (atomic_load_explicit(&sm->count, memory_order_relaxed) >= MR_SEM_VALUE_MAX) {
+			mr__waitq_unlock(&sm->q);
+			return -EOVERFLOW;
+		}
+		/* release: pairs with the acquire CAS in take_unit(). */
 		atomic_fetch_add_explicit(&sm->count, 1, memory_order_release);
-	else
+	} else {
+		/* release: pairs with the waiter's acquire fence in sem_wait(). */
 		atomic_thread_fence(memory_order_release);
+	}
 	mr__waitq_unlock(&sm->q);
 	if (wt)
 		mr__waiter_wake(wt);
+	return 0;
 }

@@ -12,7 +12,7 @@
 struct mr__mutex {
 	_Atomic uint32_t state; /* 0 free, 1 locked, 2 locked and maybe waiters */
 	struct mr__waitq q;
-	uintptr_t owner; /* the holding fiber or thread (under the mutex) */
+	_Atomic uintptr_t owner; /* the holding fiber or thread, 0 (see owner()) */
 };
 
 struct mr__cond {
@@ -39,6 +39,12 @@ _Static_assert(sizeof(struct mr__cond) <= sizeof(mr_cond_t), "cond fits");
 _Static_assert(sizeof(struct mr__sem) <= sizeof(mr_sem_t), "sem fits");
 _Static_assert(sizeof(struct mr__wg) <= sizeof(mr_wg_t), "wg fits");
 _Static_assert(sizeof(struct mr__event) <= sizeof(mr_event_t), "event fits");
+
+/* A deadline as mr__waitq_wait() takes it: negative is none (common.h). */
+static inline int64_t mr__deadline(int64_t deadline_ns)
+{
+	return deadline_ns < 0 ? -1 : deadline_ns;
+}
 
 /* Wake every waiter of q (q unlocked on entry). */
 void mr__waitq_wake_all(struct mr__waitq *q);

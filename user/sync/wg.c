@@ -80,45 +80,72 @@ static struct mr__wg *G(mr_wg_t *wg)
 
 void mr_wg_init(mr_wg_t *wg)
 {
+	if (unlikely(!wg))
+		mr__die("mr_wg_init", "NULL wait group");
 	memset(wg, 0, sizeof(*wg));
 }
 
-static void negative(mr_wg_t *wg, int64_t v)
+static void __attribute__((noreturn, cold)) negative(mr_wg_t *wg, int64_t v, const char *call)
 {
-	mr__die("mr_wg_add", "wait group %p count went negative (%lld)", (void *)wg,
-		(long long)v);
+	mr__die(call, "wait group %p count went negative (%lld)", (void *)wg, (long long)v);
 }
 
-void mr_wg_add(mr_wg_t *wg, int64_t n)
+static void __attribute__((noreturn, cold)) overflow(mr_wg_t *wg, int64_t c, int64_t n,
+						     const char *call)
+{
+	mr__die(call, "wait group %p count would overflow (%lld + %lld)", (void *)wg,
+		(long long)c, (long long)n);
+}
+
+/* mr_wg_add(wg, n), named `call` in an abort. */
+static void wg_add(mr_wg_t *wg, int64_t n, const char *call)
 {
 	struct mr__wg *g = G(wg);
-	int64_t c = atomic_load_explicit(&g->count, memory_order_relaxed);
+	int64_t c = atomic_load_explicit(&g->count, memory_order_relaxed), v;
 
 	/* A change that does not reach zero takes no lock. acq_rel: the last
 	 * done() releases what every worker did; waiters acquire it (load in
-	 * wg_zero()). */
-	while (c + n != 0) {
-		if (c + n < 0)
-			negative(wg, c + n);
-		if (atomic_compare_exchange_weak_explicit(&g->count, &c, c + n,
-							  memory_order_acq_rel,
+	 * wg_zero()). The sum is checked: a signed overflow is undefined. */
+	for (;;) {
+		if (__builtin_add_overflow(c, n, &v))
+			overflow(wg, c, n, call);
+		if (v == 0)
+			break;
+		if (v < 0)
+			negative(wg, v, call);
+		if (atomic_compare_exchange_weak_explicit(&g->count, &c, v, memory_order_acq_rel,
 							  memory_order_relaxed))
 			return;
 	}
 	/* Reaching zero: under the queue lock, the waiters taken in the same
-	 * critical section (see the top of the file). */
+	 * critical section (see the top of the file). The count may still
+	 * change meanwhile (changes that do not reach zero take no lock). */
 	mr__waitq_lock(&g->q);
-	int64_t v = atomic_fetch_add_explicit(&g->count, n, memory_order_acq_rel) + n;
+	c = atomic_load_explicit(&g->count, memory_order_relaxed);
+	do {
+		if (__builtin_add_overflow(c, n, &v))
+			overflow(wg, c, n, call);
+	} while (!atomic_compare_exchange_weak_explicit(&g->count, &c, v, memory_order_acq_rel,
+							memory_order_relaxed));
 	struct mr__waiter *list = v == 0 ? take_all(&g->q) : NULL;
 	mr__waitq_unlock(&g->q);
 	if (v < 0)
-		negative(wg, v);
+		negative(wg, v, call);
 	wake_list(list);
+}
+
+void mr_wg_add(mr_wg_t *wg, int64_t n)
+{
+	if (unlikely(!wg))
+		mr__die("mr_wg_add", "NULL wait group");
+	wg_add(wg, n, "mr_wg_add");
 }
 
 void mr_wg_done(mr_wg_t *wg)
 {
-	mr_wg_add(wg, -1);
+	if (unlikely(!wg))
+		mr__die("mr_wg_done", "NULL wait group");
+	wg_add(wg, -1, "mr_wg_done");
 }
 
 static bool wg_zero(void *obj)
@@ -130,13 +157,15 @@ int mr_wg_wait_until(mr_wg_t *wg, int64_t deadline_ns)
 {
 	if (!wg)
 		return -EINVAL;
-	return wait_cond(&G(wg)->q, wg_zero, G(wg), deadline_ns, "mr_wg_wait");
+	return wait_cond(&G(wg)->q, wg_zero, G(wg), mr__deadline(deadline_ns),
+			 "mr_wg_wait_until");
 }
 
 void mr_wg_wait(mr_wg_t *wg)
 {
-	if (mr_wg_wait_until(wg, -1) == -EINVAL)
+	if (unlikely(!wg))
 		mr__die("mr_wg_wait", "NULL wait group");
+	wait_cond(&G(wg)->q, wg_zero, G(wg), -1, "mr_wg_wait");
 }
 
 /* ---- event --------------------------------------------------------------------- */
@@ -148,6 +177,8 @@ static struct mr__event *E(mr_event_t *e)
 
 void mr_event_init(mr_event_t *e)
 {
+	if (unlikely(!e))
+		mr__die("mr_event_init", "NULL event");
 	memset(e, 0, sizeof(*e));
 }
 
@@ -155,6 +186,8 @@ void mr_event_set(mr_event_t *e)
 {
 	struct mr__event *ev = E(e);
 
+	if (unlikely(!e))
+		mr__die("mr_event_set", "NULL event");
 	if (atomic_load_explicit(&ev->set, memory_order_acquire))
 		return; /* set before: nothing more to do */
 	/* Set under the queue lock (see the top of the file). release: waiters
@@ -168,6 +201,8 @@ void mr_event_set(mr_event_t *e)
 
 bool mr_event_is_set(const mr_event_t *e)
 {
+	if (unlikely(!e))
+		mr__die("mr_event_is_set", "NULL event");
 	return atomic_load_explicit(&((const struct mr__event *)e)->set, memory_order_acquire);
 }
 
@@ -180,11 +215,13 @@ int mr_event_wait_until(mr_event_t *e, int64_t deadline_ns)
 {
 	if (!e)
 		return -EINVAL;
-	return wait_cond(&E(e)->q, ev_set, E(e), deadline_ns, "mr_event_wait");
+	return wait_cond(&E(e)->q, ev_set, E(e), mr__deadline(deadline_ns),
+			 "mr_event_wait_until");
 }
 
 void mr_event_wait(mr_event_t *e)
 {
-	if (mr_event_wait_until(e, -1) == -EINVAL)
+	if (unlikely(!e))
 		mr__die("mr_event_wait", "NULL event");
+	wait_cond(&E(e)->q, ev_set, E(e), -1, "mr_event_wait");
 }
