@@ -721,6 +721,7 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 	S.sl.fiber = self;
 	S.sl.solo = n == 1 && deadline < 0;
 	S.sl.timer.fire = sel_timeout;
+	S.sl.timer.call = call;
 	S.sl.timer.deadline = deadline;
 	for (size_t j = 0; j < n; j++)
 		ent[j].queued = false;

@@ -145,6 +145,7 @@ int mr__waitq_wait(struct mr__waitq *q, struct mr__waiter *wt, int64_t deadline,
 		if (deadline >= 0) {
 			wt->timer.deadline = deadline;
 			wt->timer.fire = waiter_timeout;
+			wt->timer.call = call;
 			mr__timer_add(w, &wt->timer);
 		}
 		mr__fiber_park(commit_unlock, q, call);
@@ -216,6 +217,7 @@ int mr_sleep_until(int64_t deadline)
 		struct mr__waiter wt = { .fiber = self };
 		wt.timer.deadline = deadline;
 		wt.timer.fire = sleep_fire;
+		wt.timer.call = "mr_sleep_until";
 		mr__fiber_park(commit_sleep, &wt, "mr_sleep_until");
 		return 0;
 	}

@@ -325,6 +325,7 @@ struct mr__timer {
 	int32_t idx; /* position in the heap, or MR__TIMER_IDLE / _DUE (in the batch to fire) */
 	struct mr__worker *w;
 	struct mr__timer *next, *prev; /* the batch of due timers in mr__timers_run() */
+	const char *call; /* the user's call that set it, for an abort's message */
 	/*
 	 * Called WITHOUT any lock held (the heap lock is innermost: see
 	 * user/README.md), from any thread of the runtime. It may take a wait

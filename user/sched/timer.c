@@ -113,7 +113,7 @@ void mr__timer_add(struct mr__worker *w, struct mr__timer *t)
 		uint32_t cap = w->tcap ? w->tcap * 2 : 64;
 		struct mr__timer **h = realloc(w->theap, cap * sizeof(*h));
 		if (!h)
-			mr__die("mr_sleep_until", "out of memory for %u timers", cap);
+			mr__die(t->call, "out of memory for %u timers", cap);
 		w->theap = h;
 		w->tcap = cap;
 	}
