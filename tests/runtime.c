@@ -1527,4 +1527,106 @@ TEST(preempted_searchers_do_not_hold_work)
 	ASSERT_EQ(mr_runtime_destroy(h), 0);
 }
 
+/*
+ * mr_runtime_install and mr_runtime_destroy called from a worker of another
+ * runtime must not put that worker to sleep with its private work: here a
+ * fiber of a one-worker runtime A leaves a fiber parked on a timer, a
+ * yielded fiber, a freshly spawned fiber and a group task on its worker,
+ * then calls into runtime B, whose work waits for all four. Before the fix
+ * A's only worker slept in a futex and B's work gave up after 2 s.
+ */
+struct foreign {
+	mr_runtime_t *a, *b;
+	bool destroy; /* destroy b instead of installing on it */
+	_Atomic int slept, yielded, spawned, task;
+	_Atomic int all_ran; /* 1: B's work saw all four, -1: it gave up */
+	int ret;
+};
+
+static bool foreign_all(struct foreign *fo)
+{
+	return atomic_load(&fo->slept) && atomic_load(&fo->yielded) &&
+	       atomic_load(&fo->spawned) && atomic_load(&fo->task);
+}
+
+static void foreign_sleeper(void *arg)
+{
+	struct foreign *fo = arg;
+	mr_sleep_ns(1000000);
+	atomic_store(&fo->slept, 1);
+}
+
+static void foreign_yielder(void *arg)
+{
+	struct foreign *fo = arg;
+	mr_yield();
+	atomic_store(&fo->yielded, 1);
+}
+
+static void foreign_spawned(void *arg)
+{
+	atomic_store(&((struct foreign *)arg)->spawned, 1);
+}
+
+static void foreign_task(void *arg)
+{
+	atomic_store(&((struct foreign *)arg)->task, 1);
+}
+
+/* On B: wait (2 s at most) for A's four. */
+static void foreign_wait(void *arg)
+{
+	struct foreign *fo = arg;
+	uint64_t end = now_ns() + 2000000000ull;
+
+	while (!foreign_all(fo) && now_ns() < end)
+		sleep_ms(1);
+	atomic_store(&fo->all_ran, foreign_all(fo) ? 1 : -1);
+}
+
+static void foreign_main(void *arg)
+{
+	struct foreign *fo = arg;
+	mr_fiber_t *s = mr_go(foreign_sleeper, fo), *y = mr_go(foreign_yielder, fo);
+	mr_group_t g = MR_GROUP_INIT;
+
+	mr_yield(); /* the sleeper parks on its timer, the yielder yields */
+	mr_fiber_t *x = mr_go(foreign_spawned, fo);
+	mr_group_spawn(&g, foreign_task, fo);
+	if (fo->destroy) {
+		MR_OPTS(mr_fiber_opts, o, .runtime = fo->b);
+		mr_fiber_detach(mr_go_opts(foreign_wait, fo, &o));
+		fo->ret = mr_runtime_destroy(fo->b);
+	} else {
+		fo->ret = mr_runtime_install(fo->b, foreign_wait, fo);
+	}
+	mr_group_wait(&g);
+	mr_fiber_join(s);
+	mr_fiber_join(y);
+	mr_fiber_join(x);
+}
+
+TEST(call_into_another_runtime_hands_over_private_work)
+{
+	for (int destroy = 0; destroy < 2; destroy++) {
+		struct foreign fo = { .destroy = destroy, .ret = 12345 };
+
+		MR_OPTS(mr_config, one, .workers = 1);
+		fo.a = mr_runtime_create(&one);
+		fo.b = mr_runtime_create(&one);
+		ASSERT_NONNULL(fo.a);
+		ASSERT_NONNULL(fo.b);
+		ASSERT_EQ(mr_run(fo.a, foreign_main, &fo), 0);
+		int all_ran = atomic_load(&fo.all_ran);
+		if (all_ran != 1)
+			TH_LOG("%s: B's work did not see A's private work run",
+			       destroy ? "mr_runtime_destroy" : "mr_runtime_install");
+		EXPECT_EQ(all_ran, 1);
+		EXPECT_EQ(fo.ret, 0);
+		ASSERT_EQ(mr_runtime_destroy(fo.a), 0);
+		if (!destroy)
+			ASSERT_EQ(mr_runtime_destroy(fo.b), 0);
+	}
+}
+
 TEST_HARNESS_MAIN

@@ -42,17 +42,23 @@ MR_API mr_runtime_t *mr_runtime_create(const struct mr_config *cfg);
 
 /*
  * Wait until all work submitted to rt (and everything that work spawned) has
- * finished, stop and join the workers, free everything. Blocks the caller.
- * Returns 0, or -EDEADLK when called from one of rt's own workers (nothing
- * is changed then). Passing a runtime that is not alive aborts.
+ * finished, stop and join the workers, free everything. Blocks the caller:
+ * a plain thread sleeps on a futex; a worker of another runtime runs its own
+ * runtime's work meanwhile (as mr_join does), so work of that runtime that
+ * rt's work waits for still runs. Returns 0, or -EDEADLK when called from
+ * one of rt's own workers (nothing is changed then). Passing a runtime that
+ * is not alive aborts.
  */
 MR_API int mr_runtime_destroy(mr_runtime_t *rt);
 
 /*
  * Run fn(arg) on a worker of rt and return when it has returned; inside fn,
- * mr_join, groups and parallel loops use rt. Blocks the calling thread (on a
- * futex); from a worker of rt it simply calls fn. Returns 0, -EINVAL for a
- * NULL fn. Passing a runtime that is not alive aborts.
+ * mr_join, groups and parallel loops use rt. Blocks the caller: a plain
+ * thread sleeps on a futex; a worker of another runtime runs its own
+ * runtime's work until fn has returned (as mr_join does), so fn may wait
+ * for work of the caller's runtime; from a worker of rt it simply calls fn.
+ * Returns 0, -EINVAL for a NULL fn. Passing a runtime that is not alive
+ * aborts.
  */
 MR_API int mr_runtime_install(mr_runtime_t *rt, void (*fn)(void *), void *arg);
 

@@ -281,6 +281,12 @@ static void maybe_quiesced(struct mr_runtime *rt)
 		return;
 	atomic_store_explicit(&rt->quiesced, 1, memory_order_seq_cst);
 	mr__futex_wake(&rt->quiesced, INT_MAX);
+	/* seq_cst: after the store of quiesced; pairs with the destroyer's
+	 * store of itself before `draining`. It waits in mr__work_until(), and
+	 * returns only after joining our thread: it is alive here. */
+	struct mr__worker *d = atomic_load_explicit(&rt->destroyer, memory_order_seq_cst);
+	if (d)
+		mr__wake_worker(d, MR__TOK_LATCH);
 }
 
 /* ---- injector ---------------------------------------------------------- */
@@ -693,6 +699,70 @@ void mr__run_outside(struct mr_runtime *rt, void (*fn)(void *), void *arg)
 }
 
 /*
+ * From a worker of another runtime: the caller's worker must not simply
+ * sleep (its private work - deque, yielded fibers, timers - would wait for
+ * the call, and whatever the call waits for may be among it). It runs its
+ * own runtime's work until fn has returned, as a stolen mr_join half does,
+ * and the worker of rt that ran fn wakes it by name. That wake touches the
+ * waiting worker and the job after the job is done: the waiter returns only
+ * once the waker says it is out (waker_out), so that neither its frame nor
+ * its runtime (which a fiber of it could destroy next) goes away under it.
+ */
+#define FOREIGN_DONE ((uintptr_t)1)
+
+struct foreign_job {
+	struct mr__job hdr;
+	void (*fn)(void *);
+	void *arg;
+	_Atomic uintptr_t state;    /* 0 running, FOREIGN_DONE, or the waiting worker */
+	_Atomic uint32_t waker_out; /* the waker no longer touches the job nor the waiter */
+};
+
+static void foreign_exec(struct mr__job *job, struct mr__worker *w)
+{
+	struct foreign_job *j = (struct foreign_job *)job;
+
+	(void)w;
+	j->fn(j->arg);
+	/* seq_cst: pairs with the waiter's CAS in run_from_worker() and with
+	 * its idle-bit RMW, fence and look at state before it sleeps (park()). */
+	uintptr_t old = atomic_exchange_explicit(&j->state, FOREIGN_DONE, memory_order_seq_cst);
+	if (old == 0)
+		return; /* it has not waited: it sees DONE at its CAS; j may be gone */
+	mr__wake_worker((struct mr__worker *)old, MR__TOK_LATCH);
+	/* release: pairs with the acquire load in run_from_worker(); after it
+	 * j may be gone. */
+	atomic_store_explicit(&j->waker_out, 1, memory_order_release);
+}
+
+static bool foreign_done(void *arg)
+{
+	struct foreign_job *j = arg;
+	/* acquire: pairs with the exchange in foreign_exec(): fn's effects. */
+	return atomic_load_explicit(&j->state, memory_order_acquire) == FOREIGN_DONE;
+}
+
+static void run_from_worker(struct mr__worker *self, struct mr_runtime *rt, void (*fn)(void *),
+			    void *arg)
+{
+	struct foreign_job j = { .hdr.exec = foreign_exec, .fn = fn, .arg = arg };
+	uintptr_t expect = 0;
+
+	atomic_init(&j.state, 0);
+	atomic_init(&j.waker_out, 0);
+	mr__inject(rt, &j.hdr);
+	/* Name ourselves for the wake-up; if fn returned already, done. */
+	if (!atomic_compare_exchange_strong_explicit(&j.state, &expect, (uintptr_t)self,
+						     memory_order_seq_cst, memory_order_acquire))
+		return;
+	mr__work_until(self, foreign_done, &j);
+	/* acquire: pairs with the release in foreign_exec(). A few
+	 * instructions and one futex wake at most, unless it is preempted. */
+	while (!atomic_load_explicit(&j.waker_out, memory_order_acquire))
+		sched_yield();
+}
+
+/*
  * A forked child has none of its parent's worker threads: every runtime it
  * inherited is dead. Forget them (their memory is the parent's business) so
  * that the child gets a fresh default runtime and naming an inherited one
@@ -853,6 +923,12 @@ static bool is_quiesced(struct mr_runtime *rt)
 	       atomic_load_explicit(&rt->nfibers, memory_order_seq_cst) == 0;
 }
 
+static bool drained(void *arg)
+{
+	struct mr_runtime *rt = arg;
+	return is_quiesced(rt) || atomic_load_explicit(&rt->quiesced, memory_order_seq_cst);
+}
+
 int mr_runtime_destroy(mr_runtime_t *rt)
 {
 	struct mr__worker *self = mr__self();
@@ -867,11 +943,19 @@ int mr_runtime_destroy(mr_runtime_t *rt)
 		atomic_store(&default_rt, NULL);
 	pthread_mutex_unlock(&default_lock);
 
+	/* A worker of another runtime runs its own work while it waits (its
+	 * private work may be what rt waits for): maybe_quiesced() wakes it.
+	 * seq_cst: before `draining`, see there. */
+	if (self)
+		atomic_store_explicit(&rt->destroyer, self, memory_order_seq_cst);
 	/* Wait for quiescence. seq_cst: pairs with the worker's RMW of nactive
 	 * and its load of `draining` in maybe_quiesced(). */
 	atomic_store_explicit(&rt->draining, 1, memory_order_seq_cst);
-	while (!is_quiesced(rt) && !atomic_load_explicit(&rt->quiesced, memory_order_seq_cst))
-		mr__futex_wait(&rt->quiesced, 0);
+	if (self)
+		mr__work_until(self, drained, rt);
+	else
+		while (!drained(rt))
+			mr__futex_wait(&rt->quiesced, 0);
 
 	stop_workers(rt, rt->nworkers);
 	free_runtime(rt);
@@ -889,7 +973,10 @@ int mr_runtime_install(mr_runtime_t *rt, void (*fn)(void *), void *arg)
 		fn(arg);
 		return 0;
 	}
-	mr__run_outside(rt, fn, arg);
+	if (self)
+		run_from_worker(self, rt, fn, arg);
+	else
+		mr__run_outside(rt, fn, arg);
 	return 0;
 }
 

@@ -159,6 +159,9 @@ struct mr_runtime {
 	mr__cacheline_aligned _Atomic uint32_t draining; /* destroy waits for quiescence */
 	_Atomic uint32_t quiesced;			  /* futex: all workers idle, nothing queued */
 	_Atomic uint32_t exiting;
+	/* A worker of another runtime that destroys this one: it runs its own
+	 * work meanwhile, and maybe_quiesced() wakes it by name. */
+	struct mr__worker *_Atomic destroyer;
 
 	/* Job blocks shared between workers, and every slab for freeing. */
 	pthread_mutex_t pool_lock;
