@@ -62,7 +62,16 @@ MR_API int mr_runtime_destroy(mr_runtime_t *rt);
  */
 MR_API int mr_runtime_install(mr_runtime_t *rt, void (*fn)(void *), void *arg);
 
-/* The process-wide default runtime (created on first use), or NULL and errno. */
+/*
+ * The process-wide default runtime, created on first use (MOIRAI_WORKERS
+ * workers, else one per CPU of the affinity mask), or NULL and errno; a
+ * failed creation is tried again at the next call. Any thread; blocks only
+ * while the runtime is created. The calls of par.h that return nothing
+ * (mr_join, mr_group_spawn) abort with a message naming themselves when
+ * they need the default runtime and it cannot be created.
+ * ERRORS: EINVAL (MOIRAI_WORKERS is not a number 0..MR_MAX_WORKERS), and
+ * those of mr_runtime_create(): ENOMEM, EAGAIN.
+ */
 MR_API mr_runtime_t *mr_runtime_default(void);
 
 /* The runtime whose worker is calling, or NULL from any other thread. */

@@ -980,7 +980,8 @@ int mr_runtime_install(mr_runtime_t *rt, void (*fn)(void *), void *arg)
 	return 0;
 }
 
-static unsigned env_workers(void)
+/* MOIRAI_WORKERS, or 0 when unset; -1 when it is not a worker count. */
+static long env_workers(void)
 {
 	const char *s = getenv("MOIRAI_WORKERS");
 	char *end;
@@ -991,33 +992,62 @@ static unsigned env_workers(void)
 	errno = 0;
 	v = strtoul(s, &end, 10);
 	if (errno || *end || v > MR_MAX_WORKERS)
-		mr__die("default runtime", "MOIRAI_WORKERS=\"%s\" is not a worker count (0..%u)", s,
-			MR_MAX_WORKERS);
-	return (unsigned)v;
+		return -1;
+	return (long)v;
 }
 
-struct mr_runtime *mr__default_runtime(const char *call)
+/* The default runtime's configuration comes from the environment. */
+static struct mr_runtime *create_default(void)
+{
+	long n = env_workers();
+
+	if (n < 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	MR_OPTS(mr_config, cfg, .workers = (unsigned)n);
+	return mr_runtime_create(&cfg);
+}
+
+struct mr_runtime *mr__default_runtime_try(void)
 {
 	struct mr_runtime *rt = atomic_load_explicit(&default_rt, memory_order_acquire);
+	int err = 0;
 
 	if (likely(rt))
 		return rt;
 	pthread_mutex_lock(&default_lock);
 	rt = atomic_load_explicit(&default_rt, memory_order_relaxed);
 	if (!rt) {
-		MR_OPTS(mr_config, cfg, .workers = env_workers());
-		rt = mr_runtime_create(&cfg);
-		if (!rt)
-			mr__die(call, "cannot create the default runtime: %s", strerror(errno));
-		atomic_store_explicit(&default_rt, rt, memory_order_release);
+		rt = create_default();
+		if (rt)
+			atomic_store_explicit(&default_rt, rt, memory_order_release);
+		else
+			err = errno;
 	}
 	pthread_mutex_unlock(&default_lock);
+	if (!rt)
+		errno = err;
 	return rt;
+}
+
+struct mr_runtime *mr__default_runtime(const char *call)
+{
+	struct mr_runtime *rt = mr__default_runtime_try();
+
+	if (likely(rt))
+		return rt;
+	if (env_workers() < 0)
+		mr__die(call,
+			"cannot create the default runtime: MOIRAI_WORKERS=\"%s\" is not a "
+			"worker count (0..%u)",
+			getenv("MOIRAI_WORKERS"), MR_MAX_WORKERS);
+	mr__die(call, "cannot create the default runtime: %s", strerror(errno));
 }
 
 mr_runtime_t *mr_runtime_default(void)
 {
-	return mr__default_runtime("mr_runtime_default");
+	return mr__default_runtime_try();
 }
 
 mr_runtime_t *mr_runtime_current(void)

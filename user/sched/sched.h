@@ -189,7 +189,14 @@ static inline struct mr__worker *mr__self(void)
 	return mr__tls_worker;
 }
 
-/* The default runtime, created on first use; aborts naming `call` if it cannot be. */
+/*
+ * The default runtime, created on first use (a failed creation is tried
+ * again at the next call). _try: NULL and errno (EINVAL for a bad
+ * MOIRAI_WORKERS, or mr_runtime_create()'s) if it cannot be, for calls that
+ * report errors; the other aborts naming `call`, for calls that return
+ * nothing (mr_join, mr_group_spawn).
+ */
+struct mr_runtime *mr__default_runtime_try(void);
 struct mr_runtime *mr__default_runtime(const char *call);
 
 /* Abort naming `call` unless rt is a live runtime. */
