@@ -1704,4 +1704,149 @@ TEST(no_threads_eagain)
 	ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/*
+ * Destroying a runtime whose fibers are parked on something only code
+ * outside it can do returns -EBUSY and leaves it alive (before: a silent
+ * hang). Fibers parked on a timer (a sleep, a wait with a deadline) still
+ * finish on their own: destroy waits for them. Each destroy runs on a
+ * helper thread, given 5 s.
+ */
+struct parked {
+	mr_runtime_t *rt;
+	mr_sem_t sem;
+	int64_t deadline; /* for the semaphore wait; -1: none */
+	int wait_ret;
+	_Atomic int done;
+	int ret; /* of the destroy */
+};
+
+static void parked_fiber(void *arg)
+{
+	struct parked *p = arg;
+	p->wait_ret = mr_sem_wait_until(&p->sem, p->deadline);
+	atomic_store(&p->done, 1);
+}
+
+static void sleeping_fiber(void *arg)
+{
+	mr_sleep_ns(20000000);
+	atomic_store(&((struct parked *)arg)->done, 1);
+}
+
+static void *destroy_thread(void *arg)
+{
+	struct parked *p = arg;
+	p->ret = mr_runtime_destroy(p->rt);
+	return NULL;
+}
+
+/* fn(p) on a thread; _exit(1) if it hangs for 5 s. Returns p->ret. */
+static int in_time(void *(*fn)(void *), struct parked *p)
+{
+	pthread_t th;
+	struct timespec ts;
+
+	p->ret = 12345;
+	ASSERT_EQ(pthread_create(&th, NULL, fn, p), 0);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 5;
+	if (pthread_timedjoin_np(th, NULL, &ts) != 0) {
+		printf("# mr_runtime_destroy did not return within 5 s\n");
+		fflush(stdout);
+		_exit(1);
+	}
+	return p->ret;
+}
+
+static int destroy_in_time(struct parked *p)
+{
+	return in_time(destroy_thread, p);
+}
+
+TEST(destroy_with_parked_fibers_ebusy)
+{
+	struct parked p = { .deadline = -1 };
+	long n = 0;
+
+	/* A fiber parked on a semaphore nobody posts: -EBUSY, rt still works. */
+	p.rt = mr_runtime_create(NULL);
+	ASSERT_NONNULL(p.rt);
+	ASSERT_EQ(mr_sem_init(&p.sem, 0), 0);
+	MR_OPTS(mr_fiber_opts, o, .runtime = p.rt);
+	mr_fiber_t *f = mr_go_opts(parked_fiber, &p, &o);
+	ASSERT_NONNULL(f);
+	EXPECT_EQ(destroy_in_time(&p), -EBUSY);
+	ASSERT_EQ(mr_runtime_install(p.rt, inc, &n), 0);
+	EXPECT_EQ(n, 1);
+	EXPECT_EQ(mr_runtime_workers(p.rt), affinity_cpus());
+	/* Once it can finish, destroy waits for it. */
+	ASSERT_EQ(mr_fiber_detach(f), 0);
+	mr_sem_post(&p.sem);
+	EXPECT_EQ(destroy_in_time(&p), 0);
+	EXPECT_EQ(atomic_load(&p.done), 1);
+	EXPECT_EQ(p.wait_ret, 0);
+
+	/* Parked on a timer: finishes on its own, destroy waits. */
+	struct parked q = { .deadline = mr_now_ns() + 20000000 };
+	q.rt = mr_runtime_create(NULL);
+	ASSERT_NONNULL(q.rt);
+	ASSERT_EQ(mr_sem_init(&q.sem, 0), 0);
+	MR_OPTS(mr_fiber_opts, oq, .runtime = q.rt);
+	mr_fiber_t *g = mr_go_opts(parked_fiber, &q, &oq);
+	ASSERT_NONNULL(g);
+	ASSERT_EQ(mr_fiber_detach(g), 0);
+	EXPECT_EQ(destroy_in_time(&q), 0);
+	EXPECT_EQ(atomic_load(&q.done), 1);
+	EXPECT_EQ(q.wait_ret, -ETIMEDOUT);
+
+	struct parked r = { .deadline = -1 };
+	r.rt = mr_runtime_create(NULL);
+	ASSERT_NONNULL(r.rt);
+	MR_OPTS(mr_fiber_opts, orr, .runtime = r.rt);
+	mr_fiber_t *h = mr_go_opts(sleeping_fiber, &r, &orr);
+	ASSERT_NONNULL(h);
+	ASSERT_EQ(mr_fiber_detach(h), 0);
+	EXPECT_EQ(destroy_in_time(&r), 0);
+	EXPECT_EQ(atomic_load(&r.done), 1);
+}
+
+/* The same from a worker of another runtime (which waits in mr__work_until). */
+static void destroy_from_fiber(void *arg)
+{
+	struct parked *p = arg;
+	p->ret = mr_runtime_destroy(p->rt);
+}
+
+static mr_runtime_t *other_rt;
+
+static void *destroy_from_other_runtime(void *arg)
+{
+	struct parked *p = arg;
+	int ret = mr_run(other_rt, destroy_from_fiber, p);
+	if (ret != 0)
+		p->ret = 1000 + ret;
+	return NULL;
+}
+
+TEST(destroy_with_parked_fibers_from_another_runtime_ebusy)
+{
+	struct parked p = { .deadline = -1 };
+	MR_OPTS(mr_config, one, .workers = 1);
+	mr_runtime_t *a = mr_runtime_create(&one);
+
+	ASSERT_NONNULL(a);
+	p.rt = mr_runtime_create(&one);
+	ASSERT_NONNULL(p.rt);
+	ASSERT_EQ(mr_sem_init(&p.sem, 0), 0);
+	MR_OPTS(mr_fiber_opts, o, .runtime = p.rt);
+	mr_fiber_t *f = mr_go_opts(parked_fiber, &p, &o);
+	ASSERT_NONNULL(f);
+	other_rt = a;
+	EXPECT_EQ(in_time(destroy_from_other_runtime, &p), -EBUSY);
+	mr_sem_post(&p.sem);
+	ASSERT_EQ(mr_fiber_join(f), 0);
+	EXPECT_EQ(in_time(destroy_from_other_runtime, &p), 0);
+	ASSERT_EQ(mr_runtime_destroy(a), 0);
+}
+
 TEST_HARNESS_MAIN

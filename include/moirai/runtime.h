@@ -42,12 +42,22 @@ MR_API mr_runtime_t *mr_runtime_create(const struct mr_config *cfg);
 
 /*
  * Wait until all work submitted to rt (and everything that work spawned) has
- * finished, stop and join the workers, free everything. Blocks the caller:
- * a plain thread sleeps on a futex; a worker of another runtime runs its own
- * runtime's work meanwhile (as mr_join does), so work of that runtime that
- * rt's work waits for still runs. Returns 0, or -EDEADLK when called from
- * one of rt's own workers (nothing is changed then). Passing a runtime that
- * is not alive aborts.
+ * finished, stop and join the workers, free everything, and return 0.
+ * Blocks the caller: a plain thread sleeps on a futex; a worker of another
+ * runtime runs its own runtime's work meanwhile (as mr_join does), so work
+ * of that runtime that rt's work waits for still runs. Fibers parked on a
+ * timer (mr_sleep_*, a wait with a deadline) are waited for.
+ *
+ * Fibers parked for good are not: when every worker of rt sleeps with no
+ * timer pending and nothing queued while fibers of rt are still parked (on
+ * a sync object, a channel, a join: something only code outside rt can
+ * end), destroy returns -EBUSY and rt stays alive and usable. Wake them
+ * and call it again. A wake-up from outside rt that races with the call
+ * may or may not be seen in time. Any thread or worker but rt's own.
+ * Passing a runtime that is not alive, or destroying one concurrently from
+ * two threads, aborts.
+ * ERRORS: EDEADLK (called from one of rt's workers), EBUSY (fibers parked
+ * for good); nothing is changed with either.
  */
 MR_API int mr_runtime_destroy(mr_runtime_t *rt);
 

@@ -7,7 +7,10 @@
  * quiescence: every worker asleep (nactive == 0) and nothing queued anywhere.
  * Because a worker only sleeps with an empty deque, and a worker waiting on a
  * latch waits for a job that someone awake is running, that state means all
- * submitted work, and all work it spawned, has finished.
+ * submitted work, and all work it spawned, has finished - once no fiber is
+ * alive either. Fibers alive while every worker sleeps past its last look
+ * with no timer pending wait for something outside the runtime: destroy
+ * says -EBUSY then instead of waiting for ever (drain_state()).
  *
  * Behaves badly when: work is submitted to a runtime while it is being
  * destroyed (misuse; the work may never run), or a job blocks its worker on
@@ -272,21 +275,52 @@ void mr__notify(struct mr_runtime *rt)
 	}
 }
 
+/* What a destroy waits for (see drain_state()). */
+enum { DRAIN_BUSY, DRAIN_DONE, DRAIN_STUCK };
+
+/*
+ * DONE: every worker idle, nothing queued, no fiber alive - all submitted
+ * work has finished. STUCK: fibers are alive, but every worker sleeps past
+ * its last look with no timer, and nothing is queued: they are parked on
+ * something only code outside the runtime can do (a sync object, a
+ * channel). A sleeping worker's private deque is empty (its last look saw
+ * to that; only its owner pushes there), and timers - the only other way a
+ * fiber wakes from inside - are counted. BUSY otherwise.
+ */
+static int drain_state(struct mr_runtime *rt)
+{
+	if (atomic_load_explicit(&rt->nactive, memory_order_seq_cst) != 0 || work_visible(rt))
+		return DRAIN_BUSY;
+	if (atomic_load_explicit(&rt->nfibers, memory_order_seq_cst) == 0)
+		return DRAIN_DONE;
+	if (atomic_load_explicit(&rt->nasleep, memory_order_seq_cst) != rt->nworkers)
+		return DRAIN_BUSY;
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		/* relaxed: set by the sleeper before its last look, which the
+		 * seq_cst increment of nasleep we read follows. */
+		if (atomic_load_explicit(&rt->workers[i]->tnext, memory_order_relaxed) >= 0)
+			return DRAIN_BUSY;
+	return DRAIN_STUCK;
+}
+
+/* A worker went idle or to sleep: if a destroy waits, tell it to look. */
 static void maybe_quiesced(struct mr_runtime *rt)
 {
-	if (!atomic_load_explicit(&rt->draining, memory_order_seq_cst))
+	/* seq_cst: pairs with the destroyer's store of `draining` before it
+	 * looks (drain_state()) against our RMW of nactive / nasleep. */
+	if (!atomic_load_explicit(&rt->draining, memory_order_seq_cst) ||
+	    drain_state(rt) == DRAIN_BUSY)
 		return;
-	if (atomic_load_explicit(&rt->nactive, memory_order_seq_cst) != 0 || work_visible(rt) ||
-	    atomic_load_explicit(&rt->nfibers, memory_order_seq_cst) != 0)
-		return;
-	atomic_store_explicit(&rt->quiesced, 1, memory_order_seq_cst);
+	atomic_fetch_add_explicit(&rt->quiesced, 1, memory_order_seq_cst);
 	mr__futex_wake(&rt->quiesced, INT_MAX);
-	/* seq_cst: after the store of quiesced; pairs with the destroyer's
-	 * store of itself before `draining`. It waits in mr__work_until(), and
-	 * returns only after joining our thread: it is alive here. */
+	/* A destroyer that is a worker of another runtime waits in
+	 * mr__work_until(). seq_cst: nwaking before destroyer, against its
+	 * clearing of destroyer before it waits for nwaking to be 0. */
+	atomic_fetch_add_explicit(&rt->nwaking, 1, memory_order_seq_cst);
 	struct mr__worker *d = atomic_load_explicit(&rt->destroyer, memory_order_seq_cst);
 	if (d)
 		mr__wake_worker(d, MR__TOK_LATCH);
+	atomic_fetch_sub_explicit(&rt->nwaking, 1, memory_order_release);
 }
 
 /* ---- injector ---------------------------------------------------------- */
@@ -563,7 +597,12 @@ static void park(struct mr__worker *w, bool (*done)(void *), void *arg)
 		if (other >= 0 && (next < 0 || other < next))
 			next = other;
 		scx_state(w, MR__SCX_PARKED);
+		/* seq_cst: pairs with the destroyer's store of `draining`. */
+		if (atomic_fetch_add_explicit(&rt->nasleep, 1, memory_order_seq_cst) + 1 ==
+		    rt->nworkers)
+			maybe_quiesced(rt);
 		uint32_t tok = wait_token(w, next);
+		atomic_fetch_sub_explicit(&rt->nasleep, 1, memory_order_seq_cst);
 		if (tok == MR__TOK_NONE) {
 			if (unidle(w, bit))
 				return; /* timed out: fire the timers */
@@ -917,21 +956,30 @@ fail:
 	return NULL;
 }
 
-static bool is_quiesced(struct mr_runtime *rt)
-{
-	return atomic_load_explicit(&rt->nactive, memory_order_seq_cst) == 0 && !work_visible(rt) &&
-	       atomic_load_explicit(&rt->nfibers, memory_order_seq_cst) == 0;
-}
-
 static bool drained(void *arg)
 {
-	struct mr_runtime *rt = arg;
-	return is_quiesced(rt) || atomic_load_explicit(&rt->quiesced, memory_order_seq_cst);
+	return drain_state(arg) != DRAIN_BUSY;
+}
+
+/* Wait until drain_state() says DONE or STUCK; return which. */
+static int wait_drained(struct mr_runtime *rt, struct mr__worker *self)
+{
+	for (;;) {
+		uint32_t seq = atomic_load_explicit(&rt->quiesced, memory_order_seq_cst);
+		int st = drain_state(rt);
+		if (st != DRAIN_BUSY)
+			return st;
+		if (self)
+			mr__work_until(self, drained, rt);
+		else
+			mr__futex_wait(&rt->quiesced, seq);
+	}
 }
 
 int mr_runtime_destroy(mr_runtime_t *rt)
 {
 	struct mr__worker *self = mr__self();
+	bool was_default = false;
 
 	mr__check_live(rt, "mr_runtime_destroy");
 	if (self && self->rt == rt)
@@ -939,8 +987,10 @@ int mr_runtime_destroy(mr_runtime_t *rt)
 	if (!registry_remove(rt))
 		mr__die("mr_runtime_destroy", "runtime %p is not alive", (void *)rt);
 	pthread_mutex_lock(&default_lock);
-	if (atomic_load(&default_rt) == rt)
+	if (atomic_load(&default_rt) == rt) {
 		atomic_store(&default_rt, NULL);
+		was_default = true;
+	}
 	pthread_mutex_unlock(&default_lock);
 
 	/* A worker of another runtime runs its own work while it waits (its
@@ -948,14 +998,26 @@ int mr_runtime_destroy(mr_runtime_t *rt)
 	 * seq_cst: before `draining`, see there. */
 	if (self)
 		atomic_store_explicit(&rt->destroyer, self, memory_order_seq_cst);
-	/* Wait for quiescence. seq_cst: pairs with the worker's RMW of nactive
-	 * and its load of `draining` in maybe_quiesced(). */
+	/* seq_cst: pairs with the worker's RMW of nactive / nasleep and its
+	 * load of `draining` in maybe_quiesced(). */
 	atomic_store_explicit(&rt->draining, 1, memory_order_seq_cst);
-	if (self)
-		mr__work_until(self, drained, rt);
-	else
-		while (!drained(rt))
-			mr__futex_wait(&rt->quiesced, 0);
+	if (wait_drained(rt, self) == DRAIN_STUCK) {
+		/* Fibers parked for good, as far as rt can tell: say so rather
+		 * than hang, and leave rt as it was. */
+		atomic_store_explicit(&rt->draining, 0, memory_order_seq_cst);
+		atomic_store_explicit(&rt->destroyer, NULL, memory_order_seq_cst);
+		/* A maybe_quiesced() that saw us may still be waking us. */
+		while (atomic_load_explicit(&rt->nwaking, memory_order_seq_cst))
+			sched_yield();
+		registry_add(rt);
+		if (was_default) {
+			pthread_mutex_lock(&default_lock);
+			if (!atomic_load(&default_rt))
+				atomic_store(&default_rt, rt);
+			pthread_mutex_unlock(&default_lock);
+		}
+		return -EBUSY;
+	}
 
 	stop_workers(rt, rt->nworkers);
 	free_runtime(rt);

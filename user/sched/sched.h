@@ -135,6 +135,10 @@ struct mr_runtime {
 	 */
 	mr__cacheline_aligned _Atomic uint32_t nidle;
 	_Atomic uint32_t nactive;
+	/* Workers past their last look, asleep on their park word (with or
+	 * without a timeout): all of them, with no timer and nothing visible,
+	 * is a runtime that only something outside it can wake (destroy). */
+	_Atomic uint32_t nasleep;
 	_Atomic uint64_t *idle_mask;
 	unsigned idle_words;
 	/* With the BPF scheduler on a machine of several NUMA nodes: for node
@@ -157,11 +161,13 @@ struct mr_runtime {
 
 	/* Lifecycle. */
 	mr__cacheline_aligned _Atomic uint32_t draining; /* destroy waits for quiescence */
-	_Atomic uint32_t quiesced;			  /* futex: all workers idle, nothing queued */
+	_Atomic uint32_t quiesced; /* futex: bumped when destroy should look again */
 	_Atomic uint32_t exiting;
 	/* A worker of another runtime that destroys this one: it runs its own
-	 * work meanwhile, and maybe_quiesced() wakes it by name. */
+	 * work meanwhile, and maybe_quiesced() wakes it by name, counted in
+	 * nwaking while it may touch it. */
 	struct mr__worker *_Atomic destroyer;
+	_Atomic uint32_t nwaking;
 
 	/* Job blocks shared between workers, and every slab for freeing. */
 	pthread_mutex_t pool_lock;
