@@ -1849,4 +1849,188 @@ TEST(destroy_with_parked_fibers_from_another_runtime_ebusy)
 	ASSERT_EQ(mr_runtime_destroy(a), 0);
 }
 
+/* ---- placement: NUMA-aware stealing, CPU sets, pinning ----------------- */
+
+/* The CPUs of the affinity mask, in order; their number. */
+static int mask_cpus(int *out, int cap)
+{
+	cpu_set_t set;
+	int n = 0;
+
+	CPU_ZERO(&set);
+	if (sched_getaffinity(0, sizeof(set), &set) != 0)
+		return 0;
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &set) && n < cap)
+			out[n++] = c;
+	return n;
+}
+
+/*
+ * A fake two-node topology (the test hook replaces sysfs): the first half
+ * of the mask's CPUs on node 0, the rest on node 1. Four workers spread
+ * over the mask: workers 0 and 1 on node 0, 2 and 3 on node 1. Every
+ * victim a thief tries (the probe hook) must be of its own node while it
+ * has local victims left in the pass (one here), and remote after.
+ */
+extern const int *mr__test_cpu_nodes;
+extern int mr__test_ncpu_nodes;
+extern void (*mr__test_steal_probe)(struct mr__worker *w, unsigned victim, unsigned k);
+
+static _Atomic long probes_local, probes_remote, probes_wrong;
+
+static void record_probe(struct mr__worker *w, unsigned v, unsigned k)
+{
+	bool local = w->rt->workers[v]->home_node == w->home_node;
+	bool want_local = k + 1 < w->node_n; /* node_n counts the thief itself */
+
+	atomic_fetch_add(local ? &probes_local : &probes_remote, 1);
+	if (local != want_local)
+		atomic_fetch_add(&probes_wrong, 1);
+}
+
+static void numa_work(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 20; i++) {
+		struct fib f = { 20, 0 };
+		fib(&f);
+	}
+}
+
+TEST(steal_tries_own_node_first)
+{
+	static int nodes[CPU_SETSIZE];
+	int cpus[CPU_SETSIZE], c = mask_cpus(cpus, CPU_SETSIZE);
+
+	if (c < 2)
+		SKIP("needs 2 CPUs in the affinity mask for a fake two-node topology");
+	for (int i = 0; i < c; i++)
+		nodes[cpus[i]] = i < c / 2 ? 0 : 1;
+	mr__test_ncpu_nodes = cpus[c - 1] + 1;
+	mr__test_cpu_nodes = nodes;
+	mr__test_steal_probe = record_probe; /* before the workers exist: no race */
+	MR_OPTS(mr_config, cfg, .workers = 4);
+	mr_runtime_t *h = mr_runtime_create(&cfg);
+	ASSERT_NONNULL(h);
+	struct mr_runtime *rt = (struct mr_runtime *)h;
+	for (unsigned i = 0; i < 4; i++)
+		ASSERT_EQ(rt->workers[i]->home_node, i < 2 ? 0 : 1);
+
+	for (int round = 0; round < 20 && (ld(&probes_local) < 100 || ld(&probes_remote) < 100);
+	     round++)
+		ASSERT_EQ(mr_runtime_install(h, numa_work, NULL), 0);
+	TH_LOG("probes: %ld local, %ld remote, %ld out of order", ld(&probes_local),
+	       ld(&probes_remote), ld(&probes_wrong));
+	EXPECT_GT(ld(&probes_local), 0);
+	EXPECT_GT(ld(&probes_remote), 0);
+	EXPECT_EQ(ld(&probes_wrong), 0);
+	ASSERT_EQ(mr_runtime_destroy(h), 0);
+	mr__test_steal_probe = NULL;
+	mr__test_cpu_nodes = NULL;
+}
+
+/* The affinity of each moirai-wN thread (N < cap): its CPU count and first CPU. */
+static int worker_affinity(int *count, int *first, int cap)
+{
+	struct task_info t[64];
+	int n = wait_worker_threads(cap, t, 64);
+
+	for (int i = 0; i < n && i < 64; i++) {
+		cpu_set_t set;
+		int idx = atoi(t[i].comm + strlen("moirai-w"));
+		CPU_ZERO(&set);
+		if (idx < 0 || idx >= cap || sched_getaffinity(t[i].tid, sizeof(set), &set) != 0)
+			return -1;
+		count[idx] = CPU_COUNT(&set);
+		first[idx] = -1;
+		for (int c = 0; c < CPU_SETSIZE && first[idx] < 0; c++)
+			if (CPU_ISSET(c, &set))
+				first[idx] = c;
+	}
+	return n;
+}
+
+struct pin_fork {
+	int child_cpus;
+	unsigned nested_workers;
+};
+
+#if !defined(__SANITIZE_THREAD__)
+static void child_report_cpus(void *arg)
+{
+	(void)arg;
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	sched_getaffinity(0, sizeof(set), &set);
+	_exit(CPU_COUNT(&set));
+}
+#endif
+
+static void pinned_forks(void *arg)
+{
+	struct pin_fork *pf = arg;
+#if !defined(__SANITIZE_THREAD__)
+	char buf[256];
+	int st = mr_test_run_child(child_report_cpus, NULL, buf, sizeof(buf));
+	pf->child_cpus = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+#endif
+	mr_runtime_t *nested = mr_runtime_create(NULL);
+	if (nested) {
+		pf->nested_workers = mr_runtime_workers(nested);
+		mr_runtime_destroy(nested);
+	}
+}
+
+TEST(cpu_set_and_pinning)
+{
+	int cpus[CPU_SETSIZE], c = mask_cpus(cpus, CPU_SETSIZE);
+	int count[64], first[64];
+	cpu_set_t set;
+
+	/* Pinned: each worker on its home CPU, spread over the mask. */
+	MR_OPTS(mr_config, cfg, .workers = 2, .pin = MR_PIN_HOME);
+	mr_runtime_t *rt = mr_runtime_create(&cfg);
+	ASSERT_NONNULL(rt);
+	ASSERT_EQ(worker_affinity(count, first, 2), 2);
+	for (int i = 0; i < 2; i++) {
+		EXPECT_EQ(count[i], 1);
+		EXPECT_EQ(first[i], cpus[i * c / 2]);
+	}
+	/* A child forked from a pinned worker gets the whole set back, and a
+	 * runtime created from a pinned worker spans the whole set. (TSan does
+	 * not support a fork with threads running.) */
+	struct pin_fork pf = { -2, 0 };
+	ASSERT_EQ(mr_run(rt, pinned_forks, &pf), 0);
+#if !defined(__SANITIZE_THREAD__)
+	EXPECT_EQ(pf.child_cpus, c);
+#endif
+	EXPECT_EQ(pf.nested_workers, (unsigned)c);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+
+	/* A CPU set: the first CPU only; unpinned workers run on it. */
+	CPU_ZERO(&set);
+	CPU_SET(cpus[0], &set);
+	MR_OPTS(mr_config, one, .cpus = &set, .cpus_size = sizeof(set));
+	rt = mr_runtime_create(&one);
+	ASSERT_NONNULL(rt);
+	EXPECT_EQ(mr_runtime_workers(rt), 1); /* one per CPU of the set */
+	ASSERT_EQ(worker_affinity(count, first, 1), 1);
+	EXPECT_EQ(count[0], 1);
+	EXPECT_EQ(first[0], cpus[0]);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+
+	/* Bad placements. */
+	CPU_ZERO(&set);
+	MR_OPTS(mr_config, empty, .cpus = &set, .cpus_size = sizeof(set));
+	errno = 0;
+	EXPECT_TRUE(mr_runtime_create(&empty) == NULL && errno == EINVAL);
+	MR_OPTS(mr_config, nosize, .cpus = &set);
+	errno = 0;
+	EXPECT_TRUE(mr_runtime_create(&nosize) == NULL && errno == EINVAL);
+	MR_OPTS(mr_config, badpin, .pin = 7);
+	errno = 0;
+	EXPECT_TRUE(mr_runtime_create(&badpin) == NULL && errno == EINVAL);
+}
+
 TEST_HARNESS_MAIN

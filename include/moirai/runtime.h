@@ -25,18 +25,43 @@ typedef struct mr_runtime mr_runtime_t;
 /* The most workers one runtime may have. */
 #define MR_MAX_WORKERS 4096
 
+/* mr_config.pin: whether each worker is pinned to its home CPU. */
+enum {
+	MR_PIN_DEFAULT = 0, /* the library's choice (see mr_runtime_create) */
+	MR_PIN_NONE = 1,    /* every worker may run on any CPU of the set */
+	MR_PIN_HOME = 2,    /* each worker runs on its home CPU only */
+};
+
 struct mr_config {
 	size_t sz;		/* sizeof(struct mr_config); MR_OPTS sets it */
-	unsigned workers;	/* 0: one per CPU in the affinity mask; at most MR_MAX_WORKERS */
+	unsigned workers;	/* 0: one per CPU of the CPU set; at most MR_MAX_WORKERS */
 	unsigned deque_log2;	/* log2 of each worker's deque capacity; 0: 13 (8192 jobs), 6..24 */
 	unsigned spin_us;	/* microseconds an idle worker searches before it sleeps; 0: 50 */
+	/* Placement. */
+	const void *cpus;	/* a cpu_set_t (CPU_ALLOC or a plain one): the CPUs the workers
+				 * run on; NULL: the caller's affinity mask */
+	size_t cpus_size;	/* its size in bytes (sizeof(cpu_set_t), CPU_ALLOC_SIZE(n)) */
+	unsigned pin;		/* MR_PIN_* */
 };
 
 /*
  * Create a runtime and start its workers. cfg may be NULL for the defaults.
- * Returns NULL and sets errno: EINVAL for a bad config (more than
- * MR_MAX_WORKERS workers, deque_log2 out of range, sz too small), ENOMEM,
- * EAGAIN when a thread cannot be created. Callable from any thread.
+ *
+ * Placement: the workers run on the CPUs of cfg->cpus, or of the calling
+ * thread's affinity mask (its runtime's set, when it is a worker). Worker i
+ * of n has the CPU at position i*c/n of the set's c CPUs as its home CPU,
+ * whose NUMA node (from /sys/devices/system/node; node 0 without it) is
+ * the worker's node: an idle worker steals from the workers of its own node
+ * before the others. MR_PIN_HOME pins each worker to its home CPU;
+ * MR_PIN_NONE lets each run anywhere in the set; MR_PIN_DEFAULT is
+ * MR_PIN_NONE. A child forked from a pinned worker's thread gets the whole
+ * set back.
+ *
+ * Callable from any thread; blocks while the threads start.
+ * ERRORS: EINVAL (more than MR_MAX_WORKERS workers, deque_log2 out of
+ * range, sz too small, an unknown pin, cpus with no CPU or a cpus_size of
+ * 0, a CPU of cpus that the thread may not run on), ENOMEM, EAGAIN (a
+ * worker thread cannot be created).
  */
 MR_API mr_runtime_t *mr_runtime_create(const struct mr_config *cfg);
 

@@ -429,7 +429,20 @@ static inline void scx_state(struct mr__worker *w, uint32_t state)
 	}
 }
 
-/* One pass over the injector and every other worker's deque, random start. */
+void (*mr__test_steal_probe)(struct mr__worker *w, unsigned victim, unsigned k);
+
+static inline struct mr__job *steal_from(struct mr__worker *w, unsigned v, unsigned k)
+{
+	if (unlikely(mr__test_steal_probe))
+		mr__test_steal_probe(w, v, k);
+	return mr__deque_steal(&w->rt->workers[v]->dq);
+}
+
+/*
+ * One pass over the injector and every other worker's deque: those of our
+ * own node first, then the others (rt->node_members, place.c), each group
+ * from a random start.
+ */
 static struct mr__job *steal_pass(struct mr__worker *w)
 {
 	struct mr_runtime *rt = w->rt;
@@ -443,15 +456,24 @@ static struct mr__job *steal_pass(struct mr__worker *w)
 		return job;
 	if (n == 1)
 		return NULL;
-	unsigned start = (unsigned)(mr__rand(&w->rng) % n);
-	for (unsigned k = 0; k < n; k++) {
-		unsigned v = start + k;
-		if (v >= n)
-			v -= n;
-		if (v == w->idx)
-			continue;
-		job = mr__deque_steal(&rt->workers[v]->dq);
-		if (job)
+	uint64_t r = mr__rand(&w->rng);
+	const unsigned *m = rt->node_members;
+	unsigned lo = w->node_lo, ln = w->node_n, k = 0;
+	/* Our node: m[lo .. lo + ln), ourselves among them. */
+	unsigned start = (unsigned)(r % ln);
+	for (unsigned i = 0; i < ln; i++) {
+		unsigned v = m[lo + (start + i) % ln];
+		if (v != w->idx && (job = steal_from(w, v, k++)))
+			return job;
+	}
+	/* The other nodes: the n - ln entries after ours, cyclically. */
+	unsigned rn = n - ln;
+	if (rn == 0)
+		return NULL;
+	start = (unsigned)((r >> 32) % rn);
+	for (unsigned i = 0; i < rn; i++) {
+		unsigned p = lo + ln + (start + i) % rn;
+		if ((job = steal_from(w, m[p < n ? p : p - n], k++)))
 			return job;
 	}
 	return NULL;
@@ -687,6 +709,7 @@ static void *worker_main(void *arg)
 	pthread_setname_np(pthread_self(), name);
 	w->tid = (pid_t)syscall(SYS_gettid);
 	mr__tls_worker = w;
+	mr__place_thread_start(w);
 	mr__scx_worker_start(w);
 	mr__work_until(w, rt_exiting, w->rt);
 	stop_searching(w, false);
@@ -825,27 +848,6 @@ static void atfork_install(void)
 
 /* ---- creation and destruction ------------------------------------------ */
 
-static unsigned cpus_in_affinity(void)
-{
-	for (size_t ncpu = 1024; ncpu <= (1u << 20); ncpu *= 2) {
-		cpu_set_t *set = CPU_ALLOC(ncpu);
-		size_t sz = CPU_ALLOC_SIZE(ncpu);
-		if (!set)
-			break;
-		CPU_ZERO_S(sz, set);
-		if (sched_getaffinity(0, sz, set) == 0) {
-			int n = CPU_COUNT_S(sz, set);
-			CPU_FREE(set);
-			return n > 0 ? (unsigned)n : 1;
-		}
-		CPU_FREE(set);
-		if (errno != EINVAL)
-			break;
-	}
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
-	return n > 0 ? (unsigned)n : 1;
-}
-
 static void free_runtime(struct mr_runtime *rt)
 {
 	if (rt->workers) {
@@ -860,6 +862,8 @@ static void free_runtime(struct mr_runtime *rt)
 	mr__pool_fini(rt);
 	free(rt->idle_mask);
 	free(rt->node_workers);
+	free(rt->node_members);
+	free(rt->cpus);
 	pthread_mutex_destroy(&rt->inj_lock);
 	pthread_mutex_destroy(&rt->pool_lock);
 	rt->magic = 0;
@@ -880,6 +884,11 @@ static void stop_workers(struct mr_runtime *rt, unsigned started)
 mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 {
 	unsigned nworkers = 0, dlog2 = MR__DEFAULT_DEQUE_LOG2, spin = MR__DEFAULT_SPIN_US;
+	unsigned pin = MR_PIN_DEFAULT;
+	const void *cpus = NULL;
+	size_t cpus_size = 0;
+	cpu_set_t *set;
+	size_t set_size;
 	struct mr_runtime *rt;
 	int err = ENOMEM;
 
@@ -894,22 +903,39 @@ mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 			dlog2 = cfg->deque_log2;
 		if (MR_HAS(spin_us) && cfg->spin_us)
 			spin = cfg->spin_us;
+		if (MR_HAS(cpus_size)) {
+			cpus = cfg->cpus;
+			cpus_size = cfg->cpus_size;
+		}
+		if (MR_HAS(pin))
+			pin = cfg->pin;
 #undef MR_HAS
 	}
-	if (nworkers > MR_MAX_WORKERS || dlog2 < 6 || dlog2 > 24) {
+	if (nworkers > MR_MAX_WORKERS || dlog2 < 6 || dlog2 > 24 || pin > MR_PIN_HOME) {
 		errno = EINVAL;
 		return NULL;
 	}
+	err = -mr__place_cpus(cpus, cpus_size, &set, &set_size);
+	if (err) {
+		errno = err;
+		return NULL;
+	}
+	err = ENOMEM;
 	if (nworkers == 0)
-		nworkers = cpus_in_affinity();
+		nworkers = (unsigned)CPU_COUNT_S(set_size, set);
 	if (nworkers > MR_MAX_WORKERS)
 		nworkers = MR_MAX_WORKERS;
 
 	rt = aligned_alloc(MR_CACHELINE, sizeof(*rt));
-	if (!rt)
+	if (!rt) {
+		free(set);
 		goto fail;
+	}
 	memset(rt, 0, sizeof(*rt));
 	rt->magic = MR__RT_MAGIC;
+	rt->cpus = set;
+	rt->cpus_size = set_size;
+	rt->pin = pin == MR_PIN_HOME;
 	rt->nworkers = nworkers;
 	rt->spin_ns = (uint64_t)spin * 1000;
 	rt->deque_log2 = dlog2;
@@ -936,12 +962,23 @@ mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 		if (!w->rng)
 			w->rng = 1;
 	}
+	if (mr__place_init(rt) < 0)
+		goto fail_free;
 	mr__scx_runtime_init(rt);
 	for (unsigned i = 0; i < nworkers; i++) {
 		int r = pthread_create(&rt->workers[i]->thread, NULL, worker_main, rt->workers[i]);
 		if (r) {
 			stop_workers(rt, i);
 			err = r == EAGAIN ? EAGAIN : r;
+			goto fail_free;
+		}
+	}
+	for (unsigned i = 0; i < nworkers; i++) {
+		int r = mr__place_worker(rt, rt->workers[i]);
+		if (r) {
+			/* A CPU of the set that we may not use. */
+			stop_workers(rt, nworkers);
+			err = r == ENOMEM ? ENOMEM : EINVAL;
 			goto fail_free;
 		}
 	}
