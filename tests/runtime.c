@@ -2033,4 +2033,74 @@ TEST(cpu_set_and_pinning)
 	EXPECT_TRUE(mr_runtime_create(&badpin) == NULL && errno == EINVAL);
 }
 
+/*
+ * By default a runtime with one worker per CPU of its set pins each worker
+ * to its home CPU (two workers left on one CPU by the kernel's wake-up
+ * placement ran fork-join at half speed for whole runs); MR_PIN_NONE and
+ * MOIRAI_PIN=0 opt out; other worker counts are not pinned.
+ */
+static void env_pin_child(void *arg)
+{
+	const char *val = arg;
+	int count[64], first[64];
+
+	setenv("MOIRAI_PIN", val, 1);
+	mr_runtime_t *rt = mr_runtime_default();
+	if (strcmp(val, "0") != 0 && strcmp(val, "1") != 0) {
+		_exit(!rt && errno == EINVAL ? 0 : 1);
+	}
+	if (!rt)
+		_exit(2);
+	unsigned n = mr_runtime_workers(rt);
+	if (n > 64 || worker_affinity(count, first, (int)n) != (int)n)
+		_exit(3);
+	for (unsigned i = 0; i < n; i++)
+		if (count[i] != (strcmp(val, "1") == 0 ? 1 : (int)affinity_cpus()))
+			_exit(4);
+	_exit(0);
+}
+
+TEST(workers_spanning_the_mask_are_pinned_by_default)
+{
+	int cpus[CPU_SETSIZE], c = mask_cpus(cpus, CPU_SETSIZE);
+	int count[64], first[64];
+	char buf[512];
+
+	if (c < 2 || c > 32)
+		SKIP("needs 2 to 32 CPUs in the affinity mask (%d)", c);
+	MR_OPTS(mr_config, cfg, .workers = (unsigned)c);
+	mr_runtime_t *rt = mr_runtime_create(&cfg);
+	ASSERT_NONNULL(rt);
+	ASSERT_EQ(worker_affinity(count, first, c), c);
+	for (int i = 0; i < c; i++) {
+		EXPECT_EQ(count[i], 1);
+		EXPECT_EQ(first[i], cpus[i]);
+	}
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+
+	/* Opted out, or more workers than CPUs: each may run on any CPU. */
+	MR_OPTS(mr_config, none, .workers = (unsigned)c, .pin = MR_PIN_NONE);
+	MR_OPTS(mr_config, more, .workers = (unsigned)c + 1);
+	const struct mr_config *cfgs[] = { &none, &more };
+	for (int k = 0; k < 2; k++) {
+		rt = mr_runtime_create(cfgs[k]);
+		ASSERT_NONNULL(rt);
+		int n = (int)mr_runtime_workers(rt);
+		ASSERT_EQ(worker_affinity(count, first, n), n);
+		for (int i = 0; i < n; i++)
+			EXPECT_EQ(count[i], c);
+		ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	}
+
+	/* The default runtime: MOIRAI_PIN=0 opts out, 1 pins, other values
+	 * are EINVAL. */
+	static const char *vals[] = { "0", "1", "yes" };
+	for (int k = 0; k < 3; k++) {
+		int st = mr_test_run_child(env_pin_child, (void *)vals[k], buf, sizeof(buf));
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			TH_LOG("MOIRAI_PIN=%s: status %#x, stderr: %s", vals[k], st, buf);
+		EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+}
+
 TEST_HARNESS_MAIN

@@ -10,8 +10,9 @@
  * the runtime of the calling worker; called from any other thread it uses a
  * process-wide default runtime, created on first use with MOIRAI_WORKERS
  * workers if that environment variable is set, else one per CPU of the
- * process's affinity mask. To run code on a runtime you created, enter it
- * with mr_runtime_install().
+ * process's affinity mask, and pinned as MOIRAI_PIN says (unset: the
+ * default of mr_runtime_create, 0: MR_PIN_NONE, 1: MR_PIN_HOME). To run
+ * code on a runtime you created, enter it with mr_runtime_install().
  */
 #ifndef MOIRAI_RUNTIME_H
 #define MOIRAI_RUNTIME_H
@@ -53,9 +54,18 @@ struct mr_config {
  * whose NUMA node (from /sys/devices/system/node; node 0 without it) is
  * the worker's node: an idle worker steals from the workers of its own node
  * before the others. MR_PIN_HOME pins each worker to its home CPU;
- * MR_PIN_NONE lets each run anywhere in the set; MR_PIN_DEFAULT is
- * MR_PIN_NONE. A child forked from a pinned worker's thread gets the whole
- * set back.
+ * MR_PIN_NONE lets each run anywhere in the set; MR_PIN_DEFAULT pins when
+ * the runtime has one worker per CPU of its set (more than one), and not
+ * otherwise: the kernel places a woken thread next to its waker and can
+ * leave two workers on one CPU for milliseconds while another idles, and
+ * with a worker per CPU no CPU is better for a worker than its own. A
+ * pinned worker cannot move away from another busy thread on its CPU (its
+ * runtime's other workers take over its share by stealing). Threads and
+ * processes created from a pinned worker (from a fiber or job) inherit
+ * its one-CPU mask, except that a child forked there gets the whole set
+ * back: give threads you create there their own mask
+ * (pthread_attr_setaffinity_np), or opt out with MR_PIN_NONE (MOIRAI_PIN=0
+ * for the default runtime).
  *
  * Callable from any thread; blocks while the threads start.
  * ERRORS: EINVAL (more than MR_MAX_WORKERS workers, deque_log2 out of
@@ -104,8 +114,9 @@ MR_API int mr_runtime_install(mr_runtime_t *rt, void (*fn)(void *), void *arg);
  * while the runtime is created. The calls of par.h that return nothing
  * (mr_join, mr_group_spawn) abort with a message naming themselves when
  * they need the default runtime and it cannot be created.
- * ERRORS: EINVAL (MOIRAI_WORKERS is not a number 0..MR_MAX_WORKERS), and
- * those of mr_runtime_create(): ENOMEM, EAGAIN.
+ * ERRORS: EINVAL (MOIRAI_WORKERS is not a number 0..MR_MAX_WORKERS, or
+ * MOIRAI_PIN is set to neither 0 nor 1), and those of mr_runtime_create():
+ * ENOMEM, EAGAIN.
  */
 MR_API mr_runtime_t *mr_runtime_default(void);
 

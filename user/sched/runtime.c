@@ -935,7 +935,14 @@ mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 	rt->magic = MR__RT_MAGIC;
 	rt->cpus = set;
 	rt->cpus_size = set_size;
-	rt->pin = pin == MR_PIN_HOME;
+	/* By default, a runtime with one worker per CPU of its set pins them:
+	 * the kernel places a woken worker next to its waker and may leave
+	 * two workers on one CPU for milliseconds while the other CPU idles
+	 * (tools/bench/placement.c); when every CPU of the set has its own
+	 * worker, there is no better CPU for a worker to move to. */
+	rt->pin = pin == MR_PIN_HOME ||
+		  (pin == MR_PIN_DEFAULT && nworkers > 1 &&
+		   nworkers == (unsigned)CPU_COUNT_S(set_size, set));
 	rt->nworkers = nworkers;
 	rt->spin_ns = (uint64_t)spin * 1000;
 	rt->deque_log2 = dlog2;
@@ -1095,16 +1102,31 @@ static long env_workers(void)
 	return (long)v;
 }
 
+/* MOIRAI_PIN: unset or empty: MR_PIN_DEFAULT, "0": NONE, "1": HOME; -1: bad. */
+static int env_pin(void)
+{
+	const char *s = getenv("MOIRAI_PIN");
+
+	if (!s || !*s)
+		return MR_PIN_DEFAULT;
+	if (!strcmp(s, "0"))
+		return MR_PIN_NONE;
+	if (!strcmp(s, "1"))
+		return MR_PIN_HOME;
+	return -1;
+}
+
 /* The default runtime's configuration comes from the environment. */
 static struct mr_runtime *create_default(void)
 {
 	long n = env_workers();
+	int pin = env_pin();
 
-	if (n < 0) {
+	if (n < 0 || pin < 0) {
 		errno = EINVAL;
 		return NULL;
 	}
-	MR_OPTS(mr_config, cfg, .workers = (unsigned)n);
+	MR_OPTS(mr_config, cfg, .workers = (unsigned)n, .pin = (unsigned)pin);
 	return mr_runtime_create(&cfg);
 }
 
@@ -1141,6 +1163,9 @@ struct mr_runtime *mr__default_runtime(const char *call)
 			"cannot create the default runtime: MOIRAI_WORKERS=\"%s\" is not a "
 			"worker count (0..%u)",
 			getenv("MOIRAI_WORKERS"), MR_MAX_WORKERS);
+	if (env_pin() < 0)
+		mr__die(call, "cannot create the default runtime: MOIRAI_PIN=\"%s\" is not 0 or 1",
+			getenv("MOIRAI_PIN"));
 	mr__die(call, "cannot create the default runtime: %s", strerror(errno));
 }
 
