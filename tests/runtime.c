@@ -5,7 +5,11 @@
  * identity calls, destroy (waits for submitted work, -EDEADLK from its own
  * worker, abort on a dead runtime), idle workers using no CPU, and no lost
  * wake-ups when single tasks are posted to a runtime that keeps going idle,
- * nor for the timers of a worker blocked in a job.
+ * nor for the timers of a worker blocked in a job; calls into another
+ * runtime that hand over the caller's private work, the default runtime's
+ * errors (bad variables, no threads), destroy with fibers parked for good
+ * (-EBUSY), and placement: stealing from the own node first, CPU sets,
+ * pinning.
  */
 #include <dirent.h>
 #include <sys/resource.h>
