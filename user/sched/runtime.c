@@ -624,6 +624,8 @@ static void park(struct mr__worker *w, bool (*done)(void *), void *arg)
 		    rt->nworkers)
 			maybe_quiesced(rt);
 		uint32_t tok = wait_token(w, next);
+		/* seq_cst: pairs with the loads of drain_state(), which must not
+		 * see us asleep once we run again. */
 		atomic_fetch_sub_explicit(&rt->nasleep, 1, memory_order_seq_cst);
 		if (tok == MR__TOK_NONE) {
 			if (unidle(w, bit))
@@ -1048,6 +1050,9 @@ int mr_runtime_destroy(mr_runtime_t *rt)
 	if (wait_drained(rt, self) == DRAIN_STUCK) {
 		/* Fibers parked for good, as far as rt can tell: say so rather
 		 * than hang, and leave rt as it was. */
+		/* seq_cst: pair with maybe_quiesced()'s loads of draining and
+		 * destroyer after its RMW of nwaking: one that has not counted
+		 * itself by our load of nwaking sees NULL. */
 		atomic_store_explicit(&rt->draining, 0, memory_order_seq_cst);
 		atomic_store_explicit(&rt->destroyer, NULL, memory_order_seq_cst);
 		/* A maybe_quiesced() that saw us may still be waking us. */
