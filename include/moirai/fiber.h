@@ -82,7 +82,10 @@ struct mr_fiber_opts {
  * goes on. Returns a handle to pass to mr_fiber_join() or
  * mr_fiber_detach() exactly once, or NULL and errno: EINVAL (NULL fn, bad
  * stack size), ENOMEM (no memory or no mappings left: the message of the
- * abort-free path is in errno only). Fiber or thread; never blocks. Not
+ * abort-free path is in errno only), and from outside any runtime, the
+ * errors of mr_runtime_default() when the default runtime cannot be
+ * created (EINVAL for a bad MOIRAI_WORKERS, EAGAIN). Fiber or thread;
+ * never blocks (except to create the default runtime). Not
  * async-signal-safe: from a signal handler that interrupted the library
  * it aborts naming mr_go (see Signals above).
  */
@@ -119,7 +122,8 @@ MR_API const char *mr_fiber_name(const mr_fiber_t *f);
  * Run fn(arg) as a fiber on rt (NULL: the default runtime) and block the
  * calling thread until it returns: the usual entry point of a program's
  * main. Returns 0, -EINVAL for a NULL fn, -ENOMEM, or -EDEADLK when called
- * from a worker of rt (use mr_go there).
+ * from a worker of rt (use mr_go there); with rt NULL, also the errors of
+ * mr_runtime_default() as negative values (-EINVAL, -EAGAIN).
  */
 MR_API int mr_run(mr_runtime_t *rt, void (*fn)(void *), void *arg);
 

@@ -10,8 +10,9 @@
  * the runtime of the calling worker; called from any other thread it uses a
  * process-wide default runtime, created on first use with MOIRAI_WORKERS
  * workers if that environment variable is set, else one per CPU of the
- * process's affinity mask. To run code on a runtime you created, enter it
- * with mr_runtime_install().
+ * process's affinity mask, and pinned as MOIRAI_PIN says (unset: the
+ * default of mr_runtime_create, 0: MR_PIN_NONE, 1: MR_PIN_HOME). To run
+ * code on a runtime you created, enter it with mr_runtime_install().
  *
  * Fork: the child of fork() has only the thread that called it, so none of
  * the parent's runtimes works there (none of their workers exists): passing
@@ -33,38 +34,98 @@ typedef struct mr_runtime mr_runtime_t;
 /* The most workers one runtime may have. */
 #define MR_MAX_WORKERS 4096
 
+/* mr_config.pin: whether each worker is pinned to its home CPU. */
+enum {
+	MR_PIN_DEFAULT = 0, /* the library's choice (see mr_runtime_create) */
+	MR_PIN_NONE = 1,    /* every worker may run on any CPU of the set */
+	MR_PIN_HOME = 2,    /* each worker runs on its home CPU only */
+};
+
 struct mr_config {
 	size_t sz;		/* sizeof(struct mr_config); MR_OPTS sets it */
-	unsigned workers;	/* 0: one per CPU in the affinity mask; at most MR_MAX_WORKERS */
+	unsigned workers;	/* 0: one per CPU of the CPU set; at most MR_MAX_WORKERS */
 	unsigned deque_log2;	/* log2 of each worker's deque capacity; 0: 13 (8192 jobs), 6..24 */
 	unsigned spin_us;	/* microseconds an idle worker searches before it sleeps; 0: 50 */
+	/* Placement. */
+	const void *cpus;	/* a cpu_set_t (CPU_ALLOC or a plain one): the CPUs the workers
+				 * run on; NULL: the caller's affinity mask */
+	size_t cpus_size;	/* its size in bytes (sizeof(cpu_set_t), CPU_ALLOC_SIZE(n)) */
+	unsigned pin;		/* MR_PIN_* */
 };
 
 /*
  * Create a runtime and start its workers. cfg may be NULL for the defaults.
- * Returns NULL and sets errno: EINVAL for a bad config (more than
- * MR_MAX_WORKERS workers, deque_log2 out of range, sz too small), ENOMEM,
- * EAGAIN when a thread cannot be created. Callable from any thread.
+ *
+ * Placement: the workers run on the CPUs of cfg->cpus, or of the calling
+ * thread's affinity mask (its runtime's set, when it is a worker). Worker i
+ * of n has the CPU at position i*c/n of the set's c CPUs as its home CPU,
+ * whose NUMA node (from /sys/devices/system/node; node 0 without it) is
+ * the worker's node: an idle worker steals from the workers of its own node
+ * before the others. MR_PIN_HOME pins each worker to its home CPU;
+ * MR_PIN_NONE lets each run anywhere in the set; MR_PIN_DEFAULT pins when
+ * the runtime has one worker per CPU of its set (more than one), and not
+ * otherwise: the kernel places a woken thread next to its waker and can
+ * leave two workers on one CPU for milliseconds while another idles, and
+ * with a worker per CPU no CPU is better for a worker than its own. A
+ * pinned worker cannot move away from another busy thread on its CPU (its
+ * runtime's other workers take over its share by stealing). Threads and
+ * processes created from a pinned worker (from a fiber or job) inherit
+ * its one-CPU mask, except that a child forked there gets the whole set
+ * back: give threads you create there their own mask
+ * (pthread_attr_setaffinity_np), or opt out with MR_PIN_NONE (MOIRAI_PIN=0
+ * for the default runtime).
+ *
+ * Callable from any thread; blocks while the threads start.
+ * ERRORS: EINVAL (more than MR_MAX_WORKERS workers, deque_log2 out of
+ * range, sz too small, an unknown pin, cpus with no CPU or a cpus_size of
+ * 0, a CPU of cpus that the thread may not run on), ENOMEM, EAGAIN (a
+ * worker thread cannot be created).
  */
 MR_API mr_runtime_t *mr_runtime_create(const struct mr_config *cfg);
 
 /*
  * Wait until all work submitted to rt (and everything that work spawned) has
- * finished, stop and join the workers, free everything. Blocks the caller.
- * Returns 0, or -EDEADLK when called from one of rt's own workers (nothing
- * is changed then). Passing a runtime that is not alive aborts.
+ * finished, stop and join the workers, free everything, and return 0.
+ * Blocks the caller: a plain thread sleeps on a futex; a worker of another
+ * runtime runs its own runtime's work meanwhile (as mr_join does), so work
+ * of that runtime that rt's work waits for still runs. Fibers parked on a
+ * timer (mr_sleep_*, a wait with a deadline) are waited for.
+ *
+ * Fibers parked for good are not: when every worker of rt sleeps with no
+ * timer pending and nothing queued while fibers of rt are still parked (on
+ * a sync object, a channel, a join: something only code outside rt can
+ * end), destroy returns -EBUSY and rt stays alive and usable. Wake them
+ * and call it again. A wake-up from outside rt that races with the call
+ * may or may not be seen in time. Any thread or worker but rt's own.
+ * Passing a runtime that is not alive, or destroying one concurrently from
+ * two threads, aborts.
+ * ERRORS: EDEADLK (called from one of rt's workers), EBUSY (fibers parked
+ * for good); nothing is changed with either.
  */
 MR_API int mr_runtime_destroy(mr_runtime_t *rt);
 
 /*
  * Run fn(arg) on a worker of rt and return when it has returned; inside fn,
- * mr_join, groups and parallel loops use rt. Blocks the calling thread (on a
- * futex); from a worker of rt it simply calls fn. Returns 0, -EINVAL for a
- * NULL fn. Passing a runtime that is not alive aborts.
+ * mr_join, groups and parallel loops use rt. Blocks the caller: a plain
+ * thread sleeps on a futex; a worker of another runtime runs its own
+ * runtime's work until fn has returned (as mr_join does), so fn may wait
+ * for work of the caller's runtime; from a worker of rt it simply calls fn.
+ * Returns 0, -EINVAL for a NULL fn. Passing a runtime that is not alive
+ * aborts.
  */
 MR_API int mr_runtime_install(mr_runtime_t *rt, void (*fn)(void *), void *arg);
 
-/* The process-wide default runtime (created on first use), or NULL and errno. */
+/*
+ * The process-wide default runtime, created on first use (MOIRAI_WORKERS
+ * workers, else one per CPU of the affinity mask), or NULL and errno; a
+ * failed creation is tried again at the next call. Any thread; blocks only
+ * while the runtime is created. The calls of par.h that return nothing
+ * (mr_join, mr_group_spawn) abort with a message naming themselves when
+ * they need the default runtime and it cannot be created.
+ * ERRORS: EINVAL (MOIRAI_WORKERS is not a number 0..MR_MAX_WORKERS, or
+ * MOIRAI_PIN is set to neither 0 nor 1), and those of mr_runtime_create():
+ * ENOMEM, EAGAIN.
+ */
 MR_API mr_runtime_t *mr_runtime_default(void);
 
 /* The runtime whose worker is calling, or NULL from any other thread.

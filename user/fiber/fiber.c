@@ -480,8 +480,10 @@ mr_fiber_t *mr_go_opts(void (*fn)(void *), void *arg, const struct mr_fiber_opts
 	}
 	if (rt)
 		mr__check_live(rt, "mr_go");
-	else
-		rt = w ? w->rt : mr__default_runtime("mr_go");
+	else if (w)
+		rt = w->rt;
+	else if (!(rt = mr__default_runtime_try()))
+		return NULL; /* errno set */
 	if (mr__stack_alloc(w, size, &st) < 0) {
 		errno = ENOMEM;
 		return NULL;
@@ -637,8 +639,8 @@ int mr_run(mr_runtime_t *rt, void (*fn)(void *), void *arg)
 
 	if (!fn)
 		return -EINVAL;
-	if (!rt)
-		rt = mr__default_runtime("mr_run");
+	if (!rt && !(rt = mr__default_runtime_try()))
+		return -errno;
 	mr__check_live(rt, "mr_run");
 	if (w && w->rt == rt)
 		return -EDEADLK;

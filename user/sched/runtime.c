@@ -7,7 +7,10 @@
  * quiescence: every worker asleep (nactive == 0) and nothing queued anywhere.
  * Because a worker only sleeps with an empty deque, and a worker waiting on a
  * latch waits for a job that someone awake is running, that state means all
- * submitted work, and all work it spawned, has finished.
+ * submitted work, and all work it spawned, has finished - once no fiber is
+ * alive either. Fibers alive while every worker sleeps past its last look
+ * with no timer pending wait for something outside the runtime: destroy
+ * says -EBUSY then instead of waiting for ever (drain_state()).
  *
  * Behaves badly when: work is submitted to a runtime while it is being
  * destroyed (misuse; the work may never run), or a job blocks its worker on
@@ -273,15 +276,52 @@ void mr__notify(struct mr_runtime *rt)
 	}
 }
 
+/* What a destroy waits for (see drain_state()). */
+enum { DRAIN_BUSY, DRAIN_DONE, DRAIN_STUCK };
+
+/*
+ * DONE: every worker idle, nothing queued, no fiber alive - all submitted
+ * work has finished. STUCK: fibers are alive, but every worker sleeps past
+ * its last look with no timer, and nothing is queued: they are parked on
+ * something only code outside the runtime can do (a sync object, a
+ * channel). A sleeping worker's private deque is empty (its last look saw
+ * to that; only its owner pushes there), and timers - the only other way a
+ * fiber wakes from inside - are counted. BUSY otherwise.
+ */
+static int drain_state(struct mr_runtime *rt)
+{
+	if (atomic_load_explicit(&rt->nactive, memory_order_seq_cst) != 0 || work_visible(rt))
+		return DRAIN_BUSY;
+	if (atomic_load_explicit(&rt->nfibers, memory_order_seq_cst) == 0)
+		return DRAIN_DONE;
+	if (atomic_load_explicit(&rt->nasleep, memory_order_seq_cst) != rt->nworkers)
+		return DRAIN_BUSY;
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		/* relaxed: set by the sleeper before its last look, which the
+		 * seq_cst increment of nasleep we read follows. */
+		if (atomic_load_explicit(&rt->workers[i]->tnext, memory_order_relaxed) >= 0)
+			return DRAIN_BUSY;
+	return DRAIN_STUCK;
+}
+
+/* A worker went idle or to sleep: if a destroy waits, tell it to look. */
 static void maybe_quiesced(struct mr_runtime *rt)
 {
-	if (!atomic_load_explicit(&rt->draining, memory_order_seq_cst))
+	/* seq_cst: pairs with the destroyer's store of `draining` before it
+	 * looks (drain_state()) against our RMW of nactive / nasleep. */
+	if (!atomic_load_explicit(&rt->draining, memory_order_seq_cst) ||
+	    drain_state(rt) == DRAIN_BUSY)
 		return;
-	if (atomic_load_explicit(&rt->nactive, memory_order_seq_cst) != 0 || work_visible(rt) ||
-	    atomic_load_explicit(&rt->nfibers, memory_order_seq_cst) != 0)
-		return;
-	atomic_store_explicit(&rt->quiesced, 1, memory_order_seq_cst);
+	atomic_fetch_add_explicit(&rt->quiesced, 1, memory_order_seq_cst);
 	mr__futex_wake(&rt->quiesced, INT_MAX);
+	/* A destroyer that is a worker of another runtime waits in
+	 * mr__work_until(). seq_cst: nwaking before destroyer, against its
+	 * clearing of destroyer before it waits for nwaking to be 0. */
+	atomic_fetch_add_explicit(&rt->nwaking, 1, memory_order_seq_cst);
+	struct mr__worker *d = atomic_load_explicit(&rt->destroyer, memory_order_seq_cst);
+	if (d)
+		mr__wake_worker(d, MR__TOK_LATCH);
+	atomic_fetch_sub_explicit(&rt->nwaking, 1, memory_order_release);
 }
 
 /* ---- injector ---------------------------------------------------------- */
@@ -390,7 +430,20 @@ static inline void scx_state(struct mr__worker *w, uint32_t state)
 	}
 }
 
-/* One pass over the injector and every other worker's deque, random start. */
+void (*mr__test_steal_probe)(struct mr__worker *w, unsigned victim, unsigned k);
+
+static inline struct mr__job *steal_from(struct mr__worker *w, unsigned v, unsigned k)
+{
+	if (unlikely(mr__test_steal_probe))
+		mr__test_steal_probe(w, v, k);
+	return mr__deque_steal(&w->rt->workers[v]->dq);
+}
+
+/*
+ * One pass over the injector and every other worker's deque: those of our
+ * own node first, then the others (rt->node_members, place.c), each group
+ * from a random start.
+ */
 static struct mr__job *steal_pass(struct mr__worker *w)
 {
 	struct mr_runtime *rt = w->rt;
@@ -404,15 +457,24 @@ static struct mr__job *steal_pass(struct mr__worker *w)
 		return job;
 	if (n == 1)
 		return NULL;
-	unsigned start = (unsigned)(mr__rand(&w->rng) % n);
-	for (unsigned k = 0; k < n; k++) {
-		unsigned v = start + k;
-		if (v >= n)
-			v -= n;
-		if (v == w->idx)
-			continue;
-		job = mr__deque_steal(&rt->workers[v]->dq);
-		if (job)
+	uint64_t r = mr__rand(&w->rng);
+	const unsigned *m = rt->node_members;
+	unsigned lo = w->node_lo, ln = w->node_n, k = 0;
+	/* Our node: m[lo .. lo + ln), ourselves among them. */
+	unsigned start = (unsigned)(r % ln);
+	for (unsigned i = 0; i < ln; i++) {
+		unsigned v = m[lo + (start + i) % ln];
+		if (v != w->idx && (job = steal_from(w, v, k++)))
+			return job;
+	}
+	/* The other nodes: the n - ln entries after ours, cyclically. */
+	unsigned rn = n - ln;
+	if (rn == 0)
+		return NULL;
+	start = (unsigned)((r >> 32) % rn);
+	for (unsigned i = 0; i < rn; i++) {
+		unsigned p = lo + ln + (start + i) % rn;
+		if ((job = steal_from(w, m[p < n ? p : p - n], k++)))
 			return job;
 	}
 	return NULL;
@@ -558,7 +620,14 @@ static void park(struct mr__worker *w, bool (*done)(void *), void *arg)
 		if (other >= 0 && (next < 0 || other < next))
 			next = other;
 		scx_state(w, MR__SCX_PARKED);
+		/* seq_cst: pairs with the destroyer's store of `draining`. */
+		if (atomic_fetch_add_explicit(&rt->nasleep, 1, memory_order_seq_cst) + 1 ==
+		    rt->nworkers)
+			maybe_quiesced(rt);
 		uint32_t tok = wait_token(w, next);
+		/* seq_cst: pairs with the loads of drain_state(), which must not
+		 * see us asleep once we run again. */
+		atomic_fetch_sub_explicit(&rt->nasleep, 1, memory_order_seq_cst);
 		if (tok == MR__TOK_NONE) {
 			if (unidle(w, bit))
 				return; /* timed out: fire the timers */
@@ -645,6 +714,7 @@ static void *worker_main(void *arg)
 	pthread_setname_np(pthread_self(), name);
 	w->tid = (pid_t)syscall(SYS_gettid);
 	mr__tls_worker = w;
+	mr__place_thread_start(w);
 	mr__scx_worker_start(w);
 	mr__work_until(w, rt_exiting, w->rt);
 	stop_searching(w, false);
@@ -693,6 +763,70 @@ void mr__run_outside(struct mr_runtime *rt, void (*fn)(void *), void *arg)
 		return; /* done meanwhile */
 	while (atomic_load_explicit(&j.state, memory_order_acquire) != 1)
 		mr__futex_wait(&j.state, 2);
+}
+
+/*
+ * From a worker of another runtime: the caller's worker must not simply
+ * sleep (its private work - deque, yielded fibers, timers - would wait for
+ * the call, and whatever the call waits for may be among it). It runs its
+ * own runtime's work until fn has returned, as a stolen mr_join half does,
+ * and the worker of rt that ran fn wakes it by name. That wake touches the
+ * waiting worker and the job after the job is done: the waiter returns only
+ * once the waker says it is out (waker_out), so that neither its frame nor
+ * its runtime (which a fiber of it could destroy next) goes away under it.
+ */
+#define FOREIGN_DONE ((uintptr_t)1)
+
+struct foreign_job {
+	struct mr__job hdr;
+	void (*fn)(void *);
+	void *arg;
+	_Atomic uintptr_t state;    /* 0 running, FOREIGN_DONE, or the waiting worker */
+	_Atomic uint32_t waker_out; /* the waker no longer touches the job nor the waiter */
+};
+
+static void foreign_exec(struct mr__job *job, struct mr__worker *w)
+{
+	struct foreign_job *j = (struct foreign_job *)job;
+
+	(void)w;
+	j->fn(j->arg);
+	/* seq_cst: pairs with the waiter's CAS in run_from_worker() and with
+	 * its idle-bit RMW, fence and look at state before it sleeps (park()). */
+	uintptr_t old = atomic_exchange_explicit(&j->state, FOREIGN_DONE, memory_order_seq_cst);
+	if (old == 0)
+		return; /* it has not waited: it sees DONE at its CAS; j may be gone */
+	mr__wake_worker((struct mr__worker *)old, MR__TOK_LATCH);
+	/* release: pairs with the acquire load in run_from_worker(); after it
+	 * j may be gone. */
+	atomic_store_explicit(&j->waker_out, 1, memory_order_release);
+}
+
+static bool foreign_done(void *arg)
+{
+	struct foreign_job *j = arg;
+	/* acquire: pairs with the exchange in foreign_exec(): fn's effects. */
+	return atomic_load_explicit(&j->state, memory_order_acquire) == FOREIGN_DONE;
+}
+
+static void run_from_worker(struct mr__worker *self, struct mr_runtime *rt, void (*fn)(void *),
+			    void *arg)
+{
+	struct foreign_job j = { .hdr.exec = foreign_exec, .fn = fn, .arg = arg };
+	uintptr_t expect = 0;
+
+	atomic_init(&j.state, 0);
+	atomic_init(&j.waker_out, 0);
+	mr__inject(rt, &j.hdr);
+	/* Name ourselves for the wake-up; if fn returned already, done. */
+	if (!atomic_compare_exchange_strong_explicit(&j.state, &expect, (uintptr_t)self,
+						     memory_order_seq_cst, memory_order_acquire))
+		return;
+	mr__work_until(self, foreign_done, &j);
+	/* acquire: pairs with the release in foreign_exec(). A few
+	 * instructions and one futex wake at most, unless it is preempted. */
+	while (!atomic_load_explicit(&j.waker_out, memory_order_acquire))
+		sched_yield();
 }
 
 /*
@@ -776,27 +910,6 @@ __attribute__((constructor)) static void atfork_install(void)
 
 /* ---- creation and destruction ------------------------------------------ */
 
-static unsigned cpus_in_affinity(void)
-{
-	for (size_t ncpu = 1024; ncpu <= (1u << 20); ncpu *= 2) {
-		cpu_set_t *set = CPU_ALLOC(ncpu);
-		size_t sz = CPU_ALLOC_SIZE(ncpu);
-		if (!set)
-			break;
-		CPU_ZERO_S(sz, set);
-		if (sched_getaffinity(0, sz, set) == 0) {
-			int n = CPU_COUNT_S(sz, set);
-			CPU_FREE(set);
-			return n > 0 ? (unsigned)n : 1;
-		}
-		CPU_FREE(set);
-		if (errno != EINVAL)
-			break;
-	}
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
-	return n > 0 ? (unsigned)n : 1;
-}
-
 static void free_runtime(struct mr_runtime *rt)
 {
 	if (rt->workers) {
@@ -811,6 +924,8 @@ static void free_runtime(struct mr_runtime *rt)
 	mr__pool_fini(rt);
 	free(rt->idle_mask);
 	free(rt->node_workers);
+	free(rt->node_members);
+	free(rt->cpus);
 	pthread_mutex_destroy(&rt->inj_lock);
 	pthread_mutex_destroy(&rt->pool_lock);
 	rt->magic = 0;
@@ -831,6 +946,11 @@ static void stop_workers(struct mr_runtime *rt, unsigned started)
 mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 {
 	unsigned nworkers = 0, dlog2 = MR__DEFAULT_DEQUE_LOG2, spin = MR__DEFAULT_SPIN_US;
+	unsigned pin = MR_PIN_DEFAULT;
+	const void *cpus = NULL;
+	size_t cpus_size = 0;
+	cpu_set_t *set;
+	size_t set_size;
 	struct mr_runtime *rt;
 	int err = ENOMEM;
 
@@ -845,22 +965,46 @@ mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 			dlog2 = cfg->deque_log2;
 		if (MR_HAS(spin_us) && cfg->spin_us)
 			spin = cfg->spin_us;
+		if (MR_HAS(cpus_size)) {
+			cpus = cfg->cpus;
+			cpus_size = cfg->cpus_size;
+		}
+		if (MR_HAS(pin))
+			pin = cfg->pin;
 #undef MR_HAS
 	}
-	if (nworkers > MR_MAX_WORKERS || dlog2 < 6 || dlog2 > 24) {
+	if (nworkers > MR_MAX_WORKERS || dlog2 < 6 || dlog2 > 24 || pin > MR_PIN_HOME) {
 		errno = EINVAL;
 		return NULL;
 	}
+	err = -mr__place_cpus(cpus, cpus_size, &set, &set_size);
+	if (err) {
+		errno = err;
+		return NULL;
+	}
+	err = ENOMEM;
 	if (nworkers == 0)
-		nworkers = cpus_in_affinity();
+		nworkers = (unsigned)CPU_COUNT_S(set_size, set);
 	if (nworkers > MR_MAX_WORKERS)
 		nworkers = MR_MAX_WORKERS;
 
 	rt = aligned_alloc(MR_CACHELINE, sizeof(*rt));
-	if (!rt)
+	if (!rt) {
+		free(set);
 		goto fail;
+	}
 	memset(rt, 0, sizeof(*rt));
 	rt->magic = MR__RT_MAGIC;
+	rt->cpus = set;
+	rt->cpus_size = set_size;
+	/* By default, a runtime with one worker per CPU of its set pins them:
+	 * the kernel places a woken worker next to its waker and may leave
+	 * two workers on one CPU for milliseconds while the other CPU idles
+	 * (tools/bench/placement.c); when every CPU of the set has its own
+	 * worker, there is no better CPU for a worker to move to. */
+	rt->pin = pin == MR_PIN_HOME ||
+		  (pin == MR_PIN_DEFAULT && nworkers > 1 &&
+		   nworkers == (unsigned)CPU_COUNT_S(set_size, set));
 	rt->nworkers = nworkers;
 	rt->spin_ns = (uint64_t)spin * 1000;
 	rt->deque_log2 = dlog2;
@@ -887,12 +1031,23 @@ mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 		if (!w->rng)
 			w->rng = 1;
 	}
+	if (mr__place_init(rt) < 0)
+		goto fail_free;
 	mr__scx_runtime_init(rt);
 	for (unsigned i = 0; i < nworkers; i++) {
 		int r = pthread_create(&rt->workers[i]->thread, NULL, worker_main, rt->workers[i]);
 		if (r) {
 			stop_workers(rt, i);
 			err = r == EAGAIN ? EAGAIN : r;
+			goto fail_free;
+		}
+	}
+	for (unsigned i = 0; i < nworkers; i++) {
+		int r = mr__place_worker(rt, rt->workers[i]);
+		if (r) {
+			/* A CPU of the set that we may not use. */
+			stop_workers(rt, nworkers);
+			err = r == ENOMEM ? ENOMEM : EINVAL;
 			goto fail_free;
 		}
 	}
@@ -906,15 +1061,30 @@ fail:
 	return NULL;
 }
 
-static bool is_quiesced(struct mr_runtime *rt)
+static bool drained(void *arg)
 {
-	return atomic_load_explicit(&rt->nactive, memory_order_seq_cst) == 0 && !work_visible(rt) &&
-	       atomic_load_explicit(&rt->nfibers, memory_order_seq_cst) == 0;
+	return drain_state(arg) != DRAIN_BUSY;
+}
+
+/* Wait until drain_state() says DONE or STUCK; return which. */
+static int wait_drained(struct mr_runtime *rt, struct mr__worker *self)
+{
+	for (;;) {
+		uint32_t seq = atomic_load_explicit(&rt->quiesced, memory_order_seq_cst);
+		int st = drain_state(rt);
+		if (st != DRAIN_BUSY)
+			return st;
+		if (self)
+			mr__work_until(self, drained, rt);
+		else
+			mr__futex_wait(&rt->quiesced, seq);
+	}
 }
 
 int mr_runtime_destroy(mr_runtime_t *rt)
 {
 	struct mr__worker *self = mr__self();
+	bool was_default = false;
 
 	mr__check_live(rt, "mr_runtime_destroy");
 	if (self && self->rt == rt)
@@ -922,15 +1092,40 @@ int mr_runtime_destroy(mr_runtime_t *rt)
 	if (!registry_remove(rt))
 		mr__die("mr_runtime_destroy", "runtime %p is not alive", (void *)rt);
 	mr__lock(&default_lock);
-	if (atomic_load(&default_rt) == rt)
+	if (atomic_load(&default_rt) == rt) {
 		atomic_store(&default_rt, NULL);
+		was_default = true;
+	}
 	mr__unlock(&default_lock);
 
-	/* Wait for quiescence. seq_cst: pairs with the worker's RMW of nactive
-	 * and its load of `draining` in maybe_quiesced(). */
+	/* A worker of another runtime runs its own work while it waits (its
+	 * private work may be what rt waits for): maybe_quiesced() wakes it.
+	 * seq_cst: before `draining`, see there. */
+	if (self)
+		atomic_store_explicit(&rt->destroyer, self, memory_order_seq_cst);
+	/* seq_cst: pairs with the worker's RMW of nactive / nasleep and its
+	 * load of `draining` in maybe_quiesced(). */
 	atomic_store_explicit(&rt->draining, 1, memory_order_seq_cst);
-	while (!is_quiesced(rt) && !atomic_load_explicit(&rt->quiesced, memory_order_seq_cst))
-		mr__futex_wait(&rt->quiesced, 0);
+	if (wait_drained(rt, self) == DRAIN_STUCK) {
+		/* Fibers parked for good, as far as rt can tell: say so rather
+		 * than hang, and leave rt as it was. */
+		/* seq_cst: pair with maybe_quiesced()'s loads of draining and
+		 * destroyer after its RMW of nwaking: one that has not counted
+		 * itself by our load of nwaking sees NULL. */
+		atomic_store_explicit(&rt->draining, 0, memory_order_seq_cst);
+		atomic_store_explicit(&rt->destroyer, NULL, memory_order_seq_cst);
+		/* A maybe_quiesced() that saw us may still be waking us. */
+		while (atomic_load_explicit(&rt->nwaking, memory_order_seq_cst))
+			sched_yield();
+		registry_add(rt);
+		if (was_default) {
+			mr__lock(&default_lock);
+			if (!atomic_load(&default_rt))
+				atomic_store(&default_rt, rt);
+			mr__unlock(&default_lock);
+		}
+		return -EBUSY;
+	}
 
 	stop_workers(rt, rt->nworkers);
 	free_runtime(rt);
@@ -948,11 +1143,15 @@ int mr_runtime_install(mr_runtime_t *rt, void (*fn)(void *), void *arg)
 		fn(arg);
 		return 0;
 	}
-	mr__run_outside(rt, fn, arg);
+	if (self)
+		run_from_worker(self, rt, fn, arg);
+	else
+		mr__run_outside(rt, fn, arg);
 	return 0;
 }
 
-static unsigned env_workers(void)
+/* MOIRAI_WORKERS, or 0 when unset; -1 when it is not a worker count. */
+static long env_workers(void)
 {
 	const char *s = getenv("MOIRAI_WORKERS");
 	char *end;
@@ -963,33 +1162,80 @@ static unsigned env_workers(void)
 	errno = 0;
 	v = strtoul(s, &end, 10);
 	if (errno || *end || v > MR_MAX_WORKERS)
-		mr__die("default runtime", "MOIRAI_WORKERS=\"%s\" is not a worker count (0..%u)", s,
-			MR_MAX_WORKERS);
-	return (unsigned)v;
+		return -1;
+	return (long)v;
 }
 
-struct mr_runtime *mr__default_runtime(const char *call)
+/* MOIRAI_PIN: unset or empty: MR_PIN_DEFAULT, "0": NONE, "1": HOME; -1: bad. */
+static int env_pin(void)
+{
+	const char *s = getenv("MOIRAI_PIN");
+
+	if (!s || !*s)
+		return MR_PIN_DEFAULT;
+	if (!strcmp(s, "0"))
+		return MR_PIN_NONE;
+	if (!strcmp(s, "1"))
+		return MR_PIN_HOME;
+	return -1;
+}
+
+/* The default runtime's configuration comes from the environment. */
+static struct mr_runtime *create_default(void)
+{
+	long n = env_workers();
+	int pin = env_pin();
+
+	if (n < 0 || pin < 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	MR_OPTS(mr_config, cfg, .workers = (unsigned)n, .pin = (unsigned)pin);
+	return mr_runtime_create(&cfg);
+}
+
+struct mr_runtime *mr__default_runtime_try(void)
 {
 	struct mr_runtime *rt = atomic_load_explicit(&default_rt, memory_order_acquire);
+	int err = 0;
 
 	if (likely(rt))
 		return rt;
 	mr__lock(&default_lock);
 	rt = atomic_load_explicit(&default_rt, memory_order_relaxed);
 	if (!rt) {
-		MR_OPTS(mr_config, cfg, .workers = env_workers());
-		rt = mr_runtime_create(&cfg);
-		if (!rt)
-			mr__die(call, "cannot create the default runtime: %s", strerror(errno));
-		atomic_store_explicit(&default_rt, rt, memory_order_release);
+		rt = create_default();
+		if (rt)
+			atomic_store_explicit(&default_rt, rt, memory_order_release);
+		else
+			err = errno;
 	}
 	mr__unlock(&default_lock);
+	if (!rt)
+		errno = err;
 	return rt;
+}
+
+struct mr_runtime *mr__default_runtime(const char *call)
+{
+	struct mr_runtime *rt = mr__default_runtime_try();
+
+	if (likely(rt))
+		return rt;
+	if (env_workers() < 0)
+		mr__die(call,
+			"cannot create the default runtime: MOIRAI_WORKERS=\"%s\" is not a "
+			"worker count (0..%u)",
+			getenv("MOIRAI_WORKERS"), MR_MAX_WORKERS);
+	if (env_pin() < 0)
+		mr__die(call, "cannot create the default runtime: MOIRAI_PIN=\"%s\" is not 0 or 1",
+			getenv("MOIRAI_PIN"));
+	mr__die(call, "cannot create the default runtime: %s", strerror(errno));
 }
 
 mr_runtime_t *mr_runtime_default(void)
 {
-	return mr__default_runtime("mr_runtime_default");
+	return mr__default_runtime_try();
 }
 
 mr_runtime_t *mr_runtime_current(void)

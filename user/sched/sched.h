@@ -30,6 +30,7 @@
 #define MR_SCHED_H
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -83,7 +84,9 @@ struct mr__worker {
 	 * worker; other workers and wakers read it (searchers_stalled()). */
 	struct mr__scx_line *_Atomic scx;
 	uint32_t scx_state;	  /* last state published there */
-	int home_node;		  /* NUMA node of the home CPU (with the scheduler) */
+	int home_node;		  /* NUMA node of the home CPU (place.c) */
+	int home_cpu;		  /* see place.c */
+	unsigned node_lo, node_n; /* our node's workers: rt->node_members[node_lo..+node_n) */
 
 	/*
 	 * > 0 while the running context is inside the parallel API with work
@@ -138,6 +141,10 @@ struct mr_runtime {
 	 */
 	mr__cacheline_aligned _Atomic uint32_t nidle;
 	_Atomic uint32_t nactive;
+	/* Workers past their last look, asleep on their park word (with or
+	 * without a timeout): all of them, with no timer and nothing visible,
+	 * is a runtime that only something outside it can wake (destroy). */
+	_Atomic uint32_t nasleep;
 	_Atomic uint64_t *idle_mask;
 	unsigned idle_words;
 	/* With the BPF scheduler on a machine of several NUMA nodes: for node
@@ -147,6 +154,13 @@ struct mr_runtime {
 	 * creation. */
 	uint64_t *node_workers;
 	unsigned nnodes;
+	/* Placement (place.c), read-only after creation: the CPU set of the
+	 * workers, whether each is pinned to its home CPU, and the workers
+	 * grouped by home node, for stealing near first. */
+	cpu_set_t *cpus;
+	size_t cpus_size;
+	bool pin;
+	unsigned *node_members;
 
 	/* Injector: jobs from threads outside the runtime. */
 	mr__cacheline_aligned pthread_mutex_t inj_lock;
@@ -160,8 +174,13 @@ struct mr_runtime {
 
 	/* Lifecycle. */
 	mr__cacheline_aligned _Atomic uint32_t draining; /* destroy waits for quiescence */
-	_Atomic uint32_t quiesced;			  /* futex: all workers idle, nothing queued */
+	_Atomic uint32_t quiesced; /* futex: bumped when destroy should look again */
 	_Atomic uint32_t exiting;
+	/* A worker of another runtime that destroys this one: it runs its own
+	 * work meanwhile, and maybe_quiesced() wakes it by name, counted in
+	 * nwaking while it may touch it. */
+	struct mr__worker *_Atomic destroyer;
+	_Atomic uint32_t nwaking;
 
 	/* Job blocks shared between workers, and every slab for freeing. */
 	pthread_mutex_t pool_lock;
@@ -229,7 +248,14 @@ static inline struct mr__worker *mr__self(void)
 	return mr__tls_worker;
 }
 
-/* The default runtime, created on first use; aborts naming `call` if it cannot be. */
+/*
+ * The default runtime, created on first use (a failed creation is tried
+ * again at the next call). _try: NULL and errno (EINVAL for a bad
+ * MOIRAI_WORKERS, or mr_runtime_create()'s) if it cannot be, for calls that
+ * report errors; the other aborts naming `call`, for calls that return
+ * nothing (mr_join, mr_group_spawn).
+ */
+struct mr_runtime *mr__default_runtime_try(void);
 struct mr_runtime *mr__default_runtime(const char *call);
 
 /* Abort naming `call` unless rt is a live runtime. */
@@ -256,6 +282,27 @@ void mr__wake_worker(struct mr__worker *w, uint32_t tok);
 
 /* Run fn(arg) on a worker of rt from an outside thread; block until it returns. */
 void mr__run_outside(struct mr_runtime *rt, void (*fn)(void *), void *arg);
+
+/* ---- placement (place.c) ---- */
+
+/* NUMA node of a CPU (0 when unknown). */
+int mr__cpu_node(int cpu);
+/* The runtime's CPU set: a copy of cpus (size bytes) if not NULL, else the
+ * caller's (its runtime's, for a worker). 0, -EINVAL (empty), -ENOMEM. */
+int mr__place_cpus(const void *cpus, size_t size, cpu_set_t **out, size_t *out_size);
+unsigned mr__place_ncpus(const struct mr_runtime *rt);
+/* Home CPUs and nodes of the workers, node_members. 0 or -ENOMEM. */
+int mr__place_init(struct mr_runtime *rt);
+/* From the creator, once w's thread exists: set its affinity. 0 or an errno. */
+int mr__place_worker(struct mr_runtime *rt, struct mr__worker *w);
+/* In the worker's thread, at its start. */
+void mr__place_thread_start(struct mr__worker *w);
+/* Test hooks: a fake topology (node of CPU c), and a call for each victim
+ * a thief tries (k: its rank in the pass). */
+extern const int *mr__test_cpu_nodes __attribute__((visibility("hidden")));
+extern int mr__test_ncpu_nodes __attribute__((visibility("hidden")));
+extern void (*mr__test_steal_probe)(struct mr__worker *w, unsigned victim, unsigned k)
+	__attribute__((visibility("hidden")));
 
 /* Job blocks of MR__JOB_BLOCK bytes from w's pool (never fails: aborts on ENOMEM). */
 static inline void *mr__job_alloc(struct mr__worker *w);

@@ -14,9 +14,9 @@
  * SCHED_EXT, so that it is scheduled by moirai in partial mode too (with no
  * scheduler loaded, SCHED_EXT tasks run in the fair class).
  *
- * Home nodes: worker i of n gets the CPU at position i*ncpu/n of the sorted
- * affinity mask as its home CPU, and that CPU's node as its home node, so
- * workers spread over the nodes in proportion to their CPUs.
+ * Home nodes: each worker's home CPU and its node are chosen by the runtime
+ * (place.c): workers spread over the CPUs of the runtime's set, and so over
+ * the nodes in proportion to their CPUs.
  *
  * Failures are silent by design (a library never prints): a worker that
  * cannot register simply runs unsteered.
@@ -198,23 +198,7 @@ void mr__scx_runtime_init(struct mr_runtime *rt)
 		return;
 	rt->scx_id = atomic_fetch_add_explicit(&scx.next_rt_id, 1, memory_order_relaxed) + 1;
 
-	/* Home CPUs: spread the workers over the sorted affinity mask (no
-	 * array: this may run on a fiber's small stack). */
-	cpu_set_t set;
-	int n = 0;
-	CPU_ZERO(&set);
-	if (sched_getaffinity(0, sizeof(set), &set) == 0)
-		n = CPU_COUNT(&set);
-	for (unsigned i = 0; i < rt->nworkers; i++) {
-		size_t k = n ? (size_t)i * (size_t)n / rt->nworkers : 0;
-		int cpu = 0;
-		for (int c = 0; c < CPU_SETSIZE && n; c++)
-			if (CPU_ISSET(c, &set) && k-- == 0) {
-				cpu = c;
-				break;
-			}
-		rt->workers[i]->home_node = cpu_node_of(cpu);
-	}
+	/* Home nodes: chosen by the runtime (place.c). */
 	node_masks(rt);
 }
 

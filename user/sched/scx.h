@@ -40,9 +40,9 @@ enum {
 	MR__SCX_PARKED = 3,
 };
 
-/* At runtime creation: open the pinned maps if not yet open, choose the
- * home node of each worker (spread over the CPUs of the affinity mask) and,
- * with more than one node, fill rt->node_workers. */
+/* At runtime creation, once the workers' home nodes are set (place.c):
+ * open the pinned maps if not yet open and, with more than one node, fill
+ * rt->node_workers. */
 void mr__scx_runtime_init(struct mr_runtime *rt);
 /* Fork: take the registration lock before, release it after (parent and child). */
 void mr__scx_atfork_prepare(void);
