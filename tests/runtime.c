@@ -2107,4 +2107,68 @@ TEST(workers_spanning_the_mask_are_pinned_by_default)
 	}
 }
 
+/* ---- a job joining another runtime's fiber, then that runtime destroyed -- */
+
+extern void (*mr__test_waiter_wake_hook)(void);
+
+static _Atomic int slow_wakes;
+static mr_runtime_t *joiner_rt;
+
+static void nothing_fiber(void *arg)
+{
+}
+
+/* Between the waker's WOKEN and its wake-up of the joining worker: wake
+ * that worker another way (new work for its runtime), so that it sees
+ * WOKEN now, then hold the waker. */
+static void slow_waker(void)
+{
+	MR_OPTS(mr_fiber_opts, o, .runtime = joiner_rt);
+
+	atomic_fetch_add(&slow_wakes, 1);
+	mr_fiber_detach(mr_go_opts(nothing_fiber, NULL, &o));
+	usleep(100 * 1000);
+}
+
+/* Ends after the join has named its worker (a fiber that ended first
+ * would leave nothing to wake). */
+static void quick_fiber(void *arg)
+{
+	mr_sleep_ns(2 * 1000 * 1000);
+}
+
+/* A job on a worker of one runtime: join a fiber of another runtime. */
+static void join_foreign_fiber(void *arg)
+{
+	MR_OPTS(mr_fiber_opts, o, .runtime = arg);
+	mr_fiber_t *f = mr_go_opts(quick_fiber, NULL, &o);
+
+	ASSERT_NONNULL(f);
+	ASSERT_EQ(mr_fiber_join(f), 0);
+}
+
+TEST_TIMEOUT(job_joining_a_foreign_fiber_outlives_its_waker, 30)
+{
+	/*
+	 * The fiber's end wakes the joining job's worker by name. The hook
+	 * holds the waker between its WOKEN store and that wake-up: the job
+	 * must not return (and let its runtime be destroyed and its worker
+	 * freed) before the waker is done with the worker. ASan reports the
+	 * use after free; in release the wake-up writes freed memory.
+	 */
+	for (int i = 0; i < 20 && atomic_load(&slow_wakes) < 3; i++) {
+		MR_OPTS(mr_config, one, .workers = 1);
+		mr_runtime_t *a = mr_runtime_create(&one), *b = mr_runtime_create(&one);
+		ASSERT_NONNULL(a);
+		ASSERT_NONNULL(b);
+		mr__test_waiter_wake_hook = slow_waker;
+		joiner_rt = a;
+		ASSERT_EQ(mr_runtime_install(a, join_foreign_fiber, b), 0);
+		ASSERT_EQ(mr_runtime_destroy(a), 0);
+		ASSERT_EQ(mr_runtime_destroy(b), 0);
+		mr__test_waiter_wake_hook = NULL;
+	}
+	EXPECT_GE(atomic_load(&slow_wakes), 1);
+}
+
 TEST_HARNESS_MAIN

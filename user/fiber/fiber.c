@@ -590,8 +590,10 @@ int mr_fiber_join(mr_fiber_t *handle)
 			if (atomic_compare_exchange_strong_explicit(&f->state, &expect,
 								    (uintptr_t)&wt,
 								    memory_order_acq_rel,
-								    memory_order_acquire))
+								    memory_order_acquire)) {
 				mr__work_until(w, waiter_done, &wt);
+				mr__waiter_helped(&wt);
+			}
 		} else {
 			uintptr_t expect = 0;
 			if (atomic_compare_exchange_strong_explicit(&f->state, &expect,

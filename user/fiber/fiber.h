@@ -168,6 +168,7 @@ struct mr__waiter {
 	struct mr__waitq *q;
 	struct mr_fiber *fiber;	    /* the parked fiber, or NULL: a thread (or job) on a futex */
 	struct mr__worker *helper;  /* mr_fiber_join from a job: its worker runs other work */
+	_Atomic uint32_t waker_out; /* with a helper: the waker is done with it and wt */
 	_Atomic uint32_t state;	    /* MR__W_*; the futex word of a thread */
 	uintptr_t data;		    /* for the object's use (e.g. mutex handoff) */
 	bool front;		    /* queue at the head (a waiter that waited before) */
@@ -188,5 +189,10 @@ int mr__waitq_wait(struct mr__waitq *q, struct mr__waiter *wt, int64_t deadline,
 struct mr__waiter *mr__waitq_take(struct mr__waitq *q);
 /* After mr__waitq_take, with or without q locked: wake it. */
 void mr__waiter_wake(struct mr__waiter *wt);
+/* A helper (a job's worker) that saw its waiter woken: wait until the
+ * waker no longer touches the worker nor wt, before either may go. */
+void mr__waiter_helped(struct mr__waiter *wt);
+/* Test hook: called by a waker between WOKEN and waking a helper. */
+extern void (*mr__test_waiter_wake_hook)(void);
 
 #endif /* MR_FIBER_FIBER_H */

@@ -81,12 +81,32 @@ void mr__waiter_wake(struct mr__waiter *wt)
 	 * and free wt right after; only its address is used below), and with
 	 * a helping worker's fence before it sleeps (mr__work_until). */
 	atomic_store_explicit(&wt->state, MR__W_WOKEN, memory_order_seq_cst);
-	if (f)
+	if (f) {
 		mr__fiber_ready(f);
-	else if (helper)
+	} else if (helper) {
+		if (unlikely(mr__test_waiter_wake_hook != NULL))
+			mr__test_waiter_wake_hook();
+		/* The helper may be a worker of another runtime, which its
+		 * job could let go idle and destroy once it sees WOKEN: it
+		 * waits until we say we no longer touch it (nor wt). */
 		mr__wake_worker(helper, MR__TOK_LATCH);
-	else
+		/* release: pairs with the acquire in mr__waiter_helped(). */
+		atomic_store_explicit(&wt->waker_out, 1, memory_order_release);
+	} else {
 		mr__futex_wake(&wt->state, 1);
+	}
+}
+
+void (*mr__test_waiter_wake_hook)(void);
+
+void mr__waiter_helped(struct mr__waiter *wt)
+{
+	unsigned spins = 0;
+
+	/* acquire: pairs with the release in mr__waiter_wake(). A few
+	 * instructions and a futex wake at most, unless it is preempted. */
+	while (!atomic_load_explicit(&wt->waker_out, memory_order_acquire))
+		mr__backoff(&spins);
 }
 
 static bool commit_unlock(void *arg)
