@@ -3,6 +3,7 @@
  * from a fiber, memory per parked fiber, stack overflow, misuse.
  */
 #include <signal.h>
+#include <stdint.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -395,6 +396,75 @@ TEST(stack_overflow_is_reported)
 	ASSERT_STR_CONTAINS(buf, "moirai: fiber stack overflow");
 	ASSERT_STR_CONTAINS(buf, "deep-recursion");
 	ASSERT_STR_CONTAINS(buf, "65536");
+}
+
+/*
+ * A frame bigger than a page, near the bottom of the stack: built with
+ * -fstack-clash-protection (the Makefile's CFLAGS) it touches each page on
+ * its way down and faults in the guard; without that, its far end lands
+ * below the guard (64 KiB catch it even so). Either way it must be reported,
+ * not write over the stack below (another fiber's, with its control block).
+ */
+static __attribute__((noinline)) int big_frame(size_t n)
+{
+	volatile char buf[n];
+
+	buf[0] = 1; /* the far end: the lowest address of the frame */
+	return buf[0];
+}
+
+static __attribute__((noinline)) int descend_then(size_t room, size_t frame)
+{
+	volatile char pad[room];
+
+	pad[0] = 0;
+	return big_frame(frame) + pad[0];
+}
+
+static void big_frame_fn(void *arg)
+{
+	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+	/* The control block sits at the top of the stack (fiber.h). */
+	uintptr_t top = ((uintptr_t)mr_fiber_self() + ps - 1) & ~(uintptr_t)(ps - 1);
+	uintptr_t base = top - 64 * 1024;
+	uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+
+	(void)arg;
+	/* Leave 3 KiB of stack, then call a 16 KiB frame. */
+	descend_then(sp - base - 3 * 1024, 16 * 1024);
+}
+
+static void neighbour_fn(void *arg)
+{
+	mr_event_wait(arg);
+}
+
+static void big_frame_child(void *arg)
+{
+	mr_event_t ev = MR_EVENT_INIT;
+	MR_OPTS(mr_fiber_opts, o, .name = "big-frame", .stack_size = 64 * 1024);
+	(void)arg;
+	/* Neighbours on both sides in the pool, parked meanwhile. */
+	mr_fiber_t *n1 = mr_go(neighbour_fn, &ev);
+	mr_fiber_t *f = mr_go_opts(big_frame_fn, NULL, &o);
+	mr_fiber_t *n2 = mr_go(neighbour_fn, &ev);
+	mr_fiber_join(f);
+	mr_event_set(&ev);
+	mr_fiber_join(n1);
+	mr_fiber_join(n2);
+	_exit(0);
+}
+
+TEST(big_frame_overflow_is_reported)
+{
+	char buf[4096];
+	int st = mr_test_run_child(big_frame_child, NULL, buf, sizeof(buf));
+
+	if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT))
+		TH_LOG("status %#x, stderr: %s", st, buf);
+	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	ASSERT_STR_CONTAINS(buf, "moirai: fiber stack overflow");
+	ASSERT_STR_CONTAINS(buf, "big-frame");
 }
 
 /* ---- misuse ------------------------------------------------------------------------------ */

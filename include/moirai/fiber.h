@@ -7,10 +7,18 @@
  * to its own stack and the worker runs something else. A fiber may use the
  * whole parallel API (mr_join, groups, loops) from its stack.
  *
- * Stacks are carved from large mappings and guarded below; a stack overflow
- * hits the guard and aborts with "moirai: fiber stack overflow" naming the
- * fiber and its stack size. An idle parked fiber costs its touched stack
- * pages plus a control block.
+ * Stacks are carved from large mappings and guarded below by 64 KiB that
+ * are never readable; a stack overflow hits the guard and aborts with
+ * "moirai: fiber stack overflow" naming the fiber and its stack size. An
+ * idle parked fiber costs its touched stack pages plus a control block.
+ *
+ * Build code that runs on fibers with -fstack-clash-protection (GCC and
+ * Clang; the library itself is built so). Without it, a function whose
+ * frame is bigger than the guard (a big local array, a VLA or alloca) can
+ * move the stack pointer past the guard without touching it, and then
+ * silently writes over another fiber's stack instead of faulting. With it,
+ * such a frame touches every page on its way down and the overflow is
+ * reported.
  *
  * Functions marked "fiber or thread" block the calling fiber by parking it
  * and a plain thread (or a job) by sleeping on a futex.

@@ -654,9 +654,10 @@ static void on_fault(int sig, siginfo_t *si, void *uc)
 {
 	struct mr_fiber *f = mr__tls_fiber;
 	struct sigaction *old = sig == SIGSEGV ? &old_segv : &old_bus;
-	long ps = sysconf(_SC_PAGESIZE);
+	size_t gs = mr__stack_guard((size_t)sysconf(_SC_PAGESIZE));
 
-	if (f && (char *)si->si_addr >= (char *)f->stack.base - ps &&
+	/* Anywhere in the guard: a frame may skip pages of it untouched. */
+	if (f && (char *)si->si_addr >= (char *)f->stack.base - gs &&
 	    (char *)si->si_addr < (char *)f->stack.base) {
 		/* Async-signal-safe formatting: no stdio. */
 		char buf[192], num[24];

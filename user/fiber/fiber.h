@@ -26,6 +26,24 @@
 
 #include "../sched/sched.h"
 
+/*
+ * The guard below every fiber stack: 64 KiB (at least a page). Code built
+ * with -fstack-clash-protection touches the stack at least once per probe
+ * interval, which GCC sets to 4 KiB on x86-64 but to 64 KiB on aarch64 (its
+ * --param stack-clash-protection-guard-size=16): an aarch64 frame of up to
+ * 64 KiB moves the stack pointer without a probe, so a smaller guard lets it
+ * land in the stack below (the neighbour's control block sits at its top).
+ * On x86-64 the same 64 KiB also catches frames of code built without the
+ * flag up to that size (buffers of 4-64 KiB are common). A guard costs
+ * address space and page-table entries, never resident pages.
+ */
+#define MR__STACK_GUARD ((size_t)64 * 1024)
+
+static inline size_t mr__stack_guard(size_t page)
+{
+	return page > MR__STACK_GUARD ? page : MR__STACK_GUARD;
+}
+
 struct mr__stack {
 	void *base;   /* lowest usable address (the guard is just below) */
 	size_t size;  /* usable bytes */

@@ -9,9 +9,12 @@
  * guards fall back to mprotect, and when the mappings run out the error
  * names the limit (errno ENOMEM; the message is kept for mr__stack_error()).
  *
- * Slot layout, low to high: [guard page][usable stack ... top]. The fiber's
- * control block lives at the top of its stack, so a parked fiber costs the
- * stack pages it touched and nothing else.
+ * Slot layout, low to high: [guard][usable stack ... top]. The guard is
+ * mr__stack_guard() bytes (64 KiB, see fiber.h for why so many), so that a
+ * frame that skips pages without touching them still lands in it instead
+ * of in the stack below. The fiber's control block lives at the top of its
+ * stack, so a parked fiber costs the stack pages it touched and nothing
+ * else.
  *
  * Free default-size stacks go to the freeing worker's cache (a plain array,
  * no lock), overflowing into a process-wide list under a mutex. Stacks are
@@ -107,7 +110,7 @@ static void say_limit(const char *what, int err)
 /* Map a chunk of CHUNK_SLOTS default-size slots into the pool (pool_lock held). */
 static int grow_pool(void)
 {
-	size_t ps = page_size(), slot = MR_FIBER_STACK_DEFAULT + ps;
+	size_t ps = page_size(), gs = mr__stack_guard(ps), slot = MR_FIBER_STACK_DEFAULT + gs;
 	size_t len = slot * CHUNK_SLOTS;
 	char *c = mmap(NULL, len, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
@@ -129,7 +132,7 @@ static int grow_pool(void)
 		pool_cap = cap;
 	}
 	for (size_t i = 0; i < CHUNK_SLOTS; i++) {
-		int r = guard(c + i * slot, ps);
+		int r = guard(c + i * slot, gs);
 		if (r < 0) {
 			say_limit("installing a stack guard page", -r);
 			/* Slots already guarded stay usable; drop the rest. */
@@ -139,7 +142,7 @@ static int grow_pool(void)
 			}
 			break;
 		}
-		pool[npool++] = c + i * slot + ps;
+		pool[npool++] = c + i * slot + gs;
 		nslots++;
 	}
 	return 0;
@@ -147,7 +150,7 @@ static int grow_pool(void)
 
 int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st)
 {
-	size_t ps = page_size();
+	size_t ps = page_size(), gs = mr__stack_guard(ps);
 
 	size = (size + ps - 1) & ~(ps - 1);
 	if (size == MR_FIBER_STACK_DEFAULT) {
@@ -170,19 +173,19 @@ int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st)
 		st->pooled = true;
 		return 0;
 	}
-	char *m = mmap(NULL, size + ps, PROT_READ | PROT_WRITE,
+	char *m = mmap(NULL, size + gs, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
 	if (m == MAP_FAILED) {
 		say_limit("mmap of a fiber stack", errno);
 		return -ENOMEM;
 	}
-	int r = guard(m, ps);
+	int r = guard(m, gs);
 	if (r < 0) {
 		say_limit("installing a stack guard page", -r);
-		munmap(m, size + ps);
+		munmap(m, size + gs);
 		return -ENOMEM;
 	}
-	st->base = m + ps;
+	st->base = m + gs;
 	st->size = size;
 	st->pooled = false;
 	return 0;
@@ -191,7 +194,8 @@ int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st)
 void mr__stack_free(struct mr__worker *w, struct mr__stack *st)
 {
 	if (!st->pooled) {
-		munmap((char *)st->base - page_size(), st->size + page_size());
+		size_t gs = mr__stack_guard(page_size());
+		munmap((char *)st->base - gs, st->size + gs);
 		return;
 	}
 	if (w && w->nstack_cache < MR__STACK_CACHE) {
