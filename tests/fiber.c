@@ -580,4 +580,38 @@ TEST(misuse_aborts_naming_the_call)
 	}
 }
 
+/*
+ * A fiber with a stack of its own size has its control block in a mapping
+ * that release unmaps: a second join, or a detach after the join, must
+ * abort with the message a default-size fiber gets, not crash.
+ */
+static void join_twice_sized_child(void *arg)
+{
+	MR_OPTS(mr_fiber_opts, o, .stack_size = 256 * 1024);
+	mr_fiber_t *f = mr_go_opts(nop, NULL, &o);
+
+	mr_fiber_join(f);
+	if (arg)
+		mr_fiber_detach(f);
+	else
+		mr_fiber_join(f);
+	_exit(0);
+}
+
+TEST(double_join_of_a_sized_fiber_aborts)
+{
+	static const char *calls[] = { "mr_fiber_join", "mr_fiber_detach" };
+	char buf[4096];
+
+	for (int i = 0; i < 2; i++) {
+		int st = mr_test_run_child(join_twice_sized_child, i ? (void *)1 : NULL, buf,
+					   sizeof(buf));
+		if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT))
+			TH_LOG("%s: status %#x, stderr: %s", calls[i], st, buf);
+		EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+		ASSERT_STR_CONTAINS(buf, calls[i]);
+		ASSERT_STR_CONTAINS(buf, "is not a fiber handle (or its fiber was released)");
+	}
+}
+
 TEST_HARNESS_MAIN

@@ -24,6 +24,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -435,9 +436,26 @@ void mr__fiber_thread_exit(struct mr__worker *w)
 
 /* ---- creation ------------------------------------------------------------ */
 
+/*
+ * The handle check_fiber() is reading, and the call it checks for. A stale
+ * handle may point into memory that is no longer mapped: a fiber whose
+ * stack was not of the default size took its control block along when its
+ * mapping was unmapped at release. The read then faults, and on_fault()
+ * turns that fault into the abort a released default-size fiber gets.
+ */
+static __thread const void *probe_handle __attribute__((tls_model("initial-exec")));
+static __thread const char *probe_call __attribute__((tls_model("initial-exec")));
+
 static struct mr_fiber *check_fiber(const mr_fiber_t *f, const char *call)
 {
-	if (f->magic != FIBER_MAGIC)
+	probe_handle = f;
+	probe_call = call;
+	/* The read between the two marks, as the signal handler sees it. */
+	atomic_signal_fence(memory_order_seq_cst);
+	uint32_t magic = ((const volatile struct mr_fiber *)f)->magic;
+	atomic_signal_fence(memory_order_seq_cst);
+	probe_call = NULL;
+	if (magic != FIBER_MAGIC)
 		mr__die(call, "%p is not a fiber handle (or its fiber was released)", (void *)f);
 	return (struct mr_fiber *)f;
 }
@@ -650,35 +668,64 @@ static void put(char *buf, size_t *n, size_t cap, const char *s)
 		buf[(*n)++] = *s++;
 }
 
+/* v in decimal (base 10) or as 0x... (base 16), without stdio. */
+static void put_num(char *buf, size_t *n, size_t cap, uintmax_t v, unsigned base)
+{
+	char num[24], out[28];
+	size_t k = 0, m = 0;
+
+	do
+		num[k++] = "0123456789abcdef"[v % base];
+	while ((v /= base) && k < sizeof(num));
+	if (base == 16) {
+		out[m++] = '0';
+		out[m++] = 'x';
+	}
+	while (k)
+		out[m++] = num[--k];
+	out[m] = 0;
+	put(buf, n, cap, out);
+}
+
+/* Write buf[0..n) and a newline to stderr and abort (async-signal-safe). */
+static __attribute__((noreturn)) void fault_abort(char *buf, size_t n, size_t cap)
+{
+	put(buf, &n, cap, "\n");
+	ssize_t r = write(2, buf, n);
+	(void)r;
+	signal(SIGABRT, SIG_DFL);
+	abort();
+}
+
 static void on_fault(int sig, siginfo_t *si, void *uc)
 {
 	struct mr_fiber *f = mr__tls_fiber;
 	struct sigaction *old = sig == SIGSEGV ? &old_segv : &old_bus;
 	size_t gs = mr__stack_guard((size_t)sysconf(_SC_PAGESIZE));
 
+	char buf[256];
+	size_t n = 0;
+	const char *addr = si->si_addr;
+
+	/* Async-signal-safe formatting below: no stdio. */
 	/* Anywhere in the guard: a frame may skip pages of it untouched. */
-	if (f && (char *)si->si_addr >= (char *)f->stack.base - gs &&
-	    (char *)si->si_addr < (char *)f->stack.base) {
-		/* Async-signal-safe formatting: no stdio. */
-		char buf[192], num[24];
-		size_t n = 0, k = 0;
-		size_t v = f->stack.size;
-		do
-			num[k++] = (char)('0' + v % 10);
-		while ((v /= 10) && k < sizeof(num));
-		char dec[24];
-		for (size_t i = 0; i < k; i++)
-			dec[i] = num[k - 1 - i];
-		dec[k] = 0;
+	if (f && addr >= (char *)f->stack.base - gs && addr < (char *)f->stack.base) {
 		put(buf, &n, sizeof(buf), "moirai: fiber stack overflow in fiber \"");
 		put(buf, &n, sizeof(buf), f->name[0] ? f->name : "(unnamed)");
 		put(buf, &n, sizeof(buf), "\" (stack size ");
-		put(buf, &n, sizeof(buf), dec);
-		put(buf, &n, sizeof(buf), " bytes)\n");
-		ssize_t r = write(2, buf, n);
-		(void)r;
-		signal(SIGABRT, SIG_DFL);
-		abort();
+		put_num(buf, &n, sizeof(buf), f->stack.size, 10);
+		put(buf, &n, sizeof(buf), " bytes)");
+		fault_abort(buf, n, sizeof(buf));
+	}
+	/* check_fiber() read a handle whose memory is gone: say what it says. */
+	if (probe_call && addr >= (const char *)probe_handle &&
+	    addr < (const char *)probe_handle + sizeof(struct mr_fiber)) {
+		put(buf, &n, sizeof(buf), "moirai: ");
+		put(buf, &n, sizeof(buf), probe_call);
+		put(buf, &n, sizeof(buf), ": ");
+		put_num(buf, &n, sizeof(buf), (uintptr_t)probe_handle, 16);
+		put(buf, &n, sizeof(buf), " is not a fiber handle (or its fiber was released)");
+		fault_abort(buf, n, sizeof(buf));
 	}
 	/* Not ours: hand it to whoever had the signal before us. */
 	if (old->sa_flags & SA_SIGINFO) {
