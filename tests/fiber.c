@@ -614,4 +614,77 @@ TEST(double_join_of_a_sized_fiber_aborts)
 	}
 }
 
+/*
+ * mr_run's main fiber gets a stack a normal C main does not overflow (a
+ * 64 KiB local array overflowed the old 64 KiB one), and mr_run_opts()
+ * chooses another size.
+ */
+static __attribute__((noinline)) long sum_big_array(size_t n)
+{
+	volatile unsigned char a[n];
+	long sum = 0;
+
+	for (size_t i = 0; i < n; i += 256)
+		a[i] = (unsigned char)(i / 256 + 1);
+	a[n - 1] = 1;
+	for (size_t i = 0; i < n; i += 256)
+		sum += a[i];
+	return sum + a[n - 1];
+}
+
+static void big_main(void *arg)
+{
+	size_t n = *(size_t *)arg;
+
+	*(long *)arg = sum_big_array(n) > 0 ? 0 : -1;
+	EXPECT_TRUE(strcmp(mr_fiber_name(mr_fiber_self()), "main") == 0);
+}
+
+TEST(mr_run_main_has_a_big_stack)
+{
+	mr_runtime_t *rt = make_rt(1);
+	size_t arg = 64 * 1024;
+
+	ASSERT_NONNULL(rt);
+	ASSERT_EQ(mr_run(rt, big_main, &arg), 0);
+	EXPECT_EQ((long)arg, 0);
+	/* 6 MiB of locals: still under the 8 MiB default. */
+	arg = 6 * 1024 * 1024;
+	ASSERT_EQ(mr_run(rt, big_main, &arg), 0);
+	EXPECT_EQ((long)arg, 0);
+	/* A chosen size: 32 MiB holds 24 MiB of locals. */
+	MR_OPTS(mr_fiber_opts, o, .runtime = rt, .stack_size = 32 * 1024 * 1024);
+	arg = 24 * 1024 * 1024;
+	ASSERT_EQ(mr_run_opts(big_main, &arg, &o), 0);
+	EXPECT_EQ((long)arg, 0);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+static void small_main_child(void *arg)
+{
+	mr_runtime_t *rt = make_rt(1);
+	MR_OPTS(mr_fiber_opts, o, .runtime = rt, .stack_size = 64 * 1024, .name = "small-main");
+	size_t n = 96 * 1024; /* its far end lies in the guard */
+
+	(void)arg;
+	mr_run_opts(big_main, &n, &o);
+	_exit(0);
+}
+
+TEST(mr_run_opts_small_stack_overflow_is_reported)
+{
+	char buf[4096];
+	MR_OPTS(mr_fiber_opts, bad, .stack_size = 1024);
+
+	/* Fork before this process has workers (a child of a threaded
+	 * process may inherit a lock some worker held). */
+	int st = mr_test_run_child(small_main_child, NULL, buf, sizeof(buf));
+	if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT))
+		TH_LOG("status %#x, stderr: %s", st, buf);
+	EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	ASSERT_STR_CONTAINS(buf, "moirai: fiber stack overflow in fiber \"small-main\"");
+	EXPECT_EQ(mr_run_opts(big_main, NULL, &bad), -EINVAL);
+	EXPECT_EQ(mr_run_opts(NULL, NULL, NULL), -EINVAL);
+}
+
 TEST_HARNESS_MAIN

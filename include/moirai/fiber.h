@@ -79,13 +79,26 @@ MR_API mr_fiber_t *mr_fiber_self(void);
 /* The name given at creation ("" when none). */
 MR_API const char *mr_fiber_name(const mr_fiber_t *f);
 
+/* The stack of mr_run's main fiber unless mr_run_opts() says otherwise. */
+#define MR_RUN_STACK_DEFAULT (8u * 1024 * 1024)
+
 /*
  * Run fn(arg) as a fiber on rt (NULL: the default runtime) and block the
  * calling thread until it returns: the usual entry point of a program's
- * main. Returns 0, -EINVAL for a NULL fn, -ENOMEM, or -EDEADLK when called
- * from a worker of rt (use mr_go there).
+ * main. The fiber is named "main" and has a stack of MR_RUN_STACK_DEFAULT
+ * (8 MiB, what a main thread gets): address space reserved for it, of
+ * which only the pages it touches become resident. Returns 0, -EINVAL for
+ * a NULL fn, -ENOMEM, or -EDEADLK when called from a worker of rt (use
+ * mr_go there). Blocks as mr_fiber_join() does.
+ *
+ * mr_run_opts() is the same with the options of mr_go_opts(): stack_size
+ * (0: MR_RUN_STACK_DEFAULT; MR_FIBER_STACK_MIN..MR_FIBER_STACK_MAX, else
+ * -EINVAL), name (NULL: "main") and runtime (NULL: the default runtime).
+ * opts may be NULL.
+ * ERRORS: -EINVAL, -ENOMEM, -EDEADLK.
  */
 MR_API int mr_run(mr_runtime_t *rt, void (*fn)(void *), void *arg);
+MR_API int mr_run_opts(void (*fn)(void *), void *arg, const struct mr_fiber_opts *opts);
 
 /* CLOCK_MONOTONIC in nanoseconds: the clock of every deadline in Moirai. */
 MR_API int64_t mr_now_ns(void);

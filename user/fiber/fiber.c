@@ -1,6 +1,6 @@
 /*
  * fiber.c - fiber lifecycle: create, resume, park, yield, exit, join,
- * detach; mr_run; the stack-overflow handler.
+ * detach; mr_run (the main fiber); the stack-overflow handler.
  *
  * A fiber's control block sits at the top of its own stack; the stack and
  * the block are one allocation from stack.c. A runnable fiber is a job in a
@@ -639,22 +639,51 @@ int mr_fiber_detach(mr_fiber_t *handle)
 
 /* ---- mr_run ------------------------------------------------------------------ */
 
-int mr_run(mr_runtime_t *rt, void (*fn)(void *), void *arg)
+/*
+ * The main fiber gets MR_RUN_STACK_DEFAULT (8 MiB, what a main thread gets)
+ * unless told otherwise: a program's main moved onto a fiber must not
+ * overflow where it did not before. The stack is a mapping of its own,
+ * reserved, not committed (MAP_NORESERVE), and its pages become resident
+ * only as they are touched: one such stack costs address space, not memory.
+ */
+static int run(void (*fn)(void *), void *arg, const struct mr_fiber_opts *opts, const char *call)
 {
 	struct mr__worker *w = mr__self();
+	MR_OPTS(mr_fiber_opts, o, .stack_size = MR_RUN_STACK_DEFAULT, .name = "main");
 
-	if (!fn)
+	if (!fn || (opts && opts->sz < sizeof(size_t)))
 		return -EINVAL;
-	if (!rt)
-		rt = mr__default_runtime("mr_run");
-	mr__check_live(rt, "mr_run");
-	if (w && w->rt == rt)
+	if (opts) {
+#define MR_HAS(f) (opts->sz >= offsetof(struct mr_fiber_opts, f) + sizeof(opts->f))
+		if (MR_HAS(stack_size) && opts->stack_size)
+			o.stack_size = opts->stack_size;
+		if (MR_HAS(name) && opts->name)
+			o.name = opts->name;
+		if (MR_HAS(runtime))
+			o.runtime = opts->runtime;
+#undef MR_HAS
+	}
+	if (!o.runtime)
+		o.runtime = mr__default_runtime(call);
+	mr__check_live(o.runtime, call);
+	if (w && w->rt == o.runtime)
 		return -EDEADLK;
-	MR_OPTS(mr_fiber_opts, o, .name = "main", .runtime = rt);
 	mr_fiber_t *f = mr_go_opts(fn, arg, &o);
 	if (!f)
 		return -errno;
 	return mr_fiber_join(f);
+}
+
+int mr_run(mr_runtime_t *rt, void (*fn)(void *), void *arg)
+{
+	MR_OPTS(mr_fiber_opts, o, .runtime = rt);
+
+	return run(fn, arg, &o, "mr_run");
+}
+
+int mr_run_opts(void (*fn)(void *), void *arg, const struct mr_fiber_opts *opts)
+{
+	return run(fn, arg, opts, "mr_run_opts");
 }
 
 /* ---- stack overflow ---------------------------------------------------------- */
