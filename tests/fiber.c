@@ -687,4 +687,93 @@ TEST(mr_run_opts_small_stack_overflow_is_reported)
 	EXPECT_EQ(mr_run_opts(NULL, NULL, NULL), -EINVAL);
 }
 
+/* ---- worker stacks ------------------------------------------------------------------ */
+
+/* About 1 KiB of stack per level; not a tail call (buf is read after). */
+static __attribute__((noinline)) long deep(long n)
+{
+	volatile char buf[1000];
+
+	buf[0] = 1;
+	buf[sizeof(buf) - 1] = 1;
+	if (n <= 0)
+		return 0;
+	return deep(n - 1) + buf[0];
+}
+
+static void deep_job(void *arg)
+{
+	long *n = arg;
+
+	*n = deep(*n);
+}
+
+/* 24,000 levels: 24 MiB and more, three times the usual 8 MiB. */
+#define DEEP_LEVELS 24000
+
+TEST(job_recursion_on_a_big_worker_stack)
+{
+	MR_OPTS(mr_config, cfg, .workers = 2, .stack_size = 64 << 20);
+	mr_runtime_t *rt = mr_runtime_create(&cfg);
+	long n = DEEP_LEVELS;
+
+	ASSERT_NONNULL(rt);
+	ASSERT_EQ(mr_runtime_install(rt, deep_job, &n), 0);
+	EXPECT_EQ(n, DEEP_LEVELS);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+TEST(moirai_stack_sets_the_worker_stack)
+{
+	MR_OPTS(mr_config, cfg, .workers = 1);
+	MR_OPTS(mr_config, tiny, .workers = 1, .stack_size = 1024);
+	long n = DEEP_LEVELS;
+
+	ASSERT_EQ(setenv("MOIRAI_STACK", "64M", 1), 0);
+	mr_runtime_t *rt = mr_runtime_create(&cfg);
+	ASSERT_NONNULL(rt);
+	ASSERT_EQ(mr_runtime_install(rt, deep_job, &n), 0);
+	EXPECT_EQ(n, DEEP_LEVELS);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	/* The default runtime too. */
+	n = DEEP_LEVELS;
+	ASSERT_EQ(mr_runtime_install(mr_runtime_default(), deep_job, &n), 0);
+	EXPECT_EQ(n, DEEP_LEVELS);
+	const char *bad[] = { "lots", "-1", "0", "12Q", "99999999999G" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ASSERT_EQ(setenv("MOIRAI_STACK", bad[i], 1), 0);
+		errno = 0;
+		EXPECT_TRUE(mr_runtime_create(&cfg) == NULL);
+		EXPECT_EQ(errno, EINVAL);
+	}
+	ASSERT_EQ(unsetenv("MOIRAI_STACK"), 0);
+	errno = 0;
+	EXPECT_TRUE(mr_runtime_create(&tiny) == NULL);
+	EXPECT_EQ(errno, EINVAL);
+}
+
+static void worker_overflow_child(void *arg)
+{
+	MR_OPTS(mr_config, cfg, .workers = 2, .stack_size = 256 * 1024);
+	mr_runtime_t *rt = mr_runtime_create(&cfg);
+	long n = 1 << 20;
+
+	(void)arg;
+	if (rt)
+		mr_runtime_install(rt, deep_job, &n);
+	_exit(0);
+}
+
+TEST(worker_stack_overflow_is_reported)
+{
+	char buf[4096];
+	int st = mr_test_run_child(worker_overflow_child, NULL, buf, sizeof(buf));
+
+	if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT))
+		TH_LOG("status %#x, stderr: %s", st, buf);
+	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	ASSERT_STR_CONTAINS(buf, "moirai: worker stack overflow in worker thread moirai-w");
+	ASSERT_STR_CONTAINS(buf, "(stack size ");
+}
+
 TEST_HARNESS_MAIN

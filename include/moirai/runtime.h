@@ -10,7 +10,9 @@
  * the runtime of the calling worker; called from any other thread it uses a
  * process-wide default runtime, created on first use with MOIRAI_WORKERS
  * workers if that environment variable is set, else one per CPU of the
- * process's affinity mask. To run code on a runtime you created, enter it
+ * process's affinity mask. MOIRAI_STACK sets the stack size of the workers
+ * of every runtime whose mr_config leaves stack_size 0, the default
+ * runtime's included. To run code on a runtime you created, enter it
  * with mr_runtime_install().
  */
 #ifndef MOIRAI_RUNTIME_H
@@ -30,13 +32,27 @@ struct mr_config {
 	unsigned workers;	/* 0: one per CPU in the affinity mask; at most MR_MAX_WORKERS */
 	unsigned deque_log2;	/* log2 of each worker's deque capacity; 0: 13 (8192 jobs), 6..24 */
 	unsigned spin_us;	/* microseconds an idle worker searches before it sleeps; 0: 50 */
+	/*
+	 * Bytes of each worker thread's stack, where jobs run (a deep recursion
+	 * in a job needs it: mr_join, groups and loop bodies run there). 0:
+	 * MOIRAI_STACK from the environment if set (bytes, or with a K, M or G
+	 * suffix: "256M"), else the system's default for threads (the
+	 * RLIMIT_STACK soft limit, usually 8 MiB). At least PTHREAD_STACK_MIN;
+	 * rounded up to pages. Address space is reserved for all of it; pages
+	 * become resident as they are touched. A 64 KiB guard lies below: an
+	 * overflow aborts with "moirai: worker stack overflow" naming the
+	 * worker and the size. (Fibers have their own stacks: fiber.h.)
+	 */
+	size_t stack_size;
 };
 
 /*
  * Create a runtime and start its workers. cfg may be NULL for the defaults.
  * Returns NULL and sets errno: EINVAL for a bad config (more than
- * MR_MAX_WORKERS workers, deque_log2 out of range, sz too small), ENOMEM,
- * EAGAIN when a thread cannot be created. Callable from any thread.
+ * MR_MAX_WORKERS workers, deque_log2 out of range, sz too small, a
+ * stack_size below PTHREAD_STACK_MIN, or MOIRAI_STACK not a size), ENOMEM,
+ * EAGAIN when a thread (or its stack) cannot be created. Callable from any
+ * thread.
  */
 MR_API mr_runtime_t *mr_runtime_create(const struct mr_config *cfg);
 

@@ -191,7 +191,7 @@ static void after_switch(struct mr__worker *w, struct mr_fiber *f)
 	}
 }
 
-static void ensure_altstack(struct mr__worker *w)
+static void ensure_altstack(struct mr__worker *w, const char *call)
 {
 	stack_t ss;
 	size_t sz = 64 * 1024;
@@ -199,12 +199,36 @@ static void ensure_altstack(struct mr__worker *w)
 	install_overflow_handler();
 	ss.ss_sp = malloc(sz);
 	if (!ss.ss_sp)
-		mr__die("mr_go", "out of memory for the signal stack");
+		mr__die(call, "out of memory for the signal stack");
 	ss.ss_size = sz;
 	ss.ss_flags = 0;
 	if (sigaltstack(&ss, NULL) != 0)
-		mr__die("mr_go", "sigaltstack: %s", strerror(errno));
+		mr__die(call, "sigaltstack: %s", strerror(errno));
 	w->altstack = ss.ss_sp;
+}
+
+/* The worker thread's own guard [lo, hi) and stack size, for on_fault(). */
+static __thread uintptr_t thread_guard_lo, thread_guard_hi;
+static __thread size_t thread_stack_size;
+
+void mr__fiber_thread_start(struct mr__worker *w)
+{
+	pthread_attr_t a;
+	void *lo;
+	size_t size, guard;
+
+	if (!w->altstack)
+		ensure_altstack(w, "mr_runtime_create");
+	if (pthread_getattr_np(pthread_self(), &a) != 0)
+		return; /* overflows of this thread's stack go unnamed */
+	/* glibc: [lo, lo + size) is usable, the guard lies just below. */
+	if (pthread_attr_getstack(&a, &lo, &size) == 0 &&
+	    pthread_attr_getguardsize(&a, &guard) == 0 && guard) {
+		thread_guard_lo = (uintptr_t)lo - guard;
+		thread_guard_hi = (uintptr_t)lo;
+		thread_stack_size = size;
+	}
+	pthread_attr_destroy(&a);
 }
 
 /* Resume f on worker w (the calling thread); returns when f switches out. */
@@ -214,7 +238,7 @@ static void resume(struct mr__worker *w, struct mr_fiber *f)
 	unsigned pinned = w->pinned;
 
 	if (unlikely(!w->altstack))
-		ensure_altstack(w);
+		ensure_altstack(w, "mr_go");
 	mr__tls_fiber = f;
 	mr__tls_held = 0;
 	w->pinned = 0; /* the fiber's own count (see sched.h) */
@@ -744,6 +768,16 @@ static void on_fault(int sig, siginfo_t *si, void *uc)
 		put(buf, &n, sizeof(buf), "\" (stack size ");
 		put_num(buf, &n, sizeof(buf), f->stack.size, 10);
 		put(buf, &n, sizeof(buf), " bytes)");
+		fault_abort(buf, n, sizeof(buf));
+	}
+	/* A job (or the worker loop) overflowed the worker thread's stack. */
+	if ((uintptr_t)addr >= thread_guard_lo && (uintptr_t)addr < thread_guard_hi) {
+		struct mr__worker *w = mr__self();
+		put(buf, &n, sizeof(buf), "moirai: worker stack overflow in worker thread moirai-w");
+		put_num(buf, &n, sizeof(buf), w ? w->idx : 0, 10);
+		put(buf, &n, sizeof(buf), " (stack size ");
+		put_num(buf, &n, sizeof(buf), thread_stack_size, 10);
+		put(buf, &n, sizeof(buf), " bytes; mr_config.stack_size or MOIRAI_STACK sets it)");
 		fault_abort(buf, n, sizeof(buf));
 	}
 	/* check_fiber() read a handle whose memory is gone: say what it says. */

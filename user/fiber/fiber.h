@@ -154,8 +154,13 @@ static inline void mr__fiber_going_on(uint64_t held)
 		mr__fiber_share_held(held);
 }
 
-/* Worker side: the next yielded fiber's job, and clean-up at thread exit. */
+/*
+ * Worker side: the next yielded fiber's job; at thread start, the
+ * alternate signal stack and the overflow handler, which then also knows
+ * the thread's own stack and guard (jobs run there); clean-up at exit.
+ */
 struct mr__job *mr__yield_pop(struct mr__worker *w);
+void mr__fiber_thread_start(struct mr__worker *w);
 void mr__fiber_thread_exit(struct mr__worker *w);
 
 /* ---- stacks (stack.c) ---- */

@@ -642,6 +642,7 @@ static void *worker_main(void *arg)
 	pthread_setname_np(pthread_self(), name);
 	w->tid = (pid_t)syscall(SYS_gettid);
 	mr__tls_worker = w;
+	mr__fiber_thread_start(w); /* the overflow handler knows our stack */
 	mr__scx_worker_start(w);
 	mr__work_until(w, rt_exiting, w->rt);
 	stop_searching(w, false);
@@ -737,6 +738,55 @@ static unsigned cpus_in_affinity(void)
 	return n > 0 ? (unsigned)n : 1;
 }
 
+/*
+ * MOIRAI_STACK: bytes, or KiB, MiB, GiB with a K, M or G suffix. 0 and
+ * *out untouched when unset; -EINVAL when it is not a size.
+ */
+static int env_stack(size_t *out)
+{
+	const char *s = getenv("MOIRAI_STACK");
+	unsigned long long v;
+	unsigned shift = 0;
+	char *end;
+
+	if (!s || !*s)
+		return 0;
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	switch (*end) {
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	}
+	if (errno || *end || v == 0 || v > (SIZE_MAX >> shift))
+		return -EINVAL;
+	*out = (size_t)v << shift;
+	return 0;
+}
+
+/*
+ * The workers' thread attributes: the stack size (0: the system default)
+ * and a guard of the size fibers get (fiber.h), which
+ * mr__fiber_thread_start() finds again for the overflow handler.
+ */
+static int worker_attr(pthread_attr_t *attr, size_t stack)
+{
+	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+	int r = pthread_attr_init(attr);
+
+	if (r)
+		return r;
+	if (stack)
+		r = pthread_attr_setstacksize(attr, (stack + ps - 1) & ~(ps - 1));
+	if (!r)
+		r = pthread_attr_setguardsize(attr, mr__stack_guard(ps));
+	if (r)
+		pthread_attr_destroy(attr);
+	return r;
+}
+
 static void free_runtime(struct mr_runtime *rt)
 {
 	if (rt->workers) {
@@ -771,6 +821,8 @@ static void stop_workers(struct mr_runtime *rt, unsigned started)
 mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 {
 	unsigned nworkers = 0, dlog2 = MR__DEFAULT_DEQUE_LOG2, spin = MR__DEFAULT_SPIN_US;
+	size_t stack = 0;
+	pthread_attr_t attr;
 	struct mr_runtime *rt;
 	int err = ENOMEM;
 
@@ -785,9 +837,12 @@ mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 			dlog2 = cfg->deque_log2;
 		if (MR_HAS(spin_us) && cfg->spin_us)
 			spin = cfg->spin_us;
+		if (MR_HAS(stack_size))
+			stack = cfg->stack_size;
 #undef MR_HAS
 	}
-	if (nworkers > MR_MAX_WORKERS || dlog2 < 6 || dlog2 > 24) {
+	if (nworkers > MR_MAX_WORKERS || dlog2 < 6 || dlog2 > 24 ||
+	    (!stack && env_stack(&stack) < 0) || (stack && stack < (size_t)PTHREAD_STACK_MIN)) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -828,14 +883,21 @@ mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 			w->rng = 1;
 	}
 	mr__scx_runtime_init(rt);
+	int r = worker_attr(&attr, stack);
+	if (r) {
+		err = r;
+		goto fail_free;
+	}
 	for (unsigned i = 0; i < nworkers; i++) {
-		int r = pthread_create(&rt->workers[i]->thread, NULL, worker_main, rt->workers[i]);
+		r = pthread_create(&rt->workers[i]->thread, &attr, worker_main, rt->workers[i]);
 		if (r) {
 			stop_workers(rt, i);
 			err = r == EAGAIN ? EAGAIN : r;
+			pthread_attr_destroy(&attr);
 			goto fail_free;
 		}
 	}
+	pthread_attr_destroy(&attr);
 	pthread_once(&atfork_once, atfork_install);
 	registry_add(rt);
 	return rt;
