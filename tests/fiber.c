@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -774,6 +775,86 @@ TEST(worker_stack_overflow_is_reported)
 	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
 	ASSERT_STR_CONTAINS(buf, "moirai: worker stack overflow in worker thread moirai-w");
 	ASSERT_STR_CONTAINS(buf, "(stack size ");
+}
+
+/* ---- munmap failures in the stack pool --------------------------------------------- */
+
+extern int (*mr__test_munmap)(void *addr, size_t len);
+static _Atomic int munmap_fails, munmap_errno;
+
+static int failing_munmap(void *addr, size_t len)
+{
+	if (atomic_load(&munmap_fails) > 0) {
+		atomic_fetch_sub(&munmap_fails, 1);
+		errno = atomic_load(&munmap_errno);
+		return -1;
+	}
+	return munmap(addr, len);
+}
+
+static void touch_stack(void *arg)
+{
+	volatile char buf[64 * 1024];
+
+	buf[0] = 1;
+	buf[sizeof(buf) - 1] = 1;
+	*(int *)arg += buf[0];
+}
+
+/*
+ * munmap of a non-default stack failing with ENOMEM (a split of a merged
+ * VMA at vm.max_map_count) keeps the stack for the next one of that size.
+ */
+TEST(stack_kept_when_munmap_fails_with_enomem)
+{
+	MR_OPTS(mr_fiber_opts, o, .stack_size = 192 * 1024);
+	int ran = 0;
+
+	mr__test_munmap = failing_munmap;
+	atomic_store(&munmap_errno, ENOMEM);
+	atomic_store(&munmap_fails, 1);
+	mr_fiber_t *f = mr_go_opts(touch_stack, &ran, &o);
+	ASSERT_NONNULL(f);
+	ASSERT_EQ(mr_fiber_join(f), 0);
+	EXPECT_EQ(atomic_load(&munmap_fails), 0);
+	/* The same stack again (its control block at the same place), whole. */
+	mr_fiber_t *g = mr_go_opts(touch_stack, &ran, &o);
+	ASSERT_NONNULL(g);
+	EXPECT_TRUE(g == f);
+	ASSERT_EQ(mr_fiber_join(g), 0);
+	EXPECT_EQ(ran, 2);
+	/* Unmapped this time: the next one is a fresh mapping, and works. */
+	mr_fiber_t *h = mr_go_opts(touch_stack, &ran, &o);
+	ASSERT_NONNULL(h);
+	ASSERT_EQ(mr_fiber_join(h), 0);
+	EXPECT_EQ(ran, 3);
+	mr__test_munmap = NULL;
+}
+
+static void munmap_einval_child(void *arg)
+{
+	MR_OPTS(mr_fiber_opts, o, .stack_size = 192 * 1024);
+	int ran = 0;
+
+	(void)arg;
+	mr__test_munmap = failing_munmap;
+	atomic_store(&munmap_errno, EINVAL);
+	atomic_store(&munmap_fails, 1);
+	mr_fiber_join(mr_go_opts(touch_stack, &ran, &o));
+	_exit(0);
+}
+
+/* Any other failure means our own bookkeeping is broken: abort, saying so. */
+TEST(munmap_failure_of_a_stack_aborts)
+{
+	char buf[4096];
+	int st = mr_test_run_child(munmap_einval_child, NULL, buf, sizeof(buf));
+
+	if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT))
+		TH_LOG("status %#x, stderr: %s", st, buf);
+	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	ASSERT_STR_CONTAINS(buf, "munmap of a fiber stack");
+	ASSERT_STR_CONTAINS(buf, "Invalid argument");
 }
 
 TEST_HARNESS_MAIN

@@ -167,6 +167,8 @@ void mr__fiber_thread_exit(struct mr__worker *w);
 int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st);
 void mr__stack_free(struct mr__worker *w, struct mr__stack *st);
 void mr__stack_cache_flush(struct mr__worker *w);
+/* Test hook: when set, stack.c calls it instead of munmap() (0 or -1 and errno). */
+extern int (*mr__test_munmap)(void *addr, size_t len);
 
 /* ---- timers (timer.c): a min-heap per worker, under a spinlock ---- */
 struct mr__timer {

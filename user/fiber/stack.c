@@ -21,6 +21,13 @@
  * never unmapped: their pages stay resident and warm for the next fiber
  * (pages a deep call touched once stay too - the price of no syscall per
  * spawn). Other sizes get a mapping of their own, unmapped when freed.
+ *
+ * munmap fails only on misuse (a bad range: our stack descriptor was
+ * overwritten, so we abort) or with ENOMEM, when the range is part of a
+ * bigger VMA (the kernel merged the mapping with a neighbour) and
+ * splitting it would pass vm.max_map_count. Then the stack is kept: its
+ * pages are dropped (MADV_DONTNEED, which splits nothing) and the next
+ * stack of that size reuses it.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -95,6 +102,31 @@ static int guard(void *addr, size_t len)
 	return -errno;
 }
 
+/* Test hook: called instead of munmap() when set (fiber.h). */
+int (*mr__test_munmap)(void *addr, size_t len);
+
+static int unmap(void *addr, size_t len)
+{
+	if (unlikely(mr__test_munmap))
+		return mr__test_munmap(addr, len);
+	return munmap(addr, len);
+}
+
+/*
+ * Unmap [addr, addr + len), a mapping of ours, on an error path. On
+ * ENOMEM the range stays mapped with its pages dropped (its address space
+ * is lost; we are at the mapping limit anyway).
+ */
+static void unmap_or_drop(void *addr, size_t len)
+{
+	if (unmap(addr, len) == 0)
+		return;
+	if (errno != ENOMEM)
+		mr__die("moirai", "munmap of a fiber stack mapping %p (%zu bytes) failed: %s",
+			addr, len, strerror(errno));
+	madvise(addr, len, MADV_DONTNEED);
+}
+
 /* Not printed (the library prints nothing unless it aborts): kept for
  * whoever debugs a NULL from mr_go, e.g. in gdb: p mr__stack_error. */
 char mr__stack_error[160];
@@ -125,7 +157,7 @@ static int grow_pool(void)
 			cap *= 2;
 		void **p = realloc(pool, cap * sizeof(*p));
 		if (!p) {
-			munmap(c, len);
+			unmap_or_drop(c, len);
 			return -ENOMEM;
 		}
 		pool = p;
@@ -137,7 +169,7 @@ static int grow_pool(void)
 			say_limit("installing a stack guard page", -r);
 			/* Slots already guarded stay usable; drop the rest. */
 			if (i == 0) {
-				munmap(c, len);
+				unmap_or_drop(c, len);
 				return -ENOMEM;
 			}
 			break;
@@ -146,6 +178,55 @@ static int grow_pool(void)
 		nslots++;
 	}
 	return 0;
+}
+
+/* Stacks of other sizes whose munmap failed with ENOMEM (pool_lock). */
+struct kept {
+	struct kept *next;
+	size_t size;
+};
+static struct kept *_Atomic kept;
+
+static void keep(const struct mr__stack *st, int err)
+{
+	size_t ps = page_size();
+
+	if (err != ENOMEM)
+		mr__die("moirai", "munmap of a fiber stack at %p (%zu bytes) failed: %s", st->base,
+			st->size, strerror(err));
+	/* All pages but the top one, which holds the list entry. */
+	madvise(st->base, st->size - ps, MADV_DONTNEED);
+	struct kept *k = (struct kept *)((char *)st->base + st->size - ps);
+	k->size = st->size;
+	pthread_mutex_lock(&pool_lock);
+	/* relaxed: written under pool_lock; take_kept()'s unlocked read is a hint. */
+	k->next = atomic_load_explicit(&kept, memory_order_relaxed);
+	atomic_store_explicit(&kept, k, memory_order_relaxed);
+	pthread_mutex_unlock(&pool_lock);
+}
+
+/* A kept stack of this size (its base), or NULL. */
+static void *take_kept(size_t size)
+{
+	void *base = NULL;
+
+	/* relaxed: a hint (the list is almost always empty), read again under
+	 * pool_lock; pairs with nothing: keep() writes under the lock. */
+	if (likely(!atomic_load_explicit(&kept, memory_order_relaxed)))
+		return NULL;
+	pthread_mutex_lock(&pool_lock);
+	struct kept *prev = NULL, *k = atomic_load_explicit(&kept, memory_order_relaxed);
+	for (; k; prev = k, k = k->next)
+		if (k->size == size) {
+			if (prev)
+				prev->next = k->next;
+			else
+				atomic_store_explicit(&kept, k->next, memory_order_relaxed);
+			base = (char *)k + page_size() - size;
+			break;
+		}
+	pthread_mutex_unlock(&pool_lock);
+	return base;
 }
 
 int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st)
@@ -173,6 +254,11 @@ int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st)
 		st->pooled = true;
 		return 0;
 	}
+	if ((st->base = take_kept(size))) {
+		st->size = size;
+		st->pooled = false;
+		return 0;
+	}
 	char *m = mmap(NULL, size + gs, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
 	if (m == MAP_FAILED) {
@@ -182,7 +268,7 @@ int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st)
 	int r = guard(m, gs);
 	if (r < 0) {
 		say_limit("installing a stack guard page", -r);
-		munmap(m, size + gs);
+		unmap_or_drop(m, size + gs);
 		return -ENOMEM;
 	}
 	st->base = m + gs;
@@ -195,7 +281,8 @@ void mr__stack_free(struct mr__worker *w, struct mr__stack *st)
 {
 	if (!st->pooled) {
 		size_t gs = mr__stack_guard(page_size());
-		munmap((char *)st->base - gs, st->size + gs);
+		if (unmap((char *)st->base - gs, st->size + gs) != 0)
+			keep(st, errno);
 		return;
 	}
 	if (w && w->nstack_cache < MR__STACK_CACHE) {
