@@ -21,6 +21,9 @@
  * never unmapped: their pages stay resident and warm for the next fiber
  * (pages a deep call touched once stay too - the price of no syscall per
  * spawn). Other sizes get a mapping of their own, unmapped when freed.
+ * A new chunk's guards go in with one process_madvise() call, and the top
+ * page of each of its slots is populated with another (see grow_pool()):
+ * a chunk not yet used costs up to CHUNK_SLOTS resident pages.
  *
  * munmap fails only on misuse (a bad range: our stack descriptor was
  * overwritten, so we abort) or with ENOMEM, when the range is part of a
@@ -33,7 +36,9 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -139,7 +144,56 @@ static void say_limit(const char *what, int err)
 		 what, strerror(err));
 }
 
-/* Map a chunk of CHUNK_SLOTS default-size slots into the pool (pool_lock held). */
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* A pidfd of this process for process_madvise(), or -1 (pool_lock held). */
+static int self_pidfd(void)
+{
+	static int fd = -1;
+	static pid_t fd_pid;
+	pid_t pid = getpid();
+
+	if (fd >= 0 && fd_pid == pid)
+		return fd;
+	if (fd >= 0)
+		close(fd); /* a forked child's copy of its parent's pidfd */
+	fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	fd_pid = pid;
+	return fd;
+}
+
+/*
+ * madvise(advice) of `len` bytes at first, first + stride, ... (n ranges,
+ * at most CHUNK_SLOTS) in one process_madvise() call. 0 when every range
+ * was advised; -1 otherwise (kernels before 6.13 take only a few advices
+ * there), and the caller falls back to one madvise() per range.
+ */
+static int advise_slots(char *first, size_t stride, size_t len, size_t n, int advice)
+{
+	struct iovec iov[CHUNK_SLOTS];
+	int fd = self_pidfd();
+
+	if (fd < 0 || n > CHUNK_SLOTS)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		iov[i].iov_base = first + i * stride;
+		iov[i].iov_len = len;
+	}
+	long r = syscall(SYS_process_madvise, fd, iov, n, advice, 0);
+	return r == (long)(n * len) ? 0 : -1;
+}
+
+/*
+ * Map a chunk of CHUNK_SLOTS default-size slots into the pool (pool_lock
+ * held). Once guards are known to work (guard_mode 1), all the chunk's
+ * guards are installed with one process_madvise() call, and the top page
+ * of every slot (where a fiber's control block and first frames go) is
+ * populated with another (MADV_POPULATE_WRITE): the page is allocated and
+ * zeroed either way, but then in one syscall instead of one fault per
+ * spawn, which is what a spawn cost most (a fault is dear in a VM).
+ */
 static int grow_pool(void)
 {
 	size_t ps = page_size(), gs = mr__stack_guard(ps), slot = MR_FIBER_STACK_DEFAULT + gs;
@@ -163,7 +217,14 @@ static int grow_pool(void)
 		pool = p;
 		pool_cap = cap;
 	}
-	for (size_t i = 0; i < CHUNK_SLOTS; i++) {
+	size_t batched = 0, first_slot = nslots;
+	if (atomic_load_explicit(&guard_mode, memory_order_relaxed) == 1 &&
+	    advise_slots(c, slot, gs, CHUNK_SLOTS, MADV_GUARD_INSTALL) == 0)
+		batched = CHUNK_SLOTS;
+	for (size_t i = 0; i < batched; i++)
+		pool[npool++] = c + i * slot + gs;
+	nslots += batched;
+	for (size_t i = batched; i < CHUNK_SLOTS; i++) {
 		int r = guard(c + i * slot, gs);
 		if (r < 0) {
 			say_limit("installing a stack guard page", -r);
@@ -177,6 +238,9 @@ static int grow_pool(void)
 		pool[npool++] = c + i * slot + gs;
 		nslots++;
 	}
+	/* Failure is harmless: the first touch faults the page in instead. */
+	advise_slots(c + gs + MR_FIBER_STACK_DEFAULT - ps, slot, ps, nslots - first_slot,
+		     MADV_POPULATE_WRITE);
 	return 0;
 }
 
