@@ -3,10 +3,12 @@
  * from a fiber, memory per parked fiber, stack overflow, misuse.
  */
 #include <signal.h>
+#include <stdint.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -397,6 +399,83 @@ TEST(stack_overflow_is_reported)
 	ASSERT_STR_CONTAINS(buf, "65536");
 }
 
+/*
+ * A frame bigger than a page, near the bottom of the stack: built with
+ * -fstack-clash-protection (the Makefile's CFLAGS) it touches each page on
+ * its way down and faults in the guard; without that, its far end lands
+ * below the guard (64 KiB catch it even so). Either way it must be reported,
+ * not write over the stack below (another fiber's, with its control block).
+ */
+/* Write p[0]; the array escapes, so the compiler must allocate all of it
+ * (clang shrinks a VLA of which only [0] is used to nothing). */
+static __attribute__((noinline)) void touch_first(char *p)
+{
+	*(volatile char *)p = 1;
+	__asm__ volatile("" : : "r"(p) : "memory");
+}
+
+static __attribute__((noinline)) int big_frame(size_t n)
+{
+	char buf[n];
+
+	touch_first(buf); /* the far end: the lowest address of the frame */
+	return buf[0];
+}
+
+static __attribute__((noinline)) int descend_then(size_t room, size_t frame)
+{
+	char pad[room];
+
+	touch_first(pad);
+	return big_frame(frame) + pad[0];
+}
+
+static void big_frame_fn(void *arg)
+{
+	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+	/* The control block sits at the top of the stack (fiber.h). */
+	uintptr_t top = ((uintptr_t)mr_fiber_self() + ps - 1) & ~(uintptr_t)(ps - 1);
+	uintptr_t base = top - 64 * 1024;
+	uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+
+	(void)arg;
+	/* Leave 3 KiB of stack, then call a 16 KiB frame. */
+	descend_then(sp - base - 3 * 1024, 16 * 1024);
+}
+
+static void neighbour_fn(void *arg)
+{
+	mr_event_wait(arg);
+}
+
+static void big_frame_child(void *arg)
+{
+	mr_event_t ev = MR_EVENT_INIT;
+	MR_OPTS(mr_fiber_opts, o, .name = "big-frame", .stack_size = 64 * 1024);
+	(void)arg;
+	/* Neighbours on both sides in the pool, parked meanwhile. */
+	mr_fiber_t *n1 = mr_go(neighbour_fn, &ev);
+	mr_fiber_t *f = mr_go_opts(big_frame_fn, NULL, &o);
+	mr_fiber_t *n2 = mr_go(neighbour_fn, &ev);
+	mr_fiber_join(f);
+	mr_event_set(&ev);
+	mr_fiber_join(n1);
+	mr_fiber_join(n2);
+	_exit(0);
+}
+
+TEST(big_frame_overflow_is_reported)
+{
+	char buf[4096];
+	int st = mr_test_run_child(big_frame_child, NULL, buf, sizeof(buf));
+
+	if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT))
+		TH_LOG("status %#x, stderr: %s", st, buf);
+	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	ASSERT_STR_CONTAINS(buf, "moirai: fiber stack overflow");
+	ASSERT_STR_CONTAINS(buf, "big-frame");
+}
+
 /* ---- misuse ------------------------------------------------------------------------------ */
 
 static void nop(void *arg)
@@ -508,6 +587,282 @@ TEST(misuse_aborts_naming_the_call)
 		EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
 		ASSERT_STR_CONTAINS(buf, cases[i].want);
 	}
+}
+
+/*
+ * A fiber with a stack of its own size has its control block in a mapping
+ * that release unmaps: a second join, or a detach after the join, must
+ * abort with the message a default-size fiber gets, not crash.
+ */
+static void join_twice_sized_child(void *arg)
+{
+	MR_OPTS(mr_fiber_opts, o, .stack_size = 256 * 1024);
+	mr_fiber_t *f = mr_go_opts(nop, NULL, &o);
+
+	mr_fiber_join(f);
+	if (arg)
+		mr_fiber_detach(f);
+	else
+		mr_fiber_join(f);
+	_exit(0);
+}
+
+TEST(double_join_of_a_sized_fiber_aborts)
+{
+	static const char *calls[] = { "mr_fiber_join", "mr_fiber_detach" };
+	char buf[4096];
+
+	for (int i = 0; i < 2; i++) {
+		int st = mr_test_run_child(join_twice_sized_child, i ? (void *)1 : NULL, buf,
+					   sizeof(buf));
+		if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT))
+			TH_LOG("%s: status %#x, stderr: %s", calls[i], st, buf);
+		EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+		ASSERT_STR_CONTAINS(buf, calls[i]);
+		ASSERT_STR_CONTAINS(buf, "is not a fiber handle (or its fiber was released)");
+	}
+}
+
+/*
+ * mr_run's main fiber gets a stack a normal C main does not overflow (a
+ * 64 KiB local array overflowed the old 64 KiB one), and mr_run_opts()
+ * chooses another size.
+ */
+static __attribute__((noinline)) long sum_big_array(size_t n)
+{
+	volatile unsigned char a[n];
+	long sum = 0;
+
+	for (size_t i = 0; i < n; i += 256)
+		a[i] = (unsigned char)(i / 256 + 1);
+	a[n - 1] = 1;
+	for (size_t i = 0; i < n; i += 256)
+		sum += a[i];
+	return sum + a[n - 1];
+}
+
+static void big_main(void *arg)
+{
+	size_t n = *(size_t *)arg;
+
+	*(long *)arg = sum_big_array(n) > 0 ? 0 : -1;
+	EXPECT_TRUE(strcmp(mr_fiber_name(mr_fiber_self()), "main") == 0);
+}
+
+TEST(mr_run_main_has_a_big_stack)
+{
+	mr_runtime_t *rt = make_rt(1);
+	size_t arg = 64 * 1024;
+
+	ASSERT_NONNULL(rt);
+	ASSERT_EQ(mr_run(rt, big_main, &arg), 0);
+	EXPECT_EQ((long)arg, 0);
+	/* 6 MiB of locals: still under the 8 MiB default. */
+	arg = 6 * 1024 * 1024;
+	ASSERT_EQ(mr_run(rt, big_main, &arg), 0);
+	EXPECT_EQ((long)arg, 0);
+	/* A chosen size: 32 MiB holds 24 MiB of locals. */
+	MR_OPTS(mr_fiber_opts, o, .runtime = rt, .stack_size = 32 * 1024 * 1024);
+	arg = 24 * 1024 * 1024;
+	ASSERT_EQ(mr_run_opts(big_main, &arg, &o), 0);
+	EXPECT_EQ((long)arg, 0);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+static void small_main_child(void *arg)
+{
+	mr_runtime_t *rt = make_rt(1);
+	MR_OPTS(mr_fiber_opts, o, .runtime = rt, .stack_size = 64 * 1024, .name = "small-main");
+	size_t n = 96 * 1024; /* its far end lies in the guard */
+
+	(void)arg;
+	mr_run_opts(big_main, &n, &o);
+	_exit(0);
+}
+
+TEST(mr_run_opts_small_stack_overflow_is_reported)
+{
+	char buf[4096];
+	MR_OPTS(mr_fiber_opts, bad, .stack_size = 1024);
+
+	/* Fork before this process has workers (a child of a threaded
+	 * process may inherit a lock some worker held). */
+	int st = mr_test_run_child(small_main_child, NULL, buf, sizeof(buf));
+	if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT))
+		TH_LOG("status %#x, stderr: %s", st, buf);
+	EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	ASSERT_STR_CONTAINS(buf, "moirai: fiber stack overflow in fiber \"small-main\"");
+	EXPECT_EQ(mr_run_opts(big_main, NULL, &bad), -EINVAL);
+	EXPECT_EQ(mr_run_opts(NULL, NULL, NULL), -EINVAL);
+}
+
+/* ---- worker stacks ------------------------------------------------------------------ */
+
+/* About 1 KiB of stack per level; not a tail call (buf is read after). */
+static __attribute__((noinline)) long deep(long n)
+{
+	volatile char buf[1000];
+
+	buf[0] = 1;
+	buf[sizeof(buf) - 1] = 1;
+	if (n <= 0)
+		return 0;
+	return deep(n - 1) + buf[0];
+}
+
+static void deep_job(void *arg)
+{
+	long *n = arg;
+
+	*n = deep(*n);
+}
+
+/* 24,000 levels: 24 MiB and more, three times the usual 8 MiB. */
+#define DEEP_LEVELS 24000
+
+TEST(job_recursion_on_a_big_worker_stack)
+{
+	MR_OPTS(mr_config, cfg, .workers = 2, .stack_size = 64 << 20);
+	mr_runtime_t *rt = mr_runtime_create(&cfg);
+	long n = DEEP_LEVELS;
+
+	ASSERT_NONNULL(rt);
+	ASSERT_EQ(mr_runtime_install(rt, deep_job, &n), 0);
+	EXPECT_EQ(n, DEEP_LEVELS);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+TEST(moirai_stack_sets_the_worker_stack)
+{
+	MR_OPTS(mr_config, cfg, .workers = 1);
+	MR_OPTS(mr_config, tiny, .workers = 1, .stack_size = 1024);
+	long n = DEEP_LEVELS;
+
+	ASSERT_EQ(setenv("MOIRAI_STACK", "64M", 1), 0);
+	mr_runtime_t *rt = mr_runtime_create(&cfg);
+	ASSERT_NONNULL(rt);
+	ASSERT_EQ(mr_runtime_install(rt, deep_job, &n), 0);
+	EXPECT_EQ(n, DEEP_LEVELS);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	/* The default runtime too. */
+	n = DEEP_LEVELS;
+	ASSERT_EQ(mr_runtime_install(mr_runtime_default(), deep_job, &n), 0);
+	EXPECT_EQ(n, DEEP_LEVELS);
+	const char *bad[] = { "lots", "-1", "0", "12Q", "99999999999G" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ASSERT_EQ(setenv("MOIRAI_STACK", bad[i], 1), 0);
+		errno = 0;
+		EXPECT_TRUE(mr_runtime_create(&cfg) == NULL);
+		EXPECT_EQ(errno, EINVAL);
+	}
+	ASSERT_EQ(unsetenv("MOIRAI_STACK"), 0);
+	errno = 0;
+	EXPECT_TRUE(mr_runtime_create(&tiny) == NULL);
+	EXPECT_EQ(errno, EINVAL);
+}
+
+static void worker_overflow_child(void *arg)
+{
+	MR_OPTS(mr_config, cfg, .workers = 2, .stack_size = 256 * 1024);
+	mr_runtime_t *rt = mr_runtime_create(&cfg);
+	long n = 1 << 20;
+
+	(void)arg;
+	if (rt)
+		mr_runtime_install(rt, deep_job, &n);
+	_exit(0);
+}
+
+TEST(worker_stack_overflow_is_reported)
+{
+	char buf[4096];
+	int st = mr_test_run_child(worker_overflow_child, NULL, buf, sizeof(buf));
+
+	if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT))
+		TH_LOG("status %#x, stderr: %s", st, buf);
+	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	ASSERT_STR_CONTAINS(buf, "moirai: worker stack overflow in worker thread moirai-w");
+	ASSERT_STR_CONTAINS(buf, "(stack size ");
+}
+
+/* ---- munmap failures in the stack pool --------------------------------------------- */
+
+extern int (*mr__test_munmap)(void *addr, size_t len);
+static _Atomic int munmap_fails, munmap_errno;
+
+static int failing_munmap(void *addr, size_t len)
+{
+	if (atomic_load(&munmap_fails) > 0) {
+		atomic_fetch_sub(&munmap_fails, 1);
+		errno = atomic_load(&munmap_errno);
+		return -1;
+	}
+	return munmap(addr, len);
+}
+
+static void touch_stack(void *arg)
+{
+	volatile char buf[64 * 1024];
+
+	buf[0] = 1;
+	buf[sizeof(buf) - 1] = 1;
+	*(int *)arg += buf[0];
+}
+
+/*
+ * munmap of a non-default stack failing with ENOMEM (a split of a merged
+ * VMA at vm.max_map_count) keeps the stack for the next one of that size.
+ */
+TEST(stack_kept_when_munmap_fails_with_enomem)
+{
+	MR_OPTS(mr_fiber_opts, o, .stack_size = 192 * 1024);
+	int ran = 0;
+
+	mr__test_munmap = failing_munmap;
+	atomic_store(&munmap_errno, ENOMEM);
+	atomic_store(&munmap_fails, 1);
+	mr_fiber_t *f = mr_go_opts(touch_stack, &ran, &o);
+	ASSERT_NONNULL(f);
+	ASSERT_EQ(mr_fiber_join(f), 0);
+	EXPECT_EQ(atomic_load(&munmap_fails), 0);
+	/* The same stack again (its control block at the same place), whole. */
+	mr_fiber_t *g = mr_go_opts(touch_stack, &ran, &o);
+	ASSERT_NONNULL(g);
+	EXPECT_TRUE(g == f);
+	ASSERT_EQ(mr_fiber_join(g), 0);
+	EXPECT_EQ(ran, 2);
+	/* Unmapped this time: the next one is a fresh mapping, and works. */
+	mr_fiber_t *h = mr_go_opts(touch_stack, &ran, &o);
+	ASSERT_NONNULL(h);
+	ASSERT_EQ(mr_fiber_join(h), 0);
+	EXPECT_EQ(ran, 3);
+	mr__test_munmap = NULL;
+}
+
+static void munmap_einval_child(void *arg)
+{
+	MR_OPTS(mr_fiber_opts, o, .stack_size = 192 * 1024);
+	int ran = 0;
+
+	(void)arg;
+	mr__test_munmap = failing_munmap;
+	atomic_store(&munmap_errno, EINVAL);
+	atomic_store(&munmap_fails, 1);
+	mr_fiber_join(mr_go_opts(touch_stack, &ran, &o));
+	_exit(0);
+}
+
+/* Any other failure means our own bookkeeping is broken: abort, saying so. */
+TEST(munmap_failure_of_a_stack_aborts)
+{
+	char buf[4096];
+	int st = mr_test_run_child(munmap_einval_child, NULL, buf, sizeof(buf));
+
+	if (!(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT))
+		TH_LOG("status %#x, stderr: %s", st, buf);
+	ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+	ASSERT_STR_CONTAINS(buf, "munmap of a fiber stack");
+	ASSERT_STR_CONTAINS(buf, "Invalid argument");
 }
 
 TEST_HARNESS_MAIN

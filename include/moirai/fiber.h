@@ -7,10 +7,18 @@
  * to its own stack and the worker runs something else. A fiber may use the
  * whole parallel API (mr_join, groups, loops) from its stack.
  *
- * Stacks are carved from large mappings and guarded below; a stack overflow
- * hits the guard and aborts with "moirai: fiber stack overflow" naming the
- * fiber and its stack size. An idle parked fiber costs its touched stack
- * pages plus a control block.
+ * Stacks are carved from large mappings and guarded below by 64 KiB that
+ * are never readable; a stack overflow hits the guard and aborts with
+ * "moirai: fiber stack overflow" naming the fiber and its stack size. An
+ * idle parked fiber costs its touched stack pages plus a control block.
+ *
+ * Build code that runs on fibers with -fstack-clash-protection (GCC and
+ * Clang; the library itself is built so). Without it, a function whose
+ * frame is bigger than the guard (a big local array, a VLA or alloca) can
+ * move the stack pointer past the guard without touching it, and then
+ * silently writes over another fiber's stack instead of faulting. With it,
+ * such a frame touches every page on its way down and the overflow is
+ * reported.
  *
  * Functions marked "fiber or thread" block the calling fiber by parking it
  * and a plain thread (or a job) by sleeping on a futex.
@@ -118,14 +126,27 @@ MR_API mr_fiber_t *mr_fiber_self(void);
 /* The name given at creation ("" when none). */
 MR_API const char *mr_fiber_name(const mr_fiber_t *f);
 
+/* The stack of mr_run's main fiber unless mr_run_opts() says otherwise. */
+#define MR_RUN_STACK_DEFAULT (8u * 1024 * 1024)
+
 /*
  * Run fn(arg) as a fiber on rt (NULL: the default runtime) and block the
  * calling thread until it returns: the usual entry point of a program's
- * main. Returns 0, -EINVAL for a NULL fn, -ENOMEM, or -EDEADLK when called
- * from a worker of rt (use mr_go there); with rt NULL, also the errors of
- * mr_runtime_default() as negative values (-EINVAL, -EAGAIN).
+ * main. The fiber is named "main" and has a stack of MR_RUN_STACK_DEFAULT
+ * (8 MiB, what a main thread gets): address space reserved for it, of
+ * which only the pages it touches become resident. Returns 0, -EINVAL for
+ * a NULL fn, -ENOMEM, or -EDEADLK when called from a worker of rt (use
+ * mr_go there); with rt NULL, also the errors of mr_runtime_default() as
+ * negative values (-EINVAL, -EAGAIN). Blocks as mr_fiber_join() does.
+ *
+ * mr_run_opts() is the same with the options of mr_go_opts(): stack_size
+ * (0: MR_RUN_STACK_DEFAULT; MR_FIBER_STACK_MIN..MR_FIBER_STACK_MAX, else
+ * -EINVAL), name (NULL: "main") and runtime (NULL: the default runtime).
+ * opts may be NULL.
+ * ERRORS: -EINVAL, -ENOMEM, -EDEADLK, -EAGAIN.
  */
 MR_API int mr_run(mr_runtime_t *rt, void (*fn)(void *), void *arg);
+MR_API int mr_run_opts(void (*fn)(void *), void *arg, const struct mr_fiber_opts *opts);
 
 /* CLOCK_MONOTONIC in nanoseconds: the clock of every deadline in Moirai.
  * Async-signal-safe. */

@@ -13,6 +13,8 @@
  * process's affinity mask, and pinned as MOIRAI_PIN says (unset: the
  * default of mr_runtime_create, 0: MR_PIN_NONE, 1: MR_PIN_HOME). To run
  * code on a runtime you created, enter it with mr_runtime_install().
+ * MOIRAI_STACK sets the stack size of the workers of every runtime whose
+ * mr_config leaves stack_size 0, the default runtime's included.
  *
  * Fork: the child of fork() has only the thread that called it, so none of
  * the parent's runtimes works there (none of their workers exists): passing
@@ -46,6 +48,18 @@ struct mr_config {
 	unsigned workers;	/* 0: one per CPU of the CPU set; at most MR_MAX_WORKERS */
 	unsigned deque_log2;	/* log2 of each worker's deque capacity; 0: 13 (8192 jobs), 6..24 */
 	unsigned spin_us;	/* microseconds an idle worker searches before it sleeps; 0: 50 */
+	/*
+	 * Bytes of each worker thread's stack, where jobs run (a deep recursion
+	 * in a job needs it: mr_join, groups and loop bodies run there). 0:
+	 * MOIRAI_STACK from the environment if set (bytes, or with a K, M or G
+	 * suffix: "256M"), else the system's default for threads (the
+	 * RLIMIT_STACK soft limit, usually 8 MiB). At least PTHREAD_STACK_MIN;
+	 * rounded up to pages. Address space is reserved for all of it; pages
+	 * become resident as they are touched. A 64 KiB guard lies below: an
+	 * overflow aborts with "moirai: worker stack overflow" naming the
+	 * worker and the size. (Fibers have their own stacks: fiber.h.)
+	 */
+	size_t stack_size;
 	/* Placement. */
 	const void *cpus;	/* a cpu_set_t (CPU_ALLOC or a plain one): the CPUs the workers
 				 * run on; NULL: the caller's affinity mask */
@@ -77,9 +91,10 @@ struct mr_config {
  *
  * Callable from any thread; blocks while the threads start.
  * ERRORS: EINVAL (more than MR_MAX_WORKERS workers, deque_log2 out of
- * range, sz too small, an unknown pin, cpus with no CPU or a cpus_size of
- * 0, a CPU of cpus that the thread may not run on), ENOMEM, EAGAIN (a
- * worker thread cannot be created).
+ * range, sz too small, a stack_size below PTHREAD_STACK_MIN or
+ * MOIRAI_STACK not a size, an unknown pin, cpus with no CPU or a
+ * cpus_size of 0, a CPU of cpus that the thread may not run on), ENOMEM,
+ * EAGAIN (a worker thread or its stack cannot be created).
  */
 MR_API mr_runtime_t *mr_runtime_create(const struct mr_config *cfg);
 

@@ -1,6 +1,6 @@
 /*
  * fiber.c - fiber lifecycle: create, resume, park, yield, exit, join,
- * detach; mr_run; the stack-overflow handler.
+ * detach; mr_run (the main fiber); the stack-overflow handler.
  *
  * A fiber's control block sits at the top of its own stack; the stack and
  * the block are one allocation from stack.c. A runnable fiber is a job in a
@@ -24,6 +24,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,7 +191,7 @@ static void after_switch(struct mr__worker *w, struct mr_fiber *f)
 	}
 }
 
-static void ensure_altstack(struct mr__worker *w)
+static void ensure_altstack(struct mr__worker *w, const char *call)
 {
 	stack_t ss;
 	size_t sz = 64 * 1024;
@@ -198,12 +199,36 @@ static void ensure_altstack(struct mr__worker *w)
 	install_overflow_handler();
 	ss.ss_sp = malloc(sz);
 	if (!ss.ss_sp)
-		mr__die("mr_go", "out of memory for the signal stack");
+		mr__die(call, "out of memory for the signal stack");
 	ss.ss_size = sz;
 	ss.ss_flags = 0;
 	if (sigaltstack(&ss, NULL) != 0)
-		mr__die("mr_go", "sigaltstack: %s", strerror(errno));
+		mr__die(call, "sigaltstack: %s", strerror(errno));
 	w->altstack = ss.ss_sp;
+}
+
+/* The worker thread's own guard [lo, hi) and stack size, for on_fault(). */
+static __thread uintptr_t thread_guard_lo, thread_guard_hi;
+static __thread size_t thread_stack_size;
+
+void mr__fiber_thread_start(struct mr__worker *w)
+{
+	pthread_attr_t a;
+	void *lo;
+	size_t size, guard;
+
+	if (!w->altstack)
+		ensure_altstack(w, "mr_runtime_create");
+	if (pthread_getattr_np(pthread_self(), &a) != 0)
+		return; /* overflows of this thread's stack go unnamed */
+	/* glibc: [lo, lo + size) is usable, the guard lies just below. */
+	if (pthread_attr_getstack(&a, &lo, &size) == 0 &&
+	    pthread_attr_getguardsize(&a, &guard) == 0 && guard) {
+		thread_guard_lo = (uintptr_t)lo - guard;
+		thread_guard_hi = (uintptr_t)lo;
+		thread_stack_size = size;
+	}
+	pthread_attr_destroy(&a);
 }
 
 /* Resume f on worker w (the calling thread); returns when f switches out. */
@@ -213,7 +238,7 @@ static void resume(struct mr__worker *w, struct mr_fiber *f)
 	unsigned pinned = w->pinned;
 
 	if (unlikely(!w->altstack))
-		ensure_altstack(w);
+		ensure_altstack(w, "mr_go");
 	mr__tls_fiber = f;
 	mr__tls_held = 0;
 	w->pinned = 0; /* the fiber's own count (see sched.h) */
@@ -439,9 +464,26 @@ void mr__fiber_thread_exit(struct mr__worker *w)
 
 /* ---- creation ------------------------------------------------------------ */
 
+/*
+ * The handle check_fiber() is reading, and the call it checks for. A stale
+ * handle may point into memory that is no longer mapped: a fiber whose
+ * stack was not of the default size took its control block along when its
+ * mapping was unmapped at release. The read then faults, and on_fault()
+ * turns that fault into the abort a released default-size fiber gets.
+ */
+static __thread const void *probe_handle __attribute__((tls_model("initial-exec")));
+static __thread const char *probe_call __attribute__((tls_model("initial-exec")));
+
 static struct mr_fiber *check_fiber(const mr_fiber_t *f, const char *call)
 {
-	if (f->magic != FIBER_MAGIC)
+	probe_handle = f;
+	probe_call = call;
+	/* The read between the two marks, as the signal handler sees it. */
+	atomic_signal_fence(memory_order_seq_cst);
+	uint32_t magic = ((const volatile struct mr_fiber *)f)->magic;
+	atomic_signal_fence(memory_order_seq_cst);
+	probe_call = NULL;
+	if (magic != FIBER_MAGIC)
 		mr__die(call, "%p is not a fiber handle (or its fiber was released)", (void *)f);
 	return (struct mr_fiber *)f;
 }
@@ -635,22 +677,51 @@ int mr_fiber_detach(mr_fiber_t *handle)
 
 /* ---- mr_run ------------------------------------------------------------------ */
 
-int mr_run(mr_runtime_t *rt, void (*fn)(void *), void *arg)
+/*
+ * The main fiber gets MR_RUN_STACK_DEFAULT (8 MiB, what a main thread gets)
+ * unless told otherwise: a program's main moved onto a fiber must not
+ * overflow where it did not before. The stack is a mapping of its own,
+ * reserved, not committed (MAP_NORESERVE), and its pages become resident
+ * only as they are touched: one such stack costs address space, not memory.
+ */
+static int run(void (*fn)(void *), void *arg, const struct mr_fiber_opts *opts, const char *call)
 {
 	struct mr__worker *w = mr__self();
+	MR_OPTS(mr_fiber_opts, o, .stack_size = MR_RUN_STACK_DEFAULT, .name = "main");
 
-	if (!fn)
+	if (!fn || (opts && opts->sz < sizeof(size_t)))
 		return -EINVAL;
-	if (!rt && !(rt = mr__default_runtime_try()))
+	if (opts) {
+#define MR_HAS(f) (opts->sz >= offsetof(struct mr_fiber_opts, f) + sizeof(opts->f))
+		if (MR_HAS(stack_size) && opts->stack_size)
+			o.stack_size = opts->stack_size;
+		if (MR_HAS(name) && opts->name)
+			o.name = opts->name;
+		if (MR_HAS(runtime))
+			o.runtime = opts->runtime;
+#undef MR_HAS
+	}
+	if (!o.runtime && !(o.runtime = mr__default_runtime_try()))
 		return -errno;
-	mr__check_live(rt, "mr_run");
-	if (w && w->rt == rt)
+	mr__check_live(o.runtime, call);
+	if (w && w->rt == o.runtime)
 		return -EDEADLK;
-	MR_OPTS(mr_fiber_opts, o, .name = "main", .runtime = rt);
 	mr_fiber_t *f = mr_go_opts(fn, arg, &o);
 	if (!f)
 		return -errno;
 	return mr_fiber_join(f);
+}
+
+int mr_run(mr_runtime_t *rt, void (*fn)(void *), void *arg)
+{
+	MR_OPTS(mr_fiber_opts, o, .runtime = rt);
+
+	return run(fn, arg, &o, "mr_run");
+}
+
+int mr_run_opts(void (*fn)(void *), void *arg, const struct mr_fiber_opts *opts)
+{
+	return run(fn, arg, opts, "mr_run_opts");
 }
 
 /* ---- stack overflow ---------------------------------------------------------- */
@@ -664,34 +735,74 @@ static void put(char *buf, size_t *n, size_t cap, const char *s)
 		buf[(*n)++] = *s++;
 }
 
+/* v in decimal (base 10) or as 0x... (base 16), without stdio. */
+static void put_num(char *buf, size_t *n, size_t cap, uintmax_t v, unsigned base)
+{
+	char num[24], out[28];
+	size_t k = 0, m = 0;
+
+	do
+		num[k++] = "0123456789abcdef"[v % base];
+	while ((v /= base) && k < sizeof(num));
+	if (base == 16) {
+		out[m++] = '0';
+		out[m++] = 'x';
+	}
+	while (k)
+		out[m++] = num[--k];
+	out[m] = 0;
+	put(buf, n, cap, out);
+}
+
+/* Write buf[0..n) and a newline to stderr and abort (async-signal-safe). */
+static __attribute__((noreturn)) void fault_abort(char *buf, size_t n, size_t cap)
+{
+	put(buf, &n, cap, "\n");
+	ssize_t r = write(2, buf, n);
+	(void)r;
+	signal(SIGABRT, SIG_DFL);
+	abort();
+}
+
 static void on_fault(int sig, siginfo_t *si, void *uc)
 {
 	struct mr_fiber *f = mr__tls_fiber;
 	struct sigaction *old = sig == SIGSEGV ? &old_segv : &old_bus;
-	long ps = sysconf(_SC_PAGESIZE);
+	size_t gs = mr__stack_guard((size_t)sysconf(_SC_PAGESIZE));
 
-	if (f && (char *)si->si_addr >= (char *)f->stack.base - ps &&
-	    (char *)si->si_addr < (char *)f->stack.base) {
-		/* Async-signal-safe formatting: no stdio. */
-		char buf[192], num[24];
-		size_t n = 0, k = 0;
-		size_t v = f->stack.size;
-		do
-			num[k++] = (char)('0' + v % 10);
-		while ((v /= 10) && k < sizeof(num));
-		char dec[24];
-		for (size_t i = 0; i < k; i++)
-			dec[i] = num[k - 1 - i];
-		dec[k] = 0;
+	char buf[256];
+	size_t n = 0;
+	const char *addr = si->si_addr;
+
+	/* Async-signal-safe formatting below: no stdio. */
+	/* Anywhere in the guard: a frame may skip pages of it untouched. */
+	if (f && addr >= (char *)f->stack.base - gs && addr < (char *)f->stack.base) {
 		put(buf, &n, sizeof(buf), "moirai: fiber stack overflow in fiber \"");
 		put(buf, &n, sizeof(buf), f->name[0] ? f->name : "(unnamed)");
 		put(buf, &n, sizeof(buf), "\" (stack size ");
-		put(buf, &n, sizeof(buf), dec);
-		put(buf, &n, sizeof(buf), " bytes)\n");
-		ssize_t r = write(2, buf, n);
-		(void)r;
-		signal(SIGABRT, SIG_DFL);
-		abort();
+		put_num(buf, &n, sizeof(buf), f->stack.size, 10);
+		put(buf, &n, sizeof(buf), " bytes)");
+		fault_abort(buf, n, sizeof(buf));
+	}
+	/* A job (or the worker loop) overflowed the worker thread's stack. */
+	if ((uintptr_t)addr >= thread_guard_lo && (uintptr_t)addr < thread_guard_hi) {
+		struct mr__worker *w = mr__self();
+		put(buf, &n, sizeof(buf), "moirai: worker stack overflow in worker thread moirai-w");
+		put_num(buf, &n, sizeof(buf), w ? w->idx : 0, 10);
+		put(buf, &n, sizeof(buf), " (stack size ");
+		put_num(buf, &n, sizeof(buf), thread_stack_size, 10);
+		put(buf, &n, sizeof(buf), " bytes; mr_config.stack_size or MOIRAI_STACK sets it)");
+		fault_abort(buf, n, sizeof(buf));
+	}
+	/* check_fiber() read a handle whose memory is gone: say what it says. */
+	if (probe_call && addr >= (const char *)probe_handle &&
+	    addr < (const char *)probe_handle + sizeof(struct mr_fiber)) {
+		put(buf, &n, sizeof(buf), "moirai: ");
+		put(buf, &n, sizeof(buf), probe_call);
+		put(buf, &n, sizeof(buf), ": ");
+		put_num(buf, &n, sizeof(buf), (uintptr_t)probe_handle, 16);
+		put(buf, &n, sizeof(buf), " is not a fiber handle (or its fiber was released)");
+		fault_abort(buf, n, sizeof(buf));
 	}
 	/* Not ours: hand it to whoever had the signal before us. */
 	if (old->sa_flags & SA_SIGINFO) {

@@ -26,6 +26,24 @@
 
 #include "../sched/sched.h"
 
+/*
+ * The guard below every fiber stack: 64 KiB (at least a page). Code built
+ * with -fstack-clash-protection touches the stack at least once per probe
+ * interval, which GCC sets to 4 KiB on x86-64 but to 64 KiB on aarch64 (its
+ * --param stack-clash-protection-guard-size=16): an aarch64 frame of up to
+ * 64 KiB moves the stack pointer without a probe, so a smaller guard lets it
+ * land in the stack below (the neighbour's control block sits at its top).
+ * On x86-64 the same 64 KiB also catches frames of code built without the
+ * flag up to that size (buffers of 4-64 KiB are common). A guard costs
+ * address space and page-table entries, never resident pages.
+ */
+#define MR__STACK_GUARD ((size_t)64 * 1024)
+
+static inline size_t mr__stack_guard(size_t page)
+{
+	return page > MR__STACK_GUARD ? page : MR__STACK_GUARD;
+}
+
 struct mr__stack {
 	void *base;   /* lowest usable address (the guard is just below) */
 	size_t size;  /* usable bytes */
@@ -141,8 +159,13 @@ static inline void mr__fiber_going_on(uint64_t held)
 		mr__fiber_share_held(held);
 }
 
-/* Worker side: the next yielded fiber's job, and clean-up at thread exit. */
+/*
+ * Worker side: the next yielded fiber's job; at thread start, the
+ * alternate signal stack and the overflow handler, which then also knows
+ * the thread's own stack and guard (jobs run there); clean-up at exit.
+ */
 struct mr__job *mr__yield_pop(struct mr__worker *w);
+void mr__fiber_thread_start(struct mr__worker *w);
 void mr__fiber_thread_exit(struct mr__worker *w);
 
 /* ---- stacks (stack.c) ---- */
@@ -154,6 +177,8 @@ void mr__stack_atfork_prepare(void);
 void mr__stack_atfork_release(void);
 /* Test hook: called with the stack pool's lock held (mr__stack_alloc from a thread). */
 extern void (*mr__test_stack_pool_locked)(void) __attribute__((visibility("hidden")));
+/* Test hook: when set, stack.c calls it instead of munmap() (0 or -1 and errno). */
+extern int (*mr__test_munmap)(void *addr, size_t len);
 
 /* ---- waiters (waitq.c) ---- */
 enum { MR__W_WAITING = 0, MR__W_WOKEN = 1, MR__W_TIMEDOUT = 2 };

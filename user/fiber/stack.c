@@ -9,21 +9,36 @@
  * guards fall back to mprotect, and when the mappings run out the error
  * names the limit (errno ENOMEM; the message is kept for mr__stack_error()).
  *
- * Slot layout, low to high: [guard page][usable stack ... top]. The fiber's
- * control block lives at the top of its stack, so a parked fiber costs the
- * stack pages it touched and nothing else.
+ * Slot layout, low to high: [guard][usable stack ... top]. The guard is
+ * mr__stack_guard() bytes (64 KiB, see fiber.h for why so many), so that a
+ * frame that skips pages without touching them still lands in it instead
+ * of in the stack below. The fiber's control block lives at the top of its
+ * stack, so a parked fiber costs the stack pages it touched and nothing
+ * else.
  *
  * Free default-size stacks go to the freeing worker's cache (a plain array,
  * no lock), overflowing into a process-wide list under a mutex. Stacks are
  * never unmapped: their pages stay resident and warm for the next fiber
  * (pages a deep call touched once stay too - the price of no syscall per
  * spawn). Other sizes get a mapping of their own, unmapped when freed.
+ * A new chunk's guards go in with one process_madvise() call, and the top
+ * page of each of its slots is populated with another (see grow_pool()):
+ * a chunk not yet used costs up to CHUNK_SLOTS resident pages.
+ *
+ * munmap fails only on misuse (a bad range: our stack descriptor was
+ * overwritten, so we abort) or with ENOMEM, when the range is part of a
+ * bigger VMA (the kernel merged the mapping with a neighbour) and
+ * splitting it would pass vm.max_map_count. Then the stack is kept: its
+ * pages are dropped (MADV_DONTNEED, which splits nothing) and the next
+ * stack of that size reuses it.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -94,6 +109,31 @@ static int guard(void *addr, size_t len)
 	return -errno;
 }
 
+/* Test hook: called instead of munmap() when set (fiber.h). */
+int (*mr__test_munmap)(void *addr, size_t len);
+
+static int unmap(void *addr, size_t len)
+{
+	if (unlikely(mr__test_munmap))
+		return mr__test_munmap(addr, len);
+	return munmap(addr, len);
+}
+
+/*
+ * Unmap [addr, addr + len), a mapping of ours, on an error path. On
+ * ENOMEM the range stays mapped with its pages dropped (its address space
+ * is lost; we are at the mapping limit anyway).
+ */
+static void unmap_or_drop(void *addr, size_t len)
+{
+	if (unmap(addr, len) == 0)
+		return;
+	if (errno != ENOMEM)
+		mr__die("moirai", "munmap of a fiber stack mapping %p (%zu bytes) failed: %s",
+			addr, len, strerror(errno));
+	madvise(addr, len, MADV_DONTNEED);
+}
+
 /* Not printed (the library prints nothing unless it aborts): kept for
  * whoever debugs a NULL from mr_go, e.g. in gdb: p mr__stack_error. */
 char mr__stack_error[160];
@@ -106,10 +146,59 @@ static void say_limit(const char *what, int err)
 		 what, strerror(err));
 }
 
-/* Map a chunk of CHUNK_SLOTS default-size slots into the pool (pool_lock held). */
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* A pidfd of this process for process_madvise(), or -1 (pool_lock held). */
+static int self_pidfd(void)
+{
+	static int fd = -1;
+	static pid_t fd_pid;
+	pid_t pid = getpid();
+
+	if (fd >= 0 && fd_pid == pid)
+		return fd;
+	if (fd >= 0)
+		close(fd); /* a forked child's copy of its parent's pidfd */
+	fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	fd_pid = pid;
+	return fd;
+}
+
+/*
+ * madvise(advice) of `len` bytes at first, first + stride, ... (n ranges,
+ * at most CHUNK_SLOTS) in one process_madvise() call. 0 when every range
+ * was advised; -1 otherwise (kernels before 6.13 take only a few advices
+ * there), and the caller falls back to one madvise() per range.
+ */
+static int advise_slots(char *first, size_t stride, size_t len, size_t n, int advice)
+{
+	struct iovec iov[CHUNK_SLOTS];
+	int fd = self_pidfd();
+
+	if (fd < 0 || n > CHUNK_SLOTS)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		iov[i].iov_base = first + i * stride;
+		iov[i].iov_len = len;
+	}
+	long r = syscall(SYS_process_madvise, fd, iov, n, advice, 0);
+	return r == (long)(n * len) ? 0 : -1;
+}
+
+/*
+ * Map a chunk of CHUNK_SLOTS default-size slots into the pool (pool_lock
+ * held). Once guards are known to work (guard_mode 1), all the chunk's
+ * guards are installed with one process_madvise() call, and the top page
+ * of every slot (where a fiber's control block and first frames go) is
+ * populated with another (MADV_POPULATE_WRITE): the page is allocated and
+ * zeroed either way, but then in one syscall instead of one fault per
+ * spawn, which is what a spawn cost most (a fault is dear in a VM).
+ */
 static int grow_pool(void)
 {
-	size_t ps = page_size(), slot = MR_FIBER_STACK_DEFAULT + ps;
+	size_t ps = page_size(), gs = mr__stack_guard(ps), slot = MR_FIBER_STACK_DEFAULT + gs;
 	size_t len = slot * CHUNK_SLOTS;
 	char *c = mmap(NULL, len, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
@@ -124,32 +213,91 @@ static int grow_pool(void)
 			cap *= 2;
 		void **p = realloc(pool, cap * sizeof(*p));
 		if (!p) {
-			munmap(c, len);
+			unmap_or_drop(c, len);
 			return -ENOMEM;
 		}
 		pool = p;
 		pool_cap = cap;
 	}
-	for (size_t i = 0; i < CHUNK_SLOTS; i++) {
-		int r = guard(c + i * slot, ps);
+	size_t batched = 0, first_slot = nslots;
+	if (atomic_load_explicit(&guard_mode, memory_order_relaxed) == 1 &&
+	    advise_slots(c, slot, gs, CHUNK_SLOTS, MADV_GUARD_INSTALL) == 0)
+		batched = CHUNK_SLOTS;
+	for (size_t i = 0; i < batched; i++)
+		pool[npool++] = c + i * slot + gs;
+	nslots += batched;
+	for (size_t i = batched; i < CHUNK_SLOTS; i++) {
+		int r = guard(c + i * slot, gs);
 		if (r < 0) {
 			say_limit("installing a stack guard page", -r);
 			/* Slots already guarded stay usable; drop the rest. */
 			if (i == 0) {
-				munmap(c, len);
+				unmap_or_drop(c, len);
 				return -ENOMEM;
 			}
 			break;
 		}
-		pool[npool++] = c + i * slot + ps;
+		pool[npool++] = c + i * slot + gs;
 		nslots++;
 	}
+	/* Failure is harmless: the first touch faults the page in instead. */
+	advise_slots(c + gs + MR_FIBER_STACK_DEFAULT - ps, slot, ps, nslots - first_slot,
+		     MADV_POPULATE_WRITE);
 	return 0;
+}
+
+/* Stacks of other sizes whose munmap failed with ENOMEM (pool_lock). */
+struct kept {
+	struct kept *next;
+	size_t size;
+};
+static struct kept *_Atomic kept;
+
+static void keep(const struct mr__stack *st, int err)
+{
+	size_t ps = page_size();
+
+	if (err != ENOMEM)
+		mr__die("moirai", "munmap of a fiber stack at %p (%zu bytes) failed: %s", st->base,
+			st->size, strerror(err));
+	/* All pages but the top one, which holds the list entry. */
+	madvise(st->base, st->size - ps, MADV_DONTNEED);
+	struct kept *k = (struct kept *)((char *)st->base + st->size - ps);
+	k->size = st->size;
+	pthread_mutex_lock(&pool_lock);
+	/* relaxed: written under pool_lock; take_kept()'s unlocked read is a hint. */
+	k->next = atomic_load_explicit(&kept, memory_order_relaxed);
+	atomic_store_explicit(&kept, k, memory_order_relaxed);
+	pthread_mutex_unlock(&pool_lock);
+}
+
+/* A kept stack of this size (its base), or NULL. */
+static void *take_kept(size_t size)
+{
+	void *base = NULL;
+
+	/* relaxed: a hint (the list is almost always empty), read again under
+	 * pool_lock; pairs with nothing: keep() writes under the lock. */
+	if (likely(!atomic_load_explicit(&kept, memory_order_relaxed)))
+		return NULL;
+	pthread_mutex_lock(&pool_lock);
+	struct kept *prev = NULL, *k = atomic_load_explicit(&kept, memory_order_relaxed);
+	for (; k; prev = k, k = k->next)
+		if (k->size == size) {
+			if (prev)
+				prev->next = k->next;
+			else
+				atomic_store_explicit(&kept, k->next, memory_order_relaxed);
+			base = (char *)k + page_size() - size;
+			break;
+		}
+	pthread_mutex_unlock(&pool_lock);
+	return base;
 }
 
 int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st)
 {
-	size_t ps = page_size();
+	size_t ps = page_size(), gs = mr__stack_guard(ps);
 
 	size = (size + ps - 1) & ~(ps - 1);
 	if (size == MR_FIBER_STACK_DEFAULT) {
@@ -174,19 +322,24 @@ int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st)
 		st->pooled = true;
 		return 0;
 	}
-	char *m = mmap(NULL, size + ps, PROT_READ | PROT_WRITE,
+	if ((st->base = take_kept(size))) {
+		st->size = size;
+		st->pooled = false;
+		return 0;
+	}
+	char *m = mmap(NULL, size + gs, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
 	if (m == MAP_FAILED) {
 		say_limit("mmap of a fiber stack", errno);
 		return -ENOMEM;
 	}
-	int r = guard(m, ps);
+	int r = guard(m, gs);
 	if (r < 0) {
 		say_limit("installing a stack guard page", -r);
-		munmap(m, size + ps);
+		unmap_or_drop(m, size + gs);
 		return -ENOMEM;
 	}
-	st->base = m + ps;
+	st->base = m + gs;
 	st->size = size;
 	st->pooled = false;
 	return 0;
@@ -195,7 +348,9 @@ int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st)
 void mr__stack_free(struct mr__worker *w, struct mr__stack *st)
 {
 	if (!st->pooled) {
-		munmap((char *)st->base - page_size(), st->size + page_size());
+		size_t gs = mr__stack_guard(page_size());
+		if (unmap((char *)st->base - gs, st->size + gs) != 0)
+			keep(st, errno);
 		return;
 	}
 	if (w && w->nstack_cache < MR__STACK_CACHE) {

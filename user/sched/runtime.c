@@ -715,6 +715,7 @@ static void *worker_main(void *arg)
 	w->tid = (pid_t)syscall(SYS_gettid);
 	mr__tls_worker = w;
 	mr__place_thread_start(w);
+	mr__fiber_thread_start(w); /* the overflow handler knows our stack */
 	mr__scx_worker_start(w);
 	mr__work_until(w, rt_exiting, w->rt);
 	stop_searching(w, false);
@@ -910,6 +911,55 @@ __attribute__((constructor)) static void atfork_install(void)
 
 /* ---- creation and destruction ------------------------------------------ */
 
+/*
+ * MOIRAI_STACK: bytes, or KiB, MiB, GiB with a K, M or G suffix. 0 and
+ * *out untouched when unset; -EINVAL when it is not a size.
+ */
+static int env_stack(size_t *out)
+{
+	const char *s = getenv("MOIRAI_STACK");
+	unsigned long long v;
+	unsigned shift = 0;
+	char *end;
+
+	if (!s || !*s)
+		return 0;
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	switch (*end) {
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	}
+	if (errno || *end || v == 0 || v > (SIZE_MAX >> shift))
+		return -EINVAL;
+	*out = (size_t)v << shift;
+	return 0;
+}
+
+/*
+ * The workers' thread attributes: the stack size (0: the system default)
+ * and a guard of the size fibers get (fiber.h), which
+ * mr__fiber_thread_start() finds again for the overflow handler.
+ */
+static int worker_attr(pthread_attr_t *attr, size_t stack)
+{
+	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+	int r = pthread_attr_init(attr);
+
+	if (r)
+		return r;
+	if (stack)
+		r = pthread_attr_setstacksize(attr, (stack + ps - 1) & ~(ps - 1));
+	if (!r)
+		r = pthread_attr_setguardsize(attr, mr__stack_guard(ps));
+	if (r)
+		pthread_attr_destroy(attr);
+	return r;
+}
+
 static void free_runtime(struct mr_runtime *rt)
 {
 	if (rt->workers) {
@@ -951,6 +1001,8 @@ mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 	size_t cpus_size = 0;
 	cpu_set_t *set;
 	size_t set_size;
+	size_t stack = 0;
+	pthread_attr_t attr;
 	struct mr_runtime *rt;
 	int err = ENOMEM;
 
@@ -971,9 +1023,12 @@ mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 		}
 		if (MR_HAS(pin))
 			pin = cfg->pin;
+		if (MR_HAS(stack_size))
+			stack = cfg->stack_size;
 #undef MR_HAS
 	}
-	if (nworkers > MR_MAX_WORKERS || dlog2 < 6 || dlog2 > 24 || pin > MR_PIN_HOME) {
+	if (nworkers > MR_MAX_WORKERS || dlog2 < 6 || dlog2 > 24 || pin > MR_PIN_HOME ||
+	    (!stack && env_stack(&stack) < 0) || (stack && stack < (size_t)PTHREAD_STACK_MIN)) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -1034,16 +1089,23 @@ mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 	if (mr__place_init(rt) < 0)
 		goto fail_free;
 	mr__scx_runtime_init(rt);
+	int r = worker_attr(&attr, stack);
+	if (r) {
+		err = r;
+		goto fail_free;
+	}
 	for (unsigned i = 0; i < nworkers; i++) {
-		int r = pthread_create(&rt->workers[i]->thread, NULL, worker_main, rt->workers[i]);
+		r = pthread_create(&rt->workers[i]->thread, &attr, worker_main, rt->workers[i]);
 		if (r) {
 			stop_workers(rt, i);
 			err = r == EAGAIN ? EAGAIN : r;
+			pthread_attr_destroy(&attr);
 			goto fail_free;
 		}
 	}
+	pthread_attr_destroy(&attr);
 	for (unsigned i = 0; i < nworkers; i++) {
-		int r = mr__place_worker(rt, rt->workers[i]);
+		r = mr__place_worker(rt, rt->workers[i]);
 		if (r) {
 			/* A CPU of the set that we may not use. */
 			stop_workers(rt, nworkers);

@@ -11,6 +11,11 @@
  *                wait group; prints the growth of VmRSS (7th field) while
  *                they are all parked; one run per process (run.sh repeats
  *                the process), REPS must be 1
+ *   sleepers     SIZE fibers that each sleep 0.5 s (mr_sleep_ns), spawned
+ *                one after another on a runtime of WORKERS (1) workers;
+ *                times the spawns until every fiber has started its sleep
+ *                and prints the growth of VmRSS then (7th field) and of the
+ *                page tables (VmPTE, 8th); one run per process, as parked
  *   mutex        WORKERS fibers on a 2-worker runtime each add 1 to a shared
  *                counter SIZE/WORKERS times under one mr_mutex_t
  * Every run is an mr_run() of a main fiber, timed inside that fiber (from
@@ -155,6 +160,48 @@ static void parked_main(void *p)
 	mr_wg_wait(&s->finished);
 }
 
+/* ---- sleepers ------------------------------------------------------------ */
+
+#define SLEEP_NS 500000000ull /* 0.5 s, as go/main.go */
+
+struct sleepers_run {
+	mr_wg_t started, finished;
+	_Atomic uint64_t woke;
+	uint64_t n;
+	double ms;
+	int64_t bytes, pte;
+};
+
+static void sleeper(void *p)
+{
+	struct sleepers_run *s = p;
+	mr_wg_done(&s->started);
+	mr_sleep_ns(SLEEP_NS);
+	atomic_fetch_add_explicit(&s->woke, 1, memory_order_relaxed);
+	mr_wg_done(&s->finished);
+}
+
+static void sleepers_main(void *p)
+{
+	struct sleepers_run *s = p;
+	mr_wg_init(&s->started);
+	mr_wg_init(&s->finished);
+	mr_wg_add(&s->started, (int64_t)s->n);
+	mr_wg_add(&s->finished, (int64_t)s->n);
+	int64_t before = fb_rss(), pte = fb_proc_kb("/proc/self/status", "VmPTE");
+	double t0 = fb_now_ms();
+	for (uint64_t i = 0; i < s->n; i++) {
+		mr_fiber_t *f = mr_go(sleeper, s);
+		check(f != NULL, "mr_go failed (out of memory or mappings?)");
+		check(mr_fiber_detach(f) == 0, "mr_fiber_detach failed");
+	}
+	mr_wg_wait(&s->started); /* every fiber has started (and is asleep, 0.5 s is long) */
+	s->ms = fb_now_ms() - t0;
+	s->bytes = fb_rss() - before;
+	s->pte = fb_proc_kb("/proc/self/status", "VmPTE") - pte;
+	mr_wg_wait(&s->finished);
+}
+
 /* ---- mutex -------------------------------------------------------------- */
 
 struct mutex_run {
@@ -205,7 +252,7 @@ int main(int argc, char **argv)
 	double t[FB_MAX_REPS];
 	uint64_t count = 0;
 
-	fb_parse(argc, argv, "yield|spawn|spawn-batch|parked|mutex", &a);
+	fb_parse(argc, argv, "yield|spawn|spawn-batch|parked|sleepers|mutex", &a);
 	bench_name = a.bench;
 	int is_mutex = !strcmp(a.bench, "mutex");
 	/* mutex: WORKERS is the number of fibers; they share a 2-worker runtime */
@@ -252,6 +299,18 @@ int main(int argc, char **argv)
 		check(count == a.size, "not every parked fiber woke exactly once");
 		fb_result_mem(&a, impl, s->ms, count, s->bytes);
 		free(s);
+	} else if (!strcmp(a.bench, "sleepers")) {
+		check(a.reps == 1, "one run per process: REPS must be 1 (run.sh repeats the process)");
+		struct sleepers_run *s = calloc(1, sizeof *s);
+		check(s != NULL, "out of memory");
+		s->n = a.size;
+		run(rt, sleepers_main, s);
+		count = atomic_load(&s->woke);
+		check(count == a.size, "not every sleeping fiber woke exactly once");
+		printf("RESULT %s %s %u %.3f %llu %lld %lld\n", a.bench, impl, a.workers, s->ms,
+		       (unsigned long long)count, (long long)s->bytes, (long long)s->pte);
+		fflush(stdout);
+		free(s);
 	} else if (is_mutex) {
 		check(a.workers <= MAX_MUTEX_FIBERS && a.size % a.workers == 0,
 		      "WORKERS fibers (at most 256) must divide SIZE");
@@ -268,9 +327,9 @@ int main(int argc, char **argv)
 		}
 		free(s);
 	} else {
-		fb_fail(a.bench, impl, "unknown benchmark (yield, spawn, spawn-batch, parked, mutex)");
+		fb_fail(a.bench, impl, "unknown benchmark (yield, spawn, spawn-batch, parked, sleepers, mutex)");
 	}
-	if (strcmp(a.bench, "parked"))
+	if (strcmp(a.bench, "parked") && strcmp(a.bench, "sleepers"))
 		fb_result(&a, impl, fb_median(t, a.reps), count);
 	check(mr_runtime_destroy(rt) == 0, "mr_runtime_destroy failed");
 	return 0;

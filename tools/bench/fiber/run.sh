@@ -20,6 +20,10 @@
 #                in batches of 1000, at 1 and 2 workers; Go: go f() + wg.Wait()
 #   parked       1,000,000 fibers parked on one wait group: resident bytes
 #                per fiber (one process per repetition: the median of REPS)
+#   sleepers     100,000 fibers that each sleep 0.5 s, spawned one after
+#                another on 1 worker (Go: GOMAXPROCS=1): time per fiber until
+#                all have started, resident and page-table bytes per fiber
+#                (a fresh process per repetition)
 #   mutex        2, 4 and 8 fibers on 2 workers incrementing a counter under
 #                mr_mutex_t; pthread_mutex_t threads; sync.Mutex goroutines
 # Each program runs its benchmark once to warm up and REPS timed times and
@@ -73,10 +77,10 @@ REPS=${BENCH_REPS:-5}
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
 	REPS=1
 	RAW_N=10000 UC_N=1000 GOSW_N=10000 FUTEX_N=200 YIELD_N=10000
-	SPAWN_N=10000 PARKED_N=10000 MUTEX_N=8000
+	SPAWN_N=10000 PARKED_N=10000 MUTEX_N=8000 SLEEPERS_N=1000
 else
 	RAW_N=10000000 UC_N=100000 GOSW_N=1000000 FUTEX_N=20000 YIELD_N=1000000
-	SPAWN_N=1000000 PARKED_N=1000000 MUTEX_N=4000000
+	SPAWN_N=1000000 PARKED_N=1000000 MUTEX_N=4000000 SLEEPERS_N=100000
 fi
 NCPU=$(nproc 2>/dev/null || echo 1)
 
@@ -189,6 +193,11 @@ for r in $(seq "$REPS"); do
 	mbench parked 2 1 "$PARKED_N" "$PARKED_N"
 	bench bench_fiber_go parked 2 1 "$PARKED_N" "$PARKED_N"
 done
+# sleepers: a fresh process per repetition, the two side by side
+for r in $(seq "$REPS"); do
+	mbench sleepers 1 1 "$SLEEPERS_N" "$SLEEPERS_N"
+	bench bench_fiber_go sleepers 1 1 "$SLEEPERS_N" "$SLEEPERS_N"
+done
 # mutex: WORKERS contenders share one lock; SIZE increments in all
 for n in 2 4 8; do
 	mbench mutex "$n" "$REPS" "$MUTEX_N" "$MUTEX_N"
@@ -204,7 +213,7 @@ boostv=$(dpkg-query -W -f='${Version}' libboost-context-dev 2>/dev/null || echo 
 gov=$("$GO" version 2>/dev/null | sed 's/^go version //')
 commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
 
-awk -v reps="$REPS" -v parkedn="$PARKED_N" -v mutexn="$MUTEX_N" -v have="$HAVE_FIBERS" -v ncpu="$NCPU" \
+awk -v reps="$REPS" -v parkedn="$PARKED_N" -v sleepn="$SLEEPERS_N" -v mutexn="$MUTEX_N" -v have="$HAVE_FIBERS" -v ncpu="$NCPU" \
 	-v cpu="$cpu" -v ccv="$ccv" -v boostv="$boostv" -v gov="$gov" -v commit="$commit" \
 	-v date="$(date -u '+%Y-%m-%d %H:%M UTC')" -v out="$BUILD/bench/fiber.md" '
 function median(s,    n, a, i, j, t) {
@@ -227,12 +236,14 @@ $1 == "RESULT" {
 	k = $2 SUBSEP $3 SUBSEP $4
 	if (!(k in n)) order[++nk] = k
 	n[k]++; t[k] = t[k] " " $5; c[k] = $6; if (NF >= 7) by[k] = by[k] " " $7
+	if (NF >= 8) pt[k] = pt[k] " " $8
 }
 END {
 	for (j = 1; j <= nk; j++) {
 		k = order[j]
 		ms[k] = median(t[k]); ops[k] = c[k] + 0
 		if (k in by) bytes[k] = median(by[k])
+		if (k in pt) ptes[k] = median(pt[k])
 	}
 	o = "# Moirai fibers side by side\n\n"
 	o = o sprintf("%s, commit %s. %s CPUs (%s). %s; Boost.Context %s; %s.\n", date, commit, ncpu, cpu, ccv, boostv, gov)
@@ -289,6 +300,22 @@ END {
 		if (im[j] == "moirai") bm = bf
 	}
 	o = o "\nTarget: at most 12 KiB resident per parked fiber: " target(bm, 12288) ".\n"
+
+	o = o sprintf("\n## %d sleeping fibers\n\n", sleepn)
+	o = o "The main fiber (goroutine) spawns fibers one after another, each of which sleeps 0.5 s (`mr_sleep_ns`; Go: `time.Sleep`), on 1 worker (GOMAXPROCS=1). "
+	o = o "Time per fiber from the first spawn until every fiber has started its sleep; resident bytes (VmRSS growth) and page-table bytes (VmPTE growth) per fiber at that moment. "
+	o = o "Medians of " reps " fresh processes each. Both are dominated by touching fresh pages (a Moirai fiber needs one page of its own, the top of its stack; a goroutine less than half of one).\n\n"
+	o = o "| implementation | us per fiber | resident bytes per fiber | page-table bytes per fiber |\n|---|---:|---:|---:|\n"
+	split("moirai go", im, " ")
+	for (j = 1; j <= 2; j++) {
+		k = "sleepers" SUBSEP im[j] SUBSEP 1
+		us[j] = (k in ms) ? ms[k] * 1000 / ops[k] : -1
+		rb[j] = (k in bytes) ? bytes[k] / ops[k] : -1
+		pb[j] = (k in ptes) ? ptes[k] / ops[k] : -1
+		o = o "| " (im[j] == "go" ? "Go" : "**Moirai**") " | " fmt(us[j]) " | " (rb[j] < 0 ? "n/a" : sprintf("%.0f", rb[j])) " | " (pb[j] < 0 ? "n/a" : sprintf("%.0f", pb[j])) " |\n"
+	}
+	o = o "| Moirai / Go | " ratio(us[1], us[2]) " | " ratio(rb[1], rb[2]) " | |\n"
+	o = o "\nTargets: time per fiber at most that of Go: " (us[1] < 0 || us[2] < 0 ? "not measured" : target(us[1], us[2])) "; resident memory per fiber <= 4 KiB + 64 bytes: " target(rb[1], 4160) ".\n"
 
 	o = o "\n## Mutex hand-off\n\n"
 	o = o "N contenders each add 1 to a shared counter under one lock, " mutexn " increments in all (checked exact); ns per lock/unlock pair, from starting the contenders to joining them. "

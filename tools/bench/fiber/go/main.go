@@ -12,6 +12,9 @@
 //	parked       SIZE goroutines started and parked in WaitGroup.Wait() on one
 //	             gate; prints the growth of VmRSS as a 7th field; one run per
 //	             process (run.sh repeats the process), REPS must be 1
+//	sleepers     SIZE goroutines that each sleep 0.5 s, spawned one after
+//	             another; the time until all have started, the growth of
+//	             VmRSS (7th field) and VmPTE (8th); one run per process
 //	mutex        WORKERS goroutines (GOMAXPROCS=2) each add 1 to a shared
 //	             counter SIZE/WORKERS times under one sync.Mutex
 //
@@ -185,6 +188,36 @@ func parked(n uint64) (float64, uint64, int64) {
 	return el, atomic.LoadUint64(&woke), after - before
 }
 
+// ---- sleepers -----------------------------------------------------------------
+
+// sleepers: n goroutines that each sleep 0.5 s, spawned one after another;
+// the time until every one has started its sleep, and the growth of VmRSS
+// and VmPTE then (as moirai.c).
+func sleepers(n uint64) (float64, uint64, int64, int64) {
+	var started, finished sync.WaitGroup
+	var woke uint64
+	started.Add(int(n))
+	finished.Add(int(n))
+	runtime.GC()
+	before := procKB("/proc/self/status", "VmRSS")
+	pte := procKB("/proc/self/status", "VmPTE")
+	t0 := time.Now()
+	for i := uint64(0); i < n; i++ {
+		go func() {
+			started.Done()
+			time.Sleep(500 * time.Millisecond)
+			atomic.AddUint64(&woke, 1)
+			finished.Done()
+		}()
+	}
+	started.Wait()
+	el := ms(time.Since(t0))
+	after := procKB("/proc/self/status", "VmRSS")
+	afterPte := procKB("/proc/self/status", "VmPTE")
+	finished.Wait()
+	return el, atomic.LoadUint64(&woke), after - before, afterPte - pte
+}
+
 // ---- mutex -------------------------------------------------------------------
 
 func mutexRun(nthreads int, per uint64) (float64, uint64) {
@@ -211,7 +244,7 @@ func mutexRun(nthreads int, per uint64) (float64, uint64) {
 
 func main() {
 	if len(os.Args) != 5 {
-		fmt.Fprintf(os.Stderr, "usage: %s switch|yield|spawn|spawn-batch|parked|mutex WORKERS REPS SIZE\n", os.Args[0])
+		fmt.Fprintf(os.Stderr, "usage: %s switch|yield|spawn|spawn-batch|parked|sleepers|mutex WORKERS REPS SIZE\n", os.Args[0])
 		os.Exit(2)
 	}
 	bench := os.Args[1]
@@ -279,6 +312,16 @@ func main() {
 		}
 		fmt.Printf("RESULT %s go %d %.3f %d %d\n", bench, workers, el, woke, bytes)
 		return
+	case "sleepers":
+		if reps != 1 {
+			fail(bench, "one run per process: REPS must be 1 (run.sh repeats the process)")
+		}
+		el, woke, bytes, pte := sleepers(size)
+		if woke != size {
+			fail(bench, "not every sleeping goroutine woke exactly once")
+		}
+		fmt.Printf("RESULT %s go %d %.3f %d %d %d\n", bench, workers, el, woke, bytes, pte)
+		return
 	case "mutex":
 		if size%uint64(workers) != 0 {
 			fail(bench, "WORKERS goroutines must divide SIZE")
@@ -292,7 +335,7 @@ func main() {
 			}
 		}
 	default:
-		fail(bench, "unknown benchmark (switch, yield, spawn, spawn-batch, parked, mutex)")
+		fail(bench, "unknown benchmark (switch, yield, spawn, spawn-batch, parked, sleepers, mutex)")
 	}
 	fmt.Printf("RESULT %s go %d %.3f %d\n", bench, workers, median(t), check)
 }
