@@ -102,9 +102,9 @@ MR_API mr_fiber_t *mr_go_opts(void (*fn)(void *), void *arg, const struct mr_fib
 
 /*
  * Wait until f has returned, then release it. Fiber or thread; a job on a
- * worker runs other work while it waits (as mr_join does). Returns 0, or
- * -EINVAL for NULL or f == the calling fiber (-EDEADLK). Joining a fiber
- * twice or joining a detached fiber aborts with a message.
+ * worker runs other work while it waits (as mr_join does). Joining a
+ * fiber twice or joining a detached fiber aborts with a message.
+ * ERRORS: -EINVAL (f is NULL), -EDEADLK (f is the calling fiber).
  */
 MR_API int mr_fiber_join(mr_fiber_t *f);
 
