@@ -156,24 +156,30 @@ static int lock_slow(struct mr__mutex *mx, int64_t deadline, const char *call)
 	}
 }
 
-/* Lock without a deadline; `call` names the user's call in a park. */
-static void lock(struct mr__mutex *mx, const char *call)
+/*
+ * Lock without a deadline; `call` names the user's call in a park, `who`
+ * is me() as read before any park. A fiber may resume on another thread,
+ * and the compiler may keep the address of a thread-local it computed
+ * before the park (aarch64 does: the thread pointer is a register it
+ * reads once per function), so me() must not be read again after one.
+ */
+static void lock(struct mr__mutex *mx, const char *call, uintptr_t who)
 {
 	if (unlikely(!try_lock(mx))) {
 		/* Waiting for ourselves would hang for good, silently. */
-		if (unlikely(owner(mx) == me()))
+		if (unlikely(owner(mx) == who))
 			mr__die(call, "mutex %p is already held by the caller (%s %p): not recursive",
-				(void *)mx, mr__fiber_current() ? "fiber" : "thread", (void *)me());
+				(void *)mx, mr__fiber_current() ? "fiber" : "thread", (void *)who);
 		lock_slow(mx, -1, call);
 	}
-	set_owner(mx, me());
+	set_owner(mx, who);
 }
 
 void mr_mutex_lock(mr_mutex_t *m)
 {
 	if (unlikely(!m))
 		mr__die("mr_mutex_lock", "NULL mutex");
-	lock(M(m), "mr_mutex_lock");
+	lock(M(m), "mr_mutex_lock", me());
 }
 
 int mr_mutex_trylock(mr_mutex_t *m)
@@ -190,14 +196,16 @@ int mr_mutex_lock_until(mr_mutex_t *m, int64_t deadline_ns)
 {
 	if (!m)
 		return -EINVAL;
+	uintptr_t who = me(); /* not again after a park: see lock() */
+
 	if (unlikely(!try_lock(M(m)))) {
-		if (unlikely(owner(M(m)) == me()))
+		if (unlikely(owner(M(m)) == who))
 			return -EDEADLK; /* as an error-checking pthread mutex */
 		int r = lock_slow(M(m), mr__deadline(deadline_ns), "mr_mutex_lock_until");
 		if (r < 0)
 			return r;
 	}
-	set_owner(M(m), me());
+	set_owner(M(m), who);
 	return 0;
 }
 
@@ -301,14 +309,16 @@ static int cond_wait(mr_cond_t *c, mr_mutex_t *m, int64_t deadline, const char *
 
 	/* Checked here, not by the unlock below, so that the abort names the
 	 * call the user made. */
-	if (unlikely(owner(M(m)) != me()))
+	uintptr_t who = me(); /* not again after the park: see lock() */
+
+	if (unlikely(owner(M(m)) != who))
 		not_held(m, call);
 	/* Queue first, then release the mutex: a signal sent after our
 	 * unlock finds us queued. Lock order: cond queue, then mutex queue. */
 	mr__waitq_lock(&cv->q);
 	mr_mutex_unlock(m);
 	int r = mr__waitq_wait(&cv->q, &wt, deadline, call);
-	lock(M(m), call);
+	lock(M(m), call, who);
 	return r == MR__W_WOKEN ? 0 : -ETIMEDOUT;
 }
 
