@@ -53,8 +53,6 @@ static struct {
 	bool open;		   /* maps found and mapped */
 	int workers_fd;
 	struct mr__scx_line *lines; /* MOIRAI_LOAD_SLOTS */
-	int *cpu_node;		   /* node of each CPU, -1 unknown */
-	int ncpus;
 	_Atomic uint32_t next_rt_id;
 } scx = { .lock = PTHREAD_MUTEX_INITIALIZER, .workers_fd = -1 };
 
@@ -80,50 +78,6 @@ static bool disabled_by_env(void)
 	return e && strcmp(e, "0") == 0;
 }
 
-/* "0-3,8,10-11" -> mark each CPU with node. */
-static void parse_cpulist(const char *s, int node)
-{
-	while (*s && *s != '\n') {
-		char *end;
-		long a = strtol(s, &end, 10), b = a;
-		if (end == s)
-			return;
-		if (*end == '-')
-			b = strtol(end + 1, &end, 10);
-		for (long c = a; c <= b && c < scx.ncpus; c++)
-			if (c >= 0)
-				scx.cpu_node[c] = node;
-		s = *end == ',' ? end + 1 : end;
-	}
-}
-
-static void read_nodes(void)
-{
-	long n = sysconf(_SC_NPROCESSORS_CONF);
-
-	scx.ncpus = n > 0 && n < MOIRAI_MAX_CPUS ? (int)n : MOIRAI_MAX_CPUS;
-	scx.cpu_node = malloc(sizeof(int) * (size_t)scx.ncpus);
-	if (!scx.cpu_node) {
-		scx.ncpus = 0;
-		return;
-	}
-	for (int c = 0; c < scx.ncpus; c++)
-		scx.cpu_node[c] = -1;
-	for (int node = 0; node < MOIRAI_MAX_NODES; node++) {
-		char path[64], buf[512];
-		snprintf(path, sizeof(path), "/sys/devices/system/node/node%d/cpulist", node);
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		ssize_t r = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
-		if (r > 0) {
-			buf[r] = 0;
-			parse_cpulist(buf, node);
-		}
-	}
-}
-
 /* Caller holds scx.lock. */
 static void try_open(void)
 {
@@ -145,23 +99,15 @@ static void try_open(void)
 		close(wfd);
 		return;
 	}
-	if (!scx.cpu_node)
-		read_nodes();
 	scx.workers_fd = wfd;
 	scx.lines = m;
 	scx.open = true;
 }
 
-static int cpu_node_of(int cpu)
-{
-	return cpu >= 0 && cpu < scx.ncpus && scx.cpu_node[cpu] >= 0 ? scx.cpu_node[cpu] : 0;
-}
-
 int mr__scx_cpu_node(int cpu)
 {
-	/* cpu_node is written once, before `open` is set under the lock, and
-	 * node_workers exists only after that: callers that have it see it. */
-	return scx.cpu_node ? cpu_node_of(cpu) : 0;
+	/* The topology is place.c's, the one stealing uses. */
+	return mr__cpu_node(cpu);
 }
 
 /* The bits of each node's workers (a preference only: on failure, none). */
