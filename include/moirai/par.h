@@ -13,9 +13,11 @@
  * Errors are negative errno values; the ERRORS line of each function lists
  * every one it returns. Misuse that cannot be reported (a NULL function
  * where nothing is returned) aborts with a message naming the call. Called
- * from outside any runtime when the default runtime cannot be created
- * (thread creation failed), mr_join, mr_group_spawn, mr_parallel_for and
- * mr_parallel_reduce abort naming the call (mr_group_wait needs no runtime).
+ * from outside any runtime when the default runtime cannot be created (a
+ * bad MOIRAI_WORKERS or MOIRAI_PIN, thread creation failed), mr_group_spawn,
+ * mr_parallel_for and mr_parallel_reduce return that error (the errno of
+ * mr_runtime_default(), negated) having run nothing; mr_join, which returns
+ * nothing, aborts naming the call (mr_group_wait needs no runtime).
  */
 #ifndef MOIRAI_PAR_H
 #define MOIRAI_PAR_H
@@ -82,6 +84,10 @@ MR_API void mr_group_init(mr_group_t *g);
  *   -EOVERFLOW  g already has 2^29 unfinished tasks (nothing spawned).
  *   -ENOMEM     called from outside any runtime and the task's block could
  *               not be allocated (nothing spawned).
+ *   -EINVAL, -ENOMEM, -EAGAIN
+ *               called from outside any runtime and the default runtime
+ *               cannot be created (mr_runtime_default()'s errno; nothing
+ *               spawned).
  */
 MR_API int mr_group_spawn(mr_group_t *g, void (*fn)(void *), void *arg);
 
@@ -108,6 +114,9 @@ typedef void (*mr_range_fn)(size_t lo, size_t hi, void *ctx);
  * runtime the first call creates the default runtime).
  * ERRORS:
  *   -EINVAL     body is NULL, or begin > end (body was not called).
+ *   -EINVAL, -ENOMEM, -EAGAIN
+ *               called from outside any runtime and the default runtime
+ *               cannot be created (body was not called).
  */
 MR_API int mr_parallel_for(size_t begin, size_t end, size_t grain, mr_range_fn body, void *ctx);
 
@@ -126,6 +135,9 @@ MR_API int mr_parallel_for(size_t begin, size_t end, size_t grain, mr_range_fn b
  *               elem_size is 0 or above MR_REDUCE_MAX_ELEM.
  *   -ENOMEM     identity overlaps *result, elem_size is above 256 and the
  *               copy of the identity could not be allocated.
+ *   -EINVAL, -ENOMEM, -EAGAIN
+ *               called from outside any runtime and the default runtime
+ *               cannot be created.
  */
 #define MR_REDUCE_MAX_ELEM 65536
 typedef void (*mr_reduce_body_fn)(size_t lo, size_t hi, void *acc, void *ctx);

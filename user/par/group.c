@@ -205,8 +205,12 @@ static void group_task_exec(struct mr__job *job, struct mr__worker *w)
 __attribute__((noinline, cold)) static int spawn_outside(struct group *g, void (*fn)(void *),
 							 void *arg)
 {
-	struct group_task *t = malloc(sizeof(*t));
+	struct mr_runtime *rt = mr__default_runtime_try();
+	struct group_task *t;
 
+	if (!rt)
+		return -errno; /* nothing counted */
+	t = malloc(sizeof(*t));
 	if (!t)
 		return -ENOMEM;
 	/* relaxed: as in mr_group_spawn(). */
@@ -221,7 +225,7 @@ __attribute__((noinline, cold)) static int spawn_outside(struct group *g, void (
 	t->arg = arg;
 	t->g = g;
 	t->heap = 1;
-	mr__inject(mr__default_runtime("mr_group_spawn"), &t->hdr);
+	mr__inject(rt, &t->hdr);
 	return 0;
 }
 

@@ -116,12 +116,15 @@ static void reduce_run(void *arg)
 	l->rbody(p->lo, p->hi, p->acc, l->ctx);
 }
 
-/* Entry: from a worker run the root directly, else on the default runtime. */
-static void run_root(struct loop *l, size_t begin, size_t end, void *acc, void (*run)(void *),
-		     const char *call)
+/* Entry: from a worker run the root directly, else on the default runtime.
+ * 0, or -errno when the default runtime cannot be created (nothing ran). */
+static int run_root(struct loop *l, size_t begin, size_t end, void *acc, void (*run)(void *))
 {
 	struct mr__worker *w = mr__self();
-	struct mr_runtime *rt = w ? w->rt : mr__default_runtime(call);
+	struct mr_runtime *rt = w ? w->rt : mr__default_runtime_try();
+
+	if (!rt)
+		return -errno;
 	struct part root = { l, begin, end, rt->nworkers, w, acc };
 
 	l->nworkers = rt->nworkers;
@@ -129,6 +132,7 @@ static void run_root(struct loop *l, size_t begin, size_t end, void *acc, void (
 		run(&root);
 	else
 		mr__run_outside(rt, run, &root);
+	return 0;
 }
 
 static void root_fixup(void *arg);
@@ -140,8 +144,7 @@ int mr_parallel_for(size_t begin, size_t end, size_t grain, mr_range_fn body, vo
 	if (begin == end)
 		return 0;
 	struct loop l = { .body = body, .ctx = ctx, .grain = grain };
-	run_root(&l, begin, end, NULL, root_fixup, "mr_parallel_for");
-	return 0;
+	return run_root(&l, begin, end, NULL, root_fixup);
 }
 
 /* The root part runs on whichever worker took it: that is not a theft. */
@@ -180,7 +183,7 @@ int mr_parallel_reduce(size_t begin, size_t end, size_t grain, void *result, siz
 	}
 	struct loop l = { .rbody = body, .combine = combine, .ctx = ctx, .identity = identity,
 			  .elem_size = elem_size, .grain = grain };
-	run_root(&l, begin, end, result, root_fixup, "mr_parallel_reduce");
+	int r = run_root(&l, begin, end, result, root_fixup);
 	free(id_heap);
-	return 0;
+	return r;
 }
