@@ -111,6 +111,11 @@ static void give_token(struct mr__worker *w, uint32_t tok)
 	/* release: the sleeper's acquire load sees what we did before waking it. */
 	atomic_store_explicit(&w->park, tok, memory_order_release);
 	mr__futex_wake(&w->park, 1);
+	/* acquire: pairs with the release store of io_ops in user/io, so
+	 * that its state is there to use. */
+	const struct mr__io_ops *io = atomic_load_explicit(&w->io_ops, memory_order_acquire);
+	if (unlikely(io) && io->wake)
+		io->wake(w);
 }
 
 /* Claim and wake one sleeper among the bits of `want` in idle word i. */
@@ -299,7 +304,8 @@ static int drain_state(struct mr_runtime *rt)
 	for (unsigned i = 0; i < rt->nworkers; i++)
 		/* relaxed: set by the sleeper before its last look, which the
 		 * seq_cst increment of nasleep we read follows. */
-		if (atomic_load_explicit(&rt->workers[i]->tnext, memory_order_relaxed) >= 0)
+		if (atomic_load_explicit(&rt->workers[i]->tnext, memory_order_relaxed) >= 0 ||
+		    atomic_load_explicit(&rt->workers[i]->io_inflight, memory_order_relaxed))
 			return DRAIN_BUSY;
 	return DRAIN_STUCK;
 }
@@ -538,6 +544,11 @@ static struct mr__job *search(struct mr__worker *w, bool (*done)(void *), void *
 		if (done(arg) || atomic_load_explicit(&rt->exiting, memory_order_relaxed) ||
 		    w->yield_head)
 			return NULL;
+		/* Completions of our ring ready fibers that only we can run. */
+		const struct mr__io_ops *io = mr__worker_io(w);
+		if (unlikely(io) && atomic_load_explicit(&w->io_inflight, memory_order_relaxed) &&
+		    io->poll(w))
+			return NULL;
 		if (round == 0)
 			deadline = mr__now_ns() + rt->spin_ns;
 		else if (mr__now_ns() > deadline || local_pending(w))
@@ -547,13 +558,27 @@ static struct mr__job *search(struct mr__worker *w, bool (*done)(void *), void *
 	}
 }
 
-/* Wait for a waker's token; until `deadline` (-1: none). MR__TOK_NONE on timeout. */
-static uint32_t wait_token(struct mr__worker *w, int64_t deadline)
+/*
+ * Wait for a waker's token; until `deadline` (-1: none). MR__TOK_NONE on
+ * timeout, and with io_early when I/O completions readied fibers.
+ */
+static uint32_t wait_token(struct mr__worker *w, int64_t deadline, bool io_early)
 {
 	uint32_t tok;
 
 	/* acquire: pairs with the release in give_token(). */
 	while ((tok = atomic_load_explicit(&w->park, memory_order_acquire)) == MR__TOK_NONE) {
+		const struct mr__io_ops *io = mr__worker_io(w);
+		if (io) {
+			/* Asleep in the ring: a completion readies a fiber onto
+			 * our deque, which our caller must run (as on a timeout). */
+			if (deadline >= 0 && (int64_t)mr__now_ns() >= deadline)
+				return MR__TOK_NONE;
+			if (io->wait(w, deadline) && io_early)
+				return atomic_exchange_explicit(&w->park, MR__TOK_NONE,
+								memory_order_acquire);
+			continue;
+		}
 		if (deadline < 0) {
 			mr__futex_wait(&w->park, MR__TOK_NONE);
 			continue;
@@ -624,7 +649,7 @@ static void park(struct mr__worker *w, bool (*done)(void *), void *arg)
 		if (atomic_fetch_add_explicit(&rt->nasleep, 1, memory_order_seq_cst) + 1 ==
 		    rt->nworkers)
 			maybe_quiesced(rt);
-		uint32_t tok = wait_token(w, next);
+		uint32_t tok = wait_token(w, next, true);
 		/* seq_cst: pairs with the loads of drain_state(), which must not
 		 * see us asleep once we run again. */
 		atomic_fetch_sub_explicit(&rt->nasleep, 1, memory_order_seq_cst);
@@ -637,7 +662,7 @@ static void park(struct mr__worker *w, bool (*done)(void *), void *arg)
 			return;
 		}
 	}
-	if (wait_token(w, -1) == MR__TOK_WORK)
+	if (wait_token(w, -1, false) == MR__TOK_WORK)
 		w->searching = true;
 }
 
@@ -670,6 +695,18 @@ void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 			return;
 		}
 		struct mr__job *job = mr__pop_sharing(w);
+		const struct mr__io_ops *io = mr__worker_io(w);
+		if (unlikely(io)) {
+			/* Submit what our fibers queued, once per round (when
+			 * the deque runs dry) or every MR__IO_INTERVAL jobs, and
+			 * ready the fibers whose I/O completed: CPU work must not
+			 * starve them. */
+			if (!job || ++w->io_tick >= MR__IO_INTERVAL) {
+				w->io_tick = 0;
+				if (io->poll(w) && !job)
+					job = mr__pop_sharing(w);
+			}
+		}
 		if (!job)
 			job = local_more(w);
 		if (!job)
@@ -967,6 +1004,11 @@ static void free_runtime(struct mr_runtime *rt)
 			if (rt->workers[i]) {
 				mr__deque_fini(&rt->workers[i]->dq);
 				mr__timers_fini(rt->workers[i]);
+				/* Here, not at the worker's exit: a waker may
+				 * still be in give_token() then. */
+				const struct mr__io_ops *io = mr__worker_io(rt->workers[i]);
+				if (io)
+					io->fini(rt->workers[i]);
 				free(rt->workers[i]);
 			}
 		free(rt->workers);

@@ -67,6 +67,32 @@ struct mr__pool_batch {
 
 struct mr_fiber;
 struct mr__timer;
+struct mr__worker;
+
+/*
+ * What the worker loop calls on a worker that has an I/O backend (user/io
+ * sets w->io_ops; the layer above is reached only through these).
+ *  - poll: submit what the worker's fibers queued and ready the fibers
+ *    whose operations completed, without waiting. True if it readied any.
+ *  - wait: sleep until w->park holds a token, an operation completes (its
+ *    fiber readied onto w's deque) or the deadline (-1: none) passes; may
+ *    return early. True if it readied fibers. Called instead of the futex
+ *    wait on w->park, so a waker reaches a worker asleep in its ring with
+ *    mr__futex_wake(&w->park) (an io_uring futex wait), or through wake()
+ *    where that does not exist.
+ *  - wake: after a token was stored in w->park, wake w if it sleeps in
+ *    wait(); NULL when the futex wake reaches it.
+ *  - fini: when the runtime is freed (its workers have exited, and no
+ *    waker touches them any more), from the destroying thread.
+ */
+struct mr__io_ops {
+	bool (*poll)(struct mr__worker *w);
+	bool (*wait)(struct mr__worker *w, int64_t deadline);
+	void (*wake)(struct mr__worker *w);
+	void (*fini)(struct mr__worker *w);
+};
+/* Jobs a worker with I/O in flight runs between two polls of its ring. */
+#define MR__IO_INTERVAL 32
 
 struct mr__worker {
 	struct mr__deque dq; /* first: the owner's hot line */
@@ -115,6 +141,14 @@ struct mr__worker {
 	struct mr__timer *_Atomic tfiring; /* the one whose fire runs now */
 	_Atomic uint32_t tfirer; /* a thread fires this heap's timers */
 	_Atomic int64_t tnext; /* nearest deadline, or -1 (a hint for the owner) */
+
+	/* I/O (user/io): the backend's state for this worker, set up by the
+	 * worker's first fiber that does I/O; NULL before. io_inflight: its
+	 * operations not yet completed (owner writes, destroy reads). */
+	void *io;
+	const struct mr__io_ops *_Atomic io_ops;
+	uint32_t io_tick;
+	_Atomic uint32_t io_inflight;
 
 	/* Written by wakers: the futex this worker sleeps on. */
 	mr__cacheline_aligned _Atomic uint32_t park;
@@ -246,6 +280,12 @@ void mr__worker_unblock(struct mr__worker *w);
 static inline struct mr__worker *mr__self(void)
 {
 	return mr__tls_worker;
+}
+
+/* w's I/O backend, or NULL (owner only: it is the only writer). */
+static inline const struct mr__io_ops *mr__worker_io(struct mr__worker *w)
+{
+	return atomic_load_explicit(&w->io_ops, memory_order_relaxed);
 }
 
 /*

@@ -1,0 +1,575 @@
+/*
+ * uring.c - the io_uring backend: one ring per worker, touched only by
+ * that worker's thread.
+ *
+ * A fiber's call fills one submission entry (two with a deadline: the
+ * operation linked to an absolute LINK_TIMEOUT) on the ring of the worker
+ * it runs on, and parks. The entries are not submitted at once: the worker
+ * loop calls poll() when its deque runs dry and every MR__IO_INTERVAL jobs,
+ * which submits everything its fibers queued in one io_uring_enter and
+ * readies the fibers whose completions arrived. The completion carries
+ * the address of the operation's record, which lives on the parked fiber's
+ * stack until the last completion of the operation (the timeout's too) has
+ * been reaped: only then is the fiber readied, so the kernel never writes
+ * the caller's buffer or record after the call returns.
+ *
+ * An idle worker sleeps in its ring: park() calls wait(), which arms an
+ * IORING_OP_FUTEX_WAIT on the worker's park word (kernel 6.7 and later) and
+ * waits for one completion. A waker's ordinary futex wake on the park word
+ * completes it, so wakers do not know where a worker sleeps. Older kernels
+ * get an eventfd read instead, and wakers write the eventfd when the
+ * worker says it sleeps in the ring (the Dekker pair: its store of
+ * `sleeping`, fence, load of the park word, against the waker's store of
+ * the token, fence, load of `sleeping`).
+ *
+ * The ring is set up with SINGLE_ISSUER and DEFER_TASKRUN where the kernel
+ * has them (6.1): completions are then posted only when the worker enters
+ * the kernel to ask for them, which it does in poll() while operations are
+ * in flight. On 5.19-6.0, COOP_TASKRUN with TASKRUN_FLAG; SUBMIT_ALL
+ * always (a bad entry does not stop the ones after it).
+ *
+ * When it behaves badly: a worker busy in one long job does not reap its
+ * ring until the job returns (or MR__IO_INTERVAL jobs later), so its
+ * fibers' completions wait that long; nothing else can reap them (the
+ * ring belongs to its thread).
+ */
+#include <errno.h>
+#include <linux/io_uring.h>
+#include <linux/time_types.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "backend.h"
+
+#ifndef IORING_OP_FUTEX_WAIT
+#define IORING_OP_FUTEX_WAIT 51
+#endif
+#define MR__FUTEX2_SIZE_U32 0x02
+#define MR__FUTEX2_PRIVATE 128
+
+#define SQ_ENTRIES 256u
+#define CQ_ENTRIES 8192u
+
+/* user_data: the address of a struct op (| 1 for its linked timeout), or
+ * one of these (no op lives below a page). */
+enum { UD_FUTEX = 8, UD_EVENTFD = 16 };
+
+struct ring {
+	int fd;
+	uint32_t setup;
+	uint32_t sq_entries, sq_mask, cq_mask;
+	_Atomic uint32_t *sq_head, *sq_tail, *sq_flags;
+	_Atomic uint32_t *cq_head, *cq_tail;
+	struct io_uring_sqe *sqes;
+	struct io_uring_cqe *cqes;
+	uint32_t tail;	   /* entries filled up to here (published at enter) */
+	uint32_t inflight; /* completions still to come for operations */
+	bool futex_op;	   /* the kernel has IORING_OP_FUTEX_WAIT */
+	bool armed;	   /* the futex wait (or eventfd read) is in flight */
+	int efd;	   /* without futex_op: what wakers write */
+	uint64_t ebuf;
+	_Atomic uint32_t sleeping; /* without futex_op: asleep in the ring */
+	void *sq_map, *cq_map, *sqe_map;
+	size_t sq_len, cq_len, sqe_len;
+};
+
+/* One operation: on the stack of its parked fiber. */
+struct op {
+	struct mr_fiber *fiber;
+	int32_t res;  /* the operation's completion */
+	int32_t tres; /* its linked timeout's */
+	uint32_t left;
+	struct __kernel_timespec ts;
+};
+
+/* Probed once per process (mr__io_uring_probe()). */
+static bool has_futex_op;
+
+static int sys_setup(unsigned entries, struct io_uring_params *p)
+{
+	long r = syscall(__NR_io_uring_setup, entries, p);
+	return r < 0 ? -errno : (int)r;
+}
+
+static int sys_enter(int fd, unsigned submit, unsigned min, unsigned flags, void *arg, size_t argsz)
+{
+	long r = syscall(__NR_io_uring_enter, fd, submit, min, flags, arg, argsz);
+	return r < 0 ? -errno : (int)r;
+}
+
+static void ring_unmap(struct ring *r)
+{
+	if (r->sqe_map)
+		munmap(r->sqe_map, r->sqe_len);
+	if (r->cq_map && r->cq_map != r->sq_map)
+		munmap(r->cq_map, r->cq_len);
+	if (r->sq_map)
+		munmap(r->sq_map, r->sq_len);
+	if (r->fd >= 0)
+		close(r->fd);
+	r->fd = -1;
+	r->sq_map = r->cq_map = r->sqe_map = NULL;
+}
+
+/* Set up r with the best flags this kernel takes. 0 or -errno. */
+static int ring_init(struct ring *r, unsigned entries, unsigned cq_entries)
+{
+	static const uint32_t tries[] = {
+	    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+	    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL,
+	    IORING_SETUP_SUBMIT_ALL,
+	    0,
+	};
+	struct io_uring_params p;
+	int fd = -EINVAL;
+
+	memset(r, 0, sizeof(*r));
+	r->fd = -1;
+	r->efd = -1;
+	for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
+		memset(&p, 0, sizeof(p));
+		p.flags = tries[i] | (cq_entries ? IORING_SETUP_CQSIZE : 0);
+		p.cq_entries = cq_entries;
+		fd = sys_setup(entries, &p);
+		if (fd != -EINVAL)
+			break;
+	}
+	if (fd < 0)
+		return fd;
+	r->fd = fd;
+	r->setup = p.flags;
+	r->sq_len = p.sq_off.array + p.sq_entries * sizeof(uint32_t);
+	r->cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+	if (p.features & IORING_FEAT_SINGLE_MMAP) {
+		if (r->cq_len > r->sq_len)
+			r->sq_len = r->cq_len;
+		r->cq_len = r->sq_len;
+	}
+	r->sq_map = mmap(NULL, r->sq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
+			 IORING_OFF_SQ_RING);
+	if (r->sq_map == MAP_FAILED) {
+		r->sq_map = NULL;
+		goto fail;
+	}
+	if (p.features & IORING_FEAT_SINGLE_MMAP) {
+		r->cq_map = r->sq_map;
+	} else {
+		r->cq_map = mmap(NULL, r->cq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+				 fd, IORING_OFF_CQ_RING);
+		if (r->cq_map == MAP_FAILED) {
+			r->cq_map = NULL;
+			goto fail;
+		}
+	}
+	r->sqe_len = p.sq_entries * sizeof(struct io_uring_sqe);
+	r->sqe_map = mmap(NULL, r->sqe_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
+			  IORING_OFF_SQES);
+	if (r->sqe_map == MAP_FAILED) {
+		r->sqe_map = NULL;
+		goto fail;
+	}
+	char *sq = r->sq_map, *cq = r->cq_map;
+	r->sq_head = (_Atomic uint32_t *)(sq + p.sq_off.head);
+	r->sq_tail = (_Atomic uint32_t *)(sq + p.sq_off.tail);
+	r->sq_flags = (_Atomic uint32_t *)(sq + p.sq_off.flags);
+	r->sq_mask = *(uint32_t *)(sq + p.sq_off.ring_mask);
+	r->sq_entries = *(uint32_t *)(sq + p.sq_off.ring_entries);
+	uint32_t *array = (uint32_t *)(sq + p.sq_off.array);
+	for (uint32_t i = 0; i < r->sq_entries; i++)
+		array[i] = i; /* ring position i uses entry i */
+	r->sqes = r->sqe_map;
+	r->cq_head = (_Atomic uint32_t *)(cq + p.cq_off.head);
+	r->cq_tail = (_Atomic uint32_t *)(cq + p.cq_off.tail);
+	r->cq_mask = *(uint32_t *)(cq + p.cq_off.ring_mask);
+	r->cqes = (struct io_uring_cqe *)(cq + p.cq_off.cqes);
+	r->tail = atomic_load_explicit(r->sq_tail, memory_order_relaxed);
+	return 0;
+fail:;
+	int err = -errno;
+	ring_unmap(r);
+	return err;
+}
+
+/* Publish the filled entries and enter: submit them, and with
+ * IORING_ENTER_GETEVENTS wait for min completions. Count or -errno. */
+static int ring_enter(struct ring *r, unsigned min, unsigned flags, void *arg, size_t argsz)
+{
+	/* release: the kernel's acquire of the tail sees the entries. */
+	atomic_store_explicit(r->sq_tail, r->tail, memory_order_release);
+	uint32_t n = r->tail - atomic_load_explicit(r->sq_head, memory_order_acquire);
+	int ret;
+
+	do
+		ret = sys_enter(r->fd, n, min, flags, arg, argsz);
+	while (ret == -EINTR && !(flags & IORING_ENTER_GETEVENTS));
+	return ret;
+}
+
+static void set_inflight(struct mr__worker *w, struct ring *r)
+{
+	/* relaxed: a hint for destroy (drain_state()), read after nasleep. */
+	atomic_store_explicit(&w->io_inflight, r->inflight, memory_order_relaxed);
+}
+
+/* Take the completions; ready each fiber whose operation is over. Returns
+ * how many fibers it readied. */
+static unsigned reap(struct mr__worker *w, struct ring *r)
+{
+	/* relaxed: we are the only writer of the head; acquire on the tail:
+	 * pairs with the kernel's release, the entries are there. */
+	uint32_t head = atomic_load_explicit(r->cq_head, memory_order_relaxed);
+	uint32_t tail = atomic_load_explicit(r->cq_tail, memory_order_acquire);
+	unsigned readied = 0;
+
+	if (head == tail)
+		return 0;
+	for (; head != tail; head++) {
+		const struct io_uring_cqe *c = &r->cqes[head & r->cq_mask];
+		uint64_t ud = c->user_data;
+		int32_t res = c->res;
+
+		if (ud == UD_FUTEX || ud == UD_EVENTFD) {
+			r->armed = false;
+			continue;
+		}
+		struct op *op = (struct op *)(uintptr_t)(ud & ~(uint64_t)1);
+		if (ud & 1)
+			op->tres = res;
+		else
+			op->res = res;
+		r->inflight--;
+		/* The fiber's stack holds op: once readied, it may run (on a
+		 * thief) and return, so op is not touched after. */
+		if (--op->left == 0) {
+			mr__fiber_ready(op->fiber);
+			readied++;
+		}
+	}
+	/* release: the kernel may reuse the entries once it sees the head. */
+	atomic_store_explicit(r->cq_head, head, memory_order_release);
+	set_inflight(w, r);
+	return readied;
+}
+
+/* n consecutive free entries at r->tail (zeroed); submits (and, when the
+ * kernel is short of completion space, reaps) until there are. */
+static struct io_uring_sqe *sqe_get(struct mr__worker *w, struct ring *r, unsigned n)
+{
+	for (;;) {
+		uint32_t head = atomic_load_explicit(r->sq_head, memory_order_acquire);
+		if (r->tail - head + n <= r->sq_entries)
+			break;
+		int ret = ring_enter(r, 0, 0, NULL, 0);
+		if (ret == -EBUSY || ret == -EAGAIN) {
+			ring_enter(r, 0, IORING_ENTER_GETEVENTS, NULL, 0);
+			reap(w, r);
+		} else if (ret < 0) {
+			mr__die("io_uring_enter", "%s", strerror(-ret));
+		}
+	}
+	for (unsigned i = 0; i < n; i++)
+		memset(&r->sqes[(r->tail + i) & r->sq_mask], 0, sizeof(struct io_uring_sqe));
+	return &r->sqes[r->tail & r->sq_mask];
+}
+
+static void prep(struct io_uring_sqe *s, const struct mr__io_req *q)
+{
+	s->fd = q->fd;
+	switch (q->op) {
+	case MR__IO_READ:
+	case MR__IO_WRITE:
+	case MR__IO_READV:
+	case MR__IO_WRITEV:
+		s->opcode = q->op == MR__IO_READ    ? IORING_OP_READ
+			    : q->op == MR__IO_WRITE ? IORING_OP_WRITE
+			    : q->op == MR__IO_READV ? IORING_OP_READV
+						    : IORING_OP_WRITEV;
+		s->addr = (uintptr_t)q->buf;
+		s->len = (uint32_t)q->len;
+		s->off = (uint64_t)q->off;
+		break;
+	case MR__IO_RECV:
+	case MR__IO_SEND:
+		s->opcode = q->op == MR__IO_RECV ? IORING_OP_RECV : IORING_OP_SEND;
+		s->addr = (uintptr_t)q->buf;
+		s->len = (uint32_t)q->len;
+		s->msg_flags = (uint32_t)q->flags;
+		break;
+	case MR__IO_RECVMSG:
+	case MR__IO_SENDMSG:
+		s->opcode = q->op == MR__IO_RECVMSG ? IORING_OP_RECVMSG : IORING_OP_SENDMSG;
+		s->addr = (uintptr_t)q->buf;
+		s->len = 1;
+		s->msg_flags = (uint32_t)q->flags;
+		break;
+	case MR__IO_ACCEPT:
+		s->opcode = IORING_OP_ACCEPT;
+		s->addr = (uintptr_t)q->buf;
+		s->addr2 = (uintptr_t)q->ptr;
+		s->accept_flags = (uint32_t)q->flags;
+		break;
+	case MR__IO_CONNECT:
+		s->opcode = IORING_OP_CONNECT;
+		s->addr = (uintptr_t)q->buf;
+		s->off = q->len;
+		break;
+	case MR__IO_SHUTDOWN:
+		s->opcode = IORING_OP_SHUTDOWN;
+		s->len = (uint32_t)q->flags;
+		break;
+	case MR__IO_CLOSE:
+		s->opcode = IORING_OP_CLOSE;
+		break;
+	case MR__IO_OPENAT:
+		s->opcode = IORING_OP_OPENAT;
+		s->addr = (uintptr_t)q->buf;
+		s->len = (uint32_t)q->len;
+		s->open_flags = (uint32_t)q->flags;
+		break;
+	case MR__IO_STATX:
+		s->opcode = IORING_OP_STATX;
+		s->addr = (uintptr_t)q->buf;
+		s->len = (uint32_t)q->len;
+		s->addr2 = (uintptr_t)q->ptr;
+		s->statx_flags = (uint32_t)q->flags;
+		break;
+	case MR__IO_FSYNC:
+		s->opcode = IORING_OP_FSYNC;
+		s->fsync_flags = q->flags ? IORING_FSYNC_DATASYNC : 0;
+		break;
+	case MR__IO_POLL:
+		s->opcode = IORING_OP_POLL_ADD;
+		s->poll32_events = (uint32_t)(uint16_t)q->flags;
+		break;
+	default:
+		mr__die(q->call, "unknown I/O operation %d", q->op);
+	}
+}
+
+static bool parked(void *arg)
+{
+	(void)arg;
+	return true; /* only this worker reaps the completion, after the switch */
+}
+
+static long uring_call(struct mr__worker *w, struct mr_fiber *f, const struct mr__io_req *q,
+		       int64_t deadline)
+{
+	struct ring *r = w->io;
+	struct op op = {.fiber = f, .left = deadline >= 0 ? 2 : 1};
+	struct io_uring_sqe *s = sqe_get(w, r, op.left);
+
+	prep(s, q);
+	s->user_data = (uintptr_t)&op;
+	if (deadline >= 0) {
+		/* Linked: the timeout is armed once the operation has to wait,
+		 * and cancels it at the absolute CLOCK_MONOTONIC deadline. */
+		s->flags |= IOSQE_IO_LINK;
+		op.ts.tv_sec = deadline / 1000000000;
+		op.ts.tv_nsec = deadline % 1000000000;
+		struct io_uring_sqe *t = &r->sqes[(r->tail + 1) & r->sq_mask];
+		t->opcode = IORING_OP_LINK_TIMEOUT;
+		t->fd = -1;
+		t->addr = (uintptr_t)&op.ts;
+		t->len = 1;
+		t->timeout_flags = IORING_TIMEOUT_ABS;
+		t->user_data = (uintptr_t)&op | 1;
+	}
+	r->tail += op.left;
+	r->inflight += op.left;
+	set_inflight(w, r);
+	/* The worker submits at the end of its round (poll()); w and r are
+	 * not ours to touch after the park (we may resume elsewhere once
+	 * every completion is in). */
+	mr__fiber_park(parked, NULL, q->call);
+	if (deadline >= 0 && op.tres == -ETIME && (op.res == -ECANCELED || op.res == -EINTR))
+		return -ETIMEDOUT;
+	return op.res;
+}
+
+/* Arm the wait that a waker completes: a futex wait on the park word
+ * while it holds no token, or a read of the eventfd. */
+static void arm(struct mr__worker *w, struct ring *r)
+{
+	struct io_uring_sqe *s = sqe_get(w, r, 1);
+
+	if (r->futex_op) {
+		s->opcode = IORING_OP_FUTEX_WAIT;
+		s->fd = MR__FUTEX2_SIZE_U32 | MR__FUTEX2_PRIVATE;
+		s->addr = (uintptr_t)&w->park;
+		s->off = MR__TOK_NONE;
+		s->addr3 = 0xffffffffu; /* FUTEX_BITSET_MATCH_ANY */
+		s->user_data = UD_FUTEX;
+	} else {
+		s->opcode = IORING_OP_READ;
+		s->fd = r->efd;
+		s->addr = (uintptr_t)&r->ebuf;
+		s->len = sizeof(r->ebuf);
+		s->user_data = UD_EVENTFD;
+	}
+	r->tail++;
+	r->armed = true;
+}
+
+static bool uring_poll(struct mr__worker *w)
+{
+	struct ring *r = w->io;
+	bool pending = r->tail != atomic_load_explicit(r->sq_head, memory_order_acquire);
+	/* Completions wait in the kernel until we ask: always with
+	 * DEFER_TASKRUN, when the kernel flags it with TASKRUN_FLAG. */
+	bool get = r->inflight &&
+		   ((r->setup & IORING_SETUP_DEFER_TASKRUN) ||
+		    (atomic_load_explicit(r->sq_flags, memory_order_relaxed) & IORING_SQ_TASKRUN));
+
+	if (pending || get)
+		ring_enter(r, 0, get ? IORING_ENTER_GETEVENTS : 0, NULL, 0);
+	return reap(w, r) != 0;
+}
+
+static bool uring_wait(struct mr__worker *w, int64_t deadline)
+{
+	struct ring *r = w->io;
+	struct io_uring_getevents_arg arg;
+	struct __kernel_timespec ts;
+	unsigned flags = IORING_ENTER_GETEVENTS;
+
+	if (!r->armed)
+		arm(w, r);
+	if (!r->futex_op) {
+		/* seq_cst, and the fence: against the waker's token store,
+		 * fence, load of `sleeping` (uring_wake()). */
+		atomic_store_explicit(&r->sleeping, 1, memory_order_seq_cst);
+		mr__fence_seq_cst();
+		if (atomic_load_explicit(&w->park, memory_order_relaxed) != MR__TOK_NONE) {
+			atomic_store_explicit(&r->sleeping, 0, memory_order_relaxed);
+			return uring_poll(w);
+		}
+	}
+	memset(&arg, 0, sizeof(arg));
+	if (deadline >= 0) {
+		int64_t d = deadline - (int64_t)mr__now_ns();
+		if (d < 0)
+			d = 0;
+		ts.tv_sec = d / 1000000000;
+		ts.tv_nsec = d % 1000000000;
+		arg.ts = (uintptr_t)&ts;
+	}
+	flags |= IORING_ENTER_EXT_ARG;
+	int ret = ring_enter(r, 1, flags, &arg, sizeof(arg));
+	if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN)
+		mr__die("io_uring_enter", "%s", strerror(-ret));
+	if (!r->futex_op)
+		atomic_store_explicit(&r->sleeping, 0, memory_order_relaxed);
+	return reap(w, r) != 0;
+}
+
+static void uring_wake(struct mr__worker *w)
+{
+	struct ring *r = w->io;
+
+	/* Pairs with the store of `sleeping` and fence in uring_wait(). */
+	mr__fence_seq_cst();
+	if (atomic_load_explicit(&r->sleeping, memory_order_seq_cst)) {
+		uint64_t one = 1;
+		ssize_t n = write(r->efd, &one, sizeof(one));
+		(void)n; /* an eventfd write fails only on overflow: it is awake */
+	}
+}
+
+static void uring_fini(struct mr__worker *w)
+{
+	struct ring *r = w->io;
+
+	atomic_store_explicit(&w->io_ops, NULL, memory_order_relaxed);
+	ring_unmap(r);
+	if (r->efd >= 0)
+		close(r->efd);
+	free(r);
+	w->io = NULL;
+}
+
+static const struct mr__io_ops ops_futex = {
+    .poll = uring_poll,
+    .wait = uring_wait,
+    .wake = NULL,
+    .fini = uring_fini,
+};
+
+static const struct mr__io_ops ops_eventfd = {
+    .poll = uring_poll,
+    .wait = uring_wait,
+    .wake = uring_wake,
+    .fini = uring_fini,
+};
+
+static int uring_worker_init(struct mr__worker *w)
+{
+	struct ring *r = malloc(sizeof(*r));
+
+	if (!r)
+		return -ENOMEM;
+	int err = ring_init(r, SQ_ENTRIES, CQ_ENTRIES);
+	if (err) {
+		free(r);
+		return err;
+	}
+	r->futex_op = has_futex_op;
+	if (!r->futex_op) {
+		r->efd = eventfd(0, EFD_CLOEXEC);
+		if (r->efd < 0) {
+			err = -errno;
+			ring_unmap(r);
+			free(r);
+			return err;
+		}
+	}
+	w->io = r;
+	/* release: a waker that loads io_ops (give_token()) sees w->io. */
+	atomic_store_explicit(&w->io_ops, r->futex_op ? &ops_futex : &ops_eventfd,
+			      memory_order_release);
+	return 0;
+}
+
+int mr__io_uring_probe(void)
+{
+	struct ring r;
+	int err = ring_init(&r, 4, 0);
+
+	if (err)
+		return err;
+	struct io_uring_sqe *s = &r.sqes[r.tail & r.sq_mask];
+	memset(s, 0, sizeof(*s));
+	s->opcode = IORING_OP_NOP;
+	s->user_data = 42;
+	r.tail++;
+	err = ring_enter(&r, 1, IORING_ENTER_GETEVENTS, NULL, 0);
+	if (err >= 0) {
+		uint32_t head = atomic_load_explicit(r.cq_head, memory_order_relaxed);
+		uint32_t tail = atomic_load_explicit(r.cq_tail, memory_order_acquire);
+		err = head != tail && r.cqes[head & r.cq_mask].user_data == 42
+			  ? r.cqes[head & r.cq_mask].res
+			  : -EIO;
+	}
+	if (err >= 0) {
+		size_t sz = sizeof(struct io_uring_probe) + 256 * sizeof(struct io_uring_probe_op);
+		struct io_uring_probe *p = calloc(1, sz);
+		if (p && syscall(__NR_io_uring_register, r.fd, IORING_REGISTER_PROBE, p, 256) == 0)
+			has_futex_op = p->last_op >= IORING_OP_FUTEX_WAIT &&
+				       (p->ops[IORING_OP_FUTEX_WAIT].flags & IO_URING_OP_SUPPORTED);
+		free(p);
+		if (getenv("MOIRAI_IO_NO_FUTEX")) /* test hook: the eventfd path */
+			has_futex_op = false;
+	}
+	ring_unmap(&r);
+	return err < 0 ? err : 0;
+}
+
+const struct mr__io_backend mr__io_uring_backend = {
+    .name = "io_uring",
+    .worker_init = uring_worker_init,
+    .call = uring_call,
+};
