@@ -126,7 +126,7 @@ static void reader_then_feed(void *arg)
 
 IO_TEST(read_parks_only_the_fiber)
 {
-	struct pipe_feed p = {0};
+	struct pipe_feed p = { 0 };
 
 	ASSERT_EQ(pipe2(p.fds, O_CLOEXEC), 0);
 	in_fiber(1, reader_then_feed, &p);
@@ -175,7 +175,7 @@ static void ping(void *arg)
 
 IO_TEST(pingpong_one_worker)
 {
-	struct pingpong p = {.rounds = scaled(20000)};
+	struct pingpong p = { .rounds = scaled(20000) };
 
 	ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p.sv), 0);
 	in_fiber(1, ping, &p);
@@ -185,7 +185,7 @@ IO_TEST(pingpong_one_worker)
 
 IO_TEST(pingpong_two_workers)
 {
-	struct pingpong p = {.rounds = scaled(20000)};
+	struct pingpong p = { .rounds = scaled(20000) };
 
 	ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p.sv), 0);
 	in_fiber(2, ping, &p);
@@ -246,8 +246,8 @@ static void many_main(void *arg)
 	mr_fiber_t *f[2 * NPAIRS];
 
 	for (int i = 0; i < NPAIRS; i++) {
-		ops[2 * i] = (struct one_pair){m, i, false};
-		ops[2 * i + 1] = (struct one_pair){m, i, true};
+		ops[2 * i] = (struct one_pair){ m, i, false };
+		ops[2 * i + 1] = (struct one_pair){ m, i, true };
 		f[2 * i] = go(pair_fiber, &ops[2 * i]);
 		f[2 * i + 1] = go(pair_fiber, &ops[2 * i + 1]);
 	}
@@ -343,9 +343,9 @@ static void eof_and_reset(void *arg)
 	/* SIGPIPE's default action would kill this test. */
 	ASSERT_EQ(mr_write(sv[0], "x", 1), -EPIPE);
 	ASSERT_EQ(mr_send(sv[0], "x", 1, 0), -EPIPE);
-	struct iovec iov = {.iov_base = "x", .iov_len = 1};
+	struct iovec iov = { .iov_base = "x", .iov_len = 1 };
 	ASSERT_EQ(mr_writev(sv[0], &iov, 1), -EPIPE);
-	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
 	ASSERT_EQ(mr_sendmsg(sv[0], &m, 0), -EPIPE);
 	ASSERT_EQ(mr_recv(sv[0], buf, sizeof(buf), 0), 0);
 	close(sv[0]);
@@ -433,14 +433,14 @@ static int listen_any(struct sockaddr_in *addr)
 	addr->sin_family = AF_INET;
 	addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if (lfd < 0 || bind(lfd, (struct sockaddr *)addr, sizeof(*addr)) < 0 ||
-	    listen(lfd, 1024) < 0 || getsockname(lfd, (struct sockaddr *)addr, &len) < 0)
+		listen(lfd, 1024) < 0 || getsockname(lfd, (struct sockaddr *)addr, &len) < 0)
 		return -1;
 	return lfd;
 }
 
 IO_TEST(tcp_loopback)
 {
-	struct tcp t = {.rounds = scaled(2000)};
+	struct tcp t = { .rounds = scaled(2000) };
 
 	t.lfd = listen_any(&t.addr);
 	ASSERT_GE(t.lfd, 0);
@@ -482,7 +482,7 @@ static void nonblocking_accept(void *arg)
 
 IO_TEST(nonblocking_fds_still_wait)
 {
-	struct tcp t = {.rounds = 100};
+	struct tcp t = { .rounds = 100 };
 
 	t.lfd = listen_any(&t.addr);
 	ASSERT_GE(t.lfd, 0);
@@ -499,15 +499,15 @@ static void vectors(void *arg)
 
 	(void)arg;
 	ASSERT_EQ(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv), 0);
-	struct iovec out[2] = {{"abc", 3}, {"defg", 4}};
+	struct iovec out[2] = { { "abc", 3 }, { "defg", 4 } };
 	ASSERT_EQ(mr_writev(sv[0], out, 2), 7);
-	struct iovec in[2] = {{a, 3}, {b, 4}};
+	struct iovec in[2] = { { a, 3 }, { b, 4 } };
 	ASSERT_EQ(mr_readv(sv[1], in, 2), 7);
 	ASSERT_EQ(memcmp(a, "abc", 3), 0);
 	ASSERT_EQ(memcmp(b, "defg", 4), 0);
-	struct msghdr m = {.msg_iov = out, .msg_iovlen = 2};
+	struct msghdr m = { .msg_iov = out, .msg_iovlen = 2 };
 	ASSERT_EQ(mr_sendmsg(sv[0], &m, 0), 7);
-	struct msghdr r = {.msg_iov = in, .msg_iovlen = 2};
+	struct msghdr r = { .msg_iov = in, .msg_iovlen = 2 };
 	memset(a, 0, 3);
 	ASSERT_EQ(mr_recvmsg(sv[1], &r, 0), 7);
 	ASSERT_EQ(memcmp(a, "abc", 3), 0);

@@ -118,6 +118,44 @@ MR_API int mr_fiber_detach(mr_fiber_t *f);
  */
 MR_API void mr_yield(void);
 
+/*
+ * Cancellation, the way Go code uses a context and tokio code drops a
+ * future: make f's current blocking call, or its next one, return
+ * -ECANCELED. The calls that can (the "cancellation points") are those
+ * that return an int and may wait: every call of <moirai/io.h> (an
+ * operation in flight is cancelled in the kernel and its completion
+ * awaited, so the buffer is not written after the return), mr_sleep_ns
+ * and mr_sleep_until, every channel call that may wait (send, recv, their
+ * _until forms, mr_select), and the _until forms of sync.h (mutex lock,
+ * cond wait, which reacquires the mutex first, semaphore, wait group,
+ * event). A call cancelled did nothing: no element sent or received, no
+ * unit taken, no byte transferred. Calls that return nothing
+ * (mr_mutex_lock, mr_cond_wait, mr_sem_wait, mr_wg_wait, mr_event_wait)
+ * and mr_fiber_join are not cancellation points, nor is a wait of f while
+ * it runs inside the parallel API (mr_join, a loop body) or any call made
+ * from a thread.
+ *
+ * One request cancels one call: the call that returns -ECANCELED uses it
+ * up; a request made while f is not blocked waits for f's next
+ * cancellation point (which returns -ECANCELED at once). A call that
+ * completed just as the request came returns its result and leaves the
+ * request for the next one. Requests do not count: two before a call
+ * cancel one call.
+ *
+ * mr_fiber_cancel: fiber or thread; f must not have been joined or
+ * released. Returns 0, -EINVAL (NULL), -ESRCH (f has returned already).
+ * mr_fiber_shield / mr_fiber_unshield (nestable, from a fiber): between
+ * them the calling fiber's calls are not cancelled; a request made
+ * meanwhile waits for the first cancellation point after the outermost
+ * unshield (a clean-up that must finish its I/O shields it).
+ * mr_fiber_cancelled: a request is pending for the calling fiber (for
+ * code that computes without blocking and wants to stop early).
+ */
+MR_API int mr_fiber_cancel(mr_fiber_t *f);
+MR_API void mr_fiber_shield(void);
+MR_API void mr_fiber_unshield(void);
+MR_API bool mr_fiber_cancelled(void);
+
 /* The calling fiber, or NULL when not called from a fiber. In the child of
  * a fork from a fiber: that fiber (the child goes on as it, on no worker).
  * Async-signal-safe. */

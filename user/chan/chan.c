@@ -369,6 +369,46 @@ static int rv_try(struct mr_chan *ch, int op, void *elem, bool held,
 	}
 }
 
+/* mr_fiber_cancel() of a fiber waiting in a rendezvous word. */
+struct rv_cancel {
+	struct mr__cancel_hook h;
+	struct mr_chan *ch;
+	struct mr__centry *e;
+	uint64_t me; /* the word's value while the fiber waits there */
+};
+
+/*
+ * Take the waiter out of the word (a CAS, as a partner would), or out of
+ * the queue rv_to_queues() moved it to (under the lock, as a claimer of a
+ * solo sleeper would); if a partner or a close got there first, it
+ * completes the operation. Before the fiber is in the word (its park's
+ * commit puts it there after the switch) this finds nothing, and the
+ * commit sees the request instead (commit_park() in fiber.c): it never
+ * readies a fiber that has not switched out.
+ */
+static void rv_cancel_fn(struct mr__cancel_hook *h)
+{
+	struct rv_cancel *rc = (struct rv_cancel *)h;
+	struct mr_chan *ch = rc->ch;
+	struct mr__sleeper *s = rc->e->s;
+	uint64_t w = rc->me;
+	bool won = false;
+
+	mr__chan_lock(ch);
+	if (atomic_compare_exchange_strong_explicit(&ch->q.tail, &w, 0, memory_order_acquire,
+						    memory_order_relaxed)) {
+		won = true;
+	} else if (rc->e->queued) {
+		q_unlink(rc->me & RV_SEND ? &ch->txq : &ch->rxq, rc->e);
+		won = true;
+	}
+	if (won)
+		atomic_store_explicit(&s->state, SL_CANCELLED, memory_order_relaxed);
+	mr__chan_unlock(ch);
+	if (won)
+		mr__fiber_ready(s->fiber);
+}
+
 /*
  * rv_wait() found nobody to pair with (the word held `seen`): wait in the
  * word when it is empty, or else block() (the queues). Out of line, so that
@@ -397,18 +437,27 @@ static __attribute__((noinline)) int rv_sleep(struct mr_chan *ch, int op, void *
 			/* Someone of our side waits already, or the queues
 			 * decide: queue behind them. */
 			struct mr_select_case c = { (mr_chan_t *)ch, op, elem, 0 };
-			block(&c, 1, MR_SELECT_FOREVER, &r, call);
-			return r;
+			int i = block(&c, 1, MR_SELECT_FOREVER, &r, call);
+			return i < 0 ? i : r; /* -ECANCELED */
 		}
 		atomic_store_explicit(&sl.state, SL_WAITING, memory_order_relaxed);
 		if (sl.fiber) {
+			struct rv_cancel rc = { { rv_cancel_fn }, ch, &e, me };
+			if (mr__cancel_arm(sl.fiber, &rc.h)) {
+				mr__cancel_disarm(sl.fiber);
+				return mr__cancel_take(sl.fiber);
+			}
 			/* Its commit puts `me` in the word like rv_publish(). */
 			mr__fiber_park_in(sl.fiber, &ch->q.tail, me, call);
+			mr__cancel_disarm(sl.fiber);
 			/* acquire: pairs with the release in rv_complete() or
 			 * mr__sleeper_wake(). WAITING: the commit found the word
-			 * taken; look again. */
-			if (atomic_load_explicit(&sl.state, memory_order_acquire) == SL_WOKEN)
+			 * taken, or took us back for a cancel; look again. */
+			uint32_t st = atomic_load_explicit(&sl.state, memory_order_acquire);
+			if (st == SL_WOKEN)
 				break;
+			if (st == SL_CANCELLED || mr__cancel_pending(sl.fiber))
+				return mr__cancel_take(sl.fiber);
 		} else if (rv_publish(ch, me)) {
 			thread_wait(&sl, -1);
 			break;
@@ -535,6 +584,11 @@ struct sel {
 	struct mr_chan *locks[MR_SELECT_MAX]; /* distinct channels, by address */
 	size_t nlocks;
 	int64_t deadline;
+	struct mr__cancel_hook cancel;
+	/* For the cancel hook: the select's cases and their entries. */
+	struct mr_select_case *cases;
+	struct mr__centry *ent;
+	size_t n;
 };
 
 static void lock_all(struct sel *S)
@@ -570,6 +624,31 @@ static void sel_timeout(struct mr__timer *t)
 	if (atomic_compare_exchange_strong_explicit(&s->state, &expect, SL_TIMEDOUT,
 						    memory_order_acq_rel, memory_order_relaxed))
 		mr__fiber_ready(f);
+}
+
+/*
+ * mr_fiber_cancel() of a parked fiber (its cancel_lock held). Under the
+ * channels' locks, as every claimant of a sleeper with one case and no
+ * deadline (`solo`) claims it: the CAS then orders us against them all.
+ * The hook is armed with the locks held and the park's commit releases
+ * them, so this cannot ready the fiber before it has switched out.
+ */
+static void sel_cancel(struct mr__cancel_hook *h)
+{
+	struct sel *S = (struct sel *)((char *)h - offsetof(struct sel, cancel));
+	uint32_t expect = SL_WAITING;
+
+	lock_all(S);
+	bool won = atomic_compare_exchange_strong_explicit(&S->sl.state, &expect, SL_CANCELLED,
+							   memory_order_relaxed,
+							   memory_order_relaxed);
+	/* Out of every queue at once: a claimer of a solo sleeper that found
+	 * its entry there would take it without a CAS. */
+	if (won)
+		unqueue_all(S->cases, S->n, S->ent);
+	unlock_all(S);
+	if (won)
+		mr__fiber_ready(S->sl.fiber);
 }
 
 /*
@@ -723,6 +802,10 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 	S.sl.timer.fire = sel_timeout;
 	S.sl.timer.call = call;
 	S.sl.timer.deadline = deadline;
+	S.cancel.fn = sel_cancel;
+	S.cases = cases;
+	S.ent = ent;
+	S.n = n;
 	for (size_t j = 0; j < n; j++)
 		ent[j].queued = false;
 
@@ -777,12 +860,23 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 
 		uint32_t st;
 		if (self) {
+			if (mr__cancel_arm(self, &S.cancel)) {
+				/* Claimed by us, for a canceller that takes the
+				 * locks once we let go (until we disarm). */
+				atomic_store_explicit(&S.sl.state, SL_CANCELLED,
+						      memory_order_relaxed);
+				unqueue_all(cases, n, ent);
+				unlock_all(&S);
+				mr__cancel_disarm(self);
+				return mr__cancel_take(self);
+			}
 			mr__fiber_park(sel_commit, &S, call);
 			/* acquire: pairs with the release in mr__sleeper_wake() or
-			 * the CAS in sel_timeout(). */
+			 * the CAS in sel_timeout() or sel_cancel(). */
 			st = atomic_load_explicit(&S.sl.state, memory_order_acquire);
-			if (deadline >= 0 && st == SL_WOKEN)
+			if (deadline >= 0 && st != SL_TIMEDOUT)
 				mr__timer_cancel(&S.sl.timer);
+			mr__cancel_disarm(self);
 		} else {
 			unlock_all(&S);
 			st = thread_wait(&S.sl, deadline);
@@ -797,6 +891,8 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 		}
 		if (st == SL_TIMEDOUT)
 			return -ETIMEDOUT;
+		if (st == SL_CANCELLED)
+			return mr__cancel_take(self);
 		i = S.sl.which;
 		if (S.sl.result != SL_RETRY) {
 			*res = S.sl.result;
@@ -914,9 +1010,8 @@ static __attribute__((noinline)) int chan_op_slow(mr_chan_t *handle, int op, voi
 		mr__fiber_going_on(held);
 		return -EAGAIN;
 	}
-	if (block(&c, 1, deadline, &r, call) < 0)
-		return -ETIMEDOUT;
-	return r;
+	int i = block(&c, 1, deadline, &r, call);
+	return i < 0 ? i : r; /* -ETIMEDOUT, -ECANCELED */
 }
 
 /* A send or a receive (op), until the deadline (MR_SELECT_POLL: a try,
@@ -1089,8 +1184,8 @@ int mr_select(struct mr_select_case *cases, size_t n, int64_t deadline_ns)
 			return -EAGAIN;
 		if (deadline_ns < 0)
 			return -EINVAL;
-		mr_sleep_until(deadline_ns);
-		return -ETIMEDOUT;
+		int r = mr_sleep_until(deadline_ns);
+		return r < 0 ? r : -ETIMEDOUT; /* -ECANCELED */
 	}
 	if ((i = poll_cases(cases, n, &res)) >= 0) {
 		mr__fiber_going_on(held);

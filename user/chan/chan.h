@@ -40,7 +40,8 @@
 
 /* SLEEPING: a thread that stopped spinning and waits in the futex; only
  * then does its waker make the futex_wake call. */
-enum { SL_WAITING = 0, SL_CLAIMED = 1, SL_WOKEN = 2, SL_TIMEDOUT = 3, SL_SLEEPING = 4 };
+/* CANCELLED: mr_fiber_cancel() claimed a parked fiber (chan.c). */
+enum { SL_WAITING = 0, SL_CLAIMED = 1, SL_WOKEN = 2, SL_TIMEDOUT = 3, SL_SLEEPING = 4, SL_CANCELLED = 5 };
 
 /* sleeper.result: the waker completed the operation (0 or -EPIPE), or the
  * sleeper must try again (RETRY). */

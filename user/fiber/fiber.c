@@ -80,13 +80,32 @@ static inline void commit_park(struct mr_fiber *f)
 
 	if (f->action == ACT_PARK_IN) {
 		uint64_t zero = 0;
+		/* Read before the CAS: once f is in the word a partner may take
+		 * it, and f may run again and park anew (writing these). */
+		_Atomic uint64_t *word = f->pub_word;
+		uint64_t val = f->pub_val;
+		bool armed = f->armed;
 		/* release: pairs with the acquire RMW that takes pub_val out of
 		 * the word (fiber.h; for a rendezvous channel rv_fast(),
 		 * rv_to_queues() or mr_chan_close()): f's writes before it
 		 * parked, and its saved context, go with it. */
-		waits = atomic_compare_exchange_strong_explicit(f->pub_word, &zero, f->pub_val,
-								memory_order_release,
+		/* seq_cst: also against a canceller's RMW of the request, for
+		 * the load below (mr__cancel_arm()). */
+		waits = atomic_compare_exchange_strong_explicit(word, &zero, val,
+								memory_order_seq_cst,
 								memory_order_relaxed);
+		/*
+		 * A cancel requested before we were in the word: its hook found
+		 * nothing to claim. Take ourselves back if nobody took us. (If
+		 * f was taken, ran, and waits in the word again with the same
+		 * value, this takes back that wait instead, which is as good:
+		 * it is f's, f is armed for it, and only one CAS wins.)
+		 */
+		if (waits && armed &&
+		    (atomic_load_explicit(&f->cancel, memory_order_seq_cst) & MR__CANCEL_REQ) &&
+		    atomic_compare_exchange_strong_explicit(word, &val, 0, memory_order_relaxed,
+							    memory_order_relaxed))
+			waits = false;
 	} else {
 		waits = f->commit(f->commit_arg);
 	}
@@ -564,6 +583,63 @@ mr_fiber_t *mr_go(void (*fn)(void *), void *arg)
 mr_fiber_t *mr_fiber_self(void)
 {
 	return mr__tls_fiber;
+}
+
+/* ---- cancellation (fiber.h) ---------------------------------------------------- */
+
+void mr__cancel_disarm(struct mr_fiber *f)
+{
+	if (!f || !f->armed)
+		return;
+	f->armed = false;
+	/* A canceller inside our hook holds the lock: wait it out. */
+	mr__spin_lock(&f->cancel_lock);
+	atomic_store_explicit(&f->hook, NULL, memory_order_relaxed);
+	mr__spin_unlock(&f->cancel_lock);
+}
+
+int mr_fiber_cancel(mr_fiber_t *handle)
+{
+	if (!handle)
+		return -EINVAL;
+	struct mr_fiber *f = check_fiber(handle, "mr_fiber_cancel");
+
+	/* acquire: a fiber that has returned says so (after_switch()). */
+	if (atomic_load_explicit(&f->state, memory_order_acquire) == ST_DONE)
+		return -ESRCH;
+	/* seq_cst, and the load of the hook: see mr__cancel_arm(). */
+	atomic_fetch_or_explicit(&f->cancel, MR__CANCEL_REQ, memory_order_seq_cst);
+	mr__spin_lock(&f->cancel_lock);
+	struct mr__cancel_hook *h = atomic_load_explicit(&f->hook, memory_order_seq_cst);
+	if (h)
+		h->fn(h);
+	mr__spin_unlock(&f->cancel_lock);
+	return 0;
+}
+
+void mr_fiber_shield(void)
+{
+	struct mr_fiber *f = mr__tls_fiber;
+
+	if (unlikely(!f))
+		mr__die("mr_fiber_shield", "not called from a fiber");
+	f->shield++;
+}
+
+void mr_fiber_unshield(void)
+{
+	struct mr_fiber *f = mr__tls_fiber;
+
+	if (unlikely(!f || !f->shield))
+		mr__die("mr_fiber_unshield", "no mr_fiber_shield() of this fiber to end");
+	f->shield--;
+}
+
+bool mr_fiber_cancelled(void)
+{
+	struct mr_fiber *f = mr__tls_fiber;
+
+	return f && (atomic_load_explicit(&f->cancel, memory_order_relaxed) & MR__CANCEL_REQ);
 }
 
 const char *mr_fiber_name(const mr_fiber_t *f)

@@ -50,6 +50,26 @@ struct mr__stack {
 	bool pooled;  /* a default-size stack from a shared chunk */
 };
 
+/*
+ * Cancellation (mr_fiber_cancel). A wait that can report -ECANCELED arms
+ * a hook on its fiber (mr__cancel_arm) while it holds the lock that keeps
+ * wakers out until the fiber has switched out (a wait queue's, the
+ * channels', or in a park's commit); the canceller sets MR__CANCEL_REQ,
+ * then, under the fiber's cancel_lock, calls the armed hook, which claims
+ * the wait the way a deadline's timer does (whoever unqueues the waiter
+ * decides) and readies the fiber. The fiber disarms (takes cancel_lock,
+ * clears the hook) before its wait's memory goes: a canceller in the
+ * hook holds that lock, so the waiter outlives it. The pair that makes a
+ * request seen: the arm's seq_cst store of the hook and load of the
+ * request, against the canceller's seq_cst RMW of the request and load of
+ * the hook. Lock order: cancel_lock, then the lock the hook takes.
+ */
+struct mr__cancel_hook {
+	void (*fn)(struct mr__cancel_hook *h);
+};
+
+#define MR__CANCEL_REQ 1u
+
 struct mr_fiber {
 	struct mr__job hdr; /* first: runnable fibers sit in deques as jobs */
 	void *sp;	    /* saved context while not running */
@@ -71,6 +91,13 @@ struct mr_fiber {
 	void *asan_fake, *asan_resumer_fake;
 	const void *asan_resumer_bottom;
 	size_t asan_resumer_size;
+	/* Cancellation (above): requests, the armed hook and its lock, and
+	 * (owner only) the shield depth and whether a hook is armed. */
+	_Atomic uint32_t cancel;
+	_Atomic uint32_t cancel_lock;
+	struct mr__cancel_hook *_Atomic hook;
+	unsigned shield;
+	bool armed;
 	uint32_t magic;
 	bool ran; /* has started: suspended in a switch, not at its entry */
 	char name[32];
@@ -116,6 +143,40 @@ void mr__fiber_park(bool (*commit)(void *arg), void *arg, const char *call);
  */
 void mr__fiber_park_in(struct mr_fiber *f, _Atomic uint64_t *word, uint64_t val,
 		       const char *call);
+
+/*
+ * Arm h for the calling fiber f's coming wait (see struct mr__cancel_hook).
+ * True if a cancel is pending and f is not shielded: the caller then does
+ * not wait, undoes its queueing, disarms and returns -ECANCELED
+ * (mr__cancel_take). f NULL (a thread): false.
+ */
+static inline bool mr__cancel_arm(struct mr_fiber *f, struct mr__cancel_hook *h)
+{
+	if (!f || f->shield)
+		return false;
+	f->armed = true;
+	/* seq_cst, both: against the canceller's RMW of the request and its
+	 * load of the hook. */
+	atomic_store_explicit(&f->hook, h, memory_order_seq_cst);
+	return atomic_load_explicit(&f->cancel, memory_order_seq_cst) & MR__CANCEL_REQ;
+}
+
+/* The wait is over: after this no canceller touches its memory. */
+void mr__cancel_disarm(struct mr_fiber *f);
+
+/* The wait ended cancelled: the request is used up. Returns -ECANCELED. */
+static inline int mr__cancel_take(struct mr_fiber *f)
+{
+	atomic_fetch_and_explicit(&f->cancel, ~MR__CANCEL_REQ, memory_order_relaxed);
+	return -ECANCELED;
+}
+
+/* A request pending for f, which is not shielded (f: the calling fiber). */
+static inline bool mr__cancel_pending(const struct mr_fiber *f)
+{
+	return f && !f->shield &&
+	       (atomic_load_explicit(&f->cancel, memory_order_relaxed) & MR__CANCEL_REQ);
+}
 
 /* Make a parked fiber runnable: on the calling worker's deque when it is a
  * worker of the fiber's runtime, else through that runtime's injector. */
@@ -181,7 +242,7 @@ extern void (*mr__test_stack_pool_locked)(void) __attribute__((visibility("hidde
 extern int (*mr__test_munmap)(void *addr, size_t len);
 
 /* ---- waiters (waitq.c) ---- */
-enum { MR__W_WAITING = 0, MR__W_WOKEN = 1, MR__W_TIMEDOUT = 2 };
+enum { MR__W_WAITING = 0, MR__W_WOKEN = 1, MR__W_TIMEDOUT = 2, MR__W_CANCELLED = 3 };
 
 struct mr__waitq {
 	_Atomic uint32_t lock; /* spinlock */
@@ -197,7 +258,9 @@ struct mr__waiter {
 	_Atomic uint32_t state;	    /* MR__W_*; the futex word of a thread */
 	uintptr_t data;		    /* for the object's use (e.g. mutex handoff) */
 	bool front;		    /* queue at the head (a waiter that waited before) */
+	bool cancellable;	    /* a fiber's wait may end MR__W_CANCELLED */
 	struct mr__timer timer;
+	struct mr__cancel_hook cancel;
 };
 
 void mr__waitq_lock(struct mr__waitq *q);
@@ -206,7 +269,9 @@ void mr__waitq_unlock(struct mr__waitq *q);
 void mr__waitq_wait_unlocked(struct mr__waitq *q);
 /*
  * With q locked: append wt (for the calling context) and wait until woken or
- * the deadline (-1: none). Unlocks q. Returns MR__W_WOKEN or MR__W_TIMEDOUT.
+ * the deadline (-1: none). Unlocks q. Returns MR__W_WOKEN or MR__W_TIMEDOUT,
+ * or with wt->cancellable, MR__W_CANCELLED (mr_fiber_cancel(); the request
+ * is used up).
  */
 int mr__waitq_wait(struct mr__waitq *q, struct mr__waiter *wt, int64_t deadline,
 		   const char *call);

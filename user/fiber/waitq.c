@@ -134,6 +134,26 @@ static void waiter_timeout(struct mr__timer *t)
 		mr__fiber_ready(wt->fiber);
 }
 
+/* mr_fiber_cancel() of a waiting fiber (its cancel_lock held): as a
+ * deadline, unqueue and ready it, unless a waker or the timer did first. */
+static void waiter_cancel(struct mr__cancel_hook *h)
+{
+	struct mr__waiter *wt = (struct mr__waiter *)((char *)h - offsetof(struct mr__waiter, cancel));
+	struct mr__waitq *q = wt->q;
+	bool mine = false;
+
+	mr__waitq_lock(q);
+	if (atomic_load_explicit(&wt->state, memory_order_relaxed) == MR__W_WAITING &&
+	    is_queued(q, wt)) {
+		unlink_waiter(q, wt);
+		atomic_store_explicit(&wt->state, MR__W_CANCELLED, memory_order_relaxed);
+		mine = true;
+	}
+	mr__waitq_unlock(q);
+	if (mine)
+		mr__fiber_ready(wt->fiber);
+}
+
 int mr__waitq_wait(struct mr__waitq *q, struct mr__waiter *wt, int64_t deadline,
 		   const char *call)
 {
@@ -162,6 +182,16 @@ int mr__waitq_wait(struct mr__waitq *q, struct mr__waiter *wt, int64_t deadline,
 
 	if (self) {
 		struct mr__worker *w = mr__self();
+		/* The hook takes q's lock, which our park's commit releases:
+		 * it cannot ready us before we have switched out. */
+		wt->cancel.fn = waiter_cancel;
+		if (wt->cancellable && mr__cancel_arm(self, &wt->cancel)) {
+			unlink_waiter(q, wt);
+			mr__waitq_unlock(q);
+			mr__cancel_disarm(self);
+			mr__cancel_take(self);
+			return MR__W_CANCELLED;
+		}
 		if (deadline >= 0) {
 			wt->timer.deadline = deadline;
 			wt->timer.fire = waiter_timeout;
@@ -170,8 +200,13 @@ int mr__waitq_wait(struct mr__waitq *q, struct mr__waiter *wt, int64_t deadline,
 		}
 		mr__fiber_park(commit_unlock, q, call);
 		int st = (int)atomic_load_explicit(&wt->state, memory_order_acquire);
-		if (deadline >= 0 && st == MR__W_WOKEN)
+		if (deadline >= 0 && st != MR__W_TIMEDOUT)
 			mr__timer_cancel(&wt->timer);
+		if (wt->cancellable) {
+			mr__cancel_disarm(self);
+			if (st == MR__W_CANCELLED)
+				mr__cancel_take(self);
+		}
 		return st;
 	}
 
@@ -211,19 +246,53 @@ int64_t mr_now_ns(void)
 	return (int64_t)mr__now_ns();
 }
 
+/*
+ * A sleeping fiber ends its sleep when its timer fires or when it is
+ * cancelled: each claims the waiter with a CAS of `state` from WAITING, and
+ * the winner readies the fiber. The timer is added in the park's commit
+ * (after the switch: a fire may come from any thread of the runtime), and
+ * the cancel hook is armed there too, before the timer (armed after it, a
+ * fire in between could have readied and resumed the fiber, which would
+ * find a hook it no longer owns). Either may ready the fiber while the
+ * commit still runs, so the commit's last access to wt is its release
+ * store of waker_out, and the woken fiber waits for it before it lets wt
+ * go.
+ */
 static void sleep_fire(struct mr__timer *t)
 {
 	struct mr__waiter *wt = (struct mr__waiter *)((char *)t - offsetof(struct mr__waiter, timer));
-	mr__fiber_ready(wt->fiber);
+	uint32_t expect = MR__W_WAITING;
+
+	if (atomic_compare_exchange_strong_explicit(&wt->state, &expect, MR__W_WOKEN,
+						    memory_order_relaxed, memory_order_relaxed))
+		mr__fiber_ready(wt->fiber);
 }
 
-/* After the sleeper switched out: a timer may fire from any thread of the
- * runtime (timer.c), so it is added only now. Same thread, same worker. */
+static void sleep_cancel(struct mr__cancel_hook *h)
+{
+	struct mr__waiter *wt = (struct mr__waiter *)((char *)h - offsetof(struct mr__waiter, cancel));
+	uint32_t expect = MR__W_WAITING;
+
+	if (atomic_compare_exchange_strong_explicit(&wt->state, &expect, MR__W_CANCELLED,
+						    memory_order_relaxed, memory_order_relaxed))
+		mr__fiber_ready(wt->fiber);
+}
+
+/* After the sleeper switched out; same thread, same worker. */
 static bool commit_sleep(void *arg)
 {
 	struct mr__waiter *wt = arg;
+	uint32_t expect = MR__W_WAITING;
 
+	if (mr__cancel_arm(wt->fiber, &wt->cancel) &&
+	    atomic_compare_exchange_strong_explicit(&wt->state, &expect, MR__W_CANCELLED,
+						    memory_order_relaxed, memory_order_relaxed)) {
+		atomic_store_explicit(&wt->waker_out, 1, memory_order_release);
+		return false;
+	}
 	mr__timer_add(mr__self(), &wt->timer);
+	/* release: the last touch of wt; pairs with the sleeper's acquire. */
+	atomic_store_explicit(&wt->waker_out, 1, memory_order_release);
 	return true;
 }
 
@@ -235,11 +304,28 @@ int mr_sleep_until(int64_t deadline)
 		return 0;
 	if (self) {
 		struct mr__waiter wt = { .fiber = self };
+		unsigned spins = 0;
+
+		if (mr__cancel_pending(self))
+			return mr__cancel_take(self);
+		atomic_init(&wt.state, MR__W_WAITING);
+		atomic_init(&wt.waker_out, 0);
+		wt.timer.idx = MR__TIMER_IDLE;
 		wt.timer.deadline = deadline;
 		wt.timer.fire = sleep_fire;
 		wt.timer.call = "mr_sleep_until";
+		wt.cancel.fn = sleep_cancel;
 		mr__fiber_park(commit_sleep, &wt, "mr_sleep_until");
-		return 0;
+		/* acquire: pairs with the commit's last store (above). */
+		while (!atomic_load_explicit(&wt.waker_out, memory_order_acquire))
+			mr__backoff(&spins);
+		mr__cancel_disarm(self);
+		if (atomic_load_explicit(&wt.state, memory_order_relaxed) != MR__W_CANCELLED)
+			return 0;
+		/* Cancelled: the timer (if it was added) must not fire into wt. */
+		if (wt.timer.w)
+			mr__timer_cancel(&wt.timer);
+		return mr__cancel_take(self);
 	}
 	struct timespec ts = { deadline / 1000000000, deadline % 1000000000 };
 	struct mr__worker *w = mr__self();

@@ -108,11 +108,11 @@ static long io(const struct mr__io_req *q, int64_t deadline_ns)
 	for (;;) {
 		long r = attempt(q, deadline);
 		if (r != -EAGAIN || !mr__io_req_waits(q) || mr__io_req_dontwait(q) ||
-		    q->op == MR__IO_POLL || !mr__fiber_parkable())
+			q->op == MR__IO_POLL || !mr__fiber_parkable())
 			return r;
 		/* An O_NONBLOCK fd that is not ready: wait until it is. */
 		struct mr__io_req p = {
-		    .op = MR__IO_POLL, .fd = q->fd, .flags = mr__io_req_events(q), .call = q->call};
+			.op = MR__IO_POLL, .fd = q->fd, .flags = mr__io_req_events(q), .call = q->call };
 		r = attempt(&p, deadline);
 		if (r < 0)
 			return r;
@@ -140,7 +140,7 @@ static void set_kind(int fd, int kind)
 
 /* ---- the calls ------------------------------------------------------------ */
 
-#define REQ(...) ((struct mr__io_req){__VA_ARGS__})
+#define REQ(...) ((struct mr__io_req){ __VA_ARGS__ })
 
 static ssize_t rw(uint8_t op, int fd, const void *buf, size_t len, off_t off, int64_t dl,
 		  const char *call)
@@ -148,7 +148,7 @@ static ssize_t rw(uint8_t op, int fd, const void *buf, size_t len, off_t off, in
 	if (!buf && len)
 		return -EINVAL;
 	struct mr__io_req q =
-	    REQ(.op = op, .fd = fd, .buf = (void *)buf, .len = len, .off = off, .call = call);
+		REQ(.op = op, .fd = fd, .buf = (void *)buf, .len = len, .off = off, .call = call);
 	return io(&q, dl);
 }
 
@@ -250,7 +250,7 @@ MR_API ssize_t mr_writev_until(int fd, const struct iovec *iov, int iovcnt, int6
 		return -EINVAL;
 	int kind = kind_of(fd);
 	if (kind != FD_OTHER) {
-		struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+		struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
 		struct mr__io_req q = REQ(.op = MR__IO_SENDMSG, .fd = fd, .buf = &m,
 					  .flags = MSG_NOSIGNAL, .call = "mr_writev");
 		ssize_t r = io(&q, deadline_ns);
@@ -288,7 +288,7 @@ MR_API ssize_t mr_recvmsg_until(int fd, struct msghdr *msg, int flags, int64_t d
 	if (!msg)
 		return -EINVAL;
 	struct mr__io_req q =
-	    REQ(.op = MR__IO_RECVMSG, .fd = fd, .buf = msg, .flags = flags, .call = "mr_recvmsg");
+		REQ(.op = MR__IO_RECVMSG, .fd = fd, .buf = msg, .flags = flags, .call = "mr_recvmsg");
 	return io(&q, deadline_ns);
 }
 
@@ -332,7 +332,7 @@ MR_API int mr_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flag
 }
 
 MR_API int mr_connect_until(int fd, const struct sockaddr *addr, socklen_t addrlen,
-			    int64_t deadline_ns)
+				int64_t deadline_ns)
 {
 	if (!addr)
 		return -EINVAL;
@@ -350,7 +350,7 @@ MR_API int mr_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
 MR_API int mr_shutdown(int fd, int how)
 {
 	struct mr__io_req q =
-	    REQ(.op = MR__IO_SHUTDOWN, .fd = fd, .flags = how, .call = "mr_shutdown");
+		REQ(.op = MR__IO_SHUTDOWN, .fd = fd, .flags = how, .call = "mr_shutdown");
 	return (int)io(&q, MR_DEADLINE_NONE);
 }
 
@@ -419,7 +419,7 @@ MR_API int mr_fdatasync(int fd)
 MR_API int mr_poll_until(int fd, short events, int64_t deadline_ns)
 {
 	struct mr__io_req q =
-	    REQ(.op = MR__IO_POLL, .fd = fd, .flags = (uint16_t)events, .call = "mr_poll");
+		REQ(.op = MR__IO_POLL, .fd = fd, .flags = (uint16_t)events, .call = "mr_poll");
 	return (int)io(&q, deadline_ns);
 }
 

@@ -78,7 +78,7 @@ bool mr__io_req_waits(const struct mr__io_req *r)
  * -ETIMEDOUT, or -errno. */
 static int wait_ready(int fd, short events, int64_t deadline)
 {
-	struct pollfd p = {.fd = fd, .events = events};
+	struct pollfd p = { .fd = fd, .events = events };
 
 	for (;;) {
 		struct timespec ts, *tp = NULL;

@@ -56,7 +56,9 @@
 
 /* user_data: the address of a struct op (| 1 for its linked timeout), or
  * one of these (no op lives below a page). */
-enum { UD_FUTEX = 8, UD_EVENTFD = 16 };
+enum { UD_FUTEX = 8, UD_EVENTFD = 16, UD_CANCEL = 24 };
+
+struct op;
 
 struct ring {
 	int fd;
@@ -73,6 +75,11 @@ struct ring {
 	int efd;	   /* without futex_op: what wakers write */
 	uint64_t ebuf;
 	_Atomic uint32_t sleeping; /* without futex_op: asleep in the ring */
+	struct op *ops;		   /* operations in flight (owner only) */
+	/* mr_fiber_cancel() requests for operations of this ring: the
+	 * canceller marks the op and counts here, the owner submits the
+	 * async cancels (only it may submit: SINGLE_ISSUER). */
+	_Atomic uint32_t ncancel;
 	void *sq_map, *cq_map, *sqe_map;
 	size_t sq_len, cq_len, sqe_len;
 };
@@ -84,6 +91,11 @@ struct op {
 	int32_t tres; /* its linked timeout's */
 	uint32_t left;
 	struct __kernel_timespec ts;
+	struct op *next, *prev; /* ring->ops */
+	struct mr__worker *w;
+	struct mr__cancel_hook cancel;
+	/* 1: cancel asked (by the canceller), 2: async cancel submitted */
+	_Atomic uint32_t cancel_req;
 };
 
 /* Probed once per process (mr__io_uring_probe()). */
@@ -119,10 +131,10 @@ static void ring_unmap(struct ring *r)
 static int ring_init(struct ring *r, unsigned entries, unsigned cq_entries)
 {
 	static const uint32_t tries[] = {
-	    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
-	    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL,
-	    IORING_SETUP_SUBMIT_ALL,
-	    0,
+		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+		IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL,
+		IORING_SETUP_SUBMIT_ALL,
+		0,
 	};
 	struct io_uring_params p;
 	int fd = -EINVAL;
@@ -236,6 +248,8 @@ static unsigned reap(struct mr__worker *w, struct ring *r)
 			r->armed = false;
 			continue;
 		}
+		if (ud == UD_CANCEL)
+			continue; /* the cancelled operation completes on its own */
 		struct op *op = (struct op *)(uintptr_t)(ud & ~(uint64_t)1);
 		if (ud & 1)
 			op->tres = res;
@@ -245,6 +259,12 @@ static unsigned reap(struct mr__worker *w, struct ring *r)
 		/* The fiber's stack holds op: once readied, it may run (on a
 		 * thief) and return, so op is not touched after. */
 		if (--op->left == 0) {
+			if (op->prev)
+				op->prev->next = op->next;
+			else
+				r->ops = op->next;
+			if (op->next)
+				op->next->prev = op->prev;
 			mr__fiber_ready(op->fiber);
 			readied++;
 		}
@@ -285,9 +305,9 @@ static void prep(struct io_uring_sqe *s, const struct mr__io_req *q)
 	case MR__IO_READV:
 	case MR__IO_WRITEV:
 		s->opcode = q->op == MR__IO_READ    ? IORING_OP_READ
-			    : q->op == MR__IO_WRITE ? IORING_OP_WRITE
-			    : q->op == MR__IO_READV ? IORING_OP_READV
-						    : IORING_OP_WRITEV;
+				: q->op == MR__IO_WRITE ? IORING_OP_WRITE
+				: q->op == MR__IO_READV ? IORING_OP_READV
+							: IORING_OP_WRITEV;
 		s->addr = (uintptr_t)q->buf;
 		s->len = (uint32_t)q->len;
 		s->off = (uint64_t)q->off;
@@ -350,6 +370,57 @@ static void prep(struct io_uring_sqe *s, const struct mr__io_req *q)
 	}
 }
 
+/*
+ * mr_fiber_cancel() of a fiber whose operation is in flight (or about to
+ * be: the hook is armed before the entry is filled, and may run before the
+ * fiber has parked). It only marks the op and wakes the owner, which
+ * submits the async cancel (cancel_ops()); the operation then completes,
+ * cancelled or not, and the fiber is readied from that completion as
+ * always.
+ */
+static void op_cancel(struct mr__cancel_hook *h)
+{
+	struct op *op = (struct op *)((char *)h - offsetof(struct op, cancel));
+	struct mr__worker *w = op->w;
+	struct ring *r = w->io;
+
+	atomic_store_explicit(&op->cancel_req, 1, memory_order_relaxed);
+	/* seq_cst: against the owner's RMW of its idle bit before it reads
+	 * ncancel (uring_wait()): it sees the count, or we see it idle. */
+	atomic_fetch_add_explicit(&r->ncancel, 1, memory_order_seq_cst);
+	mr__wake_worker(w, MR__TOK_LATCH);
+}
+
+/* Owner: submit an async cancel for each operation asked to be cancelled. */
+static void cancel_ops(struct mr__worker *w, struct ring *r)
+{
+	uint32_t want = 0;
+
+	if (!atomic_exchange_explicit(&r->ncancel, 0, memory_order_seq_cst))
+		return;
+	for (struct op *op = r->ops; op; op = op->next)
+		want += atomic_load_explicit(&op->cancel_req, memory_order_relaxed) == 1;
+	if (want > r->sq_entries) {
+		want = r->sq_entries;
+		atomic_fetch_add_explicit(&r->ncancel, 1, memory_order_relaxed); /* the rest later */
+	}
+	/* The entries first: making room may reap, which takes completed
+	 * operations off the list (they need no cancel). */
+	sqe_get(w, r, want);
+	for (struct op *op = r->ops; op && want; op = op->next) {
+		if (atomic_load_explicit(&op->cancel_req, memory_order_relaxed) != 1)
+			continue;
+		atomic_store_explicit(&op->cancel_req, 2, memory_order_relaxed);
+		struct io_uring_sqe *s = &r->sqes[r->tail & r->sq_mask];
+		want--;
+		s->opcode = IORING_OP_ASYNC_CANCEL;
+		s->fd = -1;
+		s->addr = (uintptr_t)op;
+		s->user_data = UD_CANCEL;
+		r->tail++;
+	}
+}
+
 static bool parked(void *arg)
 {
 	(void)arg;
@@ -360,7 +431,13 @@ static long uring_call(struct mr__worker *w, struct mr_fiber *f, const struct mr
 		       int64_t deadline)
 {
 	struct ring *r = w->io;
-	struct op op = {.fiber = f, .left = deadline >= 0 ? 2 : 1};
+	struct op op = { .fiber = f, .left = deadline >= 0 ? 2 : 1, .w = w };
+
+	op.cancel.fn = op_cancel;
+	if (mr__cancel_arm(f, &op.cancel)) {
+		mr__cancel_disarm(f);
+		return mr__cancel_take(f);
+	}
 	struct io_uring_sqe *s = sqe_get(w, r, op.left);
 
 	prep(s, q);
@@ -381,13 +458,21 @@ static long uring_call(struct mr__worker *w, struct mr_fiber *f, const struct mr
 	}
 	r->tail += op.left;
 	r->inflight += op.left;
+	op.next = r->ops;
+	if (r->ops)
+		r->ops->prev = &op;
+	r->ops = &op;
 	set_inflight(w, r);
 	/* The worker submits at the end of its round (poll()); w and r are
 	 * not ours to touch after the park (we may resume elsewhere once
 	 * every completion is in). */
 	mr__fiber_park(parked, NULL, q->call);
-	if (deadline >= 0 && op.tres == -ETIME && (op.res == -ECANCELED || op.res == -EINTR))
+	mr__cancel_disarm(f);
+	bool killed = op.res == -ECANCELED || op.res == -EINTR;
+	if (deadline >= 0 && op.tres == -ETIME && killed)
 		return -ETIMEDOUT;
+	if (killed && atomic_load_explicit(&op.cancel_req, memory_order_relaxed))
+		return mr__cancel_take(f);
 	return op.res;
 }
 
@@ -423,8 +508,12 @@ static bool uring_poll(struct mr__worker *w)
 	 * DEFER_TASKRUN, when the kernel flags it with TASKRUN_FLAG. */
 	bool get = r->inflight &&
 		   ((r->setup & IORING_SETUP_DEFER_TASKRUN) ||
-		    (atomic_load_explicit(r->sq_flags, memory_order_relaxed) & IORING_SQ_TASKRUN));
+			(atomic_load_explicit(r->sq_flags, memory_order_relaxed) & IORING_SQ_TASKRUN));
 
+	if (unlikely(atomic_load_explicit(&r->ncancel, memory_order_relaxed))) {
+		cancel_ops(w, r);
+		pending = true;
+	}
 	if (pending || get)
 		ring_enter(r, 0, get ? IORING_ENTER_GETEVENTS : 0, NULL, 0);
 	return reap(w, r) != 0;
@@ -439,6 +528,9 @@ static bool uring_wait(struct mr__worker *w, int64_t deadline)
 
 	if (!r->armed)
 		arm(w, r);
+	/* seq_cst: see op_cancel(). */
+	if (atomic_load_explicit(&r->ncancel, memory_order_seq_cst))
+		cancel_ops(w, r);
 	if (!r->futex_op) {
 		/* seq_cst, and the fence: against the waker's token store,
 		 * fence, load of `sleeping` (uring_wake()). */
@@ -493,17 +585,17 @@ static void uring_fini(struct mr__worker *w)
 }
 
 static const struct mr__io_ops ops_futex = {
-    .poll = uring_poll,
-    .wait = uring_wait,
-    .wake = NULL,
-    .fini = uring_fini,
+	.poll = uring_poll,
+	.wait = uring_wait,
+	.wake = NULL,
+	.fini = uring_fini,
 };
 
 static const struct mr__io_ops ops_eventfd = {
-    .poll = uring_poll,
-    .wait = uring_wait,
-    .wake = uring_wake,
-    .fini = uring_fini,
+	.poll = uring_poll,
+	.wait = uring_wait,
+	.wake = uring_wake,
+	.fini = uring_fini,
 };
 
 static int uring_worker_init(struct mr__worker *w)
@@ -569,7 +661,7 @@ int mr__io_uring_probe(void)
 }
 
 const struct mr__io_backend mr__io_uring_backend = {
-    .name = "io_uring",
-    .worker_init = uring_worker_init,
-    .call = uring_call,
+	.name = "io_uring",
+	.worker_init = uring_worker_init,
+	.call = uring_call,
 };

@@ -101,9 +101,10 @@ static bool grab(struct mr__mutex *mx, uint32_t *s)
 	return false;
 }
 
-static int lock_slow(struct mr__mutex *mx, int64_t deadline, const char *call)
+/* cancellable: the _until form, which can report -ECANCELED. */
+static int lock_slow(struct mr__mutex *mx, int64_t deadline, bool cancellable, const char *call)
 {
-	struct mr__waiter wt = { .front = false };
+	struct mr__waiter wt = { .front = false, .cancellable = cancellable };
 	int64_t start = 0;
 
 	for (;;) {
@@ -140,7 +141,7 @@ static int lock_slow(struct mr__mutex *mx, int64_t deadline, const char *call)
 		wt.data = 0;
 		int r = mr__waitq_wait(&mx->q, &wt, deadline, call);
 		if (r != MR__W_WOKEN)
-			return -ETIMEDOUT;
+			return r == MR__W_CANCELLED ? -ECANCELED : -ETIMEDOUT;
 		if (wt.data == HANDOFF) {
 			/* acquire: pairs with the unlocker's release fence. */
 			atomic_thread_fence(memory_order_acquire);
@@ -170,7 +171,7 @@ static void lock(struct mr__mutex *mx, const char *call, uintptr_t who)
 		if (unlikely(owner(mx) == who))
 			mr__die(call, "mutex %p is already held by the caller (%s %p): not recursive",
 				(void *)mx, mr__fiber_current() ? "fiber" : "thread", (void *)who);
-		lock_slow(mx, -1, call);
+		lock_slow(mx, -1, false, call);
 	}
 	set_owner(mx, who);
 }
@@ -201,7 +202,7 @@ int mr_mutex_lock_until(mr_mutex_t *m, int64_t deadline_ns)
 	if (unlikely(!try_lock(M(m)))) {
 		if (unlikely(owner(M(m)) == who))
 			return -EDEADLK; /* as an error-checking pthread mutex */
-		int r = lock_slow(M(m), mr__deadline(deadline_ns), "mr_mutex_lock_until");
+		int r = lock_slow(M(m), mr__deadline(deadline_ns), true, "mr_mutex_lock_until");
 		if (r < 0)
 			return r;
 	}
@@ -302,10 +303,11 @@ void mr_cond_init(mr_cond_t *c)
 }
 
 /* mr_cond_wait(_until), named `call` in an abort. */
-static int cond_wait(mr_cond_t *c, mr_mutex_t *m, int64_t deadline, const char *call)
+static int cond_wait(mr_cond_t *c, mr_mutex_t *m, int64_t deadline, bool cancellable,
+		     const char *call)
 {
 	struct mr__cond *cv = C(c);
-	struct mr__waiter wt = { .front = false };
+	struct mr__waiter wt = { .front = false, .cancellable = cancellable };
 
 	/* Checked here, not by the unlock below, so that the abort names the
 	 * call the user made. */
@@ -319,21 +321,21 @@ static int cond_wait(mr_cond_t *c, mr_mutex_t *m, int64_t deadline, const char *
 	mr_mutex_unlock(m);
 	int r = mr__waitq_wait(&cv->q, &wt, deadline, call);
 	lock(M(m), call, who);
-	return r == MR__W_WOKEN ? 0 : -ETIMEDOUT;
+	return r == MR__W_WOKEN ? 0 : r == MR__W_CANCELLED ? -ECANCELED : -ETIMEDOUT;
 }
 
 int mr_cond_wait_until(mr_cond_t *c, mr_mutex_t *m, int64_t deadline_ns)
 {
 	if (!c || !m)
 		return -EINVAL;
-	return cond_wait(c, m, mr__deadline(deadline_ns), "mr_cond_wait_until");
+	return cond_wait(c, m, mr__deadline(deadline_ns), true, "mr_cond_wait_until");
 }
 
 void mr_cond_wait(mr_cond_t *c, mr_mutex_t *m)
 {
 	if (unlikely(!c || !m))
 		mr__die("mr_cond_wait", "NULL condition variable or mutex");
-	cond_wait(c, m, -1, "mr_cond_wait");
+	cond_wait(c, m, -1, false, "mr_cond_wait");
 }
 
 void mr_cond_signal(mr_cond_t *c)

@@ -58,10 +58,10 @@ int mr_sem_trywait(mr_sem_t *s)
 	return take_unit_unlocked(S(s)) ? 0 : -EAGAIN;
 }
 
-static int sem_wait(mr_sem_t *s, int64_t deadline_ns, const char *call)
+static int sem_wait(mr_sem_t *s, int64_t deadline_ns, bool cancellable, const char *call)
 {
 	struct mr__sem *sm = S(s);
-	struct mr__waiter wt = { .front = false };
+	struct mr__waiter wt = { .front = false, .cancellable = cancellable };
 
 	if (take_unit_unlocked(sm))
 		return 0;
@@ -75,26 +75,27 @@ static int sem_wait(mr_sem_t *s, int64_t deadline_ns, const char *call)
 		mr__waitq_unlock(&sm->q);
 		return -ETIMEDOUT;
 	}
-	if (mr__waitq_wait(&sm->q, &wt, deadline_ns, call) == MR__W_WOKEN) {
+	int r = mr__waitq_wait(&sm->q, &wt, deadline_ns, call);
+	if (r == MR__W_WOKEN) {
 		/* acquire: pairs with the release fence in mr_sem_post(). */
 		atomic_thread_fence(memory_order_acquire);
 		return 0;
 	}
-	return -ETIMEDOUT;
+	return r == MR__W_CANCELLED ? -ECANCELED : -ETIMEDOUT;
 }
 
 int mr_sem_wait_until(mr_sem_t *s, int64_t deadline_ns)
 {
 	if (!s)
 		return -EINVAL;
-	return sem_wait(s, mr__deadline(deadline_ns), "mr_sem_wait_until");
+	return sem_wait(s, mr__deadline(deadline_ns), true, "mr_sem_wait_until");
 }
 
 void mr_sem_wait(mr_sem_t *s)
 {
 	if (unlikely(!s))
 		mr__die("mr_sem_wait", "NULL semaphore");
-	sem_wait(s, -1, "mr_sem_wait");
+	sem_wait(s, -1, false, "mr_sem_wait");
 }
 
 int mr_sem_post(mr_sem_t *s)

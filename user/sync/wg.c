@@ -50,10 +50,11 @@ void mr__waitq_wake_all(struct mr__waitq *q)
 }
 
 /* Wait on q until cond(obj) holds (checked under q's lock). */
+/* cancellable: the _until forms, which can report -ECANCELED. */
 static int wait_cond(struct mr__waitq *q, bool (*cond)(void *), void *obj, int64_t deadline,
-		     const char *call)
+		     bool cancellable, const char *call)
 {
-	struct mr__waiter wt = { .front = false };
+	struct mr__waiter wt = { .front = false, .cancellable = cancellable };
 
 	/* acquire: a setter that made cond true (under the lock) still holds
 	 * the lock, or has released it: its last access to obj. */
@@ -68,7 +69,8 @@ static int wait_cond(struct mr__waitq *q, bool (*cond)(void *), void *obj, int64
 		mr__waitq_unlock(q);
 		return -ETIMEDOUT;
 	}
-	return mr__waitq_wait(q, &wt, deadline, call) == MR__W_WOKEN ? 0 : -ETIMEDOUT;
+	int r = mr__waitq_wait(q, &wt, deadline, call);
+	return r == MR__W_WOKEN ? 0 : r == MR__W_CANCELLED ? -ECANCELED : -ETIMEDOUT;
 }
 
 /* ---- wait group -------------------------------------------------------------- */
@@ -157,7 +159,7 @@ int mr_wg_wait_until(mr_wg_t *wg, int64_t deadline_ns)
 {
 	if (!wg)
 		return -EINVAL;
-	return wait_cond(&G(wg)->q, wg_zero, G(wg), mr__deadline(deadline_ns),
+	return wait_cond(&G(wg)->q, wg_zero, G(wg), mr__deadline(deadline_ns), true,
 			 "mr_wg_wait_until");
 }
 
@@ -165,7 +167,7 @@ void mr_wg_wait(mr_wg_t *wg)
 {
 	if (unlikely(!wg))
 		mr__die("mr_wg_wait", "NULL wait group");
-	wait_cond(&G(wg)->q, wg_zero, G(wg), -1, "mr_wg_wait");
+	wait_cond(&G(wg)->q, wg_zero, G(wg), -1, false, "mr_wg_wait");
 }
 
 /* ---- event --------------------------------------------------------------------- */
@@ -215,7 +217,7 @@ int mr_event_wait_until(mr_event_t *e, int64_t deadline_ns)
 {
 	if (!e)
 		return -EINVAL;
-	return wait_cond(&E(e)->q, ev_set, E(e), mr__deadline(deadline_ns),
+	return wait_cond(&E(e)->q, ev_set, E(e), mr__deadline(deadline_ns), true,
 			 "mr_event_wait_until");
 }
 
@@ -223,5 +225,5 @@ void mr_event_wait(mr_event_t *e)
 {
 	if (unlikely(!e))
 		mr__die("mr_event_wait", "NULL event");
-	wait_cond(&E(e)->q, ev_set, E(e), -1, "mr_event_wait");
+	wait_cond(&E(e)->q, ev_set, E(e), -1, false, "mr_event_wait");
 }
