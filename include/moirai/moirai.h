@@ -14,5 +14,6 @@
 #include <moirai/fiber.h>
 #include <moirai/sync.h>
 #include <moirai/chan.h>
+#include <moirai/blocking.h>
 
 #endif /* MOIRAI_H */
