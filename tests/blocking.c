@@ -433,6 +433,11 @@ TEST(queued_calls_run_in_order)
 	EXPECT_EQ(mr__blocking_nthreads(), 1);
 }
 
+static bool one_in_rest_queued(void *p)
+{
+	return atomic_load(&in_fn) == 1 && mr__blocking_nqueued() == (unsigned)(intptr_t)p;
+}
+
 TEST(raised_maximum_starts_threads_for_queued_calls)
 {
 	enum { N = 4 };
@@ -446,10 +451,12 @@ TEST(raised_maximum_starts_threads_for_queued_calls)
 		f[i] = go_on(rt, gate_fiber, NULL);
 		ASSERT_NONNULL(f[i]);
 	}
-	ASSERT_TRUE(wait_count(&in_fn, 1));
-	ASSERT_EQ(mr_blocking_set_max(N), 1);
-	/* Every call enters fn while the first still holds its thread. */
+	ASSERT_TRUE(wait_for(one_in_rest_queued, (void *)(intptr_t)(N - 1)));
+	ASSERT_EQ(mr_blocking_set_max(4 * N), 1);
+	/* Every call enters fn while the first still holds its thread, and
+	 * only the queued calls got a thread. */
 	ASSERT_TRUE(wait_count(&in_fn, N));
+	EXPECT_EQ(mr__blocking_nthreads(), N);
 	ASSERT_EQ(write(gate[1], "xxxx", N), N);
 	for (int i = 0; i < N; i++)
 		ASSERT_EQ(mr_fiber_join(f[i]), 0);

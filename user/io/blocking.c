@@ -365,8 +365,9 @@ int mr_blocking_set_max(unsigned n)
 	pool.max = n;
 	pool.err = 0;
 	/* Queued items have no thread claimed for them (they were queued at
-	 * the old maximum): start threads for them up to the new one. */
-	while (pool.nthreads < pool.max && pool.nqueued > pool.nnotify)
+	 * the old maximum): start one thread for each, up to the new one. The
+	 * new threads take items only once we unlock, so count them here. */
+	for (unsigned k = 0; pool.nthreads < pool.max && pool.nnotify + k < pool.nqueued; k++)
 		if (spawn())
 			break;
 	mr__unlock(&pool.lock);
