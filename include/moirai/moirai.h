@@ -15,5 +15,6 @@
 #include <moirai/sync.h>
 #include <moirai/chan.h>
 #include <moirai/io.h>
+#include <moirai/blocking.h>
 
 #endif /* MOIRAI_H */
