@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 #include <moirai/moirai.h>
@@ -723,6 +724,63 @@ IO_TEST(nonblocking_fds_still_wait)
 	ASSERT_GE(t.lfd, 0);
 	in_fiber(1, nonblocking_accept, &t);
 	close(t.lfd);
+}
+
+/* A Unix listener whose backlog is full: connect waits until it accepts. */
+struct unix_full {
+	struct sockaddr_un addr;
+	socklen_t len;
+	int c2;
+};
+
+static void second_client(void *arg)
+{
+	struct unix_full *u = arg;
+
+	u->c2 = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ASSERT_GE(u->c2, 0);
+	ASSERT_EQ(mr_connect(u->c2, (struct sockaddr *)&u->addr, u->len), 0);
+}
+
+static void unix_full_main(void *arg)
+{
+	struct unix_full *u = arg;
+	int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int c1 = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	ASSERT_GE(l, 0);
+	ASSERT_GE(c1, 0);
+	memset(&u->addr, 0, sizeof(u->addr));
+	u->addr.sun_family = AF_UNIX;
+	/* Abstract: nothing to clean up. */
+	int n = snprintf(u->addr.sun_path + 1, sizeof(u->addr.sun_path) - 1, "moirai-io-%d",
+			 (int)getpid());
+	u->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+	ASSERT_EQ(bind(l, (struct sockaddr *)&u->addr, u->len), 0);
+	ASSERT_EQ(listen(l, 0), 0);
+	ASSERT_EQ(connect(c1, (struct sockaddr *)&u->addr, u->len), 0); /* fills it */
+	mr_fiber_t *f = go(second_client, u);
+	mr_yield(); /* on one worker: the second connect has found it full */
+	int a1 = mr_accept(l, NULL, NULL, SOCK_CLOEXEC);
+	ASSERT_GE(a1, 0);
+	int a2 = mr_accept(l, NULL, NULL, SOCK_CLOEXEC);
+	ASSERT_GE(a2, 0);
+	ASSERT_EQ(mr_fiber_join(f), 0);
+	ASSERT_EQ(mr_write(u->c2, "x", 1), 1);
+	char c;
+	ASSERT_EQ(mr_read(a2, &c, 1), 1);
+	close(a1);
+	close(a2);
+	close(c1);
+	close(u->c2);
+	close(l);
+}
+
+IO_TEST(unix_connect_backlog_full)
+{
+	struct unix_full u;
+
+	in_fiber(1, unix_full_main, &u);
 }
 
 /* ---- vectors and messages ---------------------------------------------------- */

@@ -60,8 +60,9 @@
  *  - A worker busy in one long job does not look at its epoll until the
  *    job returns, so its waiters wait that long, their deadlines too.
  *  - connect() on a Unix socket whose listener's backlog is full gives
- *    EAGAIN and reports POLLOUT at once: the fiber retries in a loop
- *    (other fibers run in between) until the listener accepts.
+ *    EAGAIN, and nothing says when there is room: the fiber sleeps and
+ *    tries again (after 50 us, doubling up to 10 ms), so it may connect
+ *    up to that late.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -76,6 +77,8 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <moirai/fiber.h>
 
 #include "backend.h"
 
@@ -589,8 +592,22 @@ static long try_once(const struct mr__io_req *q)
  * socket's error says how it went. */
 static long connect_fd(struct mr_fiber *f, const struct mr__io_req *q, int64_t deadline)
 {
-	long r = try_once(q);
+	long r;
+	uint64_t backoff = 50000;
 
+	/* EAGAIN: a Unix socket whose listener's backlog is full. Nothing
+	 * reports room there (POLLOUT is ready at once, and waiting for it
+	 * in a loop would keep the worker from its timers and yielded
+	 * fibers): sleep a little longer each time, up to 10 ms. */
+	while ((r = try_once(q)) == -EAGAIN) {
+		int64_t now = (int64_t)mr__now_ns();
+		if (deadline >= 0 && now >= deadline)
+			return -ETIMEDOUT;
+		int64_t until = now + (int64_t)backoff;
+		mr_sleep_until(deadline >= 0 && deadline < until ? deadline : until);
+		if (backoff < 10000000)
+			backoff *= 2;
+	}
 	if (r != -EINPROGRESS)
 		return r;
 	for (;;) {
