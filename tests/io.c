@@ -11,15 +11,23 @@
  * and the harness's timeout fails it.
  */
 #include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 
 #include <moirai/moirai.h>
 
@@ -29,7 +37,7 @@
 static const char *backend_env;
 
 /* The readiness backend parks fibers (the interim one blocks the worker). */
-#define EPOLL_PARKS 0
+#define EPOLL_PARKS 1
 
 /* Each IO_TEST(name) is name_uring (what the process picks), name_epoll
  * (MOIRAI_IO=epoll) and name_efd (io_uring with the eventfd wake). */
@@ -271,6 +279,161 @@ IO_TEST(many_pairs_two_workers)
 	}
 }
 
+/* ---- a reader and a writer of one socket at once ------------------------- */
+
+struct both_ways {
+	int sv[2];
+	size_t total; /* what the writer writes: far more than the socket holds */
+	_Atomic int read_done;
+	ssize_t got;
+	char buf[8];
+};
+
+static void bw_reader(void *arg)
+{
+	struct both_ways *b = arg;
+
+	b->got = mr_read(b->sv[0], b->buf, sizeof(b->buf));
+	atomic_store(&b->read_done, 1);
+}
+
+static void bw_writer(void *arg)
+{
+	struct both_ways *b = arg;
+	static char chunk[65536];
+
+	for (size_t done = 0; done < b->total;) {
+		size_t len = b->total - done < sizeof(chunk) ? b->total - done : sizeof(chunk);
+		ssize_t n = mr_write(b->sv[0], chunk, len);
+		ASSERT_GT(n, 0);
+		done += (size_t)n;
+	}
+}
+
+static void both_ways_main(void *arg)
+{
+	struct both_ways *b = arg;
+	mr_fiber_t *r = go(bw_reader, b), *w = go(bw_writer, b);
+	static char sink[65536];
+
+	/* On one worker, a yielded fiber runs once the deque is empty: the
+	 * reader and the writer have both parked on sv[0] by then. */
+	mr_yield();
+	ASSERT_EQ(atomic_load(&b->read_done), 0);
+	/* Ready the reader alone, then drain the writer. */
+	ASSERT_EQ(mr_write(b->sv[1], "r", 1), 1);
+	for (size_t done = 0; done < b->total;) {
+		ssize_t n = mr_read(b->sv[1], sink, sizeof(sink));
+		ASSERT_GT(n, 0);
+		done += (size_t)n;
+	}
+	ASSERT_EQ(mr_fiber_join(r), 0);
+	ASSERT_EQ(mr_fiber_join(w), 0);
+	ASSERT_EQ(b->got, 1);
+	ASSERT_EQ(b->buf[0], 'r');
+}
+
+IO_TEST(reader_and_writer_on_one_socket)
+{
+	struct both_ways b = {.total = 16u << 20};
+
+	ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, b.sv), 0);
+	in_fiber(1, both_ways_main, &b);
+	close(b.sv[0]);
+	close(b.sv[1]);
+}
+
+/* ---- an fd closed with close(2) and its number reused ----------------------- */
+
+/* Read from fds[0] (a wait: on one worker the feeder runs only once this
+ * read has parked), fed through fds[1]. */
+static void read_fed(int rfd, int wfd)
+{
+	struct pipe_feed p = {.fds = {rfd, wfd}};
+
+	reader_then_feed(&p);
+	ASSERT_EQ(p.got, 5);
+	ASSERT_EQ(memcmp(p.buf, "hello", 5), 0);
+}
+
+static void reuse_main(void *arg)
+{
+	int a[2], b[2];
+
+	(void)arg;
+	for (int keep_old = 0; keep_old < 2; keep_old++) {
+		ASSERT_EQ(pipe2(a, O_CLOEXEC), 0);
+		read_fed(a[0], a[1]); /* a[0] is registered with the worker now */
+		/* With a dup the old file stays open, and so does its
+		 * registration under a[0]'s number; else close drops it. */
+		int old = keep_old ? dup(a[0]) : -1;
+		ASSERT_EQ(close(a[0]), 0);
+		ASSERT_EQ(pipe2(b, O_CLOEXEC), 0);
+		if (b[0] != a[0]) { /* pipe2 takes the lowest free number */
+			ASSERT_EQ(dup3(b[0], a[0], O_CLOEXEC), a[0]);
+			ASSERT_EQ(close(b[0]), 0);
+		}
+		/* The number names the new pipe: a read on it waits for that. */
+		read_fed(a[0], b[1]);
+		close(a[0]);
+		close(a[1]);
+		close(b[1]);
+		if (old >= 0)
+			close(old);
+	}
+}
+
+IO_TEST(fd_closed_and_reused)
+{
+	in_fiber(1, reuse_main, NULL);
+}
+
+/* ---- a waiter that times out leaves the others of its fd ---------------- */
+
+struct two_readers {
+	int fds[2];
+	ssize_t timed, got;
+	char buf[8];
+};
+
+static void timed_reader(void *arg)
+{
+	struct two_readers *t = arg;
+	char c;
+
+	t->timed = mr_read_until(t->fds[0], &c, 1, mr_now_ns() + 5000000);
+}
+
+static void patient_reader(void *arg)
+{
+	struct two_readers *t = arg;
+
+	t->got = mr_read(t->fds[0], t->buf, sizeof(t->buf));
+}
+
+static void two_readers_main(void *arg)
+{
+	struct two_readers *t = arg;
+	mr_fiber_t *p = go(patient_reader, t), *q = go(timed_reader, t);
+
+	/* Nothing is written before the timed reader gave up. */
+	ASSERT_EQ(mr_fiber_join(q), 0);
+	ASSERT_EQ(t->timed, -ETIMEDOUT);
+	ASSERT_EQ(mr_write(t->fds[1], "late", 4), 4);
+	ASSERT_EQ(mr_fiber_join(p), 0);
+	ASSERT_EQ(t->got, 4);
+}
+
+IO_TEST(timeout_leaves_other_waiters)
+{
+	struct two_readers t = {0};
+
+	ASSERT_EQ(pipe2(t.fds, O_CLOEXEC), 0);
+	in_fiber(1, two_readers_main, &t);
+	close(t.fds[0]);
+	close(t.fds[1]);
+}
+
 /* ---- deadlines -------------------------------------------------------------- */
 
 struct dl {
@@ -323,6 +486,88 @@ IO_TEST(deadlines_thread)
 	deadline_fiber(&d); /* the same calls from a plain thread */
 	close(d.fds[0]);
 	close(d.fds[1]);
+}
+
+/* ---- the fallback under a seccomp filter that refuses io_uring ---------- */
+
+#if defined(__x86_64__)
+#define TEST_AUDIT_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define TEST_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#endif
+
+/* What a container runtime's default profile does: io_uring_setup fails
+ * with EPERM (and epoll_pwait2 with ENOSYS, as an older profile or
+ * kernel would), everything else is allowed. 0 or -errno. */
+static int refuse_io_uring(void)
+{
+#ifdef TEST_AUDIT_ARCH
+	struct sock_filter f[] = {
+	    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+	    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TEST_AUDIT_ARCH, 1, 0),
+	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+	    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+	    /* And epoll_pwait2 as a kernel before 5.11: the backend sleeps
+	     * in epoll_wait then. */
+	    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 441 /* epoll_pwait2 */, 0, 1),
+	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+	    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = {.len = sizeof(f) / sizeof(f[0]), .filter = f};
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return -errno;
+	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0)
+		return 0;
+	if (errno == ENOSYS && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0)
+		return 0;
+	return -errno;
+#else
+	return -ENOSYS;
+#endif
+}
+
+enum { SECCOMP_OK = 0, SECCOMP_NO_FILTER = 10, SECCOMP_NOT_EPOLL, SECCOMP_BAD_REASON };
+
+/* In a child of its own (the filter stays for the process's life):
+ * report through the exit status. */
+static int seccomp_child(void)
+{
+	if (refuse_io_uring() < 0)
+		return SECCOMP_NO_FILTER;
+	unsetenv("MOIRAI_IO");
+	if (strcmp(mr_io_backend(), "epoll") != 0)
+		return SECCOMP_NOT_EPOLL;
+	const char *why = mr_io_backend_reason();
+	if (!why || !strstr(why, "Operation not permitted"))
+		return SECCOMP_BAD_REASON;
+	/* A ping-pong between two fibers of one worker: each read parks
+	 * only its fiber (a failed ASSERT exits with 1). */
+	struct pingpong p = {.rounds = scaled(2000)};
+	ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p.sv), 0);
+	in_fiber(1, ping, &p);
+	/* Timeouts: the worker sleeps in epoll_wait until the deadline. */
+	struct dl d;
+	ASSERT_EQ(pipe2(d.fds, O_CLOEXEC), 0);
+	in_fiber(1, deadline_fiber, &d);
+	return SECCOMP_OK;
+}
+
+TEST(backend_epoll_under_seccomp)
+{
+	pid_t pid = fork();
+	int status;
+
+	ASSERT_GE(pid, 0);
+	if (pid == 0)
+		_exit(seccomp_child());
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_TRUE(WIFEXITED(status));
+	if (WEXITSTATUS(status) == SECCOMP_NO_FILTER)
+		SKIP("cannot install a seccomp filter here");
+	ASSERT_EQ(WEXITSTATUS(status), SECCOMP_OK);
 }
 
 /* ---- EOF, reset peers, no SIGPIPE ------------------------------------------- */
@@ -488,6 +733,63 @@ IO_TEST(nonblocking_fds_still_wait)
 	ASSERT_GE(t.lfd, 0);
 	in_fiber(1, nonblocking_accept, &t);
 	close(t.lfd);
+}
+
+/* A Unix listener whose backlog is full: connect waits until it accepts. */
+struct unix_full {
+	struct sockaddr_un addr;
+	socklen_t len;
+	int c2;
+};
+
+static void second_client(void *arg)
+{
+	struct unix_full *u = arg;
+
+	u->c2 = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ASSERT_GE(u->c2, 0);
+	ASSERT_EQ(mr_connect(u->c2, (struct sockaddr *)&u->addr, u->len), 0);
+}
+
+static void unix_full_main(void *arg)
+{
+	struct unix_full *u = arg;
+	int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int c1 = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	ASSERT_GE(l, 0);
+	ASSERT_GE(c1, 0);
+	memset(&u->addr, 0, sizeof(u->addr));
+	u->addr.sun_family = AF_UNIX;
+	/* Abstract: nothing to clean up. */
+	int n = snprintf(u->addr.sun_path + 1, sizeof(u->addr.sun_path) - 1, "moirai-io-%d",
+			 (int)getpid());
+	u->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+	ASSERT_EQ(bind(l, (struct sockaddr *)&u->addr, u->len), 0);
+	ASSERT_EQ(listen(l, 0), 0);
+	ASSERT_EQ(connect(c1, (struct sockaddr *)&u->addr, u->len), 0); /* fills it */
+	mr_fiber_t *f = go(second_client, u);
+	mr_yield(); /* on one worker: the second connect has found it full */
+	int a1 = mr_accept(l, NULL, NULL, SOCK_CLOEXEC);
+	ASSERT_GE(a1, 0);
+	int a2 = mr_accept(l, NULL, NULL, SOCK_CLOEXEC);
+	ASSERT_GE(a2, 0);
+	ASSERT_EQ(mr_fiber_join(f), 0);
+	ASSERT_EQ(mr_write(u->c2, "x", 1), 1);
+	char c;
+	ASSERT_EQ(mr_read(a2, &c, 1), 1);
+	close(a1);
+	close(a2);
+	close(c1);
+	close(u->c2);
+	close(l);
+}
+
+IO_TEST(unix_connect_backlog_full)
+{
+	struct unix_full u;
+
+	in_fiber(1, unix_full_main, &u);
 }
 
 /* ---- vectors and messages ---------------------------------------------------- */
