@@ -10,6 +10,19 @@
  * runs other jobs on the fiber's stack until the wait ends, so the fiber
  * stays on that worker.
  *
+ * A job (a task, a loop body, or a fiber waiting here) that waits on a
+ * sync object, a channel or a sleep blocks its worker's thread; the
+ * worker's other work goes to the other workers meanwhile. While every
+ * worker of the runtime is blocked so, the blocked threads run the
+ * runtime's runnable fibers (never other jobs: one could need a lock the
+ * blocked job holds), so loop bodies that receive from a channel a fiber
+ * feeds, or wait on a semaphore a fiber posts, make progress even on one
+ * worker. What still hangs, as in TBB: bodies that wait for OTHER bodies or
+ * tasks that have not started (a job waiting for a job needs a free
+ * worker, and every worker is blocked), and a fiber run that way which
+ * itself blocks its thread (a fiber waiting inside this API blocks like a
+ * job) on a lock the job under it holds.
+ *
  * Errors are negative errno values; the ERRORS line of each function lists
  * every one it returns. Misuse that cannot be reported (a NULL function
  * where nothing is returned) aborts with a message naming the call. Called

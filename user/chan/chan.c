@@ -186,10 +186,28 @@ struct mr__sleeper *mr__chan_claim_one(struct mr_chan *ch, struct mr__cwq *q,
 	return s;
 }
 
+/*
+ * Wake a thread sleeper that went to sleep (SLEEPING) and has just been
+ * told WOKEN; helper is s->helper, read before. With a helper, the sleeper
+ * waits until we say we are out (waker_out): we touch its worker, whose
+ * runtime could otherwise go away with the job that waited.
+ */
+static void wake_thread(struct mr__sleeper *s, struct mr__worker *helper)
+{
+	if (!helper) {
+		mr__futex_wake(&s->state, 1);
+		return;
+	}
+	mr__helper_wake(helper);
+	/* release: pairs with the acquire in thread_wait(); s may go after. */
+	atomic_store_explicit(&s->waker_out, 1, memory_order_release);
+}
+
 void mr__sleeper_wake(struct mr__sleeper *s)
 {
 	struct mr_fiber *f = s->fiber;
 	bool futex = s->futex;
+	struct mr__worker *helper = s->helper;
 
 	/* release: pairs with the acquire load of state by the sleeper, which
 	 * then reads which/result and the element. A thread may return and
@@ -198,7 +216,7 @@ void mr__sleeper_wake(struct mr__sleeper *s)
 	if (f)
 		mr__fiber_ready(f);
 	else if (futex)
-		mr__futex_wake(&s->state, 1);
+		wake_thread(s, helper);
 }
 
 /* ---- rendezvous ----------------------------------------------------------------
@@ -242,10 +260,13 @@ static inline void rv_complete(struct mr__centry *e, int result)
 		mr__fiber_ready(f);
 		return;
 	}
+	struct mr__worker *helper = s->helper;
 	/* release: pairs with the acquire load in thread_wait(); the thread
-	 * may return at once, so only the futex address is used after. */
-	if (atomic_exchange_explicit(&s->state, SL_WOKEN, memory_order_release) == SL_SLEEPING)
-		mr__futex_wake(&s->state, 1);
+	 * may return at once, so only the futex address is used after (or
+	 * the helper, which waits for us then). acquire: its reset of
+	 * waker_out before it moved to SLEEPING. */
+	if (atomic_exchange_explicit(&s->state, SL_WOKEN, memory_order_acq_rel) == SL_SLEEPING)
+		wake_thread(s, helper);
 }
 
 /*
@@ -426,6 +447,7 @@ static __attribute__((noinline)) int rv_sleep(struct mr_chan *ch, int op, void *
 	/* which and result stay unset: every waker sets them before it
 	 * stores WOKEN, and nothing reads them before. */
 	sl.fiber = mr__fiber_parkable();
+	sl.helper = sl.fiber ? NULL : mr__self();
 	sl.solo = true;
 	sl.futex = false;
 	e.s = &sl;
@@ -677,13 +699,22 @@ static bool sel_commit(void *arg)
  * running: a wake-up through the futex costs both sides a system call),
  * then sleep in the futex. Returns the final state: WOKEN or TIMEDOUT.
  */
+static bool not_sleeping(void *arg)
+{
+	struct mr__sleeper *sl = arg;
+	/* acquire: as the loads in thread_wait(). */
+	return atomic_load_explicit(&sl->state, memory_order_acquire) != SL_SLEEPING;
+}
+
 static uint32_t thread_wait(struct mr__sleeper *sl, int64_t deadline)
 {
 	struct mr__worker *w = mr__self();
 	int64_t spin_until = -1;
 	unsigned k = 0, n = 0;
 	uint32_t st;
+	bool slept = false; /* we moved to SLEEPING: a waker wakes us */
 
+	atomic_store_explicit(&sl->waker_out, 0, memory_order_relaxed);
 	if (w)
 		mr__worker_block(w);
 	for (;;) {
@@ -711,19 +742,36 @@ static uint32_t thread_wait(struct mr__sleeper *sl, int64_t deadline)
 				continue;
 			}
 			if (now >= spin_until && st == SL_WAITING) {
-				atomic_compare_exchange_strong_explicit(&sl->state, &st, SL_SLEEPING,
-									memory_order_relaxed,
-									memory_order_relaxed);
+				/* release: our reset of waker_out comes before a
+				 * waker's store there (its claim CAS or exchange
+				 * reads SLEEPING with acquire). */
+				if (atomic_compare_exchange_strong_explicit(
+					    &sl->state, &st, SL_SLEEPING, memory_order_release,
+					    memory_order_relaxed))
+					slept = true;
 				continue;
 			}
 		}
-		if (st == SL_SLEEPING)
-			mr__futex_wait_until(&sl->state, SL_SLEEPING, deadline);
-		else
+		if (st == SL_SLEEPING) {
+			if (sl->helper)
+				mr__worker_help(w, not_sleeping, sl, deadline);
+			else
+				mr__futex_wait_until(&sl->state, SL_SLEEPING, deadline);
+		} else {
 			mr__cpu_relax();
+		}
 	}
-	if (w)
+	if (w) {
+		/* Woken after we went to SLEEPING: the waker calls
+		 * wake_thread(), which touches our worker. */
+		if (st == SL_WOKEN && slept && sl->helper) {
+			unsigned spins = 0;
+			/* acquire: pairs with the release in wake_thread(). */
+			while (!atomic_load_explicit(&sl->waker_out, memory_order_acquire))
+				mr__backoff(&spins);
+		}
 		mr__worker_unblock(w);
+	}
 	return st;
 }
 
@@ -798,6 +846,7 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 	}
 	S.deadline = deadline;
 	S.sl.fiber = self;
+	S.sl.helper = self ? NULL : mr__self();
 	S.sl.solo = n == 1 && deadline < 0;
 	S.sl.timer.fire = sel_timeout;
 	S.sl.timer.call = call;

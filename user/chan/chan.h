@@ -63,6 +63,11 @@ struct mr__sleeper {
 	 * can claim it, so claiming needs no CAS. */
 	bool solo;
 	bool futex; /* set by the claimer: the thread sleeps in the futex */
+	/* Not NULL: a job's (or pinned fiber's) worker, blocked, that runs
+	 * fibers while it sleeps (mr__worker_help) instead of the futex; its
+	 * waker wakes it by mr__helper_wake() and then says so in waker_out. */
+	struct mr__worker *helper;
+	_Atomic uint32_t waker_out;
 	struct mr__timer timer;
 };
 

@@ -303,6 +303,11 @@ __attribute__((noreturn)) static void fiber_entry(void *arg)
 
 /* ---- readying, parking, yielding ----------------------------------------- */
 
+bool mr__job_is_fiber(const struct mr__job *job)
+{
+	return job->exec == fiber_exec;
+}
+
 void mr__fiber_ready(struct mr_fiber *f)
 {
 	struct mr__worker *w = mr__self();

@@ -226,6 +226,9 @@ static inline void mr__fiber_going_on(uint64_t held)
  * the thread's own stack and guard (jobs run there); clean-up at exit.
  */
 struct mr__job *mr__yield_pop(struct mr__worker *w);
+/* Is this job a runnable fiber (not a plain job)? For the helping thread of a
+ * blocked job, which runs fibers only (mr__worker_help). */
+bool mr__job_is_fiber(const struct mr__job *job);
 void mr__fiber_thread_start(struct mr__worker *w);
 void mr__fiber_thread_exit(struct mr__worker *w);
 
@@ -254,7 +257,10 @@ struct mr__waiter {
 	struct mr__waitq *q;
 	struct mr_fiber *fiber;	    /* the parked fiber, or NULL: a thread (or job) on a futex */
 	struct mr__worker *helper;  /* mr_fiber_join from a job: its worker runs other work */
-	_Atomic uint32_t waker_out; /* with a helper: the waker is done with it and wt */
+	/* A job's (or pinned fiber's) worker, blocked: it runs fibers while it
+	 * waits (mr__worker_help) and is woken through mr__helper_wake(). */
+	struct mr__worker *helping;
+	_Atomic uint32_t waker_out; /* with a helper or helping: the waker is done with it and wt */
 	_Atomic uint32_t state;	    /* MR__W_*; the futex word of a thread */
 	uintptr_t data;		    /* for the object's use (e.g. mutex handoff) */
 	bool front;		    /* queue at the head (a waiter that waited before) */

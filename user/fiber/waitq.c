@@ -76,6 +76,7 @@ void mr__waiter_wake(struct mr__waiter *wt)
 {
 	struct mr_fiber *f = wt->fiber;
 	struct mr__worker *helper = wt->helper;
+	struct mr__worker *helping = wt->helping;
 
 	/* seq_cst store: pairs with the waiting thread's load (it may return
 	 * and free wt right after; only its address is used below), and with
@@ -90,6 +91,12 @@ void mr__waiter_wake(struct mr__waiter *wt)
 		 * job could let go idle and destroy once it sees WOKEN: it
 		 * waits until we say we no longer touch it (nor wt). */
 		mr__wake_worker(helper, MR__TOK_LATCH);
+		/* release: pairs with the acquire in mr__waiter_helped(). */
+		atomic_store_explicit(&wt->waker_out, 1, memory_order_release);
+	} else if (helping) {
+		/* A blocked worker's thread that runs fibers while it waits:
+		 * it waits for waker_out too (its runtime could go next). */
+		mr__helper_wake(helping);
 		/* release: pairs with the acquire in mr__waiter_helped(). */
 		atomic_store_explicit(&wt->waker_out, 1, memory_order_release);
 	} else {
@@ -154,13 +161,24 @@ static void waiter_cancel(struct mr__cancel_hook *h)
 		mr__fiber_ready(wt->fiber);
 }
 
+static bool waiter_woken(void *arg)
+{
+	struct mr__waiter *wt = arg;
+	/* acquire: pairs with the seq_cst store in mr__waiter_wake(). */
+	return atomic_load_explicit(&wt->state, memory_order_acquire) != MR__W_WAITING;
+}
+
 int mr__waitq_wait(struct mr__waitq *q, struct mr__waiter *wt, int64_t deadline,
 		   const char *call)
 {
 	struct mr_fiber *self = mr__fiber_parkable();
+	struct mr__worker *w = mr__self();
 
 	wt->q = q;
 	wt->fiber = self;
+	/* A job or pinned fiber on a worker helps while it waits. */
+	wt->helping = self ? NULL : w;
+	atomic_store_explicit(&wt->waker_out, 0, memory_order_relaxed);
 	atomic_store_explicit(&wt->state, MR__W_WAITING, memory_order_relaxed);
 	if (wt->front) {
 		wt->prev = NULL;
@@ -181,7 +199,6 @@ int mr__waitq_wait(struct mr__waitq *q, struct mr__waiter *wt, int64_t deadline,
 	}
 
 	if (self) {
-		struct mr__worker *w = mr__self();
 		/* The hook takes q's lock, which our park's commit releases:
 		 * it cannot ready us before we have switched out. */
 		wt->cancel.fn = waiter_cancel;
@@ -211,19 +228,25 @@ int mr__waitq_wait(struct mr__waitq *q, struct mr__waiter *wt, int64_t deadline,
 	}
 
 	mr__waitq_unlock(q);
-	struct mr__worker *w = mr__self();
 	if (w)
 		mr__worker_block(w);
 	for (;;) {
 		/* acquire: pairs with the seq_cst store in mr__waiter_wake(). */
 		uint32_t st = atomic_load_explicit(&wt->state, memory_order_acquire);
 		if (st != MR__W_WAITING) {
-			if (w)
+			if (w) {
+				/* Only a waker stores WOKEN (a timeout is ours). */
+				if (st == MR__W_WOKEN)
+					mr__waiter_helped(wt);
 				mr__worker_unblock(w);
+			}
 			return (int)st;
 		}
-		if (mr__futex_wait_until(&wt->state, MR__W_WAITING, deadline) == -ETIMEDOUT ||
-		    (deadline >= 0 && (int64_t)mr__now_ns() >= deadline)) {
+		if (w)
+			mr__worker_help(w, waiter_woken, wt, deadline);
+		else
+			mr__futex_wait_until(&wt->state, MR__W_WAITING, deadline);
+		if (deadline >= 0 && (int64_t)mr__now_ns() >= deadline) {
 			mr__waitq_lock(q);
 			/* Still queued: the timeout wins. Unqueued but not yet
 			 * WOKEN: a waker is on its way; wait for its store. */
@@ -296,6 +319,12 @@ static bool commit_sleep(void *arg)
 	return true;
 }
 
+static bool never(void *arg)
+{
+	(void)arg;
+	return false;
+}
+
 int mr_sleep_until(int64_t deadline)
 {
 	struct mr_fiber *self = mr__fiber_parkable();
@@ -329,12 +358,15 @@ int mr_sleep_until(int64_t deadline)
 	}
 	struct timespec ts = { deadline / 1000000000, deadline % 1000000000 };
 	struct mr__worker *w = mr__self();
-	if (w)
+	if (w) {
+		/* A job or pinned fiber: run fibers meanwhile, as any blocked wait. */
 		mr__worker_block(w);
+		mr__worker_help(w, never, NULL, deadline);
+		mr__worker_unblock(w);
+		return 0;
+	}
 	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
 		;
-	if (w)
-		mr__worker_unblock(w);
 	return 0;
 }
 

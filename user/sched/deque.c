@@ -183,3 +183,22 @@ struct mr__job *mr__deque_steal(struct mr__deque *dq)
 		atomic_fetch_sub_explicit(&dq->pending, 1, memory_order_relaxed);
 	}
 }
+
+size_t mr__deque_take_all(struct mr__deque *dq, void (*fn)(struct mr__job *job, void *arg),
+			  void *arg)
+{
+	size_t n = 0;
+
+	/* All stolen means no private job either (a push onto such a deque
+	 * publishes at once). */
+	if (!dq->o_allstolen && dq->head != dq->o_split)
+		mr__deque_publish_to(dq, dq->head);
+	while (mr__deque_stealable(dq)) {
+		struct mr__job *job = mr__deque_steal(dq);
+		if (job) {
+			fn(job, arg);
+			n++;
+		}
+	}
+	return n;
+}

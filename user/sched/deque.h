@@ -96,6 +96,17 @@ int mr__deque_publish(struct mr__deque *dq);
 int mr__deque_publish_to(struct mr__deque *dq, uint32_t to);
 struct mr__job *mr__deque_pop_shared(struct mr__deque *dq);
 
+/*
+ * Owner only. Take every job still in the deque, shared and private, oldest
+ * first, and call fn(job, arg) for each; returns how many. The owner takes
+ * them as a thief would (publish all, then steal from tail), so head never
+ * goes down: an index handed out before (mr_join's mr__deque_pop_at()) can
+ * never be on top again, and a job taken here is, to its pusher, stolen.
+ * Other thieves may take some meanwhile.
+ */
+size_t mr__deque_take_all(struct mr__deque *dq, void (*fn)(struct mr__job *job, void *arg),
+			  void *arg);
+
 /* Thief side: take the oldest shared job, or NULL. Any thread. */
 struct mr__job *mr__deque_steal(struct mr__deque *dq);
 

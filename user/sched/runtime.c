@@ -332,8 +332,12 @@ static void maybe_quiesced(struct mr_runtime *rt)
 
 /* ---- injector ---------------------------------------------------------- */
 
+static void help_notify(struct mr_runtime *rt);
+
 void mr__inject(struct mr_runtime *rt, struct mr__job *job)
 {
+	bool fiber = mr__job_is_fiber(job); /* read now: once queued, it may run and go */
+
 	job->next = NULL;
 	mr__lock(&rt->inj_lock);
 	if (rt->inj_tail)
@@ -344,6 +348,8 @@ void mr__inject(struct mr_runtime *rt, struct mr__job *job)
 	atomic_fetch_add_explicit(&rt->inj_len, 1, memory_order_seq_cst);
 	mr__unlock(&rt->inj_lock);
 	mr__notify(rt);
+	if (fiber)
+		help_notify(rt);
 }
 
 static struct mr__job *inj_pop(struct mr_runtime *rt)
@@ -366,22 +372,97 @@ static struct mr__job *inj_pop(struct mr_runtime *rt)
 
 /* ---- blocked workers ---------------------------------------------------- */
 
+/*
+ * A job (or a pinned fiber) that waits on a sync object, a channel or a
+ * sleep blocks its worker's thread: running other jobs on top of it could
+ * bury the holder of what it waits for under it. mr__worker_block() hands
+ * the worker's work to the others (its deque and yielded fibers go to the
+ * injector: a deque's top may be a job with fibers below it, and taking
+ * the jobs as a thief keeps mr_join's protocol, see mr__deque_take_all()).
+ *
+ * Once EVERY worker is blocked so, nobody would run the fibers that could
+ * wake them (a parallel_for whose bodies receive from a channel that a
+ * fiber feeds: issue 13). So a blocked thread helps while it waits
+ * (mr__worker_help): when every worker is blocked, it takes a fiber out of
+ * the injector and runs it on its own worker - fibers only, never a job -
+ * as mr__work_until() would: the fiber switches back here when it parks,
+ * yields or returns, so it nests cleanly and mr_worker_index() stays this
+ * worker's. The worker counts as unblocked while the fiber runs: it is a
+ * worker like any other then (the fiber's own parallel calls and waits use
+ * the usual paths), and blocked again after, which hands over what the
+ * fiber left (readied fibers, yields, jobs it spawned). The helper fires
+ * the blocked workers' due timers too: while every worker is blocked
+ * nobody else does.
+ *
+ * Waking a helper: it sleeps on its own word hpark, announced in hsleep.
+ * Whoever ends its wait calls mr__helper_wake(); a fiber that enters the
+ * injector while every worker is blocked wakes any one (help_notify()).
+ * The Dekker pairs: (injector push; fence; load nblocked, hsleep) against
+ * (RMW of nblocked / store of hsleep; fence; look at the injector), and
+ * (store that ends the wait; fence; load hsleep) against (store of hsleep;
+ * fence; done()). Generic notifies never wake a helper (it is in no idle
+ * set), so it cannot swallow a wake-up meant for a worker that runs jobs;
+ * a helper woken for a fiber that finds none (another took it) sleeps again.
+ * An idle runtime costs nothing: a helper with nothing to run sleeps
+ * without a timeout unless a blocked worker has a timer.
+ */
+
+struct chain {
+	struct mr__job *head, *tail;
+	size_t n;
+	bool fiber; /* a fiber among them */
+};
+
+static void chain_add(struct mr__job *job, void *arg)
+{
+	struct chain *c = arg;
+
+	job->next = NULL;
+	if (c->tail)
+		c->tail->next = job;
+	else
+		c->head = job;
+	c->tail = job;
+	c->n++;
+	c->fiber |= mr__job_is_fiber(job);
+}
+
+/* Move w's deque (oldest first) and its yielded fibers to the injector. */
+static void drain(struct mr__worker *w)
+{
+	struct mr_runtime *rt = w->rt;
+	struct chain c = { NULL, NULL, 0, false };
+	struct mr__job *job;
+
+	mr__deque_take_all(&w->dq, chain_add, &c);
+	while ((job = mr__yield_pop(w)))
+		chain_add(job, &c);
+	if (!c.n)
+		return;
+	mr__lock(&rt->inj_lock);
+	if (rt->inj_tail)
+		rt->inj_tail->next = c.head;
+	else
+		rt->inj_head = c.head;
+	rt->inj_tail = c.tail;
+	atomic_fetch_add_explicit(&rt->inj_len, c.n, memory_order_seq_cst);
+	mr__unlock(&rt->inj_lock);
+	mr__notify(rt);
+	if (c.fiber)
+		help_notify(rt);
+}
+
 void mr__worker_block(struct mr__worker *w)
 {
 	struct mr_runtime *rt = w->rt;
-	struct mr__job *job;
-	bool shared = false;
 
-	while ((job = mr__yield_pop(w)))
-		mr__inject(rt, job);
-	/* Each publish shares half of the private part. */
-	while (mr__deque_private_len(&w->dq) > 0 && mr__deque_publish(&w->dq) == MR__PUSH_PUBLIC)
-		shared = true;
+	drain(w);
 	/* seq_cst: pairs with park()'s fence before it reads nblocked to set
-	 * its timeout (or our notify below sees it idle and wakes it). */
+	 * its timeout (or our notify below sees it idle and wakes it), and
+	 * with help_notify()'s fence before it reads nblocked. */
 	atomic_store_explicit(&w->blocked, 1, memory_order_seq_cst);
 	atomic_fetch_add_explicit(&rt->nblocked, 1, memory_order_seq_cst);
-	if (shared || atomic_load_explicit(&w->tnext, memory_order_relaxed) >= 0)
+	if (atomic_load_explicit(&w->tnext, memory_order_relaxed) >= 0)
 		mr__notify(rt);
 }
 
@@ -389,6 +470,187 @@ void mr__worker_unblock(struct mr__worker *w)
 {
 	atomic_fetch_sub_explicit(&w->rt->nblocked, 1, memory_order_relaxed);
 	atomic_store_explicit(&w->blocked, 0, memory_order_relaxed);
+}
+
+/* Is every worker blocked? Then only a helper runs fibers. */
+static bool all_blocked(struct mr_runtime *rt)
+{
+	return atomic_load_explicit(&rt->nblocked, memory_order_seq_cst) == rt->nworkers;
+}
+
+/* Claim w asleep in help_sleep() and wake it. False if not asleep there. */
+static bool help_claim(struct mr__worker *w)
+{
+	uint32_t one = 1;
+
+	if (!atomic_compare_exchange_strong_explicit(&w->hsleep, &one, 0, memory_order_seq_cst,
+						     memory_order_relaxed))
+		return false;
+	/* After the bit: nhsleep never undercounts. */
+	atomic_fetch_sub_explicit(&w->rt->nhsleep, 1, memory_order_relaxed);
+	/* release: pairs with the acquire load in help_sleep(). */
+	atomic_store_explicit(&w->hpark, 1, memory_order_release);
+	mr__futex_wake(&w->hpark, 1);
+	return true;
+}
+
+void mr__helper_wake(struct mr__worker *w)
+{
+	/* Pairs with help_sleep(): the caller's store that makes done()
+	 * true, this fence, our load of hsleep, against its store of hsleep,
+	 * fence, call of done(). */
+	mr__fence_seq_cst();
+	if (atomic_load_explicit(&w->hsleep, memory_order_relaxed))
+		help_claim(w);
+}
+
+/* A fiber entered the injector: if every worker is blocked, only a helper
+ * can run it; wake one that sleeps (one awake looks before it sleeps). */
+static void help_notify(struct mr_runtime *rt)
+{
+	/* Pairs with the RMW of nblocked in mr__worker_block() and the store
+	 * of hsleep in help_sleep(), each followed by a fence and a look at
+	 * the injector, against the injector push before this fence. */
+	mr__fence_seq_cst();
+	if (!all_blocked(rt) || !atomic_load_explicit(&rt->nhsleep, memory_order_relaxed))
+		return;
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		struct mr__worker *v = rt->workers[i];
+		if (atomic_load_explicit(&v->hsleep, memory_order_relaxed) && help_claim(v))
+			return;
+	}
+}
+
+/* The first fiber in the injector, taken out of it if `take`; NULL if none. */
+static struct mr__job *inj_fiber(struct mr_runtime *rt, bool take)
+{
+	struct mr__job *job, *prev = NULL;
+
+	/* seq_cst: the look of the Dekker pairs above. */
+	if (!atomic_load_explicit(&rt->inj_len, memory_order_seq_cst))
+		return NULL;
+	mr__lock(&rt->inj_lock);
+	for (job = rt->inj_head; job && !mr__job_is_fiber(job); job = job->next)
+		prev = job;
+	if (job && take) {
+		if (prev)
+			prev->next = job->next;
+		else
+			rt->inj_head = job->next;
+		if (rt->inj_tail == job)
+			rt->inj_tail = prev;
+		atomic_fetch_sub_explicit(&rt->inj_len, 1, memory_order_relaxed);
+	}
+	mr__unlock(&rt->inj_lock);
+	return job;
+}
+
+/*
+ * The timers a helper looks after: while every worker is blocked, those of
+ * every blocked worker, its own included (else the others fire them,
+ * blocked_timers(), as before). Fires the due ones if `fire` (their fibers
+ * are readied onto w's deque); returns the nearest deadline left, or -1.
+ */
+static int64_t help_timers(struct mr__worker *w, bool all, bool fire)
+{
+	struct mr_runtime *rt = w->rt;
+	int64_t now = (int64_t)mr__now_ns(), next = -1;
+
+	if (!all)
+		return -1;
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		struct mr__worker *v = rt->workers[i];
+		if (v != w && !atomic_load_explicit(&v->blocked, memory_order_relaxed))
+			continue;
+		int64_t t = atomic_load_explicit(&v->tnext, memory_order_relaxed);
+		if (fire && t >= 0 && t <= now)
+			t = mr__timers_run(v);
+		if (t >= 0 && (next < 0 || t < next))
+			next = t;
+	}
+	return next;
+}
+
+/*
+ * Sleep until a waker claims us, the nearest timer we look after, or the
+ * deadline - unless the last look (after announcing ourselves) finds a
+ * reason to stay awake.
+ */
+static void help_sleep(struct mr__worker *w, bool (*done)(void *), void *arg, int64_t deadline)
+{
+	struct mr_runtime *rt = w->rt;
+	uint32_t one = 1;
+
+	atomic_store_explicit(&w->hpark, 0, memory_order_relaxed);
+	/* Counted before the bit is seen (see help_claim()). */
+	atomic_fetch_add_explicit(&rt->nhsleep, 1, memory_order_seq_cst);
+	atomic_store_explicit(&w->hsleep, 1, memory_order_seq_cst);
+	/* Pairs with the fences of mr__helper_wake() and help_notify(). */
+	mr__fence_seq_cst();
+	bool all = all_blocked(rt);
+	int64_t next = help_timers(w, all, false);
+	int64_t now = (int64_t)mr__now_ns();
+	if (deadline >= 0 && (next < 0 || deadline < next))
+		next = deadline;
+	if (!done(arg) && !(next >= 0 && next <= now) && !(all && inj_fiber(rt, false))) {
+		/* acquire: pairs with the release in help_claim(). */
+		while (!atomic_load_explicit(&w->hpark, memory_order_acquire)) {
+			if (next < 0) {
+				mr__futex_wait(&w->hpark, 0);
+				continue;
+			}
+			now = (int64_t)mr__now_ns();
+			if (now >= next)
+				break;
+			mr__futex_wait_ns(&w->hpark, 0, (uint64_t)(next - now));
+		}
+	}
+	/* Take the bit back, unless a waker claimed us: then its store to
+	 * hpark is on its way (it touches w, not our caller's frame). */
+	if (atomic_compare_exchange_strong_explicit(&w->hsleep, &one, 0, memory_order_seq_cst,
+						    memory_order_relaxed)) {
+		atomic_fetch_sub_explicit(&rt->nhsleep, 1, memory_order_relaxed);
+		return;
+	}
+	while (!atomic_load_explicit(&w->hpark, memory_order_acquire))
+		mr__futex_wait(&w->hpark, 0);
+}
+
+/* Run fiber `job` on w as an unblocked worker, then the fibers it readied
+ * here (newest first: a ping-pong stays here), then block again. */
+static void help_run(struct mr__worker *w, struct mr__job *job, bool (*done)(void *), void *arg)
+{
+	mr__worker_unblock(w);
+	for (;;) {
+		job->exec(job, w);
+		if (done(arg))
+			break;
+		job = mr__deque_peek(&w->dq);
+		if (!job || !mr__job_is_fiber(job))
+			break;
+		mr__deque_pop(&w->dq);
+	}
+	mr__worker_block(w);
+}
+
+void mr__worker_help(struct mr__worker *w, bool (*done)(void *), void *arg, int64_t deadline)
+{
+	struct mr_runtime *rt = w->rt;
+
+	for (;;) {
+		if (done(arg) || (deadline >= 0 && (int64_t)mr__now_ns() >= deadline))
+			return;
+		bool all = all_blocked(rt);
+		help_timers(w, all, true);
+		/* Fibers the timers readied here: to the injector, like the rest. */
+		if (mr__deque_private_len(&w->dq) > 0 || mr__deque_stealable(&w->dq))
+			drain(w);
+		struct mr__job *job = all ? inj_fiber(rt, true) : NULL;
+		if (job)
+			help_run(w, job, done, arg);
+		else
+			help_sleep(w, done, arg, deadline);
+	}
 }
 
 /*

@@ -135,6 +135,10 @@ struct mr__worker {
 	 * fire, while this worker's thread is blocked: see mr__worker_block). */
 	mr__cacheline_aligned _Atomic uint32_t tlock;
 	_Atomic uint32_t blocked; /* the thread sleeps in a job's wait */
+	/* Set (1) while the blocked thread sleeps in mr__worker_help(); a waker
+	 * claims it with a CAS to 0, then writes hpark, the futex it sleeps on. */
+	_Atomic uint32_t hsleep;
+	_Atomic uint32_t hpark;
 	struct mr__timer **theap;
 	uint32_t tn, tcap;
 	struct mr__timer *tdue;	/* due, being fired one by one (timer.c) */
@@ -205,6 +209,9 @@ struct mr_runtime {
 	_Atomic uint64_t nfibers;
 	/* Workers whose thread is blocked (mr__worker_block): others fire their timers. */
 	_Atomic uint32_t nblocked;
+	/* Blocked workers asleep in mr__worker_help() (hsleep set); never
+	 * undercounts them, so 0 lets a waker skip the scan. */
+	_Atomic uint32_t nhsleep;
 
 	/* Lifecycle. */
 	mr__cacheline_aligned _Atomic uint32_t draining; /* destroy waits for quiescence */
@@ -268,14 +275,28 @@ static inline void mr__unlock(pthread_mutex_t *m)
 }
 
 /*
- * The calling worker's thread is about to sleep on a futex (a job or a
- * pinned fiber waiting on a sync object): hand over what only this worker
- * runs - the whole deque becomes stealable, yielded fibers go to the
+ * The calling worker's thread is about to wait (a job or a pinned fiber
+ * waiting on a sync object, a channel, a sleep): hand over what only this
+ * worker runs - every job of its deque and its yielded fibers go to the
  * injector, other workers fire our timers - so that the holder of what we
  * wait for can run elsewhere. mr__worker_unblock() when it wakes.
  */
 void mr__worker_block(struct mr__worker *w);
 void mr__worker_unblock(struct mr__worker *w);
+
+/*
+ * Between mr__worker_block() and mr__worker_unblock(): wait until done(arg)
+ * or the deadline (-1: none), running FIBERS on w meanwhile (never jobs: a
+ * job run on top of the blocked one could wait for a lock it holds; a fiber
+ * parks instead and comes back here). It runs them only while every worker
+ * of the runtime is blocked, when nobody else could: the injector's fibers,
+ * what they ready here, and the due timers of blocked workers. Sleeps when
+ * there is nothing to run; whoever makes done() true must then call
+ * mr__helper_wake(w), and must not touch w after the waiter may be gone
+ * unless the waiter waits for it (waitq.c's waker_out).
+ */
+void mr__worker_help(struct mr__worker *w, bool (*done)(void *arg), void *arg, int64_t deadline);
+void mr__helper_wake(struct mr__worker *w);
 
 static inline struct mr__worker *mr__self(void)
 {
