@@ -106,6 +106,9 @@ $(BUILD)/tests/%: tests/%.c tests/harness.h tests/util.h $(STATIC)
 	@[ "$(Q)" ] && echo "  CC      $@" || true
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-sign-compare -Wno-type-limits $< -o $@ $(STATIC) $(LDLIBS)
 
+# tests/http runs the httpd of its own build.
+$(BUILD)/tests/http: $(BUILD)/examples/httpd
+
 demo: $(BUILD)/examples/demo
 	./tools/deps.sh build
 	$(BUILD)/examples/demo
