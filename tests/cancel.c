@@ -421,15 +421,22 @@ TEST(io_accept)
 	io_case(accept_call, true);
 }
 
-/* The readiness backend parks fibers (the interim one blocks the worker). */
-#define EPOLL_PARKS 0
-
 TEST(io_read_epoll)
 {
-	if (!EPOLL_PARKS)
-		SKIP("the epoll backend does not park fibers yet");
 	setenv("MOIRAI_IO", "epoll", 1);
 	io_case(read_call, false);
+}
+
+TEST(io_accept_epoll)
+{
+	setenv("MOIRAI_IO", "epoll", 1);
+	io_case(accept_call, true);
+}
+
+TEST(io_poll_with_deadline_epoll)
+{
+	setenv("MOIRAI_IO", "epoll", 1);
+	io_case(poll_call, false);
 }
 
 /* ---- a storm of cancels against channel traffic ------------------------------- */

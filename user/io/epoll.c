@@ -81,6 +81,7 @@
 #include <moirai/fiber.h>
 
 #include "backend.h"
+#include "io.h"
 
 #ifndef __NR_epoll_pwait2
 #define __NR_epoll_pwait2 441 /* the same on every architecture */
@@ -102,6 +103,11 @@ struct waiter {
 	uint32_t revents; /* the event that readied it; 0: the deadline passed */
 	int64_t deadline; /* -1: none */
 	uint32_t hidx;	  /* position in the deadline heap, or NO_HEAP */
+	struct waiter *all_next, *all_prev; /* ep->all */
+	struct mr__worker *w;
+	struct mr__cancel_hook cancel;
+	_Atomic uint32_t cancel_req; /* mr_fiber_cancel() asked (wait_cancel()) */
+	bool cancelled;		     /* readied for a cancel */
 };
 
 struct ep {
@@ -113,6 +119,10 @@ struct ep {
 	struct waiter **heap; /* waiters with a deadline, nearest first */
 	uint32_t hn, hcap;
 	uint32_t nwaiters;
+	struct waiter *all; /* every waiter, for cancels (owner only) */
+	/* Cancel requests for waiters of this worker: the canceller marks
+	 * the waiter and counts here; the owner readies them. */
+	_Atomic uint32_t ncancel;
 	struct epoll_event evs[NEVENTS];
 };
 
@@ -221,6 +231,12 @@ static void unlink_waiter(struct ep *ep, struct waiter *wt)
 		ep->fds[wt->fd] = wt->next;
 	if (wt->next)
 		wt->next->prev = wt->prev;
+	if (wt->all_prev)
+		wt->all_prev->all_next = wt->all_next;
+	else
+		ep->all = wt->all_next;
+	if (wt->all_next)
+		wt->all_next->all_prev = wt->all_prev;
 	heap_remove(ep, wt);
 	ep->nwaiters--;
 }
@@ -308,6 +324,42 @@ static unsigned take_events(struct ep *ep, int n)
 	return readied;
 }
 
+/*
+ * mr_fiber_cancel() of a fiber waiting here (or about to: the hook is
+ * armed before the waiter is queued). Mark it and wake the owner, which
+ * readies it (take_cancels()): only the owner touches the table.
+ */
+static void wait_cancel(struct mr__cancel_hook *h)
+{
+	struct waiter *wt = (struct waiter *)((char *)h - offsetof(struct waiter, cancel));
+	struct mr__worker *w = wt->w;
+	struct ep *ep = w->io;
+
+	atomic_store_explicit(&wt->cancel_req, 1, memory_order_relaxed);
+	/* seq_cst: against the owner's RMW of its idle bit before it reads
+	 * ncancel (epoll_wait_op()): it sees the count, or we see it idle. */
+	atomic_fetch_add_explicit(&ep->ncancel, 1, memory_order_seq_cst);
+	mr__wake_worker(w, MR__TOK_LATCH);
+}
+
+/* Owner: ready the waiters asked to be cancelled (they did nothing yet). */
+static unsigned take_cancels(struct ep *ep)
+{
+	unsigned readied = 0;
+
+	if (!atomic_exchange_explicit(&ep->ncancel, 0, memory_order_seq_cst))
+		return 0;
+	for (struct waiter *wt = ep->all, *next; wt; wt = next) {
+		next = wt->all_next;
+		if (atomic_load_explicit(&wt->cancel_req, memory_order_relaxed)) {
+			wt->cancelled = true;
+			ready(ep, wt, 0);
+			readied++;
+		}
+	}
+	return readied;
+}
+
 /* ---- the worker's side (struct mr__io_ops) ------------------------------------ */
 
 static bool epoll_poll(struct mr__worker *w)
@@ -315,8 +367,10 @@ static bool epoll_poll(struct mr__worker *w)
 	struct ep *ep = w->io;
 	unsigned readied = 0;
 
+	if (unlikely(atomic_load_explicit(&ep->ncancel, memory_order_relaxed)))
+		readied += take_cancels(ep);
 	if (!ep->nwaiters)
-		return false;
+		return readied != 0;
 	int n = epoll_wait(ep->epfd, ep->evs, NEVENTS, 0);
 	if (n > 0)
 		readied = take_events(ep, n);
@@ -361,6 +415,11 @@ static bool epoll_wait_op(struct mr__worker *w, int64_t deadline)
 {
 	struct ep *ep = w->io;
 
+	/* seq_cst: see wait_cancel(). */
+	if (atomic_load_explicit(&ep->ncancel, memory_order_seq_cst) && take_cancels(ep)) {
+		set_inflight(w, ep);
+		return true;
+	}
 	/* seq_cst, and the fence: against the waker's token store, fence,
 	 * load of `sleeping` (epoll_wake()). */
 	atomic_store_explicit(&ep->sleeping, 1, memory_order_seq_cst);
@@ -490,23 +549,38 @@ static int wait_fd(struct mr_fiber *f, int fd, uint32_t events, int64_t deadline
 	if ((err = table_fit(ep, fd)))
 		return err;
 	struct waiter wt = {
-	    .fiber = f, .fd = fd, .events = events, .deadline = deadline, .hidx = NO_HEAP};
-	if (deadline >= 0 && (err = heap_push(ep, &wt)))
+	    .fiber = f, .fd = fd, .events = events, .deadline = deadline, .hidx = NO_HEAP, .w = w};
+	wt.cancel.fn = wait_cancel;
+	if (mr__cancel_arm(f, &wt.cancel)) {
+		mr__cancel_disarm(f);
+		return mr__cancel_take(f);
+	}
+	if (deadline >= 0 && (err = heap_push(ep, &wt))) {
+		mr__cancel_disarm(f);
 		return err;
+	}
 	wt.next = ep->fds[fd];
 	if (wt.next)
 		wt.next->prev = &wt;
 	ep->fds[fd] = &wt;
+	wt.all_next = ep->all;
+	if (ep->all)
+		ep->all->all_prev = &wt;
+	ep->all = &wt;
 	ep->nwaiters++;
 	err = arm(ep, fd);
 	if (err) {
 		unlink_waiter(ep, &wt);
+		mr__cancel_disarm(f);
 		return err;
 	}
 	set_inflight(w, ep);
 	/* The worker readies us from poll() or wait(); w and ep are not ours
 	 * to touch after the park (we may resume on another worker). */
 	mr__fiber_park(parked, NULL, call);
+	mr__cancel_disarm(f);
+	if (wt.cancelled)
+		return mr__cancel_take(f);
 	return wt.revents ? 0 : -ETIMEDOUT;
 }
 
@@ -632,6 +706,31 @@ static long connect_fd(struct mr_fiber *f, const struct mr__io_req *q, int64_t d
 	return -err;
 }
 
+/* A regular-file call (or one only files make), on the blocking pool while
+ * the fiber parks. Deadlines and cancellation do not reach it there: the
+ * system call runs to its end (io.h says so). */
+struct file_call {
+	const struct mr__io_req *q;
+	long res;
+};
+
+static void file_fn(void *arg)
+{
+	struct file_call *c = arg;
+
+	c->res = mr__io_sync(c->q, -1);
+}
+
+static long on_pool(const struct mr__io_req *q)
+{
+	struct file_call c = { q, 0 };
+
+	/* The pool refused (no thread could be made): do it here. */
+	if (mr__blocking_run(file_fn, &c, q->call) < 0)
+		return mr__io_sync(q, -1);
+	return c.res;
+}
+
 static long epoll_call(struct mr__worker *w, struct mr_fiber *f, const struct mr__io_req *q,
 		       int64_t deadline)
 {
@@ -644,12 +743,12 @@ static long epoll_call(struct mr__worker *w, struct mr_fiber *f, const struct mr
 	case MR__IO_READV:
 	case MR__IO_WRITEV:
 		if (q->off >= 0)
-			return mr__io_sync(q, deadline); /* blocking pool: wired at merge */
+			return on_pool(q);
 		nb = nonblocking(q->fd);
 		if (nb < 0)
 			return nb;
 		if (nb == 0)
-			return mr__io_sync(q, deadline); /* blocking pool: wired at merge */
+			return on_pool(q);
 		break;
 	case MR__IO_ACCEPT:
 	case MR__IO_CONNECT:
@@ -672,7 +771,7 @@ static long epoll_call(struct mr__worker *w, struct mr_fiber *f, const struct mr
 	case MR__IO_OPENAT:
 	case MR__IO_STATX:
 	case MR__IO_FSYNC:
-		return mr__io_sync(q, deadline); /* blocking pool: wired at merge */
+		return on_pool(q);
 	default:
 		mr__die(q->call, "unknown I/O operation %d", q->op);
 	}
