@@ -22,6 +22,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -36,8 +37,6 @@
 
 static const char *backend_env;
 
-/* The readiness backend parks fibers (the interim one blocks the worker). */
-#define EPOLL_PARKS 1
 
 /* Each IO_TEST(name) is name_uring (what the process picks), name_epoll
  * (MOIRAI_IO=epoll) and name_efd (io_uring with the eventfd wake). */
@@ -56,8 +55,6 @@ static const char *backend_env;
 	}                                                                                          \
 	TEST(name##_epoll)                                                                         \
 	{                                                                                          \
-		if (!EPOLL_PARKS)                                                                  \
-			SKIP("the epoll backend does not park fibers yet");                        \
 		setenv("MOIRAI_IO", "epoll", 1);                                                   \
 		backend_env = "epoll";                                                             \
 		io_body_##name();                                                                  \
@@ -926,6 +923,44 @@ IO_TEST(from_jobs)
 	close(job_fd);
 	unlink(path);
 	rmdir(d);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/* ---- a worker that cannot set up its ring ---------------------------------------- */
+
+static int close_fd;
+static _Atomic int close_result = 1;
+
+static void close_it(void *arg)
+{
+	(void)arg;
+	atomic_store(&close_result, mr_close(close_fd));
+}
+
+/* No fd left for the ring (or epoll): the call is made plainly, and an
+ * mr_close still closes (before, it returned -EMFILE and leaked the fd). */
+IO_TEST(no_fd_for_the_ring)
+{
+	int p[2];
+	struct rlimit rl;
+
+	mr_runtime_t *rt = make_rt(1);
+	ASSERT_NONNULL(rt);
+	ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+	close_fd = p[0];
+	ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	rl.rlim_cur = (rlim_t)(p[1] + 1); /* every fd up to ours is taken */
+	for (int fd = 0; fd <= p[1]; fd++)
+		if (fcntl(fd, F_GETFD) < 0)
+			ASSERT_EQ(dup2(p[1], fd), fd);
+	ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	MR_OPTS(mr_fiber_opts, o, .runtime = rt);
+	mr_fiber_t *f = mr_go_opts(close_it, NULL, &o);
+	ASSERT_NONNULL(f);
+	ASSERT_EQ(mr_fiber_join(f), 0);
+	ASSERT_EQ(atomic_load(&close_result), 0);
+	ASSERT_EQ(fcntl(p[0], F_GETFD), -1);
+	ASSERT_EQ(errno, EBADF);
 	ASSERT_EQ(mr_runtime_destroy(rt), 0);
 }
 

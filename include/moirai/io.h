@@ -26,7 +26,11 @@
  *               fd is ready; the first such call on an fd sets O_NONBLOCK
  *               on it (as Go does), which a plain read() on it then sees.
  *               Regular-file calls (pread, fsync, openat, statx) run on the
- *               blocking pool (<moirai/blocking.h>).
+ *               blocking pool (<moirai/blocking.h>), where deadlines and
+ *               mr_fiber_cancel() do not reach them: they run to their end.
+ * A worker that cannot set up its ring or epoll (no fd or memory left)
+ * makes the plain, blocking system call instead, and tries again at its
+ * next call.
  * The choice is made once per process, at the first call, by setting up a
  * real ring and running a NOP under the live seccomp filter. The library
  * prints nothing about it; mr_io_backend() says which won and why.

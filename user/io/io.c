@@ -93,11 +93,11 @@ static __attribute__((noinline)) long attempt(const struct mr__io_req *q, int64_
 		return mr__io_sync(q, deadline);
 	const struct mr__io_backend *b = mr__io_backend_get();
 	struct mr__worker *w = mr__self();
-	if (unlikely(!w->io)) {
-		int err = b->worker_init(w);
-		if (err)
-			return err;
-	}
+	/* A worker that cannot set up its ring or epoll (out of fds or
+	 * memory: tried again at its next call) makes the plain call rather
+	 * than fail it: an mr_close that did nothing would leak the fd. */
+	if (unlikely(!w->io) && b->worker_init(w) < 0)
+		return mr__io_sync(q, deadline);
 	return b->call(w, f, q, deadline);
 }
 
