@@ -343,9 +343,6 @@ TEST(parser_mutated_requests)
 
 /* ---- the server, end to end ------------------------------------------------- */
 
-/* As in tests/io.c: the readiness backend blocks the worker (for now). */
-#define EPOLL_PARKS 0
-
 struct server {
 	pid_t pid;
 	int out; /* its stdout */
@@ -383,11 +380,6 @@ static void server_start(struct server *s, const char *const *args, rlim_t nofil
 	char self[4096], path[4200], line[256];
 	int out[2], err[2];
 
-	/* The server's backend is this process's: same kernel, same filter,
-	 * same environment. */
-	if (!EPOLL_PARKS && strcmp(mr_io_backend(), "epoll") == 0)
-		SKIP("the epoll backend does not park fibers yet: a server of a few "
-		     "workers blocks on its first idle connections");
 	snprintf(self, sizeof(self), "%s", program_invocation_name);
 	snprintf(path, sizeof(path), "%s/../examples/httpd", dirname(self));
 	if (access(path, X_OK) != 0)
@@ -693,6 +685,38 @@ TEST(server_pipelining)
 	free(all);
 	client_close(c);
 	EXPECT_EQ(server_stop(&s, true).requests, 4 + N);
+}
+
+/* The same server on the readiness backend (it inherits MOIRAI_IO):
+ * keep-alive and pipelining, with idle connections open meanwhile. */
+TEST(server_epoll_backend)
+{
+	struct server s;
+	struct response r;
+	struct client *idle[8];
+
+	setenv("MOIRAI_IO", "epoll", 1);
+	server_start(&s, NULL, 0);
+	for (int i = 0; i < 8; i++)
+		idle[i] = client(s.port); /* each parks a fiber in epoll */
+	struct client *c = client(s.port);
+	send_str(c->fd, "GET / HTTP/1.1\r\n\r\nGET /sum?n=1000 HTTP/1.1\r\n\r\n");
+	ASSERT_TRUE(read_response(c, &r));
+	EXPECT_EQ(r.status, 200);
+	EXPECT_EQ(strcmp(r.body, "Hello, World!\n"), 0);
+	ASSERT_TRUE(read_response(c, &r));
+	EXPECT_EQ(r.status, 200);
+	char want[32];
+	snprintf(want, sizeof(want), "%" PRIu64 "\n", sum_of(1000));
+	EXPECT_EQ(strcmp(r.body, want), 0);
+	for (int i = 0; i < 8; i++) {
+		send_str(idle[i]->fd, "GET / HTTP/1.1\r\n\r\n");
+		ASSERT_TRUE(read_response(idle[i], &r));
+		EXPECT_EQ(r.status, 200);
+		client_close(idle[i]);
+	}
+	client_close(c);
+	EXPECT_EQ(server_stop(&s, true).requests, 10);
 }
 
 TEST(server_sum)
