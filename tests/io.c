@@ -926,6 +926,79 @@ IO_TEST(from_jobs)
 	ASSERT_EQ(mr_runtime_destroy(rt), 0);
 }
 
+/* ---- I/O is not queued behind fork-join ------------------------------------------- */
+
+static _Atomic int io_started, io_done;
+static int fj_pipe[2];
+
+static long fib_par(int n);
+
+static void fib_half(void *p)
+{
+	long *x = p;
+	*x = fib_par((int)*x);
+}
+
+static long fib_par(int n)
+{
+	if (n < 12)
+		return n < 2 ? n : fib_par(n - 1) + fib_par(n - 2);
+	long a = n - 1, b = n - 2;
+	mr_join(fib_half, &a, fib_half, &b);
+	return a + b;
+}
+
+static void io_fiber(void *arg)
+{
+	char c;
+
+	(void)arg;
+	atomic_store(&io_started, 1);
+	ASSERT_EQ(mr_read(fj_pipe[0], &c, 1), 1);
+	atomic_store(&io_done, 1);
+}
+
+/* On ONE worker: a fiber computing with mr_join and never parking (it
+ * waits for the reader to finish) must let the reader's completion in:
+ * the worker polls its ring between joins and runs the reader at a join
+ * point. Before, the read was not even submitted: a hang. */
+static void cpu_fiber(void *arg)
+{
+	MR_OPTS(mr_fiber_opts, o, .runtime = mr_runtime_current());
+	mr_fiber_t *r = mr_go_opts(io_fiber, NULL, &o);
+
+	(void)arg;
+	ASSERT_NONNULL(r);
+	while (!atomic_load(&io_started))
+		mr_yield(); /* let the reader start and park */
+	while (!atomic_load(&io_done))
+		ASSERT_EQ(fib_par(18), 2584);
+	ASSERT_EQ(mr_fiber_join(r), 0);
+}
+
+static void *write_later(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&io_started))
+		usleep(100);
+	usleep(1000);
+	if (write(fj_pipe[1], "x", 1) != 1)
+		abort();
+	return NULL;
+}
+
+IO_TEST(io_not_queued_behind_fork_join)
+{
+	pthread_t th;
+
+	ASSERT_EQ(pipe2(fj_pipe, O_CLOEXEC), 0);
+	ASSERT_EQ(pthread_create(&th, NULL, write_later, NULL), 0);
+	in_fiber(1, cpu_fiber, NULL);
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+	close(fj_pipe[0]);
+	close(fj_pipe[1]);
+}
+
 /* ---- a worker that cannot set up its ring ---------------------------------------- */
 
 static int close_fd;

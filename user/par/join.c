@@ -107,12 +107,30 @@ __attribute__((noinline)) static void join_pop_slow(struct mr__worker *w, struct
 	join_wait(w, j);
 }
 
+/*
+ * A worker deep in fork-join (a fiber's mr_join: its frames never return
+ * to the worker loop until the whole tree is done) still reaps its I/O:
+ * every MR__IO_INTERVAL joins it polls its ring, and the fibers that
+ * readies land on top of b, so join_pop_slow() runs them before b, at
+ * once. A request's fiber waits one interval of joins, not a whole
+ * computation.
+ */
+__attribute__((noinline)) static void join_io(struct mr__worker *w)
+{
+	w->io_tick = 0;
+	if (atomic_load_explicit(&w->io_inflight, memory_order_relaxed))
+		mr__worker_io(w)->poll(w);
+}
+
 /* After a() returned: run b here if nobody took it, else finish the slow way. */
 static inline __attribute__((always_inline)) void join_finish(struct join_job *j)
 {
 	/* Reloaded rather than kept across a(): no callee-saved register in
 	 * mr_join's frame. a() ran on this thread, so it is the same worker. */
 	struct mr__worker *w = mr__self();
+
+	if (unlikely(mr__worker_io(w) != NULL) && unlikely(++w->io_tick >= MR__IO_INTERVAL))
+		join_io(w);
 
 	/*
 	 * b is ours to run if it is still on top. A nested wait inside a() may
