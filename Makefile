@@ -6,7 +6,8 @@
 #                      leak check, and a clang-19 build (installs what it needs)
 #   make bench         side-by-side benchmarks: OpenMP, oneTBB, rayon (fork-join, loops),
 #                      Boost.Context and Go (fibers), Go, ck_ring, Boost.Lockfree,
-#                      ZeroMQ and a mutex ring (channels); the sched_ext benchmark in the VM
+#                      ZeroMQ and a mutex ring (channels); nginx, Go net/http, tokio, an
+#                      epoll loop and fio (fiber I/O); the sched_ext benchmark in the VM
 #   make moiraictl     the sched_ext scheduler (bpf/) and its loader tools/moiraictl
 #   make check-vm      the VM suite alone: boots a sched_ext kernel under qemu (tools/vm)
 #   make install PREFIX=/usr/local [DESTDIR=...]
@@ -148,10 +149,11 @@ check-aarch64:
 	MR_TEST_RUNNER="$(AARCH64_RUNNER)" MR_TEST_SKIP="$(AARCH64_SKIP)" \
 		./tests/run.sh build/aarch64/tests quick
 
-bench: lib
+bench: lib examples
 	./tools/deps.sh bench
 	./tools/bench/run.sh $(BUILD)
 	./tools/bench/chan/run.sh $(BUILD)
+	./tools/bench/io/run.sh $(BUILD)
 	$(MAKE) bench-vm
 
 # ---- the sched_ext scheduler, moiraictl and the VM lab (tools/vm) ----------
