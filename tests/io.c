@@ -999,6 +999,37 @@ IO_TEST(io_not_queued_behind_fork_join)
 	close(fj_pipe[1]);
 }
 
+/* The same for a timer: a sleeper on the worker of a fork-join tree that
+ * never ends until the sleeper has woken. */
+static _Atomic int slept;
+
+static void sleeper(void *arg)
+{
+	(void)arg;
+	atomic_store(&io_started, 1);
+	ASSERT_EQ(mr_sleep_ns(1000000), 0);
+	atomic_store(&slept, 1);
+}
+
+static void cpu_until_slept(void *arg)
+{
+	MR_OPTS(mr_fiber_opts, o, .runtime = mr_runtime_current());
+	mr_fiber_t *s = mr_go_opts(sleeper, NULL, &o);
+
+	(void)arg;
+	ASSERT_NONNULL(s);
+	while (!atomic_load(&io_started))
+		mr_yield();
+	while (!atomic_load(&slept))
+		ASSERT_EQ(fib_par(18), 2584);
+	ASSERT_EQ(mr_fiber_join(s), 0);
+}
+
+TEST(timer_not_queued_behind_fork_join)
+{
+	in_fiber(1, cpu_until_slept, NULL);
+}
+
 /* ---- a worker that cannot set up its ring ---------------------------------------- */
 
 static int close_fd;

@@ -109,17 +109,21 @@ __attribute__((noinline)) static void join_pop_slow(struct mr__worker *w, struct
 
 /*
  * A worker deep in fork-join (a fiber's mr_join: its frames never return
- * to the worker loop until the whole tree is done) still reaps its I/O:
- * every MR__IO_INTERVAL joins it polls its ring, and the fibers that
- * readies land on top of b, so join_pop_slow() runs them before b, at
- * once. A request's fiber waits one interval of joins, not a whole
- * computation.
+ * to the worker loop until the whole tree is done) still reaps its I/O
+ * and fires its timers: every MR__IO_INTERVAL joins it polls its ring and
+ * runs its due timers, and the fibers those ready land on top of b, so
+ * join_pop_slow() runs them before b, at once. A request's fiber, or a
+ * sleeper, waits one interval of joins, not a whole computation.
  */
-__attribute__((noinline)) static void join_io(struct mr__worker *w)
+__attribute__((noinline)) static void join_poll(struct mr__worker *w)
 {
+	const struct mr__io_ops *io = mr__worker_io(w);
+
 	w->io_tick = 0;
-	if (atomic_load_explicit(&w->io_inflight, memory_order_relaxed))
-		mr__worker_io(w)->poll(w);
+	if (io && atomic_load_explicit(&w->io_inflight, memory_order_relaxed))
+		io->poll(w);
+	if (atomic_load_explicit(&w->tnext, memory_order_relaxed) >= 0)
+		mr__timers_run(w);
 }
 
 /* After a() returned: run b here if nobody took it, else finish the slow way. */
@@ -129,8 +133,8 @@ static inline __attribute__((always_inline)) void join_finish(struct join_job *j
 	 * mr_join's frame. a() ran on this thread, so it is the same worker. */
 	struct mr__worker *w = mr__self();
 
-	if (unlikely(mr__worker_io(w) != NULL) && unlikely(++w->io_tick >= MR__IO_INTERVAL))
-		join_io(w);
+	if (unlikely(++w->io_tick >= MR__IO_INTERVAL))
+		join_poll(w);
 
 	/*
 	 * b is ours to run if it is still on top. A nested wait inside a() may
