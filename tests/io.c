@@ -1030,6 +1030,170 @@ TEST(timer_not_queued_behind_fork_join)
 	in_fiber(1, cpu_until_slept, NULL);
 }
 
+/* ---- 10,000 connections at once --------------------------------------------------- */
+
+struct crowd {
+	int lfd;
+	struct sockaddr_in addr;
+	long n;
+	_Atomic long open, echoed;
+	mr_event_t all_open;
+};
+
+static void crowd_conn(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	char buf[8];
+	ssize_t n;
+
+	while ((n = mr_read(fd, buf, sizeof(buf))) > 0)
+		ASSERT_EQ(mr_write(fd, buf, (size_t)n), n);
+	ASSERT_EQ(n, 0);
+	ASSERT_EQ(mr_close(fd), 0);
+}
+
+static void crowd_server(void *arg)
+{
+	struct crowd *c = arg;
+
+	for (long i = 0; i < c->n; i++) {
+		int fd = mr_accept(c->lfd, NULL, NULL, SOCK_CLOEXEC);
+		ASSERT_GE(fd, 0);
+		mr_fiber_t *f = mr_go(crowd_conn, (void *)(intptr_t)fd);
+		ASSERT_NONNULL(f);
+		ASSERT_EQ(mr_fiber_detach(f), 0);
+	}
+}
+
+static void crowd_client(void *arg)
+{
+	struct crowd *c = arg;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	char buf[8] = "crowd!!";
+
+	ASSERT_GE(fd, 0);
+	ASSERT_EQ(mr_connect(fd, (struct sockaddr *)&c->addr, sizeof(c->addr)), 0);
+	ASSERT_EQ(mr_write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	memset(buf, 0, sizeof(buf));
+	ASSERT_EQ(mr_read(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	ASSERT_EQ(memcmp(buf, "crowd!!", 8), 0);
+	atomic_fetch_add(&c->echoed, 1);
+	/* Hold the connection until every one is open at once. */
+	if (atomic_fetch_add(&c->open, 1) + 1 == c->n)
+		mr_event_set(&c->all_open);
+	mr_event_wait(&c->all_open);
+	ASSERT_EQ(mr_close(fd), 0);
+}
+
+static void crowd_clients(void *arg)
+{
+	struct crowd *c = arg;
+	mr_fiber_t **cl = calloc((size_t)c->n, sizeof(*cl));
+
+	ASSERT_NONNULL(cl);
+	for (long i = 0; i < c->n; i++) {
+		MR_OPTS(mr_fiber_opts, o, .stack_size = 32 * 1024);
+		cl[i] = mr_go_opts(crowd_client, c, &o);
+		ASSERT_NONNULL(cl[i]);
+	}
+	for (long i = 0; i < c->n; i++)
+		ASSERT_EQ(mr_fiber_join(cl[i]), 0);
+	free(cl);
+}
+
+/* The server in a process of its own (forked before any thread exists),
+ * so that each side needs one fd per connection: the hard limit here is
+ * 20,000. */
+IO_TEST(ten_thousand_connections)
+{
+	static struct crowd c;
+	struct rlimit rl;
+	int status;
+
+	c.n = scaled(10000);
+	rlim_t need = (rlim_t)(c.n + 256);
+	ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	if (rl.rlim_cur < need) {
+		rl.rlim_cur = need;
+		if (rl.rlim_max < need)
+			rl.rlim_max = need;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			SKIP("cannot raise RLIMIT_NOFILE to %lu", (unsigned long)need);
+	}
+	atomic_store(&c.open, 0);
+	atomic_store(&c.echoed, 0);
+	mr_event_init(&c.all_open);
+	c.lfd = listen_any(&c.addr);
+	ASSERT_GE(c.lfd, 0);
+	pid_t pid = fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0) {
+		in_fiber(2, crowd_server, &c);
+		_exit(mr_test_failed ? 1 : 0);
+	}
+	close(c.lfd);
+	in_fiber(2, crowd_clients, &c);
+	ASSERT_EQ(atomic_load(&c.echoed), c.n);
+	ASSERT_EQ(atomic_load(&c.open), c.n);
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_TRUE(WIFEXITED(status));
+	ASSERT_EQ(WEXITSTATUS(status), 0);
+}
+
+/* ---- fork with rings open ---------------------------------------------------------- */
+
+static void fork_child_io(void *arg)
+{
+	struct pingpong *p = arg;
+
+	p->rounds = 200;
+	ping(p); /* the child's own runtime: new workers, new rings */
+}
+
+static void fork_from_fiber(void *arg)
+{
+	int *status = arg;
+	int p[2];
+	char b[4];
+
+	/* Rings (or epolls) of this runtime are set up and busy. */
+	ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+	ASSERT_EQ(mr_write(p[1], "abc", 3), 3);
+	ASSERT_EQ(mr_read(p[0], b, 3), 3);
+	pid_t pid = fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0) {
+		/* The child goes on as a plain thread: plain calls. */
+		struct pingpong pp;
+		if (mr_write(p[1], "xyz", 3) != 3 || mr_read(p[0], b, 3) != 3 ||
+		    memcmp(b, "xyz", 3) != 0)
+			_exit(2);
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pp.sv) != 0)
+			_exit(3);
+		in_fiber(2, fork_child_io, &pp);
+		_exit(mr_fiber_self() ? 0 : 4);
+	}
+	/* The parent's rings go on working meanwhile. */
+	ASSERT_EQ(mr_write(p[1], "def", 3), 3);
+	ASSERT_EQ(mr_read(p[0], b, 3), 3);
+	ASSERT_EQ(memcmp(b, "def", 3), 0);
+	ASSERT_EQ(waitpid(pid, status, 0), pid);
+	close(p[0]);
+	close(p[1]);
+}
+
+IO_TEST(fork_with_rings_open)
+{
+	int status = -1;
+
+#if defined(__SANITIZE_THREAD__)
+	SKIP("TSan does not support threads in a forked child");
+#endif
+	in_fiber(2, fork_from_fiber, &status);
+	ASSERT_TRUE(WIFEXITED(status));
+	ASSERT_EQ(WEXITSTATUS(status), 0);
+}
+
 /* ---- a worker that cannot set up its ring ---------------------------------------- */
 
 static int close_fd;
