@@ -2209,4 +2209,70 @@ TEST_TIMEOUT(job_joining_a_foreign_fiber_outlives_its_waker, 30)
 	EXPECT_GE(atomic_load(&slow_wakes), 1);
 }
 
+/* ---- a waker from outside the runtime against destroy ------------------------ */
+
+static mr_sem_t outside_sem;
+static __thread bool slow_here;
+
+static void slow_inject(void)
+{
+	if (slow_here)
+		usleep(20000); /* queued, not yet notified */
+}
+
+static _Atomic int waited;
+
+static void wait_once(void *arg)
+{
+	(void)arg;
+	mr_sem_wait(&outside_sem);
+	atomic_store(&waited, 1);
+}
+
+/* Keeps the worker awake, so that it finds the readied fiber in the
+ * injector without the notify that the hook holds back. */
+static void spin_until_waited(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&waited))
+		mr_yield();
+}
+
+static void *outside_poster(void *arg)
+{
+	(void)arg;
+	slow_here = true;
+	mr_sem_post(&outside_sem); /* readies the fiber: mr__inject() */
+	return NULL;
+}
+
+/*
+ * A plain thread readies the last fiber of a runtime; the fiber runs,
+ * returns, is joined, and the runtime is destroyed while the thread is
+ * still between queueing the fiber and notifying the workers (a hook
+ * holds it there). Destroy must wait for it: before, it freed the runtime
+ * and the notify read freed memory (ASan: heap-use-after-free).
+ */
+TEST(destroy_waits_for_an_outside_waker)
+{
+	pthread_t th;
+
+	ASSERT_EQ(mr_sem_init(&outside_sem, 0), 0);
+	mr__test_inject_hook = slow_inject;
+	MR_OPTS(mr_config, cfg, .workers = 1);
+	mr_runtime_t *rt = mr_runtime_create(&cfg);
+	ASSERT_NONNULL(rt);
+	MR_OPTS(mr_fiber_opts, o, .runtime = rt);
+	mr_fiber_t *f = mr_go_opts(wait_once, NULL, &o);
+	ASSERT_NONNULL(f);
+	usleep(2000); /* parked, most likely; either way the post readies or finds a unit */
+	mr_fiber_t *s = mr_go_opts(spin_until_waited, NULL, &o);
+	ASSERT_NONNULL(s);
+	ASSERT_EQ(pthread_create(&th, NULL, outside_poster, NULL), 0);
+	ASSERT_EQ(mr_fiber_join(f), 0);
+	ASSERT_EQ(mr_fiber_join(s), 0);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+}
+
 TEST_HARNESS_MAIN

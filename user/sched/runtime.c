@@ -334,10 +334,18 @@ static void maybe_quiesced(struct mr_runtime *rt)
 
 static void help_notify(struct mr_runtime *rt);
 
+void (*mr__test_inject_hook)(void);
+
 void mr__inject(struct mr_runtime *rt, struct mr__job *job)
 {
 	bool fiber = mr__job_is_fiber(job); /* read now: once queued, it may run and go */
+	struct mr__worker *self = mr__self();
+	bool outside = !self || self->rt != rt;
 
+	/* seq_cst: before the job is visible, so that a destroy that the job's
+	 * end lets through sees us (the wait before free_runtime()). */
+	if (outside)
+		atomic_fetch_add_explicit(&rt->ninjecting, 1, memory_order_seq_cst);
 	job->next = NULL;
 	mr__lock(&rt->inj_lock);
 	if (rt->inj_tail)
@@ -347,9 +355,14 @@ void mr__inject(struct mr_runtime *rt, struct mr__job *job)
 	rt->inj_tail = job;
 	atomic_fetch_add_explicit(&rt->inj_len, 1, memory_order_seq_cst);
 	mr__unlock(&rt->inj_lock);
+	if (unlikely(mr__test_inject_hook != NULL))
+		mr__test_inject_hook();
 	mr__notify(rt);
 	if (fiber)
 		help_notify(rt);
+	/* release: our last touch of rt. */
+	if (outside)
+		atomic_fetch_sub_explicit(&rt->ninjecting, 1, memory_order_release);
 }
 
 static struct mr__job *inj_pop(struct mr_runtime *rt)
@@ -1494,6 +1507,10 @@ int mr_runtime_destroy(mr_runtime_t *rt)
 	}
 
 	stop_workers(rt, rt->nworkers);
+	/* A thread outside rt that queued the last fiber's wake-up may still
+	 * be notifying: a few hundred ns. acquire: pairs with its release. */
+	while (atomic_load_explicit(&rt->ninjecting, memory_order_acquire))
+		sched_yield();
 	free_runtime(rt);
 	return 0;
 }

@@ -202,6 +202,10 @@ struct mr_runtime {
 
 	/* Injector: jobs from threads outside the runtime. */
 	mr__cacheline_aligned pthread_mutex_t inj_lock;
+	/* Threads outside rt inside mr__inject(): once their job is queued
+	 * it may run, finish and let a destroy through, which then waits for
+	 * this to be 0 before it frees rt (their notify still reads it). */
+	_Atomic uint32_t ninjecting;
 	struct mr__job *inj_head, *inj_tail;
 	_Atomic size_t inj_len;
 
@@ -330,6 +334,8 @@ void mr__notify(struct mr_runtime *rt);
 
 /* Submit a job from outside the runtime (or from another runtime). */
 void mr__inject(struct mr_runtime *rt, struct mr__job *job);
+/* Test hook: called by mr__inject() between queueing and notifying. */
+extern void (*mr__test_inject_hook)(void) __attribute__((visibility("hidden")));
 
 /*
  * Run other work on w until done(arg) returns true. Sleeps (staying
