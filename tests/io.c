@@ -1194,6 +1194,91 @@ IO_TEST(fork_with_rings_open)
 	ASSERT_EQ(WEXITSTATUS(status), 0);
 }
 
+/* ---- a worker blocked in a job still reaps its ring ----------------------------- */
+
+static int br_pipe[2];
+static mr_chan_t *br_chan;
+static _Atomic int br_started;
+
+static void br_reader(void *arg)
+{
+	char c;
+	int x;
+
+	(void)arg;
+	atomic_store(&br_started, 1);
+	x = (int)mr_read(br_pipe[0], &c, 1);
+	ASSERT_EQ(mr_chan_send(br_chan, &x), 0);
+}
+
+static void *br_feeder(void *arg)
+{
+	(void)arg;
+	usleep(20000);
+	if (write(br_pipe[1], "x", 1) != 1)
+		abort();
+	return NULL;
+}
+
+static void br_a(void *arg)
+{
+	int x = 0;
+
+	(void)arg;
+	/* Inside mr_join: the wait blocks the worker's thread. */
+	ASSERT_EQ(mr_chan_recv(br_chan, &x), 0);
+	ASSERT_EQ(x, 1);
+}
+
+static void br_b(void *arg)
+{
+	(void)arg;
+}
+
+static void br_main(void *arg)
+{
+	pthread_t t;
+
+	(void)arg;
+	mr_fiber_t *r = mr_go(br_reader, NULL);
+	ASSERT_NONNULL(r);
+	while (!atomic_load(&br_started))
+		mr_yield();
+	ASSERT_EQ(mr_sleep_ns(5000000), 0); /* the read is submitted */
+	ASSERT_EQ(pthread_create(&t, NULL, br_feeder, NULL), 0);
+	mr_join(br_a, NULL, br_b, NULL);
+	ASSERT_EQ(pthread_join(t, NULL), 0);
+	ASSERT_EQ(mr_fiber_join(r), 0);
+}
+
+/*
+ * A fiber reads; then a job of the same worker (a() of mr_join) waits on
+ * a channel that the reader feeds once its read completes. The job blocks
+ * the worker's thread, the only one that may reap its ring: it must poll
+ * the ring while it waits. Before, a hang (reported by review, with a
+ * repro, on 1 and 2 workers and both backends).
+ */
+static void blocked_ring(unsigned workers)
+{
+	ASSERT_EQ(pipe2(br_pipe, O_CLOEXEC), 0);
+	br_chan = mr_chan_create(sizeof(int), 1, 0);
+	ASSERT_NONNULL(br_chan);
+	in_fiber(workers, br_main, NULL);
+	mr_chan_destroy(br_chan);
+	close(br_pipe[0]);
+	close(br_pipe[1]);
+}
+
+IO_TEST(blocked_worker_reaps_its_ring_1)
+{
+	blocked_ring(1);
+}
+
+IO_TEST(blocked_worker_reaps_its_ring_2)
+{
+	blocked_ring(2);
+}
+
 /* ---- a worker that cannot set up its ring ---------------------------------------- */
 
 static int close_fd;

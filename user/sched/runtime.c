@@ -605,6 +605,13 @@ static void help_sleep(struct mr__worker *w, bool (*done)(void *), void *arg, in
 	int64_t now = (int64_t)mr__now_ns();
 	if (deadline >= 0 && (next < 0 || deadline < next))
 		next = deadline;
+	/* Our ring has operations in flight, and only this thread can reap
+	 * them (mr__worker_help() polls it): look again within
+	 * MR__IO_BLOCKED_NS. A stop-gap: the futex wait here does not end on
+	 * a completion. */
+	if (mr__worker_io(w) && atomic_load_explicit(&w->io_inflight, memory_order_relaxed) &&
+	    (next < 0 || next > now + MR__IO_BLOCKED_NS))
+		next = now + MR__IO_BLOCKED_NS;
 	if (!done(arg) && !(next >= 0 && next <= now) && !(all && inj_fiber(rt, false))) {
 		/* acquire: pairs with the release in help_claim(). */
 		while (!atomic_load_explicit(&w->hpark, memory_order_acquire)) {
@@ -655,7 +662,13 @@ void mr__worker_help(struct mr__worker *w, bool (*done)(void *), void *arg, int6
 			return;
 		bool all = all_blocked(rt);
 		help_timers(w, all, true);
-		/* Fibers the timers readied here: to the injector, like the rest. */
+		/* Our ring (or epoll): nobody else may submit or reap it, and a
+		 * fiber of ours may wait for it while we wait for that fiber. */
+		const struct mr__io_ops *io = mr__worker_io(w);
+		if (io)
+			io->poll(w);
+		/* Fibers the timers and the ring readied here: to the injector,
+		 * like the rest. */
 		if (mr__deque_private_len(&w->dq) > 0 || mr__deque_stealable(&w->dq))
 			drain(w);
 		struct mr__job *job = all ? inj_fiber(rt, true) : NULL;

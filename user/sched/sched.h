@@ -93,6 +93,9 @@ struct mr__io_ops {
 };
 /* Jobs a worker with I/O in flight runs between two polls of its ring. */
 #define MR__IO_INTERVAL 32
+/* A worker blocked in a job's wait with I/O in flight polls its ring at
+ * least this often (runtime.c help_sleep()). */
+#define MR__IO_BLOCKED_NS 1000000
 
 struct mr__worker {
 	struct mr__deque dq; /* first: the owner's hot line */
