@@ -85,27 +85,34 @@ static inline void commit_park(struct mr_fiber *f)
 		_Atomic uint64_t *word = f->pub_word;
 		uint64_t val = f->pub_val;
 		bool armed = f->armed;
+		/*
+		 * Armed for cancellation: hold f's cancel lock from before we
+		 * are in the word until we have looked at the request. A
+		 * cancel that came before found nothing to claim (we were not
+		 * in the word yet); we then run its hook ourselves, which takes
+		 * f out of the word or of the queue rv_to_queues() may have
+		 * moved it to since, and readies it. The lock also keeps f
+		 * from disarming, hence from returning and going away, while
+		 * we still read it (a partner may take and ready f the moment
+		 * it is in the word).
+		 */
+		if (armed)
+			mr__spin_lock(&f->cancel_lock);
 		/* release: pairs with the acquire RMW that takes pub_val out of
 		 * the word (fiber.h; for a rendezvous channel rv_fast(),
 		 * rv_to_queues() or mr_chan_close()): f's writes before it
 		 * parked, and its saved context, go with it. */
-		/* seq_cst: also against a canceller's RMW of the request, for
-		 * the load below (mr__cancel_arm()). */
 		waits = atomic_compare_exchange_strong_explicit(word, &zero, val,
-								memory_order_seq_cst,
+								memory_order_release,
 								memory_order_relaxed);
-		/*
-		 * A cancel requested before we were in the word: its hook found
-		 * nothing to claim. Take ourselves back if nobody took us. (If
-		 * f was taken, ran, and waits in the word again with the same
-		 * value, this takes back that wait instead, which is as good:
-		 * it is f's, f is armed for it, and only one CAS wins.)
-		 */
-		if (waits && armed &&
-		    (atomic_load_explicit(&f->cancel, memory_order_seq_cst) & MR__CANCEL_REQ) &&
-		    atomic_compare_exchange_strong_explicit(word, &val, 0, memory_order_relaxed,
-							    memory_order_relaxed))
-			waits = false;
+		if (armed) {
+			struct mr__cancel_hook *h =
+				atomic_load_explicit(&f->hook, memory_order_relaxed);
+			if (waits &&
+			    (atomic_load_explicit(&f->cancel, memory_order_relaxed) & MR__CANCEL_REQ))
+				h->fn(h); /* readies f unless a partner got it first */
+			mr__spin_unlock(&f->cancel_lock);
+		}
 	} else {
 		waits = f->commit(f->commit_arg);
 	}
