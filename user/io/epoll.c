@@ -223,6 +223,15 @@ static void set_inflight(struct mr__worker *w, struct ep *ep)
 	atomic_store_explicit(&w->io_inflight, ep->nwaiters, memory_order_relaxed);
 }
 
+/* From wait(): raise the count, never lower it (see raise_inflight() in
+ * uring.c: a fiber readied while the worker still counts as asleep is on
+ * its private deque, which destroy cannot see). */
+static void raise_inflight(struct mr__worker *w, struct ep *ep)
+{
+	if (ep->nwaiters > atomic_load_explicit(&w->io_inflight, memory_order_relaxed))
+		set_inflight(w, ep);
+}
+
 static void unlink_waiter(struct ep *ep, struct waiter *wt)
 {
 	if (wt->prev)
@@ -362,19 +371,26 @@ static unsigned take_cancels(struct ep *ep)
 
 /* ---- the worker's side (struct mr__io_ops) ------------------------------------ */
 
-static bool epoll_poll(struct mr__worker *w)
+/* Cancels, events and deadlines, without waiting; readies fibers. */
+static unsigned poll_ep(struct ep *ep)
 {
-	struct ep *ep = w->io;
 	unsigned readied = 0;
 
 	if (unlikely(atomic_load_explicit(&ep->ncancel, memory_order_relaxed)))
 		readied += take_cancels(ep);
 	if (!ep->nwaiters)
-		return readied != 0;
+		return readied;
 	int n = epoll_wait(ep->epfd, ep->evs, NEVENTS, 0);
 	if (n > 0)
-		readied = take_events(ep, n);
-	readied += expire(ep);
+		readied += take_events(ep, n);
+	return readied + expire(ep);
+}
+
+static bool epoll_poll(struct mr__worker *w)
+{
+	struct ep *ep = w->io;
+	unsigned readied = poll_ep(ep);
+
 	set_inflight(w, ep);
 	return readied != 0;
 }
@@ -416,17 +432,17 @@ static bool epoll_wait_op(struct mr__worker *w, int64_t deadline)
 	struct ep *ep = w->io;
 
 	/* seq_cst: see wait_cancel(). */
-	if (atomic_load_explicit(&ep->ncancel, memory_order_seq_cst) && take_cancels(ep)) {
-		set_inflight(w, ep);
-		return true;
-	}
+	if (atomic_load_explicit(&ep->ncancel, memory_order_seq_cst) && take_cancels(ep))
+		return true; /* the count stays up until poll() */
 	/* seq_cst, and the fence: against the waker's token store, fence,
 	 * load of `sleeping` (epoll_wake()). */
 	atomic_store_explicit(&ep->sleeping, 1, memory_order_seq_cst);
 	mr__fence_seq_cst();
 	if (atomic_load_explicit(&w->park, memory_order_relaxed) != MR__TOK_NONE) {
 		atomic_store_explicit(&ep->sleeping, 0, memory_order_relaxed);
-		return epoll_poll(w);
+		unsigned readied = poll_ep(ep);
+		raise_inflight(w, ep);
+		return readied != 0;
 	}
 	/* No later than the nearest I/O deadline: it readies a fiber. */
 	if (ep->hn && (deadline < 0 || ep->heap[0]->deadline < deadline))
@@ -437,7 +453,7 @@ static bool epoll_wait_op(struct mr__worker *w, int64_t deadline)
 		mr__die("epoll_wait", "%s", strerror(-n));
 	unsigned readied = n > 0 ? take_events(ep, n) : 0;
 	readied += expire(ep);
-	set_inflight(w, ep);
+	raise_inflight(w, ep);
 	return readied != 0;
 }
 

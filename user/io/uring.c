@@ -227,6 +227,19 @@ static void set_inflight(struct mr__worker *w, struct ring *r)
 	atomic_store_explicit(&w->io_inflight, r->inflight, memory_order_relaxed);
 }
 
+/*
+ * From wait(): raise the count, never lower it. A completion reaped while
+ * the worker still counts as asleep readies a fiber onto its private
+ * deque, which destroy cannot see; if the count dropped to 0 then, destroy
+ * would take the runtime for stuck (drain_state()). poll(), which runs in
+ * the worker loop once the worker is awake, publishes the true count.
+ */
+static void raise_inflight(struct mr__worker *w, struct ring *r)
+{
+	if (r->inflight > atomic_load_explicit(&w->io_inflight, memory_order_relaxed))
+		set_inflight(w, r);
+}
+
 /* Take the completions; ready each fiber whose operation is over. Returns
  * how many fibers it readied. */
 static unsigned reap(struct mr__worker *w, struct ring *r)
@@ -271,7 +284,6 @@ static unsigned reap(struct mr__worker *w, struct ring *r)
 	}
 	/* release: the kernel may reuse the entries once it sees the head. */
 	atomic_store_explicit(r->cq_head, head, memory_order_release);
-	set_inflight(w, r);
 	return readied;
 }
 
@@ -500,9 +512,9 @@ static void arm(struct mr__worker *w, struct ring *r)
 	r->armed = true;
 }
 
-static bool uring_poll(struct mr__worker *w)
+/* Submit, and take the completions without waiting; readies fibers. */
+static bool poll_ring(struct mr__worker *w, struct ring *r)
 {
-	struct ring *r = w->io;
 	bool pending = r->tail != atomic_load_explicit(r->sq_head, memory_order_acquire);
 	/* Completions wait in the kernel until we ask: always with
 	 * DEFER_TASKRUN, when the kernel flags it with TASKRUN_FLAG. */
@@ -517,6 +529,15 @@ static bool uring_poll(struct mr__worker *w)
 	if (pending || get)
 		ring_enter(r, 0, get ? IORING_ENTER_GETEVENTS : 0, NULL, 0);
 	return reap(w, r) != 0;
+}
+
+static bool uring_poll(struct mr__worker *w)
+{
+	struct ring *r = w->io;
+	bool readied = poll_ring(w, r);
+
+	set_inflight(w, r);
+	return readied;
 }
 
 static bool uring_wait(struct mr__worker *w, int64_t deadline)
@@ -538,7 +559,9 @@ static bool uring_wait(struct mr__worker *w, int64_t deadline)
 		mr__fence_seq_cst();
 		if (atomic_load_explicit(&w->park, memory_order_relaxed) != MR__TOK_NONE) {
 			atomic_store_explicit(&r->sleeping, 0, memory_order_relaxed);
-			return uring_poll(w);
+			bool readied = poll_ring(w, r);
+			raise_inflight(w, r);
+			return readied;
 		}
 	}
 	memset(&arg, 0, sizeof(arg));
@@ -556,7 +579,9 @@ static bool uring_wait(struct mr__worker *w, int64_t deadline)
 		mr__die("io_uring_enter", "%s", strerror(-ret));
 	if (!r->futex_op)
 		atomic_store_explicit(&r->sleeping, 0, memory_order_relaxed);
-	return reap(w, r) != 0;
+	bool readied = reap(w, r) != 0;
+	raise_inflight(w, r);
+	return readied;
 }
 
 static void uring_wake(struct mr__worker *w)
