@@ -38,7 +38,7 @@ typedef struct mr_runtime mr_runtime_t;
 
 /* mr_config.pin: whether each worker is pinned to its home CPU. */
 enum {
-	MR_PIN_DEFAULT = 0, /* the library's choice (see mr_runtime_create) */
+	MR_PIN_DEFAULT = 0, /* the library's choice: MR_PIN_NONE (see mr_runtime_create) */
 	MR_PIN_NONE = 1,    /* every worker may run on any CPU of the set */
 	MR_PIN_HOME = 2,    /* each worker runs on its home CPU only */
 };
@@ -76,18 +76,20 @@ struct mr_config {
  * whose NUMA node (from /sys/devices/system/node; node 0 without it) is
  * the worker's node: an idle worker steals from the workers of its own node
  * before the others. MR_PIN_HOME pins each worker to its home CPU;
- * MR_PIN_NONE lets each run anywhere in the set; MR_PIN_DEFAULT pins when
- * the runtime has one worker per CPU of its set (more than one), and not
- * otherwise: the kernel places a woken thread next to its waker and can
- * leave two workers on one CPU for milliseconds while another idles, and
- * with a worker per CPU no CPU is better for a worker than its own. A
- * pinned worker cannot move away from another busy thread on its CPU (its
- * runtime's other workers take over its share by stealing). Threads and
+ * MR_PIN_NONE (and MR_PIN_DEFAULT) lets each run anywhere in the set. Pin
+ * when the runtime has its CPUs to itself and runs one worker per CPU:
+ * the kernel places a woken thread next to its waker and can leave two
+ * workers on one CPU for milliseconds while another idles
+ * (tools/bench/placement.sh). Do not pin when other busy threads or
+ * processes share the CPUs (a load generator, another service): a pinned
+ * worker cannot move away from a busy CPU, and an HTTP server sharing 2
+ * CPUs with its load generator served 45k requests/s pinned against 79k
+ * unpinned (tools/bench/io). Threads and
  * processes created from a pinned worker (from a fiber or job) inherit
  * its one-CPU mask, except that a child forked there gets the whole set
  * back: give threads you create there their own mask
- * (pthread_attr_setaffinity_np), or opt out with MR_PIN_NONE (MOIRAI_PIN=0
- * for the default runtime).
+ * (pthread_attr_setaffinity_np). MOIRAI_PIN=1 pins the default runtime's
+ * workers.
  *
  * Callable from any thread; blocks while the threads start.
  * ERRORS: EINVAL (more than MR_MAX_WORKERS workers, deque_log2 out of

@@ -1,6 +1,6 @@
 #!/bin/sh
 # tools/bench/placement.sh BUILD_DIR - a 2-worker runtime against the ideal
-# of its two CPUs (placement.c), pinned (the default) and unpinned, without
+# of its two CPUs (placement.c), pinned (MR_PIN_HOME) and unpinned (the default), without
 # and with a competing CPU hog, 20 rounds each; the last line of each run
 # says how many rounds reached 90% of the ideal. Writes
 # BUILD_DIR/bench/placement.md. Needs 2 CPUs in the affinity mask.
@@ -18,11 +18,11 @@ fi
 {
 	echo "## 2-worker fork-join against the ideal of its two CPUs (fib(30), 20 rounds)"
 	echo
-	echo "| hog | pinned (default): rounds >= 90% | unpinned (MR_PIN_NONE): rounds >= 90% |"
+	echo "| hog | pinned (MR_PIN_HOME): rounds >= 90% | unpinned (default): rounds >= 90% |"
 	echo "|---|---|---|"
 	for h in none free b; do
-		p=$("$OUT/placement" -r 20 -m default -H "$h" | tail -n 1)
-		u=$("$OUT/placement" -r 20 -m none -H "$h" | tail -n 1)
+		p=$("$OUT/placement" -r 20 -m pin -H "$h" | tail -n 1)
+		u=$("$OUT/placement" -r 20 -m default -H "$h" | tail -n 1)
 		echo "| $h | ${p#reached: } | ${u#reached: } |"
 	done
 } >"$OUT/placement.md"
