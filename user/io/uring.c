@@ -40,6 +40,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -131,6 +132,8 @@ static void ring_unmap(struct ring *r)
 static int ring_init(struct ring *r, unsigned entries, unsigned cq_entries)
 {
 	static const uint32_t tries[] = {
+		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
+			IORING_SETUP_SUBMIT_ALL,
 		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
 		IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL,
 		IORING_SETUP_SUBMIT_ALL,
@@ -439,9 +442,36 @@ static bool parked(void *arg)
 	return true; /* only this worker reaps the completion, after the switch */
 }
 
+/*
+ * A send on a socket with room completes at once: try it without blocking
+ * first, as Go and tokio do, and go through the ring only when the socket
+ * is full. A reply then costs one system call and no park, instead of a
+ * park, a submission, a reap and a resume. (Receives go to the ring at
+ * once: in request-response traffic the next request is rarely there yet,
+ * and the try would be a wasted system call.)
+ */
+static long send_now(const struct mr__io_req *q)
+{
+	ssize_t n;
+
+	do
+		n = q->op == MR__IO_SEND ?
+			    send(q->fd, q->buf, q->len, q->flags | MSG_DONTWAIT) :
+			    sendmsg(q->fd, q->buf, q->flags | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	return n >= 0 ? n : -errno;
+}
+
 static long uring_call(struct mr__worker *w, struct mr_fiber *f, const struct mr__io_req *q,
 		       int64_t deadline)
 {
+	if (q->op == MR__IO_SEND || q->op == MR__IO_SENDMSG) {
+		if (mr__cancel_pending(f))
+			return mr__cancel_take(f);
+		long n = send_now(q);
+		if (n != -EAGAIN || mr__io_req_dontwait(q))
+			return n;
+	}
 	struct ring *r = w->io;
 	struct op op = { .fiber = f, .left = deadline >= 0 ? 2 : 1, .w = w };
 
@@ -512,15 +542,33 @@ static void arm(struct mr__worker *w, struct ring *r)
 	r->armed = true;
 }
 
-/* Submit, and take the completions without waiting; readies fibers. */
-static bool poll_ring(struct mr__worker *w, struct ring *r)
+/*
+ * Are completions waiting in the kernel for us to ask (task work)? With
+ * TASKRUN_FLAG the kernel says so in the SQ ring's flags, so that a poll
+ * that would find nothing costs a load, not a system call: the worker
+ * loop, the search and join_poll() poll often. DEFER_TASKRUN without the
+ * flag (a kernel that refused it): ask every time. Without either,
+ * completions are posted as they come; only an overflow needs the kernel.
+ */
+static inline bool need_getevents(struct ring *r)
+{
+	uint32_t fl = atomic_load_explicit(r->sq_flags, memory_order_relaxed);
+
+	if (r->setup & IORING_SETUP_TASKRUN_FLAG)
+		return fl & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW);
+	if (r->setup & IORING_SETUP_DEFER_TASKRUN)
+		return true;
+	return fl & IORING_SQ_CQ_OVERFLOW;
+}
+
+/* Submit, and take the completions without waiting; readies fibers
+ * (returns how many). */
+static unsigned poll_ring(struct mr__worker *w, struct ring *r)
 {
 	bool pending = r->tail != atomic_load_explicit(r->sq_head, memory_order_acquire);
 	/* Completions wait in the kernel until we ask: always with
 	 * DEFER_TASKRUN, when the kernel flags it with TASKRUN_FLAG. */
-	bool get = r->inflight &&
-		   ((r->setup & IORING_SETUP_DEFER_TASKRUN) ||
-			(atomic_load_explicit(r->sq_flags, memory_order_relaxed) & IORING_SQ_TASKRUN));
+	bool get = r->inflight && need_getevents(r);
 
 	if (unlikely(atomic_load_explicit(&r->ncancel, memory_order_relaxed))) {
 		cancel_ops(w, r);
@@ -528,13 +576,13 @@ static bool poll_ring(struct mr__worker *w, struct ring *r)
 	}
 	if (pending || get)
 		ring_enter(r, 0, get ? IORING_ENTER_GETEVENTS : 0, NULL, 0);
-	return reap(w, r) != 0;
+	return reap(w, r);
 }
 
 static bool uring_poll(struct mr__worker *w)
 {
 	struct ring *r = w->io;
-	bool readied = poll_ring(w, r);
+	unsigned readied = poll_ring(w, r);
 
 	set_inflight(w, r);
 	return readied;
@@ -559,9 +607,9 @@ static bool uring_wait(struct mr__worker *w, int64_t deadline)
 		mr__fence_seq_cst();
 		if (atomic_load_explicit(&w->park, memory_order_relaxed) != MR__TOK_NONE) {
 			atomic_store_explicit(&r->sleeping, 0, memory_order_relaxed);
-			bool readied = poll_ring(w, r);
+			unsigned readied = poll_ring(w, r);
 			raise_inflight(w, r);
-			return readied;
+			return readied != 0;
 		}
 	}
 	memset(&arg, 0, sizeof(arg));
@@ -579,9 +627,9 @@ static bool uring_wait(struct mr__worker *w, int64_t deadline)
 		mr__die("io_uring_enter", "%s", strerror(-ret));
 	if (!r->futex_op)
 		atomic_store_explicit(&r->sleeping, 0, memory_order_relaxed);
-	bool readied = reap(w, r) != 0;
+	unsigned readied = reap(w, r);
 	raise_inflight(w, r);
-	return readied;
+	return readied != 0;
 }
 
 static void uring_wake(struct mr__worker *w)
