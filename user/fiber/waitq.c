@@ -122,10 +122,13 @@ static bool commit_unlock(void *arg)
 	return true;
 }
 
-/* A fiber's deadline passed (no lock held: see sched/timer.c). */
-static void waiter_timeout(struct mr__timer *t)
+/*
+ * End a parked fiber's wait as `how` (TIMEDOUT, CANCELLED) if it still
+ * waits: whoever unqueues the waiter decides, so a waker that took it off
+ * the queue first wins and this does nothing. No lock held on entry.
+ */
+static void waiter_end(struct mr__waiter *wt, uint32_t how)
 {
-	struct mr__waiter *wt = (struct mr__waiter *)((char *)t - offsetof(struct mr__waiter, timer));
 	struct mr__waitq *q = wt->q;
 	bool mine = false;
 
@@ -133,7 +136,7 @@ static void waiter_timeout(struct mr__timer *t)
 	if (atomic_load_explicit(&wt->state, memory_order_relaxed) == MR__W_WAITING &&
 	    is_queued(q, wt)) {
 		unlink_waiter(q, wt);
-		atomic_store_explicit(&wt->state, MR__W_TIMEDOUT, memory_order_relaxed);
+		atomic_store_explicit(&wt->state, how, memory_order_relaxed);
 		mine = true;
 	}
 	mr__waitq_unlock(q);
@@ -141,24 +144,18 @@ static void waiter_timeout(struct mr__timer *t)
 		mr__fiber_ready(wt->fiber);
 }
 
-/* mr_fiber_cancel() of a waiting fiber (its cancel_lock held): as a
- * deadline, unqueue and ready it, unless a waker or the timer did first. */
+/* A fiber's deadline passed (no lock held: see sched/timer.c). */
+static void waiter_timeout(struct mr__timer *t)
+{
+	waiter_end((struct mr__waiter *)((char *)t - offsetof(struct mr__waiter, timer)),
+		   MR__W_TIMEDOUT);
+}
+
+/* mr_fiber_cancel() of a waiting fiber (its cancel_lock held). */
 static void waiter_cancel(struct mr__cancel_hook *h)
 {
-	struct mr__waiter *wt = (struct mr__waiter *)((char *)h - offsetof(struct mr__waiter, cancel));
-	struct mr__waitq *q = wt->q;
-	bool mine = false;
-
-	mr__waitq_lock(q);
-	if (atomic_load_explicit(&wt->state, memory_order_relaxed) == MR__W_WAITING &&
-	    is_queued(q, wt)) {
-		unlink_waiter(q, wt);
-		atomic_store_explicit(&wt->state, MR__W_CANCELLED, memory_order_relaxed);
-		mine = true;
-	}
-	mr__waitq_unlock(q);
-	if (mine)
-		mr__fiber_ready(wt->fiber);
+	waiter_end((struct mr__waiter *)((char *)h - offsetof(struct mr__waiter, cancel)),
+		   MR__W_CANCELLED);
 }
 
 static bool waiter_woken(void *arg)
