@@ -47,6 +47,9 @@
  * (fini), not when the worker exits: a waker may still be in wake().
  *
  * When it behaves badly:
+ *  - A waker reads `sleeping` after it stored the token (wake()): a waker
+ *    from outside the worker's runtime racing that runtime's destroy can
+ *    read freed memory (as on io_uring's eventfd path, uring.c).
  *  - Two system calls per wait at least (the try, the re-arm) and a
  *    fcntl per read, write or accept: more than io_uring, which batches.
  *  - Readers of one fd on several workers all wake for one datagram or

@@ -28,10 +28,14 @@
  * in flight. On 5.19-6.0, COOP_TASKRUN with TASKRUN_FLAG; SUBMIT_ALL
  * always (a bad entry does not stop the ones after it).
  *
- * When it behaves badly: a worker busy in one long job does not reap its
- * ring until the job returns (or MR__IO_INTERVAL jobs later), so its
- * fibers' completions wait that long; nothing else can reap them (the
- * ring belongs to its thread).
+ * When it behaves badly: on the eventfd path (kernels before 6.7), a waker
+ * reads the ring's `sleeping` after it stored the token; a waker from
+ * outside the worker's runtime (a group or join latch of another runtime)
+ * racing that runtime's destroy can then read freed memory, a window the
+ * futex wake's address had before (give_token()). A worker busy in one
+ * long job does not reap its ring until the job returns (or
+ * MR__IO_INTERVAL jobs or joins later), so its fibers' completions wait
+ * that long; nothing else can reap them (the ring belongs to its thread).
  */
 #include <errno.h>
 #include <linux/io_uring.h>

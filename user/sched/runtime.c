@@ -108,12 +108,17 @@ static bool claim(struct mr_runtime *rt, unsigned idx)
 
 static void give_token(struct mr__worker *w, uint32_t tok)
 {
+	/* Read before the token: once w has it, w may run, exit and (a waker
+	 * of another runtime, a destroy) be freed. acquire: pairs with the
+	 * release store of io_ops in user/io, so that its state is there. */
+	const struct mr__io_ops *io = atomic_load_explicit(&w->io_ops, memory_order_acquire);
+
 	/* release: the sleeper's acquire load sees what we did before waking it. */
 	atomic_store_explicit(&w->park, tok, memory_order_release);
 	mr__futex_wake(&w->park, 1);
-	/* acquire: pairs with the release store of io_ops in user/io, so
-	 * that its state is there to use. */
-	const struct mr__io_ops *io = atomic_load_explicit(&w->io_ops, memory_order_acquire);
+	/* Only where the kernel lacks IORING_OP_FUTEX_WAIT (before 6.7), or on
+	 * epoll: wake() reads w's backend state after the token, which has the
+	 * same window as the futex wake's address (see the note in uring.c). */
 	if (unlikely(io) && io->wake)
 		io->wake(w);
 }
