@@ -1153,11 +1153,14 @@ static void fork_child_io(void *arg)
 static void fork_from_fiber(void *arg)
 {
 	int *status = arg;
-	int p[2];
+	int p[2], q[2];
 	char b[4];
 
-	/* Rings (or epolls) of this runtime are set up and busy. */
+	/* Rings (or epolls) of this runtime are set up and busy. The parent
+	 * uses pipe p, the child pipe q (inherited): a pipe both used would
+	 * let one read the other's bytes. */
 	ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+	ASSERT_EQ(pipe2(q, O_CLOEXEC), 0);
 	ASSERT_EQ(mr_write(p[1], "abc", 3), 3);
 	ASSERT_EQ(mr_read(p[0], b, 3), 3);
 	pid_t pid = fork();
@@ -1165,7 +1168,7 @@ static void fork_from_fiber(void *arg)
 	if (pid == 0) {
 		/* The child goes on as a plain thread: plain calls. */
 		struct pingpong pp;
-		if (mr_write(p[1], "xyz", 3) != 3 || mr_read(p[0], b, 3) != 3 ||
+		if (mr_write(q[1], "xyz", 3) != 3 || mr_read(q[0], b, 3) != 3 ||
 		    memcmp(b, "xyz", 3) != 0)
 			_exit(2);
 		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pp.sv) != 0)
@@ -1180,6 +1183,8 @@ static void fork_from_fiber(void *arg)
 	ASSERT_EQ(waitpid(pid, status, 0), pid);
 	close(p[0]);
 	close(p[1]);
+	close(q[0]);
+	close(q[1]);
 }
 
 IO_TEST(fork_with_rings_open)
