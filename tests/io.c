@@ -859,10 +859,16 @@ static void files(void *arg)
 	close(dfd);
 }
 
+/* A fresh directory under $TMPDIR (/tmp when unset), made by mkdtemp. */
 static char *tmpdir(void)
 {
-	static char path[64];
-	snprintf(path, sizeof(path), "/tmp/moirai-io-XXXXXX");
+	static char path[4096];
+	const char *base = getenv("TMPDIR");
+
+	if (!base || !*base)
+		base = "/tmp";
+	if (snprintf(path, sizeof(path), "%s/moirai-io-XXXXXX", base) >= (int)sizeof(path))
+		return NULL;
 	return mkdtemp(path);
 }
 
