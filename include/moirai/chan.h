@@ -179,6 +179,151 @@ MR_API int mr_select(struct mr_select_case *cases, size_t n, int64_t deadline_ns
 
 #define MR_SELECT_MAX 64
 
+/* ---- channels by address: inproc:// and shm:// ------------------------------- */
+
+/*
+ * mr_chan_open(url, opts) opens a channel by address; what it returns is an
+ * ordinary channel: every call above (select included, mixing addressed and
+ * plain channels) works on it, from fibers (they park) and threads.
+ *
+ *	inproc://NAME   a channel of this process registered under NAME. Every
+ *	                open of one name returns the same handle and takes a
+ *	                reference; mr_chan_destroy() drops one, the last frees
+ *	                it. The name goes with the last reference or with
+ *	                mr_chan_unlink(). Any capacity (a ring, unbounded,
+ *	                rendezvous), like mr_chan_create().
+ *	shm://NAME      a bounded ring in a POSIX shared-memory segment
+ *	                (/dev/shm/moirai.NAME), shared by every process that
+ *	                opens it. Each open is an attachment of its own. Capacity
+ *	                1 .. MR_CHAN_CAPACITY_MAX, elements 1 byte ..
+ *	                MR_CHAN_SHM_ELEM_MAX (rendezvous and unbounded: -EINVAL).
+ *	tcp://...       reserved: EPROTONOSUPPORT until the transport exists.
+ *
+ * NAME: 1 .. MR_CHAN_NAME_MAX bytes of letters, digits, '.', '_' and '-'
+ * (no '/', not "." or ".."); anything else is EINVAL.
+ *
+ * Creating and attaching (opts->flags): MR_CHAN_CREATE creates the channel
+ * when the name is free and attaches to it otherwise; with MR_CHAN_EXCL as
+ * well, an existing name is EEXIST; without MR_CHAN_CREATE, a missing name
+ * is ENOENT. A creator gives elem_size and capacity (elem_align, mode
+ * optional); an attacher may give them (then they must match: EPROTOTYPE
+ * otherwise, never a misread) or leave them 0 to accept the channel's.
+ *
+ * Sides (shm): MR_CHAN_SEND and MR_CHAN_RECV say which calls this handle
+ * makes; neither means both. A send on a MR_CHAN_RECV-only handle (or a
+ * receive on a MR_CHAN_SEND-only one) is -EBADF. The sides matter when a
+ * process dies (below).
+ *
+ * The segment. It is created with no permissions, initialised, its layout
+ * version published last, and only then given opts->mode (default 0600):
+ * another uid is refused by the kernel (EACCES), and an opener that meets
+ * a segment being initialised waits for it (up to opts->timeout_ns, default
+ * 1 s; then ETIMEDOUT if its creator lives, and when the creator died the
+ * half-made segment is removed and, with MR_CHAN_CREATE, made anew). The
+ * header (magic, version, element size and alignment, capacity, offsets of
+ * every region, creator's uid) is validated on attach (EBADMSG when it is
+ * not a Moirai channel of this version). The mapping is treated as hostile
+ * afterwards: a corrupted or malicious peer can make calls fail with
+ * -EPROTO, never make this process read or write outside the mapping,
+ * crash or spin for ever.
+ *
+ * Closing and names. mr_chan_close() on any attachment closes the channel
+ * for every process (as above: sends -EPIPE, receivers drain then -EPIPE).
+ * mr_chan_destroy() detaches this handle (it aborts, as for any channel, if
+ * a fiber or thread of this process waits on it, and if a loan or a borrow
+ * of this handle is outstanding); the creator's destroy also removes the
+ * name (the segment lives on until its last attachment goes), as does
+ * mr_chan_unlink(). A process must not use a handle inherited through
+ * fork(); the child opens its own.
+ *
+ * A process that dies (any way, kill -9 included) is detached by the
+ * processes that remain, found through pidfds, with no heartbeat:
+ *   - a slot it was writing (a loan, or a send caught mid-copy) is skipped:
+ *     no receiver ever sees a torn element, and the ring never wedges;
+ *   - an element it was reading (a borrow, or a receive that had not
+ *     returned) is delivered again, to another receiver;
+ *   - when every attachment on the other side of a handle is gone and at
+ *     least one of them died (rather than detached), calls on this side
+ *     fail with -ECONNRESET: sends at once, receives once the elements
+ *     already sent are drained; blocked ones wake (within milliseconds of
+ *     the death). A new attachment on that side ends the state. A handle
+ *     open for both sides is on the other side of itself, so it never
+ *     sees -ECONNRESET.
+ * All processes sharing a channel must see each other's pids (one pid
+ * namespace).
+ *
+ * ERRORS (NULL, errno): EINVAL bad url, name or opts (flags unknown,
+ * elem_align not a power of two up to 4096, sizes out of range, a creator
+ * without elem_size); EPROTONOSUPPORT tcp://; ENOENT, EEXIST, EPROTOTYPE,
+ * EACCES, EBADMSG, ETIMEDOUT as above; EUSERS the segment has
+ * MR_CHAN_SHM_ATTACH_MAX attachments already; ENOMEM, EMFILE, ENOSPC from
+ * the system.
+ */
+struct mr_chan_open_opts {
+	size_t sz;	   /* MR_OPTS sets it */
+	size_t elem_size;  /* create: required; attach: 0 or the channel's */
+	size_t capacity;   /* as for mr_chan_create(); attach: 0 or the channel's */
+	size_t elem_align; /* shm: alignment of each element in the segment, 0: 8 */
+	unsigned flags;	   /* MR_CHAN_CREATE, MR_CHAN_EXCL, MR_CHAN_SEND, MR_CHAN_RECV */
+	unsigned mode;	   /* shm create: permission bits, 0: 0600 */
+	int64_t timeout_ns; /* shm: wait for a creator's initialisation, 0: 1 s */
+};
+
+#define MR_CHAN_CREATE 1u
+#define MR_CHAN_EXCL 2u
+#define MR_CHAN_SEND 4u
+#define MR_CHAN_RECV 8u
+
+#define MR_CHAN_NAME_MAX 200
+#define MR_CHAN_SHM_ELEM_MAX ((size_t)1 << 30)
+#define MR_CHAN_SHM_ATTACH_MAX 64
+
+/* opts may be NULL only to attach (flags 0: both sides, accept the
+ * channel's sizes). */
+MR_API mr_chan_t *mr_chan_open(const char *url, const struct mr_chan_open_opts *opts);
+
+/*
+ * Remove the name; handles keep working, a later open of the name makes or
+ * finds another channel.
+ * ERRORS: -EINVAL bad url; -EPROTONOSUPPORT tcp://; -ENOENT no such name;
+ * -EACCES (shm) not allowed.
+ */
+MR_API int mr_chan_unlink(const char *url);
+
+/* ---- zero copy (shm) --------------------------------------------------------- */
+
+/*
+ * Loans and borrows: pass an element without copying it. A sender loans
+ * the next slot of the ring, writes the element in place and commits it
+ * (or discards it: the slot is skipped); a receiver borrows the next
+ * element, reads it in place and releases it. A 1 MiB element then costs
+ * what an 8-byte one does. The pointer is into the shared segment,
+ * aligned to the channel's elem_align; it is valid until commit / discard
+ * / release. Slots are taken in order: while a loan is open, receivers
+ * wait at that slot for it (elements loaned after it may be committed, and
+ * are received after it), and while a borrow is open, its slot is not
+ * free for senders. Hold them briefly, and commit / release each one. One
+ * handle may hold several.
+ *
+ * Blocking like send / recv (the _until forms take a deadline, the try
+ * forms never wait), with the same results: -EPIPE, -ECONNRESET,
+ * -ETIMEDOUT, -EAGAIN, -ECANCELED. In-process channels hold elements by
+ * value (send a pointer to pass something big without a copy): on them
+ * these calls are -EOPNOTSUPP.
+ * ERRORS (also): -EINVAL NULL ch or out pointer, or (commit, discard,
+ * release) a pointer that is not one of this handle's open loans /
+ * borrows; -EBADF the handle's side (above).
+ */
+MR_API int mr_chan_loan(mr_chan_t *ch, void **slot);
+MR_API int mr_chan_loan_until(mr_chan_t *ch, void **slot, int64_t deadline_ns);
+MR_API int mr_chan_try_loan(mr_chan_t *ch, void **slot);
+MR_API int mr_chan_commit(mr_chan_t *ch, void *slot);
+MR_API int mr_chan_discard(mr_chan_t *ch, void *slot);
+MR_API int mr_chan_borrow(mr_chan_t *ch, const void **elem);
+MR_API int mr_chan_borrow_until(mr_chan_t *ch, const void **elem, int64_t deadline_ns);
+MR_API int mr_chan_try_borrow(mr_chan_t *ch, const void **elem);
+MR_API int mr_chan_release(mr_chan_t *ch, const void *elem);
+
 MR_EXTERN_C_END
 
 #endif /* MOIRAI_CHAN_H */
