@@ -2701,6 +2701,7 @@ enum {
 	KV_LOANED,   /* writing a loan; commit not called */
 	KV_COMMIT,
 	KV_REPORT,
+	KV_PAUSE,
 	KV_BORROW,
 	KV_BORROWED, /* holding a borrow, not recorded */
 	KV_RECORDED, /* holding a borrow, recorded; release not called */
@@ -2709,7 +2710,7 @@ enum {
 };
 static const char *const kv_names[KV_N] = {
 	"forked",      "in open",	 "in send",	 "waiting for a loan", "writing a loan",
-	"in commit",   "reporting",	 "in borrow",	 "holding a borrow",   "holding, recorded",
+	"in commit",   "reporting",	 "pausing",	 "in borrow",	 "holding a borrow",   "holding, recorded",
 	"in release",
 };
 
@@ -2901,6 +2902,11 @@ static _Noreturn void kt_victim_sender(struct kt *k)
 		if (rc)
 			kt_victim_fail(k, -rc, 4);
 		kt_report(k, seq);
+		if (rnd(&k->rs) % 2) {
+			/* Not a flood: the survivors and the test need the CPUs. */
+			kt_state(k, KV_PAUSE);
+			sleep_us(20);
+		}
 	}
 }
 
