@@ -317,6 +317,27 @@ static bool ready(struct link *l)
 	return poll(&p, 1, 0) == 1;
 }
 
+/* A child forked before the channel it uses exists, told when it does. */
+struct gated {
+	const char *url;
+	struct link go;
+};
+
+static void gated_make(struct gated *g, const char *url)
+{
+	g->url = url;
+	link_make(&g->go);
+}
+
+/* In the child: wait for the channel; returns its url. */
+static const char *gated_wait(void *p)
+{
+	struct gated *g = p;
+
+	get(&g->go);
+	return g->url;
+}
+
 static void *shared(size_t size)
 {
 	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE,
@@ -1011,32 +1032,42 @@ TEST(fifo_and_wraparound)
 	}
 }
 
+#define SZ_N 10
+
+/* The child is forked before any channel exists (see the top), and told
+ * when each one does. */
 struct sizes_arg {
-	const char *url;
-	size_t size, count;
-	struct link done; /* the child has received everything */
+	struct name n[SZ_N];
+	size_t size[SZ_N], count[SZ_N];
+	struct link go, done;
 };
 
 static void sizes_child(void *p)
 {
 	struct sizes_arg *a = p;
-	mr_chan_t *ch = MUST_OPEN(a->url, 0, 0, 0);
-	uint8_t *buf = rbuf_new(a->size);
 
-	EXPECT_EQ(mr_chan_elem_size(ch), a->size);
-	for (size_t i = 0; i < a->count; i++) {
-		ASSERT_EQ(mr_chan_recv(ch, buf), 0);
-		ASSERT_TRUE(intact(buf, a->size, i));
-		ASSERT_TRUE(canary_ok(buf, a->size));
+	for (int c = 0; c < SZ_N; c++) {
+		size_t size = a->size[c];
+
+		get(&a->go);
+		mr_chan_t *ch = MUST_OPEN(a->n[c].url, 0, 0, 0);
+		uint8_t *buf = rbuf_new(size);
+
+		EXPECT_EQ(mr_chan_elem_size(ch), size);
+		for (size_t i = 0; i < a->count[c]; i++) {
+			ASSERT_EQ(mr_chan_recv(ch, buf), 0);
+			ASSERT_TRUE(intact(buf, size, i));
+			ASSERT_TRUE(canary_ok(buf, size));
+		}
+		put(&a->done, 1);
+		/* And back. */
+		for (size_t i = 0; i < a->count[c]; i++) {
+			fill(buf, size, 1000 + i);
+			ASSERT_EQ(mr_chan_send(ch, buf), 0);
+		}
+		free(buf);
+		mr_chan_destroy(ch);
 	}
-	put(&a->done, 1);
-	/* And back. */
-	for (size_t i = 0; i < a->count; i++) {
-		fill(buf, a->size, 1000 + i);
-		ASSERT_EQ(mr_chan_send(ch, buf), 0);
-	}
-	free(buf);
-	mr_chan_destroy(ch);
 }
 
 TEST(odd_sizes_copied_intact)
@@ -1044,18 +1075,28 @@ TEST(odd_sizes_copied_intact)
 	static const size_t sizes[] = { 1, 3, 8, 24, 4096 + 5 };
 	static const size_t caps[] = { 1, 5 };
 	static const size_t aligns[] = { 0, 1, 64 };
-	struct name n;
+	struct sizes_arg a;
+	int c = 0;
 
-	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
-		for (size_t j = 0; j < sizeof(caps) / sizeof(caps[0]); j++) {
+	for (size_t i = 0; i < 5; i++)
+		for (size_t j = 0; j < 2; j++, c++) {
+			name_make(&a.n[c], "sizes");
+			a.size[c] = sizes[i];
+			a.count[c] = 3 * caps[j] + 2;
+		}
+	link_make(&a.go);
+	link_make(&a.done);
+	pid_t pid = spawn(sizes_child, &a);
+	c = 0;
+	for (size_t i = 0; i < 5; i++) {
+		for (size_t j = 0; j < 2; j++, c++) {
 			size_t sz = sizes[i], cap = caps[j], al = aligns[(i + j) % 3];
-			size_t count = 3 * cap + 2;
+			size_t count = a.count[c];
 			uint8_t *in = malloc(sz), *out = rbuf_new(sz);
 
-			name_make(&n, "sizes");
 			MR_OPTS(mr_chan_open_opts, o, .elem_size = sz, .capacity = cap,
 				.elem_align = al, .flags = MR_CHAN_CREATE | MR_CHAN_EXCL);
-			mr_chan_t *ch = MUST_OPEN_OPTS(n.url, &o);
+			mr_chan_t *ch = MUST_OPEN_OPTS(a.n[c].url, &o);
 			EXPECT_EQ(mr_chan_elem_size(ch), sz);
 			/* In one process, full laps. */
 			for (size_t k = 0; k < count; k++) {
@@ -1066,10 +1107,8 @@ TEST(odd_sizes_copied_intact)
 				ASSERT_TRUE(intact(out, sz, k));
 				ASSERT_TRUE(canary_ok(out, sz));
 			}
-			/* Across fork, both ways. */
-			struct sizes_arg a = { n.url, sz, count, { { -1, -1 } } };
-			link_make(&a.done);
-			pid_t pid = spawn(sizes_child, &a);
+			/* Across processes, both ways. */
+			put(&a.go, 1);
 			for (size_t k = 0; k < count; k++) {
 				fill(in, sz, k);
 				ASSERT_EQ(mr_chan_send(ch, in), 0);
@@ -1081,13 +1120,14 @@ TEST(odd_sizes_copied_intact)
 				EXPECT_TRUE(intact(out, sz, 1000 + k));
 				EXPECT_TRUE(canary_ok(out, sz));
 			}
-			expect_exit_ok(pid, "sizes child");
-			link_close(&a.done);
 			mr_chan_destroy(ch);
 			free(in);
 			free(out);
 		}
 	}
+	expect_exit_ok(pid, "sizes child");
+	link_close(&a.go);
+	link_close(&a.done);
 }
 
 /* Full and empty: the try forms say -EAGAIN, the deadline forms -ETIMEDOUT,
@@ -1157,12 +1197,14 @@ TEST(try_and_deadlines_do_nothing)
 struct fifo_arg {
 	const char *url;
 	long n;
-	struct link done; /* the child has the parent's stream */
+	struct link go, done; /* the channel exists; the child has our stream */
 };
 
 static void fifo_child(void *p)
 {
 	struct fifo_arg *a = p;
+
+	get(&a->go);
 	mr_chan_t *r = MUST_OPEN(a->url, 0, 0, MR_CHAN_RECV);
 	mr_chan_t *s = MUST_OPEN(a->url, 0, 0, MR_CHAN_SEND);
 	struct msg m;
@@ -1189,11 +1231,13 @@ TEST(fifo_across_processes)
 	struct msg m;
 
 	name_make(&n, "xfifo");
+	struct fifo_arg a = { .url = n.url, .n = scaled(50000) };
+	link_make(&a.go);
+	link_make(&a.done);
+	pid_t pid = spawn(fifo_child, &a); /* before our threads (see the top) */
 	mr_chan_t *s = MUST_OPEN(n.url, sizeof(m), 16, MR_CHAN_CREATE | MR_CHAN_EXCL | MR_CHAN_SEND);
 	mr_chan_t *r = MUST_OPEN(n.url, 0, 0, MR_CHAN_RECV);
-	struct fifo_arg a = { n.url, scaled(50000), { { -1, -1 } } };
-	link_make(&a.done);
-	pid_t pid = spawn(fifo_child, &a);
+	put(&a.go, 1);
 
 	for (long i = 0; i < a.n; i++) {
 		m = msg_make(1, (uint64_t)i);
@@ -1260,6 +1304,8 @@ static void closed_checks(mr_chan_t *ch, bool drain)
 static void close_child(void *p)
 {
 	struct close_arg *a = p;
+
+	get(&a->go); /* the channel exists */
 	mr_chan_t *ch = MUST_OPEN(a->url, 0, 0, 0);
 
 	put(&a->done, 1); /* attached */
@@ -1277,32 +1323,37 @@ static void close_child(void *p)
 
 TEST(close_from_either_process)
 {
-	struct name n;
+	struct name n[2];
+	struct close_arg a[2];
+	pid_t pid[2];
 
+	/* Both children first, while this process has one thread. */
 	for (int who = 0; who < 2; who++) {
-		struct close_arg a = { .child_closes = who == 1 };
+		name_make(&n[who], "close");
+		a[who] = (struct close_arg){ .url = n[who].url, .child_closes = who == 1 };
+		link_make(&a[who].go);
+		link_make(&a[who].done);
+		pid[who] = spawn(close_child, &a[who]);
+	}
+	for (int who = 0; who < 2; who++) {
 		struct msg m;
 
-		name_make(&n, "close");
-		a.url = n.url;
-		link_make(&a.go);
-		link_make(&a.done);
-		mr_chan_t *ch = MUST_OPEN(n.url, sizeof(m), 3, MR_CHAN_CREATE | MR_CHAN_EXCL);
-		pid_t pid = spawn(close_child, &a);
-		ASSERT_EQ(get(&a.done), 1);
+		mr_chan_t *ch = MUST_OPEN(n[who].url, sizeof(m), 3, MR_CHAN_CREATE | MR_CHAN_EXCL);
+		put(&a[who].go, 1);
+		ASSERT_EQ(get(&a[who].done), 1);
 		for (uint64_t i = 0; i < 3; i++) {
 			m = msg_make(1, i);
 			ASSERT_EQ(mr_chan_send(ch, &m), 0);
 		}
-		if (!a.child_closes)
+		if (!a[who].child_closes)
 			ASSERT_EQ(mr_chan_close(ch), 0);
-		put(&a.go, 1);
-		ASSERT_EQ(get(&a.done), 2);
-		closed_checks(ch, a.child_closes);
-		expect_exit_ok(pid, "close child");
+		put(&a[who].go, 1);
+		ASSERT_EQ(get(&a[who].done), 2);
+		closed_checks(ch, a[who].child_closes);
+		expect_exit_ok(pid[who], "close child");
 		mr_chan_destroy(ch);
-		link_close(&a.go);
-		link_close(&a.done);
+		link_close(&a[who].go);
+		link_close(&a[who].done);
 	}
 }
 
@@ -1320,7 +1371,7 @@ struct blocked {
 	const char *url;
 	int op;
 	bool fiber;
-	struct link started, done;
+	struct link go, started, done;
 	mr_chan_t *ch, *local;
 };
 
@@ -1398,6 +1449,7 @@ static void blocked_child(void *p)
 	mr_runtime_t *rt = NULL;
 	struct actor a;
 
+	get(&b->go); /* the channel exists */
 	b->ch = MUST_OPEN(b->url, 0, 0, b_sends(b->op) ? MR_CHAN_SEND : MR_CHAN_RECV);
 	b->local = mr_chan_create(sizeof(struct msg), 1, 0);
 	ASSERT_NONNULL(b->local);
@@ -1416,33 +1468,42 @@ static void blocked_child(void *p)
 /* how: 0 the parent does what the blocked call waits for; 1 it closes. */
 static void blocked_wakes(int how)
 {
-	struct name n;
+	struct name n[B_N][2];
+	struct blocked b[B_N][2];
+	pid_t pid[B_N][2];
 
+	/* Every child first, while this process has one thread. */
+	for (int op = 0; op < B_N; op++)
+		for (int fiber = 0; fiber <= 1; fiber++) {
+			name_make(&n[op][fiber], "blocked");
+			b[op][fiber] = (struct blocked){ .url = n[op][fiber].url, .op = op,
+							 .fiber = fiber };
+			link_make(&b[op][fiber].go);
+			link_make(&b[op][fiber].started);
+			link_make(&b[op][fiber].done);
+			pid[op][fiber] = spawn(blocked_child, &b[op][fiber]);
+		}
 	for (int op = 0; op < B_N; op++) {
 		for (int fiber = 0; fiber <= 1; fiber++) {
-			struct blocked b = { .op = op, .fiber = fiber };
+			struct blocked *x = &b[op][fiber];
 			struct msg m;
 			int64_t rc;
 
-			name_make(&n, "blocked");
-			b.url = n.url;
-			link_make(&b.started);
-			link_make(&b.done);
-			mr_chan_t *ch = MUST_OPEN(n.url, sizeof(m), 2, MR_CHAN_CREATE | MR_CHAN_EXCL);
+			mr_chan_t *ch = MUST_OPEN(x->url, sizeof(m), 2, MR_CHAN_CREATE | MR_CHAN_EXCL);
 			if (b_sends(op))
 				for (uint64_t i = 0; i < 2; i++) {
 					m = msg_make(1, i);
 					ASSERT_EQ(mr_chan_send(ch, &m), 0);
 				}
-			pid_t pid = spawn(blocked_child, &b);
-			get(&b.started);
+			put(&x->go, 1);
+			get(&x->started);
 			sleep_ms(20); /* time to block, or to return wrongly */
-			if (ready(&b.done)) {
+			if (ready(&x->done)) {
 				TH_LOG("%s (%s): returned %" PRId64 " without waiting", b_names[op],
-				       fiber ? "fiber" : "thread", (int64_t)get(&b.done));
+				       fiber ? "fiber" : "thread", (int64_t)get(&x->done));
 				mr_test_failed = 1;
-				kill(pid, SIGKILL);
-				wait_status(pid);
+				kill(pid[op][fiber], SIGKILL);
+				wait_status(pid[op][fiber]);
 				mr_chan_destroy(ch);
 				continue;
 			}
@@ -1455,13 +1516,13 @@ static void blocked_wakes(int how)
 				m = msg_make(1, 7);
 				ASSERT_EQ(mr_chan_send(ch, &m), 0);
 			}
-			rc = (int64_t)get(&b.done);
+			rc = (int64_t)get(&x->done);
 			if (rc != (how ? -EPIPE : 0)) {
 				TH_LOG("%s (%s): %" PRId64 ", want %d", b_names[op],
 				       fiber ? "fiber" : "thread", rc, how ? -EPIPE : 0);
 				mr_test_failed = 1;
 			}
-			expect_exit_ok(pid, b_names[op]);
+			expect_exit_ok(pid[op][fiber], b_names[op]);
 			if (how == 0 && b_sends(op)) {
 				/* What it sent arrived, after what was there. */
 				ASSERT_EQ(mr_chan_recv(ch, &m), 0);
@@ -1478,8 +1539,9 @@ static void blocked_wakes(int how)
 				}
 			EXPECT_EQ(mr_chan_try_recv(ch, &m), how ? -EPIPE : -EAGAIN);
 			mr_chan_destroy(ch);
-			link_close(&b.started);
-			link_close(&b.done);
+			link_close(&x->go);
+			link_close(&x->started);
+			link_close(&x->done);
 		}
 	}
 }
@@ -1511,6 +1573,7 @@ struct mp {
 	int nproc, proc;
 	long per_sender;
 	int mode; /* 0 threads, 1 fibers, 2 senders fibers and receivers threads or the reverse */
+	struct link go;
 };
 
 struct mp_worker {
@@ -1599,6 +1662,8 @@ static void mp_proc(void *p)
 	bool send_fiber = mp->mode == 1 || (mp->mode == 2 && mp->proc % 2 == 0);
 	bool recv_fiber = mp->mode == 1 || (mp->mode == 2 && mp->proc % 2 == 1);
 	mr_runtime_t *rt = NULL;
+
+	get(&mp->go); /* the channel exists */
 	mr_chan_t *hs = MUST_OPEN(mp->url, 0, 0, MR_CHAN_SEND);
 	mr_chan_t *hr = MUST_OPEN(mp->url, 0, 0, MR_CHAN_RECV);
 
@@ -1636,11 +1701,14 @@ static void mp_run(int nproc, int mode, long per_sender)
 	name_make(&n, "mp");
 	mp.url = n.url;
 	atomic_store(&sh->senders_left, nproc * MP_SENDERS);
-	mr_chan_t *h = MUST_OPEN(n.url, sizeof(struct msg), 64, MR_CHAN_CREATE | MR_CHAN_EXCL);
+	link_make(&mp.go);
 	for (int i = 0; i < nproc; i++) {
 		mp.proc = i;
-		pids[i] = spawn(mp_proc, &mp);
+		pids[i] = spawn(mp_proc, &mp); /* before our threads (see the top) */
 	}
+	mr_chan_t *h = MUST_OPEN(n.url, sizeof(struct msg), 64, MR_CHAN_CREATE | MR_CHAN_EXCL);
+	for (int i = 0; i < nproc; i++)
+		put(&mp.go, 1);
 	for (int i = 0; i < nproc; i++)
 		expect_exit_ok(pids[i], "process");
 	for (size_t i = 0; i < words; i++)
@@ -1657,6 +1725,7 @@ static void mp_run(int nproc, int mode, long per_sender)
 	mr_chan_destroy(h);
 	EXPECT_FALSE(seg_exists(&n));
 	munmap(sh, sizeof(*sh) + words * sizeof(uint64_t));
+	link_close(&mp.go);
 }
 
 TEST(two_processes_threads)
@@ -1694,7 +1763,7 @@ struct sel {
 	const char *url;
 	long k;
 	mr_chan_t *ip, *shr, *shs;
-	struct link phase2;
+	struct link go, phase2;
 };
 
 static void sel_feeder(void *p)
@@ -1755,6 +1824,8 @@ static void sel_body(void *p)
 static void sel_child(void *p)
 {
 	struct sel *x = p;
+
+	get(&x->go); /* the channel exists */
 	mr_chan_t *s = MUST_OPEN(x->url, 0, 0, MR_CHAN_SEND);
 	mr_chan_t *r = MUST_OPEN(x->url, 0, 0, MR_CHAN_RECV);
 	struct msg m;
@@ -1783,12 +1854,14 @@ static void select_mixed(bool fiber)
 
 	name_make(&n, "sel");
 	x.url = n.url;
+	link_make(&x.go);
 	link_make(&x.phase2);
+	pid_t pid = spawn(sel_child, &x); /* before any thread of ours */
 	x.shr = MUST_OPEN(n.url, sizeof(struct msg), 4,
 			  MR_CHAN_CREATE | MR_CHAN_EXCL | MR_CHAN_RECV);
 	x.shs = MUST_OPEN(n.url, 0, 0, MR_CHAN_SEND);
 	x.ip = MUST_OPEN(n.inproc, sizeof(struct msg), 4, MR_CHAN_CREATE | MR_CHAN_EXCL);
-	pid_t pid = spawn(sel_child, &x); /* before any thread of ours */
+	put(&x.go, 1);
 	if (fiber) {
 		rt = make_rt(2);
 		ASSERT_NONNULL(rt);
@@ -1803,6 +1876,7 @@ static void select_mixed(bool fiber)
 	mr_chan_destroy(x.ip);
 	mr_chan_destroy(x.shs);
 	mr_chan_destroy(x.shr);
+	link_close(&x.go);
 	link_close(&x.phase2);
 }
 
@@ -2053,7 +2127,7 @@ TEST(loans_are_aligned)
 
 static void big_child(void *p)
 {
-	const char *url = p;
+	const char *url = gated_wait(p);
 	mr_chan_t *s = MUST_OPEN(url, BIG, 0, MR_CHAN_SEND);
 	uint8_t *buf = malloc(BIG);
 
@@ -2077,11 +2151,15 @@ TEST(one_mib_element_in_place)
 {
 	struct name n;
 
+	struct gated g;
+
 	name_make(&n, "big");
+	gated_make(&g, n.url);
+	pid_t pid = spawn(big_child, &g); /* before our threads (see the top) */
 	mr_chan_t *r = MUST_OPEN(n.url, BIG, 4, MR_CHAN_CREATE | MR_CHAN_EXCL | MR_CHAN_RECV);
-	pid_t pid = spawn(big_child, n.url);
 	uint8_t *buf = rbuf_new(BIG);
 
+	put(&g.go, 1);
 	EXPECT_EQ(mr_chan_elem_size(r), BIG);
 	for (uint64_t i = 0; i < BIG_LOANS + BIG_COPIES; i++) {
 		if (i % 2 == 0) {
@@ -2119,7 +2197,7 @@ TEST(one_mib_element_in_place)
  */
 struct dead {
 	const char *url;
-	struct link ready, go;
+	struct link start, ready, go;
 	mr_chan_t *ch;
 	atomic_long got;
 	int rc;
@@ -2129,6 +2207,8 @@ struct dead {
 static void dead_sender_child(void *p)
 {
 	struct dead *d = p;
+
+	get(&d->start); /* the channel exists */
 	mr_chan_t *s = MUST_OPEN(d->url, 0, 0, MR_CHAN_SEND);
 
 	for (uint64_t i = 0; i < 5; i++) {
@@ -2193,11 +2273,13 @@ static void dead_sender(bool fiber)
 
 	name_make(&n, "deadsnd");
 	d.url = n.url;
+	link_make(&d.start);
 	link_make(&d.ready);
 	link_make(&d.go);
-	d.ch = MUST_OPEN(n.url, sizeof(m), 8, MR_CHAN_CREATE | MR_CHAN_EXCL | MR_CHAN_RECV);
 	pid_t victim = spawn(dead_sender_child, &d);
 	pid_t next = spawn(new_sender_child, &d); /* both before any thread */
+	d.ch = MUST_OPEN(n.url, sizeof(m), 8, MR_CHAN_CREATE | MR_CHAN_EXCL | MR_CHAN_RECV);
+	put(&d.start, 1);
 	ASSERT_EQ(get(&d.ready), 1);
 	if (fiber) {
 		rt = make_rt(2);
@@ -2254,7 +2336,7 @@ TEST(dead_sender_receiver_fiber_gets_econnreset)
 /* The sender dies before anyone receives: its elements are drained first. */
 static void suicide_sender_child(void *p)
 {
-	const char *url = p;
+	const char *url = gated_wait(p);
 	mr_chan_t *s = MUST_OPEN(url, 0, 0, MR_CHAN_SEND);
 
 	for (uint64_t i = 0; i < 5; i++) {
@@ -2269,9 +2351,13 @@ TEST(dead_sender_elements_drained_before_econnreset)
 	struct name n;
 	struct msg m;
 
+	struct gated g;
+
 	name_make(&n, "drain");
+	gated_make(&g, n.url);
+	pid_t pid = spawn(suicide_sender_child, &g);
 	mr_chan_t *r = MUST_OPEN(n.url, sizeof(m), 8, MR_CHAN_CREATE | MR_CHAN_EXCL | MR_CHAN_RECV);
-	pid_t pid = spawn(suicide_sender_child, n.url);
+	put(&g.go, 1);
 	expect_sigkilled(pid, "sender");
 	for (uint64_t i = 0; i < 5; i++) {
 		ASSERT_EQ(mr_chan_recv(r, &m), 0);
@@ -2287,7 +2373,7 @@ TEST(dead_sender_elements_drained_before_econnreset)
  * just wait (and time out). */
 static void clean_sender_child(void *p)
 {
-	const char *url = p;
+	const char *url = gated_wait(p);
 	mr_chan_t *s = MUST_OPEN(url, 0, 0, MR_CHAN_SEND);
 	struct msg m = msg_make(1, 0);
 
@@ -2300,9 +2386,13 @@ TEST(clean_detach_is_not_a_reset)
 	struct name n;
 	struct msg m;
 
+	struct gated g;
+
 	name_make(&n, "clean");
+	gated_make(&g, n.url);
+	pid_t pid = spawn(clean_sender_child, &g);
 	mr_chan_t *r = MUST_OPEN(n.url, sizeof(m), 8, MR_CHAN_CREATE | MR_CHAN_EXCL | MR_CHAN_RECV);
-	pid_t pid = spawn(clean_sender_child, n.url);
+	put(&g.go, 1);
 	expect_exit_ok(pid, "sender");
 	ASSERT_EQ(mr_chan_recv(r, &m), 0);
 	EXPECT_EQ(mr_chan_recv_until(r, &m, in_ms(50)), -ETIMEDOUT);
@@ -2317,7 +2407,7 @@ TEST(clean_detach_is_not_a_reset)
  */
 struct dead_rx {
 	const char *url;
-	struct link ready, go;
+	struct link start, ready, go;
 	mr_chan_t *ch;
 	int rc;
 	uint64_t seq;
@@ -2327,6 +2417,8 @@ struct dead_rx {
 static void dead_receiver_child(void *p)
 {
 	struct dead_rx *d = p;
+
+	get(&d->start); /* the channel exists */
 	mr_chan_t *r = MUST_OPEN(d->url, 0, 0, MR_CHAN_RECV);
 
 	(void)r;
@@ -2373,11 +2465,13 @@ static void dead_receiver(bool fiber)
 
 	name_make(&n, "deadrcv");
 	d.url = n.url;
+	link_make(&d.start);
 	link_make(&d.ready);
 	link_make(&d.go);
-	d.ch = MUST_OPEN(n.url, sizeof(m), 4, MR_CHAN_CREATE | MR_CHAN_EXCL | MR_CHAN_SEND);
 	pid_t victim = spawn(dead_receiver_child, &d);
-	pid_t next = spawn(new_receiver_child, &d);
+	pid_t next = spawn(new_receiver_child, &d); /* both before any thread */
+	d.ch = MUST_OPEN(n.url, sizeof(m), 4, MR_CHAN_CREATE | MR_CHAN_EXCL | MR_CHAN_SEND);
+	put(&d.start, 1);
 	ASSERT_EQ(get(&d.ready), 1);
 	for (uint64_t i = 0; i < 4; i++) {
 		m = msg_make(1, i);
@@ -2439,7 +2533,7 @@ TEST(dead_receiver_sender_fiber_gets_econnreset)
 
 struct kl {
 	const char *url;
-	struct link ready, go, die;
+	struct link start, vstart, ready, go, die;
 	mr_chan_t *ch;
 	atomic_long got;
 	uint64_t seqs[4];
@@ -2449,6 +2543,8 @@ struct kl {
 static void kl_victim(void *p)
 {
 	struct kl *k = p;
+
+	get(&k->vstart);
 	mr_chan_t *s = MUST_OPEN(k->url, 0, 0, MR_CHAN_SEND);
 	uint8_t buf[KL_SIZE];
 	void *slot;
@@ -2465,6 +2561,8 @@ static void kl_victim(void *p)
 static void kl_other(void *p)
 {
 	struct kl *k = p;
+
+	get(&k->start);
 	mr_chan_t *s = MUST_OPEN(k->url, 0, 0, MR_CHAN_SEND);
 	uint8_t buf[KL_SIZE];
 
@@ -2517,13 +2615,17 @@ static void killed_with_loan(bool fiber)
 
 	name_make(&n, "kloan");
 	k.url = n.url;
+	link_make(&k.start);
+	link_make(&k.vstart);
 	link_make(&k.ready);
 	link_make(&k.go);
 	link_make(&k.die);
-	k.ch = MUST_OPEN(n.url, KL_SIZE, 8, MR_CHAN_CREATE | MR_CHAN_EXCL | MR_CHAN_RECV);
 	pid_t other = spawn(kl_other, &k);
+	pid_t victim = spawn(kl_victim, &k); /* both before any thread */
+	k.ch = MUST_OPEN(n.url, KL_SIZE, 8, MR_CHAN_CREATE | MR_CHAN_EXCL | MR_CHAN_RECV);
+	put(&k.start, 1);
 	ASSERT_EQ(get(&k.ready), 2); /* a sender stays: no reset */
-	pid_t victim = spawn(kl_victim, &k);
+	put(&k.vstart, 1);
 	ASSERT_EQ(get(&k.ready), 1);
 	put(&k.go, 1);
 	ASSERT_EQ(get(&k.ready), 3); /* two elements committed behind the loan */
@@ -2565,12 +2667,14 @@ TEST(sender_killed_holding_a_loan_fiber)
  */
 struct kb {
 	const char *url;
-	struct link borrowed, die, got, go;
+	struct link start, borrowed, die, got, go;
 };
 
 static void kb_victim(void *p)
 {
 	struct kb *k = p;
+
+	get(&k->start);
 	mr_chan_t *r = MUST_OPEN(k->url, 0, 0, MR_CHAN_RECV);
 	const void *e;
 
@@ -2608,9 +2712,11 @@ TEST(receiver_killed_holding_a_borrow_redelivers)
 	link_make(&k.die);
 	link_make(&k.got);
 	link_make(&k.go);
-	mr_chan_t *s = MUST_OPEN(n.url, sizeof(m), 8, MR_CHAN_CREATE | MR_CHAN_EXCL | MR_CHAN_SEND);
+	link_make(&k.start);
 	pid_t heir = spawn(kb_heir, &k);
-	pid_t victim = spawn(kb_victim, &k);
+	pid_t victim = spawn(kb_victim, &k); /* both before any thread */
+	mr_chan_t *s = MUST_OPEN(n.url, sizeof(m), 8, MR_CHAN_CREATE | MR_CHAN_EXCL | MR_CHAN_SEND);
+	put(&k.start, 1);
 	m = msg_make(1, 1);
 	ASSERT_EQ(mr_chan_send(s, &m), 0);
 	ASSERT_EQ(get(&k.borrowed), 1);
@@ -2739,6 +2845,7 @@ struct kt {
 	uint64_t rs;	      /* this process's random stream */
 	struct kt_victim *me; /* a victim's slot (NULL for the survivors) */
 	long cycle;	      /* a victim's */
+	struct link start;    /* the channel exists */
 };
 
 static int32_t kt_pid; /* this process's */
@@ -2812,6 +2919,8 @@ static void kt_stable_sender(void *p)
 {
 	struct kt *k = p;
 	MR_OPTS(mr_chan_open_opts, o, .flags = MR_CHAN_SEND);
+
+	get(&k->start);
 	mr_chan_t *ch = MUST_OPEN_OPTS(k->url, &o);
 
 	kt_pid = getpid();
@@ -2838,6 +2947,8 @@ static void kt_stable_receiver(void *p)
 {
 	struct kt *k = p;
 	MR_OPTS(mr_chan_open_opts, o, .flags = MR_CHAN_RECV);
+
+	get(&k->start);
 	mr_chan_t *ch = MUST_OPEN_OPTS(k->url, &o);
 
 	kt_pid = getpid();
@@ -3075,66 +3186,47 @@ static void kt_reap(struct kt *k, struct kt_tally *t, pid_t pid, long c, bool rx
 	}
 }
 
-TEST_TIMEOUT(kill_cycles, 120)
+/*
+ * The forker: forks, lets go, kills and reaps the victims, in a process
+ * that never opens a channel and so forks with one thread (see the top).
+ * The next victim is forked, and the last one reaped, while this one opens
+ * (fork and exit cost about as much as the rest of a cycle), except when
+ * the kill comes during open: then after the kill.
+ */
+struct kt_forker {
+	struct kt *k;
+	struct kt_tally *t; /* shared */
+	long cycles;
+	uint64_t seed;
+};
+
+static void kt_forker(void *p)
 {
-	long cycles = scaled(10000);
-	struct name n;
-	struct kt k = { 0 };
-	struct kt_tally t = { 0 };
-	int pfd[2];
-	uint64_t rs = test_seed(0x2545F4914F6CDD1Dull);
-	uint8_t *sent = calloc(KT_NSEQ / 8, 1);
-	long reported = 0;
+	struct kt_forker *f = p;
+	struct kt *k = f->k;
+	struct kt_tally *t = f->t;
+	uint64_t rs = f->seed;
 	int64_t t0 = mr_now_ns();
 
-	t.killed_rx = calloc((size_t)cycles, sizeof(int32_t));
-	t.must_skip = calloc((size_t)cycles, sizeof(uint64_t));
-	t.must_again = calloc((size_t)cycles, sizeof(uint64_t));
-	t.again_pid = calloc((size_t)cycles, sizeof(int32_t));
-	t.must_other = calloc((size_t)cycles, sizeof(uint64_t));
-	ASSERT_TRUE(sent && t.killed_rx && t.must_skip && t.must_again && t.again_pid &&
-		    t.must_other);
-	prctl(PR_SET_TIMERSLACK, 1UL); /* short sleeps that are short */
-	name_make(&n, "kill");
-	k.url = n.url;
-	k.path = n.path;
-	k.sh = shared(sizeof(*k.sh));
-	k.rec = shared(KT_NSEQ * sizeof(*k.rec));
-	ASSERT_EQ(pipe2(pfd, O_CLOEXEC), 0);
-	k.rfd = pfd[0];
-	k.wfd = pfd[1];
-	fcntl(k.wfd, F_SETPIPE_SZ, 1 << 20);
-	ASSERT_EQ(fcntl(k.rfd, F_SETFL, O_NONBLOCK), 0);
-
-	/* The parent's handle is open for both sides: the survivors never see
-	 * -ECONNRESET (tested above), only the deaths' other effects. */
-	mr_chan_t *h = MUST_OPEN(n.url, sizeof(struct kmsg), 16, MR_CHAN_CREATE | MR_CHAN_EXCL);
-	pid_t spid = spawn(kt_stable_sender, &k);
-	pid_t rpid = spawn(kt_stable_receiver, &k);
-
-	/*
-	 * The next victim is forked, and the last one reaped, while this one
-	 * opens (fork and exit cost about as much as the rest of a cycle),
-	 * except when the kill comes during open: then after the kill.
-	 */
+	get(&k->start);
 	struct kt_cycle cur = kt_draw(&rs), next;
-	pid_t pid = kt_fork_victim(&k, 0, &cur), npid = 0, dying = 0;
+	pid_t pid = kt_fork_victim(k, 0, &cur), npid = 0, dying = 0;
 	long dying_c = 0;
 	bool dying_rx = false;
-	for (long c = 0; c < cycles; c++) {
-		struct kt_victim *v = &k.sh->v[c % KT_SLOTS];
-		bool last = c + 1 == cycles;
+	for (long c = 0; c < f->cycles; c++) {
+		struct kt_victim *v = &k->sh->v[c % KT_SLOTS];
+		bool last = c + 1 == f->cycles;
 		pid_t done = 0;
 		int st = -1;
 
 		next = kt_draw(&rs);
-		atomic_store(&k.sh->go, (uint32_t)c + 1);
-		syscall(SYS_futex, &k.sh->go, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+		atomic_store(&k->sh->go, (uint32_t)c + 1);
+		syscall(SYS_futex, &k->sh->go, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 		if (!cur.in_open) {
 			if (!last)
-				npid = kt_fork_victim(&k, c + 1, &next);
+				npid = kt_fork_victim(k, c + 1, &next);
 			if (dying)
-				kt_reap(&k, &t, dying, dying_c, dying_rx, -1);
+				kt_reap(k, t, dying, dying_c, dying_rx, -1);
 			dying = 0;
 		}
 		int after = cur.in_open ? KV_FORKED : KV_OPEN;
@@ -3146,12 +3238,12 @@ TEST_TIMEOUT(kill_cycles, 120)
 			kill(pid, SIGKILL);
 		if (cur.in_open) {
 			if (dying)
-				kt_reap(&k, &t, dying, dying_c, dying_rx, -1);
+				kt_reap(k, t, dying, dying_c, dying_rx, -1);
 			if (!last)
-				npid = kt_fork_victim(&k, c + 1, &next);
+				npid = kt_fork_victim(k, c + 1, &next);
 		}
 		if (done == pid) {
-			kt_reap(&k, &t, pid, c, cur.rx, st); /* it ended by itself */
+			kt_reap(k, t, pid, c, cur.rx, st); /* it ended by itself */
 			dying = 0;
 		} else {
 			dying = pid;
@@ -3160,15 +3252,63 @@ TEST_TIMEOUT(kill_cycles, 120)
 		}
 		pid = npid;
 		cur = next;
-		if (c % 32 == 31)
-			reported += kt_drain(&k, sent);
 		if ((c + 1) % 2500 == 0)
-			TH_LOG("%ld cycles, %" PRIu64 " numbers taken, %ld reported, %.1fs", c + 1,
-			       atomic_load(&k.sh->next_seq), reported,
-			       (double)(mr_now_ns() - t0) / 1e9);
+			TH_LOG("%ld cycles, %" PRIu64 " numbers taken, %.1fs", c + 1,
+			       atomic_load(&k->sh->next_seq), (double)(mr_now_ns() - t0) / 1e9);
 	}
 	if (dying)
-		kt_reap(&k, &t, dying, dying_c, dying_rx, -1);
+		kt_reap(k, t, dying, dying_c, dying_rx, -1);
+}
+
+TEST_TIMEOUT(kill_cycles, 120)
+{
+	long cycles = scaled(10000);
+	struct name n;
+	struct kt k = { 0 };
+	struct kt_tally *tp = shared(sizeof(*tp));
+	int pfd[2];
+	uint8_t *sent = calloc(KT_NSEQ / 8, 1);
+	long reported = 0;
+	int64_t t0 = mr_now_ns();
+
+	ASSERT_NONNULL(sent);
+	tp->killed_rx = shared((size_t)cycles * sizeof(int32_t));
+	tp->must_skip = shared((size_t)cycles * sizeof(uint64_t));
+	tp->must_again = shared((size_t)cycles * sizeof(uint64_t));
+	tp->again_pid = shared((size_t)cycles * sizeof(int32_t));
+	tp->must_other = shared((size_t)cycles * sizeof(uint64_t));
+	prctl(PR_SET_TIMERSLACK, 1UL); /* short sleeps that are short */
+	name_make(&n, "kill");
+	k.url = n.url;
+	k.path = n.path;
+	k.sh = shared(sizeof(*k.sh));
+	k.rec = shared(KT_NSEQ * sizeof(*k.rec));
+	ASSERT_EQ(pipe2(pfd, O_CLOEXEC), 0);
+	k.rfd = pfd[0];
+	k.wfd = pfd[1];
+	fcntl(k.wfd, F_SETPIPE_SZ, 1 << 20);
+	ASSERT_EQ(fcntl(k.rfd, F_SETFL, O_NONBLOCK), 0);
+	link_make(&k.start);
+
+	struct kt_forker f = { &k, tp, cycles, test_seed(0x2545F4914F6CDD1Dull) };
+	pid_t spid = spawn(kt_stable_sender, &k);
+	pid_t rpid = spawn(kt_stable_receiver, &k);
+	pid_t fpid = spawn(kt_forker, &f);
+	/* The parent's handle is open for both sides: the survivors never see
+	 * -ECONNRESET (tested above), only the deaths' other effects. */
+	mr_chan_t *h = MUST_OPEN(n.url, sizeof(struct kmsg), 16, MR_CHAN_CREATE | MR_CHAN_EXCL);
+	for (int i = 0; i < 3; i++)
+		put(&k.start, 1);
+	int fst;
+	while (waitpid(fpid, &fst, WNOHANG) == 0) {
+		reported += kt_drain(&k, sent);
+		sleep_ms(2);
+	}
+	if (!WIFEXITED(fst) || WEXITSTATUS(fst) != 0) {
+		log_status("forker", fst);
+		mr_test_failed = 1;
+	}
+	struct kt_tally t = *tp;
 
 	/* The survivors finish; the segment carries a send and a loan. */
 	atomic_store(&k.sh->stop, 1);
@@ -3276,11 +3416,6 @@ TEST_TIMEOUT(kill_cycles, 120)
 	mr_chan_destroy(h);
 	EXPECT_FALSE(seg_exists(&n));
 	free(sent);
-	free(t.killed_rx);
-	free(t.must_skip);
-	free(t.must_again);
-	free(t.again_pid);
-	free(t.must_other);
 }
 
 /* ---- creators killed while creating ----------------------------------------------- */
@@ -3292,61 +3427,102 @@ TEST_TIMEOUT(kill_cycles, 120)
  * made), and one without CREATE gets a channel or ENOENT - never
  * ETIMEDOUT, since the creator is dead.
  */
+struct creator_round {
+	const char *url;
+	bool plain_first;
+	atomic_int started;
+	atomic_long attached_plain;
+	uint64_t seq;
+};
+
 static void creator_child(void *p)
 {
-	const char *url = p;
-	mr_chan_t *ch = chopen(url, sizeof(struct msg), 16, MR_CHAN_CREATE | MR_CHAN_EXCL);
+	struct creator_round *c = p;
+
+	atomic_store(&c->started, 1);
+	mr_chan_t *ch = chopen(c->url, sizeof(struct msg), 16, MR_CHAN_CREATE | MR_CHAN_EXCL);
 
 	(void)ch;
 	for (;;)
 		pause();
 }
 
+/* The next opener, in a process of its own (the test's stays single-threaded:
+ * see the top). */
+static void opener_child(void *p)
+{
+	struct creator_round *c = p;
+	struct msg m = msg_make(1, c->seq), r;
+
+	if (c->plain_first) {
+		errno = 0;
+		mr_chan_t *x = mr_chan_open(c->url, NULL);
+		if (x) {
+			atomic_fetch_add(&c->attached_plain, 1);
+			mr_chan_destroy(x);
+		} else if (errno != ENOENT) {
+			TH_LOG("open without CREATE: %s", strerror(errno));
+			mr_test_failed = 1;
+		}
+	}
+	mr_chan_t *ch = MUST_OPEN(c->url, sizeof(m), 16, MR_CHAN_CREATE);
+	ASSERT_EQ(mr_chan_send(ch, &m), 0);
+	ASSERT_EQ(mr_chan_recv(ch, &r), 0);
+	EXPECT_TRUE(msg_ok(&r));
+	EXPECT_EQ(r.seq, c->seq);
+	mr_chan_destroy(ch);
+	mr_chan_unlink(c->url); /* when it only attached */
+}
+
 TEST(creator_killed_while_creating)
 {
 	long rounds = scaled(400);
 	uint64_t rs = test_seed(0x9E3779B97F4A7C15ull);
-	long absent = 0, half = 0, whole = 0, attached_plain = 0;
+	long absent = 0, half = 0, whole = 0;
+	struct creator_round *c = shared(sizeof(*c));
 
 	for (long i = 0; i < rounds; i++) {
 		struct name n;
 		struct stat st;
-		struct msg m = msg_make(1, (uint64_t)i), r;
 
 		name_make(&n, "creator");
-		pid_t pid = spawn(creator_child, n.url);
-		sleep_us((long)(rnd(&rs) % 600));
+		c->url = n.url;
+		c->plain_first = i % 2;
+		c->seq = (uint64_t)i;
+		atomic_store(&c->started, 0);
+		pid_t pid = spawn(creator_child, c);
+		while (!atomic_load(&c->started))
+			sleep_us(10);
+		sleep_us((long)(rnd(&rs) % 1500)); /* open takes about a millisecond */
 		kill(pid, SIGKILL);
 		expect_sigkilled(pid, "creator");
-		if (stat(n.path, &st) != 0)
+		const char *killed_when;
+		if (stat(n.path, &st) != 0) {
 			absent++;
-		else if ((st.st_mode & 0777) == 0)
+			killed_when = "before making the segment";
+		} else if ((st.st_mode & 0777) == 0) {
 			half++; /* still without permissions: not initialised */
-		else
+			killed_when = "with the segment half-made";
+		} else {
 			whole++;
-		if (i % 2) {
-			errno = 0;
-			mr_chan_t *c = mr_chan_open(n.url, NULL);
-			if (c) {
-				attached_plain++;
-				mr_chan_destroy(c);
-			} else if (errno != ENOENT) {
-				TH_LOG("round %ld: open without CREATE: %s", i, strerror(errno));
-				mr_test_failed = 1;
-			}
+			killed_when = "after making the segment";
 		}
-		mr_chan_t *ch = MUST_OPEN(n.url, sizeof(m), 16, MR_CHAN_CREATE);
-		ASSERT_EQ(mr_chan_send(ch, &m), 0);
-		ASSERT_EQ(mr_chan_recv(ch, &r), 0);
-		EXPECT_TRUE(msg_ok(&r));
-		EXPECT_EQ(r.seq, (uint64_t)i);
-		mr_chan_destroy(ch);
-		mr_chan_unlink(n.url); /* when we only attached */
-		EXPECT_FALSE(seg_exists(&n));
+		pid = spawn(opener_child, c);
+		char what[64];
+		snprintf(what, sizeof(what), "opener of round %ld", i);
+		expect_exit_ok(pid, what);
+		if (stat(n.path, &st) == 0) {
+			TH_LOG("round %ld: the segment is left (mode %o, %lld bytes) after the "
+			       "creator was killed %s",
+			       i, st.st_mode & 07777, (long long)st.st_size, killed_when);
+			mr_test_failed = 1;
+			unlink(n.path);
+		}
 	}
 	TH_LOG("%ld rounds: creator killed with no segment %ld, half-made %ld, made %ld; "
 	       "%ld plain opens attached",
-	       rounds, absent, half, whole, attached_plain);
+	       rounds, absent, half, whole, atomic_load(&c->attached_plain));
+	munmap(c, sizeof(*c));
 }
 
 /* ---- permissions --------------------------------------------------------------------- */
@@ -3357,6 +3533,7 @@ struct perm {
 	int err;   /* out: errno of open (0: opened) */
 	int err_c; /* out: errno of open with CREATE */
 	int unl;   /* out: unlink's result */
+	struct link go;
 };
 
 static void drop_to_nobody(void)
@@ -3373,6 +3550,7 @@ static void perm_child(void *p)
 	struct msg m = msg_make(5, 5);
 
 	drop_to_nobody();
+	get(&x->go); /* the channel exists */
 	errno = 0;
 	mr_chan_t *c = mr_chan_open(x->url, NULL);
 	x->err = c ? 0 : errno;
@@ -3391,42 +3569,50 @@ static void perm_child(void *p)
 
 TEST(another_uid_needs_the_mode)
 {
-	struct name n;
+	struct name n[2];
+	struct perm *x[2];
+	pid_t pid[2];
 	struct stat st;
 	struct msg m;
 
 	if (geteuid() != 0)
 		SKIP("needs root, to run a child as uid 65534");
+	/* The children first, while this process has one thread. */
+	for (int k = 0; k < 2; k++) {
+		name_make(&n[k], "perm");
+		x[k] = shared(sizeof(*x[k]));
+		x[k]->url = n[k].url;
+		x[k]->mode = k ? 0666 : 0600;
+		link_make(&x[k]->go);
+		pid[k] = spawn(perm_child, x[k]);
+	}
 	for (int k = 0; k < 2; k++) {
 		unsigned mode = k ? 0666 : 0; /* 0: the default, 0600 */
-		struct perm *x = shared(sizeof(*x));
 
-		name_make(&n, "perm");
-		x->url = n.url;
-		x->mode = mode ? mode : 0600;
 		MR_OPTS(mr_chan_open_opts, o, .elem_size = sizeof(m), .capacity = 4, .mode = mode,
 			.flags = MR_CHAN_CREATE | MR_CHAN_EXCL);
-		mr_chan_t *ch = MUST_OPEN_OPTS(n.url, &o);
-		ASSERT_EQ(stat(n.path, &st), 0);
-		EXPECT_EQ(st.st_mode & 0777, x->mode);
+		mr_chan_t *ch = MUST_OPEN_OPTS(n[k].url, &o);
+		ASSERT_EQ(stat(n[k].path, &st), 0);
+		EXPECT_EQ(st.st_mode & 0777, x[k]->mode);
 		EXPECT_EQ(st.st_uid, 0);
-		pid_t pid = spawn(perm_child, x);
-		expect_exit_ok(pid, "uid 65534");
-		if (x->mode == 0600) {
-			EXPECT_EQ(x->err, EACCES);
-			EXPECT_EQ(x->err_c, EACCES);
-			EXPECT_EQ(x->unl, -EACCES);
-			EXPECT_TRUE(seg_exists(&n));
+		put(&x[k]->go, 1);
+		expect_exit_ok(pid[k], "uid 65534");
+		if (x[k]->mode == 0600) {
+			EXPECT_EQ(x[k]->err, EACCES);
+			EXPECT_EQ(x[k]->err_c, EACCES);
+			EXPECT_EQ(x[k]->unl, -EACCES);
+			EXPECT_TRUE(seg_exists(&n[k]));
 			EXPECT_EQ(mr_chan_try_recv(ch, &m), -EAGAIN);
 		} else {
-			EXPECT_EQ(x->err, 0);
-			EXPECT_EQ(x->err_c, 0);
+			EXPECT_EQ(x[k]->err, 0);
+			EXPECT_EQ(x[k]->err_c, 0);
 			ASSERT_EQ(mr_chan_try_recv(ch, &m), 0);
 			EXPECT_TRUE(msg_ok(&m));
 			EXPECT_EQ(m.src, 5);
 		}
 		mr_chan_destroy(ch);
-		munmap(x, sizeof(*x));
+		link_close(&x[k]->go);
+		munmap(x[k], sizeof(*x[k]));
 	}
 }
 
