@@ -2937,8 +2937,7 @@ static void kt_stable_sender(void *p)
 			break;
 		}
 		kt_report(k, seq);
-		if (n % 2)
-			sleep_us(100); /* a trickle, leaving CPU for the cycles */
+		sleep_us(200); /* a trickle, leaving CPU for the cycles */
 	}
 	mr_chan_destroy(ch);
 }
@@ -3260,7 +3259,7 @@ static void kt_forker(void *p)
 		kt_reap(k, t, dying, dying_c, dying_rx, -1);
 }
 
-TEST_TIMEOUT(kill_cycles, 120)
+TEST_TIMEOUT(kill_cycles, 300)
 {
 	long cycles = scaled(10000);
 	struct name n;
