@@ -385,7 +385,7 @@ static struct watch *watches;
 static unsigned nwatches, watch_cap;
 static _Atomic uint32_t doorbell;
 static struct mr__shm *_Atomic firing; /* the handle whose sleepers the agent wakes */
-static bool started;
+static bool inited, agent_started, reaper_started;
 static int reap_epfd = -1;
 
 struct peer {
@@ -552,7 +552,7 @@ static void atfork_child(void)
 	pthread_mutex_init(&proc_lock, NULL);
 	handles = NULL;
 	nwatches = 0;
-	started = false;
+	inited = agent_started = reaper_started = false;
 	if (reap_epfd >= 0)
 		close(reap_epfd);
 	reap_epfd = -1;
@@ -567,29 +567,40 @@ static void atfork_child(void)
 	atomic_store_explicit(&firing, NULL, memory_order_relaxed);
 }
 
-static void thread_named(pthread_t *t, void *(*fn)(void *), const char *name)
+/* Start a thread of ours, detached, with every signal blocked. */
+static void thread_named(void *(*fn)(void *), const char *name)
 {
 	pthread_attr_t a;
+	pthread_t t;
 	sigset_t all, old;
+	int r;
 
 	pthread_attr_init(&a);
 	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&a, 64 * 1024);
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	if (pthread_create(t, &a, fn, NULL) == 0)
-		pthread_setname_np(*t, name);
+	r = pthread_create(&t, &a, fn, NULL);
+	if (r == 0)
+		pthread_setname_np(t, name);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&a);
+	if (r)
+		mr__die("mr_chan", "cannot start the %s thread: %s", name, strerror(r));
 }
 
-/* With proc_lock held: the threads, once per process. */
-static int start_threads(void)
+/*
+ * With proc_lock held: what the process needs, once (and once more in a
+ * child of fork). The threads start only when first needed, the agent
+ * when a fiber first waits, the reaper when there is a first peer to
+ * watch: a process that opens a channel and then forks has no thread of
+ * ours yet, and its children start from a quiet copy.
+ */
+static int proc_init(void)
 {
 	static bool atfork;
-	pthread_t t;
 
-	if (started)
+	if (inited)
 		return 0;
 	if (!atfork) {
 		pthread_atfork(NULL, NULL, atfork_child);
@@ -600,9 +611,7 @@ static int start_threads(void)
 	reap_epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (reap_epfd < 0)
 		return -errno;
-	thread_named(&t, agent_main, "moirai-shm");
-	thread_named(&t, reap_main, "moirai-shm-reap");
-	started = true;
+	inited = true;
 	return 0;
 }
 
@@ -768,6 +777,10 @@ static void watch_peers(struct mr__shm *m)
 		}
 		p->next = peers;
 		peers = p;
+		if (!reaper_started) {
+			thread_named(reap_main, "moirai-shm-reap");
+			reaper_started = true;
+		}
 	}
 	pthread_mutex_unlock(&proc_lock);
 	for (unsigned i = 0; i < ndead; i++)
@@ -1255,6 +1268,10 @@ void mr__shm_want(struct mr_chan *ch, int op)
 		watches = nw;
 		watch_cap = cap;
 	}
+	if (!agent_started) {
+		thread_named(agent_main, "moirai-shm");
+		agent_started = true;
+	}
 	struct watch *w = &watches[nwatches++];
 	w->m = m;
 	w->side = side;
@@ -1579,7 +1596,7 @@ int mr__shm_open(struct mr_chan *ch, const char *name, const struct mr_chan_open
 		return -EINVAL;
 
 	pthread_mutex_lock(&proc_lock);
-	r = start_threads();
+	r = proc_init();
 	pthread_mutex_unlock(&proc_lock);
 	if (r)
 		return r;
