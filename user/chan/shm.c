@@ -1141,7 +1141,14 @@ static int try_tx(struct mr__shm *m, int op, void *elem, unsigned *wake)
 	 * comes after our claim, which its receivers then wait for */
 	state = atomic_load_explicit(&m->h->state, memory_order_seq_cst);
 	if (state & ST_CLOSED) {
-		free_slot(m, &c, SL_WRITING, wake);
+		/* The close wakes every sleeper itself (and our caller may
+		 * hold the channel's lock): drop what notify() raised. */
+		unsigned raised = 0;
+		free_slot(m, &c, SL_WRITING, &raised);
+		if (raised & WAKE_RX)
+			atomic_fetch_sub_explicit(&m->ch->q.busy, 1, memory_order_release);
+		if (raised & WAKE_TX)
+			atomic_fetch_sub_explicit(&m->ch->q.busy, 1, memory_order_release);
 		return -EPIPE;
 	}
 	if (op == MR__OP_LOAN) {
@@ -1197,14 +1204,15 @@ int mr__shm_try(struct mr_chan *ch, int op, void *elem)
 	bool tx = side_of(op);
 	int r = tx ? try_tx(m, op, elem, &wake) : try_rx(m, op, elem, &wake);
 
-	if (wake & (tx ? WAKE_TX : WAKE_RX)) {
-		/* only a give-up after a close wakes our own side: do it here */
-		mr__chan_wake_other(ch, !tx);
-		wake &= tx ? ~(unsigned)WAKE_TX : ~(unsigned)WAKE_RX;
+	if (r == -EAGAIN) {
+		/* A peer that attached since we last looked is watched from
+		 * now on, so that its death ends even a loop of tries. One
+		 * load when nobody attached. */
+		watch_peers(m);
+		return r;
 	}
-	if (wake)
-		return r ? (mr__chan_wake_other(ch, tx), r) : MR__Q_WAKE;
-	return r;
+	/* a send wakes a receiver of ours, a receive a sender */
+	return r == 0 && wake ? MR__Q_WAKE : r;
 }
 
 /* Where a loan or borrow pointer is: its slot and the position it holds, or
