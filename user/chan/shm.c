@@ -318,8 +318,19 @@ static void kick_both(struct shm_hdr *h)
 
 /* ---- processes ---------------------------------------------------------------- */
 
-/* Field 22 of /proc/PID/stat, the start time; 0 when it cannot be read. */
-static uint64_t start_time(pid_t pid)
+/* CLOCK_BOOTTIME in ns: the clock of /proc's process start times. */
+static uint64_t boot_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* When process pid started (field 22 of /proc/PID/stat, since boot), in
+ * ns; 0 when it cannot be read. Only ever read for ANOTHER process: the
+ * emulators that run us (qemu-user) fake /proc/self. */
+static uint64_t proc_start_ns(pid_t pid)
 {
 	char path[64], buf[1024];
 	int fd;
@@ -343,10 +354,10 @@ static uint64_t start_time(pid_t pid)
 		if (!p)
 			return 0;
 	}
-	return strtoull(p + 1, NULL, 10);
+	long hz = sysconf(_SC_CLK_TCK);
+	return strtoull(p + 1, NULL, 10) * (1000000000u / (uint64_t)(hz > 0 ? hz : 100));
 }
 
-static uint64_t self_start;
 static pid_t self_pid;
 
 /* ---- the handles of this process, the agent and the reaper ---------------------- */
@@ -393,13 +404,11 @@ static int reap_epfd = -1;
 struct peer {
 	pid_t pid;
 	int pidfd;
-	uint64_t start;
-	unsigned refs;
 	struct peer *next;
 };
 static struct peer *peers;
 
-static void reap_pid(pid_t pid, uint64_t start);
+static void reap_pid(pid_t pid);
 struct mr__shm;
 static bool undo_slot(struct mr__shm *m, _Atomic uint64_t *wp, uint64_t s);
 
@@ -546,12 +555,9 @@ static void *reap_main(void *arg)
 	for (;;) {
 		int n = epoll_wait(reap_epfd, ev, 16, -1);
 		for (int i = 0; i < n; i++) {
+			/* only this thread frees a peer (reap_pid) */
 			struct peer *p = ev[i].data.ptr;
-			pthread_mutex_lock(&proc_lock);
-			pid_t pid = p->pid;
-			uint64_t start = p->start;
-			pthread_mutex_unlock(&proc_lock);
-			reap_pid(pid, start);
+			reap_pid(p->pid);
 		}
 	}
 	return NULL;
@@ -585,7 +591,6 @@ static void atfork_child(void)
 	}
 	peers = NULL;
 	self_pid = getpid();
-	self_start = start_time(self_pid);
 	atomic_store_explicit(&firing, NULL, memory_order_relaxed);
 }
 
@@ -629,7 +634,6 @@ static int proc_init(void)
 		atfork = true;
 	}
 	self_pid = getpid();
-	self_start = start_time(self_pid);
 	reap_epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (reap_epfd < 0)
 		return -errno;
@@ -639,14 +643,19 @@ static int proc_init(void)
 
 /* ---- attachments and their deaths ---------------------------------------------- */
 
-static bool pid_alive(pid_t pid, uint64_t start)
+/*
+ * Is the process that attached at `since` (boot ns; 0: unknown) with this
+ * pid alive? A process now at that pid that started after `since` is
+ * another one that reused the pid (a tick of slack: /proc counts ticks).
+ */
+static bool pid_alive(pid_t pid, uint64_t since)
 {
 	if (kill(pid, 0) < 0 && errno == ESRCH)
 		return false;
-	if (start && self_start) {
-		uint64_t now = start_time(pid);
-		if (now && now != start)
-			return false; /* the pid is another process's now */
+	if (since) {
+		uint64_t started = proc_start_ns(pid);
+		if (started && started > since + 20000000)
+			return false;
 	}
 	return true;
 }
@@ -704,16 +713,20 @@ static void reap(struct mr__shm *m, unsigned o, uint64_t w)
 }
 
 /* Every attachment of (pid, start) in every handle of ours is dead. */
-static void reap_pid(pid_t pid, uint64_t start)
+static void reap_pid(pid_t pid)
 {
+	/* Its attachments came before its death, which came before now; a
+	 * new process at a reused pid attaches after. */
+	uint64_t now = boot_ns();
+
 	pthread_mutex_lock(&proc_lock);
 	for (struct mr__shm *m = handles; m; m = m->next) {
 		for (unsigned o = 0; o < MR_CHAN_SHM_ATTACH_MAX; o++) {
 			uint64_t w = atomic_load_explicit(&m->att[o].word, memory_order_acquire);
 			if (at_state(w) == AT_FREE || (pid_t)at_pid(w) != pid)
 				continue;
-			uint64_t s = atomic_load_explicit(&m->att[o].start, memory_order_relaxed);
-			if (start && s && s != start)
+			uint64_t since = atomic_load_explicit(&m->att[o].start, memory_order_relaxed);
+			if (since > now)
 				continue;
 			reap(m, o, w);
 		}
@@ -721,7 +734,7 @@ static void reap_pid(pid_t pid, uint64_t start)
 	/* the pidfd has done its work */
 	for (struct peer **pp = &peers; *pp; pp = &(*pp)->next) {
 		struct peer *p = *pp;
-		if (p->pid == pid && p->start == start) {
+		if (p->pid == pid) {
 			epoll_ctl(reap_epfd, EPOLL_CTL_DEL, p->pidfd, NULL);
 			close(p->pidfd);
 			*pp = p->next;
@@ -772,7 +785,7 @@ static void watch_peers(struct mr__shm *m)
 		uint64_t start = atomic_load_explicit(&m->att[o].start, memory_order_relaxed);
 		struct peer *p;
 		for (p = peers; p; p = p->next)
-			if (p->pid == pid && p->start == start)
+			if (p->pid == pid)
 				break;
 		if (p) {
 			m->watched[o] = w;
@@ -789,7 +802,6 @@ static void watch_peers(struct mr__shm *m)
 		if (p) {
 			p->pid = pid;
 			p->pidfd = fd;
-			p->start = start;
 			struct epoll_event ev = { .events = EPOLLIN, .data.ptr = p };
 			if (epoll_ctl(reap_epfd, EPOLL_CTL_ADD, fd, &ev) == 0) {
 				p->next = peers;
@@ -1499,7 +1511,7 @@ static void fill_header(struct shm_hdr *h, const struct geom *g)
 	h->data_off = g->data_off;
 	h->total = g->total;
 	h->uid = (uint32_t)geteuid();
-	h->creator_start = self_start;
+	h->creator_start = boot_ns();
 	h->magic = SHM_MAGIC;
 }
 
@@ -1515,7 +1527,7 @@ static int attach(struct mr__shm *m)
 		if (!atomic_compare_exchange_strong_explicit(&a->word, &w, c, memory_order_acq_rel,
 							     memory_order_relaxed))
 			continue;
-		atomic_store_explicit(&a->start, self_start, memory_order_relaxed);
+		atomic_store_explicit(&a->start, boot_ns(), memory_order_relaxed);
 		atomic_store_explicit(&a->roles, m->sides, memory_order_relaxed);
 		uint64_t live = at_word(AT_ALIVE, at_gen(w), (uint32_t)self_pid);
 		/* a survivor that took us for dead meanwhile reaped the claim:
@@ -1616,7 +1628,7 @@ static int create(const char *path, const struct geom *g, unsigned mode, int *fd
 	if (h == MAP_FAILED)
 		goto fail;
 	h->creator_pid = (uint32_t)self_pid;
-	h->creator_start = self_start;
+	h->creator_start = boot_ns();
 	fill_header(h, g);
 	/* the segment is zeroes: every slot FREE at lap 0, no attachment */
 	atomic_store_explicit(&h->version, SHM_VERSION, memory_order_release);
