@@ -258,6 +258,8 @@ struct mr__shm {
 	struct mr_chan *ch;
 	struct mr__shm *next, *prev; /* all handles of the process */
 	size_t map_len;
+	dev_t dev; /* the segment's file: is the name still ours? */
+	ino_t ino;
 	char name[sizeof(SHM_PREFIX) + MR_CHAN_NAME_MAX];
 };
 
@@ -1794,6 +1796,8 @@ int mr__shm_open(struct mr_chan *ch, const char *name, const struct mr_chan_open
 	}
 	m->h = h;
 	m->map_len = (size_t)st.st_size;
+	m->dev = st.st_dev;
+	m->ino = st.st_ino;
 	m->g = g;
 	m->mask = g.one_lap - 1;
 	m->att = (struct shm_att *)((char *)base + g.att_off);
@@ -1853,8 +1857,16 @@ void mr__shm_detach(struct mr_chan *ch)
 						memory_order_acq_rel, memory_order_relaxed);
 	atomic_fetch_add_explicit(&m->h->attach_gen, 1, memory_order_release);
 	kick_both(m->h);
-	if (m->creator)
-		shm_unlink(m->name);
+	/* The creator takes the name with it, if the name is still this
+	 * segment's (an unlink and a new create may have given it to
+	 * another). */
+	if (m->creator) {
+		char file[sizeof(SHM_DIR) + sizeof(m->name)];
+		struct stat st;
+		snprintf(file, sizeof(file), "%s%s", SHM_DIR, m->name);
+		if (stat(file, &st) == 0 && st.st_dev == m->dev && st.st_ino == m->ino)
+			shm_unlink(m->name);
+	}
 	munmap(m->h, m->map_len);
 	free(m);
 }
