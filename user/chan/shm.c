@@ -127,9 +127,10 @@ struct shm_hdr {
 
 	mr__cacheline_aligned _Atomic uint64_t tail;
 	mr__cacheline_aligned _Atomic uint64_t head;
-	/* [0] receivers wait, [1] senders wait */
-	mr__cacheline_aligned _Atomic uint32_t seq0, waiters0;
-	mr__cacheline_aligned _Atomic uint32_t seq1, waiters1;
+	/* wait words, [0] receivers', [1] senders': a sequence in the upper
+	 * 31 bits, SEQ_WAITING in bit 0 (see "Waiting" above) */
+	mr__cacheline_aligned _Atomic uint32_t seq0;
+	mr__cacheline_aligned _Atomic uint32_t seq1;
 };
 
 /* attachment word: state (2 bits) | generation (30) | pid (32) */
@@ -190,6 +191,10 @@ static inline unsigned sw_state(uint64_t w)
 struct geom {
 	uint64_t elem_size, elem_align, capacity, one_lap, stride;
 	uint64_t att_off, words_off, data_off, total;
+	/* slot i's word at words_off + i * wstride, its element at
+	 * data_off + i * stride: inline (small elements, word and element in
+	 * one slot, so a line carries both) or in two arrays */
+	uint64_t wstride;
 };
 
 static uint64_t align_up(uint64_t x, uint64_t a)
@@ -209,15 +214,23 @@ static int layout(struct geom *g, uint64_t elem, uint64_t align, uint64_t cap)
 	g->one_lap = 1;
 	while (g->one_lap < cap)
 		g->one_lap <<= 1;
-	g->stride = align_up(elem, align < 8 ? 8 : align);
 	g->att_off = align_up(sizeof(struct shm_hdr), 64);
 	g->words_off = align_up(g->att_off + MR_CHAN_SHM_ATTACH_MAX * sizeof(struct shm_att), 64);
-	uint64_t data = align_up(g->words_off + cap * 8, align < 64 ? 64 : align);
-	g->data_off = data;
+	uint64_t end;
+	if (elem <= 56 && align <= 8) {
+		g->stride = g->wstride = align_up(8 + elem, 8);
+		g->data_off = g->words_off + 8;
+		end = g->words_off;
+	} else {
+		g->stride = align_up(elem, align < 8 ? 8 : align);
+		g->wstride = 8;
+		g->data_off = align_up(g->words_off + cap * 8, align < 64 ? 64 : align);
+		end = g->data_off;
+	}
 	/* stride <= 2^30 + 4096, cap <= 2^32: the product fits in 64 bits */
-	if (g->stride * cap > SHM_SIZE_MAX - data)
+	if (g->stride * cap > SHM_SIZE_MAX - end)
 		return -EFBIG;
-	g->total = align_up(data + g->stride * cap, 4096);
+	g->total = align_up(end + g->stride * cap, 4096);
 	return 0;
 }
 
@@ -226,8 +239,8 @@ static int layout(struct geom *g, uint64_t elem, uint64_t align, uint64_t cap)
 struct mr__shm {
 	struct shm_hdr *h;
 	struct shm_att *att;
-	_Atomic uint64_t *words;
-	unsigned char *data;
+	unsigned char *words; /* slot i's word: words + i * g.wstride */
+	unsigned char *data;  /* its element: data + i * g.stride */
 	struct geom g;
 	uint64_t mask; /* one_lap - 1 */
 	unsigned me;   /* our attachment index; its owner value is me + 1 */
@@ -235,6 +248,7 @@ struct mr__shm {
 	bool creator;
 	uint64_t my_word; /* our attachment word as we published it */
 	_Atomic uint32_t open_slots; /* loans and borrows not yet given back */
+	_Atomic uint32_t thread_waits; /* plain threads in mr__shm_wait() */
 	/* chan.c's sleepers of this process wait on these sides (under the
 	 * channel's lock); the agent watches their sequences. */
 	bool want[2];
@@ -243,18 +257,23 @@ struct mr__shm {
 	_Atomic uint32_t seen_gen;
 	struct mr_chan *ch;
 	struct mr__shm *next, *prev; /* all handles of the process */
+	size_t map_len;
+	dev_t dev; /* the segment's file: is the name still ours? */
+	ino_t ino;
 	char name[sizeof(SHM_PREFIX) + MR_CHAN_NAME_MAX];
 };
+
+static inline _Atomic uint64_t *word_at(const struct mr__shm *m, uint64_t idx)
+{
+	return (_Atomic uint64_t *)(void *)(m->words + idx * m->g.wstride);
+}
 
 static _Atomic uint32_t *seq_of(struct shm_hdr *h, int side)
 {
 	return side ? &h->seq1 : &h->seq0;
 }
 
-static _Atomic uint32_t *waiters_of(struct shm_hdr *h, int side)
-{
-	return side ? &h->waiters1 : &h->waiters0;
-}
+#define SEQ_WAITING 1u
 
 /* ---- futexes across processes ---------------------------------------------- */
 
@@ -271,11 +290,26 @@ static void sfutex_wake_all(_Atomic uint32_t *addr)
 	syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
-/* Wake every waiter of a side: always (close, deaths, attaches). */
+/* Wake every waiter of a side: always (close, deaths, attaches). The
+ * sequence moves, SEQ_WAITING stays as it was. */
 static void kick(struct shm_hdr *h, int side)
 {
-	atomic_fetch_add_explicit(seq_of(h, side), 1, memory_order_release);
+	atomic_fetch_add_explicit(seq_of(h, side), 2, memory_order_seq_cst);
 	sfutex_wake_all(seq_of(h, side));
+}
+
+/* Say that someone will sleep on q: its value with SEQ_WAITING set, the
+ * value to sleep on. A seq_cst read-modify-write (or a seq_cst load of a
+ * word that has the bit already) before the sleeper's last look. */
+static uint32_t arm(_Atomic uint32_t *q)
+{
+	uint32_t w = atomic_load_explicit(q, memory_order_seq_cst);
+
+	while (!(w & SEQ_WAITING) &&
+	       !atomic_compare_exchange_weak_explicit(q, &w, w | SEQ_WAITING, memory_order_seq_cst,
+						      memory_order_seq_cst))
+		;
+	return w | SEQ_WAITING;
 }
 
 static void kick_both(struct shm_hdr *h)
@@ -286,8 +320,19 @@ static void kick_both(struct shm_hdr *h)
 
 /* ---- processes ---------------------------------------------------------------- */
 
-/* Field 22 of /proc/PID/stat, the start time; 0 when it cannot be read. */
-static uint64_t start_time(pid_t pid)
+/* CLOCK_BOOTTIME in ns: the clock of /proc's process start times. */
+static uint64_t boot_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* When process pid started (field 22 of /proc/PID/stat, since boot), in
+ * ns; 0 when it cannot be read. Only ever read for ANOTHER process: the
+ * emulators that run us (qemu-user) fake /proc/self. */
+static uint64_t proc_start_ns(pid_t pid)
 {
 	char path[64], buf[1024];
 	int fd;
@@ -311,10 +356,10 @@ static uint64_t start_time(pid_t pid)
 		if (!p)
 			return 0;
 	}
-	return strtoull(p + 1, NULL, 10);
+	long hz = sysconf(_SC_CLK_TCK);
+	return strtoull(p + 1, NULL, 10) * (1000000000u / (uint64_t)(hz > 0 ? hz : 100));
 }
 
-static uint64_t self_start;
 static pid_t self_pid;
 
 /* ---- the handles of this process, the agent and the reaper ---------------------- */
@@ -332,7 +377,8 @@ static pid_t self_pid;
 struct watch {
 	struct mr__shm *m;
 	int side;
-	uint32_t seen;
+	uint32_t seen; /* the word when we last fired (or started) */
+	bool armed;    /* armed and looked since then */
 };
 
 struct futex_waitv_arg {
@@ -354,21 +400,22 @@ static struct watch *watches;
 static unsigned nwatches, watch_cap;
 static _Atomic uint32_t doorbell;
 static struct mr__shm *_Atomic firing; /* the handle whose sleepers the agent wakes */
-static bool started;
+static bool inited, agent_started, reaper_started;
 static int reap_epfd = -1;
 
 struct peer {
 	pid_t pid;
 	int pidfd;
-	uint64_t start;
-	unsigned refs;
 	struct peer *next;
 };
 static struct peer *peers;
 
-static void reap_pid(pid_t pid, uint64_t start);
+static void reap_pid(pid_t pid);
+struct mr__shm;
+static bool undo_slot(struct mr__shm *m, _Atomic uint64_t *wp, uint64_t s);
 
 static void unwant(struct mr__shm *m, int side);
+static bool side_ready(struct mr__shm *m, int side);
 
 /*
  * A side's sequence moved: claim every sleeper of ours on it, for a retry
@@ -417,6 +464,7 @@ static void *agent_main(void *arg)
 	(void)arg;
 	for (;;) {
 		unsigned n, nf = 0;
+		bool busy = false;
 
 		pthread_mutex_lock(&proc_lock);
 		uint32_t bell = atomic_load_explicit(&doorbell, memory_order_acquire);
@@ -432,16 +480,31 @@ static void *agent_main(void *arg)
 		n = 1;
 		for (unsigned i = 0; i < nwatches; i++) {
 			struct watch *w = &watches[i];
-			uint32_t now = atomic_load_explicit(seq_of(w->m->h, w->side),
-							    memory_order_acquire);
-			if (now != w->seen && nf < fired_cap) {
-				w->seen = now;
-				fired[nf++] = *w;
+			_Atomic uint32_t *q = seq_of(w->m->h, w->side);
+			uint32_t now = atomic_load_explicit(q, memory_order_seq_cst);
+			bool moved = (now >> 1) != (w->seen >> 1);
+			if (!moved && (!w->armed || !(now & SEQ_WAITING))) {
+				/* Arm, then look, after every fire and for a new
+				 * watch, whoever else armed the word: our sleepers'
+				 * last look may have come before the bit was set,
+				 * and what was sent meanwhile woke nobody. */
+				now = arm(q);
+				moved = (now >> 1) != (w->seen >> 1) || side_ready(w->m, w->side);
+				w->armed = true;
+			}
+			if (moved) {
+				if (nf < fired_cap) {
+					w->seen = now;
+					w->armed = false;
+					fired[nf++] = *w;
+				} else {
+					busy = true; /* no room to fire it now: next pass */
+				}
+				continue;
 			}
 			if (n <= AGENT_MAX)
-				wv[n++] = (struct futex_waitv_arg){
-					w->seen, (uintptr_t)seq_of(w->m->h, w->side), FUTEX2_SIZE_U32_, 0
-				};
+				wv[n++] = (struct futex_waitv_arg){ now, (uintptr_t)q, FUTEX2_SIZE_U32_,
+								    0 };
 		}
 		/* more sides than futex_waitv takes: look every millisecond */
 		bool poll = nwatches >= AGENT_MAX || !have_waitv;
@@ -461,7 +524,7 @@ static void *agent_main(void *arg)
 			atomic_store_explicit(&firing, NULL, memory_order_release);
 		}
 		pthread_mutex_unlock(&proc_lock);
-		if (nf)
+		if (nf || busy)
 			continue;
 		if (have_waitv) {
 			struct timespec ts;
@@ -494,15 +557,22 @@ static void *reap_main(void *arg)
 	for (;;) {
 		int n = epoll_wait(reap_epfd, ev, 16, -1);
 		for (int i = 0; i < n; i++) {
+			/* only this thread frees a peer (reap_pid) */
 			struct peer *p = ev[i].data.ptr;
-			pthread_mutex_lock(&proc_lock);
-			pid_t pid = p->pid;
-			uint64_t start = p->start;
-			pthread_mutex_unlock(&proc_lock);
-			reap_pid(pid, start);
+			reap_pid(p->pid);
 		}
 	}
 	return NULL;
+}
+
+static void atfork_prepare(void)
+{
+	pthread_mutex_lock(&proc_lock);
+}
+
+static void atfork_parent(void)
+{
+	pthread_mutex_unlock(&proc_lock);
 }
 
 static void atfork_child(void)
@@ -512,7 +582,7 @@ static void atfork_child(void)
 	pthread_mutex_init(&proc_lock, NULL);
 	handles = NULL;
 	nwatches = 0;
-	started = false;
+	inited = agent_started = reaper_started = false;
 	if (reap_epfd >= 0)
 		close(reap_epfd);
 	reap_epfd = -1;
@@ -523,59 +593,71 @@ static void atfork_child(void)
 	}
 	peers = NULL;
 	self_pid = getpid();
-	self_start = start_time(self_pid);
 	atomic_store_explicit(&firing, NULL, memory_order_relaxed);
 }
 
-static void thread_named(pthread_t *t, void *(*fn)(void *), const char *name)
+/* Start a thread of ours, detached, with every signal blocked. */
+static void thread_named(void *(*fn)(void *), const char *name)
 {
 	pthread_attr_t a;
+	pthread_t t;
 	sigset_t all, old;
+	int r;
 
 	pthread_attr_init(&a);
 	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&a, 64 * 1024);
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	if (pthread_create(t, &a, fn, NULL) == 0)
-		pthread_setname_np(*t, name);
+	r = pthread_create(&t, &a, fn, NULL);
+	if (r == 0)
+		pthread_setname_np(t, name);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&a);
+	if (r)
+		mr__die("mr_chan", "cannot start the %s thread: %s", name, strerror(r));
 }
 
-/* With proc_lock held: the threads, once per process. */
-static int start_threads(void)
+/*
+ * With proc_lock held: what the process needs, once (and once more in a
+ * child of fork). The threads start only when first needed, the agent
+ * when a fiber first waits, the reaper when there is a first peer to
+ * watch: a process that opens a channel and then forks has no thread of
+ * ours yet, and its children start from a quiet copy.
+ */
+static int proc_init(void)
 {
 	static bool atfork;
-	pthread_t t;
 
-	if (started)
+	if (inited)
 		return 0;
 	if (!atfork) {
-		pthread_atfork(NULL, NULL, atfork_child);
+		pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 		atfork = true;
 	}
 	self_pid = getpid();
-	self_start = start_time(self_pid);
 	reap_epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (reap_epfd < 0)
 		return -errno;
-	thread_named(&t, agent_main, "moirai-shm");
-	thread_named(&t, reap_main, "moirai-shm-reap");
-	started = true;
+	inited = true;
 	return 0;
 }
 
 /* ---- attachments and their deaths ---------------------------------------------- */
 
-static bool pid_alive(pid_t pid, uint64_t start)
+/*
+ * Is the process that attached at `since` (boot ns; 0: unknown) with this
+ * pid alive? A process now at that pid that started after `since` is
+ * another one that reused the pid (a tick of slack: /proc counts ticks).
+ */
+static bool pid_alive(pid_t pid, uint64_t since)
 {
 	if (kill(pid, 0) < 0 && errno == ESRCH)
 		return false;
-	if (start && self_start) {
-		uint64_t now = start_time(pid);
-		if (now && now != start)
-			return false; /* the pid is another process's now */
+	if (since) {
+		uint64_t started = proc_start_ns(pid);
+		if (started && started > since + 20000000)
+			return false;
 	}
 	return true;
 }
@@ -591,56 +673,62 @@ static void reap(struct mr__shm *m, unsigned o, uint64_t w)
 
 	if (st == AT_ALIVE || st == AT_CLAIMING) {
 		uint64_t r = at_word(AT_REAPING, at_gen(w), at_pid(w));
-		if (!atomic_compare_exchange_strong_explicit(&a->word, &w, r, memory_order_acq_rel,
+		if (!atomic_compare_exchange_strong_explicit(&a->word, &w, r, memory_order_seq_cst,
 							     memory_order_relaxed))
 			return; /* someone else reaps it, or it went */
 		w = r;
-	} else if (st != AT_REAPING) {
+	} else if (st != AT_REAPING || atomic_load_explicit(&a->word, memory_order_seq_cst) != w) {
 		return;
 	}
 	uint32_t roles = atomic_load_explicit(&a->roles, memory_order_relaxed);
 	uint32_t died = ((roles & MR_CHAN_SEND) ? ST_DIED_TX : 0) |
 			((roles & MR_CHAN_RECV) ? ST_DIED_RX : 0);
 	if (st != AT_CLAIMING && died)
-		atomic_fetch_or_explicit(&m->h->state, died, memory_order_acq_rel);
+		atomic_fetch_or_explicit(&m->h->state, died, memory_order_seq_cst);
 
+	/*
+	 * Several survivors may scan at once (one took over a REAPING word
+	 * whose first reaper died, or came late). Before undoing a slot that
+	 * names o, look again that o is still REAPING with this generation:
+	 * once one of us freed it, a new attachment may hold index o, and the
+	 * slot we read may be its. A slot read before that check holds the
+	 * dead owner's claim or has changed since (positions never repeat),
+	 * so the compare-and-swap cannot undo a live claim.
+	 */
 	unsigned owner = o + 1;
 	for (uint64_t i = 0; i < m->g.capacity; i++) {
-		_Atomic uint64_t *wp = &m->words[i];
-		uint64_t s = atomic_load_explicit(wp, memory_order_acquire);
+		_Atomic uint64_t *wp = word_at(m, i);
+		uint64_t s = atomic_load_explicit(wp, memory_order_seq_cst);
 		if (sw_owner(s) != owner)
 			continue;
-		uint64_t lap = sw_lap(s);
-		if (sw_state(s) == SL_WRITING) {
-			/* skipped: free for the next lap */
-			atomic_compare_exchange_strong_explicit(
-				wp, &s, sw(lap + m->g.one_lap, 0, SL_FREE), memory_order_acq_rel,
-				memory_order_relaxed);
-		} else if (sw_state(s) == SL_READING) {
-			if (atomic_compare_exchange_strong_explicit(wp, &s, sw(lap, 0, SL_REDO),
-								    memory_order_acq_rel,
-								    memory_order_relaxed))
-				atomic_fetch_add_explicit(&m->h->redo, 1, memory_order_release);
-		}
+		if (atomic_load_explicit(&a->word, memory_order_seq_cst) != w)
+			return;
+		undo_slot(m, wp, s);
 	}
+	atomic_store_explicit(&a->roles, 0, memory_order_relaxed);
+	atomic_store_explicit(&a->start, 0, memory_order_relaxed);
 	uint64_t f = at_word(AT_FREE, at_gen(w) + 1, 0);
-	atomic_compare_exchange_strong_explicit(&a->word, &w, f, memory_order_acq_rel,
+	atomic_compare_exchange_strong_explicit(&a->word, &w, f, memory_order_seq_cst,
 						memory_order_relaxed);
-	atomic_fetch_add_explicit(&m->h->attach_gen, 1, memory_order_release);
+	atomic_fetch_add_explicit(&m->h->attach_gen, 1, memory_order_seq_cst);
 	kick_both(m->h);
 }
 
 /* Every attachment of (pid, start) in every handle of ours is dead. */
-static void reap_pid(pid_t pid, uint64_t start)
+static void reap_pid(pid_t pid)
 {
+	/* Its attachments came before its death, which came before now; a
+	 * new process at a reused pid attaches after. */
+	uint64_t now = boot_ns();
+
 	pthread_mutex_lock(&proc_lock);
 	for (struct mr__shm *m = handles; m; m = m->next) {
 		for (unsigned o = 0; o < MR_CHAN_SHM_ATTACH_MAX; o++) {
 			uint64_t w = atomic_load_explicit(&m->att[o].word, memory_order_acquire);
 			if (at_state(w) == AT_FREE || (pid_t)at_pid(w) != pid)
 				continue;
-			uint64_t s = atomic_load_explicit(&m->att[o].start, memory_order_relaxed);
-			if (start && s && s != start)
+			uint64_t since = atomic_load_explicit(&m->att[o].start, memory_order_relaxed);
+			if (since > now)
 				continue;
 			reap(m, o, w);
 		}
@@ -648,7 +736,7 @@ static void reap_pid(pid_t pid, uint64_t start)
 	/* the pidfd has done its work */
 	for (struct peer **pp = &peers; *pp; pp = &(*pp)->next) {
 		struct peer *p = *pp;
-		if (p->pid == pid && p->start == start) {
+		if (p->pid == pid) {
 			epoll_ctl(reap_epfd, EPOLL_CTL_DEL, p->pidfd, NULL);
 			close(p->pidfd);
 			*pp = p->next;
@@ -668,70 +756,75 @@ static void reap_pid(pid_t pid, uint64_t start)
 static void watch_peers(struct mr__shm *m)
 {
 	uint32_t gen = atomic_load_explicit(&m->h->attach_gen, memory_order_acquire);
-	pid_t dead[MR_CHAN_SHM_ATTACH_MAX];
-	uint64_t dead_start[MR_CHAN_SHM_ATTACH_MAX];
-	unsigned ndead = 0;
+	bool again = false; /* something to look at next time too */
 
 	if (gen == atomic_load_explicit(&m->seen_gen, memory_order_relaxed))
 		return;
 	pthread_mutex_lock(&proc_lock);
-	atomic_store_explicit(&m->seen_gen, gen, memory_order_relaxed);
 	for (unsigned o = 0; o < MR_CHAN_SHM_ATTACH_MAX; o++) {
 		uint64_t w = atomic_load_explicit(&m->att[o].word, memory_order_acquire);
 		uint32_t st = at_state(w);
 		if (st == AT_FREE || w == m->watched[o])
 			continue;
 		pid_t pid = (pid_t)at_pid(w);
-		uint64_t start = atomic_load_explicit(&m->att[o].start, memory_order_relaxed);
-		if (pid == self_pid && (!start || start == self_start)) {
+		if (pid == self_pid) {
 			m->watched[o] = w;
 			continue;
 		}
-		if (st == AT_CLAIMING && start == 0)
-			continue; /* not written yet: next time */
-		m->watched[o] = w;
+		if (st == AT_REAPING) {
+			reap(m, o, w); /* its reaper may have died: finish */
+			continue;
+		}
+		if (st == AT_CLAIMING) {
+			/* its start time may be a former holder's: only the pid
+			 * says anything yet */
+			if (kill(pid, 0) < 0 && errno == ESRCH)
+				reap(m, o, w);
+			else
+				again = true;
+			continue;
+		}
+		uint64_t start = atomic_load_explicit(&m->att[o].start, memory_order_relaxed);
 		struct peer *p;
 		for (p = peers; p; p = p->next)
-			if (p->pid == pid && p->start == start)
+			if (p->pid == pid)
 				break;
-		if (p)
+		if (p) {
+			m->watched[o] = w;
 			continue;
+		}
 		int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-		if (fd < 0 || st == AT_REAPING || !pid_alive(pid, start)) {
+		if ((fd < 0 && errno == ESRCH) || (fd >= 0 && !pid_alive(pid, start))) {
 			if (fd >= 0)
 				close(fd);
-			if (fd >= 0 || errno == ESRCH || st == AT_REAPING) {
-				dead[ndead] = pid;
-				dead_start[ndead++] = start;
+			reap(m, o, w);
+			continue;
+		}
+		p = fd >= 0 ? calloc(1, sizeof(*p)) : NULL;
+		if (p) {
+			p->pid = pid;
+			p->pidfd = fd;
+			struct epoll_event ev = { .events = EPOLLIN, .data.ptr = p };
+			if (epoll_ctl(reap_epfd, EPOLL_CTL_ADD, fd, &ev) == 0) {
+				p->next = peers;
+				peers = p;
+				m->watched[o] = w;
+				if (!reaper_started) {
+					thread_named(reap_main, "moirai-shm-reap");
+					reaper_started = true;
+				}
+				continue;
 			}
-			/* other errors (EMFILE, ENOSYS): unwatched; a later
-			 * look tries again */
-			else
-				m->watched[o] = 0;
-			continue;
-		}
-		p = calloc(1, sizeof(*p));
-		if (!p) {
-			close(fd);
-			m->watched[o] = 0;
-			continue;
-		}
-		p->pid = pid;
-		p->pidfd = fd;
-		p->start = start;
-		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = p };
-		if (epoll_ctl(reap_epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-			close(fd);
 			free(p);
-			m->watched[o] = 0;
-			continue;
 		}
-		p->next = peers;
-		peers = p;
+		/* EMFILE, ENOMEM, ENOSYS...: unwatched for now, try again at
+		 * the next look */
+		if (fd >= 0)
+			close(fd);
+		again = true;
 	}
+	atomic_store_explicit(&m->seen_gen, again ? gen - 1 : gen, memory_order_relaxed);
 	pthread_mutex_unlock(&proc_lock);
-	for (unsigned i = 0; i < ndead; i++)
-		reap_pid(dead[i], dead_start[i]);
 }
 
 /* Is the owner of a slot word dead (its attachment no longer ALIVE)? A
@@ -751,25 +844,32 @@ static int owner_gone(struct mr__shm *m, unsigned owner)
 	return at_state(w) == AT_REAPING || at_state(w) == AT_FREE;
 }
 
-/* The slot of a dead owner: undo it as reap() would. */
-static void repair(struct mr__shm *m, _Atomic uint64_t *wp, uint64_t s)
+/* The slot of a dead owner: undo it (see the top of the file). True if
+ * this call did. */
+static bool undo_slot(struct mr__shm *m, _Atomic uint64_t *wp, uint64_t s)
 {
 	uint64_t lap = sw_lap(s);
 
-	if (sw_state(s) == SL_WRITING) {
-		if (atomic_compare_exchange_strong_explicit(wp, &s,
-							    sw(lap + m->g.one_lap, 0, SL_FREE),
-							    memory_order_acq_rel,
-							    memory_order_relaxed))
-			kick_both(m->h);
-	} else if (sw_state(s) == SL_READING) {
-		if (atomic_compare_exchange_strong_explicit(wp, &s, sw(lap, 0, SL_REDO),
-							    memory_order_acq_rel,
-							    memory_order_relaxed)) {
-			atomic_fetch_add_explicit(&m->h->redo, 1, memory_order_release);
-			kick_both(m->h);
-		}
+	if (sw_state(s) == SL_WRITING)
+		return atomic_compare_exchange_strong_explicit(wp, &s,
+							       sw(lap + m->g.one_lap, 0, SL_FREE),
+							       memory_order_seq_cst,
+							       memory_order_relaxed);
+	if (sw_state(s) == SL_READING &&
+	    atomic_compare_exchange_strong_explicit(wp, &s, sw(lap, 0, SL_REDO),
+						    memory_order_seq_cst, memory_order_relaxed)) {
+		/* a hint for receivers that the head has passed it */
+		atomic_fetch_add_explicit(&m->h->redo, 1, memory_order_relaxed);
+		return true;
 	}
+	return false;
+}
+
+/* ... and wake both sides when it was us. */
+static void repair(struct mr__shm *m, _Atomic uint64_t *wp, uint64_t s)
+{
+	if (undo_slot(m, wp, s))
+		kick_both(m->h);
 }
 
 /* ---- the ring ------------------------------------------------------------------ */
@@ -813,37 +913,46 @@ static bool other_side_dead(struct mr__shm *m, int side)
 }
 
 /* Move a position word (tail or head) on from p, if nobody did: returns
- * where it is now. */
+ * where it is now (with bits above POSM if a peer wrote them: corrupt). */
 static uint64_t move_on(const struct mr__shm *m, _Atomic uint64_t *word, uint64_t p)
 {
 	uint64_t was = p, next = next_pos(m, p);
 
-	if (atomic_compare_exchange_strong_explicit(word, &was, next, memory_order_release,
-						    memory_order_acquire))
+	if (atomic_compare_exchange_strong_explicit(word, &was, next, memory_order_seq_cst,
+						    memory_order_seq_cst))
 		return next;
-	return was & POSM;
+	return was;
+}
+
+/* Steps a claim may take before it calls the ring corrupt: each one is
+ * another process's progress, so a live ring never needs this many. */
+static inline uint64_t step_bound(const struct mr__shm *m)
+{
+	return 4 * m->g.capacity + 4096;
 }
 
 /* Claim the tail slot: 0, -EAGAIN (full) or -EPROTO. */
 static int claim_tx(struct mr__shm *m, struct claim *c)
 {
 	struct shm_hdr *h = m->h;
-	unsigned odd = 0;
-	uint64_t t = atomic_load_explicit(&h->tail, memory_order_acquire) & POSM;
+	uint64_t steps = 0, bound = step_bound(m);
+	uint64_t t = atomic_load_explicit(&h->tail, memory_order_seq_cst);
 
 	for (;;) {
 		uint64_t idx = t & m->mask;
-		if (idx >= m->g.capacity)
+		if ((t & ~POSM) || idx >= m->g.capacity || ++steps > bound)
 			return -EPROTO;
-		_Atomic uint64_t *wp = &m->words[idx];
+		_Atomic uint64_t *wp = word_at(m, idx);
 		uint64_t lap = t & ~m->mask;
-		uint64_t s = atomic_load_explicit(wp, memory_order_acquire);
+		uint64_t s = atomic_load_explicit(wp, memory_order_seq_cst);
 		uint64_t slap = sw_lap(s);
 
 		if (s == sw(lap, 0, SL_FREE)) {
-			if (atomic_compare_exchange_weak_explicit(wp, &s, sw(lap, m->me + 1, SL_WRITING),
-								  memory_order_acquire,
-								  memory_order_relaxed)) {
+			/* seq_cst: before the close check that follows (try_tx) */
+			if (atomic_compare_exchange_strong_explicit(wp, &s,
+								    sw(lap, m->me + 1, SL_WRITING),
+								    memory_order_seq_cst,
+								    memory_order_relaxed)) {
 				move_on(m, &h->tail, t);
 				c->idx = idx;
 				c->pos = t;
@@ -871,26 +980,34 @@ static int claim_tx(struct mr__shm *m, struct claim *c)
 			}
 			return -EAGAIN;
 		}
-		/* a stale tail, or a corrupt word */
-		uint64_t now = atomic_load_explicit(&h->tail, memory_order_acquire) & POSM;
-		if (now == t && ++odd > 2)
-			return -EPROTO;
-		t = now;
+		/* a stale tail (or a corrupt word: the bound ends it) */
+		t = atomic_load_explicit(&h->tail, memory_order_seq_cst);
 	}
+}
+
+/* A REDO slot was taken: lower the hint, never below 0. */
+static void redo_taken(struct shm_hdr *h)
+{
+	uint32_t n = atomic_load_explicit(&h->redo, memory_order_relaxed);
+
+	while (n && !atomic_compare_exchange_weak_explicit(&h->redo, &n, n - 1,
+							   memory_order_relaxed,
+							   memory_order_relaxed))
+		;
 }
 
 /* Take a REDO slot (a dead reader's element): 0 or -EAGAIN. */
 static int claim_redo(struct mr__shm *m, struct claim *c)
 {
 	for (uint64_t i = 0; i < m->g.capacity; i++) {
-		_Atomic uint64_t *wp = &m->words[i];
+		_Atomic uint64_t *wp = word_at(m, i);
 		uint64_t s = atomic_load_explicit(wp, memory_order_acquire);
 		if (sw_state(s) != SL_REDO)
 			continue;
 		if (atomic_compare_exchange_strong_explicit(wp, &s, sw(sw_lap(s), m->me + 1, SL_READING),
-							    memory_order_acquire,
+							    memory_order_seq_cst,
 							    memory_order_relaxed)) {
-			atomic_fetch_sub_explicit(&m->h->redo, 1, memory_order_relaxed);
+			redo_taken(m->h);
 			c->idx = i;
 			c->pos = (sw_lap(s) | i) & POSM;
 			return 0;
@@ -904,32 +1021,36 @@ static int claim_redo(struct mr__shm *m, struct claim *c)
 static int claim_rx(struct mr__shm *m, struct claim *c)
 {
 	struct shm_hdr *h = m->h;
-	unsigned odd = 0;
-	uint64_t hp = atomic_load_explicit(&h->head, memory_order_acquire) & POSM;
+	uint64_t steps = 0, bound = step_bound(m);
+	uint64_t hp = atomic_load_explicit(&h->head, memory_order_seq_cst);
 
 	for (;;) {
 		uint64_t idx = hp & m->mask;
-		if (idx >= m->g.capacity)
+		if ((hp & ~POSM) || idx >= m->g.capacity || ++steps > bound)
 			return -EPROTO;
-		_Atomic uint64_t *wp = &m->words[idx];
+		_Atomic uint64_t *wp = word_at(m, idx);
 		uint64_t lap = hp & ~m->mask;
-		uint64_t s = atomic_load_explicit(wp, memory_order_acquire);
+		uint64_t s = atomic_load_explicit(wp, memory_order_seq_cst);
 		uint64_t slap = sw_lap(s);
 		unsigned st = sw_state(s);
+		bool prev = ((slap + m->g.one_lap) & POSM) == lap;
 
-		if (slap == lap) {
-			if (st == SL_READY || st == SL_REDO) {
-				if (!atomic_compare_exchange_weak_explicit(
-					    wp, &s, sw(lap, m->me + 1, SL_READING),
-					    memory_order_acquire, memory_order_relaxed))
-					continue;
-				if (st == SL_REDO)
-					atomic_fetch_sub_explicit(&h->redo, 1, memory_order_relaxed);
+		if ((slap == lap && (st == SL_READY || st == SL_REDO)) || (prev && st == SL_REDO)) {
+			/* ours to read: this lap's element, or the previous
+			 * lap's that a dead reader held (the head passed it) */
+			if (!atomic_compare_exchange_strong_explicit(
+				    wp, &s, sw(slap, m->me + 1, SL_READING), memory_order_seq_cst,
+				    memory_order_relaxed))
+				continue;
+			if (st == SL_REDO)
+				redo_taken(h);
+			else
 				move_on(m, &h->head, hp);
-				c->idx = idx;
-				c->pos = hp;
-				return 0;
-			}
+			c->idx = idx;
+			c->pos = (slap | idx) & POSM;
+			return 0;
+		}
+		if (slap == lap) {
 			if (st == SL_FREE)
 				break; /* empty */
 			if (st == SL_WRITING) {
@@ -943,46 +1064,79 @@ static int claim_rx(struct mr__shm *m, struct claim *c)
 				return -EINPROGRESS; /* not written yet */
 			}
 			/* READING (or junk): taken, move the head on */
-		} else if (((slap + m->g.one_lap) & POSM) == lap) {
-			/* the previous lap's element is still being read (or
-			 * waits for redelivery): nothing can be at hp yet */
+		} else if (prev) {
+			/* the previous lap's element is still being read:
+			 * nothing can be at hp yet */
 			break;
 		} else if (slap != ((lap + m->g.one_lap) & POSM)) {
-			uint64_t now = atomic_load_explicit(&h->head, memory_order_acquire) & POSM;
-			if (now == hp && ++odd > 2)
-				return -EPROTO;
-			hp = now;
+			/* a stale head (or a corrupt word: the bound ends it) */
+			hp = atomic_load_explicit(&h->head, memory_order_seq_cst);
 			continue;
 		}
 		hp = move_on(m, &h->head, hp);
 	}
-	if (atomic_load_explicit(&h->redo, memory_order_acquire))
+	/* REDO elsewhere (a hint: a reaper killed mid-way may leave it off
+	 * by one; the head finds every REDO slot when it comes round) */
+	if (atomic_load_explicit(&h->redo, memory_order_relaxed))
 		return claim_redo(m, c);
 	return -EAGAIN;
 }
 
 /*
- * Progress on one side: wake who waits for it. Across processes through the
- * side's eventcount; in this process through chan.c's flag (returns true:
- * the caller returns MR__Q_WAKE). The fence pairs with the waiter's count
- * (seq_cst RMW) before its last look.
+ * Could a sleeper of `side` make progress now (the agent's look after it
+ * armed the word)? Exact enough never to say yes for ever to a state in
+ * which a try would fail: a slot held by a live process is "no"; one held
+ * by a dead one is "no" too, its reaping kicks the word. Reads only.
+ */
+static bool side_ready(struct mr__shm *m, int side)
+{
+	struct shm_hdr *h = m->h;
+
+	if (atomic_load_explicit(&h->state, memory_order_seq_cst))
+		return true; /* closed, or a death: let them look */
+	_Atomic uint64_t *word = side ? &h->tail : &h->head;
+	uint64_t p = atomic_load_explicit(word, memory_order_seq_cst) & POSM;
+	uint64_t idx = p & m->mask, lap = p & ~m->mask;
+	if (idx >= m->g.capacity)
+		return true; /* corrupt: the try says so */
+	uint64_t s = atomic_load_explicit(word_at(m, idx), memory_order_seq_cst);
+	uint64_t slap = sw_lap(s);
+	unsigned st = sw_state(s);
+	if (side) /* senders: anything but the previous lap still there */
+		return ((slap + m->g.one_lap) & POSM) != lap;
+	/* (not the redo hint: a stale one would make the agent fire for
+	 * ever; a reap kicks the word when it makes a REDO) */
+	if (slap == lap)
+		return st != SL_FREE && st != SL_WRITING;
+	if (((slap + m->g.one_lap) & POSM) == lap)
+		return st == SL_REDO;
+	return true;
+}
+
+/*
+ * Progress on one side: wake who waits for it. Across processes: if the
+ * side's word says someone sleeps, clear the bit as the sequence moves
+ * (+1 carries it over) and wake them all, once: later progress finds the
+ * bit clear and makes no system call. In this process through chan.c's
+ * flag (true: the caller wakes one of ours, busy is raised for it). The
+ * publish before this was a seq_cst read-modify-write: with the sleeper's
+ * arm() before its last look, one of the two sees the other.
  */
 static bool notify(struct mr__shm *m, int side)
 {
 	struct mr_chan *ch = m->ch;
-	struct shm_hdr *h = m->h;
+	_Atomic uint32_t *q = seq_of(m->h, side);
+	uint32_t w = atomic_load_explicit(q, memory_order_seq_cst);
 
-	mr__fence_seq_cst();
-	uint32_t w = atomic_load_explicit(waiters_of(h, side), memory_order_relaxed);
-	bool local = atomic_load_explicit(side ? &ch->q.head : &ch->q.tail, memory_order_relaxed) &
-		     (side ? POS_TXW : POS_RXW);
-	/* Our own agent's count is in w: a local wake-up covers it (read
-	 * after w; mr__shm_want() clears want[] before the count drops). */
-	bool mine = __atomic_load_n(&m->want[side], __ATOMIC_SEQ_CST);
-	if (w > (mine ? 1u : 0u)) {
-		atomic_fetch_add_explicit(seq_of(h, side), 1, memory_order_release);
-		sfutex_wake_all(seq_of(h, side));
+	while (w & SEQ_WAITING) {
+		if (atomic_compare_exchange_weak_explicit(q, &w, w + 1, memory_order_seq_cst,
+							  memory_order_relaxed)) {
+			sfutex_wake_all(q);
+			break;
+		}
 	}
+	bool local = atomic_load_explicit(side ? &ch->q.head : &ch->q.tail, memory_order_seq_cst) &
+		     (side ? POS_TXW : POS_RXW);
 	if (local)
 		atomic_fetch_add_explicit(&ch->q.busy, 1, memory_order_relaxed);
 	return local;
@@ -994,9 +1148,9 @@ static int commit_slot(struct mr__shm *m, const struct claim *c, unsigned *wake)
 {
 	uint64_t s = sw(c->pos & ~m->mask, m->me + 1, SL_WRITING);
 
-	if (!atomic_compare_exchange_strong_explicit(&m->words[c->idx], &s,
+	if (!atomic_compare_exchange_strong_explicit(word_at(m, c->idx), &s,
 						     sw(c->pos & ~m->mask, 0, SL_READY),
-						     memory_order_release, memory_order_relaxed))
+						     memory_order_seq_cst, memory_order_relaxed))
 		return -EPROTO;
 	if (notify(m, 0))
 		*wake |= WAKE_RX;
@@ -1010,9 +1164,9 @@ static int free_slot(struct mr__shm *m, const struct claim *c, unsigned from, un
 	uint64_t lap = c->pos & ~m->mask;
 	uint64_t s = sw(lap, m->me + 1, from);
 
-	if (!atomic_compare_exchange_strong_explicit(&m->words[c->idx], &s,
+	if (!atomic_compare_exchange_strong_explicit(word_at(m, c->idx), &s,
 						     sw(lap + m->g.one_lap, 0, SL_FREE),
-						     memory_order_release, memory_order_relaxed))
+						     memory_order_seq_cst, memory_order_relaxed))
 		return -EPROTO;
 	if (notify(m, 1))
 		*wake |= WAKE_TX;
@@ -1057,7 +1211,14 @@ static int try_tx(struct mr__shm *m, int op, void *elem, unsigned *wake)
 	 * comes after our claim, which its receivers then wait for */
 	state = atomic_load_explicit(&m->h->state, memory_order_seq_cst);
 	if (state & ST_CLOSED) {
-		free_slot(m, &c, SL_WRITING, wake);
+		/* The close wakes every sleeper itself (and our caller may
+		 * hold the channel's lock): drop what notify() raised. */
+		unsigned raised = 0;
+		free_slot(m, &c, SL_WRITING, &raised);
+		if (raised & WAKE_RX)
+			atomic_fetch_sub_explicit(&m->ch->q.busy, 1, memory_order_release);
+		if (raised & WAKE_TX)
+			atomic_fetch_sub_explicit(&m->ch->q.busy, 1, memory_order_release);
 		return -EPIPE;
 	}
 	if (op == MR__OP_LOAN) {
@@ -1113,14 +1274,15 @@ int mr__shm_try(struct mr_chan *ch, int op, void *elem)
 	bool tx = side_of(op);
 	int r = tx ? try_tx(m, op, elem, &wake) : try_rx(m, op, elem, &wake);
 
-	if (wake & (tx ? WAKE_TX : WAKE_RX)) {
-		/* only a give-up after a close wakes our own side: do it here */
-		mr__chan_wake_other(ch, !tx);
-		wake &= tx ? ~(unsigned)WAKE_TX : ~(unsigned)WAKE_RX;
+	if (r == -EAGAIN) {
+		/* A peer that attached since we last looked is watched from
+		 * now on, so that its death ends even a loop of tries. One
+		 * load when nobody attached. */
+		watch_peers(m);
+		return r;
 	}
-	if (wake)
-		return r ? (mr__chan_wake_other(ch, tx), r) : MR__Q_WAKE;
-	return r;
+	/* a send wakes a receiver of ours, a receive a sender */
+	return r == 0 && wake ? MR__Q_WAKE : r;
 }
 
 /* Where a loan or borrow pointer is: its slot and the position it holds, or
@@ -1133,7 +1295,7 @@ static int slot_of(struct mr__shm *m, const void *p, unsigned state, struct clai
 	    (size_t)(b - m->data) % m->g.stride)
 		return -EINVAL;
 	c->idx = (size_t)(b - m->data) / m->g.stride;
-	uint64_t s = atomic_load_explicit(&m->words[c->idx], memory_order_acquire);
+	uint64_t s = atomic_load_explicit(word_at(m, c->idx), memory_order_acquire);
 	if (sw_state(s) != state || sw_owner(s) != m->me + 1)
 		return -EINVAL;
 	c->pos = (sw_lap(s) | c->idx) & POSM;
@@ -1184,12 +1346,18 @@ void mr__shm_want(struct mr_chan *ch, int op)
 		watches = nw;
 		watch_cap = cap;
 	}
+	if (!agent_started) {
+		thread_named(agent_main, "moirai-shm");
+		agent_started = true;
+	}
 	struct watch *w = &watches[nwatches++];
 	w->m = m;
 	w->side = side;
+	/* the agent arms the word and looks at the ring itself before it
+	 * sleeps: a wake-up that comes before then is not lost */
 	w->seen = atomic_load_explicit(seq_of(m->h, side), memory_order_acquire);
-	__atomic_store_n(&m->want[side], true, __ATOMIC_SEQ_CST);
-	atomic_fetch_add_explicit(waiters_of(m->h, side), 1, memory_order_seq_cst);
+	w->armed = false;
+	m->want[side] = true;
 	atomic_fetch_add_explicit(&doorbell, 1, memory_order_release);
 	pthread_mutex_unlock(&proc_lock);
 	mr__futex_wake(&doorbell, 1);
@@ -1202,8 +1370,7 @@ static void unwant(struct mr__shm *m, int side)
 		if (watches[i].m != m || watches[i].side != side)
 			continue;
 		watches[i] = watches[--nwatches];
-		__atomic_store_n(&m->want[side], false, __ATOMIC_SEQ_CST);
-		atomic_fetch_sub_explicit(waiters_of(m->h, side), 1, memory_order_seq_cst);
+		m->want[side] = false;
 		atomic_fetch_add_explicit(&doorbell, 1, memory_order_release);
 		mr__futex_wake(&doorbell, 1);
 		return;
@@ -1224,24 +1391,34 @@ int mr__shm_wait(struct mr_chan *ch, int op, void *elem, int64_t deadline)
 	unsigned n = 0;
 	int r;
 
+	/* destroy aborts while we wait (these waiters are in no queue) */
+	atomic_fetch_add_explicit(&m->thread_waits, 1, memory_order_relaxed);
+
+	/* Spin: look at the one slot we wait for, backing off, so that our
+	 * reads do not keep taking its line from the writer; try for real
+	 * when it looks ready. */
 	for (;;) {
 		r = mr__shm_try(ch, op, elem);
 		if (r != -EAGAIN)
 			goto done;
-		if ((++n & 15) == 0) {
-			int64_t now = (int64_t)mr__now_ns();
-			if (deadline >= 0 && now >= deadline)
-				return -ETIMEDOUT;
-			if (now >= spin_until)
-				break;
-		}
-		for (int k = 0; k < 32; k++)
-			mr__cpu_relax();
+		do {
+			for (unsigned k = 1u << (n < 6 ? n : 6); k; k--)
+				mr__cpu_relax();
+			if ((++n & 15) == 0) {
+				int64_t now = (int64_t)mr__now_ns();
+				if (deadline >= 0 && now >= deadline) {
+					r = -ETIMEDOUT;
+					goto done;
+				}
+				if (now >= spin_until)
+					goto sleep;
+			}
+		} while (!side_ready(m, side));
 	}
+sleep:
 	for (;;) {
 		watch_peers(m);
-		uint32_t seen = atomic_load_explicit(seq_of(h, side), memory_order_acquire);
-		atomic_fetch_add_explicit(waiters_of(h, side), 1, memory_order_seq_cst);
+		uint32_t seen = arm(seq_of(h, side));
 		r = mr__shm_try(ch, op, elem);
 		if (r == -EAGAIN) {
 			if (deadline >= 0 && (int64_t)mr__now_ns() >= deadline)
@@ -1249,11 +1426,11 @@ int mr__shm_wait(struct mr_chan *ch, int op, void *elem, int64_t deadline)
 			else
 				sfutex_wait(seq_of(h, side), seen, deadline);
 		}
-		atomic_fetch_sub_explicit(waiters_of(h, side), 1, memory_order_relaxed);
 		if (r != -EAGAIN)
 			break;
 	}
 done:
+	atomic_fetch_sub_explicit(&m->thread_waits, 1, memory_order_release);
 	if (r == MR__Q_WAKE) {
 		mr__chan_wake_other(ch, side_of(op));
 		r = 0;
@@ -1285,7 +1462,9 @@ int mr__shm_close(struct mr_chan *ch)
 {
 	struct mr__shm *m = ch->ext;
 
-	if (atomic_fetch_or_explicit(&m->h->state, ST_CLOSED, memory_order_acq_rel) & ST_CLOSED)
+	/* seq_cst: against a sender's claim and its look at the state
+	 * (try_tx), and a receiver's empty ring and look (try_rx) */
+	if (atomic_fetch_or_explicit(&m->h->state, ST_CLOSED, memory_order_seq_cst) & ST_CLOSED)
 		return -EPIPE;
 	kick_both(m->h);
 	return 0;
@@ -1334,7 +1513,7 @@ static void fill_header(struct shm_hdr *h, const struct geom *g)
 	h->data_off = g->data_off;
 	h->total = g->total;
 	h->uid = (uint32_t)geteuid();
-	h->creator_start = self_start;
+	h->creator_start = boot_ns();
 	h->magic = SHM_MAGIC;
 }
 
@@ -1350,10 +1529,15 @@ static int attach(struct mr__shm *m)
 		if (!atomic_compare_exchange_strong_explicit(&a->word, &w, c, memory_order_acq_rel,
 							     memory_order_relaxed))
 			continue;
-		atomic_store_explicit(&a->start, self_start, memory_order_relaxed);
+		atomic_store_explicit(&a->start, boot_ns(), memory_order_relaxed);
 		atomic_store_explicit(&a->roles, m->sides, memory_order_relaxed);
 		uint64_t live = at_word(AT_ALIVE, at_gen(w), (uint32_t)self_pid);
-		atomic_store_explicit(&a->word, live, memory_order_release);
+		/* a survivor that took us for dead meanwhile reaped the claim:
+		 * look for another entry */
+		if (!atomic_compare_exchange_strong_explicit(&a->word, &c, live,
+							     memory_order_seq_cst,
+							     memory_order_relaxed))
+			continue;
 		m->me = o;
 		m->my_word = live;
 		uint32_t clear = ((m->sides & MR_CHAN_SEND) ? ST_DIED_TX : 0) |
@@ -1430,33 +1614,36 @@ static int create(const char *path, const struct geom *g, unsigned mode, int *fd
 
 	if (fd < 0)
 		return -errno;
-	if (fchmod(fd, 0) < 0 || ftruncate(fd, (off_t)g->total) < 0) {
-		int e = -errno;
+	/* allocated now, not as touched: a full /dev/shm is ENOSPC here,
+	 * not a SIGBUS in some later send */
+	int e = 0;
+	if (fchmod(fd, 0) < 0 || ftruncate(fd, (off_t)g->total) < 0)
+		e = -errno;
+	else
+		e = -posix_fallocate(fd, 0, (off_t)g->total);
+	if (e) {
 		shm_unlink(path);
 		close(fd);
 		return e == -EFBIG || e == -EINVAL ? -ENOSPC : e;
 	}
 	struct shm_hdr *h = mmap(NULL, sizeof(*h), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (h == MAP_FAILED) {
-		int e = -errno;
-		shm_unlink(path);
-		close(fd);
-		return e;
-	}
+	if (h == MAP_FAILED)
+		goto fail;
 	h->creator_pid = (uint32_t)self_pid;
-	h->creator_start = self_start;
+	h->creator_start = boot_ns();
 	fill_header(h, g);
 	/* the segment is zeroes: every slot FREE at lap 0, no attachment */
 	atomic_store_explicit(&h->version, SHM_VERSION, memory_order_release);
 	munmap(h, sizeof(*h));
-	if (fchmod(fd, mode) < 0) {
-		int e = -errno;
-		shm_unlink(path);
-		close(fd);
-		return e;
-	}
+	if (fchmod(fd, mode) < 0)
+		goto fail;
 	*fdp = fd;
 	return 0;
+fail:
+	e = -errno;
+	shm_unlink(path);
+	close(fd);
+	return e;
 }
 
 static void list_add(struct mr__shm *m)
@@ -1503,7 +1690,7 @@ int mr__shm_open(struct mr_chan *ch, const char *name, const struct mr_chan_open
 		return -EINVAL;
 
 	pthread_mutex_lock(&proc_lock);
-	r = start_threads();
+	r = proc_init();
 	pthread_mutex_unlock(&proc_lock);
 	if (r)
 		return r;
@@ -1528,18 +1715,32 @@ int mr__shm_open(struct mr_chan *ch, const char *name, const struct mr_chan_open
 				close(fd);
 				return r;
 			}
-			/* mode 0 and ours: its creator is still at it */
-			if ((uint64_t)st.st_size >= sizeof(struct shm_hdr) && (st.st_mode & 07777)) {
-				struct shm_hdr *h = mmap(NULL, sizeof(*h), PROT_READ, MAP_SHARED, fd, 0);
-				if (h == MAP_FAILED) {
-					r = -errno;
-					close(fd);
-					return r;
+			/* a creator wanting a name finds someone else's: refused
+			 * (else another uid could squat a name and read what we
+			 * send); plain attachers go by the permission bits */
+			if ((flags & MR_CHAN_CREATE) && st.st_uid != geteuid()) {
+				close(fd);
+				return -EACCES;
+			}
+			/* mode 0: its creator is still at it (root opens it
+			 * anyway); any other mode came after the version */
+			if (st.st_mode & 07777) {
+				uint32_t v = 0;
+				if ((uint64_t)st.st_size >= sizeof(struct shm_hdr)) {
+					struct shm_hdr *h = mmap(NULL, sizeof(*h), PROT_READ,
+								 MAP_SHARED, fd, 0);
+					if (h == MAP_FAILED) {
+						r = -errno;
+						close(fd);
+						return r;
+					}
+					v = atomic_load_explicit(&h->version, memory_order_acquire);
+					munmap(h, sizeof(*h));
 				}
-				uint32_t v = atomic_load_explicit(&h->version, memory_order_acquire);
-				munmap(h, sizeof(*h));
 				if (v == SHM_VERSION)
 					break;
+				close(fd);
+				return -EBADMSG;
 			}
 			close(fd);
 			fd = -1;
@@ -1594,10 +1795,13 @@ int mr__shm_open(struct mr_chan *ch, const char *name, const struct mr_chan_open
 		goto unmap;
 	}
 	m->h = h;
+	m->map_len = (size_t)st.st_size;
+	m->dev = st.st_dev;
+	m->ino = st.st_ino;
 	m->g = g;
 	m->mask = g.one_lap - 1;
 	m->att = (struct shm_att *)((char *)base + g.att_off);
-	m->words = (_Atomic uint64_t *)((char *)base + g.words_off);
+	m->words = (unsigned char *)base + g.words_off;
 	m->data = (unsigned char *)base + g.data_off;
 	m->sides = flags & (MR_CHAN_SEND | MR_CHAN_RECV);
 	if (!m->sides)
@@ -1635,6 +1839,8 @@ void mr__shm_detach(struct mr_chan *ch)
 	if (atomic_load_explicit(&m->open_slots, memory_order_relaxed))
 		mr__die("mr_chan_destroy", "channel %p has loans or borrows not given back",
 			(void *)ch);
+	if (atomic_load_explicit(&m->thread_waits, memory_order_acquire))
+		mr__die("mr_chan_destroy", "channel %p has a thread waiting on it", (void *)ch);
 	pthread_mutex_lock(&proc_lock);
 	unwant(m, 0);
 	unwant(m, 1);
@@ -1644,14 +1850,24 @@ void mr__shm_detach(struct mr_chan *ch)
 	while (atomic_load_explicit(&firing, memory_order_acquire) == m)
 		mr__backoff(&k);
 	uint64_t w = m->my_word;
+	atomic_store_explicit(&m->att[m->me].roles, 0, memory_order_relaxed);
+	atomic_store_explicit(&m->att[m->me].start, 0, memory_order_relaxed);
 	atomic_compare_exchange_strong_explicit(&m->att[m->me].word, &w,
 						at_word(AT_FREE, at_gen(w) + 1, 0),
 						memory_order_acq_rel, memory_order_relaxed);
 	atomic_fetch_add_explicit(&m->h->attach_gen, 1, memory_order_release);
 	kick_both(m->h);
-	if (m->creator)
-		shm_unlink(m->name);
-	munmap(m->h, (size_t)m->g.total);
+	/* The creator takes the name with it, if the name is still this
+	 * segment's (an unlink and a new create may have given it to
+	 * another). */
+	if (m->creator) {
+		char file[sizeof(SHM_DIR) + sizeof(m->name)];
+		struct stat st;
+		snprintf(file, sizeof(file), "%s%s", SHM_DIR, m->name);
+		if (stat(file, &st) == 0 && st.st_dev == m->dev && st.st_ino == m->ino)
+			shm_unlink(m->name);
+	}
+	munmap(m->h, m->map_len);
 	free(m);
 }
 
