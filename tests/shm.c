@@ -3697,6 +3697,8 @@ TEST(opener_waits_for_a_creator_at_work)
 		bool caught = stat(n.path, &st) == 0 && (st.st_mode & 07777) == 0 &&
 			      atomic_load(&c->started) == 1;
 		if (caught) {
+			TH_LOG("creator stopped with the segment at %lld bytes, mode 0",
+			       (long long)st.st_size);
 			pid_t op = spawn(waiting_opener, c);
 			get(&c->go);
 			kill(pid, SIGCONT);
