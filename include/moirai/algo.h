@@ -1,0 +1,75 @@
+/*
+ * moirai/algo.h - parallel algorithms on the workers: sort.
+ *
+ * Like the loops of <moirai/par.h>, each call here may be made from a job,
+ * a fiber or a thread outside any runtime; it runs on the caller's runtime
+ * (from outside: the default runtime, created on first use) and returns
+ * when the work is done. It blocks as mr_join does: a worker runs other
+ * work meanwhile, a fiber stays on its worker, and an outside thread sleeps.
+ * User functions (comparators, predicates, operations) run on any worker of
+ * the runtime, several at once; they must not wait for each other.
+ *
+ * Errors are negative errno values; each ERRORS line lists every one. The
+ * calls that need the runtime return, when called from outside any runtime
+ * while the default runtime cannot be created, that error (the errno of
+ * mr_runtime_default(), negated: -EINVAL, -ENOMEM, -EAGAIN) having touched
+ * nothing.
+ */
+#ifndef MOIRAI_ALGO_H
+#define MOIRAI_ALGO_H
+
+#include <moirai/common.h>
+
+MR_EXTERN_C_BEGIN
+
+/* ---- sorting ----------------------------------------------------------- */
+
+/* Comparators as qsort(3) and qsort_r(3) take them: <0, 0, >0. */
+typedef int (*mr_cmp_fn)(const void *a, const void *b);
+typedef int (*mr_cmp_r_fn)(const void *a, const void *b, void *ctx);
+
+/*
+ * Sort the n elements of size bytes at base in ascending order of cmp, as
+ * qsort(3) does, in parallel; the order of equal elements is unspecified.
+ * A parallel introsort: O(n log n) comparisons in the worst case, in place,
+ * no memory allocated. Up to 4096 elements sort sequentially on the
+ * calling thread (no runtime is needed or created); above, the two sides
+ * of each partition sort in parallel. Elements of 4, 8 and 16 bytes move
+ * as single words; other sizes are swapped 8 bytes at a time. cmp must be
+ * a consistent order; if it is not, the array ends in some permutation of
+ * itself and nothing outside it is touched. Blocks; any context.
+ * ERRORS (the array is unchanged):
+ *   -EINVAL     cmp is NULL, size is 0, base is NULL with n > 0, or
+ *               n * size overflows size_t.
+ *   -EINVAL, -ENOMEM, -EAGAIN
+ *               n > 4096, called from outside any runtime, and the default
+ *               runtime cannot be created.
+ */
+MR_API int mr_parallel_sort(void *base, size_t n, size_t size, mr_cmp_fn cmp);
+
+/* mr_parallel_sort with cmp(a, b, ctx), as qsort_r(3). Same ERRORS. */
+MR_API int mr_parallel_sort_r(void *base, size_t n, size_t size, mr_cmp_r_fn cmp, void *ctx);
+
+/*
+ * Sort as mr_parallel_sort, stably: equal elements keep their order. A
+ * parallel merge sort through a buffer of n * size bytes, malloc'd when n
+ * is above 24 and freed before the return (n up to 24: insertion sort, no
+ * memory). O(n log n) comparisons; halves sort and large merges run in
+ * parallel above 4096 elements; up to 4096 all runs on the calling thread
+ * (no runtime needed). Blocks; any context.
+ * ERRORS (the array is unchanged):
+ *   -EINVAL     as mr_parallel_sort.
+ *   -ENOMEM     the buffer of n * size bytes could not be allocated.
+ *   -EINVAL, -ENOMEM, -EAGAIN
+ *               n > 4096, called from outside any runtime, and the default
+ *               runtime cannot be created.
+ */
+MR_API int mr_parallel_stable_sort(void *base, size_t n, size_t size, mr_cmp_fn cmp);
+
+/* mr_parallel_stable_sort with cmp(a, b, ctx), as qsort_r(3). Same ERRORS. */
+MR_API int mr_parallel_stable_sort_r(void *base, size_t n, size_t size, mr_cmp_r_fn cmp,
+				     void *ctx);
+
+MR_EXTERN_C_END
+
+#endif /* MOIRAI_ALGO_H */

@@ -1,0 +1,392 @@
+/*
+ * algo.c - the algorithms of <moirai/algo.h> against their sequential
+ * definitions.
+ *
+ * Sort: random inputs of sizes 0, 1, 2, around each cut-off of
+ * user/par/sort.c (insertion sort 16, median of nine 128, stable runs 24,
+ * sequential 4096) and large; many duplicates, sorted, reversed, all
+ * equal; elements of 4, 8, 16 bytes (the fast paths) and 3, 24, 100
+ * (generic); the _r forms' context; stability of records sorted by key;
+ * bad arguments; -ENOMEM with the array unchanged.
+ */
+#include <stdatomic.h>
+#include <sys/resource.h>
+
+#include <moirai/moirai.h>
+
+#include "harness.h"
+#include "util.h"
+
+/* ---- sort ---------------------------------------------------------------- */
+
+/* An element of `size` bytes whose key is its first 4 bytes (little end),
+ * the rest a tag: equal keys with different tags tell stability apart. */
+static uint32_t key_of(const void *p)
+{
+	uint32_t k = 0;
+	memcpy(&k, p, 3); /* 3 bytes: also fits the 3-byte elements */
+	return k;
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+	uint32_t x = key_of(a), y = key_of(b);
+	return (x > y) - (x < y);
+}
+
+static _Atomic long r_calls;
+
+static int cmp_key_r(const void *a, const void *b, void *ctx)
+{
+	if (ctx != &r_calls)
+		abort();
+	atomic_fetch_add_explicit(&r_calls, 1, memory_order_relaxed);
+	return cmp_key(a, b);
+}
+
+enum shape { RANDOM, FEW_KEYS, SORTED, REVERSED, ALL_EQUAL, SHAPES };
+static const char *const shape_name[] = { "random", "few keys", "sorted", "reversed", "equal" };
+
+/* Fill n elements: key by shape in the first 3 bytes, then the index as a tag. */
+static unsigned char *make_input(size_t n, size_t size, enum shape sh, uint64_t seed)
+{
+	unsigned char *a = malloc(n * size + 1);
+	uint64_t r = seed | 1;
+
+	if (!a)
+		abort();
+	for (size_t i = 0; i < n; i++) {
+		unsigned char *e = a + i * size;
+		uint32_t k;
+		switch (sh) {
+		case RANDOM: k = (uint32_t)rnd(&r) & 0xffffff; break;
+		case FEW_KEYS: k = (uint32_t)(rnd(&r) % 7); break;
+		case SORTED: k = (uint32_t)(i * 3) & 0xffffff; break;
+		case REVERSED: k = (uint32_t)((n - i) * 3) & 0xffffff; break;
+		default: k = 42; break;
+		}
+		memset(e, (int)(i * 31 + 7), size);
+		memcpy(e, &k, 3);
+		for (size_t b = 3; b < size && b < 3 + sizeof(size_t); b++)
+			e[b] = (unsigned char)(i >> (8 * (b - 3)));
+	}
+	return a;
+}
+
+/*
+ * The sorted array must be a permutation of the input in key order; with
+ * `stable`, equal keys keep their input order. Checked against a
+ * sequential stable sort of (key, index) pairs: the stable result is that
+ * exactly; an unstable one has the same keys and the same multiset of
+ * elements per run of equal keys.
+ */
+struct ki {
+	uint32_t key;
+	size_t idx;
+};
+
+static int cmp_ki(const void *a, const void *b)
+{
+	const struct ki *x = a, *y = b;
+	if (x->key != y->key)
+		return (x->key > y->key) - (x->key < y->key);
+	return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+static int cmp_bytes_size;
+static int cmp_bytes(const void *a, const void *b)
+{
+	return memcmp(a, b, (size_t)cmp_bytes_size);
+}
+
+static bool check_sorted(const unsigned char *in, const unsigned char *out, size_t n, size_t size,
+			 bool stable)
+{
+	struct ki *ref = malloc((n ? n : 1) * sizeof(*ref));
+	bool ok = true;
+
+	if (!ref)
+		abort();
+	for (size_t i = 0; i < n; i++)
+		ref[i] = (struct ki){ key_of(in + i * size), i };
+	qsort(ref, n, sizeof(*ref), cmp_ki); /* ties by index: the stable order */
+	for (size_t i = 0; i < n && ok; i++) {
+		if (key_of(out + i * size) != ref[i].key) {
+			printf("# n %zu size %zu: key at %zu is %u, want %u\n", n, size, i,
+			       key_of(out + i * size), ref[i].key);
+			ok = false;
+		} else if (stable && memcmp(out + i * size, in + ref[i].idx * size, size)) {
+			printf("# n %zu size %zu: element at %zu is not input %zu (stability)\n", n,
+			       size, i, ref[i].idx);
+			ok = false;
+		}
+	}
+	if (ok && !stable && n) {
+		/* Same elements: compare both sides sorted bytewise. */
+		unsigned char *x = malloc(n * size), *y = malloc(n * size);
+		if (!x || !y)
+			abort();
+		memcpy(x, in, n * size);
+		memcpy(y, out, n * size);
+		cmp_bytes_size = (int)size;
+		qsort(x, n, size, cmp_bytes);
+		qsort(y, n, size, cmp_bytes);
+		if (memcmp(x, y, n * size)) {
+			printf("# n %zu size %zu: elements lost or duplicated\n", n, size);
+			ok = false;
+		}
+		free(x);
+		free(y);
+	}
+	free(ref);
+	return ok;
+}
+
+/* Sort one input each way (unstable, stable, and _r forms); count faults. */
+static long sort_case(size_t n, size_t size, enum shape sh, uint64_t seed)
+{
+	unsigned char *in = make_input(n, size, sh, seed);
+	unsigned char *a = malloc(n * size + 1);
+	long faults = 0;
+
+	if (!a)
+		abort();
+	for (int v = 0; v < 4; v++) {
+		bool stable = v & 1, with_ctx = v & 2;
+		int r;
+		memcpy(a, in, n * size);
+		atomic_store(&r_calls, 0);
+		if (with_ctx)
+			r = stable ? mr_parallel_stable_sort_r(a, n, size, cmp_key_r, &r_calls)
+				   : mr_parallel_sort_r(a, n, size, cmp_key_r, &r_calls);
+		else
+			r = stable ? mr_parallel_stable_sort(a, n, size, cmp_key)
+				   : mr_parallel_sort(a, n, size, cmp_key);
+		if (r != 0) {
+			printf("# n %zu size %zu: returned %d\n", n, size, r);
+			faults++;
+		} else if (!check_sorted(in, a, n, size, stable)) {
+			printf("# ... %s, %s%s\n", shape_name[sh], stable ? "stable" : "unstable",
+			       with_ctx ? ", _r" : "");
+			faults++;
+		} else if (with_ctx && n > 1 && atomic_load(&r_calls) == 0) {
+			faults++;
+		}
+	}
+	free(a);
+	free(in);
+	return faults;
+}
+
+static const size_t small_sizes[] = { 0, 1, 2, 3, 5, 15, 16, 17, 23, 24, 25, 31, 33, 49, 100,
+				      127, 128, 129, 500, 4095, 4096, 4097, 8191, 8193, 20000 };
+
+static long sort_sizes(size_t size)
+{
+	long faults = 0;
+
+	for (size_t k = 0; k < sizeof(small_sizes) / sizeof(small_sizes[0]); k++)
+		for (int sh = 0; sh < SHAPES; sh++)
+			faults += sort_case(small_sizes[k], size, sh, 1000 + k * 7 + sh);
+	return faults;
+}
+
+TEST(sort_fast_path_sizes)
+{
+	EXPECT_EQ(sort_sizes(4), 0);
+	EXPECT_EQ(sort_sizes(8), 0);
+	EXPECT_EQ(sort_sizes(16), 0);
+}
+
+TEST(sort_odd_sizes)
+{
+	EXPECT_EQ(sort_sizes(3), 0);
+	EXPECT_EQ(sort_sizes(24), 0);
+	EXPECT_EQ(sort_sizes(100), 0);
+}
+
+/* Inside a runtime, from a job (nested: the sort's joins under the caller's). */
+struct in_rt {
+	long faults;
+};
+
+static void sort_in_runtime(void *arg)
+{
+	struct in_rt *x = arg;
+	x->faults += sort_case(50000, 8, RANDOM, 77);
+	x->faults += sort_case(30000, 24, FEW_KEYS, 78);
+}
+
+TEST(sort_inside_a_runtime)
+{
+	mr_runtime_t *rt = make_rt(2);
+	struct in_rt x = { 0 };
+
+	ASSERT_NONNULL(rt);
+	ASSERT_EQ(mr_runtime_install(rt, sort_in_runtime, &x), 0);
+	EXPECT_EQ(x.faults, 0);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return (x > y) - (x < y);
+}
+
+/* 10^6 random 64-bit keys against qsort, both forms; 10^6 records stably. */
+TEST(sort_large)
+{
+	size_t n = (size_t)scaled(1000000);
+	uint64_t *a = malloc(n * 8), *b = malloc(n * 8), r = 99;
+
+	ASSERT_NONNULL(a);
+	ASSERT_NONNULL(b);
+	for (size_t i = 0; i < n; i++)
+		a[i] = b[i] = rnd(&r);
+	qsort(b, n, 8, cmp_u64);
+	ASSERT_EQ(mr_parallel_sort(a, n, 8, cmp_u64), 0);
+	EXPECT_EQ(memcmp(a, b, n * 8), 0);
+	for (size_t i = 0; i < n; i++)
+		a[i] = b[(i * 7919) % n];
+	ASSERT_EQ(mr_parallel_stable_sort(a, n, 8, cmp_u64), 0);
+	EXPECT_EQ(memcmp(a, b, n * 8), 0);
+	free(a);
+	free(b);
+	EXPECT_EQ(sort_case(n / 4, 16, FEW_KEYS, 5), 0);
+	EXPECT_EQ(sort_case(n / 10, 100, RANDOM, 6), 0);
+}
+
+/* A comparator that is no order at all: some permutation, nothing outside
+ * the array touched (ASan's build watches the bounds). */
+static _Atomic uint64_t liar_state = 12345;
+static int cmp_liar(const void *a, const void *b)
+{
+	uint64_t x = atomic_fetch_add_explicit(&liar_state, 0x9e3779b97f4a7c15ull,
+					       memory_order_relaxed);
+	(void)a;
+	(void)b;
+	return (int)((x >> 29) % 3) - 1;
+}
+
+TEST(sort_inconsistent_comparator)
+{
+	static const size_t sizes[] = { 4, 8, 16, 3, 24 };
+	size_t n = 20000;
+
+	for (size_t k = 0; k < 5; k++) {
+		size_t size = sizes[k];
+		unsigned char *in = make_input(n, size, RANDOM, 31 + k);
+		unsigned char *a = malloc(n * size);
+		ASSERT_NONNULL(a);
+		for (int stable = 0; stable < 2; stable++) {
+			memcpy(a, in, n * size);
+			ASSERT_EQ((stable ? mr_parallel_stable_sort : mr_parallel_sort)(a, n, size,
+											cmp_liar),
+				  0);
+			cmp_bytes_size = (int)size;
+			qsort(a, n, size, cmp_bytes);
+			unsigned char *b = malloc(n * size);
+			ASSERT_NONNULL(b);
+			memcpy(b, in, n * size);
+			qsort(b, n, size, cmp_bytes);
+			EXPECT_EQ(memcmp(a, b, n * size), 0);
+			free(b);
+		}
+		free(a);
+		free(in);
+	}
+}
+
+TEST(sort_bad_arguments)
+{
+	uint64_t a[4] = { 4, 3, 2, 1 };
+	int (*const sorts[])(void *, size_t, size_t, mr_cmp_fn) = { mr_parallel_sort,
+								      mr_parallel_stable_sort };
+
+	for (int k = 0; k < 2; k++) {
+		EXPECT_EQ(sorts[k](a, 4, 8, NULL), -EINVAL);
+		EXPECT_EQ(sorts[k](a, 4, 0, cmp_u64), -EINVAL);
+		EXPECT_EQ(sorts[k](NULL, 4, 8, cmp_u64), -EINVAL);
+		EXPECT_EQ(sorts[k](a, SIZE_MAX / 4, 8, cmp_u64), -EINVAL);
+		EXPECT_EQ(sorts[k](NULL, 0, 8, cmp_u64), 0);
+		EXPECT_EQ(a[0], 4);
+	}
+	EXPECT_EQ(mr_parallel_sort_r(a, 4, 8, NULL, NULL), -EINVAL);
+	EXPECT_EQ(mr_parallel_stable_sort_r(a, 4, 0, cmp_key_r, &r_calls), -EINVAL);
+	EXPECT_EQ(a[0], 4);
+}
+
+/* A buffer that cannot exist: -ENOMEM before the array is looked at (the
+ * pointer is to 4 elements; any access past them would fault or be caught). */
+TEST(stable_sort_enomem_huge)
+{
+	uint64_t a[4] = { 4, 3, 2, 1 };
+
+	EXPECT_EQ(mr_parallel_stable_sort(a, SIZE_MAX / 8 / 2 + 1, 8, cmp_u64), -ENOMEM);
+	EXPECT_EQ(mr_parallel_stable_sort(a, SIZE_MAX / 100, 100, cmp_u64), -ENOMEM);
+	EXPECT_EQ(a[0], 4);
+	EXPECT_EQ(a[3], 1);
+}
+
+/*
+ * A real array whose buffer does not fit under RLIMIT_AS: -ENOMEM, array
+ * unchanged. The sanitizers' shadow memory cannot run under the limit.
+ */
+static void enomem_child(void *arg)
+{
+	size_t n = (size_t)48 << 20; /* 384 MiB of uint64_t; the buffer would be as much */
+	uint64_t *a, r = 5;
+	struct rlimit rl;
+
+	(void)arg;
+	a = malloc(n * 8);
+	if (!a)
+		_exit(10);
+	for (size_t i = 0; i < n; i++)
+		a[i] = rnd(&r);
+	a[0] = 77;
+	/* Leave ~128 MiB of headroom: the workers' stacks fit, the buffer does not. */
+	if (getrlimit(RLIMIT_AS, &rl) != 0)
+		_exit(11);
+	FILE *f = fopen("/proc/self/statm", "r");
+	unsigned long pages = 0;
+	if (!f || fscanf(f, "%lu", &pages) != 1)
+		_exit(12);
+	fclose(f);
+	rl.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + ((rlim_t)128 << 20);
+	if (setrlimit(RLIMIT_AS, &rl) != 0)
+		_exit(13);
+	int ret = mr_parallel_stable_sort(a, n, 8, cmp_u64);
+	if (ret != -ENOMEM) {
+		fprintf(stderr, "stable sort returned %d\n", ret);
+		_exit(14);
+	}
+	r = 5;
+	rnd(&r);
+	for (size_t i = 1; i < n; i++)
+		if (rnd(&r), a[i] != r)
+			_exit(15);
+	if (a[0] != 77)
+		_exit(15);
+	_exit(0);
+}
+
+TEST(stable_sort_enomem_leaves_array)
+{
+	char buf[1024];
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	(void)enomem_child;
+	(void)buf;
+	SKIP("needs RLIMIT_AS, which the sanitizers' shadow memory cannot run under");
+#else
+	int st = mr_test_run_child(enomem_child, NULL, buf, sizeof(buf));
+	if (buf[0])
+		printf("# child: %s", buf);
+	ASSERT_TRUE(WIFEXITED(st));
+	EXPECT_EQ(WEXITSTATUS(st), 0);
+#endif
+}
+
+TEST_HARNESS_MAIN
