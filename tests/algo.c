@@ -8,6 +8,12 @@
  * equal; elements of 4, 8, 16 bytes (the fast paths) and 3, 24, 100
  * (generic); the _r forms' context; stability of records sorted by key;
  * bad arguments; -ENOMEM with the array unchanged.
+ *
+ * Scan: inclusive and exclusive, in place and out of place, for sizes
+ * around its cut-offs (blocks of 2048, sequential up to 4096) and large,
+ * with two non-commutative operations: adjacent intervals (an operation
+ * that only accepts its left operand ending where the right one starts)
+ * and 2x2 matrix products against the sequential loop; on 1 and 2 workers.
  */
 #include <stdatomic.h>
 #include <sys/resource.h>
@@ -387,6 +393,235 @@ TEST(stable_sort_enomem_leaves_array)
 	ASSERT_TRUE(WIFEXITED(st));
 	EXPECT_EQ(WEXITSTATUS(st), 0);
 #endif
+}
+
+/* ---- scan ---------------------------------------------------------------- */
+
+/* [lo, hi) and how many elements were folded in; EMPTY is the identity. */
+struct ival {
+	uint64_t lo, hi, count;
+};
+#define EMPTY UINT64_MAX
+
+static _Atomic long ival_bad, op_calls;
+
+static void ival_op(void *acc, const void *x, void *ctx)
+{
+	struct ival *a = acc;
+	const struct ival *b = x;
+
+	if (ctx != &op_calls)
+		abort();
+	atomic_fetch_add_explicit(&op_calls, 1, memory_order_relaxed);
+	if (b->lo == EMPTY)
+		return;
+	if (a->lo == EMPTY) {
+		*a = *b;
+		return;
+	}
+	if (a->hi != b->lo)
+		atomic_fetch_add_explicit(&ival_bad, 1, memory_order_relaxed);
+	a->hi = b->hi;
+	a->count += b->count;
+}
+
+/* Scan intervals [i, i+1) every way; count wrong outputs. */
+static long scan_ival_case(size_t n)
+{
+	struct ival *in = malloc((n + 1) * sizeof(*in)), *out = malloc((n + 1) * sizeof(*out));
+	const struct ival id = { EMPTY, EMPTY, 0 };
+	long faults = 0;
+
+	if (!in || !out)
+		abort();
+	for (int v = 0; v < 4; v++) {
+		bool excl = v & 1, inplace = v & 2;
+		for (size_t i = 0; i < n; i++)
+			in[i] = (struct ival){ i, i + 1, 1 };
+		memset(out, 0xa5, (n + 1) * sizeof(*out));
+		out[n] = (struct ival){ 7, 7, 7 }; /* past the end: must stay */
+		atomic_store(&ival_bad, 0);
+		struct ival *dst = inplace ? in : out;
+		int r = mr_parallel_scan(in, dst, n, sizeof(*in), &id, ival_op, &op_calls,
+					 excl ? MR_SCAN_EXCLUSIVE : MR_SCAN_INCLUSIVE);
+		if (r != 0) {
+			printf("# scan n %zu: %d\n", n, r);
+			faults++;
+			continue;
+		}
+		for (size_t i = 0; i < n; i++) {
+			struct ival want = { 0, i + 1, i + 1 };
+			if (excl)
+				want = i ? (struct ival){ 0, i, i } : id;
+			if (memcmp(&dst[i], &want, sizeof(want))) {
+				printf("# scan n %zu %s%s: out[%zu] = [%" PRIu64 ", %" PRIu64
+				       ") x%" PRIu64 "\n",
+				       n, excl ? "exclusive" : "inclusive", inplace ? " in place" : "",
+				       i, dst[i].lo, dst[i].hi, dst[i].count);
+				faults++;
+				break;
+			}
+		}
+		if (atomic_load(&ival_bad) || out[n].lo != 7 || (inplace && n && out[0].lo != 0xa5a5a5a5a5a5a5a5ull)) {
+			printf("# scan n %zu: %ld bad joins, or a write out of bounds\n", n,
+			       atomic_load(&ival_bad));
+			faults++;
+		}
+	}
+	free(in);
+	free(out);
+	return faults;
+}
+
+static const size_t scan_sizes[] = { 0, 1, 2, 3, 100, 2047, 2048, 2049, 4095, 4096, 4097,
+				     6143, 8192, 8193, 16383, 16385, 40000, 123457 };
+
+static void scan_sizes_run(void *arg)
+{
+	long *faults = arg;
+
+	for (size_t k = 0; k < sizeof(scan_sizes) / sizeof(scan_sizes[0]); k++)
+		*faults += scan_ival_case(scan_sizes[k]);
+	*faults += scan_ival_case((size_t)scaled(1000000));
+}
+
+TEST(scan_intervals_from_outside)
+{
+	long faults = 0;
+	scan_sizes_run(&faults);
+	EXPECT_EQ(faults, 0);
+}
+
+TEST(scan_intervals_on_1_and_2_workers)
+{
+	for (unsigned w = 1; w <= 2; w++) {
+		mr_runtime_t *rt = make_rt(w);
+		long faults = 0;
+		ASSERT_NONNULL(rt);
+		atomic_store(&op_calls, 0);
+		ASSERT_EQ(mr_runtime_install(rt, scan_sizes_run, &faults), 0);
+		EXPECT_EQ(faults, 0);
+		ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	}
+}
+
+/* One worker runs the sequential loop: n operations, not 2n. */
+struct one_worker {
+	int r;
+	long calls;
+};
+
+static void scan_one_worker(void *arg)
+{
+	struct one_worker *x = arg;
+	size_t n = 100000;
+	struct ival *a = malloc(n * sizeof(*a));
+	const struct ival id = { EMPTY, EMPTY, 0 };
+
+	if (!a)
+		abort();
+	for (size_t i = 0; i < n; i++)
+		a[i] = (struct ival){ i, i + 1, 1 };
+	atomic_store(&op_calls, 0);
+	x->r = mr_parallel_scan(a, a, n, sizeof(*a), &id, ival_op, &op_calls, 0);
+	x->calls = atomic_load(&op_calls);
+	free(a);
+}
+
+TEST(scan_one_worker_is_sequential)
+{
+	mr_runtime_t *rt = make_rt(1);
+	struct one_worker x = { -1, 0 };
+
+	ASSERT_NONNULL(rt);
+	ASSERT_EQ(mr_runtime_install(rt, scan_one_worker, &x), 0);
+	EXPECT_EQ(x.r, 0);
+	EXPECT_EQ(x.calls, 100000);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/* 2x2 matrices mod 2^32: associative, not commutative. */
+struct m2 {
+	uint32_t a, b, c, d;
+};
+
+static void m2_mul(void *acc, const void *x, void *ctx)
+{
+	struct m2 *p = acc;
+	const struct m2 *q = x;
+	struct m2 r = { p->a * q->a + p->b * q->c, p->a * q->b + p->b * q->d,
+			p->c * q->a + p->d * q->c, p->c * q->b + p->d * q->d };
+	(void)ctx;
+	*p = r;
+}
+
+TEST(scan_matrix_products)
+{
+	size_t n = (size_t)scaled(300000);
+	struct m2 *in = malloc(n * sizeof(*in)), *out = malloc(n * sizeof(*out));
+	struct m2 *ref = malloc(n * sizeof(*ref)), id = { 1, 0, 0, 1 };
+	uint64_t r = 3;
+
+	ASSERT_NONNULL(in);
+	ASSERT_NONNULL(out);
+	ASSERT_NONNULL(ref);
+	for (size_t i = 0; i < n; i++)
+		in[i] = (struct m2){ (uint32_t)rnd(&r), (uint32_t)rnd(&r), (uint32_t)rnd(&r),
+				     (uint32_t)rnd(&r) };
+	for (int excl = 0; excl < 2; excl++) {
+		struct m2 acc = id;
+		for (size_t i = 0; i < n; i++) {
+			if (excl)
+				ref[i] = acc;
+			m2_mul(&acc, &in[i], NULL);
+			if (!excl)
+				ref[i] = acc;
+		}
+		ASSERT_EQ(mr_parallel_scan(in, out, n, sizeof(*in), &id, m2_mul, NULL,
+					   excl ? MR_SCAN_EXCLUSIVE : MR_SCAN_INCLUSIVE),
+			  0);
+		EXPECT_EQ(memcmp(out, ref, n * sizeof(*ref)), 0);
+		memcpy(out, in, n * sizeof(*in));
+		ASSERT_EQ(mr_parallel_scan(out, out, n, sizeof(*in), &id, m2_mul, NULL,
+					   excl ? MR_SCAN_EXCLUSIVE : MR_SCAN_INCLUSIVE),
+			  0);
+		EXPECT_EQ(memcmp(out, ref, n * sizeof(*ref)), 0);
+	}
+	free(in);
+	free(out);
+	free(ref);
+}
+
+static void add_u64(void *acc, const void *x, void *ctx)
+{
+	*(uint64_t *)acc += *(const uint64_t *)x;
+	(void)ctx;
+}
+
+TEST(scan_bad_arguments)
+{
+	uint64_t a[16] = { 1 }, id = 0;
+
+	EXPECT_EQ(mr_parallel_scan(a, a, 4, 8, &id, NULL, NULL, 0), -EINVAL);
+	EXPECT_EQ(mr_parallel_scan(a, a, 4, 8, NULL, m2_mul, NULL, 0), -EINVAL);
+	EXPECT_EQ(mr_parallel_scan(a, a, 4, 0, &id, m2_mul, NULL, 0), -EINVAL);
+	EXPECT_EQ(mr_parallel_scan(a, a, 4, MR_REDUCE_MAX_ELEM + 1, &id, m2_mul, NULL, 0),
+		  -EINVAL);
+	EXPECT_EQ(mr_parallel_scan(NULL, a, 4, 8, &id, m2_mul, NULL, 0), -EINVAL);
+	EXPECT_EQ(mr_parallel_scan(a, NULL, 4, 8, &id, m2_mul, NULL, 0), -EINVAL);
+	EXPECT_EQ(mr_parallel_scan(a, a + 1, 4, 8, &id, m2_mul, NULL, 0), -EINVAL);
+	EXPECT_EQ(mr_parallel_scan(a + 3, a, 4, 8, &id, m2_mul, NULL, 0), -EINVAL);
+	EXPECT_EQ(mr_parallel_scan(a, a, 4, 8, &id, m2_mul, NULL, 2), -EINVAL);
+	EXPECT_EQ(mr_parallel_scan(a, a, SIZE_MAX / 4, 8, &id, m2_mul, NULL, 0), -EINVAL);
+	EXPECT_EQ(mr_parallel_scan(NULL, NULL, 0, 8, &id, m2_mul, NULL, 0), 0);
+	EXPECT_EQ(a[0], 1);
+	/* Adjacent but apart is fine. */
+	a[1] = 2;
+	a[2] = 3;
+	a[3] = 4;
+	EXPECT_EQ(mr_parallel_scan(a, a + 4, 4, 8, &id, add_u64, NULL, MR_SCAN_EXCLUSIVE), 0);
+	EXPECT_EQ(a[4], 0);
+	EXPECT_EQ(a[7], 6);
 }
 
 TEST_HARNESS_MAIN

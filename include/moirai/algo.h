@@ -1,5 +1,5 @@
 /*
- * moirai/algo.h - parallel algorithms on the workers: sort.
+ * moirai/algo.h - parallel algorithms on the workers: sort, scan.
  *
  * Like the loops of <moirai/par.h>, each call here may be made from a job,
  * a fiber or a thread outside any runtime; it runs on the caller's runtime
@@ -19,6 +19,7 @@
 #define MOIRAI_ALGO_H
 
 #include <moirai/common.h>
+#include <moirai/par.h>
 
 MR_EXTERN_C_BEGIN
 
@@ -69,6 +70,42 @@ MR_API int mr_parallel_stable_sort(void *base, size_t n, size_t size, mr_cmp_fn 
 /* mr_parallel_stable_sort with cmp(a, b, ctx), as qsort_r(3). Same ERRORS. */
 MR_API int mr_parallel_stable_sort_r(void *base, size_t n, size_t size, mr_cmp_r_fn cmp,
 				     void *ctx);
+
+/* ---- prefix scan ------------------------------------------------------- */
+
+/* mr_parallel_scan's flags: inclusive (the default) or exclusive. */
+#define MR_SCAN_INCLUSIVE 0u
+#define MR_SCAN_EXCLUSIVE 1u
+
+/*
+ * Prefix scan of the n elements of size bytes at in into out, with the
+ * associative operation op (par.h's mr_combine_fn: op(acc, x, ctx) sets acc
+ * to acc (+) x, acc being the left operand; op need not be commutative)
+ * and its identity. Inclusive: out[i] = in[0] (+) ... (+) in[i].
+ * Exclusive (MR_SCAN_EXCLUSIVE): out[0] = identity, out[i] = in[0] (+) ...
+ * (+) in[i-1]. out may be in itself (in place) or must not overlap it.
+ * op runs on any worker, several at once, each time on scratch or output
+ * memory as acc and on an input element (or a copy of one) as x.
+ *
+ * Above 4096 elements on a runtime of several workers: two parallel passes
+ * over about 4 blocks per worker of at least 2048 elements each (fold
+ * each block, scan the block sums, rescan each block from its start), so
+ * op runs about 2n times; otherwise the sequential loop on the calling
+ * thread (n times; no runtime needed up to 4096). Allocates 3 * size bytes
+ * per block (one block when sequential), freed before the return. Blocks;
+ * any context.
+ * ERRORS (out is unchanged):
+ *   -EINVAL     op or identity is NULL, size is 0 or above
+ *               MR_REDUCE_MAX_ELEM, in or out is NULL with n > 0, n * size
+ *               overflows size_t, in and out overlap without being equal,
+ *               or flags has a bit other than MR_SCAN_EXCLUSIVE.
+ *   -ENOMEM     the scratch memory could not be allocated.
+ *   -EINVAL, -ENOMEM, -EAGAIN
+ *               n > 4096, called from outside any runtime, and the default
+ *               runtime cannot be created.
+ */
+MR_API int mr_parallel_scan(const void *in, void *out, size_t n, size_t size,
+			    const void *identity, mr_combine_fn op, void *ctx, unsigned flags);
 
 MR_EXTERN_C_END
 
