@@ -14,6 +14,12 @@
  * with two non-commutative operations: adjacent intervals (an operation
  * that only accepts its left operand ending where the right one starts)
  * and 2x2 matrix products against the sequential loop; on 1 and 2 workers.
+ *
+ * Searches: find_first, find_any, any_of, all_of against a sequential scan
+ * of random arrays (hit nowhere, first, last, anywhere, many hits), with
+ * and without a grain; early exit counted in predicate calls: on one worker
+ * find_first calls it exactly up to the hit, on two it skips most of the
+ * range (logged, with the time against a sequential scan).
  */
 #include <stdatomic.h>
 #include <sys/resource.h>
@@ -622,6 +628,279 @@ TEST(scan_bad_arguments)
 	EXPECT_EQ(mr_parallel_scan(a, a + 4, 4, 8, &id, add_u64, NULL, MR_SCAN_EXCLUSIVE), 0);
 	EXPECT_EQ(a[4], 0);
 	EXPECT_EQ(a[7], 6);
+}
+
+/* ---- searches ------------------------------------------------------------ */
+
+struct hay {
+	const unsigned char *a;
+	unsigned char needle;
+	_Atomic long calls;
+	_Atomic unsigned char *seen; /* NULL, or a count of calls per index */
+};
+
+static bool is_needle(size_t i, void *ctx)
+{
+	struct hay *h = ctx;
+
+	atomic_fetch_add_explicit(&h->calls, 1, memory_order_relaxed);
+	if (h->seen)
+		atomic_fetch_add_explicit(&h->seen[i], 1, memory_order_relaxed);
+	return h->a[i] == h->needle;
+}
+
+/* Every search on a[0..n) for needle, against the sequential answers. */
+static long search_case(const unsigned char *a, size_t n, unsigned char needle, size_t grain)
+{
+	struct hay h = { a, needle, 0, NULL };
+	size_t first = n, got = SIZE_MAX;
+	long faults = 0;
+	int r;
+
+	h.seen = calloc(n ? n : 1, 1);
+	if (!h.seen)
+		abort();
+	for (size_t i = 0; i < n; i++)
+		if (a[i] == needle) {
+			first = i;
+			break;
+		}
+	r = mr_parallel_find_first(0, n, grain, is_needle, &h, &got);
+	if (r != (first < n) || (r == 1 && got != first)) {
+		printf("# find_first n %zu grain %zu: %d at %zu, want %zu\n", n, grain, r, got, first);
+		faults++;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (h.seen[i] > 1) {
+			printf("# find_first: pred called %u times for %zu\n", h.seen[i], i);
+			faults++;
+			break;
+		}
+	got = SIZE_MAX;
+	r = mr_parallel_find_any(0, n, grain, is_needle, &h, &got);
+	if (r != (first < n) || (r == 1 && (got >= n || a[got] != needle))) {
+		printf("# find_any n %zu grain %zu: %d at %zu\n", n, grain, r, got);
+		faults++;
+	}
+	if (mr_parallel_any_of(0, n, grain, is_needle, &h) != (first < n)) {
+		printf("# any_of n %zu grain %zu\n", n, grain);
+		faults++;
+	}
+	/* all_of(not needle) is !any_of(needle); all_of(a[i] == needle) on a
+	 * run of needles is 1. */
+	h.needle = (unsigned char)(needle + 1);
+	bool all = true;
+	for (size_t i = 0; i < n; i++)
+		all = all && a[i] == h.needle;
+	if (mr_parallel_all_of(0, n, grain, is_needle, &h) != all) {
+		printf("# all_of n %zu grain %zu, want %d\n", n, grain, all);
+		faults++;
+	}
+	free(h.seen);
+	return faults;
+}
+
+static long search_sizes(void)
+{
+	static const size_t sizes[] = { 0, 1, 2, 3, 31, 1023, 1024, 1025, 4000, 70000, 300001 };
+	static const size_t grains[] = { 0, 1, 100, 5000 };
+	long faults = 0;
+	uint64_t r = 11;
+
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		size_t n = sizes[k];
+		unsigned char *a = malloc(n + 1);
+		if (!a)
+			abort();
+		for (size_t g = 0; g < sizeof(grains) / sizeof(grains[0]); g++) {
+			/* Sparse: needle 7 about once in 4096; dense: 0..3. */
+			for (size_t i = 0; i < n; i++)
+				a[i] = (unsigned char)(rnd(&r) % 4096 == 0 ? 7 : 8 + rnd(&r) % 200);
+			faults += search_case(a, n, 7, grains[g]); /* sparse or none */
+			faults += search_case(a, n, 250, grains[g]); /* none */
+			if (n) {
+				a[n - 1] = 250;
+				faults += search_case(a, n, 250, grains[g]); /* last */
+				a[0] = 250;
+				faults += search_case(a, n, 250, grains[g]); /* first */
+			}
+			for (size_t i = 0; i < n; i++)
+				a[i] = (unsigned char)(rnd(&r) % 4);
+			faults += search_case(a, n, 2, grains[g]); /* dense */
+			memset(a, 5, n);
+			faults += search_case(a, n, 4, grains[g]); /* all_of true */
+		}
+		free(a);
+	}
+	return faults;
+}
+
+TEST(search_random_from_outside)
+{
+	EXPECT_EQ(search_sizes(), 0);
+}
+
+static void search_sizes_run(void *arg)
+{
+	*(long *)arg = search_sizes();
+}
+
+TEST(search_random_on_1_and_2_workers)
+{
+	for (unsigned w = 1; w <= 2; w++) {
+		mr_runtime_t *rt = make_rt(w);
+		long faults = -1;
+		ASSERT_NONNULL(rt);
+		ASSERT_EQ(mr_runtime_install(rt, search_sizes_run, &faults), 0);
+		EXPECT_EQ(faults, 0);
+		ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	}
+}
+
+/* A hit at 1% of n, every search: predicate calls and time. */
+struct early {
+	size_t n, hit;
+	unsigned char *a;
+	long calls[4];
+	int r[4];
+	size_t at[2];
+	double secs[4], seq_secs, plain_secs, plain_seq_secs;
+};
+
+static bool plain_needle(size_t i, void *ctx)
+{
+	return ((const unsigned char *)ctx)[i] == 1;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void early_run(void *arg)
+{
+	struct early *e = arg;
+	struct hay h = { e->a, 1, 0, NULL };
+	double t;
+
+	for (int pass = 0; pass < 2; pass++) { /* the first maps the pages */
+		t = now_s();
+		for (size_t i = 0; i < e->n; i++)
+			if (is_needle(i, &h))
+				break;
+		e->seq_secs = now_s() - t;
+	}
+	/* Time without the shared call counter, which costs more than the search. */
+	for (int pass = 0; pass < 3; pass++) {
+		bool (*volatile pred)(size_t, void *) = plain_needle; /* called as the search does */
+		size_t i, at = 0;
+		t = now_s();
+		for (i = 0; i < e->n && !pred(i, e->a); i++)
+			;
+		e->plain_seq_secs = now_s() - t;
+		t = now_s();
+		if (mr_parallel_find_first(0, e->n, 0, plain_needle, e->a, &at) != 1 || at != i)
+			abort();
+		e->plain_secs = now_s() - t;
+	}
+	for (int k = 0; k < 4; k++) {
+		atomic_store(&h.calls, 0);
+		h.needle = 1;
+		t = now_s();
+		switch (k) {
+		case 0: e->r[k] = mr_parallel_find_first(0, e->n, 0, is_needle, &h, &e->at[0]); break;
+		case 1: e->r[k] = mr_parallel_find_any(0, e->n, 0, is_needle, &h, &e->at[1]); break;
+		case 2: e->r[k] = mr_parallel_any_of(0, e->n, 0, is_needle, &h); break;
+		default:
+			h.needle = 0; /* all_of(a[i] == 0): false at the hit */
+			e->r[k] = mr_parallel_all_of(0, e->n, 0, is_needle, &h);
+			break;
+		}
+		e->secs[k] = now_s() - t;
+		e->calls[k] = atomic_load(&h.calls);
+	}
+}
+
+static void early_exit(unsigned workers, struct early *e)
+{
+	mr_runtime_t *rt = make_rt(workers);
+
+	e->n = (size_t)scaled(10000000);
+	e->hit = e->n / 100;
+	e->a = calloc(e->n, 1);
+	ASSERT_NONNULL(rt);
+	ASSERT_NONNULL(e->a);
+	e->a[e->hit] = 1;
+	e->a[e->n - 1] = 1;
+	ASSERT_EQ(mr_runtime_install(rt, early_run, e), 0);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	free(e->a);
+	EXPECT_EQ(e->r[0], 1);
+	EXPECT_EQ(e->at[0], e->hit);
+	EXPECT_EQ(e->r[1], 1);
+	EXPECT_TRUE(e->at[1] == e->hit || e->at[1] == e->n - 1);
+	EXPECT_EQ(e->r[2], 1);
+	EXPECT_EQ(e->r[3], 0);
+	TH_LOG("%u worker(s), n %zu, hit at %zu: calls find_first %ld, find_any %ld, any_of %ld, "
+	       "all_of %ld; ms %.2f %.2f %.2f %.2f, sequential scan to the hit %.2f",
+	       workers, e->n, e->hit, e->calls[0], e->calls[1], e->calls[2], e->calls[3],
+	       e->secs[0] * 1e3, e->secs[1] * 1e3, e->secs[2] * 1e3, e->secs[3] * 1e3,
+	       e->seq_secs * 1e3);
+	TH_LOG("%u worker(s): find_first with a plain predicate %.3f ms, the sequential loop %.3f ms",
+	       workers, e->plain_secs * 1e3, e->plain_seq_secs * 1e3);
+}
+
+/* One worker: a sequential scan that stops at the hit, so every later
+ * chunk was skipped. */
+TEST(search_early_exit_one_worker)
+{
+	struct early e = { 0 };
+
+	early_exit(1, &e);
+	EXPECT_EQ(e.calls[0], (long)e.hit + 1);
+	EXPECT_EQ(e.calls[1], (long)e.hit + 1);
+	EXPECT_EQ(e.calls[2], (long)e.hit + 1);
+	EXPECT_EQ(e.calls[3], (long)e.hit + 1);
+}
+
+/* Two workers: the other searcher scans chunks right of the hit meanwhile,
+ * but none is started after it is published and the chunks are short, so
+ * fewer calls than indices whatever the schedule (logged). */
+TEST(search_early_exit_two_workers)
+{
+	struct early e = { 0 };
+
+	early_exit(2, &e);
+	for (int k = 0; k < 4; k++)
+		EXPECT_LT(e.calls[k], (long)e.n);
+}
+
+static bool never(size_t i, void *ctx)
+{
+	(void)i;
+	(void)ctx;
+	return false;
+}
+
+TEST(search_bad_arguments)
+{
+	size_t at = 77;
+
+	EXPECT_EQ(mr_parallel_find_first(0, 10, 0, NULL, NULL, &at), -EINVAL);
+	EXPECT_EQ(mr_parallel_find_any(0, 10, 0, NULL, NULL, &at), -EINVAL);
+	EXPECT_EQ(mr_parallel_any_of(0, 10, 0, NULL, NULL), -EINVAL);
+	EXPECT_EQ(mr_parallel_all_of(0, 10, 0, NULL, NULL), -EINVAL);
+	EXPECT_EQ(mr_parallel_find_first(5, 4, 0, never, NULL, &at), -EINVAL);
+	EXPECT_EQ(mr_parallel_all_of(5, 4, 0, never, NULL), -EINVAL);
+	EXPECT_EQ(mr_parallel_find_first(4, 4, 0, never, NULL, &at), 0);
+	EXPECT_EQ(mr_parallel_find_first(0, 100000, 0, never, NULL, &at), 0);
+	EXPECT_EQ(mr_parallel_find_any(0, 100000, 0, never, NULL, NULL), 0);
+	EXPECT_EQ(at, 77);
+	EXPECT_EQ(mr_parallel_any_of(4, 4, 0, never, NULL), 0);
+	EXPECT_EQ(mr_parallel_all_of(4, 4, 0, never, NULL), 1);
+	EXPECT_EQ(mr_parallel_all_of(SIZE_MAX - 3000, SIZE_MAX, 0, never, NULL), 0);
 }
 
 TEST_HARNESS_MAIN

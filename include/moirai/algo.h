@@ -1,5 +1,6 @@
 /*
- * moirai/algo.h - parallel algorithms on the workers: sort, scan.
+ * moirai/algo.h - parallel algorithms on the workers: sort, scan,
+ * searches that stop early.
  *
  * Like the loops of <moirai/par.h>, each call here may be made from a job,
  * a fiber or a thread outside any runtime; it runs on the caller's runtime
@@ -106,6 +107,53 @@ MR_API int mr_parallel_stable_sort_r(void *base, size_t n, size_t size, mr_cmp_r
  */
 MR_API int mr_parallel_scan(const void *in, void *out, size_t n, size_t size,
 			    const void *identity, mr_combine_fn op, void *ctx, unsigned flags);
+
+/* ---- searching with early exit ----------------------------------------- */
+
+/* pred(i, ctx): whether index i satisfies the search. */
+typedef bool (*mr_pred_fn)(size_t i, void *ctx);
+
+/*
+ * Find the lowest index i of [begin, end) where pred(i, ctx) is true.
+ * Returns 1 and sets *index (if index is not NULL) to it, or 0 when there
+ * is none (*index untouched). One searcher per worker takes chunks of
+ * the range in index order from a shared counter: chunks of grain indices,
+ * or with grain 0 of n / (64 workers), at most 4096. It stops early: once
+ * an index is found no chunk right of it is started, and running chunks
+ * right of it stop at their next look (every 1024 indices); chunks to its
+ * left still run, so the answer is always the lowest. On one worker pred
+ * is called exactly for begin .. i. pred runs on any worker, several at
+ * once, never twice for one index. A range of at most grain indices runs
+ * on the calling thread (no runtime needed); an empty one returns 0
+ * without calling pred. Allocates nothing. Blocks like mr_join; any
+ * context.
+ * ERRORS (pred was not called):
+ *   -EINVAL     pred is NULL or begin > end.
+ *   -EINVAL, -ENOMEM, -EAGAIN
+ *               called from outside any runtime, the range is longer than
+ *               grain, and the default runtime cannot be created.
+ */
+MR_API int mr_parallel_find_first(size_t begin, size_t end, size_t grain, mr_pred_fn pred,
+				  void *ctx, size_t *index);
+
+/*
+ * As mr_parallel_find_first, but any index where pred is true will do: the
+ * first one a searcher finds. Once one is found, no chunk is started any
+ * more and running chunks stop at their next look (every 1024 indices). Returns 1 (and *index), 0 when there is none. Same ERRORS.
+ */
+MR_API int mr_parallel_find_any(size_t begin, size_t end, size_t grain, mr_pred_fn pred,
+				void *ctx, size_t *index);
+
+/*
+ * Whether pred is true for some index of [begin, end) (any_of: 1 or 0;
+ * 0 for an empty range) or for every one (all_of: 1 or 0; 1 for an empty
+ * range). Stop as mr_parallel_find_any does, at the first true (any_of) or
+ * false (all_of) answer found. Same ERRORS as mr_parallel_find_first.
+ */
+MR_API int mr_parallel_any_of(size_t begin, size_t end, size_t grain, mr_pred_fn pred,
+			      void *ctx);
+MR_API int mr_parallel_all_of(size_t begin, size_t end, size_t grain, mr_pred_fn pred,
+			      void *ctx);
 
 MR_EXTERN_C_END
 
