@@ -20,6 +20,11 @@
  * and without a grain; early exit counted in predicate calls: on one worker
  * find_first calls it exactly up to the hit, on two it skips most of the
  * range (logged, with the time against a sequential scan).
+ *
+ * Accumulators: a histogram (and min, max, count) built in a parallel_for
+ * equals the sequential one, from outside and on 1 and 2 workers; slots
+ * are cache-line separated, one per worker, found only from that
+ * runtime's workers; reset, identity, bad arguments.
  */
 #include <stdatomic.h>
 #include <sys/resource.h>
@@ -901,6 +906,239 @@ TEST(search_bad_arguments)
 	EXPECT_EQ(mr_parallel_any_of(4, 4, 0, never, NULL), 0);
 	EXPECT_EQ(mr_parallel_all_of(4, 4, 0, never, NULL), 1);
 	EXPECT_EQ(mr_parallel_all_of(SIZE_MAX - 3000, SIZE_MAX, 0, never, NULL), 0);
+}
+
+/* ---- accumulators --------------------------------------------------------- */
+
+struct hist {
+	uint64_t bin[256];
+	uint64_t count, min, max;
+};
+
+static const struct hist hist_id = { .min = UINT64_MAX };
+
+static void hist_add(void *acc, const void *x, void *ctx)
+{
+	struct hist *a = acc;
+	const struct hist *b = x;
+
+	for (int i = 0; i < 256; i++)
+		a->bin[i] += b->bin[i];
+	a->count += b->count;
+	a->min = b->min < a->min ? b->min : a->min;
+	a->max = b->max > a->max ? b->max : a->max;
+	(void)ctx;
+}
+
+struct hist_job {
+	const uint64_t *v;
+	size_t n;
+	mr_accum_t *acc;
+	_Atomic long no_slot;
+	long faults;
+};
+
+static void hist_body(size_t lo, size_t hi, void *ctx)
+{
+	struct hist_job *j = ctx;
+	struct hist *h = mr_accum_local(j->acc);
+
+	if (!h) {
+		atomic_fetch_add(&j->no_slot, 1);
+		return;
+	}
+	for (size_t i = lo; i < hi; i++) {
+		uint64_t x = j->v[i];
+		h->bin[x & 255]++;
+		h->count++;
+		h->min = x < h->min ? x : h->min;
+		h->max = x > h->max ? x : h->max;
+	}
+}
+
+static void slot_sum(void *slot, unsigned worker, void *ctx)
+{
+	uint64_t *total = ctx;
+	(void)worker;
+	*total += ((struct hist *)slot)->count;
+}
+
+/* Build the histogram of v with the given grain, twice (reset between). */
+static void hist_check(void *arg)
+{
+	struct hist_job *j = arg;
+	struct hist seq = hist_id, par;
+
+	for (size_t i = 0; i < j->n; i++) {
+		struct hist one = hist_id;
+		one.bin[j->v[i] & 255] = 1;
+		one.count = 1;
+		one.min = one.max = j->v[i];
+		hist_add(&seq, &one, NULL);
+	}
+	j->acc = mr_accum_create(NULL, sizeof(struct hist), &hist_id);
+	if (!j->acc) {
+		j->faults++;
+		return;
+	}
+	for (int round = 0; round < 2; round++) {
+		size_t grain = round ? 1000 : 0;
+		uint64_t total = 0;
+		if (mr_parallel_for(0, j->n, grain, hist_body, j) != 0 ||
+		    mr_accum_combine(j->acc, &par, hist_add, NULL) != 0 ||
+		    mr_accum_for_each(j->acc, slot_sum, &total) != 0)
+			j->faults++;
+		if (memcmp(&par, &seq, sizeof(seq)) || total != j->n) {
+			printf("# histogram differs (grain %zu): count %" PRIu64 " of %zu\n", grain,
+			       par.count, j->n);
+			j->faults++;
+		}
+		if (mr_accum_reset(j->acc) != 0)
+			j->faults++;
+		if (mr_accum_combine(j->acc, &par, hist_add, NULL) != 0 ||
+		    memcmp(&par, &hist_id, sizeof(par)))
+			j->faults++;
+	}
+	if (atomic_load(&j->no_slot))
+		j->faults++;
+	mr_accum_destroy(j->acc);
+}
+
+static uint64_t *random_u64(size_t n, uint64_t seed)
+{
+	uint64_t *v = malloc(n * sizeof(*v));
+	if (!v)
+		abort();
+	for (size_t i = 0; i < n; i++)
+		v[i] = rnd(&seed) >> (i % 40); /* some small values, some large */
+	return v;
+}
+
+TEST(accum_histogram_from_outside)
+{
+	struct hist_job j = { 0 };
+
+	j.n = (size_t)scaled(2000000);
+	j.v = random_u64(j.n, 17);
+	hist_check(&j);
+	EXPECT_EQ(j.faults, 0);
+	free((void *)j.v);
+}
+
+TEST(accum_histogram_on_1_and_2_workers)
+{
+	for (unsigned w = 1; w <= 2; w++) {
+		mr_runtime_t *rt = make_rt(w);
+		struct hist_job j = { 0 };
+		ASSERT_NONNULL(rt);
+		j.n = (size_t)scaled(1000000);
+		j.v = random_u64(j.n, 23 + w);
+		ASSERT_EQ(mr_runtime_install(rt, hist_check, &j), 0);
+		EXPECT_EQ(j.faults, 0);
+		free((void *)j.v);
+		ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	}
+}
+
+/* Where each worker's slot is, seen from the worker and from for_each. */
+struct where {
+	mr_accum_t *acc, *other;
+	void *seen[3];
+	_Atomic long wrong;
+};
+
+static void where_body(size_t lo, size_t hi, void *ctx)
+{
+	struct where *w = ctx;
+	int me = mr_worker_index();
+	void *slot = mr_accum_local(w->acc);
+
+	if (me < 0 || me >= 3 || !slot || mr_accum_local(w->other) != NULL) {
+		atomic_fetch_add(&w->wrong, 1);
+		return;
+	}
+	w->seen[me] = slot; /* the same value from every body on this worker */
+	for (size_t i = lo; i < hi; i++)
+		*(uint64_t *)slot += 1;
+}
+
+static void record_slot(void *slot, unsigned worker, void *ctx)
+{
+	void **at = ctx;
+	at[worker] = slot;
+}
+
+static void where_run(void *arg)
+{
+	struct where *w = arg;
+	mr_parallel_for(0, 300000, 100, where_body, w);
+}
+
+TEST(accum_slots_one_per_worker_on_own_lines)
+{
+	mr_runtime_t *rt = make_rt(3), *rt2 = make_rt(1);
+	struct where w = { 0 };
+	void *at[3] = { 0 };
+	uint64_t sum = 0, seven = 7;
+
+	ASSERT_NONNULL(rt);
+	ASSERT_NONNULL(rt2);
+	w.acc = mr_accum_create(rt, 8, &seven);
+	w.other = mr_accum_create(rt2, 8, NULL);
+	ASSERT_NONNULL(w.acc);
+	ASSERT_NONNULL(w.other);
+	EXPECT_EQ(mr_accum_slots(w.acc), 3);
+	EXPECT_EQ(mr_accum_slots(w.other), 1);
+	EXPECT_TRUE(mr_accum_local(w.acc) == NULL); /* not a worker */
+	ASSERT_EQ(mr_runtime_install(rt, where_run, &w), 0);
+	EXPECT_EQ(atomic_load(&w.wrong), 0);
+	ASSERT_EQ(mr_accum_for_each(w.acc, record_slot, at), 0);
+	for (int i = 0; i < 3; i++) {
+		EXPECT_EQ((uintptr_t)at[i] % 64, 0);
+		if (w.seen[i])
+			EXPECT_TRUE(w.seen[i] == at[i]);
+		for (int k = 0; k < i; k++) {
+			uintptr_t d = (uintptr_t)at[i] > (uintptr_t)at[k] ? (uintptr_t)at[i] - (uintptr_t)at[k]
+									  : (uintptr_t)at[k] - (uintptr_t)at[i];
+			EXPECT_GE(d, 64);
+		}
+		sum += *(uint64_t *)at[i];
+	}
+	EXPECT_EQ(sum, 300000 + 3 * 7);
+	ASSERT_EQ(mr_accum_reset(w.acc), 0);
+	EXPECT_EQ(*(uint64_t *)at[2], 7);
+	EXPECT_EQ(*(uint64_t *)at[0], 7);
+	mr_accum_destroy(w.acc);
+	mr_accum_destroy(w.other);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	ASSERT_EQ(mr_runtime_destroy(rt2), 0);
+}
+
+TEST(accum_bad_arguments)
+{
+	uint64_t r;
+
+	errno = 0;
+	EXPECT_TRUE(mr_accum_create(NULL, 0, NULL) == NULL);
+	EXPECT_EQ(errno, EINVAL);
+	errno = 0;
+	EXPECT_TRUE(mr_accum_create(NULL, SIZE_MAX / 2, NULL) == NULL);
+	EXPECT_EQ(errno, EINVAL);
+	mr_accum_t *a = mr_accum_create(NULL, 8, NULL);
+	ASSERT_NONNULL(a);
+	EXPECT_EQ(mr_accum_combine(a, &r, NULL, NULL), -EINVAL);
+	EXPECT_EQ(mr_accum_combine(a, NULL, add_u64, NULL), -EINVAL);
+	EXPECT_EQ(mr_accum_combine(NULL, &r, add_u64, NULL), -EINVAL);
+	EXPECT_EQ(mr_accum_for_each(a, NULL, NULL), -EINVAL);
+	EXPECT_EQ(mr_accum_for_each(NULL, record_slot, NULL), -EINVAL);
+	EXPECT_EQ(mr_accum_reset(NULL), -EINVAL);
+	EXPECT_TRUE(mr_accum_local(NULL) == NULL);
+	EXPECT_EQ(mr_accum_slots(NULL), 0);
+	r = 5;
+	EXPECT_EQ(mr_accum_combine(a, &r, add_u64, NULL), 0);
+	EXPECT_EQ(r, 0); /* zero identity, zero slots */
+	mr_accum_destroy(a);
+	mr_accum_destroy(NULL);
 }
 
 TEST_HARNESS_MAIN

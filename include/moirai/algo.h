@@ -1,6 +1,6 @@
 /*
  * moirai/algo.h - parallel algorithms on the workers: sort, scan,
- * searches that stop early.
+ * searches that stop early, per-worker accumulators.
  *
  * Like the loops of <moirai/par.h>, each call here may be made from a job,
  * a fiber or a thread outside any runtime; it runs on the caller's runtime
@@ -21,6 +21,7 @@
 
 #include <moirai/common.h>
 #include <moirai/par.h>
+#include <moirai/runtime.h>
 
 MR_EXTERN_C_BEGIN
 
@@ -154,6 +155,88 @@ MR_API int mr_parallel_any_of(size_t begin, size_t end, size_t grain, mr_pred_fn
 			      void *ctx);
 MR_API int mr_parallel_all_of(size_t begin, size_t end, size_t grain, mr_pred_fn pred,
 			      void *ctx);
+
+/* ---- per-worker accumulators ------------------------------------------ */
+
+/*
+ * An accumulator holds one slot of `size` bytes per worker of a runtime,
+ * each on cache lines of its own, for reductions that mr_parallel_reduce
+ * does not fit (a histogram, several outputs): loop bodies update the
+ * slot of the worker they run on, with plain stores and no lock, and the
+ * slots are combined once the loop has returned.
+ *
+ *	mr_accum_t *h = mr_accum_create(NULL, sizeof(struct hist), NULL);
+ *	// in the body of a parallel_for:
+ *	struct hist *mine = mr_accum_local(h);
+ *	mine->bin[x]++;
+ *	// after it:
+ *	mr_accum_combine(h, &total, add_hist, NULL);
+ *	mr_accum_destroy(h);
+ *
+ * A slot is its worker's alone, but work nested on that worker uses it
+ * too: a job the worker runs while the body waits (in mr_join, a group
+ * wait, a parallel call, a blocking wait), or a fiber it runs meanwhile.
+ * So update it between two such waits, not across one, and a fiber must
+ * not keep its slot across a park (it may resume on another worker): call
+ * mr_accum_local again after any call that may wait.
+ */
+typedef struct mr_accum mr_accum_t;
+
+/*
+ * Create an accumulator for the workers of rt (NULL: the caller's runtime,
+ * or from outside any runtime the default one, created if needed), every
+ * slot set to a copy of the size bytes at identity (NULL: all zero
+ * bytes). Allocates the object, a copy of the identity, and the slots:
+ * size rounded up to 64 bytes, times the number of workers. Destroy it
+ * before its runtime. Does not block (but for creating the default
+ * runtime); any context. A runtime that is not alive aborts.
+ * Returns NULL and sets errno on failure:
+ *   EINVAL      size is 0 or above SIZE_MAX / 2 / MR_MAX_WORKERS.
+ *   ENOMEM      no memory.
+ *   EINVAL, ENOMEM, EAGAIN
+ *               rt is NULL, called from outside any runtime, and the
+ *               default runtime cannot be created.
+ */
+MR_API mr_accum_t *mr_accum_create(mr_runtime_t *rt, size_t size, const void *identity);
+
+/*
+ * The slot of the calling worker, or NULL when the caller is not a worker
+ * of a's runtime (a thread outside it, a worker of another runtime) or a
+ * is NULL. See above for how long it may be used. Does not block; any
+ * context; no atomic operation.
+ */
+MR_API void *mr_accum_local(mr_accum_t *a);
+
+/*
+ * Set *result (size bytes) to identity (+) slot 0 (+) slot 1 ... in worker
+ * order, with combine(acc, slot, ctx) (par.h's mr_combine_fn): which worker
+ * did which part is up to the scheduler, so combine should be commutative
+ * as well as associative. Call it once the work that updates the slots has
+ * returned (the parallel call's return orders its writes before this);
+ * concurrent updates race. Does not block; any context; allocates nothing.
+ * ERRORS: -EINVAL (a, result or combine is NULL).
+ */
+MR_API int mr_accum_combine(const mr_accum_t *a, void *result, mr_combine_fn combine,
+			    void *ctx);
+
+/*
+ * Call fn(slot, worker, ctx) for each slot in worker order (to fold into
+ * several outputs, or to read each worker's part). Same rules as
+ * mr_accum_combine. ERRORS: -EINVAL (a or fn is NULL).
+ */
+MR_API int mr_accum_for_each(mr_accum_t *a, void (*fn)(void *slot, unsigned worker, void *ctx),
+			     void *ctx);
+
+/* Set every slot back to the identity (not concurrently with updates).
+ * ERRORS: -EINVAL (a is NULL). */
+MR_API int mr_accum_reset(mr_accum_t *a);
+
+/* Number of slots: the workers of the accumulator's runtime (0 for NULL). */
+MR_API unsigned mr_accum_slots(const mr_accum_t *a);
+
+/* Free a and its slots (NULL: nothing). Not concurrently with any other
+ * use of a. */
+MR_API void mr_accum_destroy(mr_accum_t *a);
 
 MR_EXTERN_C_END
 
