@@ -6,7 +6,7 @@
  * user/par/sort.c (insertion sort 16, median of nine 128, stable runs 24,
  * sequential 4096) and large; many duplicates, sorted, reversed, all
  * equal; elements of 4, 8, 16 bytes (the fast paths) and 3, 24, 100
- * (generic); the _r forms' context; stability of records sorted by key;
+ * (generic); the typed integer sorts; the _r forms' context; stability of records sorted by key;
  * bad arguments; -ENOMEM with the array unchanged.
  *
  * Scan: inclusive and exclusive, in place and out of place, for sizes
@@ -313,6 +313,82 @@ TEST(sort_inconsistent_comparator)
 		free(a);
 		free(in);
 	}
+}
+
+/* The typed sorts against qsort, signed keys negative too. */
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return (x > y) - (x < y);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return (x > y) - (x < y);
+}
+
+static int cmp_i32(const void *a, const void *b)
+{
+	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+	return (x > y) - (x < y);
+}
+
+TEST(sort_typed_keys)
+{
+	static const size_t extra[] = { 300000, 1000000 };
+	size_t nsizes = sizeof(small_sizes) / sizeof(small_sizes[0]);
+	uint64_t r = 4242;
+
+	for (size_t k = 0; k < nsizes + 2; k++) {
+		size_t n = k < nsizes ? small_sizes[k] : (size_t)scaled((long)extra[k - nsizes]);
+		uint64_t *a = malloc((n + 1) * 8), *b = malloc((n + 1) * 8);
+		ASSERT_NONNULL(a);
+		ASSERT_NONNULL(b);
+		for (int t = 0; t < 4; t++) {
+			size_t sz = t < 2 ? 8 : 4;
+			for (size_t i = 0; i < n; i++) {
+				uint64_t v = rnd(&r);
+				if (k % 3 == 1)
+					v %= 5; /* many duplicates */
+				if (sz == 8)
+					a[i] = v;
+				else
+					((uint32_t *)a)[i] = (uint32_t)v;
+			}
+			memcpy(b, a, n * sz);
+			int ret;
+			switch (t) {
+			case 0:
+				ret = mr_parallel_sort_u64(a, n);
+				qsort(b, n, 8, cmp_u64);
+				break;
+			case 1:
+				ret = mr_parallel_sort_i64((int64_t *)a, n);
+				qsort(b, n, 8, cmp_i64);
+				break;
+			case 2:
+				ret = mr_parallel_sort_u32((uint32_t *)a, n);
+				qsort(b, n, 4, cmp_u32);
+				break;
+			default:
+				ret = mr_parallel_sort_i32((int32_t *)a, n);
+				qsort(b, n, 4, cmp_i32);
+				break;
+			}
+			EXPECT_EQ(ret, 0);
+			if (memcmp(a, b, n * sz)) {
+				printf("# typed sort %d, n %zu: differs from qsort\n", t, n);
+				EXPECT_TRUE(false);
+			}
+		}
+		free(a);
+		free(b);
+	}
+	EXPECT_EQ(mr_parallel_sort_u64(NULL, 3), -EINVAL);
+	EXPECT_EQ(mr_parallel_sort_i32(NULL, 3), -EINVAL);
+	EXPECT_EQ(mr_parallel_sort_i64(NULL, 0), 0);
+	EXPECT_EQ(mr_parallel_sort_u32((uint32_t *)&r, SIZE_MAX / 2), -EINVAL);
 }
 
 TEST(sort_bad_arguments)

@@ -73,6 +73,22 @@ MR_API int mr_parallel_stable_sort(void *base, size_t n, size_t size, mr_cmp_fn 
 MR_API int mr_parallel_stable_sort_r(void *base, size_t n, size_t size, mr_cmp_r_fn cmp,
 				     void *ctx);
 
+/*
+ * Sort n integers in ascending order, as mr_parallel_sort does (same
+ * algorithm, cut-offs and context; no memory allocated) but with the
+ * comparison compiled in instead of called through a pointer, which is
+ * most of a generic sort's time on small keys.
+ * ERRORS (the array is unchanged):
+ *   -EINVAL     a is NULL with n > 0, or n * the element size overflows.
+ *   -EINVAL, -ENOMEM, -EAGAIN
+ *               n > 4096, called from outside any runtime, and the default
+ *               runtime cannot be created.
+ */
+MR_API int mr_parallel_sort_u64(uint64_t *a, size_t n);
+MR_API int mr_parallel_sort_i64(int64_t *a, size_t n);
+MR_API int mr_parallel_sort_u32(uint32_t *a, size_t n);
+MR_API int mr_parallel_sort_i32(int32_t *a, size_t n);
+
 /* ---- prefix scan ------------------------------------------------------- */
 
 /* mr_parallel_scan's flags: inclusive (the default) or exclusive. */

@@ -92,6 +92,57 @@ struct mtask {
 #undef SZ
 #undef F
 
+/*
+ * The typed sorts: the same code with the comparison inlined. Only the
+ * unstable psort is used (equal integers cannot be told apart); the
+ * compiler drops the rest.
+ */
+#undef CMP
+#define LD_(t) ld_##t
+#define LD(t) LD_(t)
+#define CMP(x, y) (LD(T)(x) < LD(T)(y) ? -1 : LD(T)(x) > LD(T)(y))
+#define FIXED
+#define TYPED(T_, SZ_)                                                                             \
+	static inline T_ ld_##T_(const void *p)                                                   \
+	{                                                                                          \
+		T_ v;                                                                              \
+		memcpy(&v, p, sizeof(v));                                                          \
+		return v;                                                                          \
+	}
+TYPED(uint64_t, 8)
+TYPED(int64_t, 8)
+TYPED(uint32_t, 4)
+TYPED(int32_t, 4)
+#define T uint64_t
+#define SZ 8
+#define F(name) name##_tu64
+#include "sort_impl.h"
+#undef T
+#undef SZ
+#undef F
+#define T int64_t
+#define SZ 8
+#define F(name) name##_ti64
+#include "sort_impl.h"
+#undef T
+#undef SZ
+#undef F
+#define T uint32_t
+#define SZ 4
+#define F(name) name##_tu32
+#include "sort_impl.h"
+#undef T
+#undef SZ
+#undef F
+#define T int32_t
+#define SZ 4
+#define F(name) name##_ti32
+#include "sort_impl.h"
+#undef T
+#undef SZ
+#undef F
+#undef FIXED
+
 static void (*pick(size_t size, bool stable))(void *)
 {
 	switch (size) {
@@ -116,11 +167,13 @@ static unsigned depth_budget(size_t n)
 	return d;
 }
 
-static int sort(void *base, size_t n, size_t size, const struct srt *s, bool stable)
+/* run: the typed psort, or NULL to pick by size and stability. */
+static int sort(void *base, size_t n, size_t size, const struct srt *s, bool stable,
+		void (*run)(void *))
 {
 	void *buf = NULL;
 
-	if ((!base && n) || size == 0 || (!s->cmp && !s->cmp_r))
+	if ((!base && n) || size == 0 || (!run && !s->cmp && !s->cmp_r))
 		return -EINVAL;
 	if (n > SIZE_MAX / size)
 		return -EINVAL;
@@ -132,7 +185,8 @@ static int sort(void *base, size_t n, size_t size, const struct srt *s, bool sta
 			return -ENOMEM;
 	}
 	struct stask root = { base, buf, n, depth_budget(n), false, s };
-	void (*run)(void *) = pick(size, stable);
+	if (!run)
+		run = pick(size, stable);
 
 	if (n <= PAR_MIN) {
 		/* Sequential all the way down: no runtime needed. */
@@ -153,23 +207,47 @@ static int sort(void *base, size_t n, size_t size, const struct srt *s, bool sta
 int mr_parallel_sort(void *base, size_t n, size_t size, mr_cmp_fn cmp)
 {
 	struct srt s = { cmp, NULL, NULL, size };
-	return sort(base, n, size, &s, false);
+	return sort(base, n, size, &s, false, NULL);
 }
 
 int mr_parallel_sort_r(void *base, size_t n, size_t size, mr_cmp_r_fn cmp, void *ctx)
 {
 	struct srt s = { NULL, cmp, ctx, size };
-	return sort(base, n, size, &s, false);
+	return sort(base, n, size, &s, false, NULL);
 }
 
 int mr_parallel_stable_sort(void *base, size_t n, size_t size, mr_cmp_fn cmp)
 {
 	struct srt s = { cmp, NULL, NULL, size };
-	return sort(base, n, size, &s, true);
+	return sort(base, n, size, &s, true, NULL);
 }
 
 int mr_parallel_stable_sort_r(void *base, size_t n, size_t size, mr_cmp_r_fn cmp, void *ctx)
 {
 	struct srt s = { NULL, cmp, ctx, size };
-	return sort(base, n, size, &s, true);
+	return sort(base, n, size, &s, true, NULL);
+}
+
+int mr_parallel_sort_u64(uint64_t *a, size_t n)
+{
+	struct srt s = { NULL, NULL, NULL, 8 };
+	return sort(a, n, 8, &s, false, psort_tu64);
+}
+
+int mr_parallel_sort_i64(int64_t *a, size_t n)
+{
+	struct srt s = { NULL, NULL, NULL, 8 };
+	return sort(a, n, 8, &s, false, psort_ti64);
+}
+
+int mr_parallel_sort_u32(uint32_t *a, size_t n)
+{
+	struct srt s = { NULL, NULL, NULL, 4 };
+	return sort(a, n, 4, &s, false, psort_tu32);
+}
+
+int mr_parallel_sort_i32(int32_t *a, size_t n)
+{
+	struct srt s = { NULL, NULL, NULL, 4 };
+	return sort(a, n, 4, &s, false, psort_ti32);
 }

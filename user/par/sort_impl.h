@@ -251,6 +251,7 @@ static void F(pmerge)(void *arg)
  * Sort t->a[0..n) stably, the result in a (to_b false) or in the buffer b
  * (to_b true): sort each half into the other array, then merge back.
  */
+__attribute__((unused)) /* the typed instances sort unstably only */
 static void F(msort)(void *arg)
 {
 	struct stask *t = arg;

@@ -14,8 +14,9 @@
 #
 # Moirai and oneTBB run at 1 and 2 workers, the sequential sorts at 1.
 # Moirai's comparator is the qsort-form function through a pointer (as
-# for qsort); std::sort and TBB inline operator<, and std-sort-fnptr
-# shows what the pointer costs std::sort. Needs gcc, g++ and libtbb-dev
+# for qsort), except for moirai-u64 (mr_parallel_sort_u64, compiled in);
+# std::sort and TBB inline operator<, and std-sort-fnptr shows what the
+# pointer costs std::sort. Needs gcc, g++ and libtbb-dev
 # (tools/deps.sh bench); without oneTBB its rows are left out.
 # Environment: BENCH_CC / BENCH_CXX, BENCH_REPS, SORT_N (keys),
 # BENCH_QUICK=1 (10^5 keys, 1 repetition: checks that everything builds
@@ -73,6 +74,7 @@ run bench_sort_cxx std-stable 1
 for w in 1 2; do
 	run bench_sort_c moirai "$w"
 	run bench_sort_c moirai-stable "$w"
+	run bench_sort_c moirai-u64 "$w"
 	[ -n "$TBB" ] && run bench_sort_cxx tbb "$w"
 done
 

@@ -3,6 +3,7 @@
  *   qsort          glibc's qsort, one thread
  *   moirai         mr_parallel_sort, the comparator through a pointer
  *   moirai-stable  mr_parallel_stable_sort, the same comparator
+ *   moirai-u64     mr_parallel_sort_u64, the comparison compiled in
  * Called as   bench_sort_c IMPL WORKERS REPS SIZE  (IMPL in place of
  * work.h's BENCH). The Moirai runs enter a runtime of WORKERS workers with
  * mr_runtime_install, timed around that call.
@@ -16,21 +17,24 @@ static mr_runtime_t *bench_rt;
 struct job {
 	uint64_t *a;
 	size_t n;
-	bool stable;
+	int kind; /* 0 moirai, 1 moirai-stable, 2 moirai-u64 */
 };
+
+static const char *const kinds[] = { "moirai", "moirai-stable", "moirai-u64" };
 
 static void sort_job(void *p)
 {
 	struct job *j = p;
-	int r = j->stable ? mr_parallel_stable_sort(j->a, j->n, 8, sort_cmp_u64)
-			  : mr_parallel_sort(j->a, j->n, 8, sort_cmp_u64);
+	int r = j->kind == 1   ? mr_parallel_stable_sort(j->a, j->n, 8, sort_cmp_u64)
+		: j->kind == 2 ? mr_parallel_sort_u64(j->a, j->n)
+			       : mr_parallel_sort(j->a, j->n, 8, sort_cmp_u64);
 	if (r != 0)
-		bench_fail(j->stable ? "moirai-stable" : "moirai", "sort", "sort failed");
+		bench_fail(kinds[j->kind], "sort", "sort failed");
 }
 
 static void run_moirai(uint64_t *a, size_t n, void *ctx)
 {
-	struct job j = { a, n, ctx != NULL };
+	struct job j = { a, n, *(int *)ctx };
 	mr_runtime_install(bench_rt, sort_job, &j);
 }
 
@@ -52,12 +56,12 @@ int main(int argc, char **argv)
 	MR_OPTS(mr_config, cfg, .workers = a.workers);
 	if (!(bench_rt = mr_runtime_create(&cfg)))
 		bench_fail(a.bench, "sort", "mr_runtime_create failed");
-	if (!strcmp(a.bench, "moirai"))
-		sort_bench("moirai", a.workers, a.reps, a.size, run_moirai, NULL);
-	else if (!strcmp(a.bench, "moirai-stable"))
-		sort_bench("moirai-stable", a.workers, a.reps, a.size, run_moirai, &cfg);
-	else
+	int kind = 0;
+	while (kind < 3 && strcmp(a.bench, kinds[kind]))
+		kind++;
+	if (kind == 3)
 		bench_fail(a.bench, "sort", "unknown implementation");
+	sort_bench(kinds[kind], a.workers, a.reps, a.size, run_moirai, &kind);
 	mr_runtime_destroy(bench_rt);
 	return 0;
 }
