@@ -52,6 +52,9 @@ struct srt {
 /* The qsort form has no context; one well-predicted branch per comparison. */
 #define CMP(x, y) (s->cmp ? s->cmp((x), (y)) : s->cmp_r((x), (y), s->ctx))
 
+/* A bound that only an inconsistent comparator needs (sort_impl.h). */
+#define GUARD(c) (c)
+
 struct stask {
 	char *a, *b; /* the range; the buffer's matching range (stable) */
 	size_t n;
@@ -98,6 +101,8 @@ struct mtask {
  * compiler drops the rest.
  */
 #undef CMP
+#undef GUARD
+#define GUARD(c) 1
 #define LD_(t) ld_##t
 #define LD(t) LD_(t)
 #define CMP(x, y) (LD(T)(x) < LD(T)(y) ? -1 : LD(T)(x) > LD(T)(y))
