@@ -51,13 +51,19 @@ static int cmp_key(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-static _Atomic long r_calls;
+/* The context of the _r forms: a tag that proves it is ours, and a count. */
+struct rctx {
+	uint64_t tag;
+	_Atomic long calls;
+};
+#define RCTX_TAG 0x5a5a1234u
 
 static int cmp_key_r(const void *a, const void *b, void *ctx)
 {
-	if (ctx != &r_calls)
+	struct rctx *r = ctx;
+	if (!r || r->tag != RCTX_TAG)
 		abort();
-	atomic_fetch_add_explicit(&r_calls, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&r->calls, 1, memory_order_relaxed);
 	return cmp_key(a, b);
 }
 
@@ -110,10 +116,9 @@ static int cmp_ki(const void *a, const void *b)
 	return (x->idx > y->idx) - (x->idx < y->idx);
 }
 
-static int cmp_bytes_size;
-static int cmp_bytes(const void *a, const void *b)
+static int cmp_bytes(const void *a, const void *b, void *size)
 {
-	return memcmp(a, b, (size_t)cmp_bytes_size);
+	return memcmp(a, b, *(size_t *)size);
 }
 
 static bool check_sorted(const unsigned char *in, const unsigned char *out, size_t n, size_t size,
@@ -145,9 +150,8 @@ static bool check_sorted(const unsigned char *in, const unsigned char *out, size
 			abort();
 		memcpy(x, in, n * size);
 		memcpy(y, out, n * size);
-		cmp_bytes_size = (int)size;
-		qsort(x, n, size, cmp_bytes);
-		qsort(y, n, size, cmp_bytes);
+		qsort_r(x, n, size, cmp_bytes, &size);
+		qsort_r(y, n, size, cmp_bytes, &size);
 		if (memcmp(x, y, n * size)) {
 			printf("# n %zu size %zu: elements lost or duplicated\n", n, size);
 			ok = false;
@@ -171,11 +175,11 @@ static long sort_case(size_t n, size_t size, enum shape sh, uint64_t seed)
 	for (int v = 0; v < 4; v++) {
 		bool stable = v & 1, with_ctx = v & 2;
 		int r;
+		struct rctx rc = { RCTX_TAG, 0 };
 		memcpy(a, in, n * size);
-		atomic_store(&r_calls, 0);
 		if (with_ctx)
-			r = stable ? mr_parallel_stable_sort_r(a, n, size, cmp_key_r, &r_calls)
-				   : mr_parallel_sort_r(a, n, size, cmp_key_r, &r_calls);
+			r = stable ? mr_parallel_stable_sort_r(a, n, size, cmp_key_r, &rc)
+				   : mr_parallel_sort_r(a, n, size, cmp_key_r, &rc);
 		else
 			r = stable ? mr_parallel_stable_sort(a, n, size, cmp_key)
 				   : mr_parallel_sort(a, n, size, cmp_key);
@@ -186,7 +190,7 @@ static long sort_case(size_t n, size_t size, enum shape sh, uint64_t seed)
 			printf("# ... %s, %s%s\n", shape_name[sh], stable ? "stable" : "unstable",
 			       with_ctx ? ", _r" : "");
 			faults++;
-		} else if (with_ctx && n > 1 && atomic_load(&r_calls) == 0) {
+		} else if (with_ctx && n > 1 && atomic_load(&rc.calls) == 0) {
 			faults++;
 		}
 	}
@@ -301,12 +305,11 @@ TEST(sort_inconsistent_comparator)
 			ASSERT_EQ((stable ? mr_parallel_stable_sort : mr_parallel_sort)(a, n, size,
 											cmp_liar),
 				  0);
-			cmp_bytes_size = (int)size;
-			qsort(a, n, size, cmp_bytes);
+			qsort_r(a, n, size, cmp_bytes, &size);
 			unsigned char *b = malloc(n * size);
 			ASSERT_NONNULL(b);
 			memcpy(b, in, n * size);
-			qsort(b, n, size, cmp_bytes);
+			qsort_r(b, n, size, cmp_bytes, &size);
 			EXPECT_EQ(memcmp(a, b, n * size), 0);
 			free(b);
 		}
@@ -406,7 +409,7 @@ TEST(sort_bad_arguments)
 		EXPECT_EQ(a[0], 4);
 	}
 	EXPECT_EQ(mr_parallel_sort_r(a, 4, 8, NULL, NULL), -EINVAL);
-	EXPECT_EQ(mr_parallel_stable_sort_r(a, 4, 0, cmp_key_r, &r_calls), -EINVAL);
+	EXPECT_EQ(mr_parallel_stable_sort_r(a, 4, 0, cmp_key_r, NULL), -EINVAL);
 	EXPECT_EQ(a[0], 4);
 }
 
@@ -490,16 +493,21 @@ struct ival {
 };
 #define EMPTY UINT64_MAX
 
-static _Atomic long ival_bad, op_calls;
+/* The scan's context: bad joins and calls, per case. */
+struct ictx {
+	uint64_t tag;
+	_Atomic long bad, calls;
+};
 
 static void ival_op(void *acc, const void *x, void *ctx)
 {
 	struct ival *a = acc;
 	const struct ival *b = x;
+	struct ictx *c = ctx;
 
-	if (ctx != &op_calls)
+	if (!c || c->tag != RCTX_TAG)
 		abort();
-	atomic_fetch_add_explicit(&op_calls, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->calls, 1, memory_order_relaxed);
 	if (b->lo == EMPTY)
 		return;
 	if (a->lo == EMPTY) {
@@ -507,7 +515,7 @@ static void ival_op(void *acc, const void *x, void *ctx)
 		return;
 	}
 	if (a->hi != b->lo)
-		atomic_fetch_add_explicit(&ival_bad, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&c->bad, 1, memory_order_relaxed);
 	a->hi = b->hi;
 	a->count += b->count;
 }
@@ -527,9 +535,9 @@ static long scan_ival_case(size_t n)
 			in[i] = (struct ival){ i, i + 1, 1 };
 		memset(out, 0xa5, (n + 1) * sizeof(*out));
 		out[n] = (struct ival){ 7, 7, 7 }; /* past the end: must stay */
-		atomic_store(&ival_bad, 0);
+		struct ictx c = { RCTX_TAG, 0, 0 };
 		struct ival *dst = inplace ? in : out;
-		int r = mr_parallel_scan(in, dst, n, sizeof(*in), &id, ival_op, &op_calls,
+		int r = mr_parallel_scan(in, dst, n, sizeof(*in), &id, ival_op, &c,
 					 excl ? MR_SCAN_EXCLUSIVE : MR_SCAN_INCLUSIVE);
 		if (r != 0) {
 			printf("# scan n %zu: %d\n", n, r);
@@ -549,9 +557,9 @@ static long scan_ival_case(size_t n)
 				break;
 			}
 		}
-		if (atomic_load(&ival_bad) || out[n].lo != 7 || (inplace && n && out[0].lo != 0xa5a5a5a5a5a5a5a5ull)) {
+		if (atomic_load(&c.bad) || out[n].lo != 7 || (inplace && n && out[0].lo != 0xa5a5a5a5a5a5a5a5ull)) {
 			printf("# scan n %zu: %ld bad joins, or a write out of bounds\n", n,
-			       atomic_load(&ival_bad));
+			       atomic_load(&c.bad));
 			faults++;
 		}
 	}
@@ -585,7 +593,6 @@ TEST(scan_intervals_on_1_and_2_workers)
 		mr_runtime_t *rt = make_rt(w);
 		long faults = 0;
 		ASSERT_NONNULL(rt);
-		atomic_store(&op_calls, 0);
 		ASSERT_EQ(mr_runtime_install(rt, scan_sizes_run, &faults), 0);
 		EXPECT_EQ(faults, 0);
 		ASSERT_EQ(mr_runtime_destroy(rt), 0);
@@ -609,9 +616,9 @@ static void scan_one_worker(void *arg)
 		abort();
 	for (size_t i = 0; i < n; i++)
 		a[i] = (struct ival){ i, i + 1, 1 };
-	atomic_store(&op_calls, 0);
-	x->r = mr_parallel_scan(a, a, n, sizeof(*a), &id, ival_op, &op_calls, 0);
-	x->calls = atomic_load(&op_calls);
+	struct ictx c = { RCTX_TAG, 0, 0 };
+	x->r = mr_parallel_scan(a, a, n, sizeof(*a), &id, ival_op, &c, 0);
+	x->calls = atomic_load(&c.calls);
 	free(a);
 }
 
@@ -1215,6 +1222,67 @@ TEST(accum_bad_arguments)
 	EXPECT_EQ(r, 0); /* zero identity, zero slots */
 	mr_accum_destroy(a);
 	mr_accum_destroy(NULL);
+}
+
+/* ---- from fibers ---------------------------------------------------------- */
+
+/*
+ * Every algorithm from two fibers at once with the default 64 KiB stacks:
+ * the recursion of the sorts (partitions, merges, joins) and the waits run
+ * on the fiber's stack, so depth matters here. A stack overflow aborts.
+ */
+struct fib_algos {
+	uint64_t seed;
+	long faults;
+};
+
+static void algos_in_fiber(void *arg)
+{
+	struct fib_algos *x = arg;
+	size_t n = (size_t)scaled(100000);
+
+	/* Reversed input: the deepest partitions; 24 bytes: the generic code. */
+	x->faults += sort_case(n, 8, REVERSED, x->seed);
+	x->faults += sort_case(n, 24, FEW_KEYS, x->seed + 1);
+	x->faults += scan_ival_case(n);
+
+	unsigned char *a = calloc(n, 1);
+	size_t at = 0;
+	if (!a)
+		abort();
+	a[n / 3] = 1;
+	struct hay h = { a, 1, 0, NULL };
+	int fr = mr_parallel_find_first(0, n, 0, is_needle, &h, &at);
+	if (fr != 1 || at != n / 3) {
+		printf("# find_first from a fiber: %d at %zu\n", fr, at);
+		x->faults++;
+	}
+	free(a);
+
+	mr_accum_t *acc = mr_accum_create(NULL, 8, NULL);
+	uint64_t *slot = acc ? mr_accum_local(acc) : NULL;
+	if (!slot) {
+		printf("# no accumulator slot from a fiber\n");
+		x->faults++;
+	} else
+		*slot += 1;
+	mr_accum_destroy(acc);
+}
+
+TEST(algorithms_from_fibers)
+{
+	mr_runtime_t *rt = make_rt(2);
+	struct fib_algos x[2] = { { 100, 0 }, { 200, 0 } };
+	struct actor act[2];
+
+	ASSERT_NONNULL(rt);
+	for (int i = 0; i < 2; i++)
+		actor_start(&act[i], rt, true, algos_in_fiber, &x[i]);
+	for (int i = 0; i < 2; i++)
+		actor_join(&act[i]);
+	EXPECT_EQ(x[0].faults, 0);
+	EXPECT_EQ(x[1].faults, 0);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
 }
 
 TEST_HARNESS_MAIN
