@@ -339,7 +339,7 @@ static int cmp_i32(const void *a, const void *b)
 
 TEST(sort_typed_keys)
 {
-	static const size_t extra[] = { 300000, 1000000 };
+	static const size_t extra[] = { 100000, 500000 };
 	size_t nsizes = sizeof(small_sizes) / sizeof(small_sizes[0]);
 	uint64_t r = 4242;
 
@@ -431,7 +431,7 @@ TEST(stable_sort_enomem_huge)
  */
 static void enomem_child(void *arg)
 {
-	size_t n = (size_t)48 << 20; /* 384 MiB of uint64_t; the buffer would be as much */
+	size_t n = (size_t)24 << 20; /* 192 MiB of uint64_t; the buffer would be as much */
 	uint64_t *a, r = 5;
 	struct rlimit rl;
 
