@@ -2,13 +2,15 @@
  * moirai/algo.h - parallel algorithms on the workers: sort, scan,
  * searches that stop early, per-worker accumulators.
  *
- * Like the loops of <moirai/par.h>, each call here may be made from a job,
- * a fiber or a thread outside any runtime; it runs on the caller's runtime
- * (from outside: the default runtime, created on first use) and returns
- * when the work is done. It blocks as mr_join does: a worker runs other
- * work meanwhile, a fiber stays on its worker, and an outside thread sleeps.
- * User functions (comparators, predicates, operations) run on any worker of
- * the runtime, several at once; they must not wait for each other.
+ * Like the loops of <moirai/par.h>, each algorithm may be called from a
+ * job, a fiber or a thread outside any runtime; it runs on the caller's
+ * runtime (from outside: the default runtime, created on first use) and
+ * returns when the work is done. It blocks as mr_join does: a worker runs
+ * other work meanwhile, a fiber stays on its worker, and an outside thread
+ * sleeps. Small inputs (each call says how small) run on the calling
+ * thread alone. User functions (comparators, predicates, operations) run
+ * on the calling thread or on any worker of the runtime, several at once;
+ * they must not wait for each other. The accumulators' calls do not block.
  *
  * Errors are negative errno values; each ERRORS line lists every one. The
  * calls that need the runtime return, when called from outside any runtime
