@@ -6,7 +6,8 @@
 #                      leak check, and a clang-19 build (installs what it needs)
 #   make bench         side-by-side benchmarks: OpenMP, oneTBB, rayon (fork-join, loops),
 #                      Boost.Context and Go (fibers), Go, ck_ring, Boost.Lockfree,
-#                      ZeroMQ and a mutex ring (channels); nginx, Go net/http, tokio, an
+#                      ZeroMQ and a mutex ring (channels); qsort, std::sort and
+#                      oneTBB (parallel sort); nginx, Go net/http, tokio, an
 #                      epoll loop and fio (fiber I/O); the sched_ext benchmark in the VM
 #   make moiraictl     the sched_ext scheduler (bpf/) and its loader tools/moiraictl
 #   make check-vm      the VM suite alone: boots a sched_ext kernel under qemu (tools/vm)
@@ -153,6 +154,7 @@ bench: lib examples
 	./tools/deps.sh bench
 	./tools/bench/run.sh $(BUILD)
 	./tools/bench/chan/run.sh $(BUILD)
+	./tools/bench/algo/run.sh $(BUILD)
 	./tools/bench/io/run.sh $(BUILD)
 	$(MAKE) bench-vm
 

@@ -11,6 +11,7 @@
 #include <moirai/common.h>
 #include <moirai/runtime.h>
 #include <moirai/par.h>
+#include <moirai/algo.h>
 #include <moirai/fiber.h>
 #include <moirai/sync.h>
 #include <moirai/chan.h>

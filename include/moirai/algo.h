@@ -1,0 +1,261 @@
+/*
+ * moirai/algo.h - parallel algorithms on the workers: sort, scan,
+ * searches that stop early, per-worker accumulators.
+ *
+ * Like the loops of <moirai/par.h>, each algorithm may be called from a
+ * job, a fiber or a thread outside any runtime; it runs on the caller's
+ * runtime (from outside: the default runtime, created on first use) and
+ * returns when the work is done. It blocks as mr_join does: a worker runs
+ * other work meanwhile, a fiber stays on its worker, and an outside thread
+ * sleeps. Small inputs (each call says how small) run on the calling
+ * thread alone. User functions (comparators, predicates, operations) run
+ * on the calling thread or on any worker of the runtime, several at once;
+ * they must not wait for each other. The accumulators' calls do not block.
+ *
+ * Errors are negative errno values; each ERRORS line lists every one. The
+ * calls that need the runtime return, when called from outside any runtime
+ * while the default runtime cannot be created, that error (the errno of
+ * mr_runtime_default(), negated: -EINVAL, -ENOMEM, -EAGAIN) having touched
+ * nothing.
+ */
+#ifndef MOIRAI_ALGO_H
+#define MOIRAI_ALGO_H
+
+#include <moirai/common.h>
+#include <moirai/par.h>
+#include <moirai/runtime.h>
+
+MR_EXTERN_C_BEGIN
+
+/* ---- sorting ----------------------------------------------------------- */
+
+/* Comparators as qsort(3) and qsort_r(3) take them: <0, 0, >0. */
+typedef int (*mr_cmp_fn)(const void *a, const void *b);
+typedef int (*mr_cmp_r_fn)(const void *a, const void *b, void *ctx);
+
+/*
+ * Sort the n elements of size bytes at base in ascending order of cmp, as
+ * qsort(3) does, in parallel; the order of equal elements is unspecified.
+ * A parallel introsort: O(n log n) comparisons in the worst case, in place,
+ * no memory allocated. Up to 4096 elements sort sequentially on the
+ * calling thread (no runtime is needed or created); above, the two sides
+ * of each partition sort in parallel. Elements of 4, 8 and 16 bytes move
+ * as single words; other sizes are swapped 8 bytes at a time. cmp must be
+ * a consistent order; if it is not, the array ends in some permutation of
+ * itself and nothing outside it is touched. Blocks; any context.
+ * ERRORS (the array is unchanged):
+ *   -EINVAL     cmp is NULL, size is 0, base is NULL with n > 0, or
+ *               n * size overflows size_t.
+ *   -EINVAL, -ENOMEM, -EAGAIN
+ *               n > 4096, called from outside any runtime, and the default
+ *               runtime cannot be created.
+ */
+MR_API int mr_parallel_sort(void *base, size_t n, size_t size, mr_cmp_fn cmp);
+
+/* mr_parallel_sort with cmp(a, b, ctx), as qsort_r(3). Same ERRORS. */
+MR_API int mr_parallel_sort_r(void *base, size_t n, size_t size, mr_cmp_r_fn cmp, void *ctx);
+
+/*
+ * Sort as mr_parallel_sort, stably: equal elements keep their order. A
+ * parallel merge sort through a buffer of n * size bytes, malloc'd when n
+ * is above 24 and freed before the return (n up to 24: insertion sort, no
+ * memory). O(n log n) comparisons; halves sort and large merges run in
+ * parallel above 4096 elements; up to 4096 all runs on the calling thread
+ * (no runtime needed). Blocks; any context.
+ * ERRORS (the array is unchanged):
+ *   -EINVAL     as mr_parallel_sort.
+ *   -ENOMEM     the buffer of n * size bytes could not be allocated.
+ *   -EINVAL, -ENOMEM, -EAGAIN
+ *               n > 4096, called from outside any runtime, and the default
+ *               runtime cannot be created.
+ */
+MR_API int mr_parallel_stable_sort(void *base, size_t n, size_t size, mr_cmp_fn cmp);
+
+/* mr_parallel_stable_sort with cmp(a, b, ctx), as qsort_r(3). Same ERRORS. */
+MR_API int mr_parallel_stable_sort_r(void *base, size_t n, size_t size, mr_cmp_r_fn cmp,
+				     void *ctx);
+
+/*
+ * Sort n integers in ascending order, as mr_parallel_sort does (same
+ * algorithm, cut-offs and context; no memory allocated) but with the
+ * comparison compiled in instead of called through a pointer, which is
+ * most of a generic sort's time on small keys.
+ * ERRORS (the array is unchanged):
+ *   -EINVAL     a is NULL with n > 0, or n * the element size overflows.
+ *   -EINVAL, -ENOMEM, -EAGAIN
+ *               n > 4096, called from outside any runtime, and the default
+ *               runtime cannot be created.
+ */
+MR_API int mr_parallel_sort_u64(uint64_t *a, size_t n);
+MR_API int mr_parallel_sort_i64(int64_t *a, size_t n);
+MR_API int mr_parallel_sort_u32(uint32_t *a, size_t n);
+MR_API int mr_parallel_sort_i32(int32_t *a, size_t n);
+
+/* ---- prefix scan ------------------------------------------------------- */
+
+/* mr_parallel_scan's flags: inclusive (the default) or exclusive. */
+#define MR_SCAN_INCLUSIVE 0u
+#define MR_SCAN_EXCLUSIVE 1u
+
+/*
+ * Prefix scan of the n elements of size bytes at in into out, with the
+ * associative operation op (par.h's mr_combine_fn: op(acc, x, ctx) sets acc
+ * to acc (+) x, acc being the left operand; op need not be commutative)
+ * and its identity. Inclusive: out[i] = in[0] (+) ... (+) in[i].
+ * Exclusive (MR_SCAN_EXCLUSIVE): out[0] = identity, out[i] = in[0] (+) ...
+ * (+) in[i-1]. out may be in itself (in place) or must not overlap it.
+ * op runs on any worker, several at once, each time on scratch or output
+ * memory as acc and on an input element (or a copy of one) as x.
+ *
+ * Above 4096 elements on a runtime of several workers: two parallel passes
+ * over about 4 blocks per worker of at least 2048 elements each (fold
+ * each block, scan the block sums, rescan each block from its start), so
+ * op runs about 2n times; otherwise the sequential loop on the calling
+ * thread (n times; no runtime needed up to 4096). Allocates 3 * size bytes
+ * per block (one block when sequential), freed before the return. Blocks;
+ * any context.
+ * ERRORS (out is unchanged):
+ *   -EINVAL     op or identity is NULL, size is 0 or above
+ *               MR_REDUCE_MAX_ELEM, in or out is NULL with n > 0, n * size
+ *               overflows size_t, in and out overlap without being equal,
+ *               or flags has a bit other than MR_SCAN_EXCLUSIVE.
+ *   -ENOMEM     the scratch memory could not be allocated.
+ *   -EINVAL, -ENOMEM, -EAGAIN
+ *               n > 4096, called from outside any runtime, and the default
+ *               runtime cannot be created.
+ */
+MR_API int mr_parallel_scan(const void *in, void *out, size_t n, size_t size,
+			    const void *identity, mr_combine_fn op, void *ctx, unsigned flags);
+
+/* ---- searching with early exit ----------------------------------------- */
+
+/* pred(i, ctx): whether index i satisfies the search. */
+typedef bool (*mr_pred_fn)(size_t i, void *ctx);
+
+/*
+ * Find the lowest index i of [begin, end) where pred(i, ctx) is true.
+ * Returns 1 and sets *index (if index is not NULL) to it, or 0 when there
+ * is none (*index untouched). One searcher per worker takes chunks of
+ * the range in index order from a shared counter: chunks of grain indices,
+ * or with grain 0 of n / (64 workers), at most 4096. It stops early: once
+ * an index is found no chunk right of it is started, and running chunks
+ * right of it stop at their next look (every 1024 indices); chunks to its
+ * left still run, so the answer is always the lowest. On one worker pred
+ * is called exactly for begin .. i. pred runs on any worker, several at
+ * once, never twice for one index. A range of at most grain indices runs
+ * on the calling thread (no runtime needed); an empty one returns 0
+ * without calling pred. Allocates nothing. Blocks like mr_join; any
+ * context.
+ * ERRORS (pred was not called):
+ *   -EINVAL     pred is NULL or begin > end.
+ *   -EINVAL, -ENOMEM, -EAGAIN
+ *               called from outside any runtime, the range is longer than
+ *               grain, and the default runtime cannot be created.
+ */
+MR_API int mr_parallel_find_first(size_t begin, size_t end, size_t grain, mr_pred_fn pred,
+				  void *ctx, size_t *index);
+
+/*
+ * As mr_parallel_find_first, but any index where pred is true will do: the
+ * first one a searcher finds. Once one is found, no chunk is started any
+ * more and running chunks stop at their next look (every 1024 indices). Returns 1 (and *index), 0 when there is none. Same ERRORS.
+ */
+MR_API int mr_parallel_find_any(size_t begin, size_t end, size_t grain, mr_pred_fn pred,
+				void *ctx, size_t *index);
+
+/*
+ * Whether pred is true for some index of [begin, end) (any_of: 1 or 0;
+ * 0 for an empty range) or for every one (all_of: 1 or 0; 1 for an empty
+ * range). Stop as mr_parallel_find_any does, at the first true (any_of) or
+ * false (all_of) answer found. Same ERRORS as mr_parallel_find_first.
+ */
+MR_API int mr_parallel_any_of(size_t begin, size_t end, size_t grain, mr_pred_fn pred,
+			      void *ctx);
+MR_API int mr_parallel_all_of(size_t begin, size_t end, size_t grain, mr_pred_fn pred,
+			      void *ctx);
+
+/* ---- per-worker accumulators ------------------------------------------ */
+
+/*
+ * An accumulator holds one slot of `size` bytes per worker of a runtime,
+ * each on cache lines of its own, for reductions that mr_parallel_reduce
+ * does not fit (a histogram, several outputs): loop bodies update the
+ * slot of the worker they run on, with plain stores and no lock, and the
+ * slots are combined once the loop has returned.
+ *
+ *	mr_accum_t *h = mr_accum_create(NULL, sizeof(struct hist), NULL);
+ *	// in the body of a parallel_for:
+ *	struct hist *mine = mr_accum_local(h);
+ *	mine->bin[x]++;
+ *	// after it:
+ *	mr_accum_combine(h, &total, add_hist, NULL);
+ *	mr_accum_destroy(h);
+ *
+ * A slot is its worker's alone, but work nested on that worker uses it
+ * too: a job the worker runs while the body waits (in mr_join, a group
+ * wait, a parallel call, a blocking wait), or a fiber it runs meanwhile.
+ * So update it between two such waits, not across one, and a fiber must
+ * not keep its slot across a park (it may resume on another worker): call
+ * mr_accum_local again after any call that may wait.
+ */
+typedef struct mr_accum mr_accum_t;
+
+/*
+ * Create an accumulator for the workers of rt (NULL: the caller's runtime,
+ * or from outside any runtime the default one, created if needed), every
+ * slot set to a copy of the size bytes at identity (NULL: all zero
+ * bytes). Allocates the object, a copy of the identity, and the slots:
+ * size rounded up to 64 bytes, times the number of workers. Destroy it
+ * before its runtime. Does not block (but for creating the default
+ * runtime); any context. A runtime that is not alive aborts.
+ * Returns NULL and sets errno on failure:
+ *   EINVAL      size is 0 or above SIZE_MAX / 2 / MR_MAX_WORKERS.
+ *   ENOMEM      no memory.
+ *   EINVAL, ENOMEM, EAGAIN
+ *               rt is NULL, called from outside any runtime, and the
+ *               default runtime cannot be created.
+ */
+MR_API mr_accum_t *mr_accum_create(mr_runtime_t *rt, size_t size, const void *identity);
+
+/*
+ * The slot of the calling worker, or NULL when the caller is not a worker
+ * of a's runtime (a thread outside it, a worker of another runtime) or a
+ * is NULL. See above for how long it may be used. Does not block; any
+ * context; no atomic operation.
+ */
+MR_API void *mr_accum_local(mr_accum_t *a);
+
+/*
+ * Set *result (size bytes) to identity (+) slot 0 (+) slot 1 ... in worker
+ * order, with combine(acc, slot, ctx) (par.h's mr_combine_fn): which worker
+ * did which part is up to the scheduler, so combine should be commutative
+ * as well as associative. Call it once the work that updates the slots has
+ * returned (the parallel call's return orders its writes before this);
+ * concurrent updates race. Does not block; any context; allocates nothing.
+ * ERRORS: -EINVAL (a, result or combine is NULL).
+ */
+MR_API int mr_accum_combine(const mr_accum_t *a, void *result, mr_combine_fn combine,
+			    void *ctx);
+
+/*
+ * Call fn(slot, worker, ctx) for each slot in worker order (to fold into
+ * several outputs, or to read each worker's part). Same rules as
+ * mr_accum_combine. ERRORS: -EINVAL (a or fn is NULL).
+ */
+MR_API int mr_accum_for_each(mr_accum_t *a, void (*fn)(void *slot, unsigned worker, void *ctx),
+			     void *ctx);
+
+/* Set every slot back to the identity (not concurrently with updates).
+ * ERRORS: -EINVAL (a is NULL). */
+MR_API int mr_accum_reset(mr_accum_t *a);
+
+/* Number of slots: the workers of the accumulator's runtime (0 for NULL). */
+MR_API unsigned mr_accum_slots(const mr_accum_t *a);
+
+/* Free a and its slots (NULL: nothing). Not concurrently with any other
+ * use of a. */
+MR_API void mr_accum_destroy(mr_accum_t *a);
+
+MR_EXTERN_C_END
+
+#endif /* MOIRAI_ALGO_H */

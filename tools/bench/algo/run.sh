@@ -1,0 +1,142 @@
+#!/bin/sh
+# tools/bench/algo/run.sh BUILD_DIR - Moirai's parallel sort side by side
+# with qsort, std::sort, std::stable_sort and oneTBB's parallel_sort; its
+# scan against a loop and oneTBB's parallel_scan; its find_first against
+# a loop.
+#
+# Sorts SIZE (default 10^7) random 64-bit keys: each program runs once to
+# warm up and BENCH_REPS (default 5) timed times, each time on a fresh copy
+# of the same input, timing the sort alone; every answer is checked (the
+# array ascending, and a position hash equal to the others'). Prints a
+# markdown table per benchmark of the medians with ratios against its
+# first row (qsort, the sequential loop) and against Moirai, saved as
+# BUILD_DIR/bench/algo.md; raw lines in BUILD_DIR/bench/algo.txt:
+#
+#	RESULT <sort|scan|find> <impl> <workers> <median_ms> <check>
+#
+# Scan: an inclusive prefix sum of SCAN_N (default 10^8) doubles, Moirai's
+# add called through the operation pointer, TBB's inlined. Find: the one
+# nonzero byte at 1% of FIND_N (default 10^8) bytes, the predicate through
+# a pointer for the loop and for Moirai. Answers are checked the same way
+# (the last prefix, the index).
+#
+# Moirai and oneTBB run at 1 and 2 workers, the sequential sorts at 1.
+# Moirai's comparator is the qsort-form function through a pointer (as
+# for qsort), except for moirai-u64 (mr_parallel_sort_u64, compiled in);
+# std::sort and TBB inline operator<, and std-sort-fnptr shows what the
+# pointer costs std::sort. Needs gcc, g++ and libtbb-dev
+# (tools/deps.sh bench); without oneTBB its rows are left out.
+# Environment: BENCH_CC / BENCH_CXX, BENCH_REPS, SORT_N, SCAN_N, FIND_N,
+# BENCH_QUICK=1 (10^5 of each, 1 repetition: checks that everything builds
+# and agrees; its timings mean nothing).
+set -eu
+
+die() {
+	echo "algo/run.sh: $*" >&2
+	exit 1
+}
+
+[ $# -eq 1 ] || {
+	echo "usage: $0 BUILD_DIR   (the directory holding libmoirai.a, e.g. build)" >&2
+	exit 2
+}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../../.." && pwd)
+[ -f "$1/libmoirai.a" ] || die "'$1/libmoirai.a' is missing: build the library first (make lib)"
+BUILD=$(cd "$1" && pwd)
+OUT=$BUILD/bench
+mkdir -p "$OUT"
+
+CC=${BENCH_CC:-gcc}
+CXX=${BENCH_CXX:-g++}
+REPS=${BENCH_REPS:-5}
+N=${SORT_N:-10000000}
+SCAN_N=${SCAN_N:-100000000}
+FIND_N=${FIND_N:-100000000}
+if [ "${BENCH_QUICK:-0}" = 1 ]; then
+	REPS=1 N=100000 SCAN_N=100000 FIND_N=100000
+fi
+
+echo "algo/run.sh: building into $1/bench" >&2
+"$CC" -O2 -g -std=gnu11 -Wall -Wextra -I "$ROOT/include" "$HERE/sort.c" "$BUILD/libmoirai.a" \
+	-o "$OUT/bench_sort_c" -pthread -lm || die "building the C sort benchmark failed"
+TBB=""
+if [ -f /usr/include/oneapi/tbb/parallel_sort.h ]; then
+	TBB="-DHAVE_TBB -ltbb"
+else
+	echo "algo/run.sh: no oneTBB (libtbb-dev): its rows are left out" >&2
+fi
+# shellcheck disable=SC2086 # TBB is two words or none
+"$CXX" -O2 -g -std=c++17 -Wall -Wextra "$HERE/sort.cpp" -o "$OUT/bench_sort_cxx" $TBB -pthread ||
+	die "building the C++ sort benchmark failed"
+"$CC" -O2 -g -std=gnu11 -Wall -Wextra -I "$ROOT/include" "$HERE/scan.c" "$BUILD/libmoirai.a" \
+	-o "$OUT/bench_scan_c" -pthread -lm || die "building the C scan benchmark failed"
+if [ -n "$TBB" ]; then
+	"$CXX" -O2 -g -std=c++17 -Wall -Wextra "$HERE/scan.cpp" -o "$OUT/bench_scan_tbb" -ltbb \
+		-pthread || die "building the oneTBB scan benchmark failed"
+fi
+
+RES=$OUT/algo.txt
+: >"$RES"
+# run PROG IMPL WORKERS [SIZE]
+run() {
+	"$OUT/$1" "$2" "$3" "$REPS" "${4:-$N}" >"$OUT/algo-last.out" || die "FAILED: $1 $2 $3"
+	grep '^RESULT ' "$OUT/algo-last.out" | tee -a "$RES" | sed 's/^/  /' >&2
+}
+echo "algo/run.sh: sorting $N keys (median of $REPS after a warm-up)" >&2
+run bench_sort_c qsort 1
+run bench_sort_cxx std-sort 1
+run bench_sort_cxx std-sort-fnptr 1
+run bench_sort_cxx std-stable 1
+for w in 1 2; do
+	run bench_sort_c moirai "$w"
+	run bench_sort_c moirai-stable "$w"
+	run bench_sort_c moirai-u64 "$w"
+	[ -n "$TBB" ] && run bench_sort_cxx tbb "$w"
+done
+echo "algo/run.sh: scan of $SCAN_N doubles, find_first in $FIND_N bytes" >&2
+run bench_scan_c scan:seq 1 "$SCAN_N"
+for w in 1 2; do
+	run bench_scan_c scan:moirai "$w" "$SCAN_N"
+	[ -n "$TBB" ] && run bench_scan_tbb scan:tbb "$w" "$SCAN_N"
+done
+run bench_scan_c find:seq 1 "$FIND_N"
+for w in 1 2; do
+	run bench_scan_c find:moirai "$w" "$FIND_N"
+done
+
+commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
+awk -v reps="$REPS" -v commit="$commit" -v ncpu="$(nproc)" -v out="$OUT/algo.md" \
+	-v title_sort="Sort of $N random uint64" \
+	-v title_scan="Inclusive prefix sum of $SCAN_N doubles" \
+	-v title_find="find_first of the one hit at 1% of $FIND_N bytes" '
+$1 == "RESULT" {
+	k = $2 " " $3 " " $4; ms[k] = $5 + 0; chk[k] = $6
+	if (!($2 in first)) { first[$2] = k; border[++nb] = $2 }
+	else if (chk[k] != chk[first[$2]]) {
+		print "algo/run.sh: CHECK FAILED: " k " disagrees with " first[$2] > "/dev/stderr"
+		bad = 1
+	}
+	rows[$2] = rows[$2] SUBSEP k
+}
+END {
+	printf "Commit %s, %d CPUs, median of %d runs after a warm-up.\n", commit, ncpu, reps > out
+	for (b = 1; b <= nb; b++) {
+		bn = border[b]
+		t = bn == "sort" ? title_sort : bn == "scan" ? title_scan : title_find
+		split(first[bn], fp, " ")
+		printf "\n## %s\n\n", t > out
+		printf "| implementation | workers | median ms | %s / this | this / Moirai (same workers) |\n", fp[2] > out
+		print "|---|---|---|---|---|" > out
+		nr = split(substr(rows[bn], 2), r, SUBSEP)
+		for (i = 1; i <= nr; i++) {
+			split(r[i], p, " ")
+			m = ms[bn " moirai " p[3]]
+			printf "| %s | %s | " (ms[r[i]] < 10 ? "%.3f" : "%.1f") " | %.2f | %s |\n", p[2], p[3], ms[r[i]], \
+				ms[first[bn]] / ms[r[i]], m ? sprintf("%.2f", ms[r[i]] / m) : "-" > out
+		}
+	}
+	close(out)
+	exit bad
+}' "$RES" || die "answers disagree"
+cat "$OUT/algo.md"
