@@ -4061,4 +4061,85 @@ TEST(fuzzed_control_words_never_crash_or_hang)
 	EXPECT_EQ(fuzz_bad, 0);
 }
 
+/*
+ * A hostile peer: another process scribbles random words over the
+ * segment (the same span as above) while this one keeps calling; no
+ * snapshot is restored, so the corruption piles up. Every call returns one
+ * of the allowed results, and none crashes, hangs or points outside the
+ * segment.
+ */
+struct scribbler {
+	const char *path;
+	size_t span;
+	uint64_t seed;
+	atomic_int stop;
+	atomic_long writes;
+	struct link go;
+};
+
+static void scribble(void *p)
+{
+	struct scribbler *x = p;
+	uint64_t rs = x->seed;
+
+	get(&x->go);
+	int fd = open(x->path, O_RDWR | O_CLOEXEC);
+	ASSERT_GE(fd, 0);
+	struct stat st;
+	ASSERT_EQ(fstat(fd, &st), 0);
+	_Atomic uint64_t *w = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	ASSERT_TRUE(w != MAP_FAILED);
+	size_t words = x->span / 8;
+	while (!atomic_load(&x->stop)) {
+		for (int i = 0; i < 16; i++) {
+			uint64_t v = rnd(&rs);
+
+			/* mostly small numbers and single flipped bits: words
+			 * that look almost right go deepest */
+			if (v % 4 == 0)
+				v = (v >> 8) % 64;
+			else if (v % 4 == 1)
+				v = atomic_load_explicit(&w[(v >> 8) % words], memory_order_relaxed) ^
+				    (1ull << ((v >> 2) % 64));
+			atomic_store_explicit(&w[rnd(&rs) % words], v, memory_order_relaxed);
+		}
+		atomic_fetch_add(&x->writes, 16);
+		sched_yield();
+	}
+}
+
+TEST(hostile_peer_scribbles_while_we_call)
+{
+	struct name n;
+	const size_t elem = 16, cap = 8;
+	struct scribbler *x = shared(sizeof(*x));
+	struct stat st;
+	long calls = 0;
+
+	name_make(&n, "scribble");
+	x->path = n.path;
+	x->seed = test_seed(0xC2B2AE3D27D4EB4Full);
+	link_make(&x->go);
+	pid_t pid = spawn(scribble, x); /* before our threads (see the top) */
+	mr_chan_t *s = MUST_OPEN(n.url, elem, cap, MR_CHAN_CREATE | MR_CHAN_EXCL | MR_CHAN_SEND);
+	mr_chan_t *r = MUST_OPEN(n.url, 0, 0, MR_CHAN_RECV);
+	ASSERT_EQ(stat(n.path, &st), 0);
+	x->span = fuzz_span((size_t)st.st_size, elem, cap);
+	put(&x->go, 1);
+	int64_t end = mr_now_ns() + 2000000000 / (int64_t)mr_test_scale();
+	while (mr_now_ns() < end && fuzz_bad <= 10) {
+		fuzz_calls(s, r, n.path, elem);
+		calls++;
+	}
+	atomic_store(&x->stop, 1);
+	expect_exit_ok(pid, "scribbler");
+	TH_LOG("%ld rounds of calls against %ld scribbled words", calls,
+	       atomic_load(&x->writes));
+	mr_chan_destroy(r);
+	mr_chan_destroy(s);
+	EXPECT_EQ(fuzz_bad, 0);
+	link_close(&x->go);
+	munmap(x, sizeof(*x));
+}
+
 TEST_HARNESS_MAIN
