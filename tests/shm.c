@@ -9,11 +9,14 @@
  * senders and receivers each, every element exactly once and in its
  * sender's order; select mixing in-process and shm channels; loans and
  * borrows; peer death (-ECONNRESET both ways, a dead sender's loan skipped,
- * a dead receiver's borrow delivered again); the kill test (thousands of
- * senders and receivers SIGKILLed at random instants: every send reported
- * is received, nothing torn, nothing delivered twice but what a dead
- * receiver held); permissions of another uid; fuzzed headers and control
- * words.
+ * a dead receiver's borrow delivered again); fibers blocked on shm
+ * cancelled; destroy with a loan or borrow open aborts; the kill test
+ * (thousands of senders and receivers SIGKILLed at random instants: every
+ * send reported is received, nothing torn, nothing delivered twice but
+ * what a dead receiver held); creators killed or stopped while making the
+ * segment; permissions of another uid; fuzzed headers and control words.
+ * Tests that draw random numbers print their seed; MR_TEST_SEED=n runs
+ * them again with it.
  *
  * Processes talk through pipes and MAP_SHARED anonymous memory mapped
  * before fork(). Every name holds the harness's pid, and the harness
@@ -2187,6 +2190,110 @@ TEST(one_mib_element_in_place)
 	mr_chan_destroy(r);
 }
 
+/*
+ * A fiber blocked on a shm channel (recv, borrow on an empty ring; send,
+ * loan on a full one) is a cancellation point like any channel wait: it
+ * returns -ECANCELED having done nothing, and the channel goes on.
+ */
+struct cancel_shm {
+	mr_chan_t *s, *r;
+	int op; /* B_RECV, B_BORROW, B_SEND, B_LOAN */
+	atomic_int started, result;
+};
+
+static void cancel_victim(void *p)
+{
+	struct cancel_shm *c = p;
+	struct blocked b = { .op = c->op, .ch = b_sends(c->op) ? c->s : c->r };
+
+	atomic_store(&c->started, 1);
+	atomic_store(&c->result, b_call(&b));
+}
+
+TEST(blocked_fiber_is_cancelled)
+{
+	static const int ops[] = { B_RECV, B_BORROW, B_SEND, B_LOAN };
+	struct name n;
+	struct msg m;
+	mr_runtime_t *rt = make_rt(2);
+
+	ASSERT_NONNULL(rt);
+	for (int i = 0; i < 4; i++) {
+		struct cancel_shm c = { .op = ops[i] };
+
+		name_make(&n, "cancel");
+		c.s = MUST_OPEN(n.url, sizeof(m), 2, MR_CHAN_CREATE | MR_CHAN_EXCL | MR_CHAN_SEND);
+		c.r = MUST_OPEN(n.url, 0, 0, MR_CHAN_RECV);
+		if (b_sends(c.op))
+			for (uint64_t k = 0; k < 2; k++) {
+				m = msg_make(1, k);
+				ASSERT_EQ(mr_chan_send(c.s, &m), 0);
+			}
+		atomic_store(&c.result, 1);
+		MR_OPTS(mr_fiber_opts, o, .runtime = rt);
+		mr_fiber_t *f = mr_go_opts(cancel_victim, &c, &o);
+		ASSERT_NONNULL(f);
+		while (!atomic_load(&c.started))
+			sleep_ms(1);
+		sleep_ms(20); /* blocked by now, most likely; either way it is cancelled */
+		EXPECT_EQ(atomic_load(&c.result), 1);
+		ASSERT_EQ(mr_fiber_cancel(f), 0);
+		ASSERT_EQ(mr_fiber_join(f), 0);
+		if (atomic_load(&c.result) != -ECANCELED) {
+			TH_LOG("%s: %d, want -ECANCELED", b_names[c.op], atomic_load(&c.result));
+			mr_test_failed = 1;
+		}
+		/* Nothing was done: the ring holds what it held, and works. */
+		EXPECT_EQ(mr_chan_len(c.r), b_sends(c.op) ? 2 : 0);
+		for (uint64_t k = 0; b_sends(c.op) && k < 2; k++) {
+			ASSERT_EQ(mr_chan_recv(c.r, &m), 0);
+			EXPECT_EQ(m.seq, k);
+		}
+		m = msg_make(1, 9);
+		ASSERT_EQ(mr_chan_send(c.s, &m), 0);
+		ASSERT_EQ(mr_chan_recv(c.r, &m), 0);
+		EXPECT_EQ(m.seq, 9);
+		EXPECT_EQ(mr_chan_try_recv(c.r, &m), -EAGAIN);
+		mr_chan_destroy(c.r);
+		mr_chan_destroy(c.s);
+	}
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/* Destroying a handle with a loan or a borrow not given back aborts naming
+ * mr_chan_destroy (chan.h); each case in a child. */
+static void destroy_open_child(void *p)
+{
+	int borrow = *(int *)p;
+	struct name n;
+	uint8_t buf[16] = { 0 };
+	void *slot;
+	const void *e;
+
+	name_make(&n, "dtor");
+	mr_chan_t *ch = MUST_OPEN(n.url, 16, 4, MR_CHAN_CREATE | MR_CHAN_EXCL);
+	if (borrow) {
+		ASSERT_EQ(mr_chan_send(ch, buf), 0);
+		ASSERT_EQ(mr_chan_borrow(ch, &e), 0);
+	} else {
+		ASSERT_EQ(mr_chan_loan(ch, &slot), 0);
+	}
+	mr_chan_unlink(n.url);
+	mr_chan_destroy(ch);
+	_exit(0); /* not reached, if it aborts */
+}
+
+TEST(destroy_with_a_loan_or_borrow_aborts)
+{
+	for (int borrow = 0; borrow <= 1; borrow++) {
+		char buf[2048];
+		int st = mr_test_run_child(destroy_open_child, &borrow, buf, sizeof(buf));
+
+		EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+		ASSERT_STR_CONTAINS(buf, "mr_chan_destroy");
+	}
+}
+
 /* ---- peer death ------------------------------------------------------------------- */
 
 /*
@@ -2937,8 +3044,7 @@ static void kt_stable_sender(void *p)
 			break;
 		}
 		kt_report(k, seq);
-		if (n % 2)
-			sleep_us(100); /* a trickle, leaving CPU for the cycles */
+		sleep_us(200); /* a trickle, leaving CPU for the cycles */
 	}
 	mr_chan_destroy(ch);
 }
@@ -3260,7 +3366,7 @@ static void kt_forker(void *p)
 		kt_reap(k, t, dying, dying_c, dying_rx, -1);
 }
 
-/* 10,000 cycles take ~90 s on 2 loaded CPUs: the bound is for a hang */
+/* 10,000 cycles take ~30 s on 2 idle CPUs, ~90 s loaded: the bound is for a hang */
 TEST_TIMEOUT(kill_cycles, 300)
 {
 	long cycles = scaled(10000);
@@ -3430,6 +3536,7 @@ TEST_TIMEOUT(kill_cycles, 300)
  */
 struct creator_round {
 	const char *url;
+	struct link go, go2;
 	bool plain_first;
 	atomic_int started;
 	atomic_long attached_plain;
@@ -3523,6 +3630,94 @@ TEST(creator_killed_while_creating)
 	TH_LOG("%ld rounds: creator killed with no segment %ld, half-made %ld, made %ld; "
 	       "%ld plain opens attached",
 	       rounds, absent, half, whole, atomic_load(&c->attached_plain));
+	munmap(c, sizeof(*c));
+}
+
+/*
+ * An opener that meets a segment whose creator is still initialising it
+ * (a creator stopped with SIGSTOP in the middle of mr_chan_open) waits up
+ * to timeout_ns and gets ETIMEDOUT, since the creator lives; once the
+ * creator goes on, the open attaches. The window is short: the creator is
+ * stopped at random instants until one lands in it.
+ */
+static void stopped_creator(void *p)
+{
+	struct creator_round *c = p;
+
+	atomic_store(&c->started, 1);
+	mr_chan_t *ch = chopen(c->url, sizeof(struct msg), 4, MR_CHAN_CREATE | MR_CHAN_EXCL);
+	ASSERT_NONNULL(ch);
+	atomic_store(&c->started, 2);
+	for (;;)
+		pause();
+}
+
+static void waiting_opener(void *p)
+{
+	struct creator_round *c = p;
+	MR_OPTS(mr_chan_open_opts, o, .timeout_ns = 50 * 1000000);
+
+	int64_t t = mr_now_ns();
+	errno = 0;
+	mr_chan_t *ch = mr_chan_open(c->url, &o);
+	EXPECT_TRUE(ch == NULL);
+	EXPECT_EQ(errno, ETIMEDOUT);
+	EXPECT_GE(mr_now_ns() - t, 50 * 1000000); /* it waited */
+	if (ch)
+		mr_chan_destroy(ch);
+	put(&c->go, 1);
+	get(&c->go2); /* the creator goes on */
+	o.timeout_ns = 0;
+	ch = MUST_OPEN_OPTS(c->url, &o);
+	EXPECT_EQ(mr_chan_capacity(ch), 4);
+	mr_chan_destroy(ch);
+}
+
+TEST(opener_waits_for_a_creator_at_work)
+{
+	uint64_t rs = test_seed(0x94D049BB133111EBull);
+	struct creator_round *c = shared(sizeof(*c));
+	struct stat st;
+	int tries;
+
+	for (tries = 1; tries <= 2000; tries++) {
+		struct name n;
+
+		name_make(&n, "stopped");
+		c->url = n.url;
+		atomic_store(&c->started, 0);
+		link_make(&c->go);
+		link_make(&c->go2);
+		pid_t pid = spawn(stopped_creator, c);
+		while (!atomic_load(&c->started))
+			sleep_us(10);
+		sleep_us((long)(rnd(&rs) % 1500));
+		kill(pid, SIGSTOP);
+		waitpid(pid, NULL, WUNTRACED);
+		bool caught = stat(n.path, &st) == 0 && (st.st_mode & 07777) == 0 &&
+			      atomic_load(&c->started) == 1;
+		if (caught) {
+			TH_LOG("creator stopped with the segment at %lld bytes, mode 0",
+			       (long long)st.st_size);
+			pid_t op = spawn(waiting_opener, c);
+			get(&c->go);
+			kill(pid, SIGCONT);
+			while (atomic_load(&c->started) != 2)
+				sleep_us(100);
+			put(&c->go2, 1);
+			expect_exit_ok(op, "opener");
+		}
+		kill(pid, SIGKILL);
+		expect_sigkilled(pid, "creator");
+		mr_chan_unlink(n.url);
+		link_close(&c->go);
+		link_close(&c->go2);
+		if (caught)
+			break;
+	}
+	if (tries > 2000)
+		SKIP("never stopped the creator while the segment was being made");
+	TH_LOG("caught the creator at work after %d tries", tries);
 	munmap(c, sizeof(*c));
 }
 
@@ -3864,6 +4059,87 @@ TEST(fuzzed_control_words_never_crash_or_hang)
 	mr_chan_destroy(r);
 	mr_chan_destroy(s);
 	EXPECT_EQ(fuzz_bad, 0);
+}
+
+/*
+ * A hostile peer: another process scribbles random words over the
+ * segment (the same span as above) while this one keeps calling; no
+ * snapshot is restored, so the corruption piles up. Every call returns one
+ * of the allowed results, and none crashes, hangs or points outside the
+ * segment.
+ */
+struct scribbler {
+	const char *path;
+	size_t span;
+	uint64_t seed;
+	atomic_int stop;
+	atomic_long writes;
+	struct link go;
+};
+
+static void scribble(void *p)
+{
+	struct scribbler *x = p;
+	uint64_t rs = x->seed;
+
+	get(&x->go);
+	int fd = open(x->path, O_RDWR | O_CLOEXEC);
+	ASSERT_GE(fd, 0);
+	struct stat st;
+	ASSERT_EQ(fstat(fd, &st), 0);
+	_Atomic uint64_t *w = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	ASSERT_TRUE(w != MAP_FAILED);
+	size_t words = x->span / 8;
+	while (!atomic_load(&x->stop)) {
+		for (int i = 0; i < 16; i++) {
+			uint64_t v = rnd(&rs);
+
+			/* mostly small numbers and single flipped bits: words
+			 * that look almost right go deepest */
+			if (v % 4 == 0)
+				v = (v >> 8) % 64;
+			else if (v % 4 == 1)
+				v = atomic_load_explicit(&w[(v >> 8) % words], memory_order_relaxed) ^
+				    (1ull << ((v >> 2) % 64));
+			atomic_store_explicit(&w[rnd(&rs) % words], v, memory_order_relaxed);
+		}
+		atomic_fetch_add(&x->writes, 16);
+		sched_yield();
+	}
+}
+
+TEST(hostile_peer_scribbles_while_we_call)
+{
+	struct name n;
+	const size_t elem = 16, cap = 8;
+	struct scribbler *x = shared(sizeof(*x));
+	struct stat st;
+	long calls = 0;
+
+	name_make(&n, "scribble");
+	x->path = n.path;
+	x->seed = test_seed(0xC2B2AE3D27D4EB4Full);
+	link_make(&x->go);
+	pid_t pid = spawn(scribble, x); /* before our threads (see the top) */
+	mr_chan_t *s = MUST_OPEN(n.url, elem, cap, MR_CHAN_CREATE | MR_CHAN_EXCL | MR_CHAN_SEND);
+	mr_chan_t *r = MUST_OPEN(n.url, 0, 0, MR_CHAN_RECV);
+	ASSERT_EQ(stat(n.path, &st), 0);
+	x->span = fuzz_span((size_t)st.st_size, elem, cap);
+	put(&x->go, 1);
+	int64_t end = mr_now_ns() + 2000000000 / (int64_t)mr_test_scale();
+	while (mr_now_ns() < end && fuzz_bad <= 10) {
+		fuzz_calls(s, r, n.path, elem);
+		calls++;
+	}
+	atomic_store(&x->stop, 1);
+	expect_exit_ok(pid, "scribbler");
+	TH_LOG("%ld rounds of calls against %ld scribbled words", calls,
+	       atomic_load(&x->writes));
+	mr_chan_destroy(r);
+	mr_chan_destroy(s);
+	EXPECT_EQ(fuzz_bad, 0);
+	link_close(&x->go);
+	munmap(x, sizeof(*x));
 }
 
 TEST_HARNESS_MAIN
