@@ -1608,8 +1608,82 @@ static bool remove_if_orphan(const char *path)
 	return orphan;
 }
 
+/*
+ * Make the segment as an unnamed file in /dev/shm, initialise it whole,
+ * give it its mode, and only then link it under the name (EEXIST when
+ * taken): no opener ever sees it half made, and a creator killed on the
+ * way leaves nothing behind. 0, -EEXIST, -ENOTSUP (no O_TMPFILE or no way
+ * to link it: create() does it the old way) or -errno.
+ */
+static int create_linked(const char *path, const struct geom *g, unsigned mode, int *fdp)
+{
+	char file[sizeof(SHM_DIR) + sizeof(SHM_PREFIX) + MR_CHAN_NAME_MAX];
+	char proc[64];
+	int fd = open(SHM_DIR, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600), e;
+
+	if (fd < 0)
+		return errno == ENOENT || errno == EISDIR || errno == EOPNOTSUPP ||
+				       errno == EINVAL
+			       ? -ENOTSUP
+			       : -errno;
+	if (ftruncate(fd, (off_t)g->total) < 0) {
+		e = -errno;
+		goto fail;
+	}
+	if ((e = -posix_fallocate(fd, 0, (off_t)g->total)))
+		goto fail;
+	struct shm_hdr *h = mmap(NULL, sizeof(*h), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (h == MAP_FAILED) {
+		e = -errno;
+		goto fail;
+	}
+	h->creator_pid = (uint32_t)self_pid;
+	h->creator_start = boot_ns();
+	fill_header(h, g);
+	/* the file is zeroes: every slot FREE at lap 0, no attachment */
+	atomic_store_explicit(&h->version, SHM_VERSION, memory_order_release);
+	munmap(h, sizeof(*h));
+	if (fchmod(fd, mode) < 0) {
+		e = -errno;
+		goto fail;
+	}
+	snprintf(file, sizeof(file), "%s%s", SHM_DIR, path);
+	/* by the descriptor (needs CAP_DAC_READ_SEARCH), else through /proc */
+	if (linkat(fd, "", AT_FDCWD, file, AT_EMPTY_PATH) < 0) {
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+		if (errno == EEXIST ||
+		    linkat(AT_FDCWD, proc, AT_FDCWD, file, AT_SYMLINK_FOLLOW) < 0) {
+			e = errno == ENOENT && access(proc, F_OK) < 0 ? -ENOTSUP : -errno;
+			goto fail;
+		}
+	}
+	/* map it through its name, as attachers do (what /proc/PID/maps and
+	 * lsof show), if the name is still this file */
+	struct stat mine, named;
+	int nfd = shm_open(path, O_RDWR | O_CLOEXEC, 0);
+	if (nfd >= 0 && fstat(fd, &mine) == 0 && fstat(nfd, &named) == 0 &&
+	    mine.st_ino == named.st_ino && mine.st_dev == named.st_dev) {
+		close(fd);
+		fd = nfd;
+	} else if (nfd >= 0) {
+		close(nfd);
+	}
+	*fdp = fd;
+	return 0;
+fail:
+	close(fd);
+	return e == -EFBIG || e == -EINVAL ? -ENOSPC : e;
+}
+
+/* The old way, where /dev/shm cannot make unnamed files: created with no
+ * permissions, initialised, the version published, then the mode; an
+ * opener meeting mode 0 waits for it (mr__shm_open). */
 static int create(const char *path, const struct geom *g, unsigned mode, int *fdp)
 {
+	int r = create_linked(path, g, mode, fdp);
+
+	if (r != -ENOTSUP)
+		return r;
 	int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0);
 
 	if (fd < 0)
