@@ -248,6 +248,11 @@ struct mr__shm {
 	bool creator;
 	uint64_t my_word; /* our attachment word as we published it */
 	_Atomic uint32_t open_slots; /* loans and borrows not yet given back */
+	/* ... and which, in our own memory: a peer that rewrites a slot's
+	 * word cannot make us lose count of them (under open_lock) */
+	struct open_slot *opens;
+	uint32_t nopen, open_cap;
+	_Atomic uint32_t open_lock;
 	_Atomic uint32_t thread_waits; /* plain threads in mr__shm_wait() */
 	/* chan.c's sleepers of this process wait on these sides (under the
 	 * channel's lock); the agent watches their sequences. */
@@ -886,6 +891,55 @@ struct claim {
 	uint64_t idx, pos;
 };
 
+struct open_slot {
+	uint64_t idx, pos;
+	unsigned state; /* SL_WRITING (a loan) or SL_READING (a borrow) */
+};
+
+/* Note an open loan or borrow: 0 or -ENOMEM. */
+static int open_note(struct mr__shm *m, const struct claim *c, unsigned state)
+{
+	int r = 0;
+
+	mr__spin_lock(&m->open_lock);
+	if (m->nopen == m->open_cap) {
+		uint32_t cap = m->open_cap ? 2 * m->open_cap : 8;
+		struct open_slot *o = realloc(m->opens, cap * sizeof(*o));
+		if (o) {
+			m->opens = o;
+			m->open_cap = cap;
+		}
+	}
+	if (m->nopen < m->open_cap) {
+		m->opens[m->nopen++] = (struct open_slot){ c->idx, c->pos, state };
+		atomic_fetch_add_explicit(&m->open_slots, 1, memory_order_relaxed);
+	} else {
+		r = -ENOMEM;
+	}
+	mr__spin_unlock(&m->open_lock);
+	return r;
+}
+
+/* Take the note of the open slot at idx in `state`: true if there was one. */
+static bool open_take(struct mr__shm *m, uint64_t idx, unsigned state, struct claim *c)
+{
+	bool found = false;
+
+	mr__spin_lock(&m->open_lock);
+	for (uint32_t i = 0; i < m->nopen; i++) {
+		if (m->opens[i].idx != idx || m->opens[i].state != state)
+			continue;
+		c->idx = idx;
+		c->pos = m->opens[i].pos;
+		m->opens[i] = m->opens[--m->nopen];
+		atomic_fetch_sub_explicit(&m->open_slots, 1, memory_order_relaxed);
+		found = true;
+		break;
+	}
+	mr__spin_unlock(&m->open_lock);
+	return found;
+}
+
 static inline void *slot_data(const struct mr__shm *m, uint64_t idx)
 {
 	return m->data + idx * m->g.stride;
@@ -1213,17 +1267,15 @@ static int try_tx(struct mr__shm *m, int op, void *elem, unsigned *wake)
 	if (state & ST_CLOSED) {
 		/* The close wakes every sleeper itself (and our caller may
 		 * hold the channel's lock): drop what notify() raised. */
-		unsigned raised = 0;
-		free_slot(m, &c, SL_WRITING, &raised);
-		if (raised & WAKE_RX)
-			atomic_fetch_sub_explicit(&m->ch->q.busy, 1, memory_order_release);
-		if (raised & WAKE_TX)
-			atomic_fetch_sub_explicit(&m->ch->q.busy, 1, memory_order_release);
+		free_slot(m, &c, SL_WRITING, wake);
 		return -EPIPE;
 	}
 	if (op == MR__OP_LOAN) {
+		if ((r = open_note(m, &c, SL_WRITING))) {
+			free_slot(m, &c, SL_WRITING, wake); /* skipped */
+			return r;
+		}
 		*(void **)elem = slot_data(m, c.idx);
-		atomic_fetch_add_explicit(&m->open_slots, 1, memory_order_relaxed);
 		return 0;
 	}
 	elem_copy(slot_data(m, c.idx), elem, m->g.elem_size);
@@ -1254,8 +1306,14 @@ static int try_rx(struct mr__shm *m, int op, void *elem, unsigned *wake)
 	if (r)
 		return r;
 	if (op == MR__OP_BORROW) {
+		if ((r = open_note(m, &c, SL_READING))) {
+			/* give it back for another receiver, as a dead
+			 * reader's would be */
+			uint64_t s = sw(c.pos & ~m->mask, m->me + 1, SL_READING);
+			repair(m, word_at(m, c.idx), s);
+			return r;
+		}
 		*(const void **)elem = slot_data(m, c.idx);
-		atomic_fetch_add_explicit(&m->open_slots, 1, memory_order_relaxed);
 		return 0;
 	}
 	elem_copy(elem, slot_data(m, c.idx), m->g.elem_size);
@@ -1282,11 +1340,25 @@ int mr__shm_try(struct mr_chan *ch, int op, void *elem)
 		return r;
 	}
 	/* a send wakes a receiver of ours, a receive a sender */
-	return r == 0 && wake ? MR__Q_WAKE : r;
+	if (r == 0)
+		return wake ? MR__Q_WAKE : 0;
+	/* A slot given up on the way (after a close, or without memory for
+	 * a loan's note): the sleepers it would wake look again anyway (a
+	 * close wakes them all), and our caller may hold the channel's lock:
+	 * drop what notify() raised. */
+	if (wake & WAKE_RX)
+		atomic_fetch_sub_explicit(&ch->q.busy, 1, memory_order_release);
+	if (wake & WAKE_TX)
+		atomic_fetch_sub_explicit(&ch->q.busy, 1, memory_order_release);
+	return r;
 }
 
-/* Where a loan or borrow pointer is: its slot and the position it holds, or
- * -EINVAL. */
+/*
+ * Where a loan or borrow pointer is: its slot and the position it holds.
+ * -EINVAL: not one of our open loans (borrows); -EPROTO: it was, but a
+ * peer rewrote its slot's word meanwhile (the note is dropped: the slot
+ * is no longer ours to give back).
+ */
 static int slot_of(struct mr__shm *m, const void *p, unsigned state, struct claim *c)
 {
 	const unsigned char *b = p;
@@ -1294,11 +1366,11 @@ static int slot_of(struct mr__shm *m, const void *p, unsigned state, struct clai
 	if (!p || b < m->data || b >= m->data + m->g.stride * m->g.capacity ||
 	    (size_t)(b - m->data) % m->g.stride)
 		return -EINVAL;
-	c->idx = (size_t)(b - m->data) / m->g.stride;
-	uint64_t s = atomic_load_explicit(word_at(m, c->idx), memory_order_acquire);
-	if (sw_state(s) != state || sw_owner(s) != m->me + 1)
+	if (!open_take(m, (size_t)(b - m->data) / m->g.stride, state, c))
 		return -EINVAL;
-	c->pos = (sw_lap(s) | c->idx) & POSM;
+	uint64_t s = atomic_load_explicit(word_at(m, c->idx), memory_order_seq_cst);
+	if (s != sw(c->pos & ~m->mask, m->me + 1, state))
+		return -EPROTO;
 	return 0;
 }
 
@@ -1312,7 +1384,6 @@ int mr__shm_give_back(struct mr_chan *ch, int how, const void *p)
 
 	if ((r = slot_of(m, p, how == MR__GIVE_RELEASE ? SL_READING : SL_WRITING, &c)))
 		return r;
-	atomic_fetch_sub_explicit(&m->open_slots, 1, memory_order_relaxed);
 	if (how == MR__GIVE_COMMIT)
 		r = commit_slot(m, &c, &wake);
 	else
@@ -1942,6 +2013,7 @@ void mr__shm_detach(struct mr_chan *ch)
 			shm_unlink(m->name);
 	}
 	munmap(m->h, m->map_len);
+	free(m->opens);
 	free(m);
 }
 
