@@ -204,8 +204,8 @@ MR_API int mr_select(struct mr_select_case *cases, size_t n, int64_t deadline_ns
  *
  * Creating and attaching (opts->flags): MR_CHAN_CREATE creates the channel
  * when the name is free and attaches to it otherwise; with MR_CHAN_EXCL as
- * well, an existing name is EEXIST; without MR_CHAN_CREATE, a missing name
- * is ENOENT. A creator gives elem_size and capacity (elem_align, mode
+ * well, an existing name is EEXIST (MR_CHAN_EXCL alone is EINVAL); without
+ * MR_CHAN_CREATE, a missing name is ENOENT. A creator gives elem_size and capacity (elem_align, mode
  * optional); an attacher may give them (then they must match: EPROTOTYPE
  * otherwise, never a misread) or leave them 0 to accept the channel's.
  *
@@ -246,7 +246,10 @@ MR_API int mr_select(struct mr_select_case *cases, size_t n, int64_t deadline_ns
  * of this handle is outstanding); the creator's destroy also removes the
  * name (the segment lives on until its last attachment goes), as does
  * mr_chan_unlink(). A process must not use a handle inherited through
- * fork(); the child opens its own.
+ * fork(); the child opens its own. A process with a shm handle may run two
+ * threads of the library's (one that wakes its fibers, started when one
+ * first waits; one that watches its peers' pidfds, started with the first
+ * peer); fork() from it is what forking any multithreaded process is.
  *
  * A process that dies (any way, kill -9 included) is detached by the
  * processes that remain, found through pidfds, with no heartbeat:
