@@ -74,6 +74,12 @@ static struct mr_chan *check_chan(const mr_chan_t *ch, const char *call)
 	return (struct mr_chan *)ch;
 }
 
+/* Does op take the sending side (a send, or a shm loan)? */
+static inline bool op_sends(int op)
+{
+	return op == MR_SELECT_SEND || op == MR__OP_LOAN;
+}
+
 /* ---- locks, queues and wake-ups ---------------------------------------------- */
 
 void mr__chan_lock(struct mr_chan *ch)
@@ -538,6 +544,11 @@ static __attribute__((noinline)) void wake_other(struct mr_chan *ch, bool send, 
 		mr__sleeper_wake(s);
 }
 
+void mr__chan_wake_other(struct mr_chan *ch, bool send)
+{
+	wake_other(ch, send, false, NULL);
+}
+
 /* The result of a queue operation for the caller: MR__Q_WAKE wakes first. */
 static inline int queue_done(struct mr_chan *ch, int r, bool send, bool held,
 			     const struct mr__sleeper *self)
@@ -554,10 +565,13 @@ static inline int queue_done(struct mr_chan *ch, int r, bool send, bool held,
 static int case_try(struct mr_select_case *c, bool held, const struct mr__sleeper *self)
 {
 	struct mr_chan *ch = (struct mr_chan *)c->chan;
-	bool send = c->op == MR_SELECT_SEND;
+	bool send = op_sends(c->op);
 	int r;
 
 	switch (ch->q.kind) {
+	case CH_SHM:
+		r = mr__shm_try(ch, c->op, c->elem);
+		break;
 	case CH_RING:
 		r = send ? mr__ring_try_send(&ch->q, c->elem) : mr__ring_try_recv(&ch->q, c->elem);
 		break;
@@ -631,7 +645,7 @@ static void unqueue_all(struct mr_select_case *cases, size_t n, struct mr__centr
 		if (!case_live(&cases[i]) || !ent[i].queued)
 			continue;
 		struct mr_chan *ch = (struct mr_chan *)cases[i].chan;
-		q_unlink(cases[i].op == MR_SELECT_SEND ? &ch->txq : &ch->rxq, &ent[i]);
+		q_unlink(op_sends(cases[i].op) ? &ch->txq : &ch->rxq, &ent[i]);
 	}
 }
 
@@ -873,7 +887,7 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 			if (!case_live(c))
 				continue;
 			struct mr_chan *ch = (struct mr_chan *)c->chan;
-			bool send = c->op == MR_SELECT_SEND;
+			bool send = op_sends(c->op);
 			ent[j].s = &S.sl;
 			ent[j].elem = c->elem;
 			ent[j].idx = (int)j;
@@ -888,6 +902,9 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 				else
 					atomic_fetch_or_explicit(&ch->q.tail, POS_RXW,
 								 memory_order_seq_cst);
+				/* and the other processes' wake-ups reach us */
+				if (ch->q.kind == CH_SHM)
+					mr__shm_want(ch, c->op);
 			}
 			r = case_try(c, true, &S.sl);
 			if (r != -EAGAIN)
@@ -998,12 +1015,37 @@ mr_chan_t *mr_chan_create(size_t elem_size, size_t capacity, unsigned flags)
 	return (mr_chan_t *)ch;
 }
 
+/* open.c: a channel on shm://name, or NULL with errno. */
+mr_chan_t *mr__chan_open_shm(const char *name, const struct mr_chan_open_opts *o)
+{
+	struct mr_chan *ch = aligned_alloc(MR_CACHELINE, sizeof(*ch));
+	int err;
+
+	if (!ch) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	memset(ch, 0, sizeof(*ch));
+	ch->q.kind = CH_SHM;
+	if ((err = mr__shm_open(ch, name, o))) {
+		free(ch);
+		errno = -err;
+		return NULL;
+	}
+	ch->q.magic = CHAN_MAGIC;
+	return (mr_chan_t *)ch;
+}
+
 void mr_chan_destroy(mr_chan_t *handle)
 {
 	if (!handle)
 		return;
 	struct mr_chan *ch = check_chan(handle, "mr_chan_destroy");
 	unsigned k = 0;
+
+	/* An inproc name's handle: one reference of several? */
+	if (ch->ext && ch->q.kind != CH_SHM && !mr__named_put(ch))
+		return;
 
 	/* First let a queue operation that is still waking someone finish:
 	 * it needs the lock to do so. acquire: pairs with the release in
@@ -1019,7 +1061,10 @@ void mr_chan_destroy(mr_chan_t *handle)
 		mr__die("mr_chan_destroy", "channel %p has %s waiting on it", (void *)ch,
 			ch->rxq.head ? "a receiver" : "a sender");
 	ch->q.magic = CHAN_DEAD;
-	if (ch->q.kind == CH_LIST)
+	if (ch->q.kind == CH_SHM) {
+		mr__chan_unlock(ch);
+		mr__shm_detach(ch);
+	} else if (ch->q.kind == CH_LIST)
 		mr__list_fini(&ch->q);
 	else if (ch->q.kind == CH_RING)
 		mr__ring_fini(&ch->q);
@@ -1086,6 +1131,10 @@ static inline int chan_op(mr_chan_t *handle, int op, void *elem, int64_t deadlin
 	}
 	if (ch->q.kind == CH_RENDEZVOUS && deadline == MR_SELECT_FOREVER)
 		return rv_wait(ch, op, elem, call, held);
+	/* A plain thread waits on a shared channel's futex itself; fibers,
+	 * jobs and selects queue here, and shm.c's agent wakes them. */
+	if (ch->q.kind == CH_SHM && deadline != MR_SELECT_POLL && !mr__self())
+		return mr__shm_wait(ch, op, elem, deadline);
 	return chan_op_slow(handle, op, elem, deadline, call, false, held);
 }
 
@@ -1139,6 +1188,13 @@ int mr_chan_close(mr_chan_t *handle)
 
 	/* Under the lock, so that a receiver that sees CLOSED and destroys
 	 * the channel at once waits for us (mr_chan_destroy locks). */
+	/* A shared channel closes for every process; our sleepers wake
+	 * below like any channel's (they retry and see it). */
+	if (ch->q.kind == CH_SHM) {
+		int r = mr__shm_close(ch);
+		if (r)
+			return r;
+	}
 	mr__chan_lock(ch);
 	/* A rendezvous word loses its waiter (failed below) and keeps RV_SLOW
 	 * for good. acq_rel: acquire pairs with rv_publish() or
@@ -1147,7 +1203,7 @@ int mr_chan_close(mr_chan_t *handle)
 	uint64_t was = rv ? atomic_exchange_explicit(&ch->q.tail, POS_CLOSED | RV_SLOW,
 						     memory_order_acq_rel)
 			  : atomic_fetch_or_explicit(&ch->q.tail, POS_CLOSED, memory_order_acq_rel);
-	if (was & POS_CLOSED) {
+	if ((was & POS_CLOSED) && ch->q.kind != CH_SHM) {
 		if (rv)
 			atomic_store_explicit(&ch->q.tail, was, memory_order_relaxed);
 		mr__chan_unlock(ch);
@@ -1183,6 +1239,8 @@ size_t mr_chan_len(const mr_chan_t *handle)
 	const struct mr_chan *ch = check_chan(handle, "mr_chan_len");
 
 	switch (ch->q.kind) {
+	case CH_SHM:
+		return mr__shm_len(ch);
 	case CH_RING:
 		return mr__ring_len(&ch->q);
 	case CH_LIST:
@@ -1208,6 +1266,8 @@ bool mr_chan_is_closed(const mr_chan_t *handle)
 		return false;
 	const struct mr_chan *ch = check_chan(handle, "mr_chan_is_closed");
 
+	if (ch->q.kind == CH_SHM)
+		return mr__shm_closed(ch);
 	return atomic_load_explicit(&ch->q.tail, memory_order_acquire) & POS_CLOSED;
 }
 
@@ -1248,8 +1308,75 @@ int mr_select(struct mr_select_case *cases, size_t n, int64_t deadline_ns)
 	if (i < 0)
 		return i;
 done:
-	if (res < 0 && res != -EPIPE)
-		return res; /* -ENOMEM from an unbounded send */
+	/* -ENOMEM from an unbounded send, -EBADF or -EPROTO from a shared
+	 * channel: errors of the call. Closed and reset: results of a case. */
+	if (res < 0 && res != -EPIPE && res != -ECONNRESET)
+		return res;
 	cases[i].result = res;
 	return i;
+}
+
+/* ---- loans and borrows (shm) ------------------------------------------------- */
+
+static inline int lend(mr_chan_t *handle, int op, void *out, int64_t deadline, const char *call)
+{
+	if (!handle || !out)
+		return -EINVAL;
+	if (check_chan(handle, call)->q.kind != CH_SHM)
+		return -EOPNOTSUPP;
+	return chan_op(handle, op, out, deadline, call);
+}
+
+int mr_chan_loan(mr_chan_t *ch, void **slot)
+{
+	return lend(ch, MR__OP_LOAN, slot, MR_SELECT_FOREVER, "mr_chan_loan");
+}
+
+int mr_chan_loan_until(mr_chan_t *ch, void **slot, int64_t deadline_ns)
+{
+	return lend(ch, MR__OP_LOAN, slot, until(deadline_ns), "mr_chan_loan_until");
+}
+
+int mr_chan_try_loan(mr_chan_t *ch, void **slot)
+{
+	return lend(ch, MR__OP_LOAN, slot, MR_SELECT_POLL, "mr_chan_try_loan");
+}
+
+int mr_chan_borrow(mr_chan_t *ch, const void **elem)
+{
+	return lend(ch, MR__OP_BORROW, (void *)elem, MR_SELECT_FOREVER, "mr_chan_borrow");
+}
+
+int mr_chan_borrow_until(mr_chan_t *ch, const void **elem, int64_t deadline_ns)
+{
+	return lend(ch, MR__OP_BORROW, (void *)elem, until(deadline_ns), "mr_chan_borrow_until");
+}
+
+int mr_chan_try_borrow(mr_chan_t *ch, const void **elem)
+{
+	return lend(ch, MR__OP_BORROW, (void *)elem, MR_SELECT_POLL, "mr_chan_try_borrow");
+}
+
+static int give_back(mr_chan_t *handle, int how, const void *p, const char *call)
+{
+	if (!handle || !p)
+		return -EINVAL;
+	if (check_chan(handle, call)->q.kind != CH_SHM)
+		return -EOPNOTSUPP;
+	return mr__shm_give_back((struct mr_chan *)handle, how, p);
+}
+
+int mr_chan_commit(mr_chan_t *ch, void *slot)
+{
+	return give_back(ch, MR__GIVE_COMMIT, slot, "mr_chan_commit");
+}
+
+int mr_chan_discard(mr_chan_t *ch, void *slot)
+{
+	return give_back(ch, MR__GIVE_DISCARD, slot, "mr_chan_discard");
+}
+
+int mr_chan_release(mr_chan_t *ch, const void *elem)
+{
+	return give_back(ch, MR__GIVE_RELEASE, elem, "mr_chan_release");
 }

@@ -35,6 +35,7 @@
 
 #include "../fiber/fiber.h"
 #include "queue.h"
+#include "shm.h"
 
 /* ---- sleepers and their queue entries --------------------------------------- */
 
@@ -90,6 +91,9 @@ struct mr_chan {
 	/* Written only when someone sleeps or closes. */
 	_Atomic uint32_t lock; /* the sleeper queues (and all of a rendezvous) */
 	struct mr__cwq rxq, txq;
+	/* A channel by address: the shm attachment (CH_SHM, shm.c) or the
+	 * inproc name (open.c); NULL for mr_chan_create()'s. */
+	void *ext;
 };
 
 /* ---- chan.c: locks and wake-ups, called by the queues ---- */

@@ -24,7 +24,8 @@
 
 #include "../base/base.h"
 
-enum { CH_RING = 1, CH_LIST = 2, CH_RENDEZVOUS = 3 };
+/* CH_SHM: a shared-memory ring (shm.c), which keeps its own words */
+enum { CH_RING = 1, CH_LIST = 2, CH_RENDEZVOUS = 3, CH_SHM = 4 };
 
 /* Low bits of the position words (tail and head); positions count in units
  * of POS_ONE. CLOSED and RXW live in the tail word, TXW in the head word,

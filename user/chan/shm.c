@@ -1,0 +1,1666 @@
+/*
+ * shm.c - channels in POSIX shared memory (shm://NAME, <moirai/chan.h>):
+ * the segment's layout and its validation, a ring that no dead process can
+ * wedge, waiting across processes on process-shared futexes, and the
+ * detection of dead peers through pidfds.
+ *
+ * The segment (/dev/shm/moirai.NAME), every offset computed from the three
+ * parameters (element size, alignment, capacity) by layout() on both sides,
+ * so an attacher trusts no offset it reads, it compares:
+ *
+ *	0      struct shm_hdr     one line of read-mostly facts, then a line
+ *	                          each for: state, tail, head, the receivers'
+ *	                          wait word, the senders' wait word
+ *	att    MR_CHAN_SHM_ATTACH_MAX struct shm_att (one per open handle)
+ *	words  capacity u64       one control word per slot
+ *	data   capacity * stride  the elements, each aligned to elem_align
+ *
+ * The ring. Positions count like the in-process ring's (ring.c): a lap of
+ * `one_lap` (a power of two >= capacity) positions of which the first
+ * `capacity` are used, slot = position % one_lap. A slot's word holds the
+ * lap of the position it is at, an owner (an attachment index + 1, or 0)
+ * and a state:
+ *
+ *	FREE(p)       position p may be claimed by a sender
+ *	WRITING(p,o)  attachment o claimed p and writes the element (a loan)
+ *	READY(p)      the element of position p is there for receivers
+ *	READING(p,o)  attachment o took it and reads it (a borrow)
+ *	REDO(p)       READING by a process that died: to be taken again
+ *
+ * A freshly truncated segment is all zeroes: every slot FREE at lap 0.
+ * A sender claims with ONE compare-and-swap on the slot word, FREE(t) ->
+ * WRITING(t, me), and only then moves the tail word on (anyone who sees
+ * the slot claimed moves it on too: the tail is a hint that lags by at most
+ * one); it writes the element and publishes with READY(t). A receiver
+ * claims READY(h) -> READING(h, me) the same way, moves the head on, reads,
+ * and frees the slot for the next lap: FREE(h + one_lap).
+ *
+ * Why a dead process cannot wedge it. The claim and the owner are one word,
+ * written by one CAS: there is no instant at which a position is taken but
+ * nobody is named as taking it (a Vyukov ring's tail CAS is such an
+ * instant). Every slot a process holds is therefore WRITING or READING
+ * with its index, and the processes that remain can undo exactly those:
+ * WRITING(p, dead) becomes FREE(p + one_lap) (the position is skipped:
+ * receivers pass over it, nothing torn is ever READY), READING(p, dead)
+ * becomes REDO(p) (the element was not consumed: a receiver takes it
+ * again, out of order). A process that dies between its claim and the
+ * tail (head) move leaves a lag that the next operation repairs, as it
+ * would for a live one. Repairs are compare-and-swaps from the dead
+ * owner's word, so several survivors may repair at once. The attachment
+ * of a dead process is freed only after a full scan of the words (no
+ * word can name it afterwards: only it wrote its own index), so an index
+ * is never reused while a word still names its old holder.
+ *
+ * Who is dead. Each attachment records its pid and the process's start
+ * time; every process with a handle watches the pids of the others with
+ * pidfds in one epoll set, on a thread of its own ("moirai-shm-reap"):
+ * when one exits, the watcher reaps its attachments (above), marks the
+ * sides it was on as having lost a member, and wakes every waiter. The
+ * start time guards against a reused pid. No heartbeat: a busy process is
+ * never taken for dead.
+ *
+ * Waiting. Each side has a 32-bit sequence and a count of waiters, an
+ * eventcount: a waiter reads the sequence, counts itself in (seq_cst),
+ * looks at the ring once more, and sleeps on the sequence (a futex that is
+ * not FUTEX_PRIVATE: it works across processes); whoever makes progress for
+ * that side publishes, fences, and bumps and wakes the sequence only if the
+ * count says someone waits. A thread waits on the futex itself. Fibers
+ * (and selects, and jobs on workers) wait in chan.c's sleeper queues of the
+ * process's own struct mr_chan, like on any channel; what would wake them
+ * from another process is a futex wake, which a thread of ours
+ * ("moirai-shm") sleeping in futex_waitv on the sequences that our
+ * sleepers need turns into a local wake-up of all of them (they retry).
+ *
+ * Trust. Everything read from the mapping is checked before it is used as
+ * an index or a size: positions are reduced modulo the local one_lap and
+ * checked against the local capacity, owners against the attachment
+ * count; a word that no legal history could produce makes the call return
+ * -EPROTO rather than loop.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "chan.h"
+#include "shm.h"
+
+/* ---- layout ------------------------------------------------------------------- */
+
+#define SHM_MAGIC 0x48434941524f4d00ull /* "\0MORAICH" */
+#define SHM_VERSION 1u
+#define SHM_PREFIX "/moirai."
+#define SHM_DIR "/dev/shm"
+/* largest segment we make or map: the slots are sparse until touched */
+#define SHM_SIZE_MAX ((uint64_t)1 << 46)
+
+/* state word bits */
+#define ST_CLOSED 1u
+#define ST_DIED_TX 2u /* a sender's attachment died since one last attached */
+#define ST_DIED_RX 4u
+
+struct shm_hdr {
+	/* read-mostly: written once by the creator */
+	uint64_t magic;
+	_Atomic uint32_t version; /* published last */
+	uint32_t hdr_size;
+	uint64_t elem_size, elem_align, capacity;
+	uint64_t one_lap, stride;
+	uint64_t att_off, words_off, data_off, total;
+	uint32_t uid, creator_pid;
+	uint64_t creator_start;
+
+	mr__cacheline_aligned _Atomic uint32_t state;
+	_Atomic uint32_t attach_gen; /* bumped by every attach and reap */
+	_Atomic uint32_t redo;	     /* slots in REDO */
+
+	mr__cacheline_aligned _Atomic uint64_t tail;
+	mr__cacheline_aligned _Atomic uint64_t head;
+	/* [0] receivers wait, [1] senders wait */
+	mr__cacheline_aligned _Atomic uint32_t seq0, waiters0;
+	mr__cacheline_aligned _Atomic uint32_t seq1, waiters1;
+};
+
+/* attachment word: state (2 bits) | generation (30) | pid (32) */
+enum { AT_FREE = 0, AT_CLAIMING = 1, AT_ALIVE = 2, AT_REAPING = 3 };
+
+struct shm_att {
+	_Atomic uint64_t word;
+	_Atomic uint32_t roles; /* MR_CHAN_SEND | MR_CHAN_RECV */
+	uint32_t pad;
+	_Atomic uint64_t start; /* the process's start time (clock ticks since boot) */
+	uint64_t pad2;
+};
+
+static inline uint32_t at_state(uint64_t w)
+{
+	return (uint32_t)(w >> 62);
+}
+
+static inline uint32_t at_gen(uint64_t w)
+{
+	return (uint32_t)(w >> 32) & 0x3fffffffu;
+}
+
+static inline uint32_t at_pid(uint64_t w)
+{
+	return (uint32_t)w;
+}
+
+static inline uint64_t at_word(uint32_t st, uint32_t gen, uint32_t pid)
+{
+	return (uint64_t)st << 62 | (uint64_t)(gen & 0x3fffffffu) << 32 | pid;
+}
+
+/* slot word: lap (54 bits, position with the index bits clear) | owner (7) | state (3) */
+enum { SL_FREE = 0, SL_WRITING = 1, SL_READY = 2, SL_READING = 3, SL_REDO = 4 };
+#define POSM (((uint64_t)1 << 54) - 1)
+
+static inline uint64_t sw(uint64_t lap, unsigned owner, unsigned st)
+{
+	return (lap & POSM) << 10 | (uint64_t)owner << 3 | st;
+}
+
+static inline uint64_t sw_lap(uint64_t w)
+{
+	return w >> 10;
+}
+
+static inline unsigned sw_owner(uint64_t w)
+{
+	return (unsigned)(w >> 3) & 127;
+}
+
+static inline unsigned sw_state(uint64_t w)
+{
+	return (unsigned)w & 7;
+}
+
+struct geom {
+	uint64_t elem_size, elem_align, capacity, one_lap, stride;
+	uint64_t att_off, words_off, data_off, total;
+};
+
+static uint64_t align_up(uint64_t x, uint64_t a)
+{
+	return (x + a - 1) & ~(a - 1);
+}
+
+/* The layout for these parameters, or -EINVAL / -EFBIG. */
+static int layout(struct geom *g, uint64_t elem, uint64_t align, uint64_t cap)
+{
+	if (elem == 0 || elem > MR_CHAN_SHM_ELEM_MAX || cap == 0 || cap > MR_CHAN_CAPACITY_MAX ||
+	    align == 0 || align > 4096 || (align & (align - 1)))
+		return -EINVAL;
+	g->elem_size = elem;
+	g->elem_align = align;
+	g->capacity = cap;
+	g->one_lap = 1;
+	while (g->one_lap < cap)
+		g->one_lap <<= 1;
+	g->stride = align_up(elem, align < 8 ? 8 : align);
+	g->att_off = align_up(sizeof(struct shm_hdr), 64);
+	g->words_off = align_up(g->att_off + MR_CHAN_SHM_ATTACH_MAX * sizeof(struct shm_att), 64);
+	uint64_t data = align_up(g->words_off + cap * 8, align < 64 ? 64 : align);
+	g->data_off = data;
+	/* stride <= 2^30 + 4096, cap <= 2^32: the product fits in 64 bits */
+	if (g->stride * cap > SHM_SIZE_MAX - data)
+		return -EFBIG;
+	g->total = align_up(data + g->stride * cap, 4096);
+	return 0;
+}
+
+/* ---- the process's view of one attachment ------------------------------------ */
+
+struct mr__shm {
+	struct shm_hdr *h;
+	struct shm_att *att;
+	_Atomic uint64_t *words;
+	unsigned char *data;
+	struct geom g;
+	uint64_t mask; /* one_lap - 1 */
+	unsigned me;   /* our attachment index; its owner value is me + 1 */
+	unsigned sides;
+	bool creator;
+	uint64_t my_word; /* our attachment word as we published it */
+	_Atomic uint32_t open_slots; /* loans and borrows not yet given back */
+	/* chan.c's sleepers of this process wait on these sides (under the
+	 * channel's lock); the agent watches their sequences. */
+	bool want[2];
+	/* the attachments we watch (the words we saw), and when we looked */
+	uint64_t watched[MR_CHAN_SHM_ATTACH_MAX];
+	_Atomic uint32_t seen_gen;
+	struct mr_chan *ch;
+	struct mr__shm *next, *prev; /* all handles of the process */
+	char name[sizeof(SHM_PREFIX) + MR_CHAN_NAME_MAX];
+};
+
+static _Atomic uint32_t *seq_of(struct shm_hdr *h, int side)
+{
+	return side ? &h->seq1 : &h->seq0;
+}
+
+static _Atomic uint32_t *waiters_of(struct shm_hdr *h, int side)
+{
+	return side ? &h->waiters1 : &h->waiters0;
+}
+
+/* ---- futexes across processes ---------------------------------------------- */
+
+static int sfutex_wait(_Atomic uint32_t *addr, uint32_t val, int64_t deadline)
+{
+	struct timespec ts = { (time_t)(deadline / 1000000000), (long)(deadline % 1000000000) };
+	long r = syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_BITSET, val,
+			 deadline >= 0 ? &ts : NULL, NULL, FUTEX_BITSET_MATCH_ANY);
+	return r < 0 ? -errno : 0;
+}
+
+static void sfutex_wake_all(_Atomic uint32_t *addr)
+{
+	syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+/* Wake every waiter of a side: always (close, deaths, attaches). */
+static void kick(struct shm_hdr *h, int side)
+{
+	atomic_fetch_add_explicit(seq_of(h, side), 1, memory_order_release);
+	sfutex_wake_all(seq_of(h, side));
+}
+
+static void kick_both(struct shm_hdr *h)
+{
+	kick(h, 0);
+	kick(h, 1);
+}
+
+/* ---- processes ---------------------------------------------------------------- */
+
+/* Field 22 of /proc/PID/stat, the start time; 0 when it cannot be read. */
+static uint64_t start_time(pid_t pid)
+{
+	char path[64], buf[1024];
+	int fd;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return 0;
+	/* the space before field f, for f = 3 (after ") ") up to 22 */
+	for (int f = 3; f <= 22; f++) {
+		p = strchr(p + 1, ' ');
+		if (!p)
+			return 0;
+	}
+	return strtoull(p + 1, NULL, 10);
+}
+
+static uint64_t self_start;
+static pid_t self_pid;
+
+/* ---- the handles of this process, the agent and the reaper ---------------------- */
+
+/*
+ * The agent: one thread in futex_waitv on the wait sequences that this
+ * process's sleepers need (entry 0 is its own doorbell, private). The
+ * reaper: one thread in epoll_wait on the pidfds of the other processes.
+ * Both start with the first shm handle and live as long as the process.
+ * proc_lock (a leaf but for the agent's fire, which takes a channel's lock
+ * after dropping it) guards the handle list and both watch lists.
+ */
+#define AGENT_MAX 127
+
+struct watch {
+	struct mr__shm *m;
+	int side;
+	uint32_t seen;
+};
+
+struct futex_waitv_arg {
+	uint64_t val;
+	uint64_t uaddr;
+	uint32_t flags;
+	uint32_t reserved;
+};
+
+#ifndef SYS_futex_waitv
+#define SYS_futex_waitv 449
+#endif
+#define FUTEX2_SIZE_U32_ 0x02
+#define FUTEX2_PRIVATE_ 128
+
+static pthread_mutex_t proc_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mr__shm *handles;
+static struct watch *watches;
+static unsigned nwatches, watch_cap;
+static _Atomic uint32_t doorbell;
+static struct mr__shm *_Atomic firing; /* the handle whose sleepers the agent wakes */
+static bool started;
+static int reap_epfd = -1;
+
+struct peer {
+	pid_t pid;
+	int pidfd;
+	uint64_t start;
+	unsigned refs;
+	struct peer *next;
+};
+static struct peer *peers;
+
+static void reap_pid(pid_t pid, uint64_t start);
+
+static void unwant(struct mr__shm *m, int side);
+
+/*
+ * A side's sequence moved: claim every sleeper of ours on it, for a retry
+ * (they look at the ring again; those who lose go back to sleep). When none
+ * was there, stop watching the side until one comes (under the channel's
+ * lock, which mr__shm_want() holds to start watching).
+ */
+static void fire(struct mr__shm *m, int side)
+{
+	struct mr_chan *ch = m->ch;
+	struct mr__sleeper *wake[64];
+	unsigned n, total = 0;
+
+	for (;;) {
+		n = 0;
+		mr__chan_lock(ch);
+		while (n < 64) {
+			struct mr__sleeper *s =
+				side ? mr__chan_claim_one(ch, &ch->txq, &ch->q.head, POS_TXW, NULL)
+				     : mr__chan_claim_one(ch, &ch->rxq, &ch->q.tail, POS_RXW, NULL);
+			if (!s)
+				break;
+			wake[n++] = s;
+		}
+		if (n == 0 && total == 0) {
+			pthread_mutex_lock(&proc_lock);
+			unwant(m, side);
+			pthread_mutex_unlock(&proc_lock);
+		}
+		mr__chan_unlock(ch);
+		for (unsigned i = 0; i < n; i++)
+			mr__sleeper_wake(wake[i]);
+		total += n;
+		if (n < 64)
+			return;
+	}
+}
+
+static void *agent_main(void *arg)
+{
+	struct futex_waitv_arg wv[AGENT_MAX + 1];
+	struct watch *fired = NULL;
+	unsigned fired_cap = 0;
+	bool have_waitv = true;
+
+	(void)arg;
+	for (;;) {
+		unsigned n, nf = 0;
+
+		pthread_mutex_lock(&proc_lock);
+		uint32_t bell = atomic_load_explicit(&doorbell, memory_order_acquire);
+		if (fired_cap < nwatches) {
+			struct watch *f = realloc(fired, nwatches * sizeof(*f));
+			if (f) {
+				fired = f;
+				fired_cap = nwatches;
+			}
+		}
+		wv[0] = (struct futex_waitv_arg){ bell, (uintptr_t)&doorbell,
+						  FUTEX2_SIZE_U32_ | FUTEX2_PRIVATE_, 0 };
+		n = 1;
+		for (unsigned i = 0; i < nwatches; i++) {
+			struct watch *w = &watches[i];
+			uint32_t now = atomic_load_explicit(seq_of(w->m->h, w->side),
+							    memory_order_acquire);
+			if (now != w->seen && nf < fired_cap) {
+				w->seen = now;
+				fired[nf++] = *w;
+			}
+			if (n <= AGENT_MAX)
+				wv[n++] = (struct futex_waitv_arg){
+					w->seen, (uintptr_t)seq_of(w->m->h, w->side), FUTEX2_SIZE_U32_, 0
+				};
+		}
+		/* more sides than futex_waitv takes: look every millisecond */
+		bool poll = nwatches >= AGENT_MAX || !have_waitv;
+		for (unsigned i = 0; i < nf; i++) {
+			/* A handle whose sleepers we wake stays: destroy waits
+			 * for `firing` to move on (mr__shm_detach). */
+			bool live = false;
+			for (unsigned k = 0; k < nwatches; k++)
+				if (watches[k].m == fired[i].m && watches[k].side == fired[i].side)
+					live = true;
+			if (!live)
+				continue;
+			atomic_store_explicit(&firing, fired[i].m, memory_order_relaxed);
+			pthread_mutex_unlock(&proc_lock);
+			fire(fired[i].m, fired[i].side);
+			pthread_mutex_lock(&proc_lock);
+			atomic_store_explicit(&firing, NULL, memory_order_release);
+		}
+		pthread_mutex_unlock(&proc_lock);
+		if (nf)
+			continue;
+		if (have_waitv) {
+			struct timespec ts;
+			if (poll) {
+				clock_gettime(CLOCK_MONOTONIC, &ts);
+				ts.tv_nsec += 1000000;
+				if (ts.tv_nsec >= 1000000000) {
+					ts.tv_sec++;
+					ts.tv_nsec -= 1000000000;
+				}
+			}
+			long r = syscall(SYS_futex_waitv, wv, n, 0, poll ? &ts : NULL,
+					 CLOCK_MONOTONIC);
+			if (r < 0 && errno == ENOSYS)
+				have_waitv = false;
+		} else {
+			/* A kernel without futex_waitv (< 5.16): look every
+			 * millisecond. */
+			mr__futex_wait_ns(&doorbell, bell, 1000000);
+		}
+	}
+	return NULL;
+}
+
+static void *reap_main(void *arg)
+{
+	struct epoll_event ev[16];
+
+	(void)arg;
+	for (;;) {
+		int n = epoll_wait(reap_epfd, ev, 16, -1);
+		for (int i = 0; i < n; i++) {
+			struct peer *p = ev[i].data.ptr;
+			pthread_mutex_lock(&proc_lock);
+			pid_t pid = p->pid;
+			uint64_t start = p->start;
+			pthread_mutex_unlock(&proc_lock);
+			reap_pid(pid, start);
+		}
+	}
+	return NULL;
+}
+
+static void atfork_child(void)
+{
+	/* The threads are gone; handles inherited through fork() are not
+	 * the child's (chan.h). */
+	pthread_mutex_init(&proc_lock, NULL);
+	handles = NULL;
+	nwatches = 0;
+	started = false;
+	if (reap_epfd >= 0)
+		close(reap_epfd);
+	reap_epfd = -1;
+	for (struct peer *p = peers, *n; p; p = n) {
+		n = p->next;
+		close(p->pidfd);
+		free(p);
+	}
+	peers = NULL;
+	self_pid = getpid();
+	self_start = start_time(self_pid);
+	atomic_store_explicit(&firing, NULL, memory_order_relaxed);
+}
+
+static void thread_named(pthread_t *t, void *(*fn)(void *), const char *name)
+{
+	pthread_attr_t a;
+	sigset_t all, old;
+
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&a, 64 * 1024);
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	if (pthread_create(t, &a, fn, NULL) == 0)
+		pthread_setname_np(*t, name);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&a);
+}
+
+/* With proc_lock held: the threads, once per process. */
+static int start_threads(void)
+{
+	static bool atfork;
+	pthread_t t;
+
+	if (started)
+		return 0;
+	if (!atfork) {
+		pthread_atfork(NULL, NULL, atfork_child);
+		atfork = true;
+	}
+	self_pid = getpid();
+	self_start = start_time(self_pid);
+	reap_epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (reap_epfd < 0)
+		return -errno;
+	thread_named(&t, agent_main, "moirai-shm");
+	thread_named(&t, reap_main, "moirai-shm-reap");
+	started = true;
+	return 0;
+}
+
+/* ---- attachments and their deaths ---------------------------------------------- */
+
+static bool pid_alive(pid_t pid, uint64_t start)
+{
+	if (kill(pid, 0) < 0 && errno == ESRCH)
+		return false;
+	if (start && self_start) {
+		uint64_t now = start_time(pid);
+		if (now && now != start)
+			return false; /* the pid is another process's now */
+	}
+	return true;
+}
+
+/*
+ * Undo what attachment `o`, whose word was `w` (its process is dead), held:
+ * see the top of the file. Any number of processes may do this at once.
+ */
+static void reap(struct mr__shm *m, unsigned o, uint64_t w)
+{
+	struct shm_att *a = &m->att[o];
+	uint32_t st = at_state(w);
+
+	if (st == AT_ALIVE || st == AT_CLAIMING) {
+		uint64_t r = at_word(AT_REAPING, at_gen(w), at_pid(w));
+		if (!atomic_compare_exchange_strong_explicit(&a->word, &w, r, memory_order_acq_rel,
+							     memory_order_relaxed))
+			return; /* someone else reaps it, or it went */
+		w = r;
+	} else if (st != AT_REAPING) {
+		return;
+	}
+	uint32_t roles = atomic_load_explicit(&a->roles, memory_order_relaxed);
+	uint32_t died = ((roles & MR_CHAN_SEND) ? ST_DIED_TX : 0) |
+			((roles & MR_CHAN_RECV) ? ST_DIED_RX : 0);
+	if (st != AT_CLAIMING && died)
+		atomic_fetch_or_explicit(&m->h->state, died, memory_order_acq_rel);
+
+	unsigned owner = o + 1;
+	for (uint64_t i = 0; i < m->g.capacity; i++) {
+		_Atomic uint64_t *wp = &m->words[i];
+		uint64_t s = atomic_load_explicit(wp, memory_order_acquire);
+		if (sw_owner(s) != owner)
+			continue;
+		uint64_t lap = sw_lap(s);
+		if (sw_state(s) == SL_WRITING) {
+			/* skipped: free for the next lap */
+			atomic_compare_exchange_strong_explicit(
+				wp, &s, sw(lap + m->g.one_lap, 0, SL_FREE), memory_order_acq_rel,
+				memory_order_relaxed);
+		} else if (sw_state(s) == SL_READING) {
+			if (atomic_compare_exchange_strong_explicit(wp, &s, sw(lap, 0, SL_REDO),
+								    memory_order_acq_rel,
+								    memory_order_relaxed))
+				atomic_fetch_add_explicit(&m->h->redo, 1, memory_order_release);
+		}
+	}
+	uint64_t f = at_word(AT_FREE, at_gen(w) + 1, 0);
+	atomic_compare_exchange_strong_explicit(&a->word, &w, f, memory_order_acq_rel,
+						memory_order_relaxed);
+	atomic_fetch_add_explicit(&m->h->attach_gen, 1, memory_order_release);
+	kick_both(m->h);
+}
+
+/* Every attachment of (pid, start) in every handle of ours is dead. */
+static void reap_pid(pid_t pid, uint64_t start)
+{
+	pthread_mutex_lock(&proc_lock);
+	for (struct mr__shm *m = handles; m; m = m->next) {
+		for (unsigned o = 0; o < MR_CHAN_SHM_ATTACH_MAX; o++) {
+			uint64_t w = atomic_load_explicit(&m->att[o].word, memory_order_acquire);
+			if (at_state(w) == AT_FREE || (pid_t)at_pid(w) != pid)
+				continue;
+			uint64_t s = atomic_load_explicit(&m->att[o].start, memory_order_relaxed);
+			if (start && s && s != start)
+				continue;
+			reap(m, o, w);
+		}
+	}
+	/* the pidfd has done its work */
+	for (struct peer **pp = &peers; *pp; pp = &(*pp)->next) {
+		struct peer *p = *pp;
+		if (p->pid == pid && p->start == start) {
+			epoll_ctl(reap_epfd, EPOLL_CTL_DEL, p->pidfd, NULL);
+			close(p->pidfd);
+			*pp = p->next;
+			free(p);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&proc_lock);
+}
+
+/*
+ * Make sure every other process attached to m is watched (its pidfd in the
+ * reaper's set), and reap the ones that are already gone. Called at open
+ * and whenever the attachment generation moved (someone attached or was
+ * reaped), on the slow paths only.
+ */
+static void watch_peers(struct mr__shm *m)
+{
+	uint32_t gen = atomic_load_explicit(&m->h->attach_gen, memory_order_acquire);
+	pid_t dead[MR_CHAN_SHM_ATTACH_MAX];
+	uint64_t dead_start[MR_CHAN_SHM_ATTACH_MAX];
+	unsigned ndead = 0;
+
+	if (gen == atomic_load_explicit(&m->seen_gen, memory_order_relaxed))
+		return;
+	pthread_mutex_lock(&proc_lock);
+	atomic_store_explicit(&m->seen_gen, gen, memory_order_relaxed);
+	for (unsigned o = 0; o < MR_CHAN_SHM_ATTACH_MAX; o++) {
+		uint64_t w = atomic_load_explicit(&m->att[o].word, memory_order_acquire);
+		uint32_t st = at_state(w);
+		if (st == AT_FREE || w == m->watched[o])
+			continue;
+		pid_t pid = (pid_t)at_pid(w);
+		uint64_t start = atomic_load_explicit(&m->att[o].start, memory_order_relaxed);
+		if (pid == self_pid && (!start || start == self_start)) {
+			m->watched[o] = w;
+			continue;
+		}
+		if (st == AT_CLAIMING && start == 0)
+			continue; /* not written yet: next time */
+		m->watched[o] = w;
+		struct peer *p;
+		for (p = peers; p; p = p->next)
+			if (p->pid == pid && p->start == start)
+				break;
+		if (p)
+			continue;
+		int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+		if (fd < 0 || st == AT_REAPING || !pid_alive(pid, start)) {
+			if (fd >= 0)
+				close(fd);
+			if (fd >= 0 || errno == ESRCH || st == AT_REAPING) {
+				dead[ndead] = pid;
+				dead_start[ndead++] = start;
+			}
+			/* other errors (EMFILE, ENOSYS): unwatched; a later
+			 * look tries again */
+			else
+				m->watched[o] = 0;
+			continue;
+		}
+		p = calloc(1, sizeof(*p));
+		if (!p) {
+			close(fd);
+			m->watched[o] = 0;
+			continue;
+		}
+		p->pid = pid;
+		p->pidfd = fd;
+		p->start = start;
+		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = p };
+		if (epoll_ctl(reap_epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			close(fd);
+			free(p);
+			m->watched[o] = 0;
+			continue;
+		}
+		p->next = peers;
+		peers = p;
+	}
+	pthread_mutex_unlock(&proc_lock);
+	for (unsigned i = 0; i < ndead; i++)
+		reap_pid(dead[i], dead_start[i]);
+}
+
+/* Is the owner of a slot word dead (its attachment no longer ALIVE)? A
+ * word naming an attachment beyond the table is corrupt. */
+static int owner_gone(struct mr__shm *m, unsigned owner)
+{
+	if (owner == 0 || owner > MR_CHAN_SHM_ATTACH_MAX)
+		return -EPROTO;
+	if (owner == m->me + 1)
+		return 0;
+	uint64_t w = atomic_load_explicit(&m->att[owner - 1].word, memory_order_acquire);
+	if (at_state(w) == AT_REAPING || at_state(w) == AT_FREE)
+		return 1;
+	/* alive as far as the table says; the watch may be stale */
+	watch_peers(m);
+	w = atomic_load_explicit(&m->att[owner - 1].word, memory_order_acquire);
+	return at_state(w) == AT_REAPING || at_state(w) == AT_FREE;
+}
+
+/* The slot of a dead owner: undo it as reap() would. */
+static void repair(struct mr__shm *m, _Atomic uint64_t *wp, uint64_t s)
+{
+	uint64_t lap = sw_lap(s);
+
+	if (sw_state(s) == SL_WRITING) {
+		if (atomic_compare_exchange_strong_explicit(wp, &s,
+							    sw(lap + m->g.one_lap, 0, SL_FREE),
+							    memory_order_acq_rel,
+							    memory_order_relaxed))
+			kick_both(m->h);
+	} else if (sw_state(s) == SL_READING) {
+		if (atomic_compare_exchange_strong_explicit(wp, &s, sw(lap, 0, SL_REDO),
+							    memory_order_acq_rel,
+							    memory_order_relaxed)) {
+			atomic_fetch_add_explicit(&m->h->redo, 1, memory_order_release);
+			kick_both(m->h);
+		}
+	}
+}
+
+/* ---- the ring ------------------------------------------------------------------ */
+
+enum { WAKE_RX = 1, WAKE_TX = 2 };
+
+static inline uint64_t next_pos(const struct mr__shm *m, uint64_t p)
+{
+	return ((p & m->mask) + 1 < m->g.capacity ? p + 1 : (p & ~m->mask) + m->g.one_lap) & POSM;
+}
+
+/* A claimed slot: its index and the position it was claimed at. */
+struct claim {
+	uint64_t idx, pos;
+};
+
+static inline void *slot_data(const struct mr__shm *m, uint64_t idx)
+{
+	return m->data + idx * m->g.stride;
+}
+
+/* Would every attachment on the other side of `side` being gone mean a reset? */
+static bool other_side_dead(struct mr__shm *m, int side)
+{
+	/* side 0: we receive, the other side sends */
+	uint32_t need = side ? MR_CHAN_RECV : MR_CHAN_SEND;
+	uint32_t flag = side ? ST_DIED_RX : ST_DIED_TX;
+
+	if (!(atomic_load_explicit(&m->h->state, memory_order_acquire) & flag))
+		return false;
+	if (m->sides & need)
+		return false; /* we are on the other side ourselves */
+	for (unsigned o = 0; o < MR_CHAN_SHM_ATTACH_MAX; o++) {
+		uint64_t w = atomic_load_explicit(&m->att[o].word, memory_order_acquire);
+		uint32_t st = at_state(w);
+		if ((st == AT_ALIVE || st == AT_CLAIMING) &&
+		    (atomic_load_explicit(&m->att[o].roles, memory_order_relaxed) & need))
+			return false;
+	}
+	return true;
+}
+
+/* Move a position word (tail or head) on from p, if nobody did: returns
+ * where it is now. */
+static uint64_t move_on(const struct mr__shm *m, _Atomic uint64_t *word, uint64_t p)
+{
+	uint64_t was = p, next = next_pos(m, p);
+
+	if (atomic_compare_exchange_strong_explicit(word, &was, next, memory_order_release,
+						    memory_order_acquire))
+		return next;
+	return was & POSM;
+}
+
+/* Claim the tail slot: 0, -EAGAIN (full) or -EPROTO. */
+static int claim_tx(struct mr__shm *m, struct claim *c)
+{
+	struct shm_hdr *h = m->h;
+	unsigned odd = 0;
+	uint64_t t = atomic_load_explicit(&h->tail, memory_order_acquire) & POSM;
+
+	for (;;) {
+		uint64_t idx = t & m->mask;
+		if (idx >= m->g.capacity)
+			return -EPROTO;
+		_Atomic uint64_t *wp = &m->words[idx];
+		uint64_t lap = t & ~m->mask;
+		uint64_t s = atomic_load_explicit(wp, memory_order_acquire);
+		uint64_t slap = sw_lap(s);
+
+		if (s == sw(lap, 0, SL_FREE)) {
+			if (atomic_compare_exchange_weak_explicit(wp, &s, sw(lap, m->me + 1, SL_WRITING),
+								  memory_order_acquire,
+								  memory_order_relaxed)) {
+				move_on(m, &h->tail, t);
+				c->idx = idx;
+				c->pos = t;
+				return 0;
+			}
+			continue;
+		}
+		if (slap == lap || slap == ((lap + m->g.one_lap) & POSM)) {
+			/* claimed at t (or already consumed): move the tail on */
+			t = move_on(m, &h->tail, t);
+			continue;
+		}
+		if (((slap + m->g.one_lap) & POSM) == lap) {
+			/* the previous lap is still there: full, unless its
+			 * holder died */
+			unsigned st = sw_state(s);
+			if (st == SL_WRITING || st == SL_READING) {
+				int g = owner_gone(m, sw_owner(s));
+				if (g < 0)
+					return g;
+				if (g) {
+					repair(m, wp, s);
+					continue;
+				}
+			}
+			return -EAGAIN;
+		}
+		/* a stale tail, or a corrupt word */
+		uint64_t now = atomic_load_explicit(&h->tail, memory_order_acquire) & POSM;
+		if (now == t && ++odd > 2)
+			return -EPROTO;
+		t = now;
+	}
+}
+
+/* Take a REDO slot (a dead reader's element): 0 or -EAGAIN. */
+static int claim_redo(struct mr__shm *m, struct claim *c)
+{
+	for (uint64_t i = 0; i < m->g.capacity; i++) {
+		_Atomic uint64_t *wp = &m->words[i];
+		uint64_t s = atomic_load_explicit(wp, memory_order_acquire);
+		if (sw_state(s) != SL_REDO)
+			continue;
+		if (atomic_compare_exchange_strong_explicit(wp, &s, sw(sw_lap(s), m->me + 1, SL_READING),
+							    memory_order_acquire,
+							    memory_order_relaxed)) {
+			atomic_fetch_sub_explicit(&m->h->redo, 1, memory_order_relaxed);
+			c->idx = i;
+			c->pos = (sw_lap(s) | i) & POSM;
+			return 0;
+		}
+	}
+	return -EAGAIN;
+}
+
+/* Claim the head slot: 0, -EAGAIN (empty), -EINPROGRESS (the next element
+ * is still being written by a live sender) or -EPROTO. */
+static int claim_rx(struct mr__shm *m, struct claim *c)
+{
+	struct shm_hdr *h = m->h;
+	unsigned odd = 0;
+	uint64_t hp = atomic_load_explicit(&h->head, memory_order_acquire) & POSM;
+
+	for (;;) {
+		uint64_t idx = hp & m->mask;
+		if (idx >= m->g.capacity)
+			return -EPROTO;
+		_Atomic uint64_t *wp = &m->words[idx];
+		uint64_t lap = hp & ~m->mask;
+		uint64_t s = atomic_load_explicit(wp, memory_order_acquire);
+		uint64_t slap = sw_lap(s);
+		unsigned st = sw_state(s);
+
+		if (slap == lap) {
+			if (st == SL_READY || st == SL_REDO) {
+				if (!atomic_compare_exchange_weak_explicit(
+					    wp, &s, sw(lap, m->me + 1, SL_READING),
+					    memory_order_acquire, memory_order_relaxed))
+					continue;
+				if (st == SL_REDO)
+					atomic_fetch_sub_explicit(&h->redo, 1, memory_order_relaxed);
+				move_on(m, &h->head, hp);
+				c->idx = idx;
+				c->pos = hp;
+				return 0;
+			}
+			if (st == SL_FREE)
+				break; /* empty */
+			if (st == SL_WRITING) {
+				int g = owner_gone(m, sw_owner(s));
+				if (g < 0)
+					return g;
+				if (g) {
+					repair(m, wp, s);
+					continue;
+				}
+				return -EINPROGRESS; /* not written yet */
+			}
+			/* READING (or junk): taken, move the head on */
+		} else if (((slap + m->g.one_lap) & POSM) == lap) {
+			/* the previous lap's element is still being read (or
+			 * waits for redelivery): nothing can be at hp yet */
+			break;
+		} else if (slap != ((lap + m->g.one_lap) & POSM)) {
+			uint64_t now = atomic_load_explicit(&h->head, memory_order_acquire) & POSM;
+			if (now == hp && ++odd > 2)
+				return -EPROTO;
+			hp = now;
+			continue;
+		}
+		hp = move_on(m, &h->head, hp);
+	}
+	if (atomic_load_explicit(&h->redo, memory_order_acquire))
+		return claim_redo(m, c);
+	return -EAGAIN;
+}
+
+/*
+ * Progress on one side: wake who waits for it. Across processes through the
+ * side's eventcount; in this process through chan.c's flag (returns true:
+ * the caller returns MR__Q_WAKE). The fence pairs with the waiter's count
+ * (seq_cst RMW) before its last look.
+ */
+static bool notify(struct mr__shm *m, int side)
+{
+	struct mr_chan *ch = m->ch;
+	struct shm_hdr *h = m->h;
+
+	mr__fence_seq_cst();
+	uint32_t w = atomic_load_explicit(waiters_of(h, side), memory_order_relaxed);
+	bool local = atomic_load_explicit(side ? &ch->q.head : &ch->q.tail, memory_order_relaxed) &
+		     (side ? POS_TXW : POS_RXW);
+	/* Our own agent's count is in w: a local wake-up covers it (read
+	 * after w; mr__shm_want() clears want[] before the count drops). */
+	bool mine = __atomic_load_n(&m->want[side], __ATOMIC_SEQ_CST);
+	if (w > (mine ? 1u : 0u)) {
+		atomic_fetch_add_explicit(seq_of(h, side), 1, memory_order_release);
+		sfutex_wake_all(seq_of(h, side));
+	}
+	if (local)
+		atomic_fetch_add_explicit(&ch->q.busy, 1, memory_order_relaxed);
+	return local;
+}
+
+/* Publish a claimed slot. 0 or -EPROTO; *wake gets WAKE_RX when receivers
+ * of this process must be woken (busy raised for it). */
+static int commit_slot(struct mr__shm *m, const struct claim *c, unsigned *wake)
+{
+	uint64_t s = sw(c->pos & ~m->mask, m->me + 1, SL_WRITING);
+
+	if (!atomic_compare_exchange_strong_explicit(&m->words[c->idx], &s,
+						     sw(c->pos & ~m->mask, 0, SL_READY),
+						     memory_order_release, memory_order_relaxed))
+		return -EPROTO;
+	if (notify(m, 0))
+		*wake |= WAKE_RX;
+	return 0;
+}
+
+/* Free a slot held in state `from` for the next lap: a release, or a
+ * discarded loan (which receivers waiting at it must pass over too). */
+static int free_slot(struct mr__shm *m, const struct claim *c, unsigned from, unsigned *wake)
+{
+	uint64_t lap = c->pos & ~m->mask;
+	uint64_t s = sw(lap, m->me + 1, from);
+
+	if (!atomic_compare_exchange_strong_explicit(&m->words[c->idx], &s,
+						     sw(lap + m->g.one_lap, 0, SL_FREE),
+						     memory_order_release, memory_order_relaxed))
+		return -EPROTO;
+	if (notify(m, 1))
+		*wake |= WAKE_TX;
+	if (from == SL_WRITING && notify(m, 0))
+		*wake |= WAKE_RX;
+	return 0;
+}
+
+/* Wake this process's sleepers that *wake names (chan.c drops busy). */
+static void wake_local(struct mr_chan *ch, unsigned wake)
+{
+	if (wake & WAKE_RX)
+		mr__chan_wake_other(ch, true);
+	if (wake & WAKE_TX)
+		mr__chan_wake_other(ch, false);
+}
+
+/* ---- chan.c's entry points ------------------------------------------------------- */
+
+static int side_of(int op)
+{
+	return op == MR_SELECT_SEND || op == MR__OP_LOAN;
+}
+
+/* A send or loan: claim, then look at the state again (a close or a reset
+ * that came between our first look and the claim: give the slot up). */
+static int try_tx(struct mr__shm *m, int op, void *elem, unsigned *wake)
+{
+	uint32_t state = atomic_load_explicit(&m->h->state, memory_order_acquire);
+	struct claim c;
+	int r;
+
+	if (!(m->sides & MR_CHAN_SEND))
+		return -EBADF;
+	if (state & ST_CLOSED)
+		return -EPIPE;
+	if ((state & ST_DIED_RX) && other_side_dead(m, 1))
+		return -ECONNRESET;
+	if ((r = claim_tx(m, &c)))
+		return r;
+	/* seq_cst on both sides: a close (fetch_or) is either seen here or
+	 * comes after our claim, which its receivers then wait for */
+	state = atomic_load_explicit(&m->h->state, memory_order_seq_cst);
+	if (state & ST_CLOSED) {
+		free_slot(m, &c, SL_WRITING, wake);
+		return -EPIPE;
+	}
+	if (op == MR__OP_LOAN) {
+		*(void **)elem = slot_data(m, c.idx);
+		atomic_fetch_add_explicit(&m->open_slots, 1, memory_order_relaxed);
+		return 0;
+	}
+	elem_copy(slot_data(m, c.idx), elem, m->g.elem_size);
+	return commit_slot(m, &c, wake);
+}
+
+static int try_rx(struct mr__shm *m, int op, void *elem, unsigned *wake)
+{
+	struct claim c;
+	int r;
+
+	if (!(m->sides & MR_CHAN_RECV))
+		return -EBADF;
+	r = claim_rx(m, &c);
+	if (r == -EAGAIN) {
+		/* empty: closed, or every sender died? Look at the ring again
+		 * after the state: what was sent before it is still received */
+		uint32_t state = atomic_load_explicit(&m->h->state, memory_order_seq_cst);
+		bool closed = state & ST_CLOSED;
+		if (closed || ((state & ST_DIED_TX) && other_side_dead(m, 0))) {
+			r = claim_rx(m, &c);
+			if (r == -EAGAIN)
+				return closed ? -EPIPE : -ECONNRESET;
+		}
+	}
+	if (r == -EINPROGRESS)
+		return -EAGAIN; /* a live sender is writing the next element */
+	if (r)
+		return r;
+	if (op == MR__OP_BORROW) {
+		*(const void **)elem = slot_data(m, c.idx);
+		atomic_fetch_add_explicit(&m->open_slots, 1, memory_order_relaxed);
+		return 0;
+	}
+	elem_copy(elem, slot_data(m, c.idx), m->g.elem_size);
+	return free_slot(m, &c, SL_READING, wake);
+}
+
+/*
+ * One try of a send, receive, loan or borrow: 0, MR__Q_WAKE (done, and a
+ * sleeper of this process on the other side must be woken: busy raised),
+ * -EAGAIN, -EPIPE, -ECONNRESET, -EBADF or -EPROTO.
+ */
+int mr__shm_try(struct mr_chan *ch, int op, void *elem)
+{
+	struct mr__shm *m = ch->ext;
+	unsigned wake = 0;
+	bool tx = side_of(op);
+	int r = tx ? try_tx(m, op, elem, &wake) : try_rx(m, op, elem, &wake);
+
+	if (wake & (tx ? WAKE_TX : WAKE_RX)) {
+		/* only a give-up after a close wakes our own side: do it here */
+		mr__chan_wake_other(ch, !tx);
+		wake &= tx ? ~(unsigned)WAKE_TX : ~(unsigned)WAKE_RX;
+	}
+	if (wake)
+		return r ? (mr__chan_wake_other(ch, tx), r) : MR__Q_WAKE;
+	return r;
+}
+
+/* Where a loan or borrow pointer is: its slot and the position it holds, or
+ * -EINVAL. */
+static int slot_of(struct mr__shm *m, const void *p, unsigned state, struct claim *c)
+{
+	const unsigned char *b = p;
+
+	if (!p || b < m->data || b >= m->data + m->g.stride * m->g.capacity ||
+	    (size_t)(b - m->data) % m->g.stride)
+		return -EINVAL;
+	c->idx = (size_t)(b - m->data) / m->g.stride;
+	uint64_t s = atomic_load_explicit(&m->words[c->idx], memory_order_acquire);
+	if (sw_state(s) != state || sw_owner(s) != m->me + 1)
+		return -EINVAL;
+	c->pos = (sw_lap(s) | c->idx) & POSM;
+	return 0;
+}
+
+/* Commit, discard or release a loan / borrow. */
+int mr__shm_give_back(struct mr_chan *ch, int how, const void *p)
+{
+	struct mr__shm *m = ch->ext;
+	struct claim c;
+	unsigned wake = 0;
+	int r;
+
+	if ((r = slot_of(m, p, how == MR__GIVE_RELEASE ? SL_READING : SL_WRITING, &c)))
+		return r;
+	atomic_fetch_sub_explicit(&m->open_slots, 1, memory_order_relaxed);
+	if (how == MR__GIVE_COMMIT)
+		r = commit_slot(m, &c, &wake);
+	else
+		r = free_slot(m, &c, how == MR__GIVE_DISCARD ? SL_WRITING : SL_READING, &wake);
+	wake_local(ch, wake);
+	return r;
+}
+
+/*
+ * chan.c queued a sleeper of this process for `op` (under the channel's
+ * lock) and set its local flag: make sure the agent watches the side's
+ * sequence, counted among its waiters, before chan.c looks at the ring
+ * once more.
+ */
+void mr__shm_want(struct mr_chan *ch, int op)
+{
+	struct mr__shm *m = ch->ext;
+	int side = side_of(op);
+
+	watch_peers(m);
+	if (m->want[side])
+		return;
+	pthread_mutex_lock(&proc_lock);
+	if (nwatches == watch_cap) {
+		unsigned cap = watch_cap ? 2 * watch_cap : 16;
+		struct watch *nw = realloc(watches, cap * sizeof(*nw));
+		if (!nw) {
+			pthread_mutex_unlock(&proc_lock);
+			mr__die("mr_chan", "no memory to watch a shared-memory channel");
+		}
+		watches = nw;
+		watch_cap = cap;
+	}
+	struct watch *w = &watches[nwatches++];
+	w->m = m;
+	w->side = side;
+	w->seen = atomic_load_explicit(seq_of(m->h, side), memory_order_acquire);
+	__atomic_store_n(&m->want[side], true, __ATOMIC_SEQ_CST);
+	atomic_fetch_add_explicit(waiters_of(m->h, side), 1, memory_order_seq_cst);
+	atomic_fetch_add_explicit(&doorbell, 1, memory_order_release);
+	pthread_mutex_unlock(&proc_lock);
+	mr__futex_wake(&doorbell, 1);
+}
+
+/* Stop watching a side (with proc_lock held, and the channel's lock). */
+static void unwant(struct mr__shm *m, int side)
+{
+	for (unsigned i = 0; i < nwatches; i++) {
+		if (watches[i].m != m || watches[i].side != side)
+			continue;
+		watches[i] = watches[--nwatches];
+		__atomic_store_n(&m->want[side], false, __ATOMIC_SEQ_CST);
+		atomic_fetch_sub_explicit(waiters_of(m->h, side), 1, memory_order_seq_cst);
+		atomic_fetch_add_explicit(&doorbell, 1, memory_order_release);
+		mr__futex_wake(&doorbell, 1);
+		return;
+	}
+}
+
+/*
+ * A plain thread (not a worker) blocks here, waiting on the side's sequence
+ * itself: a spin while the other process is probably running, then the
+ * futex. Returns what the operation returned (never -EAGAIN).
+ */
+int mr__shm_wait(struct mr_chan *ch, int op, void *elem, int64_t deadline)
+{
+	struct mr__shm *m = ch->ext;
+	struct shm_hdr *h = m->h;
+	int side = side_of(op); /* the side we wait as: 0 receivers, 1 senders */
+	int64_t spin_until = (int64_t)mr__now_ns() + MR__SHM_SPIN_NS;
+	unsigned n = 0;
+	int r;
+
+	for (;;) {
+		r = mr__shm_try(ch, op, elem);
+		if (r != -EAGAIN)
+			goto done;
+		if ((++n & 15) == 0) {
+			int64_t now = (int64_t)mr__now_ns();
+			if (deadline >= 0 && now >= deadline)
+				return -ETIMEDOUT;
+			if (now >= spin_until)
+				break;
+		}
+		for (int k = 0; k < 32; k++)
+			mr__cpu_relax();
+	}
+	for (;;) {
+		watch_peers(m);
+		uint32_t seen = atomic_load_explicit(seq_of(h, side), memory_order_acquire);
+		atomic_fetch_add_explicit(waiters_of(h, side), 1, memory_order_seq_cst);
+		r = mr__shm_try(ch, op, elem);
+		if (r == -EAGAIN) {
+			if (deadline >= 0 && (int64_t)mr__now_ns() >= deadline)
+				r = -ETIMEDOUT;
+			else
+				sfutex_wait(seq_of(h, side), seen, deadline);
+		}
+		atomic_fetch_sub_explicit(waiters_of(h, side), 1, memory_order_relaxed);
+		if (r != -EAGAIN)
+			break;
+	}
+done:
+	if (r == MR__Q_WAKE) {
+		mr__chan_wake_other(ch, side_of(op));
+		r = 0;
+	}
+	return r;
+}
+
+size_t mr__shm_len(const struct mr_chan *ch)
+{
+	const struct mr__shm *m = ch->ext;
+	uint64_t t = atomic_load_explicit(&m->h->tail, memory_order_acquire) & POSM;
+	uint64_t hp = atomic_load_explicit(&m->h->head, memory_order_acquire) & POSM;
+	unsigned shift = (unsigned)__builtin_ctzll(m->g.one_lap);
+	uint64_t laps = ((t >> shift) - (hp >> shift)) & (POSM >> shift);
+	uint64_t n = laps * m->g.capacity + (t & m->mask) - (hp & m->mask);
+
+	return n > m->g.capacity ? (size_t)m->g.capacity : (size_t)n;
+}
+
+bool mr__shm_closed(const struct mr_chan *ch)
+{
+	const struct mr__shm *m = ch->ext;
+
+	return atomic_load_explicit(&m->h->state, memory_order_acquire) & ST_CLOSED;
+}
+
+/* Close for every process: -EPIPE if it was closed already. */
+int mr__shm_close(struct mr_chan *ch)
+{
+	struct mr__shm *m = ch->ext;
+
+	if (atomic_fetch_or_explicit(&m->h->state, ST_CLOSED, memory_order_acq_rel) & ST_CLOSED)
+		return -EPIPE;
+	kick_both(m->h);
+	return 0;
+}
+
+/* ---- open, attach, detach ---------------------------------------------------------- */
+
+static int64_t now_ns(void)
+{
+	return (int64_t)mr__now_ns();
+}
+
+static void nap_ms(int ms)
+{
+	struct timespec ts = { 0, ms * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+/* Check the header against what layout() makes of its parameters. */
+static int validate(const struct shm_hdr *h, uint64_t size, const struct stat *st,
+		    struct geom *g)
+{
+	if (size < sizeof(*h) || h->magic != SHM_MAGIC ||
+	    atomic_load_explicit(&h->version, memory_order_acquire) != SHM_VERSION ||
+	    h->hdr_size != sizeof(*h))
+		return -EBADMSG;
+	if (layout(g, h->elem_size, h->elem_align, h->capacity))
+		return -EBADMSG;
+	if (h->one_lap != g->one_lap || h->stride != g->stride || h->att_off != g->att_off ||
+	    h->words_off != g->words_off || h->data_off != g->data_off || h->total != g->total ||
+	    g->total > size || h->uid != st->st_uid)
+		return -EBADMSG;
+	return 0;
+}
+
+static void fill_header(struct shm_hdr *h, const struct geom *g)
+{
+	h->hdr_size = sizeof(*h);
+	h->elem_size = g->elem_size;
+	h->elem_align = g->elem_align;
+	h->capacity = g->capacity;
+	h->one_lap = g->one_lap;
+	h->stride = g->stride;
+	h->att_off = g->att_off;
+	h->words_off = g->words_off;
+	h->data_off = g->data_off;
+	h->total = g->total;
+	h->uid = (uint32_t)geteuid();
+	h->creator_start = self_start;
+	h->magic = SHM_MAGIC;
+}
+
+/* Attach: take a free attachment. 0 or -EUSERS. */
+static int attach(struct mr__shm *m)
+{
+	for (unsigned o = 0; o < MR_CHAN_SHM_ATTACH_MAX; o++) {
+		struct shm_att *a = &m->att[o];
+		uint64_t w = atomic_load_explicit(&a->word, memory_order_acquire);
+		if (at_state(w) != AT_FREE)
+			continue;
+		uint64_t c = at_word(AT_CLAIMING, at_gen(w), (uint32_t)self_pid);
+		if (!atomic_compare_exchange_strong_explicit(&a->word, &w, c, memory_order_acq_rel,
+							     memory_order_relaxed))
+			continue;
+		atomic_store_explicit(&a->start, self_start, memory_order_relaxed);
+		atomic_store_explicit(&a->roles, m->sides, memory_order_relaxed);
+		uint64_t live = at_word(AT_ALIVE, at_gen(w), (uint32_t)self_pid);
+		atomic_store_explicit(&a->word, live, memory_order_release);
+		m->me = o;
+		m->my_word = live;
+		uint32_t clear = ((m->sides & MR_CHAN_SEND) ? ST_DIED_TX : 0) |
+				 ((m->sides & MR_CHAN_RECV) ? ST_DIED_RX : 0);
+		atomic_fetch_and_explicit(&m->h->state, ~clear, memory_order_acq_rel);
+		atomic_fetch_add_explicit(&m->h->attach_gen, 1, memory_order_release);
+		kick_both(m->h);
+		return 0;
+	}
+	return -EUSERS;
+}
+
+int mr__chan_check_name(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > MR_CHAN_NAME_MAX || !strcmp(name, ".") || !strcmp(name, ".."))
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return -EINVAL;
+	}
+	return 0;
+}
+
+int mr__shm_path(const char *name, char *out, size_t n)
+{
+	int r = mr__chan_check_name(name);
+
+	if (r)
+		return r;
+	snprintf(out, n, "%s%s", SHM_PREFIX, name);
+	return 0;
+}
+
+/* An uninitialised segment whose creator is gone (or never wrote its pid):
+ * true, and the name was removed. */
+static bool remove_if_orphan(const char *path)
+{
+	char file[sizeof(SHM_DIR) + sizeof(SHM_PREFIX) + MR_CHAN_NAME_MAX];
+	struct stat st;
+	bool orphan = false;
+
+	snprintf(file, sizeof(file), "%s%s", SHM_DIR, path);
+	if (stat(file, &st) < 0 || st.st_uid != geteuid())
+		return false;
+	chmod(file, 0600);
+	int fd = shm_open(path, O_RDWR | O_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	if (fstat(fd, &st) == 0 && (uint64_t)st.st_size >= sizeof(struct shm_hdr)) {
+		struct shm_hdr *h = mmap(NULL, sizeof(*h), PROT_READ, MAP_SHARED, fd, 0);
+		if (h != MAP_FAILED) {
+			uint32_t pid = h->creator_pid;
+			if (atomic_load_explicit(&h->version, memory_order_acquire) != SHM_VERSION &&
+			    (pid == 0 || !pid_alive((pid_t)pid, h->creator_start)))
+				orphan = true;
+			munmap(h, sizeof(*h));
+		}
+	} else {
+		orphan = true; /* not even truncated */
+	}
+	close(fd);
+	if (orphan)
+		shm_unlink(path);
+	return orphan;
+}
+
+static int create(const char *path, const struct geom *g, unsigned mode, int *fdp)
+{
+	int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -errno;
+	if (fchmod(fd, 0) < 0 || ftruncate(fd, (off_t)g->total) < 0) {
+		int e = -errno;
+		shm_unlink(path);
+		close(fd);
+		return e == -EFBIG || e == -EINVAL ? -ENOSPC : e;
+	}
+	struct shm_hdr *h = mmap(NULL, sizeof(*h), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (h == MAP_FAILED) {
+		int e = -errno;
+		shm_unlink(path);
+		close(fd);
+		return e;
+	}
+	h->creator_pid = (uint32_t)self_pid;
+	h->creator_start = self_start;
+	fill_header(h, g);
+	/* the segment is zeroes: every slot FREE at lap 0, no attachment */
+	atomic_store_explicit(&h->version, SHM_VERSION, memory_order_release);
+	munmap(h, sizeof(*h));
+	if (fchmod(fd, mode) < 0) {
+		int e = -errno;
+		shm_unlink(path);
+		close(fd);
+		return e;
+	}
+	*fdp = fd;
+	return 0;
+}
+
+static void list_add(struct mr__shm *m)
+{
+	m->next = handles;
+	m->prev = NULL;
+	if (handles)
+		handles->prev = m;
+	handles = m;
+}
+
+static void list_del(struct mr__shm *m)
+{
+	if (m->prev)
+		m->prev->next = m->next;
+	else
+		handles = m->next;
+	if (m->next)
+		m->next->prev = m->prev;
+}
+
+int mr__shm_open(struct mr_chan *ch, const char *name, const struct mr_chan_open_opts *o)
+{
+	char path[sizeof(SHM_PREFIX) + MR_CHAN_NAME_MAX];
+	struct geom want = { 0 }, g;
+	struct stat st;
+	int fd = -1, r;
+	bool creator = false;
+	unsigned flags = o ? o->flags : 0;
+	int64_t timeout = o && o->timeout_ns > 0 ? o->timeout_ns : 1000000000;
+
+	if ((r = mr__shm_path(name, path, sizeof(path))))
+		return r;
+	if (flags & MR_CHAN_CREATE) {
+		if (!o->elem_size || !o->capacity)
+			return -EINVAL;
+		if ((r = layout(&want, o->elem_size, o->elem_align ? o->elem_align : 8,
+				o->capacity)))
+			return r == -EFBIG ? -ENOMEM : r;
+	} else if (o && o->elem_align && (o->elem_align > 4096 || (o->elem_align & (o->elem_align - 1)))) {
+		return -EINVAL;
+	}
+	if (o && (o->mode & ~07777u))
+		return -EINVAL;
+
+	pthread_mutex_lock(&proc_lock);
+	r = start_threads();
+	pthread_mutex_unlock(&proc_lock);
+	if (r)
+		return r;
+
+	int64_t until = now_ns() + timeout;
+	for (;;) {
+		if (flags & MR_CHAN_CREATE) {
+			r = create(path, &want, o->mode ? o->mode : 0600, &fd);
+			if (r == 0) {
+				creator = true;
+				break;
+			}
+			if (r != -EEXIST)
+				return r;
+			if (flags & MR_CHAN_EXCL)
+				return -EEXIST;
+		}
+		fd = shm_open(path, O_RDWR | O_CLOEXEC, 0);
+		if (fd >= 0) {
+			if (fstat(fd, &st) < 0) {
+				r = -errno;
+				close(fd);
+				return r;
+			}
+			/* mode 0 and ours: its creator is still at it */
+			if ((uint64_t)st.st_size >= sizeof(struct shm_hdr) && (st.st_mode & 07777)) {
+				struct shm_hdr *h = mmap(NULL, sizeof(*h), PROT_READ, MAP_SHARED, fd, 0);
+				if (h == MAP_FAILED) {
+					r = -errno;
+					close(fd);
+					return r;
+				}
+				uint32_t v = atomic_load_explicit(&h->version, memory_order_acquire);
+				munmap(h, sizeof(*h));
+				if (v == SHM_VERSION)
+					break;
+			}
+			close(fd);
+			fd = -1;
+		} else if (errno == ENOENT) {
+			if (!(flags & MR_CHAN_CREATE))
+				return -ENOENT;
+			continue; /* removed meanwhile: create it */
+		} else if (errno != EACCES) {
+			return -errno;
+		} else {
+			char file[sizeof(SHM_DIR) + sizeof(path)];
+			snprintf(file, sizeof(file), "%s%s", SHM_DIR, path);
+			if (stat(file, &st) < 0 || st.st_uid != geteuid() || (st.st_mode & 07777))
+				return -EACCES;
+		}
+		if (now_ns() >= until) {
+			if (remove_if_orphan(path))
+				continue;
+			return -ETIMEDOUT;
+		}
+		nap_ms(1);
+	}
+
+	/* map it whole and check it */
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	if ((uint64_t)st.st_size < sizeof(struct shm_hdr) || (uint64_t)st.st_size > SHM_SIZE_MAX) {
+		close(fd);
+		return -EBADMSG;
+	}
+	void *base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE,
+			  MAP_SHARED | MAP_NORESERVE, fd, 0);
+	close(fd);
+	if (base == MAP_FAILED)
+		return -errno;
+	struct shm_hdr *h = base;
+	if ((r = validate(h, (uint64_t)st.st_size, &st, &g)))
+		goto unmap;
+	if (o && ((o->elem_size && o->elem_size != g.elem_size) ||
+		  (o->capacity && o->capacity != g.capacity) ||
+		  (o->elem_align && o->elem_align != g.elem_align))) {
+		r = -EPROTOTYPE;
+		goto unmap;
+	}
+
+	struct mr__shm *m = calloc(1, sizeof(*m));
+	if (!m) {
+		r = -ENOMEM;
+		goto unmap;
+	}
+	m->h = h;
+	m->g = g;
+	m->mask = g.one_lap - 1;
+	m->att = (struct shm_att *)((char *)base + g.att_off);
+	m->words = (_Atomic uint64_t *)((char *)base + g.words_off);
+	m->data = (unsigned char *)base + g.data_off;
+	m->sides = flags & (MR_CHAN_SEND | MR_CHAN_RECV);
+	if (!m->sides)
+		m->sides = MR_CHAN_SEND | MR_CHAN_RECV;
+	m->creator = creator;
+	m->ch = ch;
+	snprintf(m->name, sizeof(m->name), "%s", path);
+	atomic_store_explicit(&m->seen_gen, atomic_load(&h->attach_gen) - 1, memory_order_relaxed);
+	if ((r = attach(m))) {
+		free(m);
+		goto unmap;
+	}
+	ch->ext = m;
+	ch->q.elem_size = g.elem_size;
+	ch->q.cap = g.capacity;
+	pthread_mutex_lock(&proc_lock);
+	list_add(m);
+	pthread_mutex_unlock(&proc_lock);
+	atomic_store_explicit(&m->seen_gen, atomic_load(&h->attach_gen) - 1, memory_order_relaxed);
+	watch_peers(m);
+	return 0;
+unmap:
+	munmap(base, (size_t)st.st_size);
+	if (creator)
+		shm_unlink(path);
+	return r;
+}
+
+/* Destroy of a shm handle (no sleeper of ours waits: chan.c checked). */
+void mr__shm_detach(struct mr_chan *ch)
+{
+	struct mr__shm *m = ch->ext;
+	unsigned k = 0;
+
+	if (atomic_load_explicit(&m->open_slots, memory_order_relaxed))
+		mr__die("mr_chan_destroy", "channel %p has loans or borrows not given back",
+			(void *)ch);
+	pthread_mutex_lock(&proc_lock);
+	unwant(m, 0);
+	unwant(m, 1);
+	list_del(m);
+	pthread_mutex_unlock(&proc_lock);
+	/* the agent may be waking our (no longer queued) sleepers */
+	while (atomic_load_explicit(&firing, memory_order_acquire) == m)
+		mr__backoff(&k);
+	uint64_t w = m->my_word;
+	atomic_compare_exchange_strong_explicit(&m->att[m->me].word, &w,
+						at_word(AT_FREE, at_gen(w) + 1, 0),
+						memory_order_acq_rel, memory_order_relaxed);
+	atomic_fetch_add_explicit(&m->h->attach_gen, 1, memory_order_release);
+	kick_both(m->h);
+	if (m->creator)
+		shm_unlink(m->name);
+	munmap(m->h, (size_t)m->g.total);
+	free(m);
+}
+
+int mr__shm_unlink(const char *name)
+{
+	char path[sizeof(SHM_PREFIX) + MR_CHAN_NAME_MAX];
+	int r = mr__shm_path(name, path, sizeof(path));
+
+	if (r)
+		return r;
+	return shm_unlink(path) < 0 ? -errno : 0;
+}
