@@ -127,9 +127,10 @@ struct shm_hdr {
 
 	mr__cacheline_aligned _Atomic uint64_t tail;
 	mr__cacheline_aligned _Atomic uint64_t head;
-	/* [0] receivers wait, [1] senders wait */
-	mr__cacheline_aligned _Atomic uint32_t seq0, waiters0;
-	mr__cacheline_aligned _Atomic uint32_t seq1, waiters1;
+	/* wait words, [0] receivers', [1] senders': a sequence in the upper
+	 * 31 bits, SEQ_WAITING in bit 0 (see "Waiting" above) */
+	mr__cacheline_aligned _Atomic uint32_t seq0;
+	mr__cacheline_aligned _Atomic uint32_t seq1;
 };
 
 /* attachment word: state (2 bits) | generation (30) | pid (32) */
@@ -190,6 +191,10 @@ static inline unsigned sw_state(uint64_t w)
 struct geom {
 	uint64_t elem_size, elem_align, capacity, one_lap, stride;
 	uint64_t att_off, words_off, data_off, total;
+	/* slot i's word at words_off + i * wstride, its element at
+	 * data_off + i * stride: inline (small elements, word and element in
+	 * one slot, so a line carries both) or in two arrays */
+	uint64_t wstride;
 };
 
 static uint64_t align_up(uint64_t x, uint64_t a)
@@ -209,15 +214,23 @@ static int layout(struct geom *g, uint64_t elem, uint64_t align, uint64_t cap)
 	g->one_lap = 1;
 	while (g->one_lap < cap)
 		g->one_lap <<= 1;
-	g->stride = align_up(elem, align < 8 ? 8 : align);
 	g->att_off = align_up(sizeof(struct shm_hdr), 64);
 	g->words_off = align_up(g->att_off + MR_CHAN_SHM_ATTACH_MAX * sizeof(struct shm_att), 64);
-	uint64_t data = align_up(g->words_off + cap * 8, align < 64 ? 64 : align);
-	g->data_off = data;
+	uint64_t end;
+	if (elem <= 56 && align <= 8) {
+		g->stride = g->wstride = align_up(8 + elem, 8);
+		g->data_off = g->words_off + 8;
+		end = g->words_off;
+	} else {
+		g->stride = align_up(elem, align < 8 ? 8 : align);
+		g->wstride = 8;
+		g->data_off = align_up(g->words_off + cap * 8, align < 64 ? 64 : align);
+		end = g->data_off;
+	}
 	/* stride <= 2^30 + 4096, cap <= 2^32: the product fits in 64 bits */
-	if (g->stride * cap > SHM_SIZE_MAX - data)
+	if (g->stride * cap > SHM_SIZE_MAX - end)
 		return -EFBIG;
-	g->total = align_up(data + g->stride * cap, 4096);
+	g->total = align_up(end + g->stride * cap, 4096);
 	return 0;
 }
 
@@ -226,8 +239,8 @@ static int layout(struct geom *g, uint64_t elem, uint64_t align, uint64_t cap)
 struct mr__shm {
 	struct shm_hdr *h;
 	struct shm_att *att;
-	_Atomic uint64_t *words;
-	unsigned char *data;
+	unsigned char *words; /* slot i's word: words + i * g.wstride */
+	unsigned char *data;  /* its element: data + i * g.stride */
 	struct geom g;
 	uint64_t mask; /* one_lap - 1 */
 	unsigned me;   /* our attachment index; its owner value is me + 1 */
@@ -246,15 +259,17 @@ struct mr__shm {
 	char name[sizeof(SHM_PREFIX) + MR_CHAN_NAME_MAX];
 };
 
+static inline _Atomic uint64_t *word_at(const struct mr__shm *m, uint64_t idx)
+{
+	return (_Atomic uint64_t *)(void *)(m->words + idx * m->g.wstride);
+}
+
 static _Atomic uint32_t *seq_of(struct shm_hdr *h, int side)
 {
 	return side ? &h->seq1 : &h->seq0;
 }
 
-static _Atomic uint32_t *waiters_of(struct shm_hdr *h, int side)
-{
-	return side ? &h->waiters1 : &h->waiters0;
-}
+#define SEQ_WAITING 1u
 
 /* ---- futexes across processes ---------------------------------------------- */
 
@@ -271,11 +286,26 @@ static void sfutex_wake_all(_Atomic uint32_t *addr)
 	syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
-/* Wake every waiter of a side: always (close, deaths, attaches). */
+/* Wake every waiter of a side: always (close, deaths, attaches). The
+ * sequence moves, SEQ_WAITING stays as it was. */
 static void kick(struct shm_hdr *h, int side)
 {
-	atomic_fetch_add_explicit(seq_of(h, side), 1, memory_order_release);
+	atomic_fetch_add_explicit(seq_of(h, side), 2, memory_order_seq_cst);
 	sfutex_wake_all(seq_of(h, side));
+}
+
+/* Say that someone will sleep on q: its value with SEQ_WAITING set, the
+ * value to sleep on. A seq_cst read-modify-write (or a seq_cst load of a
+ * word that has the bit already) before the sleeper's last look. */
+static uint32_t arm(_Atomic uint32_t *q)
+{
+	uint32_t w = atomic_load_explicit(q, memory_order_seq_cst);
+
+	while (!(w & SEQ_WAITING) &&
+	       !atomic_compare_exchange_weak_explicit(q, &w, w | SEQ_WAITING, memory_order_seq_cst,
+						      memory_order_seq_cst))
+		;
+	return w | SEQ_WAITING;
 }
 
 static void kick_both(struct shm_hdr *h)
@@ -332,7 +362,8 @@ static pid_t self_pid;
 struct watch {
 	struct mr__shm *m;
 	int side;
-	uint32_t seen;
+	uint32_t seen; /* the word when we last woke (or armed) */
+	bool armed;
 };
 
 struct futex_waitv_arg {
@@ -354,7 +385,7 @@ static struct watch *watches;
 static unsigned nwatches, watch_cap;
 static _Atomic uint32_t doorbell;
 static struct mr__shm *_Atomic firing; /* the handle whose sleepers the agent wakes */
-static bool started;
+static bool inited, agent_started, reaper_started;
 static int reap_epfd = -1;
 
 struct peer {
@@ -369,6 +400,7 @@ static struct peer *peers;
 static void reap_pid(pid_t pid, uint64_t start);
 
 static void unwant(struct mr__shm *m, int side);
+static bool side_ready(struct mr__shm *m, int side);
 
 /*
  * A side's sequence moved: claim every sleeper of ours on it, for a retry
@@ -432,16 +464,24 @@ static void *agent_main(void *arg)
 		n = 1;
 		for (unsigned i = 0; i < nwatches; i++) {
 			struct watch *w = &watches[i];
-			uint32_t now = atomic_load_explicit(seq_of(w->m->h, w->side),
-							    memory_order_acquire);
-			if (now != w->seen && nf < fired_cap) {
+			_Atomic uint32_t *q = seq_of(w->m->h, w->side);
+			uint32_t now = atomic_load_explicit(q, memory_order_seq_cst);
+			if ((now >> 1) == (w->seen >> 1) && !(now & SEQ_WAITING)) {
+				/* arm, then look: what was sent before the bit
+				 * was set woke nobody */
+				now = arm(q);
+				if ((now >> 1) == (w->seen >> 1) && side_ready(w->m, w->side))
+					w->seen = now ^ 2; /* fire below */
+			}
+			if ((now >> 1) != (w->seen >> 1) && nf < fired_cap) {
 				w->seen = now;
 				fired[nf++] = *w;
+				continue;
 			}
+			w->seen = now;
 			if (n <= AGENT_MAX)
-				wv[n++] = (struct futex_waitv_arg){
-					w->seen, (uintptr_t)seq_of(w->m->h, w->side), FUTEX2_SIZE_U32_, 0
-				};
+				wv[n++] = (struct futex_waitv_arg){ now, (uintptr_t)q, FUTEX2_SIZE_U32_,
+								    0 };
 		}
 		/* more sides than futex_waitv takes: look every millisecond */
 		bool poll = nwatches >= AGENT_MAX || !have_waitv;
@@ -512,7 +552,7 @@ static void atfork_child(void)
 	pthread_mutex_init(&proc_lock, NULL);
 	handles = NULL;
 	nwatches = 0;
-	started = false;
+	inited = agent_started = reaper_started = false;
 	if (reap_epfd >= 0)
 		close(reap_epfd);
 	reap_epfd = -1;
@@ -527,29 +567,40 @@ static void atfork_child(void)
 	atomic_store_explicit(&firing, NULL, memory_order_relaxed);
 }
 
-static void thread_named(pthread_t *t, void *(*fn)(void *), const char *name)
+/* Start a thread of ours, detached, with every signal blocked. */
+static void thread_named(void *(*fn)(void *), const char *name)
 {
 	pthread_attr_t a;
+	pthread_t t;
 	sigset_t all, old;
+	int r;
 
 	pthread_attr_init(&a);
 	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&a, 64 * 1024);
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	if (pthread_create(t, &a, fn, NULL) == 0)
-		pthread_setname_np(*t, name);
+	r = pthread_create(&t, &a, fn, NULL);
+	if (r == 0)
+		pthread_setname_np(t, name);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&a);
+	if (r)
+		mr__die("mr_chan", "cannot start the %s thread: %s", name, strerror(r));
 }
 
-/* With proc_lock held: the threads, once per process. */
-static int start_threads(void)
+/*
+ * With proc_lock held: what the process needs, once (and once more in a
+ * child of fork). The threads start only when first needed, the agent
+ * when a fiber first waits, the reaper when there is a first peer to
+ * watch: a process that opens a channel and then forks has no thread of
+ * ours yet, and its children start from a quiet copy.
+ */
+static int proc_init(void)
 {
 	static bool atfork;
-	pthread_t t;
 
-	if (started)
+	if (inited)
 		return 0;
 	if (!atfork) {
 		pthread_atfork(NULL, NULL, atfork_child);
@@ -560,9 +611,7 @@ static int start_threads(void)
 	reap_epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (reap_epfd < 0)
 		return -errno;
-	thread_named(&t, agent_main, "moirai-shm");
-	thread_named(&t, reap_main, "moirai-shm-reap");
-	started = true;
+	inited = true;
 	return 0;
 }
 
@@ -606,7 +655,7 @@ static void reap(struct mr__shm *m, unsigned o, uint64_t w)
 
 	unsigned owner = o + 1;
 	for (uint64_t i = 0; i < m->g.capacity; i++) {
-		_Atomic uint64_t *wp = &m->words[i];
+		_Atomic uint64_t *wp = word_at(m, i);
 		uint64_t s = atomic_load_explicit(wp, memory_order_acquire);
 		if (sw_owner(s) != owner)
 			continue;
@@ -728,6 +777,10 @@ static void watch_peers(struct mr__shm *m)
 		}
 		p->next = peers;
 		peers = p;
+		if (!reaper_started) {
+			thread_named(reap_main, "moirai-shm-reap");
+			reaper_started = true;
+		}
 	}
 	pthread_mutex_unlock(&proc_lock);
 	for (unsigned i = 0; i < ndead; i++)
@@ -835,7 +888,7 @@ static int claim_tx(struct mr__shm *m, struct claim *c)
 		uint64_t idx = t & m->mask;
 		if (idx >= m->g.capacity)
 			return -EPROTO;
-		_Atomic uint64_t *wp = &m->words[idx];
+		_Atomic uint64_t *wp = word_at(m, idx);
 		uint64_t lap = t & ~m->mask;
 		uint64_t s = atomic_load_explicit(wp, memory_order_acquire);
 		uint64_t slap = sw_lap(s);
@@ -883,7 +936,7 @@ static int claim_tx(struct mr__shm *m, struct claim *c)
 static int claim_redo(struct mr__shm *m, struct claim *c)
 {
 	for (uint64_t i = 0; i < m->g.capacity; i++) {
-		_Atomic uint64_t *wp = &m->words[i];
+		_Atomic uint64_t *wp = word_at(m, i);
 		uint64_t s = atomic_load_explicit(wp, memory_order_acquire);
 		if (sw_state(s) != SL_REDO)
 			continue;
@@ -911,7 +964,7 @@ static int claim_rx(struct mr__shm *m, struct claim *c)
 		uint64_t idx = hp & m->mask;
 		if (idx >= m->g.capacity)
 			return -EPROTO;
-		_Atomic uint64_t *wp = &m->words[idx];
+		_Atomic uint64_t *wp = word_at(m, idx);
 		uint64_t lap = hp & ~m->mask;
 		uint64_t s = atomic_load_explicit(wp, memory_order_acquire);
 		uint64_t slap = sw_lap(s);
@@ -962,27 +1015,58 @@ static int claim_rx(struct mr__shm *m, struct claim *c)
 }
 
 /*
- * Progress on one side: wake who waits for it. Across processes through the
- * side's eventcount; in this process through chan.c's flag (returns true:
- * the caller returns MR__Q_WAKE). The fence pairs with the waiter's count
- * (seq_cst RMW) before its last look.
+ * Could a sleeper of `side` make progress now (the agent's look after it
+ * armed the word)? Exact enough never to say yes for ever to a state in
+ * which a try would fail: a slot held by a live process is "no"; one held
+ * by a dead one is "no" too, its reaping kicks the word. Reads only.
+ */
+static bool side_ready(struct mr__shm *m, int side)
+{
+	struct shm_hdr *h = m->h;
+
+	if (atomic_load_explicit(&h->state, memory_order_seq_cst))
+		return true; /* closed, or a death: let them look */
+	_Atomic uint64_t *word = side ? &h->tail : &h->head;
+	uint64_t p = atomic_load_explicit(word, memory_order_seq_cst) & POSM;
+	uint64_t idx = p & m->mask, lap = p & ~m->mask;
+	if (idx >= m->g.capacity)
+		return true; /* corrupt: the try says so */
+	uint64_t s = atomic_load_explicit(word_at(m, idx), memory_order_seq_cst);
+	uint64_t slap = sw_lap(s);
+	unsigned st = sw_state(s);
+	if (side) /* senders: anything but the previous lap still there */
+		return ((slap + m->g.one_lap) & POSM) != lap;
+	if (atomic_load_explicit(&h->redo, memory_order_relaxed))
+		return true;
+	if (slap == lap)
+		return st != SL_FREE && st != SL_WRITING;
+	return ((slap + m->g.one_lap) & POSM) != lap;
+}
+
+/*
+ * Progress on one side: wake who waits for it. Across processes: if the
+ * side's word says someone sleeps, clear the bit as the sequence moves
+ * (+1 carries it over) and wake them all, once: later progress finds the
+ * bit clear and makes no system call. In this process through chan.c's
+ * flag (true: the caller wakes one of ours, busy is raised for it). The
+ * publish before this was a seq_cst read-modify-write: with the sleeper's
+ * arm() before its last look, one of the two sees the other.
  */
 static bool notify(struct mr__shm *m, int side)
 {
 	struct mr_chan *ch = m->ch;
-	struct shm_hdr *h = m->h;
+	_Atomic uint32_t *q = seq_of(m->h, side);
+	uint32_t w = atomic_load_explicit(q, memory_order_seq_cst);
 
-	mr__fence_seq_cst();
-	uint32_t w = atomic_load_explicit(waiters_of(h, side), memory_order_relaxed);
-	bool local = atomic_load_explicit(side ? &ch->q.head : &ch->q.tail, memory_order_relaxed) &
-		     (side ? POS_TXW : POS_RXW);
-	/* Our own agent's count is in w: a local wake-up covers it (read
-	 * after w; mr__shm_want() clears want[] before the count drops). */
-	bool mine = __atomic_load_n(&m->want[side], __ATOMIC_SEQ_CST);
-	if (w > (mine ? 1u : 0u)) {
-		atomic_fetch_add_explicit(seq_of(h, side), 1, memory_order_release);
-		sfutex_wake_all(seq_of(h, side));
+	while (w & SEQ_WAITING) {
+		if (atomic_compare_exchange_weak_explicit(q, &w, w + 1, memory_order_seq_cst,
+							  memory_order_relaxed)) {
+			sfutex_wake_all(q);
+			break;
+		}
 	}
+	bool local = atomic_load_explicit(side ? &ch->q.head : &ch->q.tail, memory_order_seq_cst) &
+		     (side ? POS_TXW : POS_RXW);
 	if (local)
 		atomic_fetch_add_explicit(&ch->q.busy, 1, memory_order_relaxed);
 	return local;
@@ -994,9 +1078,9 @@ static int commit_slot(struct mr__shm *m, const struct claim *c, unsigned *wake)
 {
 	uint64_t s = sw(c->pos & ~m->mask, m->me + 1, SL_WRITING);
 
-	if (!atomic_compare_exchange_strong_explicit(&m->words[c->idx], &s,
+	if (!atomic_compare_exchange_strong_explicit(word_at(m, c->idx), &s,
 						     sw(c->pos & ~m->mask, 0, SL_READY),
-						     memory_order_release, memory_order_relaxed))
+						     memory_order_seq_cst, memory_order_relaxed))
 		return -EPROTO;
 	if (notify(m, 0))
 		*wake |= WAKE_RX;
@@ -1010,9 +1094,9 @@ static int free_slot(struct mr__shm *m, const struct claim *c, unsigned from, un
 	uint64_t lap = c->pos & ~m->mask;
 	uint64_t s = sw(lap, m->me + 1, from);
 
-	if (!atomic_compare_exchange_strong_explicit(&m->words[c->idx], &s,
+	if (!atomic_compare_exchange_strong_explicit(word_at(m, c->idx), &s,
 						     sw(lap + m->g.one_lap, 0, SL_FREE),
-						     memory_order_release, memory_order_relaxed))
+						     memory_order_seq_cst, memory_order_relaxed))
 		return -EPROTO;
 	if (notify(m, 1))
 		*wake |= WAKE_TX;
@@ -1057,7 +1141,14 @@ static int try_tx(struct mr__shm *m, int op, void *elem, unsigned *wake)
 	 * comes after our claim, which its receivers then wait for */
 	state = atomic_load_explicit(&m->h->state, memory_order_seq_cst);
 	if (state & ST_CLOSED) {
-		free_slot(m, &c, SL_WRITING, wake);
+		/* The close wakes every sleeper itself (and our caller may
+		 * hold the channel's lock): drop what notify() raised. */
+		unsigned raised = 0;
+		free_slot(m, &c, SL_WRITING, &raised);
+		if (raised & WAKE_RX)
+			atomic_fetch_sub_explicit(&m->ch->q.busy, 1, memory_order_release);
+		if (raised & WAKE_TX)
+			atomic_fetch_sub_explicit(&m->ch->q.busy, 1, memory_order_release);
 		return -EPIPE;
 	}
 	if (op == MR__OP_LOAN) {
@@ -1113,14 +1204,15 @@ int mr__shm_try(struct mr_chan *ch, int op, void *elem)
 	bool tx = side_of(op);
 	int r = tx ? try_tx(m, op, elem, &wake) : try_rx(m, op, elem, &wake);
 
-	if (wake & (tx ? WAKE_TX : WAKE_RX)) {
-		/* only a give-up after a close wakes our own side: do it here */
-		mr__chan_wake_other(ch, !tx);
-		wake &= tx ? ~(unsigned)WAKE_TX : ~(unsigned)WAKE_RX;
+	if (r == -EAGAIN) {
+		/* A peer that attached since we last looked is watched from
+		 * now on, so that its death ends even a loop of tries. One
+		 * load when nobody attached. */
+		watch_peers(m);
+		return r;
 	}
-	if (wake)
-		return r ? (mr__chan_wake_other(ch, tx), r) : MR__Q_WAKE;
-	return r;
+	/* a send wakes a receiver of ours, a receive a sender */
+	return r == 0 && wake ? MR__Q_WAKE : r;
 }
 
 /* Where a loan or borrow pointer is: its slot and the position it holds, or
@@ -1133,7 +1225,7 @@ static int slot_of(struct mr__shm *m, const void *p, unsigned state, struct clai
 	    (size_t)(b - m->data) % m->g.stride)
 		return -EINVAL;
 	c->idx = (size_t)(b - m->data) / m->g.stride;
-	uint64_t s = atomic_load_explicit(&m->words[c->idx], memory_order_acquire);
+	uint64_t s = atomic_load_explicit(word_at(m, c->idx), memory_order_acquire);
 	if (sw_state(s) != state || sw_owner(s) != m->me + 1)
 		return -EINVAL;
 	c->pos = (sw_lap(s) | c->idx) & POSM;
@@ -1184,12 +1276,18 @@ void mr__shm_want(struct mr_chan *ch, int op)
 		watches = nw;
 		watch_cap = cap;
 	}
+	if (!agent_started) {
+		thread_named(agent_main, "moirai-shm");
+		agent_started = true;
+	}
 	struct watch *w = &watches[nwatches++];
 	w->m = m;
 	w->side = side;
+	/* the agent arms the word and looks at the ring itself before it
+	 * sleeps: a wake-up that comes before then is not lost */
 	w->seen = atomic_load_explicit(seq_of(m->h, side), memory_order_acquire);
-	__atomic_store_n(&m->want[side], true, __ATOMIC_SEQ_CST);
-	atomic_fetch_add_explicit(waiters_of(m->h, side), 1, memory_order_seq_cst);
+	w->armed = false;
+	m->want[side] = true;
 	atomic_fetch_add_explicit(&doorbell, 1, memory_order_release);
 	pthread_mutex_unlock(&proc_lock);
 	mr__futex_wake(&doorbell, 1);
@@ -1202,8 +1300,7 @@ static void unwant(struct mr__shm *m, int side)
 		if (watches[i].m != m || watches[i].side != side)
 			continue;
 		watches[i] = watches[--nwatches];
-		__atomic_store_n(&m->want[side], false, __ATOMIC_SEQ_CST);
-		atomic_fetch_sub_explicit(waiters_of(m->h, side), 1, memory_order_seq_cst);
+		m->want[side] = false;
 		atomic_fetch_add_explicit(&doorbell, 1, memory_order_release);
 		mr__futex_wake(&doorbell, 1);
 		return;
@@ -1224,24 +1321,29 @@ int mr__shm_wait(struct mr_chan *ch, int op, void *elem, int64_t deadline)
 	unsigned n = 0;
 	int r;
 
+	/* Spin: look at the one slot we wait for, backing off, so that our
+	 * reads do not keep taking its line from the writer; try for real
+	 * when it looks ready. */
 	for (;;) {
 		r = mr__shm_try(ch, op, elem);
 		if (r != -EAGAIN)
 			goto done;
-		if ((++n & 15) == 0) {
-			int64_t now = (int64_t)mr__now_ns();
-			if (deadline >= 0 && now >= deadline)
-				return -ETIMEDOUT;
-			if (now >= spin_until)
-				break;
-		}
-		for (int k = 0; k < 32; k++)
-			mr__cpu_relax();
+		do {
+			for (unsigned k = 1u << (n < 6 ? n : 6); k; k--)
+				mr__cpu_relax();
+			if ((++n & 15) == 0) {
+				int64_t now = (int64_t)mr__now_ns();
+				if (deadline >= 0 && now >= deadline)
+					return -ETIMEDOUT;
+				if (now >= spin_until)
+					goto sleep;
+			}
+		} while (!side_ready(m, side));
 	}
+sleep:
 	for (;;) {
 		watch_peers(m);
-		uint32_t seen = atomic_load_explicit(seq_of(h, side), memory_order_acquire);
-		atomic_fetch_add_explicit(waiters_of(h, side), 1, memory_order_seq_cst);
+		uint32_t seen = arm(seq_of(h, side));
 		r = mr__shm_try(ch, op, elem);
 		if (r == -EAGAIN) {
 			if (deadline >= 0 && (int64_t)mr__now_ns() >= deadline)
@@ -1249,7 +1351,6 @@ int mr__shm_wait(struct mr_chan *ch, int op, void *elem, int64_t deadline)
 			else
 				sfutex_wait(seq_of(h, side), seen, deadline);
 		}
-		atomic_fetch_sub_explicit(waiters_of(h, side), 1, memory_order_relaxed);
 		if (r != -EAGAIN)
 			break;
 	}
@@ -1503,7 +1604,7 @@ int mr__shm_open(struct mr_chan *ch, const char *name, const struct mr_chan_open
 		return -EINVAL;
 
 	pthread_mutex_lock(&proc_lock);
-	r = start_threads();
+	r = proc_init();
 	pthread_mutex_unlock(&proc_lock);
 	if (r)
 		return r;
@@ -1597,7 +1698,7 @@ int mr__shm_open(struct mr_chan *ch, const char *name, const struct mr_chan_open
 	m->g = g;
 	m->mask = g.one_lap - 1;
 	m->att = (struct shm_att *)((char *)base + g.att_off);
-	m->words = (_Atomic uint64_t *)((char *)base + g.words_off);
+	m->words = (unsigned char *)base + g.words_off;
 	m->data = (unsigned char *)base + g.data_off;
 	m->sides = flags & (MR_CHAN_SEND | MR_CHAN_RECV);
 	if (!m->sides)
