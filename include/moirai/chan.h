@@ -222,10 +222,22 @@ MR_API int mr_select(struct mr_select_case *cases, size_t n, int64_t deadline_ns
  * half-made segment is removed and, with MR_CHAN_CREATE, made anew). The
  * header (magic, version, element size and alignment, capacity, offsets of
  * every region, creator's uid) is validated on attach (EBADMSG when it is
- * not a Moirai channel of this version). The mapping is treated as hostile
- * afterwards: a corrupted or malicious peer can make calls fail with
- * -EPROTO, never make this process read or write outside the mapping,
- * crash or spin for ever.
+ * not a Moirai channel of this version). MR_CHAN_CREATE on a name whose
+ * segment belongs to another uid is EACCES (nobody can squat a name to
+ * read what we send); a plain attach goes by the permission bits. The
+ * mapping is treated as hostile afterwards: a corrupted or malicious peer
+ * can make calls fail with -EPROTO, never make this process read or write
+ * outside the mapping or spin for ever. (A peer can still truncate the
+ * file, which makes our next access to it a SIGBUS: the kernel offers no
+ * seal for POSIX shared memory; a process of the same uid can kill us
+ * anyway.)
+ *
+ * Memory: the segment is a few pages of header and attachments, then
+ * capacity slots of 8 + elem_size bytes (rounded up to 8) for elements up
+ * to 56 bytes, else an 8-byte word per slot and elem_size rounded up to
+ * elem_align (at least 8) per slot. It is allocated in full when created
+ * (posix_fallocate: a full /dev/shm is ENOSPC then, never a SIGBUS in a
+ * later send), so size the capacity for what you send.
  *
  * Closing and names. mr_chan_close() on any attachment closes the channel
  * for every process (as above: sends -EPIPE, receivers drain then -EPIPE).

@@ -248,6 +248,7 @@ struct mr__shm {
 	bool creator;
 	uint64_t my_word; /* our attachment word as we published it */
 	_Atomic uint32_t open_slots; /* loans and borrows not yet given back */
+	_Atomic uint32_t thread_waits; /* plain threads in mr__shm_wait() */
 	/* chan.c's sleepers of this process wait on these sides (under the
 	 * channel's lock); the agent watches their sequences. */
 	bool want[2];
@@ -256,6 +257,9 @@ struct mr__shm {
 	_Atomic uint32_t seen_gen;
 	struct mr_chan *ch;
 	struct mr__shm *next, *prev; /* all handles of the process */
+	size_t map_len;
+	dev_t dev; /* the segment's file: is the name still ours? */
+	ino_t ino;
 	char name[sizeof(SHM_PREFIX) + MR_CHAN_NAME_MAX];
 };
 
@@ -316,8 +320,19 @@ static void kick_both(struct shm_hdr *h)
 
 /* ---- processes ---------------------------------------------------------------- */
 
-/* Field 22 of /proc/PID/stat, the start time; 0 when it cannot be read. */
-static uint64_t start_time(pid_t pid)
+/* CLOCK_BOOTTIME in ns: the clock of /proc's process start times. */
+static uint64_t boot_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* When process pid started (field 22 of /proc/PID/stat, since boot), in
+ * ns; 0 when it cannot be read. Only ever read for ANOTHER process: the
+ * emulators that run us (qemu-user) fake /proc/self. */
+static uint64_t proc_start_ns(pid_t pid)
 {
 	char path[64], buf[1024];
 	int fd;
@@ -341,10 +356,10 @@ static uint64_t start_time(pid_t pid)
 		if (!p)
 			return 0;
 	}
-	return strtoull(p + 1, NULL, 10);
+	long hz = sysconf(_SC_CLK_TCK);
+	return strtoull(p + 1, NULL, 10) * (1000000000u / (uint64_t)(hz > 0 ? hz : 100));
 }
 
-static uint64_t self_start;
 static pid_t self_pid;
 
 /* ---- the handles of this process, the agent and the reaper ---------------------- */
@@ -362,8 +377,8 @@ static pid_t self_pid;
 struct watch {
 	struct mr__shm *m;
 	int side;
-	uint32_t seen; /* the word when we last woke (or armed) */
-	bool armed;
+	uint32_t seen; /* the word when we last fired (or started) */
+	bool armed;    /* armed and looked since then */
 };
 
 struct futex_waitv_arg {
@@ -391,13 +406,13 @@ static int reap_epfd = -1;
 struct peer {
 	pid_t pid;
 	int pidfd;
-	uint64_t start;
-	unsigned refs;
 	struct peer *next;
 };
 static struct peer *peers;
 
-static void reap_pid(pid_t pid, uint64_t start);
+static void reap_pid(pid_t pid);
+struct mr__shm;
+static bool undo_slot(struct mr__shm *m, _Atomic uint64_t *wp, uint64_t s);
 
 static void unwant(struct mr__shm *m, int side);
 static bool side_ready(struct mr__shm *m, int side);
@@ -449,6 +464,7 @@ static void *agent_main(void *arg)
 	(void)arg;
 	for (;;) {
 		unsigned n, nf = 0;
+		bool busy = false;
 
 		pthread_mutex_lock(&proc_lock);
 		uint32_t bell = atomic_load_explicit(&doorbell, memory_order_acquire);
@@ -466,19 +482,26 @@ static void *agent_main(void *arg)
 			struct watch *w = &watches[i];
 			_Atomic uint32_t *q = seq_of(w->m->h, w->side);
 			uint32_t now = atomic_load_explicit(q, memory_order_seq_cst);
-			if ((now >> 1) == (w->seen >> 1) && !(now & SEQ_WAITING)) {
-				/* arm, then look: what was sent before the bit
-				 * was set woke nobody */
+			bool moved = (now >> 1) != (w->seen >> 1);
+			if (!moved && (!w->armed || !(now & SEQ_WAITING))) {
+				/* Arm, then look, after every fire and for a new
+				 * watch, whoever else armed the word: our sleepers'
+				 * last look may have come before the bit was set,
+				 * and what was sent meanwhile woke nobody. */
 				now = arm(q);
-				if ((now >> 1) == (w->seen >> 1) && side_ready(w->m, w->side))
-					w->seen = now ^ 2; /* fire below */
+				moved = (now >> 1) != (w->seen >> 1) || side_ready(w->m, w->side);
+				w->armed = true;
 			}
-			if ((now >> 1) != (w->seen >> 1) && nf < fired_cap) {
-				w->seen = now;
-				fired[nf++] = *w;
+			if (moved) {
+				if (nf < fired_cap) {
+					w->seen = now;
+					w->armed = false;
+					fired[nf++] = *w;
+				} else {
+					busy = true; /* no room to fire it now: next pass */
+				}
 				continue;
 			}
-			w->seen = now;
 			if (n <= AGENT_MAX)
 				wv[n++] = (struct futex_waitv_arg){ now, (uintptr_t)q, FUTEX2_SIZE_U32_,
 								    0 };
@@ -501,7 +524,7 @@ static void *agent_main(void *arg)
 			atomic_store_explicit(&firing, NULL, memory_order_release);
 		}
 		pthread_mutex_unlock(&proc_lock);
-		if (nf)
+		if (nf || busy)
 			continue;
 		if (have_waitv) {
 			struct timespec ts;
@@ -534,15 +557,22 @@ static void *reap_main(void *arg)
 	for (;;) {
 		int n = epoll_wait(reap_epfd, ev, 16, -1);
 		for (int i = 0; i < n; i++) {
+			/* only this thread frees a peer (reap_pid) */
 			struct peer *p = ev[i].data.ptr;
-			pthread_mutex_lock(&proc_lock);
-			pid_t pid = p->pid;
-			uint64_t start = p->start;
-			pthread_mutex_unlock(&proc_lock);
-			reap_pid(pid, start);
+			reap_pid(p->pid);
 		}
 	}
 	return NULL;
+}
+
+static void atfork_prepare(void)
+{
+	pthread_mutex_lock(&proc_lock);
+}
+
+static void atfork_parent(void)
+{
+	pthread_mutex_unlock(&proc_lock);
 }
 
 static void atfork_child(void)
@@ -563,7 +593,6 @@ static void atfork_child(void)
 	}
 	peers = NULL;
 	self_pid = getpid();
-	self_start = start_time(self_pid);
 	atomic_store_explicit(&firing, NULL, memory_order_relaxed);
 }
 
@@ -603,11 +632,10 @@ static int proc_init(void)
 	if (inited)
 		return 0;
 	if (!atfork) {
-		pthread_atfork(NULL, NULL, atfork_child);
+		pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 		atfork = true;
 	}
 	self_pid = getpid();
-	self_start = start_time(self_pid);
 	reap_epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (reap_epfd < 0)
 		return -errno;
@@ -617,14 +645,19 @@ static int proc_init(void)
 
 /* ---- attachments and their deaths ---------------------------------------------- */
 
-static bool pid_alive(pid_t pid, uint64_t start)
+/*
+ * Is the process that attached at `since` (boot ns; 0: unknown) with this
+ * pid alive? A process now at that pid that started after `since` is
+ * another one that reused the pid (a tick of slack: /proc counts ticks).
+ */
+static bool pid_alive(pid_t pid, uint64_t since)
 {
 	if (kill(pid, 0) < 0 && errno == ESRCH)
 		return false;
-	if (start && self_start) {
-		uint64_t now = start_time(pid);
-		if (now && now != start)
-			return false; /* the pid is another process's now */
+	if (since) {
+		uint64_t started = proc_start_ns(pid);
+		if (started && started > since + 20000000)
+			return false;
 	}
 	return true;
 }
@@ -640,56 +673,62 @@ static void reap(struct mr__shm *m, unsigned o, uint64_t w)
 
 	if (st == AT_ALIVE || st == AT_CLAIMING) {
 		uint64_t r = at_word(AT_REAPING, at_gen(w), at_pid(w));
-		if (!atomic_compare_exchange_strong_explicit(&a->word, &w, r, memory_order_acq_rel,
+		if (!atomic_compare_exchange_strong_explicit(&a->word, &w, r, memory_order_seq_cst,
 							     memory_order_relaxed))
 			return; /* someone else reaps it, or it went */
 		w = r;
-	} else if (st != AT_REAPING) {
+	} else if (st != AT_REAPING || atomic_load_explicit(&a->word, memory_order_seq_cst) != w) {
 		return;
 	}
 	uint32_t roles = atomic_load_explicit(&a->roles, memory_order_relaxed);
 	uint32_t died = ((roles & MR_CHAN_SEND) ? ST_DIED_TX : 0) |
 			((roles & MR_CHAN_RECV) ? ST_DIED_RX : 0);
 	if (st != AT_CLAIMING && died)
-		atomic_fetch_or_explicit(&m->h->state, died, memory_order_acq_rel);
+		atomic_fetch_or_explicit(&m->h->state, died, memory_order_seq_cst);
 
+	/*
+	 * Several survivors may scan at once (one took over a REAPING word
+	 * whose first reaper died, or came late). Before undoing a slot that
+	 * names o, look again that o is still REAPING with this generation:
+	 * once one of us freed it, a new attachment may hold index o, and the
+	 * slot we read may be its. A slot read before that check holds the
+	 * dead owner's claim or has changed since (positions never repeat),
+	 * so the compare-and-swap cannot undo a live claim.
+	 */
 	unsigned owner = o + 1;
 	for (uint64_t i = 0; i < m->g.capacity; i++) {
 		_Atomic uint64_t *wp = word_at(m, i);
-		uint64_t s = atomic_load_explicit(wp, memory_order_acquire);
+		uint64_t s = atomic_load_explicit(wp, memory_order_seq_cst);
 		if (sw_owner(s) != owner)
 			continue;
-		uint64_t lap = sw_lap(s);
-		if (sw_state(s) == SL_WRITING) {
-			/* skipped: free for the next lap */
-			atomic_compare_exchange_strong_explicit(
-				wp, &s, sw(lap + m->g.one_lap, 0, SL_FREE), memory_order_acq_rel,
-				memory_order_relaxed);
-		} else if (sw_state(s) == SL_READING) {
-			if (atomic_compare_exchange_strong_explicit(wp, &s, sw(lap, 0, SL_REDO),
-								    memory_order_acq_rel,
-								    memory_order_relaxed))
-				atomic_fetch_add_explicit(&m->h->redo, 1, memory_order_release);
-		}
+		if (atomic_load_explicit(&a->word, memory_order_seq_cst) != w)
+			return;
+		undo_slot(m, wp, s);
 	}
+	atomic_store_explicit(&a->roles, 0, memory_order_relaxed);
+	atomic_store_explicit(&a->start, 0, memory_order_relaxed);
 	uint64_t f = at_word(AT_FREE, at_gen(w) + 1, 0);
-	atomic_compare_exchange_strong_explicit(&a->word, &w, f, memory_order_acq_rel,
+	atomic_compare_exchange_strong_explicit(&a->word, &w, f, memory_order_seq_cst,
 						memory_order_relaxed);
-	atomic_fetch_add_explicit(&m->h->attach_gen, 1, memory_order_release);
+	atomic_fetch_add_explicit(&m->h->attach_gen, 1, memory_order_seq_cst);
 	kick_both(m->h);
 }
 
 /* Every attachment of (pid, start) in every handle of ours is dead. */
-static void reap_pid(pid_t pid, uint64_t start)
+static void reap_pid(pid_t pid)
 {
+	/* Its attachments came before its death, which came before now; a
+	 * new process at a reused pid attaches after. */
+	uint64_t now = boot_ns();
+
 	pthread_mutex_lock(&proc_lock);
 	for (struct mr__shm *m = handles; m; m = m->next) {
 		for (unsigned o = 0; o < MR_CHAN_SHM_ATTACH_MAX; o++) {
 			uint64_t w = atomic_load_explicit(&m->att[o].word, memory_order_acquire);
 			if (at_state(w) == AT_FREE || (pid_t)at_pid(w) != pid)
 				continue;
-			uint64_t s = atomic_load_explicit(&m->att[o].start, memory_order_relaxed);
-			if (start && s && s != start)
+			uint64_t since = atomic_load_explicit(&m->att[o].start, memory_order_relaxed);
+			if (since > now)
 				continue;
 			reap(m, o, w);
 		}
@@ -697,7 +736,7 @@ static void reap_pid(pid_t pid, uint64_t start)
 	/* the pidfd has done its work */
 	for (struct peer **pp = &peers; *pp; pp = &(*pp)->next) {
 		struct peer *p = *pp;
-		if (p->pid == pid && p->start == start) {
+		if (p->pid == pid) {
 			epoll_ctl(reap_epfd, EPOLL_CTL_DEL, p->pidfd, NULL);
 			close(p->pidfd);
 			*pp = p->next;
@@ -717,74 +756,75 @@ static void reap_pid(pid_t pid, uint64_t start)
 static void watch_peers(struct mr__shm *m)
 {
 	uint32_t gen = atomic_load_explicit(&m->h->attach_gen, memory_order_acquire);
-	pid_t dead[MR_CHAN_SHM_ATTACH_MAX];
-	uint64_t dead_start[MR_CHAN_SHM_ATTACH_MAX];
-	unsigned ndead = 0;
+	bool again = false; /* something to look at next time too */
 
 	if (gen == atomic_load_explicit(&m->seen_gen, memory_order_relaxed))
 		return;
 	pthread_mutex_lock(&proc_lock);
-	atomic_store_explicit(&m->seen_gen, gen, memory_order_relaxed);
 	for (unsigned o = 0; o < MR_CHAN_SHM_ATTACH_MAX; o++) {
 		uint64_t w = atomic_load_explicit(&m->att[o].word, memory_order_acquire);
 		uint32_t st = at_state(w);
 		if (st == AT_FREE || w == m->watched[o])
 			continue;
 		pid_t pid = (pid_t)at_pid(w);
-		uint64_t start = atomic_load_explicit(&m->att[o].start, memory_order_relaxed);
-		if (pid == self_pid && (!start || start == self_start)) {
+		if (pid == self_pid) {
 			m->watched[o] = w;
 			continue;
 		}
-		if (st == AT_CLAIMING && start == 0)
-			continue; /* not written yet: next time */
-		m->watched[o] = w;
+		if (st == AT_REAPING) {
+			reap(m, o, w); /* its reaper may have died: finish */
+			continue;
+		}
+		if (st == AT_CLAIMING) {
+			/* its start time may be a former holder's: only the pid
+			 * says anything yet */
+			if (kill(pid, 0) < 0 && errno == ESRCH)
+				reap(m, o, w);
+			else
+				again = true;
+			continue;
+		}
+		uint64_t start = atomic_load_explicit(&m->att[o].start, memory_order_relaxed);
 		struct peer *p;
 		for (p = peers; p; p = p->next)
-			if (p->pid == pid && p->start == start)
+			if (p->pid == pid)
 				break;
-		if (p)
+		if (p) {
+			m->watched[o] = w;
 			continue;
+		}
 		int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-		if (fd < 0 || st == AT_REAPING || !pid_alive(pid, start)) {
+		if ((fd < 0 && errno == ESRCH) || (fd >= 0 && !pid_alive(pid, start))) {
 			if (fd >= 0)
 				close(fd);
-			if (fd >= 0 || errno == ESRCH || st == AT_REAPING) {
-				dead[ndead] = pid;
-				dead_start[ndead++] = start;
+			reap(m, o, w);
+			continue;
+		}
+		p = fd >= 0 ? calloc(1, sizeof(*p)) : NULL;
+		if (p) {
+			p->pid = pid;
+			p->pidfd = fd;
+			struct epoll_event ev = { .events = EPOLLIN, .data.ptr = p };
+			if (epoll_ctl(reap_epfd, EPOLL_CTL_ADD, fd, &ev) == 0) {
+				p->next = peers;
+				peers = p;
+				m->watched[o] = w;
+				if (!reaper_started) {
+					thread_named(reap_main, "moirai-shm-reap");
+					reaper_started = true;
+				}
+				continue;
 			}
-			/* other errors (EMFILE, ENOSYS): unwatched; a later
-			 * look tries again */
-			else
-				m->watched[o] = 0;
-			continue;
-		}
-		p = calloc(1, sizeof(*p));
-		if (!p) {
-			close(fd);
-			m->watched[o] = 0;
-			continue;
-		}
-		p->pid = pid;
-		p->pidfd = fd;
-		p->start = start;
-		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = p };
-		if (epoll_ctl(reap_epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-			close(fd);
 			free(p);
-			m->watched[o] = 0;
-			continue;
 		}
-		p->next = peers;
-		peers = p;
-		if (!reaper_started) {
-			thread_named(reap_main, "moirai-shm-reap");
-			reaper_started = true;
-		}
+		/* EMFILE, ENOMEM, ENOSYS...: unwatched for now, try again at
+		 * the next look */
+		if (fd >= 0)
+			close(fd);
+		again = true;
 	}
+	atomic_store_explicit(&m->seen_gen, again ? gen - 1 : gen, memory_order_relaxed);
 	pthread_mutex_unlock(&proc_lock);
-	for (unsigned i = 0; i < ndead; i++)
-		reap_pid(dead[i], dead_start[i]);
 }
 
 /* Is the owner of a slot word dead (its attachment no longer ALIVE)? A
@@ -804,25 +844,32 @@ static int owner_gone(struct mr__shm *m, unsigned owner)
 	return at_state(w) == AT_REAPING || at_state(w) == AT_FREE;
 }
 
-/* The slot of a dead owner: undo it as reap() would. */
-static void repair(struct mr__shm *m, _Atomic uint64_t *wp, uint64_t s)
+/* The slot of a dead owner: undo it (see the top of the file). True if
+ * this call did. */
+static bool undo_slot(struct mr__shm *m, _Atomic uint64_t *wp, uint64_t s)
 {
 	uint64_t lap = sw_lap(s);
 
-	if (sw_state(s) == SL_WRITING) {
-		if (atomic_compare_exchange_strong_explicit(wp, &s,
-							    sw(lap + m->g.one_lap, 0, SL_FREE),
-							    memory_order_acq_rel,
-							    memory_order_relaxed))
-			kick_both(m->h);
-	} else if (sw_state(s) == SL_READING) {
-		if (atomic_compare_exchange_strong_explicit(wp, &s, sw(lap, 0, SL_REDO),
-							    memory_order_acq_rel,
-							    memory_order_relaxed)) {
-			atomic_fetch_add_explicit(&m->h->redo, 1, memory_order_release);
-			kick_both(m->h);
-		}
+	if (sw_state(s) == SL_WRITING)
+		return atomic_compare_exchange_strong_explicit(wp, &s,
+							       sw(lap + m->g.one_lap, 0, SL_FREE),
+							       memory_order_seq_cst,
+							       memory_order_relaxed);
+	if (sw_state(s) == SL_READING &&
+	    atomic_compare_exchange_strong_explicit(wp, &s, sw(lap, 0, SL_REDO),
+						    memory_order_seq_cst, memory_order_relaxed)) {
+		/* a hint for receivers that the head has passed it */
+		atomic_fetch_add_explicit(&m->h->redo, 1, memory_order_relaxed);
+		return true;
 	}
+	return false;
+}
+
+/* ... and wake both sides when it was us. */
+static void repair(struct mr__shm *m, _Atomic uint64_t *wp, uint64_t s)
+{
+	if (undo_slot(m, wp, s))
+		kick_both(m->h);
 }
 
 /* ---- the ring ------------------------------------------------------------------ */
@@ -866,37 +913,46 @@ static bool other_side_dead(struct mr__shm *m, int side)
 }
 
 /* Move a position word (tail or head) on from p, if nobody did: returns
- * where it is now. */
+ * where it is now (with bits above POSM if a peer wrote them: corrupt). */
 static uint64_t move_on(const struct mr__shm *m, _Atomic uint64_t *word, uint64_t p)
 {
 	uint64_t was = p, next = next_pos(m, p);
 
-	if (atomic_compare_exchange_strong_explicit(word, &was, next, memory_order_release,
-						    memory_order_acquire))
+	if (atomic_compare_exchange_strong_explicit(word, &was, next, memory_order_seq_cst,
+						    memory_order_seq_cst))
 		return next;
-	return was & POSM;
+	return was;
+}
+
+/* Steps a claim may take before it calls the ring corrupt: each one is
+ * another process's progress, so a live ring never needs this many. */
+static inline uint64_t step_bound(const struct mr__shm *m)
+{
+	return 4 * m->g.capacity + 4096;
 }
 
 /* Claim the tail slot: 0, -EAGAIN (full) or -EPROTO. */
 static int claim_tx(struct mr__shm *m, struct claim *c)
 {
 	struct shm_hdr *h = m->h;
-	unsigned odd = 0;
-	uint64_t t = atomic_load_explicit(&h->tail, memory_order_acquire) & POSM;
+	uint64_t steps = 0, bound = step_bound(m);
+	uint64_t t = atomic_load_explicit(&h->tail, memory_order_seq_cst);
 
 	for (;;) {
 		uint64_t idx = t & m->mask;
-		if (idx >= m->g.capacity)
+		if ((t & ~POSM) || idx >= m->g.capacity || ++steps > bound)
 			return -EPROTO;
 		_Atomic uint64_t *wp = word_at(m, idx);
 		uint64_t lap = t & ~m->mask;
-		uint64_t s = atomic_load_explicit(wp, memory_order_acquire);
+		uint64_t s = atomic_load_explicit(wp, memory_order_seq_cst);
 		uint64_t slap = sw_lap(s);
 
 		if (s == sw(lap, 0, SL_FREE)) {
-			if (atomic_compare_exchange_weak_explicit(wp, &s, sw(lap, m->me + 1, SL_WRITING),
-								  memory_order_acquire,
-								  memory_order_relaxed)) {
+			/* seq_cst: before the close check that follows (try_tx) */
+			if (atomic_compare_exchange_strong_explicit(wp, &s,
+								    sw(lap, m->me + 1, SL_WRITING),
+								    memory_order_seq_cst,
+								    memory_order_relaxed)) {
 				move_on(m, &h->tail, t);
 				c->idx = idx;
 				c->pos = t;
@@ -924,12 +980,20 @@ static int claim_tx(struct mr__shm *m, struct claim *c)
 			}
 			return -EAGAIN;
 		}
-		/* a stale tail, or a corrupt word */
-		uint64_t now = atomic_load_explicit(&h->tail, memory_order_acquire) & POSM;
-		if (now == t && ++odd > 2)
-			return -EPROTO;
-		t = now;
+		/* a stale tail (or a corrupt word: the bound ends it) */
+		t = atomic_load_explicit(&h->tail, memory_order_seq_cst);
 	}
+}
+
+/* A REDO slot was taken: lower the hint, never below 0. */
+static void redo_taken(struct shm_hdr *h)
+{
+	uint32_t n = atomic_load_explicit(&h->redo, memory_order_relaxed);
+
+	while (n && !atomic_compare_exchange_weak_explicit(&h->redo, &n, n - 1,
+							   memory_order_relaxed,
+							   memory_order_relaxed))
+		;
 }
 
 /* Take a REDO slot (a dead reader's element): 0 or -EAGAIN. */
@@ -941,9 +1005,9 @@ static int claim_redo(struct mr__shm *m, struct claim *c)
 		if (sw_state(s) != SL_REDO)
 			continue;
 		if (atomic_compare_exchange_strong_explicit(wp, &s, sw(sw_lap(s), m->me + 1, SL_READING),
-							    memory_order_acquire,
+							    memory_order_seq_cst,
 							    memory_order_relaxed)) {
-			atomic_fetch_sub_explicit(&m->h->redo, 1, memory_order_relaxed);
+			redo_taken(m->h);
 			c->idx = i;
 			c->pos = (sw_lap(s) | i) & POSM;
 			return 0;
@@ -957,32 +1021,36 @@ static int claim_redo(struct mr__shm *m, struct claim *c)
 static int claim_rx(struct mr__shm *m, struct claim *c)
 {
 	struct shm_hdr *h = m->h;
-	unsigned odd = 0;
-	uint64_t hp = atomic_load_explicit(&h->head, memory_order_acquire) & POSM;
+	uint64_t steps = 0, bound = step_bound(m);
+	uint64_t hp = atomic_load_explicit(&h->head, memory_order_seq_cst);
 
 	for (;;) {
 		uint64_t idx = hp & m->mask;
-		if (idx >= m->g.capacity)
+		if ((hp & ~POSM) || idx >= m->g.capacity || ++steps > bound)
 			return -EPROTO;
 		_Atomic uint64_t *wp = word_at(m, idx);
 		uint64_t lap = hp & ~m->mask;
-		uint64_t s = atomic_load_explicit(wp, memory_order_acquire);
+		uint64_t s = atomic_load_explicit(wp, memory_order_seq_cst);
 		uint64_t slap = sw_lap(s);
 		unsigned st = sw_state(s);
+		bool prev = ((slap + m->g.one_lap) & POSM) == lap;
 
-		if (slap == lap) {
-			if (st == SL_READY || st == SL_REDO) {
-				if (!atomic_compare_exchange_weak_explicit(
-					    wp, &s, sw(lap, m->me + 1, SL_READING),
-					    memory_order_acquire, memory_order_relaxed))
-					continue;
-				if (st == SL_REDO)
-					atomic_fetch_sub_explicit(&h->redo, 1, memory_order_relaxed);
+		if ((slap == lap && (st == SL_READY || st == SL_REDO)) || (prev && st == SL_REDO)) {
+			/* ours to read: this lap's element, or the previous
+			 * lap's that a dead reader held (the head passed it) */
+			if (!atomic_compare_exchange_strong_explicit(
+				    wp, &s, sw(slap, m->me + 1, SL_READING), memory_order_seq_cst,
+				    memory_order_relaxed))
+				continue;
+			if (st == SL_REDO)
+				redo_taken(h);
+			else
 				move_on(m, &h->head, hp);
-				c->idx = idx;
-				c->pos = hp;
-				return 0;
-			}
+			c->idx = idx;
+			c->pos = (slap | idx) & POSM;
+			return 0;
+		}
+		if (slap == lap) {
 			if (st == SL_FREE)
 				break; /* empty */
 			if (st == SL_WRITING) {
@@ -996,20 +1064,20 @@ static int claim_rx(struct mr__shm *m, struct claim *c)
 				return -EINPROGRESS; /* not written yet */
 			}
 			/* READING (or junk): taken, move the head on */
-		} else if (((slap + m->g.one_lap) & POSM) == lap) {
-			/* the previous lap's element is still being read (or
-			 * waits for redelivery): nothing can be at hp yet */
+		} else if (prev) {
+			/* the previous lap's element is still being read:
+			 * nothing can be at hp yet */
 			break;
 		} else if (slap != ((lap + m->g.one_lap) & POSM)) {
-			uint64_t now = atomic_load_explicit(&h->head, memory_order_acquire) & POSM;
-			if (now == hp && ++odd > 2)
-				return -EPROTO;
-			hp = now;
+			/* a stale head (or a corrupt word: the bound ends it) */
+			hp = atomic_load_explicit(&h->head, memory_order_seq_cst);
 			continue;
 		}
 		hp = move_on(m, &h->head, hp);
 	}
-	if (atomic_load_explicit(&h->redo, memory_order_acquire))
+	/* REDO elsewhere (a hint: a reaper killed mid-way may leave it off
+	 * by one; the head finds every REDO slot when it comes round) */
+	if (atomic_load_explicit(&h->redo, memory_order_relaxed))
 		return claim_redo(m, c);
 	return -EAGAIN;
 }
@@ -1036,11 +1104,13 @@ static bool side_ready(struct mr__shm *m, int side)
 	unsigned st = sw_state(s);
 	if (side) /* senders: anything but the previous lap still there */
 		return ((slap + m->g.one_lap) & POSM) != lap;
-	if (atomic_load_explicit(&h->redo, memory_order_relaxed))
-		return true;
+	/* (not the redo hint: a stale one would make the agent fire for
+	 * ever; a reap kicks the word when it makes a REDO) */
 	if (slap == lap)
 		return st != SL_FREE && st != SL_WRITING;
-	return ((slap + m->g.one_lap) & POSM) != lap;
+	if (((slap + m->g.one_lap) & POSM) == lap)
+		return st == SL_REDO;
+	return true;
 }
 
 /*
@@ -1321,6 +1391,9 @@ int mr__shm_wait(struct mr_chan *ch, int op, void *elem, int64_t deadline)
 	unsigned n = 0;
 	int r;
 
+	/* destroy aborts while we wait (these waiters are in no queue) */
+	atomic_fetch_add_explicit(&m->thread_waits, 1, memory_order_relaxed);
+
 	/* Spin: look at the one slot we wait for, backing off, so that our
 	 * reads do not keep taking its line from the writer; try for real
 	 * when it looks ready. */
@@ -1333,8 +1406,10 @@ int mr__shm_wait(struct mr_chan *ch, int op, void *elem, int64_t deadline)
 				mr__cpu_relax();
 			if ((++n & 15) == 0) {
 				int64_t now = (int64_t)mr__now_ns();
-				if (deadline >= 0 && now >= deadline)
-					return -ETIMEDOUT;
+				if (deadline >= 0 && now >= deadline) {
+					r = -ETIMEDOUT;
+					goto done;
+				}
 				if (now >= spin_until)
 					goto sleep;
 			}
@@ -1355,6 +1430,7 @@ sleep:
 			break;
 	}
 done:
+	atomic_fetch_sub_explicit(&m->thread_waits, 1, memory_order_release);
 	if (r == MR__Q_WAKE) {
 		mr__chan_wake_other(ch, side_of(op));
 		r = 0;
@@ -1386,7 +1462,9 @@ int mr__shm_close(struct mr_chan *ch)
 {
 	struct mr__shm *m = ch->ext;
 
-	if (atomic_fetch_or_explicit(&m->h->state, ST_CLOSED, memory_order_acq_rel) & ST_CLOSED)
+	/* seq_cst: against a sender's claim and its look at the state
+	 * (try_tx), and a receiver's empty ring and look (try_rx) */
+	if (atomic_fetch_or_explicit(&m->h->state, ST_CLOSED, memory_order_seq_cst) & ST_CLOSED)
 		return -EPIPE;
 	kick_both(m->h);
 	return 0;
@@ -1435,7 +1513,7 @@ static void fill_header(struct shm_hdr *h, const struct geom *g)
 	h->data_off = g->data_off;
 	h->total = g->total;
 	h->uid = (uint32_t)geteuid();
-	h->creator_start = self_start;
+	h->creator_start = boot_ns();
 	h->magic = SHM_MAGIC;
 }
 
@@ -1451,10 +1529,15 @@ static int attach(struct mr__shm *m)
 		if (!atomic_compare_exchange_strong_explicit(&a->word, &w, c, memory_order_acq_rel,
 							     memory_order_relaxed))
 			continue;
-		atomic_store_explicit(&a->start, self_start, memory_order_relaxed);
+		atomic_store_explicit(&a->start, boot_ns(), memory_order_relaxed);
 		atomic_store_explicit(&a->roles, m->sides, memory_order_relaxed);
 		uint64_t live = at_word(AT_ALIVE, at_gen(w), (uint32_t)self_pid);
-		atomic_store_explicit(&a->word, live, memory_order_release);
+		/* a survivor that took us for dead meanwhile reaped the claim:
+		 * look for another entry */
+		if (!atomic_compare_exchange_strong_explicit(&a->word, &c, live,
+							     memory_order_seq_cst,
+							     memory_order_relaxed))
+			continue;
 		m->me = o;
 		m->my_word = live;
 		uint32_t clear = ((m->sides & MR_CHAN_SEND) ? ST_DIED_TX : 0) |
@@ -1531,33 +1614,36 @@ static int create(const char *path, const struct geom *g, unsigned mode, int *fd
 
 	if (fd < 0)
 		return -errno;
-	if (fchmod(fd, 0) < 0 || ftruncate(fd, (off_t)g->total) < 0) {
-		int e = -errno;
+	/* allocated now, not as touched: a full /dev/shm is ENOSPC here,
+	 * not a SIGBUS in some later send */
+	int e = 0;
+	if (fchmod(fd, 0) < 0 || ftruncate(fd, (off_t)g->total) < 0)
+		e = -errno;
+	else
+		e = -posix_fallocate(fd, 0, (off_t)g->total);
+	if (e) {
 		shm_unlink(path);
 		close(fd);
 		return e == -EFBIG || e == -EINVAL ? -ENOSPC : e;
 	}
 	struct shm_hdr *h = mmap(NULL, sizeof(*h), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (h == MAP_FAILED) {
-		int e = -errno;
-		shm_unlink(path);
-		close(fd);
-		return e;
-	}
+	if (h == MAP_FAILED)
+		goto fail;
 	h->creator_pid = (uint32_t)self_pid;
-	h->creator_start = self_start;
+	h->creator_start = boot_ns();
 	fill_header(h, g);
 	/* the segment is zeroes: every slot FREE at lap 0, no attachment */
 	atomic_store_explicit(&h->version, SHM_VERSION, memory_order_release);
 	munmap(h, sizeof(*h));
-	if (fchmod(fd, mode) < 0) {
-		int e = -errno;
-		shm_unlink(path);
-		close(fd);
-		return e;
-	}
+	if (fchmod(fd, mode) < 0)
+		goto fail;
 	*fdp = fd;
 	return 0;
+fail:
+	e = -errno;
+	shm_unlink(path);
+	close(fd);
+	return e;
 }
 
 static void list_add(struct mr__shm *m)
@@ -1629,18 +1715,32 @@ int mr__shm_open(struct mr_chan *ch, const char *name, const struct mr_chan_open
 				close(fd);
 				return r;
 			}
-			/* mode 0 and ours: its creator is still at it */
-			if ((uint64_t)st.st_size >= sizeof(struct shm_hdr) && (st.st_mode & 07777)) {
-				struct shm_hdr *h = mmap(NULL, sizeof(*h), PROT_READ, MAP_SHARED, fd, 0);
-				if (h == MAP_FAILED) {
-					r = -errno;
-					close(fd);
-					return r;
+			/* a creator wanting a name finds someone else's: refused
+			 * (else another uid could squat a name and read what we
+			 * send); plain attachers go by the permission bits */
+			if ((flags & MR_CHAN_CREATE) && st.st_uid != geteuid()) {
+				close(fd);
+				return -EACCES;
+			}
+			/* mode 0: its creator is still at it (root opens it
+			 * anyway); any other mode came after the version */
+			if (st.st_mode & 07777) {
+				uint32_t v = 0;
+				if ((uint64_t)st.st_size >= sizeof(struct shm_hdr)) {
+					struct shm_hdr *h = mmap(NULL, sizeof(*h), PROT_READ,
+								 MAP_SHARED, fd, 0);
+					if (h == MAP_FAILED) {
+						r = -errno;
+						close(fd);
+						return r;
+					}
+					v = atomic_load_explicit(&h->version, memory_order_acquire);
+					munmap(h, sizeof(*h));
 				}
-				uint32_t v = atomic_load_explicit(&h->version, memory_order_acquire);
-				munmap(h, sizeof(*h));
 				if (v == SHM_VERSION)
 					break;
+				close(fd);
+				return -EBADMSG;
 			}
 			close(fd);
 			fd = -1;
@@ -1695,6 +1795,9 @@ int mr__shm_open(struct mr_chan *ch, const char *name, const struct mr_chan_open
 		goto unmap;
 	}
 	m->h = h;
+	m->map_len = (size_t)st.st_size;
+	m->dev = st.st_dev;
+	m->ino = st.st_ino;
 	m->g = g;
 	m->mask = g.one_lap - 1;
 	m->att = (struct shm_att *)((char *)base + g.att_off);
@@ -1736,6 +1839,8 @@ void mr__shm_detach(struct mr_chan *ch)
 	if (atomic_load_explicit(&m->open_slots, memory_order_relaxed))
 		mr__die("mr_chan_destroy", "channel %p has loans or borrows not given back",
 			(void *)ch);
+	if (atomic_load_explicit(&m->thread_waits, memory_order_acquire))
+		mr__die("mr_chan_destroy", "channel %p has a thread waiting on it", (void *)ch);
 	pthread_mutex_lock(&proc_lock);
 	unwant(m, 0);
 	unwant(m, 1);
@@ -1745,14 +1850,24 @@ void mr__shm_detach(struct mr_chan *ch)
 	while (atomic_load_explicit(&firing, memory_order_acquire) == m)
 		mr__backoff(&k);
 	uint64_t w = m->my_word;
+	atomic_store_explicit(&m->att[m->me].roles, 0, memory_order_relaxed);
+	atomic_store_explicit(&m->att[m->me].start, 0, memory_order_relaxed);
 	atomic_compare_exchange_strong_explicit(&m->att[m->me].word, &w,
 						at_word(AT_FREE, at_gen(w) + 1, 0),
 						memory_order_acq_rel, memory_order_relaxed);
 	atomic_fetch_add_explicit(&m->h->attach_gen, 1, memory_order_release);
 	kick_both(m->h);
-	if (m->creator)
-		shm_unlink(m->name);
-	munmap(m->h, (size_t)m->g.total);
+	/* The creator takes the name with it, if the name is still this
+	 * segment's (an unlink and a new create may have given it to
+	 * another). */
+	if (m->creator) {
+		char file[sizeof(SHM_DIR) + sizeof(m->name)];
+		struct stat st;
+		snprintf(file, sizeof(file), "%s%s", SHM_DIR, m->name);
+		if (stat(file, &st) == 0 && st.st_dev == m->dev && st.st_ino == m->ino)
+			shm_unlink(m->name);
+	}
+	munmap(m->h, m->map_len);
 	free(m);
 }
 
