@@ -47,8 +47,10 @@
  *
  * count being the messages (round trips) both sides checked: ipc.sh
  * compares it with COUNT. Anything wrong (a bad message, a failed call, B
- * dying) prints FAIL and exits 1; A kills B when it fails, and B dies with
- * A (PR_SET_PDEATHSIG), so a failure never leaves a process behind.
+ * dying) prints FAIL and exits 1; A kills B when it fails or is stopped
+ * by SIGTERM (a timeout), SIGINT or SIGHUP, and B dies with A
+ * (PR_SET_PDEATHSIG), so a failure never leaves a process behind; A then
+ * removes the names it made (ipc_impl.cleanup).
  */
 #ifndef MOIRAI_BENCH_CHAN_IPC_H
 #define MOIRAI_BENCH_CHAN_IPC_H
@@ -276,6 +278,20 @@ static void ipc_on_sigchld(int sig)
 	_exit(1);
 }
 
+/* In A: SIGTERM (ipc.sh's timeout), SIGINT, SIGHUP: take B and the names along. */
+static void ipc_on_term(int sig)
+{
+	static const char msg[] = "FAIL: A, the parent, was stopped by a signal\n";
+	if (write(2, msg, sizeof msg - 1) < 0) {
+		/* nothing left to tell */
+	}
+	if (ipc_child > 0)
+		kill(ipc_child, SIGKILL);
+	if (ipc_impl_cur && ipc_impl_cur->cleanup)
+		ipc_impl_cur->cleanup();
+	_exit(128 + sig);
+}
+
 static inline void ipc_write_all(int fd, const void *buf, size_t n, const char *what)
 {
 	const char *p = buf;
@@ -387,6 +403,11 @@ static inline int ipc_run(struct ipc_args *a, const struct ipc_impl *im)
 	sa.sa_handler = ipc_on_sigchld;
 	sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
 	sigaction(SIGCHLD, &sa, NULL);
+	sa.sa_handler = ipc_on_term;
+	sa.sa_flags = 0;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
 	(void)ipc_cpus(); /* the mask before anyone is pinned */
 	fflush(stdout);
 	ipc_child = fork();
@@ -395,6 +416,9 @@ static inline int ipc_run(struct ipc_args *a, const struct ipc_impl *im)
 	if (ipc_child == 0) {
 		a->side = IPC_B;
 		signal(SIGCHLD, SIG_DFL);
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGINT, SIG_DFL);
+		signal(SIGHUP, SIG_DFL);
 		close(ctl[0]);
 		ipc_run_b(a, im, ctl[1]);
 	}
