@@ -15,15 +15,15 @@
  *   moirai-loan-spin  the same with mr_chan_try_loan / mr_chan_try_borrow
  *                     polled in a loop
  * One channel carries A to B (shm://moirai-ipc-PID-ab) and, for round
- * trips, a second one B to A (...-ba), each opened by both processes after
- * the fork with MR_CHAN_CREATE (whichever comes first creates it) and the
- * side it uses. Capacity 1024 for 8-byte messages; for bigger ones as many
- * as fit in 16 MiB (64 KiB: 256, 1 MiB: 16), at least 16, each aligned to
- * 64 bytes. A removes the names at the end. Before the fork A checks that
- * the library has shm:// channels at all: when mr_chan_open answers
- * EPROTONOSUPPORT (or ENOSYS) it prints SKIP and exits 77, and ipc.sh
- * shows n/a. See ipc.h for the command line, the messages, the checks and
- * the output.
+ * trips, a second one B to A (...-ba). A creates them before the fork
+ * (MR_CHAN_EXCL, with the side it uses; a child does not use the handles
+ * it inherits, chan.h) and B attaches after it, giving the sizes it
+ * expects; A's destroy at the end removes the names. Capacity 1024 for
+ * 8-byte messages; for bigger ones as many as fit in 16 MiB (64 KiB: 256,
+ * 1 MiB: 16), at least 16, each aligned to 64 bytes. When the library
+ * declares shm:// but mr_chan_open answers EPROTONOSUPPORT (or ENOSYS), A
+ * prints SKIP and exits 77, and ipc.sh shows n/a. See ipc.h for the
+ * command line, the messages, the checks and the output.
  */
 #include "ipc.h"
 
@@ -42,11 +42,18 @@ static void mcheck(int rc, const char *what)
 		ipc_failf(-rc, "%s", what);
 }
 
-static mr_chan_t *open_chan(const char *u, unsigned side_flag)
+/* Create (A, before the fork) or attach to (B) channel u: flags as for mr_chan_open. */
+static mr_chan_t *open_chan(const char *u, unsigned flags)
 {
 	MR_OPTS(mr_chan_open_opts, o, .elem_size = bytes, .capacity = capacity,
-		.elem_align = bytes > 8 ? 64 : 0, .flags = MR_CHAN_CREATE | side_flag);
+		.elem_align = bytes > 8 ? 64 : 0, .flags = flags);
 	mr_chan_t *ch = mr_chan_open(u, &o);
+	if (!ch && (flags & MR_CHAN_CREATE) && (errno == EPROTONOSUPPORT || errno == ENOSYS)) {
+		/* a library that declares shm:// but cannot do it yet: skip, not fail */
+		printf("SKIP %s: this libmoirai has no shm:// channels (%s)\n", ipc_a->impl,
+		       strerror(errno));
+		exit(77);
+	}
 	if (!ch)
 		ipc_failf(errno, "mr_chan_open(%s)", u);
 	return ch;
@@ -54,42 +61,26 @@ static mr_chan_t *open_chan(const char *u, unsigned side_flag)
 
 static void moirai_prepare(const struct ipc_args *a)
 {
-	char probe[96];
-	mr_chan_t *ch;
+	unsigned create = MR_CHAN_CREATE | MR_CHAN_EXCL;
 	bytes = a->bytes;
 	capacity = CB_QUEUE_CAP;
 	if (bytes > 8) {
 		capacity = RING_BYTES / bytes;
 		capacity = capacity < 16 ? 16 : capacity > CB_QUEUE_CAP ? CB_QUEUE_CAP : capacity;
 	}
+	buf = ipc_buffer(bytes);
 	snprintf(url[0], sizeof url[0], "shm://moirai-ipc-%d-ab", (int)a->parent);
 	snprintf(url[1], sizeof url[1], "shm://moirai-ipc-%d-ba", (int)a->parent);
-	/* a library that declares shm:// but cannot do it yet: skip, not fail */
-	snprintf(probe, sizeof probe, "shm://moirai-ipc-%d-probe", (int)a->parent);
-	MR_OPTS(mr_chan_open_opts, o, .elem_size = 8, .capacity = 1,
-		.flags = MR_CHAN_CREATE | MR_CHAN_EXCL);
-	ch = mr_chan_open(probe, &o);
-	if (!ch && (errno == EPROTONOSUPPORT || errno == ENOSYS)) {
-		printf("SKIP %s: this libmoirai has no shm:// channels (%s)\n", a->impl,
-		       strerror(errno));
-		exit(77);
-	}
-	if (!ch)
-		ipc_failf(errno, "mr_chan_open(%s)", probe);
-	mr_chan_destroy(ch); /* the creator's destroy removes the name */
-	mr_chan_unlink(probe); /* in case it did not */
-	buf = ipc_buffer(bytes);
+	out = open_chan(url[0], create | MR_CHAN_SEND);
+	in = a->rtt ? open_chan(url[1], create | MR_CHAN_RECV) : NULL;
 }
 
 static void moirai_open(const struct ipc_args *a)
 {
-	if (a->side == IPC_A) {
-		out = open_chan(url[0], MR_CHAN_SEND);
-		in = a->rtt ? open_chan(url[1], MR_CHAN_RECV) : NULL;
-	} else {
-		in = open_chan(url[0], MR_CHAN_RECV);
-		out = a->rtt ? open_chan(url[1], MR_CHAN_SEND) : NULL;
-	}
+	if (a->side == IPC_A)
+		return; /* made before the fork */
+	in = open_chan(url[0], MR_CHAN_RECV);
+	out = a->rtt ? open_chan(url[1], MR_CHAN_SEND) : NULL;
 }
 
 static void copy_put(uint64_t seq)
@@ -171,7 +162,7 @@ static void moirai_close(void)
 	free(buf);
 }
 
-/* In A: remove the names (its destroy did, if A created them; B may have). */
+/* In A: remove the names (at the end A's destroy did; not when A fails). */
 static void moirai_cleanup(void)
 {
 	mr_chan_unlink(url[0]);
