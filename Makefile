@@ -154,6 +154,7 @@ bench: lib examples
 	./tools/deps.sh bench
 	./tools/bench/run.sh $(BUILD)
 	./tools/bench/chan/run.sh $(BUILD)
+	./tools/bench/chan/ipc.sh $(BUILD)
 	./tools/bench/algo/run.sh $(BUILD)
 	./tools/bench/io/run.sh $(BUILD)
 	$(MAKE) bench-vm
