@@ -1759,10 +1759,22 @@ static int create(const char *path, const struct geom *g, unsigned mode, int *fd
 
 	if (fd < 0)
 		return -errno;
+	/* Our pid first, before the slow part (allocating a big segment
+	 * takes a while): an opener that waits too long removes the
+	 * segment only if its creator is dead (remove_if_orphan). */
+	int e = 0;
+	struct shm_hdr *h = MAP_FAILED;
+	if (fchmod(fd, 0) < 0 || ftruncate(fd, (off_t)sizeof(*h)) < 0)
+		goto fail;
+	h = mmap(NULL, sizeof(*h), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (h == MAP_FAILED)
+		goto fail;
+	h->creator_pid = (uint32_t)self_pid;
+	h->creator_start = boot_ns();
+	munmap(h, sizeof(*h));
 	/* allocated now, not as touched: a full /dev/shm is ENOSPC here,
 	 * not a SIGBUS in some later send */
-	int e = 0;
-	if (fchmod(fd, 0) < 0 || ftruncate(fd, (off_t)g->total) < 0)
+	if (ftruncate(fd, (off_t)g->total) < 0)
 		e = -errno;
 	else
 		e = -posix_fallocate(fd, 0, (off_t)g->total);
@@ -1771,11 +1783,9 @@ static int create(const char *path, const struct geom *g, unsigned mode, int *fd
 		close(fd);
 		return e == -EFBIG || e == -EINVAL ? -ENOSPC : e;
 	}
-	struct shm_hdr *h = mmap(NULL, sizeof(*h), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	h = mmap(NULL, sizeof(*h), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (h == MAP_FAILED)
 		goto fail;
-	h->creator_pid = (uint32_t)self_pid;
-	h->creator_start = boot_ns();
 	fill_header(h, g);
 	/* the segment is zeroes: every slot FREE at lap 0, no attachment */
 	atomic_store_explicit(&h->version, SHM_VERSION, memory_order_release);
