@@ -74,12 +74,6 @@ static struct mr_chan *check_chan(const mr_chan_t *ch, const char *call)
 	return (struct mr_chan *)ch;
 }
 
-/* Does op take the sending side (a send, or a shm loan)? */
-static inline bool op_sends(int op)
-{
-	return op == MR_SELECT_SEND || op == MR__OP_LOAN;
-}
-
 /* ---- locks, queues and wake-ups ---------------------------------------------- */
 
 void mr__chan_lock(struct mr_chan *ch)
@@ -565,7 +559,7 @@ static inline int queue_done(struct mr_chan *ch, int r, bool send, bool held,
 static int case_try(struct mr_select_case *c, bool held, const struct mr__sleeper *self)
 {
 	struct mr_chan *ch = (struct mr_chan *)c->chan;
-	bool send = op_sends(c->op);
+	bool send = mr__op_sends(c->op);
 	int r;
 
 	switch (ch->q.kind) {
@@ -645,7 +639,7 @@ static void unqueue_all(struct mr_select_case *cases, size_t n, struct mr__centr
 		if (!case_live(&cases[i]) || !ent[i].queued)
 			continue;
 		struct mr_chan *ch = (struct mr_chan *)cases[i].chan;
-		q_unlink(op_sends(cases[i].op) ? &ch->txq : &ch->rxq, &ent[i]);
+		q_unlink(mr__op_sends(cases[i].op) ? &ch->txq : &ch->rxq, &ent[i]);
 	}
 }
 
@@ -887,7 +881,7 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 			if (!case_live(c))
 				continue;
 			struct mr_chan *ch = (struct mr_chan *)c->chan;
-			bool send = op_sends(c->op);
+			bool send = mr__op_sends(c->op);
 			ent[j].s = &S.sl;
 			ent[j].elem = c->elem;
 			ent[j].idx = (int)j;

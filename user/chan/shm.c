@@ -1240,11 +1240,6 @@ static void wake_local(struct mr_chan *ch, unsigned wake)
 
 /* ---- chan.c's entry points ------------------------------------------------------- */
 
-static int side_of(int op)
-{
-	return op == MR_SELECT_SEND || op == MR__OP_LOAN;
-}
-
 /* A send or loan: claim, then look at the state again (a close or a reset
  * that came between our first look and the claim: give the slot up). */
 static int try_tx(struct mr__shm *m, int op, void *elem, unsigned *wake)
@@ -1329,7 +1324,7 @@ int mr__shm_try(struct mr_chan *ch, int op, void *elem)
 {
 	struct mr__shm *m = ch->ext;
 	unsigned wake = 0;
-	bool tx = side_of(op);
+	bool tx = mr__op_sends(op);
 	int r = tx ? try_tx(m, op, elem, &wake) : try_rx(m, op, elem, &wake);
 
 	if (r == -EAGAIN) {
@@ -1401,7 +1396,7 @@ int mr__shm_give_back(struct mr_chan *ch, int how, const void *p)
 void mr__shm_want(struct mr_chan *ch, int op)
 {
 	struct mr__shm *m = ch->ext;
-	int side = side_of(op);
+	int side = mr__op_sends(op);
 
 	watch_peers(m);
 	if (m->want[side])
@@ -1457,7 +1452,7 @@ int mr__shm_wait(struct mr_chan *ch, int op, void *elem, int64_t deadline)
 {
 	struct mr__shm *m = ch->ext;
 	struct shm_hdr *h = m->h;
-	int side = side_of(op); /* the side we wait as: 0 receivers, 1 senders */
+	int side = mr__op_sends(op); /* the side we wait as: 0 receivers, 1 senders */
 	int64_t spin_until = (int64_t)mr__now_ns() + MR__SHM_SPIN_NS;
 	unsigned n = 0;
 	int r;
@@ -1503,7 +1498,7 @@ sleep:
 done:
 	atomic_fetch_sub_explicit(&m->thread_waits, 1, memory_order_release);
 	if (r == MR__Q_WAKE) {
-		mr__chan_wake_other(ch, side_of(op));
+		mr__chan_wake_other(ch, mr__op_sends(op));
 		r = 0;
 	}
 	return r;

@@ -14,6 +14,13 @@ struct mr_chan;
 #define MR__OP_BORROW 4
 enum { MR__GIVE_COMMIT, MR__GIVE_DISCARD, MR__GIVE_RELEASE };
 
+/* Does op take the sending side (a send, or a loan)? For shm.c also the
+ * index of the side's wait word: 1 senders, 0 receivers. */
+static inline bool mr__op_sends(int op)
+{
+	return op == MR_SELECT_SEND || op == MR__OP_LOAN;
+}
+
 /* A thread spins this long before it sleeps on a shared futex. */
 #ifndef MR__SHM_SPIN_NS
 #define MR__SHM_SPIN_NS 20000
