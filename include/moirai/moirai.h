@@ -17,5 +17,6 @@
 #include <moirai/chan.h>
 #include <moirai/io.h>
 #include <moirai/blocking.h>
+#include <moirai/stats.h>
 
 #endif /* MOIRAI_H */

@@ -470,6 +470,7 @@ static __attribute__((noinline)) int rv_sleep(struct mr_chan *ch, int op, void *
 				return mr__cancel_take(sl.fiber);
 			}
 			/* Its commit puts `me` in the word like rv_publish(). */
+			MR__STAT_SELF(chan_blocks, 1);
 			mr__fiber_park_in(sl.fiber, &ch->q.tail, me, call);
 			mr__cancel_disarm(sl.fiber);
 			/* acquire: pairs with the release in rv_complete() or
@@ -481,6 +482,7 @@ static __attribute__((noinline)) int rv_sleep(struct mr_chan *ch, int op, void *
 			if (st == SL_CANCELLED || mr__cancel_pending(sl.fiber))
 				return mr__cancel_take(sl.fiber);
 		} else if (rv_publish(ch, me)) {
+			MR__STAT_SELF(chan_blocks, 1);
 			thread_wait(&sl, -1);
 			break;
 		}
@@ -830,6 +832,7 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 			return i;
 	}
 
+	MR__STAT_SELF(chan_blocks, 1);
 	/* The distinct channels, sorted by address: the lock order. */
 	S.nlocks = 0;
 	for (size_t j = 0; j < n; j++) {

@@ -4,7 +4,7 @@
  *
  * A fiber's control block sits at the top of its own stack; the stack and
  * the block are one allocation from stack.c. A runnable fiber is a job in a
- * deque (fiber_exec() resumes it). While it runs, `resumer_sp` holds the
+ * deque (mr__fiber_exec() resumes it). While it runs, `resumer_sp` holds the
  * context that resumed it; park, yield and exit switch back there, and
  * after_switch() runs in that context what the fiber could not do while its
  * registers were live on its stack: requeue it (yield), let a waker have it
@@ -201,6 +201,7 @@ static void after_switch(struct mr__worker *w, struct mr_fiber *f)
 		break;
 	case ACT_EXIT: {
 		struct mr_runtime *rt = f->rt;
+		MR__STAT_ADD(w->st, fiber_exits, 1);
 		/* Before the joiner can return (and maybe destroy rt). seq_cst:
 		 * pairs with the quiescence checks of mr_runtime_destroy(). */
 		atomic_fetch_sub_explicit(&rt->nfibers, 1, memory_order_seq_cst);
@@ -257,6 +258,15 @@ void mr__fiber_thread_start(struct mr__worker *w)
 	pthread_attr_destroy(&a);
 }
 
+/* Counters (<moirai/stats.h>): f runs on w, maybe after a park. f->action
+ * still says how it last switched out (ACT_NONE before its first run). */
+static inline void count_run(struct mr__worker *w, struct mr_fiber *f)
+{
+	MR__STAT_ADD(w->st, fiber_runs, 1);
+	if (f->action == ACT_PARK || f->action == ACT_PARK_IN)
+		MR__STAT_ADD(w->st, fiber_wakeups, 1);
+}
+
 /* Resume f on worker w (the calling thread); returns when f switches out. */
 static void resume(struct mr__worker *w, struct mr_fiber *f)
 {
@@ -265,6 +275,7 @@ static void resume(struct mr__worker *w, struct mr_fiber *f)
 
 	if (unlikely(!w->altstack))
 		ensure_altstack(w, "mr_go");
+	count_run(w, f);
 	mr__tls_fiber = f;
 	mr__tls_held = 0;
 	w->pinned = 0; /* the fiber's own count (see sched.h) */
@@ -285,7 +296,8 @@ static void resume(struct mr__worker *w, struct mr_fiber *f)
 	after_switch(w, out);
 }
 
-static void fiber_exec(struct mr__job *job, struct mr__worker *w)
+/* The job of a fiber (sched.h's mr__job_run() tells it from others by it). */
+void mr__fiber_exec(struct mr__job *job, struct mr__worker *w)
 {
 	resume(w, (struct mr_fiber *)job);
 }
@@ -312,7 +324,7 @@ __attribute__((noreturn)) static void fiber_entry(void *arg)
 
 bool mr__job_is_fiber(const struct mr__job *job)
 {
-	return job->exec == fiber_exec;
+	return job->exec == mr__fiber_exec;
 }
 
 void mr__fiber_ready(struct mr_fiber *f)
@@ -372,6 +384,7 @@ static void check_on_own_stack(struct mr_fiber *f, const char *call)
  */
 static void transfer(struct mr_fiber *f, struct mr_fiber *next, void *how)
 {
+	count_run(mr__self(), next);
 	next->resumer_sp = f->resumer_sp;
 	mr__tls_fiber = next;
 	mr__tls_held = 0;
@@ -399,7 +412,7 @@ static inline void park(struct mr_fiber *f)
 	 */
 	struct mr__worker *w = mr__self();
 	struct mr__job *top = mr__deque_peek(&w->dq);
-	if (top && top->exec == fiber_exec && ((struct mr_fiber *)top)->ran) {
+	if (top && top->exec == mr__fiber_exec && ((struct mr_fiber *)top)->ran) {
 		struct mr_fiber *next = (struct mr_fiber *)top;
 		mr__deque_pop(&w->dq);
 		transfer(f, next, f);
@@ -413,6 +426,7 @@ void mr__fiber_park(bool (*commit)(void *arg), void *arg, const char *call)
 	struct mr_fiber *f = mr__tls_fiber;
 
 	check_on_own_stack(f, call);
+	MR__STAT_ADD(mr__self()->st, fiber_parks, 1);
 	f->action = ACT_PARK;
 	f->commit = commit;
 	f->commit_arg = arg;
@@ -423,6 +437,7 @@ void mr__fiber_park_in(struct mr_fiber *f, _Atomic uint64_t *word, uint64_t val,
 		       const char *call)
 {
 	check_on_own_stack(f, call);
+	MR__STAT_ADD(mr__self()->st, fiber_parks, 1);
 	f->action = ACT_PARK_IN;
 	f->pub_word = word;
 	f->pub_val = val;
@@ -566,7 +581,7 @@ mr_fiber_t *mr_go_opts(void (*fn)(void *), void *arg, const struct mr_fiber_opts
 	struct mr_fiber *f = (struct mr_fiber *)((top - sizeof(*f)) & ~(uintptr_t)63);
 
 	memset(f, 0, sizeof(*f));
-	f->hdr.exec = fiber_exec;
+	f->hdr.exec = mr__fiber_exec;
 	f->rt = rt;
 	f->fn = fn;
 	f->arg = arg;
@@ -583,6 +598,7 @@ mr_fiber_t *mr_go_opts(void (*fn)(void *), void *arg, const struct mr_fiber_opts
 #endif
 	/* seq_cst: counted before it can run (and before destroy can look). */
 	atomic_fetch_add_explicit(&rt->nfibers, 1, memory_order_seq_cst);
+	MR__STAT_BY(rt, fibers_spawned, 1);
 	mr__fiber_ready(f);
 	return f;
 }

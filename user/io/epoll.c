@@ -262,6 +262,7 @@ static void ready(struct ep *ep, struct waiter *wt, uint32_t revents)
 
 	unlink_waiter(ep, wt);
 	wt->revents = revents;
+	MR__STAT_ADD(wt->w->st, io_completed, 1);
 	mr__fiber_ready(f);
 }
 
@@ -365,6 +366,7 @@ static unsigned take_cancels(struct ep *ep)
 		next = wt->all_next;
 		if (atomic_load_explicit(&wt->cancel_req, memory_order_relaxed)) {
 			wt->cancelled = true;
+			MR__STAT_ADD(wt->w->st, io_cancelled, 1);
 			ready(ep, wt, 0);
 			readied++;
 		}
@@ -594,6 +596,7 @@ static int wait_fd(struct mr_fiber *f, int fd, uint32_t events, int64_t deadline
 		return err;
 	}
 	set_inflight(w, ep);
+	MR__STAT_ADD(w->st, io_submitted, 1);
 	/* The worker readies us from poll() or wait(); w and ep are not ours
 	 * to touch after the park (we may resume on another worker). */
 	mr__fiber_park(parked, NULL, call);

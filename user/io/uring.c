@@ -285,6 +285,7 @@ static unsigned reap(struct mr__worker *w, struct ring *r)
 				r->ops = op->next;
 			if (op->next)
 				op->next->prev = op->prev;
+			MR__STAT_ADD(w->st, io_completed, 1);
 			mr__fiber_ready(op->fiber);
 			readied++;
 		}
@@ -433,6 +434,7 @@ static void cancel_ops(struct mr__worker *w, struct ring *r)
 		struct io_uring_sqe *s = &r->sqes[r->tail & r->sq_mask];
 		want--;
 		s->opcode = IORING_OP_ASYNC_CANCEL;
+		MR__STAT_ADD(w->st, io_cancelled, 1);
 		s->fd = -1;
 		s->addr = (uintptr_t)op;
 		s->user_data = UD_CANCEL;
@@ -504,6 +506,7 @@ static long uring_call(struct mr__worker *w, struct mr_fiber *f, const struct mr
 	}
 	r->tail += op.left;
 	r->inflight += op.left;
+	MR__STAT_ADD(w->st, io_submitted, 1);
 	op.next = r->ops;
 	if (r->ops)
 		r->ops->prev = &op;

@@ -240,8 +240,10 @@ __attribute__((noinline, cold)) static int spawn_refused(struct group *g)
 /* The deque needs its slow path (a thief asked to share, or a lap check). */
 __attribute__((noinline)) static void spawn_push(struct mr__worker *w, struct group_task *t)
 {
-	if (unlikely(!mr__push(w, &t->hdr)))
+	if (unlikely(!mr__push(w, &t->hdr))) {
+		MR__STAT_ADD(w->st, jobs_run, 1);
 		group_task_exec(&t->hdr, w); /* deque full: run it now */
+	}
 }
 
 /*
@@ -258,6 +260,7 @@ static inline void run_own(struct group_task *t, struct mr__worker *w)
 		free(t);
 	else
 		mr__job_free(w, t);
+	MR__STAT_ADD(w->st, jobs_run, 1);
 	fn(arg);
 }
 
@@ -358,7 +361,7 @@ int mr_group_wait(mr_group_t *gp)
 				if (mine)
 					group_finish(g, mine);
 				mine = 0;
-				job->exec(job, w);
+				mr__job_run(w, job);
 			}
 		}
 		w->pinned--;

@@ -101,7 +101,7 @@ __attribute__((noinline)) static void join_pop_slow(struct mr__worker *w, struct
 		if (!job)
 			break; /* everything below head was stolen, b included */
 		w->pinned++; /* b is still out */
-		job->exec(job, w);
+		mr__job_run(w, job);
 		w->pinned--;
 	}
 	join_wait(w, j);

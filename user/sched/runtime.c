@@ -31,6 +31,7 @@ static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct mr_runtime *registry;
 static pthread_mutex_t default_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic(struct mr_runtime *) default_rt;
+static _Atomic uint32_t next_id; /* runtimes created in this process */
 
 /* ---- registry ---------------------------------------------------------- */
 
@@ -113,6 +114,7 @@ static void give_token(struct mr__worker *w, uint32_t tok)
 	 * release store of io_ops in user/io, so that its state is there. */
 	const struct mr__io_ops *io = atomic_load_explicit(&w->io_ops, memory_order_acquire);
 
+	MR__STAT_BY(w->rt, wakeups_sent, 1);
 	/* release: the sleeper's acquire load sees what we did before waking it. */
 	atomic_store_explicit(&w->park, tok, memory_order_release);
 	mr__futex_wake(&w->park, 1);
@@ -480,6 +482,7 @@ void mr__worker_block(struct mr__worker *w)
 	 * with help_notify()'s fence before it reads nblocked. */
 	atomic_store_explicit(&w->blocked, 1, memory_order_seq_cst);
 	atomic_fetch_add_explicit(&rt->nblocked, 1, memory_order_seq_cst);
+	MR__STAT_SET(w->st, state, MR_WSTATE_BLOCKED);
 	if (atomic_load_explicit(&w->tnext, memory_order_relaxed) >= 0)
 		mr__notify(rt);
 }
@@ -488,6 +491,7 @@ void mr__worker_unblock(struct mr__worker *w)
 {
 	atomic_fetch_sub_explicit(&w->rt->nblocked, 1, memory_order_relaxed);
 	atomic_store_explicit(&w->blocked, 0, memory_order_relaxed);
+	MR__STAT_SET(w->st, state, w->wstate);
 }
 
 /* Is every worker blocked? Then only a helper runs fibers. */
@@ -647,7 +651,7 @@ static void help_run(struct mr__worker *w, struct mr__job *job, bool (*done)(voi
 {
 	mr__worker_unblock(w);
 	for (;;) {
-		job->exec(job, w);
+		mr__job_run(w, job);
 		if (done(arg))
 			break;
 		job = mr__deque_peek(&w->dq);
@@ -677,8 +681,10 @@ void mr__worker_help(struct mr__worker *w, bool (*done)(void *), void *arg, int6
 		if (mr__deque_private_len(&w->dq) > 0 || mr__deque_stealable(&w->dq))
 			drain(w);
 		struct mr__job *job = all ? inj_fiber(rt, true) : NULL;
-		if (job)
+		if (job) {
+			MR__STAT_ADD(w->st, injector_pops, 1);
 			help_run(w, job, done, arg);
+		}
 		else
 			help_sleep(w, done, arg, deadline);
 	}
@@ -718,11 +724,24 @@ static inline uint32_t local_depth(struct mr__worker *w)
 	return w->dq.head - MR__TS_TAIL(ts);
 }
 
+/*
+ * The worker's state, for the BPF scheduler (MR__SCX_*) and in its
+ * counters' record (the same numbers as MR_WSTATE_RUNNING .. _PARKED).
+ */
+_Static_assert((int)MR__SCX_RUNNING == (int)MR_WSTATE_RUNNING &&
+		       (int)MR__SCX_SEARCHING == (int)MR_WSTATE_SEARCHING &&
+		       (int)MR__SCX_PARKED == (int)MR_WSTATE_PARKED,
+	       "one state numbering for the scheduler's line and the counters");
+
 static inline void scx_state(struct mr__worker *w, uint32_t state)
 {
 	/* relaxed: we are the only writer. */
 	struct mr__scx_line *l = atomic_load_explicit(&w->scx, memory_order_relaxed);
 
+	if (w->wstate != state) {
+		w->wstate = state;
+		MR__STAT_SET(w->st, state, state);
+	}
 	if (unlikely(l) && w->scx_state != state) {
 		w->scx_state = state;
 		mr__scx_publish(l, state, local_depth(w));
@@ -733,9 +752,17 @@ void (*mr__test_steal_probe)(struct mr__worker *w, unsigned victim, unsigned k);
 
 static inline struct mr__job *steal_from(struct mr__worker *w, unsigned v, unsigned k)
 {
+	struct mr__worker *victim = w->rt->workers[v];
+
 	if (unlikely(mr__test_steal_probe))
 		mr__test_steal_probe(w, v, k);
-	return mr__deque_steal(&w->rt->workers[v]->dq);
+	MR__STAT_ADD(w->st, steal_attempts, 1);
+	struct mr__job *job = mr__deque_steal(&victim->dq);
+	if (job) {
+		MR__STAT_ADD(w->st, jobs_stolen, 1);
+		MR__STAT_ATOMIC_ADD(victim->st, jobs_stolen_from, 1);
+	}
+	return job;
 }
 
 /*
@@ -749,8 +776,10 @@ static struct mr__job *steal_pass(struct mr__worker *w)
 	unsigned n = rt->nworkers;
 	struct mr__job *job = inj_pop(rt);
 
-	if (job)
+	if (job) {
+		MR__STAT_ADD(w->st, injector_pops, 1);
 		return job;
+	}
 	blocked_timers(w);
 	if ((job = mr__deque_pop(&w->dq)))
 		return job;
@@ -942,7 +971,14 @@ static void park(struct mr__worker *w, bool (*done)(void *), void *arg)
 		if (atomic_fetch_add_explicit(&rt->nasleep, 1, memory_order_seq_cst) + 1 ==
 		    rt->nworkers)
 			maybe_quiesced(rt);
+		uint64_t since = mr__now_ns();
+		MR__STAT_ADD(w->st, parks, 1);
+		MR__STAT_SET(w->st, parked_since_ns, since);
 		uint32_t tok = wait_token(w, next, true);
+		MR__STAT_SET(w->st, parked_since_ns, 0);
+		MR__STAT_ADD(w->st, park_ns, mr__now_ns() - since);
+		if (tok != MR__TOK_NONE)
+			MR__STAT_ADD(w->st, wakeups_received, 1);
 		/* seq_cst: pairs with the loads of drain_state(), which must not
 		 * see us asleep once we run again. */
 		atomic_fetch_sub_explicit(&rt->nasleep, 1, memory_order_seq_cst);
@@ -955,6 +991,7 @@ static void park(struct mr__worker *w, bool (*done)(void *), void *arg)
 			return;
 		}
 	}
+	MR__STAT_ADD(w->st, wakeups_received, 1);
 	if (wait_token(w, -1, false) == MR__TOK_WORK)
 		w->searching = true;
 }
@@ -972,8 +1009,10 @@ static struct mr__job *local_more(struct mr__worker *w)
 	}
 	if (w->yield_head) {
 		struct mr__job *job = inj_pop(w->rt);
-		if (job)
+		if (job) {
+			MR__STAT_ADD(w->st, injector_pops, 1);
 			return job;
+		}
 	}
 	return mr__yield_pop(w);
 }
@@ -1011,7 +1050,7 @@ void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 			 * or runs long would keep every notify relying on us. */
 			stop_searching(w, true);
 			scx_state(w, MR__SCX_RUNNING);
-			job->exec(job, w);
+			mr__job_run(w, job);
 			continue;
 		}
 		if (done(arg)) {
@@ -1043,6 +1082,9 @@ static void *worker_main(void *arg)
 	snprintf(name, sizeof(name), "moirai-w%u", w->idx);
 	pthread_setname_np(pthread_self(), name);
 	w->tid = (pid_t)syscall(SYS_gettid);
+	MR__STAT_SET(w->st, tid, (int32_t)w->tid);
+	MR__STAT_SET(w->st, start_ns, mr__now_ns());
+	scx_state(w, MR__SCX_RUNNING);
 	mr__tls_worker = w;
 	mr__place_thread_start(w);
 	mr__fiber_thread_start(w); /* the overflow handler knows our stack */
@@ -1051,6 +1093,8 @@ static void *worker_main(void *arg)
 	stop_searching(w, false);
 	mr__scx_worker_exit(w);
 	mr__fiber_thread_exit(w);
+	MR__STAT_SET(w->st, state, MR_WSTATE_EXITED);
+	MR__STAT_SET(w->st, tid, 0);
 	mr__tls_worker = NULL;
 	return NULL;
 }
@@ -1307,6 +1351,7 @@ static void free_runtime(struct mr_runtime *rt)
 		free(rt->workers);
 	}
 	mr__pool_fini(rt);
+	mr__metrics_close(&rt->metrics);
 	free(rt->idle_mask);
 	free(rt->node_workers);
 	free(rt->node_members);
@@ -1405,6 +1450,9 @@ mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 	rt->workers = calloc(nworkers, sizeof(*rt->workers));
 	if (!rt->idle_mask || !rt->workers)
 		goto fail_free;
+	rt->id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed) + 1;
+	if (mr__metrics_open(&rt->metrics, rt->id, nworkers) < 0)
+		goto fail_free;
 	for (unsigned i = 0; i < nworkers; i++) {
 		struct mr__worker *w = aligned_alloc(MR_CACHELINE, sizeof(*w));
 		if (!w)
@@ -1414,6 +1462,7 @@ mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 		if (mr__deque_init(&w->dq, dlog2, 0) < 0)
 			goto fail_free;
 		w->rt = rt;
+		w->st = &rt->metrics.recs[i];
 		w->idx = i;
 		atomic_init(&w->tnext, -1);
 		w->rng = 0x9E3779B97F4A7C15ull * (i + 1) ^ (uint64_t)(uintptr_t)rt;
@@ -1592,6 +1641,12 @@ static struct mr_runtime *create_default(void)
 	}
 	MR_OPTS(mr_config, cfg, .workers = (unsigned)n, .pin = (unsigned)pin);
 	return mr_runtime_create(&cfg);
+}
+
+struct mr_runtime *mr__default_runtime_peek(void)
+{
+	/* acquire: pairs with the release that published it. */
+	return atomic_load_explicit(&default_rt, memory_order_acquire);
 }
 
 struct mr_runtime *mr__default_runtime_try(void)

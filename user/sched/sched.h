@@ -38,6 +38,7 @@
 #include <moirai/runtime.h>
 
 #include "../base/base.h"
+#include "../metrics/metrics.h"
 #include "deque.h"
 #include "scx.h"
 
@@ -102,6 +103,7 @@ struct mr__worker {
 
 	/* Owner-only state. */
 	struct mr_runtime *rt;
+	struct mr_worker_stats *st; /* our counters (<moirai/stats.h>), owner writes */
 	unsigned idx;
 	bool searching;
 	uint64_t rng;
@@ -113,6 +115,7 @@ struct mr__worker {
 	 * worker; other workers and wakers read it (searchers_stalled()). */
 	struct mr__scx_line *_Atomic scx;
 	uint32_t scx_state;	  /* last state published there */
+	uint32_t wstate;	  /* last MR_WSTATE_* stored in st->state */
 	int home_node;		  /* NUMA node of the home CPU (place.c) */
 	int home_cpu;		  /* see place.c */
 	unsigned node_lo, node_n; /* our node's workers: rt->node_members[node_lo..+node_n) */
@@ -168,6 +171,8 @@ struct mr_runtime {
 	uint64_t spin_ns;
 	unsigned deque_log2;
 	uint32_t scx_id; /* runtime number for the BPF scheduler; 0: not registered */
+	uint32_t id;	 /* number in this process, from 1: names its metrics export */
+	struct mr__metrics metrics; /* the workers' counters, then the outside record */
 	struct mr__worker **workers;
 	struct mr_runtime *next_live; /* registry of live runtimes */
 
@@ -310,6 +315,42 @@ static inline struct mr__worker *mr__self(void)
 	return mr__tls_worker;
 }
 
+/* rt's record for threads outside it (<moirai/stats.h>). */
+static inline struct mr_worker_stats *mr__stats_outside(struct mr_runtime *rt)
+{
+	return &rt->metrics.recs[rt->nworkers];
+}
+
+/*
+ * Add n to a counter of the calling thread's worker if it is one of rt's,
+ * else (another runtime's worker, a plain thread) to rt's outside record.
+ */
+#define MR__STAT_BY(rt_, field, n)                                                                \
+	do {                                                                                       \
+		struct mr__worker *w_ = mr__self();                                                \
+		if (w_ && w_->rt == (rt_))                                                         \
+			MR__STAT_ADD(w_->st, field, n);                                            \
+		else                                                                               \
+			MR__STAT_ATOMIC_ADD(mr__stats_outside(rt_), field, n);                     \
+	} while (0)
+
+/* Add n to a counter of the calling thread's worker; nothing on other threads. */
+#define MR__STAT_SELF(field, n)                                                                    \
+	do {                                                                                       \
+		struct mr__worker *w_ = mr__self();                                                \
+		if (w_)                                                                            \
+			MR__STAT_ADD(w_->st, field, n);                                            \
+	} while (0)
+
+/* Run a job taken from a queue, counting it (fibers count in fiber_runs). */
+void mr__fiber_exec(struct mr__job *job, struct mr__worker *w);
+static inline void mr__job_run(struct mr__worker *w, struct mr__job *job)
+{
+	if (job->exec != mr__fiber_exec)
+		MR__STAT_ADD(w->st, jobs_run, 1);
+	job->exec(job, w);
+}
+
 /* w's I/O backend, or NULL (owner only: it is the only writer). */
 static inline const struct mr__io_ops *mr__worker_io(struct mr__worker *w)
 {
@@ -324,6 +365,8 @@ static inline const struct mr__io_ops *mr__worker_io(struct mr__worker *w)
  * nothing (mr_join, mr_group_spawn).
  */
 struct mr_runtime *mr__default_runtime_try(void);
+/* The default runtime if it exists (never creates it), or NULL. */
+struct mr_runtime *mr__default_runtime_peek(void);
 struct mr_runtime *mr__default_runtime(const char *call);
 
 /* Abort naming `call` unless rt is a live runtime. */

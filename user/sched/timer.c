@@ -207,6 +207,7 @@ int64_t mr__timers_run(struct mr__worker *w)
 		tunlock(w);
 		if (unlikely(mr__test_timer_fire_hook != NULL))
 			mr__test_timer_fire_hook(t);
+		MR__STAT_SELF(timer_fires, 1);
 		t->fire(t);
 		/* release: the fire is over and t is its owner's again; pairs
 		 * with the acquire spin in mr__timer_cancel(). */
