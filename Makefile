@@ -202,7 +202,7 @@ moiraictl: vm-fetch
 	$(MAKE) $(MOIRAICTL)
 
 # Everything the guest runs, in one directory (tools/vm/mkinitramfs.sh packs it).
-vm-stage: $(MOIRAICTL) $(MRVM)
+vm-stage: $(MOIRAICTL) $(MRVM) $(BUILD)/examples/stats
 	rm -rf $(VM_STAGE) && mkdir -p $(VM_STAGE)/bin $(VM_STAGE)/tests
 	cp $(MOIRAICTL) $(MRVM) $(VM_STAGE)/bin/
 	cp tests/vm/*.sh tests/vm/lib.inc $(VM_STAGE)/tests/
@@ -217,6 +217,7 @@ check-vm:
 	elif [ $$rc -ne 0 ]; then exit $$rc; fi; \
 	$(MAKE) vm-stage && \
 	. "$(VM_CACHE)/bpf/env" && BPFTOOL="$$BPFTOOL" ./tests/moiraictl_host.sh $(MOIRAICTL) && \
+	BPFTOOL="$$BPFTOOL" ./tests/metrics_host.sh $(MOIRAICTL) $(BUILD)/examples/stats && \
 	./tools/vm/check.sh $(BUILD) $(VM_STAGE)
 
 # The benchmark runs as the guest's only "test", in both TCG thread modes;

@@ -7,6 +7,7 @@
  *   moiraictl status [--json]
  *   moiraictl top [--iterations N]
  *   moiraictl dump [--json]
+ *   moiraictl clean
  *   moiraictl -h | --help
  *
  * load attaches the scheduler (bpf/moirai.bpf.c, embedded in this binary by
@@ -43,6 +44,15 @@
  * terminal). dump prints everything once, as JSON with --json; the
  * statistics of the last load stay pinned after it ends, so dump works
  * without a loaded scheduler.
+ *
+ * status, top and dump also show every runtime's own counters
+ * (<moirai/stats.h>: jobs, steals, parks, fibers, channel blocks, timers,
+ * I/O per worker), on any kernel, sched_ext or not: each runtime exports
+ * them as a BPF map pinned at /sys/fs/bpf/moirai/<pid>/rt<id> or as a file
+ * /dev/shm/moirai-stats.<pid>.<id> (rt.c). top shows them as rates per
+ * second, dump --json as numbers under "runtimes". An export whose process
+ * is gone (killed before it could remove it) shows as STALE; clean removes
+ * those.
  *
  * -v makes libbpf print its debug messages (its warnings are always shown).
  *
@@ -83,6 +93,8 @@ void mc_usage(FILE *f)
 	      "  status [--json]                    kernel state, loader, registered workers\n"
 	      "  top [--iterations N]               live workers, per-CPU, per-node, latency\n"
 	      "  dump [--json]                      everything in the pinned maps, once\n"
+	      "  clean                              remove the counters of runtimes whose\n"
+	      "                                     process is gone\n"
 	      "\n"
 	      "  --partial      only Moirai workers are scheduled by moirai (SCHED_EXT then ranks\n"
 	      "                 below normal tasks: for dedicated hosts)\n"
@@ -379,6 +391,11 @@ int main(int argc, char **argv)
 				return usage_error("unknown option: %s", argv[i]);
 		}
 		return cmd[0] == 's' ? cmd_status(json) : cmd_dump(json);
+	}
+	if (!strcmp(cmd, "clean")) {
+		if (argc)
+			return usage_error("clean takes no arguments: %s", argv[0]);
+		return cmd_clean();
 	}
 	if (!strcmp(cmd, "top")) {
 		unsigned long long n = 0;

@@ -22,6 +22,7 @@
 #include <sys/types.h>
 
 #include "moirai_shared.h"
+#include <moirai/stats.h>
 
 #define MC_SCX_DIR "/sys/kernel/sched_ext"
 #define MC_PIDFILE "/run/moiraictl.pid"
@@ -84,6 +85,33 @@ int cmd_load(const struct mc_load_opts *opts);
 int cmd_run(const struct mc_load_opts *opts, char **argv);
 int cmd_unload(void);
 
+struct mc_json;
+
+/* rt.c: the runtimes' own counters (<moirai/stats.h>), exported on any kernel. */
+struct mc_rt {
+	pid_t pid;
+	unsigned id;			/* the runtime's number in its process */
+	char path[640];			/* the pin or the file */
+	bool bpf;			/* a pinned map (else a /dev/shm file) */
+	bool alive;			/* its process (and worker 0's thread) exists */
+	int bad;			/* -EPROTO: records of a version we cannot read */
+	char comm[32];
+	struct mr_worker_stats *recs;	/* nworkers, then the outside record */
+	size_t nrecs;
+};
+struct mc_rts {
+	struct mc_rt *rt;
+	size_t n, cap;
+	uint64_t now_ns;		/* CLOCK_MONOTONIC when read */
+	int err;			/* first error reading one, 0 if none */
+};
+int mc_rts_read(struct mc_rts *rts);
+void mc_rts_free(struct mc_rts *rts);
+void mc_rts_print(FILE *f, const struct mc_rts *rts, const struct mc_rts *prev);
+void mc_rts_json(struct mc_json *j, const struct mc_rts *rts);
+const char *mc_wstate_name(uint32_t state);
+int cmd_clean(void);
+
 /* snap.c: a snapshot of the pinned maps and the kernel's state. */
 struct mc_worker {
 	__u32 tid;
@@ -111,11 +139,13 @@ struct mc_snap {
 	struct moirai_latency lat;
 	bool have_exit;
 	struct moirai_exit_info exit;
+	struct mc_rts rts;		/* the runtimes' counters (MC_SNAP_RUNTIMES) */
 	double when;		/* CLOCK_MONOTONIC seconds */
 };
 
 #define MC_SNAP_WORKERS 0x1
 #define MC_SNAP_STATS 0x2
+#define MC_SNAP_RUNTIMES 0x4
 int mc_snap_take(struct mc_snap *snap, unsigned int what);
 void mc_snap_free(struct mc_snap *snap);
 const char *mc_worker_state_name(__u32 state);

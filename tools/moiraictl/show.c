@@ -340,6 +340,7 @@ static void json_common(struct mc_json *j, const struct mc_snap *s)
 		mc_json_s64(j, "enable_seq", s->scx.enable_seq);
 	else
 		mc_json_null(j, "enable_seq");
+	mc_rts_json(j, &s->rts);
 	mc_json_bool(j, "maps_pinned", s->pinned);
 	if (s->map_err)
 		mc_json_str(j, "map_error", map_err_str(s));
@@ -380,7 +381,7 @@ static void json_common(struct mc_json *j, const struct mc_snap *s)
 int cmd_status(bool json)
 {
 	struct mc_snap s;
-	int err = mc_snap_take(&s, MC_SNAP_WORKERS);
+	int err = mc_snap_take(&s, MC_SNAP_WORKERS | MC_SNAP_RUNTIMES);
 
 	if (err == -ENOMEM) {
 		fprintf(stderr, "moiraictl: out of memory\n");
@@ -398,6 +399,7 @@ int cmd_status(bool json)
 		print_header(stdout, &s);
 		print_workers(stdout, &s, NULL);
 		print_exit(stdout, &s);
+		mc_rts_print(stdout, &s.rts, NULL);
 	}
 	mc_snap_free(&s);
 	return MC_EXIT_OK;
@@ -408,7 +410,7 @@ int cmd_dump(bool json)
 	struct mc_snap s;
 	struct mc_json j;
 	unsigned int i;
-	int err = mc_snap_take(&s, MC_SNAP_WORKERS | MC_SNAP_STATS);
+	int err = mc_snap_take(&s, MC_SNAP_WORKERS | MC_SNAP_STATS | MC_SNAP_RUNTIMES);
 
 	if (err == -ENOMEM) {
 		fprintf(stderr, "moiraictl: out of memory\n");
@@ -419,6 +421,7 @@ int cmd_dump(bool json)
 		print_workers(stdout, &s, NULL);
 		print_stats(stdout, &s, NULL);
 		print_exit(stdout, &s);
+		mc_rts_print(stdout, &s.rts, NULL);
 		mc_snap_free(&s);
 		return MC_EXIT_OK;
 	}
@@ -502,6 +505,7 @@ static void render(FILE *f, const struct mc_snap *s, const struct mc_snap *prev)
 	print_workers(f, s, prev);
 	print_stats(f, s, prev);
 	print_exit(f, s);
+	mc_rts_print(f, &s->rts, prev ? &prev->rts : NULL);
 }
 
 static int window_rows(void)
@@ -609,7 +613,8 @@ int cmd_top(long iterations)
 			continue;
 
 		cur = &snaps[k];
-		if (mc_snap_take(cur, MC_SNAP_WORKERS | MC_SNAP_STATS) == -ENOMEM) {
+		if (mc_snap_take(cur, MC_SNAP_WORKERS | MC_SNAP_STATS | MC_SNAP_RUNTIMES) ==
+		    -ENOMEM) {
 			ret = MC_EXIT_FAIL;
 			break;
 		}

@@ -307,6 +307,8 @@ int mc_snap_take(struct mc_snap *snap, unsigned int what)
 	if (what & MC_SNAP_STATS)
 		read_stats(snap);
 	read_exit(snap);
+	if ((what & MC_SNAP_RUNTIMES) && mc_rts_read(&snap->rts) == -ENOMEM && !err)
+		err = -ENOMEM;
 	return err;
 }
 
@@ -315,6 +317,7 @@ void mc_snap_free(struct mc_snap *snap)
 	free(snap->workers);
 	free(snap->cpu);
 	free(snap->node);
+	mc_rts_free(&snap->rts);
 	snap->workers = NULL;
 	snap->cpu = NULL;
 	snap->node = NULL;

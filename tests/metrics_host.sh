@@ -1,0 +1,208 @@
+#!/bin/sh
+# tests/metrics_host.sh - the runtimes' counters seen from outside, on a
+# kernel without sched_ext: a live program's counters move in `moiraictl
+# status`, `top` and `dump --json`, bpftool prints their fields by name,
+# a killed program's export is reported stale and removed by `moiraictl
+# clean`, a cleanly ended one removes its own.
+#
+#   tests/metrics_host.sh path/to/moiraictl path/to/examples/stats
+#
+# As root it re-runs itself in a private mount namespace with a fresh bpffs
+# on /sys/fs/bpf (so the runtime pins its counters there, and nothing of
+# this machine's pins is touched). The BPF tests are skipped without root,
+# unshare or bpftool ($BPFTOOL, PATH, or the VM lab's cache); the /dev/shm
+# tests run anywhere. Prints KTAP; exits non-zero if a test failed.
+set -u
+
+if [ $# -ne 2 ] || [ ! -x "$1" ] || [ ! -x "$2" ]; then
+	echo "usage: $0 path/to/moiraictl path/to/examples/stats" >&2
+	exit 2
+fi
+case "$1" in /*) M=$1 ;; *) M=$(pwd)/$1 ;; esac
+case "$2" in /*) S=$2 ;; *) S=$(pwd)/$2 ;; esac
+
+if [ "$(id -u)" -eq 0 ] && [ -z "${METRICS_TEST_NS:-}" ] && command -v unshare >/dev/null &&
+	unshare -m --propagation private true 2>/dev/null; then
+	METRICS_TEST_NS=1 exec unshare -m --propagation private -- sh "$0" "$M" "$S"
+fi
+NS=0
+if [ "${METRICS_TEST_NS:-}" = 1 ] && mount -t bpf bpf /sys/fs/bpf; then
+	NS=1
+fi
+
+BPFTOOL=${BPFTOOL:-}
+if [ -z "$BPFTOOL" ]; then
+	for b in "$(command -v bpftool 2>/dev/null)" \
+		"${MOIRAI_VM_CACHE:-$HOME/.cache/moirai-vm}/bpf/root/usr/sbin/bpftool"; do
+		if [ -n "$b" ] && [ -x "$b" ]; then
+			BPFTOOL=$b
+			break
+		fi
+	done
+fi
+
+T=$(mktemp -d)
+PID=
+trap '[ -n "$PID" ] && kill -9 $PID 2>/dev/null; rm -rf "$T"' EXIT
+OUT=$T/out
+ERR=$T/err
+RES=$T/results
+: >"$RES"
+N=0
+FAILED=0
+
+ok() { N=$((N + 1)); echo "ok $N $1" >>"$RES"; }
+notok() {
+	N=$((N + 1))
+	FAILED=$((FAILED + 1))
+	{
+		echo "not ok $N $1"
+		shift
+		for l in "$@"; do echo "# $l"; done
+		if [ -s "$OUT" ]; then sed 's/^/# stdout: /' "$OUT" | head -30; fi
+		if [ -s "$ERR" ]; then sed 's/^/# stderr: /' "$ERR" | head -10; fi
+	} >>"$RES"
+}
+skip() { N=$((N + 1)); echo "ok $N $1 # SKIP $2" >>"$RES"; }
+run() {
+	"$@" >"$OUT" 2>"$ERR" </dev/null
+	RC=$?
+}
+expect() {
+	if [ "$RC" -ne "$2" ]; then
+		notok "$1" "exit status $RC, expected $2"
+	elif ! grep -Eq -- "$4" "$3"; then
+		notok "$1" "no line matches /$4/"
+	else
+		ok "$1"
+	fi
+}
+have_py=0
+command -v python3 >/dev/null && have_py=1
+
+# start MODE: the example in the background, its export path in $EXP.
+start() {
+	MOIRAI_METRICS=$1 "$S" 0 >"$T/prog" 2>&1 &
+	PID=$!
+	EXP=
+	i=0
+	while [ $i -lt 100 ]; do
+		EXP=$(sed -n 's/^export: //p' "$T/prog")
+		[ -n "$EXP" ] && break
+		sleep 0.1
+		i=$((i + 1))
+	done
+}
+
+# field NAME: the sum of NAME over the workers of $PID in `dump --json`.
+field() {
+	"$M" dump --json 2>/dev/null | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+for r in d["runtimes"]:
+    if r["pid"] == int(sys.argv[1]):
+        print(sum(w[sys.argv[2]] for w in r["workers"]))
+        break
+else:
+    print(-1)' "$PID" "$1"
+}
+
+# check KIND: the live program's export is seen, moves, and is cleaned.
+check() {
+	kind=$1
+	run "$M" status
+	expect "${kind}_status_shows_runtime" 0 "$OUT" "pid $PID \(stats\) runtime 1: $EXP$"
+	if grep -q "pid $PID " "$OUT" && ! grep -A6 "pid $PID " "$OUT" |
+		grep -Eq "^ +0 +[0-9]+ +(running|searching|parked|blocked) "; then
+		notok "${kind}_status_worker_rows" "no row for worker 0"
+	else
+		ok "${kind}_status_worker_rows"
+	fi
+	if [ $have_py -eq 1 ]; then
+		a=$(field fiber_runs)
+		sleep 1
+		b=$(field fiber_runs)
+		if [ "$a" -ge 0 ] 2>/dev/null && [ "$b" -gt "$a" ] 2>/dev/null; then
+			ok "${kind}_dump_json_counters_move"
+		else
+			notok "${kind}_dump_json_counters_move" "fiber_runs $a then $b"
+		fi
+	else
+		skip "${kind}_dump_json_counters_move" "no python3"
+	fi
+	run "$M" top --iterations 2
+	expect "${kind}_top_rates" 0 "$OUT" "fibers/s"
+	kill -9 "$PID"
+	wait "$PID" 2>/dev/null
+	run "$M" status
+	expect "${kind}_killed_is_stale" 0 "$OUT" "pid $PID .*STALE"
+	run "$M" clean
+	if [ "$RC" -eq 0 ] && grep -q "removed $EXP" "$OUT" && [ ! -e "$EXP" ]; then
+		ok "${kind}_clean_removes_stale"
+	else
+		notok "${kind}_clean_removes_stale" "exit $RC, $EXP still there or not named"
+	fi
+	PID=
+}
+
+# --- /dev/shm ------------------------------------------------------------
+start shm
+case "$EXP" in
+/dev/shm/moirai-stats.$PID.1)
+	ok "shm_export_named"
+	mode=$(stat -c %a "$EXP")
+	if [ "$mode" = 600 ]; then ok "shm_export_mode_0600"; else notok "shm_export_mode_0600" "mode $mode"; fi
+	check shm
+	;;
+*)
+	notok "shm_export_named" "export: '$EXP'"
+	;;
+esac
+
+# A clean end (SIGTERM: the program returns from main) removes its file.
+start shm
+kill -TERM "$PID"
+wait "$PID"
+rc=$?
+PID=
+if [ $rc -eq 0 ] && [ -n "$EXP" ] && [ ! -e "$EXP" ]; then
+	ok "shm_clean_exit_removes_export"
+else
+	notok "shm_clean_exit_removes_export" "exit $rc, export '$EXP'"
+fi
+
+# --- a pinned BPF map ----------------------------------------------------
+if [ $NS -eq 1 ]; then
+	start 1
+	case "$EXP" in
+	/sys/fs/bpf/moirai/$PID/rt1)
+		ok "bpf_export_pinned"
+		if [ -n "$BPFTOOL" ]; then
+			run "$BPFTOOL" map dump pinned "$EXP"
+			if [ $RC -eq 0 ] && grep -q '"jobs_run": ' "$OUT" &&
+				grep -q '"fiber_runs": ' "$OUT" && grep -q '"jobs_stolen_from": ' "$OUT"; then
+				ok "bpftool_prints_field_names"
+			else
+				notok "bpftool_prints_field_names" "exit $RC"
+			fi
+		else
+			skip "bpftool_prints_field_names" "no bpftool"
+		fi
+		check bpf
+		;;
+	*)
+		notok "bpf_export_pinned" "export: '$EXP'"
+		;;
+	esac
+else
+	skip "bpf_export_pinned" "needs root and unshare (a private bpffs)"
+fi
+
+echo "KTAP version 1"
+echo "1..$N"
+cat "$RES"
+if [ $FAILED -ne 0 ]; then
+	echo "# $FAILED of $N failed"
+	exit 1
+fi
+exit 0
