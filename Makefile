@@ -43,6 +43,12 @@ endif
 # its way down, so it hits a fiber's guard instead of jumping over it into
 # the stack below (include/moirai/fiber.h asks users to build fiber code so).
 HARDEN := -fstack-clash-protection
+# USDT probes (user/metrics/probes.h) where <sys/sdt.h> exists (Debian's
+# systemtap-sdt-dev, installed by tools/deps.sh build); none otherwise.
+HAVE_SDT := $(shell echo '\#include <sys/sdt.h>' | $(CC) -E -x c - >/dev/null 2>&1 && echo 1)
+ifeq ($(HAVE_SDT),1)
+CPPFLAGS += -DMR_HAVE_SDT
+endif
 CFLAGS := -std=gnu17 $(OPT) $(WARN) $(HARDEN) -pthread -MMD -MP $(SANFLAGS)
 LIBCFLAGS := $(CFLAGS) -fPIC -fvisibility=hidden -DMOIRAI_BUILD
 LDLIBS := -pthread -lm

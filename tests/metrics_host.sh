@@ -198,6 +198,34 @@ else
 	skip "bpf_export_pinned" "needs root and unshare (a private bpffs)"
 fi
 
+# --- USDT probes, counted by bpftrace from the program's first instruction -
+BT=$(command -v bpftrace 2>/dev/null)
+if [ "$(id -u)" -ne 0 ]; then
+	skip "bpftrace_counts_match_counters" "needs root"
+elif [ -z "$BT" ]; then
+	skip "bpftrace_counts_match_counters" "no bpftrace (apt-get install bpftrace)"
+elif ! readelf -n "$S" 2>/dev/null | grep -q "stapsdt"; then
+	skip "bpftrace_counts_match_counters" "built without <sys/sdt.h> (systemtap-sdt-dev)"
+else
+	MOIRAI_METRICS=0 "$BT" -q -c "$S 1" -e "
+usdt:$S:moirai:fiber_create { @created = count(); }
+usdt:$S:moirai:fiber_run { @runs = count(); }
+usdt:$S:moirai:fiber_exit { @exits = count(); }" >"$OUT" 2>"$ERR" || true
+	# The program's own totals, then bpftrace's maps at its exit.
+	spawned=$(sed -n 's/.*fibers spawned \([0-9]*\).*/\1/p' "$OUT")
+	runs=$(sed -n 's/.*fiber runs \([0-9]*\).*/\1/p' "$OUT")
+	created=$(sed -n 's/^@created: //p' "$OUT")
+	bruns=$(sed -n 's/^@runs: //p' "$OUT")
+	exits=$(sed -n 's/^@exits: //p' "$OUT")
+	if [ -n "$spawned" ] && [ "$spawned" = "$created" ] && [ "$spawned" = "$exits" ] &&
+		[ -n "$runs" ] && [ "$runs" = "$bruns" ]; then
+		ok "bpftrace_counts_match_counters"
+	else
+		notok "bpftrace_counts_match_counters" \
+			"spawned $spawned created $created exits $exits; runs $runs probed $bruns"
+	fi
+fi
+
 echo "KTAP version 1"
 echo "1..$N"
 cat "$RES"

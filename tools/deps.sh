@@ -12,11 +12,11 @@ set -eu
 
 want=""
 case "${1:-build}" in
-build) want="gcc make pkg-config" ;;
-check) want="gcc make pkg-config valgrind clang-19" ;;
-bench) want="gcc g++ make pkg-config libtbb-dev cargo librust-rayon-dev libboost-context-dev golang-go"
+build) want="gcc make pkg-config systemtap-sdt-dev" ;;
+check) want="gcc make pkg-config systemtap-sdt-dev valgrind clang-19 bpftrace" ;;
+bench) want="gcc g++ make pkg-config systemtap-sdt-dev libtbb-dev cargo librust-rayon-dev libboost-context-dev golang-go"
 	want="$want libck-dev libzmq3-dev libnng-dev wrk nginx fio curl librust-tokio-dev" ;;
-aarch64) want="gcc make pkg-config gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
+aarch64) want="gcc make pkg-config systemtap-sdt-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
 	want="$want qemu-user-static" ;;
 *) echo "usage: $0 build|check|bench|aarch64" >&2; exit 2 ;;
 esac

@@ -209,6 +209,7 @@ void mr__sleeper_wake(struct mr__sleeper *s)
 	bool futex = s->futex;
 	struct mr__worker *helper = s->helper;
 
+	MR_PROBE1(chan_wake, s);
 	/* release: pairs with the acquire load of state by the sleeper, which
 	 * then reads which/result and the element. A thread may return and
 	 * reuse its stack right after: only the address is used below. */
@@ -471,6 +472,7 @@ static __attribute__((noinline)) int rv_sleep(struct mr_chan *ch, int op, void *
 			}
 			/* Its commit puts `me` in the word like rv_publish(). */
 			MR__STAT_SELF(chan_blocks, 1);
+			MR_PROBE3(chan_block, ch, op, call);
 			mr__fiber_park_in(sl.fiber, &ch->q.tail, me, call);
 			mr__cancel_disarm(sl.fiber);
 			/* acquire: pairs with the release in rv_complete() or
@@ -483,6 +485,7 @@ static __attribute__((noinline)) int rv_sleep(struct mr_chan *ch, int op, void *
 				return mr__cancel_take(sl.fiber);
 		} else if (rv_publish(ch, me)) {
 			MR__STAT_SELF(chan_blocks, 1);
+			MR_PROBE3(chan_block, ch, op, call);
 			thread_wait(&sl, -1);
 			break;
 		}
@@ -833,6 +836,7 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 	}
 
 	MR__STAT_SELF(chan_blocks, 1);
+	MR_PROBE3(chan_block, n == 1 ? cases[0].chan : NULL, n == 1 ? cases[0].op : 0, call);
 	/* The distinct channels, sorted by address: the lock order. */
 	S.nlocks = 0;
 	for (size_t j = 0; j < n; j++) {

@@ -1460,6 +1460,7 @@ int mr__shm_wait(struct mr_chan *ch, int op, void *elem, int64_t deadline)
 	/* destroy aborts while we wait (these waiters are in no queue) */
 	atomic_fetch_add_explicit(&m->thread_waits, 1, memory_order_relaxed);
 	MR__STAT_SELF(chan_blocks, 1);
+	MR_PROBE3(chan_block, ch, op, "shm");
 
 	/* Spin: look at the one slot we wait for, backing off, so that our
 	 * reads do not keep taking its line from the writer; try for real

@@ -186,6 +186,7 @@ static void release(struct mr__worker *w, struct mr_fiber *f)
 /* In the resumer's context, once f is off its stack: what f asked for. */
 static void after_switch(struct mr__worker *w, struct mr_fiber *f)
 {
+	MR_PROBE3(fiber_stop, f, w->idx, f->action == ACT_YIELD ? 2 : f->action == ACT_EXIT ? 3 : 1);
 	switch (f->action) {
 	case ACT_YIELD:
 		f->yield_next = NULL;
@@ -202,6 +203,7 @@ static void after_switch(struct mr__worker *w, struct mr_fiber *f)
 	case ACT_EXIT: {
 		struct mr_runtime *rt = f->rt;
 		MR__STAT_ADD(w->st, fiber_exits, 1);
+		MR_PROBE2(fiber_exit, f, w->idx);
 		/* Before the joiner can return (and maybe destroy rt). seq_cst:
 		 * pairs with the quiescence checks of mr_runtime_destroy(). */
 		atomic_fetch_sub_explicit(&rt->nfibers, 1, memory_order_seq_cst);
@@ -262,6 +264,7 @@ void mr__fiber_thread_start(struct mr__worker *w)
  * still says how it last switched out (ACT_NONE before its first run). */
 static inline void count_run(struct mr__worker *w, struct mr_fiber *f)
 {
+	MR_PROBE2(fiber_run, f, w->idx);
 	MR__STAT_ADD(w->st, fiber_runs, 1);
 	if (f->action == ACT_PARK || f->action == ACT_PARK_IN)
 		MR__STAT_ADD(w->st, fiber_wakeups, 1);
@@ -331,6 +334,7 @@ void mr__fiber_ready(struct mr_fiber *f)
 {
 	struct mr__worker *w = mr__self();
 
+	MR_PROBE2(fiber_ready, f, w && w->rt == f->rt ? (int)w->idx : -1);
 	if (w && w->rt == f->rt && mr__push(w, &f->hdr)) {
 		/* Noted even if the push made it public at once:
 		 * mr__fiber_share_held() then finds it shared and does nothing. */
@@ -415,6 +419,7 @@ static inline void park(struct mr_fiber *f)
 	if (top && top->exec == mr__fiber_exec && ((struct mr_fiber *)top)->ran) {
 		struct mr_fiber *next = (struct mr_fiber *)top;
 		mr__deque_pop(&w->dq);
+		MR_PROBE3(fiber_stop, f, w->idx, 1);
 		transfer(f, next, f);
 		return;
 	}
@@ -427,6 +432,7 @@ void mr__fiber_park(bool (*commit)(void *arg), void *arg, const char *call)
 
 	check_on_own_stack(f, call);
 	MR__STAT_ADD(mr__self()->st, fiber_parks, 1);
+	MR_PROBE2(fiber_park, f, call);
 	f->action = ACT_PARK;
 	f->commit = commit;
 	f->commit_arg = arg;
@@ -438,6 +444,7 @@ void mr__fiber_park_in(struct mr_fiber *f, _Atomic uint64_t *word, uint64_t val,
 {
 	check_on_own_stack(f, call);
 	MR__STAT_ADD(mr__self()->st, fiber_parks, 1);
+	MR_PROBE2(fiber_park, f, call);
 	f->action = ACT_PARK_IN;
 	f->pub_word = word;
 	f->pub_val = val;
@@ -490,6 +497,7 @@ void mr_yield(void)
 		else
 			w->yield_head = f;
 		w->yield_tail = f;
+		MR_PROBE3(fiber_stop, f, w->idx, 2);
 		transfer(f, next, TRANSFER);
 		return;
 	}
@@ -599,6 +607,7 @@ mr_fiber_t *mr_go_opts(void (*fn)(void *), void *arg, const struct mr_fiber_opts
 	/* seq_cst: counted before it can run (and before destroy can look). */
 	atomic_fetch_add_explicit(&rt->nfibers, 1, memory_order_seq_cst);
 	MR__STAT_BY(rt, fibers_spawned, 1);
+	MR_PROBE3(fiber_create, f, fn, rt->id);
 	mr__fiber_ready(f);
 	return f;
 }

@@ -263,6 +263,7 @@ static void ready(struct ep *ep, struct waiter *wt, uint32_t revents)
 	unlink_waiter(ep, wt);
 	wt->revents = revents;
 	MR__STAT_ADD(wt->w->st, io_completed, 1);
+	MR_PROBE3(io_complete, wt->w->idx, f, revents);
 	mr__fiber_ready(f);
 }
 
@@ -597,6 +598,7 @@ static int wait_fd(struct mr_fiber *f, int fd, uint32_t events, int64_t deadline
 	}
 	set_inflight(w, ep);
 	MR__STAT_ADD(w->st, io_submitted, 1);
+	MR_PROBE3(io_submit, w->idx, events, fd);
 	/* The worker readies us from poll() or wait(); w and ep are not ours
 	 * to touch after the park (we may resume on another worker). */
 	mr__fiber_park(parked, NULL, call);

@@ -286,6 +286,7 @@ static unsigned reap(struct mr__worker *w, struct ring *r)
 			if (op->next)
 				op->next->prev = op->prev;
 			MR__STAT_ADD(w->st, io_completed, 1);
+			MR_PROBE3(io_complete, w->idx, op->fiber, op->res);
 			mr__fiber_ready(op->fiber);
 			readied++;
 		}
@@ -507,6 +508,7 @@ static long uring_call(struct mr__worker *w, struct mr_fiber *f, const struct mr
 	r->tail += op.left;
 	r->inflight += op.left;
 	MR__STAT_ADD(w->st, io_submitted, 1);
+	MR_PROBE3(io_submit, w->idx, q->op, q->fd);
 	op.next = r->ops;
 	if (r->ops)
 		r->ops->prev = &op;

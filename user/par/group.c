@@ -242,7 +242,9 @@ __attribute__((noinline)) static void spawn_push(struct mr__worker *w, struct gr
 {
 	if (unlikely(!mr__push(w, &t->hdr))) {
 		MR__STAT_ADD(w->st, jobs_run, 1);
+		MR_PROBE3(job_start, t, w->idx, group_task_exec);
 		group_task_exec(&t->hdr, w); /* deque full: run it now */
+		MR_PROBE2(job_end, t, w->idx);
 	}
 }
 
@@ -261,7 +263,9 @@ static inline void run_own(struct group_task *t, struct mr__worker *w)
 	else
 		mr__job_free(w, t);
 	MR__STAT_ADD(w->st, jobs_run, 1);
+	MR_PROBE3(job_start, t, w->idx, group_task_exec);
 	fn(arg);
+	MR_PROBE2(job_end, t, w->idx);
 }
 
 int mr_group_spawn(mr_group_t *gp, void (*fn)(void *), void *arg)

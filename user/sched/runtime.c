@@ -115,6 +115,8 @@ static void give_token(struct mr__worker *w, uint32_t tok)
 	const struct mr__io_ops *io = atomic_load_explicit(&w->io_ops, memory_order_acquire);
 
 	MR__STAT_BY(w->rt, wakeups_sent, 1);
+	MR_PROBE2(worker_wakeup, w->idx,
+		  mr__self() && mr__self()->rt == w->rt ? (int)mr__self()->idx : -1);
 	/* release: the sleeper's acquire load sees what we did before waking it. */
 	atomic_store_explicit(&w->park, tok, memory_order_release);
 	mr__futex_wake(&w->park, 1);
@@ -759,6 +761,7 @@ static inline struct mr__job *steal_from(struct mr__worker *w, unsigned v, unsig
 	MR__STAT_ADD(w->st, steal_attempts, 1);
 	struct mr__job *job = mr__deque_steal(&victim->dq);
 	if (job) {
+		MR_PROBE3(job_steal, job, w->idx, v);
 		MR__STAT_ADD(w->st, jobs_stolen, 1);
 		MR__STAT_ATOMIC_ADD(victim->st, jobs_stolen_from, 1);
 	}
@@ -974,7 +977,9 @@ static void park(struct mr__worker *w, bool (*done)(void *), void *arg)
 		uint64_t since = mr__now_ns();
 		MR__STAT_ADD(w->st, parks, 1);
 		MR__STAT_SET(w->st, parked_since_ns, since);
+		MR_PROBE1(worker_park, w->idx);
 		uint32_t tok = wait_token(w, next, true);
+		MR_PROBE2(worker_wake, w->idx, tok);
 		MR__STAT_SET(w->st, parked_since_ns, 0);
 		MR__STAT_ADD(w->st, park_ns, mr__now_ns() - since);
 		if (tok != MR__TOK_NONE)

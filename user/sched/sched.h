@@ -39,6 +39,7 @@
 
 #include "../base/base.h"
 #include "../metrics/metrics.h"
+#include "../metrics/probes.h"
 #include "deque.h"
 #include "scx.h"
 
@@ -346,9 +347,14 @@ static inline struct mr_worker_stats *mr__stats_outside(struct mr_runtime *rt)
 void mr__fiber_exec(struct mr__job *job, struct mr__worker *w);
 static inline void mr__job_run(struct mr__worker *w, struct mr__job *job)
 {
-	if (job->exec != mr__fiber_exec)
-		MR__STAT_ADD(w->st, jobs_run, 1);
-	job->exec(job, w);
+	if (job->exec == mr__fiber_exec) {
+		job->exec(job, w); /* probed as fiber_run / fiber_stop */
+		return;
+	}
+	MR__STAT_ADD(w->st, jobs_run, 1);
+	MR_PROBE3(job_start, job, w->idx, job->exec);
+	job->exec(job, w); /* may free job: only its address is used below */
+	MR_PROBE2(job_end, job, w->idx);
 }
 
 /* w's I/O backend, or NULL (owner only: it is the only writer). */
