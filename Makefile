@@ -174,6 +174,7 @@ bench: lib examples
 VM_CACHE ?= $(or $(MOIRAI_VM_CACHE),$(HOME)/.cache/moirai-vm)
 -include $(VM_CACHE)/bpf/env.mk
 BPF_OBJ := $(BUILD)/bpf/moirai.bpf.o
+TRACE_OBJ := $(BUILD)/bpf/trace.bpf.o
 MOIRAICTL := $(BUILD)/tools/moiraictl
 MRVM := $(BUILD)/vm/mrvm
 VM_STAGE := $(BUILD)/vm/stage
@@ -192,12 +193,18 @@ $(BPF_OBJ): bpf/moirai.bpf.c bpf/moirai_shared.h $(BUILD)/bpf/vmlinux.h
 	@[ "$(Q)" ] && echo "  BPF     $@" || true
 	$(Q)clang-19 $(BPF_CFLAGS) -c $< -o $@
 
+# usdt.bpf.h includes <linux/errno.h>, which wants the host's <asm/errno.h>.
+$(TRACE_OBJ): bpf/trace.bpf.c bpf/trace_shared.h $(BUILD)/bpf/vmlinux.h
+	@[ "$(Q)" ] && echo "  BPF     $@" || true
+	$(Q)clang-19 $(BPF_CFLAGS) -idirafter /usr/include/$(shell $(CC) -print-multiarch) -c $< -o $@
+
 $(MOIRAICTL): $(wildcard tools/moiraictl/*.c tools/moiraictl/*.h tools/moiraictl/*.S) \
-		bpf/moirai_shared.h $(BPF_OBJ)
+		bpf/moirai_shared.h bpf/trace_shared.h include/moirai/stats.h $(BPF_OBJ) $(TRACE_OBJ)
 	@mkdir -p $(dir $@)
 	@[ "$(Q)" ] && echo "  CC      $@" || true
 	$(Q)$(CC) $(CPPFLAGS) -std=gnu17 -O2 -g $(WARN) -Ibpf $(LIBBPF_CFLAGS) \
-		-DMOIRAI_BPF_OBJ='"$(BPF_OBJ)"' $(filter %.c %.S,$^) -o $@ $(LIBBPF_LIBS)
+		-DMOIRAI_BPF_OBJ='"$(BPF_OBJ)"' -DMOIRAI_TRACE_OBJ='"$(TRACE_OBJ)"' \
+		$(filter %.c %.S,$^) -o $@ $(LIBBPF_LIBS)
 
 $(MRVM): tests/vm/mrvm.c bpf/moirai_shared.h $(STATIC)
 	@mkdir -p $(dir $@)

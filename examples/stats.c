@@ -1,19 +1,21 @@
 /*
  * stats - a runtime that works for a while and shows its own counters.
  *
- *	stats [SECONDS]      (default 3; 0: until SIGINT or SIGTERM)
+ *	stats [SECONDS [DELAY]]   (default 3; 0: until SIGINT or SIGTERM)
  *
  * Runs, on a runtime of 2 workers, rounds of: a parallel loop, a ping-pong
  * between two fibers over a channel, and a short sleep. It prints where its
  * counters are exported (watch them with `moiraictl top`, or
  * `bpftool map dump pinned PATH` for a BPF pin), then at the end what
  * mr_runtime_stats() says. SIGINT or SIGTERM ends it early, cleanly (the
- * export is removed at exit).
+ * export is removed at exit). DELAY: seconds to wait before it starts
+ * (time for a tracer to attach: `moiraictl trace -p PID` sees it all).
  */
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <moirai/moirai.h>
 
@@ -79,6 +81,9 @@ static void work(void *arg)
 int main(int argc, char **argv)
 {
 	struct plan p = { argc > 1 ? atof(argv[1]) : 3 };
+
+	if (argc > 2)
+		usleep((useconds_t)(atof(argv[2]) * 1e6));
 	MR_OPTS(mr_config, cfg, .workers = 2);
 	MR_OPTS(mr_runtime_stats, st);
 	mr_runtime_t *rt = mr_runtime_create(&cfg);

@@ -226,6 +226,85 @@ usdt:$S:moirai:fiber_exit { @exits = count(); }" >"$OUT" 2>"$ERR" || true
 	fi
 fi
 
+# --- moiraictl trace: a timeline of the whole run --------------------------
+if [ "$(id -u)" -ne 0 ]; then
+	skip "trace_json_checks" "needs root"
+elif ! readelf -n "$S" 2>/dev/null | grep -q "stapsdt"; then
+	skip "trace_json_checks" "built without <sys/sdt.h> (systemtap-sdt-dev)"
+elif [ $have_py -eq 0 ]; then
+	skip "trace_json_checks" "no python3"
+else
+	# The program waits 2 s before it starts: the tracer attaches meanwhile
+	# and follows it to its exit.
+	MOIRAI_METRICS=0 "$S" 1 2 >"$T/prog" 2>&1 &
+	PID=$!
+	# Until the shell's child has become the program (exec).
+	i=0
+	while [ "$(readlink /proc/$PID/exe 2>/dev/null)" != "$S" ] && [ $i -lt 100 ]; do
+		sleep 0.05
+		i=$((i + 1))
+	done
+	"$M" trace -p "$PID" -d 0 -o "$T/trace.json" >"$OUT" 2>"$ERR"
+	RC=$?
+	wait "$PID"
+	PID=
+	runs=$(sed -n 's/.*fiber runs \([0-9]*\).*/\1/p' "$T/prog")
+	jobs=$(sed -n 's/^jobs run \([0-9]*\).*/\1/p' "$T/prog")
+	if [ $RC -ne 0 ]; then
+		notok "trace_json_checks" "moiraictl trace exit $RC"
+	elif python3 - "$T/trace.json" "$runs" "$jobs" >"$T/check" 2>&1 <<'PY'
+import json, sys
+from collections import defaultdict
+d = json.load(open(sys.argv[1]))
+runs, jobs = int(sys.argv[2]), int(sys.argv[3])
+ev = d["traceEvents"]
+bad = []
+if d["otherData"]["dropped"]:
+    bad.append("dropped %d events" % d["otherData"]["dropped"])
+tracks = defaultdict(list)
+for e in ev:
+    if e["ph"] == "X":
+        tracks[e["tid"]].append(e)
+names = {e["tid"]: e["args"]["name"] for e in ev if e["ph"] == "M"}
+for tid, xs in tracks.items():
+    if tid not in names:
+        bad.append("track %d has no name" % tid)
+    # Sorted by start, longest first: each slice lies inside the open one
+    # or starts after it ends (nested, never partly overlapping).
+    xs.sort(key=lambda e: (e["ts"], -e["dur"]))
+    stack = []
+    for e in xs:
+        s, t = e["ts"], e["ts"] + e["dur"]
+        if e["dur"] < 0:
+            bad.append("negative duration on %d" % tid)
+        while stack and s >= stack[-1] - 1e-6:
+            stack.pop()
+        if stack and t > stack[-1] + 1e-6:
+            bad.append("slice at %.3f on %d overlaps its parent" % (s, tid))
+            break
+        stack.append(t)
+fib = sum(1 for e in ev if e["ph"] == "X" and e["cat"] == "fiber")
+job = sum(1 for e in ev if e["ph"] == "X" and e["cat"] == "job")
+if fib != runs:
+    bad.append("%d fiber slices, the program ran fibers %d times" % (fib, runs))
+if job != jobs:
+    bad.append("%d job slices, the program ran %d jobs" % (job, jobs))
+workers = [n for n in names.values() if n.startswith("moirai-w")]
+if len(workers) < 1:
+    bad.append("no worker track")
+flows = sum(1 for e in ev if e["ph"] == "f")
+if flows < 1:
+    bad.append("no wake-up flow")
+print("\n".join(bad) if bad else "fiber slices %d, jobs %d, flows %d" % (fib, job, flows))
+sys.exit(1 if bad else 0)
+PY
+	then
+		ok "trace_json_checks"
+	else
+		notok "trace_json_checks" "$(cat "$T/check")"
+	fi
+fi
+
 echo "KTAP version 1"
 echo "1..$N"
 cat "$RES"

@@ -8,6 +8,7 @@
  *   moiraictl top [--iterations N]
  *   moiraictl dump [--json]
  *   moiraictl clean
+ *   moiraictl trace -p PID [-d SECONDS] [-o FILE]
  *   moiraictl -h | --help
  *
  * load attaches the scheduler (bpf/moirai.bpf.c, embedded in this binary by
@@ -54,6 +55,14 @@
  * is gone (killed before it could remove it) shows as STALE; clean removes
  * those.
  *
+ * trace attaches BPF programs to the USDT probes of process PID (its
+ * libmoirai.so, or its executable when linked statically) for SECONDS
+ * (default 5; 0: until SIGINT or the process exits) and writes a
+ * Chrome/Perfetto trace-event JSON to FILE (default trace.json; - for
+ * stdout): a track per thread with a slice per fiber run, job and sleep,
+ * instants for steals, parks, channel blocks and I/O, and flows from each
+ * wake-up of a fiber to its run (trace.c). Needs root.
+ *
  * -v makes libbpf print its debug messages (its warnings are always shown).
  *
  * Exit status: 0 success, 1 failure or refusal (not root, no sched_ext in
@@ -95,6 +104,9 @@ void mc_usage(FILE *f)
 	      "  dump [--json]                      everything in the pinned maps, once\n"
 	      "  clean                              remove the counters of runtimes whose\n"
 	      "                                     process is gone\n"
+	      "  trace -p PID [-d SECONDS] [-o FILE]\n"
+	      "                                     a Perfetto/Chrome JSON timeline of PID's\n"
+	      "                                     workers (default 5 s, trace.json)\n"
 	      "\n"
 	      "  --partial      only Moirai workers are scheduled by moirai (SCHED_EXT then ranks\n"
 	      "                 below normal tasks: for dedicated hosts)\n"
@@ -396,6 +408,31 @@ int main(int argc, char **argv)
 		if (argc)
 			return usage_error("clean takes no arguments: %s", argv[0]);
 		return cmd_clean();
+	}
+	if (!strcmp(cmd, "trace")) {
+		unsigned long long pid = 0;
+		double secs = 5;
+		const char *out = "trace.json";
+
+		for (i = 0; i < argc; i++) {
+			if (!strcmp(argv[i], "-p") && i + 1 < argc) {
+				if (mc_parse_uint(argv[++i], INT_MAX, &pid) < 0 || !pid)
+					return usage_error("trace: -p needs a pid, not '%s'", argv[i]);
+			} else if (!strcmp(argv[i], "-d") && i + 1 < argc) {
+				char *rest;
+				secs = strtod(argv[++i], &rest);
+				if (*rest || rest == argv[i] || !(secs >= 0 && secs <= 86400))
+					return usage_error("trace: -d needs seconds, 0..86400, not '%s'",
+							   argv[i]);
+			} else if (!strcmp(argv[i], "-o") && i + 1 < argc) {
+				out = argv[++i];
+			} else {
+				return usage_error("trace: bad argument: %s", argv[i]);
+			}
+		}
+		if (!pid)
+			return usage_error("trace: which process? (-p PID)", NULL);
+		return cmd_trace((pid_t)pid, secs, out);
 	}
 	if (!strcmp(cmd, "top")) {
 		unsigned long long n = 0;

@@ -112,6 +112,9 @@ void mc_rts_json(struct mc_json *j, const struct mc_rts *rts);
 const char *mc_wstate_name(uint32_t state);
 int cmd_clean(void);
 
+/* trace.c: a Perfetto timeline of a live runtime from its USDT probes. */
+int cmd_trace(pid_t pid, double seconds, const char *out);
+
 /* snap.c: a snapshot of the pinned maps and the kernel's state. */
 struct mc_worker {
 	__u32 tid;
