@@ -215,6 +215,54 @@ TEST(bad_arguments)
 	EXPECT_EQ(mr_worker_stats(NULL, 0, &w), -ESRCH);
 }
 
+static int io_pipe[2];
+
+static void *late_writer(void *arg)
+{
+	(void)arg;
+	usleep(20000);
+	if (write(io_pipe[1], "x", 1) != 1)
+		abort();
+	return NULL;
+}
+
+static void reader(void *arg)
+{
+	char c;
+
+	(void)arg;
+	if (mr_read(io_pipe[0], &c, 1) != 1)
+		abort();
+	/* A deadline that passes: the operation is cancelled in the kernel. */
+	if (mr_read_until(io_pipe[0], &c, 1, mr_now_ns() + 1000000) != -ETIMEDOUT)
+		abort();
+}
+
+TEST(io_counters_and_backend)
+{
+	mr_runtime_t *rt = make_rt(1);
+	struct mr_runtime_stats st;
+	struct mr_worker_stats w;
+	pthread_t th;
+
+	ASSERT_NONNULL(rt);
+	ASSERT_EQ(pipe(io_pipe), 0);
+	ASSERT_EQ(pthread_create(&th, NULL, late_writer, NULL), 0);
+	ASSERT_EQ(mr_run(rt, reader, NULL), 0);
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+	wait_quiet(rt);
+	total(rt, &st);
+	EXPECT_GE(st.total.io_submitted, 2);
+	EXPECT_GE(st.total.io_completed, 2);
+	EXPECT_GE(st.total.io_cancelled + st.total.io_completed, st.total.io_submitted);
+	ASSERT_EQ(mr_worker_stats(rt, 0, &w), 0);
+	EXPECT_EQ(w.io_backend, strcmp(mr_io_backend(), "io_uring") == 0 ? MR_IO_BACKEND_URING :
+									   MR_IO_BACKEND_EPOLL);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	close(io_pipe[0]);
+	close(io_pipe[1]);
+}
+
 /* The exported file holds what mr_worker_stats() says. */
 static void check_shm_file(mr_runtime_t *rt, const char *path, unsigned nworkers)
 {

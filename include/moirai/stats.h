@@ -60,6 +60,8 @@
  *                      (io_uring SQEs, epoll registrations+attempts)
  *  io_completed        their completions
  *  io_cancelled        cancellations it issued (deadline, mr_fiber_cancel)
+ *  io_backend          which backend those went through: 0 none yet (the
+ *                      worker did no I/O), 1 io_uring, 2 epoll (not a count)
  *
  * A record's first fields say what it is: version (MR_STATS_VERSION: a
  * reader must check it), size (sizeof the record), worker index, nworkers,
@@ -78,6 +80,13 @@
 MR_EXTERN_C_BEGIN
 
 #define MR_STATS_VERSION 1
+
+/* mr_worker_stats.io_backend */
+enum {
+	MR_IO_BACKEND_NONE = 0,
+	MR_IO_BACKEND_URING = 1,
+	MR_IO_BACKEND_EPOLL = 2,
+};
 
 /* mr_worker_stats.state */
 enum {
@@ -125,8 +134,9 @@ struct mr_worker_stats {
 	uint64_t io_submitted;
 	uint64_t io_completed;
 	uint64_t io_cancelled;
+	uint64_t io_backend;
 
-	uint64_t reserved_[5]; /* room to grow within the owner's two lines */
+	uint64_t reserved_[4]; /* room to grow within the owner's two lines */
 
 	/* Written by thieves (atomic adds), on a line of its own. */
 	uint64_t jobs_stolen_from __attribute__((aligned(64)));

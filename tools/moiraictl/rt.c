@@ -413,6 +413,8 @@ static void json_rec(struct mc_json *j, const struct mr_worker_stats *w, uint64_
 	U(io_submitted);
 	U(io_completed);
 	U(io_cancelled);
+	mc_json_str(j, "io_backend", w->io_backend == MR_IO_BACKEND_URING ? "io_uring" :
+				     w->io_backend == MR_IO_BACKEND_EPOLL ? "epoll" : "none");
 #undef U
 	mc_json_end_obj(j);
 }

@@ -521,6 +521,7 @@ static int epoll_worker_init(struct mr__worker *w)
 	}
 	w->io = ep;
 	/* release: a waker that loads io_ops (give_token()) sees w->io. */
+	MR__STAT_SET(w->st, io_backend, MR_IO_BACKEND_EPOLL);
 	atomic_store_explicit(&w->io_ops, &ops, memory_order_release);
 	return 0;
 }

@@ -703,6 +703,7 @@ static int uring_worker_init(struct mr__worker *w)
 	}
 	w->io = r;
 	/* release: a waker that loads io_ops (give_token()) sees w->io. */
+	MR__STAT_SET(w->st, io_backend, MR_IO_BACKEND_URING);
 	atomic_store_explicit(&w->io_ops, r->futex_op ? &ops_futex : &ops_eventfd,
 			      memory_order_release);
 	return 0;

@@ -94,6 +94,7 @@ static const struct field {
 	FIELD(io_submitted, T_U64),
 	FIELD(io_completed, T_U64),
 	FIELD(io_cancelled, T_U64),
+	FIELD(io_backend, T_U64),
 	FIELD(jobs_stolen_from, T_U64),
 };
 #undef FIELD
@@ -104,7 +105,7 @@ static const struct field {
  * is not added above fails here (the last one's end is where the reserved
  * tail begins). */
 _Static_assert(offsetof(struct mr_worker_stats, reserved_) ==
-		       offsetof(struct mr_worker_stats, io_cancelled) + 8,
+		       offsetof(struct mr_worker_stats, io_backend) + 8,
 	       "a field of struct mr_worker_stats is missing from fields[]");
 _Static_assert(sizeof(struct mr_worker_stats) % 64 == 0, "records are whole cache lines");
 
