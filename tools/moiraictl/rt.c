@@ -322,15 +322,21 @@ void mc_rts_print(FILE *f, const struct mc_rts *rts, const struct mc_rts *prev)
 			continue;
 		}
 		o = &rt->recs[rt->nrecs - 1];
-		uint64_t live = 0, spawned = 0, exits = 0;
+		uint64_t live, parked, spawned = 0, exits = 0, parks = 0, wakeups = 0;
 		for (size_t k = 0; k < rt->nrecs; k++) {
 			spawned += rt->recs[k].fibers_spawned;
 			exits += rt->recs[k].fiber_exits;
+			parks += rt->recs[k].fiber_parks;
+			wakeups += rt->recs[k].fiber_wakeups;
 		}
+		/* Live views: two counters are not read at one instant. */
 		live = spawned >= exits ? spawned - exits : 0;
-		fprintf(f, "    %u workers, fibers live %llu, spawned from outside %llu, "
-			   "wake-ups from outside %llu\n",
-			o->nworkers, (unsigned long long)live,
+		parked = parks >= wakeups ? parks - wakeups : 0;
+		if (parked > live)
+			parked = live;
+		fprintf(f, "    %u workers; fibers: %llu live, %llu parked; from outside: "
+			   "%llu fibers spawned, %llu wake-ups\n",
+			o->nworkers, (unsigned long long)live, (unsigned long long)parked,
 			(unsigned long long)o->fibers_spawned, (unsigned long long)o->wakeups_sent);
 		if (p)
 			fprintf(f, "    %3s %7s %-9s %5s %9s %8s %8s %8s %8s %8s %8s %8s\n", "w", "tid",
