@@ -431,7 +431,9 @@ void mr__fiber_park(bool (*commit)(void *arg), void *arg, const char *call)
 	struct mr_fiber *f = mr__tls_fiber;
 
 	check_on_own_stack(f, call);
-	MR__STAT_ADD(mr__self()->st, fiber_parks, 1);
+	/* self_after_switch(): a caller may park in a loop, and a fiber
+	 * resumes on any worker (see there). */
+	MR__STAT_ADD(self_after_switch()->st, fiber_parks, 1);
 	MR_PROBE2(fiber_park, f, call);
 	f->action = ACT_PARK;
 	f->commit = commit;
@@ -443,7 +445,7 @@ void mr__fiber_park_in(struct mr_fiber *f, _Atomic uint64_t *word, uint64_t val,
 		       const char *call)
 {
 	check_on_own_stack(f, call);
-	MR__STAT_ADD(mr__self()->st, fiber_parks, 1);
+	MR__STAT_ADD(self_after_switch()->st, fiber_parks, 1);
 	MR_PROBE2(fiber_park, f, call);
 	f->action = ACT_PARK_IN;
 	f->pub_word = word;
@@ -498,6 +500,9 @@ void mr_yield(void)
 			w->yield_head = f;
 		w->yield_tail = f;
 		MR_PROBE3(fiber_stop, f, w->idx, 2);
+		/* How f last switched out, for count_run() when it runs again
+		 * (nothing else reads it for a fiber on the yield queue). */
+		f->action = ACT_YIELD;
 		transfer(f, next, TRANSFER);
 		return;
 	}

@@ -1648,6 +1648,14 @@ static struct mr_runtime *create_default(void)
 	return mr_runtime_create(&cfg);
 }
 
+__attribute__((noinline)) struct mr__worker *mr__self_fresh(void)
+{
+	struct mr__worker *w = mr__self();
+
+	__asm__ volatile("" : "+r"(w));
+	return w;
+}
+
 struct mr_runtime *mr__default_runtime_peek(void)
 {
 	/* acquire: pairs with the release that published it. */

@@ -335,10 +335,19 @@ static inline struct mr_worker_stats *mr__stats_outside(struct mr_runtime *rt)
 			MR__STAT_ATOMIC_ADD(mr__stats_outside(rt_), field, n);                     \
 	} while (0)
 
-/* Add n to a counter of the calling thread's worker; nothing on other threads. */
+/*
+ * The calling thread's worker, read afresh: out of line, so that a fiber
+ * that parked (and may resume on another thread) never uses a thread
+ * pointer read before the park (aarch64 keeps it in a register: see
+ * self_after_switch() in fiber.c).
+ */
+struct mr__worker *mr__self_fresh(void);
+
+/* Add n to a counter of the calling thread's worker; nothing on other
+ * threads. For slow paths (it calls mr__self_fresh()). */
 #define MR__STAT_SELF(field, n)                                                                    \
 	do {                                                                                       \
-		struct mr__worker *w_ = mr__self();                                                \
+		struct mr__worker *w_ = mr__self_fresh();                                          \
 		if (w_)                                                                            \
 			MR__STAT_ADD(w_->st, field, n);                                            \
 	} while (0)
