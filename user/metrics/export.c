@@ -200,6 +200,26 @@ static bool is_bpffs(const char *path)
 	return statfs(path, &sf) == 0 && (unsigned long)sf.f_type == BPF_FS_MAGIC_;
 }
 
+/*
+ * A directory we may pin into: a real directory (not a symlink), owned by
+ * root or by us, that no one else may write to unless it is sticky. A
+ * bpffs mounted without mode= is 1777 (anyone may create moirai/ there
+ * first, or links inside it), so nothing in it is trusted unchecked.
+ * `mine`: it must be ours alone (our pid's directory: we unlink in it).
+ */
+static bool trusted_dir(const char *path, bool mine)
+{
+	struct stat sb;
+	uid_t me = geteuid();
+
+	if (lstat(path, &sb) != 0 || !S_ISDIR(sb.st_mode))
+		return false;
+	if (mine)
+		return sb.st_uid == me && !(sb.st_mode & 077);
+	return (sb.st_uid == 0 || sb.st_uid == me) &&
+	       (!(sb.st_mode & 022) || (sb.st_mode & S_ISVTX));
+}
+
 /* 1: a pinned, mmapped BPF array map. */
 static int open_bpf(struct mr__metrics *m, uint32_t id, unsigned nrec)
 {
@@ -209,6 +229,11 @@ static int open_bpf(struct mr__metrics *m, uint32_t id, unsigned nrec)
 
 	if (!is_bpffs(BPFFS))
 		return -ENOENT;
+	snprintf(dir, sizeof(dir), PIN_DIR "/%d", (int)m->owner);
+	(void)mkdir(PIN_DIR, 0755);
+	(void)mkdir(dir, 0700);
+	if (!trusted_dir(PIN_DIR, false) || !trusted_dir(dir, true))
+		return -EPERM;
 	btf = btf_load();
 	if (btf < 0)
 		return -errno;
@@ -233,16 +258,14 @@ static int open_bpf(struct mr__metrics *m, uint32_t id, unsigned nrec)
 		close(fd);
 		return r;
 	}
-	snprintf(dir, sizeof(dir), PIN_DIR "/%d", (int)m->owner);
-	(void)mkdir(PIN_DIR, 0755);
-	(void)mkdir(dir, 0700);
 	snprintf(m->path, sizeof(m->path), "%s/rt%u", dir, id);
 	memset(&a, 0, sizeof(a));
 	a.pathname = (uint64_t)(uintptr_t)m->path;
 	a.bpf_fd = (uint32_t)fd;
 	r = (int)sys_bpf(BPF_OBJ_PIN, &a);
 	if (r < 0 && errno == EEXIST) {
-		/* Left by a dead process that had our pid. */
+		/* Left by a dead process that had our pid, in a directory that
+		 * only we may write (trusted_dir()). */
 		unlink(m->path);
 		r = (int)sys_bpf(BPF_OBJ_PIN, &a);
 	}
@@ -276,10 +299,14 @@ static int open_shm(struct mr__metrics *m, uint32_t id)
 		m->path[0] = 0;
 		return r;
 	}
+	/* Allocated now, not on first touch: a full tmpfs (a container's
+	 * small /dev/shm) must fail here, not SIGBUS a counter's store. */
 	void *p = MAP_FAILED;
-	if (ftruncate(fd, (off_t)m->len) == 0)
+	r = -posix_fallocate(fd, 0, (off_t)m->len);
+	if (!r) {
 		p = mmap(NULL, m->len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	r = p == MAP_FAILED ? -errno : 0;
+		r = p == MAP_FAILED ? -errno : 0;
+	}
 	close(fd);
 	if (r) {
 		unlink(m->path);
