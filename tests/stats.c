@@ -10,7 +10,9 @@
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <linux/bpf.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -261,6 +263,109 @@ TEST(io_counters_and_backend)
 	ASSERT_EQ(mr_runtime_destroy(rt), 0);
 	close(io_pipe[0]);
 	close(io_pipe[1]);
+}
+
+static _Atomic int yielders_left;
+
+static void yielder(void *arg)
+{
+	(void)arg;
+	mr_sleep_ns(1000000); /* one park */
+	for (int i = 0; i < 1000; i++)
+		mr_yield(); /* straight to the other yielder, mostly */
+	atomic_fetch_sub(&yielders_left, 1);
+}
+
+static void two_yielders(void *arg)
+{
+	(void)arg;
+	mr_fiber_t *a = mr_go(yielder, NULL), *b = mr_go(yielder, NULL);
+	mr_fiber_join(a);
+	mr_fiber_join(b);
+}
+
+/* A fiber that yields runs again without having parked: a fiber that
+ * yields straight to another one must not count a wake-up each time. */
+TEST(yields_are_not_wakeups)
+{
+	mr_runtime_t *rt = make_rt(1);
+	struct mr_runtime_stats st;
+
+	ASSERT_NONNULL(rt);
+	atomic_store(&yielders_left, 2);
+	ASSERT_EQ(mr_run(rt, two_yielders, NULL), 0);
+	wait_quiet(rt);
+	total(rt, &st);
+	EXPECT_EQ(st.total.fiber_parks, st.total.fiber_wakeups);
+	EXPECT_GE(st.total.fiber_runs, 2000);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/* A full /dev/shm (a container's small tmpfs) must not crash the runtime
+ * when it writes its counters: the export falls back to plain memory. */
+TEST(full_dev_shm_falls_back)
+{
+	struct mr_runtime_stats st;
+
+	if (geteuid() != 0)
+		SKIP("needs root (a private mount namespace)");
+	if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+	    mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=8k") != 0)
+		SKIP("cannot mount a private tmpfs on /dev/shm");
+	int fd = open("/dev/shm/filler", O_CREAT | O_WRONLY, 0600);
+	ASSERT_GE(fd, 0);
+	char page[4096] = { 0 };
+	while (write(fd, page, sizeof(page)) > 0)
+		;
+	close(fd);
+	mr__test_metrics_kind = 2;
+	mr_runtime_t *rt = make_rt(2);
+	ASSERT_NONNULL(rt);
+	total(rt, &st);
+	EXPECT_TRUE(st.export_path == NULL);
+	ASSERT_EQ(mr_runtime_install(rt, task, NULL), 0);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/* A pin directory that someone else made (a bpffs is 1777 by default)
+ * is not used: the export goes to /dev/shm instead. */
+TEST(untrusted_pin_dir_is_not_used)
+{
+	struct mr_runtime_stats st;
+	char mine[64], target[] = "/tmp/moirai-stats-test-XXXXXX";
+
+	if (geteuid() != 0)
+		SKIP("needs root (a private mount namespace with a bpffs)");
+	if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+	    mount("bpf", "/sys/fs/bpf", "bpf", 0, NULL) != 0)
+		SKIP("cannot mount a private bpffs");
+	mr__test_metrics_kind = 1;
+	/* Another user's moirai/. */
+	ASSERT_EQ(mkdir("/sys/fs/bpf/moirai", 0777), 0);
+	ASSERT_EQ(chown("/sys/fs/bpf/moirai", 65534, 65534), 0);
+	mr_runtime_t *rt = make_rt(1);
+	ASSERT_NONNULL(rt);
+	total(rt, &st);
+	ASSERT_NONNULL(st.export_path);
+	EXPECT_EQ(strncmp(st.export_path, "/dev/shm/", 9), 0);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	/* Ours, but our pid's directory is a link planted elsewhere. */
+	ASSERT_EQ(chown("/sys/fs/bpf/moirai", 0, 0), 0);
+	ASSERT_EQ(chmod("/sys/fs/bpf/moirai", 0755), 0);
+	ASSERT_NONNULL(mkdtemp(target));
+	snprintf(mine, sizeof(mine), "/sys/fs/bpf/moirai/%d", getpid());
+	if (symlink(target, mine) != 0) {
+		rmdir(target);
+		return; /* this bpffs takes no symlinks: nothing to plant */
+	}
+	rt = make_rt(1);
+	ASSERT_NONNULL(rt);
+	total(rt, &st);
+	ASSERT_NONNULL(st.export_path);
+	EXPECT_EQ(strncmp(st.export_path, "/dev/shm/", 9), 0);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	unlink(mine);
+	rmdir(target);
 }
 
 /* The exported file holds what mr_worker_stats() says. */

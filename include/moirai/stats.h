@@ -145,7 +145,9 @@ struct mr_worker_stats {
 
 /*
  * A runtime as a whole. sz: set by the caller to sizeof(struct
- * mr_runtime_stats) (MR_OPTS); fields beyond it are not written. total sums
+ * mr_runtime_stats) (MR_OPTS); fields beyond it are not written (fields
+ * added later go after total, so a caller built against this header keeps
+ * working). total sums
  * every worker's record and the outside one (identity fields zero, except
  * version, size, nworkers, runtime and pid); the rest are computed from it
  * and from the runtime's own gauges at the time of the call.
@@ -165,7 +167,7 @@ struct mr_runtime_stats {
 /*
  * Fill *st with rt's counters (rt NULL: the calling worker's runtime, else
  * the default one if it exists). Any thread, fiber or job; never blocks.
- * 0, -EINVAL (st NULL or st->sz too small for nworkers), -ESRCH (rt NULL
+ * 0, -EINVAL (st NULL, or st->sz smaller than this version's struct), -ESRCH (rt NULL
  * and no runtime to speak of). Aborts if rt is not a live runtime.
  */
 MR_API int mr_runtime_stats(mr_runtime_t *rt, struct mr_runtime_stats *st);

@@ -51,18 +51,23 @@ int mr_worker_stats(mr_runtime_t *rt, unsigned idx, struct mr_worker_stats *out)
 	return 0;
 }
 
-int mr_runtime_stats(mr_runtime_t *rt, struct mr_runtime_stats *st)
+/* The smallest sz accepted: the first version's whole struct. Newer
+ * fields go after `total`, and a caller built against an older header
+ * gets only what its sz covers. */
+#define STATS_SZ_MIN (offsetof(struct mr_runtime_stats, total) + sizeof(struct mr_worker_stats))
+
+int mr_runtime_stats(mr_runtime_t *rt, struct mr_runtime_stats *out)
 {
-	if (!st || st->sz < sizeof(*st))
+	if (!out || out->sz < STATS_SZ_MIN)
 		return -EINVAL;
 	struct mr_runtime *r = which(rt, "mr_runtime_stats");
 	if (!r)
 		return -ESRCH;
 
+	struct mr_runtime_stats full, *st = &full;
 	struct mr_worker_stats *t = &st->total, one;
-	size_t sz = st->sz;
+	size_t sz = out->sz < sizeof(full) ? out->sz : sizeof(full);
 	memset(st, 0, sizeof(*st));
-	st->sz = sz;
 	st->nworkers = r->nworkers;
 	for (unsigned i = 0; i <= r->nworkers; i++) {
 		copy_rec(&one, &r->metrics.recs[i]);
@@ -103,5 +108,7 @@ int mr_runtime_stats(mr_runtime_t *rt, struct mr_runtime_stats *st)
 				    st->fibers_live;
 	st->injector_len = atomic_load_explicit(&r->inj_len, memory_order_relaxed);
 	st->export_path = r->metrics.path[0] ? r->metrics.path : NULL;
+	st->sz = out->sz;
+	memcpy(out, st, sz);
 	return 0;
 }
