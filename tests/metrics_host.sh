@@ -171,6 +171,30 @@ else
 	notok "shm_clean_exit_removes_export" "exit $rc, export '$EXP'"
 fi
 
+# Names anyone may create in /dev/shm: a FIFO must not hang the reader, and
+# a file whose owner is not the named process's is neither believed nor
+# removed by clean.
+if command -v mkfifo >/dev/null && [ "$(id -u)" -eq 0 ]; then
+	F=/dev/shm/moirai-stats.$$.77
+	mkfifo "$F"
+	timeout 10 "$M" status >"$OUT" 2>"$ERR"
+	RC=$?
+	rm -f "$F"
+	if [ $RC -eq 0 ]; then ok "fifo_does_not_hang"; else notok "fifo_does_not_hang" "exit $RC"; fi
+	F=/dev/shm/moirai-stats.1.77
+	head -c 4096 /dev/zero >"$F"
+	chown 65534 "$F"
+	run "$M" status
+	expect "foreign_file_ignored" 0 "$OUT" "owner is not the process"
+	run "$M" clean
+	if [ -e "$F" ]; then ok "clean_leaves_foreign_file"; else notok "clean_leaves_foreign_file" "removed"; fi
+	rm -f "$F"
+else
+	skip "fifo_does_not_hang" "needs root and mkfifo"
+	skip "foreign_file_ignored" "needs root"
+	skip "clean_leaves_foreign_file" "needs root"
+fi
+
 # --- a pinned BPF map ----------------------------------------------------
 if [ $NS -eq 1 ]; then
 	start 1

@@ -68,15 +68,26 @@ static int add_rt(struct mc_rts *rts, struct mc_rt *rt)
 	return 0;
 }
 
-static void finish(struct mc_rt *rt)
+/*
+ * Anyone may create a file in /dev/shm (or, on a bpffs mounted 1777, a pin
+ * under /sys/fs/bpf/moirai): an export counts as its process's only if the
+ * file's owner is that process's owner (the effective uid that created it),
+ * and as alive only if worker 0's thread is there too (a reused pid).
+ */
+static void finish(struct mc_rt *rt, uid_t owner)
 {
 	char path[64], comm[32] = "";
+	struct stat sb;
 
 	rt->alive = mc_pid_alive(rt->pid);
 	rt->bad = check_recs(rt);
+	snprintf(path, sizeof(path), "/proc/%d", (int)rt->pid);
+	if (rt->alive && stat(path, &sb) == 0 && sb.st_uid != owner) {
+		rt->bad = -EPERM; /* not made by that process */
+		rt->alive = false;
+	}
 	/* A pid reused by another process: worker 0's thread is not there. */
 	if (rt->alive && !rt->bad && rt->recs[0].tid > 0) {
-		struct stat sb;
 		snprintf(path, sizeof(path), "/proc/%d/task/%d", (int)rt->pid, rt->recs[0].tid);
 		rt->alive = stat(path, &sb) == 0;
 	}
@@ -122,7 +133,8 @@ static int read_pin(struct mc_rts *rts, pid_t pid, unsigned id, const char *path
 		}
 	snprintf(rt.path, sizeof(rt.path), "%s", path);
 	rt.bpf = true;
-	finish(&rt);
+	struct stat sb;
+	finish(&rt, stat(path, &sb) == 0 ? sb.st_uid : (uid_t)-1);
 	if ((err = add_rt(rts, &rt)) < 0)
 		free(rt.recs);
 out:
@@ -135,7 +147,8 @@ static int read_shm(struct mc_rts *rts, pid_t pid, unsigned id, const char *path
 {
 	struct mc_rt rt = { .pid = pid, .id = id };
 	struct stat sb;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW), err = 0;
+	/* O_NONBLOCK: a FIFO planted under that name must not hang us. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK), err = 0;
 
 	if (fd < 0)
 		return -errno;
@@ -162,7 +175,7 @@ static int read_shm(struct mc_rts *rts, pid_t pid, unsigned id, const char *path
 	if (rt.nrecs && rt.recs[0].nworkers + 1 <= rt.nrecs)
 		rt.nrecs = rt.recs[0].nworkers + 1;
 	snprintf(rt.path, sizeof(rt.path), "%s", path);
-	finish(&rt);
+	finish(&rt, sb.st_uid);
 	if ((err = add_rt(rts, &rt)) < 0)
 		free(rt.recs);
 out:
@@ -315,7 +328,12 @@ void mc_rts_print(FILE *f, const struct mc_rts *rts, const struct mc_rts *prev)
 
 		fprintf(f, "  pid %d (%s) runtime %u: %s%s\n", (int)rt->pid,
 			rt->comm[0] ? rt->comm : "?", rt->id, rt->path,
-			!rt->alive ? "  STALE: process gone (moiraictl clean)" : "");
+			!rt->alive && rt->bad != -EPERM ? "  STALE: process gone (moiraictl clean)" :
+							   "");
+		if (rt->bad == -EPERM) {
+			fprintf(f, "    ignored: the file's owner is not the process's\n");
+			continue;
+		}
 		if (rt->bad) {
 			fprintf(f, "    unreadable: %s (another version of Moirai?)\n",
 				strerror(-rt->bad));
@@ -470,8 +488,24 @@ int cmd_clean(void)
 	}
 	for (size_t i = 0; i < rts.n; i++) {
 		const struct mc_rt *rt = &rts.rt[i];
-		if (rt->alive)
-			continue;
+		if (rt->alive || rt->bad == -EPERM)
+			continue; /* live, or not ours to judge (another user's name) */
+		if (rt->bpf) {
+			/* Its directory must be a real one: a planted link would
+			 * make us unlink a live process's pin. */
+			char dir[640];
+			struct stat sb;
+			snprintf(dir, sizeof(dir), "%s", rt->path);
+			char *slash = strrchr(dir, '/');
+			if (slash)
+				*slash = 0;
+			if (!slash || lstat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+				failed++;
+				fprintf(stderr, "moiraictl: %s: not in a real directory, left alone\n",
+					rt->path);
+				continue;
+			}
+		}
 		if (unlink(rt->path) == 0) {
 			removed++;
 			printf("removed %s (pid %d is gone)\n", rt->path, (int)rt->pid);

@@ -27,6 +27,7 @@
  * traced program must have been built with <sys/sdt.h>.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -294,8 +295,13 @@ static void safe_str(char *out, const char *in, size_t n)
 {
 	size_t i;
 
+	/* ASCII only: a thread name the program chose may hold any byte, and
+	 * JSON must be valid UTF-8. */
 	for (i = 0; i + 1 < n && in[i]; i++)
-		out[i] = (in[i] == '"' || in[i] == '\\' || (unsigned char)in[i] < 32) ? '?' : in[i];
+		out[i] = (in[i] == '"' || in[i] == '\\' || (unsigned char)in[i] < 32 ||
+			  (unsigned char)in[i] >= 127) ?
+				 '?' :
+				 in[i];
 	out[i] = 0;
 }
 
@@ -393,26 +399,58 @@ static void one(struct tl *t, const struct moirai_ev *e)
 	}
 }
 
+/* Events in time order, ties in the order they left the ring. */
+struct ev_ref {
+	__u64 ts;
+	size_t idx;
+};
+
 static int cmp_ev(const void *a, const void *b)
 {
-	const struct moirai_ev *x = a, *y = b;
+	const struct ev_ref *x = a, *y = b;
 
-	return x->ts < y->ts ? -1 : x->ts > y->ts;
+	if (x->ts != y->ts)
+		return x->ts < y->ts ? -1 : 1;
+	return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
 static int write_json(const char *out, pid_t pid, struct evbuf *b, __u64 dropped)
 {
 	struct tl t = { .pid = pid, .first = true };
-	FILE *f = strcmp(out, "-") ? fopen(out, "w") : stdout;
+	FILE *f = stdout;
 
-	if (!f)
-		return -errno;
+	if (strcmp(out, "-")) {
+		/* Run as root: never through a symlink someone planted. */
+		int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+		if (fd < 0 || !(f = fdopen(fd, "w"))) {
+			int e = -errno;
+			if (fd >= 0)
+				close(fd);
+			return e;
+		}
+	}
 	t.f = f;
 	/* The ring is filled from every CPU: one CPU's events may land after
-	 * another's later ones. A stable order by time makes each thread's
-	 * sequence the order its probes fired in (a thread is on one CPU at a
-	 * time, and the clock is monotonic). */
-	qsort(b->ev, b->n, sizeof(*b->ev), cmp_ev);
+	 * another's later ones. Ordered by time (ties by arrival), each
+	 * thread's sequence is the order its probes fired in (a thread is on
+	 * one CPU at a time, and the clock is monotonic). */
+	struct ev_ref *order = malloc((b->n ? b->n : 1) * sizeof(*order));
+	struct moirai_ev *sorted = malloc((b->n ? b->n : 1) * sizeof(*sorted));
+	if (!order || !sorted) {
+		free(order);
+		free(sorted);
+		if (f != stdout)
+			fclose(f);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < b->n; i++)
+		order[i] = (struct ev_ref){ b->ev[i].ts, i };
+	qsort(order, b->n, sizeof(*order), cmp_ev);
+	for (size_t i = 0; i < b->n; i++)
+		sorted[i] = b->ev[order[i].idx];
+	free(order);
+	free(b->ev);
+	b->ev = sorted;
 	t.t0 = b->n ? b->ev[0].ts : 0;
 	t.tend = b->n ? b->ev[b->n - 1].ts : 0;
 	for (t.fcap = 1024; t.fcap < 2 * b->n; t.fcap *= 2)
