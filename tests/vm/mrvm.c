@@ -16,6 +16,13 @@
  *                           from sampling /proc/<tid>/stat must be >= 99%.
  *   mrvm hog SECS MIN_PCT   one busy thread; fails if it got less than MIN_PCT
  *                           percent of one CPU.
+ *   mrvm affinity SECS MASK...
+ *                           4 workers that never sleep; for each hex MASK in
+ *                           turn, every thread of the process is restricted to
+ *                           MASK (what `taskset -a -p` does) for SECS seconds.
+ *                           Fails if in some phase a worker got less than a
+ *                           tenth of its share of the allowed CPUs, or was
+ *                           seen on a CPU outside MASK.
  *   mrvm wake N             benchmark: latency from posting a fiber to it running,
  *                           on an idle 4-worker runtime; prints p50/p99 (ns)
  *                           and how long the post itself took. With
@@ -260,7 +267,7 @@ static int cmd_busy(double secs, unsigned n)
 static int usage(void)
 {
 	fprintf(stderr, "usage: mrvm workers | busy SECS [N] | spin SECS N MIN_CPUS | numa SECS | "
-			"hog SECS MIN_PCT | wake N | pfor SECS\n");
+			"hog SECS MIN_PCT | affinity SECS MASK... | wake N | pfor SECS\n");
 	return 2;
 }
 
@@ -457,6 +464,120 @@ static int cmd_hog(double secs, double min_pct)
 	return pct >= min_pct ? 0 : 1;
 }
 
+/* ---- affinity changes ------------------------------------------------------ */
+
+/* Fields 14 and 15 of /proc/self/task/<tid>/stat: user + system time, in ticks. */
+static long thread_ticks(pid_t tid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t r = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (r <= 0)
+		return -1;
+	buf[r] = 0;
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return -1;
+	int field = 2;
+	for (; *p && field < 14; p++)
+		if (*p == ' ')
+			field++;
+	char *end;
+	long ut = strtol(p, &end, 10);
+	return ut + strtol(end, NULL, 10);
+}
+
+/* Every thread of this process to mask (taskset -a -p). */
+static int restrict_all(unsigned long mask)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	cpu_set_t set;
+	int err = 0;
+
+	CPU_ZERO(&set);
+	for (int c = 0; c < 64; c++)
+		if (mask & (1ul << c))
+			CPU_SET(c, &set);
+	if (!d)
+		return -errno;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		if (sched_setaffinity(atoi(e->d_name), sizeof(set), &set) < 0 && errno != ESRCH)
+			err = -errno;
+	}
+	closedir(d);
+	return err;
+}
+
+static int cmd_affinity(double secs, int nmasks, char **masks)
+{
+	struct busy b = { .until = INT64_MAX };
+	pid_t tids[MAXW];
+	unsigned idx[MAXW];
+	mr_fiber_t *f[4];
+	long hz = sysconf(_SC_CLK_TCK);
+	int fails = 0, n;
+
+	mr_runtime_t *rt = make_rt(4);
+	n = wait_workers(tids, idx, 4, map_open("workers"));
+	if (n != 4) {
+		printf("# affinity: found %d workers, want 4\n", n);
+		return 1;
+	}
+	for (unsigned i = 0; i < 4; i++)
+		f[i] = mr_go_opts(spin_fiber, &b, &(struct mr_fiber_opts){
+			.sz = sizeof(struct mr_fiber_opts), .runtime = rt });
+	usleep(500000);
+	for (int m = 0; m < nmasks; m++) {
+		unsigned long mask = strtoul(masks[m], NULL, 16);
+		long t0[4];
+		int outside = 0, err = restrict_all(mask);
+		double share = __builtin_popcountl(mask) / 4.0;
+
+		if (err) {
+			printf("# affinity: cannot restrict to %#lx: %s\n", mask, strerror(-err));
+			fails++;
+			continue;
+		}
+		if (share > 1)
+			share = 1;
+		for (int i = 0; i < 4; i++)
+			t0[i] = thread_ticks(tids[i]);
+		int64_t end = now_ns() + (int64_t)(secs * 1e9);
+		/* Where the workers are seen running (sampled; after a settling pause). */
+		usleep(200000);
+		while (now_ns() < end) {
+			for (int i = 0; i < 4; i++) {
+				int cpu = last_cpu(tids[i]);
+				if (cpu >= 0 && cpu < 64 && !(mask & (1ul << cpu)))
+					outside++;
+			}
+			usleep(100000);
+		}
+		printf("# affinity %#lx for %.1f s: CPU seconds per worker:", mask, secs);
+		for (int i = 0; i < 4; i++) {
+			double got = (double)(thread_ticks(tids[i]) - t0[i]) / (double)hz;
+			printf(" w%u %.2f", idx[i], got);
+			if (got < share * secs / 10)
+				fails++;
+		}
+		printf(" (want >= %.2f each); seen outside the mask %d times\n", share * secs / 10,
+		       outside);
+		fails += outside > 0;
+	}
+	b.until = 0;
+	for (unsigned i = 0; i < 4; i++)
+		mr_fiber_join(f[i]);
+	mr_runtime_destroy(rt);
+	return fails ? 1 : 0;
+}
+
 /* ---- benchmarks ----------------------------------------------------------- */
 
 struct wake {
@@ -591,6 +712,8 @@ int main(int argc, char **argv)
 		return cmd_numa(atof(argv[2]));
 	if (!strcmp(c, "hog") && argc >= 4)
 		return cmd_hog(atof(argv[2]), atof(argv[3]));
+	if (!strcmp(c, "affinity") && argc >= 4)
+		return cmd_affinity(atof(argv[2]), argc - 3, argv + 3);
 	if (!strcmp(c, "wake") && argc >= 3)
 		return cmd_wake(atoi(argv[2]));
 	if (!strcmp(c, "pfor") && argc >= 3)
