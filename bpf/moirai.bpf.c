@@ -40,6 +40,10 @@
  *    (set_cpumask()); a migration-disabled worker waits on its CPU's node.
  *    Otherwise it would sit in a queue that none of its CPUs reads until
  *    the watchdog stopped the scheduler.
+ *  - Hotplug. cpu_online()/cpu_offline() keep each node's mask and count of
+ *    online CPUs. A CPU that was offline when the loader read the topology
+ *    has no known node: when it comes online the scheduler exits asking
+ *    for a restart (SCX_ECODE_ACT_RESTART), and moiraictl loads it again.
  *
  * Statistics (cpu_stats, node_stats, latency) are plain counters in array
  * maps, updated with atomic adds; exit_info receives the kernel's exit
@@ -86,6 +90,18 @@ char _license[] SEC("license") = "GPL";
 		___bpf_fill(___param, args);                                             \
 		_Pragma("GCC diagnostic pop")                                            \
 		scx_bpf_error_bstr(___fmt, ___param, sizeof(___param));                  \
+	})
+
+/* scx_bpf_exit(code, "fmt", args...): stop the scheduler (not as an error). */
+#define scx_exit(code, fmt, args...)                                                     \
+	({                                                                               \
+		static char ___fmt[] = fmt;                                              \
+		unsigned long long ___param[___bpf_narg(args)];                          \
+		_Pragma("GCC diagnostic push")                                           \
+		_Pragma("GCC diagnostic ignored \"-Wint-conversion\"")                   \
+		___bpf_fill(___param, args);                                             \
+		_Pragma("GCC diagnostic pop")                                            \
+		scx_bpf_exit_bstr(code, ___fmt, ___param, sizeof(___param));             \
 	})
 
 /* Names older kernels have (newer vmlinux.h no longer declares them). */
@@ -182,7 +198,7 @@ struct {
 } node_ctxs SEC(".maps");
 
 /* What each CPU runs now: lets a woken worker choose whom to preempt. */
-enum { KIND_IDLE = 0, KIND_WORKER = 1, KIND_SEARCHING = 2, KIND_OTHER = 3 };
+enum { KIND_IDLE = 0, KIND_WORKER = 1, KIND_SEARCHING = 2, KIND_OTHER = 3, KIND_OFFLINE = 4 };
 u8 cpu_kind[MOIRAI_MAX_CPUS];
 
 /* Largest vtime that has started running: the fair "now". */
@@ -824,7 +840,25 @@ static void note_cpu(s32 cpu, bool online)
 	bpf_rcu_read_unlock();
 	STAT_ADD(nstats(node_of(cpu)), cpus, online ? 1 : -1);
 	if ((u32)cpu < MOIRAI_MAX_CPUS)
-		cpu_kind[cpu_idx(cpu)] = KIND_IDLE;
+		cpu_kind[cpu_idx(cpu)] = online ? KIND_IDLE : KIND_OFFLINE;
+}
+
+void BPF_STRUCT_OPS(moirai_cpu_online, s32 cpu)
+{
+	/* The loader read the nodes' CPU lists while this CPU was offline
+	 * (they list online CPUs only): its node is unknown, so ask for a
+	 * restart, which reads the topology again. */
+	if ((u32)cpu < MOIRAI_MAX_CPUS && cpu_to_node[cpu_idx(cpu)] < 0) {
+		scx_exit(SCX_ECODE_ACT_RESTART | SCX_ECODE_RSN_HOTPLUG,
+			 "moirai: cpu %d came online, its node was unknown at load", cpu);
+		return;
+	}
+	note_cpu(cpu, true);
+}
+
+void BPF_STRUCT_OPS(moirai_cpu_offline, s32 cpu)
+{
+	note_cpu(cpu, false);
 }
 
 s32 BPF_STRUCT_OPS_SLEEPABLE(moirai_init)
@@ -863,7 +897,9 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(moirai_init)
 		if (old)
 			bpf_cpumask_release(old);
 	}
-	/* Online CPUs now. */
+	/* Online CPUs now; hotplug from here on goes to cpu_online/offline
+	 * (the loader set hotplug_seq: one in between makes the kernel ask
+	 * for a restart). */
 	const struct cpumask *online = scx_bpf_get_online_cpumask();
 	bpf_for(i, 0, ncpu)
 	{
@@ -899,11 +935,14 @@ void BPF_STRUCT_OPS(moirai_exit, struct scx_exit_info *ei)
 		.quiescent = (void *)moirai_quiescent,                               \
 		.enable = (void *)moirai_enable,                                     \
 		.set_cpumask = (void *)moirai_set_cpumask,                           \
+		.cpu_online = (void *)moirai_cpu_online,                             \
+		.cpu_offline = (void *)moirai_cpu_offline,                           \
 		.init_task = (void *)moirai_init_task,                               \
 		.exit_task = (void *)moirai_exit_task,                               \
 		.init = (void *)moirai_init,                                         \
 		.exit = (void *)moirai_exit,                                         \
 		.flags = (ops_flags),                                                \
+		.timeout_ms = MOIRAI_TIMEOUT_MS,                                     \
 		.name = MOIRAI_OPS_NAME,                                             \
 	}
 

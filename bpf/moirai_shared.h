@@ -32,6 +32,8 @@
 #define MOIRAI_MAX_CPUS 1024	/* cpu_stats entries; CPUs above are not tracked */
 #define MOIRAI_MAX_NODES 64	/* node_stats entries */
 #define MOIRAI_LAT_BUCKETS 40	/* bucket i counts latencies in [2^i, 2^(i+1)) ns */
+/* The watchdog: a task runnable this long without running stops the scheduler. */
+#define MOIRAI_TIMEOUT_MS 10000
 
 /* A worker's state as the runtime publishes it (struct moirai_load.state). */
 enum moirai_worker_state {

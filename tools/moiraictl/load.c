@@ -28,6 +28,14 @@
  * libbpf. Every 100 ms the loader reads exit_info (ops.exit fills it; kind
  * != 0 means the scheduler is gone) and the kernel's state.
  *
+ * When the scheduler exits with SCX_ECODE_ACT_RESTART in its exit code (a
+ * CPU went on or offline while loading: the loader hands the kernel the
+ * hotplug sequence number it read before the topology; or a CPU whose node
+ * was unknown at load came online), the loader closes and loads it again,
+ * as scx's loaders do, at most MAX_RESTARTS times a minute. Exit statuses
+ * tell an unload asked for (0) from an error (1) and a restart that could
+ * not be done (3).
+ *
  * A subtle case: when ops.init fails, the kernel records the error through
  * ops.exit and still lets the attach succeed (so that the details reach user
  * space through ops.exit rather than a bare errno). So a successful attach
@@ -249,17 +257,36 @@ static int set_rodata(struct bpf_object *obj, const char *name, const void *val,
 	return -ENOENT;
 }
 
+static void mark_online(unsigned int cpu, void *arg)
+{
+	bool *online = arg;
+
+	if (cpu < MOIRAI_MAX_CPUS)
+		online[cpu] = true;
+}
+
 static int configure(struct bpf_object *obj, const struct mc_load_opts *opts,
 		     const struct mc_topo *topo)
 {
 	static __s32 cpu_to_node[MOIRAI_MAX_CPUS];
+	static bool online[MOIRAI_MAX_CPUS];
 	__u64 slice_ns = (__u64)opts->slice_us * 1000;
 	__u32 nr_cpus = topo->nr_cpus, nr_nodes = topo->nr_nodes;
+	char buf[4096];
 	unsigned int c;
 	int err;
 
+	/*
+	 * The nodes' cpulists name online CPUs only: with several nodes, the
+	 * node of a CPU offline now is unknown (-1), and the scheduler asks
+	 * for a restart when it comes online (ops.cpu_online).
+	 */
+	memset(online, 0, sizeof(online));
+	if (topo->nr_nodes < 2 || mc_read_file("/sys/devices/system/cpu/online", buf, sizeof(buf)) < 0 ||
+	    mc_cpulist_parse(buf, mark_online, online, NULL) < 0)
+		memset(online, 1, sizeof(online));
 	for (c = 0; c < MOIRAI_MAX_CPUS; c++)
-		cpu_to_node[c] = c < topo->nr_cpus ? topo->cpu_to_node[c] : 0;
+		cpu_to_node[c] = c >= topo->nr_cpus ? 0 : online[c] ? topo->cpu_to_node[c] : -1;
 	err = set_rodata(obj, "slice_ns", &slice_ns, sizeof(slice_ns));
 	if (!err)
 		err = set_rodata(obj, "nr_cpus", &nr_cpus, sizeof(nr_cpus));
@@ -285,6 +312,44 @@ static struct bpf_map *choose_ops(struct bpf_object *obj, bool partial)
 	if (other)
 		bpf_map__set_autocreate(other, false);
 	return use;
+}
+
+/*
+ * Writes size bytes at member name of the struct_ops map's struct
+ * sched_ext_ops before load (offsets from the object's BTF; libbpf copies
+ * the members to the kernel's layout by name).
+ */
+static int set_ops_field(struct bpf_object *obj, struct bpf_map *ops, const char *name,
+			 const void *val, size_t size)
+{
+	struct btf *btf = bpf_object__btf(obj);
+	const struct btf_member *m;
+	const struct btf_type *t;
+	size_t data_size;
+	char *data = bpf_map__initial_value(ops, &data_size);
+	int i;
+
+	t = btf ? btf__type_by_id(btf, bpf_map__btf_value_type_id(ops)) : NULL;
+	if (!data || !t || !btf_is_struct(t)) {
+		fprintf(stderr, "moirai: cannot set %s: the struct_ops map has no BTF struct or "
+				"initial value\n", name);
+		return -ENOENT;
+	}
+	m = btf_members(t);
+	for (i = 0; i < btf_vlen(t); i++, m++) {
+		size_t off = btf_member_bit_offset(t, i) / 8;
+
+		if (strcmp(btf__name_by_offset(btf, m->name_off), name))
+			continue;
+		if (btf__resolve_size(btf, m->type) != (__s64)size || off + size > data_size) {
+			fprintf(stderr, "moirai: sched_ext_ops.%s is not %zu bytes\n", name, size);
+			return -EPROTO;
+		}
+		memcpy(data + off, val, size);
+		return 0;
+	}
+	fprintf(stderr, "moirai: the BPF object's sched_ext_ops has no member %s\n", name);
+	return -ENOENT;
 }
 
 /*
@@ -443,6 +508,9 @@ static int sched_open(const struct mc_load_opts *opts, struct sched *s)
 	struct bpf_map *ops, *exit_map;
 	struct mc_topo topo;
 	struct mc_scx scx;
+	char seqbuf[32];
+	bool have_seq;
+	__u64 seq = 0;
 	int err;
 
 	memset(s, 0, sizeof(*s));
@@ -453,6 +521,15 @@ static int sched_open(const struct mc_load_opts *opts, struct sched *s)
 	if (ensure_pin_dir() < 0)
 		return MC_EXIT_FAIL;
 
+	/*
+	 * A CPU that goes on or offline between reading the topology (next)
+	 * and the attach is missed by cpu_online/cpu_offline: given the
+	 * hotplug sequence number read before, the kernel then stops the
+	 * scheduler at once, asking for a restart (cmd_load() restarts it).
+	 */
+	have_seq = mc_read_line(MC_SCX_DIR "/hotplug_seq", seqbuf, sizeof(seqbuf)) > 0;
+	if (have_seq)
+		seq = strtoull(seqbuf, NULL, 10);
 	err = mc_topo_read(&topo);
 	if (err == -ENOMEM)
 		return MC_EXIT_FAIL;
@@ -483,6 +560,8 @@ static int sched_open(const struct mc_load_opts *opts, struct sched *s)
 		goto fail;
 	ops = choose_ops(s->obj, opts->partial);
 	if (!ops || check_kept_maps(s->obj) < 0)
+		goto fail;
+	if (have_seq && set_ops_field(s->obj, ops, "hotplug_seq", &seq, sizeof(seq)) < 0)
 		goto fail;
 
 	err = bpf_object__load(s->obj);
@@ -614,47 +693,111 @@ static int next_signal(int sfd, struct signalfd_siginfo *si)
 }
 
 /*
- * Checks whether the scheduler is still up. Returns 0 if so; otherwise
- * reports why it went and returns 1 for an error exit, 2 for any other.
+ * The kernel's exit codes (include/linux/sched/ext.h, not in the uapi): bit
+ * 48 asks the loader to restart the scheduler (a CPU went on or offline
+ * during the load, or one whose node was unknown came online).
  */
-static int check_alive(const struct sched *s)
+#define ECODE_ACT_RESTART (1ULL << 48)
+#define EXIT_SYSRQ 67	/* SCX_EXIT_SYSRQ: an operator's sysrq-S */
+
+/* What check_alive() found. */
+enum gone { ALIVE = 0, GONE_ERROR, GONE_ASKED, GONE_OTHER, GONE_RESTART };
+
+static enum gone gone_kind(const struct moirai_exit_info *ei)
+{
+	if (ei->kind >= 1024)
+		return GONE_ERROR;
+	if ((__u64)ei->exit_code & ECODE_ACT_RESTART)
+		return GONE_RESTART;
+	return ei->kind == EXIT_SYSRQ ? GONE_ASKED : GONE_OTHER;
+}
+
+/* Checks whether the scheduler is still up; if not, reports why it went. */
+static enum gone check_alive(const struct sched *s)
 {
 	struct moirai_exit_info ei;
 	struct mc_scx scx;
 
 	if (read_exit(s, &ei)) {
 		mc_exit_print(stdout, "moirai", &ei);
-		return ei.kind >= 1024 ? 1 : 2;
+		return gone_kind(&ei);
 	}
 	mc_scx_read(&scx);
 	if (scx.supported && strcmp(scx.state, "disabled"))
-		return 0;
+		return ALIVE;
 	/* ops.exit runs before the state reads disabled: look once more. */
 	if (read_exit(s, &ei)) {
 		mc_exit_print(stdout, "moirai", &ei);
-		return ei.kind >= 1024 ? 1 : 2;
+		return gone_kind(&ei);
 	}
 	printf("moirai: the kernel disabled the scheduler (it left no exit info)\n");
-	return 1;
+	return GONE_ERROR;
 }
 
+/*
+ * The kernel asked for a restart: load the scheduler again, as scx's
+ * loaders do, unless it asked too often (more than MAX_RESTARTS times in
+ * RESTART_WINDOW_S seconds: something keeps it from running). Returns 0
+ * with the scheduler up again, or -1 with s closed.
+ */
+#define MAX_RESTARTS 5
+#define RESTART_WINDOW_S 60
+
+static int restart(const struct mc_load_opts *opts, struct sched *s, time_t *times)
+{
+	time_t now = time(NULL);
+	int i;
+
+	sched_close(s);
+	if (now - times[0] < RESTART_WINDOW_S) {
+		fprintf(stderr, "moirai: not restarting: the kernel asked %d times in %d s\n",
+			MAX_RESTARTS + 1, RESTART_WINDOW_S);
+		return -1;
+	}
+	for (i = 0; i < MAX_RESTARTS - 1; i++)
+		times[i] = times[i + 1];
+	times[MAX_RESTARTS - 1] = now;
+	printf("moirai: restarting the scheduler, as the kernel asked\n");
+	fflush(stdout);
+	if (sched_open(opts, s)) {
+		fprintf(stderr, "moirai: the restart failed\n");
+		return -1;
+	}
+	printf("moirai: scheduler restarted\n");
+	fflush(stdout);
+	return 0;
+}
+
+/*
+ * Exit status: MC_EXIT_OK when the scheduler was unloaded as asked (a signal,
+ * `moiraictl unload`, sysrq-S), MC_EXIT_FAIL when it stopped otherwise (an
+ * error, a stall, the kernel unregistered it), MC_EXIT_RESTART when the
+ * kernel asked for a restart that could not be done.
+ */
 int cmd_load(const struct mc_load_opts *opts)
 {
 	struct signalfd_siginfo si;
 	struct sched s;
 	sigset_t old;
-	int sfd, ret, gone = 0, sig = 0;
+	time_t restarts[MAX_RESTARTS] = { 0 };
+	enum gone gone = ALIVE;
+	int sfd, ret, sig = 0;
 
 	sfd = start(opts, &s, &old, false, &ret);
 	if (sfd < 0)
 		return ret;
-	while (!sig && !gone) {
+	for (;;) {
 		struct pollfd pfd = { .fd = sfd, .events = POLLIN };
 
 		if (poll(&pfd, 1, 100) > 0)
 			sig = next_signal(sfd, &si);
-		if (!sig)
-			gone = check_alive(&s);
+		if (sig)
+			break;
+		gone = check_alive(&s);
+		if (gone == GONE_RESTART && restart(opts, &s, restarts) == 0)
+			continue;
+		if (gone)
+			break;
 	}
 	sched_close(&s);
 	mc_pidfile_remove(getpid());
@@ -663,7 +806,7 @@ int cmd_load(const struct mc_load_opts *opts)
 		printf("moirai: scheduler unloaded (%s)\n", strsignal(sig));
 		return MC_EXIT_OK;
 	}
-	return gone == 1 ? MC_EXIT_FAIL : MC_EXIT_OK;
+	return gone == GONE_ASKED ? MC_EXIT_OK : gone == GONE_RESTART ? MC_EXIT_RESTART : MC_EXIT_FAIL;
 }
 
 int cmd_run(const struct mc_load_opts *opts, char **argv)
@@ -672,7 +815,9 @@ int cmd_run(const struct mc_load_opts *opts, char **argv)
 	struct sched s;
 	sigset_t old;
 	pid_t child;
-	int sfd, ret, status = 0, gone = 0;
+	time_t restarts[MAX_RESTARTS] = { 0 };
+	int sfd, ret, status = 0;
+	enum gone gone = ALIVE;
 	bool reaped = false;
 
 	sfd = start(opts, &s, &old, true, &ret);
@@ -710,10 +855,14 @@ int cmd_run(const struct mc_load_opts *opts, char **argv)
 					kill(child, sig);
 			}
 		}
-		if (waitpid(child, &status, WNOHANG) == child)
+		if (waitpid(child, &status, WNOHANG) == child) {
 			reaped = true;
-		else if (!gone && (gone = check_alive(&s)))
-			printf("moirai: %s keeps running, on the default scheduler\n", argv[0]);
+		} else if (!gone && (gone = check_alive(&s))) {
+			if (gone == GONE_RESTART && restart(opts, &s, restarts) == 0)
+				gone = ALIVE;
+			else
+				printf("moirai: %s keeps running, on the default scheduler\n", argv[0]);
+		}
 	}
 	sched_close(&s);
 	mc_pidfile_remove(getpid());
