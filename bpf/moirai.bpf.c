@@ -47,7 +47,8 @@
  *
  * Statistics (cpu_stats, node_stats, latency) are plain counters in array
  * maps, updated with atomic adds; exit_info receives the kernel's exit
- * reason and message when the scheduler stops (moiraictl prints them).
+ * reason and message when the scheduler stops, exit_dump the kernel's dump
+ * of its state on an error exit (moiraictl prints them).
  *
  * Kernel compatibility: the dispatch kfuncs were renamed (scx_bpf_dispatch*
  * -> scx_bpf_dsq_insert*, scx_bpf_consume -> scx_bpf_dsq_move_to_local) and
@@ -166,6 +167,21 @@ struct {
 	__type(key, u32);
 	__type(value, struct moirai_exit_info);
 } exit_info SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct moirai_exit_dump);
+} exit_dump SEC(".maps");
+
+/*
+ * Set to 1 (bpftool map update name .data.test ...) to make the scheduler
+ * stop with an error at the next dispatch: how the VM tests reach the
+ * error path. Its own section, so that writing it touches nothing else;
+ * only root can reach an unpinned map.
+ */
+volatile u32 test_error SEC(".data.test");
 
 /* Per-task scheduler state. */
 struct task_ctx {
@@ -642,6 +658,11 @@ void BPF_STRUCT_OPS(moirai_dispatch, s32 cpu, struct task_struct *prev)
 	u32 nn = nr_nodes < MOIRAI_MAX_NODES ? nr_nodes : MOIRAI_MAX_NODES;
 	u32 i;
 
+	if (test_error) {
+		scx_error("moirai: error asked for through test_error");
+		return;
+	}
+
 	if (take_from_node(node, true)) {
 		STAT_ADD(cs, dispatch_local, 1);
 		STAT_ADD(nstats(node), dispatches, 1);
@@ -920,6 +941,11 @@ void BPF_STRUCT_OPS(moirai_exit, struct scx_exit_info *ei)
 	x->exit_code = ei->exit_code;
 	bpf_probe_read_kernel_str(x->reason, sizeof(x->reason), ei->reason);
 	bpf_probe_read_kernel_str(x->msg, sizeof(x->msg), ei->msg);
+	/* The kernel's dump of its state (on an error exit): what ran, what
+	 * waited and for how long on each CPU, which tells a stall's cause. */
+	struct moirai_exit_dump *d = bpf_map_lookup_elem(&exit_dump, &zero);
+	if (d && ei->dump)
+		bpf_probe_read_kernel_str(d->text, sizeof(d->text), ei->dump);
 	/* kind last: the loader polls it and then reads the text. */
 	__sync_lock_test_and_set(&x->kind, (s64)ei->kind);
 }
@@ -943,6 +969,7 @@ void BPF_STRUCT_OPS(moirai_exit, struct scx_exit_info *ei)
 		.exit = (void *)moirai_exit,                                         \
 		.flags = (ops_flags),                                                \
 		.timeout_ms = MOIRAI_TIMEOUT_MS,                                     \
+		.exit_dump_len = MOIRAI_EXIT_DUMP_LEN,                               \
 		.name = MOIRAI_OPS_NAME,                                             \
 	}
 

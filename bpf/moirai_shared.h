@@ -16,8 +16,9 @@
  *    moirai_load): each worker claims a slot (CAS of tid from 0) in the
  *    runtime's mmap of this map and publishes its state and queue depth in it
  *    with plain stores. Kept across loads.
- *  - cpu_stats, node_stats, latency, exit_info: the scheduler's statistics,
- *    fresh for each load, left pinned after unload so that they can be read.
+ *  - cpu_stats, node_stats, latency, exit_info, exit_dump: the scheduler's
+ *    statistics and last words, fresh for each load, left pinned after
+ *    unload so that they can be read.
  * Every value type has BTF in the object, so `bpftool map dump pinned
  * /sys/fs/bpf/moirai/<map>` prints the fields by name.
  */
@@ -114,6 +115,13 @@ struct moirai_exit_info {
 	__s64 exit_code;
 	char reason[128];
 	char msg[1024];
+};
+
+/* exit_dump: one entry, written by ops.exit: the kernel's dump of the
+ * scheduler's state on an error exit (SCX_EXIT_ERROR and above), "" else. */
+#define MOIRAI_EXIT_DUMP_LEN 32768
+struct moirai_exit_dump {
+	char text[MOIRAI_EXIT_DUMP_LEN];
 };
 
 #endif /* MOIRAI_SHARED_H */

@@ -26,7 +26,9 @@
  * and read from a signalfd, so a signal that arrives while loading is acted
  * on as soon as the scheduler is up, and no handler runs in the middle of
  * libbpf. Every 100 ms the loader reads exit_info (ops.exit fills it; kind
- * != 0 means the scheduler is gone) and the kernel's state.
+ * != 0 means the scheduler is gone) and the kernel's state. After an error
+ * exit it prints the reason and the kernel's dump of the scheduler's state
+ * (exit_dump, also filled by ops.exit; ops.exit_dump_len sets its size).
  *
  * When the scheduler exits with SCX_ECODE_ACT_RESTART in its exit code (a
  * CPU went on or offline while loading: the loader hands the kernel the
@@ -81,13 +83,15 @@
 extern const char moirai_bpf_obj_start[];
 extern const char moirai_bpf_obj_end[];
 
-static const char *const stat_maps[] = { "cpu_stats", "node_stats", "latency", "exit_info" };
+static const char *const stat_maps[] = { "cpu_stats", "node_stats", "latency", "exit_info",
+					"exit_dump" };
 static const char *const kept_maps[] = { "workers", "worker_load" };
 
 struct sched {
 	struct bpf_object *obj;
 	struct bpf_link *link;
 	int exit_fd;		/* exit_info, -1 if the object has none */
+	int dump_fd;		/* exit_dump, -1 if the object has none */
 	bool partial;
 };
 
@@ -483,6 +487,29 @@ static long long read_exit(const struct sched *s, struct moirai_exit_info *ei)
 	return ei->kind;
 }
 
+/*
+ * Prints the kernel's dump of the scheduler's state (what each CPU ran and
+ * had queued, the tasks that waited and for how long), which ops.exit saved
+ * on an error exit: the reason alone does not say why a task stalled.
+ */
+static void print_dump(const struct sched *s, FILE *f)
+{
+	static struct moirai_exit_dump d;
+	__u32 key = 0;
+	size_t len;
+
+	if (s->dump_fd < 0 || bpf_map_lookup_elem(s->dump_fd, &key, &d) < 0)
+		return;
+	d.text[sizeof(d.text) - 1] = '\0';
+	len = strlen(d.text);
+	if (!len)
+		return;
+	fprintf(f, "moirai: the kernel's dump of the scheduler's state:\n%s%s", d.text,
+		d.text[len - 1] == '\n' ? "" : "\n");
+	if (len == sizeof(d.text) - 1)
+		fprintf(f, "moirai: (the dump was cut at %d bytes)\n", MOIRAI_EXIT_DUMP_LEN);
+}
+
 static void sched_close(struct sched *s)
 {
 	if (s->link) {
@@ -515,6 +542,7 @@ static int sched_open(const struct mc_load_opts *opts, struct sched *s)
 
 	memset(s, 0, sizeof(*s));
 	s->exit_fd = -1;
+	s->dump_fd = -1;
 	s->partial = opts->partial;
 	if (check_can_load() < 0)
 		return MC_EXIT_FAIL;
@@ -575,6 +603,9 @@ static int sched_open(const struct mc_load_opts *opts, struct sched *s)
 	exit_map = bpf_object__find_map_by_name(s->obj, "exit_info");
 	if (exit_map)
 		s->exit_fd = bpf_map__fd(exit_map);
+	exit_map = bpf_object__find_map_by_name(s->obj, "exit_dump");
+	if (exit_map)
+		s->dump_fd = bpf_map__fd(exit_map);
 	pin_stats(s->obj);
 
 	s->link = bpf_map__attach_struct_ops(ops);
@@ -591,6 +622,7 @@ static int sched_open(const struct mc_load_opts *opts, struct sched *s)
 		if (read_exit(s, &ei)) {
 			fprintf(stderr, "moirai: the scheduler failed to start\n");
 			mc_exit_print(stderr, "moirai", &ei);
+			print_dump(s, stderr);
 			goto fail;
 		}
 		mc_scx_read(&scx);
@@ -712,24 +744,28 @@ static enum gone gone_kind(const struct moirai_exit_info *ei)
 	return ei->kind == EXIT_SYSRQ ? GONE_ASKED : GONE_OTHER;
 }
 
+static enum gone report_exit(const struct sched *s, const struct moirai_exit_info *ei)
+{
+	mc_exit_print(stdout, "moirai", ei);
+	if (ei->kind >= 1024)
+		print_dump(s, stdout);
+	return gone_kind(ei);
+}
+
 /* Checks whether the scheduler is still up; if not, reports why it went. */
 static enum gone check_alive(const struct sched *s)
 {
 	struct moirai_exit_info ei;
 	struct mc_scx scx;
 
-	if (read_exit(s, &ei)) {
-		mc_exit_print(stdout, "moirai", &ei);
-		return gone_kind(&ei);
-	}
+	if (read_exit(s, &ei))
+		return report_exit(s, &ei);
 	mc_scx_read(&scx);
 	if (scx.supported && strcmp(scx.state, "disabled"))
 		return ALIVE;
 	/* ops.exit runs before the state reads disabled: look once more. */
-	if (read_exit(s, &ei)) {
-		mc_exit_print(stdout, "moirai", &ei);
-		return gone_kind(&ei);
-	}
+	if (read_exit(s, &ei))
+		return report_exit(s, &ei);
 	printf("moirai: the kernel disabled the scheduler (it left no exit info)\n");
 	return GONE_ERROR;
 }
