@@ -10,9 +10,10 @@
  * the read-only globals into the .rodata map's initial value (found by name
  * in the object's BTF DATASEC, so the layout is the compiler's, not ours),
  * keep exactly one of the two struct_ops maps (moirai_ops, full switch;
- * moirai_ops_partial, SCX_OPS_SWITCH_PARTIAL), load, pin the statistics maps
- * afresh, attach the struct_ops map as a link and wait until the kernel
- * says "enabled".
+ * moirai_ops_partial, SCX_OPS_SWITCH_PARTIAL), load, attach the struct_ops
+ * map as a link, wait until the kernel says "enabled", and only then pin the
+ * statistics maps afresh (a load that lost a race to the attach must not
+ * replace the winner's pins).
  *
  * workers and worker_load are declared LIBBPF_PIN_BY_NAME and the object is
  * opened with pin_root_path = MOIRAI_PIN_DIR, so libbpf reuses the pinned
@@ -606,7 +607,6 @@ static int sched_open(const struct mc_load_opts *opts, struct sched *s)
 	exit_map = bpf_object__find_map_by_name(s->obj, "exit_dump");
 	if (exit_map)
 		s->dump_fd = bpf_map__fd(exit_map);
-	pin_stats(s->obj);
 
 	s->link = bpf_map__attach_struct_ops(ops);
 	if (!s->link) {
@@ -635,6 +635,12 @@ static int sched_open(const struct mc_load_opts *opts, struct sched *s)
 		}
 		sleep_ms(20);
 	}
+	/*
+	 * Only the load that won the attach pins its statistics: a load that
+	 * raced it and lost would otherwise leave the pins on its own maps,
+	 * which nothing updates.
+	 */
+	pin_stats(s->obj);
 	if (!mc_scx_is_moirai(&scx))
 		fprintf(stderr, "moirai: warning: the kernel names the scheduler '%s', not '%s' "
 				"(status will not recognize it)\n",
