@@ -55,6 +55,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -475,6 +476,90 @@ static void pin_stats(struct bpf_object *obj)
 	}
 }
 
+/* Is thread tid gone? With pid: is it gone from that process (tid reused
+ * by another process counts as gone)? */
+static bool thread_gone(__u32 pid, __u32 tid)
+{
+	long r = pid ? syscall(SYS_tgkill, (pid_t)pid, (pid_t)tid, 0)
+		     : syscall(SYS_tkill, (pid_t)tid, 0);
+
+	return r < 0 && errno == ESRCH;
+}
+
+/* Frees worker_load line l of thread tid (the CAS pairs with the runtime's
+ * claim, a CAS of tid from 0, in user/sched/scx.c). */
+static bool free_line(struct moirai_load *l, __u32 tid)
+{
+	__atomic_store_n(&l->state, MOIRAI_W_NONE, __ATOMIC_RELAXED);
+	__atomic_store_n(&l->preempted, 0, __ATOMIC_RELAXED);
+	return __atomic_compare_exchange_n(&l->tid, &tid, 0, false, __ATOMIC_RELEASE,
+					   __ATOMIC_RELAXED);
+}
+
+/*
+ * Removes the registrations of threads that are gone. The scheduler's
+ * exit_task() forgets a worker that exits without unregistering, but only
+ * while a scheduler is loaded; the maps stay pinned across loads and
+ * runtimes register in them meanwhile, so a process killed while none was
+ * loaded left its entries and worker_load lines behind for good. Runs right
+ * after the attach (from then on exit_task() does it). A line whose owner is
+ * gone is freed too (a crash between claiming a line and registering); its
+ * pid may still be the previous owner's then, so only the tid is checked.
+ */
+static void sweep_stale(const struct sched *s)
+{
+	struct bpf_map *wm = bpf_object__find_map_by_name(s->obj, "workers");
+	struct bpf_map *lm = bpf_object__find_map_by_name(s->obj, "worker_load");
+	size_t len = (sizeof(struct moirai_load) * MOIRAI_LOAD_SLOTS + 4095) & ~(size_t)4095;
+	static __u32 gone[MOIRAI_MAX_WORKERS];
+	struct moirai_load *lines;
+	struct moirai_worker w;
+	unsigned int n = 0, i, entries = 0, freed = 0;
+	__u32 key, next;
+	int wfd, lfd;
+	bool first = true;
+
+	if (!wm || !lm)
+		return;
+	wfd = bpf_map__fd(wm);
+	lfd = bpf_map__fd(lm);
+	lines = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, lfd, 0);
+	if (lines == MAP_FAILED) {
+		fprintf(stderr, "moirai: warning: cannot map worker_load: %s\n", strerror(errno));
+		return;
+	}
+	/* Collect first: deleting while walking a hash can restart the walk. */
+	while (n < MOIRAI_MAX_WORKERS && bpf_map_get_next_key(wfd, first ? NULL : &key, &next) == 0) {
+		first = false;
+		key = next;
+		if (bpf_map_lookup_elem(wfd, &key, &w) == 0 && thread_gone(w.pid, key))
+			gone[n++] = key;
+	}
+	for (i = 0; i < n; i++) {
+		key = gone[i];
+		/* Looked up again: the tid may have been registered anew meanwhile. */
+		if (bpf_map_lookup_elem(wfd, &key, &w) < 0 || !thread_gone(w.pid, key))
+			continue;
+		if (bpf_map_delete_elem(wfd, &key) == 0)
+			entries++;
+		if (w.slot < MOIRAI_LOAD_SLOTS &&
+		    __atomic_load_n(&lines[w.slot].tid, __ATOMIC_RELAXED) == key &&
+		    free_line(&lines[w.slot], key))
+			freed++;
+	}
+	for (i = 0; i < MOIRAI_LOAD_SLOTS; i++) {
+		__u32 tid = __atomic_load_n(&lines[i].tid, __ATOMIC_ACQUIRE);
+
+		if (tid && thread_gone(0, tid) && free_line(&lines[i], tid))
+			freed++;
+	}
+	munmap(lines, len);
+	if (entries || freed)
+		printf("moirai: removed %u registration%s and %u worker_load line%s of threads "
+		       "that are gone\n",
+		       entries, entries == 1 ? "" : "s", freed, freed == 1 ? "" : "s");
+}
+
 /* exit_info's kind, 0 while the scheduler runs (or if it cannot be read). */
 static long long read_exit(const struct sched *s, struct moirai_exit_info *ei)
 {
@@ -641,6 +726,7 @@ static int sched_open(const struct mc_load_opts *opts, struct sched *s)
 	 * which nothing updates.
 	 */
 	pin_stats(s->obj);
+	sweep_stale(s);
 	if (!mc_scx_is_moirai(&scx))
 		fprintf(stderr, "moirai: warning: the kernel names the scheduler '%s', not '%s' "
 				"(status will not recognize it)\n",
