@@ -16,6 +16,11 @@
  *    moirai_load): each worker claims a slot (CAS of tid from 0) in the
  *    runtime's mmap of this map and publishes its state and queue depth in it
  *    with plain stores. Kept across loads.
+ *  - meta (array, BPF_F_MMAPABLE, one struct moirai_meta): the layout
+ *    version of all of these, written by the loader after each load and
+ *    checked by the loader (a pin of another version is refused) and by the
+ *    runtime (it registers only with maps of its own version). Kept across
+ *    loads.
  *  - cpu_stats, node_stats, latency, exit_info, exit_dump: the scheduler's
  *    statistics and last words, fresh for each load, left pinned after
  *    unload so that they can be read.
@@ -27,6 +32,9 @@
 
 #define MOIRAI_PIN_DIR "/sys/fs/bpf/moirai"
 #define MOIRAI_OPS_NAME "moirai"
+
+/* Bump when the layout or the meaning of a pinned map changes. */
+#define MOIRAI_LAYOUT_VERSION 1
 
 #define MOIRAI_MAX_WORKERS 4096 /* entries of the workers hash */
 #define MOIRAI_LOAD_SLOTS 1024	/* entries of worker_load */
@@ -74,6 +82,13 @@ struct moirai_load {
 	__u32 preempted; /* 1: runnable and waiting for a CPU (the scheduler's) */
 	__u32 pad0;
 	__u64 pad[3];
+};
+
+/* meta: one entry, mapped by the runtime and the loader. */
+struct moirai_meta {
+	__u32 version;	 /* MOIRAI_LAYOUT_VERSION of the maps; 0 until a loader sets it */
+	__u32 pad0;
+	__u64 pad[7];
 };
 
 /* cpu_stats: key = CPU number. */

@@ -87,13 +87,14 @@ extern const char moirai_bpf_obj_end[];
 
 static const char *const stat_maps[] = { "cpu_stats", "node_stats", "latency", "exit_info",
 					"exit_dump" };
-static const char *const kept_maps[] = { "workers", "worker_load" };
+static const char *const kept_maps[] = { "workers", "worker_load", "meta" };
 
 struct sched {
 	struct bpf_object *obj;
 	struct bpf_link *link;
 	int exit_fd;		/* exit_info, -1 if the object has none */
 	int dump_fd;		/* exit_dump, -1 if the object has none */
+	struct moirai_meta *meta; /* the meta map, mapped; NULL if it cannot be */
 	bool partial;
 };
 
@@ -359,6 +360,27 @@ static int set_ops_field(struct bpf_object *obj, struct bpf_map *ops, const char
 }
 
 /*
+ * The pinned meta map's layout version is ours, or 0 (just created, or a
+ * load failed before setting it). Maps pinned before meta existed have
+ * version 1's layout, which their sizes already vouch for.
+ */
+static bool same_version(const char *name, int fd)
+{
+	struct moirai_meta m;
+	__u32 key = 0;
+
+	if (strcmp(name, "meta"))
+		return true;
+	if (bpf_map_lookup_elem(fd, &key, &m) < 0)
+		return false;
+	if (m.version == 0 || m.version == MOIRAI_LAYOUT_VERSION)
+		return true;
+	fprintf(stderr, "moirai: the pinned maps have layout version %u, this moiraictl %d\n",
+		m.version, MOIRAI_LAYOUT_VERSION);
+	return false;
+}
+
+/*
  * A pinned workers or worker_load map that the object cannot reuse: libbpf
  * would fail with "couldn't reuse pinned map"; say which pin and what to do.
  */
@@ -383,15 +405,15 @@ static int check_kept_maps(struct bpf_object *obj)
 		    info.type == bpf_map__type(map) && info.key_size == bpf_map__key_size(map) &&
 		    info.value_size == bpf_map__value_size(map) &&
 		    info.max_entries == bpf_map__max_entries(map) &&
-		    info.map_flags == bpf_map__map_flags(map)) {
+		    info.map_flags == bpf_map__map_flags(map) && same_version(kept_maps[i], fd)) {
 			close(fd);
 			continue;
 		}
 		close(fd);
 		fprintf(stderr,
 			"moirai: the pinned map %s was made by another version of the scheduler "
-			"(its type, sizes or flags differ); stop the Moirai programs that use it, "
-			"then remove it: rm %s\n",
+			"(its type, sizes, flags or layout version differ); stop the Moirai "
+			"programs that use it, then remove it: rm %s\n",
 			path, path);
 		return -EEXIST;
 	}
@@ -560,6 +582,31 @@ static void sweep_stale(const struct sched *s)
 		       entries, entries == 1 ? "" : "s", freed, freed == 1 ? "" : "s");
 }
 
+#define META_LEN 4096
+
+/*
+ * Maps meta, stamps it with our layout version (runtimes register only
+ * with maps of their own version, so they start using maps created by this
+ * load now).
+ */
+static void open_meta(struct sched *s)
+{
+	struct bpf_map *map = bpf_object__find_map_by_name(s->obj, "meta");
+	void *m;
+
+	if (!map)
+		return;
+	m = mmap(NULL, META_LEN, PROT_READ | PROT_WRITE, MAP_SHARED, bpf_map__fd(map), 0);
+	if (m == MAP_FAILED) {
+		fprintf(stderr, "moirai: warning: cannot map meta: %s (runtimes will not "
+				"register)\n", strerror(errno));
+		return;
+	}
+	s->meta = m;
+	/* release: pairs with the acquire load in try_open() (user/sched/scx.c). */
+	__atomic_store_n(&s->meta->version, MOIRAI_LAYOUT_VERSION, __ATOMIC_RELEASE);
+}
+
 /* exit_info's kind, 0 while the scheduler runs (or if it cannot be read). */
 static long long read_exit(const struct sched *s, struct moirai_exit_info *ei)
 {
@@ -605,6 +652,9 @@ static void sched_close(struct sched *s)
 		if (!wait_state("disabled", 5000))
 			fprintf(stderr, "moirai: warning: sched_ext still not disabled after 5 s\n");
 	}
+	if (s->meta)
+		munmap(s->meta, META_LEN);
+	s->meta = NULL;
 	bpf_object__close(s->obj);
 	s->obj = NULL;
 }
@@ -727,6 +777,7 @@ static int sched_open(const struct mc_load_opts *opts, struct sched *s)
 	 */
 	pin_stats(s->obj);
 	sweep_stale(s);
+	open_meta(s);
 	if (!mc_scx_is_moirai(&scx))
 		fprintf(stderr, "moirai: warning: the kernel names the scheduler '%s', not '%s' "
 				"(status will not recognize it)\n",

@@ -2,8 +2,11 @@
  * scx.c - registration of worker threads with the Moirai sched_ext
  * scheduler (see scx.h and bpf/moirai_shared.h for the contract).
  *
- * The maps are found by path (BPF_OBJ_GET on MOIRAI_PIN_DIR/workers and
- * /worker_load) with raw bpf() calls: the library does not link libbpf.
+ * The maps are found by path (BPF_OBJ_GET on MOIRAI_PIN_DIR/workers,
+ * /worker_load and /meta) with raw bpf() calls: the library does not link
+ * libbpf. They are used only if meta's layout version is this library's
+ * (MOIRAI_LAYOUT_VERSION): a scheduler of another version would read our
+ * entries with another layout.
  * They are opened once per process, on the first runtime creation that
  * finds them; a process that started before any scheduler was loaded
  * retries at each later runtime creation. A worker claims a line of the
@@ -53,6 +56,7 @@ static struct {
 	bool open;		   /* maps found and mapped */
 	int workers_fd;
 	struct mr__scx_line *lines; /* MOIRAI_LOAD_SLOTS */
+	struct moirai_meta *meta;
 	_Atomic uint32_t next_rt_id;
 } scx = { .lock = PTHREAD_MUTEX_INITIALIZER, .workers_fd = -1 };
 
@@ -78,29 +82,48 @@ static bool disabled_by_env(void)
 	return e && strcmp(e, "0") == 0;
 }
 
+#define META_LEN 4096 /* one page holds struct moirai_meta */
+
+/* The pinned map name, mapped shared (len bytes), or NULL. */
+static void *map_pinned(const char *path, size_t len)
+{
+	int fd = obj_get(path);
+	void *m;
+
+	if (fd < 0)
+		return NULL;
+	m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd); /* the mapping keeps the map alive */
+	return m == MAP_FAILED ? NULL : m;
+}
+
 /* Caller holds scx.lock. */
 static void try_open(void)
 {
 	size_t len = ((sizeof(struct mr__scx_line) * MOIRAI_LOAD_SLOTS) + 4095) & ~(size_t)4095;
-	int wfd, lfd;
-	void *m;
+	struct moirai_meta *meta;
+	void *lines;
+	int wfd;
 
-	wfd = obj_get(MOIRAI_PIN_DIR "/workers");
-	if (wfd < 0)
+	meta = map_pinned(MOIRAI_PIN_DIR "/meta", META_LEN);
+	if (!meta)
 		return;
-	lfd = obj_get(MOIRAI_PIN_DIR "/worker_load");
-	if (lfd < 0) {
-		close(wfd);
+	/* acquire: pairs with the loader's release store of the version. */
+	if (__atomic_load_n(&meta->version, __ATOMIC_ACQUIRE) != MOIRAI_LAYOUT_VERSION) {
+		munmap(meta, META_LEN);
 		return;
 	}
-	m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, lfd, 0);
-	close(lfd); /* the mapping keeps the map alive */
-	if (m == MAP_FAILED) {
-		close(wfd);
+	wfd = obj_get(MOIRAI_PIN_DIR "/workers");
+	lines = wfd < 0 ? NULL : map_pinned(MOIRAI_PIN_DIR "/worker_load", len);
+	if (!lines) {
+		if (wfd >= 0)
+			close(wfd);
+		munmap(meta, META_LEN);
 		return;
 	}
 	scx.workers_fd = wfd;
-	scx.lines = m;
+	scx.lines = lines;
+	scx.meta = meta;
 	scx.open = true;
 }
 
