@@ -19,8 +19,9 @@
  *  - meta (array, BPF_F_MMAPABLE, one struct moirai_meta): the layout
  *    version of all of these, written by the loader after each load and
  *    checked by the loader (a pin of another version is refused) and by the
- *    runtime (it registers only with maps of its own version). Kept across
- *    loads.
+ *    runtime (it registers only with maps of its own version); and the
+ *    count of registrations refused because a map was full, which runtimes
+ *    add to (the loader reports it). Kept across loads.
  *  - cpu_stats, node_stats, latency, exit_info, exit_dump: the scheduler's
  *    statistics and last words, fresh for each load, left pinned after
  *    unload so that they can be read.
@@ -88,7 +89,9 @@ struct moirai_load {
 struct moirai_meta {
 	__u32 version;	 /* MOIRAI_LAYOUT_VERSION of the maps; 0 until a loader sets it */
 	__u32 pad0;
-	__u64 pad[7];
+	__u64 reg_full;	 /* worker registrations refused: no free worker_load line, or
+			  * the workers hash full (the worker runs unsteered) */
+	__u64 pad[6];
 };
 
 /* cpu_stats: key = CPU number. */

@@ -23,6 +23,11 @@
  *                           Fails if in some phase a worker got less than a
  *                           tenth of its share of the allowed CPUs, or was
  *                           seen on a CPU outside MASK.
+ *   mrvm full               every free worker_load line is taken (by this
+ *                           process's main thread), then a 4-worker runtime
+ *                           starts: none of its workers may register, and
+ *                           meta.reg_full must grow by 4. Prints how long
+ *                           the workers took to start.
  *   mrvm wake N             benchmark: latency from posting a fiber to it running,
  *                           on an idle 4-worker runtime; prints p50/p99 (ns)
  *                           and how long the post itself took. With
@@ -267,7 +272,7 @@ static int cmd_busy(double secs, unsigned n)
 static int usage(void)
 {
 	fprintf(stderr, "usage: mrvm workers | busy SECS [N] | spin SECS N MIN_CPUS | numa SECS | "
-			"hog SECS MIN_PCT | affinity SECS MASK... | wake N | pfor SECS\n");
+			"hog SECS MIN_PCT | affinity SECS MASK... | full | wake N | pfor SECS\n");
 	return 2;
 }
 
@@ -578,6 +583,71 @@ static int cmd_affinity(double secs, int nmasks, char **masks)
 	return fails ? 1 : 0;
 }
 
+/* ---- a full worker_load --------------------------------------------------- */
+
+static void *map_shared(const char *name, size_t len)
+{
+	int fd = map_open(name);
+	void *m;
+
+	if (fd < 0)
+		return NULL;
+	m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	return m == MAP_FAILED ? NULL : m;
+}
+
+static int cmd_full(void)
+{
+	size_t len = (sizeof(struct moirai_load) * MOIRAI_LOAD_SLOTS + 4095) & ~(size_t)4095;
+	struct moirai_load *lines = map_shared("worker_load", len);
+	struct moirai_meta *meta = map_shared("meta", 4096);
+	uint32_t me = (uint32_t)syscall(SYS_gettid), taken = 0;
+	pid_t tids[MAXW];
+	unsigned idx[MAXW];
+	int wfd = map_open("workers"), reg = 0;
+
+	if (!lines || !meta || wfd < 0) {
+		printf("# full: the pinned maps cannot be opened or mapped\n");
+		return 1;
+	}
+	for (uint32_t i = 0; i < MOIRAI_LOAD_SLOTS; i++) {
+		uint32_t zero = 0;
+		if (__atomic_compare_exchange_n(&lines[i].tid, &zero, me, false, __ATOMIC_ACQ_REL,
+						__ATOMIC_RELAXED)) {
+			lines[i].pid = (uint32_t)getpid();
+			taken++;
+		}
+	}
+	uint64_t before = __atomic_load_n(&meta->reg_full, __ATOMIC_RELAXED);
+	int64_t t0 = now_ns();
+	mr_runtime_t *rt = make_rt(4);
+	int n = wait_workers(tids, idx, 4, -1);
+	int64_t t1 = now_ns();
+	/* The registration is done before a worker names itself... or not at
+	 * all: give the refusals a moment to be counted. */
+	for (int tries = 0; tries < 100; tries++) {
+		if (__atomic_load_n(&meta->reg_full, __ATOMIC_RELAXED) - before >= 4)
+			break;
+		usleep(10000);
+	}
+	uint64_t refused = __atomic_load_n(&meta->reg_full, __ATOMIC_RELAXED) - before;
+	for (int i = 0; i < n; i++) {
+		struct moirai_worker w;
+		reg += map_lookup(wfd, &tids[i], &w) == 0;
+	}
+	printf("# full: took %u free lines; %d workers started in %.1f ms, %d registered, "
+	       "%llu refusals counted\n",
+	       taken, n, (t1 - t0) / 1e6, reg, (unsigned long long)refused);
+	mr_runtime_destroy(rt);
+	for (uint32_t i = 0; i < MOIRAI_LOAD_SLOTS; i++) {
+		uint32_t mine = me;
+		__atomic_compare_exchange_n(&lines[i].tid, &mine, 0, false, __ATOMIC_RELEASE,
+					    __ATOMIC_RELAXED);
+	}
+	return n == 4 && reg == 0 && refused == 4 ? 0 : 1;
+}
+
 /* ---- benchmarks ----------------------------------------------------------- */
 
 struct wake {
@@ -714,6 +784,8 @@ int main(int argc, char **argv)
 		return cmd_hog(atof(argv[2]), atof(argv[3]));
 	if (!strcmp(c, "affinity") && argc >= 4)
 		return cmd_affinity(atof(argv[2]), argc - 3, argv + 3);
+	if (!strcmp(c, "full"))
+		return cmd_full();
 	if (!strcmp(c, "wake") && argc >= 3)
 		return cmd_wake(atoi(argv[2]));
 	if (!strcmp(c, "pfor") && argc >= 3)

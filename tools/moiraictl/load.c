@@ -95,6 +95,7 @@ struct sched {
 	int exit_fd;		/* exit_info, -1 if the object has none */
 	int dump_fd;		/* exit_dump, -1 if the object has none */
 	struct moirai_meta *meta; /* the meta map, mapped; NULL if it cannot be */
+	__u64 reg_full;		/* meta->reg_full last reported */
 	bool partial;
 };
 
@@ -587,7 +588,7 @@ static void sweep_stale(const struct sched *s)
 /*
  * Maps meta, stamps it with our layout version (runtimes register only
  * with maps of their own version, so they start using maps created by this
- * load now).
+ * load now) and remembers how many registrations were refused so far.
  */
 static void open_meta(struct sched *s)
 {
@@ -605,6 +606,28 @@ static void open_meta(struct sched *s)
 	s->meta = m;
 	/* release: pairs with the acquire load in try_open() (user/sched/scx.c). */
 	__atomic_store_n(&s->meta->version, MOIRAI_LAYOUT_VERSION, __ATOMIC_RELEASE);
+	s->reg_full = __atomic_load_n(&s->meta->reg_full, __ATOMIC_RELAXED);
+	if (s->reg_full)
+		printf("moirai: %llu worker registrations were refused before this load: the "
+		       "maps were full\n", (unsigned long long)s->reg_full);
+}
+
+/* Says when runtimes were refused registrations since we last looked. */
+static void note_refusals(struct sched *s)
+{
+	__u64 n;
+
+	if (!s->meta)
+		return;
+	n = __atomic_load_n(&s->meta->reg_full, __ATOMIC_RELAXED);
+	if (n == s->reg_full)
+		return;
+	printf("moirai: warning: %llu worker registration%s refused: worker_load (%d lines) or "
+	       "workers (%d entries) is full; those workers run unsteered\n",
+	       (unsigned long long)(n - s->reg_full), n - s->reg_full == 1 ? "" : "s",
+	       MOIRAI_LOAD_SLOTS, MOIRAI_MAX_WORKERS);
+	fflush(stdout);
+	s->reg_full = n;
 }
 
 /* exit_info's kind, 0 while the scheduler runs (or if it cannot be read). */
@@ -972,6 +995,7 @@ int cmd_load(const struct mc_load_opts *opts)
 			sig = next_signal(sfd, &si);
 		if (sig)
 			break;
+		note_refusals(&s);
 		gone = check_alive(&s);
 		if (gone == GONE_RESTART && restart(opts, &s, restarts) == 0)
 			continue;
@@ -1034,6 +1058,8 @@ int cmd_run(const struct mc_load_opts *opts, char **argv)
 					kill(child, sig);
 			}
 		}
+		if (!gone)
+			note_refusals(&s);
 		if (waitpid(child, &status, WNOHANG) == child) {
 			reaped = true;
 		} else if (!gone && (gone = check_alive(&s))) {
