@@ -8,9 +8,13 @@
  *                           load line); after destroy none is left.
  *   mrvm busy SECS [N]      N workers (default 4) run verified parallel
  *                           reductions for SECS seconds; exit 1 on a wrong sum.
- *   mrvm spin SECS N MIN    N workers each run a fiber that computes for SECS
- *                           seconds; fails if they used less than MIN CPUs
- *                           on average.
+ *   mrvm spin SECS N MIN [F]
+ *                           N workers run F fibers (default N) that compute
+ *                           for SECS seconds without yielding (with F > N the
+ *                           others wait in the deques: the workers always
+ *                           report queued work); fails if they used less
+ *                           than MIN CPUs on average. MRVM_DEPTH=D: their
+ *                           load lines say "running, D queued" throughout.
  *   mrvm numa SECS          4 workers saturate the machine; worker run time on
  *                           the home node from the scheduler's node_stats and
  *                           from sampling /proc/<tid>/stat must be >= 99%.
@@ -44,7 +48,9 @@
 #include <fcntl.h>
 #include <linux/bpf.h>
 #include <linux/types.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -271,7 +277,7 @@ static int cmd_busy(double secs, unsigned n)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: mrvm workers | busy SECS [N] | spin SECS N MIN_CPUS | numa SECS | "
+	fprintf(stderr, "usage: mrvm workers | busy SECS [N] | spin SECS N MIN_CPUS [F] | numa SECS | "
 			"hog SECS MIN_PCT | affinity SECS MASK... | full | wake N | pfor SECS\n");
 	return 2;
 }
@@ -287,20 +293,63 @@ static void spin_fiber(void *arg)
 			x += i;
 }
 
-static int cmd_spin(double secs, unsigned n, double min_cpus)
+/* MRVM_DEPTH=D: the workers' load lines say "running, D jobs queued"
+ * the whole time (rewritten every 10 ms), whatever the runtime published. */
+struct fake_depth {
+	struct busy *b;
+	unsigned n, depth;
+};
+
+static void *fake_depth_thread(void *arg)
+{
+	struct fake_depth *fd = arg;
+	size_t len = (sizeof(struct moirai_load) * MOIRAI_LOAD_SLOTS + 4095) & ~(size_t)4095;
+	int wfd = map_open("workers"), lfd = map_open("worker_load");
+	pid_t tids[MAXW];
+	unsigned idx[MAXW];
+	struct moirai_load *lines;
+
+	if (wfd < 0 || lfd < 0)
+		return NULL;
+	lines = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, lfd, 0);
+	if (lines == MAP_FAILED)
+		return NULL;
+	int n = wait_workers(tids, idx, (int)fd->n, wfd);
+	while (now_ns() < fd->b->until) {
+		for (int i = 0; i < n; i++) {
+			struct moirai_worker w;
+			if (map_lookup(wfd, &tids[i], &w) == 0 && w.slot < MOIRAI_LOAD_SLOTS) {
+				__atomic_store_n(&lines[w.slot].state, MOIRAI_W_RUNNING,
+						 __ATOMIC_RELAXED);
+				__atomic_store_n(&lines[w.slot].depth, fd->depth, __ATOMIC_RELAXED);
+			}
+		}
+		usleep(10000);
+	}
+	return NULL;
+}
+
+static int cmd_spin(double secs, unsigned n, double min_cpus, unsigned nf)
 {
 	struct busy b = { .until = now_ns() + (int64_t)(secs * 1e9) };
-	mr_fiber_t *f[MAXW];
+	mr_fiber_t *f[4 * MAXW];
 
-	if (n == 0 || n > MAXW)
+	if (n == 0 || n > MAXW || nf < n || nf > 4 * MAXW)
 		return usage();
 	mr_runtime_t *rt = make_rt(n);
 	int64_t t0 = now_ns();
-	for (unsigned i = 0; i < n; i++)
+	struct fake_depth fd = { .b = &b, .n = n };
+	pthread_t faker;
+	bool faking = getenv("MRVM_DEPTH") &&
+		      (fd.depth = (unsigned)atoi(getenv("MRVM_DEPTH"))) > 0 &&
+		      pthread_create(&faker, NULL, fake_depth_thread, &fd) == 0;
+	for (unsigned i = 0; i < nf; i++)
 		f[i] = mr_go_opts(spin_fiber, &b, &(struct mr_fiber_opts){
 			.sz = sizeof(struct mr_fiber_opts), .runtime = rt });
-	for (unsigned i = 0; i < n; i++)
+	for (unsigned i = 0; i < nf; i++)
 		mr_fiber_join(f[i]);
+	if (faking)
+		pthread_join(faker, NULL);
 	mr_runtime_destroy(rt);
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
@@ -777,7 +826,8 @@ int main(int argc, char **argv)
 	if (!strcmp(c, "busy") && argc >= 3)
 		return cmd_busy(atof(argv[2]), argc >= 4 ? (unsigned)atoi(argv[3]) : 4);
 	if (!strcmp(c, "spin") && argc >= 5)
-		return cmd_spin(atof(argv[2]), (unsigned)atoi(argv[3]), atof(argv[4]));
+		return cmd_spin(atof(argv[2]), (unsigned)atoi(argv[3]), atof(argv[4]),
+				argc >= 6 ? (unsigned)atoi(argv[5]) : (unsigned)atoi(argv[3]));
 	if (!strcmp(c, "numa") && argc >= 3)
 		return cmd_numa(atof(argv[2]));
 	if (!strcmp(c, "hog") && argc >= 4)
