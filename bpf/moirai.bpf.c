@@ -34,10 +34,21 @@
  *    searching worker or a non-worker; the vtime order then decides.
  *  - Per-CPU kthreads go to their CPU's local queue (they must not wait
  *    behind the node queues, and cannot run anywhere else).
+ *  - Affinity. A worker whose allowed CPUs (sched_setaffinity, a cpuset)
+ *    hold no online CPU of its home node waits in the queue of the next
+ *    node it may run on (queue_node()), chosen again when its mask changes
+ *    (set_cpumask()); a migration-disabled worker waits on its CPU's node.
+ *    Otherwise it would sit in a queue that none of its CPUs reads until
+ *    the watchdog stopped the scheduler.
+ *  - Hotplug. cpu_online()/cpu_offline() keep each node's mask and count of
+ *    online CPUs. A CPU that was offline when the loader read the topology
+ *    has no known node: when it comes online the scheduler exits asking
+ *    for a restart (SCX_ECODE_ACT_RESTART), and moiraictl loads it again.
  *
  * Statistics (cpu_stats, node_stats, latency) are plain counters in array
  * maps, updated with atomic adds; exit_info receives the kernel's exit
- * reason and message when the scheduler stops (moiraictl prints them).
+ * reason and message when the scheduler stops, exit_dump the kernel's dump
+ * of its state on an error exit (moiraictl prints them).
  *
  * Kernel compatibility: the dispatch kfuncs were renamed (scx_bpf_dispatch*
  * -> scx_bpf_dsq_insert*, scx_bpf_consume -> scx_bpf_dsq_move_to_local) and
@@ -53,6 +64,7 @@
  */
 #include "vmlinux.h"
 
+#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
@@ -79,6 +91,18 @@ char _license[] SEC("license") = "GPL";
 		___bpf_fill(___param, args);                                             \
 		_Pragma("GCC diagnostic pop")                                            \
 		scx_bpf_error_bstr(___fmt, ___param, sizeof(___param));                  \
+	})
+
+/* scx_bpf_exit(code, "fmt", args...): stop the scheduler (not as an error). */
+#define scx_exit(code, fmt, args...)                                                     \
+	({                                                                               \
+		static char ___fmt[] = fmt;                                              \
+		unsigned long long ___param[___bpf_narg(args)];                          \
+		_Pragma("GCC diagnostic push")                                           \
+		_Pragma("GCC diagnostic ignored \"-Wint-conversion\"")                   \
+		___bpf_fill(___param, args);                                             \
+		_Pragma("GCC diagnostic pop")                                            \
+		scx_bpf_exit_bstr(code, ___fmt, ___param, sizeof(___param));             \
 	})
 
 /* Names older kernels have (newer vmlinux.h no longer declares them). */
@@ -118,6 +142,15 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, u32);
+	__type(value, struct moirai_meta);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} meta SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MOIRAI_MAX_CPUS);
 	__type(key, u32);
 	__type(value, struct moirai_cpu_stats);
@@ -144,6 +177,21 @@ struct {
 	__type(value, struct moirai_exit_info);
 } exit_info SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct moirai_exit_dump);
+} exit_dump SEC(".maps");
+
+/*
+ * Set to 1 (bpftool map update name .data.test ...) to make the scheduler
+ * stop with an error at the next dispatch: how the VM tests reach the
+ * error path. Its own section, so that writing it touches nothing else;
+ * only root can reach an unpinned map.
+ */
+volatile u32 test_error SEC(".data.test");
+
 /* Per-task scheduler state. */
 struct task_ctx {
 	u64 runnable_at;  /* when a worker became runnable (latency), 0 = none */
@@ -151,6 +199,8 @@ struct task_ctx {
 	s32 counted_node; /* node whose runnable_workers counts us, or -1 */
 	s32 last_node;	  /* node a worker last ran on, or -1 */
 	s32 home;	  /* home node of the worker while it runs, or -1 */
+	s32 away_node;	  /* node a worker queues on when none of its allowed CPUs
+			   * is an online CPU of its home node; -1 = choose again */
 };
 
 struct {
@@ -160,8 +210,20 @@ struct {
 	__type(value, struct task_ctx);
 } task_ctxs SEC(".maps");
 
+/* Each node's online CPUs, kept by cpu_online()/cpu_offline(). */
+struct node_ctx {
+	struct bpf_cpumask __kptr *online;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MOIRAI_MAX_NODES);
+	__type(key, u32);
+	__type(value, struct node_ctx);
+} node_ctxs SEC(".maps");
+
 /* What each CPU runs now: lets a woken worker choose whom to preempt. */
-enum { KIND_IDLE = 0, KIND_WORKER = 1, KIND_SEARCHING = 2, KIND_OTHER = 3 };
+enum { KIND_IDLE = 0, KIND_WORKER = 1, KIND_SEARCHING = 2, KIND_OTHER = 3, KIND_OFFLINE = 4 };
 u8 cpu_kind[MOIRAI_MAX_CPUS];
 
 /* Largest vtime that has started running: the fair "now". */
@@ -257,6 +319,67 @@ static __always_inline s32 home_node(struct moirai_worker *w)
 {
 	s32 n = w->node;
 	return n >= 0 && n < (s32)nr_nodes && n < MOIRAI_MAX_NODES ? n : 0;
+}
+
+/*
+ * Is p migration-disabled (it may run only where it is, whatever its mask
+ * says)? A BPF program runs with migration disabled in the context of the
+ * current task, so for current a count of 1 is ours, not the task's.
+ */
+static __always_inline bool migration_disabled(struct task_struct *p)
+{
+	if (!bpf_core_field_exists(p->migration_disabled))
+		return false;
+	if (p->migration_disabled == 1)
+		return bpf_get_current_task_btf() != p;
+	return p->migration_disabled > 1;
+}
+
+/* May p run on some online CPU of node n? */
+static __always_inline bool node_allows(struct task_struct *p, s32 n)
+{
+	u32 key = (u32)n;
+	struct node_ctx *nc = bpf_map_lookup_elem(&node_ctxs, &key);
+	struct bpf_cpumask *online;
+
+	if (!nc)
+		return false;
+	online = nc->online;
+	return online && bpf_cpumask_intersects((const struct cpumask *)online, p->cpus_ptr);
+}
+
+/*
+ * The node whose queue a worker waits in: its home node while it may run on
+ * an online CPU there. Otherwise (its affinity or a cpuset excludes the home
+ * node, or the node's CPUs went offline) the first node after home that it
+ * may run on, remembered until its mask changes (set_cpumask()) or the node
+ * stops allowing it; a worker in no node's queue that a CPU of it reads
+ * would stall until the watchdog disables the scheduler. A migration-disabled
+ * worker waits on its CPU's node.
+ */
+static s32 queue_node(struct task_struct *p, struct moirai_worker *w, struct task_ctx *tc)
+{
+	s32 home = home_node(w), n;
+	u32 nn = nr_nodes < MOIRAI_MAX_NODES ? nr_nodes : MOIRAI_MAX_NODES, i;
+
+	if (migration_disabled(p))
+		return node_of(scx_bpf_task_cpu(p));
+	if (node_allows(p, home))
+		return home;
+	if (tc && tc->away_node >= 0 && node_allows(p, tc->away_node))
+		return tc->away_node;
+	n = node_of(scx_bpf_task_cpu(p));
+	bpf_for(i, 1, nn)
+	{
+		s32 m = (s32)((home + i) % nn);
+		if (node_allows(p, m)) {
+			n = m;
+			break;
+		}
+	}
+	if (tc)
+		tc->away_node = n;
+	return n;
 }
 
 static __always_inline struct moirai_cpu_stats *cstats(s32 cpu)
@@ -408,7 +531,7 @@ s32 BPF_STRUCT_OPS(moirai_select_cpu, struct task_struct *p, s32 prev_cpu, u64 w
 	s32 cpu;
 
 	if (w) {
-		s32 home = home_node(w);
+		s32 home = queue_node(p, w, tctx_of(p));
 		cpu = claim_idle_in_node(p, home, prev_cpu);
 		if (cpu < 0 && node_is_overloaded(home)) {
 			cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
@@ -466,10 +589,7 @@ void BPF_STRUCT_OPS(moirai_enqueue, struct task_struct *p, u64 enq_flags)
 		return;
 	}
 
-	s32 home = home_node(w);
-	/* A worker kept off its home node by its affinity queues where it is. */
-	if (p->nr_cpus_allowed < (s32)nr_cpus && !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
-		home = node_of(cpu);
+	s32 home = queue_node(p, w, tctx_of(p));
 
 	u32 depth = 0, state = worker_state(w, &depth);
 	u64 vtime = fair_vtime(p), slice = slice_ns;
@@ -547,6 +667,11 @@ void BPF_STRUCT_OPS(moirai_dispatch, s32 cpu, struct task_struct *prev)
 	u32 nn = nr_nodes < MOIRAI_MAX_NODES ? nr_nodes : MOIRAI_MAX_NODES;
 	u32 i;
 
+	if (test_error) {
+		scx_error("moirai: error asked for through test_error");
+		return;
+	}
+
 	if (take_from_node(node, true)) {
 		STAT_ADD(cs, dispatch_local, 1);
 		STAT_ADD(nstats(node), dispatches, 1);
@@ -574,7 +699,7 @@ void BPF_STRUCT_OPS(moirai_runnable, struct task_struct *p, u64 enq_flags)
 		return;
 	tc->runnable_at = bpf_ktime_get_ns();
 	if (tc->counted_node < 0) {
-		s32 n = home_node(w);
+		s32 n = queue_node(p, w, tc);
 		tc->counted_node = n;
 		STAT_ADD(nstats(n), runnable_workers, 1);
 	}
@@ -618,8 +743,9 @@ void BPF_STRUCT_OPS(moirai_running, struct task_struct *p)
 			}
 			/* Registered while already runnable: count it from now. */
 			if (tc->counted_node < 0) {
-				tc->counted_node = home;
-				STAT_ADD(ns, runnable_workers, 1);
+				s32 q = queue_node(p, w, tc);
+				tc->counted_node = q;
+				STAT_ADD(nstats(q), runnable_workers, 1);
 			}
 		}
 	} else {
@@ -687,6 +813,7 @@ s32 BPF_STRUCT_OPS(moirai_init_task, struct task_struct *p, struct scx_init_task
 	tc->counted_node = -1;
 	tc->last_node = -1;
 	tc->home = -1;
+	tc->away_node = -1;
 	return 0;
 }
 
@@ -715,6 +842,55 @@ void BPF_STRUCT_OPS(moirai_exit_task, struct task_struct *p, struct scx_exit_tas
 	bpf_map_delete_elem(&workers, &tid);
 }
 
+/* Affinity or cpuset changes: a worker's queue node is chosen again. */
+void BPF_STRUCT_OPS(moirai_set_cpumask, struct task_struct *p, const struct cpumask *mask)
+{
+	struct task_ctx *tc = tctx_of(p);
+
+	if (tc)
+		tc->away_node = -1;
+}
+
+/* Online CPUs per node: the node masks workers are checked against, and the
+ * CPU counts node_is_overloaded() compares with. */
+static void note_cpu(s32 cpu, bool online)
+{
+	u32 key = (u32)node_of(cpu);
+	struct node_ctx *nc = bpf_map_lookup_elem(&node_ctxs, &key);
+	struct bpf_cpumask *m;
+
+	/* The kptr is RCU-protected; init() is sleepable, so say so. */
+	bpf_rcu_read_lock();
+	if (nc && (m = nc->online)) {
+		if (online)
+			bpf_cpumask_set_cpu((u32)cpu, m);
+		else
+			bpf_cpumask_clear_cpu((u32)cpu, m);
+	}
+	bpf_rcu_read_unlock();
+	STAT_ADD(nstats(node_of(cpu)), cpus, online ? 1 : -1);
+	if ((u32)cpu < MOIRAI_MAX_CPUS)
+		cpu_kind[cpu_idx(cpu)] = online ? KIND_IDLE : KIND_OFFLINE;
+}
+
+void BPF_STRUCT_OPS(moirai_cpu_online, s32 cpu)
+{
+	/* The loader read the nodes' CPU lists while this CPU was offline
+	 * (they list online CPUs only): its node is unknown, so ask for a
+	 * restart, which reads the topology again. */
+	if ((u32)cpu < MOIRAI_MAX_CPUS && cpu_to_node[cpu_idx(cpu)] < 0) {
+		scx_exit(SCX_ECODE_ACT_RESTART | SCX_ECODE_RSN_HOTPLUG,
+			 "moirai: cpu %d came online, its node was unknown at load", cpu);
+		return;
+	}
+	note_cpu(cpu, true);
+}
+
+void BPF_STRUCT_OPS(moirai_cpu_offline, s32 cpu)
+{
+	note_cpu(cpu, false);
+}
+
 s32 BPF_STRUCT_OPS_SLEEPABLE(moirai_init)
 {
 	u32 nn = nr_nodes, ncpu = nr_cpus < MOIRAI_MAX_CPUS ? nr_cpus : MOIRAI_MAX_CPUS;
@@ -735,10 +911,32 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(moirai_init)
 			return err;
 		}
 	}
+	bpf_for(i, 0, nn)
+	{
+		struct node_ctx *nc = bpf_map_lookup_elem(&node_ctxs, &i);
+		struct bpf_cpumask *m = bpf_cpumask_create(), *old;
+		if (!m) {
+			scx_error("moirai: cannot allocate a cpumask");
+			return -12; /* ENOMEM */
+		}
+		if (!nc) {
+			bpf_cpumask_release(m);
+			continue;
+		}
+		old = bpf_kptr_xchg(&nc->online, m);
+		if (old)
+			bpf_cpumask_release(old);
+	}
+	/* Online CPUs now; hotplug from here on goes to cpu_online/offline
+	 * (the loader set hotplug_seq: one in between makes the kernel ask
+	 * for a restart). */
+	const struct cpumask *online = scx_bpf_get_online_cpumask();
 	bpf_for(i, 0, ncpu)
 	{
-		STAT_ADD(nstats(node_of(i)), cpus, 1);
+		if (bpf_cpumask_test_cpu(i, online))
+			note_cpu((s32)i, true);
 	}
+	scx_bpf_put_cpumask(online);
 	return 0;
 }
 
@@ -752,6 +950,11 @@ void BPF_STRUCT_OPS(moirai_exit, struct scx_exit_info *ei)
 	x->exit_code = ei->exit_code;
 	bpf_probe_read_kernel_str(x->reason, sizeof(x->reason), ei->reason);
 	bpf_probe_read_kernel_str(x->msg, sizeof(x->msg), ei->msg);
+	/* The kernel's dump of its state (on an error exit): what ran, what
+	 * waited and for how long on each CPU, which tells a stall's cause. */
+	struct moirai_exit_dump *d = bpf_map_lookup_elem(&exit_dump, &zero);
+	if (d && ei->dump)
+		bpf_probe_read_kernel_str(d->text, sizeof(d->text), ei->dump);
 	/* kind last: the loader polls it and then reads the text. */
 	__sync_lock_test_and_set(&x->kind, (s64)ei->kind);
 }
@@ -766,11 +969,16 @@ void BPF_STRUCT_OPS(moirai_exit, struct scx_exit_info *ei)
 		.stopping = (void *)moirai_stopping,                                 \
 		.quiescent = (void *)moirai_quiescent,                               \
 		.enable = (void *)moirai_enable,                                     \
+		.set_cpumask = (void *)moirai_set_cpumask,                           \
+		.cpu_online = (void *)moirai_cpu_online,                             \
+		.cpu_offline = (void *)moirai_cpu_offline,                           \
 		.init_task = (void *)moirai_init_task,                               \
 		.exit_task = (void *)moirai_exit_task,                               \
 		.init = (void *)moirai_init,                                         \
 		.exit = (void *)moirai_exit,                                         \
 		.flags = (ops_flags),                                                \
+		.timeout_ms = MOIRAI_TIMEOUT_MS,                                     \
+		.exit_dump_len = MOIRAI_EXIT_DUMP_LEN,                               \
 		.name = MOIRAI_OPS_NAME,                                             \
 	}
 

@@ -16,8 +16,15 @@
  *    moirai_load): each worker claims a slot (CAS of tid from 0) in the
  *    runtime's mmap of this map and publishes its state and queue depth in it
  *    with plain stores. Kept across loads.
- *  - cpu_stats, node_stats, latency, exit_info: the scheduler's statistics,
- *    fresh for each load, left pinned after unload so that they can be read.
+ *  - meta (array, BPF_F_MMAPABLE, one struct moirai_meta): the layout
+ *    version of all of these, written by the loader after each load and
+ *    checked by the loader (a pin of another version is refused) and by the
+ *    runtime (it registers only with maps of its own version); and the
+ *    count of registrations refused because a map was full, which runtimes
+ *    add to (the loader reports it). Kept across loads.
+ *  - cpu_stats, node_stats, latency, exit_info, exit_dump: the scheduler's
+ *    statistics and last words, fresh for each load, left pinned after
+ *    unload so that they can be read.
  * Every value type has BTF in the object, so `bpftool map dump pinned
  * /sys/fs/bpf/moirai/<map>` prints the fields by name.
  */
@@ -27,11 +34,16 @@
 #define MOIRAI_PIN_DIR "/sys/fs/bpf/moirai"
 #define MOIRAI_OPS_NAME "moirai"
 
+/* Bump when the layout or the meaning of a pinned map changes. */
+#define MOIRAI_LAYOUT_VERSION 1
+
 #define MOIRAI_MAX_WORKERS 4096 /* entries of the workers hash */
 #define MOIRAI_LOAD_SLOTS 1024	/* entries of worker_load */
 #define MOIRAI_MAX_CPUS 1024	/* cpu_stats entries; CPUs above are not tracked */
 #define MOIRAI_MAX_NODES 64	/* node_stats entries */
 #define MOIRAI_LAT_BUCKETS 40	/* bucket i counts latencies in [2^i, 2^(i+1)) ns */
+/* The watchdog: a task runnable this long without running stops the scheduler. */
+#define MOIRAI_TIMEOUT_MS 10000
 
 /* A worker's state as the runtime publishes it (struct moirai_load.state). */
 enum moirai_worker_state {
@@ -73,6 +85,15 @@ struct moirai_load {
 	__u64 pad[3];
 };
 
+/* meta: one entry, mapped by the runtime and the loader. */
+struct moirai_meta {
+	__u32 version;	 /* MOIRAI_LAYOUT_VERSION of the maps; 0 until a loader sets it */
+	__u32 pad0;
+	__u64 reg_full;	 /* worker registrations refused: no free worker_load line, or
+			  * the workers hash full (the worker runs unsteered) */
+	__u64 pad[6];
+};
+
 /* cpu_stats: key = CPU number. */
 struct moirai_cpu_stats {
 	__u64 dispatch_local;	/* tasks this CPU took from its own node's queues */
@@ -112,6 +133,13 @@ struct moirai_exit_info {
 	__s64 exit_code;
 	char reason[128];
 	char msg[1024];
+};
+
+/* exit_dump: one entry, written by ops.exit: the kernel's dump of the
+ * scheduler's state on an error exit (SCX_EXIT_ERROR and above), "" else. */
+#define MOIRAI_EXIT_DUMP_LEN 32768
+struct moirai_exit_dump {
+	char text[MOIRAI_EXIT_DUMP_LEN];
 };
 
 #endif /* MOIRAI_SHARED_H */

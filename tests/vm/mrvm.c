@@ -8,14 +8,30 @@
  *                           load line); after destroy none is left.
  *   mrvm busy SECS [N]      N workers (default 4) run verified parallel
  *                           reductions for SECS seconds; exit 1 on a wrong sum.
- *   mrvm spin SECS N MIN    N workers each run a fiber that computes for SECS
- *                           seconds; fails if they used less than MIN CPUs
- *                           on average.
+ *   mrvm spin SECS N MIN [F]
+ *                           N workers run F fibers (default N) that compute
+ *                           for SECS seconds without yielding (with F > N the
+ *                           others wait in the deques: the workers always
+ *                           report queued work); fails if they used less
+ *                           than MIN CPUs on average. MRVM_DEPTH=D: their
+ *                           load lines say "running, D queued" throughout.
  *   mrvm numa SECS          4 workers saturate the machine; worker run time on
  *                           the home node from the scheduler's node_stats and
  *                           from sampling /proc/<tid>/stat must be >= 99%.
  *   mrvm hog SECS MIN_PCT   one busy thread; fails if it got less than MIN_PCT
  *                           percent of one CPU.
+ *   mrvm affinity SECS MASK...
+ *                           4 workers that never sleep; for each hex MASK in
+ *                           turn, every thread of the process is restricted to
+ *                           MASK (what `taskset -a -p` does) for SECS seconds.
+ *                           Fails if in some phase a worker got less than a
+ *                           tenth of its share of the allowed CPUs, or was
+ *                           seen on a CPU outside MASK.
+ *   mrvm full               every free worker_load line is taken (by this
+ *                           process's main thread), then a 4-worker runtime
+ *                           starts: none of its workers may register, and
+ *                           meta.reg_full must grow by 4. Prints how long
+ *                           the workers took to start.
  *   mrvm wake N             benchmark: latency from posting a fiber to it running,
  *                           on an idle 4-worker runtime; prints p50/p99 (ns)
  *                           and how long the post itself took. With
@@ -32,7 +48,9 @@
 #include <fcntl.h>
 #include <linux/bpf.h>
 #include <linux/types.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -259,8 +277,8 @@ static int cmd_busy(double secs, unsigned n)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: mrvm workers | busy SECS [N] | spin SECS N MIN_CPUS | numa SECS | "
-			"hog SECS MIN_PCT | wake N | pfor SECS\n");
+	fprintf(stderr, "usage: mrvm workers | busy SECS [N] | spin SECS N MIN_CPUS [F] | numa SECS | "
+			"hog SECS MIN_PCT | affinity SECS MASK... | full | wake N | pfor SECS\n");
 	return 2;
 }
 
@@ -275,20 +293,63 @@ static void spin_fiber(void *arg)
 			x += i;
 }
 
-static int cmd_spin(double secs, unsigned n, double min_cpus)
+/* MRVM_DEPTH=D: the workers' load lines say "running, D jobs queued"
+ * the whole time (rewritten every 10 ms), whatever the runtime published. */
+struct fake_depth {
+	struct busy *b;
+	unsigned n, depth;
+};
+
+static void *fake_depth_thread(void *arg)
+{
+	struct fake_depth *fd = arg;
+	size_t len = (sizeof(struct moirai_load) * MOIRAI_LOAD_SLOTS + 4095) & ~(size_t)4095;
+	int wfd = map_open("workers"), lfd = map_open("worker_load");
+	pid_t tids[MAXW];
+	unsigned idx[MAXW];
+	struct moirai_load *lines;
+
+	if (wfd < 0 || lfd < 0)
+		return NULL;
+	lines = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, lfd, 0);
+	if (lines == MAP_FAILED)
+		return NULL;
+	int n = wait_workers(tids, idx, (int)fd->n, wfd);
+	while (now_ns() < fd->b->until) {
+		for (int i = 0; i < n; i++) {
+			struct moirai_worker w;
+			if (map_lookup(wfd, &tids[i], &w) == 0 && w.slot < MOIRAI_LOAD_SLOTS) {
+				__atomic_store_n(&lines[w.slot].state, MOIRAI_W_RUNNING,
+						 __ATOMIC_RELAXED);
+				__atomic_store_n(&lines[w.slot].depth, fd->depth, __ATOMIC_RELAXED);
+			}
+		}
+		usleep(10000);
+	}
+	return NULL;
+}
+
+static int cmd_spin(double secs, unsigned n, double min_cpus, unsigned nf)
 {
 	struct busy b = { .until = now_ns() + (int64_t)(secs * 1e9) };
-	mr_fiber_t *f[MAXW];
+	mr_fiber_t *f[4 * MAXW];
 
-	if (n == 0 || n > MAXW)
+	if (n == 0 || n > MAXW || nf < n || nf > 4 * MAXW)
 		return usage();
 	mr_runtime_t *rt = make_rt(n);
 	int64_t t0 = now_ns();
-	for (unsigned i = 0; i < n; i++)
+	struct fake_depth fd = { .b = &b, .n = n };
+	pthread_t faker;
+	bool faking = getenv("MRVM_DEPTH") &&
+		      (fd.depth = (unsigned)atoi(getenv("MRVM_DEPTH"))) > 0 &&
+		      pthread_create(&faker, NULL, fake_depth_thread, &fd) == 0;
+	for (unsigned i = 0; i < nf; i++)
 		f[i] = mr_go_opts(spin_fiber, &b, &(struct mr_fiber_opts){
 			.sz = sizeof(struct mr_fiber_opts), .runtime = rt });
-	for (unsigned i = 0; i < n; i++)
+	for (unsigned i = 0; i < nf; i++)
 		mr_fiber_join(f[i]);
+	if (faking)
+		pthread_join(faker, NULL);
 	mr_runtime_destroy(rt);
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
@@ -457,6 +518,185 @@ static int cmd_hog(double secs, double min_pct)
 	return pct >= min_pct ? 0 : 1;
 }
 
+/* ---- affinity changes ------------------------------------------------------ */
+
+/* Fields 14 and 15 of /proc/self/task/<tid>/stat: user + system time, in ticks. */
+static long thread_ticks(pid_t tid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t r = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (r <= 0)
+		return -1;
+	buf[r] = 0;
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return -1;
+	int field = 2;
+	for (; *p && field < 14; p++)
+		if (*p == ' ')
+			field++;
+	char *end;
+	long ut = strtol(p, &end, 10);
+	return ut + strtol(end, NULL, 10);
+}
+
+/* Every thread of this process to mask (taskset -a -p). */
+static int restrict_all(unsigned long mask)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	cpu_set_t set;
+	int err = 0;
+
+	CPU_ZERO(&set);
+	for (int c = 0; c < 64; c++)
+		if (mask & (1ul << c))
+			CPU_SET(c, &set);
+	if (!d)
+		return -errno;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		if (sched_setaffinity(atoi(e->d_name), sizeof(set), &set) < 0 && errno != ESRCH)
+			err = -errno;
+	}
+	closedir(d);
+	return err;
+}
+
+static int cmd_affinity(double secs, int nmasks, char **masks)
+{
+	struct busy b = { .until = INT64_MAX };
+	pid_t tids[MAXW];
+	unsigned idx[MAXW];
+	mr_fiber_t *f[4];
+	long hz = sysconf(_SC_CLK_TCK);
+	int fails = 0, n;
+
+	mr_runtime_t *rt = make_rt(4);
+	n = wait_workers(tids, idx, 4, map_open("workers"));
+	if (n != 4) {
+		printf("# affinity: found %d workers, want 4\n", n);
+		return 1;
+	}
+	for (unsigned i = 0; i < 4; i++)
+		f[i] = mr_go_opts(spin_fiber, &b, &(struct mr_fiber_opts){
+			.sz = sizeof(struct mr_fiber_opts), .runtime = rt });
+	usleep(500000);
+	for (int m = 0; m < nmasks; m++) {
+		unsigned long mask = strtoul(masks[m], NULL, 16);
+		long t0[4];
+		int outside = 0, err = restrict_all(mask);
+		double share = __builtin_popcountl(mask) / 4.0;
+
+		if (err) {
+			printf("# affinity: cannot restrict to %#lx: %s\n", mask, strerror(-err));
+			fails++;
+			continue;
+		}
+		if (share > 1)
+			share = 1;
+		for (int i = 0; i < 4; i++)
+			t0[i] = thread_ticks(tids[i]);
+		int64_t end = now_ns() + (int64_t)(secs * 1e9);
+		/* Where the workers are seen running (sampled; after a settling pause). */
+		usleep(200000);
+		while (now_ns() < end) {
+			for (int i = 0; i < 4; i++) {
+				int cpu = last_cpu(tids[i]);
+				if (cpu >= 0 && cpu < 64 && !(mask & (1ul << cpu)))
+					outside++;
+			}
+			usleep(100000);
+		}
+		printf("# affinity %#lx for %.1f s: CPU seconds per worker:", mask, secs);
+		for (int i = 0; i < 4; i++) {
+			double got = (double)(thread_ticks(tids[i]) - t0[i]) / (double)hz;
+			printf(" w%u %.2f", idx[i], got);
+			if (got < share * secs / 10)
+				fails++;
+		}
+		printf(" (want >= %.2f each); seen outside the mask %d times\n", share * secs / 10,
+		       outside);
+		fails += outside > 0;
+	}
+	b.until = 0;
+	for (unsigned i = 0; i < 4; i++)
+		mr_fiber_join(f[i]);
+	mr_runtime_destroy(rt);
+	return fails ? 1 : 0;
+}
+
+/* ---- a full worker_load --------------------------------------------------- */
+
+static void *map_shared(const char *name, size_t len)
+{
+	int fd = map_open(name);
+	void *m;
+
+	if (fd < 0)
+		return NULL;
+	m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	return m == MAP_FAILED ? NULL : m;
+}
+
+static int cmd_full(void)
+{
+	size_t len = (sizeof(struct moirai_load) * MOIRAI_LOAD_SLOTS + 4095) & ~(size_t)4095;
+	struct moirai_load *lines = map_shared("worker_load", len);
+	struct moirai_meta *meta = map_shared("meta", 4096);
+	uint32_t me = (uint32_t)syscall(SYS_gettid), taken = 0;
+	pid_t tids[MAXW];
+	unsigned idx[MAXW];
+	int wfd = map_open("workers"), reg = 0;
+
+	if (!lines || !meta || wfd < 0) {
+		printf("# full: the pinned maps cannot be opened or mapped\n");
+		return 1;
+	}
+	for (uint32_t i = 0; i < MOIRAI_LOAD_SLOTS; i++) {
+		uint32_t zero = 0;
+		if (__atomic_compare_exchange_n(&lines[i].tid, &zero, me, false, __ATOMIC_ACQ_REL,
+						__ATOMIC_RELAXED)) {
+			lines[i].pid = (uint32_t)getpid();
+			taken++;
+		}
+	}
+	uint64_t before = __atomic_load_n(&meta->reg_full, __ATOMIC_RELAXED);
+	int64_t t0 = now_ns();
+	mr_runtime_t *rt = make_rt(4);
+	int n = wait_workers(tids, idx, 4, -1);
+	int64_t t1 = now_ns();
+	/* The registration is done before a worker names itself... or not at
+	 * all: give the refusals a moment to be counted. */
+	for (int tries = 0; tries < 100; tries++) {
+		if (__atomic_load_n(&meta->reg_full, __ATOMIC_RELAXED) - before >= 4)
+			break;
+		usleep(10000);
+	}
+	uint64_t refused = __atomic_load_n(&meta->reg_full, __ATOMIC_RELAXED) - before;
+	for (int i = 0; i < n; i++) {
+		struct moirai_worker w;
+		reg += map_lookup(wfd, &tids[i], &w) == 0;
+	}
+	printf("# full: took %u free lines; %d workers started in %.1f ms, %d registered, "
+	       "%llu refusals counted\n",
+	       taken, n, (t1 - t0) / 1e6, reg, (unsigned long long)refused);
+	mr_runtime_destroy(rt);
+	for (uint32_t i = 0; i < MOIRAI_LOAD_SLOTS; i++) {
+		uint32_t mine = me;
+		__atomic_compare_exchange_n(&lines[i].tid, &mine, 0, false, __ATOMIC_RELEASE,
+					    __ATOMIC_RELAXED);
+	}
+	return n == 4 && reg == 0 && refused == 4 ? 0 : 1;
+}
+
 /* ---- benchmarks ----------------------------------------------------------- */
 
 struct wake {
@@ -586,11 +826,16 @@ int main(int argc, char **argv)
 	if (!strcmp(c, "busy") && argc >= 3)
 		return cmd_busy(atof(argv[2]), argc >= 4 ? (unsigned)atoi(argv[3]) : 4);
 	if (!strcmp(c, "spin") && argc >= 5)
-		return cmd_spin(atof(argv[2]), (unsigned)atoi(argv[3]), atof(argv[4]));
+		return cmd_spin(atof(argv[2]), (unsigned)atoi(argv[3]), atof(argv[4]),
+				argc >= 6 ? (unsigned)atoi(argv[5]) : (unsigned)atoi(argv[3]));
 	if (!strcmp(c, "numa") && argc >= 3)
 		return cmd_numa(atof(argv[2]));
 	if (!strcmp(c, "hog") && argc >= 4)
 		return cmd_hog(atof(argv[2]), atof(argv[3]));
+	if (!strcmp(c, "affinity") && argc >= 4)
+		return cmd_affinity(atof(argv[2]), argc - 3, argv + 3);
+	if (!strcmp(c, "full"))
+		return cmd_full();
 	if (!strcmp(c, "wake") && argc >= 3)
 		return cmd_wake(atoi(argv[2]));
 	if (!strcmp(c, "pfor") && argc >= 3)

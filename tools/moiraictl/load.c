@@ -10,9 +10,10 @@
  * the read-only globals into the .rodata map's initial value (found by name
  * in the object's BTF DATASEC, so the layout is the compiler's, not ours),
  * keep exactly one of the two struct_ops maps (moirai_ops, full switch;
- * moirai_ops_partial, SCX_OPS_SWITCH_PARTIAL), load, pin the statistics maps
- * afresh, attach the struct_ops map as a link and wait until the kernel
- * says "enabled".
+ * moirai_ops_partial, SCX_OPS_SWITCH_PARTIAL), load, attach the struct_ops
+ * map as a link, wait until the kernel says "enabled", and only then pin the
+ * statistics maps afresh (a load that lost a race to the attach must not
+ * replace the winner's pins).
  *
  * workers and worker_load are declared LIBBPF_PIN_BY_NAME and the object is
  * opened with pin_root_path = MOIRAI_PIN_DIR, so libbpf reuses the pinned
@@ -26,7 +27,17 @@
  * and read from a signalfd, so a signal that arrives while loading is acted
  * on as soon as the scheduler is up, and no handler runs in the middle of
  * libbpf. Every 100 ms the loader reads exit_info (ops.exit fills it; kind
- * != 0 means the scheduler is gone) and the kernel's state.
+ * != 0 means the scheduler is gone) and the kernel's state. After an error
+ * exit it prints the reason and the kernel's dump of the scheduler's state
+ * (exit_dump, also filled by ops.exit; ops.exit_dump_len sets its size).
+ *
+ * When the scheduler exits with SCX_ECODE_ACT_RESTART in its exit code (a
+ * CPU went on or offline while loading: the loader hands the kernel the
+ * hotplug sequence number it read before the topology; or a CPU whose node
+ * was unknown at load came online), the loader closes and loads it again,
+ * as scx's loaders do, at most MAX_RESTARTS times a minute. Exit statuses
+ * tell an unload asked for (0) from an error (1) and a restart that could
+ * not be done (3).
  *
  * A subtle case: when ops.init fails, the kernel records the error through
  * ops.exit and still lets the attach succeed (so that the details reach user
@@ -44,6 +55,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -73,13 +85,17 @@
 extern const char moirai_bpf_obj_start[];
 extern const char moirai_bpf_obj_end[];
 
-static const char *const stat_maps[] = { "cpu_stats", "node_stats", "latency", "exit_info" };
-static const char *const kept_maps[] = { "workers", "worker_load" };
+static const char *const stat_maps[] = { "cpu_stats", "node_stats", "latency", "exit_info",
+					"exit_dump" };
+static const char *const kept_maps[] = { "workers", "worker_load", "meta" };
 
 struct sched {
 	struct bpf_object *obj;
 	struct bpf_link *link;
 	int exit_fd;		/* exit_info, -1 if the object has none */
+	int dump_fd;		/* exit_dump, -1 if the object has none */
+	struct moirai_meta *meta; /* the meta map, mapped; NULL if it cannot be */
+	__u64 reg_full;		/* meta->reg_full last reported */
 	bool partial;
 };
 
@@ -249,17 +265,36 @@ static int set_rodata(struct bpf_object *obj, const char *name, const void *val,
 	return -ENOENT;
 }
 
+static void mark_online(unsigned int cpu, void *arg)
+{
+	bool *online = arg;
+
+	if (cpu < MOIRAI_MAX_CPUS)
+		online[cpu] = true;
+}
+
 static int configure(struct bpf_object *obj, const struct mc_load_opts *opts,
 		     const struct mc_topo *topo)
 {
 	static __s32 cpu_to_node[MOIRAI_MAX_CPUS];
+	static bool online[MOIRAI_MAX_CPUS];
 	__u64 slice_ns = (__u64)opts->slice_us * 1000;
 	__u32 nr_cpus = topo->nr_cpus, nr_nodes = topo->nr_nodes;
+	char buf[4096];
 	unsigned int c;
 	int err;
 
+	/*
+	 * The nodes' cpulists name online CPUs only: with several nodes, the
+	 * node of a CPU offline now is unknown (-1), and the scheduler asks
+	 * for a restart when it comes online (ops.cpu_online).
+	 */
+	memset(online, 0, sizeof(online));
+	if (topo->nr_nodes < 2 || mc_read_file("/sys/devices/system/cpu/online", buf, sizeof(buf)) < 0 ||
+	    mc_cpulist_parse(buf, mark_online, online, NULL) < 0)
+		memset(online, 1, sizeof(online));
 	for (c = 0; c < MOIRAI_MAX_CPUS; c++)
-		cpu_to_node[c] = c < topo->nr_cpus ? topo->cpu_to_node[c] : 0;
+		cpu_to_node[c] = c >= topo->nr_cpus ? 0 : online[c] ? topo->cpu_to_node[c] : -1;
 	err = set_rodata(obj, "slice_ns", &slice_ns, sizeof(slice_ns));
 	if (!err)
 		err = set_rodata(obj, "nr_cpus", &nr_cpus, sizeof(nr_cpus));
@@ -288,6 +323,65 @@ static struct bpf_map *choose_ops(struct bpf_object *obj, bool partial)
 }
 
 /*
+ * Writes size bytes at member name of the struct_ops map's struct
+ * sched_ext_ops before load (offsets from the object's BTF; libbpf copies
+ * the members to the kernel's layout by name).
+ */
+static int set_ops_field(struct bpf_object *obj, struct bpf_map *ops, const char *name,
+			 const void *val, size_t size)
+{
+	struct btf *btf = bpf_object__btf(obj);
+	const struct btf_member *m;
+	const struct btf_type *t;
+	size_t data_size;
+	char *data = bpf_map__initial_value(ops, &data_size);
+	int i;
+
+	t = btf ? btf__type_by_id(btf, bpf_map__btf_value_type_id(ops)) : NULL;
+	if (!data || !t || !btf_is_struct(t)) {
+		fprintf(stderr, "moirai: cannot set %s: the struct_ops map has no BTF struct or "
+				"initial value\n", name);
+		return -ENOENT;
+	}
+	m = btf_members(t);
+	for (i = 0; i < btf_vlen(t); i++, m++) {
+		size_t off = btf_member_bit_offset(t, i) / 8;
+
+		if (strcmp(btf__name_by_offset(btf, m->name_off), name))
+			continue;
+		if (btf__resolve_size(btf, m->type) != (__s64)size || off + size > data_size) {
+			fprintf(stderr, "moirai: sched_ext_ops.%s is not %zu bytes\n", name, size);
+			return -EPROTO;
+		}
+		memcpy(data + off, val, size);
+		return 0;
+	}
+	fprintf(stderr, "moirai: the BPF object's sched_ext_ops has no member %s\n", name);
+	return -ENOENT;
+}
+
+/*
+ * The pinned meta map's layout version is ours, or 0 (just created, or a
+ * load failed before setting it). Maps pinned before meta existed have
+ * version 1's layout, which their sizes already vouch for.
+ */
+static bool same_version(const char *name, int fd)
+{
+	struct moirai_meta m;
+	__u32 key = 0;
+
+	if (strcmp(name, "meta"))
+		return true;
+	if (bpf_map_lookup_elem(fd, &key, &m) < 0)
+		return false;
+	if (m.version == 0 || m.version == MOIRAI_LAYOUT_VERSION)
+		return true;
+	fprintf(stderr, "moirai: the pinned maps have layout version %u, this moiraictl %d\n",
+		m.version, MOIRAI_LAYOUT_VERSION);
+	return false;
+}
+
+/*
  * A pinned workers or worker_load map that the object cannot reuse: libbpf
  * would fail with "couldn't reuse pinned map"; say which pin and what to do.
  */
@@ -312,15 +406,15 @@ static int check_kept_maps(struct bpf_object *obj)
 		    info.type == bpf_map__type(map) && info.key_size == bpf_map__key_size(map) &&
 		    info.value_size == bpf_map__value_size(map) &&
 		    info.max_entries == bpf_map__max_entries(map) &&
-		    info.map_flags == bpf_map__map_flags(map)) {
+		    info.map_flags == bpf_map__map_flags(map) && same_version(kept_maps[i], fd)) {
 			close(fd);
 			continue;
 		}
 		close(fd);
 		fprintf(stderr,
 			"moirai: the pinned map %s was made by another version of the scheduler "
-			"(its type, sizes or flags differ); stop the Moirai programs that use it, "
-			"then remove it: rm %s\n",
+			"(its type, sizes, flags or layout version differ); stop the Moirai "
+			"programs that use it, then remove it: rm %s\n",
 			path, path);
 		return -EEXIST;
 	}
@@ -405,6 +499,137 @@ static void pin_stats(struct bpf_object *obj)
 	}
 }
 
+/* Is thread tid gone? With pid: is it gone from that process (tid reused
+ * by another process counts as gone)? */
+static bool thread_gone(__u32 pid, __u32 tid)
+{
+	long r = pid ? syscall(SYS_tgkill, (pid_t)pid, (pid_t)tid, 0)
+		     : syscall(SYS_tkill, (pid_t)tid, 0);
+
+	return r < 0 && errno == ESRCH;
+}
+
+/* Frees worker_load line l of thread tid (the CAS pairs with the runtime's
+ * claim, a CAS of tid from 0, in user/sched/scx.c). */
+static bool free_line(struct moirai_load *l, __u32 tid)
+{
+	__atomic_store_n(&l->state, MOIRAI_W_NONE, __ATOMIC_RELAXED);
+	__atomic_store_n(&l->preempted, 0, __ATOMIC_RELAXED);
+	return __atomic_compare_exchange_n(&l->tid, &tid, 0, false, __ATOMIC_RELEASE,
+					   __ATOMIC_RELAXED);
+}
+
+/*
+ * Removes the registrations of threads that are gone. The scheduler's
+ * exit_task() forgets a worker that exits without unregistering, but only
+ * while a scheduler is loaded; the maps stay pinned across loads and
+ * runtimes register in them meanwhile, so a process killed while none was
+ * loaded left its entries and worker_load lines behind for good. Runs right
+ * after the attach (from then on exit_task() does it). A line whose owner is
+ * gone is freed too (a crash between claiming a line and registering); its
+ * pid may still be the previous owner's then, so only the tid is checked.
+ */
+static void sweep_stale(const struct sched *s)
+{
+	struct bpf_map *wm = bpf_object__find_map_by_name(s->obj, "workers");
+	struct bpf_map *lm = bpf_object__find_map_by_name(s->obj, "worker_load");
+	size_t len = (sizeof(struct moirai_load) * MOIRAI_LOAD_SLOTS + 4095) & ~(size_t)4095;
+	static __u32 gone[MOIRAI_MAX_WORKERS];
+	struct moirai_load *lines;
+	struct moirai_worker w;
+	unsigned int n = 0, i, entries = 0, freed = 0;
+	__u32 key, next;
+	int wfd, lfd;
+	bool first = true;
+
+	if (!wm || !lm)
+		return;
+	wfd = bpf_map__fd(wm);
+	lfd = bpf_map__fd(lm);
+	lines = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, lfd, 0);
+	if (lines == MAP_FAILED) {
+		fprintf(stderr, "moirai: warning: cannot map worker_load: %s\n", strerror(errno));
+		return;
+	}
+	/* Collect first: deleting while walking a hash can restart the walk. */
+	while (n < MOIRAI_MAX_WORKERS && bpf_map_get_next_key(wfd, first ? NULL : &key, &next) == 0) {
+		first = false;
+		key = next;
+		if (bpf_map_lookup_elem(wfd, &key, &w) == 0 && thread_gone(w.pid, key))
+			gone[n++] = key;
+	}
+	for (i = 0; i < n; i++) {
+		key = gone[i];
+		/* Looked up again: the tid may have been registered anew meanwhile. */
+		if (bpf_map_lookup_elem(wfd, &key, &w) < 0 || !thread_gone(w.pid, key))
+			continue;
+		if (bpf_map_delete_elem(wfd, &key) == 0)
+			entries++;
+		if (w.slot < MOIRAI_LOAD_SLOTS &&
+		    __atomic_load_n(&lines[w.slot].tid, __ATOMIC_RELAXED) == key &&
+		    free_line(&lines[w.slot], key))
+			freed++;
+	}
+	for (i = 0; i < MOIRAI_LOAD_SLOTS; i++) {
+		__u32 tid = __atomic_load_n(&lines[i].tid, __ATOMIC_ACQUIRE);
+
+		if (tid && thread_gone(0, tid) && free_line(&lines[i], tid))
+			freed++;
+	}
+	munmap(lines, len);
+	if (entries || freed)
+		printf("moirai: removed %u registration%s and %u worker_load line%s of threads "
+		       "that are gone\n",
+		       entries, entries == 1 ? "" : "s", freed, freed == 1 ? "" : "s");
+}
+
+#define META_LEN 4096
+
+/*
+ * Maps meta, stamps it with our layout version (runtimes register only
+ * with maps of their own version, so they start using maps created by this
+ * load now) and remembers how many registrations were refused so far.
+ */
+static void open_meta(struct sched *s)
+{
+	struct bpf_map *map = bpf_object__find_map_by_name(s->obj, "meta");
+	void *m;
+
+	if (!map)
+		return;
+	m = mmap(NULL, META_LEN, PROT_READ | PROT_WRITE, MAP_SHARED, bpf_map__fd(map), 0);
+	if (m == MAP_FAILED) {
+		fprintf(stderr, "moirai: warning: cannot map meta: %s (runtimes will not "
+				"register)\n", strerror(errno));
+		return;
+	}
+	s->meta = m;
+	/* release: pairs with the acquire load in try_open() (user/sched/scx.c). */
+	__atomic_store_n(&s->meta->version, MOIRAI_LAYOUT_VERSION, __ATOMIC_RELEASE);
+	s->reg_full = __atomic_load_n(&s->meta->reg_full, __ATOMIC_RELAXED);
+	if (s->reg_full)
+		printf("moirai: %llu worker registrations were refused before this load: the "
+		       "maps were full\n", (unsigned long long)s->reg_full);
+}
+
+/* Says when runtimes were refused registrations since we last looked. */
+static void note_refusals(struct sched *s)
+{
+	__u64 n;
+
+	if (!s->meta)
+		return;
+	n = __atomic_load_n(&s->meta->reg_full, __ATOMIC_RELAXED);
+	if (n == s->reg_full)
+		return;
+	printf("moirai: warning: %llu worker registration%s refused: worker_load (%d lines) or "
+	       "workers (%d entries) is full; those workers run unsteered\n",
+	       (unsigned long long)(n - s->reg_full), n - s->reg_full == 1 ? "" : "s",
+	       MOIRAI_LOAD_SLOTS, MOIRAI_MAX_WORKERS);
+	fflush(stdout);
+	s->reg_full = n;
+}
+
 /* exit_info's kind, 0 while the scheduler runs (or if it cannot be read). */
 static long long read_exit(const struct sched *s, struct moirai_exit_info *ei)
 {
@@ -418,6 +643,29 @@ static long long read_exit(const struct sched *s, struct moirai_exit_info *ei)
 	return ei->kind;
 }
 
+/*
+ * Prints the kernel's dump of the scheduler's state (what each CPU ran and
+ * had queued, the tasks that waited and for how long), which ops.exit saved
+ * on an error exit: the reason alone does not say why a task stalled.
+ */
+static void print_dump(const struct sched *s, FILE *f)
+{
+	static struct moirai_exit_dump d;
+	__u32 key = 0;
+	size_t len;
+
+	if (s->dump_fd < 0 || bpf_map_lookup_elem(s->dump_fd, &key, &d) < 0)
+		return;
+	d.text[sizeof(d.text) - 1] = '\0';
+	len = strlen(d.text);
+	if (!len)
+		return;
+	fprintf(f, "moirai: the kernel's dump of the scheduler's state:\n%s%s", d.text,
+		d.text[len - 1] == '\n' ? "" : "\n");
+	if (len == sizeof(d.text) - 1)
+		fprintf(f, "moirai: (the dump was cut at %d bytes)\n", MOIRAI_EXIT_DUMP_LEN);
+}
+
 static void sched_close(struct sched *s)
 {
 	if (s->link) {
@@ -427,6 +675,9 @@ static void sched_close(struct sched *s)
 		if (!wait_state("disabled", 5000))
 			fprintf(stderr, "moirai: warning: sched_ext still not disabled after 5 s\n");
 	}
+	if (s->meta)
+		munmap(s->meta, META_LEN);
+	s->meta = NULL;
 	bpf_object__close(s->obj);
 	s->obj = NULL;
 }
@@ -443,16 +694,29 @@ static int sched_open(const struct mc_load_opts *opts, struct sched *s)
 	struct bpf_map *ops, *exit_map;
 	struct mc_topo topo;
 	struct mc_scx scx;
+	char seqbuf[32];
+	bool have_seq;
+	__u64 seq = 0;
 	int err;
 
 	memset(s, 0, sizeof(*s));
 	s->exit_fd = -1;
+	s->dump_fd = -1;
 	s->partial = opts->partial;
 	if (check_can_load() < 0)
 		return MC_EXIT_FAIL;
 	if (ensure_pin_dir() < 0)
 		return MC_EXIT_FAIL;
 
+	/*
+	 * A CPU that goes on or offline between reading the topology (next)
+	 * and the attach is missed by cpu_online/cpu_offline: given the
+	 * hotplug sequence number read before, the kernel then stops the
+	 * scheduler at once, asking for a restart (cmd_load() restarts it).
+	 */
+	have_seq = mc_read_line(MC_SCX_DIR "/hotplug_seq", seqbuf, sizeof(seqbuf)) > 0;
+	if (have_seq)
+		seq = strtoull(seqbuf, NULL, 10);
 	err = mc_topo_read(&topo);
 	if (err == -ENOMEM)
 		return MC_EXIT_FAIL;
@@ -484,6 +748,8 @@ static int sched_open(const struct mc_load_opts *opts, struct sched *s)
 	ops = choose_ops(s->obj, opts->partial);
 	if (!ops || check_kept_maps(s->obj) < 0)
 		goto fail;
+	if (have_seq && set_ops_field(s->obj, ops, "hotplug_seq", &seq, sizeof(seq)) < 0)
+		goto fail;
 
 	err = bpf_object__load(s->obj);
 	if (err) {
@@ -496,7 +762,9 @@ static int sched_open(const struct mc_load_opts *opts, struct sched *s)
 	exit_map = bpf_object__find_map_by_name(s->obj, "exit_info");
 	if (exit_map)
 		s->exit_fd = bpf_map__fd(exit_map);
-	pin_stats(s->obj);
+	exit_map = bpf_object__find_map_by_name(s->obj, "exit_dump");
+	if (exit_map)
+		s->dump_fd = bpf_map__fd(exit_map);
 
 	s->link = bpf_map__attach_struct_ops(ops);
 	if (!s->link) {
@@ -512,6 +780,7 @@ static int sched_open(const struct mc_load_opts *opts, struct sched *s)
 		if (read_exit(s, &ei)) {
 			fprintf(stderr, "moirai: the scheduler failed to start\n");
 			mc_exit_print(stderr, "moirai", &ei);
+			print_dump(s, stderr);
 			goto fail;
 		}
 		mc_scx_read(&scx);
@@ -524,6 +793,14 @@ static int sched_open(const struct mc_load_opts *opts, struct sched *s)
 		}
 		sleep_ms(20);
 	}
+	/*
+	 * Only the load that won the attach pins its statistics: a load that
+	 * raced it and lost would otherwise leave the pins on its own maps,
+	 * which nothing updates.
+	 */
+	pin_stats(s->obj);
+	sweep_stale(s);
+	open_meta(s);
 	if (!mc_scx_is_moirai(&scx))
 		fprintf(stderr, "moirai: warning: the kernel names the scheduler '%s', not '%s' "
 				"(status will not recognize it)\n",
@@ -614,47 +891,116 @@ static int next_signal(int sfd, struct signalfd_siginfo *si)
 }
 
 /*
- * Checks whether the scheduler is still up. Returns 0 if so; otherwise
- * reports why it went and returns 1 for an error exit, 2 for any other.
+ * The kernel's exit codes (include/linux/sched/ext.h, not in the uapi): bit
+ * 48 asks the loader to restart the scheduler (a CPU went on or offline
+ * during the load, or one whose node was unknown came online).
  */
-static int check_alive(const struct sched *s)
+#define ECODE_ACT_RESTART (1ULL << 48)
+#define EXIT_SYSRQ 67	/* SCX_EXIT_SYSRQ: an operator's sysrq-S */
+
+/* What check_alive() found. */
+enum gone { ALIVE = 0, GONE_ERROR, GONE_ASKED, GONE_OTHER, GONE_RESTART };
+
+static enum gone gone_kind(const struct moirai_exit_info *ei)
+{
+	if (ei->kind >= 1024)
+		return GONE_ERROR;
+	if ((__u64)ei->exit_code & ECODE_ACT_RESTART)
+		return GONE_RESTART;
+	return ei->kind == EXIT_SYSRQ ? GONE_ASKED : GONE_OTHER;
+}
+
+static enum gone report_exit(const struct sched *s, const struct moirai_exit_info *ei)
+{
+	mc_exit_print(stdout, "moirai", ei);
+	if (ei->kind >= 1024)
+		print_dump(s, stdout);
+	return gone_kind(ei);
+}
+
+/* Checks whether the scheduler is still up; if not, reports why it went. */
+static enum gone check_alive(const struct sched *s)
 {
 	struct moirai_exit_info ei;
 	struct mc_scx scx;
 
-	if (read_exit(s, &ei)) {
-		mc_exit_print(stdout, "moirai", &ei);
-		return ei.kind >= 1024 ? 1 : 2;
-	}
+	if (read_exit(s, &ei))
+		return report_exit(s, &ei);
 	mc_scx_read(&scx);
 	if (scx.supported && strcmp(scx.state, "disabled"))
-		return 0;
+		return ALIVE;
 	/* ops.exit runs before the state reads disabled: look once more. */
-	if (read_exit(s, &ei)) {
-		mc_exit_print(stdout, "moirai", &ei);
-		return ei.kind >= 1024 ? 1 : 2;
-	}
+	if (read_exit(s, &ei))
+		return report_exit(s, &ei);
 	printf("moirai: the kernel disabled the scheduler (it left no exit info)\n");
-	return 1;
+	return GONE_ERROR;
 }
 
+/*
+ * The kernel asked for a restart: load the scheduler again, as scx's
+ * loaders do, unless it asked too often (more than MAX_RESTARTS times in
+ * RESTART_WINDOW_S seconds: something keeps it from running). Returns 0
+ * with the scheduler up again, or -1 with s closed.
+ */
+#define MAX_RESTARTS 5
+#define RESTART_WINDOW_S 60
+
+static int restart(const struct mc_load_opts *opts, struct sched *s, time_t *times)
+{
+	time_t now = time(NULL);
+	int i;
+
+	sched_close(s);
+	if (now - times[0] < RESTART_WINDOW_S) {
+		fprintf(stderr, "moirai: not restarting: the kernel asked %d times in %d s\n",
+			MAX_RESTARTS + 1, RESTART_WINDOW_S);
+		return -1;
+	}
+	for (i = 0; i < MAX_RESTARTS - 1; i++)
+		times[i] = times[i + 1];
+	times[MAX_RESTARTS - 1] = now;
+	printf("moirai: restarting the scheduler, as the kernel asked\n");
+	fflush(stdout);
+	if (sched_open(opts, s)) {
+		fprintf(stderr, "moirai: the restart failed\n");
+		return -1;
+	}
+	printf("moirai: scheduler restarted\n");
+	fflush(stdout);
+	return 0;
+}
+
+/*
+ * Exit status: MC_EXIT_OK when the scheduler was unloaded as asked (a signal,
+ * `moiraictl unload`, sysrq-S), MC_EXIT_FAIL when it stopped otherwise (an
+ * error, a stall, the kernel unregistered it), MC_EXIT_RESTART when the
+ * kernel asked for a restart that could not be done.
+ */
 int cmd_load(const struct mc_load_opts *opts)
 {
 	struct signalfd_siginfo si;
 	struct sched s;
 	sigset_t old;
-	int sfd, ret, gone = 0, sig = 0;
+	time_t restarts[MAX_RESTARTS] = { 0 };
+	enum gone gone = ALIVE;
+	int sfd, ret, sig = 0;
 
 	sfd = start(opts, &s, &old, false, &ret);
 	if (sfd < 0)
 		return ret;
-	while (!sig && !gone) {
+	for (;;) {
 		struct pollfd pfd = { .fd = sfd, .events = POLLIN };
 
 		if (poll(&pfd, 1, 100) > 0)
 			sig = next_signal(sfd, &si);
-		if (!sig)
-			gone = check_alive(&s);
+		if (sig)
+			break;
+		note_refusals(&s);
+		gone = check_alive(&s);
+		if (gone == GONE_RESTART && restart(opts, &s, restarts) == 0)
+			continue;
+		if (gone)
+			break;
 	}
 	sched_close(&s);
 	mc_pidfile_remove(getpid());
@@ -663,7 +1009,7 @@ int cmd_load(const struct mc_load_opts *opts)
 		printf("moirai: scheduler unloaded (%s)\n", strsignal(sig));
 		return MC_EXIT_OK;
 	}
-	return gone == 1 ? MC_EXIT_FAIL : MC_EXIT_OK;
+	return gone == GONE_ASKED ? MC_EXIT_OK : gone == GONE_RESTART ? MC_EXIT_RESTART : MC_EXIT_FAIL;
 }
 
 int cmd_run(const struct mc_load_opts *opts, char **argv)
@@ -672,7 +1018,9 @@ int cmd_run(const struct mc_load_opts *opts, char **argv)
 	struct sched s;
 	sigset_t old;
 	pid_t child;
-	int sfd, ret, status = 0, gone = 0;
+	time_t restarts[MAX_RESTARTS] = { 0 };
+	int sfd, ret, status = 0;
+	enum gone gone = ALIVE;
 	bool reaped = false;
 
 	sfd = start(opts, &s, &old, true, &ret);
@@ -710,10 +1058,16 @@ int cmd_run(const struct mc_load_opts *opts, char **argv)
 					kill(child, sig);
 			}
 		}
-		if (waitpid(child, &status, WNOHANG) == child)
+		if (!gone)
+			note_refusals(&s);
+		if (waitpid(child, &status, WNOHANG) == child) {
 			reaped = true;
-		else if (!gone && (gone = check_alive(&s)))
-			printf("moirai: %s keeps running, on the default scheduler\n", argv[0]);
+		} else if (!gone && (gone = check_alive(&s))) {
+			if (gone == GONE_RESTART && restart(opts, &s, restarts) == 0)
+				gone = ALIVE;
+			else
+				printf("moirai: %s keeps running, on the default scheduler\n", argv[0]);
+		}
 	}
 	sched_close(&s);
 	mc_pidfile_remove(getpid());

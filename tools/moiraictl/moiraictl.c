@@ -65,9 +65,11 @@
  *
  * -v makes libbpf print its debug messages (its warnings are always shown).
  *
- * Exit status: 0 success, 1 failure or refusal (not root, no sched_ext in
- * this kernel, another scheduler loaded, load error, scheduler error), 2 bad
- * arguments; run: CMD's status, 127 if CMD could not be started.
+ * Exit status: 0 success (load: unloaded as asked), 1 failure or refusal
+ * (not root, no sched_ext in this kernel, another scheduler loaded, load
+ * error, scheduler error or stall), 2 bad arguments, 3 (load) the kernel
+ * asked for a restart that failed; run: CMD's status, 127 if CMD could not
+ * be started.
  *
  * This file parses the command line and holds the helpers the commands
  * share: sysfs and /proc readers, the kernel's sched_ext state and the pid

@@ -32,6 +32,7 @@
 #define MC_EXIT_OK 0
 #define MC_EXIT_FAIL 1
 #define MC_EXIT_USAGE 2
+#define MC_EXIT_RESTART 3	/* load: the kernel asked for a restart that failed */
 
 extern int mc_verbose;
 

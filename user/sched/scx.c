@@ -2,8 +2,11 @@
  * scx.c - registration of worker threads with the Moirai sched_ext
  * scheduler (see scx.h and bpf/moirai_shared.h for the contract).
  *
- * The maps are found by path (BPF_OBJ_GET on MOIRAI_PIN_DIR/workers and
- * /worker_load) with raw bpf() calls: the library does not link libbpf.
+ * The maps are found by path (BPF_OBJ_GET on MOIRAI_PIN_DIR/workers,
+ * /worker_load and /meta) with raw bpf() calls: the library does not link
+ * libbpf. They are used only if meta's layout version is this library's
+ * (MOIRAI_LAYOUT_VERSION): a scheduler of another version would read our
+ * entries with another layout.
  * They are opened once per process, on the first runtime creation that
  * finds them; a process that started before any scheduler was loaded
  * retries at each later runtime creation. A worker claims a line of the
@@ -18,8 +21,13 @@
  * (place.c): workers spread over the CPUs of the runtime's set, and so over
  * the nodes in proportion to their CPUs.
  *
- * Failures are silent by design (a library never prints): a worker that
- * cannot register simply runs unsteered.
+ * Failures are quiet by design (a library never prints): a worker that
+ * cannot register simply runs unsteered. When that is because the maps are
+ * full (every worker_load line held, or the workers hash full), the worker
+ * counts it in meta's reg_full, which the loader reports. Finding a line
+ * held by a thread that is gone costs a tgkill per line probed, so a claim
+ * probes at most MAX_PROBES of them (the loader and the scheduler free such
+ * lines too).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -53,6 +61,8 @@ static struct {
 	bool open;		   /* maps found and mapped */
 	int workers_fd;
 	struct mr__scx_line *lines; /* MOIRAI_LOAD_SLOTS */
+	struct moirai_meta *meta;
+	_Atomic uint32_t probe_at; /* where the next claim's stale probes start */
 	_Atomic uint32_t next_rt_id;
 } scx = { .lock = PTHREAD_MUTEX_INITIALIZER, .workers_fd = -1 };
 
@@ -78,29 +88,48 @@ static bool disabled_by_env(void)
 	return e && strcmp(e, "0") == 0;
 }
 
+#define META_LEN 4096 /* one page holds struct moirai_meta */
+
+/* The pinned map name, mapped shared (len bytes), or NULL. */
+static void *map_pinned(const char *path, size_t len)
+{
+	int fd = obj_get(path);
+	void *m;
+
+	if (fd < 0)
+		return NULL;
+	m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd); /* the mapping keeps the map alive */
+	return m == MAP_FAILED ? NULL : m;
+}
+
 /* Caller holds scx.lock. */
 static void try_open(void)
 {
 	size_t len = ((sizeof(struct mr__scx_line) * MOIRAI_LOAD_SLOTS) + 4095) & ~(size_t)4095;
-	int wfd, lfd;
-	void *m;
+	struct moirai_meta *meta;
+	void *lines;
+	int wfd;
 
-	wfd = obj_get(MOIRAI_PIN_DIR "/workers");
-	if (wfd < 0)
+	meta = map_pinned(MOIRAI_PIN_DIR "/meta", META_LEN);
+	if (!meta)
 		return;
-	lfd = obj_get(MOIRAI_PIN_DIR "/worker_load");
-	if (lfd < 0) {
-		close(wfd);
+	/* acquire: pairs with the loader's release store of the version. */
+	if (__atomic_load_n(&meta->version, __ATOMIC_ACQUIRE) != MOIRAI_LAYOUT_VERSION) {
+		munmap(meta, META_LEN);
 		return;
 	}
-	m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, lfd, 0);
-	close(lfd); /* the mapping keeps the map alive */
-	if (m == MAP_FAILED) {
-		close(wfd);
+	wfd = obj_get(MOIRAI_PIN_DIR "/workers");
+	lines = wfd < 0 ? NULL : map_pinned(MOIRAI_PIN_DIR "/worker_load", len);
+	if (!lines) {
+		if (wfd >= 0)
+			close(wfd);
+		munmap(meta, META_LEN);
 		return;
 	}
 	scx.workers_fd = wfd;
-	scx.lines = m;
+	scx.lines = lines;
+	scx.meta = meta;
 	scx.open = true;
 }
 
@@ -166,13 +195,25 @@ static bool line_stale(struct mr__scx_line *l, uint32_t tid)
 	return syscall(SYS_tgkill, (pid_t)l->pid, (pid_t)tid, 0) < 0 && errno == ESRCH;
 }
 
+#define MAX_PROBES 64
+
 static struct mr__scx_line *claim_line(uint32_t tid, uint32_t *slot)
 {
+	/* Pass 0 takes a free line; pass 1 probes up to MAX_PROBES held ones,
+	 * from a rotating start, for one whose thread is gone. */
 	for (int pass = 0; pass < 2; pass++) {
-		for (uint32_t i = 0; i < MOIRAI_LOAD_SLOTS; i++) {
+		uint32_t start = 0, probes = 0;
+
+		if (pass == 1)
+			start = atomic_fetch_add_explicit(&scx.probe_at, MAX_PROBES,
+							  memory_order_relaxed);
+		for (uint32_t k = 0; k < MOIRAI_LOAD_SLOTS; k++) {
+			uint32_t i = (start + k) % MOIRAI_LOAD_SLOTS;
 			struct mr__scx_line *l = &scx.lines[i];
 			uint32_t cur = atomic_load_explicit(&l->tid, memory_order_relaxed);
-			if (cur != 0 && (pass == 0 || !line_stale(l, cur)))
+			if (cur != 0 && pass == 0)
+				continue;
+			if (cur != 0 && (probes++ >= MAX_PROBES || !line_stale(l, cur)))
 				continue;
 			/* Claim: pairs with the CAS that frees a line in the
 			 * scheduler's exit_task and in mr__scx_worker_exit(). */
@@ -185,6 +226,12 @@ static struct mr__scx_line *claim_line(uint32_t tid, uint32_t *slot)
 		}
 	}
 	return NULL;
+}
+
+/* A registration refused for want of room: counted where the loader looks. */
+static void count_full(void)
+{
+	__atomic_fetch_add(&scx.meta->reg_full, 1, __ATOMIC_RELAXED);
 }
 
 /* struct sched_attr of sched_setattr(2), version 0 (48 bytes). */
@@ -205,8 +252,10 @@ void mr__scx_worker_start(struct mr__worker *w)
 	if (!rt->scx_id)
 		return;
 	l = claim_line(tid, &slot);
-	if (!l)
+	if (!l) {
+		count_full();
 		return;
+	}
 	l->pid = (uint32_t)getpid();
 	l->rt_id = rt->scx_id;
 	l->index = w->idx;
@@ -226,6 +275,8 @@ void mr__scx_worker_start(struct mr__worker *w)
 	a.value = (uint64_t)(uintptr_t)&val;
 	a.flags = BPF_ANY;
 	if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a) < 0) {
+		if (errno == E2BIG || errno == ENOMEM || errno == ENOSPC)
+			count_full();
 		atomic_store_explicit(&l->state, 0, memory_order_relaxed);
 		atomic_store_explicit(&l->tid, 0, memory_order_release);
 		return;
