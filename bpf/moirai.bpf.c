@@ -642,22 +642,25 @@ static __always_inline u64 head_vtime(u64 dsq)
 	return v;
 }
 
+/* What take_from_node() moved. */
+enum { TOOK_NONE = 0, TOOK_OTHER = 1, TOOK_WORKER = 2 };
+
 /* Move the better of node n's heads to this CPU; workers only if allowed. */
-static __always_inline bool take_from_node(s32 n, bool workers_too)
+static __always_inline int take_from_node(s32 n, bool workers_too)
 {
 	u64 vw = workers_too ? head_vtime(WORKER_DSQ(n)) : ~0ull;
 	u64 vo = head_vtime(OTHER_DSQ(n));
 
 	if (vw == ~0ull && vo == ~0ull)
-		return false;
+		return TOOK_NONE;
 	if (vw != ~0ull && (vo == ~0ull || (s64)(vw - vo) <= 0)) {
 		if (move_to_local(WORKER_DSQ(n)))
-			return true;
-		return move_to_local(OTHER_DSQ(n));
+			return TOOK_WORKER;
+		return move_to_local(OTHER_DSQ(n)) ? TOOK_OTHER : TOOK_NONE;
 	}
 	if (move_to_local(OTHER_DSQ(n)))
-		return true;
-	return workers_too && move_to_local(WORKER_DSQ(n));
+		return TOOK_OTHER;
+	return workers_too && move_to_local(WORKER_DSQ(n)) ? TOOK_WORKER : TOOK_NONE;
 }
 
 void BPF_STRUCT_OPS(moirai_dispatch, s32 cpu, struct task_struct *prev)
@@ -682,9 +685,13 @@ void BPF_STRUCT_OPS(moirai_dispatch, s32 cpu, struct task_struct *prev)
 	{
 		s32 m = (s32)((node + i) % nn);
 		bool overloaded = node_is_overloaded(m);
-		if (take_from_node(m, overloaded)) {
+		int took = take_from_node(m, overloaded);
+		if (took != TOOK_NONE) {
 			STAT_ADD(cs, dispatch_remote, 1);
 			STAT_ADD(nstats(m), dispatches, 1);
+			/* A worker of node m runs here: its overload pulled. */
+			if (took == TOOK_WORKER)
+				STAT_ADD(nstats(m), remote_pulls, 1);
 			return;
 		}
 	}

@@ -132,6 +132,7 @@ static void read_load_slot(const struct moirai_load *src, struct moirai_load *ds
 	dst->rt_id = __atomic_load_n(&src->rt_id, __ATOMIC_RELAXED);
 	dst->index = __atomic_load_n(&src->index, __ATOMIC_RELAXED);
 	dst->updates = __atomic_load_n(&src->updates, __ATOMIC_RELAXED);
+	dst->preempted = __atomic_load_n(&src->preempted, __ATOMIC_RELAXED);
 }
 
 static int read_workers(struct mc_snap *snap)
@@ -174,10 +175,18 @@ static int read_workers(struct mc_snap *snap)
 	if (open_pinned(snap, "worker_load", sizeof(__u32), sizeof(struct moirai_load), &lm) >= 0) {
 		if (lm.info.map_flags & BPF_F_MMAPABLE) {
 			long page = sysconf(_SC_PAGESIZE);
+			/* The kernel refuses to mmap a map through a read-only
+			 * fd (EINVAL, even for PROT_READ): map it through a
+			 * read-write one where we may open one (root), read
+			 * only. Otherwise one lookup per worker. */
+			int rw = bpf_obj_get(MOIRAI_PIN_DIR "/worker_load");
 
 			map_len = (size_t)lm.info.max_entries * sizeof(struct moirai_load);
 			map_len = (map_len + page - 1) / page * page;
-			slots = mmap(NULL, map_len, PROT_READ, MAP_SHARED, lm.fd, 0);
+			if (rw >= 0) {
+				slots = mmap(NULL, map_len, PROT_READ, MAP_SHARED, rw, 0);
+				close(rw);
+			}
 		}
 	}
 	for (i = 0; i < snap->nr_workers; i++) {
