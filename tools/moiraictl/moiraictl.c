@@ -7,6 +7,7 @@
  *   moiraictl status [--json]
  *   moiraictl top [--iterations N]
  *   moiraictl dump [--json]
+ *   moiraictl dump -p PID
  *   moiraictl clean
  *   moiraictl trace -p PID [-d SECONDS] [-o FILE]
  *   moiraictl -h | --help
@@ -54,6 +55,14 @@
  * second, dump --json as numbers under "runtimes". An export whose process
  * is gone (killed before it could remove it) shows as STALE; clean removes
  * those.
+ *
+ * dump -p PID asks a live process for its fiber dump (mr_runtime_dump():
+ * every worker and fiber, what each waits on, its stack): the process must
+ * have been started with MOIRAI_DUMP_SIGNAL (read from /proc/PID/environ;
+ * moiraictl refuses rather than send a signal that could kill it) and have
+ * installed the handler (SigCgt). With MOIRAI_DUMP_FILE set the dump is
+ * appended there and moiraictl prints it; otherwise it goes to the
+ * process's stderr.
  *
  * trace attaches BPF programs to the USDT probes of process PID (its
  * libmoirai.so, or its executable when linked statically) for SECONDS
@@ -104,6 +113,8 @@ void mc_usage(FILE *f)
 	      "  status [--json]                    kernel state, loader, registered workers\n"
 	      "  top [--iterations N]               live workers, per-CPU, per-node, latency\n"
 	      "  dump [--json]                      everything in the pinned maps, once\n"
+	      "  dump -p PID                        PID's fibers and workers, with their stacks\n"
+	      "                                     (PID started with MOIRAI_DUMP_SIGNAL set)\n"
 	      "  clean                              remove the counters of runtimes whose\n"
 	      "                                     process is gone\n"
 	      "  trace -p PID [-d SECONDS] [-o FILE]\n"
@@ -397,12 +408,22 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "status") || !strcmp(cmd, "dump")) {
 		bool json = false;
+		unsigned long long pid = 0;
 
 		for (i = 0; i < argc; i++) {
 			if (!strcmp(argv[i], "--json"))
 				json = true;
-			else
+			else if (cmd[0] == 'd' && !strcmp(argv[i], "-p") && i + 1 < argc) {
+				if (mc_parse_uint(argv[++i], INT_MAX, &pid) < 0 || !pid)
+					return usage_error("dump: -p needs a pid, not '%s'", argv[i]);
+			} else
 				return usage_error("unknown option: %s", argv[i]);
+		}
+		if (pid) {
+			if (json)
+				return usage_error("dump -p prints the process's own dump (no --json)",
+						   NULL);
+			return cmd_dump_pid((pid_t)pid);
 		}
 		return cmd[0] == 's' ? cmd_status(json) : cmd_dump(json);
 	}

@@ -112,6 +112,7 @@ void mc_rts_print(FILE *f, const struct mc_rts *rts, const struct mc_rts *prev);
 void mc_rts_json(struct mc_json *j, const struct mc_rts *rts);
 const char *mc_wstate_name(uint32_t state);
 int cmd_clean(void);
+int cmd_dump_pid(pid_t pid);
 
 /* trace.c: a Perfetto timeline of a live runtime from its USDT probes. */
 int cmd_trace(pid_t pid, double seconds, const char *out);

@@ -17,6 +17,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -527,4 +528,163 @@ int cmd_clean(void)
 	if (!removed && !failed)
 		printf("nothing to clean\n");
 	return failed ? MC_EXIT_FAIL : MC_EXIT_OK;
+}
+
+/* ---- moiraictl dump -p PID: the fiber dump of a live process ---------------- */
+
+/* NAME's value in PID's initial environment, into out; false if unset. */
+static bool env_of(pid_t pid, const char *name, char *out, size_t size)
+{
+	char path[64], *buf;
+	size_t len = strlen(name), cap = 1 << 20, n = 0;
+	int fd;
+	bool found = false;
+
+	snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || !(buf = malloc(cap + 1))) {
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	for (ssize_t r; n < cap && (r = read(fd, buf + n, cap - n)) > 0;)
+		n += (size_t)r;
+	close(fd);
+	buf[n] = 0;
+	for (size_t i = 0; i < n; i += strlen(buf + i) + 1)
+		if (!strncmp(buf + i, name, len) && buf[i + len] == '=') {
+			snprintf(out, size, "%s", buf + i + len + 1);
+			found = true;
+			break;
+		}
+	free(buf);
+	return found;
+}
+
+/* A signal by name (QUIT, SIGQUIT) or number, as the library reads it. */
+static int signal_number(const char *s)
+{
+	static const struct {
+		const char *name;
+		int sig;
+	} names[] = { { "QUIT", SIGQUIT }, { "USR1", SIGUSR1 }, { "USR2", SIGUSR2 },
+		      { "HUP", SIGHUP },   { "INT", SIGINT },	{ "TERM", SIGTERM },
+		      { "WINCH", SIGWINCH }, { "PWR", SIGPWR } };
+	char *end;
+	long n = strtol(s, &end, 10);
+
+	if (*s && !*end)
+		return n > 0 && n < 65 ? (int)n : -1;
+	if (!strncmp(s, "SIG", 3))
+		s += 3;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (!strcmp(s, names[i].name))
+			return names[i].sig;
+	return -1;
+}
+
+/* Does pid catch sig (SigCgt in /proc/PID/status)? */
+static bool catches(pid_t pid, int sig)
+{
+	char path[64], line[256];
+	bool yes = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	if (!(f = fopen(path, "r")))
+		return false;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "SigCgt:", 7)) {
+			unsigned long long mask = strtoull(line + 7, NULL, 16);
+			yes = (mask >> (sig - 1)) & 1;
+			break;
+		}
+	fclose(f);
+	return yes;
+}
+
+int cmd_dump_pid(pid_t pid)
+{
+	char sigs[32], file[PATH_MAX];
+	struct stat sb;
+	off_t before = 0;
+	int sig;
+
+	if (!mc_pid_alive(pid)) {
+		fprintf(stderr, "moiraictl: dump: no process %d\n", (int)pid);
+		return MC_EXIT_FAIL;
+	}
+	if (!env_of(pid, "MOIRAI_DUMP_SIGNAL", sigs, sizeof(sigs))) {
+		fprintf(stderr,
+			"moiraictl: dump: process %d was not started with MOIRAI_DUMP_SIGNAL "
+			"(e.g. MOIRAI_DUMP_SIGNAL=SIGQUIT): it would not dump, and the signal "
+			"could kill it\n",
+			(int)pid);
+		return MC_EXIT_FAIL;
+	}
+	if ((sig = signal_number(sigs)) < 0) {
+		fprintf(stderr, "moiraictl: dump: MOIRAI_DUMP_SIGNAL=%s names no signal\n", sigs);
+		return MC_EXIT_FAIL;
+	}
+	if (!catches(pid, sig)) {
+		fprintf(stderr,
+			"moiraictl: dump: process %d does not catch signal %d yet (the runtime "
+			"installs its handler at the first fiber it spawns)\n",
+			(int)pid, sig);
+		return MC_EXIT_FAIL;
+	}
+	bool to_file = env_of(pid, "MOIRAI_DUMP_FILE", file, sizeof(file)) && file[0];
+	if (to_file) {
+		char path[64];
+		/* A relative name is relative to the process's directory. */
+		if (file[0] != '/') {
+			char rel[PATH_MAX];
+			memcpy(rel, file, sizeof(rel));
+			int k = snprintf(path, sizeof(path), "/proc/%d/cwd/", (int)pid);
+			memcpy(file, path, (size_t)k);
+			snprintf(file + k, sizeof(file) - (size_t)k, "%.*s",
+				 (int)(sizeof(file) - (size_t)k - 1), rel);
+		}
+		if (stat(file, &sb) == 0)
+			before = sb.st_size;
+	}
+	if (kill(pid, sig) < 0) {
+		fprintf(stderr, "moiraictl: dump: kill %d: %s\n", (int)pid, strerror(errno));
+		return MC_EXIT_FAIL;
+	}
+	if (!to_file) {
+		printf("moiraictl: asked process %d for its dump: it writes it to its stderr "
+		       "(MOIRAI_DUMP_FILE=PATH would let moiraictl print it)\n",
+		       (int)pid);
+		return MC_EXIT_OK;
+	}
+	/* Wait (5 s at most) until the file has grown and stopped growing. */
+	off_t last = before;
+	int still = 0;
+	for (int i = 0; i < 100 && still < 3; i++) {
+		usleep(50000);
+		off_t now = stat(file, &sb) == 0 ? sb.st_size : before;
+		still = now > before && now == last ? still + 1 : 0;
+		last = now;
+	}
+	if (last <= before) {
+		fprintf(stderr, "moiraictl: dump: nothing appeared in %s\n", file);
+		return MC_EXIT_FAIL;
+	}
+	int fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0 || fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+		fprintf(stderr, "moiraictl: dump: %s: cannot read it\n", file);
+		if (fd >= 0)
+			close(fd);
+		return MC_EXIT_FAIL;
+	}
+	char buf[65536];
+	ssize_t r;
+	off_t at = before;
+	while ((r = pread(fd, buf, sizeof(buf), at)) > 0) {
+		fwrite(buf, 1, (size_t)r, stdout);
+		at += r;
+	}
+	close(fd);
+	return MC_EXIT_OK;
 }
