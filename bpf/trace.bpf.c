@@ -78,7 +78,7 @@ static __always_inline void emit(__u32 type, __u64 a0, __u64 a1, __u64 a2, const
 P3(fiber_create, MOIRAI_EV_FIBER_CREATE)
 P2(fiber_run, MOIRAI_EV_FIBER_RUN)
 P3(fiber_stop, MOIRAI_EV_FIBER_STOP)
-P2(fiber_ready, MOIRAI_EV_FIBER_READY)
+P1(fiber_ready, MOIRAI_EV_FIBER_READY)
 P2(fiber_exit, MOIRAI_EV_FIBER_EXIT)
 P3(job_start, MOIRAI_EV_JOB_START)
 P2(job_end, MOIRAI_EV_JOB_END)

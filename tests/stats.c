@@ -111,9 +111,16 @@ static void fibers_main(void *arg)
 
 	for (long i = 0; i < a->n; i++)
 		f[i] = mr_go(parker, NULL);
-	/* Let them all park on the empty channel, then feed them. */
-	for (long i = 0; i < 100; i++)
+	/* Let them all park on the empty channel (the gauge must get
+	 * there: the harness's timeout bounds the wait), then feed them. */
+	for (;;) {
+		struct mr_runtime_stats st = { .sz = sizeof(st) };
+		if (mr_runtime_stats(NULL, &st) != 0)
+			abort();
+		if (st.fibers_parked == (uint64_t)a->n && st.fibers_runnable == 1)
+			break;
 		mr_yield();
+	}
 	for (long i = 0; i < a->n; i++) {
 		int v = (int)i;
 		if (mr_chan_send(gate, &v) != 0)
@@ -145,7 +152,9 @@ TEST(fiber_counters_balance)
 	/* Every park was followed by a run; the ones who blocked on the
 	 * channel counted. */
 	EXPECT_EQ(b.total.fiber_parks, b.total.fiber_wakeups);
+	EXPECT_EQ(b.total.fiber_readies - b.total.fibers_spawned, b.total.fiber_parks);
 	EXPECT_EQ(b.fibers_parked, 0);
+	EXPECT_EQ(b.fibers_runnable, 0);
 	EXPECT_GE(b.total.fiber_runs - a.total.fiber_runs, (uint64_t)fa.n + 1);
 	EXPECT_GE(b.total.chan_blocks - a.total.chan_blocks, 1);
 	/* mr_run spawns from outside: the outside record has it. */
@@ -181,7 +190,11 @@ TEST(parks_timers_and_identity)
 	EXPECT_EQ(a.total.version, MR_STATS_VERSION);
 	EXPECT_EQ(a.total.pid, getpid());
 	for (unsigned i = 0; i < 2; i++) {
-		ASSERT_EQ(mr_worker_stats(rt, i, &w), 0);
+		/* A worker woken for nothing (a spurious futex return) says
+		 * PARKED with no start until it parks again: wait for both. */
+		do
+			ASSERT_EQ(mr_worker_stats(rt, i, &w), 0);
+		while (w.state != MR_WSTATE_PARKED || !w.parked_since_ns);
 		EXPECT_EQ(w.version, MR_STATS_VERSION);
 		EXPECT_EQ(w.size, sizeof(w));
 		EXPECT_EQ(w.worker, i);

@@ -50,9 +50,14 @@
  *  fiber_exits         fibers that returned here
  *  fiber_runs          switches into a fiber (context switches in)
  *  fiber_parks         fibers that parked here (to wait on anything)
+ *  fiber_readies       fibers made runnable by code running here (a
+ *                      spawn, a wake-up after a park; from threads outside
+ *                      the runtime: the outside record)
  *  fiber_wakeups       fibers that ran here again after a park
- *                      parked now = sum(fiber_parks) - sum(fiber_wakeups);
- *                      live now = sum(fibers_spawned) - sum(fiber_exits)
+ *                      live now = sum(fibers_spawned) - sum(fiber_exits);
+ *                      parked now = sum(fiber_parks)
+ *                                   - (sum(fiber_readies) - sum(fibers_spawned));
+ *                      runnable or running = live - parked
  *  chan_blocks         channel operations (send, recv, select, loans) that
  *                      had to wait, made by code running on this worker
  *  timer_fires         timers fired by this worker (sleeps, deadlines)
@@ -128,6 +133,7 @@ struct mr_worker_stats {
 	uint64_t fiber_runs;
 	uint64_t fiber_parks;
 	uint64_t fiber_wakeups;
+	uint64_t fiber_readies;
 	uint64_t chan_blocks;
 	uint64_t timer_fires;
 
@@ -136,7 +142,7 @@ struct mr_worker_stats {
 	uint64_t io_cancelled;
 	uint64_t io_backend;
 
-	uint64_t reserved_[4]; /* room to grow within the owner's two lines */
+	uint64_t reserved_[3]; /* room to grow within the owner's lines */
 
 	/* Written by thieves (atomic adds), on a line of its own. */
 	uint64_t jobs_stolen_from __attribute__((aligned(64)));
@@ -158,7 +164,8 @@ struct mr_runtime_stats {
 	unsigned workers_parked;  /* state PARKED now */
 	unsigned workers_blocked; /* state BLOCKED now */
 	uint64_t fibers_live;	  /* created, not yet returned */
-	uint64_t fibers_parked;	  /* of those, parked (or readied, not yet running) */
+	uint64_t fibers_parked;	  /* of those, parked (waiting to be made runnable) */
+	uint64_t fibers_runnable; /* of those, runnable or running */
 	uint64_t injector_len;	  /* jobs and fibers waiting in the injector */
 	const char *export_path;  /* the pin or the file, or NULL (none); valid while rt lives */
 	struct mr_worker_stats total;

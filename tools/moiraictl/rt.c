@@ -341,21 +341,23 @@ void mc_rts_print(FILE *f, const struct mc_rts *rts, const struct mc_rts *prev)
 			continue;
 		}
 		o = &rt->recs[rt->nrecs - 1];
-		uint64_t live, parked, spawned = 0, exits = 0, parks = 0, wakeups = 0;
+		uint64_t live, parked, woken, spawned = 0, exits = 0, parks = 0, readies = 0;
 		for (size_t k = 0; k < rt->nrecs; k++) {
 			spawned += rt->recs[k].fibers_spawned;
 			exits += rt->recs[k].fiber_exits;
 			parks += rt->recs[k].fiber_parks;
-			wakeups += rt->recs[k].fiber_wakeups;
+			readies += rt->recs[k].fiber_readies;
 		}
-		/* Live views: two counters are not read at one instant. */
+		/* Live views (stats.h): two counters are not read at one instant. */
 		live = spawned >= exits ? spawned - exits : 0;
-		parked = parks >= wakeups ? parks - wakeups : 0;
+		woken = readies > spawned ? readies - spawned : 0;
+		parked = parks > woken ? parks - woken : 0;
 		if (parked > live)
 			parked = live;
-		fprintf(f, "    %u workers; fibers: %llu live, %llu parked; from outside: "
-			   "%llu fibers spawned, %llu wake-ups\n",
+		fprintf(f, "    %u workers; fibers: %llu live, %llu parked, %llu runnable or running; "
+			   "from outside: %llu fibers spawned, %llu wake-ups\n",
 			o->nworkers, (unsigned long long)live, (unsigned long long)parked,
+			(unsigned long long)(live - parked),
 			(unsigned long long)o->fibers_spawned, (unsigned long long)o->wakeups_sent);
 		if (p)
 			fprintf(f, "    %3s %7s %-9s %5s %9s %8s %8s %8s %8s %8s %8s %8s\n", "w", "tid",
@@ -433,6 +435,7 @@ static void json_rec(struct mc_json *j, const struct mr_worker_stats *w, uint64_
 	U(fiber_runs);
 	U(fiber_parks);
 	U(fiber_wakeups);
+	U(fiber_readies);
 	U(chan_blocks);
 	U(timer_fires);
 	U(io_submitted);

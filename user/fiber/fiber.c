@@ -50,6 +50,8 @@ void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_
 
 #define FIBER_MAGIC 0x6d726669u /* "mrfi" */
 
+/* How a fiber switched out (the fiber_stop probe's third argument: keep
+ * the numbers, user/metrics/probes.h documents them). */
 enum { ACT_NONE, ACT_PARK, ACT_PARK_IN, ACT_YIELD, ACT_EXIT };
 
 /* What mr_yield's direct transfer passes to the fiber it switches to: the
@@ -186,7 +188,7 @@ static void release(struct mr__worker *w, struct mr_fiber *f)
 /* In the resumer's context, once f is off its stack: what f asked for. */
 static void after_switch(struct mr__worker *w, struct mr_fiber *f)
 {
-	MR_PROBE3(fiber_stop, f, w->idx, f->action == ACT_YIELD ? 2 : f->action == ACT_EXIT ? 3 : 1);
+	MR_PROBE3(fiber_stop, f, w->idx, f->action);
 	switch (f->action) {
 	case ACT_YIELD:
 		f->yield_next = NULL;
@@ -334,7 +336,8 @@ void mr__fiber_ready(struct mr_fiber *f)
 {
 	struct mr__worker *w = mr__self();
 
-	MR_PROBE2(fiber_ready, f, w && w->rt == f->rt ? (int)w->idx : -1);
+	MR_PROBE1(fiber_ready, f);
+	MR__STAT_BY(f->rt, fiber_readies, 1);
 	if (w && w->rt == f->rt && mr__push(w, &f->hdr)) {
 		/* Noted even if the push made it public at once:
 		 * mr__fiber_share_held() then finds it shared and does nothing. */
@@ -419,7 +422,7 @@ static inline void park(struct mr_fiber *f)
 	if (top && top->exec == mr__fiber_exec && ((struct mr_fiber *)top)->ran) {
 		struct mr_fiber *next = (struct mr_fiber *)top;
 		mr__deque_pop(&w->dq);
-		MR_PROBE3(fiber_stop, f, w->idx, 1);
+		MR_PROBE3(fiber_stop, f, w->idx, f->action);
 		transfer(f, next, f);
 		return;
 	}
@@ -499,10 +502,10 @@ void mr_yield(void)
 		else
 			w->yield_head = f;
 		w->yield_tail = f;
-		MR_PROBE3(fiber_stop, f, w->idx, 2);
 		/* How f last switched out, for count_run() when it runs again
 		 * (nothing else reads it for a fiber on the yield queue). */
 		f->action = ACT_YIELD;
+		MR_PROBE3(fiber_stop, f, w->idx, f->action);
 		transfer(f, next, TRANSFER);
 		return;
 	}

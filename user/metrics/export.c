@@ -89,6 +89,7 @@ static const struct field {
 	FIELD(fiber_runs, T_U64),
 	FIELD(fiber_parks, T_U64),
 	FIELD(fiber_wakeups, T_U64),
+	FIELD(fiber_readies, T_U64),
 	FIELD(chan_blocks, T_U64),
 	FIELD(timer_fires, T_U64),
 	FIELD(io_submitted, T_U64),

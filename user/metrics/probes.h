@@ -15,11 +15,11 @@
  *
  *  fiber_create(fiber, fn, runtime_id)   mr_go: a fiber was made runnable
  *  fiber_run(fiber, worker)              a worker switches into it
- *  fiber_stop(fiber, worker, why)        it switched out: why 1 parked,
- *                                        2 yielded, 3 returned
+ *  fiber_stop(fiber, worker, why)        it switched out: why 1 or 2 parked,
+ *                                        3 yielded, 4 returned
  *  fiber_park(fiber, call)               it parks in `call` (what it waits on)
- *  fiber_ready(fiber, worker)            made runnable again by the calling
- *                                        thread (worker -1: not a worker)
+ *  fiber_ready(fiber)                    made runnable (spawned or woken) by
+ *                                        the calling thread
  *  fiber_exit(fiber, worker)             it returned
  *  job_start(job, worker, exec)          a job from a queue starts (exec: its
  *                                        function), job_end(job, worker) ends

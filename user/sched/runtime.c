@@ -969,14 +969,15 @@ static void park(struct mr__worker *w, bool (*done)(void *), void *arg)
 		int64_t next = atomic_load_explicit(&w->tnext, memory_order_relaxed);
 		if (other >= 0 && (next < 0 || other < next))
 			next = other;
+		/* The counters: since when, before the state says PARKED. */
+		uint64_t since = mr__now_ns();
+		MR__STAT_ADD(w->st, parks, 1);
+		MR__STAT_SET(w->st, parked_since_ns, since);
 		scx_state(w, MR__SCX_PARKED);
 		/* seq_cst: pairs with the destroyer's store of `draining`. */
 		if (atomic_fetch_add_explicit(&rt->nasleep, 1, memory_order_seq_cst) + 1 ==
 		    rt->nworkers)
 			maybe_quiesced(rt);
-		uint64_t since = mr__now_ns();
-		MR__STAT_ADD(w->st, parks, 1);
-		MR__STAT_SET(w->st, parked_since_ns, since);
 		MR_PROBE1(worker_park, w->idx);
 		uint32_t tok = wait_token(w, next, true);
 		MR_PROBE2(worker_wake, w->idx, tok);

@@ -89,6 +89,7 @@ int mr_runtime_stats(mr_runtime_t *rt, struct mr_runtime_stats *out)
 		t->fiber_runs += one.fiber_runs;
 		t->fiber_parks += one.fiber_parks;
 		t->fiber_wakeups += one.fiber_wakeups;
+		t->fiber_readies += one.fiber_readies;
 		t->chan_blocks += one.chan_blocks;
 		t->timer_fires += one.timer_fires;
 		t->io_submitted += one.io_submitted;
@@ -102,10 +103,12 @@ int mr_runtime_stats(mr_runtime_t *rt, struct mr_runtime_stats *out)
 	t->runtime = r->id;
 	t->pid = (int32_t)r->metrics.owner;
 	st->fibers_live = atomic_load_explicit(&r->nfibers, memory_order_relaxed);
-	uint64_t parked = t->fiber_parks - t->fiber_wakeups;
-	st->fibers_parked = t->fiber_parks >= t->fiber_wakeups && parked <= st->fibers_live ?
-				    parked :
-				    st->fibers_live;
+	/* Readies that ended a park (the others are spawns); the counters are
+	 * not read at one instant, so keep the results within bounds. */
+	uint64_t woken = t->fiber_readies > t->fibers_spawned ? t->fiber_readies - t->fibers_spawned : 0;
+	uint64_t parked = t->fiber_parks > woken ? t->fiber_parks - woken : 0;
+	st->fibers_parked = parked < st->fibers_live ? parked : st->fibers_live;
+	st->fibers_runnable = st->fibers_live - st->fibers_parked;
 	st->injector_len = atomic_load_explicit(&r->inj_len, memory_order_relaxed);
 	st->export_path = r->metrics.path[0] ? r->metrics.path : NULL;
 	st->sz = out->sz;
