@@ -268,6 +268,7 @@ static void resume(struct mr__worker *w, struct mr_fiber *f)
 	mr__tls_fiber = f;
 	mr__tls_held = 0;
 	w->pinned = 0; /* the fiber's own count (see sched.h) */
+	mr__fiber_running(w, f);
 #ifdef MR_TSAN
 	f->tsan_resumer = __tsan_get_current_fiber();
 	__tsan_switch_to_fiber(f->tsan_fiber, 0);
@@ -281,6 +282,7 @@ static void resume(struct mr__worker *w, struct mr_fiber *f)
 	__sanitizer_finish_switch_fiber(fake, NULL, NULL);
 #endif
 	mr__tls_fiber = prev;
+	atomic_store_explicit(&w->cur, prev, memory_order_relaxed);
 	w->pinned = pinned;
 	after_switch(w, out);
 }
@@ -318,6 +320,9 @@ bool mr__job_is_fiber(const struct mr__job *job)
 void mr__fiber_ready(struct mr_fiber *f)
 {
 	struct mr__worker *w = mr__self();
+
+	atomic_store_explicit(&f->run_state, MR__FS_RUNNABLE, memory_order_relaxed);
+	atomic_store_explicit(&f->since, mr__now_coarse(), memory_order_relaxed);
 
 	if (w && w->rt == f->rt && mr__push(w, &f->hdr)) {
 		/* Noted even if the push made it public at once:
@@ -375,6 +380,7 @@ static void transfer(struct mr_fiber *f, struct mr_fiber *next, void *how)
 	next->resumer_sp = f->resumer_sp;
 	mr__tls_fiber = next;
 	mr__tls_held = 0;
+	mr__fiber_running(mr__self(), next);
 #ifdef MR_TSAN
 	next->tsan_resumer = f->tsan_resumer;
 	__tsan_switch_to_fiber(next->tsan_fiber, 0);
@@ -413,6 +419,7 @@ void mr__fiber_park(bool (*commit)(void *arg), void *arg, const char *call)
 	struct mr_fiber *f = mr__tls_fiber;
 
 	check_on_own_stack(f, call);
+	mr__fiber_parking(f);
 	f->action = ACT_PARK;
 	f->commit = commit;
 	f->commit_arg = arg;
@@ -423,6 +430,7 @@ void mr__fiber_park_in(struct mr_fiber *f, _Atomic uint64_t *word, uint64_t val,
 		       const char *call)
 {
 	check_on_own_stack(f, call);
+	mr__fiber_parking(f);
 	f->action = ACT_PARK_IN;
 	f->pub_word = word;
 	f->pub_val = val;
@@ -704,6 +712,8 @@ int mr_fiber_join(mr_fiber_t *handle)
 			f->name);
 	if (s == 0) {
 		struct mr__waiter wt;
+
+		mr__wait_note(MR__WAIT_JOIN, f, -1);
 
 		memset(&wt, 0, sizeof(wt));
 		wt.fiber = self;

@@ -341,6 +341,7 @@ int mr_sleep_until(int64_t deadline)
 		wt.timer.fire = sleep_fire;
 		wt.timer.call = "mr_sleep_until";
 		wt.cancel.fn = sleep_cancel;
+		mr__wait_note(MR__WAIT_SLEEP, NULL, deadline);
 		mr__fiber_park(commit_sleep, &wt, "mr_sleep_until");
 		/* acquire: pairs with the commit's last store (above). */
 		while (!atomic_load_explicit(&wt.waker_out, memory_order_acquire))
@@ -357,6 +358,7 @@ int mr_sleep_until(int64_t deadline)
 	struct mr__worker *w = mr__self();
 	if (w) {
 		/* A job or pinned fiber: run fibers meanwhile, as any blocked wait. */
+		mr__wait_note(MR__WAIT_SLEEP, NULL, deadline);
 		mr__worker_block(w);
 		mr__worker_help(w, never, NULL, deadline);
 		mr__worker_unblock(w);

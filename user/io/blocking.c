@@ -303,6 +303,7 @@ int mr__blocking_run(void (*fn)(void *), void *arg, const char *call)
 	/* Cancellation (to come) parks with a commit that also registers the
 	 * fiber with its canceller here, and takes a still-queued item back
 	 * off the queue when cancelled. */
+	mr__wait_note(MR__WAIT_BLOCKING, (const void *)fn, -1);
 	mr__fiber_park_in(f, &p.word, (uint64_t)(uintptr_t)f, call);
 	/* We run again after parked_done() put EARLY in the word (our park
 	 * failed), or once it readied us (the word holds f, then OUT). */

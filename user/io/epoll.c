@@ -594,6 +594,7 @@ static int wait_fd(struct mr_fiber *f, int fd, uint32_t events, int64_t deadline
 		return err;
 	}
 	set_inflight(w, ep);
+	mr__wait_note(MR__WAIT_IO, (const void *)(intptr_t)fd, deadline);
 	/* The worker readies us from poll() or wait(); w and ep are not ours
 	 * to touch after the park (we may resume on another worker). */
 	mr__fiber_park(parked, NULL, call);

@@ -157,6 +157,14 @@ struct mr__worker {
 	uint32_t io_tick;
 	_Atomic uint32_t io_inflight;
 
+	/* For dumps (fiber/dump.c): the fiber this worker runs (NULL: none),
+	 * and what its thread last waited on (mr__wait_note(): shown while
+	 * `blocked`). Owner writes, a dump reads. */
+	struct mr_fiber *_Atomic cur;
+	_Atomic uint8_t wait_kind;
+	const void *_Atomic wait_obj;
+	_Atomic int64_t wait_deadline;
+
 	/* Written by wakers: the futex this worker sleeps on. */
 	mr__cacheline_aligned _Atomic uint32_t park;
 	char pad_[MR_CACHELINE - sizeof(uint32_t)];
