@@ -112,6 +112,9 @@ $(BUILD)/tests/%: tests/%.c tests/harness.h tests/util.h $(STATIC)
 	@[ "$(Q)" ] && echo "  CC      $@" || true
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-sign-compare -Wno-type-limits $< -o $@ $(STATIC) $(LDLIBS)
 
+# tests/dump reads function names of its own in the dumps (dladdr).
+$(BUILD)/tests/dump: CFLAGS += -rdynamic
+
 # tests/http runs the httpd of its own build.
 $(BUILD)/tests/http: $(BUILD)/examples/httpd
 

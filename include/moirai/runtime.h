@@ -27,6 +27,8 @@
 #ifndef MOIRAI_RUNTIME_H
 #define MOIRAI_RUNTIME_H
 
+#include <stdio.h>
+
 #include <moirai/common.h>
 
 MR_EXTERN_C_BEGIN
@@ -155,6 +157,31 @@ MR_API unsigned mr_runtime_workers(const mr_runtime_t *rt);
 /* Index of the calling worker in its runtime, or -1 outside any runtime.
  * Async-signal-safe. */
 MR_API int mr_worker_index(void);
+
+/*
+ * Write what rt is doing to out: each worker (the fiber it runs, idle, or
+ * blocked inside a job and on what), then each live fiber:
+ *
+ *	fiber 0x7f..40 "name" parked 12.003 ms: waits on chan 0x55..a0
+ *	    #0 0x7f..12 mr_chan_recv+0x42 (libmoirai.so.0.1.0+0x1a2b2)
+ *	    #1 0x55..34 consumer+0x1c (prog+0x1234)
+ *
+ * The state is running, runnable or parked, with how long: since it
+ * parked, or for a runnable or running one since it was made runnable
+ * (a coarse clock: a few ms of resolution). A parked fiber waits on one
+ * of: chan (a send or receive), select (the first channel of the select),
+ * shm-chan (a shm:// channel), mutex, cond, sem, wg, event (the object's
+ * address), join (the fiber joined), sleep, io (the descriptor), blocking
+ * (the function run on the blocking pool), with "deadline in N ms" if it
+ * has one. The frames of a fiber that is not running come from its saved
+ * frame pointers (code built without frame pointers shows fewer frames);
+ * "module+0xoffset" is what `addr2line -e module` takes. Lines of fibers
+ * that run meanwhile may be stale. Blocks nobody for long: each list of
+ * fibers is locked while it is copied (fiber exits wait), and the printing
+ * is done after. Not async-signal-safe. Returns 0, -EINVAL (rt or out
+ * NULL) or -ENOMEM; aborts if rt is not a live runtime.
+ */
+MR_API int mr_runtime_dump(mr_runtime_t *rt, FILE *out);
 
 MR_EXTERN_C_END
 

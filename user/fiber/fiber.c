@@ -201,6 +201,7 @@ static void after_switch(struct mr__worker *w, struct mr_fiber *f)
 		break;
 	case ACT_EXIT: {
 		struct mr_runtime *rt = f->rt;
+		mr__freg_del(f); /* a dump no longer sees it */
 		/* Before the joiner can return (and maybe destroy rt). seq_cst:
 		 * pairs with the quiescence checks of mr_runtime_destroy(). */
 		atomic_fetch_sub_explicit(&rt->nfibers, 1, memory_order_seq_cst);
@@ -591,6 +592,7 @@ mr_fiber_t *mr_go_opts(void (*fn)(void *), void *arg, const struct mr_fiber_opts
 #endif
 	/* seq_cst: counted before it can run (and before destroy can look). */
 	atomic_fetch_add_explicit(&rt->nfibers, 1, memory_order_seq_cst);
+	mr__freg_add(rt, f, w);
 	mr__fiber_ready(f);
 	return f;
 }

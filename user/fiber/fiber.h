@@ -148,6 +148,10 @@ struct mr_fiber {
 	_Atomic int64_t since;
 	_Atomic int64_t wait_deadline;
 	const void *_Atomic wait_obj;
+	/* The runtime's list of live fibers (dump.c), under the lock of
+	 * shard reg_shard of rt->freg. */
+	struct mr_fiber *reg_prev, *reg_next;
+	unsigned reg_shard;
 };
 
 /* The running fiber of this thread, or NULL. */
@@ -207,9 +211,13 @@ static inline void mr__fiber_parking(struct mr_fiber *f)
 static inline void mr__fiber_running(struct mr__worker *w, struct mr_fiber *f)
 {
 	atomic_store_explicit(&f->run_state, MR__FS_RUNNING, memory_order_relaxed);
-	atomic_store_explicit(&f->since, mr__now_coarse(), memory_order_relaxed);
 	atomic_store_explicit(&w->cur, f, memory_order_relaxed);
 }
+
+/* The runtime's list of live fibers (dump.c): f joins at spawn (w: the
+ * spawning worker, or NULL), leaves when it returns. */
+void mr__freg_add(struct mr_runtime *rt, struct mr_fiber *f, struct mr__worker *w);
+void mr__freg_del(struct mr_fiber *f);
 
 /*
  * Park the calling fiber. After the switch the resumer calls commit(arg):

@@ -64,6 +64,7 @@ struct mr__pool_batch {
 };
 
 #define MR__STACK_CACHE 32
+#define MR__FREG 8 /* shards of a runtime's fiber list */
 
 struct mr_fiber;
 struct mr__timer;
@@ -222,6 +223,13 @@ struct mr_runtime {
 
 	/* Fibers alive (not yet returned): destroy waits for them. */
 	_Atomic uint64_t nfibers;
+	/* The live fibers themselves, for dumps (fiber/dump.c): lists in
+	 * MR__FREG shards (a spawn takes its worker's), each under a leaf
+	 * spinlock. */
+	struct mr__freg {
+		mr__cacheline_aligned _Atomic uint32_t lock;
+		struct mr_fiber *head;
+	} freg[MR__FREG];
 	/* Workers whose thread is blocked (mr__worker_block): others fire their timers. */
 	_Atomic uint32_t nblocked;
 	/* Blocked workers asleep in mr__worker_help() (hsleep set); never

@@ -1,0 +1,308 @@
+/*
+ * dump.c - mr_runtime_dump() and the deadlock report.
+ *
+ * The dump of a runtime whose fibers are parked on one object of each kind
+ * names each kind and object, and the stack of a parked fiber holds the
+ * function that parked it (the binary is linked with -rdynamic so that
+ * dladdr names its functions). The deadlock cases run in a forked child
+ * with MOIRAI_DEADLOCK=abort and their stderr captured; the cases that must
+ * stay silent run with it set too, so a false report aborts the test.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <moirai/moirai.h>
+
+#include "harness.h"
+
+static mr_runtime_t *make_rt(unsigned workers)
+{
+	MR_OPTS(mr_config, cfg, .workers = workers);
+	mr_runtime_t *rt = mr_runtime_create(&cfg);
+
+	if (!rt) {
+		fprintf(stdout, "# mr_runtime_create: %s\n", strerror(errno));
+		_exit(1);
+	}
+	return rt;
+}
+
+static mr_fiber_t *go_named(void (*fn)(void *), void *arg, const char *name)
+{
+	MR_OPTS(mr_fiber_opts, o, .name = name);
+	mr_fiber_t *f = mr_go_opts(fn, arg, &o);
+
+	if (!f)
+		_exit(1);
+	return f;
+}
+
+/* The dump of rt as a string (malloc'd). */
+static char *dump_str(mr_runtime_t *rt)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&buf, &len);
+
+	if (!m || mr_runtime_dump(rt, m) != 0)
+		_exit(1);
+	fclose(m);
+	return buf;
+}
+
+/* The line of the fiber named `name` in dump d (a static copy), or NULL. */
+static const char *fiber_line(const char *d, const char *name)
+{
+	static char line[512];
+	char key[64];
+
+	snprintf(key, sizeof(key), "\"%s\"", name);
+	const char *p = strstr(d, key);
+	if (!p)
+		return NULL;
+	while (p > d && p[-1] != '\n')
+		p--;
+	size_t n = strcspn(p, "\n");
+	if (n >= sizeof(line))
+		n = sizeof(line) - 1;
+	memcpy(line, p, n);
+	line[n] = 0;
+	return line;
+}
+
+/* The frames printed under the fiber named `name` (a static copy). */
+static const char *fiber_frames(const char *d, const char *name)
+{
+	static char frames[8192];
+	char key[64];
+
+	snprintf(key, sizeof(key), "\"%s\"", name);
+	const char *p = strstr(d, key);
+	if (!p)
+		return "";
+	p += strcspn(p, "\n");
+	if (*p)
+		p++;
+	size_t n = 0;
+	while (*p == ' ' && n + 1 < sizeof(frames)) {
+		size_t l = strcspn(p, "\n");
+		if (n + l + 2 >= sizeof(frames))
+			break;
+		memcpy(frames + n, p, l);
+		n += l;
+		frames[n++] = '\n';
+		p += l;
+		if (*p)
+			p++;
+	}
+	frames[n] = 0;
+	return frames;
+}
+
+/* ---- a fiber parked on each kind of object --------------------------------------- */
+
+struct kinds {
+	mr_runtime_t *rt;
+	mr_chan_t *ch, *s1, *s2;
+	mr_mutex_t mx, cmx;
+	mr_cond_t cv;
+	bool cv_go;
+	mr_sem_t sem;
+	mr_wg_t wg;
+	mr_event_t ev, ev2;
+	mr_fiber_t *target;
+	int pfd[2];
+};
+
+static void on_chan(void *p)
+{
+	struct kinds *k = p;
+	int v;
+	mr_chan_recv(k->ch, &v);
+}
+
+static void on_select(void *p)
+{
+	struct kinds *k = p;
+	int a, b;
+	struct mr_select_case c[2] = { { k->s1, MR_SELECT_RECV, &a, 0 },
+				       { k->s2, MR_SELECT_RECV, &b, 0 } };
+	mr_select(c, 2, MR_SELECT_FOREVER);
+}
+
+/* Not static: -rdynamic exports it, so the dump can name it. */
+__attribute__((noinline)) void dump_test_parks_on_mutex(mr_mutex_t *m)
+{
+	mr_mutex_lock(m);
+	mr_mutex_unlock(m);
+	__asm__ volatile(""); /* not a tail call */
+}
+
+static void on_mutex(void *p)
+{
+	struct kinds *k = p;
+	dump_test_parks_on_mutex(&k->mx);
+}
+
+static void on_cond(void *p)
+{
+	struct kinds *k = p;
+	mr_mutex_lock(&k->cmx);
+	while (!k->cv_go)
+		mr_cond_wait(&k->cv, &k->cmx);
+	mr_mutex_unlock(&k->cmx);
+}
+
+static void on_sem(void *p)
+{
+	mr_sem_wait(&((struct kinds *)p)->sem);
+}
+
+static void on_wg(void *p)
+{
+	mr_wg_wait(&((struct kinds *)p)->wg);
+}
+
+static void on_event(void *p)
+{
+	mr_event_wait(&((struct kinds *)p)->ev);
+}
+
+static void on_event2(void *p)
+{
+	mr_event_wait(&((struct kinds *)p)->ev2);
+}
+
+static void on_join(void *p)
+{
+	mr_fiber_join(((struct kinds *)p)->target);
+}
+
+static void on_sleep(void *p)
+{
+	(void)p;
+	mr_sleep_ns(3600ull * 1000000000); /* cancelled */
+}
+
+static void on_io(void *p)
+{
+	struct kinds *k = p;
+	char c;
+	mr_read(k->pfd[0], &c, 1);
+}
+
+static const char *const names[] = { "w-chan", "w-select", "w-mutex", "w-cond",  "w-sem",
+				     "w-wg",	 "w-event",  "w-join",	"w-sleep", "w-io" };
+#define NKINDS (sizeof(names) / sizeof(names[0]))
+
+static void kinds_main(void *p)
+{
+	struct kinds *k = p;
+	void (*fns[NKINDS])(void *) = { on_chan, on_select, on_mutex, on_cond,	on_sem,
+					on_wg,	 on_event,  on_join,  on_sleep, on_io };
+	mr_fiber_t *f[NKINDS];
+	char want[NKINDS][128];
+
+	mr_mutex_lock(&k->mx);
+	k->target = go_named(on_event2, k, "w-target");
+	mr_wg_add(&k->wg, 1);
+	for (size_t i = 0; i < NKINDS; i++)
+		f[i] = go_named(fns[i], k, names[i]);
+	snprintf(want[0], 128, "waits on chan %p", (void *)k->ch);
+	snprintf(want[1], 128, "waits on select %p", (void *)k->s1);
+	snprintf(want[2], 128, "waits on mutex %p", (void *)&k->mx);
+	snprintf(want[3], 128, "waits on cond %p", (void *)&k->cv);
+	snprintf(want[4], 128, "waits on sem %p", (void *)&k->sem);
+	snprintf(want[5], 128, "waits on wg %p", (void *)&k->wg);
+	snprintf(want[6], 128, "waits on event %p", (void *)&k->ev);
+	snprintf(want[7], 128, "waits on join %p", (void *)k->target);
+	snprintf(want[8], 128, "waits on sleep");
+	snprintf(want[9], 128, "waits on io fd %d", k->pfd[0]);
+
+	/* Until every one is parked where it should be (no timing asserted). */
+	char *d = NULL;
+	for (int tries = 0;; tries++) {
+		free(d);
+		d = dump_str(k->rt);
+		size_t ok = 0;
+		for (size_t i = 0; i < NKINDS; i++) {
+			const char *l = fiber_line(d, names[i]);
+			if (l && strstr(l, " parked ") && strstr(l, want[i]))
+				ok++;
+		}
+		if (ok == NKINDS)
+			break;
+		if (tries == 2000) {
+			fprintf(stdout, "# last dump:\n%s", d);
+			for (size_t i = 0; i < NKINDS; i++)
+				fprintf(stdout, "# want %s: %s\n", names[i], want[i]);
+			_exit(1);
+		}
+		mr_sleep_ns(5000000);
+	}
+	ASSERT_STR_CONTAINS(fiber_line(d, "w-sleep"), "deadline in ");
+	ASSERT_STR_CONTAINS(fiber_line(d, "main"), " running ");
+	ASSERT_STR_CONTAINS(fiber_frames(d, "w-mutex"), "dump_test_parks_on_mutex+0x");
+	ASSERT_STR_CONTAINS(fiber_frames(d, "w-chan"), "    #2 0x"); /* rv_sleep, on_chan, ... */
+	ASSERT_STR_CONTAINS(d, "worker 0 (tid ");
+	free(d);
+
+	/* Let every one go. */
+	int v = 1;
+	mr_chan_send(k->ch, &v);
+	mr_chan_send(k->s2, &v);
+	mr_mutex_unlock(&k->mx);
+	mr_mutex_lock(&k->cmx);
+	k->cv_go = true;
+	mr_cond_signal(&k->cv);
+	mr_mutex_unlock(&k->cmx);
+	mr_sem_post(&k->sem);
+	mr_wg_done(&k->wg);
+	mr_event_set(&k->ev);
+	mr_event_set(&k->ev2);
+	mr_fiber_cancel(f[8]);
+	ASSERT_EQ(write(k->pfd[1], "x", 1), 1);
+	for (size_t i = 0; i < NKINDS; i++)
+		ASSERT_EQ(mr_fiber_join(f[i]), 0);
+}
+
+TEST(dump_names_each_kind_and_the_parking_function)
+{
+	struct kinds k;
+
+	memset(&k, 0, sizeof(k));
+	k.rt = make_rt(2);
+	k.ch = mr_chan_create(sizeof(int), 0, 0);
+	k.s1 = mr_chan_create(sizeof(int), 1, 0);
+	k.s2 = mr_chan_create(sizeof(int), 1, 0);
+	ASSERT_TRUE(k.ch && k.s1 && k.s2);
+	mr_mutex_init(&k.mx);
+	mr_mutex_init(&k.cmx);
+	mr_cond_init(&k.cv);
+	mr_sem_init(&k.sem, 0);
+	mr_wg_init(&k.wg);
+	mr_event_init(&k.ev);
+	mr_event_init(&k.ev2);
+	ASSERT_EQ(pipe(k.pfd), 0);
+	ASSERT_EQ(mr_run(k.rt, kinds_main, &k), 0);
+	mr_chan_destroy(k.ch);
+	mr_chan_destroy(k.s1);
+	mr_chan_destroy(k.s2);
+	close(k.pfd[0]);
+	close(k.pfd[1]);
+	ASSERT_EQ(mr_runtime_destroy(k.rt), 0);
+}
+
+TEST(dump_rejects_null)
+{
+	mr_runtime_t *rt = make_rt(1);
+
+	ASSERT_EQ(mr_runtime_dump(NULL, stderr), -EINVAL);
+	ASSERT_EQ(mr_runtime_dump(rt, NULL), -EINVAL);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+TEST_HARNESS_MAIN

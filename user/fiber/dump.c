@@ -1,0 +1,341 @@
+/*
+ * dump.c - what every fiber and worker of a runtime is doing
+ * (mr_runtime_dump), the signal that asks for it (MOIRAI_DUMP_SIGNAL), and
+ * the deadlock report (MOIRAI_DEADLOCK).
+ *
+ * The fiber list: each runtime keeps its live fibers in MR__FREG lists
+ * (struct mr__freg, sched.h), each under a leaf spinlock. A spawn adds the
+ * fiber to the list of its spawning worker's index (outside threads share
+ * list 0), the fiber's exit removes it (after_switch(), fiber.c): one
+ * uncontended lock pair per fiber's life, measured in the commit that added
+ * it. While a dump holds a list's lock no fiber of it can finish, so its
+ * control block and stack stay mapped while the dump reads them.
+ *
+ * What a fiber waits on is noted by each wait (mr__wait_note(), fiber.h);
+ * the dump reads those notes racily: a fiber that runs meanwhile may show a
+ * stale line, never a crash. The stack of a fiber that is not running is
+ * walked from the context its switch saved (switch_*.S: the frame pointer
+ * and return address sit at fixed offsets from the saved sp), along the
+ * frame-pointer chain (the library is built with -fno-omit-frame-pointer),
+ * at most DEPTH frames, each frame inside the fiber's stack and above the
+ * previous one: a corrupt chain ends the walk, it cannot fault. A fiber
+ * that runs while we walk it gives a meaningless (but bounded) trace.
+ *
+ * The deadlock check (deadlock_look) runs when the last worker of a runtime
+ * goes to sleep, and when the last one blocks inside a job; never on a fast
+ * path. What it reports, and why it is believed:
+ *   - every fiber of the runtime is parked on an object of this process
+ *     (channel, select, mutex, cond, sem, wait group, event, join) with no
+ *     deadline; no timer and no I/O is pending in the runtime, no job runs,
+ *     nothing is queued (the destroy path's DRAIN_STUCK, sched/runtime.c);
+ *     every other runtime is idle the same way; and every thread of the
+ *     process (/proc/self/task) is either one of ours waiting for work
+ *     (workers, idle blocking-pool threads, the dump thread) or a thread
+ *     blocked without a deadline in a wait of a Moirai object that only a
+ *     waker can end (a wait queue's thread waiter, mr_fiber_join or mr_run).
+ *     Such a thread is counted until its waker takes it off, so a thread
+ *     just woken still counts as "not blocked" by the time anyone looks.
+ *     A thread we cannot account for (one sleeping, reading a pipe, or
+ *     blocked on a channel: not counted yet) may post later: no report.
+ *     So are fibers waiting on a shm:// channel (another process may post),
+ *     on I/O, on the blocking pool, or with a deadline.
+ *   - all workers blocked inside jobs, asleep, with the same conditions:
+ *     the report names the workers and what each job waits on.
+ *   - a cycle of fibers each waiting (no deadline) for a mutex held by the
+ *     next, whatever the rest of the runtime does: a fiber holding a mutex
+ *     while parked on another cannot let it go. Looked for at most once a
+ *     second while timers keep the runtime ticking.
+ * Misses rather than false reports: a check that finds any doubt says
+ * nothing. The report is printed once per runtime (stderr, with the dump),
+ * or aborts (MOIRAI_DEADLOCK=abort), or is off (MOIRAI_DEADLOCK=off).
+ */
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fiber.h"
+
+#define DEPTH 32
+
+/* ---- the fiber list -------------------------------------------------------- */
+
+void mr__freg_add(struct mr_runtime *rt, struct mr_fiber *f, struct mr__worker *w)
+{
+	unsigned k = w && w->rt == rt ? w->idx % MR__FREG : 0;
+	struct mr__freg *r = &rt->freg[k];
+
+	f->reg_shard = k;
+	f->since = mr__now_coarse();
+	mr__spin_lock(&r->lock);
+	f->reg_prev = NULL;
+	f->reg_next = r->head;
+	if (r->head)
+		r->head->reg_prev = f;
+	r->head = f;
+	mr__spin_unlock(&r->lock);
+}
+
+void mr__freg_del(struct mr_fiber *f)
+{
+	struct mr__freg *r = &f->rt->freg[f->reg_shard];
+
+	mr__spin_lock(&r->lock);
+	if (f->reg_prev)
+		f->reg_prev->reg_next = f->reg_next;
+	else
+		r->head = f->reg_next;
+	if (f->reg_next)
+		f->reg_next->reg_prev = f->reg_prev;
+	mr__spin_unlock(&r->lock);
+}
+
+/* ---- snapshots ----------------------------------------------------------------- */
+
+static const char *const kind_names[MR__WAIT_KINDS] = {
+	[MR__WAIT_NONE] = "nothing",   [MR__WAIT_CHAN] = "chan",	[MR__WAIT_SELECT] = "select",
+	[MR__WAIT_SHM] = "shm-chan",   [MR__WAIT_MUTEX] = "mutex",	[MR__WAIT_COND] = "cond",
+	[MR__WAIT_SEM] = "sem",	       [MR__WAIT_WG] = "wg",		[MR__WAIT_EVENT] = "event",
+	[MR__WAIT_JOIN] = "join",      [MR__WAIT_SLEEP] = "sleep",	[MR__WAIT_IO] = "io",
+	[MR__WAIT_BLOCKING] = "blocking",
+};
+
+static const char *kind_name(unsigned k)
+{
+	return k < MR__WAIT_KINDS ? kind_names[k] : "?";
+}
+
+/* A wait only something inside this process can end, and that has no
+ * deadline of its own (the deadlock check's "parked on Moirai objects"). */
+static __attribute__((unused)) bool kind_internal(unsigned k)
+{
+	switch (k) {
+	case MR__WAIT_CHAN:
+	case MR__WAIT_SELECT:
+	case MR__WAIT_MUTEX:
+	case MR__WAIT_COND:
+	case MR__WAIT_SEM:
+	case MR__WAIT_WG:
+	case MR__WAIT_EVENT:
+	case MR__WAIT_JOIN:
+		return true;
+	default:
+		return false;
+	}
+}
+
+struct snap {
+	const struct mr_fiber *f;
+	char name[32];
+	unsigned state, kind;
+	const void *obj;
+	int64_t deadline, since;
+	unsigned npc;
+	uintptr_t pc[DEPTH];
+};
+
+/*
+ * Walk a suspended fiber's frames into pc[]. Reads another context's stack
+ * (which may run meanwhile): not instrumented, every address checked
+ * against the stack's bounds first.
+ */
+__attribute__((noinline, no_sanitize_address, no_sanitize_thread)) static unsigned
+walk(const struct mr_fiber *f, uintptr_t *pc, unsigned max)
+{
+	uintptr_t lo = (uintptr_t)f->stack.base, hi = lo + f->stack.size;
+	uintptr_t sp = (uintptr_t)*(void *const volatile *)&f->sp;
+	const volatile uintptr_t *s = (const volatile uintptr_t *)sp;
+	uintptr_t fp;
+	unsigned n = 0;
+
+	/* ran: suspended in a switch (else at its entry, nothing to walk). */
+	if (!*(const volatile bool *)&f->ran || sp < lo || sp + 16 * sizeof(uintptr_t) > hi ||
+	    (sp & 7))
+		return 0;
+#if defined(__x86_64__)
+	/* mxcsr/fpcw, r15, r14, r13, r12, rbx, rbp, return address. */
+	fp = s[6];
+	pc[n++] = s[7];
+#elif defined(__aarch64__)
+	/* x19..x28, then x29 (fp) and x30 (lr) at sp + 80. */
+	fp = s[10];
+	pc[n++] = s[11];
+#else
+	return 0;
+#endif
+	while (n < max && fp > sp && fp >= lo && fp + 2 * sizeof(uintptr_t) <= hi && !(fp & 7)) {
+		const volatile uintptr_t *frame = (const volatile uintptr_t *)fp;
+		uintptr_t next = frame[0], ret = frame[1];
+		if (!ret)
+			break;
+		pc[n++] = ret;
+		if (next <= fp)
+			break;
+		sp = fp;
+		fp = next;
+	}
+	return n;
+}
+
+static void take(struct snap *s, const struct mr_fiber *f)
+{
+	s->f = f;
+	memcpy(s->name, f->name, sizeof(s->name));
+	s->name[sizeof(s->name) - 1] = 0;
+	s->state = atomic_load_explicit(&f->run_state, memory_order_relaxed);
+	s->kind = atomic_load_explicit(&f->wait_kind, memory_order_relaxed);
+	s->obj = atomic_load_explicit(&f->wait_obj, memory_order_relaxed);
+	s->deadline = atomic_load_explicit(&f->wait_deadline, memory_order_relaxed);
+	s->since = atomic_load_explicit(&f->since, memory_order_relaxed);
+	s->npc = 0;
+	if (s->state != MR__FS_RUNNING)
+		s->npc = walk(f, s->pc, DEPTH);
+}
+
+/* Snapshots of rt's live fibers (malloc'd, *n of them), or NULL. */
+static struct snap *snap_all(struct mr_runtime *rt, size_t *n)
+{
+	struct snap *v = NULL;
+	size_t cap = 0, len = 0;
+
+	for (unsigned k = 0; k < MR__FREG; k++) {
+		struct mr__freg *r = &rt->freg[k];
+		mr__spin_lock(&r->lock);
+		for (const struct mr_fiber *f = r->head; f; f = f->reg_next) {
+			if (len == cap) {
+				size_t nc = cap ? 2 * cap : 64;
+				struct snap *nv = realloc(v, nc * sizeof(*v));
+				if (!nv)
+					break;
+				v = nv;
+				cap = nc;
+			}
+			take(&v[len++], f);
+		}
+		mr__spin_unlock(&r->lock);
+	}
+	*n = len;
+	return v;
+}
+
+/* ---- printing -------------------------------------------------------------------- */
+
+static const char *state_name(unsigned st)
+{
+	return st == MR__FS_RUNNING ? "running" : st == MR__FS_PARKED ? "parked" : "runnable";
+}
+
+static void put_ms(FILE *out, int64_t ns)
+{
+	fprintf(out, "%" PRId64 ".%03" PRId64 " ms", ns / 1000000, (ns / 1000) % 1000);
+}
+
+/* A wait: "chan 0x..." and its deadline. */
+static void put_wait(FILE *out, unsigned kind, const void *obj, int64_t deadline)
+{
+	if (kind == MR__WAIT_IO)
+		fprintf(out, "io fd %d", (int)(intptr_t)obj);
+	else
+		fprintf(out, "%s %p", kind_name(kind), obj);
+	if (deadline >= 0) {
+		fprintf(out, " deadline in ");
+		put_ms(out, deadline - mr_now_ns());
+	}
+}
+
+/*
+ * One frame: "#k 0xPC symbol+0xOFF (module+0xOFF)". The module offset is
+ * what addr2line -e MODULE takes (for a PIE or a shared object).
+ */
+static void put_frame(FILE *out, unsigned k, uintptr_t pc)
+{
+	Dl_info di;
+
+	fprintf(out, "    #%u 0x%" PRIxPTR, k, pc);
+	/* pc - 1: a return address may be the first byte of the next function. */
+	if (pc && dladdr((void *)(pc - 1), &di) && di.dli_fbase) {
+		if (di.dli_sname && di.dli_saddr)
+			fprintf(out, " %s+0x%" PRIxPTR, di.dli_sname, pc - (uintptr_t)di.dli_saddr);
+		const char *mod = di.dli_fname && *di.dli_fname ? di.dli_fname : "?";
+		const char *slash = strrchr(mod, '/');
+		fprintf(out, " (%s+0x%" PRIxPTR ")", slash ? slash + 1 : mod,
+			pc - (uintptr_t)di.dli_fbase);
+	}
+	fputc('\n', out);
+}
+
+static void put_fiber(FILE *out, const struct snap *s, int64_t now)
+{
+	fprintf(out, "fiber %p \"%s\" %s ", (const void *)s->f, s->name, state_name(s->state));
+	put_ms(out, now - s->since);
+	if (s->state == MR__FS_PARKED) {
+		fprintf(out, ": waits on ");
+		put_wait(out, s->kind, s->obj, s->deadline);
+	}
+	fputc('\n', out);
+	for (unsigned k = 0; k < s->npc; k++)
+		put_frame(out, k, s->pc[k]);
+}
+
+static bool worker_idle(struct mr_runtime *rt, unsigned i)
+{
+	uint64_t word = atomic_load_explicit(&rt->idle_mask[i / 64], memory_order_relaxed);
+	return word >> (i % 64) & 1;
+}
+
+static void put_workers(FILE *out, struct mr_runtime *rt)
+{
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		struct mr__worker *w = rt->workers[i];
+		struct mr_fiber *cur = atomic_load_explicit(&w->cur, memory_order_relaxed);
+		fprintf(out, "worker %u (tid %d): ", i, (int)w->tid);
+		if (atomic_load_explicit(&w->blocked, memory_order_relaxed)) {
+			fprintf(out, "blocked in a job, waits on ");
+			put_wait(out, atomic_load_explicit(&w->wait_kind, memory_order_relaxed),
+				 atomic_load_explicit(&w->wait_obj, memory_order_relaxed),
+				 atomic_load_explicit(&w->wait_deadline, memory_order_relaxed));
+			if (cur)
+				fprintf(out, "; runs fiber %p meanwhile", (void *)cur);
+		} else if (cur) {
+			fprintf(out, "runs fiber %p", (void *)cur);
+		} else if (worker_idle(rt, i)) {
+			fprintf(out, "idle");
+		} else {
+			fprintf(out, "runs a job or looks for work");
+		}
+		fputc('\n', out);
+	}
+}
+
+static void dump_snaps(struct mr_runtime *rt, FILE *out, const struct snap *v, size_t n)
+{
+	int64_t now = mr__now_coarse();
+
+	fprintf(out, "moirai runtime %p: %u workers, %zu fibers\n", (void *)rt, rt->nworkers, n);
+	put_workers(out, rt);
+	for (size_t i = 0; i < n; i++)
+		put_fiber(out, &v[i], now);
+}
+
+int mr_runtime_dump(mr_runtime_t *rt, FILE *out)
+{
+	size_t n;
+
+	if (!rt || !out)
+		return -EINVAL;
+	mr__check_live(rt, "mr_runtime_dump");
+	struct snap *v = snap_all(rt, &n);
+	if (!v && n)
+		return -ENOMEM;
+	dump_snaps(rt, out, v, n);
+	free(v);
+	fflush(out);
+	return 0;
+}
