@@ -305,4 +305,315 @@ TEST(dump_rejects_null)
 	ASSERT_EQ(mr_runtime_destroy(rt), 0);
 }
 
+/* ---- deadlocks -------------------------------------------------------------------------- */
+
+/*
+ * The check counts the threads of the process (every one must be the
+ * library's or blocked for ever in a Moirai wait); TSan's runtime starts
+ * threads of its own, so under TSan the check never sees that and stays
+ * silent (a miss, not a false report).
+ */
+#if defined(__SANITIZE_THREAD__)
+#define SKIP_UNDER_TSAN() SKIP("TSan's own threads keep the thread count from matching")
+#else
+#define SKIP_UNDER_TSAN() ((void)0)
+#endif
+
+/* Run fn in a forked child with MOIRAI_DEADLOCK=abort; its stderr in buf. */
+static int run_deadlock_child(void (*fn)(void *), void *arg, char *buf, size_t cap)
+{
+	setenv("MOIRAI_DEADLOCK", "abort", 1);
+	return mr_test_run_child(fn, arg, buf, cap);
+}
+
+static bool aborted(int status)
+{
+	return WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+}
+
+static mr_chan_t *nobody;
+
+static void recv_forever(void *p)
+{
+	int v;
+	(void)p;
+	mr_chan_recv(nobody, &v);
+}
+
+static void chan_main(void *p)
+{
+	(void)p;
+	mr_fiber_t *f = go_named(recv_forever, NULL, "stuck-rx");
+	recv_forever(NULL);
+	mr_fiber_join(f);
+}
+
+static void chan_child(void *p)
+{
+	(void)p;
+	mr_runtime_t *rt = make_rt(2);
+	mr_run(rt, chan_main, NULL);
+	printf("# mr_run returned\n");
+	_exit(1);
+}
+
+TEST(deadlock_all_fibers_on_a_channel_nobody_can_send_to)
+{
+	static char buf[65536];
+	SKIP_UNDER_TSAN();
+	nobody = mr_chan_create(sizeof(int), 0, 0);
+	int st = run_deadlock_child(chan_child, NULL, buf, sizeof(buf));
+	char want[64];
+
+	ASSERT_TRUE(aborted(st));
+	ASSERT_STR_CONTAINS(buf, "moirai: deadlock: all 2 fibers of runtime");
+	ASSERT_STR_CONTAINS(buf, "\"stuck-rx\" parked");
+	ASSERT_STR_CONTAINS(buf, "\"main\" parked");
+	snprintf(want, sizeof(want), "waits on chan %p", (void *)nobody);
+	ASSERT_STR_CONTAINS(buf, want);
+}
+
+static mr_mutex_t m1, m2;
+static mr_sem_t s1, s2;
+
+static void lock_12(void *p)
+{
+	(void)p;
+	mr_mutex_lock(&m1);
+	mr_sem_post(&s1);
+	mr_sem_wait(&s2);
+	mr_mutex_lock(&m2);
+}
+
+static void lock_21(void *p)
+{
+	(void)p;
+	mr_mutex_lock(&m2);
+	mr_sem_post(&s2);
+	mr_sem_wait(&s1);
+	mr_mutex_lock(&m1);
+}
+
+static int ticks;
+
+/* Keeps a timer going: the runtime is not stuck, the cycle still is. */
+static void ticker(void *p)
+{
+	(void)p;
+	for (;;) {
+		mr_sleep_ns(1000000);
+		ticks++;
+	}
+}
+
+static void cycle_main(void *p)
+{
+	(void)p;
+	mr_fiber_t *t = go_named(ticker, NULL, "ticker");
+	mr_fiber_t *a = go_named(lock_12, NULL, "locks-1-2");
+	mr_fiber_t *b = go_named(lock_21, NULL, "locks-2-1");
+	mr_fiber_join(a);
+	mr_fiber_join(b);
+	mr_fiber_join(t);
+}
+
+static void cycle_child(void *p)
+{
+	(void)p;
+	mr_runtime_t *rt = make_rt(2);
+	mr_mutex_init(&m1);
+	mr_mutex_init(&m2);
+	mr_sem_init(&s1, 0);
+	mr_sem_init(&s2, 0);
+	mr_run(rt, cycle_main, NULL);
+	_exit(1);
+}
+
+TEST(deadlock_mutex_cycle_names_both_fibers_and_mutexes)
+{
+	static char buf[65536];
+	int st = run_deadlock_child(cycle_child, NULL, buf, sizeof(buf));
+	char want[160];
+
+	ASSERT_TRUE(aborted(st));
+	ASSERT_STR_CONTAINS(buf, "moirai: deadlock: a cycle of fibers waiting for mutexes");
+	snprintf(want, sizeof(want), "\"locks-1-2\" waits for mutex %p, held by fiber", (void *)&m2);
+	ASSERT_STR_CONTAINS(buf, want);
+	snprintf(want, sizeof(want), "\"locks-2-1\" waits for mutex %p, held by fiber", (void *)&m1);
+	ASSERT_STR_CONTAINS(buf, want);
+}
+
+/* Loop bodies, jobs: each waits on a channel that only a fiber would feed. */
+static void body_recv(size_t lo, size_t hi, void *ctx)
+{
+	int v;
+	(void)lo;
+	(void)hi;
+	mr_chan_recv(ctx, &v);
+}
+
+static void jobs_main(void *p)
+{
+	(void)p;
+	mr_parallel_for(0, 64, 1, body_recv, nobody);
+}
+
+static void jobs_child(void *p)
+{
+	(void)p;
+	mr_runtime_t *rt = make_rt(2);
+	mr_run(rt, jobs_main, NULL);
+	_exit(1);
+}
+
+TEST(deadlock_all_workers_blocked_in_jobs)
+{
+	static char buf[65536];
+	SKIP_UNDER_TSAN();
+	nobody = mr_chan_create(sizeof(int), 0, 0);
+	int st = run_deadlock_child(jobs_child, NULL, buf, sizeof(buf));
+	char want[64];
+
+	ASSERT_TRUE(aborted(st));
+	ASSERT_STR_CONTAINS(buf, "every worker is blocked inside a job");
+	snprintf(want, sizeof(want), "worker 0 (tid");
+	ASSERT_STR_CONTAINS(buf, want);
+	snprintf(want, sizeof(want), "waits on chan %p", (void *)nobody);
+	ASSERT_STR_CONTAINS(buf, want);
+}
+
+/* ---- and silence ---------------------------------------------------------------------- */
+
+static void pingpong(void *p)
+{
+	mr_chan_t **c = p;
+	int v = 0;
+	for (int i = 0; i < 20000; i++) {
+		mr_chan_send(c[0], &v);
+		mr_chan_recv(c[1], &v);
+	}
+}
+
+static void pongping(void *p)
+{
+	mr_chan_t **c = p;
+	int v;
+	for (int i = 0; i < 20000; i++) {
+		mr_chan_recv(c[0], &v);
+		mr_chan_send(c[1], &v);
+	}
+}
+
+static void busy_main(void *p)
+{
+	mr_chan_t *c[2] = { mr_chan_create(sizeof(int), 0, 0), mr_chan_create(sizeof(int), 1, 0) };
+	(void)p;
+	for (int round = 0; round < 10; round++) {
+		mr_fiber_t *a = mr_go(pingpong, c), *b = mr_go(pongping, c);
+		mr_fiber_join(a);
+		mr_fiber_join(b);
+		mr_sleep_ns(1000000);
+	}
+	mr_chan_destroy(c[0]);
+	mr_chan_destroy(c[1]);
+}
+
+static void timer_rx(void *p)
+{
+	int v;
+	mr_chan_recv(p, &v);
+}
+
+static void timer_main(void *p)
+{
+	mr_chan_t *c = mr_chan_create(sizeof(int), 0, 0);
+	mr_fiber_t *f[4];
+	int v = 1;
+	(void)p;
+	for (int i = 0; i < 4; i++)
+		f[i] = mr_go(timer_rx, c);
+	/* Everyone else waits on the channel; only our timer can go on. */
+	mr_sleep_ns(300000000);
+	for (int i = 0; i < 4; i++)
+		mr_chan_send(c, &v);
+	for (int i = 0; i < 4; i++)
+		mr_fiber_join(f[i]);
+	mr_chan_destroy(c);
+}
+
+static int io_pipe[2];
+
+static void *late_writer(void *p)
+{
+	(void)p;
+	usleep(300000);
+	if (write(io_pipe[1], "x", 1) != 1)
+		_exit(1);
+	return NULL;
+}
+
+static void io_main(void *p)
+{
+	char c;
+	(void)p;
+	ASSERT_EQ(mr_read(io_pipe[0], &c, 1), 1);
+}
+
+static mr_chan_t *later;
+
+static void *late_sender(void *p)
+{
+	int v = 7;
+	(void)p;
+	usleep(300000);
+	mr_chan_send(later, &v);
+	return NULL;
+}
+
+static void later_main(void *p)
+{
+	int v = 0;
+	(void)p;
+	mr_chan_recv(later, &v);
+	ASSERT_EQ(v, 7);
+}
+
+/* In-process with MOIRAI_DEADLOCK=abort: a false report aborts the test. */
+static void run_silent(void (*fn)(void *), void *(*thread)(void *))
+{
+	mr_runtime_t *rt;
+	pthread_t t;
+
+	setenv("MOIRAI_DEADLOCK", "abort", 1);
+	rt = make_rt(2);
+	if (thread)
+		ASSERT_EQ(pthread_create(&t, NULL, thread, NULL), 0);
+	ASSERT_EQ(mr_run(rt, fn, NULL), 0);
+	if (thread)
+		pthread_join(t, NULL);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+TEST(no_report_for_a_busy_program)
+{
+	run_silent(busy_main, NULL);
+}
+
+TEST(no_report_while_a_timer_is_pending)
+{
+	run_silent(timer_main, NULL);
+}
+
+TEST(no_report_while_io_is_pending)
+{
+	ASSERT_EQ(pipe(io_pipe), 0);
+	run_silent(io_main, late_writer);
+}
+
+TEST(no_report_while_a_thread_may_post)
+{
+	later = mr_chan_create(sizeof(int), 0, 0);
+	run_silent(later_main, late_sender);
+}
+
 TEST_HARNESS_MAIN

@@ -180,6 +180,31 @@ MR_API int mr_worker_index(void);
  * fibers is locked while it is copied (fiber exits wait), and the printing
  * is done after. Not async-signal-safe. Returns 0, -EINVAL (rt or out
  * NULL) or -ENOMEM; aborts if rt is not a live runtime.
+ *
+ * Deadlocks, checked when the last worker of a runtime goes to sleep (or
+ * the last one blocks inside a job), never on a fast path:
+ *   - every fiber of the runtime waits for ever (no deadline) on an object
+ *     of this process (channel, select, mutex, cond, semaphore, wait group,
+ *     event, join), no timer or I/O is pending, no job runs, every other
+ *     runtime is idle, and every thread of the process is the library's
+ *     own or blocked for ever in a Moirai wait (mr_run()'s, a thread's
+ *     mr_fiber_join(), a thread waiting on a mutex, cond, semaphore, wait
+ *     group or event);
+ *   - the same with every worker blocked inside a job (a loop body waiting
+ *     on a channel only a fiber would feed): the report names each worker
+ *     and what its job waits on;
+ *   - a cycle of fibers each waiting for ever for a mutex the next one
+ *     holds, whatever the rest of the runtime does (looked for at most once
+ *     a second while timers keep it ticking): the report names each fiber,
+ *     the mutex it waits for and who holds it.
+ * The runtime then writes "moirai: deadlock: ..." and its dump to stderr,
+ * once. A thread the library cannot account for (sleeping, in a system
+ * call, blocked on a channel or with a deadline) might still post, and
+ * shm:// peers, I/O and the blocking pool are outside: then nothing is
+ * said (a miss rather than a false report; under TSan, whose runtime has
+ * threads of its own, the first two kinds are never reported).
+ * MOIRAI_DEADLOCK=abort aborts after the report; MOIRAI_DEADLOCK=off turns
+ * the check off. Both are read at each check.
  */
 MR_API int mr_runtime_dump(mr_runtime_t *rt, FILE *out);
 

@@ -114,7 +114,7 @@ static const char *kind_name(unsigned k)
 
 /* A wait only something inside this process can end, and that has no
  * deadline of its own (the deadlock check's "parked on Moirai objects"). */
-static __attribute__((unused)) bool kind_internal(unsigned k)
+static bool kind_internal(unsigned k)
 {
 	switch (k) {
 	case MR__WAIT_CHAN:
@@ -338,4 +338,211 @@ int mr_runtime_dump(mr_runtime_t *rt, FILE *out)
 	free(v);
 	fflush(out);
 	return 0;
+}
+
+/* ---- deadlocks ----------------------------------------------------------------------- */
+
+uintptr_t (*_Atomic mr__mutex_owner_fn)(const void *m);
+
+enum { DL_REPORT, DL_ABORT, DL_OFF };
+
+/* MOIRAI_DEADLOCK, read at each look (they are rare): report, abort, off. */
+static int deadlock_mode(void)
+{
+	const char *s = getenv("MOIRAI_DEADLOCK");
+
+	if (!s || !*s)
+		return DL_REPORT;
+	if (!strcmp(s, "abort"))
+		return DL_ABORT;
+	if (!strcmp(s, "off") || !strcmp(s, "0"))
+		return DL_OFF;
+	return DL_REPORT;
+}
+
+/*
+ * Is every thread of the process either one of ours waiting for work or
+ * a thread blocked for ever in a Moirai wait (sched.h)? Any other thread
+ * might post to a channel later. (Under TSan, whose runtime starts
+ * threads of its own, this is never so: the check stays silent there.)
+ */
+static bool threads_accounted(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	long tasks = 0;
+
+	if (!d)
+		return false;
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			tasks++;
+	closedir(d);
+	long known = atomic_load_explicit(&mr__nthreads_internal, memory_order_seq_cst) +
+		     atomic_load_explicit(&mr__nthreads_blocked, memory_order_seq_cst);
+	return tasks == known;
+}
+
+/* The snapshot of fiber f among v[0..n), or NULL. */
+static const struct snap *find_snap(const struct snap *v, size_t n, uintptr_t f)
+{
+	for (size_t i = 0; i < n; i++)
+		if ((uintptr_t)v[i].f == f)
+			return &v[i];
+	return NULL;
+}
+
+/* The fiber that holds the mutex s waits for for ever, if s does so and
+ * that holder is a parked fiber of v; else NULL. */
+static const struct snap *mutex_next(const struct snap *v, size_t n, const struct snap *s)
+{
+	uintptr_t (*owner)(const void *) =
+		atomic_load_explicit(&mr__mutex_owner_fn, memory_order_relaxed);
+
+	if (!owner || s->state != MR__FS_PARKED || s->kind != MR__WAIT_MUTEX || s->deadline >= 0)
+		return NULL;
+	const struct snap *t = find_snap(v, n, owner(s->obj));
+	return t && t->state == MR__FS_PARKED ? t : NULL;
+}
+
+/*
+ * A cycle of fibers each waiting for ever for a mutex the next one holds:
+ * its first member, or NULL. From each fiber follow the chain at most n
+ * steps; a chain that comes back to where it started is a cycle (one
+ * that enters a cycle elsewhere finds it from a member).
+ */
+static const struct snap *mutex_cycle(const struct snap *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct snap *s = mutex_next(v, n, &v[i]);
+		for (size_t k = 0; s && k < n; k++) {
+			if (s == &v[i])
+				return s;
+			s = mutex_next(v, n, s);
+		}
+	}
+	return NULL;
+}
+
+/* Every fiber parked for ever on an object of this process (a running
+ * one allowed when every worker is blocked in a job: it is one of them). */
+static bool all_parked(const struct snap *v, size_t n, bool in_jobs)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (in_jobs && v[i].state == MR__FS_RUNNING)
+			continue;
+		if (v[i].state != MR__FS_PARKED || !kind_internal(v[i].kind) || v[i].deadline >= 0)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Every worker blocked in a job that waits for ever on an object of this
+ * process, asleep, no timer, no I/O in flight. Jobs queued in the injector
+ * do not count: only an unblocked worker runs them (a blocked one runs
+ * fibers only, and its caller saw none queued).
+ */
+static bool workers_stuck_in_jobs(struct mr_runtime *rt)
+{
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		struct mr__worker *w = rt->workers[i];
+		if (!atomic_load_explicit(&w->blocked, memory_order_seq_cst) ||
+		    !atomic_load_explicit(&w->hsleep, memory_order_seq_cst) ||
+		    atomic_load_explicit(&w->io_inflight, memory_order_relaxed) ||
+		    atomic_load_explicit(&w->tnext, memory_order_relaxed) >= 0 ||
+		    !kind_internal(atomic_load_explicit(&w->wait_kind, memory_order_relaxed)) ||
+		    atomic_load_explicit(&w->wait_deadline, memory_order_relaxed) >= 0)
+			return false;
+	}
+	return true;
+}
+
+static void put_cycle(FILE *out, const struct snap *v, size_t n, const struct snap *first)
+{
+	const struct snap *s = first;
+
+	fprintf(out, "moirai: deadlock: a cycle of fibers waiting for mutexes:\n");
+	do {
+		const struct snap *t = mutex_next(v, n, s);
+		fprintf(out, "  fiber %p \"%s\" waits for mutex %p, held by fiber %p \"%s\"\n",
+			(const void *)s->f, s->name, s->obj, (const void *)t->f, t->name);
+		s = t;
+	} while (s != first);
+}
+
+static void put_jobs(FILE *out, struct mr_runtime *rt)
+{
+	fprintf(out, "moirai: deadlock: every worker is blocked inside a job, and nothing "
+		     "can wake them:\n");
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		struct mr__worker *w = rt->workers[i];
+		fprintf(out, "  worker %u (tid %d) waits on ", i, (int)w->tid);
+		put_wait(out, atomic_load_explicit(&w->wait_kind, memory_order_relaxed),
+			 atomic_load_explicit(&w->wait_obj, memory_order_relaxed), -1);
+		fputc('\n', out);
+	}
+}
+
+/*
+ * The look (sched.h: mr__stuck_hook), on a worker's thread about to
+ * sleep, with no lock held. Cheap when there is nothing to see: a few
+ * atomic loads, then the fiber lists only when the runtime is stuck or
+ * once a second for mutex cycles.
+ */
+static void deadlock_look(struct mr_runtime *rt, int why)
+{
+	bool in_jobs = why == MR__STUCK_IN_JOBS;
+	int mode;
+
+	if (atomic_load_explicit(&rt->deadlock_said, memory_order_relaxed) ||
+	    (mode = deadlock_mode()) == DL_OFF)
+		return;
+	bool stuck = in_jobs ? workers_stuck_in_jobs(rt) : mr__rt_stuck(rt);
+	if (!stuck) {
+		/* Only mutex cycles can be seen now: once a second at most. */
+		int64_t now = mr__now_coarse();
+		int64_t last = atomic_load_explicit(&rt->deadlock_looked, memory_order_relaxed);
+		if (now - last < 1000000000 ||
+		    !atomic_load_explicit(&mr__mutex_owner_fn, memory_order_relaxed) ||
+		    !atomic_compare_exchange_strong_explicit(&rt->deadlock_looked, &last, now,
+							     memory_order_relaxed,
+							     memory_order_relaxed))
+			return;
+	}
+	size_t n;
+	struct snap *v = snap_all(rt, &n);
+	if (!v)
+		return;
+	const struct snap *cycle = mutex_cycle(v, n);
+	bool all = false;
+	if (!cycle && stuck && all_parked(v, n, in_jobs) && mr__others_idle(rt) &&
+	    threads_accounted()) {
+		/* Still so after all that looking (nothing ran meanwhile). */
+		all = in_jobs ? workers_stuck_in_jobs(rt) : mr__rt_stuck(rt);
+	}
+	uint32_t zero = 0;
+	if ((cycle || all) &&
+	    atomic_compare_exchange_strong_explicit(&rt->deadlock_said, &zero, 1,
+						    memory_order_relaxed, memory_order_relaxed)) {
+		FILE *out = stderr;
+		if (cycle)
+			put_cycle(out, v, n, cycle);
+		else if (in_jobs)
+			put_jobs(out, rt);
+		else
+			fprintf(out, "moirai: deadlock: all %zu fibers of runtime %p are asleep, "
+				     "and nothing can wake them\n",
+				n, (void *)rt);
+		dump_snaps(rt, out, v, n);
+		fflush(out);
+		if (mode == DL_ABORT)
+			mr__die("MOIRAI_DEADLOCK=abort", "deadlock reported above");
+	}
+	free(v);
+}
+
+__attribute__((constructor)) static void deadlock_init(void)
+{
+	atomic_store_explicit(&mr__stuck_hook, deadlock_look, memory_order_relaxed);
 }

@@ -738,10 +738,17 @@ int mr_fiber_join(mr_fiber_t *handle)
 			}
 		} else {
 			uintptr_t expect = 0;
-			if (atomic_compare_exchange_strong_explicit(&f->state, &expect,
-								    (uintptr_t)&wt,
-								    memory_order_acq_rel,
-								    memory_order_acquire)) {
+			/* A thread blocked for ever (the deadlock check, sched.h);
+			 * the exit's wake-up uncounts it. */
+			wt.counted = true;
+			atomic_fetch_add_explicit(&mr__nthreads_blocked, 1, memory_order_seq_cst);
+			if (!atomic_compare_exchange_strong_explicit(&f->state, &expect,
+								     (uintptr_t)&wt,
+								     memory_order_acq_rel,
+								     memory_order_acquire)) {
+				atomic_fetch_sub_explicit(&mr__nthreads_blocked, 1,
+							  memory_order_seq_cst);
+			} else {
 				/* acquire: pairs with the store in mr__waiter_wake(). */
 				while (atomic_load_explicit(&wt.state, memory_order_acquire) ==
 				       MR__W_WAITING)

@@ -218,6 +218,9 @@ static inline void mr__fiber_running(struct mr__worker *w, struct mr_fiber *f)
  * spawning worker, or NULL), leaves when it returns. */
 void mr__freg_add(struct mr_runtime *rt, struct mr_fiber *f, struct mr__worker *w);
 void mr__freg_del(struct mr_fiber *f);
+/* The holder of a mutex (sync/mutex.c sets it at its first wait): the
+ * deadlock check follows mutex cycles with it (dump.c). */
+extern uintptr_t (*_Atomic mr__mutex_owner_fn)(const void *m);
 
 /*
  * Park the calling fiber. After the switch the resumer calls commit(arg):
@@ -359,6 +362,7 @@ struct mr__waiter {
 	uintptr_t data;		    /* for the object's use (e.g. mutex handoff) */
 	bool front;		    /* queue at the head (a waiter that waited before) */
 	bool cancellable;	    /* a fiber's wait may end MR__W_CANCELLED */
+	bool counted;		    /* a thread counted in mr__nthreads_blocked (sched.h) */
 	struct mr__timer timer;
 	struct mr__cancel_hook cancel;
 };

@@ -183,7 +183,13 @@ static void *pool_thread(void *arg)
 				break;
 			continue;
 		}
-		if (pool.nthreads > pool.max || !idle_wait())
+		if (pool.nthreads > pool.max)
+			break;
+		/* Idle: one of ours, waiting for work (the deadlock check). */
+		atomic_fetch_add_explicit(&mr__nthreads_internal, 1, memory_order_seq_cst);
+		bool more = idle_wait();
+		atomic_fetch_sub_explicit(&mr__nthreads_internal, 1, memory_order_seq_cst);
+		if (!more)
 			break;
 	}
 	pool.nthreads--;

@@ -338,6 +338,7 @@ static void maybe_quiesced(struct mr_runtime *rt)
 /* ---- injector ---------------------------------------------------------- */
 
 static void help_notify(struct mr_runtime *rt);
+static void stuck_look(struct mr_runtime *rt, int why);
 
 void (*mr__test_inject_hook)(void);
 
@@ -618,6 +619,10 @@ static void help_sleep(struct mr__worker *w, bool (*done)(void *), void *arg, in
 	    (next < 0 || next > now + MR__IO_BLOCKED_NS))
 		next = now + MR__IO_BLOCKED_NS;
 	if (!done(arg) && !(next >= 0 && next <= now) && !(all && inj_fiber(rt, false))) {
+		/* Every worker blocked in a job, asleep, no timer: stuck? */
+		if (all && next < 0 &&
+		    atomic_load_explicit(&rt->nhsleep, memory_order_seq_cst) == rt->nworkers)
+			stuck_look(rt, MR__STUCK_IN_JOBS);
 		/* acquire: pairs with the release in help_claim(). */
 		while (!atomic_load_explicit(&w->hpark, memory_order_acquire)) {
 			if (next < 0) {
@@ -940,8 +945,10 @@ static void park(struct mr__worker *w, bool (*done)(void *), void *arg)
 		scx_state(w, MR__SCX_PARKED);
 		/* seq_cst: pairs with the destroyer's store of `draining`. */
 		if (atomic_fetch_add_explicit(&rt->nasleep, 1, memory_order_seq_cst) + 1 ==
-		    rt->nworkers)
+		    rt->nworkers) {
 			maybe_quiesced(rt);
+			stuck_look(rt, MR__STUCK_ASLEEP);
+		}
 		uint32_t tok = wait_token(w, next, true);
 		/* seq_cst: pairs with the loads of drain_state(), which must not
 		 * see us asleep once we run again. */
@@ -1047,7 +1054,9 @@ static void *worker_main(void *arg)
 	mr__place_thread_start(w);
 	mr__fiber_thread_start(w); /* the overflow handler knows our stack */
 	mr__scx_worker_start(w);
+	atomic_fetch_add_explicit(&mr__nthreads_internal, 1, memory_order_seq_cst);
 	mr__work_until(w, rt_exiting, w->rt);
+	atomic_fetch_sub_explicit(&mr__nthreads_internal, 1, memory_order_seq_cst);
 	stop_searching(w, false);
 	mr__scx_worker_exit(w);
 	mr__fiber_thread_exit(w);
@@ -1654,4 +1663,38 @@ int mr_worker_index(void)
 {
 	struct mr__worker *w = mr__self();
 	return w ? (int)w->idx : -1;
+}
+
+/* ---- deadlock checks (fiber/dump.c) -------------------------------------------- */
+
+_Atomic int mr__nthreads_internal, mr__nthreads_blocked;
+void (*_Atomic mr__stuck_hook)(struct mr_runtime *rt, int why);
+
+/* The last worker went to sleep, or every one is blocked in a job and
+ * asleep: let the deadlock check look (never on a fast path). */
+static void stuck_look(struct mr_runtime *rt, int why)
+{
+	void (*hook)(struct mr_runtime *, int) =
+		atomic_load_explicit(&mr__stuck_hook, memory_order_relaxed);
+
+	if (hook && !atomic_load_explicit(&rt->draining, memory_order_relaxed) &&
+	    !atomic_load_explicit(&rt->exiting, memory_order_relaxed))
+		hook(rt, why);
+}
+
+bool mr__rt_stuck(struct mr_runtime *rt)
+{
+	return drain_state(rt) == DRAIN_STUCK;
+}
+
+bool mr__others_idle(struct mr_runtime *rt)
+{
+	bool idle = true;
+
+	mr__lock(&registry_lock);
+	for (struct mr_runtime *r = registry; r && idle; r = r->next_live)
+		if (r != rt && drain_state(r) == DRAIN_BUSY)
+			idle = false;
+	mr__unlock(&registry_lock);
+	return idle;
 }

@@ -230,6 +230,10 @@ struct mr_runtime {
 		mr__cacheline_aligned _Atomic uint32_t lock;
 		struct mr_fiber *head;
 	} freg[MR__FREG];
+	/* The deadlock check (fiber/dump.c): reported once; when it last
+	 * looked for mutex cycles (coarse ns). */
+	_Atomic uint32_t deadlock_said;
+	_Atomic int64_t deadlock_looked;
 	/* Workers whose thread is blocked (mr__worker_block): others fire their timers. */
 	_Atomic uint32_t nblocked;
 	/* Blocked workers asleep in mr__worker_help() (hsleep set); never
@@ -368,6 +372,24 @@ void mr__wake_worker(struct mr__worker *w, uint32_t tok);
 
 /* Run fn(arg) on a worker of rt from an outside thread; block until it returns. */
 void mr__run_outside(struct mr_runtime *rt, void (*fn)(void *), void *arg);
+
+/*
+ * Deadlock checks (fiber/dump.c). Threads of the library that wait for
+ * work (workers, idle blocking-pool threads, the dump thread) count
+ * themselves in mr__nthreads_internal; a thread that blocks for ever (no
+ * deadline) in a wait only a waker can end counts itself in
+ * mr__nthreads_blocked and its waker uncounts it. mr__stuck_hook, when
+ * set, is called by the last worker going to sleep (MR__STUCK_ASLEEP) or
+ * by a blocked worker asleep when every worker is (MR__STUCK_IN_JOBS).
+ * mr__rt_stuck(): every worker asleep, no timer, no I/O, nothing queued,
+ * fibers alive (destroy's DRAIN_STUCK). mr__others_idle(): no other live
+ * runtime is busy.
+ */
+enum { MR__STUCK_ASLEEP, MR__STUCK_IN_JOBS };
+extern _Atomic int mr__nthreads_internal, mr__nthreads_blocked;
+extern void (*_Atomic mr__stuck_hook)(struct mr_runtime *rt, int why);
+bool mr__rt_stuck(struct mr_runtime *rt);
+bool mr__others_idle(struct mr_runtime *rt);
 
 /* ---- placement (place.c) ---- */
 
