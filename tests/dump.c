@@ -616,4 +616,56 @@ TEST(no_report_while_a_thread_may_post)
 	run_silent(later_main, late_sender);
 }
 
+/* ---- the dump signal -------------------------------------------------------------------- */
+
+static void sig_waiter(void *p)
+{
+	int v;
+	mr_chan_recv(p, &v);
+}
+
+TEST(dump_signal_writes_the_dump_to_the_file)
+{
+	char path[] = "/tmp/moirai-dump-test-XXXXXX";
+	int fd = mkstemp(path);
+	int v = 1;
+
+	ASSERT_GE(fd, 0);
+	close(fd);
+	setenv("MOIRAI_DUMP_SIGNAL", "SIGUSR1", 1);
+	setenv("MOIRAI_DUMP_FILE", path, 1);
+	mr_runtime_t *rt = make_rt(1);
+	mr_chan_t *c = mr_chan_create(sizeof(int), 0, 0);
+	MR_OPTS(mr_fiber_opts, o, .name = "sig-waiter", .runtime = rt);
+	mr_fiber_t *f = mr_go_opts(sig_waiter, c, &o);
+	ASSERT_NONNULL(f);
+	/* Once it waits on the channel, ask for a dump until one shows it. */
+	char want[64], buf[8192];
+	snprintf(want, sizeof(want), "waits on chan %p", (void *)c);
+	bool seen = false;
+	for (int tries = 0; tries < 1000 && !seen; tries++) {
+		ASSERT_EQ(raise(SIGUSR1), 0);
+		usleep(10000);
+		FILE *in = fopen(path, "r");
+		ASSERT_NONNULL(in);
+		size_t n = fread(buf, 1, sizeof(buf) - 1, in);
+		fclose(in);
+		buf[n] = 0;
+		const char *l = strstr(buf, "\"sig-waiter\" parked");
+		seen = l && strstr(l, want);
+		if (!seen && n > 4096) {
+			FILE *tr = fopen(path, "w"); /* keep it small */
+			if (tr)
+				fclose(tr);
+		}
+	}
+	unlink(path);
+	ASSERT_TRUE(seen);
+	ASSERT_STR_CONTAINS(buf, "moirai: dump of process");
+	mr_chan_send(c, &v);
+	ASSERT_EQ(mr_fiber_join(f), 0);
+	mr_chan_destroy(c);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
 TEST_HARNESS_MAIN

@@ -181,6 +181,15 @@ MR_API int mr_worker_index(void);
  * is done after. Not async-signal-safe. Returns 0, -EINVAL (rt or out
  * NULL) or -ENOMEM; aborts if rt is not a live runtime.
  *
+ * A dump on a signal, for a live process: MOIRAI_DUMP_SIGNAL=SIGQUIT (a
+ * name, with or without SIG, or a number), read at the first fiber spawn
+ * of the process, makes that signal dump every live runtime to stderr, or
+ * appends it to the file MOIRAI_DUMP_FILE names (read at each dump). The
+ * handler only writes a byte to a pipe; a thread of the library
+ * ("moirai-dump", started then, with the signal blocked) does the dump.
+ * Runtimes are not created or destroyed while it dumps. Off by default:
+ * the signal's own action is left alone.
+ *
  * Deadlocks, checked when the last worker of a runtime goes to sleep (or
  * the last one blocks inside a job), never on a fast path:
  *   - every fiber of the runtime waits for ever (no deadline) on an object

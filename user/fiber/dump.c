@@ -67,11 +67,18 @@
 
 /* ---- the fiber list -------------------------------------------------------- */
 
+static void dump_signal_start(void);
+static _Atomic bool dump_signal_started; /* a hint: pthread_once decides */
+
 void mr__freg_add(struct mr_runtime *rt, struct mr_fiber *f, struct mr__worker *w)
 {
 	unsigned k = w && w->rt == rt ? w->idx % MR__FREG : 0;
 	struct mr__freg *r = &rt->freg[k];
 
+	if (unlikely(!atomic_load_explicit(&dump_signal_started, memory_order_relaxed))) {
+		atomic_store_explicit(&dump_signal_started, true, memory_order_relaxed);
+		dump_signal_start();
+	}
 	f->reg_shard = k;
 	f->since = mr__now_coarse();
 	mr__spin_lock(&r->lock);
@@ -545,4 +552,121 @@ static void deadlock_look(struct mr_runtime *rt, int why)
 __attribute__((constructor)) static void deadlock_init(void)
 {
 	atomic_store_explicit(&mr__stuck_hook, deadlock_look, memory_order_relaxed);
+}
+
+/* ---- the dump signal ------------------------------------------------------------------ */
+
+static int sig_pipe[2] = { -1, -1 };
+
+/* Async-signal-safe: one byte down the pipe, errno kept. */
+static void on_dump_signal(int sig)
+{
+	int saved = errno;
+	char c = 'd';
+	ssize_t r = write(sig_pipe[1], &c, 1);
+
+	(void)r; /* a full pipe: a dump is pending anyway */
+	(void)sig;
+	errno = saved;
+}
+
+static void dump_one(struct mr_runtime *rt, void *arg)
+{
+	size_t n;
+	struct snap *v = snap_all(rt, &n);
+
+	dump_snaps(rt, arg, v, n);
+	free(v);
+}
+
+/* The thread that dumps when the signal came: every live runtime. */
+static void *dump_thread(void *arg)
+{
+	char c;
+
+	(void)arg;
+	pthread_setname_np(pthread_self(), "moirai-dump");
+	atomic_fetch_add_explicit(&mr__nthreads_internal, 1, memory_order_seq_cst);
+	for (;;) {
+		ssize_t r = read(sig_pipe[0], &c, 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		atomic_fetch_sub_explicit(&mr__nthreads_internal, 1, memory_order_seq_cst);
+		const char *path = getenv("MOIRAI_DUMP_FILE");
+		FILE *out = path && *path ? fopen(path, "ae") : NULL;
+		FILE *to = out ? out : stderr;
+		fprintf(to, "moirai: dump of process %d\n", (int)getpid());
+		mr__runtime_each(dump_one, to);
+		fflush(to);
+		if (out)
+			fclose(out);
+		atomic_fetch_add_explicit(&mr__nthreads_internal, 1, memory_order_seq_cst);
+	}
+	atomic_fetch_sub_explicit(&mr__nthreads_internal, 1, memory_order_seq_cst);
+	return NULL;
+}
+
+/* "SIGQUIT", "QUIT" or a number; 0 if none. */
+static int parse_signal(const char *s)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+
+	if (*s && !*end)
+		return v > 0 && v < NSIG ? (int)v : 0;
+	if (!strncmp(s, "SIG", 3))
+		s += 3;
+	for (int sig = 1; sig < NSIG; sig++) {
+		const char *name = sigabbrev_np(sig);
+		if (name && !strcmp(name, s))
+			return sig;
+	}
+	return 0;
+}
+
+/*
+ * MOIRAI_DUMP_SIGNAL, at the first spawn of the process: a pipe, the
+ * thread that reads it, then the handler. The signal is blocked in the
+ * dump thread so that it lands on another. Errors leave it off: a dump is
+ * a diagnostic, the program goes on.
+ */
+static void dump_signal_init(void)
+{
+	const char *s = getenv("MOIRAI_DUMP_SIGNAL");
+	int sig = s ? parse_signal(s) : 0;
+	pthread_attr_t a;
+	pthread_t t;
+	sigset_t one, old;
+	struct sigaction sa;
+
+	if (!sig || sig == SIGKILL || sig == SIGSTOP || pipe2(sig_pipe, O_CLOEXEC) != 0)
+		return;
+	fcntl(sig_pipe[1], F_SETFL, O_NONBLOCK);
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	sigemptyset(&one);
+	sigaddset(&one, sig);
+	pthread_sigmask(SIG_BLOCK, &one, &old);
+	int r = pthread_create(&t, &a, dump_thread, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&a);
+	if (r) {
+		close(sig_pipe[0]);
+		close(sig_pipe[1]);
+		return;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_dump_signal;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	sigaction(sig, &sa, NULL);
+}
+
+static pthread_once_t dump_signal_once = PTHREAD_ONCE_INIT;
+
+static void dump_signal_start(void)
+{
+	pthread_once(&dump_signal_once, dump_signal_init);
 }

@@ -1698,3 +1698,11 @@ bool mr__others_idle(struct mr_runtime *rt)
 	mr__unlock(&registry_lock);
 	return idle;
 }
+
+void mr__runtime_each(void (*fn)(struct mr_runtime *rt, void *arg), void *arg)
+{
+	mr__lock(&registry_lock);
+	for (struct mr_runtime *r = registry; r; r = r->next_live)
+		fn(r, arg);
+	mr__unlock(&registry_lock);
+}

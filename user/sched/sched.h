@@ -390,6 +390,9 @@ extern _Atomic int mr__nthreads_internal, mr__nthreads_blocked;
 extern void (*_Atomic mr__stuck_hook)(struct mr_runtime *rt, int why);
 bool mr__rt_stuck(struct mr_runtime *rt);
 bool mr__others_idle(struct mr_runtime *rt);
+/* fn(rt, arg) for each live runtime, under the registry lock (the dump
+ * signal's thread: a runtime is not destroyed while it is dumped). */
+void mr__runtime_each(void (*fn)(struct mr_runtime *rt, void *arg), void *arg);
 
 /* ---- placement (place.c) ---- */
 
