@@ -142,6 +142,7 @@ struct snap {
 	const struct mr_fiber *f;
 	char name[32];
 	unsigned state, kind;
+	uint32_t parks;
 	const void *obj;
 	int64_t deadline, since;
 	unsigned npc;
@@ -201,6 +202,7 @@ static void take(struct snap *s, const struct mr_fiber *f)
 	s->obj = atomic_load_explicit(&f->wait_obj, memory_order_relaxed);
 	s->deadline = atomic_load_explicit(&f->wait_deadline, memory_order_relaxed);
 	s->since = atomic_load_explicit(&f->since, memory_order_relaxed);
+	s->parks = atomic_load_explicit(&f->parks, memory_order_relaxed);
 	s->npc = 0;
 	if (s->state != MR__FS_RUNNING)
 		s->npc = walk(f, s->pc, DEPTH);
@@ -465,17 +467,47 @@ static bool workers_stuck_in_jobs(struct mr_runtime *rt)
 	return true;
 }
 
+/*
+ * The cycle from `first` (its owners read after the snapshot v) holds in
+ * a second snapshot: each member still parked, not having parked again
+ * since (same count). A member parked all along cannot have let go of a
+ * mutex, and the owner word names the holder until it unlocks, so each
+ * owner read in between was the holder for the whole time: the cycle
+ * was real at every instant between the two looks.
+ */
+static bool cycle_still(struct mr_runtime *rt, const struct snap *v, size_t n,
+			const struct snap *first)
+{
+	size_t m;
+	struct snap *w = snap_all(rt, &m);
+	const struct snap *s = first;
+	bool ok = w != NULL;
+
+	do {
+		const struct snap *t = ok ? find_snap(w, m, (uintptr_t)s->f) : NULL;
+		if (!t || t->state != MR__FS_PARKED || t->parks != s->parks || t->obj != s->obj)
+			ok = false;
+		s = mutex_next(v, n, s);
+	} while (ok && s && s != first);
+	free(w);
+	return ok && s == first;
+}
+
 static void put_cycle(FILE *out, const struct snap *v, size_t n, const struct snap *first)
 {
 	const struct snap *s = first;
 
 	fprintf(out, "moirai: deadlock: a cycle of fibers waiting for mutexes:\n");
-	do {
+	for (size_t k = 0; k < n; k++) {
 		const struct snap *t = mutex_next(v, n, s);
+		if (!t)
+			break; /* cannot be: the members stay parked */
 		fprintf(out, "  fiber %p \"%s\" waits for mutex %p, held by fiber %p \"%s\"\n",
 			(const void *)s->f, s->name, s->obj, (const void *)t->f, t->name);
 		s = t;
-	} while (s != first);
+		if (s == first)
+			break;
+	}
 }
 
 static void put_jobs(FILE *out, struct mr_runtime *rt)
@@ -522,6 +554,8 @@ static void deadlock_look(struct mr_runtime *rt, int why)
 	if (!v)
 		return;
 	const struct snap *cycle = mutex_cycle(v, n);
+	if (cycle && !cycle_still(rt, v, n, cycle))
+		cycle = NULL;
 	bool all = false;
 	if (!cycle && stuck && all_parked(v, n, in_jobs) && mr__others_idle(rt) &&
 	    threads_accounted()) {

@@ -484,10 +484,12 @@ void mr_yield(void)
 		else
 			w->yield_head = f;
 		w->yield_tail = f;
+		atomic_store_explicit(&f->run_state, MR__FS_RUNNABLE, memory_order_relaxed);
 		transfer(f, next, TRANSFER);
 		return;
 	}
 	f->action = ACT_YIELD;
+	atomic_store_explicit(&f->run_state, MR__FS_RUNNABLE, memory_order_relaxed);
 	switch_out(f);
 }
 

@@ -145,6 +145,7 @@ struct mr_fiber {
 	 * read racily by a dump. */
 	_Atomic uint8_t run_state;
 	_Atomic uint8_t wait_kind;
+	_Atomic uint32_t parks; /* parks so far: a dump sees if it ran between two looks */
 	_Atomic int64_t since;
 	_Atomic int64_t wait_deadline;
 	const void *_Atomic wait_obj;
@@ -205,6 +206,9 @@ static inline void mr__fiber_parking(struct mr_fiber *f)
 {
 	atomic_store_explicit(&f->run_state, MR__FS_PARKED, memory_order_relaxed);
 	atomic_store_explicit(&f->since, mr__now_coarse(), memory_order_relaxed);
+	/* Owner-only: a plain increment, no RMW. */
+	atomic_store_explicit(&f->parks, atomic_load_explicit(&f->parks, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
 }
 
 /* Worker w starts running f (resume or transfer). */
