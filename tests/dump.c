@@ -373,6 +373,31 @@ TEST(deadlock_all_fibers_on_a_channel_nobody_can_send_to)
 	ASSERT_STR_CONTAINS(buf, want);
 }
 
+/* The workers fall asleep (and look) before this thread joins: while it
+ * sleeps it is a thread that might post, so their look says nothing; its
+ * join must look again. */
+static void late_join_child(void *p)
+{
+	(void)p;
+	mr_runtime_t *rt = make_rt(2);
+	MR_OPTS(mr_fiber_opts, o, .name = "stuck-rx", .runtime = rt);
+	mr_fiber_t *f = mr_go_opts(recv_forever, NULL, &o);
+	usleep(200000);
+	mr_fiber_join(f);
+	_exit(1);
+}
+
+TEST(deadlock_seen_when_the_thread_joins_after_the_workers_slept)
+{
+	static char buf[65536];
+	SKIP_UNDER_TSAN();
+	nobody = mr_chan_create(sizeof(int), 0, 0);
+	int st = run_deadlock_child(late_join_child, NULL, buf, sizeof(buf));
+
+	ASSERT_TRUE(aborted(st));
+	ASSERT_STR_CONTAINS(buf, "moirai: deadlock: all 1 fibers of runtime");
+}
+
 static mr_mutex_t m1, m2;
 static mr_sem_t s1, s2;
 

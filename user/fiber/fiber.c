@@ -751,6 +751,7 @@ int mr_fiber_join(mr_fiber_t *handle)
 				atomic_fetch_sub_explicit(&mr__nthreads_blocked, 1,
 							  memory_order_seq_cst);
 			} else {
+				mr__stuck_poke(f->rt);
 				/* acquire: pairs with the store in mr__waiter_wake(). */
 				while (atomic_load_explicit(&wt.state, memory_order_acquire) ==
 				       MR__W_WAITING)

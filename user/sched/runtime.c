@@ -1682,6 +1682,33 @@ static void stuck_look(struct mr_runtime *rt, int why)
 		hook(rt, why);
 }
 
+void mr__stuck_poke(struct mr_runtime *rt)
+{
+	bool look = false;
+
+	/* rt may be destroyed once the fiber we wait for returns: look only
+	 * at a live one, counted in ninjecting (under the registry lock,
+	 * which destroy takes to unlist rt before it waits for ninjecting to
+	 * drop to 0). seq_cst: the nasleep load after the caller's count in
+	 * mr__nthreads_blocked; pairs with the sleeper's increment of nasleep
+	 * before its look. */
+	mr__lock(&registry_lock);
+	for (struct mr_runtime *r = registry; r; r = r->next_live)
+		if (r == rt) {
+			look = atomic_load_explicit(&rt->nasleep, memory_order_seq_cst) ==
+			       rt->nworkers;
+			break;
+		}
+	if (look)
+		atomic_fetch_add_explicit(&rt->ninjecting, 1, memory_order_seq_cst);
+	mr__unlock(&registry_lock);
+	if (!look)
+		return;
+	stuck_look(rt, MR__STUCK_ASLEEP);
+	/* release: pairs with the acquire in mr_runtime_destroy(). */
+	atomic_fetch_sub_explicit(&rt->ninjecting, 1, memory_order_release);
+}
+
 bool mr__rt_stuck(struct mr_runtime *rt)
 {
 	return drain_state(rt) == DRAIN_STUCK;

@@ -389,6 +389,10 @@ enum { MR__STUCK_ASLEEP, MR__STUCK_IN_JOBS };
 extern _Atomic int mr__nthreads_internal, mr__nthreads_blocked;
 extern void (*_Atomic mr__stuck_hook)(struct mr_runtime *rt, int why);
 bool mr__rt_stuck(struct mr_runtime *rt);
+/* A thread counted itself blocked for ever on something of rt's: if rt's
+ * workers are all asleep already, nobody else will look (their look may
+ * have come before our count), so look from here. */
+void mr__stuck_poke(struct mr_runtime *rt);
 bool mr__others_idle(struct mr_runtime *rt);
 /* fn(rt, arg) for each live runtime, under the registry lock (the dump
  * signal's thread: a runtime is not destroyed while it is dumped). */
