@@ -534,21 +534,25 @@ static void deadlock_look(struct mr_runtime *rt, int why)
 	bool in_jobs = why == MR__STUCK_IN_JOBS;
 	int mode;
 
-	if (atomic_load_explicit(&rt->deadlock_said, memory_order_relaxed) ||
-	    (mode = deadlock_mode()) == DL_OFF)
+	/* The cheap reasons to say nothing first: a timer that keeps a
+	 * runtime ticking brings us here at every tick. */
+	if (atomic_load_explicit(&rt->deadlock_said, memory_order_relaxed))
 		return;
 	bool stuck = in_jobs ? workers_stuck_in_jobs(rt) : mr__rt_stuck(rt);
 	if (!stuck) {
 		/* Only mutex cycles can be seen now: once a second at most. */
+		if (!atomic_load_explicit(&mr__mutex_owner_fn, memory_order_relaxed))
+			return;
 		int64_t now = mr__now_coarse();
 		int64_t last = atomic_load_explicit(&rt->deadlock_looked, memory_order_relaxed);
 		if (now - last < 1000000000 ||
-		    !atomic_load_explicit(&mr__mutex_owner_fn, memory_order_relaxed) ||
 		    !atomic_compare_exchange_strong_explicit(&rt->deadlock_looked, &last, now,
 							     memory_order_relaxed,
 							     memory_order_relaxed))
 			return;
 	}
+	if ((mode = deadlock_mode()) == DL_OFF)
+		return;
 	size_t n;
 	struct snap *v = snap_all(rt, &n);
 	if (!v)
