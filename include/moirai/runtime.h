@@ -166,9 +166,10 @@ MR_API int mr_worker_index(void);
  *	    #0 0x7f..12 mr_chan_recv+0x42 (libmoirai.so.0.1.0+0x1a2b2)
  *	    #1 0x55..34 consumer+0x1c (prog+0x1234)
  *
- * The state is running, runnable or parked, with how long: since it
- * parked, or for a runnable or running one since it was made runnable
- * (a coarse clock: a few ms of resolution). A parked fiber waits on one
+ * The state is running, runnable or parked, and the time since the fiber
+ * last parked or was created: for a parked fiber how long it has waited
+ * (a coarse clock: a few ms of resolution; no clock is read on a fast
+ * path). A parked fiber waits on one
  * of: chan (a send or receive), select (the first channel of the select),
  * shm-chan (a shm:// channel), mutex, cond, sem, wg, event (the object's
  * address), join (the fiber joined), sleep, io (the descriptor), blocking

@@ -323,7 +323,6 @@ void mr__fiber_ready(struct mr_fiber *f)
 	struct mr__worker *w = mr__self();
 
 	atomic_store_explicit(&f->run_state, MR__FS_RUNNABLE, memory_order_relaxed);
-	atomic_store_explicit(&f->since, mr__now_coarse(), memory_order_relaxed);
 
 	if (w && w->rt == f->rt && mr__push(w, &f->hdr)) {
 		/* Noted even if the push made it public at once:

@@ -76,7 +76,9 @@ struct mr__cancel_hook {
  * What a fiber waits on, for mr_runtime_dump() and the deadlock check
  * (dump.c). Each kind of wait notes its kind, object and deadline with
  * mr__wait_note() before it parks; the park itself notes the state and the
- * time (a coarse clock: a few ns, and a dump needs milliseconds). Plain
+ * time (a coarse clock: a few ns, and a dump needs milliseconds). Readying
+ * and resuming note the state only: a clock read there cost a channel
+ * ping-pong a measurable share of its round trip. Plain
  * relaxed stores by the fiber itself; a dump reads them racily (a fiber
  * that runs meanwhile shows a stale line, never a crash).
  */
