@@ -27,6 +27,8 @@
 #ifndef MOIRAI_RUNTIME_H
 #define MOIRAI_RUNTIME_H
 
+#include <stdio.h>
+
 #include <moirai/common.h>
 
 MR_EXTERN_C_BEGIN
@@ -155,6 +157,66 @@ MR_API unsigned mr_runtime_workers(const mr_runtime_t *rt);
 /* Index of the calling worker in its runtime, or -1 outside any runtime.
  * Async-signal-safe. */
 MR_API int mr_worker_index(void);
+
+/*
+ * Write what rt is doing to out: each worker (the fiber it runs, idle, or
+ * blocked inside a job and on what), then each live fiber:
+ *
+ *	fiber 0x7f..40 "name" parked 12.003 ms: waits on chan 0x55..a0
+ *	    #0 0x7f..12 mr_chan_recv+0x42 (libmoirai.so.0.1.0+0x1a2b2)
+ *	    #1 0x55..34 consumer+0x1c (prog+0x1234)
+ *
+ * The state is running, runnable or parked, and the time since the fiber
+ * last parked or was created: for a parked fiber how long it has waited
+ * (a coarse clock: a few ms of resolution; no clock is read on a fast
+ * path). A parked fiber waits on one
+ * of: chan (a send or receive), select (the first channel of the select),
+ * shm-chan (a shm:// channel), mutex, cond, sem, wg, event (the object's
+ * address), join (the fiber joined), sleep, io (the descriptor), blocking
+ * (the function run on the blocking pool), with "deadline in N ms" if it
+ * has one. The frames of a fiber that is not running come from its saved
+ * frame pointers (code built without frame pointers shows fewer frames);
+ * "module+0xoffset" is what `addr2line -e module` takes. Lines of fibers
+ * that run meanwhile may be stale. Blocks nobody for long: each list of
+ * fibers is locked while it is copied (fiber exits wait), and the printing
+ * is done after. Not async-signal-safe. Returns 0, -EINVAL (rt or out
+ * NULL) or -ENOMEM; aborts if rt is not a live runtime.
+ *
+ * A dump on a signal, for a live process: MOIRAI_DUMP_SIGNAL=SIGQUIT (a
+ * name, with or without SIG, or a number), read at the first fiber spawn
+ * of the process, makes that signal dump every live runtime to stderr, or
+ * appends it to the file MOIRAI_DUMP_FILE names (read at each dump). The
+ * handler only writes a byte to a pipe; a thread of the library
+ * ("moirai-dump", started then, with the signal blocked) does the dump.
+ * Runtimes are not created or destroyed while it dumps. Off by default:
+ * the signal's own action is left alone.
+ *
+ * Deadlocks, checked when the last worker of a runtime goes to sleep (or
+ * the last one blocks inside a job), never on a fast path:
+ *   - every fiber of the runtime waits for ever (no deadline) on an object
+ *     of this process (channel, select, mutex, cond, semaphore, wait group,
+ *     event, join), no timer or I/O is pending, no job runs, every other
+ *     runtime is idle, and every thread of the process is the library's
+ *     own or blocked for ever in a Moirai wait (mr_run()'s, a thread's
+ *     mr_fiber_join(), a thread waiting on a mutex, cond, semaphore, wait
+ *     group or event);
+ *   - the same with every worker blocked inside a job (a loop body waiting
+ *     on a channel only a fiber would feed): the report names each worker
+ *     and what its job waits on;
+ *   - a cycle of fibers each waiting for ever for a mutex the next one
+ *     holds, whatever the rest of the runtime does (looked for at most once
+ *     a second while timers keep it ticking): the report names each fiber,
+ *     the mutex it waits for and who holds it.
+ * The runtime then writes "moirai: deadlock: ..." and its dump to stderr,
+ * once. A thread the library cannot account for (sleeping, in a system
+ * call, blocked on a channel or with a deadline) might still post, and
+ * shm:// peers, I/O and the blocking pool are outside: then nothing is
+ * said (a miss rather than a false report; under TSan, whose runtime has
+ * threads of its own, the first two kinds are never reported).
+ * MOIRAI_DEADLOCK=abort aborts after the report; MOIRAI_DEADLOCK=off turns
+ * the check off. Both are read at each check.
+ */
+MR_API int mr_runtime_dump(mr_runtime_t *rt, FILE *out);
 
 MR_EXTERN_C_END
 

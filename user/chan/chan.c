@@ -470,6 +470,7 @@ static __attribute__((noinline)) int rv_sleep(struct mr_chan *ch, int op, void *
 				mr__cancel_disarm(sl.fiber);
 				return mr__cancel_take(sl.fiber);
 			}
+			mr__wait_note(MR__WAIT_CHAN, ch, -1);
 			/* Its commit puts `me` in the word like rv_publish(). */
 			MR__STAT_SELF(chan_blocks, 1);
 			MR_PROBE3(chan_block, ch, op, call);
@@ -483,7 +484,7 @@ static __attribute__((noinline)) int rv_sleep(struct mr_chan *ch, int op, void *
 				break;
 			if (st == SL_CANCELLED || mr__cancel_pending(sl.fiber))
 				return mr__cancel_take(sl.fiber);
-		} else if (rv_publish(ch, me)) {
+		} else if (mr__wait_note(MR__WAIT_CHAN, ch, -1), rv_publish(ch, me)) {
 			MR__STAT_SELF(chan_blocks, 1);
 			MR_PROBE3(chan_block, ch, op, call);
 			thread_wait(&sl, -1);
@@ -805,6 +806,25 @@ static bool ring_ready(const struct mr_select_case *c)
 	return c->op == MR_SELECT_SEND ? mr__ring_send_ready(&ch->q) : mr__ring_recv_ready(&ch->q);
 }
 
+/* For dumps (fiber.h): one case is a channel operation, several a select;
+ * a channel of another process makes the wait external (MR__WAIT_SHM). */
+static void note_wait(const struct mr_select_case *cases, size_t n, int64_t deadline)
+{
+	unsigned kind = n == 1 ? MR__WAIT_CHAN : MR__WAIT_SELECT;
+	const void *obj = NULL;
+
+	for (size_t k = 0; k < n; k++) {
+		const struct mr_chan *ch = (const struct mr_chan *)cases[k].chan;
+		if (!ch)
+			continue;
+		if (!obj)
+			obj = ch;
+		if (ch->q.kind == CH_SHM)
+			kind = MR__WAIT_SHM;
+	}
+	mr__wait_note(kind, obj, deadline);
+}
+
 static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *res,
 		 const char *call)
 {
@@ -926,6 +946,7 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 		}
 
 		uint32_t st;
+		note_wait(cases, n, deadline);
 		if (self) {
 			if (mr__cancel_arm(self, &S.cancel)) {
 				/* Claimed by us, for a canceller that takes the

@@ -206,6 +206,7 @@ static void after_switch(struct mr__worker *w, struct mr_fiber *f)
 		struct mr_runtime *rt = f->rt;
 		MR__STAT_ADD(w->st, fiber_exits, 1);
 		MR_PROBE2(fiber_exit, f, w->idx);
+		mr__freg_del(f); /* a dump no longer sees it */
 		/* Before the joiner can return (and maybe destroy rt). seq_cst:
 		 * pairs with the quiescence checks of mr_runtime_destroy(). */
 		atomic_fetch_sub_explicit(&rt->nfibers, 1, memory_order_seq_cst);
@@ -284,6 +285,7 @@ static void resume(struct mr__worker *w, struct mr_fiber *f)
 	mr__tls_fiber = f;
 	mr__tls_held = 0;
 	w->pinned = 0; /* the fiber's own count (see sched.h) */
+	mr__fiber_running(w, f);
 #ifdef MR_TSAN
 	f->tsan_resumer = __tsan_get_current_fiber();
 	__tsan_switch_to_fiber(f->tsan_fiber, 0);
@@ -297,6 +299,7 @@ static void resume(struct mr__worker *w, struct mr_fiber *f)
 	__sanitizer_finish_switch_fiber(fake, NULL, NULL);
 #endif
 	mr__tls_fiber = prev;
+	atomic_store_explicit(&w->cur, prev, memory_order_relaxed);
 	w->pinned = pinned;
 	after_switch(w, out);
 }
@@ -338,6 +341,8 @@ void mr__fiber_ready(struct mr_fiber *f)
 
 	MR_PROBE1(fiber_ready, f);
 	MR__STAT_BY(f->rt, fiber_readies, 1);
+	atomic_store_explicit(&f->run_state, MR__FS_RUNNABLE, memory_order_relaxed);
+
 	if (w && w->rt == f->rt && mr__push(w, &f->hdr)) {
 		/* Noted even if the push made it public at once:
 		 * mr__fiber_share_held() then finds it shared and does nothing. */
@@ -395,6 +400,7 @@ static void transfer(struct mr_fiber *f, struct mr_fiber *next, void *how)
 	next->resumer_sp = f->resumer_sp;
 	mr__tls_fiber = next;
 	mr__tls_held = 0;
+	mr__fiber_running(mr__self(), next);
 #ifdef MR_TSAN
 	next->tsan_resumer = f->tsan_resumer;
 	__tsan_switch_to_fiber(next->tsan_fiber, 0);
@@ -434,6 +440,7 @@ void mr__fiber_park(bool (*commit)(void *arg), void *arg, const char *call)
 	struct mr_fiber *f = mr__tls_fiber;
 
 	check_on_own_stack(f, call);
+	mr__fiber_parking(f);
 	/* self_after_switch(): a caller may park in a loop, and a fiber
 	 * resumes on any worker (see there). */
 	MR__STAT_ADD(self_after_switch()->st, fiber_parks, 1);
@@ -448,6 +455,7 @@ void mr__fiber_park_in(struct mr_fiber *f, _Atomic uint64_t *word, uint64_t val,
 		       const char *call)
 {
 	check_on_own_stack(f, call);
+	mr__fiber_parking(f);
 	MR__STAT_ADD(self_after_switch()->st, fiber_parks, 1);
 	MR_PROBE2(fiber_park, f, call);
 	f->action = ACT_PARK_IN;
@@ -506,10 +514,12 @@ void mr_yield(void)
 		 * (nothing else reads it for a fiber on the yield queue). */
 		f->action = ACT_YIELD;
 		MR_PROBE3(fiber_stop, f, w->idx, f->action);
+		atomic_store_explicit(&f->run_state, MR__FS_RUNNABLE, memory_order_relaxed);
 		transfer(f, next, TRANSFER);
 		return;
 	}
 	f->action = ACT_YIELD;
+	atomic_store_explicit(&f->run_state, MR__FS_RUNNABLE, memory_order_relaxed);
 	switch_out(f);
 }
 
@@ -616,6 +626,7 @@ mr_fiber_t *mr_go_opts(void (*fn)(void *), void *arg, const struct mr_fiber_opts
 	atomic_fetch_add_explicit(&rt->nfibers, 1, memory_order_seq_cst);
 	MR__STAT_BY(rt, fibers_spawned, 1);
 	MR_PROBE3(fiber_create, f, fn, rt->id);
+	mr__freg_add(rt, f, w);
 	mr__fiber_ready(f);
 	return f;
 }
@@ -738,6 +749,8 @@ int mr_fiber_join(mr_fiber_t *handle)
 	if (s == 0) {
 		struct mr__waiter wt;
 
+		mr__wait_note(MR__WAIT_JOIN, f, -1);
+
 		memset(&wt, 0, sizeof(wt));
 		wt.fiber = self;
 		atomic_init(&wt.state, MR__W_WAITING);
@@ -759,10 +772,18 @@ int mr_fiber_join(mr_fiber_t *handle)
 			}
 		} else {
 			uintptr_t expect = 0;
-			if (atomic_compare_exchange_strong_explicit(&f->state, &expect,
-								    (uintptr_t)&wt,
-								    memory_order_acq_rel,
-								    memory_order_acquire)) {
+			/* A thread blocked for ever (the deadlock check, sched.h);
+			 * the exit's wake-up uncounts it. */
+			wt.counted = true;
+			atomic_fetch_add_explicit(&mr__nthreads_blocked, 1, memory_order_seq_cst);
+			if (!atomic_compare_exchange_strong_explicit(&f->state, &expect,
+								     (uintptr_t)&wt,
+								     memory_order_acq_rel,
+								     memory_order_acquire)) {
+				atomic_fetch_sub_explicit(&mr__nthreads_blocked, 1,
+							  memory_order_seq_cst);
+			} else {
+				mr__stuck_poke(f->rt);
 				/* acquire: pairs with the store in mr__waiter_wake(). */
 				while (atomic_load_explicit(&wt.state, memory_order_acquire) ==
 				       MR__W_WAITING)

@@ -22,6 +22,8 @@
 #ifndef MR_FIBER_FIBER_H
 #define MR_FIBER_FIBER_H
 
+#include <time.h>
+
 #include <moirai/fiber.h>
 
 #include "../sched/sched.h"
@@ -70,6 +72,45 @@ struct mr__cancel_hook {
 
 #define MR__CANCEL_REQ 1u
 
+/*
+ * What a fiber waits on, for mr_runtime_dump() and the deadlock check
+ * (dump.c). Each kind of wait notes its kind, object and deadline with
+ * mr__wait_note() before it parks; the park itself notes the state and the
+ * time (a coarse clock: a few ns, and a dump needs milliseconds). Readying
+ * and resuming note the state only: a clock read there cost a channel
+ * ping-pong a measurable share of its round trip. Plain
+ * relaxed stores by the fiber itself; a dump reads them racily (a fiber
+ * that runs meanwhile shows a stale line, never a crash).
+ */
+enum mr__wait_kind {
+	MR__WAIT_NONE,
+	MR__WAIT_CHAN,	   /* a send or receive on an in-process channel */
+	MR__WAIT_SELECT,   /* mr_select over several (the first case's channel) */
+	MR__WAIT_SHM,	   /* a channel of another process (shm://): external */
+	MR__WAIT_MUTEX,
+	MR__WAIT_COND,
+	MR__WAIT_SEM,
+	MR__WAIT_WG,
+	MR__WAIT_EVENT,
+	MR__WAIT_JOIN,	   /* mr_fiber_join: the fiber joined */
+	MR__WAIT_SLEEP,	   /* mr_sleep_until */
+	MR__WAIT_IO,	   /* an I/O operation (the object: its fd) */
+	MR__WAIT_BLOCKING, /* a call on the blocking pool */
+	MR__WAIT_KINDS
+};
+
+/* A fiber's run state (dump.c). */
+enum { MR__FS_RUNNABLE, MR__FS_RUNNING, MR__FS_PARKED };
+
+/* CLOCK_MONOTONIC_COARSE in ns: a vDSO read of the tick, no TSC. */
+static inline int64_t mr__now_coarse(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 struct mr_fiber {
 	struct mr__job hdr; /* first: runnable fibers sit in deques as jobs */
 	void *sp;	    /* saved context while not running */
@@ -101,6 +142,19 @@ struct mr_fiber {
 	uint32_t magic;
 	bool ran; /* has started: suspended in a switch, not at its entry */
 	char name[32];
+	/* For dumps (above): run state, since when (coarse ns), what the
+	 * last wait was on. Written by the fiber (and readiers: the state),
+	 * read racily by a dump. */
+	_Atomic uint8_t run_state;
+	_Atomic uint8_t wait_kind;
+	_Atomic uint32_t parks; /* parks so far: a dump sees if it ran between two looks */
+	_Atomic int64_t since;
+	_Atomic int64_t wait_deadline;
+	const void *_Atomic wait_obj;
+	/* The runtime's list of live fibers (dump.c), under the lock of
+	 * shard reg_shard of rt->freg. */
+	struct mr_fiber *reg_prev, *reg_next;
+	unsigned reg_shard;
 };
 
 /* The running fiber of this thread, or NULL. */
@@ -124,6 +178,55 @@ static inline struct mr_fiber *mr__fiber_parkable(void)
 
 	return f && likely(w) && !w->pinned ? f : NULL;
 }
+
+/*
+ * Note what the calling context is about to wait on: kind (MR__WAIT_*),
+ * the object, the deadline (-1: none). For a fiber, its record; for a job
+ * or pinned fiber, which blocks its worker's thread, the worker's too (a
+ * dump shows what a blocked worker waits on). Call it before the wait, on
+ * the slow path only.
+ */
+static inline void mr__wait_note(unsigned kind, const void *obj, int64_t deadline)
+{
+	struct mr_fiber *f = mr__tls_fiber;
+	struct mr__worker *w = mr__self();
+
+	if (f) {
+		atomic_store_explicit(&f->wait_kind, (uint8_t)kind, memory_order_relaxed);
+		atomic_store_explicit(&f->wait_obj, obj, memory_order_relaxed);
+		atomic_store_explicit(&f->wait_deadline, deadline, memory_order_relaxed);
+	}
+	if (w) {
+		atomic_store_explicit(&w->wait_kind, (uint8_t)kind, memory_order_relaxed);
+		atomic_store_explicit(&w->wait_obj, obj, memory_order_relaxed);
+		atomic_store_explicit(&w->wait_deadline, deadline, memory_order_relaxed);
+	}
+}
+
+/* The running fiber f parks (state and time for dumps, dump.c). */
+static inline void mr__fiber_parking(struct mr_fiber *f)
+{
+	atomic_store_explicit(&f->run_state, MR__FS_PARKED, memory_order_relaxed);
+	atomic_store_explicit(&f->since, mr__now_coarse(), memory_order_relaxed);
+	/* Owner-only: a plain increment, no RMW. */
+	atomic_store_explicit(&f->parks, atomic_load_explicit(&f->parks, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+}
+
+/* Worker w starts running f (resume or transfer). */
+static inline void mr__fiber_running(struct mr__worker *w, struct mr_fiber *f)
+{
+	atomic_store_explicit(&f->run_state, MR__FS_RUNNING, memory_order_relaxed);
+	atomic_store_explicit(&w->cur, f, memory_order_relaxed);
+}
+
+/* The runtime's list of live fibers (dump.c): f joins at spawn (w: the
+ * spawning worker, or NULL), leaves when it returns. */
+void mr__freg_add(struct mr_runtime *rt, struct mr_fiber *f, struct mr__worker *w);
+void mr__freg_del(struct mr_fiber *f);
+/* The holder of a mutex (sync/mutex.c sets it at its first wait): the
+ * deadlock check follows mutex cycles with it (dump.c). */
+extern uintptr_t (*_Atomic mr__mutex_owner_fn)(const void *m);
 
 /*
  * Park the calling fiber. After the switch the resumer calls commit(arg):
@@ -265,6 +368,7 @@ struct mr__waiter {
 	uintptr_t data;		    /* for the object's use (e.g. mutex handoff) */
 	bool front;		    /* queue at the head (a waiter that waited before) */
 	bool cancellable;	    /* a fiber's wait may end MR__W_CANCELLED */
+	bool counted;		    /* a thread counted in mr__nthreads_blocked (sched.h) */
 	struct mr__timer timer;
 	struct mr__cancel_hook cancel;
 };

@@ -78,6 +78,11 @@ void mr__waiter_wake(struct mr__waiter *wt)
 	struct mr__worker *helper = wt->helper;
 	struct mr__worker *helping = wt->helping;
 
+	/* Before WOKEN: the thread is no longer blocked for ever as soon as
+	 * we decided to wake it (the deadlock check, sched.h). */
+	if (wt->counted)
+		atomic_fetch_sub_explicit(&mr__nthreads_blocked, 1, memory_order_seq_cst);
+
 	/* seq_cst store: pairs with the waiting thread's load (it may return
 	 * and free wt right after; only its address is used below), and with
 	 * a helping worker's fence before it sleeps (mr__work_until). */
@@ -173,6 +178,10 @@ int mr__waitq_wait(struct mr__waitq *q, struct mr__waiter *wt, int64_t deadline,
 
 	wt->q = q;
 	wt->fiber = self;
+	/* A plain thread waiting for ever: only a waker ends it (sched.h). */
+	wt->counted = !self && !w && deadline < 0;
+	if (wt->counted)
+		atomic_fetch_add_explicit(&mr__nthreads_blocked, 1, memory_order_seq_cst);
 	/* A job or pinned fiber on a worker helps while it waits. */
 	wt->helping = self ? NULL : w;
 	atomic_store_explicit(&wt->waker_out, 0, memory_order_relaxed);
@@ -341,6 +350,7 @@ int mr_sleep_until(int64_t deadline)
 		wt.timer.fire = sleep_fire;
 		wt.timer.call = "mr_sleep_until";
 		wt.cancel.fn = sleep_cancel;
+		mr__wait_note(MR__WAIT_SLEEP, NULL, deadline);
 		mr__fiber_park(commit_sleep, &wt, "mr_sleep_until");
 		/* acquire: pairs with the commit's last store (above). */
 		while (!atomic_load_explicit(&wt.waker_out, memory_order_acquire))
@@ -357,6 +367,7 @@ int mr_sleep_until(int64_t deadline)
 	struct mr__worker *w = mr__self();
 	if (w) {
 		/* A job or pinned fiber: run fibers meanwhile, as any blocked wait. */
+		mr__wait_note(MR__WAIT_SLEEP, NULL, deadline);
 		mr__worker_block(w);
 		mr__worker_help(w, never, NULL, deadline);
 		mr__worker_unblock(w);

@@ -183,7 +183,13 @@ static void *pool_thread(void *arg)
 				break;
 			continue;
 		}
-		if (pool.nthreads > pool.max || !idle_wait())
+		if (pool.nthreads > pool.max)
+			break;
+		/* Idle: one of ours, waiting for work (the deadlock check). */
+		atomic_fetch_add_explicit(&mr__nthreads_internal, 1, memory_order_seq_cst);
+		bool more = idle_wait();
+		atomic_fetch_sub_explicit(&mr__nthreads_internal, 1, memory_order_seq_cst);
+		if (!more)
 			break;
 	}
 	pool.nthreads--;
@@ -303,6 +309,7 @@ int mr__blocking_run(void (*fn)(void *), void *arg, const char *call)
 	/* Cancellation (to come) parks with a commit that also registers the
 	 * fiber with its canceller here, and takes a still-queued item back
 	 * off the queue when cancelled. */
+	mr__wait_note(MR__WAIT_BLOCKING, (const void *)fn, -1);
 	mr__fiber_park_in(f, &p.word, (uint64_t)(uintptr_t)f, call);
 	/* We run again after parked_done() put EARLY in the word (our park
 	 * failed), or once it readied us (the word holds f, then OUT). */

@@ -600,6 +600,7 @@ static int wait_fd(struct mr_fiber *f, int fd, uint32_t events, int64_t deadline
 	set_inflight(w, ep);
 	MR__STAT_ADD(w->st, io_submitted, 1);
 	MR_PROBE3(io_submit, w->idx, events, fd);
+	mr__wait_note(MR__WAIT_IO, (const void *)(intptr_t)fd, deadline);
 	/* The worker readies us from poll() or wait(); w and ep are not ours
 	 * to touch after the park (we may resume on another worker). */
 	mr__fiber_park(parked, NULL, call);

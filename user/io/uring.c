@@ -514,6 +514,7 @@ static long uring_call(struct mr__worker *w, struct mr_fiber *f, const struct mr
 		r->ops->prev = &op;
 	r->ops = &op;
 	set_inflight(w, r);
+	mr__wait_note(MR__WAIT_IO, (const void *)(intptr_t)q->fd, deadline);
 	/* The worker submits at the end of its round (poll()); w and r are
 	 * not ours to touch after the park (we may resume elsewhere once
 	 * every completion is in). */

@@ -342,6 +342,7 @@ static void maybe_quiesced(struct mr_runtime *rt)
 /* ---- injector ---------------------------------------------------------- */
 
 static void help_notify(struct mr_runtime *rt);
+static void stuck_look(struct mr_runtime *rt, int why);
 
 void (*mr__test_inject_hook)(void);
 
@@ -624,6 +625,10 @@ static void help_sleep(struct mr__worker *w, bool (*done)(void *), void *arg, in
 	    (next < 0 || next > now + MR__IO_BLOCKED_NS))
 		next = now + MR__IO_BLOCKED_NS;
 	if (!done(arg) && !(next >= 0 && next <= now) && !(all && inj_fiber(rt, false))) {
+		/* Every worker blocked in a job, asleep, no timer: stuck? */
+		if (all && next < 0 &&
+		    atomic_load_explicit(&rt->nhsleep, memory_order_seq_cst) == rt->nworkers)
+			stuck_look(rt, MR__STUCK_IN_JOBS);
 		/* acquire: pairs with the release in help_claim(). */
 		while (!atomic_load_explicit(&w->hpark, memory_order_acquire)) {
 			if (next < 0) {
@@ -976,8 +981,10 @@ static void park(struct mr__worker *w, bool (*done)(void *), void *arg)
 		scx_state(w, MR__SCX_PARKED);
 		/* seq_cst: pairs with the destroyer's store of `draining`. */
 		if (atomic_fetch_add_explicit(&rt->nasleep, 1, memory_order_seq_cst) + 1 ==
-		    rt->nworkers)
+		    rt->nworkers) {
 			maybe_quiesced(rt);
+			stuck_look(rt, MR__STUCK_ASLEEP);
+		}
 		MR_PROBE1(worker_park, w->idx);
 		uint32_t tok = wait_token(w, next, true);
 		MR_PROBE2(worker_wake, w->idx, tok);
@@ -1095,7 +1102,9 @@ static void *worker_main(void *arg)
 	mr__place_thread_start(w);
 	mr__fiber_thread_start(w); /* the overflow handler knows our stack */
 	mr__scx_worker_start(w);
+	atomic_fetch_add_explicit(&mr__nthreads_internal, 1, memory_order_seq_cst);
 	mr__work_until(w, rt_exiting, w->rt);
+	atomic_fetch_sub_explicit(&mr__nthreads_internal, 1, memory_order_seq_cst);
 	stop_searching(w, false);
 	mr__scx_worker_exit(w);
 	mr__fiber_thread_exit(w);
@@ -1723,4 +1732,73 @@ int mr_worker_index(void)
 {
 	struct mr__worker *w = mr__self();
 	return w ? (int)w->idx : -1;
+}
+
+/* ---- deadlock checks (fiber/dump.c) -------------------------------------------- */
+
+_Atomic int mr__nthreads_internal, mr__nthreads_blocked;
+void (*_Atomic mr__stuck_hook)(struct mr_runtime *rt, int why);
+
+/* The last worker went to sleep, or every one is blocked in a job and
+ * asleep: let the deadlock check look (never on a fast path). */
+static void stuck_look(struct mr_runtime *rt, int why)
+{
+	void (*hook)(struct mr_runtime *, int) =
+		atomic_load_explicit(&mr__stuck_hook, memory_order_relaxed);
+
+	if (hook && !atomic_load_explicit(&rt->draining, memory_order_relaxed) &&
+	    !atomic_load_explicit(&rt->exiting, memory_order_relaxed))
+		hook(rt, why);
+}
+
+void mr__stuck_poke(struct mr_runtime *rt)
+{
+	bool look = false;
+
+	/* rt may be destroyed once the fiber we wait for returns: look only
+	 * at a live one, counted in ninjecting (under the registry lock,
+	 * which destroy takes to unlist rt before it waits for ninjecting to
+	 * drop to 0). seq_cst: the nasleep load after the caller's count in
+	 * mr__nthreads_blocked; pairs with the sleeper's increment of nasleep
+	 * before its look. */
+	mr__lock(&registry_lock);
+	for (struct mr_runtime *r = registry; r; r = r->next_live)
+		if (r == rt) {
+			look = atomic_load_explicit(&rt->nasleep, memory_order_seq_cst) ==
+			       rt->nworkers;
+			break;
+		}
+	if (look)
+		atomic_fetch_add_explicit(&rt->ninjecting, 1, memory_order_seq_cst);
+	mr__unlock(&registry_lock);
+	if (!look)
+		return;
+	stuck_look(rt, MR__STUCK_ASLEEP);
+	/* release: pairs with the acquire in mr_runtime_destroy(). */
+	atomic_fetch_sub_explicit(&rt->ninjecting, 1, memory_order_release);
+}
+
+bool mr__rt_stuck(struct mr_runtime *rt)
+{
+	return drain_state(rt) == DRAIN_STUCK;
+}
+
+bool mr__others_idle(struct mr_runtime *rt)
+{
+	bool idle = true;
+
+	mr__lock(&registry_lock);
+	for (struct mr_runtime *r = registry; r && idle; r = r->next_live)
+		if (r != rt && drain_state(r) == DRAIN_BUSY)
+			idle = false;
+	mr__unlock(&registry_lock);
+	return idle;
+}
+
+void mr__runtime_each(void (*fn)(struct mr_runtime *rt, void *arg), void *arg)
+{
+	mr__lock(&registry_lock);
+	for (struct mr_runtime *r = registry; r; r = r->next_live)
+		fn(r, arg);
+	mr__unlock(&registry_lock);
 }

@@ -66,6 +66,7 @@ struct mr__pool_batch {
 };
 
 #define MR__STACK_CACHE 32
+#define MR__FREG 8 /* shards of a runtime's fiber list */
 
 struct mr_fiber;
 struct mr__timer;
@@ -161,6 +162,14 @@ struct mr__worker {
 	uint32_t io_tick;
 	_Atomic uint32_t io_inflight;
 
+	/* For dumps (fiber/dump.c): the fiber this worker runs (NULL: none),
+	 * and what its thread last waited on (mr__wait_note(): shown while
+	 * `blocked`). Owner writes, a dump reads. */
+	struct mr_fiber *_Atomic cur;
+	_Atomic uint8_t wait_kind;
+	const void *_Atomic wait_obj;
+	_Atomic int64_t wait_deadline;
+
 	/* Written by wakers: the futex this worker sleeps on. */
 	mr__cacheline_aligned _Atomic uint32_t park;
 	char pad_[MR_CACHELINE - sizeof(uint32_t)];
@@ -220,6 +229,17 @@ struct mr_runtime {
 
 	/* Fibers alive (not yet returned): destroy waits for them. */
 	_Atomic uint64_t nfibers;
+	/* The live fibers themselves, for dumps (fiber/dump.c): lists in
+	 * MR__FREG shards (a spawn takes its worker's), each under a leaf
+	 * spinlock. */
+	struct mr__freg {
+		mr__cacheline_aligned _Atomic uint32_t lock;
+		struct mr_fiber *head;
+	} freg[MR__FREG];
+	/* The deadlock check (fiber/dump.c): reported once; when it last
+	 * looked for mutex cycles (coarse ns). */
+	_Atomic uint32_t deadlock_said;
+	_Atomic int64_t deadlock_looked;
 	/* Workers whose thread is blocked (mr__worker_block): others fire their timers. */
 	_Atomic uint32_t nblocked;
 	/* Blocked workers asleep in mr__worker_help() (hsleep set); never
@@ -410,6 +430,31 @@ void mr__wake_worker(struct mr__worker *w, uint32_t tok);
 
 /* Run fn(arg) on a worker of rt from an outside thread; block until it returns. */
 void mr__run_outside(struct mr_runtime *rt, void (*fn)(void *), void *arg);
+
+/*
+ * Deadlock checks (fiber/dump.c). Threads of the library that wait for
+ * work (workers, idle blocking-pool threads, the dump thread) count
+ * themselves in mr__nthreads_internal; a thread that blocks for ever (no
+ * deadline) in a wait only a waker can end counts itself in
+ * mr__nthreads_blocked and its waker uncounts it. mr__stuck_hook, when
+ * set, is called by the last worker going to sleep (MR__STUCK_ASLEEP) or
+ * by a blocked worker asleep when every worker is (MR__STUCK_IN_JOBS).
+ * mr__rt_stuck(): every worker asleep, no timer, no I/O, nothing queued,
+ * fibers alive (destroy's DRAIN_STUCK). mr__others_idle(): no other live
+ * runtime is busy.
+ */
+enum { MR__STUCK_ASLEEP, MR__STUCK_IN_JOBS };
+extern _Atomic int mr__nthreads_internal, mr__nthreads_blocked;
+extern void (*_Atomic mr__stuck_hook)(struct mr_runtime *rt, int why);
+bool mr__rt_stuck(struct mr_runtime *rt);
+/* A thread counted itself blocked for ever on something of rt's: if rt's
+ * workers are all asleep already, nobody else will look (their look may
+ * have come before our count), so look from here. */
+void mr__stuck_poke(struct mr_runtime *rt);
+bool mr__others_idle(struct mr_runtime *rt);
+/* fn(rt, arg) for each live runtime, under the registry lock (the dump
+ * signal's thread: a runtime is not destroyed while it is dumped). */
+void mr__runtime_each(void (*fn)(struct mr_runtime *rt, void *arg), void *arg);
 
 /* ---- placement (place.c) ---- */
 

@@ -72,6 +72,12 @@ static uintptr_t owner(struct mr__mutex *mx)
 	return atomic_load_explicit(&mx->owner, memory_order_relaxed);
 }
 
+/* For the deadlock check (fiber.h): who holds the mutex at m. */
+static uintptr_t owner_of(const void *m)
+{
+	return atomic_load_explicit(&((const struct mr__mutex *)m)->owner, memory_order_relaxed);
+}
+
 static void set_owner(struct mr__mutex *mx, uintptr_t who)
 {
 	atomic_store_explicit(&mx->owner, who, memory_order_relaxed);
@@ -139,6 +145,8 @@ static int lock_slow(struct mr__mutex *mx, int64_t deadline, bool cancellable, c
 		if (!start)
 			start = mr_now_ns();
 		wt.data = 0;
+		atomic_store_explicit(&mr__mutex_owner_fn, owner_of, memory_order_relaxed);
+		mr__wait_note(MR__WAIT_MUTEX, mx, deadline);
 		int r = mr__waitq_wait(&mx->q, &wt, deadline, call);
 		if (r != MR__W_WOKEN)
 			return r == MR__W_CANCELLED ? -ECANCELED : -ETIMEDOUT;
@@ -319,6 +327,7 @@ static int cond_wait(mr_cond_t *c, mr_mutex_t *m, int64_t deadline, bool cancell
 	 * unlock finds us queued. Lock order: cond queue, then mutex queue. */
 	mr__waitq_lock(&cv->q);
 	mr_mutex_unlock(m);
+	mr__wait_note(MR__WAIT_COND, cv, deadline);
 	int r = mr__waitq_wait(&cv->q, &wt, deadline, call);
 	lock(M(m), call, who);
 	return r == MR__W_WOKEN ? 0 : r == MR__W_CANCELLED ? -ECANCELED : -ETIMEDOUT;

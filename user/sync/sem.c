@@ -75,6 +75,7 @@ static int sem_wait(mr_sem_t *s, int64_t deadline_ns, bool cancellable, const ch
 		mr__waitq_unlock(&sm->q);
 		return -ETIMEDOUT;
 	}
+	mr__wait_note(MR__WAIT_SEM, sm, deadline_ns);
 	int r = mr__waitq_wait(&sm->q, &wt, deadline_ns, call);
 	if (r == MR__W_WOKEN) {
 		/* acquire: pairs with the release fence in mr_sem_post(). */

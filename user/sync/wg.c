@@ -52,7 +52,7 @@ void mr__waitq_wake_all(struct mr__waitq *q)
 /* Wait on q until cond(obj) holds (checked under q's lock). */
 /* cancellable: the _until forms, which can report -ECANCELED. */
 static int wait_cond(struct mr__waitq *q, bool (*cond)(void *), void *obj, int64_t deadline,
-		     bool cancellable, const char *call)
+		     bool cancellable, unsigned kind, const char *call)
 {
 	struct mr__waiter wt = { .front = false, .cancellable = cancellable };
 
@@ -69,6 +69,7 @@ static int wait_cond(struct mr__waitq *q, bool (*cond)(void *), void *obj, int64
 		mr__waitq_unlock(q);
 		return -ETIMEDOUT;
 	}
+	mr__wait_note(kind, obj, deadline);
 	int r = mr__waitq_wait(q, &wt, deadline, call);
 	return r == MR__W_WOKEN ? 0 : r == MR__W_CANCELLED ? -ECANCELED : -ETIMEDOUT;
 }
@@ -159,7 +160,7 @@ int mr_wg_wait_until(mr_wg_t *wg, int64_t deadline_ns)
 {
 	if (!wg)
 		return -EINVAL;
-	return wait_cond(&G(wg)->q, wg_zero, G(wg), mr__deadline(deadline_ns), true,
+	return wait_cond(&G(wg)->q, wg_zero, G(wg), mr__deadline(deadline_ns), true, MR__WAIT_WG,
 			 "mr_wg_wait_until");
 }
 
@@ -167,7 +168,7 @@ void mr_wg_wait(mr_wg_t *wg)
 {
 	if (unlikely(!wg))
 		mr__die("mr_wg_wait", "NULL wait group");
-	wait_cond(&G(wg)->q, wg_zero, G(wg), -1, false, "mr_wg_wait");
+	wait_cond(&G(wg)->q, wg_zero, G(wg), -1, false, MR__WAIT_WG, "mr_wg_wait");
 }
 
 /* ---- event --------------------------------------------------------------------- */
@@ -217,7 +218,7 @@ int mr_event_wait_until(mr_event_t *e, int64_t deadline_ns)
 {
 	if (!e)
 		return -EINVAL;
-	return wait_cond(&E(e)->q, ev_set, E(e), mr__deadline(deadline_ns), true,
+	return wait_cond(&E(e)->q, ev_set, E(e), mr__deadline(deadline_ns), true, MR__WAIT_EVENT,
 			 "mr_event_wait_until");
 }
 
@@ -225,5 +226,5 @@ void mr_event_wait(mr_event_t *e)
 {
 	if (unlikely(!e))
 		mr__die("mr_event_wait", "NULL event");
-	wait_cond(&E(e)->q, ev_set, E(e), -1, false, "mr_event_wait");
+	wait_cond(&E(e)->q, ev_set, E(e), -1, false, MR__WAIT_EVENT, "mr_event_wait");
 }
