@@ -195,6 +195,32 @@ else
 	skip "clean_leaves_foreign_file" "needs root"
 fi
 
+# --- moiraictl dump -p: the fiber dump of a live process --------------------
+MOIRAI_METRICS=0 "$S" 0 >"$T/prog" 2>&1 &
+PID=$!
+i=0
+while [ "$(readlink /proc/$PID/exe 2>/dev/null)" != "$S" ] && [ $i -lt 100 ]; do
+	sleep 0.05
+	i=$((i + 1))
+done
+run "$M" dump -p "$PID"
+expect "dump_pid_refused_without_signal" 1 "$ERR" "not started with MOIRAI_DUMP_SIGNAL"
+kill -TERM "$PID"
+wait "$PID"
+: >"$T/dump.txt"
+MOIRAI_METRICS=0 MOIRAI_DUMP_SIGNAL=SIGQUIT MOIRAI_DUMP_FILE="$T/dump.txt" "$S" 0 >"$T/prog" 2>&1 &
+PID=$!
+sleep 1 # its first fiber installs the handler
+run "$M" dump -p "$PID"
+if [ "$RC" -eq 0 ] && grep -q "^fiber 0x" "$OUT" && grep -q "worker 0" "$OUT" && kill -0 "$PID"; then
+	ok "dump_pid_prints_fibers"
+else
+	notok "dump_pid_prints_fibers" "exit $RC; the process is $(kill -0 $PID 2>/dev/null && echo alive || echo gone)"
+fi
+kill -TERM "$PID"
+wait "$PID"
+PID=
+
 # --- a pinned BPF map ----------------------------------------------------
 if [ $NS -eq 1 ]; then
 	start 1
