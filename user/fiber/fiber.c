@@ -265,7 +265,7 @@ void mr__fiber_thread_start(struct mr__worker *w)
 
 /* Counters (<moirai/stats.h>): f runs on w, maybe after a park. f->action
  * still says how it last switched out (ACT_NONE before its first run). */
-static inline void count_run(struct mr__worker *w, struct mr_fiber *f)
+static inline __attribute__((always_inline)) void count_run(struct mr__worker *w, struct mr_fiber *f)
 {
 	MR_PROBE2(fiber_run, f, w->idx);
 	MR__STAT_ADD(w->st, fiber_runs, 1);
@@ -394,7 +394,8 @@ static void check_on_own_stack(struct mr_fiber *f, const char *call)
  * next was usually suspended here too (it parked or yielded the same way):
  * mr__ctx_transfer's return then predicts well (switch.h).
  */
-static void transfer(struct mr_fiber *f, struct mr_fiber *next, void *how)
+static inline __attribute__((always_inline)) void transfer(struct mr_fiber *f, struct mr_fiber *next,
+						    void *how)
 {
 	count_run(mr__self(), next);
 	next->resumer_sp = f->resumer_sp;
