@@ -196,7 +196,9 @@ static inline void mr__wait_note(unsigned kind, const void *obj, int64_t deadlin
 		atomic_store_explicit(&f->wait_obj, obj, memory_order_relaxed);
 		atomic_store_explicit(&f->wait_deadline, deadline, memory_order_relaxed);
 	}
-	if (w) {
+	/* The worker's record only when its thread blocks (a job, a pinned
+	 * fiber): a fiber that parks leaves its worker free. */
+	if (w && (!f || w->pinned)) {
 		atomic_store_explicit(&w->wait_kind, (uint8_t)kind, memory_order_relaxed);
 		atomic_store_explicit(&w->wait_obj, obj, memory_order_relaxed);
 		atomic_store_explicit(&w->wait_deadline, deadline, memory_order_relaxed);
