@@ -3,13 +3,12 @@
  * (mr_runtime_dump), the signal that asks for it (MOIRAI_DUMP_SIGNAL), and
  * the deadlock report (MOIRAI_DEADLOCK).
  *
- * The fiber list: each runtime keeps its live fibers in MR__FREG lists
- * (struct mr__freg, sched.h), each under a leaf spinlock. A spawn adds the
- * fiber to the list of its spawning worker's index (outside threads share
- * list 0), the fiber's exit removes it (after_switch(), fiber.c): one
- * uncontended lock pair per fiber's life, measured in the commit that added
- * it. While a dump holds a list's lock no fiber of it can finish, so its
- * control block and stack stay mapped while the dump reads them.
+ * Finding the fibers: a dump walks every fiber stack (mr__stack_each(),
+ * stack.c: default-size stacks are slots of chunks that are never
+ * unmapped, and the walk holds the lock that keeps other stacks mapped)
+ * and reads the control block at the top of each (mr__fiber_on_stack()).
+ * No list is kept: it cost each spawn and exit a lock pair. A fiber that
+ * starts or returns while the walk passes may be missed or seen half made.
  *
  * What a fiber waits on is noted by each wait (mr__wait_note(), fiber.h);
  * the dump reads those notes racily: a fiber that runs meanwhile may show a
@@ -65,43 +64,26 @@
 
 #define DEPTH 32
 
-/* ---- the fiber list -------------------------------------------------------- */
+/* ---- finding the fibers ---------------------------------------------------- */
+
+/*
+ * No list of fibers is kept: a spawn and an exit would each lock it (15-25
+ * ns a fiber, measured). A dump walks every fiber stack instead
+ * (mr__stack_each(): default-size stacks are slots of chunks that are
+ * never unmapped) and takes the live fibers of its runtime from their
+ * control blocks (mr__fiber_on_stack()). A fiber that returns, or one
+ * that starts, while the walk passes may be missed or seen half made:
+ * the snapshot says so much ("lines of fibers that run meanwhile may be
+ * stale", runtime.h).
+ */
 
 static void dump_signal_start(void);
-static _Atomic bool dump_signal_started; /* a hint: pthread_once decides */
+_Atomic bool mr__dump_signal_started; /* a hint: pthread_once decides */
 
-void mr__freg_add(struct mr_runtime *rt, struct mr_fiber *f, struct mr__worker *w)
+void mr__fiber_born_slow(void)
 {
-	unsigned k = w && w->rt == rt ? w->idx % MR__FREG : 0;
-	struct mr__freg *r = &rt->freg[k];
-
-	if (unlikely(!atomic_load_explicit(&dump_signal_started, memory_order_relaxed))) {
-		atomic_store_explicit(&dump_signal_started, true, memory_order_relaxed);
-		dump_signal_start();
-	}
-	f->reg_shard = k;
-	f->since = mr__now_coarse();
-	mr__spin_lock(&r->lock);
-	f->reg_prev = NULL;
-	f->reg_next = r->head;
-	if (r->head)
-		r->head->reg_prev = f;
-	r->head = f;
-	mr__spin_unlock(&r->lock);
-}
-
-void mr__freg_del(struct mr_fiber *f)
-{
-	struct mr__freg *r = &f->rt->freg[f->reg_shard];
-
-	mr__spin_lock(&r->lock);
-	if (f->reg_prev)
-		f->reg_prev->reg_next = f->reg_next;
-	else
-		r->head = f->reg_next;
-	if (f->reg_next)
-		f->reg_next->reg_prev = f->reg_prev;
-	mr__spin_unlock(&r->lock);
+	atomic_store_explicit(&mr__dump_signal_started, true, memory_order_relaxed);
+	dump_signal_start();
 }
 
 /* ---- snapshots ----------------------------------------------------------------- */
@@ -208,30 +190,38 @@ static void take(struct snap *s, const struct mr_fiber *f)
 		s->npc = walk(f, s->pc, DEPTH);
 }
 
+struct snap_walk {
+	struct mr_runtime *rt;
+	struct snap *v;
+	size_t len, cap;
+};
+
+static void snap_one(void *base, size_t size, void *arg)
+{
+	struct snap_walk *sw = arg;
+	const struct mr_fiber *f = mr__fiber_on_stack(sw->rt, base, size);
+
+	if (!f)
+		return;
+	if (sw->len == sw->cap) {
+		size_t nc = sw->cap ? 2 * sw->cap : 64;
+		struct snap *nv = realloc(sw->v, nc * sizeof(*nv));
+		if (!nv)
+			return;
+		sw->v = nv;
+		sw->cap = nc;
+	}
+	take(&sw->v[sw->len++], f);
+}
+
 /* Snapshots of rt's live fibers (malloc'd, *n of them), or NULL. */
 static struct snap *snap_all(struct mr_runtime *rt, size_t *n)
 {
-	struct snap *v = NULL;
-	size_t cap = 0, len = 0;
+	struct snap_walk sw = { .rt = rt };
 
-	for (unsigned k = 0; k < MR__FREG; k++) {
-		struct mr__freg *r = &rt->freg[k];
-		mr__spin_lock(&r->lock);
-		for (const struct mr_fiber *f = r->head; f; f = f->reg_next) {
-			if (len == cap) {
-				size_t nc = cap ? 2 * cap : 64;
-				struct snap *nv = realloc(v, nc * sizeof(*v));
-				if (!nv)
-					break;
-				v = nv;
-				cap = nc;
-			}
-			take(&v[len++], f);
-		}
-		mr__spin_unlock(&r->lock);
-	}
-	*n = len;
-	return v;
+	mr__stack_each(snap_one, &sw);
+	*n = sw.len;
+	return sw.v;
 }
 
 /* ---- printing -------------------------------------------------------------------- */

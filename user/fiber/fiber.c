@@ -206,7 +206,6 @@ static void after_switch(struct mr__worker *w, struct mr_fiber *f)
 		struct mr_runtime *rt = f->rt;
 		MR__STAT_ADD(w->st, fiber_exits, 1);
 		MR_PROBE2(fiber_exit, f, w->idx);
-		mr__freg_del(f); /* a dump no longer sees it */
 		/* Before the joiner can return (and maybe destroy rt). seq_cst:
 		 * pairs with the quiescence checks of mr_runtime_destroy(). */
 		atomic_fetch_sub_explicit(&rt->nfibers, 1, memory_order_seq_cst);
@@ -329,6 +328,21 @@ __attribute__((noreturn)) static void fiber_entry(void *arg)
 }
 
 /* ---- readying, parking, yielding ----------------------------------------- */
+
+struct mr_fiber *mr__fiber_on_stack(struct mr_runtime *rt, void *base, size_t size)
+{
+	/* Where mr_go_opts() puts the control block. */
+	uintptr_t top = (uintptr_t)base + size;
+	struct mr_fiber *f = (struct mr_fiber *)((top - sizeof(*f)) & ~(uintptr_t)63);
+
+	/* relaxed loads: a racy look (see fiber.h); magic and rt are plain
+	 * fields written before the fiber is published. */
+	if (__atomic_load_n(&f->magic, __ATOMIC_RELAXED) != FIBER_MAGIC ||
+	    __atomic_load_n(&f->rt, __ATOMIC_RELAXED) != rt)
+		return NULL;
+	uintptr_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
+	return s == ST_DONE || s == ST_RELEASED ? NULL : f;
+}
 
 bool mr__job_is_fiber(const struct mr__job *job)
 {
@@ -627,7 +641,7 @@ mr_fiber_t *mr_go_opts(void (*fn)(void *), void *arg, const struct mr_fiber_opts
 	atomic_fetch_add_explicit(&rt->nfibers, 1, memory_order_seq_cst);
 	MR__STAT_BY(rt, fibers_spawned, 1);
 	MR_PROBE3(fiber_create, f, fn, rt->id);
-	mr__freg_add(rt, f, w);
+	mr__fiber_born(f);
 	mr__fiber_ready(f);
 	return f;
 }

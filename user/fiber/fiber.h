@@ -151,10 +151,6 @@ struct mr_fiber {
 	_Atomic int64_t since;
 	_Atomic int64_t wait_deadline;
 	const void *_Atomic wait_obj;
-	/* The runtime's list of live fibers (dump.c), under the lock of
-	 * shard reg_shard of rt->freg. */
-	struct mr_fiber *reg_prev, *reg_next;
-	unsigned reg_shard;
 };
 
 /* The running fiber of this thread, or NULL. */
@@ -222,10 +218,26 @@ static inline void mr__fiber_running(struct mr__worker *w, struct mr_fiber *f)
 	atomic_store_explicit(&w->cur, f, memory_order_relaxed);
 }
 
-/* The runtime's list of live fibers (dump.c): f joins at spawn (w: the
- * spawning worker, or NULL), leaves when it returns. */
-void mr__freg_add(struct mr_runtime *rt, struct mr_fiber *f, struct mr__worker *w);
-void mr__freg_del(struct mr_fiber *f);
+/* A fiber is born (dump.c): its time, and the dump signal's thread
+ * started at the process's first spawn. */
+void mr__fiber_born_slow(void);
+extern _Atomic bool mr__dump_signal_started;
+static inline void mr__fiber_born(struct mr_fiber *f)
+{
+	if (unlikely(!atomic_load_explicit(&mr__dump_signal_started, memory_order_relaxed)))
+		mr__fiber_born_slow();
+	atomic_store_explicit(&f->since, mr__now_coarse(), memory_order_relaxed);
+}
+
+/*
+ * The fiber whose control block sits at the top of the stack [base,
+ * base + size), if it is a live (not yet returned) fiber of rt; NULL
+ * otherwise. For dumps (dump.c), which find fibers by walking every stack
+ * (mr__stack_each()) instead of keeping a list that every spawn and exit
+ * would have to lock. The answer is racy: the fiber may return and its
+ * stack be reused as it is read (the memory stays mapped: stack.c).
+ */
+struct mr_fiber *mr__fiber_on_stack(struct mr_runtime *rt, void *base, size_t size);
 /* The holder of a mutex (sync/mutex.c sets it at its first wait): the
  * deadlock check follows mutex cycles with it (dump.c). */
 extern uintptr_t (*_Atomic mr__mutex_owner_fn)(const void *m);
@@ -339,6 +351,14 @@ void mr__fiber_thread_exit(struct mr__worker *w);
 
 /* ---- stacks (stack.c) ---- */
 int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st);
+/*
+ * fn(base, size, arg) for every fiber stack there is, free or in use:
+ * every slot of the default-size chunks (never unmapped) and every stack
+ * of another size now allocated (those are unmapped when freed, so the
+ * walk holds their lock: fn must not allocate or free a stack). 0 or
+ * -ENOMEM.
+ */
+int mr__stack_each(void (*fn)(void *base, size_t size, void *arg), void *arg);
 void mr__stack_free(struct mr__worker *w, struct mr__stack *st);
 void mr__stack_cache_flush(struct mr__worker *w);
 /* Fork: take the pool's lock before, release it after (parent and child). */

@@ -55,6 +55,18 @@ static void **pool;	/* free default-size stack bases */
 static size_t npool, pool_cap;
 static size_t nslots; /* every default-size stack ever mapped: pool_cap >= nslots */
 static _Atomic int guard_mode; /* 0 unknown, 1 madvise guards, 2 mprotect */
+/* Every chunk ever mapped (pool_lock), for mr__stack_each(). */
+static char **chunks;
+static size_t nchunks, chunks_cap;
+/* The stacks of other sizes now allocated, for mr__stack_each(): under
+ * big_lock (a leaf), taken out before they are unmapped. Few: only fibers
+ * that asked for a stack size of their own; a free looks for its entry. */
+static pthread_mutex_t big_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct big {
+	void *base;
+	size_t size;
+} *bigs;
+static size_t nbigs, bigs_cap;
 
 void (*mr__test_stack_pool_locked)(void); /* test hook: called with pool_lock held */
 
@@ -207,6 +219,16 @@ static int grow_pool(void)
 		say_limit("mmap of a stack chunk", errno);
 		return -ENOMEM;
 	}
+	if (nchunks == chunks_cap) {
+		size_t cap = chunks_cap ? 2 * chunks_cap : 64;
+		char **p = realloc(chunks, cap * sizeof(*p));
+		if (!p) {
+			unmap_or_drop(c, len);
+			return -ENOMEM;
+		}
+		chunks = p;
+		chunks_cap = cap;
+	}
 	if (nslots + CHUNK_SLOTS > pool_cap) {
 		size_t cap = pool_cap ? pool_cap * 2 : 1024;
 		while (cap < nslots + CHUNK_SLOTS)
@@ -219,6 +241,7 @@ static int grow_pool(void)
 		pool = p;
 		pool_cap = cap;
 	}
+	chunks[nchunks++] = c;
 	size_t batched = 0, first_slot = nslots;
 	if (atomic_load_explicit(&guard_mode, memory_order_relaxed) == 1 &&
 	    advise_slots(c, slot, gs, CHUNK_SLOTS, MADV_GUARD_INSTALL) == 0)
@@ -232,6 +255,7 @@ static int grow_pool(void)
 			say_limit("installing a stack guard page", -r);
 			/* Slots already guarded stay usable; drop the rest. */
 			if (i == 0) {
+				nchunks--; /* no dump may read it once unmapped */
 				unmap_or_drop(c, len);
 				return -ENOMEM;
 			}
@@ -295,6 +319,64 @@ static void *take_kept(size_t size)
 	return base;
 }
 
+/* A stack of another size is in use (0), or -ENOMEM (st is freed then). */
+static int big_add(struct mr__stack *st)
+{
+	int r = 0;
+
+	mr__lock(&big_lock);
+	if (nbigs == bigs_cap) {
+		size_t cap = bigs_cap ? 2 * bigs_cap : 16;
+		struct big *p = realloc(bigs, cap * sizeof(*p));
+		if (!p)
+			r = -ENOMEM;
+		else {
+			bigs = p;
+			bigs_cap = cap;
+		}
+	}
+	if (!r)
+		bigs[nbigs++] = (struct big){ st->base, st->size };
+	mr__unlock(&big_lock);
+	return r;
+}
+
+static void big_del(const struct mr__stack *st)
+{
+	mr__lock(&big_lock);
+	for (size_t i = nbigs; i > 0; i--)
+		if (bigs[i - 1].base == st->base) {
+			bigs[i - 1] = bigs[--nbigs];
+			break;
+		}
+	mr__unlock(&big_lock);
+}
+
+int mr__stack_each(void (*fn)(void *base, size_t size, void *arg), void *arg)
+{
+	size_t ps = page_size(), gs = mr__stack_guard(ps), slot = MR_FIBER_STACK_DEFAULT + gs;
+
+	/* The chunks: copied under the lock, walked without it (never unmapped). */
+	mr__lock(&pool_lock);
+	size_t n = nchunks;
+	char **c = malloc((n ? n : 1) * sizeof(*c));
+	if (c)
+		memcpy(c, chunks, n * sizeof(*c));
+	mr__unlock(&pool_lock);
+	if (!c)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < CHUNK_SLOTS; k++)
+			fn(c[i] + k * slot + gs, MR_FIBER_STACK_DEFAULT, arg);
+	free(c);
+	/* The others, mapped while we hold big_lock. */
+	mr__lock(&big_lock);
+	for (size_t i = 0; i < nbigs; i++)
+		fn(bigs[i].base, bigs[i].size, arg);
+	mr__unlock(&big_lock);
+	return 0;
+}
+
 int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st)
 {
 	size_t ps = page_size(), gs = mr__stack_guard(ps);
@@ -325,6 +407,10 @@ int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st)
 	if ((st->base = take_kept(size))) {
 		st->size = size;
 		st->pooled = false;
+		if (big_add(st) < 0) {
+			mr__stack_free(w, st);
+			return -ENOMEM;
+		}
 		return 0;
 	}
 	char *m = mmap(NULL, size + gs, PROT_READ | PROT_WRITE,
@@ -342,6 +428,10 @@ int mr__stack_alloc(struct mr__worker *w, size_t size, struct mr__stack *st)
 	st->base = m + gs;
 	st->size = size;
 	st->pooled = false;
+	if (big_add(st) < 0) {
+		unmap_or_drop(m, size + gs);
+		return -ENOMEM;
+	}
 	return 0;
 }
 
@@ -349,6 +439,7 @@ void mr__stack_free(struct mr__worker *w, struct mr__stack *st)
 {
 	if (!st->pooled) {
 		size_t gs = mr__stack_guard(page_size());
+		big_del(st); /* before it is unmapped: a dump may be reading it */
 		if (unmap((char *)st->base - gs, st->size + gs) != 0)
 			keep(st, errno);
 		return;
@@ -371,10 +462,12 @@ void mr__stack_free(struct mr__worker *w, struct mr__stack *st)
 void mr__stack_atfork_prepare(void)
 {
 	pthread_mutex_lock(&pool_lock);
+	pthread_mutex_lock(&big_lock);
 }
 
 void mr__stack_atfork_release(void)
 {
+	pthread_mutex_unlock(&big_lock);
 	pthread_mutex_unlock(&pool_lock);
 }
 

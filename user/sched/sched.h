@@ -66,7 +66,6 @@ struct mr__pool_batch {
 };
 
 #define MR__STACK_CACHE 32
-#define MR__FREG 8 /* shards of a runtime's fiber list */
 
 struct mr_fiber;
 struct mr__timer;
@@ -229,13 +228,6 @@ struct mr_runtime {
 
 	/* Fibers alive (not yet returned): destroy waits for them. */
 	_Atomic uint64_t nfibers;
-	/* The live fibers themselves, for dumps (fiber/dump.c): lists in
-	 * MR__FREG shards (a spawn takes its worker's), each under a leaf
-	 * spinlock. */
-	struct mr__freg {
-		mr__cacheline_aligned _Atomic uint32_t lock;
-		struct mr_fiber *head;
-	} freg[MR__FREG];
 	/* The deadlock check (fiber/dump.c): reported once; when it last
 	 * looked for mutex cycles (coarse ns). */
 	_Atomic uint32_t deadlock_said;
