@@ -329,16 +329,19 @@ __attribute__((noreturn)) static void fiber_entry(void *arg)
 
 /* ---- readying, parking, yielding ----------------------------------------- */
 
-struct mr_fiber *mr__fiber_on_stack(struct mr_runtime *rt, void *base, size_t size)
+/* Not instrumented by TSan: this look races with spawns and exits on
+ * purpose (fiber.h); the memory is always mapped (stack.c). */
+__attribute__((no_sanitize_thread)) struct mr_fiber *
+mr__fiber_on_stack(struct mr_runtime *rt, void *base, size_t size)
 {
 	/* Where mr_go_opts() puts the control block. */
 	uintptr_t top = (uintptr_t)base + size;
 	struct mr_fiber *f = (struct mr_fiber *)((top - sizeof(*f)) & ~(uintptr_t)63);
 
-	/* relaxed loads: a racy look (see fiber.h); magic and rt are plain
-	 * fields written before the fiber is published. */
-	if (__atomic_load_n(&f->magic, __ATOMIC_RELAXED) != FIBER_MAGIC ||
-	    __atomic_load_n(&f->rt, __ATOMIC_RELAXED) != rt)
+	/* Volatile reads of plain fields a spawn may be writing now: a racy
+	 * look (see fiber.h), which may see a fiber half made. */
+	if (*(const volatile uint32_t *)&f->magic != FIBER_MAGIC ||
+	    *(struct mr_runtime *const volatile *)&f->rt != rt)
 		return NULL;
 	uintptr_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
 	return s == ST_DONE || s == ST_RELEASED ? NULL : f;

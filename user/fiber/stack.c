@@ -360,7 +360,7 @@ int mr__stack_each(void (*fn)(void *base, size_t size, void *arg), void *arg)
 	mr__lock(&pool_lock);
 	size_t n = nchunks;
 	char **c = malloc((n ? n : 1) * sizeof(*c));
-	if (c)
+	if (c && n)
 		memcpy(c, chunks, n * sizeof(*c));
 	mr__unlock(&pool_lock);
 	if (!c)
