@@ -520,6 +520,13 @@ TEST(bpf_export_matches)
 	ASSERT_NONNULL(rt);
 	total(rt, &st);
 	ASSERT_NONNULL(st.export_path);
+	if (strncmp(st.export_path, "/sys/fs/bpf/", 12)) {
+		/* Root and a bpffs, yet no map: bpf() refused (an emulator such
+		 * as qemu-user, a seccomp filter). tests/metrics_host.sh checks
+		 * the BPF export in a bpffs of its own. */
+		mr_runtime_destroy(rt);
+		SKIP("bpf() refused to create the map here");
+	}
 	snprintf(want, sizeof(want), "/sys/fs/bpf/moirai/%d/rt%u", getpid(), st.total.runtime);
 	EXPECT_EQ(strcmp(st.export_path, want), 0);
 	ASSERT_EQ(mr_runtime_install(rt, spawn_n, &sa), 0);
