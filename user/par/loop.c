@@ -11,6 +11,11 @@
  * being divided where the thieves are. Reduction keeps the left-to-right
  * order of the combine: the left half folds into the parent's accumulator,
  * the right half into a temporary that is combined after the join.
+ *
+ * Stopping early (mr_loop_opts' group and stop): every range checks the
+ * two before it splits or runs, so once either is set no new leaf starts
+ * and the ranges still queued return at once; leaves already running
+ * finish. A skipped range records it, and the call returns -ECANCELED.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -30,15 +35,36 @@ struct loop {
 	size_t elem_size;
 	size_t grain;
 	unsigned nworkers;
+	bool cancellable;	    /* group or stop is set */
+	mr_group_t *group;	    /* stop once it is cancelled */
+	const int *stop;	    /* stop once it is non-zero */
+	_Atomic bool skipped;	    /* some range was not run */
 };
 
 struct part {
-	const struct loop *l;
+	struct loop *l;
 	size_t lo, hi;
 	unsigned splits;
 	struct mr__worker *origin; /* worker that created this range */
 	void *acc;		   /* reduce only */
 };
+
+/*
+ * Whether the loop has been asked to stop; records that a range is skipped.
+ * relaxed: stopping early orders nothing (the leaves that ran are joined
+ * by the call's return as always); the flag is read after the joins.
+ */
+static inline bool loop_stopped(struct loop *l)
+{
+	if (likely(!l->cancellable))
+		return false;
+	if ((l->stop && __atomic_load_n(l->stop, __ATOMIC_RELAXED)) ||
+	    (l->group && mr_group_cancelled(l->group))) {
+		atomic_store_explicit(&l->skipped, true, memory_order_relaxed);
+		return true;
+	}
+	return false;
+}
 
 static bool should_split(const struct loop *l, size_t len, unsigned *splits, bool stolen)
 {
@@ -74,10 +100,12 @@ static inline void share_before_leaf(const struct loop *l, struct mr__worker *w)
 static void for_run(void *arg)
 {
 	struct part *p = arg;
-	const struct loop *l = p->l;
+	struct loop *l = p->l;
 	struct mr__worker *w = mr__self();
 	unsigned splits = p->splits;
 
+	if (unlikely(loop_stopped(l)))
+		return;
 	if (should_split(l, p->hi - p->lo, &splits, w != p->origin)) {
 		size_t mid = p->lo + (p->hi - p->lo) / 2;
 		struct part left = { l, p->lo, mid, splits, w, NULL };
@@ -92,10 +120,14 @@ static void for_run(void *arg)
 static void reduce_run(void *arg)
 {
 	struct part *p = arg;
-	const struct loop *l = p->l;
+	struct loop *l = p->l;
 	struct mr__worker *w = mr__self();
 	unsigned splits = p->splits;
 
+	if (unlikely(loop_stopped(l))) {
+		memcpy(p->acc, l->identity, l->elem_size); /* a skipped range folds to nothing */
+		return;
+	}
 	if (should_split(l, p->hi - p->lo, &splits, w != p->origin)) {
 		_Alignas(max_align_t) unsigned char stack_acc[STACK_ACC];
 		void *racc = l->elem_size <= STACK_ACC ? stack_acc : malloc(l->elem_size);
@@ -137,6 +169,34 @@ static int run_root(struct loop *l, size_t begin, size_t end, void *acc, void (*
 
 static void root_fixup(void *arg);
 
+/* Copy the caller's options (any sz at least the size field) into *o. */
+static int get_opts(const struct mr_loop_opts *opts, struct mr_loop_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	if (!opts)
+		return 0;
+	if (opts->sz < sizeof(size_t))
+		return -EINVAL;
+	memcpy(o, opts, opts->sz < sizeof(*o) ? opts->sz : sizeof(*o));
+	return 0;
+}
+
+static void set_stop(struct loop *l, const struct mr_loop_opts *o)
+{
+	l->group = o->group;
+	l->stop = o->stop;
+	l->cancellable = o->group || o->stop;
+	atomic_init(&l->skipped, false);
+}
+
+/* The result of a loop that ran: -ECANCELED when a range was skipped. */
+static int loop_result(struct loop *l, int r)
+{
+	if (r == 0 && l->cancellable && atomic_load_explicit(&l->skipped, memory_order_relaxed))
+		return -ECANCELED;
+	return r;
+}
+
 int mr_parallel_for(size_t begin, size_t end, size_t grain, mr_range_fn body, void *ctx)
 {
 	if (!body || begin > end)
@@ -145,6 +205,20 @@ int mr_parallel_for(size_t begin, size_t end, size_t grain, mr_range_fn body, vo
 		return 0;
 	struct loop l = { .body = body, .ctx = ctx, .grain = grain };
 	return run_root(&l, begin, end, NULL, root_fixup);
+}
+
+int mr_parallel_for_opts(size_t begin, size_t end, mr_range_fn body, void *ctx,
+			 const struct mr_loop_opts *opts)
+{
+	struct mr_loop_opts o;
+
+	if (!body || begin > end || get_opts(opts, &o))
+		return -EINVAL;
+	if (begin == end)
+		return 0;
+	struct loop l = { .body = body, .ctx = ctx, .grain = o.grain };
+	set_stop(&l, &o);
+	return loop_result(&l, run_root(&l, begin, end, NULL, root_fixup));
 }
 
 /* The root part runs on whichever worker took it: that is not a theft. */
@@ -162,11 +236,21 @@ int mr_parallel_reduce(size_t begin, size_t end, size_t grain, void *result, siz
 		       const void *identity, mr_reduce_body_fn body, mr_combine_fn combine,
 		       void *ctx)
 {
+	MR_OPTS(mr_loop_opts, o, .grain = grain);
+	return mr_parallel_reduce_opts(begin, end, result, elem_size, identity, body, combine, ctx,
+				       &o);
+}
+
+int mr_parallel_reduce_opts(size_t begin, size_t end, void *result, size_t elem_size,
+			    const void *identity, mr_reduce_body_fn body, mr_combine_fn combine,
+			    void *ctx, const struct mr_loop_opts *opts)
+{
 	_Alignas(max_align_t) unsigned char id_copy[STACK_ACC];
 	void *id_heap = NULL;
+	struct mr_loop_opts o;
 
 	if (!result || !identity || !body || !combine || begin > end || elem_size == 0 ||
-	    elem_size > MR_REDUCE_MAX_ELEM)
+	    elem_size > MR_REDUCE_MAX_ELEM || get_opts(opts, &o))
 		return -EINVAL;
 	if (begin == end) {
 		memmove(result, identity, elem_size);
@@ -182,8 +266,10 @@ int mr_parallel_reduce(size_t begin, size_t end, size_t grain, void *result, siz
 		identity = copy;
 	}
 	struct loop l = { .rbody = body, .combine = combine, .ctx = ctx, .identity = identity,
-			  .elem_size = elem_size, .grain = grain };
-	int r = run_root(&l, begin, end, result, root_fixup);
+			  .elem_size = elem_size, .grain = o.grain };
+	set_stop(&l, &o);
+	int r = loop_result(&l, run_root(&l, begin, end, result, root_fixup));
 	free(id_heap);
 	return r;
 }
+
