@@ -253,6 +253,42 @@ MR_API int mr_parallel_reduce_opts(size_t begin, size_t end, void *result, size_
 				   mr_combine_fn combine, void *ctx,
 				   const struct mr_loop_opts *opts);
 
+/*
+ * n-D ranges, as TBB's blocked_range2d/3d: the box [begin, end) of each of
+ * ndims dimensions is split into tiles run in parallel, a tile being
+ * body(lo, hi, ctx) with lo[d] <= i_d < hi[d] (arrays of ndims entries,
+ * valid during the call). Each split halves the dimension that is longest
+ * in units of its grain, so tiles stay about as wide in each dimension as
+ * the grains are. With every grain > 0, tiles end at most grain long in
+ * each dimension; with any grain 0 the splitting is adaptive as
+ * mr_parallel_for's grain 0 (a few tiles per worker, more where work is
+ * stolen), a dimension with a grain never being split below it. A box
+ * with an empty dimension returns 0 without calling body. Allocates
+ * nothing. Blocks like mr_join; any context. opts: group and stop as in
+ * mr_parallel_for_opts (-ECANCELED once a tile was skipped); grain ignored.
+ * ERRORS (body was not called):
+ *   -EINVAL     body or dims is NULL, ndims is 0 or above MR_ND_MAX,
+ *               some begin > end, or opts->sz < sizeof(size_t).
+ *   -EINVAL, -ENOMEM, -EAGAIN
+ *               as mr_parallel_for (the default runtime).
+ */
+#define MR_ND_MAX 8
+typedef struct mr_dim {
+	size_t begin, end, grain;
+} mr_dim_t;
+typedef void (*mr_range_nd_fn)(const size_t *lo, const size_t *hi, void *ctx);
+MR_API int mr_parallel_for_nd(unsigned ndims, const mr_dim_t *dims, mr_range_nd_fn body,
+			      void *ctx, const struct mr_loop_opts *opts);
+
+/*
+ * The 2-D case: rows [r_begin, r_end) by columns [c_begin, c_end), tiles
+ * body(r_lo, r_hi, c_lo, c_hi, ctx), grains as mr_parallel_for_nd.
+ * Same blocking, context and ERRORS (-EINVAL: body NULL or a begin > end).
+ */
+typedef void (*mr_range2d_fn)(size_t r_lo, size_t r_hi, size_t c_lo, size_t c_hi, void *ctx);
+MR_API int mr_parallel_for_2d(size_t r_begin, size_t r_end, size_t r_grain, size_t c_begin,
+			      size_t c_end, size_t c_grain, mr_range2d_fn body, void *ctx);
+
 MR_EXTERN_C_END
 
 #endif /* MOIRAI_PAR_H */
