@@ -127,6 +127,34 @@ MR_API int mr_parallel_sort_i32(int32_t *a, size_t n);
 MR_API int mr_parallel_scan(const void *in, void *out, size_t n, size_t size,
 			    const void *identity, mr_combine_fn op, void *ctx, unsigned flags);
 
+/*
+ * Prefix sums with the addition compiled in: out[i] = in[0] + ... + in[i]
+ * (inclusive, flags 0) or in[0] + ... + in[i-1] (MR_SCAN_EXCLUSIVE; out[0]
+ * = 0). Integers wrap modulo 2^64 (the i64 form adds as uint64_t). out may
+ * be in itself or must not overlap it. Above 262144 elements on a runtime
+ * of several workers, the workers take blocks of 65536 elements in order,
+ * each summing its block, chaining the block prefixes, and rescanning the
+ * block from the cache: memory sees one read and one write per element,
+ * like the sequential loop, which runs otherwise on the calling thread (no
+ * runtime needed up to 262144). Doubles are added in a fixed grouping by
+ * block, so results can differ from the sequential loop's in the last
+ * bits, but not between runs (nor between runtimes of 2 workers or more).
+ * Allocates 64 bytes per block (n / 1024 bytes), freed before the return.
+ * The blocks chain: a worker the OS preempts in the middle of one holds up
+ * the others (they spin, then yield). Blocks; any context.
+ * ERRORS (out is unchanged):
+ *   -EINVAL     in or out is NULL with n > 0, n * 8 overflows, in and out
+ *               overlap without being equal, or flags has a bit other than
+ *               MR_SCAN_EXCLUSIVE.
+ *   -ENOMEM     the blocks' memory could not be allocated.
+ *   -EINVAL, -ENOMEM, -EAGAIN
+ *               n > 262144, called from outside any runtime, and the
+ *               default runtime cannot be created.
+ */
+MR_API int mr_parallel_scan_sum_u64(const uint64_t *in, uint64_t *out, size_t n, unsigned flags);
+MR_API int mr_parallel_scan_sum_i64(const int64_t *in, int64_t *out, size_t n, unsigned flags);
+MR_API int mr_parallel_scan_sum_double(const double *in, double *out, size_t n, unsigned flags);
+
 /* ---- searching with early exit ----------------------------------------- */
 
 /* pred(i, ctx): whether index i satisfies the search. */
