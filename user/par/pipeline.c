@@ -72,11 +72,23 @@ struct pipe {
 static void fetch(void *arg);
 static void resume(void *arg);
 
-/* Spawning from a worker cannot fail (a pool that cannot grow aborts). */
+/*
+ * Spawning from a worker cannot fail (a pool that cannot grow aborts). A
+ * group task is pushed privately (stealable once a thief asks), but an
+ * idle worker sleeps and asks nothing, and the task that spawned goes on
+ * with a whole stage: publish it now and wake a sleeper, one fetch_add
+ * per spawn (as share_before_leaf() in loop.c), so that a parallel stage
+ * does not run on one worker while the other sleeps.
+ */
 static void spawn(struct pipe *p, void (*fn)(void *), void *arg)
 {
+	struct mr__worker *w = mr__self();
+
 	if (mr_group_spawn(&p->group, fn, arg))
 		mr__die("mr_pipeline", "cannot spawn a task");
+	if (w && (int32_t)(w->dq.head - w->dq.o_split) > 0 &&
+	    mr__deque_publish(&w->dq) == MR__PUSH_PUBLIC)
+		mr__notify(w->rt);
 }
 
 /* Enter serial stage s, or park t there (false). */
