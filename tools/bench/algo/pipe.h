@@ -23,6 +23,7 @@
 
 struct pblock {
 	size_t len;
+	uint64_t seq;	     /* pipe.c's pthreads version: the reading order */
 	struct pblock *next; /* on the free list */
 	uint64_t w[PIPE_BLOCK / 8];
 };

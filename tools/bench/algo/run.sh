@@ -24,7 +24,9 @@
 # Pipe: read a file of PIPE_MB (default 256) MiB in 64 KiB blocks (serial,
 # in order), transform each word (parallel), write them to a file (serial,
 # in order), at most 4 blocks per worker alive: a loop, mr_pipeline
-# (moirai), mr_pipeline_fibers (moirai-fibers), tbb::parallel_pipeline;
+# (moirai), mr_pipeline_fibers (moirai-fibers), tbb::parallel_pipeline,
+# and by hand with pthreads and queues (WORKERS transform threads, plus a
+# reader and the writer);
 # the check is an order-dependent hash of what was written. The files are
 # BUILD_DIR/bench/pipe.in (made once) and pipe.out. Grid: the transpose of
 # a GRID_N x GRID_N (default 4096) matrix of doubles in 64 x 64 tiles: a
@@ -131,6 +133,7 @@ run bench_pipe_c pipe:seq 1 "$PIPE_MB"
 for w in 1 2; do
 	run bench_pipe_c pipe:moirai "$w" "$PIPE_MB"
 	run bench_pipe_c pipe:moirai-fibers "$w" "$PIPE_MB"
+	run bench_pipe_c pipe:pthreads "$w" "$PIPE_MB"
 	[ -n "$TBB" ] && run bench_pipe_tbb pipe:tbb "$w" "$PIPE_MB"
 done
 rm -f "$PIPE_OUT"
