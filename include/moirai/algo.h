@@ -1,6 +1,6 @@
 /*
  * moirai/algo.h - parallel algorithms on the workers: sort, scan,
- * searches that stop early, per-worker accumulators.
+ * searches that stop early, per-worker accumulators, pipelines.
  *
  * Like the loops of <moirai/par.h>, each algorithm may be called from a
  * job, a fiber or a thread outside any runtime; it runs on the caller's

@@ -1,5 +1,6 @@
 /*
- * moirai/par.h - CPU-parallel work: fork-join, task groups, parallel loops.
+ * moirai/par.h - CPU-parallel work: fork-join, task groups (cancellable),
+ * parallel loops (1-D, n-D, stoppable).
  *
  * All of these may be called from inside a task or a fiber (nested
  * parallelism) and from threads outside any runtime (they then run on the
