@@ -822,6 +822,49 @@ TEST(scan_sum_typed)
 	}
 }
 
+/* Never waiting for the block before (the path a preempted worker's
+ * neighbour takes): the same bits as the chain. */
+extern int mr__test_scan_no_wait;
+
+struct walk {
+	long bad;
+};
+
+static void walk_back_run(void *arg)
+{
+	struct walk *x = arg;
+	size_t n = 1000003;
+	uint64_t seed = 5;
+	double *d = malloc(n * 8), *a = malloc(n * 8), *b = malloc(n * 8);
+
+	if (!d || !a || !b)
+		abort();
+	for (size_t i = 0; i < n; i++)
+		d[i] = (double)(rnd(&seed) >> 11) / 9007199254740992.0;
+	mr__test_scan_no_wait = 0;
+	if (mr_parallel_scan_sum_double(d, a, n, 0))
+		x->bad++;
+	mr__test_scan_no_wait = 1;
+	if (mr_parallel_scan_sum_double(d, b, n, 0) || memcmp(a, b, n * 8))
+		x->bad++;
+	typed_scan_run(&x->bad); /* integers exact, doubles within rounding */
+	mr__test_scan_no_wait = 0;
+	free(d);
+	free(a);
+	free(b);
+}
+
+TEST(scan_sum_typed_walk_back)
+{
+	mr_runtime_t *rt = make_rt(2);
+	struct walk x = { 0 };
+
+	ASSERT_NONNULL(rt);
+	ASSERT_EQ(mr_runtime_install(rt, walk_back_run, &x), 0);
+	EXPECT_EQ(x.bad, 0);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
 TEST(scan_sum_typed_bad_arguments)
 {
 	uint64_t a[8] = { 1, 2, 3, 4 };

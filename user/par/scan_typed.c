@@ -21,9 +21,21 @@
  * may differ from the sequential loop's in the last bits - but they do not
  * depend on the number of workers or on timing (blocks are fixed).
  *
- * Behaves badly: the wait for the previous block spins (with the
- * library's backoff, yielding the CPU after a while): a worker preempted
- * by the OS in the middle of a block holds the ones after it back.
+ * A worker the OS preempts in the middle of its block's sum would hold
+ * every later block back (the others spin on it): so the wait is short
+ * (WAIT_SPINS pauses, a few microseconds, against a block's sum of tens),
+ * and then the waiter computes the prefix itself when the scan is out of
+ * place (the input is then read-only): it walks back to the nearest
+ * published block and adds the sums of the blocks in between, the same
+ * sums in the same order, so the result is bit for bit what the chain
+ * would have published. In place, an earlier block's input may already
+ * be overwritten by its output: the waiter waits (with the library's
+ * backoff, which yields the CPU after a while).
+ *
+ * Behaves badly: a preempted worker's block is summed twice (once by a
+ * waiter, once by itself when it resumes); a long run of stalled blocks
+ * makes every waiter walk back over all of them; in place, a preempted
+ * worker holds the later blocks back.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +46,10 @@
 
 #define BLOCK 65536		/* elements of a block */
 #define PAR_MIN (4 * BLOCK)	/* sequential up to here */
+#define WAIT_SPINS 2048		/* pauses before computing a prefix ourselves */
+
+/* Test hook (tests/algo.c): never wait for a block, always walk back. */
+__attribute__((visibility("hidden"))) int mr__test_scan_no_wait;
 
 #define DEFINE_TYPED_SCAN(NAME, T, ADD)                                                            \
 	struct NAME##_blk {                                                                        \
@@ -64,6 +80,42 @@
 			}                                                                          \
 		}                                                                                  \
 	}                                                                                          \
+	static T NAME##_sum(const T *in, size_t lo, size_t hi)                                     \
+	{                                                                                          \
+		T sum = 0;                                                                         \
+		for (size_t i = lo; i < hi; i++)                                                   \
+			sum = ADD(sum, in[i]);                                                     \
+		return sum;                                                                        \
+	}                                                                                          \
+	/* The inclusive prefix of block b: published, or computed here. */                      \
+	static T NAME##_incl(struct NAME##_scan *sc, size_t b)                                     \
+	{                                                                                          \
+		/* acquire: pairs with the release store of ready in _worker(). */               \
+		unsigned spins = mr__test_scan_no_wait ? WAIT_SPINS : 0;                           \
+		while (!atomic_load_explicit(&sc->blk[b].ready, memory_order_acquire)) {           \
+			if (sc->in == sc->out) {                                                   \
+				mr__backoff(&spins);                                               \
+				continue;                                                          \
+			}                                                                          \
+			if (++spins < WAIT_SPINS) {                                                \
+				mr__cpu_relax();                                                   \
+				continue;                                                          \
+			}                                                                          \
+			/* Walk back to a published block (or the start), then add the           \
+			 * block sums forward, as the chain would have. */                        \
+			size_t j = b;                                                              \
+			while (j > 0 && !atomic_load_explicit(&sc->blk[j - 1].ready,               \
+							      memory_order_acquire))               \
+				j--;                                                               \
+			T acc = j > 0 ? sc->blk[j - 1].incl : 0;                                   \
+			for (; j <= b; j++) {                                                      \
+				size_t lo = j * BLOCK, hi = lo + BLOCK < sc->n ? lo + BLOCK : sc->n; \
+				acc = ADD(acc, NAME##_sum(sc->in, lo, hi));                        \
+			}                                                                          \
+			return acc;                                                                \
+		}                                                                                  \
+		return sc->blk[b].incl;                                                            \
+	}                                                                                          \
 	static void NAME##_worker(size_t w0, size_t w1, void *arg)                                 \
 	{                                                                                          \
 		struct NAME##_scan *sc = arg;                                                      \
@@ -75,19 +127,10 @@
 			if (b >= sc->nb)                                                           \
 				return;                                                            \
 			size_t lo = b * BLOCK, hi = lo + BLOCK < sc->n ? lo + BLOCK : sc->n;      \
-			T sum = 0, prev = 0;                                                       \
-			for (size_t i = lo; i < hi; i++)                                           \
-				sum = ADD(sum, sc->in[i]);                                         \
-			if (b > 0) {                                                               \
-				unsigned spins = 0;                                                \
-				/* acquire: pairs with the release below, by block b-1. */        \
-				while (!atomic_load_explicit(&sc->blk[b - 1].ready,                \
-							     memory_order_acquire))                \
-					mr__backoff(&spins);                                       \
-				prev = sc->blk[b - 1].incl;                                        \
-			}                                                                          \
+			T sum = NAME##_sum(sc->in, lo, hi);                                        \
+			T prev = b > 0 ? NAME##_incl(sc, b - 1) : 0;                               \
 			sc->blk[b].incl = ADD(prev, sum);                                          \
-			/* release: pairs with the acquire above, by block b+1. */                \
+			/* release: pairs with the acquires in _incl(), by later blocks. */       \
 			atomic_store_explicit(&sc->blk[b].ready, 1, memory_order_release);         \
 			NAME##_range(sc->in, sc->out, lo, hi, prev, sc->exclusive);                \
 		}                                                                                  \
