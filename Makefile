@@ -7,8 +7,9 @@
 #   make bench         side-by-side benchmarks: OpenMP, oneTBB, rayon (fork-join, loops),
 #                      Boost.Context and Go (fibers), Go, ck_ring, Boost.Lockfree,
 #                      ZeroMQ and a mutex ring (channels); qsort, std::sort and
-#                      oneTBB (parallel sort); nginx, Go net/http, tokio, an
-#                      epoll loop and fio (fiber I/O); the sched_ext benchmark in the VM
+#                      oneTBB (parallel sort, scan, pipeline, 2-D loop); nginx, Go
+#                      net/http, tokio, an epoll loop and fio (fiber I/O); the
+#                      sched_ext benchmark in the VM
 #   make moiraictl     the sched_ext scheduler (bpf/) and its loader tools/moiraictl
 #   make check-vm      the VM suite alone: boots a sched_ext kernel under qemu (tools/vm)
 #   make install PREFIX=/usr/local [DESTDIR=...]

@@ -14,6 +14,8 @@
  * with two non-commutative operations: adjacent intervals (an operation
  * that only accepts its left operand ending where the right one starts)
  * and 2x2 matrix products against the sequential loop; on 1 and 2 workers.
+ * The typed sums (mr_parallel_scan_sum_*) against the loop, exactly for
+ * integers, bit for bit from run to run for doubles.
  *
  * Searches: find_first, find_any, any_of, all_of against a sequential scan
  * of random arrays (hit nowhere, first, last, anywhere, many hits), with
@@ -716,6 +718,168 @@ TEST(scan_bad_arguments)
 	EXPECT_EQ(mr_parallel_scan(a, a + 4, 4, 8, &id, add_u64, NULL, MR_SCAN_EXCLUSIVE), 0);
 	EXPECT_EQ(a[4], 0);
 	EXPECT_EQ(a[7], 6);
+}
+
+/* ---- typed prefix sums ------------------------------------------------- */
+
+/*
+ * mr_parallel_scan_sum_*: sizes around the block (65536) and the
+ * sequential cut-off (262144); integers exactly equal to the loop's (with
+ * wrap-around); doubles that are small integers exactly, random doubles
+ * within rounding of the loop and bit for bit the same from run to run.
+ */
+static const size_t tsizes[] = { 0, 1, 2, 65535, 65536, 65537, 262143, 262144, 262145,
+				 5 * 65536 + 7, 1000003 };
+
+static void typed_scan_run(void *arg)
+{
+	long *bad = arg;
+	uint64_t seed = 99;
+	size_t nmax = 1000003;
+	uint64_t *u = malloc(nmax * 8), *uo = malloc(nmax * 8), *ur = malloc(nmax * 8);
+	double *d = malloc(nmax * 8), *dout = malloc(nmax * 8), *dr = malloc(nmax * 8);
+
+	if (!u || !uo || !ur || !d || !dout || !dr)
+		abort();
+	for (size_t si = 0; si < sizeof(tsizes) / sizeof(tsizes[0]); si++) {
+		size_t n = tsizes[si];
+		for (unsigned flags = 0; flags < 2; flags++) {
+			for (int inplace = 0; inplace < 2; inplace++) {
+				for (size_t i = 0; i < n; i++)
+					u[i] = rnd(&seed); /* sums wrap */
+				uint64_t acc = 0;
+				for (size_t i = 0; i < n; i++) {
+					uint64_t x = u[i];
+					ur[i] = flags ? acc : acc + x;
+					acc += x;
+				}
+				uint64_t *o = inplace ? u : uo;
+				if (mr_parallel_scan_sum_u64(u, o, n, flags) != 0 ||
+				    (n && memcmp(o, ur, n * 8)))
+					(*bad)++;
+				/* i64, the same bits */
+				for (size_t i = 0; i < n; i++)
+					u[i] = ur[i] ^ 0x8000000000000001ull;
+				acc = 0;
+				for (size_t i = 0; i < n; i++) {
+					uint64_t x = u[i];
+					ur[i] = flags ? acc : acc + x;
+					acc += x;
+				}
+				if (mr_parallel_scan_sum_i64((int64_t *)u, (int64_t *)o, n, flags) != 0 ||
+				    (n && memcmp(o, ur, n * 8)))
+					(*bad)++;
+				/* doubles: small integers are exact in any order */
+				for (size_t i = 0; i < n; i++)
+					d[i] = (double)(rnd(&seed) % 100) - 50;
+				double dacc = 0;
+				for (size_t i = 0; i < n; i++) {
+					double x = d[i];
+					dr[i] = flags ? dacc : dacc + x;
+					dacc += x;
+				}
+				double *od = inplace ? d : dout;
+				if (mr_parallel_scan_sum_double(d, od, n, flags) != 0 ||
+				    (n && memcmp(od, dr, n * 8)))
+					(*bad)++;
+			}
+		}
+		/* Random doubles: close to the loop, and the same twice. */
+		for (size_t i = 0; i < n; i++)
+			d[i] = (double)(rnd(&seed) >> 11) / 9007199254740992.0;
+		double dacc = 0;
+		for (size_t i = 0; i < n; i++)
+			dacc += d[i];
+		if (mr_parallel_scan_sum_double(d, dout, n, 0) != 0 ||
+		    mr_parallel_scan_sum_double(d, dr, n, 0) != 0 || (n && memcmp(dout, dr, n * 8)))
+			(*bad)++;
+		if (n && (dout[n - 1] - dacc > 1e-9 * dacc || dacc - dout[n - 1] > 1e-9 * dacc))
+			(*bad)++;
+	}
+	free(u);
+	free(uo);
+	free(ur);
+	free(d);
+	free(dout);
+	free(dr);
+}
+
+TEST(scan_sum_typed)
+{
+	long bad = 0;
+	typed_scan_run(&bad);
+	EXPECT_EQ(bad, 0);
+	for (unsigned w = 1; w <= 2; w++) {
+		mr_runtime_t *rt = make_rt(w);
+		ASSERT_NONNULL(rt);
+		ASSERT_EQ(mr_runtime_install(rt, typed_scan_run, &bad), 0);
+		EXPECT_EQ(bad, 0);
+		struct actor a;
+		actor_start(&a, rt, true, typed_scan_run, &bad);
+		actor_join(&a);
+		EXPECT_EQ(bad, 0);
+		ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	}
+}
+
+/* Never waiting for the block before (the path a preempted worker's
+ * neighbour takes): the same bits as the chain. */
+extern int mr__test_scan_no_wait;
+
+struct walk {
+	long bad;
+};
+
+static void walk_back_run(void *arg)
+{
+	struct walk *x = arg;
+	size_t n = 1000003;
+	uint64_t seed = 5;
+	double *d = malloc(n * 8), *a = malloc(n * 8), *b = malloc(n * 8);
+
+	if (!d || !a || !b)
+		abort();
+	for (size_t i = 0; i < n; i++)
+		d[i] = (double)(rnd(&seed) >> 11) / 9007199254740992.0;
+	mr__test_scan_no_wait = 0;
+	if (mr_parallel_scan_sum_double(d, a, n, 0))
+		x->bad++;
+	mr__test_scan_no_wait = 1;
+	if (mr_parallel_scan_sum_double(d, b, n, 0) || memcmp(a, b, n * 8))
+		x->bad++;
+	typed_scan_run(&x->bad); /* integers exact, doubles within rounding */
+	mr__test_scan_no_wait = 0;
+	free(d);
+	free(a);
+	free(b);
+}
+
+TEST(scan_sum_typed_walk_back)
+{
+	mr_runtime_t *rt = make_rt(2);
+	struct walk x = { 0 };
+
+	ASSERT_NONNULL(rt);
+	ASSERT_EQ(mr_runtime_install(rt, walk_back_run, &x), 0);
+	EXPECT_EQ(x.bad, 0);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+TEST(scan_sum_typed_bad_arguments)
+{
+	uint64_t a[8] = { 1, 2, 3, 4 };
+	double d[4] = { 1 };
+
+	EXPECT_EQ(mr_parallel_scan_sum_u64(NULL, a, 4, 0), -EINVAL);
+	EXPECT_EQ(mr_parallel_scan_sum_u64(a, NULL, 4, 0), -EINVAL);
+	EXPECT_EQ(mr_parallel_scan_sum_u64(a, a + 1, 4, 0), -EINVAL);
+	EXPECT_EQ(mr_parallel_scan_sum_u64(a, a, 4, 2), -EINVAL);
+	EXPECT_EQ(mr_parallel_scan_sum_i64((int64_t *)a, (int64_t *)a, SIZE_MAX / 4, 0), -EINVAL);
+	EXPECT_EQ(mr_parallel_scan_sum_double(d, d, 4, 4), -EINVAL);
+	EXPECT_EQ(mr_parallel_scan_sum_u64(NULL, NULL, 0, 0), 0);
+	EXPECT_EQ(a[0], 1);
+	EXPECT_EQ(mr_parallel_scan_sum_u64(a, a + 4, 4, 0), 0);
+	EXPECT_EQ(a[7], 10);
 }
 
 /* ---- searches ------------------------------------------------------------ */

@@ -1,6 +1,6 @@
 /*
  * moirai/algo.h - parallel algorithms on the workers: sort, scan,
- * searches that stop early, per-worker accumulators.
+ * searches that stop early, per-worker accumulators, pipelines.
  *
  * Like the loops of <moirai/par.h>, each algorithm may be called from a
  * job, a fiber or a thread outside any runtime; it runs on the caller's
@@ -126,6 +126,34 @@ MR_API int mr_parallel_sort_i32(int32_t *a, size_t n);
  */
 MR_API int mr_parallel_scan(const void *in, void *out, size_t n, size_t size,
 			    const void *identity, mr_combine_fn op, void *ctx, unsigned flags);
+
+/*
+ * Prefix sums with the addition compiled in: out[i] = in[0] + ... + in[i]
+ * (inclusive, flags 0) or in[0] + ... + in[i-1] (MR_SCAN_EXCLUSIVE; out[0]
+ * = 0). Integers wrap modulo 2^64 (the i64 form adds as uint64_t). out may
+ * be in itself or must not overlap it. Above 262144 elements on a runtime
+ * of several workers, the workers take blocks of 65536 elements in order,
+ * each summing its block, chaining the block prefixes, and rescanning the
+ * block from the cache: memory sees one read and one write per element,
+ * like the sequential loop, which runs otherwise on the calling thread (no
+ * runtime needed up to 262144). Doubles are added in a fixed grouping by
+ * block, so results can differ from the sequential loop's in the last
+ * bits, but not between runs (nor between runtimes of 2 workers or more).
+ * Allocates 64 bytes per block (n / 1024 bytes), freed before the return.
+ * The blocks chain: a worker the OS preempts in the middle of one holds up
+ * the others (they spin, then yield). Blocks; any context.
+ * ERRORS (out is unchanged):
+ *   -EINVAL     in or out is NULL with n > 0, n * 8 overflows, in and out
+ *               overlap without being equal, or flags has a bit other than
+ *               MR_SCAN_EXCLUSIVE.
+ *   -ENOMEM     the blocks' memory could not be allocated.
+ *   -EINVAL, -ENOMEM, -EAGAIN
+ *               n > 262144, called from outside any runtime, and the
+ *               default runtime cannot be created.
+ */
+MR_API int mr_parallel_scan_sum_u64(const uint64_t *in, uint64_t *out, size_t n, unsigned flags);
+MR_API int mr_parallel_scan_sum_i64(const int64_t *in, int64_t *out, size_t n, unsigned flags);
+MR_API int mr_parallel_scan_sum_double(const double *in, double *out, size_t n, unsigned flags);
 
 /* ---- searching with early exit ----------------------------------------- */
 
@@ -255,6 +283,95 @@ MR_API unsigned mr_accum_slots(const mr_accum_t *a);
 /* Free a and its slots (NULL: nothing). Not concurrently with any other
  * use of a. */
 MR_API void mr_accum_destroy(mr_accum_t *a);
+
+/* ---- pipelines -------------------------------------------------------- */
+
+/*
+ * A linear pipeline, oneTBB's parallel_pipeline in C: stage 0 (the input)
+ * produces items, each later stage maps an item to the next stage's item,
+ * and the last stage's result is dropped. Items are pointers the stages
+ * own between them; the pipeline only carries them.
+ *
+ *	void *read_block(void *none, void *ctx);    // NULL: no more input
+ *	void *compress(void *block, void *ctx);
+ *	void *write_block(void *block, void *ctx);  // frees it, returns NULL
+ *	const struct mr_stage st[] = {
+ *		{ MR_STAGE_SERIAL_IN_ORDER, read_block, f },
+ *		{ MR_STAGE_PARALLEL, compress, NULL },
+ *		{ MR_STAGE_SERIAL_IN_ORDER, write_block, out },
+ *	};
+ *	int r = mr_pipeline(st, 3, 16); // at most 16 blocks in memory
+ *
+ * Modes: MR_STAGE_PARALLEL stages run on any number of items at once;
+ * MR_STAGE_SERIAL_OUT_OF_ORDER stages on one item at a time, in any order;
+ * MR_STAGE_SERIAL_IN_ORDER stages on one at a time, in the order stage 0
+ * produced them. Stage 0 runs one call at a time (serial; its mode must
+ * not be MR_STAGE_PARALLEL) and ends the input by returning NULL; a later
+ * stage may return NULL as an item like any other. A serial stage's calls
+ * are ordered one after the other (each sees the previous one's writes),
+ * possibly on different workers.
+ */
+#define MR_STAGE_PARALLEL 0u
+#define MR_STAGE_SERIAL_IN_ORDER 1u
+#define MR_STAGE_SERIAL_OUT_OF_ORDER 2u
+#define MR_PIPELINE_TOKENS_MAX ((size_t)1 << 24)
+#define MR_PIPELINE_STAGES_MAX ((size_t)1 << 16)
+
+typedef void *(*mr_stage_fn)(void *item, void *ctx);
+struct mr_stage {
+	unsigned mode;	/* MR_STAGE_* */
+	mr_stage_fn fn; /* fn(item, ctx); stage 0: fn(NULL, ctx) */
+	void *ctx;
+};
+
+/*
+ * Run the pipeline of nstages stages with at most max_tokens items alive
+ * (produced by stage 0 and not yet through the last stage; stage 0 is not
+ * called while max_tokens are). The stages run as jobs on the workers of
+ * the caller's runtime (from outside: the default runtime): an item runs
+ * stage after stage on one worker until a serial stage is busy, then
+ * waits there without holding a worker; no thread or fiber per stage.
+ * Stage functions should not block their thread (that holds a worker:
+ * see mr_pipeline_fibers). Returns 0 once stage 0 returned NULL and every
+ * item went through every stage. Allocates one block of about
+ * 48 * max_tokens bytes (plus 8 * max_tokens per in-order stage after
+ * stage 0), freed before the return. Blocks like mr_join; any context.
+ * ERRORS (no stage was called):
+ *   -EINVAL     stages is NULL, nstages is 0 or above
+ *               MR_PIPELINE_STAGES_MAX, max_tokens is 0 or above
+ *               MR_PIPELINE_TOKENS_MAX, a stage's fn is NULL or its mode
+ *               unknown, or stage 0 is MR_STAGE_PARALLEL.
+ *   -ENOMEM     the block could not be allocated.
+ *   -EINVAL, -ENOMEM, -EAGAIN
+ *               called from outside any runtime and the default runtime
+ *               cannot be created.
+ */
+MR_API int mr_pipeline(const struct mr_stage *stages, size_t nstages, size_t max_tokens);
+
+/*
+ * The same pipeline (same stages, modes, bound and result) with stages
+ * that may block: each stage runs on fibers of the caller's runtime (from
+ * outside: the default runtime) - one for stage 0 and for each serial
+ * stage, `width` for each parallel stage (0: one per worker) - connected
+ * by channels of max_tokens (item, number) pairs; a semaphore of
+ * max_tokens units keeps the bound. A stage function may wait on
+ * channels, sync objects, sleeps or fiber I/O: its fiber parks and its
+ * worker runs other work. Stage functions run on fiber stacks of
+ * MR_FIBER_STACK_DEFAULT bytes. Costs a channel hop per stage per item
+ * (microseconds): use mr_pipeline for stages that compute. Allocates the
+ * channels (max_tokens * 16 bytes each), the fibers, and a ring of
+ * max_tokens * 17 bytes per in-order stage after stage 0; all freed
+ * before the return. Blocks until every fiber ended: a fiber parks, a job
+ * blocks its worker's thread (see <moirai/par.h>), a thread sleeps.
+ * ERRORS (no stage was called):
+ *   -EINVAL     as mr_pipeline.
+ *   -ENOMEM     a channel, a ring or a fiber could not be allocated.
+ *   -EINVAL, -ENOMEM, -EAGAIN
+ *               called from outside any runtime and the default runtime
+ *               cannot be created.
+ */
+MR_API int mr_pipeline_fibers(const struct mr_stage *stages, size_t nstages,
+			      size_t max_tokens, unsigned width);
 
 MR_EXTERN_C_END
 

@@ -1,5 +1,6 @@
 /*
- * moirai/par.h - CPU-parallel work: fork-join, task groups, parallel loops.
+ * moirai/par.h - CPU-parallel work: fork-join, task groups (cancellable),
+ * parallel loops (1-D, n-D, stoppable).
  *
  * All of these may be called from inside a task or a fiber (nested
  * parallelism) and from threads outside any runtime (they then run on the
@@ -109,10 +110,55 @@ MR_API int mr_group_spawn(mr_group_t *g, void (*fn)(void *), void *arg);
  * (task or fiber) runs other work meanwhile, the group's own tasks first,
  * and sleeps in the scheduler when there is none; another thread sleeps on
  * a futex. Returns 0 at once when g has no unfinished task. Any context.
+ * Returns 0 when the tasks finished, -ECANCELED when g (or an ancestor,
+ * see mr_group_init_nested) was cancelled: some tasks may not have run.
+ * ERRORS:
+ *   -EINVAL     g is NULL or was not initialised.
+ *   -ECANCELED  g was cancelled (see mr_group_cancel); the round is over
+ *               all the same, and g's mark is cleared.
+ */
+MR_API int mr_group_wait(mr_group_t *g);
+
+/*
+ * Cancel g: its tasks that have not started yet - and tasks spawned into it
+ * from now on - are never run (they are counted as finished without their
+ * function being called); tasks already running go on, and may poll
+ * mr_group_cancelled() to stop early. The mark stays until a wait returns
+ * it: every waiter queued when the round ends cancelled returns -ECANCELED
+ * and the mark is cleared then, so g can be reused; a wait that finds no
+ * round running while g is marked (every task was skipped before it began)
+ * takes the mark and returns -ECANCELED (one such wait: two that race for
+ * it may see 0 and -ECANCELED). Cancelling twice is cancelling once. Does not
+ * propagate to other groups unless they were made with
+ * mr_group_init_nested(). Does not block; any context (a task of g may
+ * cancel its own group). A cancel that races the end of a round is
+ * reported by that round's waiters or by the next wait's.
  * ERRORS:
  *   -EINVAL     g is NULL or was not initialised.
  */
-MR_API int mr_group_wait(mr_group_t *g);
+MR_API int mr_group_cancel(mr_group_t *g);
+
+/*
+ * Whether g or one of its ancestors is cancelled (until a wait of g
+ * returned -ECANCELED). A task sees what the canceller wrote before
+ * mr_group_cancel. Does not block; any context. NULL or an uninitialised
+ * g: false.
+ */
+MR_API bool mr_group_cancelled(const mr_group_t *g);
+
+/*
+ * Initialise g as mr_group_init does, as a child of parent (NULL: no
+ * parent): cancelling parent (or its ancestors) cancels g as well - g's
+ * tasks that have not started are skipped, mr_group_cancelled(g) is true
+ * and g's waits return -ECANCELED - while cancelling g leaves parent
+ * alone. A wait of g never clears parent's mark. parent must stay
+ * initialised as long as g is used. This is how nested parallelism stops
+ * as a whole: a task of parent that makes an inner group nests it.
+ * Does not block; any context.
+ * ERRORS: none (void). A NULL g aborts: "mr_group_init_nested: NULL group";
+ * an uninitialised parent aborts: "... parent not initialised".
+ */
+MR_API void mr_group_init_nested(mr_group_t *g, mr_group_t *parent);
 
 /* body(lo, hi, ctx) processes indices [lo, hi). */
 typedef void (*mr_range_fn)(size_t lo, size_t hi, void *ctx);
@@ -158,6 +204,92 @@ typedef void (*mr_combine_fn)(void *acc, const void *other, void *ctx);
 MR_API int mr_parallel_reduce(size_t begin, size_t end, size_t grain, void *result,
 			      size_t elem_size, const void *identity, mr_reduce_body_fn body,
 			      mr_combine_fn combine, void *ctx);
+
+/*
+ * Options of the loops that can stop early and of the n-D loop (fill with
+ * MR_OPTS; NULL options are all defaults).
+ *   grain   as mr_parallel_for's grain (0: adaptive). mr_parallel_for_nd
+ *           ignores it: each dimension has its own.
+ *   group   stop once this group is cancelled (mr_group_cancel; an
+ *           ancestor's cancel counts, see mr_group_init_nested). The loop
+ *           only reads the mark; the group's wait clears it. A group used
+ *           only as a stop token needs no tasks: MR_GROUP_INIT, cancel it
+ *           from a body, and clear it with a mr_group_wait (which then
+ *           returns -ECANCELED at once) before using it again.
+ *   stop    stop once *stop is non-zero: an int (or atomic_int) the caller
+ *           or a body sets with an atomic store (__atomic_store_n, or
+ *           atomic_store on an atomic_int); read with relaxed loads.
+ * Stopping: every sub-range looks at group and stop before it splits or
+ * runs, so once either is set no leaf starts any more (one look per leaf
+ * and per split, no look inside a running body: a long body polls
+ * mr_group_cancelled or its flag itself); leaves already running finish.
+ */
+struct mr_loop_opts {
+	size_t sz;
+	size_t grain;
+	mr_group_t *group;
+	const int *stop;
+};
+
+/*
+ * mr_parallel_for with options (grain, and a way to stop early; see
+ * struct mr_loop_opts). Blocks like mr_join; any context. Returns 0 when
+ * body covered every index, -ECANCELED when the loop was stopped before
+ * some range ran (which indices ran is unspecified; each ran at most once).
+ * ERRORS (body was not called):
+ *   -EINVAL     body is NULL, begin > end, or opts->sz < sizeof(size_t).
+ *   -EINVAL, -ENOMEM, -EAGAIN
+ *               as mr_parallel_for (the default runtime).
+ */
+MR_API int mr_parallel_for_opts(size_t begin, size_t end, mr_range_fn body, void *ctx,
+				const struct mr_loop_opts *opts);
+
+/*
+ * mr_parallel_reduce with options (as mr_parallel_for_opts). Stopped, it
+ * returns -ECANCELED and *result holds the fold of the ranges that ran
+ * (a skipped range counts as the identity), still in index order.
+ * ERRORS: as mr_parallel_reduce, and -EINVAL for opts->sz < sizeof(size_t).
+ */
+MR_API int mr_parallel_reduce_opts(size_t begin, size_t end, void *result, size_t elem_size,
+				   const void *identity, mr_reduce_body_fn body,
+				   mr_combine_fn combine, void *ctx,
+				   const struct mr_loop_opts *opts);
+
+/*
+ * n-D ranges, as TBB's blocked_range2d/3d: the box [begin, end) of each of
+ * ndims dimensions is split into tiles run in parallel, a tile being
+ * body(lo, hi, ctx) with lo[d] <= i_d < hi[d] (arrays of ndims entries,
+ * valid during the call). Each split halves the dimension that is longest
+ * in units of its grain, so tiles stay about as wide in each dimension as
+ * the grains are. With every grain > 0, tiles end at most grain long in
+ * each dimension; with any grain 0 the splitting is adaptive as
+ * mr_parallel_for's grain 0 (a few tiles per worker, more where work is
+ * stolen), a dimension with a grain never being split below it. A box
+ * with an empty dimension returns 0 without calling body. Allocates
+ * nothing. Blocks like mr_join; any context. opts: group and stop as in
+ * mr_parallel_for_opts (-ECANCELED once a tile was skipped); grain ignored.
+ * ERRORS (body was not called):
+ *   -EINVAL     body or dims is NULL, ndims is 0 or above MR_ND_MAX,
+ *               some begin > end, or opts->sz < sizeof(size_t).
+ *   -EINVAL, -ENOMEM, -EAGAIN
+ *               as mr_parallel_for (the default runtime).
+ */
+#define MR_ND_MAX 8
+typedef struct mr_dim {
+	size_t begin, end, grain;
+} mr_dim_t;
+typedef void (*mr_range_nd_fn)(const size_t *lo, const size_t *hi, void *ctx);
+MR_API int mr_parallel_for_nd(unsigned ndims, const mr_dim_t *dims, mr_range_nd_fn body,
+			      void *ctx, const struct mr_loop_opts *opts);
+
+/*
+ * The 2-D case: rows [r_begin, r_end) by columns [c_begin, c_end), tiles
+ * body(r_lo, r_hi, c_lo, c_hi, ctx), grains as mr_parallel_for_nd.
+ * Same blocking, context and ERRORS (-EINVAL: body NULL or a begin > end).
+ */
+typedef void (*mr_range2d_fn)(size_t r_lo, size_t r_hi, size_t c_lo, size_t c_hi, void *ctx);
+MR_API int mr_parallel_for_2d(size_t r_begin, size_t r_end, size_t r_grain, size_t c_begin,
+			      size_t c_end, size_t c_grain, mr_range2d_fn body, void *ctx);
 
 MR_EXTERN_C_END
 

@@ -31,8 +31,20 @@
  * (see mr_group_wait()), so only a task that someone else runs pays a CAS
  * of its own.
  *
+ * Cancellation is a word of its own beside the state, not a bit of it, so
+ * the fast paths above keep their shape: mr_group_cancel() sets it, a task
+ * reads it (relaxed) as it starts and skips its function when it (or an
+ * ancestor's, for a group made with mr_group_init_nested) is set, and the
+ * mark stays until a wait returns it. The task that ends a round with
+ * waiters reads it under LOCK and flags each waiter's node "cancelled" (2)
+ * instead of "done" (1); a waiter that found no round running, or ended
+ * the round itself, reads the mark directly. Cancelled tasks still go
+ * through the deque and the count (a skipped task costs a pop and a CAS):
+ * the count stays the one truth about when a round ends.
+ *
  * Behaves badly: a group shared by waiters on many threads serialises them
- * on LOCK; more than GROUP_MAX_TASKS unfinished tasks are refused.
+ * on LOCK; more than GROUP_MAX_TASKS unfinished tasks are refused; a cancel
+ * racing a wait's return may be reported by that wait or by the next one.
  */
 #include <stdlib.h>
 
@@ -57,9 +69,9 @@ struct gwaiter {
 struct group {
 	uint64_t magic;
 	_Atomic uint32_t state; /* count | LOCK | WAITERS */
-	uint32_t spare0;
+	_Atomic uint32_t cancel; /* 1: cancelled, until a wait returns it */
 	struct gwaiter *waiters; /* under LOCK */
-	uint64_t spare1;
+	struct group *parent;	 /* mr_group_init_nested; NULL otherwise */
 };
 
 _Static_assert(sizeof(struct group) == sizeof(mr_group_t), "group layout");
@@ -93,14 +105,72 @@ void mr_group_init(mr_group_t *gp)
 		mr__die("mr_group_init", "NULL group");
 	g->magic = GROUP_MAGIC;
 	atomic_init(&g->state, 0);
-	g->spare0 = 0;
+	atomic_init(&g->cancel, 0);
 	g->waiters = NULL;
-	g->spare1 = 0;
+	g->parent = NULL;
 }
 
-/* Release the waiters of an ended round. g may be gone: only the nodes
- * (alive until flagged) are touched. */
-static void wake_list(struct gwaiter *list)
+void mr_group_init_nested(mr_group_t *gp, mr_group_t *parent)
+{
+	if (!gp)
+		mr__die("mr_group_init_nested", "NULL group");
+	if (parent && to_group(parent)->magic != GROUP_MAGIC)
+		mr__die("mr_group_init_nested", "parent not initialised");
+	mr_group_init(gp);
+	to_group(gp)->parent = parent ? to_group(parent) : NULL;
+}
+
+/* Whether g or one of its ancestors is cancelled. relaxed: the mark orders
+ * nothing a skipped task would read (mr_group_cancelled() acquires). */
+static inline bool group_is_cancelled(const struct group *g)
+{
+	do {
+		if (unlikely(atomic_load_explicit(&g->cancel, memory_order_relaxed)))
+			return true;
+		g = g->parent;
+	} while (unlikely(g != NULL));
+	return false;
+}
+
+int mr_group_cancel(mr_group_t *gp)
+{
+	struct group *g = to_group(gp);
+
+	if (!gp || g->magic != GROUP_MAGIC)
+		return -EINVAL;
+	/* release: pairs with the acquire in mr_group_cancelled(), so a task
+	 * that sees the mark sees what the canceller wrote before it. */
+	atomic_store_explicit(&g->cancel, 1, memory_order_release);
+	return 0;
+}
+
+bool mr_group_cancelled(const mr_group_t *gp)
+{
+	const struct group *g = (const struct group *)gp;
+
+	if (!gp || g->magic != GROUP_MAGIC)
+		return false;
+	for (; g; g = g->parent)
+		/* acquire: pairs with the release store in mr_group_cancel(). */
+		if (atomic_load_explicit(&g->cancel, memory_order_acquire))
+			return true;
+	return false;
+}
+
+/* The result of a wait whose round is over and that was not flagged: the
+ * mark (which it clears: the wait returns it), or an ancestor's. */
+static int wait_result(struct group *g)
+{
+	if (likely(!atomic_load_explicit(&g->cancel, memory_order_relaxed) && !g->parent))
+		return 0;
+	if (atomic_exchange_explicit(&g->cancel, 0, memory_order_relaxed))
+		return -ECANCELED;
+	return g->parent && group_is_cancelled(g->parent) ? -ECANCELED : 0;
+}
+
+/* Release the waiters of an ended round with `flag` (1 done, 2 cancelled).
+ * g may be gone: only the nodes (alive until flagged) are touched. */
+static void wake_list(struct gwaiter *list, uint32_t flag)
 {
 	while (list) {
 		struct gwaiter *next = list->next;
@@ -108,7 +178,7 @@ static void wake_list(struct gwaiter *list)
 		/* seq_cst: pairs with the sleeping worker's idle-bit RMW + fence +
 		 * load of flag (park()); for threads, with the futex wait. After
 		 * it the node may be gone: next and w were read before. */
-		atomic_store_explicit(&list->flag, 1, memory_order_seq_cst);
+		atomic_store_explicit(&list->flag, flag, memory_order_seq_cst);
 		if (w)
 			mr__wake_worker(w, MR__TOK_LATCH);
 		else
@@ -144,6 +214,7 @@ __attribute__((noinline)) static void finish_last(struct group *g, uint32_t s, u
 	if (unlikely(mr__test_group_last_hook))
 		mr__test_group_last_hook();
 	list = g->waiters; /* stable while we hold LOCK; NULL without WAITERS */
+	uint32_t flag = list && group_is_cancelled(g) ? 2 : 1;
 	for (;;) {
 		if ((s & COUNT_MASK) == n) {
 			g->waiters = NULL;
@@ -152,7 +223,15 @@ __attribute__((noinline)) static void finish_last(struct group *g, uint32_t s, u
 			 * waiters flagged below see them all. The last access to g. */
 			if (atomic_compare_exchange_weak_explicit(
 				&g->state, &s, 0, memory_order_acq_rel, memory_order_relaxed)) {
-				wake_list(list);
+				/* The round ended cancelled: its waiters return
+				 * the mark, so clear it here, while they still wait
+				 * (g is alive: none of them has returned), and
+				 * never after one has: a waiter that returned may
+				 * start and cancel the next round, whose mark a
+				 * late clear would erase (its tasks would run). */
+				if (flag == 2)
+					atomic_store_explicit(&g->cancel, 0, memory_order_relaxed);
+				wake_list(list, flag);
 				return;
 			}
 			g->waiters = list;
@@ -197,7 +276,8 @@ static void group_task_exec(struct mr__job *job, struct mr__worker *w)
 		free(t);
 	else
 		mr__job_free(w, t);
-	fn(arg);
+	if (likely(!group_is_cancelled(g)))
+		fn(arg);
 	group_finish(g, 1);
 }
 
@@ -253,7 +333,7 @@ __attribute__((noinline)) static void spawn_push(struct mr__worker *w, struct gr
  * the task before it allocates (the pool cannot fail: it aborts).
  */
 /* A task of g popped by a waiter of g: run it; its count is the waiter's to drop. */
-static inline void run_own(struct group_task *t, struct mr__worker *w)
+static inline void run_own(struct group *g, struct group_task *t, struct mr__worker *w)
 {
 	void (*fn)(void *) = t->fn;
 	void *arg = t->arg;
@@ -264,7 +344,8 @@ static inline void run_own(struct group_task *t, struct mr__worker *w)
 		mr__job_free(w, t);
 	MR__STAT_ADD(w->st, jobs_run, 1);
 	MR_PROBE3(job_start, t, w->idx, group_task_exec);
-	fn(arg);
+	if (likely(!group_is_cancelled(g)))
+		fn(arg);
 	MR_PROBE2(job_end, t, w->idx);
 }
 
@@ -359,7 +440,7 @@ int mr_group_wait(mr_group_t *gp)
 			if (!job)
 				break;
 			if (job->exec == group_task_exec && ((struct group_task *)job)->g == g) {
-				run_own((struct group_task *)job, w);
+				run_own(g, (struct group_task *)job, w);
 				mine++;
 			} else {
 				if (mine)
@@ -374,16 +455,20 @@ int mr_group_wait(mr_group_t *gp)
 	}
 	/* acquire: as in enqueue_waiter(). */
 	if (atomic_load_explicit(&g->state, memory_order_acquire) == 0)
-		return 0;
+		return wait_result(g);
 	struct gwaiter node = { .worker = w };
 	atomic_init(&node.flag, 0);
 	if (!enqueue_waiter(g, &node))
-		return 0;
-	if (w) {
+		return wait_result(g);
+	if (w)
 		mr__work_until(w, waiter_flagged, &node);
+	else
+		while (!atomic_load_explicit(&node.flag, memory_order_acquire))
+			mr__futex_wait(&node.flag, 0);
+	if (atomic_load_explicit(&node.flag, memory_order_relaxed) == 1)
 		return 0;
-	}
-	while (!atomic_load_explicit(&node.flag, memory_order_acquire))
-		mr__futex_wait(&node.flag, 0);
-	return 0;
+	/* Cancelled: finish_last() cleared the mark before it flagged us;
+	 * g is not touched after the flag (it may be gone, or in its next
+	 * round). */
+	return -ECANCELED;
 }

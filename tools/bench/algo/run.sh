@@ -2,7 +2,8 @@
 # tools/bench/algo/run.sh BUILD_DIR - Moirai's parallel sort side by side
 # with qsort, std::sort, std::stable_sort and oneTBB's parallel_sort; its
 # scan against a loop and oneTBB's parallel_scan; its find_first against
-# a loop.
+# a loop; its pipelines against a loop and oneTBB's parallel_pipeline; its
+# 2-D loop against a loop and oneTBB's blocked_range2d.
 #
 # Sorts SIZE (default 10^7) random 64-bit keys: each program runs once to
 # warm up and BENCH_REPS (default 5) timed times, each time on a fresh copy
@@ -12,13 +13,25 @@
 # first row (qsort, the sequential loop) and against Moirai, saved as
 # BUILD_DIR/bench/algo.md; raw lines in BUILD_DIR/bench/algo.txt:
 #
-#	RESULT <sort|scan|find> <impl> <workers> <median_ms> <check>
+#	RESULT <sort|scan|find|pipe|grid> <impl> <workers> <median_ms> <check>
 #
 # Scan: an inclusive prefix sum of SCAN_N (default 10^8) doubles, Moirai's
 # add called through the operation pointer, TBB's inlined. Find: the one
 # nonzero byte at 1% of FIND_N (default 10^8) bytes, the predicate through
 # a pointer for the loop and for Moirai. Answers are checked the same way
-# (the last prefix, the index).
+# (the last prefix, the index). moirai-sum is mr_parallel_scan_sum_double.
+#
+# Pipe: read a file of PIPE_MB (default 256) MiB in 64 KiB blocks (serial,
+# in order), transform each word (parallel), write them to a file (serial,
+# in order), at most 4 blocks per worker alive: a loop, mr_pipeline
+# (moirai), mr_pipeline_fibers (moirai-fibers), tbb::parallel_pipeline,
+# and by hand with pthreads and queues (WORKERS transform threads, plus a
+# reader and the writer);
+# the check is an order-dependent hash of what was written. The files are
+# BUILD_DIR/bench/pipe.in (made once) and pipe.out. Grid: the transpose of
+# a GRID_N x GRID_N (default 4096) matrix of doubles in 64 x 64 tiles: a
+# loop over tiles, mr_parallel_for_2d, tbb::parallel_for on a
+# blocked_range2d (grains 64, auto_partitioner).
 #
 # Moirai and oneTBB run at 1 and 2 workers, the sequential sorts at 1.
 # Moirai's comparator is the qsort-form function through a pointer (as
@@ -27,6 +40,7 @@
 # pointer costs std::sort. Needs gcc, g++ and libtbb-dev
 # (tools/deps.sh bench); without oneTBB its rows are left out.
 # Environment: BENCH_CC / BENCH_CXX, BENCH_REPS, SORT_N, SCAN_N, FIND_N,
+# PIPE_MB, GRID_N,
 # BENCH_QUICK=1 (10^5 of each, 1 repetition: checks that everything builds
 # and agrees; its timings mean nothing).
 set -eu
@@ -53,8 +67,10 @@ REPS=${BENCH_REPS:-5}
 N=${SORT_N:-10000000}
 SCAN_N=${SCAN_N:-100000000}
 FIND_N=${FIND_N:-100000000}
+PIPE_MB=${PIPE_MB:-256}
+GRID_N=${GRID_N:-4096}
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
-	REPS=1 N=100000 SCAN_N=100000 FIND_N=100000
+	REPS=1 N=100000 SCAN_N=100000 FIND_N=100000 PIPE_MB=2 GRID_N=300
 fi
 
 echo "algo/run.sh: building into $1/bench" >&2
@@ -71,9 +87,15 @@ fi
 	die "building the C++ sort benchmark failed"
 "$CC" -O2 -g -std=gnu11 -Wall -Wextra -I "$ROOT/include" "$HERE/scan.c" "$BUILD/libmoirai.a" \
 	-o "$OUT/bench_scan_c" -pthread -lm || die "building the C scan benchmark failed"
+for b in pipe grid; do
+	"$CC" -O2 -g -std=gnu11 -Wall -Wextra -I "$ROOT/include" "$HERE/$b.c" "$BUILD/libmoirai.a" \
+		-o "$OUT/bench_${b}_c" -pthread -lm || die "building the C $b benchmark failed"
+done
 if [ -n "$TBB" ]; then
-	"$CXX" -O2 -g -std=c++17 -Wall -Wextra "$HERE/scan.cpp" -o "$OUT/bench_scan_tbb" -ltbb \
-		-pthread || die "building the oneTBB scan benchmark failed"
+	for b in scan pipe grid; do
+		"$CXX" -O2 -g -std=c++17 -Wall -Wextra "$HERE/$b.cpp" -o "$OUT/bench_${b}_tbb" -ltbb \
+			-pthread || die "building the oneTBB $b benchmark failed"
+	done
 fi
 
 RES=$OUT/algo.txt
@@ -98,18 +120,36 @@ echo "algo/run.sh: scan of $SCAN_N doubles, find_first in $FIND_N bytes" >&2
 run bench_scan_c scan:seq 1 "$SCAN_N"
 for w in 1 2; do
 	run bench_scan_c scan:moirai "$w" "$SCAN_N"
+	run bench_scan_c scan:moirai-sum "$w" "$SCAN_N"
 	[ -n "$TBB" ] && run bench_scan_tbb scan:tbb "$w" "$SCAN_N"
 done
 run bench_scan_c find:seq 1 "$FIND_N"
 for w in 1 2; do
 	run bench_scan_c find:moirai "$w" "$FIND_N"
 done
+echo "algo/run.sh: pipeline over $PIPE_MB MiB, transpose of $GRID_N^2 doubles" >&2
+export PIPE_IN="$OUT/pipe.in" PIPE_OUT="$OUT/pipe.out"
+run bench_pipe_c pipe:seq 1 "$PIPE_MB"
+for w in 1 2; do
+	run bench_pipe_c pipe:moirai "$w" "$PIPE_MB"
+	run bench_pipe_c pipe:moirai-fibers "$w" "$PIPE_MB"
+	run bench_pipe_c pipe:pthreads "$w" "$PIPE_MB"
+	[ -n "$TBB" ] && run bench_pipe_tbb pipe:tbb "$w" "$PIPE_MB"
+done
+rm -f "$PIPE_OUT"
+run bench_grid_c grid:seq 1 "$GRID_N"
+for w in 1 2; do
+	run bench_grid_c grid:moirai "$w" "$GRID_N"
+	[ -n "$TBB" ] && run bench_grid_tbb grid:tbb "$w" "$GRID_N"
+done
 
 commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
 awk -v reps="$REPS" -v commit="$commit" -v ncpu="$(nproc)" -v out="$OUT/algo.md" \
 	-v title_sort="Sort of $N random uint64" \
 	-v title_scan="Inclusive prefix sum of $SCAN_N doubles" \
-	-v title_find="find_first of the one hit at 1% of $FIND_N bytes" '
+	-v title_find="find_first of the one hit at 1% of $FIND_N bytes" \
+	-v title_pipe="Pipeline read / transform / write of $PIPE_MB MiB in 64 KiB blocks" \
+	-v title_grid="Transpose of a $GRID_N x $GRID_N matrix of doubles in 64 x 64 tiles" '
 $1 == "RESULT" {
 	k = $2 " " $3 " " $4; ms[k] = $5 + 0; chk[k] = $6
 	if (!($2 in first)) { first[$2] = k; border[++nb] = $2 }
@@ -123,7 +163,8 @@ END {
 	printf "Commit %s, %d CPUs, median of %d runs after a warm-up.\n", commit, ncpu, reps > out
 	for (b = 1; b <= nb; b++) {
 		bn = border[b]
-		t = bn == "sort" ? title_sort : bn == "scan" ? title_scan : title_find
+		t = bn == "sort" ? title_sort : bn == "scan" ? title_scan : bn == "find" ? title_find : \
+		    bn == "pipe" ? title_pipe : title_grid
 		split(first[bn], fp, " ")
 		printf "\n## %s\n\n", t > out
 		printf "| implementation | workers | median ms | %s / this | this / Moirai (same workers) |\n", fp[2] > out

@@ -3,6 +3,7 @@
  *   scan  seq     inclusive prefix sum of SIZE doubles, a plain loop
  *         moirai  mr_parallel_scan with an add through the operation
  *                 pointer, out of place
+ *         moirai-sum  mr_parallel_scan_sum_double (the addition compiled in)
  *   find  seq     the lowest index of the one nonzero byte (at 1% of SIZE),
  *                 a loop calling the predicate through a pointer
  *         moirai  mr_parallel_find_first with the same predicate
@@ -39,6 +40,13 @@ static void scan_job(void *p)
 		bench_fail("moirai", "scan", "mr_parallel_scan failed");
 }
 
+static void scan_sum_job(void *p)
+{
+	struct scan_job *j = p;
+	if (mr_parallel_scan_sum_double(j->in, j->out, j->n, MR_SCAN_INCLUSIVE) != 0)
+		bench_fail("moirai-sum", "scan", "mr_parallel_scan_sum_double failed");
+}
+
 static bool is_hit(size_t i, void *ctx)
 {
 	return ((const unsigned char *)ctx)[i] != 0;
@@ -71,7 +79,8 @@ int main(int argc, char **argv)
 	if (!impl)
 		bench_fail(a.bench, "scan", "want BENCH:IMPL");
 	*impl++ = 0;
-	bool moirai = !strcmp(impl, "moirai");
+	bool sum = !strcmp(impl, "moirai-sum");
+	bool moirai = !strcmp(impl, "moirai") || sum;
 	if (moirai) {
 		MR_OPTS(mr_config, cfg, .workers = a.workers);
 		if (!(rt = mr_runtime_create(&cfg)))
@@ -91,7 +100,7 @@ int main(int argc, char **argv)
 			struct scan_job j = { in, out, n };
 			double t0 = bench_now_ms();
 			if (moirai) {
-				mr_runtime_install(rt, scan_job, &j);
+				mr_runtime_install(rt, sum ? scan_sum_job : scan_job, &j);
 			} else {
 				double acc = 0;
 				for (size_t i = 0; i < n; i++) {
