@@ -590,7 +590,10 @@ TEST_TIMEOUT(group_cancel_two_waiters_then_reuse, 120)
 			sched_yield(); /* let it queue */
 		ASSERT_EQ(mr_group_cancel(&rg), 0);
 		atomic_store(&rg_gate, 1);
-		EXPECT_EQ(mr_group_wait(&rg), -ECANCELED);
+		/* 0 too when the round ended before this wait began and the
+		 * queued waiter took the mark (par.h): round 2 is the test. */
+		int r1 = mr_group_wait(&rg);
+		ASSERT_TRUE(r1 == -ECANCELED || r1 == 0);
 		/* Round 2, at once, while the other waiter may still wake. */
 		atomic_store(&rg_gate, 0);
 		atomic_store(&rg_ran, 0);
@@ -604,7 +607,7 @@ TEST_TIMEOUT(group_cancel_two_waiters_then_reuse, 120)
 		atomic_store(&rg_gate, 1);
 		int r = mr_group_wait(&rg);
 		ASSERT_EQ(pthread_join(th, NULL), 0);
-		EXPECT_EQ(atomic_load(&rg_r), -ECANCELED);
+		ASSERT_TRUE(atomic_load(&rg_r) == -ECANCELED || atomic_load(&rg_r) == 0);
 		ASSERT_EQ(r, -ECANCELED);
 		ASSERT_EQ(atomic_load(&rg_ran), 0);
 	}
