@@ -268,6 +268,13 @@ void mr__scx_worker_start(struct mr__worker *w)
 		.node = w->home_node,
 		.slot = slot,
 	};
+	/* SCHED_EXT first: whoever sees the registration (the scheduler, a
+	 * status) sees a thread the scheduler already schedules. Seen: the VM's
+	 * 20-workers test read policy 0 of a worker that was registered but
+	 * not yet switched. EINVAL without sched_ext: harmless. */
+	struct mr__sched_attr attr = { .size = sizeof(attr), .sched_policy = SCHED_EXT_POLICY };
+	bool switched = syscall(SYS_sched_setattr, 0, &attr, 0) == 0;
+
 	union bpf_attr a;
 	memset(&a, 0, sizeof(a));
 	a.map_fd = (uint32_t)scx.workers_fd;
@@ -279,14 +286,16 @@ void mr__scx_worker_start(struct mr__worker *w)
 			count_full();
 		atomic_store_explicit(&l->state, 0, memory_order_relaxed);
 		atomic_store_explicit(&l->tid, 0, memory_order_release);
+		if (switched) {
+			/* Unregistered: back to the normal class (SCHED_OTHER). */
+			struct mr__sched_attr other = { .size = sizeof(other), .sched_policy = 0 };
+			syscall(SYS_sched_setattr, 0, &other, 0);
+		}
 		return;
 	}
 	/* release: the line's fields above, for searchers_stalled(). */
 	atomic_store_explicit(&w->scx, l, memory_order_release);
 	w->scx_state = MR__SCX_RUNNING;
-
-	struct mr__sched_attr attr = { .size = sizeof(attr), .sched_policy = SCHED_EXT_POLICY };
-	syscall(SYS_sched_setattr, 0, &attr, 0); /* EINVAL without sched_ext: harmless */
 }
 
 void mr__scx_worker_exit(struct mr__worker *w)
