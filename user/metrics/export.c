@@ -230,11 +230,6 @@ static int open_bpf(struct mr__metrics *m, uint32_t id, unsigned nrec)
 
 	if (!is_bpffs(BPFFS))
 		return -ENOENT;
-	snprintf(dir, sizeof(dir), PIN_DIR "/%d", (int)m->owner);
-	(void)mkdir(PIN_DIR, 0755);
-	(void)mkdir(dir, 0700);
-	if (!trusted_dir(PIN_DIR, false) || !trusted_dir(dir, true))
-		return -EPERM;
 	btf = btf_load();
 	if (btf < 0)
 		return -errno;
@@ -259,6 +254,15 @@ static int open_bpf(struct mr__metrics *m, uint32_t id, unsigned nrec)
 		close(fd);
 		return r;
 	}
+	/* The directory only once there is a map to pin: where bpf() is
+	 * refused (qemu-user, a seccomp filter) none is left behind. */
+	snprintf(dir, sizeof(dir), PIN_DIR "/%d", (int)m->owner);
+	(void)mkdir(PIN_DIR, 0755);
+	(void)mkdir(dir, 0700);
+	if (!trusted_dir(PIN_DIR, false) || !trusted_dir(dir, true)) {
+		r = -EPERM;
+		goto fail;
+	}
 	snprintf(m->path, sizeof(m->path), "%s/rt%u", dir, id);
 	memset(&a, 0, sizeof(a));
 	a.pathname = (uint64_t)(uintptr_t)m->path;
@@ -272,16 +276,20 @@ static int open_bpf(struct mr__metrics *m, uint32_t id, unsigned nrec)
 	}
 	if (r < 0) {
 		r = -errno;
-		munmap(p, m->len);
-		close(fd);
-		rmdir(dir);
-		m->path[0] = 0;
-		return r;
+		goto fail;
 	}
 	close(fd);
 	m->recs = p;
 	m->kind = MR__METRICS_BPF;
 	return 0;
+
+fail:
+	munmap(p, m->len);
+	close(fd);
+	if (trusted_dir(dir, true))
+		rmdir(dir); /* ours; fails if another runtime of ours pinned there */
+	m->path[0] = 0;
+	return r;
 }
 
 /* 2: a file in /dev/shm. */
