@@ -528,6 +528,22 @@ int cmd_clean(void)
 		}
 	}
 	mc_rts_free(&rts);
+	/* Pin directories of dead processes left empty (rmdir takes only
+	 * an empty, real directory). */
+	DIR *d = opendir(STATS_PIN_DIR);
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		char dir[300];
+		if (!all_digits(e->d_name) || mc_pid_alive((pid_t)atoi(e->d_name)))
+			continue;
+		snprintf(dir, sizeof(dir), STATS_PIN_DIR "/%s", e->d_name);
+		if (rmdir(dir) == 0) {
+			removed++;
+			printf("removed %s (pid %s is gone)\n", dir, e->d_name);
+		}
+	}
+	if (d)
+		closedir(d);
 	if (!removed && !failed)
 		printf("nothing to clean\n");
 	return failed ? MC_EXIT_FAIL : MC_EXIT_OK;
