@@ -444,11 +444,14 @@ static __attribute__((noinline)) int rv_sleep(struct mr_chan *ch, int op, void *
 	/* Our entry and side, as the word holds them. */
 	uint64_t me = (uintptr_t)&e | (op == MR_SELECT_SEND ? RV_SEND : 0);
 	int r;
+	/* Thread-locals read once, as in block(). */
+	struct mr_fiber *cur = mr__tls_fiber;
+	struct mr__worker *w = mr__self();
 
 	/* which and result stay unset: every waker sets them before it
 	 * stores WOKEN, and nothing reads them before. */
-	sl.fiber = mr__fiber_parkable();
-	sl.helper = sl.fiber ? NULL : mr__self();
+	sl.fiber = cur && likely(w) && !w->pinned ? cur : NULL;
+	sl.helper = sl.fiber ? NULL : w;
 	sl.solo = true;
 	sl.futex = false;
 	e.s = &sl;
@@ -470,9 +473,9 @@ static __attribute__((noinline)) int rv_sleep(struct mr_chan *ch, int op, void *
 				mr__cancel_disarm(sl.fiber);
 				return mr__cancel_take(sl.fiber);
 			}
-			mr__wait_note(MR__WAIT_CHAN, ch, -1);
+			mr__wait_note_to(cur, NULL, MR__WAIT_CHAN, ch, -1);
 			/* Its commit puts `me` in the word like rv_publish(). */
-			MR__STAT_SELF(chan_blocks, 1);
+			MR__STAT_ADD(w->st, chan_blocks, 1);
 			MR_PROBE3(chan_block, ch, op, call);
 			mr__fiber_park_in(sl.fiber, &ch->q.tail, me, call);
 			mr__cancel_disarm(sl.fiber);
@@ -484,8 +487,11 @@ static __attribute__((noinline)) int rv_sleep(struct mr_chan *ch, int op, void *
 				break;
 			if (st == SL_CANCELLED || mr__cancel_pending(sl.fiber))
 				return mr__cancel_take(sl.fiber);
-		} else if (mr__wait_note(MR__WAIT_CHAN, ch, -1), rv_publish(ch, me)) {
-			MR__STAT_SELF(chan_blocks, 1);
+			/* It may go on on another worker. */
+			w = mr__self_fresh();
+		} else if (mr__wait_note_to(cur, w, MR__WAIT_CHAN, ch, -1), rv_publish(ch, me)) {
+			if (w)
+				MR__STAT_ADD(w->st, chan_blocks, 1);
 			MR_PROBE3(chan_block, ch, op, call);
 			thread_wait(&sl, -1);
 			break;
@@ -807,22 +813,30 @@ static bool ring_ready(const struct mr_select_case *c)
 }
 
 /* For dumps (fiber.h): one case is a channel operation, several a select;
- * a channel of another process makes the wait external (MR__WAIT_SHM). */
-static void note_wait(const struct mr_select_case *cases, size_t n, int64_t deadline)
+ * a channel of another process makes the wait external (MR__WAIT_SHM).
+ * f and w as for mr__wait_note_to(). */
+static void note_wait(struct mr_fiber *f, struct mr__worker *w, const struct mr_select_case *cases,
+		      size_t n, int64_t deadline)
 {
-	unsigned kind = n == 1 ? MR__WAIT_CHAN : MR__WAIT_SELECT;
-	const void *obj = NULL;
+	const struct mr_chan *obj = NULL;
+	unsigned kind;
 
-	for (size_t k = 0; k < n; k++) {
-		const struct mr_chan *ch = (const struct mr_chan *)cases[k].chan;
-		if (!ch)
-			continue;
-		if (!obj)
-			obj = ch;
-		if (ch->q.kind == CH_SHM)
-			kind = MR__WAIT_SHM;
+	if (n == 1 && cases[0].chan) {
+		obj = (const struct mr_chan *)cases[0].chan;
+		kind = obj->q.kind == CH_SHM ? MR__WAIT_SHM : MR__WAIT_CHAN;
+	} else {
+		kind = MR__WAIT_SELECT;
+		for (size_t k = 0; k < n; k++) {
+			const struct mr_chan *ch = (const struct mr_chan *)cases[k].chan;
+			if (!ch)
+				continue;
+			if (!obj)
+				obj = ch;
+			if (ch->q.kind == CH_SHM)
+				kind = MR__WAIT_SHM;
+		}
 	}
-	mr__wait_note(kind, obj, deadline);
+	mr__wait_note_to(f, w, kind, obj, deadline);
 }
 
 static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *res,
@@ -830,7 +844,12 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 {
 	struct mr__centry ent[n];
 	struct sel S;
-	struct mr_fiber *self = mr__fiber_parkable();
+	/* Thread-locals read once, here: a fiber that parks below may resume
+	 * on another thread. me is used after a park only if self is NULL
+	 * (this thread blocks: it stays this thread). */
+	struct mr_fiber *cur = mr__tls_fiber;
+	struct mr__worker *me = mr__self();
+	struct mr_fiber *self = cur && likely(me) && !me->pinned ? cur : NULL;
 	int i;
 
 	/* Spin: retry while the other side is probably running. */
@@ -855,7 +874,8 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 			return i;
 	}
 
-	MR__STAT_SELF(chan_blocks, 1);
+	if (me)
+		MR__STAT_ADD(me->st, chan_blocks, 1);
 	MR_PROBE3(chan_block, n == 1 ? cases[0].chan : NULL, n == 1 ? cases[0].op : 0, call);
 	/* The distinct channels, sorted by address: the lock order. */
 	S.nlocks = 0;
@@ -881,7 +901,7 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 	}
 	S.deadline = deadline;
 	S.sl.fiber = self;
-	S.sl.helper = self ? NULL : mr__self();
+	S.sl.helper = self ? NULL : me;
 	S.sl.solo = n == 1 && deadline < 0;
 	S.sl.timer.fire = sel_timeout;
 	S.sl.timer.call = call;
@@ -946,7 +966,7 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 		}
 
 		uint32_t st;
-		note_wait(cases, n, deadline);
+		note_wait(cur, self ? NULL : me, cases, n, deadline);
 		if (self) {
 			if (mr__cancel_arm(self, &S.cancel)) {
 				/* Claimed by us, for a canceller that takes the

@@ -272,6 +272,16 @@ static inline __attribute__((always_inline)) void count_run(struct mr__worker *w
 		MR__STAT_ADD(w->st, fiber_wakeups, 1);
 }
 
+/* The running fiber f parks from worker w: counters, and the state and
+ * time a dump shows. */
+static inline __attribute__((always_inline)) void count_park(struct mr__worker *w, struct mr_fiber *f,
+							   const char *call)
+{
+	mr__fiber_parking(f);
+	MR__STAT_ADD(w->st, fiber_parks, 1);
+	MR_PROBE2(fiber_park, f, call);
+}
+
 /* Resume f on worker w (the calling thread); returns when f switches out. */
 static void resume(struct mr__worker *w, struct mr_fiber *f)
 {
@@ -357,14 +367,19 @@ void mr__fiber_ready(struct mr_fiber *f)
 	struct mr__worker *w = mr__self();
 
 	MR_PROBE1(fiber_ready, f);
-	MR__STAT_BY(f->rt, fiber_readies, 1);
 	atomic_store_explicit(&f->run_state, MR__FS_RUNNABLE, memory_order_relaxed);
 
-	if (w && w->rt == f->rt && mr__push(w, &f->hdr)) {
-		/* Noted even if the push made it public at once:
-		 * mr__fiber_share_held() then finds it shared and does nothing. */
-		mr__tls_held = (uint64_t)1 << 32 | w->dq.head;
-		return;
+	if (w && w->rt == f->rt) {
+		MR__STAT_ADD(w->st, fiber_readies, 1);
+		if (likely(mr__push(w, &f->hdr))) {
+			/* Noted even if the push made it public at once:
+			 * mr__fiber_share_held() then finds it shared and
+			 * does nothing. */
+			mr__tls_held = (uint64_t)1 << 32 | w->dq.head;
+			return;
+		}
+	} else {
+		MR__STAT_ATOMIC_ADD(mr__stats_outside(f->rt), fiber_readies, 1);
 	}
 	mr__inject(f->rt, &f->hdr);
 }
@@ -411,14 +426,14 @@ static void check_on_own_stack(struct mr_fiber *f, const char *call)
  * next was usually suspended here too (it parked or yielded the same way):
  * mr__ctx_transfer's return then predicts well (switch.h).
  */
-static inline __attribute__((always_inline)) void transfer(struct mr_fiber *f, struct mr_fiber *next,
-						    void *how)
+static inline __attribute__((always_inline)) void transfer(struct mr__worker *w, struct mr_fiber *f,
+							  struct mr_fiber *next, void *how)
 {
-	count_run(mr__self(), next);
+	count_run(w, next);
 	next->resumer_sp = f->resumer_sp;
 	mr__tls_fiber = next;
 	mr__tls_held = 0;
-	mr__fiber_running(mr__self(), next);
+	mr__fiber_running(w, next);
 #ifdef MR_TSAN
 	next->tsan_resumer = f->tsan_resumer;
 	__tsan_switch_to_fiber(next->tsan_fiber, 0);
@@ -431,8 +446,8 @@ static inline __attribute__((always_inline)) void transfer(struct mr_fiber *f, s
 	arrived(f, mr__ctx_transfer(&f->sp, next->sp, how));
 }
 
-/* The running fiber f, its action and commit set, switches out. */
-static inline void park(struct mr_fiber *f)
+/* The running fiber f, its action and commit set, switches out of w. */
+static inline void park(struct mr__worker *w, struct mr_fiber *f)
 {
 	/*
 	 * Hand the worker straight to the newest job of its deque when that is
@@ -441,45 +456,47 @@ static inline void park(struct mr_fiber *f)
 	 * resume exactly that job next; this saves the trip through it. The
 	 * fiber we switch to runs our commit on arrival (arrived()).
 	 */
-	struct mr__worker *w = mr__self();
 	struct mr__job *top = mr__deque_peek(&w->dq);
 	if (top && top->exec == mr__fiber_exec && ((struct mr_fiber *)top)->ran) {
 		struct mr_fiber *next = (struct mr_fiber *)top;
 		mr__deque_pop(&w->dq);
 		MR_PROBE3(fiber_stop, f, w->idx, f->action);
-		transfer(f, next, f);
+		transfer(w, f, next, f);
 		return;
 	}
 	switch_out(f);
 }
 
-void mr__fiber_park(bool (*commit)(void *arg), void *arg, const char *call)
+/*
+ * Both park calls read the worker once, before the switch, and use it
+ * only before it: a fiber resumes on any worker. noinline keeps a caller
+ * in this file that parks in a loop from reusing that read (see
+ * self_after_switch()).
+ */
+__attribute__((noinline)) void mr__fiber_park(bool (*commit)(void *arg), void *arg, const char *call)
 {
 	struct mr_fiber *f = mr__tls_fiber;
+	struct mr__worker *w = mr__self();
 
 	check_on_own_stack(f, call);
-	mr__fiber_parking(f);
-	/* self_after_switch(): a caller may park in a loop, and a fiber
-	 * resumes on any worker (see there). */
-	MR__STAT_ADD(self_after_switch()->st, fiber_parks, 1);
-	MR_PROBE2(fiber_park, f, call);
+	count_park(w, f, call);
 	f->action = ACT_PARK;
 	f->commit = commit;
 	f->commit_arg = arg;
-	park(f);
+	park(w, f);
 }
 
-void mr__fiber_park_in(struct mr_fiber *f, _Atomic uint64_t *word, uint64_t val,
-		       const char *call)
+__attribute__((noinline)) void mr__fiber_park_in(struct mr_fiber *f, _Atomic uint64_t *word,
+						 uint64_t val, const char *call)
 {
+	struct mr__worker *w = mr__self();
+
 	check_on_own_stack(f, call);
-	mr__fiber_parking(f);
-	MR__STAT_ADD(self_after_switch()->st, fiber_parks, 1);
-	MR_PROBE2(fiber_park, f, call);
+	count_park(w, f, call);
 	f->action = ACT_PARK_IN;
 	f->pub_word = word;
 	f->pub_val = val;
-	park(f);
+	park(w, f);
 }
 
 struct mr__job *mr__yield_pop(struct mr__worker *w)
@@ -533,7 +550,7 @@ void mr_yield(void)
 		f->action = ACT_YIELD;
 		MR_PROBE3(fiber_stop, f, w->idx, f->action);
 		atomic_store_explicit(&f->run_state, MR__FS_RUNNABLE, memory_order_relaxed);
-		transfer(f, next, TRANSFER);
+		transfer(w, f, next, TRANSFER);
 		return;
 	}
 	f->action = ACT_YIELD;

@@ -112,45 +112,46 @@ static inline int64_t mr__now_coarse(void)
 }
 
 struct mr_fiber {
+	/* Line 0: what every switch reads. */
 	struct mr__job hdr; /* first: runnable fibers sit in deques as jobs */
 	void *sp;	    /* saved context while not running */
 	void *resumer_sp;   /* context to return to while running */
 	struct mr_runtime *rt;
-	void (*fn)(void *);
-	void *arg;
 	struct mr__stack stack;
-	/* 0, DONE, DETACHED, RELEASED, or the address of the joiner's waiter. */
-	_Atomic uintptr_t state;
-	/* Set by the fiber just before it switches out; run by the resumer. */
-	int action;
+	/* Line 1: what a park writes, the dump fields with it (above): run
+	 * state, since when (coarse ns), parks so far (a dump sees if it ran
+	 * between two looks), what the last wait was on. Written by the fiber
+	 * (and readiers: the state), read racily by a dump. */
+	int action; /* set just before it switches out; run by the resumer */
+	_Atomic uint32_t parks;
+	_Atomic uint8_t run_state;
+	_Atomic uint8_t wait_kind;
+	bool ran;   /* has started: suspended in a switch, not at its entry */
+	bool armed; /* (owner only) a cancel hook is armed */
+	unsigned shield; /* (owner only) the cancel shield's depth */
 	bool (*commit)(void *arg);
 	void *commit_arg;
 	_Atomic uint64_t *pub_word; /* mr__fiber_park_in(): where to wait, */
 	uint64_t pub_val;	    /* and the value that stands for us there */
+	_Atomic int64_t since;
+	const void *_Atomic wait_obj;
+	/* Line 2 on: waits with a deadline, cancellation, joins, spawns. */
+	_Atomic int64_t wait_deadline;
+	/* Cancellation (above): requests, the armed hook and its lock. */
+	_Atomic uint32_t cancel;
+	_Atomic uint32_t cancel_lock;
+	struct mr__cancel_hook *_Atomic hook;
+	/* 0, DONE, DETACHED, RELEASED, or the address of the joiner's waiter. */
+	_Atomic uintptr_t state;
+	void (*fn)(void *);
+	void *arg;
 	struct mr_fiber *yield_next; /* the worker's yield queue */
+	uint32_t magic;
+	char name[32];
 	void *tsan_fiber, *tsan_resumer;
 	void *asan_fake, *asan_resumer_fake;
 	const void *asan_resumer_bottom;
 	size_t asan_resumer_size;
-	/* Cancellation (above): requests, the armed hook and its lock, and
-	 * (owner only) the shield depth and whether a hook is armed. */
-	_Atomic uint32_t cancel;
-	_Atomic uint32_t cancel_lock;
-	struct mr__cancel_hook *_Atomic hook;
-	unsigned shield;
-	bool armed;
-	uint32_t magic;
-	bool ran; /* has started: suspended in a switch, not at its entry */
-	char name[32];
-	/* For dumps (above): run state, since when (coarse ns), what the
-	 * last wait was on. Written by the fiber (and readiers: the state),
-	 * read racily by a dump. */
-	_Atomic uint8_t run_state;
-	_Atomic uint8_t wait_kind;
-	_Atomic uint32_t parks; /* parks so far: a dump sees if it ran between two looks */
-	_Atomic int64_t since;
-	_Atomic int64_t wait_deadline;
-	const void *_Atomic wait_obj;
 };
 
 /* The running fiber of this thread, or NULL. */
@@ -180,25 +181,33 @@ static inline struct mr_fiber *mr__fiber_parkable(void)
  * the object, the deadline (-1: none). For a fiber, its record; for a job
  * or pinned fiber, which blocks its worker's thread, the worker's too (a
  * dump shows what a blocked worker waits on). Call it before the wait, on
- * the slow path only.
+ * the slow path only. mr__wait_note_to() is the same for a caller that
+ * has read both: f the running fiber or NULL, w the worker whose thread
+ * blocks or NULL.
  */
-static inline void mr__wait_note(unsigned kind, const void *obj, int64_t deadline)
+static inline void mr__wait_note_to(struct mr_fiber *f, struct mr__worker *w, unsigned kind,
+				    const void *obj, int64_t deadline)
 {
-	struct mr_fiber *f = mr__tls_fiber;
-	struct mr__worker *w = mr__self();
-
 	if (f) {
 		atomic_store_explicit(&f->wait_kind, (uint8_t)kind, memory_order_relaxed);
 		atomic_store_explicit(&f->wait_obj, obj, memory_order_relaxed);
 		atomic_store_explicit(&f->wait_deadline, deadline, memory_order_relaxed);
 	}
-	/* The worker's record only when its thread blocks (a job, a pinned
-	 * fiber): a fiber that parks leaves its worker free. */
-	if (w && (!f || w->pinned)) {
+	if (w) {
 		atomic_store_explicit(&w->wait_kind, (uint8_t)kind, memory_order_relaxed);
 		atomic_store_explicit(&w->wait_obj, obj, memory_order_relaxed);
 		atomic_store_explicit(&w->wait_deadline, deadline, memory_order_relaxed);
 	}
+}
+
+static inline void mr__wait_note(unsigned kind, const void *obj, int64_t deadline)
+{
+	struct mr_fiber *f = mr__tls_fiber;
+	struct mr__worker *w = mr__self();
+
+	/* The worker's record only when its thread blocks (a job, a pinned
+	 * fiber): a fiber that parks leaves its worker free. */
+	mr__wait_note_to(f, w && (!f || w->pinned) ? w : NULL, kind, obj, deadline);
 }
 
 /* The running fiber f parks (state and time for dumps, dump.c). */
