@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 
 #include <moirai/moirai.h>
 
@@ -536,6 +537,41 @@ TEST(storm_ring)
 TEST(storm_unbounded)
 {
 	storm(MR_CHAN_UNBOUNDED);
+}
+
+/*
+ * The same storms with MOIRAI_MEMBARRIER=0: the fibers' side of
+ * cancellation then fences with seq_cst instead of leaning on the
+ * canceller's membarrier() (fiber.h). This binary again, in a child,
+ * its KTAP passed on as comments.
+ */
+TEST_TIMEOUT(storms_without_membarrier, 180)
+{
+	int p[2];
+	ASSERT_EQ(pipe(p), 0);
+	pid_t pid = fork();
+	ASSERT_TRUE(pid >= 0);
+	if (pid == 0) {
+		dup2(p[1], 1);
+		dup2(p[1], 2);
+		close(p[0]);
+		close(p[1]);
+		setenv("MOIRAI_MEMBARRIER", "0", 1);
+		setenv("MR_TEST_FILTER", "storm_", 1);
+		execl("/proc/self/exe", "cancel", (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	FILE *in = fdopen(p[0], "r");
+	ASSERT_NONNULL(in);
+	char line[512];
+	while (fgets(line, sizeof(line), in))
+		printf("#   %s", line);
+	fclose(in);
+	int st;
+	ASSERT_EQ(waitpid(pid, &st, 0), pid);
+	ASSERT_TRUE(WIFEXITED(st));
+	ASSERT_EQ(WEXITSTATUS(st), 0);
 }
 
 TEST_HARNESS_MAIN

@@ -144,6 +144,9 @@ MR_API void mr_yield(void);
  *
  * mr_fiber_cancel: fiber or thread; f must not have been joined or
  * released. Returns 0, -EINVAL (NULL), -ESRCH (f has returned already).
+ * It makes one membarrier(2) system call, so that the waits it can
+ * interrupt need no fence (MOIRAI_MEMBARRIER=0 in README.md). Shields
+ * nest up to 65,535 deep.
  * mr_fiber_shield / mr_fiber_unshield (nestable, from a fiber): between
  * them the calling fiber's calls are not cancelled; a request made
  * meanwhile waits for the first cancellation point after the outermost

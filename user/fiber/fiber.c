@@ -29,6 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/syscall.h>
+#include <linux/membarrier.h>
 
 #include "fiber.h"
 #include "switch.h"
@@ -87,19 +89,8 @@ static inline void commit_park(struct mr_fiber *f)
 		_Atomic uint64_t *word = f->pub_word;
 		uint64_t val = f->pub_val;
 		bool armed = f->armed;
-		/*
-		 * Armed for cancellation: hold f's cancel lock from before we
-		 * are in the word until we have looked at the request. A
-		 * cancel that came before found nothing to claim (we were not
-		 * in the word yet); we then run its hook ourselves, which takes
-		 * f out of the word or of the queue rv_to_queues() may have
-		 * moved it to since, and readies it. The lock also keeps f
-		 * from disarming, hence from returning and going away, while
-		 * we still read it (a partner may take and ready f the moment
-		 * it is in the word).
-		 */
-		if (armed)
-			mr__spin_lock(&f->cancel_lock);
+		struct mr__cancel_hook *h =
+			armed ? atomic_load_explicit(&f->hook, memory_order_relaxed) : NULL;
 		/* release: pairs with the acquire RMW that takes pub_val out of
 		 * the word (fiber.h; for a rendezvous channel rv_fast(),
 		 * rv_to_queues() or mr_chan_close()): f's writes before it
@@ -108,12 +99,26 @@ static inline void commit_park(struct mr_fiber *f)
 								memory_order_release,
 								memory_order_relaxed);
 		if (armed) {
-			struct mr__cancel_hook *h =
-				atomic_load_explicit(&f->hook, memory_order_relaxed);
-			if (waits &&
-			    (atomic_load_explicit(&f->cancel, memory_order_relaxed) & MR__CANCEL_REQ))
-				h->fn(h); /* readies f unless a partner got it first */
-			mr__spin_unlock(&f->cancel_lock);
+			/*
+			 * A cancel that came before we were in the word found
+			 * nothing to claim; then we see its request (the pair
+			 * in fiber.h) and run the hook ourselves, which takes f
+			 * out of the word or of the queue rv_to_queues() may
+			 * have moved it to since, and readies it. Under
+			 * cancel_lock: a canceller may be in the hook too.
+			 */
+			if (waits) {
+				mr__cancel_fence();
+				if (atomic_load_explicit(&f->cancel, memory_order_relaxed) &
+				    MR__CANCEL_REQ) {
+					mr__spin_lock(&f->cancel_lock);
+					h->fn(h); /* readies f unless a partner got it first */
+					mr__spin_unlock(&f->cancel_lock);
+				}
+			}
+			/* release: our last touch of f, which a partner may
+			 * have readied; its disarm waits for this. */
+			atomic_store_explicit(&f->committing, 0, memory_order_release);
 		}
 	} else {
 		waits = f->commit(f->commit_arg);
@@ -493,6 +498,9 @@ __attribute__((noinline)) void mr__fiber_park_in(struct mr_fiber *f, _Atomic uin
 
 	check_on_own_stack(f, call);
 	count_park(w, f, call);
+	/* Cleared by the commit once it is done with f (commit_park()). */
+	if (f->armed)
+		atomic_store_explicit(&f->committing, 1, memory_order_relaxed);
 	f->action = ACT_PARK_IN;
 	f->pub_word = word;
 	f->pub_val = val;
@@ -683,10 +691,74 @@ void mr__cancel_disarm(struct mr_fiber *f)
 	if (!f || !f->armed)
 		return;
 	f->armed = false;
-	/* A canceller inside our hook holds the lock: wait it out. */
-	mr__spin_lock(&f->cancel_lock);
 	atomic_store_explicit(&f->hook, NULL, memory_order_relaxed);
-	mr__spin_unlock(&f->cancel_lock);
+	mr__cancel_fence();
+	/* A canceller inside our hook holds cancel_lock, and an armed park's
+	 * commit may still read f: wait them out. acquire: pairs with their
+	 * release; after it nothing touches the hook's memory. */
+	unsigned spins = 0;
+	while (atomic_load_explicit(&f->cancel_lock, memory_order_acquire) ||
+	       atomic_load_explicit(&f->committing, memory_order_acquire))
+		mr__backoff(&spins);
+}
+
+/* ---- membarrier: the canceller's side of the pairs (fiber.h) ------------- */
+
+bool mr__cancel_asym;
+_Atomic uint32_t mr__cancel_fence_word;
+
+static bool membarrier_register(void)
+{
+	return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+}
+
+#ifndef MR__TSAN_BUILD
+/* A forked child has a new address space, maybe registered for nothing. */
+static void membarrier_atfork_child(void)
+{
+	if (mr__cancel_asym && !membarrier_register())
+		mr__cancel_asym = false; /* only this thread runs: it sees it */
+}
+#endif
+
+/*
+ * Before main(), so before any fiber arms: the choice never changes under
+ * a running wait (except in a forked child, above). MOIRAI_MEMBARRIER=0
+ * keeps the seq_cst fences (tests run both).
+ */
+__attribute__((constructor)) static void membarrier_init(void)
+{
+#ifndef MR__TSAN_BUILD
+	const char *e = getenv("MOIRAI_MEMBARRIER");
+
+	if (e && strcmp(e, "0") == 0)
+		return;
+	long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+	if (cmds < 0 || !(cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED))
+		return;
+	if (!membarrier_register())
+		return;
+	mr__cancel_asym = true;
+	pthread_atfork(NULL, NULL, membarrier_atfork_child);
+#endif
+}
+
+static void cancel_fence_heavy(void)
+{
+	if (mr__cancel_asym) {
+		if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
+			return;
+		int err = errno;
+		if (!membarrier_register() ||
+		    syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0)
+			mr__die("mr_fiber_cancel", "membarrier: %s", strerror(err));
+		return;
+	}
+#ifdef MR__TSAN_BUILD
+	atomic_fetch_add_explicit(&mr__cancel_fence_word, 0, memory_order_seq_cst);
+#else
+	atomic_thread_fence(memory_order_seq_cst);
+#endif
 }
 
 int mr_fiber_cancel(mr_fiber_t *handle)
@@ -698,10 +770,13 @@ int mr_fiber_cancel(mr_fiber_t *handle)
 	/* acquire: a fiber that has returned says so (after_switch()). */
 	if (atomic_load_explicit(&f->state, memory_order_acquire) == ST_DONE)
 		return -ESRCH;
-	/* seq_cst, and the load of the hook: see mr__cancel_arm(). */
+	/* The canceller's side of the pairs in fiber.h: the request and the
+	 * lock, the heavy fence, the hook. acquire: pairs with the arm's
+	 * release (the hook's fields). */
 	atomic_fetch_or_explicit(&f->cancel, MR__CANCEL_REQ, memory_order_seq_cst);
 	mr__spin_lock(&f->cancel_lock);
-	struct mr__cancel_hook *h = atomic_load_explicit(&f->hook, memory_order_seq_cst);
+	cancel_fence_heavy();
+	struct mr__cancel_hook *h = atomic_load_explicit(&f->hook, memory_order_acquire);
 	if (h)
 		h->fn(h);
 	mr__spin_unlock(&f->cancel_lock);
@@ -714,6 +789,8 @@ void mr_fiber_shield(void)
 
 	if (unlikely(!f))
 		mr__die("mr_fiber_shield", "not called from a fiber");
+	if (unlikely(f->shield == UINT16_MAX))
+		mr__die("mr_fiber_shield", "shields nested %u deep", (unsigned)f->shield);
 	f->shield++;
 }
 

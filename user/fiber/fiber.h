@@ -61,10 +61,26 @@ struct mr__stack {
  * the wait the way a deadline's timer does (whoever unqueues the waiter
  * decides) and readies the fiber. The fiber disarms (takes cancel_lock,
  * clears the hook) before its wait's memory goes: a canceller in the
- * hook holds that lock, so the waiter outlives it. The pair that makes a
- * request seen: the arm's seq_cst store of the hook and load of the
- * request, against the canceller's seq_cst RMW of the request and load of
- * the hook. Lock order: cancel_lock, then the lock the hook takes.
+ * hook holds that lock, so the waiter outlives it. Lock order:
+ * cancel_lock, then the lock the hook takes.
+ *
+ * Three store-then-load pairs (Dekker) make it work, each with a fiber's
+ * side, which every cancellable wait runs, and the canceller's, which
+ * runs once per mr_fiber_cancel():
+ *  - arm: store the hook, load the request / canceller: set the request,
+ *    load the hook (either the fiber sees the request or the canceller
+ *    the hook);
+ *  - an armed park's commit: put the fiber in the word, load the request
+ *    / canceller: set the request, the hook looks in the word;
+ *  - disarm: clear the hook, load cancel_lock / canceller: take
+ *    cancel_lock, load the hook (either the fiber sees the canceller
+ *    inside and waits it out, or the canceller sees no hook).
+ * The fiber's side orders its store before its load with
+ * mr__cancel_fence(): a compiler barrier when the process registered for
+ * membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), whose call on the
+ * canceller's side (mr__cancel_fence_heavy()) puts a full barrier into
+ * every running thread of the process; else a seq_cst fence on both
+ * sides. The fast side then costs no fence and no RMW.
  */
 struct mr__cancel_hook {
 	void (*fn)(struct mr__cancel_hook *h);
@@ -128,7 +144,9 @@ struct mr_fiber {
 	_Atomic uint8_t wait_kind;
 	bool ran;   /* has started: suspended in a switch, not at its entry */
 	bool armed; /* (owner only) a cancel hook is armed */
-	unsigned shield; /* (owner only) the cancel shield's depth */
+	/* An armed park's commit still reads f (commit_park()). */
+	_Atomic uint8_t committing;
+	uint16_t shield; /* (owner only) the cancel shield's depth */
 	bool (*commit)(void *arg);
 	void *commit_arg;
 	_Atomic uint64_t *pub_word; /* mr__fiber_park_in(): where to wait, */
@@ -276,15 +294,40 @@ void mr__fiber_park_in(struct mr_fiber *f, _Atomic uint64_t *word, uint64_t val,
  * not wait, undoes its queueing, disarms and returns -ECANCELED
  * (mr__cancel_take). f NULL (a thread): false.
  */
+#if defined(__SANITIZE_THREAD__)
+#define MR__TSAN_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MR__TSAN_BUILD 1
+#endif
+#endif
+
+extern bool mr__cancel_asym; /* membarrier registered (fiber.c) */
+extern _Atomic uint32_t mr__cancel_fence_word;
+
+/* The fiber's side of the pairs above: store, this, load. */
+static inline void mr__cancel_fence(void)
+{
+#ifdef MR__TSAN_BUILD
+	/* TSan knows no fences; an RMW orders like one on every target. */
+	atomic_fetch_add_explicit(&mr__cancel_fence_word, 0, memory_order_seq_cst);
+#else
+	if (likely(mr__cancel_asym))
+		atomic_signal_fence(memory_order_seq_cst);
+	else
+		atomic_thread_fence(memory_order_seq_cst);
+#endif
+}
+
 static inline bool mr__cancel_arm(struct mr_fiber *f, struct mr__cancel_hook *h)
 {
 	if (!f || f->shield)
 		return false;
 	f->armed = true;
-	/* seq_cst, both: against the canceller's RMW of the request and its
-	 * load of the hook. */
-	atomic_store_explicit(&f->hook, h, memory_order_seq_cst);
-	return atomic_load_explicit(&f->cancel, memory_order_seq_cst) & MR__CANCEL_REQ;
+	/* release: h's fields go with it (the canceller loads it acquire). */
+	atomic_store_explicit(&f->hook, h, memory_order_release);
+	mr__cancel_fence();
+	return atomic_load_explicit(&f->cancel, memory_order_relaxed) & MR__CANCEL_REQ;
 }
 
 /* The wait is over: after this no canceller touches its memory. */
