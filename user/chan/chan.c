@@ -138,6 +138,11 @@ static bool sleeper_claim(struct mr__sleeper *s)
 							    memory_order_acquire,
 							    memory_order_relaxed)) {
 			s->futex = was == SL_SLEEPING;
+			/* Its count came before its move to SLEEPING (the
+			 * acquire above): no longer blocked for ever. */
+			if (s->futex && s->counted)
+				atomic_fetch_sub_explicit(&mr__nthreads_blocked, 1,
+							  memory_order_seq_cst);
 			return true;
 		}
 		/* A thread that went to the futex meanwhile: claim it there.
@@ -262,11 +267,18 @@ static inline void rv_complete(struct mr__centry *e, int result)
 		return;
 	}
 	struct mr__worker *helper = s->helper;
+	/* A plain thread asleep for ever: uncount it (the deadlock check,
+	 * sched.h) before it can go on. CLAIMED holds it meanwhile;
+	 * acquire: its count and its reset of waker_out came before its move
+	 * to SLEEPING. */
+	uint32_t was = atomic_exchange_explicit(&s->state, SL_CLAIMED, memory_order_acq_rel);
+	if (was == SL_SLEEPING && s->counted)
+		atomic_fetch_sub_explicit(&mr__nthreads_blocked, 1, memory_order_seq_cst);
 	/* release: pairs with the acquire load in thread_wait(); the thread
 	 * may return at once, so only the futex address is used after (or
-	 * the helper, which waits for us then). acquire: its reset of
-	 * waker_out before it moved to SLEEPING. */
-	if (atomic_exchange_explicit(&s->state, SL_WOKEN, memory_order_acq_rel) == SL_SLEEPING)
+	 * the helper, which waits for us then). */
+	atomic_store_explicit(&s->state, SL_WOKEN, memory_order_release);
+	if (was == SL_SLEEPING)
 		wake_thread(s, helper);
 }
 
@@ -454,6 +466,7 @@ static __attribute__((noinline)) int rv_sleep(struct mr_chan *ch, int op, void *
 	sl.helper = sl.fiber ? NULL : w;
 	sl.solo = true;
 	sl.futex = false;
+	sl.counted = false;
 	e.s = &sl;
 	e.elem = elem;
 	e.idx = 0;
@@ -762,13 +775,29 @@ static uint32_t thread_wait(struct mr__sleeper *sl, int64_t deadline)
 				continue;
 			}
 			if (now >= spin_until && st == SL_WAITING) {
-				/* release: our reset of waker_out comes before a
-				 * waker's store there (its claim CAS or exchange
-				 * reads SLEEPING with acquire). */
+				/* A plain thread about to sleep for ever: count
+				 * it for the deadlock check (sched.h); whoever
+				 * claims it from SLEEPING uncounts it. */
+				sl->counted = !w && deadline < 0;
+				if (sl->counted)
+					atomic_fetch_add_explicit(&mr__nthreads_blocked, 1,
+								  memory_order_seq_cst);
+				/* release: our reset of waker_out, and the
+				 * count, come before a waker's look (its claim
+				 * CAS or exchange reads SLEEPING with acquire). */
 				if (atomic_compare_exchange_strong_explicit(
 					    &sl->state, &st, SL_SLEEPING, memory_order_release,
-					    memory_order_relaxed))
+					    memory_order_relaxed)) {
 					slept = true;
+					/* The workers may all be asleep already:
+					 * nobody else would look now. */
+					if (sl->counted)
+						mr__stuck_poke_all();
+				} else if (sl->counted) {
+					atomic_fetch_sub_explicit(&mr__nthreads_blocked, 1,
+								  memory_order_seq_cst);
+					sl->counted = false;
+				}
 				continue;
 			}
 		}
@@ -903,6 +932,7 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 	S.sl.fiber = self;
 	S.sl.helper = self ? NULL : me;
 	S.sl.solo = n == 1 && deadline < 0;
+	S.sl.counted = false;
 	S.sl.timer.fire = sel_timeout;
 	S.sl.timer.call = call;
 	S.sl.timer.deadline = deadline;

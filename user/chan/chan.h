@@ -64,6 +64,10 @@ struct mr__sleeper {
 	 * can claim it, so claiming needs no CAS. */
 	bool solo;
 	bool futex; /* set by the claimer: the thread sleeps in the futex */
+	/* A plain thread asleep for ever, counted in mr__nthreads_blocked
+	 * (sched.h): set before its move to SLEEPING; whoever claims it from
+	 * SLEEPING uncounts it, before the thread can go on. */
+	bool counted;
 	/* Not NULL: a job's (or pinned fiber's) worker, blocked, that runs
 	 * fibers while it sleeps (mr__worker_help) instead of the futex; its
 	 * waker wakes it by mr__helper_wake() and then says so in waker_out. */

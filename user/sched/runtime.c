@@ -1778,6 +1778,27 @@ void mr__stuck_poke(struct mr_runtime *rt)
 	atomic_fetch_sub_explicit(&rt->ninjecting, 1, memory_order_release);
 }
 
+void mr__stuck_poke_all(void)
+{
+	struct mr_runtime *look[16];
+	size_t n = 0;
+
+	/* As mr__stuck_poke(), for the first runtimes (16 is plenty: a look
+	 * at one with its workers awake says nothing anyway). */
+	mr__lock(&registry_lock);
+	for (struct mr_runtime *r = registry; r && n < 16; r = r->next_live)
+		if (atomic_load_explicit(&r->nasleep, memory_order_seq_cst) == r->nworkers) {
+			atomic_fetch_add_explicit(&r->ninjecting, 1, memory_order_seq_cst);
+			look[n++] = r;
+		}
+	mr__unlock(&registry_lock);
+	for (size_t i = 0; i < n; i++) {
+		stuck_look(look[i], MR__STUCK_ASLEEP);
+		/* release: pairs with the acquire in mr_runtime_destroy(). */
+		atomic_fetch_sub_explicit(&look[i]->ninjecting, 1, memory_order_release);
+	}
+}
+
 bool mr__rt_stuck(struct mr_runtime *rt)
 {
 	return drain_state(rt) == DRAIN_STUCK;

@@ -443,6 +443,9 @@ bool mr__rt_stuck(struct mr_runtime *rt);
  * workers are all asleep already, nobody else will look (their look may
  * have come before our count), so look from here. */
 void mr__stuck_poke(struct mr_runtime *rt);
+/* The same for every live runtime (a thread blocked on something, like a
+ * channel, that belongs to no runtime). */
+void mr__stuck_poke_all(void);
 bool mr__others_idle(struct mr_runtime *rt);
 /* fn(rt, arg) for each live runtime, under the registry lock (the dump
  * signal's thread: a runtime is not destroyed while it is dumped). */
