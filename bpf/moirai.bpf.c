@@ -3,9 +3,10 @@
  *
  * What it does. Every task gets a sound weighted-vtime policy (as in the
  * kernel's scx_simple, with actual run time charged at 100/weight), and
- * Moirai's worker threads - registered by the runtime in the pinned
- * `workers` hash, their state and queue depth published in the mmapped
- * `worker_load` array - are steered on top of it:
+ * Moirai's worker threads - each registered in the pinned `workers` hash by
+ * running moirai_register() (below), which acts on its caller only, their
+ * state and queue depth published in the mmapped `worker_load` array - are
+ * steered on top of it:
  *
  *  - Queues. Two vtime-ordered dispatch queues per NUMA node: WORKER_DSQ(n)
  *    holds workers whose home node is n, OTHER_DSQ(n) everything else that
@@ -964,6 +965,59 @@ void BPF_STRUCT_OPS(moirai_exit, struct scx_exit_info *ei)
 		bpf_probe_read_kernel_str(d->text, sizeof(d->text), ei->dump);
 	/* kind last: the loader polls it and then reads the text. */
 	__sync_lock_test_and_set(&x->kind, (s64)ei->kind);
+}
+
+/* ---- registration ---------------------------------------------------------- */
+
+static __always_inline void count_full(void)
+{
+	u32 zero = 0;
+	struct moirai_meta *m = bpf_map_lookup_elem(&meta, &zero);
+
+	if (m)
+		__sync_fetch_and_add(&m->reg_full, 1);
+}
+
+/*
+ * What a worker thread runs (bpf(BPF_PROG_TEST_RUN) on the pinned
+ * `register`, see moirai_shared.h) to register or unregister itself. It runs
+ * in the caller's context: the thread it acts on is the caller, whatever the
+ * context says, so a process that may run it can steer its own threads and
+ * touch no other process's registration. The caller has switched to
+ * SCHED_EXT before (user/sched/scx.c). Runtimes register while no scheduler
+ * is loaded too: the program needs none, only the kept maps.
+ */
+SEC("syscall")
+int moirai_register(struct moirai_reg *r)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tid = (u32)id, pid = (u32)(id >> 32);
+	struct moirai_worker *old, w = {};
+	long err;
+
+	switch (r->op) {
+	case MOIRAI_REG_ADD:
+		if (r->slot >= MOIRAI_LOAD_SLOTS)
+			return -22; /* EINVAL */
+		w.pid = pid;
+		w.rt_id = r->rt_id;
+		w.index = r->index;
+		w.node = r->node;
+		w.slot = r->slot;
+		err = bpf_map_update_elem(&workers, &tid, &w, BPF_ANY);
+		if (err == -7 /* E2BIG */ || err == -12 /* ENOMEM */)
+			count_full();
+		return (int)err;
+	case MOIRAI_REG_DEL:
+		old = bpf_map_lookup_elem(&workers, &tid);
+		if (!old || old->pid != pid)
+			return -2; /* ENOENT */
+		return (int)bpf_map_delete_elem(&workers, &tid);
+	case MOIRAI_REG_FULL:
+		count_full();
+		return 0;
+	}
+	return -22; /* EINVAL */
 }
 
 #define MOIRAI_OPS(var, ops_flags)                                                   \

@@ -8,20 +8,40 @@
  *
  * The maps live under MOIRAI_PIN_DIR while a scheduler has ever been loaded
  * on this boot:
- *  - workers (hash, tid -> struct moirai_worker): written by the runtime with
- *    bpf(BPF_MAP_UPDATE_ELEM) when a worker thread starts and deleted when it
- *    exits; the scheduler deletes entries of threads that exit without doing
- *    so (a crashed process). Kept across loads (pinned by name, reused).
+ *  - register (a BPF_PROG_TYPE_SYSCALL program, not a map): what a worker
+ *    thread runs with bpf(BPF_PROG_TEST_RUN) and a struct moirai_reg to
+ *    register or unregister itself. It runs in the caller's context and
+ *    acts on the calling thread only (bpf_get_current_pid_tgid()), so a
+ *    process can register its own threads and no others. Pinned anew by
+ *    each load, like the statistics.
+ *  - workers (hash, tid -> struct moirai_worker): written by `register`
+ *    when a worker thread starts and deleted when it exits; the scheduler
+ *    deletes entries of threads that exit without doing so (a crashed
+ *    process). Kept across loads (pinned by name, reused). Only root may
+ *    open it: whoever can write it could register any thread.
+ *
+ * Who may be steered: `register` is pinned mode 0600 (root's runtimes
+ * only), or 0660 with the group an operator names (`moiraictl load --group
+ * NAME`); worker_load is pinned alike (0600 or 0660) and meta 0600 or 0640.
+ * Since Linux 6.5, running a pinned program and using a pinned map need
+ * only the pin's file permissions, no capability.
  *  - worker_load (array, BPF_F_MMAPABLE, MOIRAI_LOAD_SLOTS x struct
  *    moirai_load): each worker claims a slot (CAS of tid from 0) in the
  *    runtime's mmap of this map and publishes its state and queue depth in it
- *    with plain stores. Kept across loads.
+ *    with plain stores. Kept across loads. Every process that may map it
+ *    for writing can write every line: a member of the granted group can
+ *    misstate the hints of another steered process's workers (searching,
+ *    queued work, preempted), which changes the credit and slices the
+ *    scheduler gives those workers, but it cannot register, unregister or
+ *    repoint another process's threads (the workers entry, which says whose
+ *    line is whose, is written by `register` only).
  *  - meta (array, BPF_F_MMAPABLE, one struct moirai_meta): the layout
  *    version of all of these, written by the loader after each load and
  *    checked by the loader (a pin of another version is refused) and by the
- *    runtime (it registers only with maps of its own version); and the
- *    count of registrations refused because a map was full, which runtimes
- *    add to (the loader reports it). Kept across loads.
+ *    runtime (it registers only with maps of its own version, which it
+ *    reads through a read-only descriptor); and the count of registrations
+ *    refused because a map was full, which `register` keeps (the loader
+ *    reports it). Kept across loads.
  *  - cpu_stats, node_stats, latency, exit_info, exit_dump: the scheduler's
  *    statistics and last words, fresh for each load, left pinned after
  *    unload so that they can be read.
@@ -34,8 +54,10 @@
 #define MOIRAI_PIN_DIR "/sys/fs/bpf/moirai"
 #define MOIRAI_OPS_NAME "moirai"
 
-/* Bump when the layout or the meaning of a pinned map changes. */
-#define MOIRAI_LAYOUT_VERSION 1
+/* Bump when the layout or the meaning of a pinned map changes.
+ * 2: workers is written by the `register` program, not by runtimes. */
+#define MOIRAI_LAYOUT_VERSION 2
+#define MOIRAI_REGISTER_PROG "register" /* pin name of the registration program */
 
 #define MOIRAI_MAX_WORKERS 4096 /* entries of the workers hash */
 #define MOIRAI_LOAD_SLOTS 1024	/* entries of worker_load */
@@ -61,6 +83,25 @@ struct moirai_worker {
 	__s32 node;   /* NUMA node of the worker's home CPUs */
 	__u32 slot;   /* index in worker_load */
 	__u32 flags;  /* 0 */
+};
+
+/* What a thread asks of `register` (the context of BPF_PROG_TEST_RUN); the
+ * program returns 0 or a negative errno. */
+enum moirai_reg_op {
+	MOIRAI_REG_ADD = 1,  /* register the calling thread as worker index of
+			      * runtime rt_id, home node, worker_load line slot */
+	MOIRAI_REG_DEL = 2,  /* unregister the calling thread */
+	MOIRAI_REG_FULL = 3, /* count a registration refused for want of a free
+			      * worker_load line (meta.reg_full) */
+};
+
+struct moirai_reg {
+	__u32 op;     /* enum moirai_reg_op */
+	__u32 rt_id;
+	__u32 index;
+	__s32 node;
+	__u32 slot;
+	__u32 pad;    /* 0 */
 };
 
 /*
@@ -90,7 +131,8 @@ struct moirai_meta {
 	__u32 version;	 /* MOIRAI_LAYOUT_VERSION of the maps; 0 until a loader sets it */
 	__u32 pad0;
 	__u64 reg_full;	 /* worker registrations refused: no free worker_load line, or
-			  * the workers hash full (the worker runs unsteered) */
+			  * the workers hash full (the worker runs unsteered);
+			  * counted by `register` */
 	__u64 pad[6];
 };
 

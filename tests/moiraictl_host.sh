@@ -127,6 +127,10 @@ run "$M" load --slice-us 100001
 expect "usage_slice_too_big" 2 "$ERR" "100\.\.100000"
 run "$M" load --slice-us 12x
 expect "usage_slice_not_a_number" 2 "$ERR" "100\.\.100000"
+run "$M" load --group no-such-group-moirai
+expect "usage_group_unknown" 2 "$ERR" "no group named 'no-such-group-moirai'"
+run "$M" load --group
+expect "usage_group_missing" 2 "$ERR" "--group needs"
 run "$M" load --bogus
 expect "usage_load_unknown_option" 2 "$ERR" "unknown option"
 run "$M" run --partial --

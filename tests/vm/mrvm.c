@@ -32,6 +32,19 @@
  *                           starts: none of its workers may register, and
  *                           meta.reg_full must grow by 4. Prints how long
  *                           the workers took to start.
+ *   mrvm hold SECS N        N-worker runtime that exists for SECS seconds;
+ *                           prints "ready pid P" once its workers run.
+ *   mrvm registered PID N   waits (5 s at most) until exactly N threads of
+ *                           process PID are registered, each SCHED_EXT and
+ *                           with its own worker_load line; fails otherwise.
+ *   mrvm reg TID...         whether each thread is registered; the exit
+ *                           status is the number of those that are not.
+ *   mrvm intrude TID WTID   as an unprivileged process: tries to register
+ *                           another process's thread TID and to remove
+ *                           the registration of another process's worker
+ *                           WTID, through the workers map and through the
+ *                           `register` program; fails if a map write went
+ *                           through (the caller checks the maps after).
  *   mrvm wake N             benchmark: latency from posting a fiber to it running,
  *                           on an idle 4-worker runtime; prints p50/p99 (ns)
  *                           and how long the post itself took. With
@@ -278,7 +291,8 @@ static int cmd_busy(double secs, unsigned n)
 static int usage(void)
 {
 	fprintf(stderr, "usage: mrvm workers | busy SECS [N] | spin SECS N MIN_CPUS [F] | numa SECS | "
-			"hog SECS MIN_PCT | affinity SECS MASK... | full | wake N | pfor SECS\n");
+			"hog SECS MIN_PCT | affinity SECS MASK... | full | hold SECS N | registered PID N | "
+			"reg TID... | intrude TID WTID | wake N | pfor SECS\n");
 	return 2;
 }
 
@@ -697,6 +711,161 @@ static int cmd_full(void)
 	return n == 4 && reg == 0 && refused == 4 ? 0 : 1;
 }
 
+/* ---- who may register ------------------------------------------------------ */
+
+static int cmd_hold(double secs, unsigned n)
+{
+	pid_t tids[MAXW];
+	unsigned idx[MAXW];
+	mr_runtime_t *rt = make_rt(n);
+	int found = wait_workers(tids, idx, (int)n, -1);
+
+	printf("ready pid %d: %d workers\n", (int)getpid(), found);
+	for (int64_t until = now_ns() + (int64_t)(secs * 1e9); now_ns() < until;)
+		usleep(100000);
+	mr_runtime_destroy(rt);
+	return 0;
+}
+
+/* Threads of process pid registered in the workers map, checked one by one. */
+static int registered_of(int wfd, int lfd, pid_t pid, bool verbose)
+{
+	uint32_t key, next;
+	bool first = true;
+	int n = 0;
+
+	while (sys_bpf(BPF_MAP_GET_NEXT_KEY, &(union bpf_attr){
+			       .map_fd = (uint32_t)wfd,
+			       .key = first ? 0 : (uint64_t)(uintptr_t)&key,
+			       .next_key = (uint64_t)(uintptr_t)&next,
+		       }) == 0) {
+		struct moirai_worker w;
+		struct moirai_load l = { 0 };
+		char path[64];
+
+		first = false;
+		key = next;
+		if (map_lookup(wfd, &key, &w) || w.pid != (uint32_t)pid)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%u", (int)pid, key);
+		int pol = sched_getscheduler((pid_t)key);
+		bool ok = access(path, F_OK) == 0 && pol == SCHED_EXT &&
+			  map_lookup(lfd, &w.slot, &l) == 0 && l.tid == key;
+		if (verbose)
+			printf("# tid %u of %d: policy %d, line %u (tid %u state %u)%s\n", key,
+			       (int)pid, pol, w.slot, l.tid, l.state, ok ? "" : " WRONG");
+		n += ok ? 1 : 1000;
+	}
+	return n;
+}
+
+static int cmd_registered(pid_t pid, int want)
+{
+	int wfd = map_open("workers"), lfd = map_open("worker_load"), n = -1;
+
+	if (wfd < 0 || lfd < 0) {
+		printf("# the pinned maps cannot be opened: %s\n", strerror(errno));
+		return 1;
+	}
+	for (int tries = 0; tries < 50 && n != want; tries++) {
+		if (tries)
+			usleep(100000);
+		n = registered_of(wfd, lfd, pid, false);
+	}
+	registered_of(wfd, lfd, pid, true);
+	printf("# %d threads of %d registered, want %d\n", n, (int)pid, want);
+	return n == want ? 0 : 1;
+}
+
+static int cmd_reg(int argc, char **argv)
+{
+	int wfd = map_open("workers"), missing = 0;
+
+	if (wfd < 0) {
+		printf("# the workers map cannot be opened: %s\n", strerror(errno));
+		return 100;
+	}
+	for (int i = 0; i < argc; i++) {
+		uint32_t tid = (uint32_t)atoi(argv[i]);
+		struct moirai_worker w;
+		if (map_lookup(wfd, &tid, &w) == 0) {
+			printf("# tid %u registered (pid %u)\n", tid, w.pid);
+		} else {
+			printf("# tid %u not registered\n", tid);
+			missing++;
+		}
+	}
+	return missing;
+}
+
+/* The pid (thread group) of thread tid, from /proc/<tid>/status; 0 if unknown. */
+static uint32_t tgid_of(pid_t tid)
+{
+	char path[64], line[128];
+	uint32_t tgid = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "Tgid: %u", &tgid) == 1)
+			break;
+	fclose(f);
+	return tgid;
+}
+
+static int cmd_intrude(pid_t tid, pid_t wtid)
+{
+	int wfd = map_open("workers"), fails = 0;
+	char path[128];
+
+	printf("# intruder: uid %d, pid %d\n", (int)getuid(), (int)getpid());
+	if (wfd < 0) {
+		printf("# workers map: cannot open it for writing (%s)\n", strerror(errno));
+	} else {
+		struct moirai_worker w = { .pid = tgid_of(tid), .rt_id = 1 };
+		uint32_t k = (uint32_t)tid;
+		union bpf_attr a = {
+			.map_fd = (uint32_t)wfd,
+			.key = (uint64_t)(uintptr_t)&k,
+			.value = (uint64_t)(uintptr_t)&w,
+		};
+		if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a) == 0) {
+			printf("# workers map: registered tid %d of process %u\n", (int)tid, w.pid);
+			fails++;
+		} else {
+			printf("# workers map: update refused (%s)\n", strerror(errno));
+		}
+		k = (uint32_t)wtid;
+		a.value = 0;
+		if (sys_bpf(BPF_MAP_DELETE_ELEM, &a) == 0) {
+			printf("# workers map: removed the registration of tid %d\n", (int)wtid);
+			fails++;
+		} else {
+			printf("# workers map: delete refused (%s)\n", strerror(errno));
+		}
+	}
+	/* The program takes no thread id: all it can do is act on its caller. */
+	snprintf(path, sizeof(path), "%s/%s", MOIRAI_PIN_DIR, MOIRAI_REGISTER_PROG);
+	int rfd = (int)sys_bpf(BPF_OBJ_GET, &(union bpf_attr){ .pathname = (uint64_t)(uintptr_t)path });
+	if (rfd < 0) {
+		printf("# register: cannot open it (%s)\n", strerror(errno));
+		return fails ? 1 : 0;
+	}
+	for (uint32_t op = MOIRAI_REG_ADD; op <= MOIRAI_REG_DEL; op++) {
+		struct moirai_reg r = { .op = op, .rt_id = 1, .slot = 0 };
+		union bpf_attr a = { 0 };
+		a.test.prog_fd = (uint32_t)rfd;
+		a.test.ctx_in = (uint64_t)(uintptr_t)&r;
+		a.test.ctx_size_in = sizeof(r);
+		long rc = sys_bpf(BPF_PROG_TEST_RUN, &a);
+		printf("# register %s: %s, returned %d\n", op == MOIRAI_REG_ADD ? "add" : "del",
+		       rc < 0 ? strerror(errno) : "ran", rc < 0 ? 0 : (int)a.test.retval);
+	}
+	return fails ? 1 : 0;
+}
+
 /* ---- benchmarks ----------------------------------------------------------- */
 
 struct wake {
@@ -836,6 +1005,14 @@ int main(int argc, char **argv)
 		return cmd_affinity(atof(argv[2]), argc - 3, argv + 3);
 	if (!strcmp(c, "full"))
 		return cmd_full();
+	if (!strcmp(c, "hold") && argc >= 4)
+		return cmd_hold(atof(argv[2]), (unsigned)atoi(argv[3]));
+	if (!strcmp(c, "registered") && argc >= 4)
+		return cmd_registered((pid_t)atoi(argv[2]), atoi(argv[3]));
+	if (!strcmp(c, "reg") && argc >= 3)
+		return cmd_reg(argc - 2, argv + 2);
+	if (!strcmp(c, "intrude") && argc >= 4)
+		return cmd_intrude((pid_t)atoi(argv[2]), (pid_t)atoi(argv[3]));
 	if (!strcmp(c, "wake") && argc >= 3)
 		return cmd_wake(atoi(argv[2]));
 	if (!strcmp(c, "pfor") && argc >= 3)

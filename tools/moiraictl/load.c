@@ -22,6 +22,12 @@
  * make libbpf fail with a terse message; we compare first and say which
  * pin to remove.
  *
+ * Who may be steered: after the attach, the registration program
+ * (moirai_register, a BPF_PROG_TYPE_SYSCALL program that runtimes run to
+ * register their own threads) is pinned as MOIRAI_PIN_DIR/register, and it,
+ * worker_load and meta get their owner and mode: root's, 0600, or with
+ * --group NAME, group NAME's, 0660 (meta 0640). workers stays root's, 0600.
+ *
  * The scheduler lives as long as its link fd: the loader stays in the
  * foreground. Signals (SIGINT, SIGTERM, SIGHUP) are blocked from the start
  * and read from a signalfd, so a signal that arrives while loading is acted
@@ -499,6 +505,81 @@ static void pin_stats(struct bpf_object *obj)
 	}
 }
 
+/*
+ * Pins the registration program of this load in place of the last load's,
+ * with the access mode / gid: pinned under a temporary name, given its
+ * owner and mode, then renamed over the old pin, so that a runtime starting
+ * meanwhile finds one or the other, never none or one it may not run.
+ */
+static void pin_register(struct bpf_object *obj, mode_t mode, gid_t gid)
+{
+	struct bpf_program *prog = bpf_object__find_program_by_name(obj, "moirai_register");
+	const char *path = MOIRAI_PIN_DIR "/" MOIRAI_REGISTER_PROG;
+	const char *tmp = MOIRAI_PIN_DIR "/" MOIRAI_REGISTER_PROG "_new"; /* bpffs names have no dots */
+	int err;
+
+	if (!prog) {
+		fprintf(stderr, "moirai: warning: the BPF object has no program moirai_register "
+				"(runtimes cannot register)\n");
+		return;
+	}
+	unlink(tmp);
+	err = bpf_program__pin(prog, tmp);
+	if (err) {
+		fprintf(stderr, "moirai: warning: cannot pin %s: %s (runtimes cannot register)\n",
+			tmp, errstr(err));
+		return;
+	}
+	if (chown(tmp, 0, gid) < 0 || chmod(tmp, mode) < 0 || rename(tmp, path) < 0) {
+		fprintf(stderr, "moirai: warning: cannot set up %s: %s (runtimes cannot register)\n",
+			path, strerror(errno));
+		unlink(tmp);
+	}
+}
+
+/*
+ * Who may have workers steered. A runtime needs to run `register`, map
+ * worker_load for writing and read meta; the pins are root's, mode 0600,
+ * unless the operator named a group (--group), which gets register and
+ * worker_load read-write and meta read-only. workers stays root's: whoever
+ * may write it can register any thread. Done on every load: one without
+ * --group takes the group's access back.
+ */
+static void set_access(struct bpf_object *obj, const struct mc_load_opts *opts)
+{
+	static const struct {
+		const char *pin;
+		mode_t group_mode;
+	} pins[] = { { "worker_load", 0660 }, { "meta", 0640 } };
+	gid_t gid = opts->group ? opts->gid : 0;
+	struct stat st;
+	unsigned int i;
+
+	pin_register(obj, opts->group ? 0660 : 0600, gid);
+	for (i = 0; i < sizeof(pins) / sizeof(pins[0]); i++) {
+		char path[128];
+
+		snprintf(path, sizeof(path), MOIRAI_PIN_DIR "/%s", pins[i].pin);
+		if (chown(path, 0, gid) < 0 || chmod(path, opts->group ? pins[i].group_mode : 0600) < 0)
+			fprintf(stderr, "moirai: warning: cannot set the access of %s: %s\n", path,
+				strerror(errno));
+	}
+	if (!opts->group)
+		return;
+	if (chmod(MOIRAI_PIN_DIR, 0755) < 0)
+		fprintf(stderr, "moirai: warning: chmod 755 %s: %s\n", MOIRAI_PIN_DIR,
+			strerror(errno));
+	/* systemd mounts bpffs mode 0700: nobody but root reaches the pins. */
+	if (stat(MC_BPFFS, &st) == 0 && !(st.st_mode & S_IXOTH) &&
+	    !(st.st_gid == gid && (st.st_mode & S_IXGRP)))
+		fprintf(stderr,
+			"moirai: warning: %s is mode %03o, owner %u:%u: group %s cannot reach %s; "
+			"let it through with `chgrp %s %s && chmod g+x %s` (or chmod o+x %s)\n",
+			MC_BPFFS, (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid,
+			(unsigned)st.st_gid, opts->group, MOIRAI_PIN_DIR, opts->group, MC_BPFFS,
+			MC_BPFFS, MC_BPFFS);
+}
+
 /* Is thread tid gone? With pid: is it gone from that process (tid reused
  * by another process counts as gone)? */
 static bool thread_gone(__u32 pid, __u32 tid)
@@ -604,7 +685,8 @@ static void open_meta(struct sched *s)
 		return;
 	}
 	s->meta = m;
-	/* release: pairs with the acquire load in try_open() (user/sched/scx.c). */
+	/* release: register is pinned before (set_access()); runtimes read the
+	 * version first (try_open() in user/sched/scx.c). */
 	__atomic_store_n(&s->meta->version, MOIRAI_LAYOUT_VERSION, __ATOMIC_RELEASE);
 	s->reg_full = __atomic_load_n(&s->meta->reg_full, __ATOMIC_RELAXED);
 	if (s->reg_full)
@@ -800,6 +882,9 @@ static int sched_open(const struct mc_load_opts *opts, struct sched *s)
 	 */
 	pin_stats(s->obj);
 	sweep_stale(s);
+	/* register before meta's version: a runtime that sees the version
+	 * finds the program. */
+	set_access(s->obj, opts);
 	open_meta(s);
 	if (!mc_scx_is_moirai(&scx))
 		fprintf(stderr, "moirai: warning: the kernel names the scheduler '%s', not '%s' "
@@ -831,6 +916,12 @@ static void print_loaded(const struct mc_load_opts *opts)
 		       opts->slice_us, topo.nr_cpus, topo.nr_nodes, topo.nr_nodes == 1 ? "" : "s",
 		       MOIRAI_PIN_DIR, (int)getpid());
 	mc_topo_free(&topo);
+	if (opts->group)
+		printf("moirai: runtimes of root and of group %s (gid %u) may register their "
+		       "workers\n", opts->group, (unsigned)opts->gid);
+	else
+		printf("moirai: only root's runtimes may register their workers (--group NAME lets "
+		       "a group's in)\n");
 	fflush(stdout);
 }
 

@@ -1,8 +1,8 @@
 /*
  * moiraictl - load, watch and unload Moirai's sched_ext scheduler.
  *
- *   moiraictl [-v] load [--partial] [--slice-us N]
- *   moiraictl [-v] run [--partial] [--slice-us N] -- CMD [ARGS...]
+ *   moiraictl [-v] load [--partial] [--slice-us N] [--group NAME]
+ *   moiraictl [-v] run [--partial] [--slice-us N] [--group NAME] -- CMD [ARGS...]
  *   moiraictl unload
  *   moiraictl status [--json]
  *   moiraictl top [--iterations N]
@@ -28,6 +28,10 @@
  * class in that mode, so any busy process starves the workers: it is meant
  * for dedicated hosts. The default, full switch, schedules every task.
  * --slice-us N sets the time slice, 100..100000 microseconds (default 5000).
+ * --group NAME (or a numeric gid) lets the processes of that group have
+ * their workers steered, not only root's: the registration program and the
+ * maps a runtime needs are pinned group-accessible (see load.c). A load
+ * without it makes them root's again.
  *
  * run loads the scheduler, runs CMD under it, unloads it when CMD ends and
  * exits with CMD's status (128 + signal if it was killed). SIGINT and SIGTERM
@@ -89,6 +93,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -105,9 +110,10 @@ void mc_usage(FILE *f)
 {
 	fputs("usage: moiraictl [-v] COMMAND [OPTIONS]\n"
 	      "\n"
-	      "  load [--partial] [--slice-us N]    load the Moirai scheduler and hold it until\n"
+	      "  load [--partial] [--slice-us N] [--group NAME]\n"
+	      "                                     load the Moirai scheduler and hold it until\n"
 	      "                                     SIGINT/SIGTERM (run it with &)\n"
-	      "  run [--partial] [--slice-us N] -- CMD [ARGS...]\n"
+	      "  run [--partial] [--slice-us N] [--group NAME] -- CMD [ARGS...]\n"
 	      "                                     load, run CMD, unload, exit with CMD's status\n"
 	      "  unload                             stop the running `moiraictl load`\n"
 	      "  status [--json]                    kernel state, loader, registered workers\n"
@@ -124,6 +130,8 @@ void mc_usage(FILE *f)
 	      "  --partial      only Moirai workers are scheduled by moirai (SCHED_EXT then ranks\n"
 	      "                 below normal tasks: for dedicated hosts)\n"
 	      "  --slice-us N   time slice in microseconds, 100..100000 (default 5000)\n"
+	      "  --group NAME   processes of group NAME (or gid) may have their workers steered\n"
+	      "                 too (default: root's only)\n"
 	      "  -v             libbpf debug output\n"
 	      "  -h, --help     this text\n",
 	      f);
@@ -317,7 +325,28 @@ int mc_loader_read(struct mc_loader *ld)
 	return 0;
 }
 
-/* load and run share these: [--partial] [--slice-us N]. Returns args used. */
+/* --group's value: a group name or a numeric gid. */
+static int parse_group(const char *val, struct mc_load_opts *opts)
+{
+	unsigned long long v;
+	struct group *g;
+
+	if (!val || !*val)
+		return usage_error("--group needs a group name or id", NULL);
+	g = getgrnam(val);
+	if (g) {
+		opts->gid = g->gr_gid;
+	} else if (mc_parse_uint(val, UINT_MAX - 1, &v) == 0) {
+		opts->gid = (gid_t)v;
+	} else {
+		return usage_error("--group: no group named '%s'", val);
+	}
+	opts->group = val;
+	return 0;
+}
+
+/* load and run share these: [--partial] [--slice-us N] [--group NAME].
+ * Returns args used. */
 static int parse_load_opts(int argc, char **argv, struct mc_load_opts *opts, bool is_run,
 			   int *end)
 {
@@ -326,11 +355,23 @@ static int parse_load_opts(int argc, char **argv, struct mc_load_opts *opts, boo
 
 	opts->partial = false;
 	opts->slice_us = 5000;
+	opts->group = NULL;
+	opts->gid = (gid_t)-1;
 	for (i = 0; i < argc; i++) {
 		const char *a = argv[i], *val = NULL;
 
 		if (!strcmp(a, "--partial")) {
 			opts->partial = true;
+			continue;
+		}
+		if (!strcmp(a, "--group") || !strncmp(a, "--group=", 8)) {
+			if (a[7] == '=')
+				val = a + 8;
+			else if (i + 1 < argc)
+				val = argv[++i];
+			int err = parse_group(val, opts);
+			if (err)
+				return err;
 			continue;
 		}
 		if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {

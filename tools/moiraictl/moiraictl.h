@@ -81,6 +81,8 @@ int mc_nr_possible_cpus(void);
 struct mc_load_opts {
 	bool partial;
 	unsigned long slice_us;
+	const char *group; /* --group: who may be steered besides root, or NULL */
+	gid_t gid;	   /* its id */
 };
 int cmd_load(const struct mc_load_opts *opts);
 int cmd_run(const struct mc_load_opts *opts, char **argv);

@@ -2,20 +2,24 @@
  * scx.c - registration of worker threads with the Moirai sched_ext
  * scheduler (see scx.h and bpf/moirai_shared.h for the contract).
  *
- * The maps are found by path (BPF_OBJ_GET on MOIRAI_PIN_DIR/workers,
- * /worker_load and /meta) with raw bpf() calls: the library does not link
- * libbpf. They are used only if meta's layout version is this library's
- * (MOIRAI_LAYOUT_VERSION): a scheduler of another version would read our
- * entries with another layout.
+ * The maps and the registration program are found by path (BPF_OBJ_GET on
+ * MOIRAI_PIN_DIR/meta, /register and /worker_load) with raw bpf() calls:
+ * the library does not link libbpf. They are used only if meta's layout
+ * version is this library's (MOIRAI_LAYOUT_VERSION): a scheduler of another
+ * version would read our entries with another layout. meta is opened
+ * read-only (an operator's group may read it, not write it).
  * They are opened once per process, on the first runtime creation that
  * finds them; a process that started before any scheduler was loaded
  * retries at each later runtime creation. A worker claims a line of the
  * mmapped worker_load array by CAS on its tid field (the scheduler frees
  * the line of a thread that exits without unregistering; a line whose
- * thread is gone is reclaimed here too), inserts tid -> {pid, runtime,
- * index, home node, line} into the workers hash, and switches itself to
- * SCHED_EXT, so that it is scheduled by moirai in partial mode too (with no
- * scheduler loaded, SCHED_EXT tasks run in the fair class).
+ * thread is gone is reclaimed here too), switches itself to SCHED_EXT, so
+ * that it is scheduled by moirai in partial mode too (with no scheduler
+ * loaded, SCHED_EXT tasks run in the fair class), and then runs the pinned
+ * `register` program (BPF_PROG_TEST_RUN), which enters the calling thread
+ * into the workers hash as {pid, runtime, index, home node, line}. The
+ * program acts on its caller only, so no process can register or remove
+ * another's threads (bpf/moirai_shared.h says who may run it).
  *
  * Home nodes: each worker's home CPU and its node are chosen by the runtime
  * (place.c): workers spread over the CPUs of the runtime's set, and so over
@@ -23,11 +27,11 @@
  *
  * Failures are quiet by design (a library never prints): a worker that
  * cannot register simply runs unsteered. When that is because the maps are
- * full (every worker_load line held, or the workers hash full), the worker
- * counts it in meta's reg_full, which the loader reports. Finding a line
- * held by a thread that is gone costs a tgkill per line probed, so a claim
- * probes at most MAX_PROBES of them (the loader and the scheduler free such
- * lines too).
+ * full (every worker_load line held, or the workers hash full), the
+ * program counts it in meta's reg_full, which the loader reports. Finding a
+ * line held by a thread that is gone costs a tgkill per line probed, so a
+ * claim probes at most MAX_PROBES of them (the loader and the scheduler free
+ * such lines too).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -59,12 +63,11 @@ _Static_assert(offsetof(struct mr__scx_line, preempted) == offsetof(struct moira
 static struct {
 	pthread_mutex_t lock;
 	bool open;		   /* maps found and mapped */
-	int workers_fd;
+	int reg_fd;		   /* the `register` program */
 	struct mr__scx_line *lines; /* MOIRAI_LOAD_SLOTS */
-	struct moirai_meta *meta;
 	_Atomic uint32_t probe_at; /* where the next claim's stale probes start */
 	_Atomic uint32_t next_rt_id;
-} scx = { .lock = PTHREAD_MUTEX_INITIALIZER, .workers_fd = -1 };
+} scx = { .lock = PTHREAD_MUTEX_INITIALIZER, .reg_fd = -1 };
 
 void (*mr__test_scx_locked)(void); /* test hook: called with scx.lock held */
 
@@ -73,13 +76,51 @@ static long sys_bpf(int cmd, union bpf_attr *attr)
 	return syscall(SYS_bpf, cmd, attr, sizeof(*attr));
 }
 
-static int obj_get(const char *path)
+static int obj_get(const char *path, uint32_t flags)
 {
 	union bpf_attr a;
 
 	memset(&a, 0, sizeof(a));
 	a.pathname = (uint64_t)(uintptr_t)path;
+	a.file_flags = flags;
 	return (int)sys_bpf(BPF_OBJ_GET, &a);
+}
+
+/* meta's layout version, read through a read-only descriptor; 0 if none. */
+static uint32_t pinned_version(void)
+{
+	struct moirai_meta m;
+	uint32_t key = 0;
+	union bpf_attr a;
+	int fd = obj_get(MOIRAI_PIN_DIR "/meta", BPF_F_RDONLY);
+
+	if (fd < 0)
+		return 0;
+	memset(&a, 0, sizeof(a));
+	a.map_fd = (uint32_t)fd;
+	a.key = (uint64_t)(uintptr_t)&key;
+	a.value = (uint64_t)(uintptr_t)&m;
+	if (sys_bpf(BPF_MAP_LOOKUP_ELEM, &a) < 0)
+		m.version = 0;
+	close(fd);
+	return m.version;
+}
+
+/* Runs `register` in this thread: 0 or a negative errno (the program's). */
+static int reg_run(uint32_t op, uint32_t rt_id, uint32_t index, int32_t node, uint32_t slot)
+{
+	struct moirai_reg r = {
+		.op = op, .rt_id = rt_id, .index = index, .node = node, .slot = slot,
+	};
+	union bpf_attr a;
+
+	memset(&a, 0, sizeof(a));
+	a.test.prog_fd = (uint32_t)scx.reg_fd;
+	a.test.ctx_in = (uint64_t)(uintptr_t)&r;
+	a.test.ctx_size_in = sizeof(r);
+	if (sys_bpf(BPF_PROG_TEST_RUN, &a) < 0)
+		return -errno;
+	return (int)a.test.retval;
 }
 
 static bool disabled_by_env(void)
@@ -88,12 +129,10 @@ static bool disabled_by_env(void)
 	return e && strcmp(e, "0") == 0;
 }
 
-#define META_LEN 4096 /* one page holds struct moirai_meta */
-
 /* The pinned map name, mapped shared (len bytes), or NULL. */
 static void *map_pinned(const char *path, size_t len)
 {
-	int fd = obj_get(path);
+	int fd = obj_get(path, 0);
 	void *m;
 
 	if (fd < 0)
@@ -107,29 +146,21 @@ static void *map_pinned(const char *path, size_t len)
 static void try_open(void)
 {
 	size_t len = ((sizeof(struct mr__scx_line) * MOIRAI_LOAD_SLOTS) + 4095) & ~(size_t)4095;
-	struct moirai_meta *meta;
 	void *lines;
-	int wfd;
+	int rfd;
 
-	meta = map_pinned(MOIRAI_PIN_DIR "/meta", META_LEN);
-	if (!meta)
+	/* The loader stamps the version after pinning register. */
+	if (pinned_version() != MOIRAI_LAYOUT_VERSION)
 		return;
-	/* acquire: pairs with the loader's release store of the version. */
-	if (__atomic_load_n(&meta->version, __ATOMIC_ACQUIRE) != MOIRAI_LAYOUT_VERSION) {
-		munmap(meta, META_LEN);
-		return;
-	}
-	wfd = obj_get(MOIRAI_PIN_DIR "/workers");
-	lines = wfd < 0 ? NULL : map_pinned(MOIRAI_PIN_DIR "/worker_load", len);
+	rfd = obj_get(MOIRAI_PIN_DIR "/" MOIRAI_REGISTER_PROG, 0);
+	lines = rfd < 0 ? NULL : map_pinned(MOIRAI_PIN_DIR "/worker_load", len);
 	if (!lines) {
-		if (wfd >= 0)
-			close(wfd);
-		munmap(meta, META_LEN);
+		if (rfd >= 0)
+			close(rfd);
 		return;
 	}
-	scx.workers_fd = wfd;
+	scx.reg_fd = rfd;
 	scx.lines = lines;
-	scx.meta = meta;
 	scx.open = true;
 }
 
@@ -228,12 +259,6 @@ static struct mr__scx_line *claim_line(uint32_t tid, uint32_t *slot)
 	return NULL;
 }
 
-/* A registration refused for want of room: counted where the loader looks. */
-static void count_full(void)
-{
-	__atomic_fetch_add(&scx.meta->reg_full, 1, __ATOMIC_RELAXED);
-}
-
 /* struct sched_attr of sched_setattr(2), version 0 (48 bytes). */
 struct mr__sched_attr {
 	uint32_t size, sched_policy;
@@ -253,7 +278,8 @@ void mr__scx_worker_start(struct mr__worker *w)
 		return;
 	l = claim_line(tid, &slot);
 	if (!l) {
-		count_full();
+		/* Counted where the loader looks. */
+		reg_run(MOIRAI_REG_FULL, 0, 0, 0, 0);
 		return;
 	}
 	l->pid = (uint32_t)getpid();
@@ -261,13 +287,6 @@ void mr__scx_worker_start(struct mr__worker *w)
 	l->index = w->idx;
 	mr__scx_publish(l, MR__SCX_RUNNING, 0);
 
-	struct moirai_worker val = {
-		.pid = (uint32_t)getpid(),
-		.rt_id = rt->scx_id,
-		.index = w->idx,
-		.node = w->home_node,
-		.slot = slot,
-	};
 	/* SCHED_EXT first: whoever sees the registration (the scheduler, a
 	 * status) sees a thread the scheduler already schedules. Seen: the VM's
 	 * 20-workers test read policy 0 of a worker that was registered but
@@ -275,15 +294,8 @@ void mr__scx_worker_start(struct mr__worker *w)
 	struct mr__sched_attr attr = { .size = sizeof(attr), .sched_policy = SCHED_EXT_POLICY };
 	bool switched = syscall(SYS_sched_setattr, 0, &attr, 0) == 0;
 
-	union bpf_attr a;
-	memset(&a, 0, sizeof(a));
-	a.map_fd = (uint32_t)scx.workers_fd;
-	a.key = (uint64_t)(uintptr_t)&tid;
-	a.value = (uint64_t)(uintptr_t)&val;
-	a.flags = BPF_ANY;
-	if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a) < 0) {
-		if (errno == E2BIG || errno == ENOMEM || errno == ENOSPC)
-			count_full();
+	/* The program counts a full workers hash itself. */
+	if (reg_run(MOIRAI_REG_ADD, rt->scx_id, w->idx, w->home_node, slot) < 0) {
 		atomic_store_explicit(&l->state, 0, memory_order_relaxed);
 		atomic_store_explicit(&l->tid, 0, memory_order_release);
 		if (switched) {
@@ -302,15 +314,11 @@ void mr__scx_worker_exit(struct mr__worker *w)
 {
 	struct mr__scx_line *l = atomic_load_explicit(&w->scx, memory_order_relaxed);
 	uint32_t tid = (uint32_t)w->tid;
-	union bpf_attr a;
 
 	if (!l)
 		return;
 	atomic_store_explicit(&w->scx, NULL, memory_order_relaxed);
-	memset(&a, 0, sizeof(a));
-	a.map_fd = (uint32_t)scx.workers_fd;
-	a.key = (uint64_t)(uintptr_t)&tid;
-	sys_bpf(BPF_MAP_DELETE_ELEM, &a);
+	reg_run(MOIRAI_REG_DEL, 0, 0, 0, 0);
 	atomic_store_explicit(&l->state, 0, memory_order_relaxed);
 	atomic_store_explicit(&l->depth, 0, memory_order_relaxed);
 	atomic_store_explicit(&l->preempted, 0, memory_order_relaxed);

@@ -2,12 +2,15 @@
  * scx.h - the runtime's side of the Moirai sched_ext scheduler (bpf/).
  *
  * When the scheduler's maps are pinned (moiraictl has loaded it at least
- * once since boot), every worker registers itself in the `workers` map and
- * claims a line of the mmapped `worker_load` array, in which it publishes
- * its state (running / searching / parked) and deque depth with plain
- * stores: no syscall on any hot path. Registration costs three syscalls per
- * worker start and two per exit. Without the maps (no sched_ext, no
- * scheduler ever loaded, MOIRAI_SCX=0, or no CAP_BPF) nothing is published
+ * once since boot) and this process may use them (root, or the group the
+ * operator named with `moiraictl load --group`), every worker registers
+ * itself through the pinned `register` program (which acts on the calling
+ * thread only) and claims a line of the mmapped `worker_load` array, in
+ * which it publishes its state (running / searching / parked) and deque
+ * depth with plain stores: no syscall on any hot path. Registration costs
+ * two syscalls per worker start (sched_setattr, the program) and one per
+ * exit. Without the maps (no sched_ext, no scheduler ever loaded,
+ * MOIRAI_SCX=0, or pins this process may not open) nothing is published
  * and the runtime behaves exactly as before; mr__scx_runtime_init() then
  * costs one failed bpf() call per runtime.
  */
