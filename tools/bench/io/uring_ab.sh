@@ -4,7 +4,14 @@
 # receives; registered files and buffers for O_DIRECT reads of a 64 MiB
 # file, BUILD_DIR/bench/io/data64, made once) and the send zero-copy A/B of
 # sendzc.c (through the library), interleaved. BENCH_GROUPS picks groups
-# ("accept recv read sendzc", the default).
+# ("accept recv read sendzc", the default; "http" too on request).
+#
+# http: BUILD_DIR/examples/httpd -w 2 under wrk -t1 -c64 (as run.sh's
+# HTTP hello), modes keepalive (as run.sh), keepalive-zc (the same with
+# MOIRAI_IO_SEND_ZC=1: every response zero-copy), close (wrk sends
+# "Connection: close": one connection per request, the accept path's
+# cost, the context of the multishot accept numbers). Server CPU per
+# request from /proc/PID/stat over the run.
 #
 # Each round runs every mode once, the starting mode rotating, for
 # BENCH_DURATION (3) seconds; BENCH_REPS (5) rounds. Prints the median of
@@ -55,6 +62,33 @@ run_zc() { "$OUT/bench_io_sendzc" "$1" "$DUR"; }
 run_read() { "$OUT/bench_io_uring_ab" read "$1" "$DUR" "$OUT/data64"; }
 GROUPS_=${BENCH_GROUPS:-accept recv read sendzc}
 has() { case " $GROUPS_ " in *" $1 "*) return 0 ;; esac; return 1; }
+run_http() {
+	mode=$1
+	env=""
+	hdr=""
+	[ "$mode" = keepalive-zc ] && env="MOIRAI_IO_SEND_ZC=1"
+	[ "$mode" = close ] && hdr="Connection: close"
+	env $env "$BUILD/examples/httpd" -p 0 -w 2 >"$OUT/ab-httpd.out" 2>&1 &
+	spid=$!
+	port=""
+	while [ -z "$port" ]; do
+		sleep 0.05
+		port=$(awk '/^listening on/ { print $3 }' "$OUT/ab-httpd.out")
+	done
+	t0=$(awk '{ print $14 + $15 }' /proc/$spid/stat)
+	if [ -n "$hdr" ]; then
+		wrk -t1 -c64 -d"${DUR}s" -H "$hdr" "http://127.0.0.1:$port/" >"$OUT/ab-wrk.out" 2>&1 || true
+	else
+		wrk -t1 -c64 -d"${DUR}s" "http://127.0.0.1:$port/" >"$OUT/ab-wrk.out" 2>&1 || true
+	fi
+	t1=$(awk '{ print $14 + $15 }' /proc/$spid/stat)
+	kill $spid
+	wait $spid 2>/dev/null || true
+	rps=$(awk '$1 == "Requests/sec:" { print $2 }' "$OUT/ab-wrk.out")
+	awk -v m="$mode" -v r="$rps" -v d="$DUR" -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+		printf "http-%s ops=%.0f seconds=%s ops_per_s=%s server_cpu_ns_per_op=%.0f\n", m, r * d, d, r, (r > 0 ? t / hz * 1e9 / (r * d) : 0) }'
+}
+has http && [ -x "$BUILD/examples/httpd" ] && group http run_http keepalive keepalive-zc close
 has accept && group accept run_accept single multi
 has recv && group recv run_recv plain fixed pbuf pbuf-multi
 if has read; then
