@@ -10,6 +10,7 @@
  * worker run and feed it; if the read blocked the worker, the test hangs
  * and the harness's timeout fails it.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
@@ -1326,6 +1327,259 @@ IO_TEST(no_fd_for_the_ring)
 	ASSERT_EQ(fcntl(p[0], F_GETFD), -1);
 	ASSERT_EQ(errno, EBADF);
 	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/* ---- zero-copy sends (MOIRAI_IO_SEND_ZC) ------------------------------------------ */
+
+extern _Atomic unsigned long mr__test_io_zc_notifs;
+
+/* The open fds of this process, but the DIR's own and the pidfd the stack
+ * pool keeps for the process's life (user/fiber/stack.c). */
+static int count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	char path[320], to[64];
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.' || atoi(e->d_name) == dirfd(d))
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+		ssize_t k = readlink(path, to, sizeof(to) - 1);
+		to[k > 0 ? k : 0] = 0;
+		n += strcmp(to, "anon_inode:[pidfd]") != 0;
+	}
+	closedir(d);
+	return n;
+}
+
+static unsigned char zc_pat(size_t i)
+{
+	return (unsigned char)(i * 7 % 251);
+}
+
+/* A connected TCP pair on 127.0.0.1: p[0] sends, p[1] receives. */
+static void tcp_pair(int p[2], int bufsz)
+{
+	struct sockaddr_in a;
+	int lfd = listen_any(&a);
+
+	ASSERT_GE(lfd, 0);
+	p[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ASSERT_GE(p[0], 0);
+	if (bufsz) {
+		ASSERT_EQ(setsockopt(p[0], SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof(bufsz)), 0);
+	}
+	ASSERT_EQ(connect(p[0], (struct sockaddr *)&a, sizeof(a)), 0);
+	p[1] = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	ASSERT_GE(p[1], 0);
+	if (bufsz) {
+		ASSERT_EQ(setsockopt(p[1], SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof(bufsz)), 0);
+	}
+	close(lfd);
+}
+
+struct zc {
+	int tcp[2];
+	size_t total;	 /* bytes the sender says it sent */
+	int bad; /* the reader saw a byte that was not the pattern (read after the join) */
+	size_t got;
+	int sent_result;
+	long pace_us;	/* the reader sleeps this long after each read */
+	_Atomic int hold; /* the reader waits while this is 1 */
+};
+
+/* Read p[1] to EOF, checking every byte against the pattern. */
+static void *zc_reader(void *arg)
+{
+	struct zc *z = arg;
+	static unsigned char buf[65536];
+	ssize_t n;
+
+	while (atomic_load(&z->hold))
+		usleep(1000);
+	while ((n = recv(z->tcp[1], buf, z->pace_us ? 16384 : sizeof(buf), 0)) > 0) {
+		for (ssize_t i = 0; i < n; i++)
+			if (buf[i] != zc_pat(z->got + (size_t)i))
+				z->bad = 1;
+		z->got += (size_t)n;
+		if (z->pace_us)
+			usleep((useconds_t)z->pace_us);
+	}
+	return NULL;
+}
+
+/* Send `len` pattern bytes from stream offset z->total with call k (0:
+ * mr_send, 1: mr_write) to the deadline; count what was sent, then spoil
+ * the buffer at once: a kernel still reading it would send the spoilt
+ * bytes. */
+static ssize_t zc_send_one(struct zc *z, unsigned char *buf, size_t len, int k, int64_t dl)
+{
+	for (size_t i = 0; i < len; i++)
+		buf[i] = zc_pat(z->total + i);
+	ssize_t n = k ? mr_write_until(z->tcp[0], buf, len, dl) : mr_send_until(z->tcp[0], buf, len, 0, dl);
+	memset(buf, 'X', len); /* the canary: never sent */
+	if (n > 0)
+		z->total += (size_t)n;
+	return n;
+}
+
+static void zc_data(void *arg)
+{
+	struct zc *z = arg;
+	size_t cap = 256 * 1024, sizes[] = { 65536, 100, 4096, 256 * 1024, 4095, 200000 };
+	unsigned char *buf = malloc(cap);
+	int64_t total = scaled(8 << 20);
+
+	ASSERT_NONNULL(buf);
+	for (int i = 0; (int64_t)z->total < total; i++) {
+		size_t len = sizes[i % 6];
+		ASSERT_GT(zc_send_one(z, buf, len, i & 1, MR_DEADLINE_NONE), 0);
+	}
+	/* A Unix socket refuses zero-copy: sent the ordinary way, twice (the
+	 * second time without asking). A pipe is written. */
+	int u[2], pp[2];
+	ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, u), 0);
+	ASSERT_EQ(pipe2(pp, O_CLOEXEC), 0);
+	for (int r = 0; r < 2; r++) {
+		memset(buf, 'u', 32768);
+		ASSERT_EQ(mr_send(u[0], buf, 32768, 0), 32768);
+		ASSERT_EQ(recv(u[1], buf, 32768, MSG_WAITALL), 32768);
+		ASSERT_EQ(mr_write(u[0], buf, 32768), 32768);
+		ASSERT_EQ(recv(u[1], buf, 32768, MSG_WAITALL), 32768);
+		ASSERT_EQ(mr_write(pp[1], buf, 32768), 32768);
+		ASSERT_EQ(read(pp[0], buf, 32768), 32768);
+	}
+	close(u[0]);
+	close(u[1]);
+	close(pp[0]);
+	close(pp[1]);
+	free(buf);
+}
+
+static void zc_run(unsigned workers, void (*fn)(void *), struct zc *z, int bufsz)
+{
+	pthread_t th;
+	int before = count_fds();
+
+	ASSERT_GT(before, 0);
+	tcp_pair(z->tcp, bufsz);
+	ASSERT_EQ(pthread_create(&th, NULL, zc_reader, z), 0);
+	in_fiber(workers, fn, z);
+	ASSERT_EQ(shutdown(z->tcp[0], SHUT_WR), 0);
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+	ASSERT_EQ(z->bad, 0);
+	ASSERT_EQ(z->got, z->total);
+	close(z->tcp[0]);
+	close(z->tcp[1]);
+	ASSERT_EQ(count_fds(), before); /* rings, sockets: nothing left open */
+}
+
+/* Every send of 4 KiB or more goes zero-copy (one notification each at
+ * least, on io_uring), smaller ones the ordinary way; the bytes arrive
+ * in order; sockets that refuse it and pipes still work. */
+IO_TEST(send_zc_data)
+{
+	struct zc z = { 0 };
+
+	setenv("MOIRAI_IO_SEND_ZC", "4096", 1);
+	zc_run(2, zc_data, &z, 0);
+	if (!backend_env)
+		ASSERT_GT(atomic_load(&mr__test_io_zc_notifs), 0);
+	else
+		ASSERT_EQ(atomic_load(&mr__test_io_zc_notifs), 0);
+}
+
+/*
+ * Deadlines of zero-copy sends. A zero-copy send returns once the peer
+ * has acknowledged its bytes (the notification), so one sender alone
+ * never finds its socket full; filled by other sends (here plain ones
+ * with MSG_DONTWAIT, while the reader holds off), a zero-copy send times
+ * out having sent nothing, and its buffer, spoilt right after the
+ * return, never reaches the peer. Then, with a slow reader, every send
+ * returns what it sent or -ETIMEDOUT, the canary likewise.
+ */
+static void zc_deadlines(void *arg)
+{
+	struct zc *z = arg;
+	size_t cap = 256 * 1024;
+	unsigned char *buf = malloc(cap);
+	ssize_t n;
+
+	ASSERT_NONNULL(buf);
+	/* Full for good: acknowledgments that arrive late free room, so fill
+	 * again until the socket stays unwritable for 50 ms. */
+	do {
+		for (;;) {
+			for (size_t i = 0; i < 4096; i++)
+				buf[i] = zc_pat(z->total + i);
+			n = send(z->tcp[0], buf, 4096, MSG_DONTWAIT | MSG_NOSIGNAL);
+			if (n < 0)
+				break;
+			z->total += (size_t)n;
+		}
+		ASSERT_EQ(errno, EAGAIN);
+	} while (mr_poll_until(z->tcp[0], POLLOUT, mr_now_ns() + 50000000) != -ETIMEDOUT);
+	ASSERT_EQ(zc_send_one(z, buf, cap, 0, mr_now_ns() + 20000000), -ETIMEDOUT);
+	ASSERT_EQ(zc_send_one(z, buf, cap, 1, mr_now_ns() + 20000000), -ETIMEDOUT);
+	ASSERT_EQ(zc_send_one(z, buf, cap, 0, 0), -ETIMEDOUT);
+	atomic_store(&z->hold, 0);
+	for (int i = 0; i < 16; i++) {
+		n = zc_send_one(z, buf, cap, i & 1, mr_now_ns() + 1000000);
+		if (n != -ETIMEDOUT)
+			ASSERT_GT(n, 0);
+	}
+	free(buf);
+}
+
+IO_TEST(send_zc_deadline_canary)
+{
+	struct zc z = { .pace_us = 2000, .hold = 1 };
+
+	setenv("MOIRAI_IO_SEND_ZC", "1", 1);
+	zc_run(1, zc_deadlines, &z, 65536);
+}
+
+/* mr_fiber_cancel() of a fiber sending zero-copy to a slow reader: its
+ * send returns -ECANCELED (or what it had sent, and the next one
+ * -ECANCELED), and the buffer spoilt after each return never reaches the
+ * peer. */
+static void zc_blocked(void *arg)
+{
+	struct zc *z = arg;
+	size_t cap = 256 * 1024;
+	unsigned char *buf = malloc(cap);
+	ssize_t n;
+
+	ASSERT_NONNULL(buf);
+	while ((n = zc_send_one(z, buf, cap, 0, MR_DEADLINE_NONE)) > 0)
+		;
+	z->sent_result = (int)n;
+	free(buf);
+}
+
+static void zc_cancel_main(void *arg)
+{
+	struct zc *z = arg;
+	MR_OPTS(mr_fiber_opts, o, .name = "zc-sender");
+	mr_fiber_t *f = mr_go_opts(zc_blocked, z, &o);
+
+	ASSERT_NONNULL(f);
+	mr_sleep_ns(50 * 1000 * 1000); /* any time is right: the sender loops until cancelled */
+	ASSERT_EQ(mr_fiber_cancel(f), 0);
+	ASSERT_EQ(mr_fiber_join(f), 0);
+	ASSERT_EQ(z->sent_result, -ECANCELED);
+}
+
+IO_TEST(send_zc_cancel_canary)
+{
+	struct zc z = { .pace_us = 2000 };
+
+	setenv("MOIRAI_IO_SEND_ZC", "1", 1);
+	zc_run(2, zc_cancel_main, &z, 65536);
 }
 
 TEST_HARNESS_MAIN

@@ -51,6 +51,22 @@
  * mr_write/mr_writev on a socket are sent with it; a peer that reset the
  * connection gives -EPIPE or -ECONNRESET.
  *
+ * Zero-copy sends (io_uring only, off by default): with MOIRAI_IO_SEND_ZC
+ * set to a size in bytes, mr_send and mr_write on a socket of that many
+ * bytes or more, from a fiber, are sent with IORING_OP_SEND_ZC: the kernel
+ * sends from the caller's pages instead of copying them, and the call
+ * returns only once it no longer reads them (its notification), so the
+ * buffer may be reused at once as always. On TCP that is once the peer
+ * has acknowledged the bytes: a peer that stops reading keeps the call
+ * waiting, and the deadline and mr_fiber_cancel() stop only the wait for
+ * room, not this one (the kernel still reads the buffer). It also costs a
+ * submission and a park even when the socket has room (an ordinary send
+ * is tried at once first), and over loopback the kernel copies anyway, so
+ * there it loses (tools/bench/io/uring_ab.sh has the numbers); it may win
+ * for large sends through a NIC. A socket that refuses it (a Unix socket)
+ * is remembered and sent to the ordinary way. MOIRAI_IO_SEND_ZC is read
+ * once, when the backend is chosen; MSG_DONTWAIT sends never use it.
+ *
  * Buffers and structures passed in (iovecs, msghdrs, sockaddrs, paths)
  * must stay valid until the call returns; the kernel may read them at any
  * time before that (not only at submission).

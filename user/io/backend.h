@@ -47,6 +47,10 @@ struct mr__io_req {
 	size_t len;
 	off_t off;
 	void *ptr;
+	/* MR__IO_SEND only: the backend may send it zero-copy (io_uring's
+	 * SEND_ZC); io.c sets it for sends of mr__io_send_zc_min bytes or
+	 * more. Others ignore it. */
+	bool zc;
 	const char *call; /* the user's call, for abort messages */
 };
 
@@ -73,6 +77,14 @@ const struct mr__io_backend *mr__io_backend_get(void);
 
 /* Can this kernel set up a ring and run a NOP on it? 0 or -errno (uring.c). */
 int mr__io_uring_probe(void);
+
+/*
+ * Sends of at least this many bytes go zero-copy (IORING_OP_SEND_ZC);
+ * 0: none do. Set by mr__io_uring_probe() from MOIRAI_IO_SEND_ZC when the
+ * kernel has the operation, before the backend is published (read after
+ * mr__io_backend_get(), which orders it). (uring.c)
+ */
+extern size_t mr__io_send_zc_min;
 
 /*
  * r as the plain system call on the calling thread, blocking it. With a

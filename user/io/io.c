@@ -121,7 +121,9 @@ static long io(const struct mr__io_req *q, int64_t deadline_ns)
 
 /* ---- what each fd is, for write(2) on sockets ----------------------------- */
 
-enum { FD_UNKNOWN = 0, FD_SOCKET = 1, FD_OTHER = 2 };
+/* FD_NOZC: a socket that refused a zero-copy send (-EOPNOTSUPP: a Unix
+ * socket, ...); its sends are made the ordinary way. */
+enum { FD_UNKNOWN = 0, FD_SOCKET = 1, FD_OTHER = 2, FD_NOZC = 3 };
 #define FD_KINDS 65536
 static _Atomic uint8_t fd_kind[FD_KINDS];
 
@@ -186,13 +188,36 @@ MR_API ssize_t mr_pwrite(int fd, const void *buf, size_t len, off_t off)
 	return mr_pwrite_until(fd, buf, len, off, MR_DEADLINE_NONE);
 }
 
+/*
+ * A send: zero-copy when it is big enough (MOIRAI_IO_SEND_ZC, io.h) and
+ * the fd has not refused it; a refusal (-EOPNOTSUPP: the socket does not
+ * do zero-copy) is remembered in fd_kind, and the send made the ordinary
+ * way. A send that may not wait (MSG_DONTWAIT) is tried at once instead
+ * (uring.c's send_now()), which a zero-copy one would not be.
+ */
+static ssize_t send_req(struct mr__io_req *q, int64_t deadline_ns)
+{
+	mr__io_backend_get(); /* orders the read of mr__io_send_zc_min */
+	size_t zc_min = mr__io_send_zc_min;
+
+	if (zc_min && q->len >= zc_min && !(q->flags & MSG_DONTWAIT) && kind_of(q->fd) != FD_NOZC) {
+		q->zc = true;
+		ssize_t r = io(q, deadline_ns);
+		if (r != -EOPNOTSUPP)
+			return r;
+		set_kind(q->fd, FD_NOZC);
+		q->zc = false;
+	}
+	return io(q, deadline_ns);
+}
+
 MR_API ssize_t mr_send_until(int fd, const void *buf, size_t len, int flags, int64_t deadline_ns)
 {
 	if (!buf && len)
 		return -EINVAL;
 	struct mr__io_req q = REQ(.op = MR__IO_SEND, .fd = fd, .buf = (void *)buf, .len = len,
 				  .flags = flags | MSG_NOSIGNAL, .call = "mr_send");
-	return io(&q, deadline_ns);
+	return send_req(&q, deadline_ns);
 }
 
 MR_API ssize_t mr_send(int fd, const void *buf, size_t len, int flags)
@@ -208,9 +233,10 @@ MR_API ssize_t mr_write_until(int fd, const void *buf, size_t len, int64_t deadl
 	if (kind != FD_OTHER) {
 		struct mr__io_req q = REQ(.op = MR__IO_SEND, .fd = fd, .buf = (void *)buf,
 					  .len = len, .flags = MSG_NOSIGNAL, .call = "mr_write");
-		ssize_t r = io(&q, deadline_ns);
+		ssize_t r = send_req(&q, deadline_ns);
 		if (r != -ENOTSOCK) {
-			if (kind == FD_UNKNOWN && r != -EBADF)
+			/* kind_of() again: send_req() may have said FD_NOZC. */
+			if (kind_of(fd) == FD_UNKNOWN && r != -EBADF)
 				set_kind(fd, FD_SOCKET);
 			return r;
 		}

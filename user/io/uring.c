@@ -28,6 +28,16 @@
  * in flight. On 5.19-6.0, COOP_TASKRUN with TASKRUN_FLAG; SUBMIT_ALL
  * always (a bad entry does not stop the ones after it).
  *
+ * Zero-copy sends (MOIRAI_IO_SEND_ZC=BYTES, off by default): a send of at
+ * least BYTES is an IORING_OP_SEND_ZC instead of a try with send(2). Its
+ * first completion has the result and, with IORING_CQE_F_MORE, says that a
+ * notification (IORING_CQE_F_NOTIF) follows once the kernel no longer
+ * reads the caller's pages; reap() counts that completion in the op like
+ * any other, so the fiber is readied, and its buffer handed back, only
+ * after the notification. On loopback the kernel copies the pages anyway
+ * when the packet loops back to the receiver, and the zero-copy send then
+ * costs more than a copy (tools/bench/io/uring_ab.sh): hence off.
+ *
  * When it behaves badly: on the eventfd path (kernels before 6.7), a waker
  * reads the ring's `sleeping` after it stored the token; a waker from
  * outside the worker's runtime (a group or join latch of another runtime)
@@ -105,6 +115,10 @@ struct op {
 
 /* Probed once per process (mr__io_uring_probe()). */
 static bool has_futex_op;
+size_t mr__io_send_zc_min;
+/* Test hook: zero-copy notifications reaped, by every ring (relaxed: a
+ * count read once the sends returned). */
+_Atomic unsigned long mr__test_io_zc_notifs;
 
 static int sys_setup(unsigned entries, struct io_uring_params *p)
 {
@@ -271,10 +285,18 @@ static unsigned reap(struct mr__worker *w, struct ring *r)
 		if (ud == UD_CANCEL)
 			continue; /* the cancelled operation completes on its own */
 		struct op *op = (struct op *)(uintptr_t)(ud & ~(uint64_t)1);
-		if (ud & 1)
+		if (c->flags & IORING_CQE_F_NOTIF)
+			/* a zero-copy send's pages are released: its result came before */
+			atomic_fetch_add_explicit(&mr__test_io_zc_notifs, 1, memory_order_relaxed);
+		else if (ud & 1)
 			op->tres = res;
 		else
 			op->res = res;
+		if (c->flags & IORING_CQE_F_MORE) {
+			/* A zero-copy send's result: its notification follows. */
+			op->left++;
+			r->inflight++;
+		}
 		r->inflight--;
 		/* The fiber's stack holds op: once readied, it may run (on a
 		 * thief) and return, so op is not touched after. */
@@ -472,7 +494,9 @@ static long send_now(const struct mr__io_req *q)
 static long uring_call(struct mr__worker *w, struct mr_fiber *f, const struct mr__io_req *q,
 		       int64_t deadline)
 {
-	if (q->op == MR__IO_SEND || q->op == MR__IO_SENDMSG) {
+	bool zc = q->op == MR__IO_SEND && q->zc;
+
+	if ((q->op == MR__IO_SEND && !zc) || q->op == MR__IO_SENDMSG) {
 		if (mr__cancel_pending(f))
 			return mr__cancel_take(f);
 		long n = send_now(q);
@@ -490,6 +514,8 @@ static long uring_call(struct mr__worker *w, struct mr_fiber *f, const struct mr
 	struct io_uring_sqe *s = sqe_get(w, r, op.left);
 
 	prep(s, q);
+	if (zc)
+		s->opcode = IORING_OP_SEND_ZC; /* the fields of IORING_OP_SEND */
 	s->user_data = (uintptr_t)&op;
 	if (deadline >= 0) {
 		/* Linked: the timeout is armed once the operation has to wait,
@@ -736,6 +762,15 @@ int mr__io_uring_probe(void)
 		if (p && syscall(__NR_io_uring_register, r.fd, IORING_REGISTER_PROBE, p, 256) == 0)
 			has_futex_op = p->last_op >= IORING_OP_FUTEX_WAIT &&
 				       (p->ops[IORING_OP_FUTEX_WAIT].flags & IO_URING_OP_SUPPORTED);
+		bool has_zc = p && p->last_op >= IORING_OP_SEND_ZC &&
+			      (p->ops[IORING_OP_SEND_ZC].flags & IO_URING_OP_SUPPORTED);
+		const char *zc = getenv("MOIRAI_IO_SEND_ZC");
+		if (has_zc && zc && *zc) {
+			char *end;
+			unsigned long long v = strtoull(zc, &end, 10);
+			if (!*end)
+				mr__io_send_zc_min = (size_t)v;
+		}
 		free(p);
 		if (getenv("MOIRAI_IO_NO_FUTEX")) /* test hook: the eventfd path */
 			has_futex_op = false;
