@@ -428,6 +428,12 @@ static void rv_cancel_fn(struct mr__cancel_hook *h)
 	uint64_t w = rc->me;
 	bool won = false;
 
+	/* Claimed already (taken from the word, or unqueued): the claimer
+	 * may have let ch be destroyed; touch nothing (fiber.h). seq_cst:
+	 * after our count in mr__cancel_hook_run(), against the claim's
+	 * store of the state and the destroy's mr__cancel_hooks_quiesce(). */
+	if (atomic_load_explicit(&s->state, memory_order_seq_cst) != SL_WAITING)
+		return;
 	mr__chan_lock(ch);
 	if (atomic_compare_exchange_strong_explicit(&ch->q.tail, &w, 0, memory_order_acquire,
 						    memory_order_relaxed)) {
@@ -693,6 +699,9 @@ static void sel_cancel(struct mr__cancel_hook *h)
 	struct sel *S = (struct sel *)((char *)h - offsetof(struct sel, cancel));
 	uint32_t expect = SL_WAITING;
 
+	/* Claimed already: its channels may be gone (rv_cancel_fn()). */
+	if (atomic_load_explicit(&S->sl.state, memory_order_seq_cst) != SL_WAITING)
+		return;
 	lock_all(S);
 	bool won = atomic_compare_exchange_strong_explicit(&S->sl.state, &expect, SL_CANCELLED,
 							   memory_order_relaxed,
@@ -1023,9 +1032,22 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 		/* Unqueue what is left: the waker took the entry it woke us
 		 * through; a single case that was woken has nothing left. */
 		if (n > 1 || st != SL_WOKEN) {
-			lock_all(&S);
+			/* Nor has the channel that woke us, unless another case
+			 * of ours is on it: its last receiver may have destroyed
+			 * it since (chan.h), so leave its lock alone. */
+			const struct mr_chan *skip =
+				st == SL_WOKEN ? (struct mr_chan *)cases[S.sl.which].chan : NULL;
+			for (size_t k = 0; skip && k < n; k++)
+				if ((int)k != S.sl.which && case_live(&cases[k]) &&
+				    cases[k].chan == (const mr_chan_t *)skip)
+					skip = NULL;
+			for (size_t k = 0; k < S.nlocks; k++)
+				if (S.locks[k] != skip)
+					mr__chan_lock(S.locks[k]);
 			unqueue_all(cases, n, ent);
-			unlock_all(&S);
+			for (size_t k = 0; k < S.nlocks; k++)
+				if (S.locks[k] != skip)
+					mr__chan_unlock(S.locks[k]);
 		}
 		if (st == SL_TIMEDOUT)
 			return -ETIMEDOUT;
@@ -1119,6 +1141,9 @@ void mr_chan_destroy(mr_chan_t *handle)
 	if (ch->ext && ch->q.kind != CH_SHM && !mr__named_put(ch))
 		return;
 
+	/* A cancel hook that saw a waiter of ours still waiting may be
+	 * about to take our lock (fiber.h). */
+	mr__cancel_hooks_quiesce();
 	/* First let a queue operation that is still waking someone finish:
 	 * it needs the lock to do so. acquire: pairs with the release in
 	 * wake_other() (ring.c). Then the lock waits out a close. */

@@ -112,7 +112,7 @@ static inline void commit_park(struct mr_fiber *f)
 				if (atomic_load_explicit(&f->cancel, memory_order_relaxed) &
 				    MR__CANCEL_REQ) {
 					mr__spin_lock(&f->cancel_lock);
-					h->fn(h); /* readies f unless a partner got it first */
+					mr__cancel_hook_run(h); /* readies f unless a partner got it first */
 					mr__spin_unlock(&f->cancel_lock);
 				}
 			}
@@ -704,8 +704,30 @@ void mr__cancel_disarm(struct mr_fiber *f)
 
 /* ---- membarrier: the canceller's side of the pairs (fiber.h) ------------- */
 
-bool mr__cancel_asym;
+_Atomic bool mr__cancel_asym;
 _Atomic uint32_t mr__cancel_fence_word;
+static _Atomic uint32_t hooks_running;
+
+void mr__cancel_hook_run(struct mr__cancel_hook *h)
+{
+	/* seq_cst: before the hook looks at its waiter's state; pairs with
+	 * mr__cancel_hooks_quiesce(). */
+	atomic_fetch_add_explicit(&hooks_running, 1, memory_order_seq_cst);
+	h->fn(h);
+	/* release: the hook's last touch of the object comes before a
+	 * quiesce that sees the count drop. */
+	atomic_fetch_sub_explicit(&hooks_running, 1, memory_order_release);
+}
+
+void mr__cancel_hooks_quiesce(void)
+{
+	unsigned spins = 0;
+
+	mr__fence_seq_cst();
+	/* acquire: pairs with the release above. */
+	while (atomic_load_explicit(&hooks_running, memory_order_acquire))
+		mr__backoff(&spins);
+}
 
 static bool membarrier_register(void)
 {
@@ -716,17 +738,19 @@ static bool membarrier_register(void)
 /* A forked child has a new address space, maybe registered for nothing. */
 static void membarrier_atfork_child(void)
 {
-	if (mr__cancel_asym && !membarrier_register())
-		mr__cancel_asym = false; /* only this thread runs: it sees it */
+	if (atomic_load_explicit(&mr__cancel_asym, memory_order_relaxed) && !membarrier_register())
+		atomic_store_explicit(&mr__cancel_asym, false, memory_order_relaxed);
 }
 #endif
 
 /*
- * Before main(), so before any fiber arms: the choice never changes under
- * a running wait (except in a forked child, above). MOIRAI_MEMBARRIER=0
- * keeps the seq_cst fences (tests run both).
+ * Before main() and before the constructors of a program linked with the
+ * static library (priority 101), so before any fiber arms: the choice
+ * never changes under a running wait (except in a forked child, where
+ * only the forking thread runs). MOIRAI_MEMBARRIER=0 keeps the seq_cst
+ * fences (tests run both).
  */
-__attribute__((constructor)) static void membarrier_init(void)
+__attribute__((constructor(101))) static void membarrier_init(void)
 {
 #ifndef MR__TSAN_BUILD
 	const char *e = getenv("MOIRAI_MEMBARRIER");
@@ -738,20 +762,23 @@ __attribute__((constructor)) static void membarrier_init(void)
 		return;
 	if (!membarrier_register())
 		return;
-	mr__cancel_asym = true;
+	atomic_store_explicit(&mr__cancel_asym, true, memory_order_relaxed);
 	pthread_atfork(NULL, NULL, membarrier_atfork_child);
 #endif
 }
 
 static void cancel_fence_heavy(void)
 {
-	if (mr__cancel_asym) {
+	if (atomic_load_explicit(&mr__cancel_asym, memory_order_relaxed)) {
 		if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
 			return;
 		int err = errno;
 		if (!membarrier_register() ||
 		    syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0)
-			mr__die("mr_fiber_cancel", "membarrier: %s", strerror(err));
+			mr__die("mr_fiber_cancel",
+				"membarrier: %s (a seccomp filter installed after the library "
+				"loaded? MOIRAI_MEMBARRIER=0 avoids the call)",
+				strerror(err));
 		return;
 	}
 #ifdef MR__TSAN_BUILD
@@ -777,8 +804,11 @@ int mr_fiber_cancel(mr_fiber_t *handle)
 	mr__spin_lock(&f->cancel_lock);
 	cancel_fence_heavy();
 	struct mr__cancel_hook *h = atomic_load_explicit(&f->hook, memory_order_acquire);
-	if (h)
-		h->fn(h);
+	/* Still requested: f may have seen our request meanwhile (at its arm
+	 * or commit), used it up on the wait we came for, and armed its next
+	 * one; one request cancels one call. */
+	if (h && (atomic_load_explicit(&f->cancel, memory_order_relaxed) & MR__CANCEL_REQ))
+		mr__cancel_hook_run(h);
 	mr__spin_unlock(&f->cancel_lock);
 	return 0;
 }

@@ -52,6 +52,14 @@ struct mr__stack {
 	bool pooled;  /* a default-size stack from a shared chunk */
 };
 
+#if defined(__SANITIZE_THREAD__)
+#define MR__TSAN_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MR__TSAN_BUILD 1
+#endif
+#endif
+
 /*
  * Cancellation (mr_fiber_cancel). A wait that can report -ECANCELED arms
  * a hook on its fiber (mr__cancel_arm) while it holds the lock that keeps
@@ -59,10 +67,17 @@ struct mr__stack {
  * channels', or in a park's commit); the canceller sets MR__CANCEL_REQ,
  * then, under the fiber's cancel_lock, calls the armed hook, which claims
  * the wait the way a deadline's timer does (whoever unqueues the waiter
- * decides) and readies the fiber. The fiber disarms (takes cancel_lock,
- * clears the hook) before its wait's memory goes: a canceller in the
- * hook holds that lock, so the waiter outlives it. Lock order:
- * cancel_lock, then the lock the hook takes.
+ * decides) and readies the fiber. The fiber disarms (clears the hook,
+ * then waits while cancel_lock is held) before its wait's memory goes: a
+ * canceller in the hook holds that lock, so the waiter outlives it. Lock
+ * order: cancel_lock, then the lock the hook takes.
+ *
+ * A hook runs through mr__cancel_hook_run(), counted, and must look at
+ * its waiter's state before it touches the object waited on: a waker
+ * that claimed the waiter may have let the object be destroyed (a
+ * channel's last receiver may destroy it at once). The object's destroy
+ * calls mr__cancel_hooks_quiesce() first, which waits out the hooks that
+ * saw the waiter still waiting.
  *
  * Three store-then-load pairs (Dekker) make it work, each with a fiber's
  * side, which every cancellable wait runs, and the canceller's, which
@@ -78,9 +93,10 @@ struct mr__stack {
  * The fiber's side orders its store before its load with
  * mr__cancel_fence(): a compiler barrier when the process registered for
  * membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), whose call on the
- * canceller's side (mr__cancel_fence_heavy()) puts a full barrier into
- * every running thread of the process; else a seq_cst fence on both
- * sides. The fast side then costs no fence and no RMW.
+ * canceller's side (cancel_fence_heavy() in fiber.c) puts a full barrier
+ * into every running thread of the process; else a seq_cst fence on both
+ * sides. The fast side then costs no fence and no RMW; a cancel costs a
+ * system call and an IPI to each CPU running a thread of the process.
  */
 struct mr__cancel_hook {
 	void (*fn)(struct mr__cancel_hook *h);
@@ -143,7 +159,7 @@ struct mr_fiber {
 	_Atomic uint8_t run_state;
 	_Atomic uint8_t wait_kind;
 	bool ran;   /* has started: suspended in a switch, not at its entry */
-	bool armed; /* (owner only) a cancel hook is armed */
+	bool armed; /* a cancel hook is armed (the fiber, or its park's commit) */
 	/* An armed park's commit still reads f (commit_park()). */
 	_Atomic uint8_t committing;
 	uint16_t shield; /* (owner only) the cancel shield's depth */
@@ -294,16 +310,13 @@ void mr__fiber_park_in(struct mr_fiber *f, _Atomic uint64_t *word, uint64_t val,
  * not wait, undoes its queueing, disarms and returns -ECANCELED
  * (mr__cancel_take). f NULL (a thread): false.
  */
-#if defined(__SANITIZE_THREAD__)
-#define MR__TSAN_BUILD 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define MR__TSAN_BUILD 1
-#endif
-#endif
-
-extern bool mr__cancel_asym; /* membarrier registered (fiber.c) */
+extern _Atomic bool mr__cancel_asym; /* membarrier registered (fiber.c) */
 extern _Atomic uint32_t mr__cancel_fence_word;
+
+/* Run a hook (canceller or commit), counted; and wait out running hooks
+ * before an object that hooks lock is freed (above). */
+void mr__cancel_hook_run(struct mr__cancel_hook *h);
+void mr__cancel_hooks_quiesce(void);
 
 /* The fiber's side of the pairs above: store, this, load. */
 static inline void mr__cancel_fence(void)
@@ -312,7 +325,7 @@ static inline void mr__cancel_fence(void)
 	/* TSan knows no fences; an RMW orders like one on every target. */
 	atomic_fetch_add_explicit(&mr__cancel_fence_word, 0, memory_order_seq_cst);
 #else
-	if (likely(mr__cancel_asym))
+	if (likely(atomic_load_explicit(&mr__cancel_asym, memory_order_relaxed)))
 		atomic_signal_fence(memory_order_seq_cst);
 	else
 		atomic_thread_fence(memory_order_seq_cst);

@@ -156,11 +156,19 @@ static void waiter_timeout(struct mr__timer *t)
 		   MR__W_TIMEDOUT);
 }
 
-/* mr_fiber_cancel() of a waiting fiber (its cancel_lock held). */
+/* mr_fiber_cancel() of a waiting fiber (its cancel_lock held). A woken
+ * waiter's object may be gone (fiber.h): look at the state first.
+ * mr_mutex_destroy() quiesces the hooks; the other sync objects have no
+ * destroy call, so a program that frees one at once after the post that
+ * woke a waiter still races a canceller's lock here, in a window of a
+ * few instructions. */
 static void waiter_cancel(struct mr__cancel_hook *h)
 {
-	waiter_end((struct mr__waiter *)((char *)h - offsetof(struct mr__waiter, cancel)),
-		   MR__W_CANCELLED);
+	struct mr__waiter *wt = (struct mr__waiter *)((char *)h - offsetof(struct mr__waiter, cancel));
+
+	if (atomic_load_explicit(&wt->state, memory_order_seq_cst) != MR__W_WAITING)
+		return;
+	waiter_end(wt, MR__W_CANCELLED);
 }
 
 static bool waiter_woken(void *arg)

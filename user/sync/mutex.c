@@ -289,8 +289,11 @@ void mr_mutex_destroy(mr_mutex_t *m)
 {
 	if (unlikely(!m))
 		mr__die("mr_mutex_destroy", "NULL mutex");
-	/* An unlock may still be finishing: its last access is the release of
-	 * the queue lock. acquire: pairs with that release. */
+	/* A cancel hook that saw a waiter still waiting may be about to
+	 * take the queue lock (fiber.h); an unlock may still be finishing:
+	 * its last access is the release of the queue lock. acquire: pairs
+	 * with that release. */
+	mr__cancel_hooks_quiesce();
 	mr__waitq_wait_unlocked(&M(m)->q);
 	if (atomic_load_explicit(&M(m)->state, memory_order_relaxed) != 0)
 		mr__die("mr_mutex_destroy", "mutex %p is held", (void *)m);
