@@ -310,10 +310,20 @@ MR_API void mr_accum_destroy(mr_accum_t *a);
  * stage may return NULL as an item like any other. A serial stage's calls
  * are ordered one after the other (each sees the previous one's writes),
  * possibly on different workers.
+ *
+ * Stopping early: any stage may return MR_PIPELINE_STOP instead of an
+ * item (the stage keeps or frees the item it was given: the pipeline
+ * drops the mark). Then stage 0 is not called any more (a call of it that
+ * had started goes on, and its item is carried like the others), the
+ * items already produced drain through every stage as usual, in order
+ * where a stage is in order, while the stopped item calls no stage any
+ * more, and the pipeline returns -ECANCELED. Several stops count as one.
+ * So (void *)-1 cannot be carried as an item.
  */
 #define MR_STAGE_PARALLEL 0u
 #define MR_STAGE_SERIAL_IN_ORDER 1u
 #define MR_STAGE_SERIAL_OUT_OF_ORDER 2u
+#define MR_PIPELINE_STOP ((void *)-1)
 #define MR_PIPELINE_TOKENS_MAX ((size_t)1 << 24)
 #define MR_PIPELINE_STAGES_MAX ((size_t)1 << 16)
 
@@ -333,7 +343,8 @@ struct mr_stage {
  * waits there without holding a worker; no thread or fiber per stage.
  * Stage functions should not block their thread (that holds a worker:
  * see mr_pipeline_fibers). Returns 0 once stage 0 returned NULL and every
- * item went through every stage. Allocates one block of about
+ * item went through every stage; -ECANCELED, once every item went through,
+ * when a stage returned MR_PIPELINE_STOP (see above). Allocates one block of about
  * 48 * max_tokens bytes (plus 8 * max_tokens per in-order stage after
  * stage 0), freed before the return. Blocks like mr_join; any context.
  * ERRORS (no stage was called):
@@ -349,7 +360,7 @@ struct mr_stage {
 MR_API int mr_pipeline(const struct mr_stage *stages, size_t nstages, size_t max_tokens);
 
 /*
- * The same pipeline (same stages, modes, bound and result) with stages
+ * The same pipeline (same stages, modes, bound, stop and results) with stages
  * that may block: each stage runs on fibers of the caller's runtime (from
  * outside: the default runtime) - one for stage 0 and for each serial
  * stage, `width` for each parallel stage (0: one per worker) - connected
