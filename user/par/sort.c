@@ -24,6 +24,17 @@
  * comparison; that call, not the moves, is most of the cost for small
  * elements.
  *
+ * Stopping (mr_parallel_sort_opts): a parallel range looks at the
+ * caller's group and stop before it partitions, or sorts sequentially, or
+ * (stable) before it sorts its halves and again before it merges them;
+ * once either is set, it returns, and a sticky flag makes every other
+ * range do the same. Ranges of PAR_MIN elements or fewer, once started,
+ * finish. What is left is a permutation of the input: unstable, the
+ * partitions only swap; stable, every range keeps in the array a
+ * permutation of its elements whether it merges or not (its halves, done
+ * or not, are permutations of theirs in the array; a merge into the
+ * buffer only copies, and a merge back into the array runs to its end).
+ *
  * Misbehaviour: a comparator that is not a strict weak order (or that
  * changes its answers) leaves the array in some order, every element still
  * there once; no access strays outside the array or the buffer.
@@ -47,7 +58,28 @@ struct srt {
 	mr_cmp_r_fn cmp_r;
 	void *ctx;
 	size_t size;
+	bool cancellable;	 /* the fields below are set */
+	const struct mr_loop_opts *o;
+	_Atomic bool *stopped;	 /* sticky: some range gave up */
 };
+
+/*
+ * Give up? Once the group or stop says so, the sticky flag makes every
+ * later look say so too, whatever the caller does with its flag meanwhile.
+ * Relaxed: a range that gave up set it before its join returned, and the
+ * join orders it before the parent's look.
+ */
+static inline bool sort_stopped(const struct srt *s)
+{
+	if (likely(!s->cancellable))
+		return false;
+	if (atomic_load_explicit(s->stopped, memory_order_relaxed))
+		return true;
+	if (!mr__loop_opts_stopped(s->o))
+		return false;
+	atomic_store_explicit(s->stopped, true, memory_order_relaxed);
+	return true;
+}
 
 /* The qsort form has no context; one well-predicted branch per comparison. */
 #define CMP(x, y) (s->cmp ? s->cmp((x), (y)) : s->cmp_r((x), (y), s->ctx))
@@ -173,9 +205,10 @@ static unsigned depth_budget(size_t n)
 }
 
 /* run: the typed psort, or NULL to pick by size and stability. */
-static int sort(void *base, size_t n, size_t size, const struct srt *s, bool stable,
+static int sort(void *base, size_t n, size_t size, struct srt *s, bool stable,
 		void (*run)(void *))
 {
+	_Atomic bool stopped = false;
 	void *buf = NULL;
 
 	if ((!base && n) || size == 0 || (!run && !s->cmp && !s->cmp_r))
@@ -188,6 +221,13 @@ static int sort(void *base, size_t n, size_t size, const struct srt *s, bool sta
 		/* The only allocation, before the array is touched. */
 		if (n > PTRDIFF_MAX / size || !(buf = malloc(n * size)))
 			return -ENOMEM;
+	}
+	if (s->cancellable) {
+		s->stopped = &stopped;
+		if (sort_stopped(s)) {
+			free(buf);
+			return -ECANCELED;
+		}
 	}
 	struct stask root = { base, buf, n, depth_budget(n), false, s };
 	if (!run)
@@ -206,53 +246,67 @@ static int sort(void *base, size_t n, size_t size, const struct srt *s, bool sta
 		mr__algo_run(rt, run, &root);
 	}
 	free(buf);
-	return 0;
+	/* Relaxed: the joins ordered every range's store before this. */
+	return atomic_load_explicit(&stopped, memory_order_relaxed) ? -ECANCELED : 0;
 }
 
 int mr_parallel_sort(void *base, size_t n, size_t size, mr_cmp_fn cmp)
 {
-	struct srt s = { cmp, NULL, NULL, size };
+	struct srt s = { .cmp = cmp, .cmp_r = NULL, .ctx = NULL, .size = size };
 	return sort(base, n, size, &s, false, NULL);
 }
 
 int mr_parallel_sort_r(void *base, size_t n, size_t size, mr_cmp_r_fn cmp, void *ctx)
 {
-	struct srt s = { NULL, cmp, ctx, size };
+	struct srt s = { .cmp = NULL, .cmp_r = cmp, .ctx = ctx, .size = size };
 	return sort(base, n, size, &s, false, NULL);
 }
 
 int mr_parallel_stable_sort(void *base, size_t n, size_t size, mr_cmp_fn cmp)
 {
-	struct srt s = { cmp, NULL, NULL, size };
+	struct srt s = { .cmp = cmp, .cmp_r = NULL, .ctx = NULL, .size = size };
 	return sort(base, n, size, &s, true, NULL);
 }
 
 int mr_parallel_stable_sort_r(void *base, size_t n, size_t size, mr_cmp_r_fn cmp, void *ctx)
 {
-	struct srt s = { NULL, cmp, ctx, size };
+	struct srt s = { .cmp = NULL, .cmp_r = cmp, .ctx = ctx, .size = size };
 	return sort(base, n, size, &s, true, NULL);
 }
 
 int mr_parallel_sort_u64(uint64_t *a, size_t n)
 {
-	struct srt s = { NULL, NULL, NULL, 8 };
+	struct srt s = { .cmp = NULL, .cmp_r = NULL, .ctx = NULL, .size = 8 };
 	return sort(a, n, 8, &s, false, psort_tu64);
 }
 
 int mr_parallel_sort_i64(int64_t *a, size_t n)
 {
-	struct srt s = { NULL, NULL, NULL, 8 };
+	struct srt s = { .cmp = NULL, .cmp_r = NULL, .ctx = NULL, .size = 8 };
 	return sort(a, n, 8, &s, false, psort_ti64);
 }
 
 int mr_parallel_sort_u32(uint32_t *a, size_t n)
 {
-	struct srt s = { NULL, NULL, NULL, 4 };
+	struct srt s = { .cmp = NULL, .cmp_r = NULL, .ctx = NULL, .size = 4 };
 	return sort(a, n, 4, &s, false, psort_tu32);
 }
 
 int mr_parallel_sort_i32(int32_t *a, size_t n)
 {
-	struct srt s = { NULL, NULL, NULL, 4 };
+	struct srt s = { .cmp = NULL, .cmp_r = NULL, .ctx = NULL, .size = 4 };
 	return sort(a, n, 4, &s, false, psort_ti32);
+}
+
+int mr_parallel_sort_opts(void *base, size_t n, size_t size, mr_cmp_r_fn cmp, void *ctx,
+			  unsigned flags, const struct mr_loop_opts *opts)
+{
+	struct mr_loop_opts o;
+	struct srt s = { .cmp = NULL, .cmp_r = cmp, .ctx = ctx, .size = size };
+
+	if (!cmp || (flags & ~(unsigned)MR_SORT_STABLE) || mr__loop_opts_get(opts, &o))
+		return -EINVAL;
+	s.o = &o;
+	s.cancellable = o.group || o.stop;
+	return sort(base, n, size, &s, flags & MR_SORT_STABLE, NULL);
 }

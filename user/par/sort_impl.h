@@ -168,6 +168,8 @@ static void F(psort)(void *arg)
 	struct stask *t = arg;
 	const struct srt *s = t->s;
 
+	if (sort_stopped(s))
+		return;
 	if (t->n <= PAR_MIN || t->depth == 0) {
 		F(introsort)(t->a, t->n, t->depth, s);
 		return;
@@ -271,7 +273,13 @@ static void F(msort)(void *arg)
 	struct stask l = { t->a, t->b, h, 0, !t->to_b, s };
 	struct stask r = { AT(t->a, h), AT(t->b, h), n - h, 0, !t->to_b, s };
 	if (n > PAR_MIN) {
+		/* A range that gives up leaves its elements in a, permuted;
+		 * so does one whose halves did (see sort.c). */
+		if (sort_stopped(s))
+			return;
 		mr_join(F(msort), &l, F(msort), &r);
+		if (sort_stopped(s))
+			return;
 	} else {
 		F(msort)(&l);
 		F(msort)(&r);
