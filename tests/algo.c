@@ -257,6 +257,46 @@ static int cmp_u64(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/*
+ * The parallel partition of the top levels (ranges of 2 * 65536 elements
+ * and more, shared by several workers): every shape, generic and typed,
+ * on runtimes of 2, 3 (uneven shares) and 4 workers. Not scaled down: a
+ * smaller array would not reach it.
+ */
+static void ppart_run(void *arg)
+{
+	struct in_rt *x = arg;
+	size_t n = 140000;
+	uint64_t *a = malloc(n * 8), *b = malloc(n * 8), r = 4242;
+
+	for (int sh = 0; sh < SHAPES; sh++)
+		x->faults += sort_case(n, 8, sh, 300 + sh);
+	x->faults += sort_case(2 * n, 12, FEW_KEYS, 310);
+	if (!a || !b)
+		abort();
+	for (int k = 0; k < 3; k++) {
+		for (size_t i = 0; i < n; i++)
+			a[i] = b[i] = k == 0 ? rnd(&r) : k == 1 ? rnd(&r) % 3 : n - i;
+		qsort(b, n, 8, cmp_u64);
+		if (mr_parallel_sort_u64(a, n) != 0 || memcmp(a, b, n * 8))
+			x->faults++;
+	}
+	free(a);
+	free(b);
+}
+
+TEST(sort_parallel_partition)
+{
+	for (unsigned w = 2; w <= 4; w++) {
+		mr_runtime_t *rt = make_rt(w);
+		struct in_rt x = { 0 };
+		ASSERT_NONNULL(rt);
+		ASSERT_EQ(mr_runtime_install(rt, ppart_run, &x), 0);
+		EXPECT_EQ(x.faults, 0);
+		ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	}
+}
+
 /* 10^6 random 64-bit keys against qsort, both forms; 10^6 records stably. */
 TEST(sort_large)
 {

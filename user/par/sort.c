@@ -8,9 +8,15 @@
  * offered to thieves; PAR_MIN elements and fewer sort sequentially
  * (introsort, insertion sort below INSERTION_MAX, heapsort once the depth
  * budget of 2 log2 n partitions is spent, which bounds the worst case to
- * n log n whatever the input). The first partition is sequential: on p
- * workers the speed-up is bounded by about log2(n) / (1 + (log2(n) - 1) / p),
- * 1.9 at 10^7 elements on 2.
+ * n log n whatever the input). The first partitions are parallel too: a
+ * range that p workers share is cut into p pieces (each of at least
+ * PPART_MIN elements) partitioned around the same pivot at once, and each
+ * two neighbours' results are joined by swapping the smaller of the
+ * right piece of the one and the left piece of the other across; the
+ * two sides of that range then get half the workers each, so that below
+ * the top log2(p) levels every partition runs alone. Without this the
+ * first partition, one pass over the whole array on one worker, bounds
+ * the speed-up to about log2(n) / (1 + (log2(n) - 1) / p).
  *
  * Stable: a merge sort that alternates between the array and a buffer of
  * n elements; halves sort in parallel with mr_join, merges above
@@ -52,6 +58,38 @@
 #define PAR_MIN 4096	  /* ranges this short sort sequentially */
 #define RUN_MAX 24	  /* stable: runs this short are insertion sorted */
 #define PAR_MERGE_MIN PAR_MIN /* merges this short run sequentially */
+#define PPART_MIN 65536	  /* pieces of a parallel partition are at least this long */
+#define SWAP_PAR_MIN (1u << 20) /* bytes: longer block swaps run in two halves */
+
+/* Swap x[0..n) with y[0..n) (bytes), halves in parallel when long. */
+struct btask {
+	char *x, *y;
+	size_t n;
+};
+
+static void swap_blocks(void *arg)
+{
+	struct btask *t = arg;
+
+	if (t->n > SWAP_PAR_MIN) {
+		size_t h = t->n / 2;
+		struct btask l = { t->x, t->y, h }, r = { t->x + h, t->y + h, t->n - h };
+		mr_join(swap_blocks, &l, swap_blocks, &r);
+		return;
+	}
+	for (size_t i = 0; i + 8 <= t->n; i += 8) {
+		uint64_t u, v;
+		memcpy(&u, t->x + i, 8);
+		memcpy(&v, t->y + i, 8);
+		memcpy(t->x + i, &v, 8);
+		memcpy(t->y + i, &u, 8);
+	}
+	for (size_t i = t->n & ~(size_t)7; i < t->n; i++) {
+		char c = t->x[i];
+		t->x[i] = t->y[i];
+		t->y[i] = c;
+	}
+}
 
 struct srt {
 	mr_cmp_fn cmp;
@@ -93,7 +131,19 @@ struct stask {
 	unsigned depth; /* partitions left before heapsort (unstable) */
 	bool to_b;	/* stable: leave the result in b */
 	const struct srt *s;
+	unsigned ways;	/* unstable: workers to partition this range (1: alone) */
 };
+
+/* A piece of a parallel partition (unstable): a[0..n) around *pv. */
+struct ptask {
+	char *a;
+	size_t n;
+	const char *pv;
+	unsigned ways;
+	size_t k; /* out: a[0..k) <= *pv <= a[k..n) */
+	const struct srt *s;
+};
+
 
 struct mtask {
 	const char *a;
@@ -229,7 +279,7 @@ static int sort(void *base, size_t n, size_t size, struct srt *s, bool stable,
 			return -ECANCELED;
 		}
 	}
-	struct stask root = { base, buf, n, depth_budget(n), false, s };
+	struct stask root = { base, buf, n, depth_budget(n), false, s, 1 };
 	if (!run)
 		run = pick(size, stable);
 
@@ -243,6 +293,7 @@ static int sort(void *base, size_t n, size_t size, struct srt *s, bool stable,
 			free(buf);
 			return -e;
 		}
+		root.ways = rt->nworkers;
 		mr__algo_run(rt, run, &root);
 	}
 	free(buf);

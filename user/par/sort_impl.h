@@ -109,20 +109,22 @@ static inline size_t F(median3)(char *a, size_t i, size_t j, size_t k, const str
  * equal to the pivot, so runs of equal keys split evenly instead of
  * degrading to quadratic. Returns p: a[0..p) <= a[p] <= a[p+1..n).
  */
-static size_t F(partition)(char *a, size_t n, const struct srt *s)
+/* The index of the pivot: a median of three, or of nine from NINTHER_MIN. */
+static size_t F(pivot)(char *a, size_t n, const struct srt *s)
 {
-	size_t m;
-
 	if (n >= NINTHER_MIN) {
 		size_t e = n / 8;
 		size_t m1 = F(median3)(a, 0, e, 2 * e, s);
 		size_t m2 = F(median3)(a, n / 2 - e, n / 2, n / 2 + e, s);
 		size_t m3 = F(median3)(a, n - 1 - 2 * e, n - 1 - e, n - 1, s);
-		m = F(median3)(a, m1, m2, m3, s);
-	} else {
-		m = F(median3)(a, 0, n / 2, n - 1, s);
+		return F(median3)(a, m1, m2, m3, s);
 	}
-	F(swap)(a, AT(a, m), s);
+	return F(median3)(a, 0, n / 2, n - 1, s);
+}
+
+static size_t F(partition)(char *a, size_t n, const struct srt *s)
+{
+	F(swap)(a, AT(a, F(pivot)(a, n, s)), s);
 
 	size_t i = 0, j = n;
 	for (;;) {
@@ -162,11 +164,55 @@ static void F(introsort)(char *a, size_t n, unsigned depth, const struct srt *s)
 	F(insertion)(a, n, s);
 }
 
+/*
+ * Partition a[0..n) around the element at pv (outside the range): returns
+ * k with a[0..k) <= *pv <= a[k..n). Both scans stop on equal elements, as
+ * in F(partition), and are bounded by each other (no sentinel here).
+ */
+static size_t F(split)(char *a, size_t n, const char *pv, const struct srt *s)
+{
+	size_t i = 0, j = n;
+
+	for (;;) {
+		while (i < j && CMP(AT(a, i), pv) < 0)
+			i++;
+		while (i < j && CMP(pv, AT(a, j - 1)) < 0)
+			j--;
+		if (j - i < 2)
+			return j; /* none left, or one: it equals *pv, keep it left */
+		F(swap)(AT(a, i), AT(a, j - 1), s);
+		i++;
+		j--;
+	}
+}
+
+/* Parallel partition of t->a[0..n) around *pv by t->ways workers. */
+static void F(ppart)(void *arg)
+{
+	struct ptask *t = arg;
+	const struct srt *s = t->s;
+
+	if (t->ways < 2 || t->n < 2 * PPART_MIN) {
+		t->k = F(split)(t->a, t->n, t->pv, s);
+		return;
+	}
+	size_t h = t->n / 2;
+	struct ptask l = { t->a, h, t->pv, t->ways / 2, 0, s };
+	struct ptask r = { AT(t->a, h), t->n - h, t->pv, t->ways - t->ways / 2, 0, s };
+	mr_join(F(ppart), &l, F(ppart), &r);
+	/* [ <= | >= ][ <= | >= ]: swap the smaller middle piece across. */
+	size_t r1 = h - l.k, l2 = r.k, m = r1 < l2 ? r1 : l2;
+	struct btask b = { AT(t->a, l.k), AT(t->a, h + l2 - m), m * (SZ) };
+	swap_blocks(&b);
+	t->k = l.k + l2;
+}
+
 /* Parallel quicksort: partition here, sort both sides with mr_join. */
 static void F(psort)(void *arg)
 {
 	struct stask *t = arg;
 	const struct srt *s = t->s;
+	size_t p;
 
 	if (sort_stopped(s))
 		return;
@@ -174,9 +220,20 @@ static void F(psort)(void *arg)
 		F(introsort)(t->a, t->n, t->depth, s);
 		return;
 	}
-	size_t p = F(partition)(t->a, t->n, s);
-	struct stask l = { t->a, NULL, p, t->depth - 1, false, s };
-	struct stask r = { AT(t->a, p + 1), NULL, t->n - 1 - p, t->depth - 1, false, s };
+	if (t->ways > 1 && t->n >= 2 * PPART_MIN) {
+		/* The pivot to a[0], the rest split by the workers, then the
+		 * pivot to its place: the last of the elements <= it. */
+		F(swap)(t->a, AT(t->a, F(pivot)(t->a, t->n, s)), s);
+		struct ptask pt = { AT(t->a, 1), t->n - 1, t->a, t->ways, 0, s };
+		F(ppart)(&pt);
+		p = pt.k;
+		F(swap)(t->a, AT(t->a, p), s);
+	} else {
+		p = F(partition)(t->a, t->n, s);
+	}
+	unsigned wl = t->ways / 2 ? t->ways / 2 : 1, wr = t->ways - t->ways / 2;
+	struct stask l = { t->a, NULL, p, t->depth - 1, false, s, wl };
+	struct stask r = { AT(t->a, p + 1), NULL, t->n - 1 - p, t->depth - 1, false, s, wr };
 	mr_join(F(psort), &l, F(psort), &r);
 }
 
@@ -270,8 +327,8 @@ static void F(msort)(void *arg)
 			memcpy(t->b, t->a, n * (SZ));
 		return;
 	}
-	struct stask l = { t->a, t->b, h, 0, !t->to_b, s };
-	struct stask r = { AT(t->a, h), AT(t->b, h), n - h, 0, !t->to_b, s };
+	struct stask l = { t->a, t->b, h, 0, !t->to_b, s, 1 };
+	struct stask r = { AT(t->a, h), AT(t->b, h), n - h, 0, !t->to_b, s, 1 };
 	if (n > PAR_MIN) {
 		/* A range that gives up leaves its elements in a, permuted;
 		 * so does one whose halves did (see sort.c). */
