@@ -274,12 +274,23 @@ static void ppart_run(void *arg)
 	x->faults += sort_case(2 * n, 12, FEW_KEYS, 310);
 	if (!a || !b)
 		abort();
-	for (int k = 0; k < 3; k++) {
-		for (size_t i = 0; i < n; i++)
-			a[i] = b[i] = k == 0 ? rnd(&r) : k == 1 ? rnd(&r) % 3 : n - i;
-		qsort(b, n, 8, cmp_u64);
-		if (mr_parallel_sort_u64(a, n) != 0 || memcmp(a, b, n * 8))
+	/* Typed (block partition, equal keys set aside after a pivot equal
+	 * to its predecessor): random, 3 keys, reversed, sorted, all equal,
+	 * a sawtooth; large, and small enough to sort sequentially. */
+	for (int k = 0; k < 12; k++) {
+		size_t m = k < 6 ? n : 3000;
+		for (size_t i = 0; i < m; i++)
+			a[i] = b[i] = k % 6 == 0   ? rnd(&r)
+				      : k % 6 == 1 ? rnd(&r) % 3
+				      : k % 6 == 2 ? m - i
+				      : k % 6 == 3 ? i
+				      : k % 6 == 4 ? 7
+						   : i % 1000;
+		qsort(b, m, 8, cmp_u64);
+		if (mr_parallel_sort_u64(a, m) != 0 || memcmp(a, b, m * 8)) {
+			printf("# typed shape %d, n %zu: differs from qsort\n", k % 6, m);
 			x->faults++;
+		}
 	}
 	free(a);
 	free(b);

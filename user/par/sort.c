@@ -28,7 +28,9 @@
  * other size goes through the generic instance, which swaps in 8-byte
  * pieces. The comparator is still called through a pointer on every
  * comparison; that call, not the moves, is most of the cost for small
- * elements.
+ * elements. The typed sorts (comparison inlined) partition in blocks
+ * instead, branch-free (see sort_impl.h), and set the keys equal to a
+ * pivot aside when the pivot equals the range's predecessor.
  *
  * Stopping (mr_parallel_sort_opts): a parallel range looks at the
  * caller's group and stop before it partitions, or sorts sequentially, or
@@ -132,6 +134,7 @@ struct stask {
 	bool to_b;	/* stable: leave the result in b */
 	const struct srt *s;
 	unsigned ways;	/* unstable: workers to partition this range (1: alone) */
+	const char *pred; /* typed: an element <= all of the range, or NULL */
 };
 
 /* A piece of a parallel partition (unstable): a[0..n) around *pv. */
@@ -279,7 +282,7 @@ static int sort(void *base, size_t n, size_t size, struct srt *s, bool stable,
 			return -ECANCELED;
 		}
 	}
-	struct stask root = { base, buf, n, depth_budget(n), false, s, 1 };
+	struct stask root = { base, buf, n, depth_budget(n), false, s, 1, NULL };
 	if (!run)
 		run = pick(size, stable);
 
