@@ -257,6 +257,57 @@ static int cmp_u64(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/*
+ * The parallel partition of the top levels (ranges of 2 * 65536 elements
+ * and more, shared by several workers): every shape, generic and typed,
+ * on runtimes of 2, 3 (uneven shares) and 4 workers. Not scaled down: a
+ * smaller array would not reach it.
+ */
+static void ppart_run(void *arg)
+{
+	struct in_rt *x = arg;
+	size_t n = 140000;
+	uint64_t *a = malloc(n * 8), *b = malloc(n * 8), r = 4242;
+
+	for (int sh = 0; sh < SHAPES; sh++)
+		x->faults += sort_case(n, 8, sh, 300 + sh);
+	x->faults += sort_case(2 * n, 12, FEW_KEYS, 310);
+	if (!a || !b)
+		abort();
+	/* Typed (block partition, equal keys set aside after a pivot equal
+	 * to its predecessor): random, 3 keys, reversed, sorted, all equal,
+	 * a sawtooth; large, and small enough to sort sequentially. */
+	for (int k = 0; k < 12; k++) {
+		size_t m = k < 6 ? n : 3000;
+		for (size_t i = 0; i < m; i++)
+			a[i] = b[i] = k % 6 == 0   ? rnd(&r)
+				      : k % 6 == 1 ? rnd(&r) % 3
+				      : k % 6 == 2 ? m - i
+				      : k % 6 == 3 ? i
+				      : k % 6 == 4 ? 7
+						   : i % 1000;
+		qsort(b, m, 8, cmp_u64);
+		if (mr_parallel_sort_u64(a, m) != 0 || memcmp(a, b, m * 8)) {
+			printf("# typed shape %d, n %zu: differs from qsort\n", k % 6, m);
+			x->faults++;
+		}
+	}
+	free(a);
+	free(b);
+}
+
+TEST(sort_parallel_partition)
+{
+	for (unsigned w = 2; w <= 4; w++) {
+		mr_runtime_t *rt = make_rt(w);
+		struct in_rt x = { 0 };
+		ASSERT_NONNULL(rt);
+		ASSERT_EQ(mr_runtime_install(rt, ppart_run, &x), 0);
+		EXPECT_EQ(x.faults, 0);
+		ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	}
+}
+
 /* 10^6 random 64-bit keys against qsort, both forms; 10^6 records stably. */
 TEST(sort_large)
 {

@@ -11,7 +11,14 @@
  * the last stage) are counted with atomics and their maximum must not pass
  * the bound. The input is never called again after it returned NULL, and
  * stopping it early (NULL before the source is exhausted) ends the
- * pipeline cleanly. On 1 and 2 workers, from a fiber, a job and a thread.
+ * pipeline cleanly. A quarter of them stop early: one stage returns
+ * MR_PIPELINE_STOP for one item (stage 0 instead of an item); then the
+ * call must return -ECANCELED, stage 0 must not be called more than once
+ * after the stop (the one call that may have started before the pipeline
+ * saw it), every item read but the stopped one must go through every
+ * stage (in order where in order), the stopped one through no later stage,
+ * and the bound still holds. On 1 and 2 workers, from a fiber, a job and
+ * a thread.
  */
 #include <sched.h>
 #include <stdatomic.h>
@@ -27,6 +34,11 @@
 struct ptest {
 	size_t n, stop_at, cap;
 	unsigned nst, modes[MAXST];
+	bool has_stop; /* stage stop_k returns MR_PIPELINE_STOP for item stop_id */
+	unsigned stop_k;
+	size_t stop_id;
+	_Atomic bool stop_sent;
+	_Atomic long late_calls, produced; /* input calls after stop_sent; items */
 	unsigned spin[MAXST];
 	_Atomic long input_calls, after_end;
 	bool ended;
@@ -74,12 +86,21 @@ static void *stage_fn(void *item, void *arg)
 			atomic_fetch_add(&t->bad, 1);
 		if (t->ended)
 			atomic_fetch_add(&t->after_end, 1);
+		if (atomic_load(&t->stop_sent))
+			atomic_fetch_add(&t->late_calls, 1);
 		size_t id = atomic_load(&t->input_calls) - 1;
 		if (id >= t->n || id >= t->stop_at) {
 			t->ended = true;
 			atomic_fetch_sub(&t->inside[k], 1);
 			return NULL;
 		}
+		if (t->has_stop && t->stop_k == 0 && id == t->stop_id) {
+			atomic_store(&t->stop_sent, true);
+			t->ended = true;
+			atomic_fetch_sub(&t->inside[k], 1);
+			return MR_PIPELINE_STOP;
+		}
+		atomic_fetch_add(&t->produced, 1);
 		if (t->spin[k])
 			spin((unsigned)(rnd(&t->seed) % t->spin[k]));
 		if (t->nst > 1) /* else the item is through at once */
@@ -96,14 +117,23 @@ static void *stage_fn(void *item, void *arg)
 	if (atomic_fetch_add(&t->seen[k][id], 1))
 		atomic_fetch_add(&t->bad, 1);
 	if (t->modes[k] == MR_STAGE_SERIAL_IN_ORDER) {
-		if (t->next_in_order[k] != id)
+		/* Increasing (the stopped item leaves a gap); ptest_check
+		 * checks that no other is missing. */
+		if (t->next_in_order[k] > id)
 			atomic_fetch_add(&t->bad, 1);
 		t->next_in_order[k] = id + 1;
 	}
 	if (t->spin[k])
 		spin((unsigned)((id * 2654435761u) % t->spin[k]));
-	if (k == t->nst - 1)
+	bool stop = t->has_stop && k == t->stop_k && id == t->stop_id;
+	if (k == t->nst - 1 || stop)
 		note_alive(t, -1);
+	if (stop) {
+		atomic_store(&t->stop_sent, true);
+		if (serial)
+			atomic_fetch_sub(&t->inside[k], 1);
+		return MR_PIPELINE_STOP;
+	}
 	if (serial)
 		atomic_fetch_sub(&t->inside[k], 1);
 	return ITEM(id, k);
@@ -130,6 +160,12 @@ static struct ptest *ptest_new(uint64_t *seed)
 	}
 	if (rnd(seed) % 2)
 		t->modes[0] = t->st[0].mode = MR_STAGE_SERIAL_OUT_OF_ORDER;
+	if (t->n && rnd(seed) % 4 == 0) {
+		t->has_stop = true;
+		t->stop_k = (unsigned)(rnd(seed) % t->nst);
+		t->stop_id = rnd(seed) % t->n;
+		t->stop_at = (size_t)-1;
+	}
 	return t;
 }
 
@@ -139,19 +175,30 @@ static long ptest_check(struct ptest *t, int r, const char *how)
 	long bad = atomic_load(&t->bad);
 	size_t m = t->n < t->stop_at ? t->n : t->stop_at;
 
-	if (r != 0)
+	if (t->has_stop) {
+		/* Items 0 .. m-1 were read: the stopped one and those the
+		 * input produced before it saw the stop. */
+		m = (size_t)atomic_load(&t->produced) + (t->stop_k == 0);
+		if (r != -ECANCELED || m <= t->stop_id || atomic_load(&t->late_calls) > 1 ||
+		    atomic_load(&t->after_end))
+			bad++;
+	} else if (r != 0 || atomic_load(&t->input_calls) != (long)m + 1 ||
+		   atomic_load(&t->after_end)) {
 		bad++;
-	if (atomic_load(&t->input_calls) != (long)m + 1 || atomic_load(&t->after_end))
-		bad++;
+	}
 	if (atomic_load(&t->max_alive) > (long)t->cap || atomic_load(&t->alive) != 0)
 		bad++;
 	for (unsigned k = 1; k < t->nst; k++)
-		for (size_t i = 0; i < t->n; i++)
-			if (atomic_load(&t->seen[k][i]) != (i < m))
+		for (size_t i = 0; i < t->n; i++) {
+			bool gone = t->has_stop && i == t->stop_id && k > t->stop_k;
+			if (atomic_load(&t->seen[k][i]) != (i < m && !gone))
 				bad++;
+		}
 	if (bad)
-		printf("# %s: %u stages, n %zu stop %zd cap %zu: %ld wrong (max alive %ld)\n",
-		       how, t->nst, t->n, (ssize_t)t->stop_at, t->cap, bad,
+		printf("# %s: %u stages, n %zu stop %zd cap %zu stage stop %d at %zu (r %d): "
+		       "%ld wrong (max alive %ld)\n",
+		       how, t->nst, t->n, (ssize_t)t->stop_at, t->cap,
+		       t->has_stop ? (int)t->stop_k : -1, t->stop_id, r, bad,
 		       atomic_load(&t->max_alive));
 	return bad;
 }

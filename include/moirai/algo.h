@@ -76,6 +76,25 @@ MR_API int mr_parallel_stable_sort_r(void *base, size_t n, size_t size, mr_cmp_r
 				     void *ctx);
 
 /*
+ * mr_parallel_sort_r, or with MR_SORT_STABLE in flags
+ * mr_parallel_stable_sort_r (same algorithms, cut-offs, memory), with
+ * options (par.h's struct mr_loop_opts; NULL: all defaults; grain
+ * ignored): group and stop to give up early. Each range of more than
+ * 4096 elements looks at them before it partitions or sorts (stable:
+ * before it sorts its halves and before it merges them); once either is
+ * set no such range does any more work, while ranges of 4096 elements or
+ * fewer already started finish. Returns 0 when the array is sorted,
+ * -ECANCELED when the sort gave up first: the array then holds a
+ * permutation of its elements, partly sorted. Blocks; any context.
+ * ERRORS (the array is unchanged): as mr_parallel_sort_r (stable: as
+ * mr_parallel_stable_sort_r), and -EINVAL for flags other than
+ * MR_SORT_STABLE or opts->sz < sizeof(size_t).
+ */
+#define MR_SORT_STABLE 1u
+MR_API int mr_parallel_sort_opts(void *base, size_t n, size_t size, mr_cmp_r_fn cmp, void *ctx,
+				 unsigned flags, const struct mr_loop_opts *opts);
+
+/*
  * Sort n integers in ascending order, as mr_parallel_sort does (same
  * algorithm, cut-offs and context; no memory allocated) but with the
  * comparison compiled in instead of called through a pointer, which is
@@ -126,6 +145,21 @@ MR_API int mr_parallel_sort_i32(int32_t *a, size_t n);
  */
 MR_API int mr_parallel_scan(const void *in, void *out, size_t n, size_t size,
 			    const void *identity, mr_combine_fn op, void *ctx, unsigned flags);
+
+/*
+ * mr_parallel_scan with options (par.h's struct mr_loop_opts; NULL: all
+ * defaults; grain ignored): group and stop to give up early. The blocks
+ * of both passes look at them before they start (the sequential loop
+ * every 2048 elements), and none starts once either is set; blocks
+ * already running finish. Returns 0 when out holds the whole scan,
+ * -ECANCELED when it was stopped first: out then holds some of the scan
+ * and leftovers (in place: the input is partly overwritten). Blocks like
+ * mr_join; any context.
+ * ERRORS: as mr_parallel_scan, and -EINVAL for opts->sz < sizeof(size_t).
+ */
+MR_API int mr_parallel_scan_opts(const void *in, void *out, size_t n, size_t size,
+				 const void *identity, mr_combine_fn op, void *ctx,
+				 unsigned flags, const struct mr_loop_opts *opts);
 
 /*
  * Prefix sums with the addition compiled in: out[i] = in[0] + ... + in[i]
@@ -190,6 +224,25 @@ MR_API int mr_parallel_find_first(size_t begin, size_t end, size_t grain, mr_pre
  */
 MR_API int mr_parallel_find_any(size_t begin, size_t end, size_t grain, mr_pred_fn pred,
 				void *ctx, size_t *index);
+
+/*
+ * mr_parallel_find_first and mr_parallel_find_any with options (par.h's
+ * struct mr_loop_opts; NULL: all defaults): grain as their grain, and
+ * group and stop to give up early. Every chunk looks at group and stop
+ * before it starts and every 1024 indices (where it looks for the answer),
+ * and stops once either is set. The answer is still given when the part
+ * searched settles it: for find_first, every index left of a hit was
+ * searched (a hit found is then the lowest); for find_any, some hit was
+ * found. Otherwise the call returns -ECANCELED (*index untouched). So a
+ * stop racing the end of the search gives the right answer or -ECANCELED,
+ * never a wrong answer. Blocks like mr_join; any context.
+ * ERRORS (pred was not called): as mr_parallel_find_first, and -EINVAL
+ * for opts->sz < sizeof(size_t).
+ */
+MR_API int mr_parallel_find_first_opts(size_t begin, size_t end, mr_pred_fn pred, void *ctx,
+				       size_t *index, const struct mr_loop_opts *opts);
+MR_API int mr_parallel_find_any_opts(size_t begin, size_t end, mr_pred_fn pred, void *ctx,
+				     size_t *index, const struct mr_loop_opts *opts);
 
 /*
  * Whether pred is true for some index of [begin, end) (any_of: 1 or 0;
@@ -310,10 +363,20 @@ MR_API void mr_accum_destroy(mr_accum_t *a);
  * stage may return NULL as an item like any other. A serial stage's calls
  * are ordered one after the other (each sees the previous one's writes),
  * possibly on different workers.
+ *
+ * Stopping early: any stage may return MR_PIPELINE_STOP instead of an
+ * item (the stage keeps or frees the item it was given: the pipeline
+ * drops the mark). Then stage 0 is not called any more (a call of it that
+ * had started goes on, and its item is carried like the others), the
+ * items already produced drain through every stage as usual, in order
+ * where a stage is in order, while the stopped item calls no stage any
+ * more, and the pipeline returns -ECANCELED. Several stops count as one.
+ * So (void *)-1 cannot be carried as an item.
  */
 #define MR_STAGE_PARALLEL 0u
 #define MR_STAGE_SERIAL_IN_ORDER 1u
 #define MR_STAGE_SERIAL_OUT_OF_ORDER 2u
+#define MR_PIPELINE_STOP ((void *)-1)
 #define MR_PIPELINE_TOKENS_MAX ((size_t)1 << 24)
 #define MR_PIPELINE_STAGES_MAX ((size_t)1 << 16)
 
@@ -333,7 +396,8 @@ struct mr_stage {
  * waits there without holding a worker; no thread or fiber per stage.
  * Stage functions should not block their thread (that holds a worker:
  * see mr_pipeline_fibers). Returns 0 once stage 0 returned NULL and every
- * item went through every stage. Allocates one block of about
+ * item went through every stage; -ECANCELED, once every item went through,
+ * when a stage returned MR_PIPELINE_STOP (see above). Allocates one block of about
  * 48 * max_tokens bytes (plus 8 * max_tokens per in-order stage after
  * stage 0), freed before the return. Blocks like mr_join; any context.
  * ERRORS (no stage was called):
@@ -349,7 +413,7 @@ struct mr_stage {
 MR_API int mr_pipeline(const struct mr_stage *stages, size_t nstages, size_t max_tokens);
 
 /*
- * The same pipeline (same stages, modes, bound and result) with stages
+ * The same pipeline (same stages, modes, bound, stop and results) with stages
  * that may block: each stage runs on fibers of the caller's runtime (from
  * outside: the default runtime) - one for stage 0 and for each serial
  * stage, `width` for each parallel stage (0: one per worker) - connected

@@ -13,6 +13,9 @@
 #define MR_PAR_ALGO_H
 
 #include <errno.h>
+#include <string.h>
+
+#include <moirai/par.h>
 
 #include "../sched/sched.h"
 
@@ -31,6 +34,28 @@ static inline void mr__algo_run(struct mr_runtime *rt, void (*fn)(void *), void 
 		fn(arg);
 	else
 		mr__run_outside(rt, fn, arg);
+}
+
+/*
+ * Copy the caller's mr_loop_opts (any sz at least the size field; NULL:
+ * all defaults) into *o: 0, or -EINVAL for a short sz.
+ */
+static inline int mr__loop_opts_get(const struct mr_loop_opts *opts, struct mr_loop_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	if (!opts)
+		return 0;
+	if (opts->sz < sizeof(size_t))
+		return -EINVAL;
+	memcpy(o, opts, opts->sz < sizeof(*o) ? opts->sz : sizeof(*o));
+	return 0;
+}
+
+/* Whether o asks to stop (relaxed loads: a stop only steers). */
+static inline bool mr__loop_opts_stopped(const struct mr_loop_opts *o)
+{
+	return (o->stop && __atomic_load_n(o->stop, __ATOMIC_RELAXED)) ||
+	       (o->group && mr_group_cancelled(o->group));
 }
 
 #endif /* MR_PAR_ALGO_H */

@@ -21,11 +21,20 @@
  * scan chunks to the right of the hit meanwhile, until their next look at
  * the word after it is published: at most a chunk or CHECK_EVERY indices
  * each.
+ *
+ * Stopping (the _opts forms' group and stop): each chunk looks at them
+ * before it starts and at each look at the answer, and a searcher that
+ * sees either gives up, noting in `cut` the lowest index it left
+ * unsearched. The search was complete when nothing left of its answer
+ * was cut (find_first), or when it found any hit (find_any); otherwise it
+ * returns -ECANCELED. So a stop that races the end of the search gives
+ * the right answer or -ECANCELED, never a wrong one.
  */
 #include <stdatomic.h>
 #include <stdlib.h>
 
 #include <moirai/algo.h>
+#include <moirai/par.h>
 
 #include "algo.h"
 
@@ -44,6 +53,10 @@ struct find {
 	 * every store before the return. */
 	_Atomic size_t best;
 	_Atomic size_t next; /* the next chunk to hand out */
+	bool cancellable;    /* stop or group set */
+	const int *stop;
+	mr_group_t *group;
+	_Atomic size_t cut; /* lowest index left unsearched by a stop, or end */
 };
 
 struct frange {
@@ -67,18 +80,41 @@ static void found(struct find *f, size_t i)
 		;
 }
 
-static void leaf(struct find *f, size_t lo, size_t hi)
+/*
+ * Has the caller asked to stop? Then note that lo and what follows it in
+ * this chunk stay unsearched. Relaxed: as `best`, it only steers.
+ */
+static bool halted(struct find *f, size_t lo)
+{
+	if (!f->cancellable)
+		return false;
+	if (!(f->stop && __atomic_load_n(f->stop, __ATOMIC_RELAXED)) &&
+	    !(f->group && mr_group_cancelled(f->group)))
+		return false;
+	size_t c = atomic_load_explicit(&f->cut, memory_order_relaxed);
+	while (lo < c && !atomic_compare_exchange_weak_explicit(&f->cut, &c, lo,
+								memory_order_relaxed,
+								memory_order_relaxed))
+		;
+	return true;
+}
+
+/* Search [lo, hi); false when a stop cut it short. */
+static bool leaf(struct find *f, size_t lo, size_t hi)
 {
 	for (size_t i = lo; i < hi;) {
+		if (halted(f, i))
+			return false;
 		size_t stop = hi - i > CHECK_EVERY ? i + CHECK_EVERY : hi;
 		for (; i < stop; i++)
 			if (f->pred(i, f->ctx) != f->negate) {
 				found(f, i);
-				return;
+				return true;
 			}
 		if (i < hi && settled(f, i))
-			return;
+			return true;
 	}
+	return true;
 }
 
 /* A searcher: take the next chunk, in index order, until none is needed. */
@@ -93,7 +129,8 @@ static void search_chunks(struct find *f)
 		/* Chunks go out left to right: a settled one settles the rest. */
 		if (settled(f, lo))
 			return;
-		leaf(f, lo, f->end - lo > f->chunk ? lo + f->chunk : f->end);
+		if (!leaf(f, lo, f->end - lo > f->chunk ? lo + f->chunk : f->end))
+			return;
 	}
 }
 
@@ -112,7 +149,7 @@ static void spread(void *arg)
 
 /* 1 and *at set when an index was found, 0 when none, or -errno. */
 static int search(size_t begin, size_t end, size_t grain, mr_pred_fn pred, void *ctx, bool first,
-		  bool negate, size_t *at)
+		  bool negate, size_t *at, const struct mr_loop_opts *o)
 {
 	if (!pred || begin > end)
 		return -EINVAL;
@@ -125,6 +162,12 @@ static int search(size_t begin, size_t end, size_t grain, mr_pred_fn pred, void 
 
 	atomic_init(&f.best, end);
 	atomic_init(&f.next, 0);
+	atomic_init(&f.cut, end);
+	if (o) {
+		f.stop = o->stop;
+		f.group = o->group;
+		f.cancellable = o->stop || o->group;
+	}
 	if (grain >= n) {
 		leaf(&f, begin, end); /* one chunk: no runtime needed */
 	} else {
@@ -140,7 +183,11 @@ static int search(size_t begin, size_t end, size_t grain, mr_pred_fn pred, void 
 		struct frange root = { &f, rt->nworkers };
 		mr__algo_run(rt, spread, &root);
 	}
+	/* Relaxed: the joins (or this thread) ordered every store before. */
 	size_t b = atomic_load_explicit(&f.best, memory_order_relaxed);
+	size_t c = atomic_load_explicit(&f.cut, memory_order_relaxed);
+	if (first ? c < b : c != end && b == end)
+		return -ECANCELED; /* some index the answer depends on was cut */
 	if (b == end)
 		return 0;
 	if (at)
@@ -151,22 +198,42 @@ static int search(size_t begin, size_t end, size_t grain, mr_pred_fn pred, void 
 int mr_parallel_find_first(size_t begin, size_t end, size_t grain, mr_pred_fn pred, void *ctx,
 			   size_t *index)
 {
-	return search(begin, end, grain, pred, ctx, true, false, index);
+	return search(begin, end, grain, pred, ctx, true, false, index, NULL);
 }
 
 int mr_parallel_find_any(size_t begin, size_t end, size_t grain, mr_pred_fn pred, void *ctx,
 			 size_t *index)
 {
-	return search(begin, end, grain, pred, ctx, false, false, index);
+	return search(begin, end, grain, pred, ctx, false, false, index, NULL);
 }
 
 int mr_parallel_any_of(size_t begin, size_t end, size_t grain, mr_pred_fn pred, void *ctx)
 {
-	return search(begin, end, grain, pred, ctx, false, false, NULL);
+	return search(begin, end, grain, pred, ctx, false, false, NULL, NULL);
 }
 
 int mr_parallel_all_of(size_t begin, size_t end, size_t grain, mr_pred_fn pred, void *ctx)
 {
-	int r = search(begin, end, grain, pred, ctx, false, true, NULL);
+	int r = search(begin, end, grain, pred, ctx, false, true, NULL, NULL);
 	return r < 0 ? r : !r;
+}
+
+int mr_parallel_find_first_opts(size_t begin, size_t end, mr_pred_fn pred, void *ctx,
+				size_t *index, const struct mr_loop_opts *opts)
+{
+	struct mr_loop_opts o;
+
+	if (mr__loop_opts_get(opts, &o))
+		return -EINVAL;
+	return search(begin, end, o.grain, pred, ctx, true, false, index, &o);
+}
+
+int mr_parallel_find_any_opts(size_t begin, size_t end, mr_pred_fn pred, void *ctx,
+			      size_t *index, const struct mr_loop_opts *opts)
+{
+	struct mr_loop_opts o;
+
+	if (mr__loop_opts_get(opts, &o))
+		return -EINVAL;
+	return search(begin, end, o.grain, pred, ctx, false, false, index, &o);
 }

@@ -29,7 +29,7 @@
 
 #include <moirai/par.h>
 
-#include "../sched/sched.h"
+#include "algo.h"
 
 #define STACK_ACC 256 /* reduce accumulators up to this size live on the stack */
 
@@ -182,13 +182,7 @@ static void root_fixup(void *arg);
 /* Copy the caller's options (any sz at least the size field) into *o. */
 static int get_opts(const struct mr_loop_opts *opts, struct mr_loop_opts *o)
 {
-	memset(o, 0, sizeof(*o));
-	if (!opts)
-		return 0;
-	if (opts->sz < sizeof(size_t))
-		return -EINVAL;
-	memcpy(o, opts, opts->sz < sizeof(*o) ? opts->sz : sizeof(*o));
-	return 0;
+	return mr__loop_opts_get(opts, o);
 }
 
 static void set_stop(struct loop *l, const struct mr_loop_opts *o)

@@ -22,6 +22,13 @@
  * can only reach 0 when no token is running or parked (a parked token's
  * stage is held by a running task, which spawns its resumption).
  *
+ * Stopping: a stage that returns MR_PIPELINE_STOP sets `done` (no fetch
+ * starts any more; one already past its look at `done` still calls stage
+ * 0 once and carries what it got) and `stopped`, and its token goes on
+ * carrying the mark as its item: it calls no stage function any more, and
+ * passes through the later in-order stages only to keep their sequence
+ * (parallel and out-of-order stages it skips). The other tokens drain.
+ *
  * Parked tokens of an in-order stage live in a ring of max_tokens slots
  * indexed by sequence number: the tokens parked there are numbered from
  * the stage's next number on, and all those numbers are alive, so they
@@ -64,7 +71,7 @@ struct pipe {
 	mr_group_t group;
 	_Atomic uint32_t lock; /* the fields below */
 	size_t alive;
-	bool done, fetching;
+	bool done, fetching, stopped;
 	uint64_t next_seq;
 	struct token *free;
 };
@@ -160,18 +167,35 @@ static void token_done(struct pipe *p, struct token *t)
 		spawn(p, fetch, p);
 }
 
+/* Call stage st on item; a stop ends the input. */
+static void *call(struct pipe *p, const struct mr_stage *st, void *item)
+{
+	void *r = st->fn(item, st->ctx);
+
+	if (r == MR_PIPELINE_STOP) {
+		mr__spin_lock(&p->lock);
+		p->done = p->stopped = true;
+		mr__spin_unlock(&p->lock);
+	}
+	return r;
+}
+
 /* Carry t from stage s on; `held`: t already holds stage s. */
 static void carry(struct pipe *p, struct token *t, size_t s, bool held)
 {
 	for (; s < p->n; s++, held = false) {
 		const struct mr_stage *st = &p->stages[s];
-		if (st->mode == MR_STAGE_PARALLEL) {
-			t->item = st->fn(t->item, st->ctx);
+		bool skip = t->item == MR_PIPELINE_STOP;
+		if (st->mode == MR_STAGE_PARALLEL ||
+		    (skip && st->mode == MR_STAGE_SERIAL_OUT_OF_ORDER)) {
+			if (!skip)
+				t->item = call(p, st, t->item);
 			continue;
 		}
 		if (!held && !enter(p, s, t))
 			return; /* parked: the stage's holder resumes it */
-		t->item = st->fn(t->item, st->ctx);
+		if (!skip)
+			t->item = call(p, st, t->item);
 		struct token *nx = leave(p, s);
 		if (nx) {
 			nx->stage = s;
@@ -192,12 +216,20 @@ static void resume(void *arg)
 static void fetch(void *arg)
 {
 	struct pipe *p = arg;
-	void *item = p->stages[0].fn(NULL, p->stages[0].ctx);
 	struct token *t = NULL;
 	bool more = false;
 
+	/* A stop ends the input: no call of stage 0 starts after it is seen. */
 	mr__spin_lock(&p->lock);
-	if (!item) {
+	if (p->done) {
+		p->fetching = false;
+		mr__spin_unlock(&p->lock);
+		return;
+	}
+	mr__spin_unlock(&p->lock);
+	void *item = call(p, &p->stages[0], NULL);
+	mr__spin_lock(&p->lock);
+	if (!item || item == MR_PIPELINE_STOP) {
 		p->done = true;
 		p->fetching = false;
 	} else {
@@ -205,7 +237,7 @@ static void fetch(void *arg)
 		p->free = t->next;
 		t->seq = p->next_seq++;
 		p->alive++;
-		more = p->alive < p->cap;
+		more = p->alive < p->cap && !p->done;
 		p->fetching = more;
 	}
 	mr__spin_unlock(&p->lock);
@@ -266,5 +298,5 @@ int mr_pipeline(const struct mr_stage *stages, size_t nstages, size_t max_tokens
 	mr_group_init(&p.group);
 	mr__algo_run(rt, root, &p);
 	free(mem);
-	return 0;
+	return p.stopped ? -ECANCELED : 0;
 }

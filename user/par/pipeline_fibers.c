@@ -15,6 +15,12 @@
  * channel closed and drained closes the next one; the caller joins every
  * fiber and frees the channels.
  *
+ * A stage that returns MR_PIPELINE_STOP sets `stopped`; the input looks at
+ * it before each call of stage 0 and ends as on NULL. The mark travels on
+ * as the item (no stage function sees it) so that in-order stages keep
+ * their count and the last stage gives its token back; the other items
+ * drain.
+ *
  * A stage function runs on a fiber of the default stack size
  * (MR_FIBER_STACK_DEFAULT) and may block in anything that parks a fiber
  * (channels, sync objects, sleeps, fiber I/O) without holding a worker.
@@ -22,6 +28,7 @@
  * and a parked fiber's wake-up, about a microsecond or more: stages
  * should be coarse.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,7 +58,21 @@ struct fpipe {
 	size_t n, cap;
 	mr_sem_t credits;
 	struct fstage *fs;
+	atomic_bool stopped; /* a stage returned MR_PIPELINE_STOP */
 };
+
+/* Call stage st on item, unless item is a stop mark; note a stop. */
+static void *call(struct fpipe *p, const struct mr_stage *st, void *item)
+{
+	if (item == MR_PIPELINE_STOP)
+		return item;
+	item = st->fn(item, st->ctx);
+	/* release: pairs with the acquire load in input_fiber(); only a
+	 * hint there (no call of stage 0 starts once it is seen). */
+	if (item == MR_PIPELINE_STOP)
+		atomic_store_explicit(&p->stopped, true, memory_order_release);
+	return item;
+}
 
 /* Item done with stage k: to the next stage, or its token back. */
 static void pass(struct fstage *s, struct fmsg *m)
@@ -72,8 +93,12 @@ static void input_fiber(void *arg)
 
 	for (uint64_t seq = 0;; seq++) {
 		mr_sem_wait(&s->p->credits);
-		struct fmsg m = { st->fn(NULL, st->ctx), seq };
-		if (!m.item) {
+		if (atomic_load_explicit(&s->p->stopped, memory_order_acquire)) {
+			mr_sem_post(&s->p->credits);
+			break;
+		}
+		struct fmsg m = { call(s->p, st, NULL), seq };
+		if (!m.item || m.item == MR_PIPELINE_STOP) {
 			mr_sem_post(&s->p->credits);
 			break;
 		}
@@ -91,7 +116,7 @@ static void stage_fiber(void *arg)
 
 	while (mr_chan_recv(s->in, &m) == 0) {
 		if (!s->ring) {
-			m.item = st->fn(m.item, st->ctx);
+			m.item = call(s->p, st, m.item);
 			pass(s, &m);
 			continue;
 		}
@@ -101,7 +126,7 @@ static void stage_fiber(void *arg)
 		while (s->full[next % cap]) {
 			s->full[next % cap] = false;
 			m = s->ring[next % cap];
-			m.item = st->fn(m.item, st->ctx);
+			m.item = call(s->p, st, m.item);
 			pass(s, &m);
 			next++;
 		}
@@ -151,6 +176,7 @@ int mr_pipeline_fibers(const struct mr_stage *stages, size_t nstages, size_t max
 		goto out;
 	}
 	mr_sem_init(&p.credits, (uint32_t)max_tokens);
+	atomic_init(&p.stopped, false);
 	for (size_t k = 0; k < nstages; k++) {
 		struct fstage *s = &p.fs[k];
 		s->p = &p;
@@ -204,5 +230,7 @@ out:
 		}
 	free(p.fs);
 	free(fib);
+	if (!r && atomic_load_explicit(&p.stopped, memory_order_relaxed))
+		r = -ECANCELED; /* relaxed: the joins ordered every store before */
 	return r;
 }

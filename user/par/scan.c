@@ -16,6 +16,12 @@
  * exclusive scan in place, the input element it is about to overwrite),
  * plus its sum: one malloc of (3B) * size bytes, made before anything is
  * written.
+ *
+ * Stopping (mr_parallel_scan_opts): both passes are mr_parallel_for_opts
+ * loops over the blocks with the caller's group and stop, so no block
+ * starts once either is set; the sequential loop looks at them every
+ * BLOCK_MIN elements. A stopped scan has written some of out and not the
+ * rest.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -119,8 +125,28 @@ static void scan_blocks(size_t b0, size_t b1, void *arg)
 	}
 }
 
-int mr_parallel_scan(const void *in, void *out, size_t n, size_t size, const void *identity,
-		     mr_combine_fn op, void *ctx, unsigned flags)
+/* The sequential scan, in pieces between which it looks at o's stop. */
+static int scan_seq(struct scan *sc, const struct mr_loop_opts *o)
+{
+	bool cancellable = o && (o->group || o->stop);
+	char *acc = slot(sc, 0, 0);
+
+	memcpy(acc, sc->identity, sc->size);
+	if (!cancellable) {
+		scan_range(sc, 0, sc->n, acc, slot(sc, 0, 2));
+		return 0;
+	}
+	for (size_t lo = 0; lo < sc->n; lo += BLOCK_MIN) {
+		if (mr__loop_opts_stopped(o))
+			return -ECANCELED;
+		size_t hi = sc->n - lo > BLOCK_MIN ? lo + BLOCK_MIN : sc->n;
+		scan_range(sc, lo, hi, acc, slot(sc, 0, 2));
+	}
+	return 0;
+}
+
+static int scan(const void *in, void *out, size_t n, size_t size, const void *identity,
+		mr_combine_fn op, void *ctx, unsigned flags, const struct mr_loop_opts *o)
 {
 	if (!op || !identity || size == 0 || size > MR_REDUCE_MAX_ELEM ||
 	    (flags & ~(unsigned)MR_SCAN_EXCLUSIVE) || (n && (!in || !out)))
@@ -156,13 +182,15 @@ int mr_parallel_scan(const void *in, void *out, size_t n, size_t size, const voi
 		return -ENOMEM;
 
 	if (nb == 1) {
-		memcpy(slot(&sc, 0, 0), identity, size);
-		scan_range(&sc, 0, n, slot(&sc, 0, 0), slot(&sc, 0, 2));
+		int r = scan_seq(&sc, o);
 		free(sc.scratch);
-		return 0;
+		return r;
 	}
+	/* Blocks of one grain each; the options' stop and group apply. */
+	MR_OPTS(mr_loop_opts, lo, .grain = 1, .group = o ? o->group : NULL,
+		.stop = o ? o->stop : NULL);
 	/* The last block's sum is never needed. */
-	int r = mr_parallel_for(0, nb - 1, 1, fold_blocks, &sc);
+	int r = mr_parallel_for_opts(0, nb - 1, fold_blocks, &sc, &lo);
 	if (r == 0) {
 		/* Block sums to start values, in order: start[b] = start[b-1] (+) sum[b-1]. */
 		char *run = slot(&sc, 0, 1);
@@ -179,8 +207,25 @@ int mr_parallel_scan(const void *in, void *out, size_t n, size_t size, const voi
 				memcpy(sum, run, size);
 			}
 		}
-		r = mr_parallel_for(0, nb, 1, scan_blocks, &sc);
+		r = mr_parallel_for_opts(0, nb, scan_blocks, &sc, &lo);
 	}
 	free(sc.scratch);
 	return r;
+}
+
+int mr_parallel_scan(const void *in, void *out, size_t n, size_t size, const void *identity,
+		     mr_combine_fn op, void *ctx, unsigned flags)
+{
+	return scan(in, out, n, size, identity, op, ctx, flags, NULL);
+}
+
+int mr_parallel_scan_opts(const void *in, void *out, size_t n, size_t size,
+			  const void *identity, mr_combine_fn op, void *ctx, unsigned flags,
+			  const struct mr_loop_opts *opts)
+{
+	struct mr_loop_opts o;
+
+	if (mr__loop_opts_get(opts, &o))
+		return -EINVAL;
+	return scan(in, out, n, size, identity, op, ctx, flags, &o);
 }

@@ -8,9 +8,15 @@
  * offered to thieves; PAR_MIN elements and fewer sort sequentially
  * (introsort, insertion sort below INSERTION_MAX, heapsort once the depth
  * budget of 2 log2 n partitions is spent, which bounds the worst case to
- * n log n whatever the input). The first partition is sequential: on p
- * workers the speed-up is bounded by about log2(n) / (1 + (log2(n) - 1) / p),
- * 1.9 at 10^7 elements on 2.
+ * n log n whatever the input). The first partitions are parallel too: a
+ * range that p workers share is cut into p pieces (each of at least
+ * PPART_MIN elements) partitioned around the same pivot at once, and each
+ * two neighbours' results are joined by swapping the smaller of the
+ * right piece of the one and the left piece of the other across; the
+ * two sides of that range then get half the workers each, so that below
+ * the top log2(p) levels every partition runs alone. Without this the
+ * first partition, one pass over the whole array on one worker, bounds
+ * the speed-up to about log2(n) / (1 + (log2(n) - 1) / p).
  *
  * Stable: a merge sort that alternates between the array and a buffer of
  * n elements; halves sort in parallel with mr_join, merges above
@@ -22,7 +28,20 @@
  * other size goes through the generic instance, which swaps in 8-byte
  * pieces. The comparator is still called through a pointer on every
  * comparison; that call, not the moves, is most of the cost for small
- * elements.
+ * elements. The typed sorts (comparison inlined) partition in blocks
+ * instead, branch-free (see sort_impl.h), and set the keys equal to a
+ * pivot aside when the pivot equals the range's predecessor.
+ *
+ * Stopping (mr_parallel_sort_opts): a parallel range looks at the
+ * caller's group and stop before it partitions, or sorts sequentially, or
+ * (stable) before it sorts its halves and again before it merges them;
+ * once either is set, it returns, and a sticky flag makes every other
+ * range do the same. Ranges of PAR_MIN elements or fewer, once started,
+ * finish. What is left is a permutation of the input: unstable, the
+ * partitions only swap; stable, every range keeps in the array a
+ * permutation of its elements whether it merges or not (its halves, done
+ * or not, are permutations of theirs in the array; a merge into the
+ * buffer only copies, and a merge back into the array runs to its end).
  *
  * Misbehaviour: a comparator that is not a strict weak order (or that
  * changes its answers) leaves the array in some order, every element still
@@ -41,13 +60,66 @@
 #define PAR_MIN 4096	  /* ranges this short sort sequentially */
 #define RUN_MAX 24	  /* stable: runs this short are insertion sorted */
 #define PAR_MERGE_MIN PAR_MIN /* merges this short run sequentially */
+#define PPART_MIN 65536	  /* pieces of a parallel partition are at least this long */
+#define SWAP_PAR_MIN (1u << 20) /* bytes: longer block swaps run in two halves */
+
+/* Swap x[0..n) with y[0..n) (bytes), halves in parallel when long. */
+struct btask {
+	char *x, *y;
+	size_t n;
+};
+
+static void swap_blocks(void *arg)
+{
+	struct btask *t = arg;
+
+	if (t->n > SWAP_PAR_MIN) {
+		size_t h = t->n / 2;
+		struct btask l = { t->x, t->y, h }, r = { t->x + h, t->y + h, t->n - h };
+		mr_join(swap_blocks, &l, swap_blocks, &r);
+		return;
+	}
+	for (size_t i = 0; i + 8 <= t->n; i += 8) {
+		uint64_t u, v;
+		memcpy(&u, t->x + i, 8);
+		memcpy(&v, t->y + i, 8);
+		memcpy(t->x + i, &v, 8);
+		memcpy(t->y + i, &u, 8);
+	}
+	for (size_t i = t->n & ~(size_t)7; i < t->n; i++) {
+		char c = t->x[i];
+		t->x[i] = t->y[i];
+		t->y[i] = c;
+	}
+}
 
 struct srt {
 	mr_cmp_fn cmp;
 	mr_cmp_r_fn cmp_r;
 	void *ctx;
 	size_t size;
+	bool cancellable;	 /* the fields below are set */
+	const struct mr_loop_opts *o;
+	_Atomic bool *stopped;	 /* sticky: some range gave up */
 };
+
+/*
+ * Give up? Once the group or stop says so, the sticky flag makes every
+ * later look say so too, whatever the caller does with its flag meanwhile.
+ * Relaxed: a range that gave up set it before its join returned, and the
+ * join orders it before the parent's look.
+ */
+static inline bool sort_stopped(const struct srt *s)
+{
+	if (likely(!s->cancellable))
+		return false;
+	if (atomic_load_explicit(s->stopped, memory_order_relaxed))
+		return true;
+	if (!mr__loop_opts_stopped(s->o))
+		return false;
+	atomic_store_explicit(s->stopped, true, memory_order_relaxed);
+	return true;
+}
 
 /* The qsort form has no context; one well-predicted branch per comparison. */
 #define CMP(x, y) (s->cmp ? s->cmp((x), (y)) : s->cmp_r((x), (y), s->ctx))
@@ -61,7 +133,20 @@ struct stask {
 	unsigned depth; /* partitions left before heapsort (unstable) */
 	bool to_b;	/* stable: leave the result in b */
 	const struct srt *s;
+	unsigned ways;	/* unstable: workers to partition this range (1: alone) */
+	const char *pred; /* typed: an element <= all of the range, or NULL */
 };
+
+/* A piece of a parallel partition (unstable): a[0..n) around *pv. */
+struct ptask {
+	char *a;
+	size_t n;
+	const char *pv;
+	unsigned ways;
+	size_t k; /* out: a[0..k) <= *pv <= a[k..n) */
+	const struct srt *s;
+};
+
 
 struct mtask {
 	const char *a;
@@ -173,9 +258,10 @@ static unsigned depth_budget(size_t n)
 }
 
 /* run: the typed psort, or NULL to pick by size and stability. */
-static int sort(void *base, size_t n, size_t size, const struct srt *s, bool stable,
+static int sort(void *base, size_t n, size_t size, struct srt *s, bool stable,
 		void (*run)(void *))
 {
+	_Atomic bool stopped = false;
 	void *buf = NULL;
 
 	if ((!base && n) || size == 0 || (!run && !s->cmp && !s->cmp_r))
@@ -189,7 +275,14 @@ static int sort(void *base, size_t n, size_t size, const struct srt *s, bool sta
 		if (n > PTRDIFF_MAX / size || !(buf = malloc(n * size)))
 			return -ENOMEM;
 	}
-	struct stask root = { base, buf, n, depth_budget(n), false, s };
+	if (s->cancellable) {
+		s->stopped = &stopped;
+		if (sort_stopped(s)) {
+			free(buf);
+			return -ECANCELED;
+		}
+	}
+	struct stask root = { base, buf, n, depth_budget(n), false, s, 1, NULL };
 	if (!run)
 		run = pick(size, stable);
 
@@ -203,56 +296,71 @@ static int sort(void *base, size_t n, size_t size, const struct srt *s, bool sta
 			free(buf);
 			return -e;
 		}
+		root.ways = rt->nworkers;
 		mr__algo_run(rt, run, &root);
 	}
 	free(buf);
-	return 0;
+	/* Relaxed: the joins ordered every range's store before this. */
+	return atomic_load_explicit(&stopped, memory_order_relaxed) ? -ECANCELED : 0;
 }
 
 int mr_parallel_sort(void *base, size_t n, size_t size, mr_cmp_fn cmp)
 {
-	struct srt s = { cmp, NULL, NULL, size };
+	struct srt s = { .cmp = cmp, .cmp_r = NULL, .ctx = NULL, .size = size };
 	return sort(base, n, size, &s, false, NULL);
 }
 
 int mr_parallel_sort_r(void *base, size_t n, size_t size, mr_cmp_r_fn cmp, void *ctx)
 {
-	struct srt s = { NULL, cmp, ctx, size };
+	struct srt s = { .cmp = NULL, .cmp_r = cmp, .ctx = ctx, .size = size };
 	return sort(base, n, size, &s, false, NULL);
 }
 
 int mr_parallel_stable_sort(void *base, size_t n, size_t size, mr_cmp_fn cmp)
 {
-	struct srt s = { cmp, NULL, NULL, size };
+	struct srt s = { .cmp = cmp, .cmp_r = NULL, .ctx = NULL, .size = size };
 	return sort(base, n, size, &s, true, NULL);
 }
 
 int mr_parallel_stable_sort_r(void *base, size_t n, size_t size, mr_cmp_r_fn cmp, void *ctx)
 {
-	struct srt s = { NULL, cmp, ctx, size };
+	struct srt s = { .cmp = NULL, .cmp_r = cmp, .ctx = ctx, .size = size };
 	return sort(base, n, size, &s, true, NULL);
 }
 
 int mr_parallel_sort_u64(uint64_t *a, size_t n)
 {
-	struct srt s = { NULL, NULL, NULL, 8 };
+	struct srt s = { .cmp = NULL, .cmp_r = NULL, .ctx = NULL, .size = 8 };
 	return sort(a, n, 8, &s, false, psort_tu64);
 }
 
 int mr_parallel_sort_i64(int64_t *a, size_t n)
 {
-	struct srt s = { NULL, NULL, NULL, 8 };
+	struct srt s = { .cmp = NULL, .cmp_r = NULL, .ctx = NULL, .size = 8 };
 	return sort(a, n, 8, &s, false, psort_ti64);
 }
 
 int mr_parallel_sort_u32(uint32_t *a, size_t n)
 {
-	struct srt s = { NULL, NULL, NULL, 4 };
+	struct srt s = { .cmp = NULL, .cmp_r = NULL, .ctx = NULL, .size = 4 };
 	return sort(a, n, 4, &s, false, psort_tu32);
 }
 
 int mr_parallel_sort_i32(int32_t *a, size_t n)
 {
-	struct srt s = { NULL, NULL, NULL, 4 };
+	struct srt s = { .cmp = NULL, .cmp_r = NULL, .ctx = NULL, .size = 4 };
 	return sort(a, n, 4, &s, false, psort_ti32);
+}
+
+int mr_parallel_sort_opts(void *base, size_t n, size_t size, mr_cmp_r_fn cmp, void *ctx,
+			  unsigned flags, const struct mr_loop_opts *opts)
+{
+	struct mr_loop_opts o;
+	struct srt s = { .cmp = NULL, .cmp_r = cmp, .ctx = ctx, .size = size };
+
+	if (!cmp || (flags & ~(unsigned)MR_SORT_STABLE) || mr__loop_opts_get(opts, &o))
+		return -EINVAL;
+	s.o = &o;
+	s.cancellable = o.group || o.stop;
+	return sort(base, n, size, &s, flags & MR_SORT_STABLE, NULL);
 }

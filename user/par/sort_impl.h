@@ -109,20 +109,23 @@ static inline size_t F(median3)(char *a, size_t i, size_t j, size_t k, const str
  * equal to the pivot, so runs of equal keys split evenly instead of
  * degrading to quadratic. Returns p: a[0..p) <= a[p] <= a[p+1..n).
  */
-static size_t F(partition)(char *a, size_t n, const struct srt *s)
+/* The index of the pivot: a median of three, or of nine from NINTHER_MIN. */
+static size_t F(pivot)(char *a, size_t n, const struct srt *s)
 {
-	size_t m;
-
 	if (n >= NINTHER_MIN) {
 		size_t e = n / 8;
 		size_t m1 = F(median3)(a, 0, e, 2 * e, s);
 		size_t m2 = F(median3)(a, n / 2 - e, n / 2, n / 2 + e, s);
 		size_t m3 = F(median3)(a, n - 1 - 2 * e, n - 1 - e, n - 1, s);
-		m = F(median3)(a, m1, m2, m3, s);
-	} else {
-		m = F(median3)(a, 0, n / 2, n - 1, s);
+		return F(median3)(a, m1, m2, m3, s);
 	}
-	F(swap)(a, AT(a, m), s);
+	return F(median3)(a, 0, n / 2, n - 1, s);
+}
+
+__attribute__((unused)) /* the typed instances partition in blocks */
+static size_t F(partition)(char *a, size_t n, const struct srt *s)
+{
+	F(swap)(a, AT(a, F(pivot)(a, n, s)), s);
 
 	size_t i = 0, j = n;
 	for (;;) {
@@ -140,8 +143,127 @@ static size_t F(partition)(char *a, size_t n, const struct srt *s)
 	return j;
 }
 
+/*
+ * Partition a[0..n) around the element at pv (outside the range): returns
+ * k with a[0..k) <= *pv <= a[k..n). Both scans stop on equal elements, as
+ * in F(partition), and are bounded by each other (no sentinel here).
+ */
+static size_t F(split)(char *a, size_t n, const char *pv, const struct srt *s)
+{
+	size_t i = 0, j = n;
+
+	for (;;) {
+		while (i < j && CMP(AT(a, i), pv) < 0)
+			i++;
+		while (i < j && CMP(pv, AT(a, j - 1)) < 0)
+			j--;
+		if (j - i < 2)
+			return j; /* none left, or one: it equals *pv, keep it left */
+		F(swap)(AT(a, i), AT(a, j - 1), s);
+		i++;
+		j--;
+	}
+}
+
+#ifdef T
+/*
+ * The typed sorts partition in blocks, as BlockQuicksort (Edelkamp and
+ * Weiss, 2016) and pdqsort do: the comparisons of a block of BLK elements
+ * on each side are made first, branch-free, recording the offsets of the
+ * elements on the wrong side, and then those are swapped in pairs. With
+ * the comparison inlined, the branch a Hoare scan mispredicts on about
+ * every other random key was most of the time. Elements equal to the
+ * pivot go either way, so a run of equal keys would make every partition
+ * lopsided: as pdqsort does, a range whose pivot equals the element just
+ * left of it (its predecessor, <= all of it) puts the keys equal to the
+ * pivot first, in one pass, and goes on with the rest only.
+ */
+#define BLK 64
+
+static size_t F(bpartition)(char *a, size_t n, const struct srt *s)
+{
+	T pv = LD(T)(a);
+	size_t l = 1, r = n, nl = 0, nr = 0, sl = 0, sr = 0;
+	unsigned char offl[BLK], offr[BLK];
+
+	while (r - l > 2 * BLK) {
+		if (nl == 0) {
+			sl = 0;
+			for (unsigned i = 0; i < BLK; i++) {
+				offl[nl] = (unsigned char)i;
+				nl += !(LD(T)(AT(a, l + i)) < pv);
+			}
+		}
+		if (nr == 0) {
+			sr = 0;
+			for (unsigned i = 0; i < BLK; i++) {
+				offr[nr] = (unsigned char)i;
+				nr += LD(T)(AT(a, r - 1 - i)) < pv;
+			}
+		}
+		size_t m = nl < nr ? nl : nr;
+		for (size_t k = 0; k < m; k++)
+			F(swap)(AT(a, l + offl[sl + k]), AT(a, r - 1 - offr[sr + k]), s);
+		nl -= m;
+		nr -= m;
+		sl += m;
+		sr += m;
+		if (nl == 0)
+			l += BLK;
+		if (nr == 0)
+			r -= BLK;
+	}
+	/* a[1..l) < pivot <= a[r..n); what is left (blocks with swaps still
+	 * pending among them) goes through the plain partition. */
+	size_t k = l + F(split)(AT(a, l), r - l, a, s) - 1;
+	F(swap)(a, AT(a, k), s);
+	return k;
+}
+
+/* All of a[0..n) are >= the pivot in a[0]: the ones equal to it first. */
+static size_t F(lpartition)(char *a, size_t n, const struct srt *s)
+{
+	T pv = LD(T)(a);
+	size_t i = 1, j = n;
+
+	while (i < j) {
+		if (!(pv < LD(T)(AT(a, i)))) {
+			i++;
+		} else {
+			j--;
+			F(swap)(AT(a, i), AT(a, j), s);
+		}
+	}
+	return i; /* a[0..i) equal the pivot */
+}
+#undef BLK
+#endif
+
+/*
+ * One partition step of a[0..n) with predecessor pred (typed only; NULL:
+ * none). Returns the pivot's place p, or sets *skip to how many leading
+ * elements are in place (equal to the predecessor) and returns SIZE_MAX.
+ */
+static inline size_t F(step)(char *a, size_t n, const char *pred, size_t *skip,
+			     const struct srt *s)
+{
+#ifdef T
+	F(swap)(a, AT(a, F(pivot)(a, n, s)), s);
+	if (pred && !(LD(T)(pred) < LD(T)(a))) {
+		*skip = F(lpartition)(a, n, s);
+		return SIZE_MAX;
+	}
+	return F(bpartition)(a, n, s);
+#else
+	(void)pred;
+	(void)skip;
+	return F(partition)(a, n, s);
+#endif
+}
+
 /* Sequential introsort: recurse into the smaller side, loop on the larger. */
-static void F(introsort)(char *a, size_t n, unsigned depth, const struct srt *s)
+static void F(introsort)(char *a, size_t n, unsigned depth, const struct srt *s,
+			 const char *pred)
 {
 	while (n > INSERTION_MAX) {
 		if (depth == 0) {
@@ -149,17 +271,42 @@ static void F(introsort)(char *a, size_t n, unsigned depth, const struct srt *s)
 			return;
 		}
 		depth--;
-		size_t p = F(partition)(a, n, s);
-		if (p < n - 1 - p) {
-			F(introsort)(a, p, depth, s);
+		size_t skip = 0, p = F(step)(a, n, pred, &skip, s);
+		if (p == SIZE_MAX) {
+			a = AT(a, skip);
+			n -= skip;
+		} else if (p < n - 1 - p) {
+			F(introsort)(a, p, depth, s, pred);
+			pred = AT(a, p);
 			a = AT(a, p + 1);
 			n = n - 1 - p;
 		} else {
-			F(introsort)(AT(a, p + 1), n - 1 - p, depth, s);
+			F(introsort)(AT(a, p + 1), n - 1 - p, depth, s, AT(a, p));
 			n = p;
 		}
 	}
 	F(insertion)(a, n, s);
+}
+
+/* Parallel partition of t->a[0..n) around *pv by t->ways workers. */
+static void F(ppart)(void *arg)
+{
+	struct ptask *t = arg;
+	const struct srt *s = t->s;
+
+	if (t->ways < 2 || t->n < 2 * PPART_MIN) {
+		t->k = F(split)(t->a, t->n, t->pv, s);
+		return;
+	}
+	size_t h = t->n / 2;
+	struct ptask l = { t->a, h, t->pv, t->ways / 2, 0, s };
+	struct ptask r = { AT(t->a, h), t->n - h, t->pv, t->ways - t->ways / 2, 0, s };
+	mr_join(F(ppart), &l, F(ppart), &r);
+	/* [ <= | >= ][ <= | >= ]: swap the smaller middle piece across. */
+	size_t r1 = h - l.k, l2 = r.k, m = r1 < l2 ? r1 : l2;
+	struct btask b = { AT(t->a, l.k), AT(t->a, h + l2 - m), m * (SZ) };
+	swap_blocks(&b);
+	t->k = l.k + l2;
 }
 
 /* Parallel quicksort: partition here, sort both sides with mr_join. */
@@ -167,14 +314,36 @@ static void F(psort)(void *arg)
 {
 	struct stask *t = arg;
 	const struct srt *s = t->s;
+	size_t p;
 
+	if (sort_stopped(s))
+		return;
 	if (t->n <= PAR_MIN || t->depth == 0) {
-		F(introsort)(t->a, t->n, t->depth, s);
+		F(introsort)(t->a, t->n, t->depth, s, t->pred);
 		return;
 	}
-	size_t p = F(partition)(t->a, t->n, s);
-	struct stask l = { t->a, NULL, p, t->depth - 1, false, s };
-	struct stask r = { AT(t->a, p + 1), NULL, t->n - 1 - p, t->depth - 1, false, s };
+	if (t->ways > 1 && t->n >= 2 * PPART_MIN) {
+		/* The pivot to a[0], the rest split by the workers, then the
+		 * pivot to its place: the last of the elements <= it. */
+		F(swap)(t->a, AT(t->a, F(pivot)(t->a, t->n, s)), s);
+		struct ptask pt = { AT(t->a, 1), t->n - 1, t->a, t->ways, 0, s };
+		F(ppart)(&pt);
+		p = pt.k;
+		F(swap)(t->a, AT(t->a, p), s);
+	} else {
+		size_t skip = 0;
+		p = F(step)(t->a, t->n, t->pred, &skip, s);
+		if (p == SIZE_MAX) {
+			struct stask rest = { AT(t->a, skip), NULL, t->n - skip, t->depth - 1,
+					      false, s, t->ways, t->pred };
+			F(psort)(&rest);
+			return;
+		}
+	}
+	unsigned wl = t->ways / 2 ? t->ways / 2 : 1, wr = t->ways - t->ways / 2;
+	struct stask l = { t->a, NULL, p, t->depth - 1, false, s, wl, t->pred };
+	struct stask r = { AT(t->a, p + 1), NULL, t->n - 1 - p, t->depth - 1, false, s, wr,
+			   AT(t->a, p) };
 	mr_join(F(psort), &l, F(psort), &r);
 }
 
@@ -268,10 +437,16 @@ static void F(msort)(void *arg)
 			memcpy(t->b, t->a, n * (SZ));
 		return;
 	}
-	struct stask l = { t->a, t->b, h, 0, !t->to_b, s };
-	struct stask r = { AT(t->a, h), AT(t->b, h), n - h, 0, !t->to_b, s };
+	struct stask l = { t->a, t->b, h, 0, !t->to_b, s, 1, NULL };
+	struct stask r = { AT(t->a, h), AT(t->b, h), n - h, 0, !t->to_b, s, 1, NULL };
 	if (n > PAR_MIN) {
+		/* A range that gives up leaves its elements in a, permuted;
+		 * so does one whose halves did (see sort.c). */
+		if (sort_stopped(s))
+			return;
 		mr_join(F(msort), &l, F(msort), &r);
+		if (sort_stopped(s))
+			return;
 	} else {
 		F(msort)(&l);
 		F(msort)(&r);
