@@ -1291,6 +1291,83 @@ IO_TEST(blocked_worker_reaps_its_ring_2)
 	blocked_ring(2);
 }
 
+/*
+ * The same wait, long (300 ms), on io_uring with FUTEX_WAIT (kernel 6.7+):
+ * the blocked worker sleeps in its ring instead of polling it every
+ * MR__IO_BLOCKED_NS (1 ms), which cost it ~300 wake-ups here. Counted
+ * from the worker thread's voluntary context switches; the bound is
+ * loose (a wake-up count, not a time).
+ */
+static long br_switches;
+
+static long voluntary_switches(void)
+{
+	char path[64], line[128];
+	long n = -1;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%ld/status", (long)gettid());
+	FILE *fp = fopen(path, "r");
+	if (!fp)
+		return -1;
+	while (fgets(line, sizeof(line), fp))
+		if (sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1)
+			break;
+	fclose(fp);
+	return n;
+}
+
+static void br_a_counted(void *arg)
+{
+	int x = 0;
+	long before = voluntary_switches();
+
+	(void)arg;
+	ASSERT_EQ(mr_chan_recv(br_chan, &x), 0);
+	ASSERT_EQ(x, 1);
+	br_switches = voluntary_switches() - before;
+}
+
+static void *br_slow_feeder(void *arg)
+{
+	(void)arg;
+	usleep(300000);
+	if (write(br_pipe[1], "x", 1) != 1)
+		abort();
+	return NULL;
+}
+
+static void br_sleep_main(void *arg)
+{
+	pthread_t t;
+
+	(void)arg;
+	mr_fiber_t *r = mr_go(br_reader, NULL);
+	ASSERT_NONNULL(r);
+	while (!atomic_load(&br_started))
+		mr_yield();
+	ASSERT_EQ(mr_sleep_ns(5000000), 0); /* the read is submitted */
+	ASSERT_EQ(pthread_create(&t, NULL, br_slow_feeder, NULL), 0);
+	mr_join(br_a_counted, NULL, br_b, NULL);
+	ASSERT_EQ(pthread_join(t, NULL), 0);
+	ASSERT_EQ(mr_fiber_join(r), 0);
+}
+
+TEST(blocked_worker_sleeps_in_its_ring)
+{
+	if (strcmp(mr_io_backend(), "io_uring") != 0)
+		SKIP("backend %s", mr_io_backend());
+	ASSERT_EQ(pipe2(br_pipe, O_CLOEXEC), 0);
+	br_chan = mr_chan_create(sizeof(int), 1, 0);
+	ASSERT_NONNULL(br_chan);
+	in_fiber(1, br_sleep_main, NULL);
+	mr_chan_destroy(br_chan);
+	close(br_pipe[0]);
+	close(br_pipe[1]);
+	printf("# the blocked worker switched out %ld times in 300 ms\n", br_switches);
+	ASSERT_TRUE(br_switches >= 0);
+	ASSERT_TRUE(br_switches < 60);
+}
+
 /* ---- a worker that cannot set up its ring ---------------------------------------- */
 
 static int close_fd;

@@ -516,6 +516,12 @@ static bool help_claim(struct mr__worker *w)
 	/* release: pairs with the acquire load in help_sleep(). */
 	atomic_store_explicit(&w->hpark, 1, memory_order_release);
 	mr__futex_wake(&w->hpark, 1);
+	/* Asleep in its ring: that waits on `park` (a blocked worker gets no
+	 * token there, so nothing else waits on it now). Pairs with the
+	 * store of hring, fence, load of hpark in help_sleep(). */
+	mr__fence_seq_cst();
+	if (atomic_load_explicit(&w->hring, memory_order_relaxed))
+		mr__futex_wake(&w->park, 1);
 	return true;
 }
 
@@ -618,12 +624,18 @@ static void help_sleep(struct mr__worker *w, bool (*done)(void *), void *arg, in
 	if (deadline >= 0 && (next < 0 || deadline < next))
 		next = deadline;
 	/* Our ring has operations in flight, and only this thread can reap
-	 * them (mr__worker_help() polls it): look again within
-	 * MR__IO_BLOCKED_NS. A stop-gap: the futex wait here does not end on
-	 * a completion. */
-	if (mr__worker_io(w) && atomic_load_explicit(&w->io_inflight, memory_order_relaxed) &&
-	    (next < 0 || next > now + MR__IO_BLOCKED_NS))
-		next = now + MR__IO_BLOCKED_NS;
+	 * them (mr__worker_help() polls it). A ring that waits on futexes
+	 * (no wake op) sleeps here in the ring, woken by a completion or by
+	 * help_claim(); on the other backends look again within
+	 * MR__IO_BLOCKED_NS. */
+	const struct mr__io_ops *io = mr__worker_io(w);
+	bool in_ring = false;
+	if (io && atomic_load_explicit(&w->io_inflight, memory_order_relaxed)) {
+		if (!io->wake)
+			in_ring = true;
+		else if (next < 0 || next > now + MR__IO_BLOCKED_NS)
+			next = now + MR__IO_BLOCKED_NS;
+	}
 	if (!done(arg) && !(next >= 0 && next <= now) && !(all && inj_fiber(rt, false))) {
 		/* Every worker blocked in a job, asleep, no timer: stuck? */
 		if (all && next < 0 &&
@@ -631,6 +643,19 @@ static void help_sleep(struct mr__worker *w, bool (*done)(void *), void *arg, in
 			stuck_look(rt, MR__STUCK_IN_JOBS);
 		/* acquire: pairs with the release in help_claim(). */
 		while (!atomic_load_explicit(&w->hpark, memory_order_acquire)) {
+			if (in_ring) {
+				atomic_store_explicit(&w->hring, 1, memory_order_seq_cst);
+				mr__fence_seq_cst();
+				bool readied = false;
+				if (!atomic_load_explicit(&w->hpark, memory_order_acquire))
+					readied = io->wait(w, next);
+				atomic_store_explicit(&w->hring, 0, memory_order_relaxed);
+				/* Fibers the ring readied: back to the helper's
+				 * loop, which hands them on. */
+				if (readied || (next >= 0 && (int64_t)mr__now_ns() >= next))
+					break;
+				continue;
+			}
 			if (next < 0) {
 				mr__futex_wait(&w->hpark, 0);
 				continue;

@@ -95,8 +95,10 @@ struct mr__io_ops {
 };
 /* Jobs a worker with I/O in flight runs between two polls of its ring. */
 #define MR__IO_INTERVAL 32
-/* A worker blocked in a job's wait with I/O in flight polls its ring at
- * least this often (runtime.c help_sleep()). */
+/* A worker blocked in a job's wait with I/O in flight sleeps in its ring
+ * when the ring waits on futexes (io_uring, kernel 6.7+); on the other
+ * backends it polls the ring at least this often (runtime.c
+ * help_sleep()). */
 #define MR__IO_BLOCKED_NS 1000000
 
 struct mr__worker {
@@ -146,6 +148,9 @@ struct mr__worker {
 	 * claims it with a CAS to 0, then writes hpark, the futex it sleeps on. */
 	_Atomic uint32_t hsleep;
 	_Atomic uint32_t hpark;
+	/* Set while that sleep is in its ring (help_sleep()): the claimer
+	 * then also wakes the ring's FUTEX_WAIT on `park`. */
+	_Atomic uint32_t hring;
 	struct mr__timer **theap;
 	uint32_t tn, tcap;
 	struct mr__timer *tdue;	/* due, being fired one by one (timer.c) */
