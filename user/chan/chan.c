@@ -252,20 +252,10 @@ static uint32_t thread_wait(struct mr__sleeper *sl, int64_t deadline);
 
 /* We took e out of the word (or own it under the lock): finish its
  * operation with `result` and wake it. */
-static inline void rv_complete(struct mr__centry *e, int result)
+/* rv_complete() of a thread's sleeper s: out of line, so that the fiber
+ * path stays small enough for rv_fast() to be inlined into the calls. */
+static __attribute__((noinline)) void rv_complete_thread(struct mr__sleeper *s)
 {
-	struct mr__sleeper *s = e->s;
-	struct mr_fiber *f = s->fiber;
-
-	s->which = e->idx;
-	s->result = result;
-	if (f) {
-		/* release: pairs with the acquire load of state after the park.
-		 * A parked fiber never writes its own state. */
-		atomic_store_explicit(&s->state, SL_WOKEN, memory_order_release);
-		mr__fiber_ready(f);
-		return;
-	}
 	struct mr__worker *helper = s->helper;
 	/* A plain thread asleep for ever: uncount it (the deadlock check,
 	 * sched.h) before it can go on. CLAIMED holds it meanwhile;
@@ -280,6 +270,23 @@ static inline void rv_complete(struct mr__centry *e, int result)
 	atomic_store_explicit(&s->state, SL_WOKEN, memory_order_release);
 	if (was == SL_SLEEPING)
 		wake_thread(s, helper);
+}
+
+static inline void rv_complete(struct mr__centry *e, int result)
+{
+	struct mr__sleeper *s = e->s;
+	struct mr_fiber *f = s->fiber;
+
+	s->which = e->idx;
+	s->result = result;
+	if (f) {
+		/* release: pairs with the acquire load of state after the park.
+		 * A parked fiber never writes its own state. */
+		atomic_store_explicit(&s->state, SL_WOKEN, memory_order_release);
+		mr__fiber_ready(f);
+		return;
+	}
+	rv_complete_thread(s);
 }
 
 /*

@@ -78,6 +78,15 @@ static void after_switch(struct mr__worker *w, struct mr_fiber *f);
  * are saved: run f's commit, which says whether f now waits (a waker will
  * ready it) or must run again at once.
  */
+/* commit_park() found a cancel request for armed fiber f, in the word. */
+static __attribute__((noinline, cold)) void commit_cancel(struct mr_fiber *f,
+							  struct mr__cancel_hook *h)
+{
+	mr__spin_lock(&f->cancel_lock);
+	mr__cancel_hook_run(h);
+	mr__spin_unlock(&f->cancel_lock);
+}
+
 static inline void commit_park(struct mr_fiber *f)
 {
 	bool waits;
@@ -109,12 +118,9 @@ static inline void commit_park(struct mr_fiber *f)
 			 */
 			if (waits) {
 				mr__cancel_fence();
-				if (atomic_load_explicit(&f->cancel, memory_order_relaxed) &
-				    MR__CANCEL_REQ) {
-					mr__spin_lock(&f->cancel_lock);
-					mr__cancel_hook_run(h); /* readies f unless a partner got it first */
-					mr__spin_unlock(&f->cancel_lock);
-				}
+				if (unlikely(atomic_load_explicit(&f->cancel, memory_order_relaxed) &
+					     MR__CANCEL_REQ))
+					commit_cancel(f, h); /* readies f unless a partner got it first */
 			}
 			/* release: our last touch of f, which a partner may
 			 * have readied; its disarm waits for this. */
