@@ -168,15 +168,17 @@ MR_API int mr_worker_index(void);
  *
  * The state is running, runnable or parked, and the time since the fiber
  * last parked or was created: for a parked fiber how long it has waited
- * (a coarse clock: a few ms of resolution; no clock is read on a fast
- * path). A parked fiber waits on one
+ * (CLOCK_MONOTONIC_COARSE, read at each park and spawn: a vDSO read of
+ * a few ns, and a few ms of resolution). A parked fiber waits on one
  * of: chan (a send or receive), select (the first channel of the select),
  * shm-chan (a shm:// channel), mutex, cond, sem, wg, event (the object's
  * address), join (the fiber joined), sleep, io (the descriptor), blocking
  * (the function run on the blocking pool), with "deadline in N ms" if it
  * has one. The frames of a fiber that is not running come from its saved
- * frame pointers (code built without frame pointers shows fewer frames);
- * "module+0xoffset" is what `addr2line -e module` takes. Lines of fibers
+ * frame pointers (the library keeps them; code built without
+ * -fno-omit-frame-pointer shows fewer frames); names come from dladdr(),
+ * so an executable's own functions are named only if it was linked with
+ * -rdynamic, and "module+0xoffset" is what `addr2line -e module` takes. Lines of fibers
  * that run meanwhile may be stale. Blocks nobody for long: each list of
  * fibers is locked while it is copied (fiber exits wait), and the printing
  * is done after. Not async-signal-safe. Returns 0, -EINVAL (rt or out
