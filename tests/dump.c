@@ -424,6 +424,31 @@ TEST(deadlock_seen_when_the_thread_waits_on_a_channel_after_the_workers_slept)
 	ASSERT_STR_CONTAINS(buf, "moirai: deadlock: all 1 fibers of runtime");
 }
 
+/* And on a semaphore (a wait queue). */
+static void late_sem_child(void *p)
+{
+	static mr_sem_t never;
+	(void)p;
+	mr_runtime_t *rt = make_rt(2);
+	MR_OPTS(mr_fiber_opts, o, .name = "stuck-rx", .runtime = rt);
+	mr_go_opts(recv_forever, NULL, &o);
+	mr_sem_init(&never, 0);
+	usleep(200000);
+	mr_sem_wait(&never);
+	_exit(1);
+}
+
+TEST(deadlock_seen_when_the_thread_waits_on_a_semaphore_after_the_workers_slept)
+{
+	static char buf[65536];
+	SKIP_UNDER_TSAN();
+	nobody = mr_chan_create(sizeof(int), 0, 0);
+	int st = run_deadlock_child(late_sem_child, NULL, buf, sizeof(buf));
+
+	ASSERT_TRUE(aborted(st));
+	ASSERT_STR_CONTAINS(buf, "moirai: deadlock: all 1 fibers of runtime");
+}
+
 static mr_mutex_t m1, m2;
 static mr_sem_t s1, s2;
 

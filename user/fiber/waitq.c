@@ -244,6 +244,10 @@ int mr__waitq_wait(struct mr__waitq *q, struct mr__waiter *wt, int64_t deadline,
 	mr__waitq_unlock(q);
 	if (w)
 		mr__worker_block(w);
+	/* Counted as blocked for ever: the workers may all be asleep already,
+	 * and nobody else would look now (the deadlock check, sched.h). */
+	if (wt->counted)
+		mr__stuck_poke_all();
 	for (;;) {
 		/* acquire: pairs with the seq_cst store in mr__waiter_wake(). */
 		uint32_t st = atomic_load_explicit(&wt->state, memory_order_acquire);
