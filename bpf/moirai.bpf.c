@@ -14,8 +14,10 @@
  *    queues, so workers and other tasks share the node fairly by weight;
  *    nothing can starve, because every task's vtime only grows by what it
  *    ran and a waking task gets at most one slice of credit.
- *  - Locality. A waking worker goes straight to an idle CPU of its home node
- *    (its previous CPU first). An idle CPU with empty node queues pulls other
+ *  - Locality. A waking worker goes straight to an idle CPU of its home node:
+ *    with SMT, a CPU whose whole core is idle first (its previous CPU when
+ *    that one's core is idle), found by the kernel's idle-CPU kfuncs on the
+ *    node's mask; then its previous CPU, then any idle CPU of the node. An idle CPU with empty node queues pulls other
  *    tasks from any node, but pulls a worker from another node only when
  *    that node has more runnable workers than CPUs: kernel-level stealing
  *    that mirrors the runtime's own, so worker run time stays on the home
@@ -64,9 +66,11 @@
  * through a wrapper below that uses whichever name the kernel has (weak
  * ksyms, resolved at load).
  *
- * When it behaves badly. Node queues are scanned linearly over all CPUs
- * when a worker wakes with no idle CPU (fine for tens of CPUs, not tuned
- * for hundreds). Tasks restricted to CPUs of one node may sit in another
+ * When it behaves badly. A worker woken with no idle CPU on its node scans
+ * that node's CPUs (node_cpus) for one to preempt: linear in the node's
+ * size, fine for tens of CPUs per node. The statistics are shared atomics
+ * (see above), a cost on many-CPU machines. LLC is assumed to be the node
+ * (one socket per node); a node of several LLCs is placed by SMT only. Tasks restricted to CPUs of one node may sit in another
  * node's OTHER_DSQ until a CPU there or an idle CPU anywhere takes them.
  * Sparse node numbers are treated as nodes without CPUs.
  */
@@ -256,8 +260,14 @@ struct {
 /* Largest vtime that has started running: the fair "now". */
 u64 vtime_now;
 
-/* Rotating start for scans, so that scans do not always hit CPU 0 first. */
-u32 scan_rr;
+/*
+ * The CPUs of each node, grouped (built by init() from cpu_to_node): node
+ * n's are node_cpus[node_first[n] .. node_first[n + 1]). A scan for a CPU
+ * to preempt looks at its node's CPUs only, not at every possible CPU.
+ */
+u16 node_cpus[MOIRAI_MAX_CPUS];
+u32 node_first[MOIRAI_MAX_NODES + 1];
+u32 node_fill[MOIRAI_MAX_NODES]; /* init()'s scratch */
 
 /* ---- kfunc wrappers ------------------------------------------------------ */
 
@@ -302,6 +312,13 @@ static __always_inline u32 cpu_idx(u32 c)
 {
 	asm volatile("" : "+r"(c));
 	return c & (MOIRAI_MAX_CPUS - 1);
+}
+
+/* The same for a node index. */
+static __always_inline u32 node_idx(u32 n)
+{
+	asm volatile("" : "+r"(n));
+	return n & (MOIRAI_MAX_NODES - 1);
 }
 
 static __always_inline s32 node_of(s32 cpu)
@@ -471,25 +488,59 @@ static __always_inline void kick(s32 cpu, u64 flags)
 	scx_bpf_kick_cpu(cpu, flags);
 }
 
-/* An idle CPU of node n that p may run on, claimed (its idle bit cleared); or -1. */
+/* Where a scan of node n's CPUs starts: a different CPU each time, so
+ * that victims and idle CPUs are not always taken from the first. */
+static __always_inline u32 scan_start(u32 cnt)
+{
+	return cnt ? bpf_get_prandom_u32() % cnt : 0;
+}
+
+/*
+ * An idle CPU of node n that p may run on, claimed (its idle bit cleared);
+ * or -1. With SMT, a CPU whose whole core is idle first (its sibling busy
+ * would halve what it gets): prev (`first`) when its core is idle, then
+ * any idle core of the node, then prev, then any idle CPU of the node.
+ * The kernel's idle-CPU kfuncs search the node's mask (word by word, not a
+ * loop over every possible CPU here); a task whose affinity leaves out
+ * some of the node's CPUs is matched against the node's CPU list instead.
+ */
 static s32 claim_idle_in_node(struct task_struct *p, s32 n, s32 first)
 {
-	const struct cpumask *idle;
-	s32 found = -1;
-	u32 ncpu = nr_cpus < MOIRAI_MAX_CPUS ? nr_cpus : MOIRAI_MAX_CPUS;
+	u32 key = (u32)n;
+	struct node_ctx *nc = bpf_map_lookup_elem(&node_ctxs, &key);
+	struct bpf_cpumask *online = nc ? nc->online : NULL;
+	bool prev_ok = first >= 0 && node_of(first) == n &&
+		       bpf_cpumask_test_cpu(first, p->cpus_ptr);
+	s32 cpu;
 
-	if (first >= 0 && node_of(first) == n && bpf_cpumask_test_cpu(first, p->cpus_ptr) &&
-	    scx_bpf_test_and_clear_cpu_idle(first))
+	if (!online)
+		return -1;
+	if (prev_ok) {
+		const struct cpumask *smt = scx_bpf_get_idle_smtmask();
+		bool core_idle = bpf_cpumask_test_cpu(first, smt);
+		scx_bpf_put_idle_cpumask(smt);
+		if (core_idle && scx_bpf_test_and_clear_cpu_idle(first))
+			return first;
+	}
+	if (bpf_cpumask_subset((const struct cpumask *)online, p->cpus_ptr)) {
+		cpu = scx_bpf_pick_idle_cpu((const struct cpumask *)online, SCX_PICK_IDLE_CORE);
+		if (cpu >= 0)
+			return cpu;
+		if (prev_ok && scx_bpf_test_and_clear_cpu_idle(first))
+			return first;
+		return scx_bpf_pick_idle_cpu((const struct cpumask *)online, 0);
+	}
+	if (prev_ok && scx_bpf_test_and_clear_cpu_idle(first))
 		return first;
 
-	idle = scx_bpf_get_idle_cpumask();
-	u32 start = scan_rr++;
-	u32 i;
-	bpf_for(i, 0, ncpu)
+	u32 nk = node_idx(key), lo = node_first[nk], cnt = node_first[nk + 1] - lo, i;
+	u32 start = scan_start(cnt);
+	const struct cpumask *idle = scx_bpf_get_idle_cpumask();
+	s32 found = -1;
+	bpf_for(i, 0, cnt)
 	{
-		s32 cpu = (s32)((start + i) % ncpu);
-		if (node_of(cpu) != n || !bpf_cpumask_test_cpu(cpu, idle) ||
-		    !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+		cpu = node_cpus[cpu_idx(lo + (start + i) % cnt)];
+		if (!bpf_cpumask_test_cpu(cpu, idle) || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
 			continue;
 		if (scx_bpf_test_and_clear_cpu_idle(cpu)) {
 			found = cpu;
@@ -510,16 +561,18 @@ static s32 claim_idle_in_node(struct task_struct *p, s32 n, s32 first)
 static s32 victim_in_node(struct task_struct *p, s32 n, s32 here, u64 key)
 {
 	s32 other = -1;
-	u32 ncpu = nr_cpus < MOIRAI_MAX_CPUS ? nr_cpus : MOIRAI_MAX_CPUS;
-	u32 i;
+	u32 nk = node_idx((u32)n), lo = node_first[nk], cnt = node_first[nk + 1] - lo, i;
+	u32 start = scan_start(cnt);
 
 	if (here >= 0 && node_of(here) == n && bpf_cpumask_test_cpu(here, p->cpus_ptr) &&
 	    kind_of(here) == KIND_OTHER && earlier_than_current(here, key))
 		other = here;
-	bpf_for(i, 0, ncpu)
+	/* The node's CPUs only, from a random one on: a victim is not always
+	 * the node's first CPU. */
+	bpf_for(i, 0, cnt)
 	{
-		s32 cpu = (s32)i;
-		if (cpu == here || node_of(cpu) != n || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+		s32 cpu = node_cpus[cpu_idx(lo + (start + i) % cnt)];
+		if (cpu == here || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
 			continue;
 		u32 k = kind_of(cpu);
 		if (k == KIND_SEARCHING || k == KIND_IDLE)
@@ -1008,6 +1061,23 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(moirai_init)
 			scx_error("moirai: cannot create the queues of node %u: %d", i, err);
 			return err;
 		}
+	}
+	/* Group the CPUs by node (a counting sort of cpu_to_node). */
+	bpf_for(i, 0, ncpu)
+	{
+		s32 n = cpu_to_node[cpu_idx(i)];
+		if (n >= 0 && (u32)n < nn)
+			node_first[node_idx((u32)n) + 1]++;
+	}
+	bpf_for(i, 0, nn)
+		node_first[node_idx(i) + 1] += node_first[node_idx(i)];
+	bpf_for(i, 0, ncpu)
+	{
+		s32 n = cpu_to_node[cpu_idx(i)];
+		if (n < 0 || (u32)n >= nn)
+			continue;
+		u32 k = node_first[node_idx((u32)n)] + node_fill[node_idx((u32)n)]++;
+		node_cpus[cpu_idx(k)] = (u16)i;
 	}
 	bpf_for(i, 0, nn)
 	{
