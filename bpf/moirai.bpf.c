@@ -14,25 +14,34 @@
  *    queues, so workers and other tasks share the node fairly by weight;
  *    nothing can starve, because every task's vtime only grows by what it
  *    ran and a waking task gets at most one slice of credit.
- *  - Locality. A waking worker goes straight to an idle CPU of its home node
- *    (its previous CPU first). An idle CPU with empty node queues pulls other
+ *  - Locality. A waking worker goes straight to an idle CPU of its home node:
+ *    with SMT, a CPU whose whole core is idle first (its previous CPU when
+ *    that one's core is idle), found by the kernel's idle-CPU kfuncs on the
+ *    node's mask; then its previous CPU, then any idle CPU of the node. An idle CPU with empty node queues pulls other
  *    tasks from any node, but pulls a worker from another node only when
  *    that node has more runnable workers than CPUs: kernel-level stealing
  *    that mirrors the runtime's own, so worker run time stays on the home
  *    node (NUMA-local memory) unless the node is overloaded.
- *  - Priority. A worker preempted while it holds queued work (its siblings
- *    wait to steal it) gets the full one-slice sleeper credit even if it ran
- *    recently, so it runs before searching workers and most other tasks; the
- *    credit is bounded, so it cannot run more than a slice ahead of its fair
- *    share. A worker preempted while searching (spinning over the others'
- *    deques) keeps its fair place but gets a quarter slice. The runtime
+ *  - Fairness and priority. Every task's vtime (task_ctx.vtime) grows by
+ *    what it ran, scaled by 100/weight, and is never set back; on enqueue it
+ *    is raised to the lag floor vtime_now - slice (a sleeper gains at most a
+ *    slice, once, as in scx_bpfland). A worker that holds queued work (its
+ *    siblings wait to steal it) is queued half a slice earlier than its
+ *    vtime - on the queue key only - so it runs before searching workers and
+ *    most other tasks, but never more than half a slice ahead of its fair
+ *    share, however often it is enqueued. A worker preempted while searching
+ *    (spinning over the others' deques) keeps its fair place but gets a
+ *    quarter slice. The runtime
  *    counts it as a searcher and would wake nobody else for new work until
  *    it has looked or parked, so a worker's line in worker_load says when it
  *    waits for a CPU (`preempted`, set in stopping(), cleared in running()):
  *    a waker that finds only preempted searchers wakes a parked worker,
  *    which a CPU takes at once (below). A worker woken for work with no
  *    idle CPU on its node preempts (kick) a CPU of its node that runs a
- *    searching worker or a non-worker; the vtime order then decides.
+ *    searching worker, or a non-worker whose key is later than the woken
+ *    worker's; the vtime order then decides. The waker's own CPU is taken
+ *    at once only on a synchronous wake-up (never from an interrupt, which
+ *    would preempt whatever task happened to run).
  *  - Per-CPU kthreads go to their CPU's local queue (they must not wait
  *    behind the node queues, and cannot run anywhere else).
  *  - Affinity. A worker whose allowed CPUs (sched_setaffinity, a cpuset)
@@ -57,9 +66,11 @@
  * through a wrapper below that uses whichever name the kernel has (weak
  * ksyms, resolved at load).
  *
- * When it behaves badly. Node queues are scanned linearly over all CPUs
- * when a worker wakes with no idle CPU (fine for tens of CPUs, not tuned
- * for hundreds). Tasks restricted to CPUs of one node may sit in another
+ * When it behaves badly. A worker woken with no idle CPU on its node scans
+ * that node's CPUs (node_cpus) for one to preempt: linear in the node's
+ * size, fine for tens of CPUs per node. The statistics are shared atomics
+ * (see above), a cost on many-CPU machines. LLC is assumed to be the node
+ * (one socket per node); a node of several LLCs is placed by SMT only. Tasks restricted to CPUs of one node may sit in another
  * node's OTHER_DSQ until a CPU there or an idle CPU anywhere takes them.
  * Sparse node numbers are treated as nodes without CPUs.
  */
@@ -197,6 +208,9 @@ volatile u32 test_error SEC(".data.test");
 struct task_ctx {
 	u64 runnable_at;  /* when a worker became runnable (latency), 0 = none */
 	u64 started_at;	  /* when it last started running */
+	u64 vtime;	  /* virtual run time: grows by what it ran, scaled by
+			   * 100/weight, and is never set back; the queue key
+			   * (p->scx.dsq_vtime) may be a little earlier */
 	s32 counted_node; /* node whose runnable_workers counts us, or -1 */
 	s32 last_node;	  /* node a worker last ran on, or -1 */
 	s32 home;	  /* home node of the worker while it runs, or -1 */
@@ -225,13 +239,35 @@ struct {
 
 /* What each CPU runs now: lets a woken worker choose whom to preempt. */
 enum { KIND_IDLE = 0, KIND_WORKER = 1, KIND_SEARCHING = 2, KIND_OTHER = 3, KIND_OFFLINE = 4 };
-u8 cpu_kind[MOIRAI_MAX_CPUS];
+
+/* Per-CPU: written by the CPU itself in running()/stopping() (no line
+ * shared with other CPUs' writes), read by others when they look for a CPU
+ * to preempt (bpf_map_lookup_percpu_elem()). */
+struct cpu_ctx {
+	u64 key;  /* queue key the current task ran with: a woken task preempts
+		   * only a CPU whose task has a later one */
+	u32 kind; /* KIND_* of what runs there */
+	u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct cpu_ctx);
+} cpu_ctxs SEC(".maps");
 
 /* Largest vtime that has started running: the fair "now". */
 u64 vtime_now;
 
-/* Rotating start for scans, so that scans do not always hit CPU 0 first. */
-u32 scan_rr;
+/*
+ * The CPUs of each node, grouped (built by init() from cpu_to_node): node
+ * n's are node_cpus[node_first[n] .. node_first[n + 1]). A scan for a CPU
+ * to preempt looks at its node's CPUs only, not at every possible CPU.
+ */
+u16 node_cpus[MOIRAI_MAX_CPUS];
+u32 node_first[MOIRAI_MAX_NODES + 1];
+u32 node_fill[MOIRAI_MAX_NODES]; /* init()'s scratch */
 
 /* ---- kfunc wrappers ------------------------------------------------------ */
 
@@ -276,6 +312,13 @@ static __always_inline u32 cpu_idx(u32 c)
 {
 	asm volatile("" : "+r"(c));
 	return c & (MOIRAI_MAX_CPUS - 1);
+}
+
+/* The same for a node index. */
+static __always_inline u32 node_idx(u32 n)
+{
+	asm volatile("" : "+r"(n));
+	return n & (MOIRAI_MAX_NODES - 1);
 }
 
 static __always_inline s32 node_of(s32 cpu)
@@ -407,6 +450,26 @@ static __always_inline struct task_ctx *tctx_of(struct task_struct *p)
 	return bpf_task_storage_get(&task_ctxs, p, 0, 0);
 }
 
+/* The per-CPU context of cpu (any CPU's, read from here). */
+static __always_inline struct cpu_ctx *cctx(s32 cpu)
+{
+	u32 zero = 0;
+	return bpf_map_lookup_percpu_elem(&cpu_ctxs, &zero, (u32)cpu);
+}
+
+static __always_inline u32 kind_of(s32 cpu)
+{
+	struct cpu_ctx *cc = cctx(cpu);
+	return cc ? READ_ONCE(cc->kind) : KIND_OFFLINE;
+}
+
+/* May a task queued with key preempt what runs on cpu? Only an earlier key. */
+static __always_inline bool earlier_than_current(s32 cpu, u64 key)
+{
+	struct cpu_ctx *cc = cctx(cpu);
+	return cc && (s64)(key - READ_ONCE(cc->key)) < 0;
+}
+
 /* Runnable workers of node n, compared with its CPUs: overloaded? */
 static __always_inline bool node_is_overloaded(s32 n)
 {
@@ -425,25 +488,59 @@ static __always_inline void kick(s32 cpu, u64 flags)
 	scx_bpf_kick_cpu(cpu, flags);
 }
 
-/* An idle CPU of node n that p may run on, claimed (its idle bit cleared); or -1. */
+/* Where a scan of node n's CPUs starts: a different CPU each time, so
+ * that victims and idle CPUs are not always taken from the first. */
+static __always_inline u32 scan_start(u32 cnt)
+{
+	return cnt ? bpf_get_prandom_u32() % cnt : 0;
+}
+
+/*
+ * An idle CPU of node n that p may run on, claimed (its idle bit cleared);
+ * or -1. With SMT, a CPU whose whole core is idle first (its sibling busy
+ * would halve what it gets): prev (`first`) when its core is idle, then
+ * any idle core of the node, then prev, then any idle CPU of the node.
+ * The kernel's idle-CPU kfuncs search the node's mask (word by word, not a
+ * loop over every possible CPU here); a task whose affinity leaves out
+ * some of the node's CPUs is matched against the node's CPU list instead.
+ */
 static s32 claim_idle_in_node(struct task_struct *p, s32 n, s32 first)
 {
-	const struct cpumask *idle;
-	s32 found = -1;
-	u32 ncpu = nr_cpus < MOIRAI_MAX_CPUS ? nr_cpus : MOIRAI_MAX_CPUS;
+	u32 key = (u32)n;
+	struct node_ctx *nc = bpf_map_lookup_elem(&node_ctxs, &key);
+	struct bpf_cpumask *online = nc ? nc->online : NULL;
+	bool prev_ok = first >= 0 && node_of(first) == n &&
+		       bpf_cpumask_test_cpu(first, p->cpus_ptr);
+	s32 cpu;
 
-	if (first >= 0 && node_of(first) == n && bpf_cpumask_test_cpu(first, p->cpus_ptr) &&
-	    scx_bpf_test_and_clear_cpu_idle(first))
+	if (!online)
+		return -1;
+	if (prev_ok) {
+		const struct cpumask *smt = scx_bpf_get_idle_smtmask();
+		bool core_idle = bpf_cpumask_test_cpu(first, smt);
+		scx_bpf_put_idle_cpumask(smt);
+		if (core_idle && scx_bpf_test_and_clear_cpu_idle(first))
+			return first;
+	}
+	if (bpf_cpumask_subset((const struct cpumask *)online, p->cpus_ptr)) {
+		cpu = scx_bpf_pick_idle_cpu((const struct cpumask *)online, SCX_PICK_IDLE_CORE);
+		if (cpu >= 0)
+			return cpu;
+		if (prev_ok && scx_bpf_test_and_clear_cpu_idle(first))
+			return first;
+		return scx_bpf_pick_idle_cpu((const struct cpumask *)online, 0);
+	}
+	if (prev_ok && scx_bpf_test_and_clear_cpu_idle(first))
 		return first;
 
-	idle = scx_bpf_get_idle_cpumask();
-	u32 start = scan_rr++;
-	u32 i;
-	bpf_for(i, 0, ncpu)
+	u32 nk = node_idx(key), lo = node_first[nk], cnt = node_first[nk + 1] - lo, i;
+	u32 start = scan_start(cnt);
+	const struct cpumask *idle = scx_bpf_get_idle_cpumask();
+	s32 found = -1;
+	bpf_for(i, 0, cnt)
 	{
-		s32 cpu = (s32)((start + i) % ncpu);
-		if (node_of(cpu) != n || !bpf_cpumask_test_cpu(cpu, idle) ||
-		    !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+		cpu = node_cpus[cpu_idx(lo + (start + i) % cnt)];
+		if (!bpf_cpumask_test_cpu(cpu, idle) || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
 			continue;
 		if (scx_bpf_test_and_clear_cpu_idle(cpu)) {
 			found = cpu;
@@ -461,24 +558,28 @@ static s32 claim_idle_in_node(struct task_struct *p, s32 n, s32 first)
  * waker's CPU is never taken for a searching worker: that is the waker
  * itself, which just found the work it is waking us for.
  */
-static s32 victim_in_node(struct task_struct *p, s32 n, s32 here)
+static s32 victim_in_node(struct task_struct *p, s32 n, s32 here, u64 key)
 {
 	s32 other = -1;
-	u32 ncpu = nr_cpus < MOIRAI_MAX_CPUS ? nr_cpus : MOIRAI_MAX_CPUS;
-	u32 i;
+	u32 nk = node_idx((u32)n), lo = node_first[nk], cnt = node_first[nk + 1] - lo, i;
+	u32 start = scan_start(cnt);
 
 	if (here >= 0 && node_of(here) == n && bpf_cpumask_test_cpu(here, p->cpus_ptr) &&
-	    cpu_kind[cpu_idx(here)] == KIND_OTHER)
+	    kind_of(here) == KIND_OTHER && earlier_than_current(here, key))
 		other = here;
-	bpf_for(i, 0, ncpu)
+	/* The node's CPUs only, from a random one on: a victim is not always
+	 * the node's first CPU. */
+	bpf_for(i, 0, cnt)
 	{
-		s32 cpu = (s32)i;
-		if (cpu == here || node_of(cpu) != n || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+		s32 cpu = node_cpus[cpu_idx(lo + (start + i) % cnt)];
+		if (cpu == here || !bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
 			continue;
-		u8 k = cpu_kind[cpu_idx(i)];
+		u32 k = kind_of(cpu);
 		if (k == KIND_SEARCHING || k == KIND_IDLE)
 			return cpu;
-		if (k == KIND_OTHER && other < 0)
+		/* A non-worker only when it ran past the woken worker's key:
+		 * no task loses its fair turn to a wake-up. */
+		if (k == KIND_OTHER && other < 0 && earlier_than_current(cpu, key))
 			other = cpu;
 	}
 	return other;
@@ -513,13 +614,41 @@ static __always_inline void record_latency(u64 ns)
 		WRITE_ONCE(l->max_ns, ns); /* racy maximum: good enough for monitoring */
 }
 
-/* The fair place of p in a queue: its vtime, with at most one slice of credit. */
-static __always_inline u64 fair_vtime(struct task_struct *p)
+/*
+ * The fair place of p in a queue: its vtime, raised to the lag floor
+ * vtime_now - slice (a sleeper gains at most one slice on those that ran
+ * meanwhile, as bpfland's lag floor). The floor is kept in tc->vtime: the
+ * credit is given once, not again on each enqueue.
+ */
+static __always_inline u64 fair_vtime(struct task_struct *p, struct task_ctx *tc)
 {
-	u64 v = p->scx.dsq_vtime, now = READ_ONCE(vtime_now);
+	u64 now = READ_ONCE(vtime_now), v;
 
+	if (!tc)
+		return now; /* no storage (ENOMEM at init_task): a newcomer's place */
+	v = tc->vtime;
 	if ((s64)(v - (now - slice_ns)) < 0)
 		v = now - slice_ns;
+	tc->vtime = v;
+	return v;
+}
+
+/*
+ * The queue key of worker w: its fair vtime, half a slice earlier while it
+ * holds queued work that its siblings wait to steal. The head start is on
+ * the key only, never on tc->vtime: what the worker runs is charged in
+ * full, so it runs ahead of its fair share by half a slice at most, however
+ * often it is enqueued and however long it reports queued work.
+ */
+static __always_inline u64 worker_key(struct task_struct *p, struct task_ctx *tc,
+				      struct moirai_worker *w, u32 *state)
+{
+	u32 depth = 0;
+	u64 v = fair_vtime(p, tc);
+
+	*state = worker_state(w, &depth);
+	if (*state == MOIRAI_W_RUNNING && depth > 0)
+		v -= slice_ns / 2;
 	return v;
 }
 
@@ -532,7 +661,8 @@ s32 BPF_STRUCT_OPS(moirai_select_cpu, struct task_struct *p, s32 prev_cpu, u64 w
 	s32 cpu;
 
 	if (w) {
-		s32 home = queue_node(p, w, tctx_of(p));
+		struct task_ctx *tc = tctx_of(p);
+		s32 home = queue_node(p, w, tc);
 		cpu = claim_idle_in_node(p, home, prev_cpu);
 		if (cpu < 0 && node_is_overloaded(home)) {
 			cpu = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
@@ -550,10 +680,15 @@ s32 BPF_STRUCT_OPS(moirai_select_cpu, struct task_struct *p, s32 prev_cpu, u64 w
 		s32 here = bpf_get_smp_processor_id();
 		if (node_of(here) != home || !bpf_cpumask_test_cpu(here, p->cpus_ptr))
 			return prev_cpu;
-		/* Woken by a thread outside the runtimes (it posted work and
-		 * usually waits for it): take its CPU now, as a synchronous
-		 * wake-up would. A local preemption needs no IPI. */
-		if (cpu_kind[cpu_idx(here)] == KIND_OTHER) {
+		/* Woken synchronously by a thread outside the runtimes (it
+		 * posted work and waits for it): take its CPU now if the waker
+		 * ran past our key. A local preemption needs no IPI. Never on
+		 * another kind of wake-up: one from an interrupt would preempt
+		 * whatever task happens to run here. */
+		u32 st;
+		u64 key = worker_key(p, tc, w, &st);
+		if ((wake_flags & SCX_WAKE_SYNC) && kind_of(here) == KIND_OTHER &&
+		    earlier_than_current(here, key)) {
 			insert(p, SCX_DSQ_LOCAL, slice_ns, SCX_ENQ_PREEMPT);
 			STAT_ADD(cstats(here), wake_preempts, 1);
 		}
@@ -582,7 +717,7 @@ void BPF_STRUCT_OPS(moirai_enqueue, struct task_struct *p, u64 enq_flags)
 	w = worker_of(p);
 	if (!w) {
 		s32 n = node_of(cpu);
-		insert_vtime(p, OTHER_DSQ(n), slice_ns, fair_vtime(p), enq_flags);
+		insert_vtime(p, OTHER_DSQ(n), slice_ns, fair_vtime(p, tctx_of(p)), enq_flags);
 		/* Work conservation: wake an idle CPU to take it. */
 		s32 idle = scx_bpf_pick_idle_cpu(p->cpus_ptr, 0);
 		if (idle >= 0)
@@ -590,10 +725,10 @@ void BPF_STRUCT_OPS(moirai_enqueue, struct task_struct *p, u64 enq_flags)
 		return;
 	}
 
-	s32 home = queue_node(p, w, tctx_of(p));
-
-	u32 depth = 0, state = worker_state(w, &depth);
-	u64 vtime = fair_vtime(p), slice = slice_ns;
+	struct task_ctx *tc = tctx_of(p);
+	s32 home = queue_node(p, w, tc);
+	u32 state;
+	u64 vtime = worker_key(p, tc, w, &state), slice = slice_ns;
 
 	if (state == MOIRAI_W_SEARCHING) {
 		/* Preempted while searching: stopping() marked its line, so
@@ -601,26 +736,19 @@ void BPF_STRUCT_OPS(moirai_enqueue, struct task_struct *p, u64 enq_flags)
 		 * wait for this one. Keep its fair place, but only for a short
 		 * slice. */
 		slice = slice_ns / 4;
-	} else if (state == MOIRAI_W_RUNNING && depth > 0) {
-		/* Holds queued work that its siblings wait to steal: the full
-		 * sleeper credit, whatever it ran before (bounded: one slice). */
-		u64 floor = READ_ONCE(vtime_now) - slice_ns;
-		if ((s64)(vtime - floor) > 0 && (s64)(vtime - (floor + slice_ns)) <= 0)
-			vtime = floor;
 	}
 	insert_vtime(p, WORKER_DSQ(home), slice, vtime, enq_flags);
 
 	if (!(enq_flags & SCX_ENQ_WAKEUP))
 		return;
 	/* Woken for work and select_cpu found no idle CPU on its node:
-	 * preempt a searching worker or a non-worker there (the vtime order
-	 * then decides who runs). Inserting straight into the victim's local
+	 * preempt a searching worker, or a non-worker that ran past our key,
+	 * there (the vtime order then decides who runs). Inserting straight into the victim's local
 	 * queue with SCX_ENQ_PREEMPT instead was tried: no better wake-up
 	 * latency and parallel_for throughput down to 0.61x in the VM. */
-	s32 victim = victim_in_node(p, home, bpf_get_smp_processor_id());
+	s32 victim = victim_in_node(p, home, bpf_get_smp_processor_id(), vtime);
 	if (victim >= 0) {
-		kick(victim, cpu_kind[cpu_idx(victim)] == KIND_IDLE ? SCX_KICK_IDLE
-								     : SCX_KICK_PREEMPT);
+		kick(victim, kind_of(victim) == KIND_IDLE ? SCX_KICK_IDLE : SCX_KICK_PREEMPT);
 		return;
 	}
 	if (node_is_overloaded(home)) {
@@ -722,10 +850,14 @@ void BPF_STRUCT_OPS(moirai_running, struct task_struct *p)
 	u64 now = bpf_ktime_get_ns();
 	u8 kind = KIND_OTHER;
 
-	if (tc)
+	u64 v = READ_ONCE(vtime_now);
+
+	if (tc) {
 		tc->started_at = now;
-	if ((s64)(p->scx.dsq_vtime - READ_ONCE(vtime_now)) > 0)
-		WRITE_ONCE(vtime_now, p->scx.dsq_vtime);
+		v = tc->vtime;
+	}
+	if ((s64)(v - READ_ONCE(vtime_now)) > 0)
+		WRITE_ONCE(vtime_now, v);
 
 	if (w) {
 		s32 home = home_node(w), here = node_of(cpu);
@@ -761,8 +893,11 @@ void BPF_STRUCT_OPS(moirai_running, struct task_struct *p)
 		if (tc)
 			tc->home = -1;
 	}
-	if ((u32)cpu < MOIRAI_MAX_CPUS)
-		cpu_kind[cpu_idx(cpu)] = kind;
+	struct cpu_ctx *cc = cctx(cpu);
+	if (cc) {
+		WRITE_ONCE(cc->key, v);
+		WRITE_ONCE(cc->kind, kind);
+	}
 }
 
 void BPF_STRUCT_OPS(moirai_stopping, struct task_struct *p, bool runnable)
@@ -772,14 +907,16 @@ void BPF_STRUCT_OPS(moirai_stopping, struct task_struct *p, bool runnable)
 	u64 now = bpf_ktime_get_ns(), ran;
 	u32 weight = p->scx.weight ? p->scx.weight : 100;
 
-	if ((u32)cpu < MOIRAI_MAX_CPUS)
-		cpu_kind[cpu_idx(cpu)] = KIND_IDLE;
+	struct cpu_ctx *cc = cctx(cpu);
+
+	if (cc)
+		WRITE_ONCE(cc->kind, KIND_IDLE);
 	if (!tc || !tc->started_at)
 		return;
 	ran = now - tc->started_at;
 	tc->started_at = 0;
 	/* Charge what it ran, scaled by its weight (nice). */
-	set_vtime(p, p->scx.dsq_vtime + ran * 100 / weight);
+	tc->vtime += ran * 100 / weight;
 	if (tc->home >= 0) {
 		/* A worker that stops while still runnable waits for a CPU:
 		 * tell its runtime, which would otherwise rely on it if it
@@ -808,7 +945,12 @@ void BPF_STRUCT_OPS(moirai_quiescent, struct task_struct *p, u64 deq_flags)
 
 void BPF_STRUCT_OPS(moirai_enable, struct task_struct *p)
 {
-	set_vtime(p, READ_ONCE(vtime_now));
+	struct task_ctx *tc = tctx_of(p);
+	u64 now = READ_ONCE(vtime_now);
+
+	if (tc)
+		tc->vtime = now;
+	set_vtime(p, now);
 }
 
 s32 BPF_STRUCT_OPS(moirai_init_task, struct task_struct *p, struct scx_init_task_args *args)
@@ -877,8 +1019,9 @@ static void note_cpu(s32 cpu, bool online)
 	}
 	bpf_rcu_read_unlock();
 	STAT_ADD(nstats(node_of(cpu)), cpus, online ? 1 : -1);
-	if ((u32)cpu < MOIRAI_MAX_CPUS)
-		cpu_kind[cpu_idx(cpu)] = online ? KIND_IDLE : KIND_OFFLINE;
+	struct cpu_ctx *cc = cctx(cpu);
+	if (cc)
+		WRITE_ONCE(cc->kind, online ? KIND_IDLE : KIND_OFFLINE);
 }
 
 void BPF_STRUCT_OPS(moirai_cpu_online, s32 cpu)
@@ -918,6 +1061,23 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(moirai_init)
 			scx_error("moirai: cannot create the queues of node %u: %d", i, err);
 			return err;
 		}
+	}
+	/* Group the CPUs by node (a counting sort of cpu_to_node). */
+	bpf_for(i, 0, ncpu)
+	{
+		s32 n = cpu_to_node[cpu_idx(i)];
+		if (n >= 0 && (u32)n < nn)
+			node_first[node_idx((u32)n) + 1]++;
+	}
+	bpf_for(i, 0, nn)
+		node_first[node_idx(i) + 1] += node_first[node_idx(i)];
+	bpf_for(i, 0, ncpu)
+	{
+		s32 n = cpu_to_node[cpu_idx(i)];
+		if (n < 0 || (u32)n >= nn)
+			continue;
+		u32 k = node_first[node_idx((u32)n)] + node_fill[node_idx((u32)n)]++;
+		node_cpus[cpu_idx(k)] = (u16)i;
 	}
 	bpf_for(i, 0, nn)
 	{

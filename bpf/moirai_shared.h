@@ -116,11 +116,13 @@ struct moirai_reg {
 struct moirai_load {
 	__u32 tid;	/* owner; 0 = free (claimed by CAS) */
 	__u32 state;	/* enum moirai_worker_state */
-	__u32 depth;	/* jobs queued in the worker's deque at the last update */
+	__u32 depth;	/* jobs queued in the worker's deque at the last update
+			 * (published on each state change, and when the deque
+			 * becomes empty or stops being empty) */
 	__u32 pid;
 	__u32 rt_id;
 	__u32 index;
-	__u64 updates;	/* number of state changes published (monitoring) */
+	__u64 updates;	/* number of updates published (monitoring) */
 	__u32 preempted; /* 1: runnable and waiting for a CPU (the scheduler's) */
 	__u32 pad0;
 	__u64 pad[3];

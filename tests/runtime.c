@@ -1595,6 +1595,65 @@ TEST(preempted_searchers_do_not_hold_work)
 }
 
 /*
+ * The queue depth a worker publishes for the BPF scheduler follows its deque
+ * while its state stays RUNNING (issue 16, item 4): a job pushes 3 more;
+ * the first of them to run must see a depth above 0 published (2 still
+ * queued) and the last 0. Published only on state changes, the line said
+ * 0 throughout (the parent started from PARKED with an empty deque), or
+ * stayed at its last non-zero value with the deque empty.
+ */
+static _Alignas(64) struct mr__scx_line dq_line;
+static struct mr__job dq_jobs[4];
+static _Atomic uint32_t dq_seen[3];
+static atomic_int dq_ran;
+
+static void dq_child(struct mr__job *job, struct mr__worker *w)
+{
+	(void)job, (void)w;
+	int i = atomic_fetch_add(&dq_ran, 1);
+	if (i < 3)
+		atomic_store(&dq_seen[i], atomic_load(&dq_line.depth));
+}
+
+static void dq_parent(struct mr__job *job, struct mr__worker *w)
+{
+	(void)job;
+	for (int i = 1; i < 4; i++) {
+		dq_jobs[i].exec = dq_child;
+		mr__push(w, &dq_jobs[i]);
+	}
+}
+
+TEST(published_depth_follows_the_deque)
+{
+	MR_OPTS(mr_config, cfg, .workers = 1);
+	mr_runtime_t *h = mr_runtime_create(&cfg);
+	ASSERT_NONNULL(h);
+	struct mr_runtime *rt = (struct mr_runtime *)h;
+
+	ASSERT_TRUE(wait_idle(rt, 1));
+	/* The worker sleeps: it reads the line only after the wake-up below. */
+	uint32_t scx_id = rt->scx_id;
+	struct mr__scx_line *own = atomic_load(&rt->workers[0]->scx);
+	rt->scx_id = 1;
+	atomic_store(&rt->workers[0]->scx, &dq_line);
+
+	dq_jobs[0].exec = dq_parent;
+	mr__inject(rt, &dq_jobs[0]);
+	for (int i = 0; i < 10000 && atomic_load(&dq_ran) < 3; i++)
+		usleep(1000);
+	ASSERT_EQ(atomic_load(&dq_ran), 3);
+	ASSERT_TRUE(wait_idle(rt, 1));
+	atomic_store(&rt->workers[0]->scx, own);
+	rt->scx_id = scx_id;
+	printf("# published depth seen by the children in run order: %u %u %u\n",
+	       atomic_load(&dq_seen[0]), atomic_load(&dq_seen[1]), atomic_load(&dq_seen[2]));
+	ASSERT_TRUE(atomic_load(&dq_seen[0]) > 0);
+	ASSERT_EQ(atomic_load(&dq_seen[2]), 0u);
+	ASSERT_EQ(mr_runtime_destroy(h), 0);
+}
+
+/*
  * mr_runtime_install and mr_runtime_destroy called from a worker of another
  * runtime must not put that worker to sleep with its private work: here a
  * fiber of a one-worker runtime A leaves a fiber parked on a timer, a

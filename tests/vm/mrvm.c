@@ -14,7 +14,9 @@
  *                           others wait in the deques: the workers always
  *                           report queued work); fails if they used less
  *                           than MIN CPUs on average. MRVM_DEPTH=D: their
- *                           load lines say "running, D queued" throughout.
+ *                           load lines say "running, D queued" throughout;
+ *                           MRVM_YIELD_US=U: each fiber calls sched_yield()
+ *                           every U us.
  *   mrvm numa SECS          4 workers saturate the machine; worker run time on
  *                           the home node from the scheduler's node_stats and
  *                           from sampling /proc/<tid>/stat must be >= 99%.
@@ -297,21 +299,33 @@ static int usage(void)
 }
 
 /* N fibers that compute until the deadline: N workers that never sleep. */
+/* MRVM_YIELD_US=U: spinning workers call sched_yield() every U us, so that
+ * each of them is enqueued again many times per slice (a runtime's searching
+ * worker yields like this); 0 = never. */
+static int64_t spin_yield_ns;
+
 static void spin_fiber(void *arg)
 {
 	struct busy *b = arg;
 	volatile uint64_t x = 0;
+	int64_t next = spin_yield_ns ? now_ns() + spin_yield_ns : INT64_MAX;
 
-	while (now_ns() < b->until)
+	while (now_ns() < b->until) {
 		for (unsigned i = 0; i < 100000; i++)
 			x += i;
+		if (now_ns() >= next) {
+			sched_yield();
+			next = now_ns() + spin_yield_ns;
+		}
+	}
 }
 
 /* MRVM_DEPTH=D: the workers' load lines say "running, D jobs queued"
- * the whole time (rewritten every 10 ms), whatever the runtime published. */
+ * the whole time (rewritten every 1 ms), whatever the runtime published. */
 struct fake_depth {
 	struct busy *b;
 	unsigned n, depth;
+	unsigned long writes; /* lines rewritten (0: the faker could not run) */
 };
 
 static void *fake_depth_thread(void *arg)
@@ -336,9 +350,10 @@ static void *fake_depth_thread(void *arg)
 				__atomic_store_n(&lines[w.slot].state, MOIRAI_W_RUNNING,
 						 __ATOMIC_RELAXED);
 				__atomic_store_n(&lines[w.slot].depth, fd->depth, __ATOMIC_RELAXED);
+				fd->writes++;
 			}
 		}
-		usleep(10000);
+		usleep(1000);
 	}
 	return NULL;
 }
@@ -354,6 +369,8 @@ static int cmd_spin(double secs, unsigned n, double min_cpus, unsigned nf)
 	int64_t t0 = now_ns();
 	struct fake_depth fd = { .b = &b, .n = n };
 	pthread_t faker;
+	if (getenv("MRVM_YIELD_US"))
+		spin_yield_ns = (int64_t)atoi(getenv("MRVM_YIELD_US")) * 1000;
 	bool faking = getenv("MRVM_DEPTH") &&
 		      (fd.depth = (unsigned)atoi(getenv("MRVM_DEPTH"))) > 0 &&
 		      pthread_create(&faker, NULL, fake_depth_thread, &fd) == 0;
@@ -362,8 +379,12 @@ static int cmd_spin(double secs, unsigned n, double min_cpus, unsigned nf)
 			.sz = sizeof(struct mr_fiber_opts), .runtime = rt });
 	for (unsigned i = 0; i < nf; i++)
 		mr_fiber_join(f[i]);
-	if (faking)
+	if (faking) {
 		pthread_join(faker, NULL);
+		printf("# spin: load lines of %u workers rewritten %lu times\n", n, fd.writes);
+		if (fd.writes == 0)
+			return 1;
+	}
 	mr_runtime_destroy(rt);
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);

@@ -24,6 +24,8 @@
 #                    terminal as qemu's stdin (Ctrl-A x quits), no timeout, no judging
 #   MOIRAI_VM_QEMU_ARGS   more qemu arguments (split at spaces), e.g. "-s" for gdb
 #   MOIRAI_VM_TCG         single (default) or multi: TCG's thread mode
+#   MOIRAI_VM_TOPO        "CPUS NODES THREADS" (default "4 2 1"): e.g. "16 4 2" for 16
+#                         vCPUs in 4 nodes of 2 SMT cores
 #
 # The run passes when the log has "MOIRAI-VM-EXIT 0" (printed by the image's /init after
 # /moirai/run-all) and run-all's KTAP has no "not ok" line and as many results as its
@@ -72,10 +74,17 @@ command -v qemu-system-x86_64 >/dev/null 2>&1 || vm_need qemu-system-x86
 kernel=$VM_CACHE/kernel/vmlinuz
 
 # shellcheck disable=SC2206,SC2054 # extra qemu words split at spaces; commas are qemu's
+# MOIRAI_VM_TOPO="CPUS NODES THREADS" (e.g. "16 4 2"): CPUS vCPUs in NODES
+# sockets = NUMA nodes, THREADS SMT threads per core; 2G split evenly.
+read -r t_cpus t_nodes t_threads <<<"${MOIRAI_VM_TOPO:-4 2 1}"
+t_per=$((t_cpus / t_nodes))
+topo=(-smp "$t_cpus,sockets=$t_nodes,cores=$((t_per / t_threads)),threads=$t_threads" -m 2G)
+for ((n = 0; n < t_nodes; n++)); do
+	topo+=(-object "memory-backend-ram,id=m$n,size=$((2048 / t_nodes))M"
+		-numa "node,nodeid=$n,cpus=$((n * t_per))-$((n * t_per + t_per - 1)),memdev=m$n")
+done
 qemu=(qemu-system-x86_64 -machine q35 -accel "tcg,thread=${MOIRAI_VM_TCG:-single}" -cpu max
-	-smp 4,sockets=2,cores=2,threads=1 -m 2G
-	-object memory-backend-ram,id=m0,size=1G -object memory-backend-ram,id=m1,size=1G
-	-numa node,nodeid=0,cpus=0-1,memdev=m0 -numa node,nodeid=1,cpus=2-3,memdev=m1
+	"${topo[@]}"
 	-kernel "$kernel" -initrd "$initramfs"
 	-append "console=ttyS0 panic=-1 quiet$append"
 	-nic none -nographic -no-reboot ${MOIRAI_VM_QEMU_ARGS:-})

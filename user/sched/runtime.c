@@ -774,9 +774,19 @@ static inline void scx_state(struct mr__worker *w, uint32_t state)
 		w->wstate = state;
 		MR__STAT_SET(w->st, state, state);
 	}
-	if (unlikely(l) && w->scx_state != state) {
-		w->scx_state = state;
-		mr__scx_publish(l, state, local_depth(w));
+	if (unlikely(l)) {
+		/* The depth too, when the deque went from empty to not or back
+		 * (we are called before every job): published on state changes
+		 * only, it stayed what it was when the worker last changed state,
+		 * and the scheduler's queued-work credit went to a worker with
+		 * nothing queued, or not to one with work queued. A flip, not
+		 * every change, so that the line is not rewritten per job. */
+		uint32_t d = local_depth(w);
+		if (w->scx_state != state || (d != 0) != w->scx_queued) {
+			w->scx_state = state;
+			w->scx_queued = d != 0;
+			mr__scx_publish(l, state, d);
+		}
 	}
 }
 

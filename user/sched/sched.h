@@ -118,6 +118,7 @@ struct mr__worker {
 	 * worker; other workers and wakers read it (searchers_stalled()). */
 	struct mr__scx_line *_Atomic scx;
 	uint32_t scx_state;	  /* last state published there */
+	bool scx_queued;	  /* last depth published there was not 0 */
 	uint32_t wstate;	  /* last MR_WSTATE_* stored in st->state */
 	int home_node;		  /* NUMA node of the home CPU (place.c) */
 	int home_cpu;		  /* see place.c */

@@ -308,6 +308,7 @@ void mr__scx_worker_start(struct mr__worker *w)
 	/* release: the line's fields above, for searchers_stalled(). */
 	atomic_store_explicit(&w->scx, l, memory_order_release);
 	w->scx_state = MR__SCX_RUNNING;
+	w->scx_queued = false;
 }
 
 void mr__scx_worker_exit(struct mr__worker *w)
