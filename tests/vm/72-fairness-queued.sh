@@ -9,7 +9,8 @@
 #  2. 2 workers (8 fibers) + the hog, all pinned to the last CPU, the fibers
 #     calling sched_yield() every 200, 500 and 1000 us (MRVM_YIELD_US): the
 #     workers are enqueued many times per slice, each time with the credit.
-#     Fair share 33%; want 30-37% in each round (9/10 to 11/10 of it). A
+#     Fair share 33%; want 28-40% in each round (the fix measured
+#     30.4-33.5% over 11 rounds; the band leaves room for a loaded host). A
 #     credit given anew on each enqueue (the worker's vtime set back to the
 #     floor) gave the hog 10.7% to 94.4% of the CPU depending on the round;
 #     the bounded lag 32.0-33.5%.
@@ -36,7 +37,7 @@ for y in 200 500 1000; do
 	[ "$(state)" = enabled ] || { cat /tmp/loader.log; fail "scheduler state $(state)"; }
 	unload
 	pct=$(echo "$out" | sed -n 's/.*hog: \([0-9]*\)\..*/\1/p')
-	[ -n "$pct" ] && [ "$pct" -ge 30 ] && [ "$pct" -lt 37 ] ||
+	[ -n "$pct" ] && [ "$pct" -ge 28 ] && [ "$pct" -lt 40 ] ||
 		fail "the hog got ${pct:-?}% of the CPU beside 2 workers yielding every $y us (fair 33%)"
 done
 exit 0
