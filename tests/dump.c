@@ -373,80 +373,59 @@ TEST(deadlock_all_fibers_on_a_channel_nobody_can_send_to)
 	ASSERT_STR_CONTAINS(buf, want);
 }
 
-/* The workers fall asleep (and look) before this thread joins: while it
+/*
+ * The workers fall asleep (and look) before this thread blocks: while it
  * sleeps it is a thread that might post, so their look says nothing; its
- * join must look again. */
-static void late_join_child(void *p)
+ * block must count it and look again. How it blocks: on the fiber (a
+ * join), on a channel of no runtime, on a semaphore (a wait queue).
+ */
+enum { LATE_JOIN, LATE_CHAN, LATE_SEM };
+
+static void late_block_child(void *p)
 {
-	(void)p;
+	static mr_sem_t never;
+	int how = (int)(intptr_t)p, v;
 	mr_runtime_t *rt = make_rt(2);
 	MR_OPTS(mr_fiber_opts, o, .name = "stuck-rx", .runtime = rt);
 	mr_fiber_t *f = mr_go_opts(recv_forever, NULL, &o);
+	mr_chan_t *other = mr_chan_create(sizeof(int), 4, 0);
+	mr_sem_init(&never, 0);
 	usleep(200000);
-	mr_fiber_join(f);
+	if (how == LATE_JOIN)
+		mr_fiber_join(f);
+	else if (how == LATE_CHAN)
+		mr_chan_recv(other, &v);
+	else
+		mr_sem_wait(&never);
 	_exit(1);
+}
+
+static void late_block(int how)
+{
+	static char buf[65536];
+	nobody = mr_chan_create(sizeof(int), 0, 0);
+	int st = run_deadlock_child(late_block_child, (void *)(intptr_t)how, buf, sizeof(buf));
+
+	ASSERT_TRUE(aborted(st));
+	ASSERT_STR_CONTAINS(buf, "moirai: deadlock: all 1 fibers of runtime");
 }
 
 TEST(deadlock_seen_when_the_thread_joins_after_the_workers_slept)
 {
-	static char buf[65536];
 	SKIP_UNDER_TSAN();
-	nobody = mr_chan_create(sizeof(int), 0, 0);
-	int st = run_deadlock_child(late_join_child, NULL, buf, sizeof(buf));
-
-	ASSERT_TRUE(aborted(st));
-	ASSERT_STR_CONTAINS(buf, "moirai: deadlock: all 1 fibers of runtime");
-}
-
-/* The same with the thread blocked on a channel (of no runtime): its
- * sleep must count it, and look, as a join does. */
-static void late_recv_child(void *p)
-{
-	(void)p;
-	mr_runtime_t *rt = make_rt(2);
-	MR_OPTS(mr_fiber_opts, o, .name = "stuck-rx", .runtime = rt);
-	mr_go_opts(recv_forever, NULL, &o);
-	mr_chan_t *other = mr_chan_create(sizeof(int), 4, 0);
-	int v;
-	usleep(200000);
-	mr_chan_recv(other, &v);
-	_exit(1);
+	late_block(LATE_JOIN);
 }
 
 TEST(deadlock_seen_when_the_thread_waits_on_a_channel_after_the_workers_slept)
 {
-	static char buf[65536];
 	SKIP_UNDER_TSAN();
-	nobody = mr_chan_create(sizeof(int), 0, 0);
-	int st = run_deadlock_child(late_recv_child, NULL, buf, sizeof(buf));
-
-	ASSERT_TRUE(aborted(st));
-	ASSERT_STR_CONTAINS(buf, "moirai: deadlock: all 1 fibers of runtime");
-}
-
-/* And on a semaphore (a wait queue). */
-static void late_sem_child(void *p)
-{
-	static mr_sem_t never;
-	(void)p;
-	mr_runtime_t *rt = make_rt(2);
-	MR_OPTS(mr_fiber_opts, o, .name = "stuck-rx", .runtime = rt);
-	mr_go_opts(recv_forever, NULL, &o);
-	mr_sem_init(&never, 0);
-	usleep(200000);
-	mr_sem_wait(&never);
-	_exit(1);
+	late_block(LATE_CHAN);
 }
 
 TEST(deadlock_seen_when_the_thread_waits_on_a_semaphore_after_the_workers_slept)
 {
-	static char buf[65536];
 	SKIP_UNDER_TSAN();
-	nobody = mr_chan_create(sizeof(int), 0, 0);
-	int st = run_deadlock_child(late_sem_child, NULL, buf, sizeof(buf));
-
-	ASSERT_TRUE(aborted(st));
-	ASSERT_STR_CONTAINS(buf, "moirai: deadlock: all 1 fibers of runtime");
+	late_block(LATE_SEM);
 }
 
 static mr_mutex_t m1, m2;

@@ -1247,6 +1247,11 @@ static void br_b(void *arg)
 	(void)arg;
 }
 
+/* The feeder and the blocking side of the join: br_feeder and br_a, or
+ * (blocked_worker_sleeps_in_its_ring) the slow feeder and the counting a. */
+static void *(*br_feed_fn)(void *) = br_feeder;
+static void (*br_a_fn)(void *) = br_a;
+
 static void br_main(void *arg)
 {
 	pthread_t t;
@@ -1257,8 +1262,8 @@ static void br_main(void *arg)
 	while (!atomic_load(&br_started))
 		mr_yield();
 	ASSERT_EQ(mr_sleep_ns(5000000), 0); /* the read is submitted */
-	ASSERT_EQ(pthread_create(&t, NULL, br_feeder, NULL), 0);
-	mr_join(br_a, NULL, br_b, NULL);
+	ASSERT_EQ(pthread_create(&t, NULL, br_feed_fn, NULL), 0);
+	mr_join(br_a_fn, NULL, br_b, NULL);
 	ASSERT_EQ(pthread_join(t, NULL), 0);
 	ASSERT_EQ(mr_fiber_join(r), 0);
 }
@@ -1336,22 +1341,6 @@ static void *br_slow_feeder(void *arg)
 	return NULL;
 }
 
-static void br_sleep_main(void *arg)
-{
-	pthread_t t;
-
-	(void)arg;
-	mr_fiber_t *r = mr_go(br_reader, NULL);
-	ASSERT_NONNULL(r);
-	while (!atomic_load(&br_started))
-		mr_yield();
-	ASSERT_EQ(mr_sleep_ns(5000000), 0); /* the read is submitted */
-	ASSERT_EQ(pthread_create(&t, NULL, br_slow_feeder, NULL), 0);
-	mr_join(br_a_counted, NULL, br_b, NULL);
-	ASSERT_EQ(pthread_join(t, NULL), 0);
-	ASSERT_EQ(mr_fiber_join(r), 0);
-}
-
 TEST(blocked_worker_sleeps_in_its_ring)
 {
 	if (strcmp(mr_io_backend(), "io_uring") != 0)
@@ -1359,7 +1348,9 @@ TEST(blocked_worker_sleeps_in_its_ring)
 	ASSERT_EQ(pipe2(br_pipe, O_CLOEXEC), 0);
 	br_chan = mr_chan_create(sizeof(int), 1, 0);
 	ASSERT_NONNULL(br_chan);
-	in_fiber(1, br_sleep_main, NULL);
+	br_feed_fn = br_slow_feeder;
+	br_a_fn = br_a_counted;
+	in_fiber(1, br_main, NULL);
 	mr_chan_destroy(br_chan);
 	close(br_pipe[0]);
 	close(br_pipe[1]);
