@@ -46,6 +46,7 @@ struct join_job {
 	void *arg;
 	_Atomic uintptr_t state;
 	uint32_t idx; /* deque index it was pushed at */
+	struct mr__worker *w; /* latent: the worker whose stack holds it */
 };
 
 uint64_t mr__beat_ticks;
@@ -301,6 +302,7 @@ void mr_join(void (*a)(void *), void *a_arg, void (*b)(void *), void *b_arg)
 	struct join_job jb;
 	jb.fn = b;
 	jb.arg = b_arg;
+	jb.w = w;
 	uint32_t t = w->ltop;
 	if (unlikely(t >= MR__LAT_CAP)) {
 		join_deque(w, a, a_arg, &jb);
@@ -310,12 +312,12 @@ void mr_join(void (*a)(void *), void *a_arg, void (*b)(void *), void *b_arg)
 	w->ltop = t + 1;
 	a(a_arg);
 	/*
-	 * Reloaded rather than kept across a(): no callee-saved register in
-	 * mr_join's frame. A context with latent frames does not park, so it
+	 * Kept in the frame rather than a callee-saved register (or the TLS
+	 * offset in one). A context with latent frames does not park, so it
 	 * is the same worker, and nested joins left the stack as they found
 	 * it: our frame is on top, at t.
 	 */
-	w = mr__self();
+	w = jb.w;
 	if (unlikely(--w->beat == 0))
 		mr__beat(w); /* it may promote our frame too */
 	t = w->ltop - 1;
