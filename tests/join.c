@@ -767,4 +767,68 @@ TEST_TIMEOUT(blocking_with_latent_frames_promotes_them, 30)
 	}
 }
 
+/*
+ * A join whose a() waits for a group: the wait may sleep, and b, latent
+ * in the waiting context, must not hide behind it. Here the group's task
+ * (stolen by the other worker) waits for b: before the wait promoted the
+ * latent frames, nobody ran b and the task spun until it gave up.
+ */
+struct gw {
+	mr_group_t g;
+	_Atomic int t_started, b_ran, gave_up;
+};
+
+static void gw_task(void *arg)
+{
+	struct gw *s = arg;
+	struct timespec t0, t;
+	atomic_store(&s->t_started, 1);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (!atomic_load(&s->b_ran)) {
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if (t.tv_sec - t0.tv_sec > 5) {
+			atomic_store(&s->gave_up, 1);
+			return;
+		}
+		sched_yield();
+	}
+}
+
+static void gw_a(void *arg)
+{
+	struct gw *s = arg;
+	mr_group_wait(&s->g);
+}
+
+static void gw_b(void *arg)
+{
+	struct gw *s = arg;
+	atomic_store(&s->b_ran, 1);
+}
+
+static void gw_run(void *arg)
+{
+	struct gw *s = arg;
+	mr_group_spawn(&s->g, gw_task, s);
+	/* Joins make heartbeats, which publish the task: let it be stolen. */
+	while (!atomic_load(&s->t_started))
+		mr_join(nop, NULL, nop, NULL);
+	mr_join(gw_a, s, gw_b, s);
+}
+
+TEST(group_wait_in_a_shares_latent_b)
+{
+	mr_runtime_t *rt = make_rt(2, 0);
+	struct gw s;
+
+	ASSERT_NONNULL(rt);
+	mr__beat_ticks = 0;
+	memset(&s, 0, sizeof(s));
+	mr_group_init(&s.g);
+	ASSERT_EQ(mr_runtime_install(rt, gw_run, &s), 0);
+	EXPECT_EQ(ld_int(&s.gave_up), 0);
+	EXPECT_EQ(ld_int(&s.b_ran), 1);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
 TEST_HARNESS_MAIN

@@ -1035,6 +1035,11 @@ static struct mr__job *local_more(struct mr__worker *w)
 
 void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 {
+	/* We may search and sleep: latent joins of the context that waits
+	 * (a group wait inside a()) must not hide from the other workers
+	 * meanwhile. Nothing to do for a stolen join (all below it are
+	 * promoted already). */
+	mr__promote_all(w);
 	w->pinned++; /* the jobs we run here must not park a fiber we run on */
 	for (;;) {
 		if (done(arg)) {
