@@ -2,8 +2,10 @@
  * join.c - mr_join: results equal the sequential ones at several worker
  * counts, each half runs exactly once with its own argument, calls from
  * outside any runtime, jobs that a() leaves above b in the deque (group
- * tasks not waited for), recursion deeper than the deque, and the abort on
- * a NULL function.
+ * tasks not waited for), recursion deeper than the deque, the abort on
+ * a NULL function, and latent joins: heartbeat promotions racing joins,
+ * deep recursion promoted all the way, a promoted frame stolen while a()
+ * runs, and a blocking context's latent frames shared before it sleeps.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -13,6 +15,11 @@
 #include "harness.h"
 
 static long ld(_Atomic long *p)
+{
+	return atomic_load(p);
+}
+
+static int ld_int(_Atomic int *p)
 {
 	return atomic_load(p);
 }
@@ -576,6 +583,252 @@ TEST(null_function_aborts)
 	expect_join_abort(join_null_b_outside, NULL);
 	expect_join_abort(join_null_on_worker, (void *)(uintptr_t)0);
 	expect_join_abort(join_null_on_worker, (void *)(uintptr_t)1);
+}
+
+/*
+ * Latent joins and the heartbeat (join.c). mr__beat_ticks = 0 makes every
+ * look at the clock (each MR__BEAT_JOINS joins) promote the oldest latent
+ * frame, so promotions race the owner's joins all the time.
+ */
+extern uint64_t mr__beat_ticks;
+
+struct leafcount {
+	int n;
+	_Atomic long *leaves;
+};
+
+static void fib_leaves(void *arg)
+{
+	struct leafcount *l = arg;
+	if (l->n < 2) {
+		atomic_fetch_add_explicit(l->leaves, 1, memory_order_relaxed);
+		return;
+	}
+	struct leafcount a = { l->n - 1, l->leaves }, b = { l->n - 2, l->leaves };
+	mr_join(fib_leaves, &a, fib_leaves, &b);
+}
+
+TEST(promotions_race_joins)
+{
+	int n = mr_test_scale() > 1 ? 18 : 22;
+
+	for (unsigned nw = 1; nw <= 3; nw++) {
+		mr_runtime_t *rt = make_rt(nw, 0);
+		ASSERT_NONNULL(rt);
+		mr__beat_ticks = 0;
+		for (int rep = 0; rep < 20; rep++) {
+			_Atomic long leaves = 0;
+			struct leafcount l = { n, &leaves };
+			ASSERT_EQ(mr_runtime_install(rt, fib_leaves, &l), 0);
+			/* fib(n+1) leaves: each b ran exactly once. */
+			ASSERT_EQ(ld(&leaves), fib_seq(n + 1));
+		}
+		ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	}
+}
+
+TEST(deep_recursion_with_promotions)
+{
+	/* Deeper than the latent stack (1024), promoted all the way down. */
+	mr_runtime_t *rt = make_rt(1, 0);
+	ASSERT_NONNULL(rt);
+	mr__beat_ticks = 0;
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	deep_chain(1, 0, chain_a, 5000);
+	deep_chain(2, 0, chain_a, 5000);
+	deep_chain(2, 6, chain_b, 5000);
+	deep_chain(3, 0, chain_b, 5000);
+}
+
+/*
+ * b's frame is promoted by a heartbeat in the joins that a() makes, and
+ * stolen while a() still runs: a() ends only once b has run elsewhere, and
+ * the join returns only once b has returned.
+ */
+struct stolen {
+	_Atomic int b_started, b_done, b_worker, gave_up;
+};
+
+static void stolen_a(void *arg)
+{
+	struct stolen *s = arg;
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (!atomic_load(&s->b_started)) {
+		mr_join(nop, NULL, nop, NULL);
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if (t.tv_sec - t0.tv_sec > 10) {
+			atomic_store(&s->gave_up, 1);
+			return;
+		}
+	}
+}
+
+static void stolen_b(void *arg)
+{
+	struct stolen *s = arg;
+	atomic_store(&s->b_worker, mr_worker_index());
+	atomic_store(&s->b_started, 1);
+	usleep(20000);
+	atomic_store(&s->b_done, 1);
+}
+
+static void stolen_run(void *arg)
+{
+	struct stolen *s = arg;
+	int me = mr_worker_index();
+	mr_join(stolen_a, s, stolen_b, s);
+	EXPECT_EQ(ld_int(&s->b_done), 1);
+	EXPECT_NE(ld_int(&s->b_worker), me);
+}
+
+TEST(promoted_frame_is_stolen_while_a_runs)
+{
+	for (int heartbeat_default = 0; heartbeat_default <= 1; heartbeat_default++) {
+		mr_runtime_t *rt = make_rt(2, 0);
+		struct stolen s;
+
+		ASSERT_NONNULL(rt);
+		if (!heartbeat_default)
+			mr__beat_ticks = 0;
+		memset(&s, 0, sizeof(s));
+		ASSERT_EQ(mr_runtime_install(rt, stolen_run, &s), 0);
+		EXPECT_EQ(ld_int(&s.gave_up), 0);
+		EXPECT_EQ(ld_int(&s.b_done), 1);
+		ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	}
+}
+
+/*
+ * A context with latent frames that blocks (here a() waits for what only
+ * b() posts; no join runs meanwhile, so no heartbeat) must not hide b
+ * behind its sleeping thread: the block promotes every latent frame, and
+ * the other worker runs b. Without that, a() waits for ever.
+ */
+struct blocker {
+	mr_sem_t sem;
+	_Atomic int b_runs;
+};
+
+static void blocker_a(void *arg)
+{
+	struct blocker *k = arg;
+	mr_sem_wait(&k->sem);
+}
+
+static void blocker_b(void *arg)
+{
+	struct blocker *k = arg;
+	atomic_fetch_add(&k->b_runs, 1);
+	mr_sem_post(&k->sem);
+}
+
+static void blocker_count(void *arg)
+{
+	struct blocker *k = arg;
+	atomic_fetch_add(&k->b_runs, 1);
+}
+
+static void blocker_nested(void *arg)
+{
+	/* Two latent frames under the waiting a(): both must come out. */
+	struct blocker *k = arg;
+	mr_join(blocker_a, k, blocker_b, k);
+}
+
+static void blocker_fiber(void *arg)
+{
+	struct blocker *k = arg;
+	mr_join(blocker_nested, k, blocker_count, k);
+}
+
+static void blocker_run(void *arg)
+{
+	struct blocker *k = arg;
+	/* From the installed job, then from a fiber of its own. */
+	mr_join(blocker_nested, k, blocker_count, k);
+	mr_fiber_t *f = mr_go(blocker_fiber, k);
+	ASSERT_NONNULL(f);
+	ASSERT_EQ(mr_fiber_join(f), 0);
+}
+
+TEST_TIMEOUT(blocking_with_latent_frames_promotes_them, 30)
+{
+	for (unsigned nw = 2; nw <= 3; nw++) {
+		mr_runtime_t *rt = make_rt(nw, 0);
+		struct blocker k;
+
+		ASSERT_NONNULL(rt);
+		memset(&k, 0, sizeof(k));
+		ASSERT_EQ(mr_sem_init(&k.sem, 0), 0);
+		ASSERT_EQ(mr_runtime_install(rt, blocker_run, &k), 0);
+		EXPECT_EQ(ld_int(&k.b_runs), 4);
+		ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	}
+}
+
+/*
+ * A join whose a() waits for a group: the wait may sleep, and b, latent
+ * in the waiting context, must not hide behind it. Here the group's task
+ * (stolen by the other worker) waits for b: before the wait promoted the
+ * latent frames, nobody ran b and the task spun until it gave up.
+ */
+struct gw {
+	mr_group_t g;
+	_Atomic int t_started, b_ran, gave_up;
+};
+
+static void gw_task(void *arg)
+{
+	struct gw *s = arg;
+	struct timespec t0, t;
+	atomic_store(&s->t_started, 1);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (!atomic_load(&s->b_ran)) {
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if (t.tv_sec - t0.tv_sec > 5) {
+			atomic_store(&s->gave_up, 1);
+			return;
+		}
+		sched_yield();
+	}
+}
+
+static void gw_a(void *arg)
+{
+	struct gw *s = arg;
+	mr_group_wait(&s->g);
+}
+
+static void gw_b(void *arg)
+{
+	struct gw *s = arg;
+	atomic_store(&s->b_ran, 1);
+}
+
+static void gw_run(void *arg)
+{
+	struct gw *s = arg;
+	mr_group_spawn(&s->g, gw_task, s);
+	/* Joins make heartbeats, which publish the task: let it be stolen. */
+	while (!atomic_load(&s->t_started))
+		mr_join(nop, NULL, nop, NULL);
+	mr_join(gw_a, s, gw_b, s);
+}
+
+TEST(group_wait_in_a_shares_latent_b)
+{
+	mr_runtime_t *rt = make_rt(2, 0);
+	struct gw s;
+
+	ASSERT_NONNULL(rt);
+	mr__beat_ticks = 0;
+	memset(&s, 0, sizeof(s));
+	mr_group_init(&s.g);
+	ASSERT_EQ(mr_runtime_install(rt, gw_run, &s), 0);
+	EXPECT_EQ(ld_int(&s.gave_up), 0);
+	EXPECT_EQ(ld_int(&s.b_ran), 1);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
 }
 
 TEST_HARNESS_MAIN

@@ -475,7 +475,7 @@ static __attribute__((noinline)) int rv_sleep(struct mr_chan *ch, int op, void *
 
 	/* which and result stay unset: every waker sets them before it
 	 * stores WOKEN, and nothing reads them before. */
-	sl.fiber = cur && likely(w) && !w->pinned ? cur : NULL;
+	sl.fiber = cur && likely(w) && !mr__pinned(w) ? cur : NULL;
 	sl.helper = sl.fiber ? NULL : w;
 	sl.solo = true;
 	sl.futex = false;
@@ -894,7 +894,7 @@ static int block(struct mr_select_case *cases, size_t n, int64_t deadline, int *
 	 * (this thread blocks: it stays this thread). */
 	struct mr_fiber *cur = mr__tls_fiber;
 	struct mr__worker *me = mr__self();
-	struct mr_fiber *self = cur && likely(me) && !me->pinned ? cur : NULL;
+	struct mr_fiber *self = cur && likely(me) && !mr__pinned(me) ? cur : NULL;
 	int i;
 
 	/* Spin: retry while the other side is probably running. */

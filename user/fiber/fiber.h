@@ -207,7 +207,7 @@ static inline struct mr_fiber *mr__fiber_parkable(void)
 	struct mr_fiber *f = mr__tls_fiber;
 	struct mr__worker *w = mr__self();
 
-	return f && likely(w) && !w->pinned ? f : NULL;
+	return f && likely(w) && !mr__pinned(w) ? f : NULL;
 }
 
 /*
@@ -241,7 +241,7 @@ static inline void mr__wait_note(unsigned kind, const void *obj, int64_t deadlin
 
 	/* The worker's record only when its thread blocks (a job, a pinned
 	 * fiber): a fiber that parks leaves its worker free. */
-	mr__wait_note_to(f, w && (!f || w->pinned) ? w : NULL, kind, obj, deadline);
+	mr__wait_note_to(f, w && (!f || mr__pinned(w)) ? w : NULL, kind, obj, deadline);
 }
 
 /* The running fiber f parks (state and time for dumps, dump.c). */

@@ -140,6 +140,11 @@ static void spread(void *arg)
 	struct frange *r = arg;
 
 	if (r->tasks <= 1) {
+		/* A searcher runs long without joining: the other searchers'
+		 * halves, latent on the way down, must be stealable now. */
+		struct mr__worker *w = mr__self();
+		if (w)
+			mr__promote_all(w);
 		search_chunks(r->f);
 		return;
 	}

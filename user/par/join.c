@@ -1,15 +1,35 @@
 /*
- * join.c - mr_join: binary fork-join.
+ * join.c - mr_join: binary fork-join with latent frames and a heartbeat.
  *
- * The second half's job header lives in mr_join's frame. It is pushed on the
- * worker's deque, the first half runs, and the pop that follows almost always
- * hands the header straight back (a private pop: no atomic RMW, no fence),
- * so b runs inline. Jobs that a() left above it (group tasks it spawned and
- * did not wait for) are run first. If the pop finds everything stolen, b is
- * running elsewhere: the worker runs other work until the thief's
- * seq_cst store of `done`, sleeping if there is none (the thief then wakes
- * it by name).
+ * mr_join does not push b where thieves could see it. Its job header lives
+ * in mr_join's frame and is recorded in the running context's latent stack
+ * (mr__worker.lat, owner-only memory, plain stores): when a() returns and
+ * nobody promoted the frame meanwhile, b runs inline, and the join cost two
+ * stores, a load and two predictable branches beyond the calls. This is the
+ * heartbeat scheduling of Acar et al. (PLDI 2018) as Spice applies it:
+ * every MR__BEAT_JOINS joins the worker reads its cycle counter, and once
+ * per interval (MOIRAI_BEAT_US, 50 us by default; also at once when a thief
+ * asks the owner to share) it promotes its OLDEST latent frame - the
+ * biggest piece of work - into the split deque, publishes it and wakes a
+ * sleeping worker. The same look polls the worker's I/O and timers, so a
+ * fork-join tree never starves them (issue 19).
+ *
+ * A promoted frame is joined as before: the pop after a() hands the header
+ * straight back if nobody stole it, else the worker runs other work until
+ * the thief's seq_cst store of `done`, sleeping if there is none (the thief
+ * then wakes it by name). Jobs that a() left above it (group tasks it
+ * spawned and did not wait for) are run first.
+ *
+ * The cost: work is only shared once per interval per worker, so a thief
+ * waits up to one interval for its first job, and a() that runs long
+ * without joining keeps its latent frames to itself (as the deque's private
+ * part does). A context whose thread blocks promotes all its latent frames
+ * first (mr__worker_block()), and one with latent frames never parks its
+ * fiber (mr__pinned()). Deeper than MR__LAT_CAP, joins push on the deque.
  */
+#include <pthread.h>
+#include <stdlib.h>
+
 #include <moirai/par.h>
 
 #include "../sched/sched.h"
@@ -26,7 +46,10 @@ struct join_job {
 	void *arg;
 	_Atomic uintptr_t state;
 	uint32_t idx; /* deque index it was pushed at */
+	struct mr__worker *w; /* latent: the worker whose stack holds it */
 };
+
+uint64_t mr__beat_ticks;
 
 _Static_assert(sizeof(struct join_job) <= MR__JOB_BLOCK, "join job fits a block");
 
@@ -107,35 +130,122 @@ __attribute__((noinline)) static void join_pop_slow(struct mr__worker *w, struct
 	join_wait(w, j);
 }
 
+/* The cycle counter the heartbeat reads: a few ns, no system call. */
+static inline uint64_t beat_now(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	return __builtin_ia32_rdtsc();
+#elif defined(__aarch64__)
+	uint64_t v;
+	__asm__ volatile("mrs %0, cntvct_el0" : "=r"(v));
+	return v;
+#else
+	return mr__now_ns();
+#endif
+}
+
+static pthread_once_t beat_once = PTHREAD_ONCE_INIT;
+
+/* Ticks per interval: the counter measured against the clock over 200 us. */
+static void beat_calibrate(void)
+{
+	uint64_t us = 50;
+	const char *s = getenv("MOIRAI_BEAT_US");
+
+	if (s && *s) {
+		char *end;
+		unsigned long v = strtoul(s, &end, 10);
+		if (!*end && v > 0 && v <= 1000000)
+			us = v;
+	}
+	uint64_t t0 = mr__now_ns(), c0 = beat_now(), t1, c1;
+	do {
+		t1 = mr__now_ns();
+		c1 = beat_now();
+	} while (t1 - t0 < 200000);
+	__atomic_store_n(&mr__beat_ticks, (c1 - c0) * us * 1000 / (t1 - t0), __ATOMIC_RELAXED);
+}
+
+void mr__beat_init(void)
+{
+	pthread_once(&beat_once, beat_calibrate);
+}
+
 /*
- * A worker deep in fork-join (a fiber's mr_join: its frames never return
- * to the worker loop until the whole tree is done) still reaps its I/O
- * and fires its timers: every MR__IO_INTERVAL joins it polls its ring and
- * runs its due timers, and the fibers those ready land on top of b, so
- * join_pop_slow() runs them before b, at once. A request's fiber, or a
- * sleeper, waits one interval of joins, not a whole computation.
+ * Promote the oldest latent frame of w: push its header, make it (and
+ * anything private below it) stealable, wake a sleeper. False when there is
+ * none or the deque is full.
  */
-__attribute__((noinline)) static void join_poll(struct mr__worker *w)
+static bool promote(struct mr__worker *w)
+{
+	/* lbot > ltop while a promoted frame's join is on its way out. */
+	if (w->lbot >= w->ltop)
+		return false;
+	struct join_job *j = w->lat[w->lbot];
+	j->hdr.exec = join_exec;
+	atomic_init(&j->state, 0);
+	j->idx = w->dq.head;
+	int r = mr__deque_push(&w->dq, &j->hdr);
+	if (r == MR__PUSH_FULL)
+		return false;
+	w->lbot++;
+	if (r == MR__PUSH_PRIVATE)
+		mr__deque_publish_to(&w->dq, w->dq.head);
+	mr__notify(w->rt);
+	return true;
+}
+
+void mr__promote_all(struct mr__worker *w)
+{
+	while (promote(w))
+		;
+}
+
+/*
+ * Every MR__BEAT_JOINS joins. A worker deep in fork-join (a fiber's
+ * mr_join: its frames never return to the worker loop until the whole tree
+ * is done) still reaps its I/O and fires its timers here, and the fibers
+ * those ready land on top of the deque, so the next promoted join's pop
+ * runs them first, or the worker loop does.
+ */
+__attribute__((noinline, cold)) void mr__beat(struct mr__worker *w)
 {
 	const struct mr__io_ops *io = mr__worker_io(w);
+	uint32_t head = w->dq.head;
 
-	w->io_tick = 0;
+	w->beat = MR__BEAT_JOINS;
 	if (io && atomic_load_explicit(&w->io_inflight, memory_order_relaxed))
 		io->poll(w);
 	if (atomic_load_explicit(&w->tnext, memory_order_relaxed) >= 0)
 		mr__timers_run(w);
+	/*
+	 * What they readied was pushed on our deque. The joins of a tree
+	 * whose frames stay latent never pop it (the old mr_join found it
+	 * above b): run it now, with our caller's frame still latent, so a
+	 * job that blocks here promotes it first.
+	 */
+	if (unlikely(w->dq.head != head)) {
+		w->pinned++; /* the jobs we run must not park a fiber we run on */
+		while ((int32_t)(w->dq.head - head) > 0) {
+			struct mr__job *job = mr__deque_pop(&w->dq);
+			if (!job)
+				break;
+			mr__job_run(w, job);
+		}
+		w->pinned--;
+	}
+	uint64_t now = beat_now();
+	/* relaxed: a thief asked to share (it is awake and looking). */
+	if (now - w->beat_last >= __atomic_load_n(&mr__beat_ticks, __ATOMIC_RELAXED) ||
+	    atomic_load_explicit(&w->dq.movesplit, memory_order_relaxed)) {
+		w->beat_last = now;
+		promote(w);
+	}
 }
 
 /* After a() returned: run b here if nobody took it, else finish the slow way. */
-static inline __attribute__((always_inline)) void join_finish(struct join_job *j)
+static void join_finish(struct mr__worker *w, struct join_job *j)
 {
-	/* Reloaded rather than kept across a(): no callee-saved register in
-	 * mr_join's frame. a() ran on this thread, so it is the same worker. */
-	struct mr__worker *w = mr__self();
-
-	if (unlikely(++w->io_tick >= MR__IO_INTERVAL))
-		join_poll(w);
-
 	/*
 	 * b is ours to run if it is still on top. A nested wait inside a() may
 	 * have popped and run b already (state is then DONE, written by this
@@ -149,10 +259,24 @@ static inline __attribute__((always_inline)) void join_finish(struct join_job *j
 	join_pop_slow(w, j);
 }
 
-/* The push needs more than a store: a full deque, or a thief asked to share. */
-__attribute__((noinline)) static void join_push_slow(struct mr__worker *w, void (*a)(void *),
-						     void *a_arg, struct join_job *j)
+/*
+ * The frame at latent index idx was promoted, and so were all below it
+ * (oldest first). The latent stack is idx deep now (set by the caller).
+ */
+__attribute__((noinline)) static void join_promoted(struct mr__worker *w, struct join_job *j,
+						    uint32_t idx)
 {
+	w->lbot = idx;
+	join_finish(w, j);
+}
+
+/* Latent stack full (recursion deeper than MR__LAT_CAP): push b on the deque. */
+__attribute__((noinline)) static void join_deque(struct mr__worker *w, void (*a)(void *),
+						 void *a_arg, struct join_job *j)
+{
+	j->hdr.exec = join_exec;
+	atomic_init(&j->state, 0);
+	j->idx = w->dq.head;
 	if (unlikely(!mr__push(w, &j->hdr))) {
 		/* Deque full: run both halves here. */
 		a(a_arg);
@@ -161,8 +285,10 @@ __attribute__((noinline)) static void join_push_slow(struct mr__worker *w, void 
 	}
 	w->pinned++; /* while b is in the deque: see sched.h */
 	a(a_arg);
-	mr__self()->pinned--;
-	join_finish(j);
+	/* Same worker: a pinned fiber does not move. */
+	w = mr__self();
+	w->pinned--;
+	join_finish(w, j);
 }
 
 void mr_join(void (*a)(void *), void *a_arg, void (*b)(void *), void *b_arg)
@@ -174,18 +300,31 @@ void mr_join(void (*a)(void *), void *a_arg, void (*b)(void *), void *b_arg)
 		return;
 	}
 	struct join_job jb;
-	jb.hdr.exec = join_exec;
 	jb.fn = b;
 	jb.arg = b_arg;
-	atomic_init(&jb.state, 0);
-	jb.idx = w->dq.head;
-	if (unlikely(!mr__deque_push_quiet(&w->dq, &jb.hdr))) {
-		join_push_slow(w, a, a_arg, &jb);
+	jb.w = w;
+	uint32_t t = w->ltop;
+	if (unlikely(t >= MR__LAT_CAP)) {
+		join_deque(w, a, a_arg, &jb);
 		return;
 	}
-	w->pinned++; /* while b is in the deque: see sched.h */
+	w->lat[t] = &jb;
+	w->ltop = t + 1;
 	a(a_arg);
-	/* Same worker: a pinned fiber does not move. */
-	mr__self()->pinned--;
-	join_finish(&jb);
+	/*
+	 * Kept in the frame rather than a callee-saved register (or the TLS
+	 * offset in one). A context with latent frames does not park, so it
+	 * is the same worker, and nested joins left the stack as they found
+	 * it: our frame is on top, at t.
+	 */
+	w = jb.w;
+	if (unlikely(--w->beat == 0))
+		mr__beat(w); /* it may promote our frame too */
+	t = w->ltop - 1;
+	w->ltop = t;
+	if (likely(t >= w->lbot)) {
+		jb.fn(jb.arg);
+		return;
+	}
+	join_promoted(w, &jb, t);
 }

@@ -94,15 +94,20 @@ static bool should_split(const struct loop *l, size_t len, unsigned *splits, boo
 }
 
 /*
- * An adaptive leaf may run long. The right halves pushed on the way down are
- * private (the split deque shares only when its owner pushes or pops), so a
- * worker that runs dry during the leaf would wait for it to end: make them
- * stealable now, one fetch_add per leaf. Leaves of a loop with a grain are
- * as small as the caller chose and keep the plain protocol.
+ * An adaptive leaf may run long. The right halves left on the way down are
+ * latent joins (only a heartbeat between two joins would promote them) or
+ * private deque jobs (the split deque shares only when its owner pushes or
+ * pops), so a worker that runs dry during the leaf would wait for it to
+ * end: make them stealable now. An adaptive loop has about two leaves per
+ * worker, so this costs a few pushes per leaf. Leaves of a loop with a
+ * grain are as small as the caller chose and keep the plain protocol.
  */
 static inline void share_before_leaf(const struct loop *l, struct mr__worker *w)
 {
-	if (l->grain == 0 && w && (int32_t)(w->dq.head - w->dq.o_split) > 0 &&
+	if (l->grain != 0 || !w)
+		return;
+	mr__promote_all(w);
+	if ((int32_t)(w->dq.head - w->dq.o_split) > 0 &&
 	    mr__deque_publish(&w->dq) == MR__PUSH_PUBLIC)
 		mr__notify(w->rt);
 }

@@ -479,6 +479,9 @@ void mr__worker_block(struct mr__worker *w)
 {
 	struct mr_runtime *rt = w->rt;
 
+	/* Latent joins first: the frames our thread sits on must not hide b
+	 * halves from the other workers while it sleeps. */
+	mr__promote_all(w);
 	drain(w);
 	/* seq_cst: pairs with park()'s fence before it reads nblocked to set
 	 * its timeout (or our notify below sees it idle and wakes it), and
@@ -1067,6 +1070,11 @@ static struct mr__job *local_more(struct mr__worker *w)
 
 void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 {
+	/* We may search and sleep: latent joins of the context that waits
+	 * (a group wait inside a()) must not hide from the other workers
+	 * meanwhile. Nothing to do for a stolen join (all below it are
+	 * promoted already). */
+	mr__promote_all(w);
 	w->pinned++; /* the jobs we run here must not park a fiber we run on */
 	for (;;) {
 		if (done(arg)) {
@@ -1501,6 +1509,7 @@ mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 	if (!rt->idle_mask || !rt->workers)
 		goto fail_free;
 	rt->id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed) + 1;
+	mr__beat_init();
 	if (mr__metrics_open(&rt->metrics, rt->id, nworkers) < 0)
 		goto fail_free;
 	for (unsigned i = 0; i < nworkers; i++) {
@@ -1514,6 +1523,7 @@ mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 		w->rt = rt;
 		w->st = &rt->metrics.recs[i];
 		w->idx = i;
+		w->beat = MR__BEAT_JOINS;
 		atomic_init(&w->tnext, -1);
 		w->rng = 0x9E3779B97F4A7C15ull * (i + 1) ^ (uint64_t)(uintptr_t)rt;
 		if (!w->rng)

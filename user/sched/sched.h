@@ -101,8 +101,23 @@ struct mr__io_ops {
  * help_sleep()). */
 #define MR__IO_BLOCKED_NS 1000000
 
+/*
+ * Latent joins (par/join.c): the mr_join frames of the running context that
+ * no other worker can see yet, oldest first in lat[0..ltop). Frames below
+ * lbot have been promoted into the deque by a heartbeat (always the oldest
+ * first, so they are a prefix). lbase: where the running fiber's own frames
+ * start (resume() sets it); a context with frames above lbase must not park.
+ * beat counts joins down to the next look at the clock (mr__beat()).
+ */
+#define MR__LAT_CAP 1024
+#define MR__BEAT_JOINS 64
+
 struct mr__worker {
 	struct mr__deque dq; /* first: the owner's hot line */
+
+	/* Owner-only: latent joins and the heartbeat (see above). */
+	uint32_t ltop, lbot, lbase, beat;
+	uint64_t beat_last; /* cycle counter at the last promotion */
 
 	/* Owner-only state. */
 	struct mr_runtime *rt;
@@ -166,6 +181,8 @@ struct mr__worker {
 	const struct mr__io_ops *_Atomic io_ops;
 	uint32_t io_tick;
 	_Atomic uint32_t io_inflight;
+
+	void *lat[MR__LAT_CAP]; /* latent mr_join frames (struct join_job) */
 
 	/* For dumps (fiber/dump.c): the fiber this worker runs (NULL: none),
 	 * and what its thread last waited on (mr__wait_note(): shown while
@@ -509,6 +526,25 @@ static inline void mr__job_free(struct mr__worker *w, void *job)
 	if (unlikely(++w->nfree > 2 * MR__POOL_BATCH))
 		mr__job_spill(w);
 }
+
+/* Must the running context block its thread rather than park its fiber?
+ * (inside the parallel API, or latent joins of its own: see above) */
+static inline bool mr__pinned(const struct mr__worker *w)
+{
+	return w->pinned || w->ltop != w->lbase;
+}
+
+/*
+ * The heartbeat (par/join.c), every MR__BEAT_JOINS joins: poll I/O and
+ * timers, and once per interval promote the oldest latent join. Owner only.
+ * mr__promote_all(): promote every latent join (before the thread blocks).
+ */
+void mr__beat(struct mr__worker *w);
+void mr__promote_all(struct mr__worker *w);
+/* Heartbeat interval in cycle-counter ticks (set at the first runtime's
+ * creation from MOIRAI_BEAT_US, default 50 us); tests may set it to 0. */
+extern uint64_t mr__beat_ticks __attribute__((visibility("hidden")));
+void mr__beat_init(void);
 
 static inline bool mr__push(struct mr__worker *w, struct mr__job *job)
 {
