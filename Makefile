@@ -165,6 +165,8 @@ AARCH64_SKIP := fiber:stack_overflow_is_reported chan:big_ring_costs_memory_only
 	chan:unbounded_send_out_of_memory_is_enomem algo:stable_sort_enomem_leaves_array \
 	dump:deadlock_all_fibers_on_a_channel_nobody_can_send_to \
 	dump:deadlock_seen_when_the_thread_joins_after_the_workers_slept \
+	dump:deadlock_seen_when_the_thread_waits_on_a_channel_after_the_workers_slept \
+	dump:deadlock_seen_when_the_thread_waits_on_a_semaphore_after_the_workers_slept \
 	dump:deadlock_all_workers_blocked_in_jobs
 .PHONY: check-aarch64
 check-aarch64:
