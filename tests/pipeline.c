@@ -15,7 +15,10 @@
  * MR_PIPELINE_STOP for one item (stage 0 instead of an item); then the
  * call must return -ECANCELED, stage 0 must not be called more than once
  * after the stop (the one call that may have started before the pipeline
- * saw it), every item read but the stopped one must go through every
+ * saw it: checked on one worker only, since on two the thread of the
+ * stopping stage can be preempted between the test's mark and its return,
+ * and the input goes on until the pipeline sees it; a CI run hit that),
+ * every item read but the stopped one must go through every
  * stage (in order where in order), the stopped one through no later stage,
  * and the bound still holds. On 1 and 2 workers, from a fiber, a job and
  * a thread.
@@ -35,6 +38,7 @@ struct ptest {
 	size_t n, stop_at, cap;
 	unsigned nst, modes[MAXST];
 	bool has_stop; /* stage stop_k returns MR_PIPELINE_STOP for item stop_id */
+	bool one_worker; /* no call can run while the stopping one returns */
 	unsigned stop_k;
 	size_t stop_id;
 	_Atomic bool stop_sent;
@@ -179,8 +183,8 @@ static long ptest_check(struct ptest *t, int r, const char *how)
 		/* Items 0 .. m-1 were read: the stopped one and those the
 		 * input produced before it saw the stop. */
 		m = (size_t)atomic_load(&t->produced) + (t->stop_k == 0);
-		if (r != -ECANCELED || m <= t->stop_id || atomic_load(&t->late_calls) > 1 ||
-		    atomic_load(&t->after_end))
+		if (r != -ECANCELED || m <= t->stop_id || atomic_load(&t->after_end) ||
+		    (t->one_worker && atomic_load(&t->late_calls) > 1))
 			bad++;
 	} else if (r != 0 || atomic_load(&t->input_calls) != (long)m + 1 ||
 		   atomic_load(&t->after_end)) {
@@ -205,7 +209,7 @@ static long ptest_check(struct ptest *t, int r, const char *how)
 
 struct prun {
 	long bad, rounds;
-	bool fibers;
+	bool fibers, one_worker;
 	long max_seen_full; /* rounds where max alive reached the bound */
 };
 
@@ -216,6 +220,7 @@ static void pipelines_run(void *arg)
 
 	for (long i = 0; i < x->rounds; i++) {
 		struct ptest *t = ptest_new(&seed);
+		t->one_worker = x->one_worker;
 		int r = x->fibers ? mr_pipeline_fibers(t->st, t->nst, t->cap, 0)
 				  : mr_pipeline(t->st, t->nst, t->cap);
 		x->bad += ptest_check(t, r, x->fibers ? "fibers" : "jobs");
@@ -228,7 +233,7 @@ static void run_everywhere(bool fibers)
 {
 	for (unsigned w = 1; w <= 2; w++) {
 		mr_runtime_t *rt = make_rt(w);
-		struct prun x = { .rounds = scaled(300), .fibers = fibers };
+		struct prun x = { .rounds = scaled(300), .fibers = fibers, .one_worker = w == 1 };
 		ASSERT_NONNULL(rt);
 		ASSERT_EQ(mr_runtime_install(rt, pipelines_run, &x), 0);
 		EXPECT_EQ(x.bad, 0);
