@@ -608,6 +608,23 @@ static void fib_leaves(void *arg)
 	mr_join(fib_leaves, &a, fib_leaves, &b);
 }
 
+/* Every other level through the library's mr_join (what a caller built
+ * with MR_NO_INLINE_JOIN, or through a pointer, gets), the others through
+ * the inline fast path of <moirai/par.h>: both share one latent stack. */
+static void fib_leaves_mixed(void *arg)
+{
+	struct leafcount *l = arg;
+	if (l->n < 2) {
+		atomic_fetch_add_explicit(l->leaves, 1, memory_order_relaxed);
+		return;
+	}
+	struct leafcount a = { l->n - 1, l->leaves }, b = { l->n - 2, l->leaves };
+	if (l->n & 1)
+		(mr_join)(fib_leaves_mixed, &a, fib_leaves_mixed, &b);
+	else
+		mr_join(fib_leaves_mixed, &a, fib_leaves_mixed, &b);
+}
+
 TEST(promotions_race_joins)
 {
 	int n = mr_test_scale() > 1 ? 18 : 22;
@@ -622,9 +639,76 @@ TEST(promotions_race_joins)
 			ASSERT_EQ(mr_runtime_install(rt, fib_leaves, &l), 0);
 			/* fib(n+1) leaves: each b ran exactly once. */
 			ASSERT_EQ(ld(&leaves), fib_seq(n + 1));
+			atomic_store(&leaves, 0);
+			l.leaves = &leaves;
+			ASSERT_EQ(mr_runtime_install(rt, fib_leaves_mixed, &l), 0);
+			ASSERT_EQ(ld(&leaves), fib_seq(n + 1));
 		}
 		ASSERT_EQ(mr_runtime_destroy(rt), 0);
 	}
+}
+
+/*
+ * A fiber that parks between two joins of one function may resume on the
+ * other worker: its second join must use that worker's latent stack, not
+ * the one its first join read (the inline fast path reads the thread's
+ * afresh; see <moirai/par.h>). Each fiber joins, sleeps, and joins again,
+ * many times, with promotions racing the joins.
+ */
+struct mover {
+	_Atomic long *bad, *moves;
+	mr_sem_t sem; /* posts from the other worker's fibers move us there */
+};
+
+static void mover_fiber(void *arg)
+{
+	struct mover *m = arg;
+	int last = mr_worker_index();
+
+	for (int i = 0; i < 300; i++) {
+		struct fib f = { 12 + i % 4, 0 };
+		fib(&f);
+		if (f.r != fib_seq(12 + i % 4))
+			atomic_fetch_add(m->bad, 1);
+		if (i % 3 == 0)
+			mr_sleep_ns(20000);
+		mr_sem_wait(&m->sem);
+		mr_sem_post(&m->sem);
+		struct fib g = { 10, 0 };
+		mr_join(fib, &g, fib, &f);
+		if (g.r != fib_seq(10) || f.r != fib_seq(12 + i % 4))
+			atomic_fetch_add(m->bad, 1);
+		if (mr_worker_index() != last) {
+			atomic_fetch_add(m->moves, 1);
+			last = mr_worker_index();
+		}
+	}
+}
+
+static void movers_run(void *arg)
+{
+	mr_fiber_t *fs[16];
+
+	for (int i = 0; i < 16; i++)
+		fs[i] = mr_go(mover_fiber, arg);
+	for (int i = 0; i < 16; i++)
+		if (!fs[i] || mr_fiber_join(fs[i]) != 0)
+			atomic_fetch_add(((struct mover *)arg)->bad, 1);
+}
+
+TEST(joins_of_a_fiber_that_moves_between_workers)
+{
+	_Atomic long bad = 0, moves = 0;
+	struct mover m = { .bad = &bad, .moves = &moves };
+	mr_runtime_t *rt = make_rt(2, 0);
+
+	mr_sem_init(&m.sem, 1);
+	ASSERT_NONNULL(rt);
+	mr__beat_ticks = 0;
+	ASSERT_EQ(mr_runtime_install(rt, movers_run, &m), 0);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	TH_LOG("%ld moves between workers", ld(&moves));
+	EXPECT_EQ(ld(&bad), 0);
 }
 
 TEST(deep_recursion_with_promotions)

@@ -51,6 +51,84 @@ MR_EXTERN_C_BEGIN
 MR_API void mr_join(void (*a)(void *), void *a_arg, void (*b)(void *), void *b_arg);
 
 /*
+ * mr_join's fast path, inlined into the caller (define MR_NO_INLINE_JOIN
+ * before including this header to always call the library): on a worker it
+ * records b's frame in the worker's latent stack with plain stores, calls
+ * a, and runs b inline unless a heartbeat made the frame stealable
+ * meanwhile (user/par/join.c). Inlined, a and b are direct calls when they
+ * are known at the call site. Everything named mr__ below belongs to the
+ * library; its layout is part of the ABI of this soname.
+ */
+struct mr__lstack;
+
+struct mr__jframe {
+	void (*fn)(void *);
+	void *arg;
+	struct mr__lstack *ls;
+	void *priv_[4]; /* the library's: job header, state, deque index */
+};
+
+#define MR__LSTACK_CAP 1024u
+
+struct mr__lstack {
+	uint32_t top, bot, base, beat;
+	struct mr__jframe *frame[MR__LSTACK_CAP];
+};
+
+/* The calling thread's latent stack: its worker's, or a stack that is
+ * always full (top == UINT32_MAX) on other threads. */
+extern MR_API __thread struct mr__lstack *mr__tls_lstack __attribute__((tls_model("initial-exec")));
+MR_API void mr__join_beat(struct mr__lstack *ls);
+MR_API void mr__join_promoted(struct mr__lstack *ls);
+
+/*
+ * x86-64 only: there the read of mr__tls_lstack is a %fs-relative load,
+ * made afresh each time. A fiber may move to another thread between two
+ * joins of one function (it parks in between), and compilers for other
+ * targets (aarch64: tpidr_el0) keep the thread pointer of the first read
+ * in a register for the whole function, which would then name the latent
+ * stack of the thread the fiber left. They call the library.
+ */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(MR_NO_INLINE_JOIN)
+static inline __attribute__((always_inline)) void
+mr__join_inline(void (*a)(void *), void *a_arg, void (*b)(void *), void *b_arg)
+{
+	struct mr__lstack *ls = mr__tls_lstack;
+	uint32_t t = ls->top;
+	struct mr__jframe f;
+
+	/* Outside a worker, recursion deeper than the stack, or a NULL
+	 * function: the library's mr_join. */
+	if (__builtin_expect(t >= MR__LSTACK_CAP || !a || !b, 0)) {
+		(mr_join)(a, a_arg, b, b_arg);
+		return;
+	}
+	f.fn = b;
+	f.arg = b_arg;
+	f.ls = ls;
+	ls->frame[t] = &f;
+	ls->top = t + 1;
+	a(a_arg);
+	/*
+	 * A context with latent frames never moves to another worker, and
+	 * a's joins left the stack as they found it: f is on top. ls and
+	 * b_arg are read back from f, and the slow paths find f on the
+	 * stack: that costs less than keeping them in registers.
+	 */
+	ls = f.ls;
+	if (__builtin_expect(--ls->beat == 0, 0)) {
+		mr__join_beat(ls); /* may promote f too */
+		ls = f.ls;
+	}
+	if (__builtin_expect(--ls->top >= ls->bot, 1))
+		b(f.arg);
+	else
+		mr__join_promoted(ls); /* f is stealable: the slow join */
+}
+#define mr_join(a, a_arg, b, b_arg) mr__join_inline(a, a_arg, b, b_arg)
+#endif
+
+/*
  * A task group: structured concurrency for a dynamic number of tasks.
  * mr_group_wait() returns once every task spawned into the group - including
  * tasks spawned into it by its own tasks - has finished. Tasks spawned from

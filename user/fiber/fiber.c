@@ -298,7 +298,7 @@ static void resume(struct mr__worker *w, struct mr_fiber *f)
 {
 	struct mr_fiber *prev = mr__tls_fiber;
 	unsigned pinned = w->pinned;
-	uint32_t lbase = w->lbase;
+	uint32_t lbase = w->ls.base;
 
 	if (unlikely(!w->altstack))
 		ensure_altstack(w, "mr_go");
@@ -306,7 +306,7 @@ static void resume(struct mr__worker *w, struct mr_fiber *f)
 	mr__tls_fiber = f;
 	mr__tls_held = 0;
 	w->pinned = 0; /* the fiber's own count (see sched.h) */
-	w->lbase = w->ltop; /* and its own latent joins */
+	w->ls.base = w->ls.top; /* and its own latent joins */
 	mr__fiber_running(w, f);
 #ifdef MR_TSAN
 	f->tsan_resumer = __tsan_get_current_fiber();
@@ -323,7 +323,7 @@ static void resume(struct mr__worker *w, struct mr_fiber *f)
 	mr__tls_fiber = prev;
 	atomic_store_explicit(&w->cur, prev, memory_order_relaxed);
 	w->pinned = pinned;
-	w->lbase = lbase;
+	w->ls.base = lbase;
 	after_switch(w, out);
 }
 

@@ -1,18 +1,23 @@
 /*
  * join.c - mr_join: binary fork-join with latent frames and a heartbeat.
  *
- * mr_join does not push b where thieves could see it. Its job header lives
- * in mr_join's frame and is recorded in the running context's latent stack
- * (mr__worker.lat, owner-only memory, plain stores): when a() returns and
- * nobody promoted the frame meanwhile, b runs inline, and the join cost two
- * stores, a load and two predictable branches beyond the calls. This is the
- * heartbeat scheduling of Acar et al. (PLDI 2018) as Spice applies it:
- * every MR__BEAT_JOINS joins the worker reads its cycle counter, and once
- * per interval (MOIRAI_BEAT_US, 50 us by default; also at once when a thief
- * asks the owner to share) it promotes its OLDEST latent frame - the
- * biggest piece of work - into the split deque, publishes it and wakes a
- * sleeping worker. The same look polls the worker's I/O and timers, so a
- * fork-join tree never starves them (issue 19).
+ * mr_join does not push b where thieves could see it. Its frame (struct
+ * mr__jframe, b and its argument, then the job header a promotion fills
+ * in) lives in the caller's stack frame and is recorded in the worker's
+ * latent stack (mr__worker.ls, owner-only memory, plain stores): when a()
+ * returns and nobody promoted the frame meanwhile, b runs inline. That
+ * fast path is inlined from <moirai/par.h> into the caller on x86-64 (the
+ * library's mr_join below does the same for other targets and callers that
+ * opt out): a TLS load, five stores, two decrements and three predictable
+ * branches beyond the calls, and a and b become direct calls where the
+ * caller names them. This is the heartbeat scheduling of Acar et al.
+ * (PLDI 2018) as Spice applies it: every MR__BEAT_JOINS joins the worker
+ * reads its cycle counter, and once per interval (MOIRAI_BEAT_US, 50 us by
+ * default; also at once when a thief asks the owner to share) it promotes
+ * its OLDEST latent frame - the biggest piece of work - into the split
+ * deque, publishes it and wakes a sleeping worker. The same look polls the
+ * worker's I/O and timers, so a fork-join tree never starves them (issue
+ * 19).
  *
  * A promoted frame is joined as before: the pop after a() hands the header
  * straight back if nobody stole it, else the worker runs other work until
@@ -28,6 +33,7 @@
  * fiber (mr__pinned()). Deeper than MR__LAT_CAP, joins push on the deque.
  */
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 
 #include <moirai/par.h>
@@ -41,13 +47,33 @@
 #define JOIN_DONE ((uintptr_t)1)
 
 struct join_job {
-	struct mr__job hdr;
+	/* struct mr__jframe's public part (<moirai/par.h>): */
 	void (*fn)(void *);
 	void *arg;
+	struct mr__lstack *ls; /* latent: the stack that holds it */
+	/* and its priv_: */
+	struct mr__job hdr;
 	_Atomic uintptr_t state;
 	uint32_t idx; /* deque index it was pushed at */
-	struct mr__worker *w; /* latent: the worker whose stack holds it */
 };
+
+_Static_assert(sizeof(struct join_job) == sizeof(struct mr__jframe), "join_job is a jframe");
+_Static_assert(offsetof(struct join_job, fn) == offsetof(struct mr__jframe, fn) &&
+		       offsetof(struct join_job, arg) == offsetof(struct mr__jframe, arg) &&
+		       offsetof(struct join_job, ls) == offsetof(struct mr__jframe, ls) &&
+		       offsetof(struct join_job, hdr) == offsetof(struct mr__jframe, priv_),
+	       "join_job is a jframe");
+_Static_assert(_Alignof(struct join_job) <= _Alignof(struct mr__jframe), "jframe alignment");
+
+static inline struct join_job *job_of(struct mr__job *job)
+{
+	return (struct join_job *)((char *)job - offsetof(struct join_job, hdr));
+}
+
+static inline struct mr__worker *worker_of(struct mr__lstack *ls)
+{
+	return (struct mr__worker *)((char *)ls - offsetof(struct mr__worker, ls));
+}
 
 uint64_t mr__beat_ticks;
 
@@ -55,7 +81,7 @@ _Static_assert(sizeof(struct join_job) <= MR__JOB_BLOCK, "join job fits a block"
 
 static void join_exec(struct mr__job *job, struct mr__worker *w)
 {
-	struct join_job *j = (struct join_job *)job;
+	struct join_job *j = job_of(job);
 
 	(void)w;
 	j->fn(j->arg);
@@ -178,17 +204,17 @@ void mr__beat_init(void)
  */
 static bool promote(struct mr__worker *w)
 {
-	/* lbot > ltop while a promoted frame's join is on its way out. */
-	if (w->lbot >= w->ltop)
+	/* bot > top while a promoted frame's join is on its way out. */
+	if (w->ls.bot >= w->ls.top)
 		return false;
-	struct join_job *j = w->lat[w->lbot];
+	struct join_job *j = (struct join_job *)w->ls.frame[w->ls.bot];
 	j->hdr.exec = join_exec;
 	atomic_init(&j->state, 0);
 	j->idx = w->dq.head;
 	int r = mr__deque_push(&w->dq, &j->hdr);
 	if (r == MR__PUSH_FULL)
 		return false;
-	w->lbot++;
+	w->ls.bot++;
 	if (r == MR__PUSH_PRIVATE)
 		mr__deque_publish_to(&w->dq, w->dq.head);
 	mr__notify(w->rt);
@@ -213,7 +239,7 @@ __attribute__((noinline, cold)) void mr__beat(struct mr__worker *w)
 	const struct mr__io_ops *io = mr__worker_io(w);
 	uint32_t head = w->dq.head;
 
-	w->beat = MR__BEAT_JOINS;
+	w->ls.beat = MR__BEAT_JOINS;
 	if (io && atomic_load_explicit(&w->io_inflight, memory_order_relaxed))
 		io->poll(w);
 	if (atomic_load_explicit(&w->tnext, memory_order_relaxed) >= 0)
@@ -259,15 +285,19 @@ static void join_finish(struct mr__worker *w, struct join_job *j)
 	join_pop_slow(w, j);
 }
 
-/*
- * The frame at latent index idx was promoted, and so were all below it
- * (oldest first). The latent stack is idx deep now (set by the caller).
- */
-__attribute__((noinline)) static void join_promoted(struct mr__worker *w, struct join_job *j,
-						    uint32_t idx)
+void mr__join_beat(struct mr__lstack *ls)
 {
-	w->lbot = idx;
-	join_finish(w, j);
+	mr__beat(worker_of(ls));
+}
+
+/*
+ * The frame at latent index ls->top was promoted, and so were all below it
+ * (oldest first). The latent stack is ls->top deep now.
+ */
+void mr__join_promoted(struct mr__lstack *ls)
+{
+	ls->bot = ls->top;
+	join_finish(worker_of(ls), (struct join_job *)ls->frame[ls->top]);
 }
 
 /* Latent stack full (recursion deeper than MR__LAT_CAP): push b on the deque. */
@@ -291,7 +321,12 @@ __attribute__((noinline)) static void join_deque(struct mr__worker *w, void (*a)
 	join_finish(w, j);
 }
 
-void mr_join(void (*a)(void *), void *a_arg, void (*b)(void *), void *b_arg)
+/*
+ * The library's mr_join: what the inline fast path (<moirai/par.h>) falls
+ * back to, and what a caller built with MR_NO_INLINE_JOIN (or taking its
+ * address) calls. The same protocol as the fast path, plus the rare cases.
+ */
+void(mr_join)(void (*a)(void *), void *a_arg, void (*b)(void *), void *b_arg)
 {
 	struct mr__worker *w = mr__self();
 
@@ -302,29 +337,24 @@ void mr_join(void (*a)(void *), void *a_arg, void (*b)(void *), void *b_arg)
 	struct join_job jb;
 	jb.fn = b;
 	jb.arg = b_arg;
-	jb.w = w;
-	uint32_t t = w->ltop;
+	jb.ls = &w->ls;
+	uint32_t t = w->ls.top;
 	if (unlikely(t >= MR__LAT_CAP)) {
 		join_deque(w, a, a_arg, &jb);
 		return;
 	}
-	w->lat[t] = &jb;
-	w->ltop = t + 1;
+	struct mr__jframe *f = (struct mr__jframe *)&jb;
+	w->ls.frame[t] = f;
+	w->ls.top = t + 1;
 	a(a_arg);
-	/*
-	 * Kept in the frame rather than a callee-saved register (or the TLS
-	 * offset in one). A context with latent frames does not park, so it
-	 * is the same worker, and nested joins left the stack as they found
-	 * it: our frame is on top, at t.
-	 */
-	w = jb.w;
-	if (unlikely(--w->beat == 0))
-		mr__beat(w); /* it may promote our frame too */
-	t = w->ltop - 1;
-	w->ltop = t;
-	if (likely(t >= w->lbot)) {
-		jb.fn(jb.arg);
-		return;
+	/* See mr__join_inline(): same worker, our frame on top. */
+	struct mr__lstack *ls = jb.ls;
+	if (unlikely(--ls->beat == 0)) {
+		mr__join_beat(ls);
+		ls = jb.ls;
 	}
-	join_promoted(w, &jb, t);
+	if (likely(--ls->top >= ls->bot))
+		jb.fn(jb.arg);
+	else
+		mr__join_promoted(ls);
 }

@@ -25,6 +25,11 @@
 #include "../fiber/fiber.h"
 
 __thread struct mr__worker *mr__tls_worker __attribute__((tls_model("initial-exec")));
+/* Always full: mr_join's inline fast path (<moirai/par.h>) takes the
+ * library's mr_join on a thread that is not a worker, never writes here. */
+static const struct mr__lstack lstack_none = { .top = UINT32_MAX };
+__thread struct mr__lstack *mr__tls_lstack
+	__attribute__((tls_model("initial-exec"))) = (struct mr__lstack *)&lstack_none;
 __thread unsigned mr__tls_inside __attribute__((tls_model("initial-exec")));
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -1142,6 +1147,7 @@ static void *worker_main(void *arg)
 	MR__STAT_SET(w->st, start_ns, mr__now_ns());
 	scx_state(w, MR__SCX_RUNNING);
 	mr__tls_worker = w;
+	mr__tls_lstack = &w->ls;
 	mr__place_thread_start(w);
 	mr__fiber_thread_start(w); /* the overflow handler knows our stack */
 	mr__scx_worker_start(w);
@@ -1154,6 +1160,7 @@ static void *worker_main(void *arg)
 	MR__STAT_SET(w->st, state, MR_WSTATE_EXITED);
 	MR__STAT_SET(w->st, tid, 0);
 	mr__tls_worker = NULL;
+	mr__tls_lstack = (struct mr__lstack *)&lstack_none;
 	return NULL;
 }
 
@@ -1333,6 +1340,7 @@ static void atfork_child(void)
 	pthread_mutex_init(&default_lock, NULL);
 	atomic_store_explicit(&default_rt, NULL, memory_order_relaxed);
 	mr__tls_worker = NULL;
+	mr__tls_lstack = (struct mr__lstack *)&lstack_none;
 	mr__tls_held = 0;
 }
 
@@ -1523,7 +1531,7 @@ mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 		w->rt = rt;
 		w->st = &rt->metrics.recs[i];
 		w->idx = i;
-		w->beat = MR__BEAT_JOINS;
+		w->ls.beat = MR__BEAT_JOINS;
 		atomic_init(&w->tnext, -1);
 		w->rng = 0x9E3779B97F4A7C15ull * (i + 1) ^ (uint64_t)(uintptr_t)rt;
 		if (!w->rng)

@@ -35,6 +35,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <moirai/par.h>
 #include <moirai/runtime.h>
 
 #include "../base/base.h"
@@ -102,21 +103,22 @@ struct mr__io_ops {
 #define MR__IO_BLOCKED_NS 1000000
 
 /*
- * Latent joins (par/join.c): the mr_join frames of the running context that
- * no other worker can see yet, oldest first in lat[0..ltop). Frames below
- * lbot have been promoted into the deque by a heartbeat (always the oldest
- * first, so they are a prefix). lbase: where the running fiber's own frames
- * start (resume() sets it); a context with frames above lbase must not park.
- * beat counts joins down to the next look at the clock (mr__beat()).
+ * Latent joins (par/join.c, and the fast path inlined from <moirai/par.h>):
+ * the mr_join frames of the running context that no other worker can see
+ * yet, oldest first in ls.frame[0..ls.top). Frames below
+ * ls.bot have been promoted into the deque by a heartbeat (always the
+ * oldest first, so they are a prefix). ls.base: where the running fiber's
+ * own frames start (resume() sets it); a context with frames above it must
+ * not park. ls.beat counts joins down to the next look at the clock
+ * (mr__beat()). mr__tls_lstack points at the thread's worker's ls.
  */
-#define MR__LAT_CAP 1024
+#define MR__LAT_CAP MR__LSTACK_CAP
 #define MR__BEAT_JOINS 64
 
 struct mr__worker {
 	struct mr__deque dq; /* first: the owner's hot line */
 
-	/* Owner-only: latent joins and the heartbeat (see above). */
-	uint32_t ltop, lbot, lbase, beat;
+	/* Owner-only: the heartbeat (see above). */
 	uint64_t beat_last; /* cycle counter at the last promotion */
 
 	/* Owner-only state. */
@@ -182,7 +184,7 @@ struct mr__worker {
 	uint32_t io_tick;
 	_Atomic uint32_t io_inflight;
 
-	void *lat[MR__LAT_CAP]; /* latent mr_join frames (struct join_job) */
+	struct mr__lstack ls; /* latent mr_join frames: owner-only (see above) */
 
 	/* For dumps (fiber/dump.c): the fiber this worker runs (NULL: none),
 	 * and what its thread last waited on (mr__wait_note(): shown while
@@ -531,7 +533,7 @@ static inline void mr__job_free(struct mr__worker *w, void *job)
  * (inside the parallel API, or latent joins of its own: see above) */
 static inline bool mr__pinned(const struct mr__worker *w)
 {
-	return w->pinned || w->ltop != w->lbase;
+	return w->pinned || w->ls.top != w->ls.base;
 }
 
 /*
