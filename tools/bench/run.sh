@@ -278,4 +278,5 @@ echo >&2
 echo "run.sh: saved $1/bench/results.md" >&2
 "$HERE/fiber/run.sh" "$1" # the fiber benchmarks: BUILD_DIR/bench/fiber.md
 "$HERE/tree/run.sh" "$1"  # task trees, groups vs OpenMP tasks: BUILD_DIR/bench/tree.md
+"$HERE/join/run.sh" "$1"  # mr_join vs the plain recursion, rayon: BUILD_DIR/bench/join.md
 "$HERE/placement.sh" "$1" # 2-worker placement vs the ideal: BUILD_DIR/bench/placement.md
