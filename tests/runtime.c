@@ -1654,6 +1654,71 @@ TEST(published_depth_follows_the_deque)
 }
 
 /*
+ * Latent joins count in the published depth, and a worker deep in one
+ * fork-join tree publishes it at its heartbeat (issue 18: the scheduler's
+ * load lines see the work a worker holds). Ten latent frames, then enough
+ * joins for a heartbeat at the bottom: the line must say >= 10. Before,
+ * it said what the last scheduling round published: 0.
+ */
+static _Atomic uint32_t lat_seen;
+
+static void lat_nop(void *arg)
+{
+	(void)arg;
+}
+
+static void lat_down(void *arg)
+{
+	int d = (int)(intptr_t)arg;
+	if (d > 0) {
+		mr_join(lat_down, (void *)(intptr_t)(d - 1), lat_nop, NULL);
+		return;
+	}
+	for (int i = 0; i < 4 * MR__BEAT_JOINS; i++)
+		mr_join(lat_nop, NULL, lat_nop, NULL);
+	atomic_store(&lat_seen, atomic_load(&dq_line.depth));
+}
+
+static void lat_job(struct mr__job *job, struct mr__worker *w)
+{
+	(void)job, (void)w;
+	lat_down((void *)(intptr_t)10);
+	atomic_fetch_add(&dq_ran, 1);
+}
+
+TEST(published_depth_counts_latent_joins)
+{
+	MR_OPTS(mr_config, cfg, .workers = 1);
+	mr_runtime_t *h = mr_runtime_create(&cfg);
+	ASSERT_NONNULL(h);
+	struct mr_runtime *rt = (struct mr_runtime *)h;
+	extern uint64_t mr__beat_ticks;
+	uint64_t ticks = mr__beat_ticks;
+
+	ASSERT_TRUE(wait_idle(rt, 1));
+	mr__beat_ticks = UINT64_MAX / 2; /* no promotion: the frames stay latent */
+	uint32_t scx_id = rt->scx_id;
+	struct mr__scx_line *own = atomic_load(&rt->workers[0]->scx);
+	rt->scx_id = 1;
+	atomic_store(&dq_line.depth, 0);
+	atomic_store(&rt->workers[0]->scx, &dq_line);
+	atomic_store(&dq_ran, 0);
+
+	dq_jobs[0].exec = lat_job;
+	mr__inject(rt, &dq_jobs[0]);
+	for (int i = 0; i < 10000 && atomic_load(&dq_ran) < 1; i++)
+		usleep(1000);
+	ASSERT_EQ(atomic_load(&dq_ran), 1);
+	ASSERT_TRUE(wait_idle(rt, 1));
+	atomic_store(&rt->workers[0]->scx, own);
+	rt->scx_id = scx_id;
+	mr__beat_ticks = ticks;
+	printf("# published depth with 10 latent joins: %u\n", atomic_load(&lat_seen));
+	ASSERT_TRUE(atomic_load(&lat_seen) >= 10);
+	ASSERT_EQ(mr_runtime_destroy(h), 0);
+}
+
+/*
  * mr_runtime_install and mr_runtime_destroy called from a worker of another
  * runtime must not put that worker to sleep with its private work: here a
  * fiber of a one-worker runtime A leaves a fiber parked on a timer, a

@@ -267,6 +267,9 @@ __attribute__((noinline, cold)) void mr__beat(struct mr__worker *w)
 		w->beat_last = now;
 		promote(w);
 	}
+	/* relaxed: only this worker sets its line. */
+	if (unlikely(atomic_load_explicit(&w->scx, memory_order_relaxed)))
+		mr__scx_refresh(w);
 }
 
 /* After a() returned: run b here if nobody took it, else finish the slow way. */

@@ -757,11 +757,14 @@ static int64_t blocked_timers(struct mr__worker *w)
 
 /* ---- load published for the BPF scheduler (scx.h) ---------------------- */
 
+/* Jobs in the deque and latent joins: the work this worker holds that
+ * others could run, now or once a heartbeat promotes it. */
 static inline uint32_t local_depth(struct mr__worker *w)
 {
 	/* relaxed: a hint; thieves move tail concurrently. */
 	uint64_t ts = atomic_load_explicit(&w->dq.ts, memory_order_relaxed);
-	return w->dq.head - MR__TS_TAIL(ts);
+	uint32_t latent = w->ls.top > w->ls.bot ? w->ls.top - w->ls.bot : 0;
+	return w->dq.head - MR__TS_TAIL(ts) + latent;
 }
 
 /*
@@ -796,6 +799,16 @@ static inline void scx_state(struct mr__worker *w, uint32_t state)
 			mr__scx_publish(l, state, d);
 		}
 	}
+}
+
+/*
+ * The heartbeat's look at the load line (par/join.c): a worker deep in one
+ * fork-join tree runs no scheduling round, so its latent joins and what a
+ * promotion pushed would reach the scheduler only when the tree ends.
+ */
+void mr__scx_refresh(struct mr__worker *w)
+{
+	scx_state(w, MR__SCX_RUNNING); /* it runs: it beats */
 }
 
 void (*mr__test_steal_probe)(struct mr__worker *w, unsigned victim, unsigned k);

@@ -542,6 +542,9 @@ static inline bool mr__pinned(const struct mr__worker *w)
  * mr__promote_all(): promote every latent join (before the thread blocks).
  */
 void mr__beat(struct mr__worker *w);
+/* Publish the depth (deque and latent joins) on the load line if it
+ * flipped between empty and not (runtime.c); only with a line. */
+void mr__scx_refresh(struct mr__worker *w);
 void mr__promote_all(struct mr__worker *w);
 /* Heartbeat interval in cycle-counter ticks (set at the first runtime's
  * creation from MOIRAI_BEAT_US, default 50 us); tests may set it to 0. */

@@ -29,7 +29,7 @@ struct mr__worker;
 struct mr__scx_line {
 	_Atomic uint32_t tid;
 	_Atomic uint32_t state;
-	_Atomic uint32_t depth;
+	_Atomic uint32_t depth; /* deque jobs + latent joins (runtime.c local_depth) */
 	uint32_t pid, rt_id, index;
 	_Atomic uint64_t updates;
 	_Atomic uint32_t preempted; /* set and cleared by the scheduler, see scx.c */
