@@ -248,10 +248,10 @@ static double run_kernel(struct input *in, bool par, bool cut)
 		size_t n = (size_t)in->size;
 		memset(in->c, 0, n * n * sizeof(*in->c));
 		if (par) {
-			struct mm_par m = { in->c, in->a, in->b, n, n, cut ? (size_t)in->cut : 8 };
+			struct mm_par m = { in->c, in->a, in->b, n, n, cut ? (size_t)in->cut : 0 };
 			mm_run_par(&m);
 		} else {
-			struct mm_seq m = { in->c, in->a, in->b, n, n, 8 };
+			struct mm_seq m = { in->c, in->a, in->b, n, n, 0 };
 			mm_run_seq(&m);
 		}
 		for (size_t i = 0; i < n * n; i += n + 1)

@@ -18,8 +18,8 @@
  *            subtrees differ wildly in size) counted by a join over each
  *            node's children; cut-off: below depth `cut`, sequential
  *   matmul   C += A * B for n x n doubles, recursive quadrants, four
- *            products in parallel twice; base case 8 x 8 without a
- *            cut-off, `cut` x `cut` with it
+ *            products in parallel twice, down to 8 x 8 blocks; cut-off:
+ *            at most `cut` x `cut`, the sequential recursion
  */
 #ifndef K
 #error "include from join.c with K() and JOIN() defined"
@@ -155,10 +155,12 @@ static void K(uts_run)(void *p)
 
 /* ---- matmul ---- */
 
+#define MM_BASE 8
+
 struct K(mm) {
 	double *c;
 	const double *a, *b;
-	size_t n, ld, base;
+	size_t n, ld, cut;
 };
 
 static void K(mm_run)(void *p);
@@ -177,8 +179,13 @@ static void K(mm_run)(void *p)
 {
 	struct K(mm) *m = p;
 
-	if (m->n <= m->base) {
+	if (m->n <= MM_BASE) {
 		mm_block(m->c, m->a, m->b, m->n, m->ld);
+		return;
+	}
+	if (CUT(m->n <= m->cut)) {
+		struct mm_seq s = { m->c, m->a, m->b, m->n, m->ld, 0 };
+		mm_run_seq(&s);
 		return;
 	}
 	size_t h = m->n / 2, ld = m->ld;
@@ -188,10 +195,10 @@ static void K(mm_run)(void *p)
 	/* C11 += A11 B11, C12 += A11 B12, C21 += A21 B11, C22 += A21 B12; then the
 	 * same with A12/A22 and B21/B22: each quadrant of C written by one task
 	 * at a time. */
-	struct K(mm2) s = { { c11, a11, b11, h, ld, m->base }, { c12, a11, b12, h, ld, m->base } },
-		      t = { { c21, a21, b11, h, ld, m->base }, { c22, a21, b12, h, ld, m->base } };
+	struct K(mm2) s = { { c11, a11, b11, h, ld, m->cut }, { c12, a11, b12, h, ld, m->cut } },
+		      t = { { c21, a21, b11, h, ld, m->cut }, { c22, a21, b12, h, ld, m->cut } };
 	JOIN(K(mm_pair), &s, K(mm_pair), &t);
-	struct K(mm2) u = { { c11, a12, b21, h, ld, m->base }, { c12, a12, b22, h, ld, m->base } },
-		      v = { { c21, a22, b21, h, ld, m->base }, { c22, a22, b22, h, ld, m->base } };
+	struct K(mm2) u = { { c11, a12, b21, h, ld, m->cut }, { c12, a12, b22, h, ld, m->cut } },
+		      v = { { c21, a22, b21, h, ld, m->cut }, { c22, a22, b22, h, ld, m->cut } };
 	JOIN(K(mm_pair), &u, K(mm_pair), &v);
 }
