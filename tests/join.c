@@ -587,8 +587,8 @@ TEST(null_function_aborts)
 
 /*
  * Latent joins and the heartbeat (join.c). mr__beat_ticks = 0 makes every
- * look at the clock (each MR__BEAT_JOINS joins) promote the oldest latent
- * frame, so promotions race the owner's joins all the time.
+ * join look at the clock and promote the oldest latent frame, so
+ * promotions race the owner's joins all the time.
  */
 extern uint64_t mr__beat_ticks;
 
@@ -709,6 +709,55 @@ TEST(joins_of_a_fiber_that_moves_between_workers)
 	ASSERT_EQ(mr_runtime_destroy(rt), 0);
 	TH_LOG("%ld moves between workers", ld(&moves));
 	EXPECT_EQ(ld(&bad), 0);
+}
+
+/*
+ * A coarse tree: 16 leaves, each busy until some leaf ran on the other
+ * worker (or 300 ms passed). The heartbeat must look at the clock within a
+ * few of its joins, not after a fixed count of them: with 64 joins per
+ * look (as before), no look came in 15 joins, nothing was promoted and
+ * every leaf ran on one worker, each waiting out its 300 ms.
+ */
+struct coarse {
+	int lo, hi;
+	_Atomic int *first_worker, *other_ran, *leaves;
+};
+
+static void coarse_run(void *arg)
+{
+	struct coarse *c = arg;
+	if (c->hi - c->lo > 1) {
+		int mid = (c->lo + c->hi) / 2;
+		struct coarse a = { c->lo, mid, c->first_worker, c->other_ran, c->leaves };
+		struct coarse b = { mid, c->hi, c->first_worker, c->other_ran, c->leaves };
+		mr_join(coarse_run, &a, coarse_run, &b);
+		return;
+	}
+	int me = mr_worker_index(), first = -1;
+	atomic_compare_exchange_strong(c->first_worker, &first, me);
+	if (atomic_load(c->first_worker) != me)
+		atomic_store(c->other_ran, 1);
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	while (!atomic_load(c->other_ran) &&
+	       (t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 300000000L);
+	atomic_fetch_add(c->leaves, 1);
+}
+
+TEST(coarse_tree_is_shared_early)
+{
+	mr_runtime_t *rt = make_rt(2, 0);
+	ASSERT_NONNULL(rt);
+	for (int rep = 0; rep < 3; rep++) {
+		_Atomic int first = -1, other = 0, leaves = 0;
+		struct coarse c = { 0, 16, &first, &other, &leaves };
+		ASSERT_EQ(mr_runtime_install(rt, coarse_run, &c), 0);
+		EXPECT_EQ(ld_int(&leaves), 16);
+		EXPECT_EQ(ld_int(&other), 1);
+	}
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
 }
 
 TEST(deep_recursion_with_promotions)

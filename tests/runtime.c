@@ -1657,8 +1657,9 @@ TEST(published_depth_follows_the_deque)
  * Latent joins count in the published depth, and a worker deep in one
  * fork-join tree publishes it at its heartbeat (issue 18: the scheduler's
  * load lines see the work a worker holds). Ten latent frames, then enough
- * joins for a heartbeat at the bottom: the line must say >= 10. Before,
- * it said what the last scheduling round published: 0.
+ * joins for a heartbeat at the bottom: the line must say more than 0 (it
+ * is republished when it flips between empty and not, as for the deque).
+ * Before, it said what the last scheduling round published: 0.
  */
 static _Atomic uint32_t lat_seen;
 
@@ -1674,7 +1675,7 @@ static void lat_down(void *arg)
 		mr_join(lat_down, (void *)(intptr_t)(d - 1), lat_nop, NULL);
 		return;
 	}
-	for (int i = 0; i < 4 * MR__BEAT_JOINS; i++)
+	for (int i = 0; i < 2 * MR__BEAT_JOINS_MAX; i++)
 		mr_join(lat_nop, NULL, lat_nop, NULL);
 	atomic_store(&lat_seen, atomic_load(&dq_line.depth));
 }
@@ -1714,7 +1715,7 @@ TEST(published_depth_counts_latent_joins)
 	rt->scx_id = scx_id;
 	mr__beat_ticks = ticks;
 	printf("# published depth with 10 latent joins: %u\n", atomic_load(&lat_seen));
-	ASSERT_TRUE(atomic_load(&lat_seen) >= 10);
+	ASSERT_TRUE(atomic_load(&lat_seen) > 0);
 	ASSERT_EQ(mr_runtime_destroy(h), 0);
 }
 

@@ -108,18 +108,17 @@ mr__join_inline(void (*a)(void *), void *a_arg, void (*b)(void *), void *b_arg)
 	f.ls = ls;
 	ls->frame[t] = &f;
 	ls->top = t + 1;
+	/* Before a: the descent to a coarse leaf looks at the clock too. */
+	if (__builtin_expect(--ls->beat == 0, 0))
+		mr__join_beat(ls); /* may promote f too */
 	a(a_arg);
 	/*
 	 * A context with latent frames never moves to another worker, and
 	 * a's joins left the stack as they found it: f is on top. ls and
-	 * b_arg are read back from f, and the slow paths find f on the
+	 * b_arg are read back from f, and the slow path finds f on the
 	 * stack: that costs less than keeping them in registers.
 	 */
 	ls = f.ls;
-	if (__builtin_expect(--ls->beat == 0, 0)) {
-		mr__join_beat(ls); /* may promote f too */
-		ls = f.ls;
-	}
 	if (__builtin_expect(--ls->top >= ls->bot, 1))
 		b(f.arg);
 	else

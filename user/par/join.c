@@ -11,8 +11,9 @@
  * opt out): a TLS load, five stores, two decrements and three predictable
  * branches beyond the calls, and a and b become direct calls where the
  * caller names them. This is the heartbeat scheduling of Acar et al.
- * (PLDI 2018) as Spice applies it: every MR__BEAT_JOINS joins the worker
- * reads its cycle counter, and once per interval (MOIRAI_BEAT_US, 50 us by
+ * (PLDI 2018) as Spice applies it: every so many joins (adapted so that
+ * it looks about MR__BEAT_LOOKS times per interval) the worker reads its
+ * cycle counter, and once per interval (MOIRAI_BEAT_US, 50 us by
  * default; also at once when a thief asks the owner to share) it promotes
  * its OLDEST latent frame - the biggest piece of work - into the split
  * deque, publishes it and wakes a sleeping worker. The same look polls the
@@ -228,7 +229,26 @@ void mr__promote_all(struct mr__worker *w)
 }
 
 /*
- * Every MR__BEAT_JOINS joins. A worker deep in fork-join (a fiber's
+ * Scale the countdown so that the next looks come about MR__BEAT_LOOKS
+ * times per interval: `gap` ticks passed since the last look. Up by at most
+ * 2x a look (one short gap says little), down at once.
+ */
+static uint32_t beat_countdown(uint32_t n, uint64_t gap, uint64_t ticks)
+{
+	uint64_t target = ticks / MR__BEAT_LOOKS;
+
+	if (gap < target / 2)
+		return n < MR__BEAT_JOINS_MAX / 2 ? 2 * n : MR__BEAT_JOINS_MAX;
+	if (gap > 2 * target) {
+		/* n * target <= 4096 * ticks: no overflow for any sane interval. */
+		uint64_t m = gap ? (uint64_t)n * target / gap : n;
+		return m > 1 ? (uint32_t)m : 1;
+	}
+	return n;
+}
+
+/*
+ * Every w->beat_n joins. A worker deep in fork-join (a fiber's
  * mr_join: its frames never return to the worker loop until the whole tree
  * is done) still reaps its I/O and fires its timers here, and the fibers
  * those ready land on top of the deque, so the next promoted join's pop
@@ -239,7 +259,7 @@ __attribute__((noinline, cold)) void mr__beat(struct mr__worker *w)
 	const struct mr__io_ops *io = mr__worker_io(w);
 	uint32_t head = w->dq.head;
 
-	w->ls.beat = MR__BEAT_JOINS;
+	w->ls.beat = w->beat_n; /* for the joins of what runs here */
 	if (io && atomic_load_explicit(&w->io_inflight, memory_order_relaxed))
 		io->poll(w);
 	if (atomic_load_explicit(&w->tnext, memory_order_relaxed) >= 0)
@@ -261,8 +281,13 @@ __attribute__((noinline, cold)) void mr__beat(struct mr__worker *w)
 		w->pinned--;
 	}
 	uint64_t now = beat_now();
+	uint64_t ticks = __atomic_load_n(&mr__beat_ticks, __ATOMIC_RELAXED);
+	if (w->beat_look)
+		w->beat_n = beat_countdown(w->beat_n, now - w->beat_look, ticks);
+	w->beat_look = now;
+	w->ls.beat = w->beat_n;
 	/* relaxed: a thief asked to share (it is awake and looking). */
-	if (now - w->beat_last >= __atomic_load_n(&mr__beat_ticks, __ATOMIC_RELAXED) ||
+	if (now - w->beat_last >= ticks ||
 	    atomic_load_explicit(&w->dq.movesplit, memory_order_relaxed)) {
 		w->beat_last = now;
 		promote(w);
@@ -349,13 +374,11 @@ void(mr_join)(void (*a)(void *), void *a_arg, void (*b)(void *), void *b_arg)
 	struct mr__jframe *f = (struct mr__jframe *)&jb;
 	w->ls.frame[t] = f;
 	w->ls.top = t + 1;
+	if (unlikely(--w->ls.beat == 0))
+		mr__join_beat(&w->ls);
 	a(a_arg);
 	/* See mr__join_inline(): same worker, our frame on top. */
 	struct mr__lstack *ls = jb.ls;
-	if (unlikely(--ls->beat == 0)) {
-		mr__join_beat(ls);
-		ls = jb.ls;
-	}
 	if (likely(--ls->top >= ls->bot))
 		jb.fn(jb.arg);
 	else

@@ -1032,6 +1032,9 @@ static void park(struct mr__worker *w, bool (*done)(void *), void *arg)
 			next = other;
 		/* The counters: since when, before the state says PARKED. */
 		uint64_t since = mr__now_ns();
+		/* The next tree may be coarse: its first join looks at the
+		 * clock, and the countdown grows back if it is fine. */
+		w->beat_n = w->ls.beat = 1;
 		MR__STAT_ADD(w->st, parks, 1);
 		MR__STAT_SET(w->st, parked_since_ns, since);
 		scx_state(w, MR__SCX_PARKED);
@@ -1544,7 +1547,7 @@ mr_runtime_t *mr_runtime_create(const struct mr_config *cfg)
 		w->rt = rt;
 		w->st = &rt->metrics.recs[i];
 		w->idx = i;
-		w->ls.beat = MR__BEAT_JOINS;
+		w->ls.beat = w->beat_n = 1; /* grows to suit (join.c) */
 		atomic_init(&w->tnext, -1);
 		w->rng = 0x9E3779B97F4A7C15ull * (i + 1) ^ (uint64_t)(uintptr_t)rt;
 		if (!w->rng)

@@ -6,7 +6,9 @@
 # merge sort, an unbalanced tree and a recursive matrix multiply, each
 # sequential, at 1 worker (pinned to CPU 0 like the sequential run) and at
 # 2 workers, without and with a hand-written cut-off, interleaved in one
-# process (join.c explains the table). Then the heartbeat sweep: fib and
+# process (join.c explains the table). Then what a timer-thread heartbeat
+# costs against the cycle counter Moirai reads (tick.c), and the heartbeat
+# sweep: fib and
 # the unbalanced tree with MOIRAI_BEAT_US = 20, 50 and 100. Then rayon::join
 # on the same fib, when the rayon benchmark of tools/bench/run.sh has been
 # built (BUILD_DIR/bench/bench_rayon), interleaved with Moirai's and the
@@ -55,6 +57,8 @@ build() {
 }
 
 build bench_join "$BUILD/libmoirai.a" "$ROOT/include"
+"$CC" -O2 -g -std=gnu11 -Wall -Wextra "$HERE/tick.c" -o "$OUT/bench_tick" ||
+	die "building bench_tick failed"
 if [ -n "${JOIN_BASE:-}" ]; then
 	BASE=$(cd "$JOIN_BASE" && pwd) || die "no JOIN_BASE directory $JOIN_BASE"
 	BASE_ROOT=$(cd "$BASE/.." && pwd)
@@ -79,6 +83,10 @@ MD=$BUILD/bench/join.md
 		echo
 		"$OUT/bench_join_base" "$ROUNDS" 0
 	fi
+	echo "### A timer thread against the cycle counter (tick.c)"
+	echo
+	"$OUT/bench_tick"
+	echo
 	echo "### Heartbeat interval sweep ($SWEEP rounds each)"
 	echo
 	for us in 20 50 100; do
