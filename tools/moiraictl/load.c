@@ -431,7 +431,10 @@ static int check_kept_maps(struct bpf_object *obj)
  * After a failed load: the kfuncs the object refers to that the running
  * kernel's BTF does not have. libbpf names a missing strong kfunc itself; a
  * weak one resolves to nothing and the verifier then rejects the call with
- * a message that does not name it, so list them all.
+ * a message that does not name it, so list them all. The shapes of a
+ * reshaped kfunc (bpf/compat.bpf.h: <name>___mr, one per kernel generation)
+ * are not listed: all but one are missing on any kernel, and the wrapper
+ * stops the scheduler with a message naming the kfunc when none fits.
  */
 static void note_missing_kfuncs(struct bpf_object *obj)
 {
@@ -459,7 +462,7 @@ static void note_missing_kfuncs(struct bpf_object *obj)
 		if (!btf_is_func(t) || btf_vlen(t) == BTF_FUNC_STATIC)
 			continue;
 		name = btf__name_by_offset(btf, t->name_off);
-		if (!name || bpf_object__find_program_by_name(obj, name) ||
+		if (!name || strstr(name, "___") || bpf_object__find_program_by_name(obj, name) ||
 		    btf__find_by_name_kind(kernel, name, BTF_KIND_FUNC) >= 0)
 			continue;
 		w = snprintf(list + len, sizeof(list) - len, "%s%s", n ? ", " : "", name);
