@@ -243,6 +243,10 @@ vm-stage: $(MOIRAICTL) $(MRVM) $(BUILD)/examples/stats
 	cp tests/vm/run-all $(VM_STAGE)/run-all
 	cp tools/bench/vm/*.sh $(VM_STAGE)/bin/
 
+# The old kernel (tools/vm/fetch.sh old-kernel, the oldest series trixie-backports
+# has) runs the tests that show the scheduler loads and schedules there (the whole
+# suite runs on the lab's kernel); MOIRAI_VM_ARGS, when set, picks for both.
+VM_OLD_TESTS ?= smoke kfuncs 10-load 20-workers 30-unload 40-sigkill 50-stress 62-affinity 64-hotplug
 check-vm:
 	@./tools/vm/fetch.sh all; rc=$$?; \
 	if [ $$rc -eq 3 ]; then \
@@ -252,7 +256,9 @@ check-vm:
 	$(MAKE) vm-stage && \
 	. "$(VM_CACHE)/bpf/env" && BPFTOOL="$$BPFTOOL" ./tests/moiraictl_host.sh $(MOIRAICTL) && \
 	BPFTOOL="$$BPFTOOL" ./tests/metrics_host.sh $(MOIRAICTL) $(BUILD)/examples/stats && \
-	./tools/vm/check.sh $(BUILD) $(VM_STAGE)
+	./tools/vm/check.sh $(BUILD) $(VM_STAGE) && \
+	MOIRAI_VM_KERNEL=old MOIRAI_VM_ARGS="$${MOIRAI_VM_ARGS:-$(VM_OLD_TESTS)}" \
+		./tools/vm/check.sh $(BUILD) $(VM_STAGE)
 
 # The scheduler compiled against the BTF of the oldest and the newest kernel
 # the lab has (tools/vm/bpf-kernels.sh says which), each also without

@@ -200,4 +200,39 @@ static __always_inline void set_vtime(struct task_struct *p, u64 vtime)
 		p->scx.dsq_vtime = vtime;
 }
 
+/* ---- what this kernel bound ---------------------------------------------- */
+
+/* enum moirai_kfunc -> shape (moirai_shared.h); ops.init fills it and the
+ * loader prints it, so a run on a new kernel says which shapes it used. */
+SEC(".data.kfuncs") u8 kfunc_shapes[MOIRAI_KF_NR] = {};
+
+static __always_inline void compat_record(void)
+{
+	if (bpf_ksym_exists(scx_bpf_dsq_insert___v2___mr))
+		kfunc_shapes[MOIRAI_KF_INSERT] = 3;
+	else if (bpf_ksym_exists(scx_bpf_dsq_insert___mr))
+		kfunc_shapes[MOIRAI_KF_INSERT] = 2;
+	else if (bpf_ksym_exists(scx_bpf_dispatch___mr))
+		kfunc_shapes[MOIRAI_KF_INSERT] = 1;
+
+	if (bpf_ksym_exists(__scx_bpf_dsq_insert_vtime___mr))
+		kfunc_shapes[MOIRAI_KF_INSERT_VTIME] = 3;
+	else if (bpf_ksym_exists(scx_bpf_dsq_insert_vtime___mr))
+		kfunc_shapes[MOIRAI_KF_INSERT_VTIME] = 2;
+	else if (bpf_ksym_exists(scx_bpf_dispatch_vtime___mr))
+		kfunc_shapes[MOIRAI_KF_INSERT_VTIME] = 1;
+
+	if (bpf_ksym_exists(scx_bpf_dsq_move_to_local___v2___mr))
+		kfunc_shapes[MOIRAI_KF_MOVE_TO_LOCAL] = 3;
+	else if (bpf_ksym_exists(scx_bpf_dsq_move_to_local___mr))
+		kfunc_shapes[MOIRAI_KF_MOVE_TO_LOCAL] = 2;
+	else if (bpf_ksym_exists(scx_bpf_consume___mr))
+		kfunc_shapes[MOIRAI_KF_MOVE_TO_LOCAL] = 1;
+
+	if (bpf_ksym_exists(scx_bpf_task_set_dsq_vtime___mr))
+		kfunc_shapes[MOIRAI_KF_SET_VTIME] = 2;
+	else
+		kfunc_shapes[MOIRAI_KF_SET_VTIME] = 1;
+}
+
 #endif /* MOIRAI_COMPAT_BPF_H */

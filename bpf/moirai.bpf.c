@@ -987,6 +987,7 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(moirai_init)
 	u32 i;
 	s32 err;
 
+	compat_record();
 	if (nn == 0 || nn > MOIRAI_MAX_NODES) {
 		scx_error("moirai: bad node count %u", nn);
 		return -22; /* EINVAL */

@@ -751,6 +751,39 @@ static void print_dump(const struct sched *s, FILE *f)
 		fprintf(f, "moirai: (the dump was cut at %d bytes)\n", MOIRAI_EXIT_DUMP_LEN);
 }
 
+/*
+ * Which shape of each reshaped kfunc this kernel bound (ops.init records
+ * it in .data.kfuncs: moirai_shared.h, bpf/compat.bpf.h), one line on
+ * stdout: the VM tests check it on each kernel they boot.
+ */
+static void print_kfuncs(const struct sched *s)
+{
+	static const char *const names[MOIRAI_KF_NR][4] = {
+		[MOIRAI_KF_INSERT] = { NULL, "scx_bpf_dispatch", "scx_bpf_dsq_insert",
+				       "scx_bpf_dsq_insert___v2" },
+		[MOIRAI_KF_INSERT_VTIME] = { NULL, "scx_bpf_dispatch_vtime",
+					     "scx_bpf_dsq_insert_vtime",
+					     "__scx_bpf_dsq_insert_vtime" },
+		[MOIRAI_KF_MOVE_TO_LOCAL] = { NULL, "scx_bpf_consume", "scx_bpf_dsq_move_to_local",
+					      "scx_bpf_dsq_move_to_local___v2" },
+		[MOIRAI_KF_SET_VTIME] = { NULL, "p->scx.dsq_vtime=",
+					  "scx_bpf_task_set_dsq_vtime" },
+	};
+	struct bpf_map *map = bpf_object__find_map_by_name(s->obj, ".data.kfuncs");
+	unsigned char shape[64];
+	__u32 key = 0;
+
+	if (!map || bpf_map__value_size(map) < MOIRAI_KF_NR ||
+	    bpf_map__value_size(map) > sizeof(shape) ||
+	    bpf_map_lookup_elem(bpf_map__fd(map), &key, shape) < 0)
+		return;
+	printf("moirai: kernel kfuncs:");
+	for (int k = 0; k < MOIRAI_KF_NR; k++)
+		printf(" %s", shape[k] < 4 && names[k][shape[k]] ? names[k][shape[k]] : "(none)");
+	printf("\n");
+	fflush(stdout);
+}
+
 static void sched_close(struct sched *s)
 {
 	if (s->link) {
@@ -884,6 +917,7 @@ static int sched_open(const struct mc_load_opts *opts, struct sched *s)
 	 * which nothing updates.
 	 */
 	pin_stats(s->obj);
+	print_kfuncs(s);
 	sweep_stale(s);
 	/* register before meta's version: a runtime that sees the version
 	 * finds the program. */
