@@ -246,7 +246,8 @@ vm-stage: $(MOIRAICTL) $(MRVM) $(BUILD)/examples/stats
 # The old kernel (tools/vm/fetch.sh old-kernel, the oldest series trixie-backports
 # has) runs the tests that show the scheduler loads and schedules there (the whole
 # suite runs on the lab's kernel); MOIRAI_VM_ARGS, when set, picks for both.
-VM_OLD_TESTS ?= smoke kfuncs 10-load 20-workers 30-unload 40-sigkill 50-stress 62-affinity 64-hotplug
+VM_OLD_TESTS ?= smoke kfuncs 10-load 20-workers 30-unload 40-sigkill 50-stress 60-numa 62-affinity \
+	64-hotplug
 check-vm:
 	@./tools/vm/fetch.sh all; rc=$$?; \
 	if [ $$rc -eq 3 ]; then \
