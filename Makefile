@@ -12,6 +12,7 @@
 #                      sched_ext benchmark in the VM
 #   make moiraictl     the sched_ext scheduler (bpf/) and its loader tools/moiraictl
 #   make check-vm      the VM suite alone: boots a sched_ext kernel under qemu (tools/vm)
+#   make check-bpf-kernels  the scheduler compiled against the oldest and newest kernel's BTF
 #   make install PREFIX=/usr/local [DESTDIR=...]
 #
 # Variables: CC (gcc or clang-19), BUILD (output dir), SAN (asan | tsan: a
@@ -146,6 +147,7 @@ check:
 	$(MAKE) all BUILD=build/clang CC=clang-19
 	./tests/run.sh build/clang/tests quick
 	$(MAKE) check-aarch64
+	$(MAKE) check-bpf-kernels
 	$(MAKE) check-vm
 	@echo "make check: all suites passed"
 
@@ -200,7 +202,7 @@ VM_STAGE := $(BUILD)/vm/stage
 BPF_CFLAGS := -target bpf -D__TARGET_ARCH_x86 -O2 -g -mcpu=v3 -Wall -Werror \
 	-Wno-missing-declarations -I$(BUILD)/bpf -Ibpf $(LIBBPF_CFLAGS)
 
-.PHONY: moiraictl vm-fetch vm-stage check-vm bench-vm
+.PHONY: moiraictl vm-fetch vm-stage check-vm check-bpf-kernels bench-vm
 vm-fetch:
 	./tools/vm/fetch.sh all
 
@@ -208,7 +210,7 @@ $(BUILD)/bpf/vmlinux.h: tools/vm/vmlinux-h.sh
 	@mkdir -p $(dir $@)
 	./tools/vm/vmlinux-h.sh $@
 
-$(BPF_OBJ): bpf/moirai.bpf.c bpf/moirai_shared.h $(BUILD)/bpf/vmlinux.h
+$(BPF_OBJ): bpf/moirai.bpf.c bpf/moirai_shared.h bpf/compat.bpf.h $(BUILD)/bpf/vmlinux.h
 	@[ "$(Q)" ] && echo "  BPF     $@" || true
 	$(Q)clang-19 $(BPF_CFLAGS) -c $< -o $@
 
@@ -241,6 +243,11 @@ vm-stage: $(MOIRAICTL) $(MRVM) $(BUILD)/examples/stats
 	cp tests/vm/run-all $(VM_STAGE)/run-all
 	cp tools/bench/vm/*.sh $(VM_STAGE)/bin/
 
+# The old kernel (tools/vm/fetch.sh old-kernel, the oldest series trixie-backports
+# has) runs the tests that show the scheduler loads and schedules there (the whole
+# suite runs on the lab's kernel); MOIRAI_VM_ARGS, when set, picks for both.
+VM_OLD_TESTS ?= smoke kfuncs 10-load 20-workers 30-unload 40-sigkill 50-stress 60-numa 62-affinity \
+	64-hotplug
 check-vm:
 	@./tools/vm/fetch.sh all; rc=$$?; \
 	if [ $$rc -eq 3 ]; then \
@@ -250,7 +257,19 @@ check-vm:
 	$(MAKE) vm-stage && \
 	. "$(VM_CACHE)/bpf/env" && BPFTOOL="$$BPFTOOL" ./tests/moiraictl_host.sh $(MOIRAICTL) && \
 	BPFTOOL="$$BPFTOOL" ./tests/metrics_host.sh $(MOIRAICTL) $(BUILD)/examples/stats && \
-	./tools/vm/check.sh $(BUILD) $(VM_STAGE)
+	./tools/vm/check.sh $(BUILD) $(VM_STAGE) && \
+	MOIRAI_VM_KERNEL=old MOIRAI_VM_ARGS="$${MOIRAI_VM_ARGS:-$(VM_OLD_TESTS)}" \
+		./tools/vm/check.sh $(BUILD) $(VM_STAGE)
+
+# The scheduler compiled against the BTF of the oldest and the newest kernel
+# the lab has (tools/vm/bpf-kernels.sh says which), each also without
+# vmlinux.h's kfunc declarations; the headers are cached in $(BUILD)/bpf/kernels.
+check-bpf-kernels:
+	@./tools/vm/bpf-kernels.sh $(BUILD) clang-19 $(BPF_CFLAGS); rc=$$?; \
+	if [ $$rc -eq 3 ]; then \
+		if [ "$(MOIRAI_VM_REQUIRED)" = 1 ]; then echo "bpf-kernels: FAIL: cannot fetch the kernels (MOIRAI_VM_REQUIRED=1)"; exit 1; fi; \
+		echo "bpf-kernels: SKIP: the kernels' BTF cannot be fetched (offline?)"; exit 0; \
+	fi; exit $$rc
 
 # The benchmark runs as the guest's only "test", in both TCG thread modes;
 # its tables end up in $(BUILD)/bench/sched.md.

@@ -60,11 +60,13 @@
  * reason and message when the scheduler stops, exit_dump the kernel's dump
  * of its state on an error exit (moiraictl prints them).
  *
- * Kernel compatibility: the dispatch kfuncs were renamed (scx_bpf_dispatch*
- * -> scx_bpf_dsq_insert*, scx_bpf_consume -> scx_bpf_dsq_move_to_local) and
- * writes to p->scx.{slice,dsq_vtime} gained kfuncs; every such call goes
- * through a wrapper below that uses whichever name the kernel has (weak
- * ksyms, resolved at load).
+ * Kernel compatibility: every kfunc is declared in compat.bpf.h, whatever
+ * vmlinux.h declares; the ones renamed or reshaped since 6.12 (insert,
+ * insert_vtime, move_to_local, set_vtime) go through its wrappers, which
+ * call the newest shape the running kernel has (weak ksyms, resolved at
+ * load). `make check-bpf-kernels` compiles this file against the BTF of the
+ * oldest and the newest kernel the VM lab runs, and without any kfunc
+ * declarations from vmlinux.h.
  *
  * When it behaves badly. A worker woken with no idle CPU on its node scans
  * that node's CPUs (node_cpus) for one to preempt: linear in the node's
@@ -81,6 +83,7 @@
 #include <bpf/bpf_tracing.h>
 
 #include "moirai_shared.h"
+#include "compat.bpf.h"
 
 char _license[] SEC("license") = "GPL";
 
@@ -92,36 +95,6 @@ char _license[] SEC("license") = "GPL";
 
 #define BPF_STRUCT_OPS(name, args...) SEC("struct_ops/" #name) BPF_PROG(name, ##args)
 #define BPF_STRUCT_OPS_SLEEPABLE(name, args...) SEC("struct_ops.s/" #name) BPF_PROG(name, ##args)
-
-/* scx_bpf_error("fmt", args...): stop the scheduler with a formatted message. */
-#define scx_error(fmt, args...)                                                          \
-	({                                                                               \
-		static char ___fmt[] = fmt;                                              \
-		unsigned long long ___param[___bpf_narg(args)];                          \
-		_Pragma("GCC diagnostic push")                                           \
-		_Pragma("GCC diagnostic ignored \"-Wint-conversion\"")                   \
-		___bpf_fill(___param, args);                                             \
-		_Pragma("GCC diagnostic pop")                                            \
-		scx_bpf_error_bstr(___fmt, ___param, sizeof(___param));                  \
-	})
-
-/* scx_bpf_exit(code, "fmt", args...): stop the scheduler (not as an error). */
-#define scx_exit(code, fmt, args...)                                                     \
-	({                                                                               \
-		static char ___fmt[] = fmt;                                              \
-		unsigned long long ___param[___bpf_narg(args)];                          \
-		_Pragma("GCC diagnostic push")                                           \
-		_Pragma("GCC diagnostic ignored \"-Wint-conversion\"")                   \
-		___bpf_fill(___param, args);                                             \
-		_Pragma("GCC diagnostic pop")                                            \
-		scx_bpf_exit_bstr(code, ___fmt, ___param, sizeof(___param));             \
-	})
-
-/* Names older kernels have (newer vmlinux.h no longer declares them). */
-void scx_bpf_dispatch(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags) __ksym __weak;
-void scx_bpf_dispatch_vtime(struct task_struct *p, u64 dsq_id, u64 slice, u64 vtime,
-			    u64 enq_flags) __ksym __weak;
-bool scx_bpf_consume(u64 dsq_id) __ksym __weak;
 
 /* ---- configuration (set by the loader before load) ---------------------- */
 
@@ -268,40 +241,6 @@ u64 vtime_now;
 u16 node_cpus[MOIRAI_MAX_CPUS];
 u32 node_first[MOIRAI_MAX_NODES + 1];
 u32 node_fill[MOIRAI_MAX_NODES]; /* init()'s scratch */
-
-/* ---- kfunc wrappers ------------------------------------------------------ */
-
-static __always_inline void insert(struct task_struct *p, u64 dsq, u64 slice, u64 flags)
-{
-	if (bpf_ksym_exists(scx_bpf_dsq_insert))
-		scx_bpf_dsq_insert(p, dsq, slice, flags);
-	else
-		scx_bpf_dispatch(p, dsq, slice, flags);
-}
-
-static __always_inline void insert_vtime(struct task_struct *p, u64 dsq, u64 slice, u64 vtime,
-					 u64 flags)
-{
-	if (bpf_ksym_exists(scx_bpf_dsq_insert_vtime))
-		scx_bpf_dsq_insert_vtime(p, dsq, slice, vtime, flags);
-	else
-		scx_bpf_dispatch_vtime(p, dsq, slice, vtime, flags);
-}
-
-static __always_inline bool move_to_local(u64 dsq)
-{
-	if (bpf_ksym_exists(scx_bpf_dsq_move_to_local))
-		return scx_bpf_dsq_move_to_local(dsq);
-	return scx_bpf_consume(dsq);
-}
-
-static __always_inline void set_vtime(struct task_struct *p, u64 vtime)
-{
-	if (bpf_ksym_exists(scx_bpf_task_set_dsq_vtime))
-		scx_bpf_task_set_dsq_vtime(p, vtime);
-	else
-		p->scx.dsq_vtime = vtime;
-}
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -1048,6 +987,7 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(moirai_init)
 	u32 i;
 	s32 err;
 
+	compat_record();
 	if (nn == 0 || nn > MOIRAI_MAX_NODES) {
 		scx_error("moirai: bad node count %u", nn);
 		return -22; /* EINVAL */

@@ -186,4 +186,21 @@ struct moirai_exit_dump {
 	char text[MOIRAI_EXIT_DUMP_LEN];
 };
 
+/*
+ * kfunc_shapes (the scheduler's ".data.kfuncs" section, not a pinned map):
+ * which shape of each reshaped kfunc the running kernel bound
+ * (bpf/compat.bpf.h), one byte per kfunc, written by ops.init and printed by
+ * `moiraictl load`. 0: none fits; else the kernel generation of the shape:
+ * 1 its 6.12 form, 2 the 6.13 renaming, 3 the form of 6.19 (insert,
+ * insert_vtime) or 7.1 (move_to_local). For set_vtime 1 is a plain write of
+ * p->scx.dsq_vtime, 2 the 6.19 kfunc.
+ */
+enum moirai_kfunc {
+	MOIRAI_KF_INSERT,
+	MOIRAI_KF_INSERT_VTIME,
+	MOIRAI_KF_MOVE_TO_LOCAL,
+	MOIRAI_KF_SET_VTIME,
+	MOIRAI_KF_NR
+};
+
 #endif /* MOIRAI_SHARED_H */

@@ -431,7 +431,10 @@ static int check_kept_maps(struct bpf_object *obj)
  * After a failed load: the kfuncs the object refers to that the running
  * kernel's BTF does not have. libbpf names a missing strong kfunc itself; a
  * weak one resolves to nothing and the verifier then rejects the call with
- * a message that does not name it, so list them all.
+ * a message that does not name it, so list them all. The shapes of a
+ * reshaped kfunc (bpf/compat.bpf.h: <name>___mr, one per kernel generation)
+ * are not listed: all but one are missing on any kernel, and the wrapper
+ * stops the scheduler with a message naming the kfunc when none fits.
  */
 static void note_missing_kfuncs(struct bpf_object *obj)
 {
@@ -459,7 +462,7 @@ static void note_missing_kfuncs(struct bpf_object *obj)
 		if (!btf_is_func(t) || btf_vlen(t) == BTF_FUNC_STATIC)
 			continue;
 		name = btf__name_by_offset(btf, t->name_off);
-		if (!name || bpf_object__find_program_by_name(obj, name) ||
+		if (!name || strstr(name, "___") || bpf_object__find_program_by_name(obj, name) ||
 		    btf__find_by_name_kind(kernel, name, BTF_KIND_FUNC) >= 0)
 			continue;
 		w = snprintf(list + len, sizeof(list) - len, "%s%s", n ? ", " : "", name);
@@ -748,6 +751,39 @@ static void print_dump(const struct sched *s, FILE *f)
 		fprintf(f, "moirai: (the dump was cut at %d bytes)\n", MOIRAI_EXIT_DUMP_LEN);
 }
 
+/*
+ * Which shape of each reshaped kfunc this kernel bound (ops.init records
+ * it in .data.kfuncs: moirai_shared.h, bpf/compat.bpf.h), one line on
+ * stdout: the VM tests check it on each kernel they boot.
+ */
+static void print_kfuncs(const struct sched *s)
+{
+	static const char *const names[MOIRAI_KF_NR][4] = {
+		[MOIRAI_KF_INSERT] = { NULL, "scx_bpf_dispatch", "scx_bpf_dsq_insert",
+				       "scx_bpf_dsq_insert___v2" },
+		[MOIRAI_KF_INSERT_VTIME] = { NULL, "scx_bpf_dispatch_vtime",
+					     "scx_bpf_dsq_insert_vtime",
+					     "__scx_bpf_dsq_insert_vtime" },
+		[MOIRAI_KF_MOVE_TO_LOCAL] = { NULL, "scx_bpf_consume", "scx_bpf_dsq_move_to_local",
+					      "scx_bpf_dsq_move_to_local___v2" },
+		[MOIRAI_KF_SET_VTIME] = { NULL, "p->scx.dsq_vtime=",
+					  "scx_bpf_task_set_dsq_vtime" },
+	};
+	struct bpf_map *map = bpf_object__find_map_by_name(s->obj, ".data.kfuncs");
+	unsigned char shape[64];
+	__u32 key = 0;
+
+	if (!map || bpf_map__value_size(map) < MOIRAI_KF_NR ||
+	    bpf_map__value_size(map) > sizeof(shape) ||
+	    bpf_map_lookup_elem(bpf_map__fd(map), &key, shape) < 0)
+		return;
+	printf("moirai: kernel kfuncs:");
+	for (int k = 0; k < MOIRAI_KF_NR; k++)
+		printf(" %s", shape[k] < 4 && names[k][shape[k]] ? names[k][shape[k]] : "(none)");
+	printf("\n");
+	fflush(stdout);
+}
+
 static void sched_close(struct sched *s)
 {
 	if (s->link) {
@@ -881,6 +917,7 @@ static int sched_open(const struct mc_load_opts *opts, struct sched *s)
 	 * which nothing updates.
 	 */
 	pin_stats(s->obj);
+	print_kfuncs(s);
 	sweep_stale(s);
 	/* register before meta's version: a runtime that sees the version
 	 * finds the program. */

@@ -9,7 +9,8 @@
 #    The caller (the Makefile) puts the binaries under test there (and lists ELF tests in
 #    STAGE_DIR/tests/LIST, one per line).
 # 3. tools/vm/mkinitramfs.sh BUILD_DIR/vm/initramfs.cpio.gz STAGE_DIR
-# 4. tools/vm/run.sh BUILD_DIR/vm/initramfs.cpio.gz BUILD_DIR/vm/console.log, whose last
+# 4. tools/vm/run.sh BUILD_DIR/vm/initramfs.cpio.gz BUILD_DIR/vm/console.log (console-old.log
+#    with MOIRAI_VM_KERNEL=old), whose last
 #    line is the summary "vm: P passed, F failed, S skipped".
 #
 # Environment:
@@ -20,6 +21,7 @@
 #                          e.g. "-t 120 smoke"); passed as moirai.args="..." (no quotes inside)
 #   MOIRAI_VM_APPEND       more kernel command-line words (e.g. loglevel=7)
 #   MOIRAI_VM_CACHE        the cache (default $HOME/.cache/moirai-vm)
+#   MOIRAI_VM_KERNEL       new (default) or old: which kernel boots (see tools/vm/run.sh)
 #
 # Exit codes: 0 passed, or skipped ("vm: SKIP <reason>") when the lab cannot run here and
 # MOIRAI_VM_REQUIRED is not 1; 1 failed; 2 bad usage.
@@ -79,4 +81,6 @@ fi
 if [ -n "${MOIRAI_VM_APPEND:-}" ]; then
 	set -- "$@" --append "$MOIRAI_VM_APPEND"
 fi
-step "$here/run.sh" "$@" "$build/vm/initramfs.cpio.gz" "$build/vm/console.log"
+log=$build/vm/console.log
+[ "${MOIRAI_VM_KERNEL:-new}" = old ] && log=$build/vm/console-old.log
+step "$here/run.sh" "$@" "$build/vm/initramfs.cpio.gz" "$log"

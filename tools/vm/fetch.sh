@@ -1,7 +1,7 @@
 #!/bin/sh
 # tools/vm/fetch.sh - fill the VM lab's cache: a kernel with sched_ext, libbpf and bpftool.
 #
-# Usage: tools/vm/fetch.sh [kernel|bpf|all|mirror]        (default: all)
+# Usage: tools/vm/fetch.sh [kernel|old-kernel|bpf|all|mirror]   (default: all)
 #
 # The cache is ${MOIRAI_VM_CACHE:-$HOME/.cache/moirai-vm}, outside the repository.
 # Packages come from Debian's backports through a private apt setup kept in the cache
@@ -30,6 +30,17 @@
 #             $CACHE/kernel/config    its .config
 #             $CACHE/kernel/version   e.g. "7.3.4+deb13-cloud-amd64"
 #           Only those files are kept (the modules in linux-base are never unpacked).
+#   old-kernel  the oldest kernel series trixie-backports has (newest patch release of it),
+#           or the series MOIRAI_VM_OLD_KERNEL names (e.g. 6.19): the other kernel the
+#           scheduler is built against (make check-bpf-kernels) and booted on (make
+#           check-vm-old). Its linux-base (the config) is often gone from the archive, so
+#           sched_ext is checked in its BTF (struct sched_ext_ops) instead. Gives
+#             $CACHE/kernel-old/vmlinuz   bzImage
+#             $CACHE/kernel-old/btf       its raw BTF (the .BTF section, ~5 MB; the
+#                                         60 MB vmlinux is not kept)
+#             $CACHE/kernel-old/version   e.g. "6.19.14+deb13-cloud-amd64"
+#           Not part of `all`. Debian's 6.12 kernels (trixie, bookworm-backports) are built
+#           without CONFIG_SCHED_CLASS_EXT, so none of them can serve.
 #   bpf     libbpf-dev + libbpf1 (>= 1.4) and bpftool 7.5.x from bookworm-backports,
 #           unpacked in $CACHE/bpf/root (usr/include/bpf/libbpf.h,
 #           usr/lib/x86_64-linux-gnu/libbpf.a, usr/sbin/bpftool), and
@@ -52,7 +63,7 @@ usage() { sed -n '2,/^set -eu/{/^#/s/^# \{0,1\}//p}' "$0"; }
 
 what=${1:-all}
 case $what in
-kernel | bpf | all | mirror) ;;
+kernel | old-kernel | bpf | all | mirror) ;;
 -h | --help) usage; exit 0 ;;
 *) usage >&2; exit 1 ;;
 esac
@@ -244,13 +255,8 @@ fetch_kernel() {
 				"$out/config" || echo absent)); cannot use it"
 	done
 	echo "$ver" >"$out/version"
-	# The bzImage carries the kernel as a zstd frame: find its magic, decompress, check.
-	# shellcheck disable=SC2013 # offsets are numbers
-	for off in $(LC_ALL=C grep -obUaP '\x28\xb5\x2f\xfd' "$out/vmlinuz" | cut -d: -f1); do
-		tail -c +$((off + 1)) "$out/vmlinuz" | zstdcat -q --long=31 >"$out/vmlinux" 2>/dev/null || true
-		is_elf "$out/vmlinux" && break
-	done
-	is_elf "$out/vmlinux" || vm_die "no zstd-compressed ELF found in the vmlinuz of $ver"
+	unzstd_vmlinux "$out/vmlinuz" "$out/vmlinux" ||
+		vm_die "no zstd-compressed ELF found in the vmlinuz of $ver"
 	readelf -S "$out/vmlinux" | grep -q '\.BTF' || vm_die "vmlinux of $ver has no .BTF section"
 	touch "$out/.complete"
 	rm -rf "$VM_CACHE/kernel"
@@ -258,6 +264,72 @@ fetch_kernel() {
 	rm -rf "$tmp"
 	tmp=""
 	vm_say "kernel $ver: $VM_CACHE/kernel/{vmlinuz,vmlinux,config,version}"
+}
+
+# unzstd_vmlinux VMLINUZ OUT: the ELF kernel inside a bzImage (a zstd frame: find its
+# magic, decompress, check).
+unzstd_vmlinux() {
+	# shellcheck disable=SC2013 # offsets are numbers
+	for off in $(LC_ALL=C grep -obUaP '\x28\xb5\x2f\xfd' "$1" | cut -d: -f1); do
+		tail -c +$((off + 1)) "$1" | zstdcat -q --long=31 >"$2" 2>/dev/null || true
+		is_elf "$2" && return 0
+	done
+	return 1
+}
+
+old_kernel_complete() {
+	for f in vmlinuz btf version; do
+		[ -s "$VM_CACHE/kernel-old/$f" ] || return 1
+	done
+	[ -e "$VM_CACHE/kernel-old/.complete" ]
+}
+
+fetch_old_kernel() {
+	if old_kernel_complete && [ "$REFRESH" != 1 ] &&
+		case $(cat "$VM_CACHE/kernel-old/version") in
+		"${MOIRAI_VM_OLD_KERNEL:-}"*) true ;;
+		*) false ;;
+		esac; then
+		return 0
+	fi
+	vm_need zstd binutils
+	fetch_bpf
+	# shellcheck source=/dev/null
+	. "$VM_CACHE/bpf/env"
+	apt_update
+	vers=$(papt apt-cache pkgnames linux-binary- |
+		sed -n 's/^linux-binary-\([0-9][0-9.]*+deb13-cloud-amd64\)$/\1/p' | sort -V)
+	series=${MOIRAI_VM_OLD_KERNEL:-$(echo "$vers" | head -n 1 | cut -d. -f1-2)}
+	ver=$(echo "$vers" | grep "^${series}[.+]" | tail -n 1)
+	[ -n "$ver" ] || vm_skip "trixie-backports has no linux-binary-${series}.*+deb13-cloud-amd64"
+	if old_kernel_complete && [ "$(cat "$VM_CACHE/kernel-old/version")" = "$ver" ]; then
+		vm_say "old kernel $ver is the newest of its series; cache unchanged"
+		return 0
+	fi
+	vm_say "fetching the old kernel $ver"
+	tmp=$(mktemp -d "$VM_CACHE/tmp.XXXXXX")
+	download "$tmp" "linux-binary-$ver"
+	out=$tmp/kernel-old
+	mkdir -p "$out"
+	deb_member "$tmp"/linux-binary-*.deb "*vmlinuz*" "$out/vmlinuz"
+	rm -f "$tmp"/*.deb
+	unzstd_vmlinux "$out/vmlinuz" "$tmp/vmlinux" ||
+		vm_die "no zstd-compressed ELF found in the vmlinuz of $ver"
+	if ! objcopy -O binary --only-section=.BTF "$tmp/vmlinux" "$out/btf" 2>/dev/null ||
+		[ ! -s "$out/btf" ]; then
+		vm_die "vmlinux of $ver has no .BTF section"
+	fi
+	rm -f "$tmp/vmlinux"
+	# No config to read: sched_ext's ops type in the BTF says CONFIG_SCHED_CLASS_EXT=y.
+	"$BPFTOOL" btf dump file "$out/btf" format raw | grep -q "STRUCT 'sched_ext_ops'" ||
+		vm_die "kernel $ver has no sched_ext (no sched_ext_ops in its BTF); cannot use it"
+	echo "$ver" >"$out/version"
+	touch "$out/.complete"
+	rm -rf "$VM_CACHE/kernel-old"
+	mv "$out" "$VM_CACHE/kernel-old"
+	rm -rf "$tmp"
+	tmp=""
+	vm_say "old kernel $ver: $VM_CACHE/kernel-old/{vmlinuz,btf,version}"
 }
 
 # ---------------------------------------------------------------- bpf
@@ -352,6 +424,7 @@ mirror)
 	fi
 	;;
 kernel) fetch_kernel ;;
+old-kernel) fetch_old_kernel ;;
 bpf) fetch_bpf ;;
 all)
 	fetch_kernel

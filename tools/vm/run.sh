@@ -3,7 +3,8 @@
 #
 # Usage: tools/vm/run.sh [--timeout SECS] [--append "kernel args"] INITRAMFS [LOG]
 #
-# Boots $CACHE/kernel/vmlinuz (tools/vm/fetch.sh kernel; CACHE is
+# Boots $CACHE/kernel/vmlinuz (tools/vm/fetch.sh kernel; $CACHE/kernel-old with
+# MOIRAI_VM_KERNEL=old; CACHE is
 # ${MOIRAI_VM_CACHE:-$HOME/.cache/moirai-vm}) with qemu-system-x86_64 under TCG:
 # q35, -cpu max, 4 vCPUs as 2 sockets of 2 cores, 2G in two NUMA nodes (socket 0 = cpus
 # 0-1 = node 0, socket 1 = cpus 2-3 = node 1, 1G each), no NIC, -nographic -no-reboot,
@@ -26,6 +27,9 @@
 #   MOIRAI_VM_TCG         single (default) or multi: TCG's thread mode
 #   MOIRAI_VM_TOPO        "CPUS NODES THREADS" (default "4 2 1"): e.g. "16 4 2" for 16
 #                         vCPUs in 4 nodes of 2 SMT cores
+#   MOIRAI_VM_KERNEL      new (default): the lab's kernel, the newest trixie-backports has;
+#                         old: the oldest series it has (tools/vm/fetch.sh old-kernel,
+#                         $CACHE/kernel-old: 6.19 when this was written)
 #
 # The run passes when the log has "MOIRAI-VM-EXIT 0" (printed by the image's /init after
 # /moirai/run-all) and run-all's KTAP has no "not ok" line and as many results as its
@@ -70,8 +74,12 @@ log=${2:-${initramfs%.cpio.gz}.log}
 case $timeout in '' | *[!0-9]*) vm_die "--timeout wants whole seconds, not '$timeout'" ;; esac
 
 command -v qemu-system-x86_64 >/dev/null 2>&1 || vm_need qemu-system-x86
-"$here/fetch.sh" kernel
-kernel=$VM_CACHE/kernel/vmlinuz
+case ${MOIRAI_VM_KERNEL:-new} in
+new) kdir=$VM_CACHE/kernel; "$here/fetch.sh" kernel ;;
+old) kdir=$VM_CACHE/kernel-old; "$here/fetch.sh" old-kernel ;;
+*) vm_die "MOIRAI_VM_KERNEL is new or old, not '$MOIRAI_VM_KERNEL'" ;;
+esac
+kernel=$kdir/vmlinuz
 
 # shellcheck disable=SC2206,SC2054 # extra qemu words split at spaces; commas are qemu's
 # MOIRAI_VM_TOPO="CPUS NODES THREADS" (e.g. "16 4 2"): CPUS vCPUs in NODES
@@ -95,7 +103,7 @@ if [ "$shell" = 1 ]; then
 fi
 
 mkdir -p "$(dirname -- "$log")"
-vm_say "booting $(cat "$VM_CACHE/kernel/version") on $initramfs (timeout ${timeout} s, log $log)"
+vm_say "booting $(cat "$kdir/version") on $initramfs (timeout ${timeout} s, log $log)"
 start=$(date +%s%N)
 set +e
 # Carriage returns and the firmware's terminal escapes (reset, clear screen) are dropped.
