@@ -1854,18 +1854,23 @@ IO_TEST(handoff_stress)
 	if (backend_env)
 		SKIP("no hand-off on the epoll backend yet");
 	mr__io_handoff_ns = 0;
-	for (int i = 0; i < HS_FIBERS; i++)
-		ASSERT_EQ(pipe2(h.fds[i], O_CLOEXEC), 0);
-	in_fiber(3, hs_main, &h);
-	ASSERT_EQ(atomic_load(&h.bad), 0);
-	ASSERT_EQ(atomic_load(&h.reads), (long)HS_FIBERS * HS_ROUNDS);
-	printf("# %lu fibers readied by helpers\n", atomic_load(&mr__test_io_rescued));
-	if (!getenv("MOIRAI_IO_HANDOFF") || strcmp(getenv("MOIRAI_IO_HANDOFF"), "0") != 0)
-		ASSERT_GT(atomic_load(&mr__test_io_rescued), 0);
-	for (int i = 0; i < HS_FIBERS; i++) {
-		close(h.fds[i][0]);
-		close(h.fds[i][1]);
+	/* A run without a single hand-off (a slow sanitizer build, a busy
+	 * machine) proves nothing: run again, a few times at most. */
+	for (int run = 0; run < 5 && !atomic_load(&mr__test_io_rescued); run++) {
+		atomic_store(&h.done, 0);
+		atomic_store(&h.reads, 0);
+		for (int i = 0; i < HS_FIBERS; i++)
+			ASSERT_EQ(pipe2(h.fds[i], O_CLOEXEC), 0);
+		in_fiber(3, hs_main, &h);
+		ASSERT_EQ(atomic_load(&h.bad), 0);
+		ASSERT_EQ(atomic_load(&h.reads), (long)HS_FIBERS * HS_ROUNDS);
+		for (int i = 0; i < HS_FIBERS; i++) {
+			close(h.fds[i][0]);
+			close(h.fds[i][1]);
+		}
 	}
+	printf("# %lu fibers readied by helpers\n", atomic_load(&mr__test_io_rescued));
+	ASSERT_GT(atomic_load(&mr__test_io_rescued), 0);
 }
 
 TEST_HARNESS_MAIN
