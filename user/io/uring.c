@@ -155,9 +155,7 @@ static bool has_futex_op;
  * others may reap, with COOP_TASKRUN, 2 the same without COOP_TASKRUN
  * (an IPI per completion to a running owner; for measurements). */
 static int handoff_mode = 1;
-/* Test hook: fibers readied by a worker that is not their ring's owner
- * (relaxed: a count read after the fact). */
-_Atomic unsigned long mr__test_io_rescued;
+_Atomic unsigned long mr__test_io_rescued; /* backend.h */
 size_t mr__io_send_zc_min;
 /* Test hook: zero-copy notifications reaped, by every ring (relaxed: a
  * count read once the sends returned). */
@@ -341,6 +339,13 @@ static unsigned reap(struct mr__worker *self, struct mr__worker *w, struct ring 
 
 	if (head == tail)
 		return 0;
+	/* acquire: pairs with the owner's release of the SQ tail before each
+	 * io_uring_enter (ring_enter()), which follows the switch-out of every
+	 * fiber whose operation it submits. The kernel orders the completion
+	 * after the submission, but no checker sees that edge; this makes the
+	 * fibers' parked state visible to a helper in the language's terms. */
+	if (helper)
+		(void)atomic_load_explicit(r->sq_tail, memory_order_acquire);
 	for (; head != tail; head++) {
 		const struct io_uring_cqe *c = &r->cqes[head & r->cq_mask];
 		uint64_t ud = c->user_data;
