@@ -1748,8 +1748,6 @@ IO_TEST(busy_worker_hands_off_io)
 {
 	struct busy b = { 0 };
 
-	if (backend_env)
-		SKIP("no hand-off on the epoll backend yet");
 	ASSERT_EQ(pipe2(b.fds, O_CLOEXEC), 0);
 	in_fiber(2, busy_main, &b);
 	close(b.fds[0]);
@@ -1851,8 +1849,6 @@ IO_TEST(handoff_stress)
 {
 	static struct hs h;
 
-	if (backend_env)
-		SKIP("no hand-off on the epoll backend yet");
 	mr__io_handoff_ns = 0;
 	/* A run without a single hand-off (a slow sanitizer build, a busy
 	 * machine) proves nothing: run again, a few times at most. */
