@@ -1756,7 +1756,8 @@ IO_TEST(busy_worker_hands_off_io)
 
 /*
  * Stress: readers on many pipes, fed in rounds by a thread, on 3 workers,
- * one fiber spinning in slices of 3 ms, and the hand-off made eager
+ * one fiber spinning in slices (up to 20 ms, or until a helper took some
+ * fibers), and the hand-off made eager
  * (mr__io_handoff_ns = 0: any searching worker reaps any running worker's
  * ring), so helpers race the owners' own reaps all the time. Every read
  * must return its round's byte exactly once per round (no lost
@@ -1773,6 +1774,7 @@ struct hs {
 	int fds[HS_FIBERS][2];
 	_Atomic int done, bad;
 	_Atomic long reads;
+	int rounds;
 };
 
 struct hs_reader {
@@ -1785,7 +1787,7 @@ static void hs_read(void *arg)
 	struct hs_reader *r = arg;
 	struct hs *h = r->h;
 
-	for (int k = 0; k < HS_ROUNDS; k++) {
+	for (int k = 0; k < h->rounds; k++) {
 		unsigned char c;
 		if (mr_read(h->fds[r->i][0], &c, 1) != 1 || c != (unsigned char)k)
 			atomic_store(&h->bad, 1);
@@ -1799,11 +1801,14 @@ static void hs_spin(void *arg)
 
 	while (!atomic_load(&h->done)) {
 		struct timespec t0, t;
+		unsigned long seen = atomic_load(&mr__test_io_rescued);
+		/* A slice: until a helper took something (from us or not) or
+		 * 20 ms, whichever comes first. */
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		do
 			clock_gettime(CLOCK_MONOTONIC, &t);
-		while (!atomic_load(&h->done) &&
-		       (t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 3000000);
+		while (!atomic_load(&h->done) && atomic_load(&mr__test_io_rescued) == seen &&
+		       (t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 20000000);
 		mr_yield();
 	}
 }
@@ -1812,7 +1817,7 @@ static void *hs_feed(void *arg)
 {
 	struct hs *h = arg;
 
-	for (int k = 0; k < HS_ROUNDS; k++) {
+	for (int k = 0; k < h->rounds; k++) {
 		unsigned char c = (unsigned char)k;
 		for (int i = 0; i < HS_FIBERS; i++)
 			if (write(h->fds[i][1], &c, 1) != 1)
@@ -1851,15 +1856,19 @@ IO_TEST(handoff_stress)
 
 	mr__io_handoff_ns = 0;
 	/* A run without a single hand-off (a slow sanitizer build, a busy
-	 * machine) proves nothing: run again, a few times at most. */
-	for (int run = 0; run < 5 && !atomic_load(&mr__test_io_rescued); run++) {
+	 * machine) proves nothing: run again, 20 times at most (shorter runs
+	 * on sanitizer builds, MR_TEST_SCALE). */
+	h.rounds = (int)scaled(HS_ROUNDS);
+	if (h.rounds < 100)
+		h.rounds = 100;
+	for (int run = 0; run < 20 && !atomic_load(&mr__test_io_rescued); run++) {
 		atomic_store(&h.done, 0);
 		atomic_store(&h.reads, 0);
 		for (int i = 0; i < HS_FIBERS; i++)
 			ASSERT_EQ(pipe2(h.fds[i], O_CLOEXEC), 0);
 		in_fiber(3, hs_main, &h);
 		ASSERT_EQ(atomic_load(&h.bad), 0);
-		ASSERT_EQ(atomic_load(&h.reads), (long)HS_FIBERS * HS_ROUNDS);
+		ASSERT_EQ(atomic_load(&h.reads), (long)HS_FIBERS * h.rounds);
 		for (int i = 0; i < HS_FIBERS; i++) {
 			close(h.fds[i][0]);
 			close(h.fds[i][1]);
