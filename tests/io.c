@@ -1650,4 +1650,232 @@ IO_TEST(send_zc_cancel_canary)
 	zc_run(2, zc_cancel_main, &z, 65536);
 }
 
+/* ---- a worker busy in one long job hands its I/O on --------------------------------- */
+
+/*
+ * On 2 workers: a fiber parks in a pipe read on worker A's ring, then a
+ * fiber on A spins (a plain loop that never yields or joins) until the
+ * reader has run. A thread writes the pipe once the spin has started.
+ * The reader must resume on the other worker while A still spins; the
+ * spin gives up after BUSY_SPIN_S and fails the test (no time asserted).
+ * Before the hand-off, the reader's completion waited on A's ring until
+ * the spin ended: the test failed after BUSY_SPIN_S.
+ */
+#define BUSY_SPIN_S 10
+
+struct busy {
+	int fds[2];
+	_Atomic int started, resumed, spinning;
+	_Atomic int reader_idx, resumed_idx;
+};
+
+static void busy_reader(void *arg)
+{
+	struct busy *b = arg;
+	char c;
+
+	atomic_store(&b->reader_idx, mr_worker_index());
+	atomic_store(&b->started, 1);
+	ASSERT_EQ(mr_read(b->fds[0], &c, 1), 1);
+	atomic_store(&b->resumed_idx, mr_worker_index());
+	atomic_store(&b->resumed, 1);
+}
+
+static void *busy_writer(void *arg)
+{
+	struct busy *b = arg;
+
+	while (!atomic_load(&b->spinning))
+		usleep(100);
+	usleep(1000);
+	if (write(b->fds[1], "x", 1) != 1)
+		abort();
+	return NULL;
+}
+
+static void busy_main(void *arg)
+{
+	struct busy *b = arg;
+	MR_OPTS(mr_fiber_opts, o, .runtime = mr_runtime_current());
+
+	for (int attempt = 0; attempt < 1000; attempt++) {
+		atomic_store(&b->started, 0);
+		atomic_store(&b->resumed, 0);
+		mr_fiber_t *r = mr_go_opts(busy_reader, b, &o);
+		ASSERT_NONNULL(r);
+		while (!atomic_load(&b->started))
+			mr_yield();
+		/* Rounds of our worker's loop: each submits what its fibers
+		 * queued (only the owner submits). */
+		for (int i = 0; i < 16; i++)
+			mr_yield();
+		int me = mr_worker_index();
+		if (atomic_load(&b->reader_idx) != me || atomic_load(&b->resumed)) {
+			/* The other worker took the reader: again. */
+			if (!atomic_load(&b->resumed))
+				ASSERT_EQ(write(b->fds[1], "x", 1), 1);
+			ASSERT_EQ(mr_fiber_join(r), 0);
+			continue;
+		}
+		pthread_t th;
+		ASSERT_EQ(pthread_create(&th, NULL, busy_writer, b), 0);
+		atomic_store(&b->spinning, 1);
+		struct timespec t0, t;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		bool ran;
+		for (;;) {
+			ran = atomic_load(&b->resumed);
+			clock_gettime(CLOCK_MONOTONIC, &t);
+			if (ran || t.tv_sec - t0.tv_sec > BUSY_SPIN_S)
+				break;
+		}
+		int ridx = atomic_load(&b->resumed_idx);
+		if (ran)
+			printf("# resumed on worker %d after %.1f ms of spin (not asserted)\n", ridx,
+			       (double)(t.tv_sec - t0.tv_sec) * 1e3 + (double)(t.tv_nsec - t0.tv_nsec) / 1e6);
+		ASSERT_EQ(pthread_join(th, NULL), 0);
+		ASSERT_EQ(mr_fiber_join(r), 0);
+		if (!ran)
+			printf("# the reader did not run while its worker spun %d s\n", BUSY_SPIN_S);
+		ASSERT_TRUE(ran);
+		ASSERT_NE(ridx, me);
+		return;
+	}
+	SKIP("the reader never parked on the spinning worker");
+}
+
+IO_TEST(busy_worker_hands_off_io)
+{
+	struct busy b = { 0 };
+
+	ASSERT_EQ(pipe2(b.fds, O_CLOEXEC), 0);
+	in_fiber(2, busy_main, &b);
+	close(b.fds[0]);
+	close(b.fds[1]);
+}
+
+/*
+ * Stress: readers on many pipes, fed in rounds by a thread, on 3 workers,
+ * one fiber spinning in slices (up to 20 ms, or until a helper took some
+ * fibers), and the hand-off made eager
+ * (mr__io_handoff_ns = 0: any searching worker reaps any running worker's
+ * ring), so helpers race the owners' own reaps all the time. Every read
+ * must return its round's byte exactly once per round (no lost
+ * completion, no completion seen twice); a fiber resumed twice would
+ * crash. Hand-offs must have happened on the rings.
+ */
+#define HS_FIBERS 64
+#define HS_ROUNDS 1000
+
+extern uint64_t mr__io_handoff_ns;
+extern _Atomic unsigned long mr__test_io_rescued;
+
+struct hs {
+	int fds[HS_FIBERS][2];
+	_Atomic int done, bad;
+	_Atomic long reads;
+	int rounds;
+};
+
+struct hs_reader {
+	struct hs *h;
+	int i;
+};
+
+static void hs_read(void *arg)
+{
+	struct hs_reader *r = arg;
+	struct hs *h = r->h;
+
+	for (int k = 0; k < h->rounds; k++) {
+		unsigned char c;
+		if (mr_read(h->fds[r->i][0], &c, 1) != 1 || c != (unsigned char)k)
+			atomic_store(&h->bad, 1);
+		atomic_fetch_add(&h->reads, 1);
+	}
+}
+
+static void hs_spin(void *arg)
+{
+	struct hs *h = arg;
+
+	while (!atomic_load(&h->done)) {
+		struct timespec t0, t;
+		unsigned long seen = atomic_load(&mr__test_io_rescued);
+		/* A slice: until a helper took something (from us or not) or
+		 * 20 ms, whichever comes first. */
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		do
+			clock_gettime(CLOCK_MONOTONIC, &t);
+		while (!atomic_load(&h->done) && atomic_load(&mr__test_io_rescued) == seen &&
+		       (t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 20000000);
+		mr_yield();
+	}
+}
+
+static void *hs_feed(void *arg)
+{
+	struct hs *h = arg;
+
+	for (int k = 0; k < h->rounds; k++) {
+		unsigned char c = (unsigned char)k;
+		for (int i = 0; i < HS_FIBERS; i++)
+			if (write(h->fds[i][1], &c, 1) != 1)
+				abort();
+		usleep(500);
+	}
+	return NULL;
+}
+
+static void hs_main(void *arg)
+{
+	struct hs *h = arg;
+	MR_OPTS(mr_fiber_opts, o, .runtime = mr_runtime_current());
+	struct hs_reader rd[HS_FIBERS];
+	mr_fiber_t *f[HS_FIBERS];
+	pthread_t th;
+
+	mr_fiber_t *sp = mr_go_opts(hs_spin, h, &o);
+	ASSERT_NONNULL(sp);
+	for (int i = 0; i < HS_FIBERS; i++) {
+		rd[i] = (struct hs_reader){ h, i };
+		f[i] = mr_go_opts(hs_read, &rd[i], &o);
+		ASSERT_NONNULL(f[i]);
+	}
+	ASSERT_EQ(pthread_create(&th, NULL, hs_feed, h), 0);
+	for (int i = 0; i < HS_FIBERS; i++)
+		ASSERT_EQ(mr_fiber_join(f[i]), 0);
+	atomic_store(&h->done, 1);
+	ASSERT_EQ(mr_fiber_join(sp), 0);
+	ASSERT_EQ(pthread_join(th, NULL), 0);
+}
+
+IO_TEST(handoff_stress)
+{
+	static struct hs h;
+
+	mr__io_handoff_ns = 0;
+	/* A run without a single hand-off (a slow sanitizer build, a busy
+	 * machine) proves nothing: run again, 20 times at most (shorter runs
+	 * on sanitizer builds, MR_TEST_SCALE). */
+	h.rounds = (int)scaled(HS_ROUNDS);
+	if (h.rounds < 100)
+		h.rounds = 100;
+	for (int run = 0; run < 20 && !atomic_load(&mr__test_io_rescued); run++) {
+		atomic_store(&h.done, 0);
+		atomic_store(&h.reads, 0);
+		for (int i = 0; i < HS_FIBERS; i++)
+			ASSERT_EQ(pipe2(h.fds[i], O_CLOEXEC), 0);
+		in_fiber(3, hs_main, &h);
+		ASSERT_EQ(atomic_load(&h.bad), 0);
+		ASSERT_EQ(atomic_load(&h.reads), (long)HS_FIBERS * h.rounds);
+		for (int i = 0; i < HS_FIBERS; i++) {
+			close(h.fds[i][0]);
+			close(h.fds[i][1]);
+		}
+	}
+	printf("# %lu fibers readied by helpers\n", atomic_load(&mr__test_io_rescued));
+	ASSERT_GT(atomic_load(&mr__test_io_rescued), 0);
+}
+
 TEST_HARNESS_MAIN

@@ -67,6 +67,17 @@
  * is remembered and sent to the ordinary way. MOIRAI_IO_SEND_ZC is read
  * once, when the backend is chosen; MSG_DONTWAIT sends never use it.
  *
+ * A worker busy in one long job (a loop that neither joins nor yields)
+ * does not look at its ring or epoll until the job returns. Another worker
+ * of the runtime that finds it so for about 2 ms with operations in flight
+ * takes the completions (or ready fds) and runs those fibers itself. On
+ * io_uring the kernel posts a busy worker's completions at its next
+ * scheduler tick (4 ms at HZ=250), so such a fiber waits about that long,
+ * not the job's length. For this the rings are set up without
+ * DEFER_TASKRUN (with COOP_TASKRUN); MOIRAI_IO_HANDOFF=0, read once when
+ * the backend is chosen, turns the hand-off off and the rings back to
+ * DEFER_TASKRUN.
+ *
  * Buffers and structures passed in (iovecs, msghdrs, sockaddrs, paths)
  * must stay valid until the call returns; the kernel may read them at any
  * time before that (not only at submission).

@@ -86,6 +86,11 @@ int mr__io_uring_probe(void);
  */
 extern size_t mr__io_send_zc_min;
 
+/* Test hook: fibers readied by a worker other than the one whose ring or
+ * epoll they waited in (a hand-off), by both backends (uring.c). Relaxed:
+ * a count read after the fact. */
+extern _Atomic unsigned long mr__test_io_rescued;
+
 /*
  * r as the plain system call on the calling thread, blocking it. With a
  * deadline (>= 0), calls that wait for a peer first poll the fd up to the

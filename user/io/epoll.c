@@ -46,6 +46,20 @@
  * fence, load of `sleeping`). The state is freed when the runtime is
  * (fini), not when the worker exits: a waker may still be in wake().
  *
+ * Hand-off: epoll_wait on another thread's epoll instance is legal, so a
+ * worker that finds the owner stuck in one job (runtime.c io_handoff())
+ * polls it with rescue(): it takes the events into its own buffer, and
+ * readies the waiters (onto its own deque), expires deadlines and takes
+ * cancels as the owner would. The table, the heap and the lists are then
+ * shared: `lock` guards them. The owner takes it to queue a waiter and
+ * keeps it across its park, released in the park's commit once the fiber
+ * has switched out (an event may fire as soon as the fd is armed, and a
+ * helper must not ready a fiber that has not parked yet); it takes it in
+ * poll() with a try (a helper holding it polls for us) and in wait() after
+ * epoll_wait, around its events (ep->evs is the owner's: a helper uses a
+ * buffer on its stack). A helper leaves the eventfd alone (level
+ * triggered, it stays readable for the owner).
+ *
  * When it behaves badly:
  *  - A waker reads `sleeping` after it stored the token (wake()): a waker
  *    from outside the worker's runtime racing that runtime's destroy can
@@ -61,7 +75,9 @@
  *    other processes sharing the file see too; a regular file opened
  *    O_NONBLOCK by its user is read on the worker's thread.
  *  - A worker busy in one long job does not look at its epoll until the
- *    job returns, so its waiters wait that long, their deadlines too.
+ *    job returns, unless another worker of the runtime does it for it
+ *    (hand-off, below): about mr__io_handoff_ns after the owner's last
+ *    poll.
  *  - connect() on a Unix socket whose listener's backlog is full gives
  *    EAGAIN, and nothing says when there is room: the fiber sleeps and
  *    tries again (after 50 us, doubling up to 10 ms), so it may connect
@@ -122,7 +138,10 @@ struct ep {
 	struct waiter **heap; /* waiters with a deadline, nearest first */
 	uint32_t hn, hcap;
 	uint32_t nwaiters;
-	struct waiter *all; /* every waiter, for cancels (owner only) */
+	struct waiter *all; /* every waiter, for cancels */
+	/* Held to touch fds, heap, all and nwaiters (see hand-off above).
+	 * A leaf but for readying fibers and epoll_ctl. */
+	_Atomic uint32_t lock;
 	/* Cancel requests for waiters of this worker: the canceller marks
 	 * the waiter and counts here; the owner readies them. */
 	_Atomic uint32_t ncancel;
@@ -255,14 +274,16 @@ static void unlink_waiter(struct ep *ep, struct waiter *wt)
 
 /* Take wt off its fd and ready its fiber with revents (0: timed out).
  * The fiber's stack holds wt: once readied, it may run on a thief and
- * return, so wt is not touched after. */
+ * return, so wt is not touched after. With ep->lock held. */
 static void ready(struct ep *ep, struct waiter *wt, uint32_t revents)
 {
 	struct mr_fiber *f = wt->fiber;
+	struct mr__worker *self = mr__self();
 
 	unlink_waiter(ep, wt);
 	wt->revents = revents;
-	MR__STAT_ADD(wt->w->st, io_completed, 1);
+	/* The counters are their worker's to write: ours, if we help. */
+	MR__STAT_ADD(self ? self->st : wt->w->st, io_completed, 1);
 	MR_PROBE3(io_complete, wt->w->idx, f, revents);
 	mr__fiber_ready(f);
 }
@@ -322,18 +343,22 @@ static unsigned expire(struct ep *ep)
 	return readied;
 }
 
-static unsigned take_events(struct ep *ep, int n)
+/* The n events in evs (the owner's ep->evs, or a helper's, which leaves
+ * the eventfd to the owner). With ep->lock held. */
+static unsigned take_events(struct ep *ep, const struct epoll_event *evs, int n, bool owner)
 {
 	unsigned readied = 0;
 
 	for (int i = 0; i < n; i++) {
-		if (ep->evs[i].data.u64 == EFD_DATA) {
+		if (evs[i].data.u64 == EFD_DATA) {
 			uint64_t v;
+			if (!owner)
+				continue;
 			ssize_t r = read(ep->efd, &v, sizeof(v));
 			(void)r; /* EAGAIN: drained already */
 			continue;
 		}
-		readied += fd_event(ep, (int)ep->evs[i].data.u64, ep->evs[i].events);
+		readied += fd_event(ep, (int)evs[i].data.u64, evs[i].events);
 	}
 	return readied;
 }
@@ -367,7 +392,8 @@ static unsigned take_cancels(struct ep *ep)
 		next = wt->all_next;
 		if (atomic_load_explicit(&wt->cancel_req, memory_order_relaxed)) {
 			wt->cancelled = true;
-			MR__STAT_ADD(wt->w->st, io_cancelled, 1);
+			struct mr__worker *self = mr__self();
+			MR__STAT_ADD(self ? self->st : wt->w->st, io_cancelled, 1);
 			ready(ep, wt, 0);
 			readied++;
 		}
@@ -377,8 +403,9 @@ static unsigned take_cancels(struct ep *ep)
 
 /* ---- the worker's side (struct mr__io_ops) ------------------------------------ */
 
-/* Cancels, events and deadlines, without waiting; readies fibers. */
-static unsigned poll_ep(struct ep *ep)
+/* Cancels, events and deadlines, without waiting; readies fibers. With
+ * ep->lock held; evs: where the events go (ep->evs for the owner). */
+static unsigned poll_ep(struct ep *ep, struct epoll_event *evs, bool owner)
 {
 	unsigned readied = 0;
 
@@ -386,18 +413,48 @@ static unsigned poll_ep(struct ep *ep)
 		readied += take_cancels(ep);
 	if (!ep->nwaiters)
 		return readied;
-	int n = epoll_wait(ep->epfd, ep->evs, NEVENTS, 0);
+	int n = epoll_wait(ep->epfd, evs, NEVENTS, 0);
 	if (n > 0)
-		readied += take_events(ep, n);
+		readied += take_events(ep, evs, n, owner);
 	return readied + expire(ep);
+}
+
+static inline void bump_polls(struct mr__worker *w)
+{
+	/* Owner only, relaxed: see poll_ring() in uring.c. */
+	atomic_store_explicit(&w->io_polls, atomic_load_explicit(&w->io_polls, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
 }
 
 static bool epoll_poll(struct mr__worker *w)
 {
 	struct ep *ep = w->io;
-	unsigned readied = poll_ep(ep);
 
+	bump_polls(w);
+	if (!mr__spin_trylock(&ep->lock))
+		return false; /* a helper polls for us */
+	unsigned readied = poll_ep(ep, ep->evs, true);
 	set_inflight(w, ep);
+	mr__spin_unlock(&ep->lock);
+	return readied != 0;
+}
+
+/* Another worker `self` found w stuck in one job with waiters: poll w's
+ * epoll for it (see hand-off above). True if it readied fibers. */
+static bool epoll_rescue(struct mr__worker *w, struct mr__worker *self)
+{
+	struct ep *ep = w->io;
+	struct epoll_event evs[NEVENTS];
+
+	(void)self; /* ready() puts them on the calling thread's worker */
+	if (!mr__spin_trylock(&ep->lock))
+		return false;
+	unsigned readied = poll_ep(ep, evs, false);
+	if (readied) {
+		set_inflight(w, ep);
+		atomic_fetch_add_explicit(&mr__test_io_rescued, readied, memory_order_relaxed);
+	}
+	mr__spin_unlock(&ep->lock);
 	return readied != 0;
 }
 
@@ -437,29 +494,41 @@ static bool epoll_wait_op(struct mr__worker *w, int64_t deadline)
 {
 	struct ep *ep = w->io;
 
+	bump_polls(w);
 	/* seq_cst: see wait_cancel(). */
-	if (atomic_load_explicit(&ep->ncancel, memory_order_seq_cst) && take_cancels(ep))
-		return true; /* the count stays up until poll() */
+	if (atomic_load_explicit(&ep->ncancel, memory_order_seq_cst)) {
+		mr__spin_lock(&ep->lock);
+		unsigned n = take_cancels(ep);
+		mr__spin_unlock(&ep->lock);
+		if (n)
+			return true; /* the count stays up until poll() */
+	}
 	/* seq_cst, and the fence: against the waker's token store, fence,
 	 * load of `sleeping` (epoll_wake()). */
 	atomic_store_explicit(&ep->sleeping, 1, memory_order_seq_cst);
 	mr__fence_seq_cst();
 	if (atomic_load_explicit(&w->park, memory_order_relaxed) != MR__TOK_NONE) {
 		atomic_store_explicit(&ep->sleeping, 0, memory_order_relaxed);
-		unsigned readied = poll_ep(ep);
+		mr__spin_lock(&ep->lock);
+		unsigned readied = poll_ep(ep, ep->evs, true);
 		raise_inflight(w, ep);
+		mr__spin_unlock(&ep->lock);
 		return readied != 0;
 	}
 	/* No later than the nearest I/O deadline: it readies a fiber. */
+	mr__spin_lock(&ep->lock);
 	if (ep->hn && (deadline < 0 || ep->heap[0]->deadline < deadline))
 		deadline = ep->heap[0]->deadline;
+	mr__spin_unlock(&ep->lock);
 	int n = ep_wait(ep, deadline);
 	atomic_store_explicit(&ep->sleeping, 0, memory_order_relaxed);
 	if (n < 0 && n != -EINTR)
 		mr__die("epoll_wait", "%s", strerror(-n));
-	unsigned readied = n > 0 ? take_events(ep, n) : 0;
+	mr__spin_lock(&ep->lock);
+	unsigned readied = n > 0 ? take_events(ep, ep->evs, n, true) : 0;
 	readied += expire(ep);
 	raise_inflight(w, ep);
+	mr__spin_unlock(&ep->lock);
 	return readied != 0;
 }
 
@@ -496,6 +565,15 @@ static const struct mr__io_ops ops = {
     .fini = epoll_fini,
 };
 
+/* The same with the hand-off (unless MOIRAI_IO_HANDOFF=0, as for rings). */
+static const struct mr__io_ops ops_handoff = {
+    .poll = epoll_poll,
+    .wait = epoll_wait_op,
+    .wake = epoll_wake,
+    .rescue = epoll_rescue,
+    .fini = epoll_fini,
+};
+
 static int epoll_worker_init(struct mr__worker *w)
 {
 	struct ep *ep = calloc(1, sizeof(*ep));
@@ -522,7 +600,9 @@ static int epoll_worker_init(struct mr__worker *w)
 	w->io = ep;
 	/* release: a waker that loads io_ops (give_token()) sees w->io. */
 	MR__STAT_SET(w->st, io_backend, MR_IO_BACKEND_EPOLL);
-	atomic_store_explicit(&w->io_ops, &ops, memory_order_release);
+	const char *ho = getenv("MOIRAI_IO_HANDOFF");
+	atomic_store_explicit(&w->io_ops, ho && ho[0] == '0' ? &ops : &ops_handoff,
+			      memory_order_release);
 	return 0;
 }
 
@@ -530,8 +610,9 @@ static int epoll_worker_init(struct mr__worker *w)
 
 static bool parked(void *arg)
 {
-	(void)arg;
-	return true; /* only this worker readies the waiter, after the switch */
+	/* The fiber is off its stack: a helper may ready it from now on. */
+	mr__spin_unlock(&((struct ep *)arg)->lock);
+	return true;
 }
 
 /*
@@ -569,8 +650,6 @@ static int wait_fd(struct mr_fiber *f, int fd, uint32_t events, int64_t deadline
 	if (err)
 		return err;
 	struct ep *ep = w->io;
-	if ((err = table_fit(ep, fd)))
-		return err;
 	struct waiter wt = {
 	    .fiber = f, .fd = fd, .events = events, .deadline = deadline, .hidx = NO_HEAP, .w = w};
 	wt.cancel.fn = wait_cancel;
@@ -578,7 +657,10 @@ static int wait_fd(struct mr_fiber *f, int fd, uint32_t events, int64_t deadline
 		mr__cancel_disarm(f);
 		return mr__cancel_take(f);
 	}
-	if (deadline >= 0 && (err = heap_push(ep, &wt))) {
+	/* Held until we are parked (released by parked()): see hand-off. */
+	mr__spin_lock(&ep->lock);
+	if ((err = table_fit(ep, fd)) || (deadline >= 0 && (err = heap_push(ep, &wt)))) {
+		mr__spin_unlock(&ep->lock);
 		mr__cancel_disarm(f);
 		return err;
 	}
@@ -594,16 +676,21 @@ static int wait_fd(struct mr_fiber *f, int fd, uint32_t events, int64_t deadline
 	err = arm(ep, fd);
 	if (err) {
 		unlink_waiter(ep, &wt);
+		mr__spin_unlock(&ep->lock);
 		mr__cancel_disarm(f);
 		return err;
 	}
+	bool first = ep->nwaiters == 1;
 	set_inflight(w, ep);
 	MR__STAT_ADD(w->st, io_submitted, 1);
 	MR_PROBE3(io_submit, w->idx, events, fd);
 	mr__wait_note(MR__WAIT_IO, (const void *)(intptr_t)fd, deadline);
-	/* The worker readies us from poll() or wait(); w and ep are not ours
-	 * to touch after the park (we may resume on another worker). */
-	mr__fiber_park(parked, NULL, call);
+	if (first)
+		mr__io_watch_check(w); /* a worker parked meanwhile may not watch */
+	/* The worker (or a helper) readies us from poll() or wait(); w and ep
+	 * are not ours to touch after the park (we may resume on another
+	 * worker). */
+	mr__fiber_park(parked, ep, call);
 	mr__cancel_disarm(f);
 	if (wt.cancelled)
 		return mr__cancel_take(f);

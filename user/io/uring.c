@@ -38,14 +38,48 @@
  * when the packet loops back to the receiver, and the zero-copy send then
  * costs more than a copy (tools/bench/io/uring_ab.sh): hence off.
  *
+ * Hand-off (MOIRAI_IO_HANDOFF, on by default): a worker busy in one long
+ * job does not reap its ring until the job returns (or MR__IO_INTERVAL
+ * jobs or joins later). With DEFER_TASKRUN its completions are not even
+ * posted until then: only the owner, entering the kernel, runs the task
+ * work that posts them. So with hand-off the ring is set up WITHOUT
+ * DEFER_TASKRUN, with COOP_TASKRUN and TASKRUN_FLAG: the kernel queues
+ * the task work with TWA_SIGNAL_NO_IPI, which runs on the owner's next
+ * return to user space, and a thread busy in user code returns there at
+ * every scheduler tick (4 ms at HZ=250), so the completions reach the CQ
+ * ring while the job runs. (Without COOP_TASKRUN, TWA_SIGNAL adds an IPI
+ * per completion to a running owner: sooner, but every completion of a
+ * busy server pays it. Measured, MOIRAI_IO_HANDOFF=2 against 1: the
+ * hand-off test's reader ran after a median 4.1 ms of spin against
+ * 8.9 ms, but httpd -w 2 under wrk -t1 -c64 lost in 5 of 5 alternating
+ * runs, median 30.5k req/s, p99 21 ms against 35.6k, p99 12 ms.) The CQ ring is then plain shared memory that
+ * anyone may consume, and a per-ring lock, cqlock, says who does:
+ *  - the owner takes it to reap, to link an operation into `ops` and to
+ *    walk that list; in poll() only with a try (a helper that holds it is
+ *    reaping for us, and a poll that finds nothing loses nothing);
+ *  - another worker of the runtime that finds the owner stuck in one job
+ *    (runtime.c io_handoff()) tries it and reaps the ring's completions
+ *    with rescue(): the fibers whose operations are over are readied on
+ *    the helper's own deque and are ordinary runnable fibers from then on.
+ *    While the owner is in wait() (`waiting`, set and cleared under
+ *    cqlock), a helper stops at the futex wait's (or eventfd read's)
+ *    completion and leaves it, and everything after it, to the owner,
+ *    whose io_uring_enter counts on seeing it. Otherwise it takes it and
+ *    clears `armed` for the owner (a token that came with it is in the
+ *    park word, which the owner reads before it waits again).
+ * The owner still is the only submitter (SINGLE_ISSUER): a helper never
+ * enters the kernel on the ring, so an overflowed CQ waits for its owner.
+ * An op is linked and unlinked and its `left` counted down under cqlock
+ * only, so each operation's last completion is reaped once, and its fiber
+ * readied once, by whoever holds the lock.
+ *
  * When it behaves badly: on the eventfd path (kernels before 6.7), a waker
  * reads the ring's `sleeping` after it stored the token; a waker from
  * outside the worker's runtime (a group or join latch of another runtime)
  * racing that runtime's destroy can then read freed memory, a window the
- * futex wake's address had before (give_token()). A worker busy in one
- * long job does not reap its ring until the job returns (or
- * MR__IO_INTERVAL jobs or joins later), so its fibers' completions wait
- * that long; nothing else can reap them (the ring belongs to its thread).
+ * futex wake's address had before (give_token()). With hand-off off (or a
+ * kernel without COOP_TASKRUN's TASKRUN_FLAG that then has DEFER_TASKRUN
+ * only), a busy worker's fibers wait for its job to end.
  */
 #include <errno.h>
 #include <linux/io_uring.h>
@@ -84,13 +118,18 @@ struct ring {
 	struct io_uring_sqe *sqes;
 	struct io_uring_cqe *cqes;
 	uint32_t tail;	   /* entries filled up to here (published at enter) */
-	uint32_t inflight; /* completions still to come for operations */
+	uint32_t inflight; /* completions still to come for operations (cqlock) */
+	bool handoff;	   /* completions are posted without us: others may reap */
 	bool futex_op;	   /* the kernel has IORING_OP_FUTEX_WAIT */
 	bool armed;	   /* the futex wait (or eventfd read) is in flight */
+	bool waiting;	   /* the owner is in wait(), between its locks (cqlock) */
 	int efd;	   /* without futex_op: what wakers write */
 	uint64_t ebuf;
 	_Atomic uint32_t sleeping; /* without futex_op: asleep in the ring */
-	struct op *ops;		   /* operations in flight (owner only) */
+	struct op *ops;		   /* operations in flight (cqlock) */
+	/* Held to consume the CQ ring and to touch ops, inflight and an op's
+	 * left (see the top of the file). A leaf but for readying fibers. */
+	_Atomic uint32_t cqlock;
 	/* mr_fiber_cancel() requests for operations of this ring: the
 	 * canceller marks the op and counts here, the owner submits the
 	 * async cancels (only it may submit: SINGLE_ISSUER). */
@@ -115,6 +154,11 @@ struct op {
 
 /* Probed once per process (mr__io_uring_probe()). */
 static bool has_futex_op;
+/* MOIRAI_IO_HANDOFF: 0 off (DEFER_TASKRUN rings), 1 (default) rings that
+ * others may reap, with COOP_TASKRUN, 2 the same without COOP_TASKRUN
+ * (an IPI per completion to a running owner; for measurements). */
+static int handoff_mode = 1;
+_Atomic unsigned long mr__test_io_rescued; /* backend.h */
 size_t mr__io_send_zc_min;
 /* Test hook: zero-copy notifications reaped, by every ring (relaxed: a
  * count read once the sends returned). */
@@ -147,9 +191,21 @@ static void ring_unmap(struct ring *r)
 }
 
 /* Set up r with the best flags this kernel takes. 0 or -errno. */
-static int ring_init(struct ring *r, unsigned entries, unsigned cq_entries)
+static int ring_init(struct ring *r, unsigned entries, unsigned cq_entries, int handoff)
 {
-	static const uint32_t tries[] = {
+	static const uint32_t tries_handoff[] = {
+		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
+			IORING_SETUP_SUBMIT_ALL,
+		IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL,
+		IORING_SETUP_SUBMIT_ALL,
+		0,
+	};
+	static const uint32_t tries_ipi[] = {
+		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_SUBMIT_ALL,
+		IORING_SETUP_SUBMIT_ALL,
+		0,
+	};
+	static const uint32_t tries_defer[] = {
 		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
 			IORING_SETUP_SUBMIT_ALL,
 		IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
@@ -157,13 +213,17 @@ static int ring_init(struct ring *r, unsigned entries, unsigned cq_entries)
 		IORING_SETUP_SUBMIT_ALL,
 		0,
 	};
+	const uint32_t *tries = handoff == 1 ? tries_handoff : handoff == 2 ? tries_ipi : tries_defer;
+	size_t ntries = handoff == 1   ? sizeof(tries_handoff) / sizeof(tries_handoff[0])
+			: handoff == 2 ? sizeof(tries_ipi) / sizeof(tries_ipi[0])
+				       : sizeof(tries_defer) / sizeof(tries_defer[0]);
 	struct io_uring_params p;
 	int fd = -EINVAL;
 
 	memset(r, 0, sizeof(*r));
 	r->fd = -1;
 	r->efd = -1;
-	for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
+	for (size_t i = 0; i < ntries; i++) {
 		memset(&p, 0, sizeof(p));
 		p.flags = tries[i] | (cq_entries ? IORING_SETUP_CQSIZE : 0);
 		p.cq_entries = cq_entries;
@@ -175,6 +235,9 @@ static int ring_init(struct ring *r, unsigned entries, unsigned cq_entries)
 		return fd;
 	r->fd = fd;
 	r->setup = p.flags;
+	/* Without DEFER_TASKRUN the kernel posts completions on its own (at
+	 * the owner's next return to user space at the latest). */
+	r->handoff = handoff && !(p.flags & IORING_SETUP_DEFER_TASKRUN);
 	r->sq_len = p.sq_off.array + p.sq_entries * sizeof(uint32_t);
 	r->cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
 	if (p.features & IORING_FEAT_SINGLE_MMAP) {
@@ -261,11 +324,17 @@ static void raise_inflight(struct mr__worker *w, struct ring *r)
 		set_inflight(w, r);
 }
 
-/* Take the completions; ready each fiber whose operation is over. Returns
- * how many fibers it readied. */
-static unsigned reap(struct mr__worker *w, struct ring *r)
+/*
+ * Take the completions of w's ring r; ready each fiber whose operation is
+ * over (on the calling thread's worker `self`: w, or a helper). With
+ * cqlock held. A helper stops before the futex wait's or eventfd read's
+ * completion: the owner's wait() must see it. Returns how many fibers it
+ * readied.
+ */
+static unsigned reap(struct mr__worker *self, struct mr__worker *w, struct ring *r)
 {
-	/* relaxed: we are the only writer of the head; acquire on the tail:
+	bool helper = self != w;
+	/* relaxed: writers of the head hold cqlock; acquire on the tail:
 	 * pairs with the kernel's release, the entries are there. */
 	uint32_t head = atomic_load_explicit(r->cq_head, memory_order_relaxed);
 	uint32_t tail = atomic_load_explicit(r->cq_tail, memory_order_acquire);
@@ -273,12 +342,23 @@ static unsigned reap(struct mr__worker *w, struct ring *r)
 
 	if (head == tail)
 		return 0;
+	/* acquire: pairs with the owner's release of the SQ tail before each
+	 * io_uring_enter (ring_enter()), which follows the switch-out of every
+	 * fiber whose operation it submits. The kernel orders the completion
+	 * after the submission, but no checker sees that edge; this makes the
+	 * fibers' parked state visible to a helper in the language's terms. */
+	if (helper)
+		(void)atomic_load_explicit(r->sq_tail, memory_order_acquire);
 	for (; head != tail; head++) {
 		const struct io_uring_cqe *c = &r->cqes[head & r->cq_mask];
 		uint64_t ud = c->user_data;
 		int32_t res = c->res;
 
 		if (ud == UD_FUTEX || ud == UD_EVENTFD) {
+			/* The owner in wait() counts on finding this one
+			 * (its min_complete): leave it, and what follows. */
+			if (helper && r->waiting)
+				break;
 			r->armed = false;
 			continue;
 		}
@@ -307,7 +387,7 @@ static unsigned reap(struct mr__worker *w, struct ring *r)
 				r->ops = op->next;
 			if (op->next)
 				op->next->prev = op->prev;
-			MR__STAT_ADD(w->st, io_completed, 1);
+			MR__STAT_ADD(self->st, io_completed, 1);
 			MR_PROBE3(io_complete, w->idx, op->fiber, op->res);
 			mr__fiber_ready(op->fiber);
 			readied++;
@@ -315,7 +395,21 @@ static unsigned reap(struct mr__worker *w, struct ring *r)
 	}
 	/* release: the kernel may reuse the entries once it sees the head. */
 	atomic_store_explicit(r->cq_head, head, memory_order_release);
+	if (helper && readied)
+		atomic_fetch_add_explicit(&mr__test_io_rescued, readied, memory_order_relaxed);
 	return readied;
+}
+
+/* The owner's side of cqlock: a helper holds it only to reap (no system
+ * call), so a short spin. */
+static inline void cq_lock(struct ring *r)
+{
+	mr__spin_lock(&r->cqlock);
+}
+
+static inline void cq_unlock(struct ring *r)
+{
+	mr__spin_unlock(&r->cqlock);
 }
 
 /* n consecutive free entries at r->tail (zeroed); submits (and, when the
@@ -329,7 +423,9 @@ static struct io_uring_sqe *sqe_get(struct mr__worker *w, struct ring *r, unsign
 		int ret = ring_enter(r, 0, 0, NULL, 0);
 		if (ret == -EBUSY || ret == -EAGAIN) {
 			ring_enter(r, 0, IORING_ENTER_GETEVENTS, NULL, 0);
-			reap(w, r);
+			cq_lock(r);
+			reap(w, w, r);
+			cq_unlock(r);
 		} else if (ret < 0) {
 			mr__die("io_uring_enter", "%s", strerror(-ret));
 		}
@@ -441,8 +537,10 @@ static void cancel_ops(struct mr__worker *w, struct ring *r)
 
 	if (!atomic_exchange_explicit(&r->ncancel, 0, memory_order_seq_cst))
 		return;
+	cq_lock(r);
 	for (struct op *op = r->ops; op; op = op->next)
 		want += atomic_load_explicit(&op->cancel_req, memory_order_relaxed) == 1;
+	cq_unlock(r);
 	if (want > r->sq_entries) {
 		want = r->sq_entries;
 		atomic_fetch_add_explicit(&r->ncancel, 1, memory_order_relaxed); /* the rest later */
@@ -450,6 +548,8 @@ static void cancel_ops(struct mr__worker *w, struct ring *r)
 	/* The entries first: making room may reap, which takes completed
 	 * operations off the list (they need no cancel). */
 	sqe_get(w, r, want);
+	/* Held while we walk: a helper may unlink (and ready) ops. */
+	cq_lock(r);
 	for (struct op *op = r->ops; op && want; op = op->next) {
 		if (atomic_load_explicit(&op->cancel_req, memory_order_relaxed) != 1)
 			continue;
@@ -463,12 +563,15 @@ static void cancel_ops(struct mr__worker *w, struct ring *r)
 		s->user_data = UD_CANCEL;
 		r->tail++;
 	}
+	cq_unlock(r);
 }
 
 static bool parked(void *arg)
 {
 	(void)arg;
-	return true; /* only this worker reaps the completion, after the switch */
+	/* The operation is submitted by this worker's loop after the switch,
+	 * so no one (owner or helper) can reap its completion before. */
+	return true;
 }
 
 /*
@@ -532,14 +635,19 @@ static long uring_call(struct mr__worker *w, struct mr_fiber *f, const struct mr
 		t->user_data = (uintptr_t)&op | 1;
 	}
 	r->tail += op.left;
-	r->inflight += op.left;
 	MR__STAT_ADD(w->st, io_submitted, 1);
 	MR_PROBE3(io_submit, w->idx, q->op, q->fd);
+	cq_lock(r);
+	bool first = r->inflight == 0;
+	r->inflight += op.left;
 	op.next = r->ops;
 	if (r->ops)
 		r->ops->prev = &op;
 	r->ops = &op;
 	set_inflight(w, r);
+	cq_unlock(r);
+	if (first && r->handoff)
+		mr__io_watch_check(w); /* a worker parked meanwhile may not watch */
 	mr__wait_note(MR__WAIT_IO, (const void *)(intptr_t)q->fd, deadline);
 	/* The worker submits at the end of its round (poll()); w and r are
 	 * not ours to touch after the park (we may resume elsewhere once
@@ -599,29 +707,61 @@ static inline bool need_getevents(struct ring *r)
 
 /* Submit, and take the completions without waiting; readies fibers
  * (returns how many). */
-static unsigned poll_ring(struct mr__worker *w, struct ring *r)
+static unsigned poll_ring(struct mr__worker *w, struct ring *r, bool publish)
 {
 	bool pending = r->tail != atomic_load_explicit(r->sq_head, memory_order_acquire);
-	/* Completions wait in the kernel until we ask: always with
-	 * DEFER_TASKRUN, when the kernel flags it with TASKRUN_FLAG. */
-	bool get = r->inflight && need_getevents(r);
 
+	/* Owner only, relaxed: a helper compares it with what it saw last
+	 * (runtime.c io_handoff()); a plain increment, no read-modify-write. */
+	atomic_store_explicit(&w->io_polls, atomic_load_explicit(&w->io_polls, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
 	if (unlikely(atomic_load_explicit(&r->ncancel, memory_order_relaxed))) {
 		cancel_ops(w, r);
 		pending = true;
 	}
+	if (!mr__spin_trylock(&r->cqlock)) {
+		/* A helper reaps our ring right now: what it finds, it
+		 * readies; we only submit. */
+		if (pending)
+			ring_enter(r, 0, 0, NULL, 0);
+		return 0;
+	}
+	/* Completions wait in the kernel until we ask: always with
+	 * DEFER_TASKRUN, when the kernel flags it with TASKRUN_FLAG. */
+	bool get = r->inflight && need_getevents(r);
 	if (pending || get)
 		ring_enter(r, 0, get ? IORING_ENTER_GETEVENTS : 0, NULL, 0);
-	return reap(w, r);
+	unsigned readied = reap(w, w, r);
+	if (publish)
+		set_inflight(w, r);
+	else
+		raise_inflight(w, r);
+	cq_unlock(r);
+	return readied;
 }
 
 static bool uring_poll(struct mr__worker *w)
 {
-	struct ring *r = w->io;
-	unsigned readied = poll_ring(w, r);
+	return poll_ring(w, w->io, true);
+}
 
-	set_inflight(w, r);
-	return readied;
+/*
+ * Another worker `self` of w's runtime found w busy in one job with
+ * operations in flight: reap w's ring for it, unless someone holds cqlock
+ * (then w itself, or another helper, is reaping). True if it readied
+ * fibers (onto self's deque).
+ */
+static bool uring_rescue(struct mr__worker *w, struct mr__worker *self)
+{
+	struct ring *r = w->io;
+
+	if (!mr__spin_trylock(&r->cqlock))
+		return false;
+	unsigned readied = reap(self, w, r);
+	if (readied)
+		set_inflight(w, r);
+	cq_unlock(r);
+	return readied != 0;
 }
 
 static bool uring_wait(struct mr__worker *w, int64_t deadline)
@@ -631,6 +771,10 @@ static bool uring_wait(struct mr__worker *w, int64_t deadline)
 	struct __kernel_timespec ts;
 	unsigned flags = IORING_ENTER_GETEVENTS;
 
+	/* From here on a helper leaves `armed` alone (see reap()). */
+	cq_lock(r);
+	r->waiting = true;
+	cq_unlock(r);
 	if (!r->armed)
 		arm(w, r);
 	/* seq_cst: see op_cancel(). */
@@ -643,9 +787,10 @@ static bool uring_wait(struct mr__worker *w, int64_t deadline)
 		mr__fence_seq_cst();
 		if (atomic_load_explicit(&w->park, memory_order_relaxed) != MR__TOK_NONE) {
 			atomic_store_explicit(&r->sleeping, 0, memory_order_relaxed);
-			unsigned readied = poll_ring(w, r);
-			raise_inflight(w, r);
-			return readied != 0;
+			cq_lock(r);
+			r->waiting = false;
+			cq_unlock(r);
+			return poll_ring(w, r, false) != 0;
 		}
 	}
 	memset(&arg, 0, sizeof(arg));
@@ -663,8 +808,15 @@ static bool uring_wait(struct mr__worker *w, int64_t deadline)
 		mr__die("io_uring_enter", "%s", strerror(-ret));
 	if (!r->futex_op)
 		atomic_store_explicit(&r->sleeping, 0, memory_order_relaxed);
-	unsigned readied = reap(w, r);
+	atomic_store_explicit(&w->io_polls, atomic_load_explicit(&w->io_polls, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+	/* A helper that holds the lock reaps for us; but it leaves the futex
+	 * wait's completion (our `armed`) to us: wait for it. */
+	cq_lock(r);
+	unsigned readied = reap(w, w, r);
 	raise_inflight(w, r);
+	r->waiting = false;
+	cq_unlock(r);
 	return readied != 0;
 }
 
@@ -707,13 +859,30 @@ static const struct mr__io_ops ops_eventfd = {
 	.fini = uring_fini,
 };
 
+/* The same, on rings that others may reap (r->handoff). */
+static const struct mr__io_ops ops_futex_handoff = {
+	.poll = uring_poll,
+	.wait = uring_wait,
+	.wake = NULL,
+	.rescue = uring_rescue,
+	.fini = uring_fini,
+};
+
+static const struct mr__io_ops ops_eventfd_handoff = {
+	.poll = uring_poll,
+	.wait = uring_wait,
+	.wake = uring_wake,
+	.rescue = uring_rescue,
+	.fini = uring_fini,
+};
+
 static int uring_worker_init(struct mr__worker *w)
 {
 	struct ring *r = malloc(sizeof(*r));
 
 	if (!r)
 		return -ENOMEM;
-	int err = ring_init(r, SQ_ENTRIES, CQ_ENTRIES);
+	int err = ring_init(r, SQ_ENTRIES, CQ_ENTRIES, handoff_mode);
 	if (err) {
 		free(r);
 		return err;
@@ -731,15 +900,20 @@ static int uring_worker_init(struct mr__worker *w)
 	w->io = r;
 	/* release: a waker that loads io_ops (give_token()) sees w->io. */
 	MR__STAT_SET(w->st, io_backend, MR_IO_BACKEND_URING);
-	atomic_store_explicit(&w->io_ops, r->futex_op ? &ops_futex : &ops_eventfd,
-			      memory_order_release);
+	const struct mr__io_ops *ops = r->futex_op ? (r->handoff ? &ops_futex_handoff : &ops_futex)
+				   : (r->handoff ? &ops_eventfd_handoff : &ops_eventfd);
+	atomic_store_explicit(&w->io_ops, ops, memory_order_release);
 	return 0;
 }
 
 int mr__io_uring_probe(void)
 {
 	struct ring r;
-	int err = ring_init(&r, 4, 0);
+	const char *ho = getenv("MOIRAI_IO_HANDOFF");
+
+	if (ho && *ho)
+		handoff_mode = ho[0] == '0' ? 0 : ho[0] == '2' ? 2 : 1;
+	int err = ring_init(&r, 4, 0, 0);
 
 	if (err)
 		return err;

@@ -903,6 +903,116 @@ static void stop_searching(struct mr__worker *w, bool pass_on)
 
 static bool local_pending(struct mr__worker *w);
 
+uint64_t mr__io_handoff_ns = MR__IO_HANDOFF_NS;
+
+/*
+ * Is v running (not idle, not blocked in a job's wait) with a backend that
+ * lets others reap (and, if `inflight`, I/O in flight)? Then its fibers'
+ * completions may wait for it to leave a long job.
+ */
+static const struct mr__io_ops *io_watch(struct mr__worker *v, bool inflight)
+{
+	/* acquire: pairs with the release store of io_ops in the backend's
+	 * worker_init(): rescue() reads v->io. */
+	const struct mr__io_ops *io = atomic_load_explicit(&v->io_ops, memory_order_acquire);
+
+	if (!io || !io->rescue ||
+	    (inflight && !atomic_load_explicit(&v->io_inflight, memory_order_relaxed)))
+		return NULL;
+	/* relaxed: hints. An idle worker reaps its ring in its own wait, a
+	 * blocked one in mr__worker_help(); a rescue there would only race
+	 * them for nothing (harmless: the backend's lock decides). */
+	if (atomic_load_explicit(idle_word(v->rt, v->idx), memory_order_relaxed) &
+		    (1ull << (v->idx % 64)) ||
+	    atomic_load_explicit(&v->blocked, memory_order_relaxed))
+		return NULL;
+	return io;
+}
+
+/*
+ * The hand-off of issue 19's "a worker busy in a long job lets others take
+ * its I/O-ready fibers": for each other worker that runs with I/O in
+ * flight and has not polled its ring for mr__io_handoff_ns (its io_polls
+ * unchanged since a helper first saw that value), reap its ring here; the
+ * fibers land on our deque. A worker that polls (a fiber server, a loop of
+ * short jobs) changes io_polls at every round and is left alone. True if
+ * fibers were readied. Called by a searching worker (search()); a parked
+ * one wakes up to search while io_watch() holds for a peer (park()).
+ */
+static bool io_handoff(struct mr__worker *w)
+{
+	struct mr_runtime *rt = w->rt;
+	int64_t now = -1;
+	bool got = false;
+
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		struct mr__worker *v = rt->workers[i];
+		const struct mr__io_ops *io;
+		if (v == w || !(io = io_watch(v, true)))
+			continue;
+		uint32_t p = atomic_load_explicit(&v->io_polls, memory_order_relaxed);
+		if (now < 0)
+			now = (int64_t)mr__now_ns();
+		if (p != atomic_load_explicit(&v->io_seen_polls, memory_order_relaxed)) {
+			atomic_store_explicit(&v->io_seen_polls, p, memory_order_relaxed);
+			atomic_store_explicit(&v->io_seen_ns, now, memory_order_relaxed);
+			continue;
+		}
+		if (now - atomic_load_explicit(&v->io_seen_ns, memory_order_relaxed) <
+		    (int64_t)mr__io_handoff_ns)
+			continue;
+		got |= io->rescue(v, w);
+	}
+	return got;
+}
+
+/*
+ * Should w, about to park, watch (sleep at most mr__io_handoff_ns)? When
+ * another worker runs with a backend that allows hand-offs, in flight or
+ * not yet (its I/O may come while we sleep), and nobody watches. Takes the
+ * watcher's slot; the caller gives it back when it wakes (io_unwatch()).
+ */
+static bool io_watch_take(struct mr__worker *w)
+{
+	struct mr_runtime *rt = w->rt;
+	uint32_t none = 0;
+
+	if (rt->nworkers < 2 || atomic_load_explicit(&rt->io_watcher, memory_order_relaxed))
+		return false;
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		if (rt->workers[i] != w && io_watch(rt->workers[i], false))
+			return atomic_compare_exchange_strong_explicit(
+				&rt->io_watcher, &none, w->idx + 1, memory_order_seq_cst,
+				memory_order_relaxed);
+	return false;
+}
+
+static void io_unwatch(struct mr__worker *w)
+{
+	atomic_store_explicit(&w->rt->io_watcher, 0, memory_order_seq_cst);
+}
+
+/*
+ * A worker that parked while w was idle (or had no I/O yet) does not
+ * watch: w, now running with I/O, wakes one if none watches. The Dekker
+ * pair: w cleared its idle bit (or queued its I/O) before this fence and
+ * loads nidle after it; a parker counted itself in nidle, fenced, and looks
+ * at w's idle bit and io_ops (io_watch_take()). One of the two sees the
+ * other.
+ */
+void mr__io_watch_check(struct mr__worker *w)
+{
+	struct mr_runtime *rt = w->rt;
+
+	if (rt->nworkers < 2)
+		return;
+	mr__fence_seq_cst();
+	if (atomic_load_explicit(&rt->io_watcher, memory_order_seq_cst) ||
+	    !atomic_load_explicit(&rt->nidle, memory_order_seq_cst))
+		return;
+	mr__notify(rt);
+}
+
 static struct mr__job *search(struct mr__worker *w, bool (*done)(void *), void *arg)
 {
 	struct mr_runtime *rt = w->rt;
@@ -934,6 +1044,9 @@ static struct mr__job *search(struct mr__worker *w, bool (*done)(void *), void *
 		const struct mr__io_ops *io = mr__worker_io(w);
 		if (unlikely(io) && atomic_load_explicit(&w->io_inflight, memory_order_relaxed) &&
 		    io->poll(w))
+			return NULL;
+		/* Those of a worker stuck in one job: they are ours now. */
+		if (rt->nworkers > 1 && io_handoff(w))
 			return NULL;
 		if (round == 0)
 			deadline = mr__now_ns() + rt->spin_ns;
@@ -1030,6 +1143,15 @@ static void park(struct mr__worker *w, bool (*done)(void *), void *arg)
 		int64_t next = atomic_load_explicit(&w->tnext, memory_order_relaxed);
 		if (other >= 0 && (next < 0 || other < next))
 			next = other;
+		/* A running worker with I/O may get stuck in one job with its
+		 * fibers' completions: look again (search()) in
+		 * mr__io_handoff_ns. */
+		bool watch = io_watch_take(w);
+		if (watch) {
+			int64_t h = (int64_t)mr__now_ns() + (int64_t)mr__io_handoff_ns;
+			if (next < 0 || h < next)
+				next = h;
+		}
 		/* The counters: since when, before the state says PARKED. */
 		uint64_t since = mr__now_ns();
 		/* The next tree may be coarse: its first join looks at the
@@ -1046,6 +1168,8 @@ static void park(struct mr__worker *w, bool (*done)(void *), void *arg)
 		}
 		MR_PROBE1(worker_park, w->idx);
 		uint32_t tok = wait_token(w, next, true);
+		if (watch)
+			io_unwatch(w);
 		MR_PROBE2(worker_wake, w->idx, tok);
 		MR__STAT_SET(w->st, parked_since_ns, 0);
 		MR__STAT_ADD(w->st, park_ns, mr__now_ns() - since);
@@ -1142,6 +1266,10 @@ void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 		mr__inside_enter(); /* a handler's mr_go would strand its fiber here */
 		park(w, done, arg);
 		mr__inside_leave();
+		/* We run again: with I/O of ours, somebody should watch. */
+		const struct mr__io_ops *mine = mr__worker_io(w);
+		if (unlikely(mine) && mine->rescue)
+			mr__io_watch_check(w);
 	}
 }
 

@@ -85,6 +85,11 @@ struct mr__worker;
  *    where that does not exist.
  *  - wake: after a token was stored in w->park, wake w if it sleeps in
  *    wait(); NULL when the futex wake reaches it.
+ *  - rescue: called by another worker `self` of w's runtime (on self's
+ *    thread) that found w busy in one job for MR__IO_HANDOFF_NS with
+ *    operations in flight: take w's completions and ready their fibers on
+ *    self. True if it readied any. NULL (or false every time) where only
+ *    w's thread can reap (epoll for now, a DEFER_TASKRUN ring).
  *  - fini: when the runtime is freed (its workers have exited, and no
  *    waker touches them any more), from the destroying thread.
  */
@@ -92,6 +97,7 @@ struct mr__io_ops {
 	bool (*poll)(struct mr__worker *w);
 	bool (*wait)(struct mr__worker *w, int64_t deadline);
 	void (*wake)(struct mr__worker *w);
+	bool (*rescue)(struct mr__worker *w, struct mr__worker *self);
 	void (*fini)(struct mr__worker *w);
 };
 /* Jobs a worker with I/O in flight runs between two polls of its ring. */
@@ -101,6 +107,22 @@ struct mr__io_ops {
  * backends it polls the ring at least this often (runtime.c
  * help_sleep()). */
 #define MR__IO_BLOCKED_NS 1000000
+/*
+ * A worker that has not polled its ring for this long while it runs (not
+ * idle, not blocked) with I/O in flight is stuck in one job: a searching
+ * worker reaps its ring for it (io_handoff() in runtime.c), and a parked
+ * one sleeps no longer than this while such a worker exists. 2 ms: the
+ * ring posts completions at the owner's next tick (4 ms at HZ=250), so
+ * fibers wait about tick + 2 ms at worst instead of the job's length,
+ * and a parked worker beside a busy one wakes 500 times a second, well
+ * under a percent of a CPU. Test hook: mr__io_handoff_ns.
+ */
+#define MR__IO_HANDOFF_NS 2000000
+extern uint64_t mr__io_handoff_ns __attribute__((visibility("hidden")));
+/* w runs with I/O it may get stuck on (from the backend when its first
+ * operation in flight is queued): wake a parked worker to watch, unless
+ * one watches already (runtime.c). */
+void mr__io_watch_check(struct mr__worker *w);
 
 /*
  * Latent joins (par/join.c, and the fast path inlined from <moirai/par.h>):
@@ -195,6 +217,9 @@ struct mr__worker {
 	const struct mr__io_ops *_Atomic io_ops;
 	uint32_t io_tick;
 	_Atomic uint32_t io_inflight;
+	/* Polls of the ring so far (the backend bumps it in poll and wait;
+	 * owner writes, helpers read: io_handoff()). */
+	_Atomic uint32_t io_polls;
 
 	struct mr__lstack ls; /* latent mr_join frames: owner-only (see above) */
 
@@ -208,7 +233,11 @@ struct mr__worker {
 
 	/* Written by wakers: the futex this worker sleeps on. */
 	mr__cacheline_aligned _Atomic uint32_t park;
-	char pad_[MR_CACHELINE - sizeof(uint32_t)];
+	/* Written by helpers (io_handoff()): io_polls as they last saw it,
+	 * and when it last changed. Hints: a race costs one needless try. */
+	_Atomic uint32_t io_seen_polls;
+	_Atomic int64_t io_seen_ns;
+	char pad_[MR_CACHELINE - 2 * sizeof(uint32_t) - sizeof(int64_t)];
 };
 
 struct mr_runtime {
@@ -233,6 +262,10 @@ struct mr_runtime {
 	 */
 	mr__cacheline_aligned _Atomic uint32_t nidle;
 	_Atomic uint32_t nactive;
+	/* The parked worker that wakes every mr__io_handoff_ns to look for
+	 * workers stuck in one job with I/O (its index + 1; 0: none). One at
+	 * most, so a runtime of many idle workers does not wake them all. */
+	_Atomic uint32_t io_watcher;
 	/* Workers past their last look, asleep on their park word (with or
 	 * without a timeout): all of them, with no timer and nothing visible,
 	 * is a runtime that only something outside it can wake (destroy). */
