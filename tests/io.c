@@ -1755,6 +1755,79 @@ IO_TEST(busy_worker_hands_off_io)
 }
 
 /*
+ * After I/O on both workers, an idle runtime stays asleep: the hand-off's
+ * watcher (a parked worker that wakes every 2 ms while a peer runs with
+ * I/O) must not keep waking itself and the other worker. Before the fix,
+ * a watcher back from its watch woke the other worker, which took the
+ * watch in turn: ~480 wake-ups a second for ever, in 3 runs of 4. Fibers
+ * read 32 pipes a thread fills, until both workers have a backend; then
+ * 300 ms of idleness must see (almost) no parks.
+ */
+#define IDLE_PIPES 32
+
+static int idle_fds[IDLE_PIPES][2];
+
+static void idle_reader(void *arg)
+{
+	char c;
+	if (mr_read(idle_fds[(intptr_t)arg][0], &c, 1) != 1)
+		abort();
+}
+
+static void *idle_feeder(void *arg)
+{
+	(void)arg;
+	usleep(20000);
+	for (int i = 0; i < IDLE_PIPES; i++)
+		if (write(idle_fds[i][1], "x", 1) != 1)
+			abort();
+	return NULL;
+}
+
+IO_TEST(idle_after_io_stays_asleep)
+{
+	mr_runtime_t *rt = make_rt(2);
+	bool both = false;
+
+	ASSERT_NONNULL(rt);
+	for (int attempt = 0; attempt < 50 && !both; attempt++) {
+		mr_fiber_t *f[IDLE_PIPES];
+		MR_OPTS(mr_fiber_opts, o, .runtime = rt);
+		pthread_t th;
+		for (int i = 0; i < IDLE_PIPES; i++)
+			ASSERT_EQ(pipe2(idle_fds[i], O_CLOEXEC), 0);
+		ASSERT_EQ(pthread_create(&th, NULL, idle_feeder, NULL), 0);
+		for (int i = 0; i < IDLE_PIPES; i++)
+			ASSERT_NONNULL(f[i] = mr_go_opts(idle_reader, (void *)(intptr_t)i, &o));
+		for (int i = 0; i < IDLE_PIPES; i++)
+			ASSERT_EQ(mr_fiber_join(f[i]), 0);
+		pthread_join(th, NULL);
+		for (int i = 0; i < IDLE_PIPES; i++)
+			close(idle_fds[i][0]), close(idle_fds[i][1]);
+		both = true;
+		for (unsigned i = 0; i < 2; i++) {
+			struct mr_worker_stats ws;
+			ASSERT_EQ(mr_worker_stats(rt, i, &ws), 0);
+			both &= ws.io_backend != 0;
+		}
+	}
+	if (!both) {
+		mr_runtime_destroy(rt);
+		SKIP("the I/O never reached both workers");
+	}
+	usleep(100000); /* the last watch ends */
+	MR_OPTS(mr_runtime_stats, a);
+	MR_OPTS(mr_runtime_stats, b);
+	ASSERT_EQ(mr_runtime_stats(rt, &a), 0);
+	usleep(300000);
+	ASSERT_EQ(mr_runtime_stats(rt, &b), 0);
+	unsigned long long parks = b.total.parks - a.total.parks;
+	TH_LOG("%llu parks in 300 ms of idleness", parks);
+	EXPECT_TRUE(parks < 10);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+}
+
+/*
  * Stress: readers on many pipes, fed in rounds by a thread, on 3 workers,
  * one fiber spinning in slices (up to 20 ms, or until a helper took some
  * fibers), and the hand-off made eager

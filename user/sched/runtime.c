@@ -968,8 +968,9 @@ static bool io_handoff(struct mr__worker *w)
 
 /*
  * Should w, about to park, watch (sleep at most mr__io_handoff_ns)? When
- * another worker runs with a backend that allows hand-offs, in flight or
- * not yet (its I/O may come while we sleep), and nobody watches. Takes the
+ * another worker runs with I/O in flight on a backend that allows hand-offs
+ * and nobody watches (I/O that starts later wakes a watcher itself: the
+ * backends call mr__io_watch_check() when a fiber queues it). Takes the
  * watcher's slot; the caller gives it back when it wakes (io_unwatch()).
  */
 static bool io_watch_take(struct mr__worker *w)
@@ -980,7 +981,7 @@ static bool io_watch_take(struct mr__worker *w)
 	if (rt->nworkers < 2 || atomic_load_explicit(&rt->io_watcher, memory_order_relaxed))
 		return false;
 	for (unsigned i = 0; i < rt->nworkers; i++)
-		if (rt->workers[i] != w && io_watch(rt->workers[i], false))
+		if (rt->workers[i] != w && io_watch(rt->workers[i], true))
 			return atomic_compare_exchange_strong_explicit(
 				&rt->io_watcher, &none, w->idx + 1, memory_order_seq_cst,
 				memory_order_relaxed);
@@ -1221,6 +1222,7 @@ void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 	 * promoted already). */
 	mr__promote_all(w);
 	w->pinned++; /* the jobs we run here must not park a fiber we run on */
+	bool woke = false; /* parked since the last job */
 	for (;;) {
 		if (done(arg)) {
 			stop_searching(w, true);
@@ -1251,6 +1253,17 @@ void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 			 * or runs long would keep every notify relying on us. */
 			stop_searching(w, true);
 			scx_state(w, MR__SCX_RUNNING);
+			if (unlikely(woke)) {
+				/* Back to work after a park, with I/O of ours in
+				 * flight: the others parked while we were idle and
+				 * do not watch; one should, should this job run
+				 * long. Not at every wake-up: a watcher's own wake
+				 * would wake the next one, for ever. */
+				woke = false;
+				if (unlikely(io) && io->rescue &&
+				    atomic_load_explicit(&w->io_inflight, memory_order_relaxed))
+					mr__io_watch_check(w);
+			}
 			mr__job_run(w, job);
 			continue;
 		}
@@ -1266,10 +1279,7 @@ void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 		mr__inside_enter(); /* a handler's mr_go would strand its fiber here */
 		park(w, done, arg);
 		mr__inside_leave();
-		/* We run again: with I/O of ours, somebody should watch. */
-		const struct mr__io_ops *mine = mr__worker_io(w);
-		if (unlikely(mine) && mine->rescue)
-			mr__io_watch_check(w);
+		woke = true;
 	}
 }
 
