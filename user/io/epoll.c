@@ -366,7 +366,9 @@ static unsigned take_events(struct ep *ep, const struct epoll_event *evs, int n,
 /*
  * mr_fiber_cancel() of a fiber waiting here (or about to: the hook is
  * armed before the waiter is queued). Mark it and wake the owner, which
- * readies it (take_cancels()): only the owner touches the table.
+ * readies it (take_cancels(), by the owner or a helper's rescue under the
+ * table's lock; wait_fd() looks at cancel_req once queued, for a request a
+ * rescue took before it was).
  */
 static void wait_cancel(struct mr__cancel_hook *h)
 {
@@ -674,11 +676,19 @@ static int wait_fd(struct mr_fiber *f, int fd, uint32_t events, int64_t deadline
 	ep->all = &wt;
 	ep->nwaiters++;
 	err = arm(ep, fd);
-	if (err) {
+	/*
+	 * A cancel between the arm above and the queuing: its request may have
+	 * been taken (ncancel zeroed) by a helper's rescue that walked `all`
+	 * before we were in it. We see its cancel_req here: the helper read
+	 * the canceller's seq_cst ncancel increment, which follows the store,
+	 * and we acquired the lock the helper released (relaxed is enough).
+	 */
+	bool cancelled = !err && atomic_load_explicit(&wt.cancel_req, memory_order_relaxed);
+	if (err || cancelled) {
 		unlink_waiter(ep, &wt);
 		mr__spin_unlock(&ep->lock);
 		mr__cancel_disarm(f);
-		return err;
+		return cancelled ? mr__cancel_take(f) : err;
 	}
 	bool first = ep->nwaiters == 1;
 	set_inflight(w, ep);
