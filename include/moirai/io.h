@@ -74,9 +74,13 @@
  * io_uring the kernel posts a busy worker's completions at its next
  * scheduler tick (4 ms at HZ=250), so such a fiber waits about that long,
  * not the job's length. For this the rings are set up without
- * DEFER_TASKRUN (with COOP_TASKRUN); MOIRAI_IO_HANDOFF=0, read once when
- * the backend is chosen, turns the hand-off off and the rings back to
- * DEFER_TASKRUN.
+ * DEFER_TASKRUN (with COOP_TASKRUN); MOIRAI_IO_HANDOFF=0 (read when a
+ * worker sets up its ring or epoll) turns the hand-off off and the rings
+ * back to DEFER_TASKRUN. What is handed over is completions, not
+ * submissions: on io_uring only the owner submits, so mr_fiber_cancel() of
+ * a fiber whose I/O is in flight on a busy worker takes effect when that
+ * worker's job ends (a deadline still fires in the kernel); on epoll the
+ * helper takes the cancel.
  *
  * Buffers and structures passed in (iovecs, msghdrs, sockaddrs, paths)
  * must stay valid until the call returns; the kernel may read them at any

@@ -1,6 +1,7 @@
 /*
- * uring.c - the io_uring backend: one ring per worker, touched only by
- * that worker's thread.
+ * uring.c - the io_uring backend: one ring per worker, submitted to only
+ * by that worker's thread (SINGLE_ISSUER); its completions may be reaped
+ * by another worker when it is stuck in one job (the hand-off, below).
  *
  * A fiber's call fills one submission entry (two with a deadline: the
  * operation linked to an absolute LINK_TIMEOUT) on the ring of the worker

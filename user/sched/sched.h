@@ -89,7 +89,7 @@ struct mr__worker;
  *    thread) that found w busy in one job for MR__IO_HANDOFF_NS with
  *    operations in flight: take w's completions and ready their fibers on
  *    self. True if it readied any. NULL (or false every time) where only
- *    w's thread can reap (epoll for now, a DEFER_TASKRUN ring).
+ *    w's thread can reap (a DEFER_TASKRUN ring, MOIRAI_IO_HANDOFF=0).
  *  - fini: when the runtime is freed (its workers have exited, and no
  *    waker touches them any more), from the destroying thread.
  */
