@@ -3,7 +3,7 @@
  * forms with a context argument).
  *
  * Unstable: a parallel introsort. Each range above PAR_MIN elements is
- * partitioned in place (Hoare, median of three or of nine) and its two
+ * partitioned in place (in blocks, median of three or of nine) and its two
  * sides are sorted with mr_join, so the sides of every partition are
  * offered to thieves; PAR_MIN elements and fewer sort sequentially
  * (introsort, insertion sort below INSERTION_MAX, heapsort once the depth
@@ -28,9 +28,10 @@
  * other size goes through the generic instance, which swaps in 8-byte
  * pieces. The comparator is still called through a pointer on every
  * comparison; that call, not the moves, is most of the cost for small
- * elements. The typed sorts (comparison inlined) partition in blocks
- * instead, branch-free (see sort_impl.h), and set the keys equal to a
- * pivot aside when the pivot equals the range's predecessor.
+ * elements. The typed sorts are the same code with the comparison
+ * inlined. Partitions run in blocks, branch-free (see sort_impl.h), and
+ * set the keys equal to a pivot aside when the pivot equals the range's
+ * predecessor.
  *
  * Stopping (mr_parallel_sort_opts): a parallel range looks at the
  * caller's group and stop before it partitions, or sorts sequentially, or
@@ -124,9 +125,6 @@ static inline bool sort_stopped(const struct srt *s)
 /* The qsort form has no context; one well-predicted branch per comparison. */
 #define CMP(x, y) (s->cmp ? s->cmp((x), (y)) : s->cmp_r((x), (y), s->ctx))
 
-/* A bound that only an inconsistent comparator needs (sort_impl.h). */
-#define GUARD(c) (c)
-
 struct stask {
 	char *a, *b; /* the range; the buffer's matching range (stable) */
 	size_t n;
@@ -134,7 +132,7 @@ struct stask {
 	bool to_b;	/* stable: leave the result in b */
 	const struct srt *s;
 	unsigned ways;	/* unstable: workers to partition this range (1: alone) */
-	const char *pred; /* typed: an element <= all of the range, or NULL */
+	const char *pred; /* unstable: an element <= all of the range, or NULL */
 };
 
 /* A piece of a parallel partition (unstable): a[0..n) around *pv. */
@@ -186,11 +184,11 @@ struct mtask {
  * compiler drops the rest.
  */
 #undef CMP
-#undef GUARD
-#define GUARD(c) 1
 #define LD_(t) ld_##t
 #define LD(t) LD_(t)
-#define CMP(x, y) (LD(T)(x) < LD(T)(y) ? -1 : LD(T)(x) > LD(T)(y))
+#define KEYT T
+#define KEY(p) LD(T)(p)
+#define CMP(x, y) (KEY(x) < KEY(y) ? -1 : KEY(x) > KEY(y))
 #define FIXED
 #define TYPED(T_, SZ_)                                                                             \
 	static inline T_ ld_##T_(const void *p)                                                   \
