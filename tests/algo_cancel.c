@@ -1,7 +1,8 @@
 /*
  * algo_cancel.c - stopping the sort, the scan and the searches of
  * <moirai/algo.h> early (their _opts forms, with mr_loop_opts' stop or
- * group), and stops that race the end of the work.
+ * group, the typed sorts' too), and stops that race the end of
+ * the work.
  *
  * Each case runs an algorithm on a random input of a size from 0 to
  * 100000 (around the 4096 cut-off) and stops it: before the call, from
@@ -180,6 +181,96 @@ static void sort_cases(struct tally *t, uint64_t seed)
 			}
 }
 
+/*
+ * The typed and keyed sorts (no user function: a stop from inside never
+ * trips, so those cases must finish): uint64 keys; 16-byte records by the
+ * key at 0, unstable and stable; 24-byte records (the generic keyed
+ * instance) by the key at 8, stable. A record's position is a uint32 at
+ * the other end.
+ */
+struct klayout {
+	size_t size, off, pos;
+};
+
+static uint64_t kkey(const unsigned char *r, const struct klayout *l)
+{
+	uint64_t k;
+	memcpy(&k, r + l->off, 8);
+	return k;
+}
+
+static uint32_t kpos(const unsigned char *r, const struct klayout *l)
+{
+	uint32_t p;
+	memcpy(&p, r + l->pos, 4);
+	return p;
+}
+
+static int cmp_kall(const void *a, const void *b, void *ctx)
+{
+	uint64_t x = kkey(a, ctx), y = kkey(b, ctx);
+	uint32_t p = kpos(a, ctx), q = kpos(b, ctx);
+	if (x != y)
+		return (x > y) - (x < y);
+	return (p > q) - (p < q);
+}
+
+static void typed_sort_cases(struct tally *t, uint64_t seed)
+{
+	static const struct klayout lay[] = { { 8, 0, 0 }, { 16, 0, 8 }, { 16, 0, 8 }, { 24, 8, 0 } };
+	static const char *const what[] = { "sort_u64", "sort_key_u64 16", "sort_key_u64 16 stable",
+					     "sort_key_u64 24 stable" };
+
+	for (size_t si = 0; si < NSIZES; si++)
+		for (int v = 0; v < 4; v++)
+			for (enum how how = NEVER; how < NHOW; how++) {
+				const struct klayout *l = &lay[v];
+				size_t n = sizes[si], sz = l->size;
+				bool stable = v >= 2;
+				unsigned char *a = calloc(n + 1, sz), *ref = calloc(n + 1, sz);
+				struct stopper s;
+				struct mr_loop_opts o;
+				int r;
+				if (!a || !ref)
+					abort();
+				for (size_t i = 0; i < n; i++) {
+					uint64_t k = v ? rnd(&seed) % 50 : rnd(&seed);
+					uint32_t p = (uint32_t)i;
+					memcpy(a + i * sz + l->off, &k, 8);
+					if (v)
+						memcpy(a + i * sz + l->pos, &p, 4);
+				}
+				memcpy(ref, a, n * sz);
+				stopper_start(&s, how, &seed, n, 3000);
+				stopper_opts(&s, &o);
+				if (v == 0)
+					r = mr_parallel_sort_u64_opts((uint64_t *)a, n, &o);
+				else
+					r = mr_parallel_sort_key_u64(a, n, sz, l->off,
+								     stable ? MR_SORT_STABLE : 0, &o);
+				stopper_end(&s);
+				bool ok = true;
+				if (r == 0)
+					for (size_t i = 1; i < n && ok; i++) {
+						const unsigned char *x = a + (i - 1) * sz, *y = a + i * sz;
+						ok = kkey(x, l) < kkey(y, l) ||
+						     (kkey(x, l) == kkey(y, l) &&
+						      (!stable || kpos(x, l) < kpos(y, l)));
+					}
+				if (how == BEFORE && n >= 2)
+					ok = ok && r == -ECANCELED && !memcmp(a, ref, n * sz);
+				/* A stop from inside never trips: there is no user call. */
+				if (how == INSIDE || how == INSIDE_GROUP)
+					ok = ok && r == 0;
+				qsort_r(a, n, sz, cmp_kall, (void *)l);
+				qsort_r(ref, n, sz, cmp_kall, (void *)l);
+				ok = ok && !memcmp(a, ref, n * sz);
+				tally(t, how, r, ok, what[v], n);
+				free(a);
+				free(ref);
+			}
+}
+
 /* ---- scan ---------------------------------------------------------------- */
 
 /* Non-commutative: 2x2 integer matrices modulo 2^64, as a pair of rows. */
@@ -293,7 +384,7 @@ static void find_cases(struct tally *t, uint64_t seed)
 /* ---- drivers ------------------------------------------------------------- */
 
 struct run {
-	int which; /* 0 sort, 1 scan, 2 find */
+	int which; /* 0 sort, 1 scan, 2 find, 3 typed and keyed sorts */
 	uint64_t seed;
 	long rounds;
 	struct tally t;
@@ -309,6 +400,8 @@ static void run_cases(void *arg)
 			sort_cases(&x->t, seed);
 		else if (x->which == 1)
 			scan_cases(&x->t, seed);
+		else if (x->which == 3)
+			typed_sort_cases(&x->t, seed);
 		else
 			find_cases(&x->t, seed);
 	}
@@ -346,6 +439,11 @@ static void run_all(int which)
 TEST(sort_stop_racing_completion)
 {
 	run_all(0);
+}
+
+TEST(typed_sort_stop_racing_completion)
+{
+	run_all(3);
 }
 
 TEST(scan_stop_racing_completion)
@@ -391,6 +489,18 @@ TEST(opts_bad_arguments)
 	EXPECT_EQ(mr_parallel_sort_opts(v, 4, 8, cmp_u64, NULL, MR_SORT_STABLE, NULL), 0);
 	EXPECT_EQ(v[0], 0u);
 	EXPECT_EQ(v[3], 3u);
+	EXPECT_EQ(mr_parallel_sort_u64_opts(v, 4, &bad), -EINVAL);
+	EXPECT_EQ(mr_parallel_sort_i64_opts((int64_t *)v, 4, &bad), -EINVAL);
+	EXPECT_EQ(mr_parallel_sort_u32_opts((uint32_t *)v, 4, &bad), -EINVAL);
+	EXPECT_EQ(mr_parallel_sort_i32_opts((int32_t *)v, 4, &bad), -EINVAL);
+	EXPECT_EQ(mr_parallel_sort_key_u64(v, 4, 8, 0, 0, &bad), -EINVAL);
+	EXPECT_EQ(mr_parallel_sort_key_u64(v, 4, 8, 0, 2, NULL), -EINVAL);
+	EXPECT_EQ(mr_parallel_sort_key_u64(v, 4, 7, 0, 0, NULL), -EINVAL);
+	EXPECT_EQ(mr_parallel_sort_key_u64(v, 2, 16, 9, 0, NULL), -EINVAL);
+	EXPECT_EQ(mr_parallel_sort_key_u64(NULL, 2, 16, 0, 0, NULL), -EINVAL);
+	EXPECT_EQ(mr_parallel_sort_key_u64(v, SIZE_MAX / 8, 16, 0, 0, NULL), -EINVAL);
+	EXPECT_EQ(v[0], 0u);
+	EXPECT_EQ(mr_parallel_sort_u64_opts(v, 4, NULL), 0);
 	EXPECT_EQ(mr_parallel_scan_opts(v, out, 4, 8, &zero, add_u64, NULL, 0, &bad), -EINVAL);
 	EXPECT_EQ(mr_parallel_scan_opts(v, out, 4, 8, &zero, add_u64, NULL, 0, NULL), 0);
 	EXPECT_EQ(out[3], 6u);

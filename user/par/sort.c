@@ -99,6 +99,7 @@ struct srt {
 	mr_cmp_r_fn cmp_r;
 	void *ctx;
 	size_t size;
+	size_t off;		 /* keyed: the key's offset in a record */
 	bool cancellable;	 /* the fields below are set */
 	const struct mr_loop_opts *o;
 	_Atomic bool *stopped;	 /* sticky: some range gave up */
@@ -229,7 +230,28 @@ TYPED(int32_t, 4)
 #undef T
 #undef SZ
 #undef F
+
+/*
+ * The keyed sorts (mr_parallel_sort_key_u64): records ordered by a
+ * uint64_t at s->off, compared inline; 16-byte records move as one pair
+ * of words, other sizes in 8-byte pieces. Both the unstable and the
+ * stable sort are used.
+ */
+#undef KEY
+#undef KEYT
+#define KEYT uint64_t
+#define KEY(p) ld_uint64_t((const char *)(p) + s->off)
+#define SZ 16
+#define F(name) name##_k16
+#include "sort_impl.h"
+#undef SZ
+#undef F
 #undef FIXED
+#define SZ (s->size)
+#define F(name) name##_kany
+#include "sort_impl.h"
+#undef SZ
+#undef F
 
 static void (*pick(size_t size, bool stable))(void *)
 {
@@ -324,6 +346,45 @@ int mr_parallel_stable_sort_r(void *base, size_t n, size_t size, mr_cmp_r_fn cmp
 {
 	struct srt s = { .cmp = NULL, .cmp_r = cmp, .ctx = ctx, .size = size };
 	return sort(base, n, size, &s, true, NULL);
+}
+
+/* The typed and keyed forms' options: *s made cancellable if they ask. */
+static int typed_opts(struct srt *s, const struct mr_loop_opts *opts, struct mr_loop_opts *o)
+{
+	if (mr__loop_opts_get(opts, o))
+		return -EINVAL;
+	s->o = o;
+	s->cancellable = o->group || o->stop;
+	return 0;
+}
+
+#define TYPED_OPTS(name, T_, inst)                                                                 \
+	int name(T_ *a, size_t n, const struct mr_loop_opts *opts)                                 \
+	{                                                                                          \
+		struct mr_loop_opts o;                                                             \
+		struct srt s = { .size = sizeof(T_) };                                             \
+		if (typed_opts(&s, opts, &o))                                                      \
+			return -EINVAL;                                                            \
+		return sort(a, n, sizeof(T_), &s, false, psort_##inst);                            \
+	}
+TYPED_OPTS(mr_parallel_sort_u64_opts, uint64_t, tu64)
+TYPED_OPTS(mr_parallel_sort_i64_opts, int64_t, ti64)
+TYPED_OPTS(mr_parallel_sort_u32_opts, uint32_t, tu32)
+TYPED_OPTS(mr_parallel_sort_i32_opts, int32_t, ti32)
+
+int mr_parallel_sort_key_u64(void *base, size_t n, size_t size, size_t off, unsigned flags,
+			     const struct mr_loop_opts *opts)
+{
+	struct mr_loop_opts o;
+	struct srt s = { .size = size, .off = off };
+	bool stable = flags & MR_SORT_STABLE;
+
+	if (size < 8 || off > size - 8 || (flags & ~(unsigned)MR_SORT_STABLE) ||
+	    typed_opts(&s, opts, &o))
+		return -EINVAL;
+	if (size == 16)
+		return sort(base, n, size, &s, stable, stable ? msort_k16 : psort_k16);
+	return sort(base, n, size, &s, stable, stable ? msort_kany : psort_kany);
 }
 
 int mr_parallel_sort_u64(uint64_t *a, size_t n)
