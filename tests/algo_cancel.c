@@ -1,7 +1,7 @@
 /*
  * algo_cancel.c - stopping the sort, the scan and the searches of
  * <moirai/algo.h> early (their _opts forms, with mr_loop_opts' stop or
- * group, the typed sorts' too), and stops that race the end of
+ * group, the typed sorts and sums' too), and stops that race the end of
  * the work.
  *
  * Each case runs an algorithm on a random input of a size from 0 to
@@ -327,6 +327,80 @@ static void scan_cases(struct tally *t, uint64_t seed)
 		}
 }
 
+/*
+ * The typed sums (no user function: a stop from inside never trips): sizes
+ * up to several blocks of 65536 beyond the sequential cut-off (262144),
+ * in place or not. On -ECANCELED, out holds the scan of a prefix of the
+ * blocks and the rest is untouched.
+ */
+static void typed_scan_cases(struct tally *t, uint64_t seed)
+{
+	static const size_t tsizes[] = { 0, 1, 100, 65536, 65537, 262144, 262145, 600000 };
+
+	for (size_t si = 0; si < sizeof(tsizes) / sizeof(tsizes[0]); si++)
+		for (int v = 0; v < 4; v++)
+			for (enum how how = NEVER; how < NHOW; how++) {
+				size_t n = tsizes[si];
+				bool in_place = v & 1, excl = v & 2;
+				uint64_t *in = malloc((n + 1) * 8), *out = malloc((n + 1) * 8);
+				const uint64_t fill = 0xa5a5a5a5a5a5a5a5ull;
+				struct stopper s;
+				struct mr_loop_opts o;
+				if (!in || !out)
+					abort();
+				for (size_t i = 0; i < n; i++)
+					in[i] = rnd(&seed);
+				if (in_place)
+					memcpy(out, in, n * 8);
+				else
+					for (size_t i = 0; i < n; i++)
+						out[i] = fill;
+				stopper_start(&s, how, &seed, n, 3000);
+				stopper_opts(&s, &o);
+				int r;
+				if (v == 1) /* one in place case each signed, and double */
+					r = mr_parallel_scan_sum_i64_opts((int64_t *)out, (int64_t *)out,
+									  n, 0, &o);
+				else
+					r = mr_parallel_scan_sum_u64_opts(in_place ? out : in, out, n,
+									  excl ? MR_SCAN_EXCLUSIVE : 0,
+									  &o);
+				stopper_end(&s);
+				/* Scanned up to done (whole blocks when stopped), untouched
+				 * (the input, or the fill) after. */
+				uint64_t acc = 0;
+				size_t done = 0;
+				bool ok = true;
+				for (; done < n; done++) {
+					uint64_t want = excl ? acc : acc + in[done];
+					if (out[done] != want)
+						break;
+					acc += in[done];
+				}
+				if (r == 0)
+					ok = done == n;
+				else
+					done -= done % 65536;
+				for (size_t i = done; i < n && ok; i++)
+					ok = out[i] == (in_place ? in[i] : fill);
+				if (how == BEFORE && n > 0)
+					ok = ok && r == -ECANCELED && done == 0;
+				if (how == INSIDE || how == INSIDE_GROUP)
+					ok = ok && r == 0;
+				tally(t, how, r, ok, "scan_sum", n);
+				free(in);
+				free(out);
+			}
+	/* The double form: done, and stopped before. */
+	double d[3] = { 1, 2, 3 }, dout[3] = { 0, 0, 0 };
+	int stop = 1;
+	struct mr_loop_opts o = { .sz = sizeof(o), .stop = &stop };
+	int r = mr_parallel_scan_sum_double_opts(d, dout, 3, 0, &o);
+	tally(t, BEFORE, r, dout[2] == 0, "scan_sum_double", 3);
+	r = mr_parallel_scan_sum_double_opts(d, dout, 3, 0, NULL);
+	tally(t, NEVER, r, dout[2] == 6, "scan_sum_double", 3);
+}
+
 /* ---- find ---------------------------------------------------------------- */
 
 struct hay {
@@ -384,7 +458,7 @@ static void find_cases(struct tally *t, uint64_t seed)
 /* ---- drivers ------------------------------------------------------------- */
 
 struct run {
-	int which; /* 0 sort, 1 scan, 2 find, 3 typed and keyed sorts */
+	int which; /* 0 sort, 1 scan, 2 find, 3 typed and keyed sorts, 4 typed sums */
 	uint64_t seed;
 	long rounds;
 	struct tally t;
@@ -402,6 +476,8 @@ static void run_cases(void *arg)
 			scan_cases(&x->t, seed);
 		else if (x->which == 3)
 			typed_sort_cases(&x->t, seed);
+		else if (x->which == 4)
+			typed_scan_cases(&x->t, seed);
 		else
 			find_cases(&x->t, seed);
 	}
@@ -444,6 +520,11 @@ TEST(sort_stop_racing_completion)
 TEST(typed_sort_stop_racing_completion)
 {
 	run_all(3);
+}
+
+TEST(typed_scan_stop_racing_completion)
+{
+	run_all(4);
 }
 
 TEST(scan_stop_racing_completion)
@@ -501,6 +582,11 @@ TEST(opts_bad_arguments)
 	EXPECT_EQ(mr_parallel_sort_key_u64(v, SIZE_MAX / 8, 16, 0, 0, NULL), -EINVAL);
 	EXPECT_EQ(v[0], 0u);
 	EXPECT_EQ(mr_parallel_sort_u64_opts(v, 4, NULL), 0);
+	EXPECT_EQ(mr_parallel_scan_sum_u64_opts(v, out, 4, 0, &bad), -EINVAL);
+	EXPECT_EQ(mr_parallel_scan_sum_i64_opts((int64_t *)v, (int64_t *)out, 4, 0, &bad), -EINVAL);
+	EXPECT_EQ(mr_parallel_scan_sum_double_opts((double *)v, (double *)out, 4, 0, &bad),
+		  -EINVAL);
+	EXPECT_EQ(mr_parallel_scan_sum_u64_opts(v, out, 4, 4, NULL), -EINVAL);
 	EXPECT_EQ(mr_parallel_scan_opts(v, out, 4, 8, &zero, add_u64, NULL, 0, &bad), -EINVAL);
 	EXPECT_EQ(mr_parallel_scan_opts(v, out, 4, 8, &zero, add_u64, NULL, 0, NULL), 0);
 	EXPECT_EQ(out[3], 6u);

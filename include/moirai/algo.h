@@ -227,6 +227,25 @@ MR_API int mr_parallel_scan_sum_u64(const uint64_t *in, uint64_t *out, size_t n,
 MR_API int mr_parallel_scan_sum_i64(const int64_t *in, int64_t *out, size_t n, unsigned flags);
 MR_API int mr_parallel_scan_sum_double(const double *in, double *out, size_t n, unsigned flags);
 
+/*
+ * The typed sums with options (par.h's struct mr_loop_opts; NULL: all
+ * defaults; grain ignored): group and stop to give up early. A worker
+ * looks at them before it takes a block of 65536 elements (the
+ * sequential loop: before each 65536 elements) and takes none once
+ * either is set; blocks taken finish. Returns 0 when out holds the whole
+ * scan, -ECANCELED when stopped first: out then holds the scan of a
+ * prefix of the blocks, the rest untouched (in place: the input). Blocks
+ * like mr_join; any context.
+ * ERRORS: as mr_parallel_scan_sum_u64, and -EINVAL for opts->sz <
+ * sizeof(size_t).
+ */
+MR_API int mr_parallel_scan_sum_u64_opts(const uint64_t *in, uint64_t *out, size_t n,
+					 unsigned flags, const struct mr_loop_opts *opts);
+MR_API int mr_parallel_scan_sum_i64_opts(const int64_t *in, int64_t *out, size_t n,
+					 unsigned flags, const struct mr_loop_opts *opts);
+MR_API int mr_parallel_scan_sum_double_opts(const double *in, double *out, size_t n,
+					    unsigned flags, const struct mr_loop_opts *opts);
+
 /* ---- searching with early exit ----------------------------------------- */
 
 /* pred(i, ctx): whether index i satisfies the search. */
