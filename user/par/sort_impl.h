@@ -343,16 +343,20 @@ static void F(merge)(const char *a, size_t na, const char *b, size_t nb, char *d
 		memcpy(AT(d, na), b, nb * (SZ));
 		return;
 	}
+	/* Branch-free: which run gives the next element is a coin toss on
+	 * random input, so a branch on it mispredicts half the time; the
+	 * pointer is selected instead and both runs advance by 0 or 1. */
 	while (na && nb) {
-		if (CMP(b, a) < 0) {
-			memcpy(d, b, SZ);
-			b = AT(b, 1);
-			nb--;
-		} else {
-			memcpy(d, a, SZ);
-			a = AT(a, 1);
-			na--;
-		}
+#ifdef KEY
+		size_t tb = KEY(b) < KEY(a);
+#else
+		size_t tb = CMP(b, a) < 0;
+#endif
+		memcpy(d, tb ? b : a, SZ);
+		b = AT(b, tb);
+		nb -= tb;
+		a = AT(a, 1 - tb);
+		na -= 1 - tb;
 		d = AT(d, 1);
 	}
 	if (na)
