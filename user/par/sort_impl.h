@@ -171,20 +171,31 @@ static size_t F(split)(char *a, size_t n, const char *pv, const struct srt *s)
 static size_t F(bpartition)(char *a, size_t n, const struct srt *s)
 {
 	PV_DECL;
-	size_t l = 1, r = n, nl = 0, nr = 0, sl = 0, sr = 0;
+	size_t l = 1, r = n, nl = 0, nr = 0, sl = 0, sr = 0, bl = BLK, br = BLK;
 	unsigned char offl[BLK], offr[BLK];
 
-	while (r - l > 2 * BLK) {
+	for (;;) {
+		/* The last round: the blocks shrink to cover what is left,
+		 * a pending block (some of its swaps not done) keeping its size. */
+		bool last = r - l <= 2 * BLK;
+		if (last) {
+			if (nl)
+				br = r - l - BLK;
+			else if (nr)
+				bl = r - l - BLK;
+			else
+				bl = (r - l) / 2, br = r - l - bl;
+		}
 		if (nl == 0) {
 			sl = 0;
-			for (unsigned i = 0; i < BLK; i++) {
+			for (unsigned i = 0; i < bl; i++) {
 				offl[nl] = (unsigned char)i;
 				nl += !LT_PV(AT(a, l + i));
 			}
 		}
 		if (nr == 0) {
 			sr = 0;
-			for (unsigned i = 0; i < BLK; i++) {
+			for (unsigned i = 0; i < br; i++) {
 				offr[nr] = (unsigned char)i;
 				nr += LT_PV(AT(a, r - 1 - i));
 			}
@@ -197,15 +208,24 @@ static size_t F(bpartition)(char *a, size_t n, const struct srt *s)
 		sl += m;
 		sr += m;
 		if (nl == 0)
-			l += BLK;
+			l += bl;
 		if (nr == 0)
-			r -= BLK;
+			r -= br;
+		if (last)
+			break;
 	}
-	/* a[1..l) < pivot <= a[r..n); what is left (blocks with swaps still
-	 * pending among them) goes through the plain partition. */
-	size_t k = l + F(split)(AT(a, l), r - l, a, s) - 1;
-	F(swap)(a, AT(a, k), s);
-	return k;
+	/* a[1..l) < pivot <= a[r..n), and l == r unless one block still has
+	 * elements on the wrong side: move them to its far end. */
+	if (nl) {
+		for (size_t k = nl; k-- > 0;)
+			F(swap)(AT(a, l + offl[sl + k]), AT(a, --r), s);
+		l = r;
+	} else if (nr) {
+		for (size_t k = nr; k-- > 0;)
+			F(swap)(AT(a, r - 1 - offr[sr + k]), AT(a, l++), s);
+	}
+	F(swap)(a, AT(a, l - 1), s);
+	return l - 1;
 }
 
 /* All of a[0..n) are >= the pivot in a[0]: the ones equal to it first. */
