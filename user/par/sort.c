@@ -142,7 +142,7 @@ struct ptask {
 	size_t n;
 	const char *pv;
 	unsigned ways;
-	size_t k; /* out: a[0..k) <= *pv <= a[k..n) */
+	size_t k; /* out: a[0..k) < *pv <= a[k..n) */
 	const struct srt *s;
 };
 

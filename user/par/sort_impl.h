@@ -117,29 +117,6 @@ static size_t F(pivot)(char *a, size_t n, const struct srt *s)
 }
 
 /*
- * Partition a[0..n) around the element at pv (outside the range): returns
- * k with a[0..k) <= *pv <= a[k..n). Both scans stop on equal elements, so
- * runs of equal keys split evenly, and are bounded by each other (no
- * sentinel here).
- */
-static size_t F(split)(char *a, size_t n, const char *pv, const struct srt *s)
-{
-	size_t i = 0, j = n;
-
-	for (;;) {
-		while (i < j && CMP(AT(a, i), pv) < 0)
-			i++;
-		while (i < j && CMP(pv, AT(a, j - 1)) < 0)
-			j--;
-		if (j - i < 2)
-			return j; /* none left, or one: it equals *pv, keep it left */
-		F(swap)(AT(a, i), AT(a, j - 1), s);
-		i++;
-		j--;
-	}
-}
-
-/*
  * Every instance partitions in blocks, as BlockQuicksort (Edelkamp and
  * Weiss, 2016) and pdqsort do: the comparisons of a block of BLK elements
  * on each side are made first, branch-free, recording the offsets of the
@@ -153,25 +130,26 @@ static size_t F(split)(char *a, size_t n, const char *pv, const struct srt *s)
  * <= all of it) puts the keys equal to the pivot first, in one pass, and
  * goes on with the rest only.
  *
- * LT_PV(x) is x < pivot and PV_LT(x) pivot < x, the pivot being a[0]
- * (which the block loop does not move); the typed instances load its key
- * once into pv.
+ * LT_PV(x) is x < pivot and PV_LT(x) pivot < x, the pivot being the
+ * element at pvp (which the block loop does not move); the typed
+ * instances load its key once into pv.
  */
 #ifdef KEY
-#define PV_DECL KEYT pv = KEY(a)
+#define PV_DECL KEYT pv = KEY(pvp)
 #define LT_PV(x) (KEY(x) < pv)
 #define PV_LT(x) (pv < KEY(x))
 #else
 #define PV_DECL (void)0
-#define LT_PV(x) (CMP((x), a) < 0)
-#define PV_LT(x) (CMP(a, (x)) < 0)
+#define LT_PV(x) (CMP((x), pvp) < 0)
+#define PV_LT(x) (CMP(pvp, (x)) < 0)
 #endif
 #define BLK 64
 
-static size_t F(bpartition)(char *a, size_t n, const struct srt *s)
+/* Returns k: a[0..k) < *pvp <= a[k..n); pvp outside the range. */
+static size_t F(bsplit)(char *a, size_t n, const char *pvp, const struct srt *s)
 {
 	PV_DECL;
-	size_t l = 1, r = n, nl = 0, nr = 0, sl = 0, sr = 0, bl = BLK, br = BLK;
+	size_t l = 0, r = n, nl = 0, nr = 0, sl = 0, sr = 0, bl = BLK, br = BLK;
 	unsigned char offl[BLK], offr[BLK];
 
 	for (;;) {
@@ -214,7 +192,7 @@ static size_t F(bpartition)(char *a, size_t n, const struct srt *s)
 		if (last)
 			break;
 	}
-	/* a[1..l) < pivot <= a[r..n), and l == r unless one block still has
+	/* a[0..l) < pivot <= a[r..n), and l == r unless one block still has
 	 * elements on the wrong side: move them to its far end. */
 	if (nl) {
 		for (size_t k = nl; k-- > 0;)
@@ -224,13 +202,21 @@ static size_t F(bpartition)(char *a, size_t n, const struct srt *s)
 		for (size_t k = nr; k-- > 0;)
 			F(swap)(AT(a, r - 1 - offr[sr + k]), AT(a, l++), s);
 	}
-	F(swap)(a, AT(a, l - 1), s);
-	return l - 1;
+	return l;
+}
+
+/* Partition a[0..n) around the pivot in a[0]: a[0..p) < a[p] <= a[p+1..n). */
+static size_t F(bpartition)(char *a, size_t n, const struct srt *s)
+{
+	size_t p = F(bsplit)(AT(a, 1), n - 1, a, s);
+	F(swap)(a, AT(a, p), s);
+	return p;
 }
 
 /* All of a[0..n) are >= the pivot in a[0]: the ones equal to it first. */
 static size_t F(lpartition)(char *a, size_t n, const struct srt *s)
 {
+	const char *pvp = a;
 	PV_DECL;
 	size_t i = 1, j = n;
 
@@ -299,14 +285,14 @@ static void F(ppart)(void *arg)
 	const struct srt *s = t->s;
 
 	if (t->ways < 2 || t->n < 2 * PPART_MIN) {
-		t->k = F(split)(t->a, t->n, t->pv, s);
+		t->k = F(bsplit)(t->a, t->n, t->pv, s);
 		return;
 	}
 	size_t h = t->n / 2;
 	struct ptask l = { t->a, h, t->pv, t->ways / 2, 0, s };
 	struct ptask r = { AT(t->a, h), t->n - h, t->pv, t->ways - t->ways / 2, 0, s };
 	mr_join(F(ppart), &l, F(ppart), &r);
-	/* [ <= | >= ][ <= | >= ]: swap the smaller middle piece across. */
+	/* [ < | >= ][ < | >= ]: swap the smaller middle piece across. */
 	size_t r1 = h - l.k, l2 = r.k, m = r1 < l2 ? r1 : l2;
 	struct btask b = { AT(t->a, l.k), AT(t->a, h + l2 - m), m * (SZ) };
 	swap_blocks(&b);
@@ -328,7 +314,7 @@ static void F(psort)(void *arg)
 	}
 	if (t->ways > 1 && t->n >= 2 * PPART_MIN) {
 		/* The pivot to a[0], the rest split by the workers, then the
-		 * pivot to its place: the last of the elements <= it. */
+		 * pivot to its place: the last of the elements below it. */
 		F(swap)(t->a, AT(t->a, F(pivot)(t->a, t->n, s)), s);
 		struct ptask pt = { AT(t->a, 1), t->n - 1, t->a, t->ways, 0, s };
 		F(ppart)(&pt);
