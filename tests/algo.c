@@ -6,7 +6,9 @@
  * user/par/sort.c (insertion sort 16, median of nine 128, stable runs 24,
  * sequential 4096) and large; many duplicates, sorted, reversed, all
  * equal; elements of 4, 8, 16 bytes (the fast paths) and 3, 24, 100
- * (generic); the typed integer sorts; the _r forms' context; stability of records sorted by key;
+ * (generic); the typed integer sorts; records by a uint64 key
+ * (mr_parallel_sort_key_u64); the _r forms' context; stability of records
+ * sorted by key;
  * bad arguments; -ENOMEM with the array unchanged.
  *
  * Scan: inclusive and exclusive, in place and out of place, for sizes
@@ -369,6 +371,82 @@ TEST(sort_inconsistent_comparator)
 		free(a);
 		free(in);
 	}
+}
+
+/*
+ * The keyed sort: make_input's elements with their 3-byte key also
+ * written as a uint64_t at off (over the end of the tag; off >= 6 keeps 3
+ * tag bytes, enough to tell the elements apart), sorted by that key,
+ * unstably and stably, checked as the comparator sorts are. Sizes 16
+ * (the two-word instance) and others (generic), the key aligned or not.
+ */
+static long keyed_case(size_t n, size_t size, size_t off, enum shape sh, uint64_t seed)
+{
+	unsigned char *in = make_input(n, size, sh, seed);
+	unsigned char *a = malloc(n * size + 1);
+	long faults = 0;
+
+	if (!a)
+		abort();
+	for (size_t i = 0; i < n; i++) {
+		uint64_t k = key_of(in + i * size);
+		memcpy(in + i * size + off, &k, 8);
+	}
+	for (int stable = 0; stable < 2; stable++) {
+		memcpy(a, in, n * size);
+		int r = mr_parallel_sort_key_u64(a, n, size, off, stable ? MR_SORT_STABLE : 0, NULL);
+		if (r != 0 || !check_sorted(in, a, n, size, stable)) {
+			printf("# keyed n %zu size %zu off %zu %s %s: returned %d\n", n, size, off,
+			       shape_name[sh], stable ? "stable" : "unstable", r);
+			faults++;
+		}
+	}
+	free(a);
+	free(in);
+	return faults;
+}
+
+static void keyed_in_runtime(void *arg)
+{
+	struct in_rt *x = arg;
+
+	/* The parallel partition and parallel merges (2 * 65536 and more). */
+	for (int sh = 0; sh < SHAPES; sh++)
+		x->faults += keyed_case(140000, 16, 8, sh, 400 + sh);
+	x->faults += keyed_case(140000, 20, 12, FEW_KEYS, 410);
+}
+
+TEST(sort_keyed_records)
+{
+	static const size_t lay[][2] = { { 16, 8 }, { 20, 12 }, { 24, 16 }, { 16, 6 } };
+	long faults = 0;
+
+	for (size_t l = 0; l < sizeof(lay) / sizeof(lay[0]); l++)
+		for (size_t k = 0; k < sizeof(small_sizes) / sizeof(small_sizes[0]); k++)
+			for (int sh = 0; sh < SHAPES; sh++)
+				faults += keyed_case(small_sizes[k], lay[l][0], lay[l][1], sh,
+						     2000 + k * 7 + sh);
+	EXPECT_EQ(faults, 0);
+	for (unsigned w = 1; w <= 2; w++) {
+		mr_runtime_t *rt = make_rt(w);
+		struct in_rt x = { 0 };
+		ASSERT_NONNULL(rt);
+		ASSERT_EQ(mr_runtime_install(rt, keyed_in_runtime, &x), 0);
+		EXPECT_EQ(x.faults, 0);
+		ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	}
+	/* Bad layouts (the array untouched), and the key at either end. */
+	uint64_t v[4] = { 4, 3, 2, 1 };
+	EXPECT_EQ(mr_parallel_sort_key_u64(v, 2, 16, 9, 0, NULL), -EINVAL);
+	EXPECT_EQ(mr_parallel_sort_key_u64(v, 4, 4, 0, 0, NULL), -EINVAL);
+	EXPECT_EQ(mr_parallel_sort_key_u64(v, 2, 16, 0, 4, NULL), -EINVAL);
+	EXPECT_EQ(v[0], 4u);
+	EXPECT_EQ(mr_parallel_sort_key_u64(v, 2, 16, 8, 0, NULL), 0); /* keys 3, 1 */
+	EXPECT_EQ(v[1], 1u);
+	EXPECT_EQ(v[3], 3u);
+	EXPECT_EQ(mr_parallel_sort_key_u64(v, 4, 8, 0, MR_SORT_STABLE, NULL), 0);
+	EXPECT_EQ(v[0], 1u);
+	EXPECT_EQ(v[3], 4u);
 }
 
 /* The typed sorts against qsort, signed keys negative too. */

@@ -1,7 +1,8 @@
 /*
  * algo_cancel.c - stopping the sort, the scan and the searches of
  * <moirai/algo.h> early (their _opts forms, with mr_loop_opts' stop or
- * group), and stops that race the end of the work.
+ * group, the typed sorts and sums' too), and stops that race the end of
+ * the work.
  *
  * Each case runs an algorithm on a random input of a size from 0 to
  * 100000 (around the 4096 cut-off) and stops it: before the call, from
@@ -180,6 +181,96 @@ static void sort_cases(struct tally *t, uint64_t seed)
 			}
 }
 
+/*
+ * The typed and keyed sorts (no user function: a stop from inside never
+ * trips, so those cases must finish): uint64 keys; 16-byte records by the
+ * key at 0, unstable and stable; 24-byte records (the generic keyed
+ * instance) by the key at 8, stable. A record's position is a uint32 at
+ * the other end.
+ */
+struct klayout {
+	size_t size, off, pos;
+};
+
+static uint64_t kkey(const unsigned char *r, const struct klayout *l)
+{
+	uint64_t k;
+	memcpy(&k, r + l->off, 8);
+	return k;
+}
+
+static uint32_t kpos(const unsigned char *r, const struct klayout *l)
+{
+	uint32_t p;
+	memcpy(&p, r + l->pos, 4);
+	return p;
+}
+
+static int cmp_kall(const void *a, const void *b, void *ctx)
+{
+	uint64_t x = kkey(a, ctx), y = kkey(b, ctx);
+	uint32_t p = kpos(a, ctx), q = kpos(b, ctx);
+	if (x != y)
+		return (x > y) - (x < y);
+	return (p > q) - (p < q);
+}
+
+static void typed_sort_cases(struct tally *t, uint64_t seed)
+{
+	static const struct klayout lay[] = { { 8, 0, 0 }, { 16, 0, 8 }, { 16, 0, 8 }, { 24, 8, 0 } };
+	static const char *const what[] = { "sort_u64", "sort_key_u64 16", "sort_key_u64 16 stable",
+					     "sort_key_u64 24 stable" };
+
+	for (size_t si = 0; si < NSIZES; si++)
+		for (int v = 0; v < 4; v++)
+			for (enum how how = NEVER; how < NHOW; how++) {
+				const struct klayout *l = &lay[v];
+				size_t n = sizes[si], sz = l->size;
+				bool stable = v >= 2;
+				unsigned char *a = calloc(n + 1, sz), *ref = calloc(n + 1, sz);
+				struct stopper s;
+				struct mr_loop_opts o;
+				int r;
+				if (!a || !ref)
+					abort();
+				for (size_t i = 0; i < n; i++) {
+					uint64_t k = v ? rnd(&seed) % 50 : rnd(&seed);
+					uint32_t p = (uint32_t)i;
+					memcpy(a + i * sz + l->off, &k, 8);
+					if (v)
+						memcpy(a + i * sz + l->pos, &p, 4);
+				}
+				memcpy(ref, a, n * sz);
+				stopper_start(&s, how, &seed, n, 3000);
+				stopper_opts(&s, &o);
+				if (v == 0)
+					r = mr_parallel_sort_u64_opts((uint64_t *)a, n, &o);
+				else
+					r = mr_parallel_sort_key_u64(a, n, sz, l->off,
+								     stable ? MR_SORT_STABLE : 0, &o);
+				stopper_end(&s);
+				bool ok = true;
+				if (r == 0)
+					for (size_t i = 1; i < n && ok; i++) {
+						const unsigned char *x = a + (i - 1) * sz, *y = a + i * sz;
+						ok = kkey(x, l) < kkey(y, l) ||
+						     (kkey(x, l) == kkey(y, l) &&
+						      (!stable || kpos(x, l) < kpos(y, l)));
+					}
+				if (how == BEFORE && n >= 2)
+					ok = ok && r == -ECANCELED && !memcmp(a, ref, n * sz);
+				/* A stop from inside never trips: there is no user call. */
+				if (how == INSIDE || how == INSIDE_GROUP)
+					ok = ok && r == 0;
+				qsort_r(a, n, sz, cmp_kall, (void *)l);
+				qsort_r(ref, n, sz, cmp_kall, (void *)l);
+				ok = ok && !memcmp(a, ref, n * sz);
+				tally(t, how, r, ok, what[v], n);
+				free(a);
+				free(ref);
+			}
+}
+
 /* ---- scan ---------------------------------------------------------------- */
 
 /* Non-commutative: 2x2 integer matrices modulo 2^64, as a pair of rows. */
@@ -234,6 +325,80 @@ static void scan_cases(struct tally *t, uint64_t seed)
 			free(in);
 			free(out);
 		}
+}
+
+/*
+ * The typed sums (no user function: a stop from inside never trips): sizes
+ * up to several blocks of 65536 beyond the sequential cut-off (262144),
+ * in place or not. On -ECANCELED, out holds the scan of a prefix of the
+ * blocks and the rest is untouched.
+ */
+static void typed_scan_cases(struct tally *t, uint64_t seed)
+{
+	static const size_t tsizes[] = { 0, 1, 100, 65536, 65537, 262144, 262145, 600000 };
+
+	for (size_t si = 0; si < sizeof(tsizes) / sizeof(tsizes[0]); si++)
+		for (int v = 0; v < 4; v++)
+			for (enum how how = NEVER; how < NHOW; how++) {
+				size_t n = tsizes[si];
+				bool in_place = v & 1, excl = v & 2;
+				uint64_t *in = malloc((n + 1) * 8), *out = malloc((n + 1) * 8);
+				const uint64_t fill = 0xa5a5a5a5a5a5a5a5ull;
+				struct stopper s;
+				struct mr_loop_opts o;
+				if (!in || !out)
+					abort();
+				for (size_t i = 0; i < n; i++)
+					in[i] = rnd(&seed);
+				if (in_place)
+					memcpy(out, in, n * 8);
+				else
+					for (size_t i = 0; i < n; i++)
+						out[i] = fill;
+				stopper_start(&s, how, &seed, n, 3000);
+				stopper_opts(&s, &o);
+				int r;
+				if (v == 1) /* one in place case each signed, and double */
+					r = mr_parallel_scan_sum_i64_opts((int64_t *)out, (int64_t *)out,
+									  n, 0, &o);
+				else
+					r = mr_parallel_scan_sum_u64_opts(in_place ? out : in, out, n,
+									  excl ? MR_SCAN_EXCLUSIVE : 0,
+									  &o);
+				stopper_end(&s);
+				/* Scanned up to done (whole blocks when stopped), untouched
+				 * (the input, or the fill) after. */
+				uint64_t acc = 0;
+				size_t done = 0;
+				bool ok = true;
+				for (; done < n; done++) {
+					uint64_t want = excl ? acc : acc + in[done];
+					if (out[done] != want)
+						break;
+					acc += in[done];
+				}
+				if (r == 0)
+					ok = done == n;
+				else
+					done -= done % 65536;
+				for (size_t i = done; i < n && ok; i++)
+					ok = out[i] == (in_place ? in[i] : fill);
+				if (how == BEFORE && n > 0)
+					ok = ok && r == -ECANCELED && done == 0;
+				if (how == INSIDE || how == INSIDE_GROUP)
+					ok = ok && r == 0;
+				tally(t, how, r, ok, "scan_sum", n);
+				free(in);
+				free(out);
+			}
+	/* The double form: done, and stopped before. */
+	double d[3] = { 1, 2, 3 }, dout[3] = { 0, 0, 0 };
+	int stop = 1;
+	struct mr_loop_opts o = { .sz = sizeof(o), .stop = &stop };
+	int r = mr_parallel_scan_sum_double_opts(d, dout, 3, 0, &o);
+	tally(t, BEFORE, r, dout[2] == 0, "scan_sum_double", 3);
+	r = mr_parallel_scan_sum_double_opts(d, dout, 3, 0, NULL);
+	tally(t, NEVER, r, dout[2] == 6, "scan_sum_double", 3);
 }
 
 /* ---- find ---------------------------------------------------------------- */
@@ -293,7 +458,7 @@ static void find_cases(struct tally *t, uint64_t seed)
 /* ---- drivers ------------------------------------------------------------- */
 
 struct run {
-	int which; /* 0 sort, 1 scan, 2 find */
+	int which; /* 0 sort, 1 scan, 2 find, 3 typed and keyed sorts, 4 typed sums */
 	uint64_t seed;
 	long rounds;
 	struct tally t;
@@ -309,6 +474,10 @@ static void run_cases(void *arg)
 			sort_cases(&x->t, seed);
 		else if (x->which == 1)
 			scan_cases(&x->t, seed);
+		else if (x->which == 3)
+			typed_sort_cases(&x->t, seed);
+		else if (x->which == 4)
+			typed_scan_cases(&x->t, seed);
 		else
 			find_cases(&x->t, seed);
 	}
@@ -346,6 +515,16 @@ static void run_all(int which)
 TEST(sort_stop_racing_completion)
 {
 	run_all(0);
+}
+
+TEST(typed_sort_stop_racing_completion)
+{
+	run_all(3);
+}
+
+TEST(typed_scan_stop_racing_completion)
+{
+	run_all(4);
 }
 
 TEST(scan_stop_racing_completion)
@@ -391,6 +570,23 @@ TEST(opts_bad_arguments)
 	EXPECT_EQ(mr_parallel_sort_opts(v, 4, 8, cmp_u64, NULL, MR_SORT_STABLE, NULL), 0);
 	EXPECT_EQ(v[0], 0u);
 	EXPECT_EQ(v[3], 3u);
+	EXPECT_EQ(mr_parallel_sort_u64_opts(v, 4, &bad), -EINVAL);
+	EXPECT_EQ(mr_parallel_sort_i64_opts((int64_t *)v, 4, &bad), -EINVAL);
+	EXPECT_EQ(mr_parallel_sort_u32_opts((uint32_t *)v, 4, &bad), -EINVAL);
+	EXPECT_EQ(mr_parallel_sort_i32_opts((int32_t *)v, 4, &bad), -EINVAL);
+	EXPECT_EQ(mr_parallel_sort_key_u64(v, 4, 8, 0, 0, &bad), -EINVAL);
+	EXPECT_EQ(mr_parallel_sort_key_u64(v, 4, 8, 0, 2, NULL), -EINVAL);
+	EXPECT_EQ(mr_parallel_sort_key_u64(v, 4, 7, 0, 0, NULL), -EINVAL);
+	EXPECT_EQ(mr_parallel_sort_key_u64(v, 2, 16, 9, 0, NULL), -EINVAL);
+	EXPECT_EQ(mr_parallel_sort_key_u64(NULL, 2, 16, 0, 0, NULL), -EINVAL);
+	EXPECT_EQ(mr_parallel_sort_key_u64(v, SIZE_MAX / 8, 16, 0, 0, NULL), -EINVAL);
+	EXPECT_EQ(v[0], 0u);
+	EXPECT_EQ(mr_parallel_sort_u64_opts(v, 4, NULL), 0);
+	EXPECT_EQ(mr_parallel_scan_sum_u64_opts(v, out, 4, 0, &bad), -EINVAL);
+	EXPECT_EQ(mr_parallel_scan_sum_i64_opts((int64_t *)v, (int64_t *)out, 4, 0, &bad), -EINVAL);
+	EXPECT_EQ(mr_parallel_scan_sum_double_opts((double *)v, (double *)out, 4, 0, &bad),
+		  -EINVAL);
+	EXPECT_EQ(mr_parallel_scan_sum_u64_opts(v, out, 4, 4, NULL), -EINVAL);
 	EXPECT_EQ(mr_parallel_scan_opts(v, out, 4, 8, &zero, add_u64, NULL, 0, &bad), -EINVAL);
 	EXPECT_EQ(mr_parallel_scan_opts(v, out, 4, 8, &zero, add_u64, NULL, 0, NULL), 0);
 	EXPECT_EQ(out[3], 6u);

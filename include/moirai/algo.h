@@ -110,6 +110,44 @@ MR_API int mr_parallel_sort_i64(int64_t *a, size_t n);
 MR_API int mr_parallel_sort_u32(uint32_t *a, size_t n);
 MR_API int mr_parallel_sort_i32(int32_t *a, size_t n);
 
+/*
+ * The typed sorts with options (par.h's struct mr_loop_opts; NULL: all
+ * defaults; grain ignored): group and stop to give up early, as
+ * mr_parallel_sort_opts does (ranges of more than 4096 keys look before
+ * they partition). Returns 0 when the array is sorted, -ECANCELED when
+ * the sort gave up first (the array then holds a permutation of its keys).
+ * ERRORS: as mr_parallel_sort_u64, and -EINVAL for opts->sz <
+ * sizeof(size_t).
+ */
+MR_API int mr_parallel_sort_u64_opts(uint64_t *a, size_t n, const struct mr_loop_opts *opts);
+MR_API int mr_parallel_sort_i64_opts(int64_t *a, size_t n, const struct mr_loop_opts *opts);
+MR_API int mr_parallel_sort_u32_opts(uint32_t *a, size_t n, const struct mr_loop_opts *opts);
+MR_API int mr_parallel_sort_i32_opts(int32_t *a, size_t n, const struct mr_loop_opts *opts);
+
+/*
+ * Sort n records of size bytes at base by the uint64_t key at byte offset
+ * off in each (native byte order, no alignment needed), ascending, with
+ * the comparison compiled in: for records ordered by one integer key,
+ * what mr_parallel_sort_u64 is for bare keys. flags 0: unstable, the
+ * algorithm and cut-offs of mr_parallel_sort, no memory allocated;
+ * MR_SORT_STABLE: records of equal keys keep their order, the merge sort
+ * of mr_parallel_stable_sort with its buffer of n * size bytes (n above
+ * 24). Records of 16 bytes move as two words, others in 8-byte pieces.
+ * opts as for mr_parallel_sort_opts (NULL: all defaults): 0 when sorted,
+ * -ECANCELED when stopped first. Blocks; any context.
+ * ERRORS (the array is unchanged):
+ *   -EINVAL     base is NULL with n > 0, size < 8, off > size - 8,
+ *               n * size overflows, flags other than MR_SORT_STABLE, or
+ *               opts->sz < sizeof(size_t).
+ *   -ENOMEM     stable: the buffer of n * size bytes could not be
+ *               allocated.
+ *   -EINVAL, -ENOMEM, -EAGAIN
+ *               n > 4096, called from outside any runtime, and the default
+ *               runtime cannot be created.
+ */
+MR_API int mr_parallel_sort_key_u64(void *base, size_t n, size_t size, size_t off,
+				    unsigned flags, const struct mr_loop_opts *opts);
+
 /* ---- prefix scan ------------------------------------------------------- */
 
 /* mr_parallel_scan's flags: inclusive (the default) or exclusive. */
@@ -188,6 +226,25 @@ MR_API int mr_parallel_scan_opts(const void *in, void *out, size_t n, size_t siz
 MR_API int mr_parallel_scan_sum_u64(const uint64_t *in, uint64_t *out, size_t n, unsigned flags);
 MR_API int mr_parallel_scan_sum_i64(const int64_t *in, int64_t *out, size_t n, unsigned flags);
 MR_API int mr_parallel_scan_sum_double(const double *in, double *out, size_t n, unsigned flags);
+
+/*
+ * The typed sums with options (par.h's struct mr_loop_opts; NULL: all
+ * defaults; grain ignored): group and stop to give up early. A worker
+ * looks at them before it takes a block of 65536 elements (the
+ * sequential loop: before each 65536 elements) and takes none once
+ * either is set; blocks taken finish. Returns 0 when out holds the whole
+ * scan, -ECANCELED when stopped first: out then holds the scan of a
+ * prefix of the blocks, the rest untouched (in place: the input). Blocks
+ * like mr_join; any context.
+ * ERRORS: as mr_parallel_scan_sum_u64, and -EINVAL for opts->sz <
+ * sizeof(size_t).
+ */
+MR_API int mr_parallel_scan_sum_u64_opts(const uint64_t *in, uint64_t *out, size_t n,
+					 unsigned flags, const struct mr_loop_opts *opts);
+MR_API int mr_parallel_scan_sum_i64_opts(const int64_t *in, int64_t *out, size_t n,
+					 unsigned flags, const struct mr_loop_opts *opts);
+MR_API int mr_parallel_scan_sum_double_opts(const double *in, double *out, size_t n,
+					    unsigned flags, const struct mr_loop_opts *opts);
 
 /* ---- searching with early exit ----------------------------------------- */
 

@@ -32,6 +32,12 @@
  * be overwritten by its output: the waiter waits (with the library's
  * backoff, which yields the CPU after a while).
  *
+ * Stopping (the _opts forms): a worker looks at the options before it
+ * takes a block and takes none once they say stop; every block taken is
+ * finished, so no block waits for one that will never come, and the blocks
+ * done are a prefix of the array. The sequential loop looks every BLOCK
+ * elements.
+ *
  * Behaves badly: a preempted worker's block is summed twice (once by a
  * waiter, once by itself when it resumes); a long run of stalled blocks
  * makes every waiter walk back over all of them; in place, a preempted
@@ -61,11 +67,13 @@ __attribute__((visibility("hidden"))) int mr__test_scan_no_wait;
 		T *out;                                                                            \
 		size_t n, nb;                                                                      \
 		bool exclusive;                                                                    \
+		const struct mr_loop_opts *o;                                                      \
 		_Atomic size_t next;                                                               \
 		struct NAME##_blk *blk;                                                            \
 	};                                                                                         \
-	/* out[lo, hi) from prefix acc (the sum of everything before lo). */                      \
-	static void NAME##_range(const T *in, T *out, size_t lo, size_t hi, T acc, bool excl)     \
+	/* out[lo, hi) from prefix acc (the sum of everything before lo); returns  \
+	 * the sum of everything before hi. */                                                    \
+	static T NAME##_range(const T *in, T *out, size_t lo, size_t hi, T acc, bool excl)        \
 	{                                                                                          \
 		if (!excl) {                                                                       \
 			for (size_t i = lo; i < hi; i++) {                                         \
@@ -79,6 +87,7 @@ __attribute__((visibility("hidden"))) int mr__test_scan_no_wait;
 				acc = ADD(acc, x);                                                 \
 			}                                                                          \
 		}                                                                                  \
+		return acc;                                                                        \
 	}                                                                                          \
 	static T NAME##_sum(const T *in, size_t lo, size_t hi)                                     \
 	{                                                                                          \
@@ -122,6 +131,10 @@ __attribute__((visibility("hidden"))) int mr__test_scan_no_wait;
 		(void)w0;                                                                          \
 		(void)w1;                                                                          \
 		for (;;) {                                                                         \
+			/* Stopped: take no more blocks. Every block taken is done, so a   \
+			 * later one never waits for one never taken. */                     \
+			if (mr__loop_opts_stopped(sc->o))                                          \
+				return;                                                            \
 			/* relaxed: the counter only hands out indices. */                        \
 			size_t b = atomic_fetch_add_explicit(&sc->next, 1, memory_order_relaxed);  \
 			if (b >= sc->nb)                                                           \
@@ -132,13 +145,15 @@ __attribute__((visibility("hidden"))) int mr__test_scan_no_wait;
 			sc->blk[b].incl = ADD(prev, sum);                                          \
 			/* release: pairs with the acquires in _incl(), by later blocks. */       \
 			atomic_store_explicit(&sc->blk[b].ready, 1, memory_order_release);         \
-			NAME##_range(sc->in, sc->out, lo, hi, prev, sc->exclusive);                \
+			(void)NAME##_range(sc->in, sc->out, lo, hi, prev, sc->exclusive);          \
 		}                                                                                  \
 	}                                                                                          \
-	int NAME(const T *in, T *out, size_t n, unsigned flags)                                    \
+	int NAME##_opts(const T *in, T *out, size_t n, unsigned flags,                             \
+			const struct mr_loop_opts *opts)                                           \
 	{                                                                                          \
+		struct mr_loop_opts o;                                                             \
 		if ((flags & ~(unsigned)MR_SCAN_EXCLUSIVE) || (n && (!in || !out)) ||              \
-		    n > SIZE_MAX / sizeof(T))                                                      \
+		    n > SIZE_MAX / sizeof(T) || mr__loop_opts_get(opts, &o))                       \
 			return -EINVAL;                                                            \
 		if (in != out && in < out + n && out < in + n)                                     \
 			return -EINVAL;                                                            \
@@ -149,10 +164,19 @@ __attribute__((visibility("hidden"))) int mr__test_scan_no_wait;
 				return -errno;                                                     \
 		}                                                                                  \
 		if (!rt || rt->nworkers == 1) {                                                    \
-			NAME##_range(in, out, 0, n, 0, excl);                                      \
+			/* A look at the options every block (none without any). */        \
+			size_t step = o.stop || o.group ? BLOCK : n;                               \
+			T acc = 0;                                                                 \
+			for (size_t lo = 0; lo < n; lo += step) {                                  \
+				if (mr__loop_opts_stopped(&o))                                     \
+					return -ECANCELED;                                         \
+				size_t hi = n - lo > step ? lo + step : n;                         \
+				acc = NAME##_range(in, out, lo, hi, acc, excl);                    \
+			}                                                                          \
 			return 0;                                                                  \
 		}                                                                                  \
-		struct NAME##_scan sc = { .in = in, .out = out, .n = n, .exclusive = excl };       \
+		struct NAME##_scan sc = { .in = in, .out = out, .n = n, .exclusive = excl,         \
+					  .o = &o };                                               \
 		sc.nb = (n + BLOCK - 1) / BLOCK;                                                   \
 		sc.blk = aligned_alloc(64, sc.nb * sizeof(*sc.blk));                               \
 		if (!sc.blk)                                                                       \
@@ -162,7 +186,15 @@ __attribute__((visibility("hidden"))) int mr__test_scan_no_wait;
 		atomic_init(&sc.next, 0);                                                          \
 		int r = mr_parallel_for(0, rt->nworkers, 1, NAME##_worker, &sc);                   \
 		free(sc.blk);                                                                      \
+		/* relaxed: the loop's return orders the workers' increments. Below nb: \
+		 * some block was never taken (a stop). */                               \
+		if (!r && atomic_load_explicit(&sc.next, memory_order_relaxed) < sc.nb)            \
+			r = -ECANCELED;                                                            \
 		return r;                                                                          \
+	}                                                                                          \
+	int NAME(const T *in, T *out, size_t n, unsigned flags)                                    \
+	{                                                                                          \
+		return NAME##_opts(in, out, n, flags, NULL);                                       \
 	}
 
 #define ADD_U64(a, b) ((a) + (b))

@@ -3,7 +3,7 @@
  * forms with a context argument).
  *
  * Unstable: a parallel introsort. Each range above PAR_MIN elements is
- * partitioned in place (Hoare, median of three or of nine) and its two
+ * partitioned in place (in blocks, median of three or of nine) and its two
  * sides are sorted with mr_join, so the sides of every partition are
  * offered to thieves; PAR_MIN elements and fewer sort sequentially
  * (introsort, insertion sort below INSERTION_MAX, heapsort once the depth
@@ -28,9 +28,10 @@
  * other size goes through the generic instance, which swaps in 8-byte
  * pieces. The comparator is still called through a pointer on every
  * comparison; that call, not the moves, is most of the cost for small
- * elements. The typed sorts (comparison inlined) partition in blocks
- * instead, branch-free (see sort_impl.h), and set the keys equal to a
- * pivot aside when the pivot equals the range's predecessor.
+ * elements. The typed sorts are the same code with the comparison
+ * inlined. Partitions run in blocks, branch-free (see sort_impl.h), and
+ * set the keys equal to a pivot aside when the pivot equals the range's
+ * predecessor.
  *
  * Stopping (mr_parallel_sort_opts): a parallel range looks at the
  * caller's group and stop before it partitions, or sorts sequentially, or
@@ -98,6 +99,7 @@ struct srt {
 	mr_cmp_r_fn cmp_r;
 	void *ctx;
 	size_t size;
+	size_t off;		 /* keyed: the key's offset in a record */
 	bool cancellable;	 /* the fields below are set */
 	const struct mr_loop_opts *o;
 	_Atomic bool *stopped;	 /* sticky: some range gave up */
@@ -124,9 +126,6 @@ static inline bool sort_stopped(const struct srt *s)
 /* The qsort form has no context; one well-predicted branch per comparison. */
 #define CMP(x, y) (s->cmp ? s->cmp((x), (y)) : s->cmp_r((x), (y), s->ctx))
 
-/* A bound that only an inconsistent comparator needs (sort_impl.h). */
-#define GUARD(c) (c)
-
 struct stask {
 	char *a, *b; /* the range; the buffer's matching range (stable) */
 	size_t n;
@@ -134,7 +133,7 @@ struct stask {
 	bool to_b;	/* stable: leave the result in b */
 	const struct srt *s;
 	unsigned ways;	/* unstable: workers to partition this range (1: alone) */
-	const char *pred; /* typed: an element <= all of the range, or NULL */
+	const char *pred; /* unstable: an element <= all of the range, or NULL */
 };
 
 /* A piece of a parallel partition (unstable): a[0..n) around *pv. */
@@ -143,7 +142,7 @@ struct ptask {
 	size_t n;
 	const char *pv;
 	unsigned ways;
-	size_t k; /* out: a[0..k) <= *pv <= a[k..n) */
+	size_t k; /* out: a[0..k) < *pv <= a[k..n) */
 	const struct srt *s;
 };
 
@@ -186,11 +185,11 @@ struct mtask {
  * compiler drops the rest.
  */
 #undef CMP
-#undef GUARD
-#define GUARD(c) 1
 #define LD_(t) ld_##t
 #define LD(t) LD_(t)
-#define CMP(x, y) (LD(T)(x) < LD(T)(y) ? -1 : LD(T)(x) > LD(T)(y))
+#define KEYT T
+#define KEY(p) LD(T)(p)
+#define CMP(x, y) (KEY(x) < KEY(y) ? -1 : KEY(x) > KEY(y))
 #define FIXED
 #define TYPED(T_, SZ_)                                                                             \
 	static inline T_ ld_##T_(const void *p)                                                   \
@@ -231,7 +230,28 @@ TYPED(int32_t, 4)
 #undef T
 #undef SZ
 #undef F
+
+/*
+ * The keyed sorts (mr_parallel_sort_key_u64): records ordered by a
+ * uint64_t at s->off, compared inline; 16-byte records move as one pair
+ * of words, other sizes in 8-byte pieces. Both the unstable and the
+ * stable sort are used.
+ */
+#undef KEY
+#undef KEYT
+#define KEYT uint64_t
+#define KEY(p) ld_uint64_t((const char *)(p) + s->off)
+#define SZ 16
+#define F(name) name##_k16
+#include "sort_impl.h"
+#undef SZ
+#undef F
 #undef FIXED
+#define SZ (s->size)
+#define F(name) name##_kany
+#include "sort_impl.h"
+#undef SZ
+#undef F
 
 static void (*pick(size_t size, bool stable))(void *)
 {
@@ -326,6 +346,45 @@ int mr_parallel_stable_sort_r(void *base, size_t n, size_t size, mr_cmp_r_fn cmp
 {
 	struct srt s = { .cmp = NULL, .cmp_r = cmp, .ctx = ctx, .size = size };
 	return sort(base, n, size, &s, true, NULL);
+}
+
+/* The typed and keyed forms' options: *s made cancellable if they ask. */
+static int typed_opts(struct srt *s, const struct mr_loop_opts *opts, struct mr_loop_opts *o)
+{
+	if (mr__loop_opts_get(opts, o))
+		return -EINVAL;
+	s->o = o;
+	s->cancellable = o->group || o->stop;
+	return 0;
+}
+
+#define TYPED_OPTS(name, T_, inst)                                                                 \
+	int name(T_ *a, size_t n, const struct mr_loop_opts *opts)                                 \
+	{                                                                                          \
+		struct mr_loop_opts o;                                                             \
+		struct srt s = { .size = sizeof(T_) };                                             \
+		if (typed_opts(&s, opts, &o))                                                      \
+			return -EINVAL;                                                            \
+		return sort(a, n, sizeof(T_), &s, false, psort_##inst);                            \
+	}
+TYPED_OPTS(mr_parallel_sort_u64_opts, uint64_t, tu64)
+TYPED_OPTS(mr_parallel_sort_i64_opts, int64_t, ti64)
+TYPED_OPTS(mr_parallel_sort_u32_opts, uint32_t, tu32)
+TYPED_OPTS(mr_parallel_sort_i32_opts, int32_t, ti32)
+
+int mr_parallel_sort_key_u64(void *base, size_t n, size_t size, size_t off, unsigned flags,
+			     const struct mr_loop_opts *opts)
+{
+	struct mr_loop_opts o;
+	struct srt s = { .size = size, .off = off };
+	bool stable = flags & MR_SORT_STABLE;
+
+	if (size < 8 || off > size - 8 || (flags & ~(unsigned)MR_SORT_STABLE) ||
+	    typed_opts(&s, opts, &o))
+		return -EINVAL;
+	if (size == 16)
+		return sort(base, n, size, &s, stable, stable ? msort_k16 : psort_k16);
+	return sort(base, n, size, &s, stable, stable ? msort_kany : psort_kany);
 }
 
 int mr_parallel_sort_u64(uint64_t *a, size_t n)

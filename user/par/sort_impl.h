@@ -9,11 +9,11 @@
  *
  * Every loop that scans for a comparison result is bounded by the range as
  * well, so a comparator that is not a consistent order (a user bug) gives
- * an unsorted array, never an access outside it. The partition's two
- * scans test their bound through GUARD(c): the typed instances, whose
- * comparison is a true order, define it as 1, as the scans then stop at
- * the pivot in a[0] and at the larger sample or the last swapped element
- * anyway (a quarter fewer instructions for 10^6 keys under cachegrind).
+ * an unsorted array, never an access outside it.
+ *
+ * CMP(x, y) compares two elements (qsort's sign). The typed instances
+ * also define KEY(p), the key of the element at p, of type KEYT, so that
+ * the partition loads the pivot's key once.
  */
 
 #define AT(p, i) ((char *)(p) + (size_t)(i) * (SZ))
@@ -103,12 +103,6 @@ static inline size_t F(median3)(char *a, size_t i, size_t j, size_t k, const str
 	return CMP(AT(a, j), AT(a, k)) < 0 ? k : j;
 }
 
-/*
- * Hoare partition of a[0..n), n > INSERTION_MAX, around a median of three
- * (of nine above NINTHER_MIN) moved to a[0]. Both scans stop on elements
- * equal to the pivot, so runs of equal keys split evenly instead of
- * degrading to quadratic. Returns p: a[0..p) <= a[p] <= a[p+1..n).
- */
 /* The index of the pivot: a median of three, or of nine from NINTHER_MIN. */
 static size_t F(pivot)(char *a, size_t n, const struct srt *s)
 {
@@ -122,83 +116,66 @@ static size_t F(pivot)(char *a, size_t n, const struct srt *s)
 	return F(median3)(a, 0, n / 2, n - 1, s);
 }
 
-__attribute__((unused)) /* the typed instances partition in blocks */
-static size_t F(partition)(char *a, size_t n, const struct srt *s)
-{
-	F(swap)(a, AT(a, F(pivot)(a, n, s)), s);
-
-	size_t i = 0, j = n;
-	for (;;) {
-		do
-			i++;
-		while (GUARD(i < n) && CMP(AT(a, i), a) < 0);
-		do
-			j--;
-		while (GUARD(j > 0) && CMP(a, AT(a, j)) < 0);
-		if (i >= j)
-			break;
-		F(swap)(AT(a, i), AT(a, j), s);
-	}
-	F(swap)(a, AT(a, j), s);
-	return j;
-}
-
 /*
- * Partition a[0..n) around the element at pv (outside the range): returns
- * k with a[0..k) <= *pv <= a[k..n). Both scans stop on equal elements, as
- * in F(partition), and are bounded by each other (no sentinel here).
- */
-static size_t F(split)(char *a, size_t n, const char *pv, const struct srt *s)
-{
-	size_t i = 0, j = n;
-
-	for (;;) {
-		while (i < j && CMP(AT(a, i), pv) < 0)
-			i++;
-		while (i < j && CMP(pv, AT(a, j - 1)) < 0)
-			j--;
-		if (j - i < 2)
-			return j; /* none left, or one: it equals *pv, keep it left */
-		F(swap)(AT(a, i), AT(a, j - 1), s);
-		i++;
-		j--;
-	}
-}
-
-#ifdef T
-/*
- * The typed sorts partition in blocks, as BlockQuicksort (Edelkamp and
+ * Every instance partitions in blocks, as BlockQuicksort (Edelkamp and
  * Weiss, 2016) and pdqsort do: the comparisons of a block of BLK elements
  * on each side are made first, branch-free, recording the offsets of the
- * elements on the wrong side, and then those are swapped in pairs. With
- * the comparison inlined, the branch a Hoare scan mispredicts on about
- * every other random key was most of the time. Elements equal to the
- * pivot go either way, so a run of equal keys would make every partition
- * lopsided: as pdqsort does, a range whose pivot equals the element just
- * left of it (its predecessor, <= all of it) puts the keys equal to the
- * pivot first, in one pass, and goes on with the rest only.
+ * elements on the wrong side, and then those are swapped in pairs. A
+ * Hoare scan mispredicts its loop branch on about every other random key;
+ * with the comparison inlined (typed) that branch was most of the time,
+ * and through a pointer it still cost a third (callgrind and wall clock:
+ * see the commit). Elements equal to the pivot go right, so a run of
+ * equal keys would make every partition lopsided: as pdqsort does, a
+ * range whose pivot equals the element just left of it (its predecessor,
+ * <= all of it) puts the keys equal to the pivot first, in one pass, and
+ * goes on with the rest only.
+ *
+ * LT_PV(x) is x < pivot and PV_LT(x) pivot < x, the pivot being the
+ * element at pvp (which the block loop does not move); the typed
+ * instances load its key once into pv.
  */
+#ifdef KEY
+#define PV_DECL KEYT pv = KEY(pvp)
+#define LT_PV(x) (KEY(x) < pv)
+#define PV_LT(x) (pv < KEY(x))
+#else
+#define PV_DECL (void)0
+#define LT_PV(x) (CMP((x), pvp) < 0)
+#define PV_LT(x) (CMP(pvp, (x)) < 0)
+#endif
 #define BLK 64
 
-static size_t F(bpartition)(char *a, size_t n, const struct srt *s)
+/* Returns k: a[0..k) < *pvp <= a[k..n); pvp outside the range. */
+static size_t F(bsplit)(char *a, size_t n, const char *pvp, const struct srt *s)
 {
-	T pv = LD(T)(a);
-	size_t l = 1, r = n, nl = 0, nr = 0, sl = 0, sr = 0;
+	PV_DECL;
+	size_t l = 0, r = n, nl = 0, nr = 0, sl = 0, sr = 0, bl = BLK, br = BLK;
 	unsigned char offl[BLK], offr[BLK];
 
-	while (r - l > 2 * BLK) {
+	for (;;) {
+		/* The last round: the blocks shrink to cover what is left,
+		 * a pending block (some of its swaps not done) keeping its size. */
+		bool last = r - l <= 2 * BLK;
+		if (last) {
+			if (nl)
+				br = r - l - BLK;
+			else if (nr)
+				bl = r - l - BLK;
+			else
+				bl = (r - l) / 2, br = r - l - bl;
+		}
 		if (nl == 0) {
 			sl = 0;
-			for (unsigned i = 0; i < BLK; i++) {
+			for (unsigned i = 0; i < bl; i++) {
 				offl[nl] = (unsigned char)i;
-				nl += !(LD(T)(AT(a, l + i)) < pv);
+				nl += !LT_PV(AT(a, l + i));
 			}
 		}
 		if (nr == 0) {
 			sr = 0;
-			for (unsigned i = 0; i < BLK; i++) {
+			for (unsigned i = 0; i < br; i++) {
 				offr[nr] = (unsigned char)i;
-				nr += LD(T)(AT(a, r - 1 - i)) < pv;
+				nr += LT_PV(AT(a, r - 1 - i));
 			}
 		}
 		size_t m = nl < nr ? nl : nr;
@@ -209,25 +186,42 @@ static size_t F(bpartition)(char *a, size_t n, const struct srt *s)
 		sl += m;
 		sr += m;
 		if (nl == 0)
-			l += BLK;
+			l += bl;
 		if (nr == 0)
-			r -= BLK;
+			r -= br;
+		if (last)
+			break;
 	}
-	/* a[1..l) < pivot <= a[r..n); what is left (blocks with swaps still
-	 * pending among them) goes through the plain partition. */
-	size_t k = l + F(split)(AT(a, l), r - l, a, s) - 1;
-	F(swap)(a, AT(a, k), s);
-	return k;
+	/* a[0..l) < pivot <= a[r..n), and l == r unless one block still has
+	 * elements on the wrong side: move them to its far end. */
+	if (nl) {
+		for (size_t k = nl; k-- > 0;)
+			F(swap)(AT(a, l + offl[sl + k]), AT(a, --r), s);
+		l = r;
+	} else if (nr) {
+		for (size_t k = nr; k-- > 0;)
+			F(swap)(AT(a, r - 1 - offr[sr + k]), AT(a, l++), s);
+	}
+	return l;
+}
+
+/* Partition a[0..n) around the pivot in a[0]: a[0..p) < a[p] <= a[p+1..n). */
+static size_t F(bpartition)(char *a, size_t n, const struct srt *s)
+{
+	size_t p = F(bsplit)(AT(a, 1), n - 1, a, s);
+	F(swap)(a, AT(a, p), s);
+	return p;
 }
 
 /* All of a[0..n) are >= the pivot in a[0]: the ones equal to it first. */
 static size_t F(lpartition)(char *a, size_t n, const struct srt *s)
 {
-	T pv = LD(T)(a);
+	const char *pvp = a;
+	PV_DECL;
 	size_t i = 1, j = n;
 
 	while (i < j) {
-		if (!(pv < LD(T)(AT(a, i)))) {
+		if (!PV_LT(AT(a, i))) {
 			i++;
 		} else {
 			j--;
@@ -237,28 +231,24 @@ static size_t F(lpartition)(char *a, size_t n, const struct srt *s)
 	return i; /* a[0..i) equal the pivot */
 }
 #undef BLK
-#endif
+#undef PV_DECL
+#undef LT_PV
+#undef PV_LT
 
 /*
- * One partition step of a[0..n) with predecessor pred (typed only; NULL:
- * none). Returns the pivot's place p, or sets *skip to how many leading
- * elements are in place (equal to the predecessor) and returns SIZE_MAX.
+ * One partition step of a[0..n) with predecessor pred (NULL: none).
+ * Returns the pivot's place p, or sets *skip to how many leading elements
+ * are in place (equal to the predecessor) and returns SIZE_MAX.
  */
 static inline size_t F(step)(char *a, size_t n, const char *pred, size_t *skip,
 			     const struct srt *s)
 {
-#ifdef T
 	F(swap)(a, AT(a, F(pivot)(a, n, s)), s);
-	if (pred && !(LD(T)(pred) < LD(T)(a))) {
+	if (pred && CMP(pred, a) >= 0) {
 		*skip = F(lpartition)(a, n, s);
 		return SIZE_MAX;
 	}
 	return F(bpartition)(a, n, s);
-#else
-	(void)pred;
-	(void)skip;
-	return F(partition)(a, n, s);
-#endif
 }
 
 /* Sequential introsort: recurse into the smaller side, loop on the larger. */
@@ -295,14 +285,14 @@ static void F(ppart)(void *arg)
 	const struct srt *s = t->s;
 
 	if (t->ways < 2 || t->n < 2 * PPART_MIN) {
-		t->k = F(split)(t->a, t->n, t->pv, s);
+		t->k = F(bsplit)(t->a, t->n, t->pv, s);
 		return;
 	}
 	size_t h = t->n / 2;
 	struct ptask l = { t->a, h, t->pv, t->ways / 2, 0, s };
 	struct ptask r = { AT(t->a, h), t->n - h, t->pv, t->ways - t->ways / 2, 0, s };
 	mr_join(F(ppart), &l, F(ppart), &r);
-	/* [ <= | >= ][ <= | >= ]: swap the smaller middle piece across. */
+	/* [ < | >= ][ < | >= ]: swap the smaller middle piece across. */
 	size_t r1 = h - l.k, l2 = r.k, m = r1 < l2 ? r1 : l2;
 	struct btask b = { AT(t->a, l.k), AT(t->a, h + l2 - m), m * (SZ) };
 	swap_blocks(&b);
@@ -324,7 +314,7 @@ static void F(psort)(void *arg)
 	}
 	if (t->ways > 1 && t->n >= 2 * PPART_MIN) {
 		/* The pivot to a[0], the rest split by the workers, then the
-		 * pivot to its place: the last of the elements <= it. */
+		 * pivot to its place: the last of the elements below it. */
 		F(swap)(t->a, AT(t->a, F(pivot)(t->a, t->n, s)), s);
 		struct ptask pt = { AT(t->a, 1), t->n - 1, t->a, t->ways, 0, s };
 		F(ppart)(&pt);
@@ -359,16 +349,20 @@ static void F(merge)(const char *a, size_t na, const char *b, size_t nb, char *d
 		memcpy(AT(d, na), b, nb * (SZ));
 		return;
 	}
+	/* Branch-free: which run gives the next element is a coin toss on
+	 * random input, so a branch on it mispredicts half the time; the
+	 * pointer is selected instead and both runs advance by 0 or 1. */
 	while (na && nb) {
-		if (CMP(b, a) < 0) {
-			memcpy(d, b, SZ);
-			b = AT(b, 1);
-			nb--;
-		} else {
-			memcpy(d, a, SZ);
-			a = AT(a, 1);
-			na--;
-		}
+#ifdef KEY
+		size_t tb = KEY(b) < KEY(a);
+#else
+		size_t tb = CMP(b, a) < 0;
+#endif
+		memcpy(d, tb ? b : a, SZ);
+		b = AT(b, tb);
+		nb -= tb;
+		a = AT(a, 1 - tb);
+		na -= 1 - tb;
 		d = AT(d, 1);
 	}
 	if (na)

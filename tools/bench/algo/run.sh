@@ -42,9 +42,11 @@
 # The parallel implementations run at 1 and 2 workers, the sequential
 # sorts at 1. Moirai's comparator is the qsort-form function through a
 # pointer (as for qsort), except for moirai-u64 (mr_parallel_sort_u64,
-# compiled in); the C++ and Rust sorts inline their comparison, and
-# std-sort-fnptr shows what the pointer costs std::sort. Needs gcc, g++
-# (with libgomp), libtbb-dev, and for the rayon rows cargo and
+# compiled in) and rec:moirai-key / rec:moirai-key-stable
+# (mr_parallel_sort_key_u64, the key's comparison compiled in); the C++
+# and Rust sorts inline their comparison, and std-sort-fnptr shows what
+# the pointer costs std::sort. Needs gcc, g++ (with libgomp), libtbb-dev,
+# and for the rayon rows cargo and
 # librust-rayon-dev (tools/deps.sh bench); without oneTBB or rayon their
 # rows are left out. The rayon program builds offline against Debian's
 # crates, from a copy of tools/bench/algo/rayon in BUILD_DIR/bench.
@@ -152,6 +154,10 @@ sorts() {
 		run bench_sort_c "${1}moirai" "$w" "$2" "$3" "${4:-}"
 		run bench_sort_c "${1}moirai-stable" "$w" "$2" "$3" "${4:-}"
 		[ -z "$1" ] && run bench_sort_c moirai-u64 "$w" "$2" "$3" "${4:-}"
+		if [ -n "$1" ]; then
+			run bench_sort_c "${1}moirai-key" "$w" "$2" "$3" "${4:-}"
+			run bench_sort_c "${1}moirai-key-stable" "$w" "$2" "$3" "${4:-}"
+		fi
 		if [ -n "$TBB" ]; then
 			run bench_sort_cxx "${1}tbb" "$w" "$2" "$3" "${4:-}"
 			run bench_sort_cxx "${1}std-par" "$w" "$2" "$3" "${4:-}"

@@ -5,7 +5,8 @@
  *   moirai-stable  mr_parallel_stable_sort, the same comparator
  *   moirai-u64     mr_parallel_sort_u64, the comparison compiled in
  * and "rec:" before qsort, moirai or moirai-stable sorts 16-byte records
- * by key (sort.h). Called as   bench_sort_c IMPL WORKERS REPS SIZE  (IMPL
+ * by key (sort.h); rec:moirai-key and rec:moirai-key-stable sort them with
+ * mr_parallel_sort_key_u64 (the key's comparison compiled in). Called as   bench_sort_c IMPL WORKERS REPS SIZE  (IMPL
  * in place of work.h's BENCH). The Moirai runs enter a runtime of WORKERS
  * workers with mr_runtime_install, timed around that call.
  */
@@ -18,11 +19,13 @@ static mr_runtime_t *bench_rt;
 struct job {
 	void *a;
 	size_t n;
-	int kind; /* 0 moirai, 1 moirai-stable, 2 moirai-u64 */
+	int kind; /* 0 moirai, 1 moirai-stable, 2 moirai-u64, 3 moirai-key, 4 moirai-key-stable */
 	int rec;  /* records of 16 bytes, not keys */
 };
 
-static const char *const kinds[] = { "moirai", "moirai-stable", "moirai-u64" };
+static const char *const kinds[] = { "moirai", "moirai-stable", "moirai-u64", "moirai-key",
+				     "moirai-key-stable" };
+#define NKINDS 5
 
 static void sort_job(void *p)
 {
@@ -31,6 +34,8 @@ static void sort_job(void *p)
 	mr_cmp_fn cmp = j->rec ? sort_cmp_rec : sort_cmp_u64;
 	int r = j->kind == 1   ? mr_parallel_stable_sort(j->a, j->n, size, cmp)
 		: j->kind == 2 ? mr_parallel_sort_u64(j->a, j->n)
+		: j->kind >= 3 ? mr_parallel_sort_key_u64(j->a, j->n, size, 0,
+							  j->kind == 4 ? MR_SORT_STABLE : 0, NULL)
 			       : mr_parallel_sort(j->a, j->n, size, cmp);
 	if (r != 0)
 		bench_fail(kinds[j->kind], "sort", "sort failed");
@@ -77,9 +82,9 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	int kind = 0;
-	while (kind < 3 && strcmp(impl, kinds[kind]))
+	while (kind < NKINDS && strcmp(impl, kinds[kind]))
 		kind++;
-	if (kind == 3 || (rec && kind == 2))
+	if (kind == NKINDS || (rec && kind == 2) || (!rec && kind >= 3))
 		bench_fail(a.bench, "sort", "unknown implementation");
 	MR_OPTS(mr_config, cfg, .workers = a.workers);
 	if (!(bench_rt = mr_runtime_create(&cfg)))
