@@ -107,6 +107,9 @@ struct mr__io_ops {
  * backends it polls the ring at least this often (runtime.c
  * help_sleep()). */
 #define MR__IO_BLOCKED_NS 1000000
+/* Every worker blocked in a job with no timer: a sleeping helper looks for
+ * a deadlock again this often (runtime.c help_sleep()). */
+#define MR__STUCK_RELOOK_NS 1000000000
 /*
  * A worker that has not polled its ring for this long while it runs (not
  * idle, not blocked) with I/O in flight is stuck in one job: a searching
