@@ -56,9 +56,11 @@
  *    for a restart (SCX_ECODE_ACT_RESTART), and moiraictl loads it again.
  *
  * Statistics (cpu_stats, node_stats, latency) are plain counters in array
- * maps, updated with atomic adds; exit_info receives the kernel's exit
- * reason and message when the scheduler stops, exit_dump the kernel's dump
- * of its state on an error exit (moiraictl prints them).
+ * maps, updated with atomic adds; what decisions read - each node's
+ * runnable workers and online CPUs - is kept apart in node_ctxs. exit_info
+ * receives the kernel's exit reason and message when the scheduler stops,
+ * exit_dump the kernel's dump of its state on an error exit (moiraictl
+ * prints them).
  *
  * Kernel compatibility: every kfunc is declared in compat.bpf.h, whatever
  * vmlinux.h declares; the ones renamed or reshaped since 6.12 (insert,
@@ -198,9 +200,19 @@ struct {
 	__type(value, struct task_ctx);
 } task_ctxs SEC(".maps");
 
-/* Each node's online CPUs, kept by cpu_online()/cpu_offline(). */
+/*
+ * Each node's online CPUs, kept by cpu_online()/cpu_offline(), and what the
+ * overload test compares: its runnable workers and online CPUs. The mask
+ * pointer, read by every worker wake-up, and the runnable count, written by
+ * every worker wake-up and sleep of the node, are 64 bytes apart: never on
+ * one cache line.
+ */
 struct node_ctx {
 	struct bpf_cpumask __kptr *online;
+	u64 pad0[7];
+	s64 runnable; /* workers queued on this node now runnable (atomic) */
+	s64 cpus;     /* online CPUs (atomic; hotplug only) */
+	u64 pad1[6];
 };
 
 struct {
@@ -377,12 +389,26 @@ static __always_inline struct moirai_node_stats *nstats(s32 node)
 	return bpf_map_lookup_elem(&node_stats, &k);
 }
 
+static __always_inline struct node_ctx *nctx(s32 node)
+{
+	u32 k = node;
+	return bpf_map_lookup_elem(&node_ctxs, &k);
+}
+
 #define STAT_ADD(ptr, field, v)                                                         \
 	do {                                                                             \
 		typeof(ptr) ___s = (ptr);                                                \
 		if (___s)                                                                \
 			__sync_fetch_and_add(&___s->field, (v));                         \
 	} while (0)
+
+/* Node n's runnable workers went up or down by d: the count the overload
+ * test reads, and the statistic. */
+static __always_inline void count_runnable(s32 n, s64 d)
+{
+	STAT_ADD(nctx(n), runnable, d);
+	STAT_ADD(nstats(n), runnable_workers, d);
+}
 
 static __always_inline struct task_ctx *tctx_of(struct task_struct *p)
 {
@@ -412,9 +438,9 @@ static __always_inline bool earlier_than_current(s32 cpu, u64 key)
 /* Runnable workers of node n, compared with its CPUs: overloaded? */
 static __always_inline bool node_is_overloaded(s32 n)
 {
-	struct moirai_node_stats *ns = nstats(n);
+	struct node_ctx *nc = nctx(n);
 
-	return ns && READ_ONCE(ns->runnable_workers) > (s64)READ_ONCE(ns->cpus);
+	return nc && READ_ONCE(nc->runnable) > READ_ONCE(nc->cpus);
 }
 
 static __always_inline void kick(s32 cpu, u64 flags)
@@ -776,7 +802,7 @@ void BPF_STRUCT_OPS(moirai_runnable, struct task_struct *p, u64 enq_flags)
 	if (tc->counted_node < 0) {
 		s32 n = queue_node(p, w, tc);
 		tc->counted_node = n;
-		STAT_ADD(nstats(n), runnable_workers, 1);
+		count_runnable(n, 1);
 	}
 }
 
@@ -824,7 +850,7 @@ void BPF_STRUCT_OPS(moirai_running, struct task_struct *p)
 			if (tc->counted_node < 0) {
 				s32 q = queue_node(p, w, tc);
 				tc->counted_node = q;
-				STAT_ADD(nstats(q), runnable_workers, 1);
+				count_runnable(q, 1);
 			}
 		}
 	} else {
@@ -877,7 +903,7 @@ void BPF_STRUCT_OPS(moirai_quiescent, struct task_struct *p, u64 deq_flags)
 	struct task_ctx *tc = tctx_of(p);
 
 	if (tc && tc->counted_node >= 0) {
-		STAT_ADD(nstats(tc->counted_node), runnable_workers, -1);
+		count_runnable(tc->counted_node, -1);
 		tc->counted_node = -1;
 	}
 }
@@ -911,7 +937,7 @@ void BPF_STRUCT_OPS(moirai_exit_task, struct task_struct *p, struct scx_exit_tas
 	struct task_ctx *tc = tctx_of(p);
 
 	if (tc && tc->counted_node >= 0) {
-		STAT_ADD(nstats(tc->counted_node), runnable_workers, -1);
+		count_runnable(tc->counted_node, -1);
 		tc->counted_node = -1;
 	}
 	/* A worker thread that exits without unregistering (its process
@@ -957,6 +983,7 @@ static void note_cpu(s32 cpu, bool online)
 			bpf_cpumask_clear_cpu((u32)cpu, m);
 	}
 	bpf_rcu_read_unlock();
+	STAT_ADD(nctx(node_of(cpu)), cpus, online ? 1 : -1);
 	STAT_ADD(nstats(node_of(cpu)), cpus, online ? 1 : -1);
 	struct cpu_ctx *cc = cctx(cpu);
 	if (cc)
