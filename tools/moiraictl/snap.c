@@ -15,9 +15,11 @@
  *    ordering between fields): a snapshot may mix two updates of one slot,
  *    good enough for monitoring. A slot counts as the worker's only if its
  *    tid matches (slots are reused).
- *  - cpu_stats, node_stats, latency, exit_info: one lookup per entry. They
- *    are arrays; per-CPU arrays are also accepted (summed over CPUs, the
- *    maximum of max_ns), in case the scheduler moves to them.
+ *  - cpu_stats, node_stats, latency, exit_info: one lookup per entry.
+ *    node_stats and latency are per-CPU arrays: the CPUs' copies are summed,
+ *    except max_ns, of which the largest is taken (moirai_shared.h). Any of
+ *    them may be a plain array (a scheduler of layout version 2, or the
+ *    host tests' hand-made maps): its one value is taken as it is.
  *  - the CPU a worker last ran on: field 39 of /proc/PID/task/TID/stat; a
  *    worker whose /proc entry is gone is reported stale (its process crashed
  *    or exited without unregistering and the scheduler has not yet noticed).
