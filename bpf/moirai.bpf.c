@@ -55,13 +55,17 @@
  *    has no known node: when it comes online the scheduler exits asking
  *    for a restart (SCX_ECODE_ACT_RESTART), and moiraictl loads it again.
  *
- * Statistics. cpu_stats is an array of one entry per CPU, updated with
- * atomic adds (a kick is counted on the CPU kicked, by its kicker).
- * node_stats and latency, which every CPU updates on every run, stop and
- * dispatch, are per-CPU arrays: each CPU adds to its own copy with plain
- * adds (every callback that counts runs with interrupts off, under a
- * runqueue lock or p->pi_lock, so nothing else on the CPU interleaves), and
- * readers sum the copies (moirai_shared.h). What decisions read across CPUs
+ * Statistics. cpu_stats is a per-CPU array of one entry, CPU c's copy
+ * being CPU c's counters, updated with atomic adds: a kick is counted on
+ * the CPU kicked, by its kicker, but no two CPUs' counters share a cache
+ * line (an array of 64-byte entries straddled lines: its values start 40
+ * bytes into one, so every run and dispatch wrote lines of the
+ * neighbouring CPUs' entries). node_stats and latency, which every CPU
+ * updates on every run, stop and dispatch, are per-CPU arrays too: each
+ * CPU adds to its own copy with plain adds (every callback that counts
+ * runs with interrupts off, under a runqueue lock or p->pi_lock, so
+ * nothing else on the CPU interleaves), and readers sum the copies
+ * (moirai_shared.h). What decisions read across CPUs
  * - each node's runnable workers and online CPUs - is kept apart in
  * node_ctxs, one atomic per transition, on a line of its own per node.
  * exit_info receives the kernel's exit reason and message when the
@@ -145,9 +149,10 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } meta SEC(".maps");
 
+/* CPU c's counters are CPU c's copy of the one entry (cstats()). */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MOIRAI_MAX_CPUS);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
 	__type(key, u32);
 	__type(value, struct moirai_cpu_stats);
 } cpu_stats SEC(".maps");
@@ -387,10 +392,11 @@ static s32 queue_node(struct task_struct *p, struct moirai_worker *w, struct tas
 	return n;
 }
 
+/* CPU cpu's counters (its copy of cpu_stats), from any CPU. */
 static __always_inline struct moirai_cpu_stats *cstats(s32 cpu)
 {
-	u32 k = cpu;
-	return bpf_map_lookup_elem(&cpu_stats, &k);
+	u32 zero = 0;
+	return bpf_map_lookup_percpu_elem(&cpu_stats, &zero, (u32)cpu);
 }
 
 /* This CPU's copy of node's counters (node_stats is per-CPU). */

@@ -228,7 +228,8 @@ if [ $NS -eq 1 ] && [ -n "$BPFTOOL" ]; then
 	$B map create $P/workers type hash key 4 value 24 entries 4096 name workers &&
 		$B map create $P/worker_load type array key 4 value 64 entries 1024 \
 			name worker_load flags 1024 &&
-		$B map create $P/cpu_stats type array key 4 value 64 entries 1024 name cpu_stats &&
+		$B map create $P/cpu_stats type percpu_array key 4 value 64 entries 1 \
+			name cpu_stats &&
 		$B map create $P/node_stats type percpu_array key 4 value 72 entries 2 \
 			name node_stats &&
 		$B map create $P/latency type percpu_array key 4 value 344 entries 1 name latency &&
@@ -245,9 +246,10 @@ if [ $NS -eq 1 ] && [ -n "$BPFTOOL" ]; then
 		$(le32 9) $(le32 $LIVE) $(le32 7) $(le32 2) $(le64 42) $(le32 1) $(zeros 28)
 	$B map update pinned $P/cpu_stats key hex $(le32 0) value hex $(le64 11) $(le64 2) \
 		$(le64 3) $(le64 4) $(le64 5) $(le64 6) $(le64 1) $(le64 8)
-	# node_stats and latency are per-CPU, as the scheduler makes them: bpftool
+	# The statistics maps are per-CPU, as the scheduler makes them: bpftool
 	# writes the value given into every possible CPU's copy, so moiraictl
-	# must show it NCPU times over (latency's max_ns: the largest, once).
+	# must show it as every CPU's cpu_stats, and NCPU times over in
+	# node_stats and latency (latency's max_ns: the largest, once).
 	NCPU=$(($(sed 's/.*-//' /sys/devices/system/cpu/possible) + 1))
 	$B map update pinned $P/node_stats key hex $(le32 0) value hex $(le64 100) $(le64 50) \
 		$(le64 10) $(le64 3000) $(le64 1000) $(le64 7) $(le64 2) $(le64 1) $(le64 2)
@@ -293,6 +295,8 @@ n = d["node_stats"][0]
 l = d["latency"]
 e = d["exit_info"]
 assert c["cpu"] == 0 and c["dispatch_local"] == 11 and c["preempt_kicks"] == 1 and c["wake_preempts"] == 8, c
+assert len(d["cpu_stats"]) == N and d["cpu_stats"][-1]["cpu"] == N - 1, d["cpu_stats"]
+assert d["cpu_stats"][-1]["dispatch_local"] == 11, d["cpu_stats"]
 assert n["worker_home_ns"] == 3000 * N and n["runnable_workers"] == N and n["cpus"] == 2 * N, n
 assert l["count"] == 100 * N and l["max_ns"] == 20000 and l["log2_ns"][10] == 90 * N, l
 assert 1024 <= l["p50_ns"] < 2048 and l["p99_ns"] == 20000, l
