@@ -55,10 +55,22 @@
  *    has no known node: when it comes online the scheduler exits asking
  *    for a restart (SCX_ECODE_ACT_RESTART), and moiraictl loads it again.
  *
- * Statistics (cpu_stats, node_stats, latency) are plain counters in array
- * maps, updated with atomic adds; exit_info receives the kernel's exit
- * reason and message when the scheduler stops, exit_dump the kernel's dump
- * of its state on an error exit (moiraictl prints them).
+ * Statistics. cpu_stats is a per-CPU array of one entry, CPU c's copy
+ * being CPU c's counters, updated with atomic adds: a kick is counted on
+ * the CPU kicked, by its kicker, but no two CPUs' counters share a cache
+ * line (an array of 64-byte entries straddled lines: its values start 40
+ * bytes into one, so every run and dispatch wrote lines of the
+ * neighbouring CPUs' entries). node_stats and latency, which every CPU
+ * updates on every run, stop and dispatch, are per-CPU arrays too: each
+ * CPU adds to its own copy with plain adds (every callback that counts
+ * runs with interrupts off, under a runqueue lock or p->pi_lock, so
+ * nothing else on the CPU interleaves), and readers sum the copies
+ * (moirai_shared.h). What decisions read across CPUs
+ * - each node's runnable workers and online CPUs - is kept apart in
+ * node_ctxs, one atomic per transition, on a line of its own per node.
+ * exit_info receives the kernel's exit reason and message when the
+ * scheduler stops, exit_dump the kernel's dump of its state on an error
+ * exit (moiraictl prints them).
  *
  * Kernel compatibility: every kfunc is declared in compat.bpf.h, whatever
  * vmlinux.h declares; the ones renamed or reshaped since 6.12 (insert,
@@ -70,10 +82,13 @@
  *
  * When it behaves badly. A worker woken with no idle CPU on its node scans
  * that node's CPUs (node_cpus) for one to preempt: linear in the node's
- * size, fine for tens of CPUs per node. The statistics are shared atomics
- * (see above), a cost on many-CPU machines. LLC is assumed to be the node
- * (one socket per node); a node of several LLCs is placed by SMT only. Tasks restricted to CPUs of one node may sit in another
- * node's OTHER_DSQ until a CPU there or an idle CPU anywhere takes them.
+ * size, fine for tens of CPUs per node. The runnable-worker count of a
+ * node is one shared atomic, written whenever one of its workers wakes or
+ * sleeps; cpu_stats' kick counters are written by the kicking CPU. LLC is
+ * assumed to be the node (one socket per node); a node of several LLCs is
+ * placed by SMT only. Tasks restricted to CPUs of one node may sit in
+ * another node's OTHER_DSQ until a CPU there or an idle CPU anywhere takes
+ * them.
  * Sparse node numbers are treated as nodes without CPUs.
  */
 #include "vmlinux.h"
@@ -134,22 +149,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } meta SEC(".maps");
 
+/* CPU c's counters are CPU c's copy of the one entry (cstats()). */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, MOIRAI_MAX_CPUS);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
 	__type(key, u32);
 	__type(value, struct moirai_cpu_stats);
 } cpu_stats SEC(".maps");
 
+/* Per-CPU (see moirai_shared.h); the loader sizes it to the node count. */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, MOIRAI_MAX_NODES);
 	__type(key, u32);
 	__type(value, struct moirai_node_stats);
 } node_stats SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, u32);
 	__type(value, struct moirai_latency);
@@ -198,9 +215,19 @@ struct {
 	__type(value, struct task_ctx);
 } task_ctxs SEC(".maps");
 
-/* Each node's online CPUs, kept by cpu_online()/cpu_offline(). */
+/*
+ * Each node's online CPUs, kept by cpu_online()/cpu_offline(), and what the
+ * overload test compares: its runnable workers and online CPUs. The mask
+ * pointer, read by every worker wake-up, and the runnable count, written by
+ * every worker wake-up and sleep of the node, are 64 bytes apart: never on
+ * one cache line.
+ */
 struct node_ctx {
 	struct bpf_cpumask __kptr *online;
+	u64 pad0[7];
+	s64 runnable; /* workers queued on this node now runnable (atomic) */
+	s64 cpus;     /* online CPUs (atomic; hotplug only) */
+	u64 pad1[6];
 };
 
 struct {
@@ -365,24 +392,54 @@ static s32 queue_node(struct task_struct *p, struct moirai_worker *w, struct tas
 	return n;
 }
 
+/* CPU cpu's counters (its copy of cpu_stats), from any CPU. */
 static __always_inline struct moirai_cpu_stats *cstats(s32 cpu)
 {
-	u32 k = cpu;
-	return bpf_map_lookup_elem(&cpu_stats, &k);
+	u32 zero = 0;
+	return bpf_map_lookup_percpu_elem(&cpu_stats, &zero, (u32)cpu);
 }
 
+/* This CPU's copy of node's counters (node_stats is per-CPU). */
 static __always_inline struct moirai_node_stats *nstats(s32 node)
 {
 	u32 k = node;
 	return bpf_map_lookup_elem(&node_stats, &k);
 }
 
+static __always_inline struct node_ctx *nctx(s32 node)
+{
+	u32 k = node;
+	return bpf_map_lookup_elem(&node_ctxs, &k);
+}
+
+/* A shared counter, written by several CPUs (cpu_stats, node_ctxs). */
 #define STAT_ADD(ptr, field, v)                                                         \
 	do {                                                                             \
 		typeof(ptr) ___s = (ptr);                                                \
 		if (___s)                                                                \
 			__sync_fetch_and_add(&___s->field, (v));                         \
 	} while (0)
+
+/*
+ * A counter in this CPU's copy of a per-CPU map: a plain add. Only this CPU
+ * writes it, and only from callbacks that run with interrupts off (under a
+ * runqueue lock or p->pi_lock), so no other writer interleaves; readers may
+ * see it a moment late.
+ */
+#define PCPU_ADD(ptr, field, v)                                                         \
+	do {                                                                             \
+		typeof(ptr) ___s = (ptr);                                                \
+		if (___s)                                                                \
+			___s->field += (v);                                              \
+	} while (0)
+
+/* Node n's runnable workers went up or down by d: the shared count the
+ * overload test reads, and the per-CPU statistic readers sum. */
+static __always_inline void count_runnable(s32 n, s64 d)
+{
+	STAT_ADD(nctx(n), runnable, d);
+	PCPU_ADD(nstats(n), runnable_workers, d);
+}
 
 static __always_inline struct task_ctx *tctx_of(struct task_struct *p)
 {
@@ -412,9 +469,9 @@ static __always_inline bool earlier_than_current(s32 cpu, u64 key)
 /* Runnable workers of node n, compared with its CPUs: overloaded? */
 static __always_inline bool node_is_overloaded(s32 n)
 {
-	struct moirai_node_stats *ns = nstats(n);
+	struct node_ctx *nc = nctx(n);
 
-	return ns && READ_ONCE(ns->runnable_workers) > (s64)READ_ONCE(ns->cpus);
+	return nc && READ_ONCE(nc->runnable) > READ_ONCE(nc->cpus);
 }
 
 static __always_inline void kick(s32 cpu, u64 flags)
@@ -546,11 +603,13 @@ static __always_inline void record_latency(u64 ns)
 		return;
 	if (b >= MOIRAI_LAT_BUCKETS)
 		b = MOIRAI_LAT_BUCKETS - 1;
-	__sync_fetch_and_add(&l->count, 1);
-	__sync_fetch_and_add(&l->sum_ns, ns);
-	__sync_fetch_and_add(&l->log2_ns[b], 1);
-	if (ns > READ_ONCE(l->max_ns))
-		WRITE_ONCE(l->max_ns, ns); /* racy maximum: good enough for monitoring */
+	/* This CPU's copy (latency is per-CPU), from running(): plain
+	 * updates, see PCPU_ADD. Readers sum, and take the largest max_ns. */
+	l->count++;
+	l->sum_ns += ns;
+	l->log2_ns[b]++;
+	if (ns > l->max_ns)
+		l->max_ns = ns;
 }
 
 /*
@@ -745,7 +804,7 @@ void BPF_STRUCT_OPS(moirai_dispatch, s32 cpu, struct task_struct *prev)
 
 	if (take_from_node(node, true)) {
 		STAT_ADD(cs, dispatch_local, 1);
-		STAT_ADD(nstats(node), dispatches, 1);
+		PCPU_ADD(nstats(node), dispatches, 1);
 		return;
 	}
 	/* Own node empty: help the others. Workers only from overloaded nodes. */
@@ -756,10 +815,10 @@ void BPF_STRUCT_OPS(moirai_dispatch, s32 cpu, struct task_struct *prev)
 		int took = take_from_node(m, overloaded);
 		if (took != TOOK_NONE) {
 			STAT_ADD(cs, dispatch_remote, 1);
-			STAT_ADD(nstats(m), dispatches, 1);
+			PCPU_ADD(nstats(m), dispatches, 1);
 			/* A worker of node m runs here: its overload pulled. */
 			if (took == TOOK_WORKER)
-				STAT_ADD(nstats(m), remote_pulls, 1);
+				PCPU_ADD(nstats(m), remote_pulls, 1);
 			return;
 		}
 	}
@@ -776,7 +835,7 @@ void BPF_STRUCT_OPS(moirai_runnable, struct task_struct *p, u64 enq_flags)
 	if (tc->counted_node < 0) {
 		s32 n = queue_node(p, w, tc);
 		tc->counted_node = n;
-		STAT_ADD(nstats(n), runnable_workers, 1);
+		count_runnable(n, 1);
 	}
 }
 
@@ -804,16 +863,16 @@ void BPF_STRUCT_OPS(moirai_running, struct task_struct *p)
 		STAT_ADD(cs, worker_runs, 1);
 		struct moirai_node_stats *ns = nstats(home);
 		if (here == home)
-			STAT_ADD(ns, worker_home_runs, 1);
+			PCPU_ADD(ns, worker_home_runs, 1);
 		else
-			STAT_ADD(ns, worker_remote_runs, 1);
+			PCPU_ADD(ns, worker_remote_runs, 1);
 		/* Running: no longer preempted (see moirai_shared.h). */
 		struct moirai_load *l = load_of(w);
 		if (l && READ_ONCE(l->preempted))
 			WRITE_ONCE(l->preempted, 0);
 		if (tc) {
 			if (tc->last_node >= 0 && tc->last_node != here)
-				STAT_ADD(ns, migrations, 1);
+				PCPU_ADD(ns, migrations, 1);
 			tc->last_node = here;
 			tc->home = home;
 			if (tc->runnable_at) {
@@ -824,7 +883,7 @@ void BPF_STRUCT_OPS(moirai_running, struct task_struct *p)
 			if (tc->counted_node < 0) {
 				s32 q = queue_node(p, w, tc);
 				tc->counted_node = q;
-				STAT_ADD(nstats(q), runnable_workers, 1);
+				count_runnable(q, 1);
 			}
 		}
 	} else {
@@ -866,9 +925,9 @@ void BPF_STRUCT_OPS(moirai_stopping, struct task_struct *p, bool runnable)
 			WRITE_ONCE(l->preempted, 1);
 		struct moirai_node_stats *ns = nstats(tc->home);
 		if (node_of(cpu) == tc->home)
-			STAT_ADD(ns, worker_home_ns, ran);
+			PCPU_ADD(ns, worker_home_ns, ran);
 		else
-			STAT_ADD(ns, worker_remote_ns, ran);
+			PCPU_ADD(ns, worker_remote_ns, ran);
 	}
 }
 
@@ -877,7 +936,7 @@ void BPF_STRUCT_OPS(moirai_quiescent, struct task_struct *p, u64 deq_flags)
 	struct task_ctx *tc = tctx_of(p);
 
 	if (tc && tc->counted_node >= 0) {
-		STAT_ADD(nstats(tc->counted_node), runnable_workers, -1);
+		count_runnable(tc->counted_node, -1);
 		tc->counted_node = -1;
 	}
 }
@@ -911,7 +970,7 @@ void BPF_STRUCT_OPS(moirai_exit_task, struct task_struct *p, struct scx_exit_tas
 	struct task_ctx *tc = tctx_of(p);
 
 	if (tc && tc->counted_node >= 0) {
-		STAT_ADD(nstats(tc->counted_node), runnable_workers, -1);
+		count_runnable(tc->counted_node, -1);
 		tc->counted_node = -1;
 	}
 	/* A worker thread that exits without unregistering (its process
@@ -957,6 +1016,9 @@ static void note_cpu(s32 cpu, bool online)
 			bpf_cpumask_clear_cpu((u32)cpu, m);
 	}
 	bpf_rcu_read_unlock();
+	/* Hotplug and the sleepable init() only: atomics, also in this CPU's
+	 * copy of node_stats (init() runs with preemption on). */
+	STAT_ADD(nctx(node_of(cpu)), cpus, online ? 1 : -1);
 	STAT_ADD(nstats(node_of(cpu)), cpus, online ? 1 : -1);
 	struct cpu_ctx *cc = cctx(cpu);
 	if (cc)

@@ -44,7 +44,18 @@
  *    reports it). Kept across loads.
  *  - cpu_stats, node_stats, latency, exit_info, exit_dump: the scheduler's
  *    statistics and last words, fresh for each load, left pinned after
- *    unload so that they can be read.
+ *    unload so that they can be read. All three statistics maps are
+ *    BPF_MAP_TYPE_PERCPU_ARRAY (a lookup from user space returns a copy of
+ *    the entry per possible CPU, each rounded up to 8 bytes). cpu_stats
+ *    has one entry: CPU c's copy holds CPU c's counters, read as they are.
+ *    node_stats (an entry per node) and latency (one entry): every CPU
+ *    counts what it sees in its own copy, with no atomic, and a reader
+ *    sums the copies of an entry, except latency.max_ns, of which it takes
+ *    the largest. The gauges node_stats.runnable_workers and .cpus are
+ *    sums of +1s and -1s counted on whichever CPU saw the change: exact at
+ *    rest, they can be off (even below zero) by the changes made while a
+ *    reader walks the copies. None of these maps is mmappable (nor was
+ *    one before): read them with lookups.
  * Every value type has BTF in the object, so `bpftool map dump pinned
  * /sys/fs/bpf/moirai/<map>` prints the fields by name.
  */
@@ -55,13 +66,16 @@
 #define MOIRAI_OPS_NAME "moirai"
 
 /* Bump when the layout or the meaning of a pinned map changes.
- * 2: workers is written by the `register` program, not by runtimes. */
-#define MOIRAI_LAYOUT_VERSION 2
+ * 2: workers is written by the `register` program, not by runtimes.
+ * 3: cpu_stats, node_stats and latency are per-CPU arrays (a lookup
+ *    returns a value for each possible CPU); cpu_stats has one entry,
+ *    node_stats one per node. */
+#define MOIRAI_LAYOUT_VERSION 3
 #define MOIRAI_REGISTER_PROG "register" /* pin name of the registration program */
 
 #define MOIRAI_MAX_WORKERS 4096 /* entries of the workers hash */
 #define MOIRAI_LOAD_SLOTS 1024	/* entries of worker_load */
-#define MOIRAI_MAX_CPUS 1024	/* cpu_stats entries; CPUs above are not tracked */
+#define MOIRAI_MAX_CPUS 1024	/* CPUs the scheduler knows the node of */
 #define MOIRAI_MAX_NODES 64	/* node_stats entries */
 #define MOIRAI_LAT_BUCKETS 40	/* bucket i counts latencies in [2^i, 2^(i+1)) ns */
 /* The watchdog: a task runnable this long without running stops the scheduler. */
@@ -138,7 +152,7 @@ struct moirai_meta {
 	__u64 pad[6];
 };
 
-/* cpu_stats: key = CPU number. */
+/* cpu_stats: key 0, per-CPU: CPU c's copy is CPU c's. */
 struct moirai_cpu_stats {
 	__u64 dispatch_local;	/* tasks this CPU took from its own node's queues */
 	__u64 dispatch_remote;	/* tasks it pulled from another node's queues */
@@ -150,7 +164,8 @@ struct moirai_cpu_stats {
 	__u64 wake_preempts;	/* a worker woken by a non-worker here took this CPU at once */
 };
 
-/* node_stats: key = NUMA node. Worker counts are by the worker's home node. */
+/* node_stats: key = NUMA node, per-CPU (see above). Worker counts are by
+ * the worker's home node. */
 struct moirai_node_stats {
 	__u64 dispatches;	   /* tasks moved from this node's queues to a CPU */
 	__u64 worker_home_runs;	   /* a worker started running on a CPU of its home node */
@@ -163,7 +178,7 @@ struct moirai_node_stats {
 	__u64 cpus;		   /* CPUs of this node (as the loader configured) */
 };
 
-/* latency: one entry; wake-up to run of workers. */
+/* latency: one entry, per-CPU (see above); wake-up to run of workers. */
 struct moirai_latency {
 	__u64 count;
 	__u64 sum_ns;

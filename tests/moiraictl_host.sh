@@ -228,9 +228,11 @@ if [ $NS -eq 1 ] && [ -n "$BPFTOOL" ]; then
 	$B map create $P/workers type hash key 4 value 24 entries 4096 name workers &&
 		$B map create $P/worker_load type array key 4 value 64 entries 1024 \
 			name worker_load flags 1024 &&
-		$B map create $P/cpu_stats type array key 4 value 64 entries 1024 name cpu_stats &&
-		$B map create $P/node_stats type array key 4 value 72 entries 64 name node_stats &&
-		$B map create $P/latency type array key 4 value 344 entries 1 name latency &&
+		$B map create $P/cpu_stats type percpu_array key 4 value 64 entries 1 \
+			name cpu_stats &&
+		$B map create $P/node_stats type percpu_array key 4 value 72 entries 2 \
+			name node_stats &&
+		$B map create $P/latency type percpu_array key 4 value 344 entries 1 name latency &&
 		$B map create $P/exit_info type array key 4 value 1168 entries 1 name exit_info ||
 		echo "# bpftool map create failed"
 	sleep 60 &
@@ -244,6 +246,11 @@ if [ $NS -eq 1 ] && [ -n "$BPFTOOL" ]; then
 		$(le32 9) $(le32 $LIVE) $(le32 7) $(le32 2) $(le64 42) $(le32 1) $(zeros 28)
 	$B map update pinned $P/cpu_stats key hex $(le32 0) value hex $(le64 11) $(le64 2) \
 		$(le64 3) $(le64 4) $(le64 5) $(le64 6) $(le64 1) $(le64 8)
+	# The statistics maps are per-CPU, as the scheduler makes them: bpftool
+	# writes the value given into every possible CPU's copy, so moiraictl
+	# must show it as every CPU's cpu_stats, and NCPU times over in
+	# node_stats and latency (latency's max_ns: the largest, once).
+	NCPU=$(($(sed 's/.*-//' /sys/devices/system/cpu/possible) + 1))
 	$B map update pinned $P/node_stats key hex $(le32 0) value hex $(le64 100) $(le64 50) \
 		$(le64 10) $(le64 3000) $(le64 1000) $(le64 7) $(le64 2) $(le64 1) $(le64 2)
 	# 90 wake-ups in [1024, 2048) ns, 10 in [16384, 32768).
@@ -279,16 +286,19 @@ if [ $NS -eq 1 ] && [ -n "$BPFTOOL" ]; then
 	if ! json_ok "$OUT"; then
 		notok "dump_json_stats" "invalid JSON"
 	elif command -v python3 >/dev/null; then
-		if python3 - "$OUT" <<'EOF'; then ok "dump_json_stats"; else notok "dump_json_stats" "wrong values"; fi
+		if python3 - "$OUT" "$NCPU" <<'EOF'; then ok "dump_json_stats"; else notok "dump_json_stats" "wrong values"; fi
 import json, sys
 d = json.load(open(sys.argv[1]))
+N = int(sys.argv[2])
 c = d["cpu_stats"][0]
 n = d["node_stats"][0]
 l = d["latency"]
 e = d["exit_info"]
 assert c["cpu"] == 0 and c["dispatch_local"] == 11 and c["preempt_kicks"] == 1 and c["wake_preempts"] == 8, c
-assert n["worker_home_ns"] == 3000 and n["runnable_workers"] == 1 and n["cpus"] == 2, n
-assert l["count"] == 100 and l["max_ns"] == 20000 and l["log2_ns"][10] == 90, l
+assert len(d["cpu_stats"]) == N and d["cpu_stats"][-1]["cpu"] == N - 1, d["cpu_stats"]
+assert d["cpu_stats"][-1]["dispatch_local"] == 11, d["cpu_stats"]
+assert n["worker_home_ns"] == 3000 * N and n["runnable_workers"] == N and n["cpus"] == 2 * N, n
+assert l["count"] == 100 * N and l["max_ns"] == 20000 and l["log2_ns"][10] == 90 * N, l
 assert 1024 <= l["p50_ns"] < 2048 and l["p99_ns"] == 20000, l
 assert e["kind"] == 1026 and e["error"] and e["reason"] == "runnable task stall", e
 assert e["msg"] == 'task "a\\b" failed to run', e
@@ -299,7 +309,7 @@ EOF
 	fi
 
 	run "$M" dump
-	expect "dump_text" 0 "$OUT" "^latency all: 100 wake-ups, p50 1\.[0-9]us, p99 20us, max 20us$"
+	expect "dump_text" 0 "$OUT" "^latency all: $((100 * NCPU)) wake-ups, p50 1\.[0-9]us, p99 20us, max 20us$"
 
 	start=$(date +%s)
 	run "$M" top --iterations 2

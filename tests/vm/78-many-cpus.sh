@@ -25,7 +25,7 @@ kill $HOGS 2>/dev/null
 wait $HOGS 2>/dev/null
 moiraictl dump --json | tr -d ' \n' >/tmp/dump.json
 bpftool prog show 2>/dev/null | tr '\n' ' ' | sed 's/ \([0-9][0-9]*\): /\n\1: /g' |
-	grep -E 'name moirai_(select_cpu|enqueue|dispatch|running|stopping) ' |
+	grep -E 'name moirai_(select_cpu|enqueue|dispatch|runnable|running|stopping|quiescent) ' |
 	sed -n 's/.*name \(moirai_[a-z_]*\) .*run_time_ns \([0-9]*\) run_cnt \([0-9]*\).*/\1 \2 \3/p' |
 	while read -r name ns cnt; do
 		[ "$cnt" -gt 0 ] && echo "# cost: $name $((ns / cnt)) ns per call over $cnt calls ($ncpu CPUs)"

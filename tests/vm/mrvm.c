@@ -468,17 +468,46 @@ struct numa_sum {
 	uint64_t home_ns, remote_ns, migrations;
 };
 
+/* Possible CPUs (/sys/devices/system/cpu/possible, "0-N"): the number of
+ * values a lookup in a per-CPU map returns. */
+static int possible_cpus(void)
+{
+	FILE *f = fopen("/sys/devices/system/cpu/possible", "r");
+	int lo = 0, hi = -1;
+
+	if (f) {
+		if (fscanf(f, "%d-%d", &lo, &hi) < 1)
+			hi = -1;
+		else if (hi < lo)
+			hi = lo;
+		fclose(f);
+	}
+	return hi + 1;
+}
+
+/* node_stats is per-CPU (moirai_shared.h): each node's entry summed over
+ * the CPUs' copies. */
 static struct numa_sum node_sum(int fd)
 {
 	struct numa_sum s = { 0 };
-	for (uint32_t k = 0; k < MOIRAI_MAX_NODES; k++) {
-		struct moirai_node_stats ns;
-		if (map_lookup(fd, &k, &ns))
-			break;
-		s.home_ns += ns.worker_home_ns;
-		s.remote_ns += ns.worker_remote_ns;
-		s.migrations += ns.migrations;
+	int ncpu = possible_cpus();
+	struct moirai_node_stats *ns = ncpu > 0 ? calloc((size_t)ncpu, sizeof(*ns)) : NULL;
+
+	_Static_assert(sizeof(*ns) % 8 == 0, "per-CPU values are 8-byte aligned");
+	if (!ns) {
+		printf("# cannot size node_stats' per-CPU values\n");
+		exit(1);
 	}
+	for (uint32_t k = 0; k < MOIRAI_MAX_NODES; k++) {
+		if (map_lookup(fd, &k, ns))
+			break;
+		for (int c = 0; c < ncpu; c++) {
+			s.home_ns += ns[c].worker_home_ns;
+			s.remote_ns += ns[c].worker_remote_ns;
+			s.migrations += ns[c].migrations;
+		}
+	}
+	free(ns);
 	return s;
 }
 

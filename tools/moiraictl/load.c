@@ -286,6 +286,7 @@ static int configure(struct bpf_object *obj, const struct mc_load_opts *opts,
 	static bool online[MOIRAI_MAX_CPUS];
 	__u64 slice_ns = (__u64)opts->slice_us * 1000;
 	__u32 nr_cpus = topo->nr_cpus, nr_nodes = topo->nr_nodes;
+	struct bpf_map *ns = bpf_object__find_map_by_name(obj, "node_stats");
 	char buf[4096];
 	unsigned int c;
 	int err;
@@ -308,6 +309,11 @@ static int configure(struct bpf_object *obj, const struct mc_load_opts *opts,
 		err = set_rodata(obj, "nr_nodes", &nr_nodes, sizeof(nr_nodes));
 	if (!err)
 		err = set_rodata(obj, "cpu_to_node", cpu_to_node, sizeof(cpu_to_node));
+	/* node_stats is per-CPU, a copy of every entry for each possible CPU:
+	 * as many entries as nodes, not MOIRAI_MAX_NODES (64 entries of 72
+	 * bytes on 1024 CPUs would be 4.7 MB). */
+	if (!err && ns && nr_nodes)
+		err = bpf_map__set_max_entries(ns, nr_nodes);
 	return err;
 }
 

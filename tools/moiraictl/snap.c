@@ -15,9 +15,13 @@
  *    ordering between fields): a snapshot may mix two updates of one slot,
  *    good enough for monitoring. A slot counts as the worker's only if its
  *    tid matches (slots are reused).
- *  - cpu_stats, node_stats, latency, exit_info: one lookup per entry. They
- *    are arrays; per-CPU arrays are also accepted (summed over CPUs, the
- *    maximum of max_ns), in case the scheduler moves to them.
+ *  - cpu_stats, node_stats, latency, exit_info: one lookup per entry.
+ *    The statistics maps are per-CPU arrays (moirai_shared.h): cpu_stats'
+ *    one entry gives a value per CPU, each CPU's own; the CPUs' copies of a
+ *    node_stats or latency entry are summed, except max_ns, of which the
+ *    largest is taken. Any of them may be a plain array (a scheduler of
+ *    layout version 2): cpu_stats then has an entry per CPU, and each
+ *    value is taken as it is.
  *  - the CPU a worker last ran on: field 39 of /proc/PID/task/TID/stat; a
  *    worker whose /proc entry is gone is reported stale (its process crashed
  *    or exited without unregistering and the scheduler has not yet noticed).
@@ -257,11 +261,23 @@ static void read_stats(struct mc_snap *snap)
 	unsigned int i, n;
 
 	if (open_pinned(snap, "cpu_stats", 4, sizeof(struct moirai_cpu_stats), &p) >= 0) {
+		bool percpu = p.info.type == BPF_MAP_TYPE_PERCPU_ARRAY;
+
 		n = (unsigned int)mc_nr_possible_cpus();
-		if (n > p.info.max_entries)
+		if (!percpu && n > p.info.max_entries)
 			n = p.info.max_entries;
 		snap->cpu = calloc(n ? n : 1, sizeof(*snap->cpu));
-		for (i = 0; snap->cpu && i < n; i++)
+		if (snap->cpu && percpu) {
+			/* CPU i's counters are copy i of entry 0 (the kernel
+			 * packs the copies of possible CPUs: copy i is CPU i
+			 * unless the possible ids have holes). */
+			__u32 zero = 0;
+
+			_Static_assert(sizeof(*snap->cpu) % 8 == 0, "per-CPU values are 8-byte aligned");
+			if (bpf_map_lookup_elem(p.fd, &zero, snap->cpu) < 0)
+				memset(snap->cpu, 0, n * sizeof(*snap->cpu));
+		}
+		for (i = 0; snap->cpu && !percpu && i < n; i++)
 			read_elem(&p, i, &snap->cpu[i], sizeof(snap->cpu[i]), -1);
 		snap->nr_cpu = snap->cpu ? n : 0;
 		close(p.fd);
