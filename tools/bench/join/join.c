@@ -193,8 +193,12 @@ static double run_kernel(struct input *in, bool par, bool cut)
 	case FIB:
 	case FIB_SMALL:
 		for (long i = 0; i < in->reps; i++) {
-			if (par) {
-				struct fib_par f = { (int)in->size, cut ? (int)in->cut : 0, 0 };
+			if (par && cut) {
+				struct fibc_par f = { (int)in->size, (int)in->cut, 0 };
+				fibc_run_par(&f);
+				check += (double)f.r;
+			} else if (par) {
+				struct fib_par f = { (int)in->size, 0 };
 				fib_run_par(&f);
 				check += (double)f.r;
 			} else {
