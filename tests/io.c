@@ -1555,7 +1555,9 @@ IO_TEST(send_zc_data)
 
 	setenv("MOIRAI_IO_SEND_ZC", "4096", 1);
 	zc_run(2, zc_data, &z, 0);
-	if (!backend_env)
+	/* The backend that ran, not the one asked for: under qemu-user
+	 * io_uring is refused and epoll runs every variant. */
+	if (strcmp(mr_io_backend(), "io_uring") == 0)
 		ASSERT_GT(atomic_load(&mr__test_io_zc_notifs), 0);
 	else
 		ASSERT_EQ(atomic_load(&mr__test_io_zc_notifs), 0);
