@@ -506,10 +506,13 @@ static bool epoll_wait_op(struct mr__worker *w, int64_t deadline)
 			return true; /* the count stays up until poll() */
 	}
 	/* seq_cst, and the fence: against the waker's token store, fence,
-	 * load of `sleeping` (epoll_wake()). */
+	 * load of `sleeping` (epoll_wake()), and against a claimer's store
+	 * of hpark, fence, load of `sleeping` in the same wake (runtime.c
+	 * help_claim()). */
 	atomic_store_explicit(&ep->sleeping, 1, memory_order_seq_cst);
 	mr__fence_seq_cst();
-	if (atomic_load_explicit(&w->park, memory_order_relaxed) != MR__TOK_NONE) {
+	if (atomic_load_explicit(&w->park, memory_order_relaxed) != MR__TOK_NONE ||
+	    mr__help_claimed(w)) {
 		atomic_store_explicit(&ep->sleeping, 0, memory_order_relaxed);
 		mr__spin_lock(&ep->lock);
 		unsigned readied = poll_ep(ep, ep->evs, true);

@@ -781,18 +781,39 @@ static bool uring_wait(struct mr__worker *w, int64_t deadline)
 	/* seq_cst: see op_cancel(). */
 	if (atomic_load_explicit(&r->ncancel, memory_order_seq_cst))
 		cancel_ops(w, r);
+	bool awake = false;
 	if (!r->futex_op) {
 		/* seq_cst, and the fence: against the waker's token store,
-		 * fence, load of `sleeping` (uring_wake()). */
+		 * fence, load of `sleeping` (uring_wake()), and against a
+		 * claimer's store of hpark, fence, load of `sleeping` in the
+		 * same wake (runtime.c help_claim()). */
 		atomic_store_explicit(&r->sleeping, 1, memory_order_seq_cst);
 		mr__fence_seq_cst();
-		if (atomic_load_explicit(&w->park, memory_order_relaxed) != MR__TOK_NONE) {
+		awake = atomic_load_explicit(&w->park, memory_order_relaxed) != MR__TOK_NONE ||
+			mr__help_claimed(w);
+		if (awake)
 			atomic_store_explicit(&r->sleeping, 0, memory_order_relaxed);
-			cq_lock(r);
-			r->waiting = false;
-			cq_unlock(r);
-			return poll_ring(w, r, false) != 0;
+	} else if (atomic_load_explicit(&w->hring, memory_order_relaxed)) {
+		/* Blocked in a job (help_sleep()): a claimer wakes our futex
+		 * wait without changing `park`, so that wake is lost unless
+		 * the wait is queued in the kernel before we look at hpark.
+		 * Submit it (issued inline), then look. Should the kernel not
+		 * take every entry (a full CQ), sleep 1 ms at most. */
+		if (r->tail != atomic_load_explicit(r->sq_head, memory_order_acquire))
+			ring_enter(r, 0, 0, NULL, 0);
+		if (r->tail != atomic_load_explicit(r->sq_head, memory_order_acquire)) {
+			int64_t soon = (int64_t)mr__now_ns() + 1000000;
+			if (deadline < 0 || deadline > soon)
+				deadline = soon;
 		}
+		mr__fence_seq_cst();
+		awake = mr__help_claimed(w);
+	}
+	if (awake) {
+		cq_lock(r);
+		r->waiting = false;
+		cq_unlock(r);
+		return poll_ring(w, r, false) != 0;
 	}
 	memset(&arg, 0, sizeof(arg));
 	if (deadline >= 0) {

@@ -524,12 +524,21 @@ static bool help_claim(struct mr__worker *w)
 	/* release: pairs with the acquire load in help_sleep(). */
 	atomic_store_explicit(&w->hpark, 1, memory_order_release);
 	mr__futex_wake(&w->hpark, 1);
-	/* Asleep in its ring: that waits on `park` (a blocked worker gets no
-	 * token there, so nothing else waits on it now). Pairs with the
-	 * store of hring, fence, load of hpark in help_sleep(). */
+	/* Asleep in its ring or epoll: wake that. Pairs with the store of
+	 * hring, fence, load of hpark in help_sleep(), and with the backend
+	 * wait's look at hpark once it sleeps (mr__help_claimed()): either w
+	 * sees hpark, or we see hring here and the backend's `sleeping` (or
+	 * its queued futex wait) in the wake. A ring's FUTEX_WAIT waits on
+	 * `park`: a blocked worker gets no token there, so nothing else
+	 * waits on it now. acquire: wake() reads w->io (see io_watch()). */
 	mr__fence_seq_cst();
-	if (atomic_load_explicit(&w->hring, memory_order_relaxed))
-		mr__futex_wake(&w->park, 1);
+	if (atomic_load_explicit(&w->hring, memory_order_relaxed)) {
+		const struct mr__io_ops *io = atomic_load_explicit(&w->io_ops, memory_order_acquire);
+		if (io && io->wake)
+			io->wake(w);
+		else
+			mr__futex_wake(&w->park, 1);
+	}
 	return true;
 }
 
@@ -631,19 +640,11 @@ static void help_sleep(struct mr__worker *w, bool (*done)(void *), void *arg, in
 	int64_t now = (int64_t)mr__now_ns();
 	if (deadline >= 0 && (next < 0 || deadline < next))
 		next = deadline;
-	/* Our ring has operations in flight, and only this thread can reap
-	 * them (mr__worker_help() polls it). A ring that waits on futexes
-	 * (no wake op) sleeps here in the ring, woken by a completion or by
-	 * help_claim(); on the other backends look again within
-	 * MR__IO_BLOCKED_NS. */
+	/* Our ring (or epoll) has operations in flight, and only this thread
+	 * can reap them (mr__worker_help() polls it): sleep there, woken by
+	 * a completion or by help_claim(). */
 	const struct mr__io_ops *io = mr__worker_io(w);
-	bool in_ring = false;
-	if (io && atomic_load_explicit(&w->io_inflight, memory_order_relaxed)) {
-		if (!io->wake)
-			in_ring = true;
-		else if (next < 0 || next > now + MR__IO_BLOCKED_NS)
-			next = now + MR__IO_BLOCKED_NS;
-	}
+	bool in_ring = io && atomic_load_explicit(&w->io_inflight, memory_order_relaxed);
 	if (!done(arg) && !(next >= 0 && next <= now) && !(all && inj_fiber(rt, false))) {
 		/* Every worker blocked in a job, asleep, no timer: stuck? */
 		if (all && next < 0 &&

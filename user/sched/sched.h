@@ -102,11 +102,6 @@ struct mr__io_ops {
 };
 /* Jobs a worker with I/O in flight runs between two polls of its ring. */
 #define MR__IO_INTERVAL 32
-/* A worker blocked in a job's wait with I/O in flight sleeps in its ring
- * when the ring waits on futexes (io_uring, kernel 6.7+); on the other
- * backends it polls the ring at least this often (runtime.c
- * help_sleep()). */
-#define MR__IO_BLOCKED_NS 1000000
 /* Every worker blocked in a job with no timer: a sleeping helper looks for
  * a deadlock again this often (runtime.c help_sleep()). */
 #define MR__STUCK_RELOOK_NS 1000000000
@@ -203,8 +198,10 @@ struct mr__worker {
 	 * claims it with a CAS to 0, then writes hpark, the futex it sleeps on. */
 	_Atomic uint32_t hsleep;
 	_Atomic uint32_t hpark;
-	/* Set while that sleep is in its ring (help_sleep()): the claimer
-	 * then also wakes the ring's FUTEX_WAIT on `park`. */
+	/* Set while that sleep is in its ring or epoll (help_sleep()): the
+	 * claimer then also wakes the backend's wait (mr__io_ops.wake, or the
+	 * ring's FUTEX_WAIT on `park`), which looks at hpark before it
+	 * sleeps (mr__help_claimed()). */
 	_Atomic uint32_t hring;
 	struct mr__timer **theap;
 	uint32_t tn, tcap;
@@ -455,6 +452,20 @@ static inline void mr__job_run(struct mr__worker *w, struct mr__job *job)
 static inline const struct mr__io_ops *mr__worker_io(struct mr__worker *w)
 {
 	return atomic_load_explicit(&w->io_ops, memory_order_relaxed);
+}
+
+/*
+ * For a backend's wait(), on w's thread, once it has said that it sleeps
+ * (its store of `sleeping` and the fence after it), or once its futex wait
+ * is in the kernel: was w claimed while it sleeps in help_sleep()? Then it
+ * must not sleep: the claimer may have looked for a sleeper before there
+ * was one (help_claim()). hring is w's own; acquire on hpark pairs with
+ * the claimer's release.
+ */
+static inline bool mr__help_claimed(struct mr__worker *w)
+{
+	return atomic_load_explicit(&w->hring, memory_order_relaxed) &&
+	       atomic_load_explicit(&w->hpark, memory_order_acquire);
 }
 
 /*
