@@ -1774,6 +1774,11 @@ static void busy_main(void *arg)
 			printf("# the reader did not run while its worker spun %d s\n", BUSY_SPIN_S);
 		ASSERT_TRUE(ran);
 		ASSERT_NE(ridx, me);
+		/* That was a hand-off, counted on the helper's record before it
+		 * ran the reader (the only other worker: we spun). */
+		struct mr_worker_stats ws;
+		ASSERT_EQ(mr_worker_stats(NULL, (unsigned)ridx, &ws), 0);
+		ASSERT_GE(ws.io_rescued, 1);
 		return;
 	}
 	SKIP("the reader never parked on the spinning worker");
@@ -1870,7 +1875,9 @@ IO_TEST(idle_after_io_stays_asleep)
  * ring), so helpers race the owners' own reaps all the time. Every read
  * must return its round's byte exactly once per round (no lost
  * completion, no completion seen twice); a fiber resumed twice would
- * crash. Hand-offs must have happened on the rings.
+ * crash. Hand-offs must have happened on the rings, and once the workers
+ * are asleep the runtime's io_rescued must equal the fibers the backends
+ * readied for another worker (the test hook).
  */
 #define HS_FIBERS 64
 #define HS_ROUNDS 1000
@@ -1974,7 +1981,23 @@ IO_TEST(handoff_stress)
 		atomic_store(&h.reads, 0);
 		for (int i = 0; i < HS_FIBERS; i++)
 			ASSERT_EQ(pipe2(h.fds[i], O_CLOEXEC), 0);
-		in_fiber(3, hs_main, &h);
+		unsigned long before = atomic_load(&mr__test_io_rescued);
+		mr_runtime_t *rt = make_rt(3);
+		ASSERT_NONNULL(rt);
+		MR_OPTS(mr_fiber_opts, o, .runtime = rt);
+		mr_fiber_t *f = mr_go_opts(hs_main, &h, &o);
+		ASSERT_NONNULL(f);
+		ASSERT_EQ(mr_fiber_join(f), 0);
+		/* No I/O in flight any more; a helper counts after it readied,
+		 * so wait until every worker sleeps (the harness's timeout
+		 * bounds it). */
+		MR_OPTS(mr_runtime_stats, st);
+		do
+			ASSERT_EQ(mr_runtime_stats(rt, &st), 0);
+		while (st.workers_parked < st.nworkers && usleep(1000) == 0);
+		unsigned long rescued = atomic_load(&mr__test_io_rescued) - before;
+		ASSERT_EQ(st.total.io_rescued, rescued);
+		ASSERT_EQ(mr_runtime_destroy(rt), 0);
 		ASSERT_EQ(atomic_load(&h.bad), 0);
 		ASSERT_EQ(atomic_load(&h.reads), (long)HS_FIBERS * h.rounds);
 		for (int i = 0; i < HS_FIBERS; i++) {

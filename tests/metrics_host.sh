@@ -127,8 +127,16 @@ check() {
 		else
 			notok "${kind}_dump_json_counters_move" "fiber_runs $a then $b"
 		fi
+		# A field taken from reserved_ is printed by name (0 if never).
+		r=$(field io_rescued)
+		if [ "$r" -ge 0 ] 2>/dev/null; then
+			ok "${kind}_dump_json_has_io_rescued"
+		else
+			notok "${kind}_dump_json_has_io_rescued" "io_rescued: '$r'"
+		fi
 	else
 		skip "${kind}_dump_json_counters_move" "no python3"
+		skip "${kind}_dump_json_has_io_rescued" "no python3"
 	fi
 	run "$M" top --iterations 2
 	expect "${kind}_top_rates" 0 "$OUT" "fibers/s"
@@ -230,7 +238,8 @@ if [ $NS -eq 1 ]; then
 		if [ -n "$BPFTOOL" ]; then
 			run "$BPFTOOL" map dump pinned "$EXP"
 			if [ $RC -eq 0 ] && grep -q '"jobs_run": ' "$OUT" &&
-				grep -q '"fiber_runs": ' "$OUT" && grep -q '"jobs_stolen_from": ' "$OUT"; then
+				grep -q '"fiber_runs": ' "$OUT" && grep -q '"jobs_stolen_from": ' "$OUT" &&
+				grep -q '"io_rescued": ' "$OUT"; then
 				ok "bpftool_prints_field_names"
 			else
 				notok "bpftool_prints_field_names" "exit $RC"

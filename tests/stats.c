@@ -270,6 +270,7 @@ TEST(io_counters_and_backend)
 	EXPECT_GE(st.total.io_submitted, 2);
 	EXPECT_GE(st.total.io_completed, 2);
 	EXPECT_GE(st.total.io_cancelled + st.total.io_completed, st.total.io_submitted);
+	EXPECT_EQ(st.total.io_rescued, 0); /* one worker: nobody to hand off to */
 	ASSERT_EQ(mr_worker_stats(rt, 0, &w), 0);
 	EXPECT_EQ(w.io_backend, strcmp(mr_io_backend(), "io_uring") == 0 ? MR_IO_BACKEND_URING :
 									   MR_IO_BACKEND_EPOLL);

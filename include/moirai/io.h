@@ -76,7 +76,8 @@
  * not the job's length. For this the rings are set up without
  * DEFER_TASKRUN (with COOP_TASKRUN); MOIRAI_IO_HANDOFF=0 (read when a
  * worker sets up its ring or epoll) turns the hand-off off and the rings
- * back to DEFER_TASKRUN. What is handed over is completions, not
+ * back to DEFER_TASKRUN. The fibers a worker took so count in its
+ * io_rescued (<moirai/stats.h>). What is handed over is completions, not
  * submissions: on io_uring only the owner submits, so mr_fiber_cancel() of
  * a fiber whose I/O is in flight on a busy worker takes effect when that
  * worker's job ends (a deadline still fires in the kernel); on epoll the

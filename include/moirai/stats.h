@@ -65,6 +65,12 @@
  *                      (io_uring SQEs, epoll registrations+attempts)
  *  io_completed        their completions
  *  io_cancelled        cancellations it issued (deadline, mr_fiber_cancel)
+ *  io_rescued          fibers whose I/O this worker completed for another
+ *                      worker stuck in one job (the hand-off: it reaped
+ *                      that worker's ring or polled its epoll and readied
+ *                      the fibers here); counted on the helper's record,
+ *                      not the owner's, and in its io_completed too.
+ *                      Stays 0 with MOIRAI_IO_HANDOFF=0 (no hand-off)
  *  io_backend          which backend those went through: 0 none yet (the
  *                      worker did no I/O), 1 io_uring, 2 epoll (not a count)
  *
@@ -141,8 +147,9 @@ struct mr_worker_stats {
 	uint64_t io_completed;
 	uint64_t io_cancelled;
 	uint64_t io_backend;
+	uint64_t io_rescued;
 
-	uint64_t reserved_[3]; /* room to grow within the owner's lines */
+	uint64_t reserved_[2]; /* room to grow within the owner's lines */
 
 	/* Written by thieves (atomic adds), on a line of its own. */
 	uint64_t jobs_stolen_from __attribute__((aligned(64)));

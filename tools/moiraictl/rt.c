@@ -360,13 +360,13 @@ void mc_rts_print(FILE *f, const struct mc_rts *rts, const struct mc_rts *prev)
 			(unsigned long long)(live - parked),
 			(unsigned long long)o->fibers_spawned, (unsigned long long)o->wakeups_sent);
 		if (p)
-			fprintf(f, "    %3s %7s %-9s %5s %9s %8s %8s %8s %8s %8s %8s %8s\n", "w", "tid",
-				"state", "busy%", "jobs/s", "stolen/s", "steals/s", "parks/s",
-				"fibers/s", "chblk/s", "timers/s", "io/s");
+			fprintf(f, "    %3s %7s %-9s %5s %9s %8s %8s %8s %8s %8s %8s %8s %8s\n", "w",
+				"tid", "state", "busy%", "jobs/s", "stolen/s", "steals/s", "parks/s",
+				"fibers/s", "chblk/s", "timers/s", "io/s", "rescue/s");
 		else
-			fprintf(f, "    %3s %7s %-9s %5s %10s %9s %9s %9s %10s %9s %9s %9s\n", "w",
-				"tid", "state", "busy%", "jobs", "stolen", "stolen_by", "parks",
-				"fiber_runs", "chan_blk", "timers", "io_done");
+			fprintf(f, "    %3s %7s %-9s %5s %10s %9s %9s %9s %10s %9s %9s %9s %10s\n",
+				"w", "tid", "state", "busy%", "jobs", "stolen", "stolen_by", "parks",
+				"fiber_runs", "chan_blk", "timers", "io_done", "io_rescued");
 		for (size_t k = 0; k + 1 < rt->nrecs; k++) {
 			const struct mr_worker_stats *w = &rt->recs[k];
 			uint64_t up = w->start_ns && rts->now_ns > w->start_ns ?
@@ -383,7 +383,7 @@ void mc_rts_print(FILE *f, const struct mc_rts *rts, const struct mc_rts *prev)
 					busy = 100;
 				fprintf(f,
 					"    %3zu %7d %-9s %5.1f %9.0f %8.0f %8.0f %8.0f %8.0f %8.0f "
-					"%8.0f %8.0f\n",
+					"%8.0f %8.0f %8.0f\n",
 					k, (int)w->tid, mc_wstate_name(w->state), busy,
 					rate(w->jobs_run, pw->jobs_run, dt),
 					rate(w->jobs_stolen, pw->jobs_stolen, dt),
@@ -392,11 +392,12 @@ void mc_rts_print(FILE *f, const struct mc_rts *rts, const struct mc_rts *prev)
 					rate(w->fiber_runs, pw->fiber_runs, dt),
 					rate(w->chan_blocks, pw->chan_blocks, dt),
 					rate(w->timer_fires, pw->timer_fires, dt),
-					rate(w->io_completed, pw->io_completed, dt));
+					rate(w->io_completed, pw->io_completed, dt),
+					rate(w->io_rescued, pw->io_rescued, dt));
 			} else {
 				fprintf(f,
 					"    %3zu %7d %-9s %5.1f %10llu %9llu %9llu %9llu %10llu %9llu "
-					"%9llu %9llu\n",
+					"%9llu %9llu %10llu\n",
 					k, (int)w->tid, mc_wstate_name(w->state), busy,
 					(unsigned long long)w->jobs_run,
 					(unsigned long long)w->jobs_stolen,
@@ -405,7 +406,8 @@ void mc_rts_print(FILE *f, const struct mc_rts *rts, const struct mc_rts *prev)
 					(unsigned long long)w->fiber_runs,
 					(unsigned long long)w->chan_blocks,
 					(unsigned long long)w->timer_fires,
-					(unsigned long long)w->io_completed);
+					(unsigned long long)w->io_completed,
+					(unsigned long long)w->io_rescued);
 			}
 		}
 	}
@@ -441,6 +443,7 @@ static void json_rec(struct mc_json *j, const struct mr_worker_stats *w, uint64_
 	U(io_submitted);
 	U(io_completed);
 	U(io_cancelled);
+	U(io_rescued);
 	mc_json_str(j, "io_backend", w->io_backend == MR_IO_BACKEND_URING ? "io_uring" :
 				     w->io_backend == MR_IO_BACKEND_EPOLL ? "epoll" : "none");
 #undef U

@@ -448,12 +448,14 @@ static bool epoll_rescue(struct mr__worker *w, struct mr__worker *self)
 	struct ep *ep = w->io;
 	struct epoll_event evs[NEVENTS];
 
-	(void)self; /* ready() puts them on the calling thread's worker */
+	/* ready() puts them on the calling thread's worker: self (runtime.c
+	 * io_handoff()), whose record is ours to write. */
 	if (!mr__spin_trylock(&ep->lock))
 		return false;
 	unsigned readied = poll_ep(ep, evs, false);
 	if (readied) {
 		set_inflight(w, ep);
+		MR__STAT_ADD(self->st, io_rescued, readied);
 		atomic_fetch_add_explicit(&mr__test_io_rescued, readied, memory_order_relaxed);
 	}
 	mr__spin_unlock(&ep->lock);

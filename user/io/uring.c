@@ -396,8 +396,11 @@ static unsigned reap(struct mr__worker *self, struct mr__worker *w, struct ring 
 	}
 	/* release: the kernel may reuse the entries once it sees the head. */
 	atomic_store_explicit(r->cq_head, head, memory_order_release);
-	if (helper && readied)
+	if (helper && readied) {
+		/* Ours: the helper is the calling thread (runtime.c io_handoff()). */
+		MR__STAT_ADD(self->st, io_rescued, readied);
 		atomic_fetch_add_explicit(&mr__test_io_rescued, readied, memory_order_relaxed);
+	}
 	return readied;
 }
 

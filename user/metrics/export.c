@@ -96,6 +96,7 @@ static const struct field {
 	FIELD(io_completed, T_U64),
 	FIELD(io_cancelled, T_U64),
 	FIELD(io_backend, T_U64),
+	FIELD(io_rescued, T_U64),
 	FIELD(jobs_stolen_from, T_U64),
 };
 #undef FIELD
@@ -106,9 +107,15 @@ static const struct field {
  * is not added above fails here (the last one's end is where the reserved
  * tail begins). */
 _Static_assert(offsetof(struct mr_worker_stats, reserved_) ==
-		       offsetof(struct mr_worker_stats, io_backend) + 8,
+		       offsetof(struct mr_worker_stats, io_rescued) + 8,
 	       "a field of struct mr_worker_stats is missing from fields[]");
 _Static_assert(sizeof(struct mr_worker_stats) % 64 == 0, "records are whole cache lines");
+/* The layout is public (readers of another build check only version and
+ * size): a new field takes a reserved slot, it never moves the others. */
+_Static_assert(sizeof(struct mr_worker_stats) == 320 &&
+		       offsetof(struct mr_worker_stats, io_rescued) == 208 &&
+		       offsetof(struct mr_worker_stats, jobs_stolen_from) == 256,
+	       "struct mr_worker_stats changed layout: MR_STATS_VERSION would have to change");
 
 struct strtab {
 	char buf[1024];

@@ -95,6 +95,7 @@ int mr_runtime_stats(mr_runtime_t *rt, struct mr_runtime_stats *out)
 		t->io_submitted += one.io_submitted;
 		t->io_completed += one.io_completed;
 		t->io_cancelled += one.io_cancelled;
+		t->io_rescued += one.io_rescued;
 		t->jobs_stolen_from += one.jobs_stolen_from;
 	}
 	t->version = MR_STATS_VERSION;
