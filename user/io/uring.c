@@ -779,13 +779,18 @@ static bool uring_wait(struct mr__worker *w, int64_t deadline)
 	cq_lock(r);
 	r->waiting = true;
 	cq_unlock(r);
-	if (!r->armed)
-		arm(w, r);
-	/* seq_cst: see op_cancel(). */
+	/* seq_cst: see op_cancel(). Before the arm: making room for the
+	 * cancels' entries may reap (sqe_get()), the futex wait's completion
+	 * (or the eventfd read's) too, and then nothing would be armed. */
+	uint32_t head = w->dq.head;
 	if (atomic_load_explicit(&r->ncancel, memory_order_seq_cst))
 		cancel_ops(w, r);
-	bool awake = false;
-	if (!r->futex_op) {
+	if (!r->armed)
+		arm(w, r);
+	/* Making room reaped completions: their fibers are on our deque, for
+	 * our caller to run. Do not sleep on them. */
+	bool awake = w->dq.head != head;
+	if (!awake && !r->futex_op) {
 		/* seq_cst, and the fence: against the waker's token store,
 		 * fence, load of `sleeping` (uring_wake()), and against a
 		 * claimer's store of hpark, fence, load of `sleeping` in the
@@ -796,7 +801,7 @@ static bool uring_wait(struct mr__worker *w, int64_t deadline)
 			mr__help_claimed(w);
 		if (awake)
 			atomic_store_explicit(&r->sleeping, 0, memory_order_relaxed);
-	} else if (atomic_load_explicit(&w->hring, memory_order_relaxed)) {
+	} else if (!awake && atomic_load_explicit(&w->hring, memory_order_relaxed)) {
 		/* Blocked in a job (help_sleep()): a claimer wakes our futex
 		 * wait without changing `park`, so that wake is lost unless
 		 * the wait is queued in the kernel before we look at hpark.
