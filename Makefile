@@ -248,8 +248,15 @@ vm-stage: $(MOIRAICTL) $(MRVM) $(BUILD)/examples/stats
 # The old kernel (tools/vm/fetch.sh old-kernel, the oldest series trixie-backports
 # has) runs the tests that show the scheduler loads and schedules there (the whole
 # suite runs on the lab's kernel); MOIRAI_VM_ARGS, when set, picks for both.
-VM_OLD_TESTS ?= smoke kfuncs 10-load 20-workers 30-unload 40-sigkill 50-stress 60-numa 62-affinity \
-	64-hotplug
+# Not 64-hotplug: on 6.19.14 it hung in 1 of 3 boots (and in one CI run), in
+# its second step, offlining CPU 3 just after the scheduler was unloaded
+# (the first step's offline and online under it had passed): cpuhp/3 waits in
+# sched_cpu_wait_empty for ever, the rcu_tasks_trace barrier of a BPF map's
+# free behind it. sched_ext is off by then, so it is the kernel's state
+# after an unload, not found on 7.3.4, where the whole suite runs it.
+# To run it there: MOIRAI_VM_KERNEL=old MOIRAI_VM_ARGS=64-hotplug
+# tools/vm/check.sh build build/vm/stage (after make vm-stage).
+VM_OLD_TESTS ?= smoke kfuncs 10-load 20-workers 30-unload 40-sigkill 50-stress 60-numa 62-affinity
 check-vm:
 	@./tools/vm/fetch.sh all; rc=$$?; \
 	if [ $$rc -eq 3 ]; then \
