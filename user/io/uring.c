@@ -821,7 +821,9 @@ static bool uring_wait(struct mr__worker *w, int64_t deadline)
 		cq_lock(r);
 		r->waiting = false;
 		cq_unlock(r);
-		return poll_ring(w, r, false) != 0;
+		/* Fibers reaped while making room count as readied: the
+		 * caller must run them, not wait again. */
+		return (poll_ring(w, r, false) != 0) | (w->dq.head != head);
 	}
 	memset(&arg, 0, sizeof(arg));
 	if (deadline >= 0) {
