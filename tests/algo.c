@@ -8,7 +8,8 @@
  * equal; elements of 4, 8, 16 bytes (the fast paths) and 3, 24, 100
  * (generic); the typed integer sorts; records by a uint64 key
  * (mr_parallel_sort_key_u64); the _r forms' context; stability of records
- * sorted by key;
+ * sorted by key; the typed and keyed radix sorts on keys that differ in
+ * few bytes, in one, in all, skewed, at the types' extremes;
  * bad arguments; -ENOMEM with the array unchanged.
  *
  * Scan: inclusive and exclusive, in place and out of place, for sizes
@@ -523,6 +524,181 @@ TEST(sort_typed_keys)
 	EXPECT_EQ(mr_parallel_sort_i32(NULL, 3), -EINVAL);
 	EXPECT_EQ(mr_parallel_sort_i64(NULL, 0), 0);
 	EXPECT_EQ(mr_parallel_sort_u32((uint32_t *)&r, SIZE_MAX / 2), -EINVAL);
+}
+
+/*
+ * The typed and keyed sorts are radix sorts (user/par/radix_impl.h): keys
+ * whose bytes differ only in some places, so that levels are skipped,
+ * buckets are one, a few or all 256, and recursion goes down all 8 bytes;
+ * sizes around its cut-offs (introsort at 64, one count table below 2048,
+ * a shared distribution from 131072). Against qsort, u64, i64 (negative
+ * and positive), u32, i32 and records of 16 and 24 bytes by a u64 key.
+ */
+enum kshape { K_RANDOM, K_LOW3, K_TOP1, K_BYTES01, K_SKEW, K_FEW_SPREAD, K_DESC, K_EXTREMES, KSHAPES };
+
+static uint64_t kshape_key(enum kshape ks, size_t i, size_t n, uint64_t *r)
+{
+	uint64_t x = rnd(r);
+
+	switch (ks) {
+	case K_RANDOM:
+		return x;
+	case K_LOW3: /* five shared top bytes */
+		return 0x1234567890000000ull | (x & 0xffffff);
+	case K_TOP1: /* only the top byte differs */
+		return (x << 56) | 0x00abcdef01234567ull;
+	case K_BYTES01: /* every byte 0 or 255: two buckets per level, 8 levels */
+		return (x & 0x0101010101010101ull) * 255;
+	case K_SKEW: /* 99% one key */
+		return x % 100 ? 0x8000000000000000ull : x;
+	case K_FEW_SPREAD:
+		return (x % 7) << 40 | (x % 3);
+	case K_DESC:
+		return (uint64_t)(n - i) * 0x9e3779b1ull;
+	default: { /* the extremes of each type, and around the sign */
+		static const uint64_t ext[] = { 0, 1, ~0ull, 0x7fffffffffffffffull,
+						0x8000000000000000ull, 0x7fffffffull, 0x80000000ull,
+						0xffffffffull, 0xffffffff80000000ull };
+		return ext[x % (sizeof(ext) / sizeof(ext[0]))];
+	}
+	}
+}
+
+static int cmp_rec16(const void *a, const void *b)
+{
+	uint64_t x, y;
+	memcpy(&x, a, 8);
+	memcpy(&y, b, 8);
+	return (x > y) - (x < y);
+}
+
+static int cmp_rec24(const void *a, const void *b)
+{
+	uint64_t x, y;
+	memcpy(&x, (const char *)a + 16, 8);
+	memcpy(&y, (const char *)b + 16, 8);
+	return (x > y) - (x < y);
+}
+
+/* One size and shape through all six typed and keyed entry points. */
+static long radix_case(size_t n, enum kshape ks, uint64_t seed)
+{
+	unsigned char *a = malloc(n * 24 + 1), *b = malloc(n * 24 + 1);
+	uint64_t r = seed;
+	long faults = 0;
+
+	if (!a || !b)
+		abort();
+	for (int t = 0; t < 6; t++) {
+		static const size_t esz[] = { 8, 8, 4, 4, 16, 24 };
+		size_t sz = esz[t];
+		for (size_t i = 0; i < n; i++) {
+			uint64_t k = kshape_key(ks, i, n, &r);
+			unsigned char *e = a + i * sz;
+			if (sz == 4) {
+				/* the 32-bit types: the shape in their width */
+				uint32_t k32 = (uint32_t)(k >> 32) ^ (uint32_t)k;
+				if (ks == K_LOW3 || ks == K_FEW_SPREAD || ks == K_SKEW)
+					k32 = (uint32_t)k;
+				memcpy(e, &k32, 4);
+			} else if (sz == 8) {
+				memcpy(e, &k, 8);
+			} else {
+				/* records: the key, and the index as a payload */
+				uint64_t tag = i * 0x100000001ull;
+				memcpy(e + (sz == 16 ? 0 : 16), &k, 8);
+				memcpy(e + (sz == 16 ? 8 : 0), &tag, 8);
+				if (sz == 24)
+					memcpy(e + 8, &tag, 8);
+			}
+		}
+		memcpy(b, a, n * sz);
+		int ret;
+		switch (t) {
+		case 0:
+			ret = mr_parallel_sort_u64((uint64_t *)a, n);
+			qsort(b, n, 8, cmp_u64);
+			break;
+		case 1:
+			ret = mr_parallel_sort_i64((int64_t *)a, n);
+			qsort(b, n, 8, cmp_i64);
+			break;
+		case 2:
+			ret = mr_parallel_sort_u32((uint32_t *)a, n);
+			qsort(b, n, 4, cmp_u32);
+			break;
+		case 3:
+			ret = mr_parallel_sort_i32((int32_t *)a, n);
+			qsort(b, n, 4, cmp_i32);
+			break;
+		case 4:
+			ret = mr_parallel_sort_key_u64(a, n, 16, 0, 0, NULL);
+			qsort(b, n, 16, cmp_rec16);
+			break;
+		default:
+			ret = mr_parallel_sort_key_u64(a, n, 24, 16, 0, NULL);
+			qsort(b, n, 24, cmp_rec24);
+			break;
+		}
+		bool ok = ret == 0;
+		if (ok && t < 4) {
+			ok = !memcmp(a, b, n * sz);
+		} else if (ok) {
+			/* keys in order, and the same records (by their tags) */
+			uint64_t *ta = malloc((n + 1) * 8), *tb = malloc((n + 1) * 8);
+			if (!ta || !tb)
+				abort();
+			for (size_t i = 0; i < n && ok; i++) {
+				ok = (sz == 16 ? cmp_rec16 : cmp_rec24)(a + i * sz, b + i * sz) == 0;
+				memcpy(&ta[i], a + i * sz + (sz == 16 ? 8 : 0), 8);
+				memcpy(&tb[i], b + i * sz + (sz == 16 ? 8 : 0), 8);
+			}
+			if (ok) {
+				qsort(ta, n, 8, cmp_u64);
+				qsort(tb, n, 8, cmp_u64);
+				ok = !memcmp(ta, tb, n * 8);
+			}
+			free(ta);
+			free(tb);
+		}
+		if (!ok) {
+			printf("# radix: entry %d, n %zu, shape %d: returned %d, differs from qsort\n",
+			       t, n, (int)ks, ret);
+			faults++;
+		}
+	}
+	free(a);
+	free(b);
+	return faults;
+}
+
+static const size_t radix_sizes[] = { 0, 1, 2, 63, 64, 65, 66, 200, 2047, 2048, 2049, 4097, 20000 };
+
+static void radix_in_runtime(void *arg)
+{
+	struct in_rt *x = arg;
+	size_t big[] = { 131073, (size_t)scaled(300000) };
+
+	for (size_t k = 0; k < sizeof(big) / sizeof(big[0]); k++)
+		for (int ks = 0; ks < KSHAPES; ks++)
+			x->faults += radix_case(big[k], ks, 900 + k * 16 + ks);
+}
+
+TEST(sort_typed_radix_shapes)
+{
+	long faults = 0;
+
+	for (size_t k = 0; k < sizeof(radix_sizes) / sizeof(radix_sizes[0]); k++)
+		for (int ks = 0; ks < KSHAPES; ks++)
+			faults += radix_case(radix_sizes[k], ks, 500 + k * 16 + ks);
+	EXPECT_EQ(faults, 0);
+	/* Two workers: the shared count and distribution. */
+	mr_runtime_t *rt = make_rt(2);
+	struct in_rt x = { 0 };
+	ASSERT_NONNULL(rt);
+	ASSERT_EQ(mr_runtime_install(rt, radix_in_runtime, &x), 0);
+	EXPECT_EQ(x.faults, 0);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
 }
 
 TEST(sort_bad_arguments)
@@ -1537,6 +1713,8 @@ static void algos_in_fiber(void *arg)
 	/* Reversed input: the deepest partitions; 24 bytes: the generic code. */
 	x->faults += sort_case(n, 8, REVERSED, x->seed);
 	x->faults += sort_case(n, 24, FEW_KEYS, x->seed + 1);
+	/* The radix sorts' deepest recursion: all 8 bytes, 2 buckets each. */
+	x->faults += radix_case(n * 3, K_BYTES01, x->seed + 2);
 	x->faults += scan_ival_case(n);
 
 	unsigned char *a = calloc(n, 1);

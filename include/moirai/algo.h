@@ -95,10 +95,19 @@ MR_API int mr_parallel_sort_opts(void *base, size_t n, size_t size, mr_cmp_r_fn 
 				 unsigned flags, const struct mr_loop_opts *opts);
 
 /*
- * Sort n integers in ascending order, as mr_parallel_sort does (same
- * algorithm, cut-offs and context; no memory allocated) but with the
- * comparison compiled in instead of called through a pointer, which is
- * most of a generic sort's time on small keys.
+ * Sort n integers in ascending order, in parallel, in place, no memory
+ * allocated: a radix sort on the keys' bytes, most significant first (an
+ * American flag sort), with no comparison function. Each range of more
+ * than 64 keys is counted by its highest byte where its keys differ (bytes
+ * that all of them share cost no pass) and its keys are moved into their
+ * 256 buckets; ranges of 64 keys or fewer go to an introsort. At most one
+ * level per key byte: O(n * sizeof key) moves, whatever the keys. The
+ * buckets of a range sort in parallel; a range of 131072 keys or more
+ * that several workers share is counted and distributed by all of them.
+ * Up to 4096 keys sort on the calling thread (no runtime is needed or
+ * created); any context. The recursion keeps about 2 KiB of stack per
+ * key byte (16 KiB for 64-bit keys at most): a fiber's default 64 KiB
+ * stack is enough.
  * ERRORS (the array is unchanged):
  *   -EINVAL     a is NULL with n > 0, or n * the element size overflows.
  *   -EINVAL, -ENOMEM, -EAGAIN
@@ -113,9 +122,9 @@ MR_API int mr_parallel_sort_i32(int32_t *a, size_t n);
 /*
  * The typed sorts with options (par.h's struct mr_loop_opts; NULL: all
  * defaults; grain ignored): group and stop to give up early, as
- * mr_parallel_sort_opts does (ranges of more than 4096 keys look before
- * they partition). Returns 0 when the array is sorted, -ECANCELED when
+ * mr_parallel_sort_opts does. Returns 0 when the array is sorted, -ECANCELED when
  * the sort gave up first (the array then holds a permutation of its keys).
+ * A range of more than 64 keys looks before it counts its keys.
  * ERRORS: as mr_parallel_sort_u64, and -EINVAL for opts->sz <
  * sizeof(size_t).
  */
@@ -129,7 +138,8 @@ MR_API int mr_parallel_sort_i32_opts(int32_t *a, size_t n, const struct mr_loop_
  * off in each (native byte order, no alignment needed), ascending, with
  * the comparison compiled in: for records ordered by one integer key,
  * what mr_parallel_sort_u64 is for bare keys. flags 0: unstable, the
- * algorithm and cut-offs of mr_parallel_sort, no memory allocated;
+ * radix sort of mr_parallel_sort_u64 (its cut-offs, stack and stops), no
+ * memory allocated;
  * MR_SORT_STABLE: records of equal keys keep their order, the merge sort
  * of mr_parallel_stable_sort with its buffer of n * size bytes (n above
  * 24). Records of 16 bytes move as two words, others in 8-byte pieces.

@@ -28,8 +28,10 @@
  * other size goes through the generic instance, which swaps in 8-byte
  * pieces. The comparator is still called through a pointer on every
  * comparison; that call, not the moves, is most of the cost for small
- * elements. The typed sorts are the same code with the comparison
- * inlined. Partitions run in blocks, branch-free (see sort_impl.h), and
+ * elements. The typed sorts and the keyed unstable sort are radix sorts
+ * (radix_impl.h), with the introsort's code, the comparison inlined, for
+ * ranges of RADIX_MIN keys or fewer; the keyed stable sort is the merge
+ * sort with the comparison inlined. Partitions run in blocks, branch-free (see sort_impl.h), and
  * set the keys equal to a pivot aside when the pivot equals the range's
  * predecessor.
  *
@@ -63,6 +65,13 @@
 #define PAR_MERGE_MIN PAR_MIN /* merges this short run sequentially */
 #define PPART_MIN 65536	  /* pieces of a parallel partition are at least this long */
 #define SWAP_PAR_MIN (1u << 20) /* bytes: longer block swaps run in two halves */
+#define RADIX_MIN 64	  /* radix: ranges this short go to the introsort */
+#define RCHAINS 8	  /* radix: cycles followed at once */
+#define RPF_BYTES 256	  /* radix: prefetch distance in a bucket */
+#define RCOUNT_SMALL 2048  /* radix: shorter ranges count in one table */
+#define RPAR_MIN 131072	  /* radix: shorter ranges distribute on one worker */
+#define RPAR_ROUNDS 3	  /* radix: parallel distribution rounds at most */
+#define RHIST_PAR_MIN 65536 /* radix: pieces of a shared count are at least this long */
 
 /* Swap x[0..n) with y[0..n) (bytes), halves in parallel when long. */
 struct btask {
@@ -147,6 +156,44 @@ struct ptask {
 };
 
 
+/* Radix (radix_impl.h): a count of keys' digits at shift over a[0..n). */
+struct rhist {
+	const char *a;
+	size_t n;
+	unsigned shift, ways;
+	const struct srt *s;
+	uint64_t k0;   /* the range's first key */
+	uint64_t diff; /* out: every key XOR k0, ORed */
+	size_t cnt[256]; /* out */
+};
+
+/* Radix: a range to sort from the digit at shift down. */
+struct rtask {
+	char *a;
+	size_t n;
+	unsigned shift, ways;
+	const struct srt *s;
+};
+
+/* Radix: buckets [lo, hi) of a range, start[] their offsets in a. */
+struct rbk {
+	char *a;
+	const size_t *start;
+	unsigned lo, hi, shift, ways;
+	size_t whole; /* the range's length */
+	const struct srt *s;
+};
+
+static unsigned depth_budget(size_t n)
+{
+	unsigned d = 0;
+	while (n > 1) {
+		n >>= 1;
+		d += 2;
+	}
+	return d;
+}
+
 struct mtask {
 	const char *a;
 	size_t na;
@@ -180,9 +227,9 @@ struct mtask {
 #undef F
 
 /*
- * The typed sorts: the same code with the comparison inlined. Only the
- * unstable psort is used (equal integers cannot be told apart); the
- * compiler drops the rest.
+ * The typed sorts: radix sorts, with the same code, the comparison
+ * inlined, for short ranges (equal integers cannot be told apart, so no
+ * stable form); the compiler drops the rest.
  */
 #undef CMP
 #define LD_(t) ld_##t
@@ -205,28 +252,48 @@ TYPED(int32_t, 4)
 #define T uint64_t
 #define SZ 8
 #define F(name) name##_tu64
+#define RBITS 64
+#define RKEY(p) ld_uint64_t(p)
 #include "sort_impl.h"
+#include "radix_impl.h"
+#undef RBITS
+#undef RKEY
 #undef T
 #undef SZ
 #undef F
 #define T int64_t
 #define SZ 8
 #define F(name) name##_ti64
+#define RBITS 64
+#define RKEY(p) ((uint64_t)ld_int64_t(p) ^ ((uint64_t)1 << 63))
 #include "sort_impl.h"
+#include "radix_impl.h"
+#undef RBITS
+#undef RKEY
 #undef T
 #undef SZ
 #undef F
 #define T uint32_t
 #define SZ 4
 #define F(name) name##_tu32
+#define RBITS 32
+#define RKEY(p) (uint64_t)ld_uint32_t(p)
 #include "sort_impl.h"
+#include "radix_impl.h"
+#undef RBITS
+#undef RKEY
 #undef T
 #undef SZ
 #undef F
 #define T int32_t
 #define SZ 4
 #define F(name) name##_ti32
+#define RBITS 32
+#define RKEY(p) (uint64_t)((uint32_t)ld_int32_t(p) ^ 0x80000000u)
 #include "sort_impl.h"
+#include "radix_impl.h"
+#undef RBITS
+#undef RKEY
 #undef T
 #undef SZ
 #undef F
@@ -234,8 +301,8 @@ TYPED(int32_t, 4)
 /*
  * The keyed sorts (mr_parallel_sort_key_u64): records ordered by a
  * uint64_t at s->off, compared inline; 16-byte records move as one pair
- * of words, other sizes in 8-byte pieces. Both the unstable and the
- * stable sort are used.
+ * of words, other sizes in 8-byte pieces. Unstable: the radix sort;
+ * stable: the merge sort.
  */
 #undef KEY
 #undef KEYT
@@ -243,13 +310,23 @@ TYPED(int32_t, 4)
 #define KEY(p) ld_uint64_t((const char *)(p) + s->off)
 #define SZ 16
 #define F(name) name##_k16
+#define RBITS 64
+#define RKEY(p) KEY(p)
 #include "sort_impl.h"
+#include "radix_impl.h"
+#undef RBITS
+#undef RKEY
 #undef SZ
 #undef F
 #undef FIXED
 #define SZ (s->size)
 #define F(name) name##_kany
+#define RBITS 64
+#define RKEY(p) KEY(p)
 #include "sort_impl.h"
+#include "radix_impl.h"
+#undef RBITS
+#undef RKEY
 #undef SZ
 #undef F
 
@@ -265,16 +342,6 @@ static void (*pick(size_t size, bool stable))(void *)
 	default:
 		return stable ? msort_any : psort_any;
 	}
-}
-
-static unsigned depth_budget(size_t n)
-{
-	unsigned d = 0;
-	while (n > 1) {
-		n >>= 1;
-		d += 2;
-	}
-	return d;
 }
 
 /* run: the typed psort, or NULL to pick by size and stability. */
@@ -365,7 +432,7 @@ static int typed_opts(struct srt *s, const struct mr_loop_opts *opts, struct mr_
 		struct srt s = { .size = sizeof(T_) };                                             \
 		if (typed_opts(&s, opts, &o))                                                      \
 			return -EINVAL;                                                            \
-		return sort(a, n, sizeof(T_), &s, false, psort_##inst);                            \
+		return sort(a, n, sizeof(T_), &s, false, radix_##inst);                            \
 	}
 TYPED_OPTS(mr_parallel_sort_u64_opts, uint64_t, tu64)
 TYPED_OPTS(mr_parallel_sort_i64_opts, int64_t, ti64)
@@ -383,32 +450,32 @@ int mr_parallel_sort_key_u64(void *base, size_t n, size_t size, size_t off, unsi
 	    typed_opts(&s, opts, &o))
 		return -EINVAL;
 	if (size == 16)
-		return sort(base, n, size, &s, stable, stable ? msort_k16 : psort_k16);
-	return sort(base, n, size, &s, stable, stable ? msort_kany : psort_kany);
+		return sort(base, n, size, &s, stable, stable ? msort_k16 : radix_k16);
+	return sort(base, n, size, &s, stable, stable ? msort_kany : radix_kany);
 }
 
 int mr_parallel_sort_u64(uint64_t *a, size_t n)
 {
 	struct srt s = { .cmp = NULL, .cmp_r = NULL, .ctx = NULL, .size = 8 };
-	return sort(a, n, 8, &s, false, psort_tu64);
+	return sort(a, n, 8, &s, false, radix_tu64);
 }
 
 int mr_parallel_sort_i64(int64_t *a, size_t n)
 {
 	struct srt s = { .cmp = NULL, .cmp_r = NULL, .ctx = NULL, .size = 8 };
-	return sort(a, n, 8, &s, false, psort_ti64);
+	return sort(a, n, 8, &s, false, radix_ti64);
 }
 
 int mr_parallel_sort_u32(uint32_t *a, size_t n)
 {
 	struct srt s = { .cmp = NULL, .cmp_r = NULL, .ctx = NULL, .size = 4 };
-	return sort(a, n, 4, &s, false, psort_tu32);
+	return sort(a, n, 4, &s, false, radix_tu32);
 }
 
 int mr_parallel_sort_i32(int32_t *a, size_t n)
 {
 	struct srt s = { .cmp = NULL, .cmp_r = NULL, .ctx = NULL, .size = 4 };
-	return sort(a, n, 4, &s, false, psort_ti32);
+	return sort(a, n, 4, &s, false, radix_ti32);
 }
 
 int mr_parallel_sort_opts(void *base, size_t n, size_t size, mr_cmp_r_fn cmp, void *ctx,

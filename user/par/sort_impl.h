@@ -300,7 +300,8 @@ static void F(ppart)(void *arg)
 }
 
 /* Parallel quicksort: partition here, sort both sides with mr_join. */
-static void F(psort)(void *arg)
+/* (Unused by the typed and keyed instances, which sort by radix.) */
+static __attribute__((unused)) void F(psort)(void *arg)
 {
 	struct stask *t = arg;
 	const struct srt *s = t->s;
