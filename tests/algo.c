@@ -532,7 +532,8 @@ TEST(sort_typed_keys)
  * buckets are one, a few or all 256, and recursion goes down all 8 bytes;
  * sizes around its cut-offs (introsort at 64, one count table below 2048,
  * a shared distribution from 131072). Against qsort, u64, i64 (negative
- * and positive), u32, i32 and records of 16 and 24 bytes by a u64 key.
+ * and positive), u32, i32 and records of 16 and 24 bytes by a u64 key,
+ * unstably and stably (the stable radix sort: merge sort up to 64).
  */
 enum kshape { K_RANDOM, K_LOW3, K_TOP1, K_BYTES01, K_SKEW, K_FEW_SPREAD, K_DESC, K_EXTREMES, KSHAPES };
 
@@ -580,7 +581,34 @@ static int cmp_rec24(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* One size and shape through all six typed and keyed entry points. */
+/* Stable order of those records: key, then tag (the input's order). */
+static int cmp_rec16_tag(const void *a, const void *b)
+{
+	uint64_t x, y;
+	int c = cmp_rec16(a, b);
+	if (c)
+		return c;
+	memcpy(&x, (const char *)a + 8, 8);
+	memcpy(&y, (const char *)b + 8, 8);
+	return (x > y) - (x < y);
+}
+
+static int cmp_rec24_tag(const void *a, const void *b)
+{
+	uint64_t x, y;
+	int c = cmp_rec24(a, b);
+	if (c)
+		return c;
+	memcpy(&x, a, 8);
+	memcpy(&y, b, 8);
+	return (x > y) - (x < y);
+}
+
+/*
+ * One size and shape through the typed and keyed entry points, the keyed
+ * ones unstable and stable (the stable ones must equal the input sorted
+ * by key, then by its index).
+ */
 static long radix_case(size_t n, enum kshape ks, uint64_t seed)
 {
 	unsigned char *a = malloc(n * 24 + 1), *b = malloc(n * 24 + 1);
@@ -589,8 +617,8 @@ static long radix_case(size_t n, enum kshape ks, uint64_t seed)
 
 	if (!a || !b)
 		abort();
-	for (int t = 0; t < 6; t++) {
-		static const size_t esz[] = { 8, 8, 4, 4, 16, 24 };
+	for (int t = 0; t < 8; t++) {
+		static const size_t esz[] = { 8, 8, 4, 4, 16, 24, 16, 24 };
 		size_t sz = esz[t];
 		for (size_t i = 0; i < n; i++) {
 			uint64_t k = kshape_key(ks, i, n, &r);
@@ -635,13 +663,21 @@ static long radix_case(size_t n, enum kshape ks, uint64_t seed)
 			ret = mr_parallel_sort_key_u64(a, n, 16, 0, 0, NULL);
 			qsort(b, n, 16, cmp_rec16);
 			break;
-		default:
+		case 5:
 			ret = mr_parallel_sort_key_u64(a, n, 24, 16, 0, NULL);
 			qsort(b, n, 24, cmp_rec24);
 			break;
+		case 6:
+			ret = mr_parallel_sort_key_u64(a, n, 16, 0, MR_SORT_STABLE, NULL);
+			qsort(b, n, 16, cmp_rec16_tag);
+			break;
+		default:
+			ret = mr_parallel_sort_key_u64(a, n, 24, 16, MR_SORT_STABLE, NULL);
+			qsort(b, n, 24, cmp_rec24_tag);
+			break;
 		}
 		bool ok = ret == 0;
-		if (ok && t < 4) {
+		if (ok && (t < 4 || t >= 6)) {
 			ok = !memcmp(a, b, n * sz);
 		} else if (ok) {
 			/* keys in order, and the same records (by their tags) */

@@ -140,9 +140,13 @@ MR_API int mr_parallel_sort_i32_opts(int32_t *a, size_t n, const struct mr_loop_
  * what mr_parallel_sort_u64 is for bare keys. flags 0: unstable, the
  * radix sort of mr_parallel_sort_u64 (its cut-offs, stack and stops), no
  * memory allocated;
- * MR_SORT_STABLE: records of equal keys keep their order, the merge sort
- * of mr_parallel_stable_sort with its buffer of n * size bytes (n above
- * 24). Records of 16 bytes move as two words, others in 8-byte pieces.
+ * MR_SORT_STABLE: records of equal keys keep their order, a radix sort
+ * (most significant byte first, as the unstable one) that scatters each
+ * range in order between the array and a buffer of n * size bytes (n
+ * above 24), ranges of 64 records or fewer merge sorted; a range of
+ * 131072 records or more that several workers share is scattered by all
+ * of them, with 2 KiB more per worker (if that cannot be allocated, by
+ * one). Records of 16 bytes move as two words, others in 8-byte pieces.
  * opts as for mr_parallel_sort_opts (NULL: all defaults): 0 when sorted,
  * -ECANCELED when stopped first. Blocks; any context.
  * ERRORS (the array is unchanged):

@@ -298,6 +298,9 @@ static __attribute__((noinline)) void F(rdistribute)(const struct rtask *t, cons
 }
 
 static void F(rsort)(void *arg);
+#ifdef RSTABLE
+static void F(rssort)(void *arg);
+#endif
 
 /* Sort the buckets [lo, hi) of a range on the next digit. */
 static void F(rbuckets)(void *arg)
@@ -314,13 +317,24 @@ static void F(rbuckets)(void *arg)
 		unsigned m = k->lo + 1;
 		while (m < k->hi - 1 && st[m + 1] - st[k->lo] <= total / 2)
 			m++;
-		struct rbk l = { k->a, st, k->lo, m, k->shift, k->ways, k->whole, k->s };
-		struct rbk r = { k->a, st, m, k->hi, k->shift, k->ways, k->whole, k->s };
+		struct rbk l = *k, r = *k;
+		l.hi = m;
+		r.lo = m;
 		mr_join(F(rbuckets), &l, F(rbuckets), &r);
 		return;
 	}
 	for (unsigned b = k->lo; b < k->hi; b++) {
 		size_t n = st[b + 1] - st[b];
+#ifdef RSTABLE
+		if (k->b) {
+			if (!n)
+				continue;
+			struct rstask t = { AT(k->a, st[b]), AT(k->b, st[b]), n, k->shift,
+					    n > k->whole / 2 ? k->ways : 1, k->in_b, k->s };
+			F(rssort)(&t);
+			continue;
+		}
+#endif
 		if (n < 2)
 			continue;
 		/* A bucket holding most of the range keeps its workers for
@@ -379,7 +393,7 @@ static void F(rsort)(void *arg)
 		F(rpermute)(t->a, start, start + 1, (unsigned)sh, s);
 	if (sh == 0)
 		return;
-	struct rbk k = { t->a, start, 0, 256, (unsigned)sh - 8, t->ways, t->n, s };
+	struct rbk k = { t->a, start, 0, 256, (unsigned)sh - 8, t->ways, t->n, s, NULL, false };
 	F(rbuckets)(&k);
 }
 
@@ -391,5 +405,162 @@ static void F(radix)(void *arg)
 
 	F(rsort)(&t);
 }
+
+#ifdef RSTABLE
+/*
+ * The stable radix sort (the keyed sort's MR_SORT_STABLE), through the
+ * merge sort's buffer of n elements: most significant byte first, each
+ * level scatters a range from the array into the buffer or back, in order,
+ * so equal keys keep their order; ranges of RSTABLE_MIN elements or fewer
+ * go to the merge sort, which leaves them in the array. As the unstable
+ * sort, bytes shared by a whole range cost no pass and a range of equal
+ * keys stops (copied back when it is in the buffer). A range of RPAR_MIN
+ * elements or more that several workers share is counted in one piece per
+ * worker, and each piece scatters its elements to its own places in every
+ * bucket (after the pieces before it): with the scratch of 256 counts per
+ * piece that the root allocates, or on one worker if it could not.
+ */
+
+/* Count (dst NULL) or scatter pieces [i, i + cnt) of src. */
+static void F(rpieces)(void *arg)
+{
+	struct rpiece *t = arg;
+	const struct srt *s = t->s;
+
+	if (t->cnt > 1) {
+		struct rpiece l = *t, r = *t;
+		l.cnt = t->cnt / 2;
+		r.i = t->i + l.cnt;
+		r.cnt = t->cnt - l.cnt;
+		mr_join(F(rpieces), &l, F(rpieces), &r);
+		t->diff = l.diff | r.diff;
+		return;
+	}
+	size_t lo = F(rcut)(0, t->n, t->i, t->p), hi = F(rcut)(0, t->n, t->i + 1, t->p);
+	size_t *row = s->rscratch + (size_t)t->i * 256;
+	if (!t->dst) {
+		struct rhist h = { AT(t->src, lo), hi - lo, t->sh, 1, s, t->k0, 0, { 0 } };
+		F(rcount)(&h);
+		memcpy(row, h.cnt, sizeof(h.cnt));
+		t->diff = h.diff;
+		return;
+	}
+	for (size_t i = lo; i < hi; i++) {
+		const char *e = AT(t->src, i);
+		char *q = AT(t->dst, row[(RKEY(e) >> t->sh) & 255]++);
+		__builtin_prefetch(q + RPF_BYTES, 1);
+		memcpy(q, e, SZ);
+	}
+}
+
+/*
+ * Count t's source on the highest digit at or below t->shift where its
+ * keys differ, fill start[0..256] and scatter it into the other array:
+ * returns the digit's shift, or -1 (nothing moved) when all keys are equal.
+ */
+static __attribute__((noinline)) int F(rsscatter)(const struct rstask *t, size_t *start)
+{
+	const struct srt *s = t->s;
+	const char *src = t->in_b ? t->b : t->a;
+	char *dst = t->in_b ? t->a : t->b;
+	unsigned p = t->ways < s->rpieces ? t->ways : s->rpieces, sh = t->shift;
+
+	if (p > 1 && t->n >= RPAR_MIN) {
+		struct rpiece c = { src, NULL, t->n, sh, 0, p, p, RKEY(src), 0, s };
+		F(rpieces)(&c);
+		if (!c.diff)
+			return -1;
+		unsigned top = (unsigned)(63 - __builtin_clzll(c.diff)) & ~7u;
+		if (top < sh) {
+			c.sh = sh = top;
+			F(rpieces)(&c);
+		}
+		/* Piece i's places in bucket b follow pieces 0 .. i - 1's. */
+		size_t at = 0;
+		start[0] = 0;
+		for (unsigned b = 0; b < 256; b++) {
+			for (unsigned i = 0; i < p; i++) {
+				size_t *cell = s->rscratch + (size_t)i * 256 + b, n = *cell;
+				*cell = at;
+				at += n;
+			}
+			start[b + 1] = at;
+		}
+		c.dst = dst;
+		F(rpieces)(&c);
+		return (int)sh;
+	}
+	struct rtask rt = { (char *)src, t->n, sh, 1, s };
+	int r = F(rclassify)(&rt, start);
+	if (r < 0)
+		return -1;
+	size_t head[256];
+	memcpy(head, start, sizeof(head));
+	for (size_t i = 0; i < t->n; i++) {
+		const char *e = AT(src, i);
+		char *q = AT(dst, head[(RKEY(e) >> r) & 255]++);
+		__builtin_prefetch(q + RPF_BYTES, 1);
+		memcpy(q, e, SZ);
+	}
+	return r;
+}
+
+static void F(rssort)(void *arg)
+{
+	struct rstask *t = arg;
+	const struct srt *s = t->s;
+	size_t start[257];
+
+	if (sort_stopped(s)) {
+		/* Give up with the range's elements in the array. */
+		if (t->in_b)
+			memcpy(t->a, t->b, t->n * (SZ));
+		return;
+	}
+	if (t->n <= RSTABLE_MIN) {
+		/* The merge sort, from the range's array into a. */
+		struct stask m = { t->in_b ? t->b : t->a, t->in_b ? t->a : t->b, t->n, 0,
+				   t->in_b, s, 1, NULL };
+		F(msort)(&m);
+		return;
+	}
+	int sh = F(rsscatter)(t, start);
+	if (sh < 0) {
+		if (t->in_b)
+			memcpy(t->a, t->b, t->n * (SZ));
+		return;
+	}
+	/* The range is now in the other array, in buckets. */
+	struct rbk k = { t->a, start, 0, 256, 0, t->ways, t->n, s, t->b, !t->in_b };
+	if (sh == 0) {
+		/* Each bucket holds one key: in order already. */
+		if (k.in_b)
+			memcpy(t->a, t->b, t->n * (SZ));
+		return;
+	}
+	k.shift = (unsigned)sh - 8;
+	F(rbuckets)(&k);
+}
+
+/* The root: a stask from sort.c (b its buffer), sorted from the top byte. */
+static void F(rsradix)(void *arg)
+{
+	struct stask *r = arg;
+	struct srt s2 = *r->s;
+
+	if (r->n <= RUN_MAX) {
+		F(msort)(r); /* no buffer below RUN_MAX */
+		return;
+	}
+	s2.rscratch = NULL;
+	s2.rpieces = 1;
+	if (r->ways > 1 && r->n >= RPAR_MIN &&
+	    (s2.rscratch = malloc((size_t)r->ways * 256 * sizeof(size_t))))
+		s2.rpieces = r->ways;
+	struct rstask t = { r->a, r->b, r->n, RBITS - 8, r->ways, false, &s2 };
+	F(rssort)(&t);
+	free(s2.rscratch);
+}
+#endif
 
 #undef AT

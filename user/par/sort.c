@@ -30,8 +30,9 @@
  * comparison; that call, not the moves, is most of the cost for small
  * elements. The typed sorts and the keyed unstable sort are radix sorts
  * (radix_impl.h), with the introsort's code, the comparison inlined, for
- * ranges of RADIX_MIN keys or fewer; the keyed stable sort is the merge
- * sort with the comparison inlined. Partitions run in blocks, branch-free (see sort_impl.h), and
+ * ranges of RADIX_MIN keys or fewer; the keyed stable sort is a stable
+ * radix sort through the merge sort's buffer, with the merge sort for
+ * ranges of RSTABLE_MIN records or fewer. Partitions run in blocks, branch-free (see sort_impl.h), and
  * set the keys equal to a pivot aside when the pivot equals the range's
  * predecessor.
  *
@@ -71,6 +72,7 @@
 #define RCOUNT_SMALL 2048  /* radix: shorter ranges count in one table */
 #define RPAR_MIN 131072	  /* radix: shorter ranges distribute on one worker */
 #define RPAR_ROUNDS 3	  /* radix: parallel distribution rounds at most */
+#define RSTABLE_MIN 64	  /* stable radix: ranges this short go to the merge sort */
 #define RHIST_PAR_MIN 65536 /* radix: pieces of a shared count are at least this long */
 
 /* Swap x[0..n) with y[0..n) (bytes), halves in parallel when long. */
@@ -112,6 +114,8 @@ struct srt {
 	bool cancellable;	 /* the fields below are set */
 	const struct mr_loop_opts *o;
 	_Atomic bool *stopped;	 /* sticky: some range gave up */
+	size_t *rscratch;	 /* stable radix: 256 counts per piece, or NULL */
+	unsigned rpieces;	 /* stable radix: pieces rscratch has rows for */
 };
 
 /*
@@ -181,6 +185,27 @@ struct rbk {
 	const size_t *start;
 	unsigned lo, hi, shift, ways;
 	size_t whole; /* the range's length */
+	const struct srt *s;
+	char *b;      /* stable: the buffer's matching range; NULL: unstable */
+	bool in_b;    /* stable: the buckets' elements are in b */
+};
+
+/* Stable radix: a range of a, or of b when in_b, whose result goes to a. */
+struct rstask {
+	char *a, *b;
+	size_t n;
+	unsigned shift, ways;
+	bool in_b;
+	const struct srt *s;
+};
+
+/* Stable radix: pieces [i, i + cnt) of src[0..n) counted or scattered. */
+struct rpiece {
+	const char *src;
+	char *dst;
+	size_t n;
+	unsigned sh, i, cnt, p;
+	uint64_t k0, diff; /* count: the first key; out: keys XOR k0, ORed */
 	const struct srt *s;
 };
 
@@ -302,7 +327,7 @@ TYPED(int32_t, 4)
  * The keyed sorts (mr_parallel_sort_key_u64): records ordered by a
  * uint64_t at s->off, compared inline; 16-byte records move as one pair
  * of words, other sizes in 8-byte pieces. Unstable: the radix sort;
- * stable: the merge sort.
+ * stable: the stable radix sort.
  */
 #undef KEY
 #undef KEYT
@@ -312,8 +337,10 @@ TYPED(int32_t, 4)
 #define F(name) name##_k16
 #define RBITS 64
 #define RKEY(p) KEY(p)
+#define RSTABLE
 #include "sort_impl.h"
 #include "radix_impl.h"
+#undef RSTABLE
 #undef RBITS
 #undef RKEY
 #undef SZ
@@ -323,8 +350,10 @@ TYPED(int32_t, 4)
 #define F(name) name##_kany
 #define RBITS 64
 #define RKEY(p) KEY(p)
+#define RSTABLE
 #include "sort_impl.h"
 #include "radix_impl.h"
+#undef RSTABLE
 #undef RBITS
 #undef RKEY
 #undef SZ
@@ -450,8 +479,8 @@ int mr_parallel_sort_key_u64(void *base, size_t n, size_t size, size_t off, unsi
 	    typed_opts(&s, opts, &o))
 		return -EINVAL;
 	if (size == 16)
-		return sort(base, n, size, &s, stable, stable ? msort_k16 : radix_k16);
-	return sort(base, n, size, &s, stable, stable ? msort_kany : radix_kany);
+		return sort(base, n, size, &s, stable, stable ? rsradix_k16 : radix_k16);
+	return sort(base, n, size, &s, stable, stable ? rsradix_kany : radix_kany);
 }
 
 int mr_parallel_sort_u64(uint64_t *a, size_t n)
