@@ -532,7 +532,7 @@ TEST(sort_typed_keys)
  * buckets are one, a few or all 256, and recursion goes down all 8 bytes;
  * sizes around its cut-offs (introsort at 64, one count table below 2048,
  * a shared distribution from 131072). Against qsort, u64, i64 (negative
- * and positive), u32, i32 and records of 16 and 24 bytes by a u64 key,
+ * and positive), u32, i32 and records of 8, 16 and 24 bytes by a u64 key,
  * unstably and stably (the stable radix sort: merge sort up to 64).
  */
 enum kshape { K_RANDOM, K_LOW3, K_TOP1, K_BYTES01, K_SKEW, K_FEW_SPREAD, K_DESC, K_EXTREMES, KSHAPES };
@@ -617,8 +617,8 @@ static long radix_case(size_t n, enum kshape ks, uint64_t seed)
 
 	if (!a || !b)
 		abort();
-	for (int t = 0; t < 8; t++) {
-		static const size_t esz[] = { 8, 8, 4, 4, 16, 24, 16, 24 };
+	for (int t = 0; t < 10; t++) {
+		static const size_t esz[] = { 8, 8, 4, 4, 16, 24, 16, 24, 8, 8 };
 		size_t sz = esz[t];
 		for (size_t i = 0; i < n; i++) {
 			uint64_t k = kshape_key(ks, i, n, &r);
@@ -671,9 +671,13 @@ static long radix_case(size_t n, enum kshape ks, uint64_t seed)
 			ret = mr_parallel_sort_key_u64(a, n, 16, 0, MR_SORT_STABLE, NULL);
 			qsort(b, n, 16, cmp_rec16_tag);
 			break;
-		default:
+		case 7:
 			ret = mr_parallel_sort_key_u64(a, n, 24, 16, MR_SORT_STABLE, NULL);
 			qsort(b, n, 24, cmp_rec24_tag);
+			break;
+		default: /* 8-byte records: bare keys */
+			ret = mr_parallel_sort_key_u64(a, n, 8, 0, t == 9 ? MR_SORT_STABLE : 0, NULL);
+			qsort(b, n, 8, cmp_u64);
 			break;
 		}
 		bool ok = ret == 0;

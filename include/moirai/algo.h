@@ -146,7 +146,8 @@ MR_API int mr_parallel_sort_i32_opts(int32_t *a, size_t n, const struct mr_loop_
  * above 24), ranges of 64 records or fewer merge sorted; a range of
  * 131072 records or more that several workers share is scattered by all
  * of them, with 2 KiB more per worker (if that cannot be allocated, by
- * one). Records of 16 bytes move as two words, others in 8-byte pieces.
+ * one). Records of 8 and 16 bytes move as one or two words, others in
+ * 8-byte pieces.
  * opts as for mr_parallel_sort_opts (NULL: all defaults): 0 when sorted,
  * -ECANCELED when stopped first. Blocks; any context.
  * ERRORS (the array is unchanged):

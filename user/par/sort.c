@@ -325,8 +325,8 @@ TYPED(int32_t, 4)
 
 /*
  * The keyed sorts (mr_parallel_sort_key_u64): records ordered by a
- * uint64_t at s->off, compared inline; 16-byte records move as one pair
- * of words, other sizes in 8-byte pieces. Unstable: the radix sort;
+ * uint64_t at s->off, compared inline; 8- and 16-byte records move as
+ * one word or one pair, other sizes in 8-byte pieces. Unstable: the radix sort;
  * stable: the stable radix sort.
  */
 #undef KEY
@@ -335,6 +335,18 @@ TYPED(int32_t, 4)
 #define KEY(p) ld_uint64_t((const char *)(p) + s->off)
 #define SZ 16
 #define F(name) name##_k16
+#define RBITS 64
+#define RKEY(p) KEY(p)
+#define RSTABLE
+#include "sort_impl.h"
+#include "radix_impl.h"
+#undef RSTABLE
+#undef RBITS
+#undef RKEY
+#undef SZ
+#undef F
+#define SZ 8
+#define F(name) name##_k8
 #define RBITS 64
 #define RKEY(p) KEY(p)
 #define RSTABLE
@@ -478,6 +490,8 @@ int mr_parallel_sort_key_u64(void *base, size_t n, size_t size, size_t off, unsi
 	if (size < 8 || off > size - 8 || (flags & ~(unsigned)MR_SORT_STABLE) ||
 	    typed_opts(&s, opts, &o))
 		return -EINVAL;
+	if (size == 8)
+		return sort(base, n, size, &s, stable, stable ? rsradix_k8 : radix_k8);
 	if (size == 16)
 		return sort(base, n, size, &s, stable, stable ? rsradix_k16 : radix_k16);
 	return sort(base, n, size, &s, stable, stable ? rsradix_kany : radix_kany);

@@ -41,9 +41,10 @@
 #
 # The parallel implementations run at 1 and 2 workers, the sequential
 # sorts at 1. Moirai's comparator is the qsort-form function through a
-# pointer (as for qsort), except for moirai-u64 (mr_parallel_sort_u64,
-# compiled in) and rec:moirai-key / rec:moirai-key-stable
-# (mr_parallel_sort_key_u64, the key's comparison compiled in); the C++
+# pointer (as for qsort), except for moirai-u64 (mr_parallel_sort_u64)
+# and moirai-key / moirai-key-stable (mr_parallel_sort_key_u64 on 8-byte
+# records, or with rec: on the 16-byte ones), radix sorts with no
+# comparison at all; the C++
 # and Rust sorts inline their comparison, and std-sort-fnptr shows what
 # the pointer costs std::sort. Needs gcc, g++ (with libgomp), libtbb-dev,
 # and for the rayon rows cargo and
@@ -154,10 +155,8 @@ sorts() {
 		run bench_sort_c "${1}moirai" "$w" "$2" "$3" "${4:-}"
 		run bench_sort_c "${1}moirai-stable" "$w" "$2" "$3" "${4:-}"
 		[ -z "$1" ] && run bench_sort_c moirai-u64 "$w" "$2" "$3" "${4:-}"
-		if [ -n "$1" ]; then
-			run bench_sort_c "${1}moirai-key" "$w" "$2" "$3" "${4:-}"
-			run bench_sort_c "${1}moirai-key-stable" "$w" "$2" "$3" "${4:-}"
-		fi
+		run bench_sort_c "${1}moirai-key" "$w" "$2" "$3" "${4:-}"
+		run bench_sort_c "${1}moirai-key-stable" "$w" "$2" "$3" "${4:-}"
 		if [ -n "$TBB" ]; then
 			run bench_sort_cxx "${1}tbb" "$w" "$2" "$3" "${4:-}"
 			run bench_sort_cxx "${1}std-par" "$w" "$2" "$3" "${4:-}"

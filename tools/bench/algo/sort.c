@@ -4,9 +4,10 @@
  *   moirai         mr_parallel_sort, the comparator through a pointer
  *   moirai-stable  mr_parallel_stable_sort, the same comparator
  *   moirai-u64     mr_parallel_sort_u64, the comparison compiled in
- * and "rec:" before qsort, moirai or moirai-stable sorts 16-byte records
- * by key (sort.h); rec:moirai-key and rec:moirai-key-stable sort them with
- * mr_parallel_sort_key_u64 (the key's comparison compiled in). Called as   bench_sort_c IMPL WORKERS REPS SIZE  (IMPL
+ *   moirai-key     mr_parallel_sort_key_u64 (a radix sort, no comparison)
+ *   moirai-key-stable  the same with MR_SORT_STABLE
+ * and "rec:" before qsort or a moirai row sorts 16-byte records by key
+ * (sort.h) instead of bare keys (8-byte records for the key rows). Called as   bench_sort_c IMPL WORKERS REPS SIZE  (IMPL
  * in place of work.h's BENCH). The Moirai runs enter a runtime of WORKERS
  * workers with mr_runtime_install, timed around that call.
  */
@@ -84,7 +85,7 @@ int main(int argc, char **argv)
 	int kind = 0;
 	while (kind < NKINDS && strcmp(impl, kinds[kind]))
 		kind++;
-	if (kind == NKINDS || (rec && kind == 2) || (!rec && kind >= 3))
+	if (kind == NKINDS || (rec && kind == 2))
 		bench_fail(a.bench, "sort", "unknown implementation");
 	MR_OPTS(mr_config, cfg, .workers = a.workers);
 	if (!(bench_rt = mr_runtime_create(&cfg)))
