@@ -282,12 +282,15 @@ static __attribute__((noinline)) void F(rdistribute)(const struct rtask *t, cons
 {
 	const struct srt *s = t->s;
 	size_t h[256], e[256], left = t->n;
+	/* Stripes of RPAR_PIECE elements at least per worker: thinner ones
+	 * leave more out of place than they place. */
+	unsigned p = t->n / RPAR_PIECE < t->ways ? (unsigned)(t->n / RPAR_PIECE) : t->ways;
 
 	memcpy(h, start, sizeof(h));
 	memcpy(e, start + 1, sizeof(e));
-	for (unsigned round = 0; round < RPAR_ROUNDS && left >= RPAR_MIN && left > t->n / 64;
-	     round++) {
-		struct F(rstripe) st = { t->a, h, e, sh, 0, t->ways, t->ways, s };
+	for (unsigned round = 0;
+	     p > 1 && round < RPAR_ROUNDS && left >= RPAR_MIN && left > t->n / 64; round++) {
+		struct F(rstripe) st = { t->a, h, e, sh, 0, p, p, s };
 		F(rstripes)(&st);
 		struct F(rfix) fx = { t->a, h, e, 0, 256, sh, s, 0 };
 		F(rfixup)(&fx);
@@ -464,6 +467,9 @@ static __attribute__((noinline)) int F(rsscatter)(const struct rstask *t, size_t
 	const char *src = t->in_b ? t->b : t->a;
 	char *dst = t->in_b ? t->a : t->b;
 	unsigned p = t->ways < s->rpieces ? t->ways : s->rpieces, sh = t->shift;
+
+	if (t->n / RPAR_PIECE < p)
+		p = (unsigned)(t->n / RPAR_PIECE); /* pieces of RPAR_PIECE at least */
 
 	if (p > 1 && t->n >= RPAR_MIN) {
 		struct rpiece c = { src, NULL, t->n, sh, 0, p, p, RKEY(src), 0, s };

@@ -71,6 +71,7 @@
 #define RPF_BYTES 256	  /* radix: prefetch distance in a bucket */
 #define RCOUNT_SMALL 2048  /* radix: shorter ranges count in one table */
 #define RPAR_MIN 131072	  /* radix: shorter ranges distribute on one worker */
+#define RPAR_PIECE 65536  /* radix: a worker's share of a shared pass, at least */
 #define RPAR_ROUNDS 3	  /* radix: parallel distribution rounds at most */
 #define RSTABLE_MIN 64	  /* stable radix: ranges this short go to the merge sort */
 #define RHIST_PAR_MIN 65536 /* radix: pieces of a shared count are at least this long */
