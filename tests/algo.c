@@ -565,43 +565,37 @@ static uint64_t kshape_key(enum kshape ks, size_t i, size_t n, uint64_t *r)
 	}
 }
 
-static int cmp_rec16(const void *a, const void *b)
+/* The u64 at byte off of two records, compared. */
+static int cmp_u64_at(const void *a, const void *b, size_t off)
 {
 	uint64_t x, y;
-	memcpy(&x, a, 8);
-	memcpy(&y, b, 8);
+	memcpy(&x, (const char *)a + off, 8);
+	memcpy(&y, (const char *)b + off, 8);
 	return (x > y) - (x < y);
+}
+
+/* radix_case's records: 16 bytes, key then tag; 24: tag, tag, key. */
+static int cmp_rec16(const void *a, const void *b)
+{
+	return cmp_u64_at(a, b, 0);
 }
 
 static int cmp_rec24(const void *a, const void *b)
 {
-	uint64_t x, y;
-	memcpy(&x, (const char *)a + 16, 8);
-	memcpy(&y, (const char *)b + 16, 8);
-	return (x > y) - (x < y);
+	return cmp_u64_at(a, b, 16);
 }
 
 /* Stable order of those records: key, then tag (the input's order). */
 static int cmp_rec16_tag(const void *a, const void *b)
 {
-	uint64_t x, y;
-	int c = cmp_rec16(a, b);
-	if (c)
-		return c;
-	memcpy(&x, (const char *)a + 8, 8);
-	memcpy(&y, (const char *)b + 8, 8);
-	return (x > y) - (x < y);
+	int c = cmp_u64_at(a, b, 0);
+	return c ? c : cmp_u64_at(a, b, 8);
 }
 
 static int cmp_rec24_tag(const void *a, const void *b)
 {
-	uint64_t x, y;
-	int c = cmp_rec24(a, b);
-	if (c)
-		return c;
-	memcpy(&x, a, 8);
-	memcpy(&y, b, 8);
-	return (x > y) - (x < y);
+	int c = cmp_u64_at(a, b, 16);
+	return c ? c : cmp_u64_at(a, b, 0);
 }
 
 /*
