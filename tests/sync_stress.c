@@ -884,6 +884,20 @@ static long payload_of(int round)
 	return 7L * round + 1;
 }
 
+/*
+ * retry_deadline() for the event waiters, its window times the test
+ * scale: under a sanitizer one timed wait costs more than 5-25 us, so
+ * every retry timed out at once and 48 fibers and 2 threads looping on
+ * them starved the setters (minutes under TSan on a slow host, until the
+ * 60 s waits below timed out). The race of a timeout with the set stays:
+ * the window is still a few times one wait's cost.
+ */
+static int64_t ev_retry_deadline(uint64_t *r)
+{
+	int64_t k = (int64_t)mr_test_scale();
+	return mr_now_ns() + k * (5000 + (int64_t)(rnd(r) % 20000));
+}
+
 static void ev_wait_some_way(struct evs *s, int i, uint64_t r)
 {
 	int rc;
@@ -894,7 +908,7 @@ static void ev_wait_some_way(struct evs *s, int i, uint64_t r)
 		rc = 0;
 		break;
 	case 1:
-		while ((rc = mr_event_wait_until(&s->ev[i], retry_deadline(&r))) == -ETIMEDOUT)
+		while ((rc = mr_event_wait_until(&s->ev[i], ev_retry_deadline(&r))) == -ETIMEDOUT)
 			atomic_fetch_add(&s->timeouts, 1);
 		break;
 	default:
