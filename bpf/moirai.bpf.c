@@ -5,8 +5,9 @@
  * kernel's scx_simple, with actual run time charged at 100/weight), and
  * Moirai's worker threads - each registered in the pinned `workers` hash by
  * running moirai_register() (below), which acts on its caller only, their
- * state and queue depth published in the mmapped `worker_load` array - are
- * steered on top of it:
+ * state and queue depth copied into the `worker_load` array from the
+ * worker's own memory while it runs (refresh_hints()) - are steered on top
+ * of it:
  *
  *  - Queues. Two vtime-ordered dispatch queues per NUMA node: WORKER_DSQ(n)
  *    holds workers whose home node is n, OTHER_DSQ(n) everything else that
@@ -323,6 +324,28 @@ static __always_inline u32 worker_state(struct moirai_worker *w, u32 *depth)
 	if (depth)
 		*depth = READ_ONCE(l->depth);
 	return READ_ONCE(l->state);
+}
+
+/*
+ * Copy worker w's hints (its struct moirai_hints, in its own process) into
+ * its line l, if w is the thread running on this CPU: the address is read in
+ * the current task's address space, so only the worker's own memory is ever
+ * read, and what its process wrote there is all a line can say about it. A
+ * page not present (nothing may fault here) leaves the line as it was.
+ */
+static __always_inline void refresh_hints(struct task_struct *p, struct moirai_worker *w,
+					  struct moirai_load *l)
+{
+	struct moirai_hints h;
+	u64 at = w->hints;
+
+	if (!at || (u32)bpf_get_current_pid_tgid() != (u32)p->pid)
+		return;
+	if (bpf_probe_read_user(&h, sizeof(h), (const void *)at))
+		return;
+	WRITE_ONCE(l->state, h.state <= MOIRAI_W_PARKED ? h.state : MOIRAI_W_NONE);
+	WRITE_ONCE(l->depth, h.depth);
+	WRITE_ONCE(l->updates, h.updates);
 }
 
 static __always_inline s32 home_node(struct moirai_worker *w)
@@ -916,13 +939,17 @@ void BPF_STRUCT_OPS(moirai_stopping, struct task_struct *p, bool runnable)
 	/* Charge what it ran, scaled by its weight (nice). */
 	tc->vtime += ran * 100 / weight;
 	if (tc->home >= 0) {
-		/* A worker that stops while still runnable waits for a CPU:
-		 * tell its runtime, which would otherwise rely on it if it
-		 * was searching (searchers_stalled() in user/sched/runtime.c). */
-		struct moirai_worker *w = runnable ? worker_of(p) : NULL;
+		struct moirai_worker *w = worker_of(p);
 		struct moirai_load *l = w ? load_of(w) : NULL;
-		if (l)
-			WRITE_ONCE(l->preempted, 1);
+		if (l) {
+			refresh_hints(p, w, l);
+			/* A worker that stops while still runnable waits for
+			 * a CPU: tell its runtime, which would otherwise rely
+			 * on it if it was searching (searchers_stalled() in
+			 * user/sched/runtime.c). */
+			if (runnable)
+				WRITE_ONCE(l->preempted, 1);
+		}
 		struct moirai_node_stats *ns = nstats(tc->home);
 		if (node_of(cpu) == tc->home)
 			PCPU_ADD(ns, worker_home_ns, ran);
@@ -965,6 +992,19 @@ s32 BPF_STRUCT_OPS(moirai_init_task, struct task_struct *p, struct scx_init_task
 	return 0;
 }
 
+/* Frees worker_load line slot if thread tid holds it. */
+static __always_inline void free_line(u32 slot, u32 tid)
+{
+	struct moirai_load *l = bpf_map_lookup_elem(&worker_load, &slot);
+
+	if (!l || READ_ONCE(l->tid) != tid)
+		return;
+	WRITE_ONCE(l->state, MOIRAI_W_NONE);
+	WRITE_ONCE(l->depth, 0);
+	WRITE_ONCE(l->preempted, 0);
+	__sync_val_compare_and_swap(&l->tid, tid, 0);
+}
+
 void BPF_STRUCT_OPS(moirai_exit_task, struct task_struct *p, struct scx_exit_task_args *args)
 {
 	struct task_ctx *tc = tctx_of(p);
@@ -982,12 +1022,8 @@ void BPF_STRUCT_OPS(moirai_exit_task, struct task_struct *p, struct scx_exit_tas
 	if (!w || w->pid != (u32)p->tgid)
 		return;
 	u32 slot = w->slot;
-	struct moirai_load *l = bpf_map_lookup_elem(&worker_load, &slot);
-	if (l && l->tid == tid) {
-		WRITE_ONCE(l->state, MOIRAI_W_NONE);
-		__sync_val_compare_and_swap(&l->tid, tid, 0);
-	}
 	bpf_map_delete_elem(&workers, &tid);
+	free_line(slot, tid);
 }
 
 /* Affinity or cpuset changes: a worker's queue node is chosen again. */
@@ -1125,6 +1161,16 @@ void BPF_STRUCT_OPS(moirai_exit, struct scx_exit_info *ei)
 	struct moirai_exit_dump *d = bpf_map_lookup_elem(&exit_dump, &zero);
 	if (d && ei->dump)
 		bpf_probe_read_kernel_str(d->text, sizeof(d->text), ei->dump);
+	/* Nobody sets or clears `preempted` from now on, and runtimes cannot
+	 * write their lines: a flag left set would mark a searcher as stalled
+	 * for good. */
+	u32 i;
+	bpf_for(i, 0, MOIRAI_LOAD_SLOTS)
+	{
+		struct moirai_load *l = bpf_map_lookup_elem(&worker_load, &i);
+		if (l && READ_ONCE(l->preempted))
+			WRITE_ONCE(l->preempted, 0);
+	}
 	/* kind last: the loader polls it and then reads the text. */
 	__sync_lock_test_and_set(&x->kind, (s64)ei->kind);
 }
@@ -1141,13 +1187,58 @@ static __always_inline void count_full(void)
 }
 
 /*
+ * Can line i, held by thread tid, be taken? Only if tid's registration does
+ * not point at it: tid exited (its entry deleted) or registered again
+ * elsewhere. An entry still claiming (MOIRAI_SLOT_CLAIMING) holds whatever
+ * line its thread took. A thread that exited while no scheduler was loaded
+ * keeps its entry, so its line, until the next load's sweep.
+ */
+static __always_inline bool line_free(u32 i, u32 tid)
+{
+	struct moirai_worker *o;
+
+	if (tid == 0)
+		return true;
+	o = bpf_map_lookup_elem(&workers, &tid);
+	return !o || (o->slot != i && o->slot != MOIRAI_SLOT_CLAIMING);
+}
+
+/* A free line for thread tid of process pid, from `start` on: its index,
+ * or -1 when every line is held. */
+static __always_inline s32 claim_line(u32 tid, u32 pid, struct moirai_reg *r)
+{
+	u32 k, start = r->slot;
+
+	bpf_for(k, 0, MOIRAI_LOAD_SLOTS)
+	{
+		u32 i = (start + k) % MOIRAI_LOAD_SLOTS;
+		struct moirai_load *l = bpf_map_lookup_elem(&worker_load, &i);
+		if (!l)
+			continue;
+		u32 cur = READ_ONCE(l->tid);
+		if (!line_free(i, cur) || __sync_val_compare_and_swap(&l->tid, cur, tid) != cur)
+			continue;
+		WRITE_ONCE(l->pid, pid);
+		WRITE_ONCE(l->rt_id, r->rt_id);
+		WRITE_ONCE(l->index, r->index);
+		WRITE_ONCE(l->state, MOIRAI_W_RUNNING);
+		WRITE_ONCE(l->depth, 0);
+		WRITE_ONCE(l->updates, 0);
+		WRITE_ONCE(l->preempted, 0);
+		return (s32)i;
+	}
+	return -1;
+}
+
+/*
  * What a worker thread runs (bpf(BPF_PROG_TEST_RUN) on the pinned
  * `register`, see moirai_shared.h) to register or unregister itself. It runs
  * in the caller's context: the thread it acts on is the caller, whatever the
  * context says, so a process that may run it can steer its own threads and
- * touch no other process's registration. The caller has switched to
- * SCHED_EXT before (user/sched/scx.c). Runtimes register while no scheduler
- * is loaded too: the program needs none, only the kept maps.
+ * touch no other process's registration or line. ADD returns the index of
+ * the worker_load line it claimed. The caller has switched to SCHED_EXT
+ * before (user/sched/scx.c). Runtimes register while no scheduler is loaded
+ * too: the program needs none, only the kept maps.
  */
 SEC("syscall")
 int moirai_register(struct moirai_reg *r)
@@ -1156,25 +1247,49 @@ int moirai_register(struct moirai_reg *r)
 	u32 tid = (u32)id, pid = (u32)(id >> 32);
 	struct moirai_worker *old, w = {};
 	long err;
+	s32 slot;
 
 	switch (r->op) {
 	case MOIRAI_REG_ADD:
-		if (r->slot >= MOIRAI_LOAD_SLOTS)
+		if (r->slot >= MOIRAI_LOAD_SLOTS || !r->hints)
 			return -22; /* EINVAL */
+		/* Registered before (a thread id reused since a thread exited
+		 * unseen, or a second registration): its line goes. */
+		old = bpf_map_lookup_elem(&workers, &tid);
+		if (old)
+			free_line(old->slot, tid);
+		/* The entry first, marked claiming: a line this thread takes
+		 * is then never free in another claimer's eyes. */
 		w.pid = pid;
 		w.rt_id = r->rt_id;
 		w.index = r->index;
 		w.node = r->node;
-		w.slot = r->slot;
+		w.slot = MOIRAI_SLOT_CLAIMING;
+		w.hints = r->hints;
 		err = bpf_map_update_elem(&workers, &tid, &w, BPF_ANY);
 		if (err == -7 /* E2BIG */ || err == -12 /* ENOMEM */)
 			count_full();
-		return (int)err;
+		if (err)
+			return (int)err;
+		slot = claim_line(tid, pid, r);
+		old = bpf_map_lookup_elem(&workers, &tid);
+		if (slot < 0 || !old) {
+			bpf_map_delete_elem(&workers, &tid);
+			if (slot >= 0)
+				free_line((u32)slot, tid);
+			count_full();
+			return -28; /* ENOSPC */
+		}
+		WRITE_ONCE(old->slot, (u32)slot);
+		return slot;
 	case MOIRAI_REG_DEL:
 		old = bpf_map_lookup_elem(&workers, &tid);
 		if (!old || old->pid != pid)
 			return -2; /* ENOENT */
-		return (int)bpf_map_delete_elem(&workers, &tid);
+		slot = (s32)old->slot;
+		err = bpf_map_delete_elem(&workers, &tid);
+		free_line((u32)slot, tid);
+		return (int)err;
 	case MOIRAI_REG_FULL:
 		count_full();
 		return 0;

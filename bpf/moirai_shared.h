@@ -22,19 +22,24 @@
  *
  * Who may be steered: `register` is pinned mode 0600 (root's runtimes
  * only), or 0660 with the group an operator names (`moiraictl load --group
- * NAME`); worker_load is pinned alike (0600 or 0660) and meta 0600 or 0640.
+ * NAME`); worker_load and meta are pinned 0600, or 0640 with that group.
  * Since Linux 6.5, running a pinned program and using a pinned map need
  * only the pin's file permissions, no capability.
  *  - worker_load (array, BPF_F_MMAPABLE, MOIRAI_LOAD_SLOTS x struct
- *    moirai_load): each worker claims a slot (CAS of tid from 0) in the
- *    runtime's mmap of this map and publishes its state and queue depth in it
- *    with plain stores. Kept across loads. Every process that may map it
- *    for writing can write every line: a member of the granted group can
- *    misstate the hints of another steered process's workers (searching,
- *    queued work, preempted), which changes the credit and slices the
- *    scheduler gives those workers, but it cannot register, unregister or
- *    repoint another process's threads (the workers entry, which says whose
- *    line is whose, is written by `register` only).
+ *    moirai_load): one line per registered worker, written by BPF only.
+ *    `register` claims a line for its caller and fills in who holds it;
+ *    the scheduler copies the worker's state, queue depth and update count
+ *    into it from the worker's own memory (the struct moirai_hints whose
+ *    address the worker registered), and only while that very thread runs
+ *    on the CPU (stopping(), current == the worker): what a line says about
+ *    a worker is what that worker's process wrote in its own address space,
+ *    so no process can state another's hints. It sets `preempted` too.
+ *    Pinned 0600 (root's), or 0640 with the operator's group: members may
+ *    read it (lookups), nobody but root may write it. Root's runtimes map
+ *    it read-only to read `preempted` (the kernel maps a BPF map shared
+ *    only through a descriptor open for writing). Kept across loads.
+ *    A line whose thread exited while no scheduler was loaded stays held
+ *    (its workers entry says so) until the next load's sweep.
  *  - meta (array, BPF_F_MMAPABLE, one struct moirai_meta): the layout
  *    version of all of these, written by the loader after each load and
  *    checked by the loader (a pin of another version is refused) and by the
@@ -69,8 +74,11 @@
  * 2: workers is written by the `register` program, not by runtimes.
  * 3: cpu_stats, node_stats and latency are per-CPU arrays (a lookup
  *    returns a value for each possible CPU); cpu_stats has one entry,
- *    node_stats one per node. */
-#define MOIRAI_LAYOUT_VERSION 3
+ *    node_stats one per node.
+ * 4: worker_load is written by BPF only: `register` claims the line and
+ *    records the address of the worker's struct moirai_hints, which
+ *    struct moirai_reg and struct moirai_worker carry. */
+#define MOIRAI_LAYOUT_VERSION 4
 #define MOIRAI_REGISTER_PROG "register" /* pin name of the registration program */
 
 #define MOIRAI_MAX_WORKERS 4096 /* entries of the workers hash */
@@ -95,15 +103,34 @@ struct moirai_worker {
 	__u32 rt_id;  /* runtime number within the process, from 1 */
 	__u32 index;  /* worker index within the runtime */
 	__s32 node;   /* NUMA node of the worker's home CPUs */
-	__u32 slot;   /* index in worker_load */
+	__u32 slot;   /* index in worker_load; MOIRAI_SLOT_CLAIMING while
+		       * `register` claims one */
 	__u32 flags;  /* 0 */
+	__u64 hints;  /* address of the worker's struct moirai_hints, in its
+		       * own process */
+};
+
+#define MOIRAI_SLOT_CLAIMING 0xffffffffu
+
+/*
+ * What a worker publishes about itself, in its own memory (the runtime's
+ * struct mr__worker), with plain stores; the scheduler copies it into the
+ * worker's worker_load line while the worker runs (moirai_shared.h's
+ * worker_load). 16 bytes.
+ */
+struct moirai_hints {
+	__u32 state;   /* enum moirai_worker_state */
+	__u32 depth;   /* jobs queued in its deque (see struct moirai_load) */
+	__u64 updates; /* number of updates published (monitoring) */
 };
 
 /* What a thread asks of `register` (the context of BPF_PROG_TEST_RUN); the
  * program returns 0 or a negative errno. */
 enum moirai_reg_op {
 	MOIRAI_REG_ADD = 1,  /* register the calling thread as worker index of
-			      * runtime rt_id, home node, worker_load line slot */
+			      * runtime rt_id, home node, publishing at hints;
+			      * the program claims a free worker_load line,
+			      * looking from slot on, and returns its index */
 	MOIRAI_REG_DEL = 2,  /* unregister the calling thread */
 	MOIRAI_REG_FULL = 3, /* count a registration refused for want of a free
 			      * worker_load line (meta.reg_full) */
@@ -114,29 +141,32 @@ struct moirai_reg {
 	__u32 rt_id;
 	__u32 index;
 	__s32 node;
-	__u32 slot;
+	__u32 slot;   /* where to start looking for a free line */
 	__u32 pad;    /* 0 */
+	__u64 hints;  /* the caller's struct moirai_hints */
 };
 
 /*
- * worker_load: one 64-byte line per slot, written by its worker, except
- * `preempted`, which the scheduler sets while the worker is runnable but not
- * running (stopping() with runnable) and clears when it runs again; the
- * worker clears it too whenever it publishes (it is running then), so a
- * scheduler unloaded meanwhile leaves nothing stale behind. The runtime
- * reads it to tell a searcher that is preempted (it finds no work until it
- * runs again) from one that is searching.
+ * worker_load: one 64-byte line per slot, written by BPF only: tid, pid,
+ * rt_id and index by `register`; state, depth and updates copied from the
+ * worker's struct moirai_hints whenever it stops running; `preempted` set
+ * while the worker is runnable but not running (stopping() with runnable)
+ * and cleared when it runs again or the scheduler exits. The runtime reads
+ * it to tell a searcher that is preempted (it finds no work until it runs
+ * again) from one that is searching.
  */
 struct moirai_load {
 	__u32 tid;	/* owner; 0 = free (claimed by CAS) */
 	__u32 state;	/* enum moirai_worker_state */
 	__u32 depth;	/* jobs queued in the worker's deque at the last update
 			 * (published on each state change, and when the deque
-			 * becomes empty or stops being empty) */
+			 * becomes empty or stops being empty), as of the
+			 * worker's last stop */
 	__u32 pid;
 	__u32 rt_id;
 	__u32 index;
-	__u64 updates;	/* number of updates published (monitoring) */
+	__u64 updates;	/* number of updates published (monitoring), as of the
+			 * worker's last stop */
 	__u32 preempted; /* 1: runnable and waiting for a CPU (the scheduler's) */
 	__u32 pad0;
 	__u64 pad[3];

@@ -1566,12 +1566,14 @@ TEST(preempted_searchers_do_not_hold_work)
 	struct mr_runtime *rt = (struct mr_runtime *)h;
 
 	ASSERT_TRUE(wait_idle(rt, 2));
-	atomic_store(&line.state, MR__SCX_SEARCHING);
 	atomic_store(&line.preempted, 1);
-	/* Both workers sleep: they read these only after the wake-up below. */
+	/* Both workers sleep: they read these only after the wake-up below.
+	 * The state is the worker's own hint, the flag the scheduler's line. */
 	uint32_t scx_id = rt->scx_id;
-	struct mr__scx_line *own = atomic_load(&rt->workers[1]->scx);
+	const struct mr__scx_line *own = atomic_load(&rt->workers[1]->scx);
+	uint32_t own_state = atomic_load(&rt->workers[1]->scx_hints.state);
 	rt->scx_id = 1;
+	atomic_store(&rt->workers[1]->scx_hints.state, MR__SCX_SEARCHING);
 	atomic_store(&rt->workers[1]->scx, &line);
 	atomic_fetch_add(&rt->nsearching, 1);
 
@@ -1590,6 +1592,7 @@ TEST(preempted_searchers_do_not_hold_work)
 	ASSERT_TRUE(wait_idle(rt, 2));
 	atomic_fetch_sub(&rt->nsearching, 1);
 	atomic_store(&rt->workers[1]->scx, own);
+	atomic_store(&rt->workers[1]->scx_hints.state, own_state);
 	rt->scx_id = scx_id;
 	ASSERT_EQ(mr_runtime_destroy(h), 0);
 }
@@ -1602,7 +1605,7 @@ TEST(preempted_searchers_do_not_hold_work)
  * 0 throughout (the parent started from PARKED with an empty deque), or
  * stayed at its last non-zero value with the deque empty.
  */
-static _Alignas(64) struct mr__scx_line dq_line;
+static struct mr__scx_hints *dq_hints; /* the worker's own */
 static struct mr__job dq_jobs[4];
 static _Atomic uint32_t dq_seen[3];
 static atomic_int dq_ran;
@@ -1612,7 +1615,7 @@ static void dq_child(struct mr__job *job, struct mr__worker *w)
 	(void)job, (void)w;
 	int i = atomic_fetch_add(&dq_ran, 1);
 	if (i < 3)
-		atomic_store(&dq_seen[i], atomic_load(&dq_line.depth));
+		atomic_store(&dq_seen[i], atomic_load(&dq_hints->depth));
 }
 
 static void dq_parent(struct mr__job *job, struct mr__worker *w)
@@ -1632,11 +1635,12 @@ TEST(published_depth_follows_the_deque)
 	struct mr_runtime *rt = (struct mr_runtime *)h;
 
 	ASSERT_TRUE(wait_idle(rt, 1));
-	/* The worker sleeps: it reads the line only after the wake-up below. */
+	/* The worker sleeps: it reads scx_on only after the wake-up below. */
 	uint32_t scx_id = rt->scx_id;
-	struct mr__scx_line *own = atomic_load(&rt->workers[0]->scx);
+	bool on = atomic_load(&rt->workers[0]->scx_on);
 	rt->scx_id = 1;
-	atomic_store(&rt->workers[0]->scx, &dq_line);
+	dq_hints = &rt->workers[0]->scx_hints;
+	atomic_store(&rt->workers[0]->scx_on, true);
 
 	dq_jobs[0].exec = dq_parent;
 	mr__inject(rt, &dq_jobs[0]);
@@ -1644,7 +1648,7 @@ TEST(published_depth_follows_the_deque)
 		usleep(1000);
 	ASSERT_EQ(atomic_load(&dq_ran), 3);
 	ASSERT_TRUE(wait_idle(rt, 1));
-	atomic_store(&rt->workers[0]->scx, own);
+	atomic_store(&rt->workers[0]->scx_on, on);
 	rt->scx_id = scx_id;
 	printf("# published depth seen by the children in run order: %u %u %u\n",
 	       atomic_load(&dq_seen[0]), atomic_load(&dq_seen[1]), atomic_load(&dq_seen[2]));
@@ -1677,7 +1681,7 @@ static void lat_down(void *arg)
 	}
 	for (int i = 0; i < 2 * MR__BEAT_JOINS_MAX; i++)
 		mr_join(lat_nop, NULL, lat_nop, NULL);
-	atomic_store(&lat_seen, atomic_load(&dq_line.depth));
+	atomic_store(&lat_seen, atomic_load(&dq_hints->depth));
 }
 
 static void lat_job(struct mr__job *job, struct mr__worker *w)
@@ -1699,10 +1703,11 @@ TEST(published_depth_counts_latent_joins)
 	ASSERT_TRUE(wait_idle(rt, 1));
 	mr__beat_ticks = UINT64_MAX / 2; /* no promotion: the frames stay latent */
 	uint32_t scx_id = rt->scx_id;
-	struct mr__scx_line *own = atomic_load(&rt->workers[0]->scx);
+	bool on = atomic_load(&rt->workers[0]->scx_on);
 	rt->scx_id = 1;
-	atomic_store(&dq_line.depth, 0);
-	atomic_store(&rt->workers[0]->scx, &dq_line);
+	dq_hints = &rt->workers[0]->scx_hints;
+	atomic_store(&dq_hints->depth, 0);
+	atomic_store(&rt->workers[0]->scx_on, true);
 	atomic_store(&dq_ran, 0);
 
 	dq_jobs[0].exec = lat_job;
@@ -1711,7 +1716,7 @@ TEST(published_depth_counts_latent_joins)
 		usleep(1000);
 	ASSERT_EQ(atomic_load(&dq_ran), 1);
 	ASSERT_TRUE(wait_idle(rt, 1));
-	atomic_store(&rt->workers[0]->scx, own);
+	atomic_store(&rt->workers[0]->scx_on, on);
 	rt->scx_id = scx_id;
 	mr__beat_ticks = ticks;
 	printf("# published depth with 10 latent joins: %u\n", atomic_load(&lat_seen));

@@ -25,8 +25,8 @@ rc=$?
 mrvm reg "$OTHER" && fail "another process's thread got registered"
 mrvm reg "$W" || fail "another process's worker lost its registration"
 mrvm registered "$VICTIM" 2 || fail "the victim's registrations changed"
-[ "$rc" -eq 0 ] || fail "the intruder wrote the workers map"
-echo "# a member of the group can neither register another's thread nor remove one"
+[ "$rc" -eq 0 ] || fail "the intruder wrote the workers map or a worker_load line"
+echo "# a member of the group can neither register another's thread, remove one, nor change its line"
 kill "$VICTIM" "$OTHER"
 wait "$VICTIM" "$OTHER" 2>/dev/null
 unload

@@ -30,8 +30,8 @@
  *                           Fails if in some phase a worker got less than a
  *                           tenth of its share of the allowed CPUs, or was
  *                           seen on a CPU outside MASK.
- *   mrvm full               every free worker_load line is taken (by this
- *                           process's main thread), then a 4-worker runtime
+ *   mrvm full               every free worker_load line is taken (by fake
+ *                           registrations of this process), then a 4-worker runtime
  *                           starts: none of its workers may register, and
  *                           meta.reg_full must grow by 4. Prints how long
  *                           the workers took to start.
@@ -46,8 +46,10 @@
  *                           another process's thread TID and to remove
  *                           the registration of another process's worker
  *                           WTID, through the workers map and through the
- *                           `register` program; fails if a map write went
- *                           through (the caller checks the maps after).
+ *                           `register` program, and to change WTID's
+ *                           worker_load line (writing the map, or claiming
+ *                           the line through `register`); fails if a write
+ *                           went through (the caller checks the maps after).
  *   mrvm wake N             benchmark: latency from posting a fiber to it running,
  *                           on an idle 4-worker runtime; prints p50/p99 (ns)
  *                           and how long the post itself took. With
@@ -324,12 +326,16 @@ static void spin_fiber(void *arg)
 	}
 }
 
-/* MRVM_DEPTH=D: the workers' load lines say "running, D jobs queued"
- * the whole time (rewritten every 1 ms), whatever the runtime published. */
+/* MRVM_DEPTH=D: the workers' hints say "running, D jobs queued" the whole
+ * time (rewritten every 1 ms), whatever the runtime published. The hints
+ * are in this process (the address each worker registered), and the
+ * scheduler copies them into the workers' lines when they stop: `seen`
+ * counts the looks that found the faked depth in a line. */
 struct fake_depth {
 	struct busy *b;
 	unsigned n, depth;
-	unsigned long writes; /* lines rewritten (0: the faker could not run) */
+	unsigned long writes; /* hints rewritten (0: the faker could not run) */
+	unsigned long seen;   /* lines found saying depth D */
 };
 
 static void *fake_depth_thread(void *arg)
@@ -339,22 +345,25 @@ static void *fake_depth_thread(void *arg)
 	int wfd = map_open("workers"), lfd = map_open("worker_load");
 	pid_t tids[MAXW];
 	unsigned idx[MAXW];
-	struct moirai_load *lines;
+	const struct moirai_load *lines;
 
 	if (wfd < 0 || lfd < 0)
 		return NULL;
-	lines = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, lfd, 0);
+	lines = mmap(NULL, len, PROT_READ, MAP_SHARED, lfd, 0);
 	if (lines == MAP_FAILED)
 		return NULL;
 	int n = wait_workers(tids, idx, (int)fd->n, wfd);
 	while (now_ns() < fd->b->until) {
 		for (int i = 0; i < n; i++) {
 			struct moirai_worker w;
-			if (map_lookup(wfd, &tids[i], &w) == 0 && w.slot < MOIRAI_LOAD_SLOTS) {
-				__atomic_store_n(&lines[w.slot].state, MOIRAI_W_RUNNING,
-						 __ATOMIC_RELAXED);
-				__atomic_store_n(&lines[w.slot].depth, fd->depth, __ATOMIC_RELAXED);
+			if (map_lookup(wfd, &tids[i], &w) == 0 && w.slot < MOIRAI_LOAD_SLOTS &&
+			    w.pid == (uint32_t)getpid() && w.hints) {
+				struct moirai_hints *h = (struct moirai_hints *)(uintptr_t)w.hints;
+				__atomic_store_n(&h->state, MOIRAI_W_RUNNING, __ATOMIC_RELAXED);
+				__atomic_store_n(&h->depth, fd->depth, __ATOMIC_RELAXED);
 				fd->writes++;
+				fd->seen += __atomic_load_n(&lines[w.slot].depth, __ATOMIC_RELAXED) ==
+					    fd->depth;
 			}
 		}
 		usleep(1000);
@@ -385,8 +394,9 @@ static int cmd_spin(double secs, unsigned n, double min_cpus, unsigned nf)
 		mr_fiber_join(f[i]);
 	if (faking) {
 		pthread_join(faker, NULL);
-		printf("# spin: load lines of %u workers rewritten %lu times\n", n, fd.writes);
-		if (fd.writes == 0)
+		printf("# spin: hints of %u workers rewritten %lu times, their lines said so "
+		       "%lu times\n", n, fd.writes, fd.seen);
+		if (fd.writes == 0 || fd.seen == 0)
 			return 1;
 	}
 	mr_runtime_destroy(rt);
@@ -721,12 +731,15 @@ static void *map_shared(const char *name, size_t len)
 	return m == MAP_FAILED ? NULL : m;
 }
 
+/* Thread ids above any pid_max, for the lines cmd_full() holds. */
+#define FAKE_TID(i) (0x7fff0000u + (i))
+
 static int cmd_full(void)
 {
 	size_t len = (sizeof(struct moirai_load) * MOIRAI_LOAD_SLOTS + 4095) & ~(size_t)4095;
 	struct moirai_load *lines = map_shared("worker_load", len);
 	struct moirai_meta *meta = map_shared("meta", 4096);
-	uint32_t me = (uint32_t)syscall(SYS_gettid), taken = 0;
+	uint32_t taken = 0;
 	pid_t tids[MAXW];
 	unsigned idx[MAXW];
 	int wfd = map_open("workers"), reg = 0;
@@ -735,9 +748,18 @@ static int cmd_full(void)
 		printf("# full: the pinned maps cannot be opened or mapped\n");
 		return 1;
 	}
+	/* Every free line held as `register` would hold it: by a thread
+	 * whose registration points at the line (root writes both maps). */
 	for (uint32_t i = 0; i < MOIRAI_LOAD_SLOTS; i++) {
-		uint32_t zero = 0;
-		if (__atomic_compare_exchange_n(&lines[i].tid, &zero, me, false, __ATOMIC_ACQ_REL,
+		uint32_t zero = 0, fake = FAKE_TID(i);
+		struct moirai_worker fw = { .pid = (uint32_t)getpid(), .slot = i, .hints = 1 };
+		if (sys_bpf(BPF_MAP_UPDATE_ELEM, &(union bpf_attr){
+				    .map_fd = (uint32_t)wfd,
+				    .key = (uint64_t)(uintptr_t)&fake,
+				    .value = (uint64_t)(uintptr_t)&fw,
+			    }) != 0)
+			continue;
+		if (__atomic_compare_exchange_n(&lines[i].tid, &zero, fake, false, __ATOMIC_ACQ_REL,
 						__ATOMIC_RELAXED)) {
 			lines[i].pid = (uint32_t)getpid();
 			taken++;
@@ -765,7 +787,9 @@ static int cmd_full(void)
 	       taken, n, (t1 - t0) / 1e6, reg, (unsigned long long)refused);
 	mr_runtime_destroy(rt);
 	for (uint32_t i = 0; i < MOIRAI_LOAD_SLOTS; i++) {
-		uint32_t mine = me;
+		uint32_t fake = FAKE_TID(i), mine = fake;
+		sys_bpf(BPF_MAP_DELETE_ELEM, &(union bpf_attr){
+				.map_fd = (uint32_t)wfd, .key = (uint64_t)(uintptr_t)&fake });
 		__atomic_compare_exchange_n(&lines[i].tid, &mine, 0, false, __ATOMIC_RELEASE,
 					    __ATOMIC_RELAXED);
 	}
@@ -907,7 +931,54 @@ static int cmd_intrude(pid_t tid, pid_t wtid)
 			printf("# workers map: delete refused (%s)\n", strerror(errno));
 		}
 	}
-	/* The program takes no thread id: all it can do is act on its caller. */
+	/* WTID's line: readable by the group (lookups: a read-only
+	 * descriptor cannot be mapped shared), writable by nobody but root. */
+	size_t len = (sizeof(struct moirai_load) * MOIRAI_LOAD_SLOTS + 4095) & ~(size_t)4095;
+	int ro = (int)sys_bpf(BPF_OBJ_GET, &(union bpf_attr){
+		.pathname = (uint64_t)(uintptr_t)MOIRAI_PIN_DIR "/worker_load",
+		.file_flags = BPF_F_RDONLY,
+	});
+	uint32_t wslot = MOIRAI_LOAD_SLOTS;
+	struct moirai_load l;
+	if (ro < 0) {
+		printf("# worker_load: cannot open it to read (%s)\n", strerror(errno));
+	} else {
+		for (uint32_t i = 0; i < MOIRAI_LOAD_SLOTS; i++)
+			if (map_lookup(ro, &i, &l) == 0 && l.tid == (uint32_t)wtid)
+				wslot = i;
+		printf("# worker_load: line %u is worker %d's\n", wslot, (int)wtid);
+	}
+	int lfd = (int)sys_bpf(BPF_OBJ_GET, &(union bpf_attr){
+		.pathname = (uint64_t)(uintptr_t)MOIRAI_PIN_DIR "/worker_load",
+	});
+	struct moirai_load *rw =
+		lfd < 0 ? MAP_FAILED : mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, lfd, 0);
+	if (lfd < 0) {
+		printf("# worker_load: cannot open it for writing (%s)\n", strerror(errno));
+	} else if (rw == MAP_FAILED) {
+		printf("# worker_load: cannot map it for writing (%s)\n", strerror(errno));
+	} else if (wslot < MOIRAI_LOAD_SLOTS) {
+		__atomic_store_n(&rw[wslot].depth, 99, __ATOMIC_RELAXED);
+		__atomic_store_n(&rw[wslot].preempted, 1, __ATOMIC_RELAXED);
+		printf("# worker_load: wrote worker %d's line\n", (int)wtid);
+		fails++;
+	}
+	if (lfd >= 0) {
+		uint32_t k = wslot;
+		struct moirai_load fake = { .tid = (uint32_t)wtid, .state = MOIRAI_W_RUNNING, .depth = 99 };
+		union bpf_attr a = {
+			.map_fd = (uint32_t)lfd,
+			.key = (uint64_t)(uintptr_t)&k,
+			.value = (uint64_t)(uintptr_t)&fake,
+		};
+		if (wslot < MOIRAI_LOAD_SLOTS && sys_bpf(BPF_MAP_UPDATE_ELEM, &a) == 0) {
+			printf("# worker_load: updated worker %d's line\n", (int)wtid);
+			fails++;
+		}
+	}
+	/* The program takes no thread id: all it can do is act on its caller.
+	 * Asked to start at WTID's line, it must claim another. */
+	struct moirai_hints mine = { .state = MOIRAI_W_RUNNING, .depth = 99 };
 	snprintf(path, sizeof(path), "%s/%s", MOIRAI_PIN_DIR, MOIRAI_REGISTER_PROG);
 	int rfd = (int)sys_bpf(BPF_OBJ_GET, &(union bpf_attr){ .pathname = (uint64_t)(uintptr_t)path });
 	if (rfd < 0) {
@@ -915,7 +986,11 @@ static int cmd_intrude(pid_t tid, pid_t wtid)
 		return fails ? 1 : 0;
 	}
 	for (uint32_t op = MOIRAI_REG_ADD; op <= MOIRAI_REG_DEL; op++) {
-		struct moirai_reg r = { .op = op, .rt_id = 1, .slot = 0 };
+		struct moirai_reg r = {
+			.op = op, .rt_id = 1,
+			.slot = wslot < MOIRAI_LOAD_SLOTS ? wslot : 0,
+			.hints = (uint64_t)(uintptr_t)&mine,
+		};
 		union bpf_attr a = { 0 };
 		a.test.prog_fd = (uint32_t)rfd;
 		a.test.ctx_in = (uint64_t)(uintptr_t)&r;
@@ -923,6 +998,19 @@ static int cmd_intrude(pid_t tid, pid_t wtid)
 		long rc = sys_bpf(BPF_PROG_TEST_RUN, &a);
 		printf("# register %s: %s, returned %d\n", op == MOIRAI_REG_ADD ? "add" : "del",
 		       rc < 0 ? strerror(errno) : "ran", rc < 0 ? 0 : (int)a.test.retval);
+		if (op == MOIRAI_REG_ADD && rc == 0 && wslot < MOIRAI_LOAD_SLOTS &&
+		    (int)a.test.retval == (int)wslot) {
+			printf("# register: took worker %d's line\n", (int)wtid);
+			fails++;
+		}
+	}
+	if (ro >= 0 && wslot < MOIRAI_LOAD_SLOTS && map_lookup(ro, &wslot, &l) == 0) {
+		printf("# worker_load: line %u now: tid %u, depth %u, preempted %u\n", wslot, l.tid,
+		       l.depth, l.preempted);
+		if (l.tid != (uint32_t)wtid || l.depth == 99) {
+			printf("# worker_load: worker %d's line changed\n", (int)wtid);
+			fails++;
+		}
 	}
 	return fails ? 1 : 0;
 }

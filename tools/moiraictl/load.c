@@ -26,7 +26,8 @@
  * (moirai_register, a BPF_PROG_TYPE_SYSCALL program that runtimes run to
  * register their own threads) is pinned as MOIRAI_PIN_DIR/register, and it,
  * worker_load and meta get their owner and mode: root's, 0600, or with
- * --group NAME, group NAME's, 0660 (meta 0640). workers stays root's, 0600.
+ * --group NAME, group NAME's: register 0660, worker_load and meta 0640 (only
+ * BPF writes the lines). workers stays root's, 0600.
  *
  * The scheduler lives as long as its link fd: the loader stays in the
  * foreground. Signals (SIGINT, SIGTERM, SIGHUP) are blocked from the start
@@ -547,19 +548,20 @@ static void pin_register(struct bpf_object *obj, mode_t mode, gid_t gid)
 }
 
 /*
- * Who may have workers steered. A runtime needs to run `register`, map
- * worker_load for writing and read meta; the pins are root's, mode 0600,
- * unless the operator named a group (--group), which gets register and
- * worker_load read-write and meta read-only. workers stays root's: whoever
- * may write it can register any thread. Done on every load: one without
- * --group takes the group's access back.
+ * Who may have workers steered. A runtime needs to run `register` and read
+ * worker_load and meta; the pins are root's, mode 0600, unless the operator
+ * named a group (--group), which may run register and read worker_load and
+ * meta. Nobody but root writes either: the scheduler writes every line of
+ * worker_load (from each worker's own memory), and whoever may write
+ * workers can register any thread. Done on every load: one without --group
+ * takes the group's access back.
  */
 static void set_access(struct bpf_object *obj, const struct mc_load_opts *opts)
 {
 	static const struct {
 		const char *pin;
 		mode_t group_mode;
-	} pins[] = { { "worker_load", 0660 }, { "meta", 0640 } };
+	} pins[] = { { "worker_load", 0640 }, { "meta", 0640 } };
 	gid_t gid = opts->group ? opts->gid : 0;
 	struct stat st;
 	unsigned int i;
@@ -599,8 +601,8 @@ static bool thread_gone(__u32 pid, __u32 tid)
 	return r < 0 && errno == ESRCH;
 }
 
-/* Frees worker_load line l of thread tid (the CAS pairs with the runtime's
- * claim, a CAS of tid from 0, in user/sched/scx.c). */
+/* Frees worker_load line l of thread tid (the CAS pairs with the claim, a
+ * CAS of tid, in the `register` program, bpf/moirai.bpf.c). */
 static bool free_line(struct moirai_load *l, __u32 tid)
 {
 	__atomic_store_n(&l->state, MOIRAI_W_NONE, __ATOMIC_RELAXED);
@@ -616,8 +618,9 @@ static bool free_line(struct moirai_load *l, __u32 tid)
  * runtimes register in them meanwhile, so a process killed while none was
  * loaded left its entries and worker_load lines behind for good. Runs right
  * after the attach (from then on exit_task() does it). A line whose owner is
- * gone is freed too (a crash between claiming a line and registering); its
- * pid may still be the previous owner's then, so only the tid is checked.
+ * gone is freed too, whatever the workers hash says (a line of layout 3, or
+ * an entry removed by hand); its pid may still be the previous owner's
+ * then, so only the tid is checked.
  */
 static void sweep_stale(const struct sched *s)
 {

@@ -292,8 +292,7 @@ __attribute__((noinline, cold)) void mr__beat(struct mr__worker *w)
 		w->beat_last = now;
 		promote(w);
 	}
-	/* relaxed: only this worker sets its line. */
-	if (unlikely(atomic_load_explicit(&w->scx, memory_order_relaxed)))
+	if (unlikely(atomic_load_explicit(&w->scx_on, memory_order_relaxed)))
 		mr__scx_refresh(w);
 }
 

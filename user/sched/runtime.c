@@ -248,12 +248,14 @@ static bool searchers_stalled(struct mr_runtime *rt, uint32_t searchers)
 	if (!rt->scx_id)
 		return false;
 	for (unsigned i = 0; i < rt->nworkers; i++) {
+		struct mr__worker *v = rt->workers[i];
 		/* acquire: pairs with the release in mr__scx_worker_start(). */
-		struct mr__scx_line *l =
-			atomic_load_explicit(&rt->workers[i]->scx, memory_order_acquire);
-		/* relaxed: hints written with plain stores (scx.h). */
+		const struct mr__scx_line *l = atomic_load_explicit(&v->scx, memory_order_acquire);
+		/* relaxed: hints written with plain stores (scx.h); the state
+		 * from the worker's own hints, fresher than the line's copy. */
 		if (l && atomic_load_explicit(&l->preempted, memory_order_relaxed) &&
-		    atomic_load_explicit(&l->state, memory_order_relaxed) == MR__SCX_SEARCHING &&
+		    atomic_load_explicit(&v->scx_hints.state, memory_order_relaxed) ==
+			    MR__SCX_SEARCHING &&
 		    ++stalled >= searchers)
 			return true;
 	}
@@ -789,13 +791,11 @@ _Static_assert((int)MR__SCX_RUNNING == (int)MR_WSTATE_RUNNING &&
 static inline void scx_state(struct mr__worker *w, uint32_t state)
 {
 	/* relaxed: we are the only writer. */
-	struct mr__scx_line *l = atomic_load_explicit(&w->scx, memory_order_relaxed);
-
 	if (w->wstate != state) {
 		w->wstate = state;
 		MR__STAT_SET(w->st, state, state);
 	}
-	if (unlikely(l)) {
+	if (unlikely(atomic_load_explicit(&w->scx_on, memory_order_relaxed))) {
 		/* The depth too, when the deque went from empty to not or back
 		 * (we are called before every job): published on state changes
 		 * only, it stayed what it was when the worker last changed state,
@@ -806,7 +806,7 @@ static inline void scx_state(struct mr__worker *w, uint32_t state)
 		if (w->scx_state != state || (d != 0) != w->scx_queued) {
 			w->scx_state = state;
 			w->scx_queued = d != 0;
-			mr__scx_publish(l, state, d);
+			mr__scx_publish(&w->scx_hints, state, d);
 		}
 	}
 }

@@ -163,9 +163,14 @@ struct mr__worker {
 	unsigned nfree;
 	pid_t tid;
 	pthread_t thread;
-	/* Published load line, or NULL (see scx.h). Set and cleared by the
-	 * worker; other workers and wakers read it (searchers_stalled()). */
-	struct mr__scx_line *_Atomic scx;
+	/* The scheduler's line of this worker, mapped read-only, or NULL (not
+	 * registered, or the lines could not be mapped: see scx.h). Set and
+	 * cleared by the worker; other workers and wakers read it
+	 * (searchers_stalled()). */
+	const struct mr__scx_line *_Atomic scx;
+	struct mr__scx_hints scx_hints; /* what the worker publishes (scx.h) */
+	_Atomic bool scx_on;		/* registered: publish (set by the owner;
+					 * relaxed, a test fakes it) */
 	uint32_t scx_state;	  /* last state published there */
 	bool scx_queued;	  /* last depth published there was not 0 */
 	uint32_t wstate;	  /* last MR_WSTATE_* stored in st->state */

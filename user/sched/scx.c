@@ -10,16 +10,19 @@
  * read-only (an operator's group may read it, not write it).
  * They are opened once per process, on the first runtime creation that
  * finds them; a process that started before any scheduler was loaded
- * retries at each later runtime creation. A worker claims a line of the
- * mmapped worker_load array by CAS on its tid field (the scheduler frees
- * the line of a thread that exits without unregistering; a line whose
- * thread is gone is reclaimed here too), switches itself to SCHED_EXT, so
- * that it is scheduled by moirai in partial mode too (with no scheduler
- * loaded, SCHED_EXT tasks run in the fair class), and then runs the pinned
- * `register` program (BPF_PROG_TEST_RUN), which enters the calling thread
- * into the workers hash as {pid, runtime, index, home node, line}. The
+ * retries at each later runtime creation. A worker switches itself to
+ * SCHED_EXT, so that it is scheduled by moirai in partial mode too (with no
+ * scheduler loaded, SCHED_EXT tasks run in the fair class), and then runs
+ * the pinned `register` program (BPF_PROG_TEST_RUN), which enters the
+ * calling thread into the workers hash as {pid, runtime, index, home node,
+ * line, address of its hints} and claims it a line of worker_load. The
  * program acts on its caller only, so no process can register or remove
- * another's threads (bpf/moirai_shared.h says who may run it).
+ * another's threads (bpf/moirai_shared.h says who may run it). The
+ * scheduler alone writes the lines of worker_load, copying each worker's
+ * hints from the worker's own memory, so no process can state another's.
+ * A process that may open worker_load for writing (root) maps it
+ * read-only, to read the scheduler's `preempted`; one of the granted group
+ * may not (0640), and registers all the same.
  *
  * Home nodes: each worker's home CPU and its node are chosen by the runtime
  * (place.c): workers spread over the CPUs of the runtime's set, and so over
@@ -28,10 +31,9 @@
  * Failures are quiet by design (a library never prints): a worker that
  * cannot register simply runs unsteered. When that is because the maps are
  * full (every worker_load line held, or the workers hash full), the
- * program counts it in meta's reg_full, which the loader reports. Finding a
- * line held by a thread that is gone costs a tgkill per line probed, so a
- * claim probes at most MAX_PROBES of them (the loader and the scheduler free
- * such lines too).
+ * program counts it in meta's reg_full, which the loader reports. The
+ * scheduler frees the line of a thread that exits without unregistering,
+ * and the loader those of threads that exited while none was loaded.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,7 +41,6 @@
 #include <linux/types.h>
 #include <pthread.h>
 #include <sched.h>
-#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,8 +65,8 @@ static struct {
 	pthread_mutex_t lock;
 	bool open;		   /* maps found and mapped */
 	int reg_fd;		   /* the `register` program */
-	struct mr__scx_line *lines; /* MOIRAI_LOAD_SLOTS */
-	_Atomic uint32_t probe_at; /* where the next claim's stale probes start */
+	const struct mr__scx_line *lines; /* MOIRAI_LOAD_SLOTS, read-only */
+	_Atomic uint32_t claim_at; /* where the next claim starts looking */
 	_Atomic uint32_t next_rt_id;
 } scx = { .lock = PTHREAD_MUTEX_INITIALIZER, .reg_fd = -1 };
 
@@ -106,11 +107,14 @@ static uint32_t pinned_version(void)
 	return m.version;
 }
 
-/* Runs `register` in this thread: 0 or a negative errno (the program's). */
-static int reg_run(uint32_t op, uint32_t rt_id, uint32_t index, int32_t node, uint32_t slot)
+/* Runs `register` in this thread: what the program returns (>= 0), or a
+ * negative errno (the program's or bpf()'s). */
+static int reg_run(uint32_t op, uint32_t rt_id, uint32_t index, int32_t node, uint32_t slot,
+		   struct mr__scx_hints *hints)
 {
 	struct moirai_reg r = {
 		.op = op, .rt_id = rt_id, .index = index, .node = node, .slot = slot,
+		.hints = (uint64_t)(uintptr_t)hints,
 	};
 	union bpf_attr a;
 
@@ -129,15 +133,21 @@ static bool disabled_by_env(void)
 	return e && strcmp(e, "0") == 0;
 }
 
-/* The pinned map name, mapped shared (len bytes), or NULL. */
-static void *map_pinned(const char *path, size_t len)
+/*
+ * The pinned map name, mapped shared and read-only (len bytes), or NULL.
+ * The kernel maps a BPF map shared only through a descriptor open for
+ * writing (mmap(2) clears VM_SHARED otherwise, and bpf_map_mmap() wants
+ * it), so the pin's mode decides: root's runtimes map it, the granted
+ * group's (0640) do not.
+ */
+static const void *map_pinned(const char *path, size_t len)
 {
 	int fd = obj_get(path, 0);
 	void *m;
 
 	if (fd < 0)
 		return NULL;
-	m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
 	close(fd); /* the mapping keeps the map alive */
 	return m == MAP_FAILED ? NULL : m;
 }
@@ -146,21 +156,22 @@ static void *map_pinned(const char *path, size_t len)
 static void try_open(void)
 {
 	size_t len = ((sizeof(struct mr__scx_line) * MOIRAI_LOAD_SLOTS) + 4095) & ~(size_t)4095;
-	void *lines;
+	const void *lines;
 	int rfd;
 
 	/* The loader stamps the version after pinning register. */
 	if (pinned_version() != MOIRAI_LAYOUT_VERSION)
 		return;
 	rfd = obj_get(MOIRAI_PIN_DIR "/" MOIRAI_REGISTER_PROG, 0);
-	lines = rfd < 0 ? NULL : map_pinned(MOIRAI_PIN_DIR "/worker_load", len);
-	if (!lines) {
-		if (rfd >= 0)
-			close(rfd);
+	if (rfd < 0)
 		return;
-	}
+	/* Without the lines the workers register all the same; only the
+	 * scheduler's `preempted` is not seen (searchers_stalled()). */
+	lines = map_pinned(MOIRAI_PIN_DIR "/worker_load", len);
 	scx.reg_fd = rfd;
 	scx.lines = lines;
+	/* Processes start looking for a free line at different places. */
+	atomic_store_explicit(&scx.claim_at, (uint32_t)getpid() * 64u, memory_order_relaxed);
 	scx.open = true;
 }
 
@@ -220,45 +231,6 @@ void mr__scx_atfork_release(void)
 	pthread_mutex_unlock(&scx.lock);
 }
 
-/* Is the thread that owns a line gone? */
-static bool line_stale(struct mr__scx_line *l, uint32_t tid)
-{
-	return syscall(SYS_tgkill, (pid_t)l->pid, (pid_t)tid, 0) < 0 && errno == ESRCH;
-}
-
-#define MAX_PROBES 64
-
-static struct mr__scx_line *claim_line(uint32_t tid, uint32_t *slot)
-{
-	/* Pass 0 takes a free line; pass 1 probes up to MAX_PROBES held ones,
-	 * from a rotating start, for one whose thread is gone. */
-	for (int pass = 0; pass < 2; pass++) {
-		uint32_t start = 0, probes = 0;
-
-		if (pass == 1)
-			start = atomic_fetch_add_explicit(&scx.probe_at, MAX_PROBES,
-							  memory_order_relaxed);
-		for (uint32_t k = 0; k < MOIRAI_LOAD_SLOTS; k++) {
-			uint32_t i = (start + k) % MOIRAI_LOAD_SLOTS;
-			struct mr__scx_line *l = &scx.lines[i];
-			uint32_t cur = atomic_load_explicit(&l->tid, memory_order_relaxed);
-			if (cur != 0 && pass == 0)
-				continue;
-			if (cur != 0 && (probes++ >= MAX_PROBES || !line_stale(l, cur)))
-				continue;
-			/* Claim: pairs with the CAS that frees a line in the
-			 * scheduler's exit_task and in mr__scx_worker_exit(). */
-			if (atomic_compare_exchange_strong_explicit(&l->tid, &cur, tid,
-								    memory_order_acq_rel,
-								    memory_order_relaxed)) {
-				*slot = i;
-				return l;
-			}
-		}
-	}
-	return NULL;
-}
-
 /* struct sched_attr of sched_setattr(2), version 0 (48 bytes). */
 struct mr__sched_attr {
 	uint32_t size, sched_policy;
@@ -271,21 +243,10 @@ struct mr__sched_attr {
 void mr__scx_worker_start(struct mr__worker *w)
 {
 	struct mr_runtime *rt = w->rt;
-	uint32_t slot, tid = (uint32_t)w->tid;
-	struct mr__scx_line *l;
 
 	if (!rt->scx_id)
 		return;
-	l = claim_line(tid, &slot);
-	if (!l) {
-		/* Counted where the loader looks. */
-		reg_run(MOIRAI_REG_FULL, 0, 0, 0, 0);
-		return;
-	}
-	l->pid = (uint32_t)getpid();
-	l->rt_id = rt->scx_id;
-	l->index = w->idx;
-	mr__scx_publish(l, MR__SCX_RUNNING, 0);
+	mr__scx_publish(&w->scx_hints, MR__SCX_RUNNING, 0);
 
 	/* SCHED_EXT first: whoever sees the registration (the scheduler, a
 	 * status) sees a thread the scheduler already schedules. Seen: the VM's
@@ -294,10 +255,13 @@ void mr__scx_worker_start(struct mr__worker *w)
 	struct mr__sched_attr attr = { .size = sizeof(attr), .sched_policy = SCHED_EXT_POLICY };
 	bool switched = syscall(SYS_sched_setattr, 0, &attr, 0) == 0;
 
-	/* The program counts a full workers hash itself. */
-	if (reg_run(MOIRAI_REG_ADD, rt->scx_id, w->idx, w->home_node, slot) < 0) {
-		atomic_store_explicit(&l->state, 0, memory_order_relaxed);
-		atomic_store_explicit(&l->tid, 0, memory_order_release);
+	/* The program claims the line, and counts full maps itself. */
+	uint32_t start = atomic_fetch_add_explicit(&scx.claim_at, 1, memory_order_relaxed) %
+			 MOIRAI_LOAD_SLOTS;
+	int slot = reg_run(MOIRAI_REG_ADD, rt->scx_id, w->idx, w->home_node, start, &w->scx_hints);
+	if (slot < 0 || slot >= MOIRAI_LOAD_SLOTS) {
+		if (slot >= 0)
+			reg_run(MOIRAI_REG_DEL, 0, 0, 0, 0, NULL);
 		if (switched) {
 			/* Unregistered: back to the normal class (SCHED_OTHER). */
 			struct mr__sched_attr other = { .size = sizeof(other), .sched_policy = 0 };
@@ -305,25 +269,19 @@ void mr__scx_worker_start(struct mr__worker *w)
 		}
 		return;
 	}
-	/* release: the line's fields above, for searchers_stalled(). */
-	atomic_store_explicit(&w->scx, l, memory_order_release);
+	atomic_store_explicit(&w->scx_on, true, memory_order_relaxed);
+	/* release: the hints above, for searchers_stalled(). */
+	atomic_store_explicit(&w->scx, scx.lines ? &scx.lines[slot] : NULL, memory_order_release);
 	w->scx_state = MR__SCX_RUNNING;
 	w->scx_queued = false;
 }
 
 void mr__scx_worker_exit(struct mr__worker *w)
 {
-	struct mr__scx_line *l = atomic_load_explicit(&w->scx, memory_order_relaxed);
-	uint32_t tid = (uint32_t)w->tid;
-
-	if (!l)
+	if (!atomic_load_explicit(&w->scx_on, memory_order_relaxed))
 		return;
+	atomic_store_explicit(&w->scx_on, false, memory_order_relaxed);
 	atomic_store_explicit(&w->scx, NULL, memory_order_relaxed);
-	reg_run(MOIRAI_REG_DEL, 0, 0, 0, 0);
-	atomic_store_explicit(&l->state, 0, memory_order_relaxed);
-	atomic_store_explicit(&l->depth, 0, memory_order_relaxed);
-	atomic_store_explicit(&l->preempted, 0, memory_order_relaxed);
-	/* release: frees the line for the next claim. */
-	atomic_compare_exchange_strong_explicit(&l->tid, &tid, 0, memory_order_release,
-						memory_order_relaxed);
+	/* The program frees the line too. */
+	reg_run(MOIRAI_REG_DEL, 0, 0, 0, 0, NULL);
 }

@@ -5,9 +5,12 @@
  * once since boot) and this process may use them (root, or the group the
  * operator named with `moiraictl load --group`), every worker registers
  * itself through the pinned `register` program (which acts on the calling
- * thread only) and claims a line of the mmapped `worker_load` array, in
- * which it publishes its state (running / searching / parked) and deque
- * depth with plain stores: no syscall on any hot path. Registration costs
+ * thread only and claims it a line of the `worker_load` array), giving it
+ * the address of its struct mr__scx_hints, where it publishes its state
+ * (running / searching / parked) and deque depth with plain stores in its
+ * own memory: no syscall on any hot path. The scheduler copies them into
+ * the line whenever the worker stops running; a root runtime maps the
+ * lines read-only and reads the scheduler's `preempted` there (scx.c). Registration costs
  * two syscalls per worker start (sched_setattr, the program) and one per
  * exit. Without the maps (no sched_ext, no scheduler ever loaded,
  * MOIRAI_SCX=0, or pins this process may not open) nothing is published
@@ -25,7 +28,8 @@
 struct mr_runtime;
 struct mr__worker;
 
-/* The published line of a worker (struct moirai_load in bpf/moirai_shared.h). */
+/* A worker's line (struct moirai_load in bpf/moirai_shared.h), mapped
+ * read-only: the scheduler writes it. */
 struct mr__scx_line {
 	_Atomic uint32_t tid;
 	_Atomic uint32_t state;
@@ -35,6 +39,13 @@ struct mr__scx_line {
 	_Atomic uint32_t preempted; /* set and cleared by the scheduler, see scx.c */
 	uint32_t pad0;
 	uint64_t pad[3];
+};
+
+/* What a worker publishes in its own memory (struct moirai_hints). */
+struct mr__scx_hints {
+	_Atomic uint32_t state;
+	_Atomic uint32_t depth; /* deque jobs + latent joins (runtime.c local_depth) */
+	_Atomic uint64_t updates;
 };
 
 enum {
@@ -61,17 +72,15 @@ void mr__scx_worker_start(struct mr__worker *w);
 void mr__scx_worker_exit(struct mr__worker *w);
 
 /* Publish a state change with plain (relaxed) stores; owner only. */
-static inline void mr__scx_publish(struct mr__scx_line *l, uint32_t state, uint32_t depth)
+static inline void mr__scx_publish(struct mr__scx_hints *h, uint32_t state, uint32_t depth)
 {
-	/* relaxed: a monitoring hint read by the BPF scheduler whenever it
-	 * looks; no ordering with anything else is needed. */
-	atomic_store_explicit(&l->state, state, memory_order_relaxed);
-	atomic_store_explicit(&l->depth, depth, memory_order_relaxed);
-	/* Running, so not preempted: a flag an unloaded scheduler left set
-	 * must not stay. */
-	atomic_store_explicit(&l->preempted, 0, memory_order_relaxed);
-	atomic_store_explicit(&l->updates,
-			      atomic_load_explicit(&l->updates, memory_order_relaxed) + 1,
+	/* relaxed: hints the scheduler copies when this thread stops running
+	 * (on this CPU, so in program order), and the other workers read as
+	 * hints; no ordering with anything else is needed. */
+	atomic_store_explicit(&h->state, state, memory_order_relaxed);
+	atomic_store_explicit(&h->depth, depth, memory_order_relaxed);
+	atomic_store_explicit(&h->updates,
+			      atomic_load_explicit(&h->updates, memory_order_relaxed) + 1,
 			      memory_order_relaxed);
 }
 
