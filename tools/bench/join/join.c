@@ -134,7 +134,9 @@ static void mm_block(double *c, const double *a, const double *b, size_t n, size
 #define K(x) x##_seq
 #define JOIN(a, aa, b, ba) ((a)(aa), (b)(ba))
 #define CUT(x) 0
-/* fib's sequential side is fib_seq() (../fib_seq.c), not fib_run_seq. */
+/* fib's sequential side is fib_seq() (../fib_seq.c); fib_run_seq, the same
+ * struct-shaped code as the mr_join version with plain calls, is timed
+ * apart (shape_floor()). */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
 #include "kernels.h"
@@ -152,6 +154,7 @@ static void mm_block(double *c, const double *a, const double *b, size_t n, size
 #undef CUT
 
 /* ---- configurations ---- */
+
 
 enum kind { FIB, FIB_SMALL, QUEENS, MSORT, UTS, MM, NKIND };
 static const char *const kind_name[NKIND] = { "fib", "fib", "queens", "msort", "uts", "matmul" };
@@ -323,6 +326,42 @@ static long fib_joins(int n)
 	return n < 2 ? 0 : b;
 }
 
+/*
+ * fib as mr_join runs it, without the join: its arguments in structs on the
+ * stack, passed by address, plain calls (fib_run_seq). Against fib_seq, that
+ * is what keeping a frame in memory costs on this CPU (each call stores
+ * n and reloads it: a store-to-load forward on the critical path, cheap on
+ * CPUs that rename memory, several cycles on others); mr_join at one
+ * worker against it is what the join itself costs. Rounds interleaved,
+ * pinned like the sequential run.
+ */
+static void shape_floor(const struct input *in, int rounds, int cpu, double w1_ms)
+{
+	static double ts[1001], tf[1001];
+
+	pin(cpu);
+	for (int r = 0; r < rounds; r++) {
+		struct fib_seq f = { (int)in->size, 0 };
+		double t0 = now_ms();
+		long a = fib_seq((int)in->size);
+		double t1 = now_ms();
+		fib_run_seq(&f);
+		double t2 = now_ms();
+		if (a != f.r) {
+			fprintf(stderr, "bench_join: fib_run_seq computed %ld, not %ld\n", f.r, a);
+			exit(1);
+		}
+		ts[r] = t1 - t0;
+		tf[r] = t2 - t1;
+	}
+	double s = median(ts, rounds), f = median(tf, rounds);
+	printf("fib(%ld) shaped as mr_join runs it, without the join (struct arguments on the "
+	       "stack, plain calls): %.3f ms, %.2fx fib_seq (%.3f ms): what a frame in memory "
+	       "costs on this CPU. mr_join at 1 worker: %.2fx that (%.2f ns per join over "
+	       "it).\n\n",
+	       in->size, f, f / s, s, w1_ms / f, (w1_ms - f) * 1e6 / (double)in->joins);
+}
+
 int main(int argc, char **argv)
 {
 	int rounds = argc > 1 ? atoi(argv[1]) : 31;
@@ -450,6 +489,7 @@ int main(int argc, char **argv)
 		       100 * md[SEQ] / (2 * md[W2_CUT]), 100 * md[W1] / (2 * md[W2]), nsj);
 	}
 	printf("\n");
+	shape_floor(&in[FIB], rounds, cpu, median(t[FIB][W1], rounds));
 	mr_runtime_destroy(rt1);
 	mr_runtime_destroy(rt2);
 	return 0;
