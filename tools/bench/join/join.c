@@ -15,6 +15,10 @@
  * (1000000), JOIN_UTS (20000 root children), JOIN_MM (256). Every result
  * is checked against the sequential one; a mismatch exits 1.
  * MOIRAI_BEAT_US sets the heartbeat interval (the library reads it).
+ * JOIN_GAP_US (20000) is the sleep between two timed runs, long enough for
+ * the workers to park, so that each run starts from sleeping workers; 0
+ * runs them back to back, the workers still awake (searching) from the
+ * run before: a busy service's steady state.
  */
 #define _GNU_SOURCE
 #include <limits.h>
@@ -388,6 +392,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "bench_join: bad size (queens 4..16, matmul a power of 2)\n");
 		return 2;
 	}
+	long gap_us = env_long("JOIN_GAP_US", 20000);
+	if (gap_us < 0 || gap_us > 10000000) {
+		fprintf(stderr, "bench_join: JOIN_GAP_US wants 0..10000000\n");
+		return 2;
+	}
 	in[FIB].joins = fib_joins((int)in[FIB].size);
 	in[FIB_SMALL].joins = fib_joins((int)in[FIB_SMALL].size) * in[FIB_SMALL].reps;
 	size_t n = (size_t)in[MSORT].size;
@@ -448,7 +457,8 @@ int main(int argc, char **argv)
 			}
 			/* Let the workers of the run just timed park before the
 			 * next one: searching, they take CPU from it. */
-			usleep(20000);
+			if (gap_us)
+				usleep((useconds_t)gap_us);
 			if (x.check != want[k]) {
 				fprintf(stderr, "bench_join: %s variant %d computed %.17g, not %.17g\n",
 					kind_name[k], v, x.check, want[k]);
@@ -459,8 +469,9 @@ int main(int argc, char **argv)
 	}
 
 	const char *beat = getenv("MOIRAI_BEAT_US");
-	printf("## mr_join: divide and conquer, %d interleaved rounds, heartbeat %s us\n\n",
-	       rounds, beat && *beat ? beat : "50 (default)");
+	printf("## mr_join: divide and conquer, %d interleaved rounds, heartbeat %s us, "
+	       "%ld us between runs\n\n",
+	       rounds, beat && *beat ? beat : "50 (default)", gap_us);
 	printf("Medians in ms. 1w: one worker pinned to CPU %d, as the sequential run; 2w: two "
 	       "workers, unpinned. \"cut\": with the hand-written cut-off. seq/1w is the "
 	       "overhead at one worker (target for fib: <= 1.3x); 1w/1w-cut is what leaving "

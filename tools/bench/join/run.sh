@@ -19,7 +19,9 @@
 # older commit) and runs it the same way: the "before" of an A/B.
 #
 # Environment: JOIN_ROUNDS (31), JOIN_SWEEP_ROUNDS (11), BENCH_CC (gcc),
-# JOIN_FIB and the other sizes join.c reads, BENCH_QUICK=1 (3 rounds,
+# JOIN_FIB and the other sizes join.c reads (the main table runs twice:
+# with the 20 ms sleep between runs that lets the workers park, and with
+# JOIN_GAP_US=0, workers warm), BENCH_QUICK=1 (3 rounds,
 # small sizes). Output: BUILD_DIR/bench/join.md.
 set -eu
 
@@ -78,6 +80,10 @@ MD=$BUILD/bench/join.md
 	echo "Load average at the start: $load."
 	echo
 	"$OUT/bench_join" "$ROUNDS" 0
+	echo "The same with warm workers (JOIN_GAP_US=0: runs back to back, no sleep"
+	echo "between them for the workers to park in):"
+	echo
+	JOIN_GAP_US=0 "$OUT/bench_join" "$ROUNDS" 0
 	if [ -n "${JOIN_BASE:-}" ]; then
 		echo "The same, built against $JOIN_BASE (the \"before\"):"
 		echo
