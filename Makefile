@@ -257,7 +257,7 @@ vm-stage: $(MOIRAICTL) $(MRVM) $(BUILD)/examples/stats
 # To run it there: MOIRAI_VM_KERNEL=old MOIRAI_VM_ARGS=64-hotplug
 # tools/vm/check.sh build build/vm/stage (after make vm-stage).
 VM_OLD_TESTS ?= smoke kfuncs 10-load 20-workers 30-unload 40-sigkill 50-stress 60-numa 62-affinity \
-	65-cgroup 69-full 72-fairness 74-register 76-grant
+	65-cgroup 69-full 72-fairness 74-register 75-exec 76-grant
 check-vm:
 	@./tools/vm/fetch.sh all; rc=$$?; \
 	if [ $$rc -eq 3 ]; then \

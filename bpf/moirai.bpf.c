@@ -303,16 +303,24 @@ static __always_inline struct moirai_worker *worker_of(struct task_struct *p)
 	u32 tid = p->pid;
 	struct moirai_worker *w = bpf_map_lookup_elem(&workers, &tid);
 
-	/* A stale entry of a thread id that was reused by another process. */
-	if (w && w->pid != (u32)p->tgid)
+	/* A stale entry of a thread id that was reused by another process,
+	 * or of a thread that has run execve since it registered: the
+	 * program it runs now registered nothing, and its memory must not be
+	 * read as hints (it may be a setuid program's). */
+	if (w && (w->pid != (u32)p->tgid || w->exec_id != p->self_exec_id))
 		return NULL;
 	return w;
 }
 
+/* w's line, if it still holds it: an entry and a line may disagree for a
+ * moment (a line freed and taken again while the entry still points at it),
+ * and a worker must never read or write another's line. */
 static __always_inline struct moirai_load *load_of(struct moirai_worker *w)
 {
 	u32 slot = w->slot;
-	return bpf_map_lookup_elem(&worker_load, &slot);
+	struct moirai_load *l = bpf_map_lookup_elem(&worker_load, &slot);
+
+	return l && READ_ONCE(l->tid) == w->tid ? l : NULL;
 }
 
 static __always_inline u32 worker_state(struct moirai_worker *w, u32 *depth)
@@ -1021,9 +1029,8 @@ void BPF_STRUCT_OPS(moirai_exit_task, struct task_struct *p, struct scx_exit_tas
 	struct moirai_worker *w = bpf_map_lookup_elem(&workers, &tid);
 	if (!w || w->pid != (u32)p->tgid)
 		return;
-	u32 slot = w->slot;
+	free_line(w->slot, tid);
 	bpf_map_delete_elem(&workers, &tid);
-	free_line(slot, tid);
 }
 
 /* Affinity or cpuset changes: a worker's queue node is chosen again. */
@@ -1218,6 +1225,13 @@ static __always_inline s32 claim_line(u32 tid, u32 pid, struct moirai_reg *r)
 		u32 cur = READ_ONCE(l->tid);
 		if (!line_free(i, cur) || __sync_val_compare_and_swap(&l->tid, cur, tid) != cur)
 			continue;
+		/* The program sleeps (it may be preempted): between the look
+		 * and the CAS, cur may have freed the line and claimed it again
+		 * (ABA). Then its entry points here once more: give it back. */
+		if (cur && !line_free(i, cur)) {
+			__sync_val_compare_and_swap(&l->tid, tid, cur);
+			continue;
+		}
 		WRITE_ONCE(l->pid, pid);
 		WRITE_ONCE(l->rt_id, r->rt_id);
 		WRITE_ONCE(l->index, r->index);
@@ -1254,21 +1268,26 @@ int moirai_register(struct moirai_reg *r)
 		if (r->slot >= MOIRAI_LOAD_SLOTS || !r->hints)
 			return -22; /* EINVAL */
 		/* Registered before (a thread id reused since a thread exited
-		 * unseen, or a second registration): its line goes. */
+		 * unseen, or a second registration): its line goes, once the
+		 * entry no longer points at it. */
 		old = bpf_map_lookup_elem(&workers, &tid);
-		if (old)
-			free_line(old->slot, tid);
+		u32 old_slot = old ? old->slot : MOIRAI_SLOT_CLAIMING;
 		/* The entry first, marked claiming: a line this thread takes
 		 * is then never free in another claimer's eyes. */
+		struct task_struct *me = bpf_get_current_task_btf();
 		w.pid = pid;
 		w.rt_id = r->rt_id;
 		w.index = r->index;
 		w.node = r->node;
 		w.slot = MOIRAI_SLOT_CLAIMING;
+		w.tid = tid;
 		w.hints = r->hints;
+		w.exec_id = me->self_exec_id;
 		err = bpf_map_update_elem(&workers, &tid, &w, BPF_ANY);
 		if (err == -7 /* E2BIG */ || err == -12 /* ENOMEM */)
 			count_full();
+		if (old_slot != MOIRAI_SLOT_CLAIMING)
+			free_line(old_slot, tid);
 		if (err)
 			return (int)err;
 		slot = claim_line(tid, pid, r);
@@ -1286,10 +1305,10 @@ int moirai_register(struct moirai_reg *r)
 		old = bpf_map_lookup_elem(&workers, &tid);
 		if (!old || old->pid != pid)
 			return -2; /* ENOENT */
-		slot = (s32)old->slot;
-		err = bpf_map_delete_elem(&workers, &tid);
-		free_line((u32)slot, tid);
-		return (int)err;
+		/* The line first: while the entry points at it, nobody else
+		 * can take it, so its fields are cleared for us alone. */
+		free_line(old->slot, tid);
+		return (int)bpf_map_delete_elem(&workers, &tid);
 	case MOIRAI_REG_FULL:
 		count_full();
 		return 0;

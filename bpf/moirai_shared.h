@@ -77,7 +77,8 @@
  *    node_stats one per node.
  * 4: worker_load is written by BPF only: `register` claims the line and
  *    records the address of the worker's struct moirai_hints, which
- *    struct moirai_reg and struct moirai_worker carry. */
+ *    struct moirai_reg and struct moirai_worker carry; moirai_worker also
+ *    holds its tid and the thread's exec id. */
 #define MOIRAI_LAYOUT_VERSION 4
 #define MOIRAI_REGISTER_PROG "register" /* pin name of the registration program */
 
@@ -105,9 +106,13 @@ struct moirai_worker {
 	__s32 node;   /* NUMA node of the worker's home CPUs */
 	__u32 slot;   /* index in worker_load; MOIRAI_SLOT_CLAIMING while
 		       * `register` claims one */
-	__u32 flags;  /* 0 */
+	__u32 tid;    /* the key: a line is this worker's only while its tid
+		       * field says so */
 	__u64 hints;  /* address of the worker's struct moirai_hints, in its
 		       * own process */
+	__u64 exec_id; /* the thread's self_exec_id at registration: after an
+			* execve the entry is void (another program, which
+			* registered nothing, runs in that thread) */
 };
 
 #define MOIRAI_SLOT_CLAIMING 0xffffffffu

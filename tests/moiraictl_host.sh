@@ -225,7 +225,7 @@ P=/sys/fs/bpf/moirai
 if [ $NS -eq 1 ] && [ -n "$BPFTOOL" ]; then
 	mkdir -p $P
 	B=$BPFTOOL
-	$B map create $P/workers type hash key 4 value 32 entries 4096 name workers &&
+	$B map create $P/workers type hash key 4 value 40 entries 4096 name workers &&
 		$B map create $P/worker_load type array key 4 value 64 entries 1024 \
 			name worker_load flags 1024 &&
 		$B map create $P/cpu_stats type percpu_array key 4 value 64 entries 1 \
@@ -239,9 +239,9 @@ if [ $NS -eq 1 ] && [ -n "$BPFTOOL" ]; then
 	LIVE=$!
 	# A live worker (the sleep: pid = tid) in slot 5, and a dead one never published.
 	$B map update pinned $P/workers key hex $(le32 $LIVE) value hex $(le32 $LIVE) $(le32 7) \
-		$(le32 2) $(le32 0) $(le32 5) $(le32 0) $(le64 0)
+		$(le32 2) $(le32 0) $(le32 5) $(le32 $LIVE) $(le64 0) $(le64 0)
 	$B map update pinned $P/workers key hex $(le32 4000001) value hex $(le32 4000000) \
-		$(le32 1) $(le32 0) $(le32 1) $(le32 6) $(le32 0) $(le64 0)
+		$(le32 1) $(le32 0) $(le32 1) $(le32 6) $(le32 4000001) $(le64 0) $(le64 0)
 	$B map update pinned $P/worker_load key hex $(le32 5) value hex $(le32 $LIVE) $(le32 3) \
 		$(le32 9) $(le32 $LIVE) $(le32 7) $(le32 2) $(le64 42) $(le32 1) $(zeros 28)
 	$B map update pinned $P/cpu_stats key hex $(le32 0) value hex $(le64 11) $(le64 2) \

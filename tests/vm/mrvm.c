@@ -50,6 +50,12 @@
  *                           worker_load line (writing the map, or claiming
  *                           the line through `register`); fails if a write
  *                           went through (the caller checks the maps after).
+ *   mrvm execreg            registers the main thread (hints saying depth 77),
+ *                           checks that its line says 77, then execs itself as
+ *                           `mrvm execprobe`, which maps the same address and
+ *                           writes depth 55 there: the line must never say 55
+ *                           (the scheduler must not read the new program's
+ *                           memory). Exit 4: the address could not be mapped.
  *   mrvm wake N             benchmark: latency from posting a fiber to it running,
  *                           on an idle 4-worker runtime; prints p50/p99 (ns)
  *                           and how long the post itself took. With
@@ -752,7 +758,8 @@ static int cmd_full(void)
 	 * whose registration points at the line (root writes both maps). */
 	for (uint32_t i = 0; i < MOIRAI_LOAD_SLOTS; i++) {
 		uint32_t zero = 0, fake = FAKE_TID(i);
-		struct moirai_worker fw = { .pid = (uint32_t)getpid(), .slot = i, .hints = 1 };
+		struct moirai_worker fw = { .pid = (uint32_t)getpid(), .slot = i, .tid = fake,
+					    .hints = 1 };
 		if (sys_bpf(BPF_MAP_UPDATE_ELEM, &(union bpf_attr){
 				    .map_fd = (uint32_t)wfd,
 				    .key = (uint64_t)(uintptr_t)&fake,
@@ -1015,6 +1022,92 @@ static int cmd_intrude(pid_t tid, pid_t wtid)
 	return fails ? 1 : 0;
 }
 
+/* ---- a registered thread that runs execve --------------------------------- */
+
+static int run_register(uint32_t op, struct moirai_hints *h)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "%s/%s", MOIRAI_PIN_DIR, MOIRAI_REGISTER_PROG);
+	int rfd = (int)sys_bpf(BPF_OBJ_GET, &(union bpf_attr){ .pathname = (uint64_t)(uintptr_t)path });
+	struct moirai_reg r = { .op = op, .rt_id = 1, .hints = (uint64_t)(uintptr_t)h };
+	union bpf_attr a = { 0 };
+
+	if (rfd < 0)
+		return -errno;
+	a.test.prog_fd = (uint32_t)rfd;
+	a.test.ctx_in = (uint64_t)(uintptr_t)&r;
+	a.test.ctx_size_in = sizeof(r);
+	long rc = sys_bpf(BPF_PROG_TEST_RUN, &a);
+	close(rfd);
+	return rc < 0 ? -errno : (int)a.test.retval;
+}
+
+/* Sleep in short naps for ms milliseconds: many stops (and runs), each a
+ * chance for the scheduler to copy hints (a yield with nothing else to run
+ * may not stop at all). */
+static void yield_for(int ms)
+{
+	for (int64_t until = now_ns() + (int64_t)ms * 1000000; now_ns() < until;)
+		usleep(500);
+}
+
+static int cmd_execreg(void)
+{
+	int lfd = map_open("worker_load");
+	struct moirai_hints *h = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+				      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct moirai_load l;
+
+	if (lfd < 0 || h == MAP_FAILED)
+		return 1;
+	*h = (struct moirai_hints){ .state = MOIRAI_W_RUNNING, .depth = 77, .updates = 1 };
+	int slot = run_register(MOIRAI_REG_ADD, h);
+	if (slot < 0 || slot >= MOIRAI_LOAD_SLOTS) {
+		printf("# execreg: register failed: %d\n", slot);
+		return 1;
+	}
+	uint32_t k = (uint32_t)slot;
+	yield_for(200);
+	if (map_lookup(lfd, &k, &l) || l.depth != 77) {
+		printf("# execreg: line %d says depth %u, not the registered 77\n", slot, l.depth);
+		return 1;
+	}
+	printf("# execreg: line %d copied depth 77 from %p; now execve\n", slot, (void *)h);
+	fflush(stdout);
+	char a1[16], a2[32];
+	snprintf(a1, sizeof(a1), "%d", slot);
+	snprintf(a2, sizeof(a2), "%lu", (unsigned long)(uintptr_t)h);
+	execl("/proc/self/exe", "mrvm", "execprobe", a1, a2, (char *)NULL);
+	perror("execl");
+	return 1;
+}
+
+/* After the execve: the same thread, another program, which puts other
+ * values at the registered address. The scheduler must not copy them. */
+static int cmd_execprobe(int slot, unsigned long addr)
+{
+	int lfd = map_open("worker_load");
+	struct moirai_hints *h = mmap((void *)addr, 4096, PROT_READ | PROT_WRITE,
+				      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	struct moirai_load l;
+	uint32_t k = (uint32_t)slot;
+
+	if (lfd < 0)
+		return 1;
+	if (h != (void *)addr) {
+		printf("# execprobe: cannot map %#lx in the new program\n", addr);
+		return 4;
+	}
+	*h = (struct moirai_hints){ .state = MOIRAI_W_RUNNING, .depth = 55, .updates = 999 };
+	yield_for(300);
+	int bad = map_lookup(lfd, &k, &l) || l.depth == 55 || l.updates == 999;
+	printf("# execprobe: line %d after execve: depth %u, updates %llu%s\n", slot, l.depth,
+	       (unsigned long long)l.updates,
+	       bad ? ": the scheduler read the new program's memory" : "");
+	run_register(MOIRAI_REG_DEL, NULL);
+	return bad;
+}
+
 /* ---- benchmarks ----------------------------------------------------------- */
 
 struct wake {
@@ -1162,6 +1255,10 @@ int main(int argc, char **argv)
 		return cmd_reg(argc - 2, argv + 2);
 	if (!strcmp(c, "intrude") && argc >= 4)
 		return cmd_intrude((pid_t)atoi(argv[2]), (pid_t)atoi(argv[3]));
+	if (!strcmp(c, "execreg"))
+		return cmd_execreg();
+	if (!strcmp(c, "execprobe") && argc >= 4)
+		return cmd_execprobe(atoi(argv[2]), strtoul(argv[3], NULL, 10));
 	if (!strcmp(c, "wake") && argc >= 3)
 		return cmd_wake(atoi(argv[2]));
 	if (!strcmp(c, "pfor") && argc >= 3)

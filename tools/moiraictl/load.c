@@ -656,12 +656,14 @@ static void sweep_stale(const struct sched *s)
 		/* Looked up again: the tid may have been registered anew meanwhile. */
 		if (bpf_map_lookup_elem(wfd, &key, &w) < 0 || !thread_gone(w.pid, key))
 			continue;
-		if (bpf_map_delete_elem(wfd, &key) == 0)
-			entries++;
+		/* The line first: while the entry points at it, `register`
+		 * gives it to nobody else. */
 		if (w.slot < MOIRAI_LOAD_SLOTS &&
 		    __atomic_load_n(&lines[w.slot].tid, __ATOMIC_RELAXED) == key &&
 		    free_line(&lines[w.slot], key))
 			freed++;
+		if (bpf_map_delete_elem(wfd, &key) == 0)
+			entries++;
 	}
 	for (i = 0; i < MOIRAI_LOAD_SLOTS; i++) {
 		__u32 tid = __atomic_load_n(&lines[i].tid, __ATOMIC_ACQUIRE);
