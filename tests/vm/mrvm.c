@@ -907,10 +907,29 @@ static uint32_t tgid_of(pid_t tid)
 	return tgid;
 }
 
+/* Runs `register` in this thread: what it returns, or -errno when it
+ * could not run. */
+static int run_register(uint32_t op, uint32_t slot, struct moirai_hints *h)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "%s/%s", MOIRAI_PIN_DIR, MOIRAI_REGISTER_PROG);
+	int rfd = (int)sys_bpf(BPF_OBJ_GET, &(union bpf_attr){ .pathname = (uint64_t)(uintptr_t)path });
+	struct moirai_reg r = { .op = op, .rt_id = 1, .slot = slot, .hints = (uint64_t)(uintptr_t)h };
+	union bpf_attr a = { 0 };
+
+	if (rfd < 0)
+		return -errno;
+	a.test.prog_fd = (uint32_t)rfd;
+	a.test.ctx_in = (uint64_t)(uintptr_t)&r;
+	a.test.ctx_size_in = sizeof(r);
+	long rc = sys_bpf(BPF_PROG_TEST_RUN, &a);
+	close(rfd);
+	return rc < 0 ? -errno : (int)a.test.retval;
+}
+
 static int cmd_intrude(pid_t tid, pid_t wtid)
 {
 	int wfd = map_open("workers"), fails = 0;
-	char path[128];
 
 	printf("# intruder: uid %d, pid %d\n", (int)getuid(), (int)getpid());
 	if (wfd < 0) {
@@ -986,27 +1005,10 @@ static int cmd_intrude(pid_t tid, pid_t wtid)
 	/* The program takes no thread id: all it can do is act on its caller.
 	 * Asked to start at WTID's line, it must claim another. */
 	struct moirai_hints mine = { .state = MOIRAI_W_RUNNING, .depth = 99 };
-	snprintf(path, sizeof(path), "%s/%s", MOIRAI_PIN_DIR, MOIRAI_REGISTER_PROG);
-	int rfd = (int)sys_bpf(BPF_OBJ_GET, &(union bpf_attr){ .pathname = (uint64_t)(uintptr_t)path });
-	if (rfd < 0) {
-		printf("# register: cannot open it (%s)\n", strerror(errno));
-		return fails ? 1 : 0;
-	}
 	for (uint32_t op = MOIRAI_REG_ADD; op <= MOIRAI_REG_DEL; op++) {
-		struct moirai_reg r = {
-			.op = op, .rt_id = 1,
-			.slot = wslot < MOIRAI_LOAD_SLOTS ? wslot : 0,
-			.hints = (uint64_t)(uintptr_t)&mine,
-		};
-		union bpf_attr a = { 0 };
-		a.test.prog_fd = (uint32_t)rfd;
-		a.test.ctx_in = (uint64_t)(uintptr_t)&r;
-		a.test.ctx_size_in = sizeof(r);
-		long rc = sys_bpf(BPF_PROG_TEST_RUN, &a);
-		printf("# register %s: %s, returned %d\n", op == MOIRAI_REG_ADD ? "add" : "del",
-		       rc < 0 ? strerror(errno) : "ran", rc < 0 ? 0 : (int)a.test.retval);
-		if (op == MOIRAI_REG_ADD && rc == 0 && wslot < MOIRAI_LOAD_SLOTS &&
-		    (int)a.test.retval == (int)wslot) {
+		int rc = run_register(op, wslot < MOIRAI_LOAD_SLOTS ? wslot : 0, &mine);
+		printf("# register %s: returned %d\n", op == MOIRAI_REG_ADD ? "add" : "del", rc);
+		if (op == MOIRAI_REG_ADD && wslot < MOIRAI_LOAD_SLOTS && rc == (int)wslot) {
 			printf("# register: took worker %d's line\n", (int)wtid);
 			fails++;
 		}
@@ -1023,24 +1025,6 @@ static int cmd_intrude(pid_t tid, pid_t wtid)
 }
 
 /* ---- a registered thread that runs execve --------------------------------- */
-
-static int run_register(uint32_t op, struct moirai_hints *h)
-{
-	char path[128];
-	snprintf(path, sizeof(path), "%s/%s", MOIRAI_PIN_DIR, MOIRAI_REGISTER_PROG);
-	int rfd = (int)sys_bpf(BPF_OBJ_GET, &(union bpf_attr){ .pathname = (uint64_t)(uintptr_t)path });
-	struct moirai_reg r = { .op = op, .rt_id = 1, .hints = (uint64_t)(uintptr_t)h };
-	union bpf_attr a = { 0 };
-
-	if (rfd < 0)
-		return -errno;
-	a.test.prog_fd = (uint32_t)rfd;
-	a.test.ctx_in = (uint64_t)(uintptr_t)&r;
-	a.test.ctx_size_in = sizeof(r);
-	long rc = sys_bpf(BPF_PROG_TEST_RUN, &a);
-	close(rfd);
-	return rc < 0 ? -errno : (int)a.test.retval;
-}
 
 /* Sleep in short naps for ms milliseconds: many stops (and runs), each a
  * chance for the scheduler to copy hints (a yield with nothing else to run
@@ -1061,7 +1045,7 @@ static int cmd_execreg(void)
 	if (lfd < 0 || h == MAP_FAILED)
 		return 1;
 	*h = (struct moirai_hints){ .state = MOIRAI_W_RUNNING, .depth = 77, .updates = 1 };
-	int slot = run_register(MOIRAI_REG_ADD, h);
+	int slot = run_register(MOIRAI_REG_ADD, 0, h);
 	if (slot < 0 || slot >= MOIRAI_LOAD_SLOTS) {
 		printf("# execreg: register failed: %d\n", slot);
 		return 1;
@@ -1104,7 +1088,7 @@ static int cmd_execprobe(int slot, unsigned long addr)
 	printf("# execprobe: line %d after execve: depth %u, updates %llu%s\n", slot, l.depth,
 	       (unsigned long long)l.updates,
 	       bad ? ": the scheduler read the new program's memory" : "");
-	run_register(MOIRAI_REG_DEL, NULL);
+	run_register(MOIRAI_REG_DEL, 0, NULL);
 	return bad;
 }
 
