@@ -2023,4 +2023,120 @@ IO_TEST(handoff_stress)
 	ASSERT_GT(atomic_load(&mr__test_io_rescued), 0);
 }
 
+/*
+ * Connections gather on the first worker (sched.h, mr__push_io()): fibers
+ * that a thread keeps busy with reads, each answering on a pipe of its
+ * own with the index of the worker it read on, on 2 workers. With the
+ * share gate held shut (mr__io_pack_ns) and no hand-off, the first worker
+ * never gives away a fiber that I/O readied, and the second publishes
+ * its own, which the first takes when it runs out of work. So the fibers
+ * must all reach worker 0 (within GA_MAX rounds: they start wherever the
+ * spawns were stolen to), and then stay there for GA_STAY rounds. Before
+ * the gate, every push onto an emptied deque was published and the
+ * fibers stayed spread.
+ */
+#define GA_FIBERS 8
+#define GA_MAX 20000
+#define GA_STAY 500
+
+extern uint64_t mr__io_pack_ns;
+
+struct ga {
+	int in[GA_FIBERS][2], out[GA_FIBERS][2];
+	int gathered_at, left_after, bad;
+};
+
+struct ga_reader {
+	struct ga *g;
+	int i;
+};
+
+static void ga_read(void *arg)
+{
+	struct ga_reader *r = arg;
+
+	for (;;) {
+		unsigned char c;
+		if (mr_read(r->g->in[r->i][0], &c, 1) != 1 || c == 0)
+			return;
+		unsigned char w = (unsigned char)mr_worker_index();
+		if (mr_write(r->g->out[r->i][1], &w, 1) != 1)
+			return;
+	}
+}
+
+/* One round: a byte to every fiber, then their answers; how many read on
+ * worker 0, or -1. */
+static int ga_round(struct ga *g, unsigned char c)
+{
+	int on0 = 0;
+
+	for (int i = 0; i < GA_FIBERS; i++)
+		if (write(g->in[i][1], &c, 1) != 1)
+			return -1;
+	for (int i = 0; i < GA_FIBERS; i++) {
+		unsigned char w;
+		if (read(g->out[i][0], &w, 1) != 1)
+			return -1;
+		on0 += w == 0;
+	}
+	return on0;
+}
+
+IO_TEST(fibers_gather_on_the_first_worker)
+{
+	static struct ga g;
+	struct ga_reader rd[GA_FIBERS];
+	mr_fiber_t *f[GA_FIBERS];
+	uint64_t pack = mr__io_pack_ns, handoff = mr__io_handoff_ns;
+
+	/* Two nodes would make two first workers. */
+	if (access("/sys/devices/system/node/node1", F_OK) == 0)
+		SKIP("more than one NUMA node");
+	/* An hour: "never" for this test, and no overflow added to a clock. */
+	mr__io_pack_ns = 3600ull * 1000000000;
+	mr__io_handoff_ns = 3600ull * 1000000000;
+	mr_runtime_t *rt = make_rt(2);
+	ASSERT_NONNULL(rt);
+	MR_OPTS(mr_fiber_opts, o, .runtime = rt);
+	for (int i = 0; i < GA_FIBERS; i++) {
+		ASSERT_EQ(pipe2(g.in[i], O_CLOEXEC), 0);
+		ASSERT_EQ(pipe2(g.out[i], O_CLOEXEC), 0);
+		rd[i] = (struct ga_reader){ &g, i };
+		f[i] = mr_go_opts(ga_read, &rd[i], &o);
+		ASSERT_NONNULL(f[i]);
+	}
+	g.gathered_at = -1;
+	for (int k = 0; k < GA_MAX && g.gathered_at < 0; k++) {
+		int on0 = ga_round(&g, 1);
+		ASSERT_GE(on0, 0);
+		if (on0 == GA_FIBERS)
+			g.gathered_at = k;
+	}
+	for (int k = 0; k < GA_STAY && g.gathered_at >= 0; k++) {
+		int on0 = ga_round(&g, 1);
+		ASSERT_GE(on0, 0);
+		g.left_after += GA_FIBERS - on0;
+	}
+	/* Let them go: a 0 ends each reader. */
+	for (int i = 0; i < GA_FIBERS; i++) {
+		unsigned char z = 0;
+		ASSERT_EQ(write(g.in[i][1], &z, 1), 1);
+	}
+	for (int i = 0; i < GA_FIBERS; i++)
+		ASSERT_EQ(mr_fiber_join(f[i]), 0);
+	ASSERT_EQ(mr_runtime_destroy(rt), 0);
+	mr__io_pack_ns = pack;
+	mr__io_handoff_ns = handoff;
+	for (int i = 0; i < GA_FIBERS; i++) {
+		close(g.in[i][0]);
+		close(g.in[i][1]);
+		close(g.out[i][0]);
+		close(g.out[i][1]);
+	}
+	printf("# gathered after %d rounds\n", g.gathered_at);
+	ASSERT_GE(g.gathered_at, 0);
+	ASSERT_EQ(g.left_after, 0);
+}
+
 TEST_HARNESS_MAIN

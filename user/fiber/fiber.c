@@ -376,16 +376,17 @@ bool mr__job_is_fiber(const struct mr__job *job)
 	return job->exec == mr__fiber_exec;
 }
 
-void mr__fiber_ready(struct mr_fiber *f)
+static inline void ready(struct mr_fiber *f, int64_t io_now)
 {
 	struct mr__worker *w = mr__self();
 
 	MR_PROBE1(fiber_ready, f);
 	atomic_store_explicit(&f->run_state, MR__FS_RUNNABLE, memory_order_relaxed);
+	f->io_ready_ns = io_now;
 
 	if (w && w->rt == f->rt) {
 		MR__STAT_ADD(w->st, fiber_readies, 1);
-		if (likely(mr__push(w, &f->hdr))) {
+		if (likely(io_now ? mr__push_io(w, &f->hdr) : mr__push(w, &f->hdr))) {
 			/* Noted even if the push made it public at once:
 			 * mr__fiber_share_held() then finds it shared and
 			 * does nothing. */
@@ -396,6 +397,16 @@ void mr__fiber_ready(struct mr_fiber *f)
 		MR__STAT_ATOMIC_ADD(mr__stats_outside(f->rt), fiber_readies, 1);
 	}
 	mr__inject(f->rt, &f->hdr);
+}
+
+void mr__fiber_ready(struct mr_fiber *f)
+{
+	ready(f, 0);
+}
+
+void mr__fiber_ready_io(struct mr_fiber *f, int64_t now)
+{
+	ready(f, now > 0 ? now : 1);
 }
 
 void mr__fiber_share_held(uint64_t held)

@@ -180,6 +180,9 @@ struct mr_fiber {
 	void (*fn)(void *);
 	void *arg;
 	struct mr_fiber *yield_next; /* the worker's yield queue */
+	/* When an I/O completion readied it (mr__fiber_ready_io()), 0 when
+	 * something else did: read by the worker whose deque holds it. */
+	int64_t io_ready_ns;
 	uint32_t magic;
 	char name[32];
 	void *tsan_fiber, *tsan_resumer;
@@ -363,6 +366,14 @@ static inline bool mr__cancel_pending(const struct mr_fiber *f)
 /* Make a parked fiber runnable: on the calling worker's deque when it is a
  * worker of the fiber's runtime, else through that runtime's injector. */
 void mr__fiber_ready(struct mr_fiber *f);
+
+/*
+ * The same for a fiber whose I/O completed at `now` on the calling worker
+ * (its ring or epoll, or a peer's it rescued): a fiber of the worker that
+ * keeps its node's connections stays private there until that worker falls
+ * behind (mr__push_io() in sched.h).
+ */
+void mr__fiber_ready_io(struct mr_fiber *f, int64_t now);
 
 /*
  * A fiber readied onto this worker's deque stays in its private part: the

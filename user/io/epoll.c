@@ -285,7 +285,7 @@ static void ready(struct ep *ep, struct waiter *wt, uint32_t revents)
 	/* The counters are their worker's to write: ours, if we help. */
 	MR__STAT_ADD(self ? self->st : wt->w->st, io_completed, 1);
 	MR_PROBE3(io_complete, wt->w->idx, f, revents);
-	mr__fiber_ready(f);
+	mr__fiber_ready_io(f, (int64_t)mr__now_ns());
 }
 
 /* Arm fd, one shot, for what its waiters want. 0 or -errno. */

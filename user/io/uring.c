@@ -343,6 +343,7 @@ static unsigned reap(struct mr__worker *self, struct mr__worker *w, struct ring 
 
 	if (head == tail)
 		return 0;
+	int64_t now = (int64_t)mr__now_ns(); /* when these fibers became ready */
 	/* acquire: pairs with the owner's release of the SQ tail before each
 	 * io_uring_enter (ring_enter()), which follows the switch-out of every
 	 * fiber whose operation it submits. The kernel orders the completion
@@ -390,7 +391,7 @@ static unsigned reap(struct mr__worker *self, struct mr__worker *w, struct ring 
 				op->next->prev = op->prev;
 			MR__STAT_ADD(self->st, io_completed, 1);
 			MR_PROBE3(io_complete, w->idx, op->fiber, op->res);
-			mr__fiber_ready(op->fiber);
+			mr__fiber_ready_io(op->fiber, now);
 			readied++;
 		}
 	}

@@ -121,9 +121,10 @@ struct mr__job *mr__deque_pop_shared(struct mr__deque *dq)
 
 /*
  * head reached o_safe: find how far slots are free now (see deque.h), or
- * report a full ring. Also the path of the first push after all was stolen.
+ * report a full ring. Also the path of the first push after all was stolen,
+ * which publishes that job unless !may_publish (mr__deque_push_private()).
  */
-int mr__deque_push_slow(struct mr__deque *dq, struct mr__job *job)
+int mr__deque_push_slow(struct mr__deque *dq, struct mr__job *job, bool may_publish)
 {
 	uint32_t h = dq->head;
 	unsigned spins = 0;
@@ -145,6 +146,12 @@ int mr__deque_push_slow(struct mr__deque *dq, struct mr__job *job)
 	}
 	atomic_store_explicit(&dq->slots[h & dq->mask], job, memory_order_relaxed);
 	dq->head = h + 1;
+	if (!may_publish) {
+		/* All stolen meant head == split: the job is now the whole
+		 * private part, and the shared part stays empty. */
+		dq->o_allstolen = false;
+		return MR__PUSH_PRIVATE;
+	}
 	if (dq->o_allstolen || atomic_load_explicit(&dq->movesplit, memory_order_relaxed))
 		return mr__deque_publish(dq);
 	return MR__PUSH_PRIVATE;

@@ -91,7 +91,7 @@ int mr__deque_init(struct mr__deque *dq, unsigned capacity_log2, uint32_t start)
 void mr__deque_fini(struct mr__deque *dq);
 
 /* Slow paths, out of line. */
-int mr__deque_push_slow(struct mr__deque *dq, struct mr__job *job);
+int mr__deque_push_slow(struct mr__deque *dq, struct mr__job *job, bool may_publish);
 int mr__deque_publish(struct mr__deque *dq);
 int mr__deque_publish_to(struct mr__deque *dq, uint32_t to);
 struct mr__job *mr__deque_pop_shared(struct mr__deque *dq);
@@ -130,13 +130,31 @@ static inline int mr__deque_push(struct mr__deque *dq, struct mr__job *job)
 
 	/* Also taken when all is stolen: o_safe is then set to head. */
 	if (unlikely((int32_t)(h - dq->o_safe) >= 0))
-		return mr__deque_push_slow(dq, job);
+		return mr__deque_push_slow(dq, job, true);
 	/* relaxed: thieves see the slot through the release that publishes it
 	 * (mr__deque_publish) and their acquiring CAS on ts. */
 	atomic_store_explicit(&dq->slots[h & dq->mask], job, memory_order_relaxed);
 	dq->head = h + 1;
 	if (unlikely(atomic_load_explicit(&dq->movesplit, memory_order_relaxed)))
 		return mr__deque_publish(dq);
+	return MR__PUSH_PRIVATE;
+}
+
+/*
+ * Owner only. A push that stays private where mr__deque_push() would
+ * publish (onto an all-stolen deque, or with a thief's request pending,
+ * which it leaves raised): the caller decides whether to share, and when.
+ * MR__PUSH_PRIVATE or MR__PUSH_FULL.
+ */
+static inline int mr__deque_push_private(struct mr__deque *dq, struct mr__job *job)
+{
+	uint32_t h = dq->head;
+
+	if (unlikely((int32_t)(h - dq->o_safe) >= 0))
+		return mr__deque_push_slow(dq, job, false);
+	/* relaxed: as in mr__deque_push(). */
+	atomic_store_explicit(&dq->slots[h & dq->mask], job, memory_order_relaxed);
+	dq->head = h + 1;
 	return MR__PUSH_PRIVATE;
 }
 

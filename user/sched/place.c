@@ -222,6 +222,12 @@ int mr__place_init(struct mr_runtime *rt)
 		int node = rt->workers[i]->home_node;
 		rt->node_members[start[node]++] = i;
 	}
+	/* The first worker of each node keeps its fibers' connections
+	 * (mr__push_io() in sched.h). */
+	for (unsigned i = 0; i < n; i++) {
+		struct mr__worker *w = rt->workers[i];
+		w->io_primary = n > 1 && rt->node_members[w->node_lo] == i;
+	}
 	free(start);
 	return 0;
 }

@@ -913,6 +913,38 @@ static void stop_searching(struct mr__worker *w, bool pass_on)
 
 static bool local_pending(struct mr__worker *w);
 
+uint64_t mr__io_pack_ns = MR__IO_PACK_NS;
+
+/* Private jobs mr__io_share_ok() looks at; beyond, it shares. */
+#define IO_PACK_SCAN 64
+
+bool mr__io_share_ok(struct mr__worker *w)
+{
+	struct mr__deque *dq = &w->dq;
+	uint32_t n = mr__deque_private_len(dq);
+	int64_t oldest = INT64_MAX;
+
+	if (n > IO_PACK_SCAN)
+		return true;
+	/* Owner only: the private slots and the fibers in them are ours. */
+	for (uint32_t i = dq->o_split; i != dq->head; i++) {
+		struct mr__job *job = atomic_load_explicit(&dq->slots[i & dq->mask],
+							   memory_order_relaxed);
+		if (!mr__job_is_fiber(job))
+			return true;
+		int64_t t = ((struct mr_fiber *)job)->io_ready_ns;
+		if (!t)
+			return true;
+		if (t < oldest)
+			oldest = t;
+	}
+	if (n && (int64_t)mr__now_ns() - oldest >= (int64_t)mr__io_pack_ns)
+		return true;
+	/* We keep up: ask the thief to ask again, should that change. */
+	atomic_store_explicit(&dq->movesplit, 0, memory_order_relaxed);
+	return false;
+}
+
 uint64_t mr__io_handoff_ns = MR__IO_HANDOFF_NS;
 
 /*
