@@ -971,15 +971,54 @@ static const struct mr__io_ops *io_watch(struct mr__worker *v, bool inflight)
 	return io;
 }
 
+/* How long io_ran() watches a worker's CPU time before it answers. */
+#define IO_RAN_NS 200000
+
+/*
+ * v has not polled its ring since `since`: has its thread been running
+ * (in one long job), rather than waiting for a CPU? A worker the kernel
+ * does not run polls as soon as it runs again, and the fibers a rescue
+ * took from it would then do their I/O on the rescuer's ring and spread
+ * its connections (see mr__push_io() in sched.h): HTTP hello beside wrk on
+ * 2 CPUs rescued 1-2k times in 6 s, most of them from a primary that the
+ * kernel had preempted for the load generator. So the answer is yes when
+ * v's thread used at least half of a window of IO_RAN_NS (CPU time of the
+ * thread, one system call); the first look opens the window (no).
+ * Helpers race on the fields: a wrong answer costs a rescue or delays one.
+ */
+static bool io_ran(struct mr__worker *v, int64_t since, int64_t now)
+{
+	/* The thread's CPU clock, as pthread_getcpuclockid() makes it for a
+	 * thread id (the kernel's MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED)).
+	 * v->tid was set before v published io_ops, which io_watch() read
+	 * with acquire. */
+	clockid_t id = (clockid_t)((~(unsigned)v->tid << 3) | 6);
+	struct timespec ts;
+
+	if (clock_gettime(id, &ts) < 0)
+		return true; /* cannot tell: rescue, as without this look */
+	int64_t cpu = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	int64_t t0 = atomic_load_explicit(&v->io_cpu_ns, memory_order_relaxed);
+	if (t0 >= since && now - t0 < IO_RAN_NS)
+		return false; /* the window is open: look again later */
+	if (t0 >= since &&
+	    cpu - atomic_load_explicit(&v->io_cpu, memory_order_relaxed) >= (now - t0) / 2)
+		return true;
+	atomic_store_explicit(&v->io_cpu, cpu, memory_order_relaxed);
+	atomic_store_explicit(&v->io_cpu_ns, now, memory_order_relaxed);
+	return false;
+}
+
 /*
  * The hand-off of issue 19's "a worker busy in a long job lets others take
  * its I/O-ready fibers": for each other worker that runs with I/O in
- * flight and has not polled its ring for mr__io_handoff_ns (its io_polls
- * unchanged since a helper first saw that value), reap its ring here; the
- * fibers land on our deque. A worker that polls (a fiber server, a loop of
- * short jobs) changes io_polls at every round and is left alone. True if
- * fibers were readied. Called by a searching worker (search()); a parked
- * one wakes up to search while io_watch() holds for a peer (park()).
+ * flight, has not polled its ring for mr__io_handoff_ns (its io_polls
+ * unchanged since a helper first saw that value) and has been running
+ * meanwhile (io_ran()), reap its ring here; the fibers land on our deque.
+ * A worker that polls (a fiber server, a loop of short jobs) changes
+ * io_polls at every round and is left alone. True if fibers were readied.
+ * Called by a searching worker (search()); a parked one wakes up to search
+ * while io_watch() holds for a peer (park()).
  */
 static bool io_handoff(struct mr__worker *w)
 {
@@ -1000,8 +1039,8 @@ static bool io_handoff(struct mr__worker *w)
 			atomic_store_explicit(&v->io_seen_ns, now, memory_order_relaxed);
 			continue;
 		}
-		if (now - atomic_load_explicit(&v->io_seen_ns, memory_order_relaxed) <
-		    (int64_t)mr__io_handoff_ns)
+		int64_t since = atomic_load_explicit(&v->io_seen_ns, memory_order_relaxed);
+		if (now - since < (int64_t)mr__io_handoff_ns || !io_ran(v, since, now))
 			continue;
 		got |= io->rescue(v, w);
 	}

@@ -243,7 +243,9 @@ struct mr__worker {
 	 * and when it last changed. Hints: a race costs one needless try. */
 	_Atomic uint32_t io_seen_polls;
 	_Atomic int64_t io_seen_ns;
-	char pad_[MR_CACHELINE - 2 * sizeof(uint32_t) - sizeof(int64_t)];
+	/* ... and the worker thread's CPU time at io_cpu_ns (io_ran()). */
+	_Atomic int64_t io_cpu_ns, io_cpu;
+	char pad_[MR_CACHELINE - 2 * sizeof(uint32_t) - 3 * sizeof(int64_t)];
 };
 
 struct mr_runtime {
