@@ -1037,6 +1037,55 @@ TEST(timer_not_queued_behind_fork_join)
 	in_fiber(1, cpu_until_slept, NULL);
 }
 
+/*
+ * Workers that compute give their CPU to the other runnable threads now
+ * and then (sched_yield(), sched.h mr__cpu_yield()) while the runtime has
+ * I/O in flight, and only then: a reader parked on a pipe on one of 2
+ * workers, fork-join on both until a yield was counted (20 s at most);
+ * then the same work in a runtime without I/O must not yield at all.
+ */
+extern _Atomic unsigned long mr__test_cpu_yields;
+
+static void cpu_until_yield(void *arg)
+{
+	MR_OPTS(mr_fiber_opts, o, .runtime = mr_runtime_current());
+	mr_fiber_t *r = mr_go_opts(io_fiber, NULL, &o);
+	int64_t end = mr_now_ns() + 20 * (int64_t)1000000000;
+
+	(void)arg;
+	ASSERT_NONNULL(r);
+	while (!atomic_load(&io_started))
+		mr_yield();
+	while (!atomic_load(&mr__test_cpu_yields) && mr_now_ns() < end)
+		ASSERT_EQ(fib_par(18), 2584);
+	ASSERT_EQ(write(fj_pipe[1], "x", 1), 1);
+	ASSERT_EQ(mr_fiber_join(r), 0);
+}
+
+static void cpu_rounds(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 20; i++)
+		ASSERT_EQ(fib_par(20), 6765);
+}
+
+TEST(computing_workers_yield_only_while_io_is_in_flight)
+{
+	atomic_store(&io_started, 0);
+	atomic_store(&mr__test_cpu_yields, 0);
+	ASSERT_EQ(pipe2(fj_pipe, O_CLOEXEC), 0);
+	in_fiber(2, cpu_until_yield, NULL);
+	close(fj_pipe[0]);
+	close(fj_pipe[1]);
+	unsigned long with_io = atomic_load(&mr__test_cpu_yields);
+	printf("# %lu yields with a read in flight\n", with_io);
+	ASSERT_GT(with_io, 0);
+	atomic_store(&mr__test_cpu_yields, 0);
+	in_fiber(2, cpu_rounds, NULL);
+	unsigned long without = atomic_load(&mr__test_cpu_yields);
+	ASSERT_EQ(without, 0);
+}
+
 /* ---- 10,000 connections at once --------------------------------------------------- */
 
 struct crowd {

@@ -77,6 +77,7 @@ static inline struct mr__worker *worker_of(struct mr__lstack *ls)
 }
 
 uint64_t mr__beat_ticks;
+uint64_t mr__yield_ticks;
 
 _Static_assert(sizeof(struct join_job) <= MR__JOB_BLOCK, "join job fits a block");
 
@@ -157,18 +158,9 @@ __attribute__((noinline)) static void join_pop_slow(struct mr__worker *w, struct
 	join_wait(w, j);
 }
 
-/* The cycle counter the heartbeat reads: a few ns, no system call. */
 static inline uint64_t beat_now(void)
 {
-#if defined(__x86_64__) || defined(__i386__)
-	return __builtin_ia32_rdtsc();
-#elif defined(__aarch64__)
-	uint64_t v;
-	__asm__ volatile("mrs %0, cntvct_el0" : "=r"(v));
-	return v;
-#else
-	return mr__now_ns();
-#endif
+	return mr__cycles();
 }
 
 static pthread_once_t beat_once = PTHREAD_ONCE_INIT;
@@ -185,12 +177,21 @@ static void beat_calibrate(void)
 		if (!*end && v > 0 && v <= 1000000)
 			us = v;
 	}
+	uint64_t yus = 100;
+	s = getenv("MOIRAI_YIELD_US");
+	if (s && *s) {
+		char *end;
+		unsigned long v = strtoul(s, &end, 10);
+		if (!*end && v <= 1000000)
+			yus = v;
+	}
 	uint64_t t0 = mr__now_ns(), c0 = beat_now(), t1, c1;
 	do {
 		t1 = mr__now_ns();
 		c1 = beat_now();
 	} while (t1 - t0 < 200000);
 	__atomic_store_n(&mr__beat_ticks, (c1 - c0) * us * 1000 / (t1 - t0), __ATOMIC_RELAXED);
+	__atomic_store_n(&mr__yield_ticks, (c1 - c0) * yus * 1000 / (t1 - t0), __ATOMIC_RELAXED);
 }
 
 void mr__beat_init(void)
@@ -294,6 +295,7 @@ __attribute__((noinline, cold)) void mr__beat(struct mr__worker *w)
 	}
 	if (unlikely(atomic_load_explicit(&w->scx_on, memory_order_relaxed)))
 		mr__scx_refresh(w);
+	mr__cpu_yield_due(w, now);
 }
 
 /* After a() returned: run b here if nobody took it, else finish the slow way. */

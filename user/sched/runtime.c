@@ -915,6 +915,22 @@ static bool local_pending(struct mr__worker *w);
 
 uint64_t mr__io_pack_ns = MR__IO_PACK_NS;
 
+_Atomic unsigned long mr__test_cpu_yields; /* sched.h */
+
+void mr__cpu_yield(struct mr__worker *w, uint64_t now)
+{
+	struct mr_runtime *rt = w->rt;
+
+	w->yield_last = now;
+	/* relaxed: hints; a stale one costs one yield, or one late. */
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		if (atomic_load_explicit(&rt->workers[i]->io_inflight, memory_order_relaxed)) {
+			atomic_fetch_add_explicit(&mr__test_cpu_yields, 1, memory_order_relaxed);
+			sched_yield();
+			return;
+		}
+}
+
 /* Private jobs mr__io_share_ok() looks at; beyond, it shares. */
 #define IO_PACK_SCAN 64
 
@@ -1330,17 +1346,17 @@ void mr__work_until(struct mr__worker *w, bool (*done)(void *), void *arg)
 		}
 		struct mr__job *job = mr__pop_sharing(w);
 		const struct mr__io_ops *io = mr__worker_io(w);
-		if (unlikely(io)) {
-			/* Submit what our fibers queued, once per round (when
-			 * the deque runs dry) or every MR__IO_INTERVAL jobs, and
-			 * ready the fibers whose I/O completed: CPU work must not
-			 * starve them. */
-			if (!job || ++w->io_tick >= MR__IO_INTERVAL) {
-				w->io_tick = 0;
-				if (io->poll(w) && !job)
-					job = mr__pop_sharing(w);
-			}
-		}
+		bool tick = job && ++w->io_tick >= MR__IO_INTERVAL;
+		if (tick || !job)
+			w->io_tick = 0;
+		/* Submit what our fibers queued, once per round (when the deque
+		 * runs dry) or every MR__IO_INTERVAL jobs, and ready the fibers
+		 * whose I/O completed: CPU work must not starve them. */
+		if (unlikely(io) && (tick || !job) && io->poll(w) && !job)
+			job = mr__pop_sharing(w);
+		/* Nor the other threads on our CPU (sched.h). */
+		if (tick)
+			mr__cpu_yield_due(w, mr__cycles());
 		if (!job)
 			job = local_more(w);
 		if (!job)
