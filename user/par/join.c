@@ -158,11 +158,6 @@ __attribute__((noinline)) static void join_pop_slow(struct mr__worker *w, struct
 	join_wait(w, j);
 }
 
-static inline uint64_t beat_now(void)
-{
-	return mr__cycles();
-}
-
 static pthread_once_t beat_once = PTHREAD_ONCE_INIT;
 
 /* Ticks per interval: the counter measured against the clock over 200 us. */
@@ -185,10 +180,10 @@ static void beat_calibrate(void)
 		if (!*end && v <= 1000000)
 			yus = v;
 	}
-	uint64_t t0 = mr__now_ns(), c0 = beat_now(), t1, c1;
+	uint64_t t0 = mr__now_ns(), c0 = mr__cycles(), t1, c1;
 	do {
 		t1 = mr__now_ns();
-		c1 = beat_now();
+		c1 = mr__cycles();
 	} while (t1 - t0 < 200000);
 	__atomic_store_n(&mr__beat_ticks, (c1 - c0) * us * 1000 / (t1 - t0), __ATOMIC_RELAXED);
 	__atomic_store_n(&mr__yield_ticks, (c1 - c0) * yus * 1000 / (t1 - t0), __ATOMIC_RELAXED);
@@ -281,7 +276,7 @@ __attribute__((noinline, cold)) void mr__beat(struct mr__worker *w)
 		}
 		w->pinned--;
 	}
-	uint64_t now = beat_now();
+	uint64_t now = mr__cycles();
 	uint64_t ticks = __atomic_load_n(&mr__beat_ticks, __ATOMIC_RELAXED);
 	if (w->beat_look)
 		w->beat_n = beat_countdown(w->beat_n, now - w->beat_look, ticks);
